@@ -1,0 +1,240 @@
+/**
+ * The VM spec: what a user asks for (VmSpecInput, from YAML, JSON or CLI
+ * flags) and the normalized form the code works with (VmSpec). One zod
+ * schema validates the input and types the code; unknown fields are
+ * rejected. A VmDefinition is a spec plus the identity Vireo gave it
+ * (UUID, MAC addresses) and is what is stored on disk.
+ */
+import { randomBytes, randomUUID } from 'node:crypto';
+import { z } from 'zod';
+import { invalidArgument } from '../errors.js';
+import { MiB, NAME_PATTERN, NAME_RULE, parseSize } from './units.js';
+
+export const Name = z
+  .string()
+  .regex(NAME_PATTERN, NAME_RULE)
+  .refine((value) => !value.includes('..'), 'must not contain ".."');
+
+const MAC_PATTERN = /^[0-9a-f]{2}(:[0-9a-f]{2}){5}$/;
+const IPV4_PATTERN = /^(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(\.(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)){3}$/;
+
+/** Memory as "512M"/"2G" or a number of MiB, normalized to MiB. */
+const MemoryMiB = z.union([z.string(), z.number()]).transform((value, ctx) => {
+  const bytes = typeof value === 'number' ? value * MiB : parseSize(value);
+  if (bytes === undefined || !Number.isInteger(bytes / MiB)) {
+    ctx.addIssue({ code: 'custom', message: `'${value}' is not a memory size in whole MiB (examples: 512M, 2G, or a number of MiB)` });
+    return z.NEVER;
+  }
+  const mib = bytes / MiB;
+  if (mib < 32 || mib > 4 * 1024 * 1024) {
+    ctx.addIssue({ code: 'custom', message: `${mib} MiB is out of range (32 MiB to 4 TiB)` });
+    return z.NEVER;
+  }
+  return mib;
+});
+
+const CpuTopology = z
+  .strictObject({
+    count: z.number().int().min(1).max(255),
+    sockets: z.number().int().min(1).optional(),
+    cores: z.number().int().min(1).optional(),
+    threads: z.number().int().min(1).optional(),
+    model: z
+      .string()
+      .regex(/^[A-Za-z0-9][A-Za-z0-9._-]*$/, 'must be a QEMU CPU model name such as host, max or Skylake-Server')
+      .optional(),
+  })
+  .transform((cpus, ctx) => {
+    const threads = cpus.threads ?? 1;
+    const cores = cpus.cores ?? Math.max(1, Math.floor(cpus.count / ((cpus.sockets ?? 1) * threads)));
+    const sockets = cpus.sockets ?? Math.max(1, Math.floor(cpus.count / (cores * threads)));
+    if (sockets * cores * threads !== cpus.count) {
+      ctx.addIssue({
+        code: 'custom',
+        message: `sockets (${sockets}) x cores (${cores}) x threads (${threads}) must equal count (${cpus.count})`,
+      });
+      return z.NEVER;
+    }
+    return { count: cpus.count, sockets, cores, threads, ...(cpus.model ? { model: cpus.model } : {}) };
+  });
+
+const Cpus = z.union([z.number().int().min(1).max(255).transform((count) => ({ count })), z.unknown()]).pipe(CpuTopology);
+
+export const DISK_BUSES = ['virtio', 'scsi', 'sata', 'ide'] as const;
+
+const Disk = z
+  .strictObject({
+    /** A volume in the storage directory (see `vireo disk list`). */
+    volume: Name,
+    media: z.enum(['disk', 'cdrom']).default('disk'),
+    bus: z.enum(DISK_BUSES).optional(),
+    readOnly: z.boolean().default(false),
+    cache: z.enum(['writeback', 'none', 'writethrough', 'directsync', 'unsafe']).default('writeback'),
+    serial: z
+      .string()
+      .regex(/^[A-Za-z0-9_-]{1,20}$/, 'must be 1-20 letters, digits, "_" or "-"')
+      .optional(),
+  })
+  .transform((disk) => ({
+    ...disk,
+    // A CD-ROM is on SATA by default (q35 has AHCI built in); disks on virtio.
+    bus: disk.bus ?? (disk.media === 'cdrom' ? ('sata' as const) : ('virtio' as const)),
+    readOnly: disk.media === 'cdrom' ? true : disk.readOnly,
+  }))
+  .refine((disk) => !(disk.media === 'cdrom' && disk.bus === 'virtio'), {
+    message: 'a cdrom cannot be on the virtio bus (use sata, ide or scsi)',
+    path: ['bus'],
+  });
+
+const PortForward = z.strictObject({
+  protocol: z.enum(['tcp', 'udp']).default('tcp'),
+  hostAddress: z.string().regex(IPV4_PATTERN, 'must be an IPv4 address').default('127.0.0.1'),
+  hostPort: z.number().int().min(1).max(65535),
+  guestPort: z.number().int().min(1).max(65535),
+});
+
+export const NIC_MODELS = ['virtio', 'e1000', 'e1000e', 'rtl8139'] as const;
+
+const Nic = z.strictObject({
+  model: z.enum(NIC_MODELS).default('virtio'),
+  network: z.literal('user').default('user'),
+  mac: z
+    .string()
+    .transform((mac) => mac.toLowerCase())
+    .pipe(z.string().regex(MAC_PATTERN, 'must be a MAC address like 52:54:00:12:34:56'))
+    .refine((mac) => (parseInt(mac.slice(0, 2), 16) & 1) === 0, 'must be a unicast MAC address (first octet even)')
+    .optional(),
+  forwards: z.array(PortForward).default([]),
+});
+
+const KernelBoot = z.union([
+  z.strictObject({
+    /** An image built by `vireo image build` (kernel and initrd come from it). */
+    image: Name,
+    cmdline: z.string().max(4096).optional(),
+  }),
+  z.strictObject({
+    kernel: z.string().startsWith('/', 'must be an absolute path'),
+    initrd: z.string().startsWith('/', 'must be an absolute path').optional(),
+    cmdline: z.string().max(4096).optional(),
+  }),
+]);
+
+const Boot = z.strictObject({
+  firmware: z.enum(['bios', 'uefi']).default('bios'),
+  kernel: KernelBoot.optional(),
+  order: z.array(z.enum(['disk', 'cdrom', 'network'])).max(3).default(['disk', 'cdrom', 'network']),
+});
+
+const Vnc = z.strictObject({
+  listen: z.string().regex(IPV4_PATTERN, 'must be an IPv4 address').default('127.0.0.1'),
+  /** VNC display number: the server listens on TCP port 5900 + display. */
+  display: z.number().int().min(0).max(59635),
+});
+
+export const VmSpecSchema = z.strictObject({
+  name: Name,
+  description: z.string().max(1024).optional(),
+  cpus: Cpus.default({ count: 1, sockets: 1, cores: 1, threads: 1 }),
+  memory: MemoryMiB.default(512),
+  machine: z.enum(['q35', 'pc']).default('q35'),
+  accelerator: z.enum(['auto', 'kvm', 'tcg']).default('auto'),
+  boot: Boot.default({ firmware: 'bios', order: ['disk', 'cdrom', 'network'] }),
+  disks: z.array(Disk).max(16).default([]),
+  nics: z.array(Nic).max(8).default([{ model: 'virtio', network: 'user', forwards: [] }]),
+  serial: z.boolean().default(true),
+  vnc: Vnc.optional(),
+  rng: z.boolean().default(true),
+});
+
+export type VmSpecInput = z.input<typeof VmSpecSchema>;
+export type VmSpec = z.output<typeof VmSpecSchema>;
+export type DiskSpec = VmSpec['disks'][number];
+export type NicSpec = VmSpec['nics'][number];
+export type CpuSpec = VmSpec['cpus'];
+
+export interface VmDefinition extends VmSpec {
+  uuid: string;
+  nics: (NicSpec & { mac: string })[];
+  createdAt: string;
+}
+
+/** Validates a spec; the first problem becomes an error naming its field. */
+export function parseVmSpec(input: unknown): VmSpec {
+  const result = VmSpecSchema.safeParse(input);
+  if (result.success) {
+    checkSpecConsistency(result.data);
+    return result.data;
+  }
+  throw zodToError(result.error);
+}
+
+export function zodToError(error: z.ZodError) {
+  const issue = error.issues[0]!;
+  const field = issue.path.length > 0 ? issue.path.join('.') : '(spec)';
+  let message = issue.message;
+  if (issue.code === 'unrecognized_keys') {
+    message = `unknown field${issue.keys.length > 1 ? 's' : ''} ${issue.keys.map((key) => `'${key}'`).join(', ')}`;
+  }
+  return invalidArgument(field, message, { issues: error.issues.length });
+}
+
+function checkSpecConsistency(spec: VmSpec): void {
+  const volumes = new Set<string>();
+  spec.disks.forEach((disk, index) => {
+    if (volumes.has(disk.volume)) throw invalidArgument(`disks.${index}.volume`, `volume '${disk.volume}' is attached twice`);
+    volumes.add(disk.volume);
+    if (disk.bus === 'ide' && spec.machine === 'q35') {
+      throw invalidArgument(`disks.${index}.bus`, 'q35 has no IDE controller; use sata');
+    }
+    if (disk.bus === 'sata' && spec.machine === 'pc') {
+      throw invalidArgument(`disks.${index}.bus`, 'the pc machine has no SATA controller; use ide or q35');
+    }
+  });
+  if (spec.disks.filter((disk) => disk.bus === 'ide').length > 4) {
+    throw invalidArgument('disks', 'at most 4 IDE devices fit on the pc machine');
+  }
+  if (spec.disks.filter((disk) => disk.bus === 'sata').length > 6) {
+    throw invalidArgument('disks', 'at most 6 SATA devices fit on the q35 AHCI controller');
+  }
+  const macs = new Set<string>();
+  const hostPorts = new Set<string>();
+  spec.nics.forEach((nic, index) => {
+    if (nic.mac) {
+      if (macs.has(nic.mac)) throw invalidArgument(`nics.${index}.mac`, `MAC address ${nic.mac} is used twice`);
+      macs.add(nic.mac);
+    }
+    nic.forwards.forEach((forward, forwardIndex) => {
+      const key = `${forward.protocol}:${forward.hostAddress}:${forward.hostPort}`;
+      if (hostPorts.has(key)) {
+        throw invalidArgument(`nics.${index}.forwards.${forwardIndex}.hostPort`, `host port ${forward.hostPort}/${forward.protocol} is forwarded twice`);
+      }
+      hostPorts.add(key);
+    });
+  });
+}
+
+/** Gives a spec its identity: a UUID and a stable MAC for every NIC. */
+export function defineVm(spec: VmSpec, previous?: VmDefinition): VmDefinition {
+  const used = new Set(spec.nics.map((nic) => nic.mac).filter((mac): mac is string => Boolean(mac)));
+  const nics = spec.nics.map((nic, index) => {
+    const mac = nic.mac ?? previous?.nics[index]?.mac ?? uniqueMac(used);
+    used.add(mac);
+    return { ...nic, mac };
+  });
+  return {
+    ...spec,
+    nics,
+    uuid: previous?.uuid ?? randomUUID(),
+    createdAt: previous?.createdAt ?? new Date().toISOString(),
+  };
+}
+
+/** 52:54:00 is the locally administered prefix QEMU and libvirt use. */
+function uniqueMac(used: Set<string>): string {
+  for (;;) {
+    const tail = [...randomBytes(3)].map((byte) => byte.toString(16).padStart(2, '0'));
+    const mac = `52:54:00:${tail.join(':')}`;
+    if (!used.has(mac)) return mac;
+  }
+}
