@@ -3,7 +3,8 @@
  *   VIREO_HOME, else /var/lib/vireo for root, else ~/.local/share/vireo.
  *
  *   <home>/vms/<name>/vm.json         definition (written atomically)
- *   <home>/vms/<name>/run/            runtime: qmp.sock, serial.sock, qemu.pid, console.log
+ *   <home>/vms/<name>/run/            runtime: qmp.sock, status.sock, serial.sock, qemu.pid, state.json
+ *   <home>/vms/<name>/console.log     everything the guest wrote to its serial console
  *   <home>/storage/<disk>.<format>    disks (the storage directory)
  *   <home>/images/<name>/             built images (kernel, initrd, manifest)
  *   <home>/cache/                     downloaded packages and build scratch
@@ -41,10 +42,12 @@ export interface VmPaths {
   definition: string;
   runDir: string;
   qmpSocket: string;
+  /** A second monitor for short status queries, so they never queue behind a long operation. */
+  statusSocket: string;
   serialSocket: string;
   pidFile: string;
   consoleLog: string;
-  qemuLog: string;
+  runtimeState: string;
 }
 
 export function vmPaths(paths: VireoPaths, name: string): VmPaths {
@@ -55,10 +58,11 @@ export function vmPaths(paths: VireoPaths, name: string): VmPaths {
     definition: join(dir, 'vm.json'),
     runDir,
     qmpSocket: join(runDir, 'qmp.sock'),
+    statusSocket: join(runDir, 'status.sock'),
     serialSocket: join(runDir, 'serial.sock'),
     pidFile: join(runDir, 'qemu.pid'),
     consoleLog: join(dir, 'console.log'),
-    qemuLog: join(runDir, 'qemu.log'),
+    runtimeState: join(runDir, 'state.json'),
   };
 }
 

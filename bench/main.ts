@@ -1,0 +1,33 @@
+/**
+ * `npm run bench`: Vireo's figures next to the plain equivalent, in one run,
+ * as medians. Usage: npm run bench [-- --runs N]
+ */
+import { fileURLToPath } from 'node:url';
+import { join } from 'node:path';
+import { buildTinyImage } from '../src/core/image/tiny.js';
+import { vireoPaths } from '../src/core/paths.js';
+import { benchStartTime } from './start-time.js';
+
+const runsFlag = process.argv.indexOf('--runs');
+const runs = runsFlag === -1 ? 7 : Number(process.argv[runsFlag + 1]);
+const repoRoot = fileURLToPath(new URL('../../', import.meta.url));
+const cli = join(repoRoot, 'dist', 'src', 'cli', 'main.js');
+const imageHome = join(repoRoot, '.vireo-dev', 'shared');
+
+function median(values: number[]): number {
+  const sorted = [...values].sort((a, b) => a - b);
+  const middle = Math.floor(sorted.length / 2);
+  return sorted.length % 2 === 1 ? sorted[middle]! : (sorted[middle - 1]! + sorted[middle]!) / 2;
+}
+
+await buildTinyImage(vireoPaths(imageHome));
+process.stdout.write(`Vireo benchmarks (${runs} runs each, medians; TCG unless this host has usable KVM)\n\n`);
+
+const start = await benchStartTime({ runs, cli, imageHome });
+const vireo = median(start.vireoMs);
+const plain = median(start.plainMs);
+const fmt = (ms: number) => `${(ms / 1000).toFixed(3)} s`;
+process.stdout.write('start to guest readiness line (tiny image, 1 vCPU, 256 MiB)\n');
+process.stdout.write(`  vireo vm start         ${fmt(vireo)}   (runs: ${start.vireoMs.map((ms) => (ms / 1000).toFixed(2)).join(' ')})\n`);
+process.stdout.write(`  plain qemu-system      ${fmt(plain)}   (runs: ${start.plainMs.map((ms) => (ms / 1000).toFixed(2)).join(' ')})\n`);
+process.stdout.write(`  ratio vireo/plain      ${(vireo / plain).toFixed(3)}   (goal: at most 1.10)\n`);

@@ -1,0 +1,30 @@
+/**
+ * `vireo host ...`: can this machine run VMs, and make it able to.
+ */
+import { Command } from 'commander';
+import { checkHost, formatHostReport } from '../../core/host/check.js';
+import { setupHost } from '../../core/host/setup.js';
+import { note, printJson } from '../output.js';
+
+export function hostCommand(): Command {
+  const host = new Command('host').description('check and set up this host');
+
+  host.command('check')
+    .description('virtualization support, QEMU, firmware and the accelerator Vireo will use')
+    .option('--json', 'print as JSON')
+    .action(async (flags: { json?: boolean }) => {
+      const report = await checkHost();
+      if (flags.json) printJson(report);
+      else process.stdout.write(`${formatHostReport(report)}\n`);
+      if (!report.canRunVms) process.exitCode = 7;
+    });
+
+  host.command('setup')
+    .description('install what is missing (QEMU, qemu-img, firmware...) with the package manager')
+    .action(async () => {
+      const result = await setupHost({ onOutput: (line: string) => note(line) });
+      note(result.installed.length > 0 ? `installed: ${result.installed.join(', ')}` : 'everything needed is already installed');
+    });
+
+  return host;
+}

@@ -1,0 +1,324 @@
+/**
+ * `vireo vm ...`: define, run and reach virtual machines. Flags are turned
+ * into a spec (merged over a spec file when -f is given) and validated by the
+ * same schema as files, so a flag error names the spec field it maps to.
+ */
+import { open, readFile } from 'node:fs/promises';
+import { Command, Option } from 'commander';
+import { parse as parseYaml } from 'yaml';
+import { VireoError, invalidArgument } from '../../core/errors.js';
+import { requireSize, formatSize, MiB } from '../../core/model/units.js';
+import type { VmSpec } from '../../core/model/vm.js';
+import { vmPaths, type VireoPaths } from '../../core/paths.js';
+import { SerialConsole } from '../../core/vm/console.js';
+import { killVm, pauseVm, rebootVm, resumeVm, startVm, stopVm } from '../../core/vm/lifecycle.js';
+import { createVm, deleteVm, editVm, getVm, listVms, type NewDisk } from '../../core/vm/manage.js';
+import { formatDuration, note, printJson, printTable, printYaml } from '../output.js';
+import { attachConsole } from '../console.js';
+
+type Spec = Record<string, unknown>;
+
+interface SpecFlags {
+  file?: string;
+  image?: string;
+  cmdline?: string;
+  cpus?: string;
+  memory?: string;
+  machine?: string;
+  firmware?: string;
+  accel?: string;
+  attach?: string[];
+  cdrom?: string[];
+  forward?: string[];
+  nicModel?: string;
+  nic?: boolean;
+  vnc?: string;
+}
+
+function collect(value: string, previous: string[] = []): string[] {
+  return [...previous, value];
+}
+
+function addSpecOptions(command: Command): Command {
+  return command
+    .option('-f, --file <spec>', 'VM spec file (YAML or JSON); flags override its fields')
+    .option('--image <name>', 'boot this image\'s kernel directly (see: vireo image list)')
+    .option('--cmdline <text>', 'kernel command line for direct kernel boot')
+    .option('--cpus <n>', 'number of vCPUs')
+    .option('--memory <size>', 'memory, e.g. 512M or 2G')
+    .addOption(new Option('--machine <type>', 'machine type').choices(['q35', 'pc']))
+    .addOption(new Option('--firmware <type>', 'firmware').choices(['bios', 'uefi']))
+    .addOption(new Option('--accel <accel>', 'accelerator (auto picks KVM when usable, else TCG)').choices(['auto', 'kvm', 'tcg']))
+    .option('--attach <volume>', 'attach an existing volume as a virtio disk (repeatable)', collect)
+    .option('--cdrom <volume>', 'attach an ISO volume as a CD-ROM (repeatable)', collect)
+    .option('--forward <[addr:]host:guest[/udp]>', 'forward a host port to the guest on the user network (repeatable)', collect)
+    .addOption(new Option('--nic-model <model>', 'model of the NIC').choices(['virtio', 'e1000', 'e1000e', 'rtl8139']))
+    .option('--no-nic', 'no network card')
+    .option('--vnc <display>', 'VNC display number (port 5900+N on 127.0.0.1)');
+}
+
+async function readSpecFile(file: string): Promise<Spec> {
+  let text: string;
+  try {
+    text = await readFile(file, 'utf8');
+  } catch (error) {
+    throw new VireoError('invalid_argument', `--file: cannot read ${file}: ${(error as NodeJS.ErrnoException).code ?? String(error)}`, { field: 'file' });
+  }
+  try {
+    // YAML is a superset of JSON, so one parser reads both.
+    const value = parseYaml(text) as unknown;
+    if (typeof value !== 'object' || value === null || Array.isArray(value)) throw new Error('the spec must be a mapping of fields');
+    return value as Spec;
+  } catch (error) {
+    throw new VireoError('invalid_argument', `--file: ${file} is not valid YAML or JSON: ${(error as Error).message.split('\n')[0]}`, { field: 'file' });
+  }
+}
+
+function parseInteger(field: string, text: string): number {
+  if (!/^\d+$/.test(text)) throw invalidArgument(field, `'${text}' is not a whole number`);
+  return Number(text);
+}
+
+function parseForward(text: string, index: number): Spec {
+  const match = /^(?:(\d{1,3}(?:\.\d{1,3}){3}):)?(\d+):(\d+)(?:\/(tcp|udp))?$/.exec(text);
+  if (!match) throw invalidArgument(`--forward`, `'${text}' must look like 2222:22, 0.0.0.0:8080:80 or 5353:53/udp`, { index });
+  return {
+    hostPort: Number(match[2]),
+    guestPort: Number(match[3]),
+    ...(match[1] ? { hostAddress: match[1] } : {}),
+    ...(match[4] ? { protocol: match[4] } : {}),
+  };
+}
+
+/** Applies flags over a spec (a file's, or a VM's current one). */
+function applySpecFlags(base: Spec, flags: SpecFlags): Spec {
+  const spec: Spec = { ...base };
+  const boot = { ...((spec.boot as Spec | undefined) ?? {}) };
+  if (flags.cpus !== undefined) spec.cpus = parseInteger('cpus', flags.cpus);
+  if (flags.memory !== undefined) spec.memory = flags.memory;
+  if (flags.machine !== undefined) spec.machine = flags.machine;
+  if (flags.accel !== undefined) spec.accelerator = flags.accel;
+  if (flags.firmware !== undefined) boot.firmware = flags.firmware;
+  if (flags.image !== undefined) boot.kernel = { image: flags.image, ...(flags.cmdline ? { cmdline: flags.cmdline } : {}) };
+  else if (flags.cmdline !== undefined) {
+    if (!boot.kernel) throw invalidArgument('--cmdline', 'needs direct kernel boot (--image)');
+    boot.kernel = { ...(boot.kernel as Spec), cmdline: flags.cmdline };
+  }
+  spec.boot = boot;
+  const disks = [...((spec.disks as Spec[] | undefined) ?? [])];
+  for (const volume of flags.attach ?? []) disks.push({ volume });
+  for (const volume of flags.cdrom ?? []) disks.push({ volume, media: 'cdrom', ...(spec.machine === 'pc' ? { bus: 'ide' } : {}) });
+  spec.disks = disks;
+  if (flags.nic === false) spec.nics = [];
+  else if (flags.nicModel !== undefined || flags.forward !== undefined) {
+    const nics = [...((spec.nics as Spec[] | undefined) ?? [{}])];
+    const first = { ...(nics[0] ?? {}) };
+    if (flags.nicModel !== undefined) first.model = flags.nicModel;
+    if (flags.forward !== undefined) first.forwards = [...((first.forwards as Spec[] | undefined) ?? []), ...flags.forward.map(parseForward)];
+    nics[0] = first;
+    spec.nics = nics;
+  }
+  if (flags.vnc !== undefined) spec.vnc = { display: parseInteger('vnc', flags.vnc) };
+  return spec;
+}
+
+function uptime(startedAt: string | undefined): string {
+  return startedAt ? formatDuration(Date.now() - Date.parse(startedAt)) : '-';
+}
+
+export function vmCommand(paths: () => VireoPaths): Command {
+  const vm = new Command('vm').description('define, run and reach virtual machines');
+
+  addSpecOptions(vm.command('create [name]'))
+    .description('define a VM from flags and/or a spec file')
+    .option('--disk <size>', 'create a new qcow2 disk of this size and attach it (repeatable)', collect)
+    .option('--disk-from <source>', 'create the first new disk as a linked clone of this volume or image file')
+    .option('--json', 'print the definition as JSON')
+    .action(async (name: string | undefined, flags: SpecFlags & { disk?: string[]; diskFrom?: string; json?: boolean }) => {
+      let spec: Spec = flags.file ? await readSpecFile(flags.file) : {};
+      if (name !== undefined) spec.name = name;
+      if (spec.name === undefined) throw invalidArgument('name', 'a VM name is required (vireo vm create NAME ...)');
+      spec = applySpecFlags(spec, flags);
+      const newDisks: NewDisk[] = (flags.disk ?? []).map((size) => ({ size: requireSize('--disk', size) }));
+      if (flags.diskFrom) {
+        if (newDisks.length === 0) newDisks.push({});
+        newDisks[0] = { ...newDisks[0], from: flags.diskFrom };
+      }
+      const def = await createVm(paths(), spec, { newDisks });
+      if (flags.json) printJson(def);
+      else note(`created VM '${def.name}' (${def.cpus.count} vCPU, ${formatSize(def.memory * MiB)}, ${def.disks.length} disk(s)); start it with: vireo vm start ${def.name}`);
+    });
+
+  vm.command('list')
+    .alias('ls')
+    .description('list VMs with their state')
+    .option('--json', 'print as JSON')
+    .action(async (flags: { json?: boolean }) => {
+      const vms = await listVms(paths());
+      if (flags.json) return printJson(vms);
+      printTable(
+        ['NAME', 'STATE', 'VCPUS', 'MEMORY', 'ACCEL', 'UPTIME'],
+        vms.map(({ definition, runtime }) => [
+          definition.name,
+          runtime.state,
+          String(definition.cpus.count),
+          formatSize(definition.memory * MiB),
+          runtime.accel ?? definition.accelerator,
+          uptime(runtime.startedAt),
+        ]),
+      );
+    });
+
+  vm.command('show <name>')
+    .description('show a VM\'s definition and state')
+    .option('--json', 'print as JSON')
+    .action(async (name: string, flags: { json?: boolean }) => {
+      const info = await getVm(paths(), name);
+      const runtime = { ...info.runtime, ...(info.runtime.startedAt ? { uptime: uptime(info.runtime.startedAt) } : {}) };
+      const view = { ...info.definition, runtime };
+      if (flags.json) printJson(view);
+      else printYaml(view);
+    });
+
+  addSpecOptions(vm.command('edit <name>'))
+    .description('change a stopped VM (flags, or a whole spec with -f)')
+    .option('--detach <volume>', 'detach a volume (repeatable)', collect)
+    .action(async (name: string, flags: SpecFlags & { detach?: string[] }) => {
+      const file = flags.file ? await readSpecFile(flags.file) : undefined;
+      const def = await editVm(paths(), name, (current) => {
+        let spec: Spec = file ? { ...file, name: file.name ?? name } : ({ ...current } as Spec);
+        spec = applySpecFlags(spec, { ...flags, file: undefined });
+        for (const volume of flags.detach ?? []) {
+          const disks = spec.disks as VmSpec['disks'];
+          if (!disks.some((disk) => disk.volume === volume)) throw invalidArgument('--detach', `volume '${volume}' is not attached to '${name}'`);
+          spec.disks = disks.filter((disk) => disk.volume !== volume);
+        }
+        return spec;
+      });
+      note(`updated VM '${def.name}'`);
+    });
+
+  vm.command('start <name>')
+    .description('start a VM (it keeps running after this command exits)')
+    .option('--console', 'attach to the serial console once started')
+    .option('--wait [seconds]', 'wait until the guest prints its image\'s readiness line (default 120 s)')
+    .action(async (name: string, flags: { console?: boolean; wait?: string | boolean }) => {
+      const waitSeconds = flags.wait === undefined ? undefined : flags.wait === true ? 120 : parseInteger('--wait', String(flags.wait));
+      const result = await startVm(paths(), name, waitSeconds === undefined ? {} : { waitReady: { timeoutMs: waitSeconds * 1000 } });
+      if (result.notice) note(`notice: ${result.notice}`);
+      note(`started VM '${name}' (pid ${result.pid}, ${result.accel})${waitSeconds === undefined ? '' : '; the guest is ready'}`);
+      if (flags.console) process.exitCode = await attachConsole(vmPaths(paths(), name).serialSocket, name);
+    });
+
+  vm.command('stop <name>')
+    .description('power off through ACPI, forcing it after a timeout')
+    .option('--timeout <seconds>', 'seconds the guest gets to power off', '60')
+    .option('--no-force', 'fail instead of forcing power-off after the timeout')
+    .action(async (name: string, flags: { timeout: string; force: boolean }) => {
+      const timeoutMs = parseInteger('--timeout', flags.timeout) * 1000;
+      const result = await stopVm(paths(), name, { timeoutMs, force: flags.force, onProgress: (message) => note(message) });
+      note(result.forced ? `VM '${name}' forced off` : `VM '${name}' powered off`);
+    });
+
+  vm.command('kill <name>')
+    .alias('destroy')
+    .description('power off at once, like pulling the plug')
+    .action(async (name: string) => {
+      await killVm(paths(), name);
+      note(`VM '${name}' killed`);
+    });
+
+  vm.command('reboot <name>')
+    .description('reboot through ACPI (or reset at once with --force)')
+    .option('--force', 'reset immediately, like the reset button')
+    .option('--timeout <seconds>', 'seconds the guest gets to shut down before a reset', '60')
+    .action(async (name: string, flags: { force?: boolean; timeout: string }) => {
+      const result = await rebootVm(paths(), name, { force: Boolean(flags.force), timeoutMs: parseInteger('--timeout', flags.timeout) * 1000 });
+      note(result.forced ? `VM '${name}' reset` : `VM '${name}' rebooted`);
+    });
+
+  vm.command('pause <name>')
+    .alias('suspend')
+    .description('pause all vCPUs')
+    .action(async (name: string) => {
+      await pauseVm(paths(), name);
+      note(`VM '${name}' paused`);
+    });
+
+  vm.command('resume <name>')
+    .description('resume a paused VM')
+    .action(async (name: string) => {
+      await resumeVm(paths(), name);
+      note(`VM '${name}' resumed`);
+    });
+
+  vm.command('delete <name>')
+    .alias('rm')
+    .description('delete a stopped VM')
+    .option('--with-disks', 'also delete its disks (volumes no other VM uses)')
+    .action(async (name: string, flags: { withDisks?: boolean }) => {
+      const result = await deleteVm(paths(), name, { withDisks: Boolean(flags.withDisks) });
+      note(`deleted VM '${name}'${result.deletedVolumes.length > 0 ? ` and volume(s) ${result.deletedVolumes.join(', ')}` : ''}`);
+    });
+
+  vm.command('console <name>')
+    .description('attach to the serial console (detach with Ctrl-])')
+    .option('--run <command>', 'run one shell command in the guest\'s console shell, print its output, exit with its status')
+    .option('--timeout <seconds>', 'with --run: seconds to wait for the command', '60')
+    .action(async (name: string, flags: { run?: string; timeout: string }) => {
+      const info = await getVm(paths(), name);
+      if (info.runtime.state === 'stopped') throw new VireoError('invalid_state', `VM '${name}' is not running`);
+      if (!info.definition.serial) throw new VireoError('invalid_state', `VM '${name}' has no serial console (serial: false)`);
+      const socket = vmPaths(paths(), name).serialSocket;
+      if (flags.run === undefined) {
+        process.exitCode = await attachConsole(socket, name);
+        return;
+      }
+      const console = await SerialConsole.connect(socket);
+      try {
+        const result = await console.run(flags.run, parseInteger('--timeout', flags.timeout) * 1000);
+        process.stdout.write(result.output);
+        process.exitCode = result.status;
+      } finally {
+        await console.close();
+      }
+    });
+
+  vm.command('logs <name>')
+    .description('print what the guest wrote to its serial console')
+    .option('-f, --follow', 'keep printing new output')
+    .option('-n, --lines <n>', 'only the last N lines')
+    .action(async (name: string, flags: { follow?: boolean; lines?: string }) => {
+      await getVm(paths(), name);
+      await printLogs(vmPaths(paths(), name).consoleLog, flags.lines === undefined ? undefined : parseInteger('--lines', flags.lines), Boolean(flags.follow));
+    });
+
+  return vm;
+}
+
+async function printLogs(file: string, lines: number | undefined, follow: boolean): Promise<void> {
+  let offset = 0;
+  const readFrom = async (from: number): Promise<Buffer> => {
+    const handle = await open(file, 'r').catch(() => undefined);
+    if (!handle) return Buffer.alloc(0);
+    try {
+      const { size } = await handle.stat();
+      // A log that shrank was rotated or truncated: start over.
+      const begin = size < from ? 0 : from;
+      const buffer = Buffer.alloc(size - begin);
+      await handle.read(buffer, 0, buffer.length, begin);
+      offset = size;
+      return buffer;
+    } finally {
+      await handle.close();
+    }
+  };
+  let text = (await readFrom(0)).toString('utf8');
+  if (lines !== undefined) text = text.split('\n').slice(-lines - 1).join('\n');
+  process.stdout.write(text);
+  while (follow) {
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    const chunk = await readFrom(offset);
+    if (chunk.length > 0) process.stdout.write(chunk);
+  }
+}

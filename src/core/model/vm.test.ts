@@ -1,0 +1,89 @@
+/**
+ * The VM spec schema: defaults, normalization, and an error that names the
+ * field for every kind of bad input.
+ */
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import { VireoError } from '../errors.js';
+import { defineVm, parseVmSpec } from './vm.js';
+
+function fieldOf(input: unknown): string | undefined {
+  try {
+    parseVmSpec(input);
+  } catch (error) {
+    assert.ok(error instanceof VireoError);
+    assert.equal(error.code, 'invalid_argument');
+    assert.ok(error.message.startsWith(`${String(error.details.field)}: `), error.message);
+    return error.details.field;
+  }
+  return undefined;
+}
+
+test('a minimal spec gets sensible defaults', () => {
+  const spec = parseVmSpec({ name: 'a' });
+  assert.deepEqual(spec.cpus, { count: 1, sockets: 1, cores: 1, threads: 1 });
+  assert.equal(spec.memory, 512);
+  assert.equal(spec.machine, 'q35');
+  assert.equal(spec.accelerator, 'auto');
+  assert.equal(spec.boot.firmware, 'bios');
+  assert.equal(spec.nics.length, 1, 'one user-mode NIC by default');
+  assert.equal(spec.nics[0]!.model, 'virtio');
+  assert.equal(spec.serial, true);
+  assert.equal(spec.rng, true);
+});
+
+test('sizes and topology are normalized', () => {
+  assert.equal(parseVmSpec({ name: 'a', memory: '2G' }).memory, 2048);
+  assert.equal(parseVmSpec({ name: 'a', memory: 768 }).memory, 768);
+  assert.deepEqual(parseVmSpec({ name: 'a', cpus: 4 }).cpus, { count: 4, sockets: 1, cores: 4, threads: 1 });
+  assert.deepEqual(parseVmSpec({ name: 'a', cpus: { count: 8, sockets: 2, threads: 2 } }).cpus, { count: 8, sockets: 2, cores: 2, threads: 2 });
+});
+
+test('disks default to virtio, CD-ROMs to SATA and read-only', () => {
+  const spec = parseVmSpec({ name: 'a', disks: [{ volume: 'root' }, { volume: 'iso', media: 'cdrom' }] });
+  assert.equal(spec.disks[0]!.bus, 'virtio');
+  assert.equal(spec.disks[1]!.bus, 'sata');
+  assert.equal(spec.disks[1]!.readOnly, true);
+});
+
+test('every bad field is named', () => {
+  assert.equal(fieldOf({}), 'name');
+  assert.equal(fieldOf({ name: '../etc' }), 'name');
+  assert.equal(fieldOf({ name: 'a/b' }), 'name');
+  assert.equal(fieldOf({ name: 'a,b' }), 'name');
+  assert.equal(fieldOf({ name: 'a;rm -rf' }), 'name');
+  assert.equal(fieldOf({ name: 'a', memory: 'lots' }), 'memory');
+  assert.equal(fieldOf({ name: 'a', memory: '1M' }), 'memory');
+  assert.equal(fieldOf({ name: 'a', cpus: 0 }), 'cpus');
+  assert.equal(fieldOf({ name: 'a', cpus: { count: 4, sockets: 3 } }), 'cpus');
+  assert.equal(fieldOf({ name: 'a', machine: 'microvm' }), 'machine');
+  assert.equal(fieldOf({ name: 'a', disks: [{ volume: 'x', bus: 'floppy' }] }), 'disks.0.bus');
+  assert.equal(fieldOf({ name: 'a', disks: [{ volume: 'x/../y' }] }), 'disks.0.volume');
+  assert.equal(fieldOf({ name: 'a', disks: [{ volume: 'x', media: 'cdrom', bus: 'virtio' }] }), 'disks.0.bus');
+  assert.equal(fieldOf({ name: 'a', disks: [{ volume: 'x' }, { volume: 'x' }] }), 'disks.1.volume');
+  assert.equal(fieldOf({ name: 'a', disks: [{ volume: 'x', bus: 'ide' }] }), 'disks.0.bus');
+  assert.equal(fieldOf({ name: 'a', machine: 'pc', disks: [{ volume: 'x', bus: 'sata' }] }), 'disks.0.bus');
+  assert.equal(fieldOf({ name: 'a', nics: [{ mac: 'zz:00:00:00:00:00' }] }), 'nics.0.mac');
+  assert.equal(fieldOf({ name: 'a', nics: [{ mac: '01:00:00:00:00:00' }] }), 'nics.0.mac');
+  assert.equal(fieldOf({ name: 'a', nics: [{ forwards: [{ hostPort: 70000, guestPort: 22 }] }] }), 'nics.0.forwards.0.hostPort');
+  assert.equal(fieldOf({ name: 'a', nics: [{ forwards: [{ hostPort: 2222, guestPort: 22, hostAddress: 'example.com' }] }] }), 'nics.0.forwards.0.hostAddress');
+  assert.equal(fieldOf({ name: 'a', nics: [{ forwards: [{ hostPort: 2222, guestPort: 22 }, { hostPort: 2222, guestPort: 23 }] }] }), 'nics.0.forwards.1.hostPort');
+  assert.equal(fieldOf({ name: 'a', boot: { kernel: { kernel: 'relative/path' } } }), 'boot.kernel');
+  assert.equal(fieldOf({ name: 'a', cpus: { count: 2, model: 'host,+vmx' } }), 'cpus.model');
+});
+
+test('unknown fields are rejected, at any depth', () => {
+  assert.throws(() => parseVmSpec({ name: 'a', colour: 'blue' }), /unknown field 'colour'/);
+  assert.equal(fieldOf({ name: 'a', disks: [{ volume: 'x', size: '1G' }] }), 'disks.0');
+});
+
+test('defineVm gives stable identity: a UUID and locally administered MACs', () => {
+  const def = defineVm(parseVmSpec({ name: 'a', nics: [{}, {}] }));
+  assert.match(def.uuid, /^[0-9a-f-]{36}$/);
+  assert.equal(def.nics.length, 2);
+  for (const nic of def.nics) assert.match(nic.mac, /^52:54:00(:[0-9a-f]{2}){3}$/);
+  assert.notEqual(def.nics[0]!.mac, def.nics[1]!.mac);
+  const again = defineVm(parseVmSpec({ name: 'a', memory: '1G', nics: [{}, {}] }), def);
+  assert.equal(again.uuid, def.uuid);
+  assert.deepEqual(again.nics.map((nic) => nic.mac), def.nics.map((nic) => nic.mac));
+});

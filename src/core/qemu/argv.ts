@@ -1,0 +1,194 @@
+/**
+ * The QEMU command line, built from data. A pure function of a VM definition
+ * and a launch context (resolved paths, accelerator), so golden-file tests
+ * can pin it. Devices, block nodes, netdevs and objects are passed as JSON
+ * (QEMU parses them as QAPI structs), so no user string is ever spliced into
+ * QEMU's comma-separated option syntax. The few options that QEMU 7.2 only
+ * takes in keyval form (-machine, -accel, -smp, -chardev, -name) receive
+ * enum values, numbers, validated names or escaped paths only.
+ */
+import type { DiskSpec, NicSpec, VmDefinition } from '../model/vm.js';
+
+export interface ResolvedVolume {
+  path: string;
+  format: 'qcow2' | 'raw';
+}
+
+export interface LaunchContext {
+  accel: 'kvm' | 'tcg';
+  /** Runtime files of this VM (see vmPaths). */
+  runtime: { qmpSocket: string; statusSocket: string; serialSocket: string; pidFile: string; consoleLog: string };
+  /** Every volume the definition names, resolved to a file and its format. */
+  volumes: Record<string, ResolvedVolume>;
+  /** Direct kernel boot, resolved from an image or from paths. */
+  kernel?: { kernel: string; initrd?: string; cmdline?: string };
+  /** UEFI firmware: the shared read-only code and this VM's own variable store. */
+  uefi?: { code: string; vars: string };
+  /** Fork into the background once QEMU is ready (the product always does; tests may not). */
+  daemonize: boolean;
+}
+
+type Json = Record<string, unknown>;
+
+/** In QEMU's keyval syntax a comma inside a value is written as two commas. */
+export function escapeKeyval(value: string): string {
+  return value.replaceAll(',', ',,');
+}
+
+const json = (value: Json) => JSON.stringify(value);
+
+const NIC_DRIVERS: Record<NicSpec['model'], string> = {
+  virtio: 'virtio-net-pci',
+  e1000: 'e1000',
+  e1000e: 'e1000e',
+  rtl8139: 'rtl8139',
+};
+
+export function buildQemuArgv(def: VmDefinition, ctx: LaunchContext): string[] {
+  const argv: string[] = [];
+  const push = (...items: string[]) => argv.push(...items);
+
+  push('-name', `guest=${def.name},debug-threads=on`);
+  push('-uuid', def.uuid);
+  push('-no-user-config', '-nodefaults');
+  const machine: string[] = [def.machine];
+  if (ctx.uefi) machine.push('pflash0=fw-code', 'pflash1=fw-vars');
+  push('-machine', machine.join(','));
+  push('-accel', ctx.accel === 'kvm' ? 'kvm' : `tcg,thread=${def.cpus.count > 1 ? 'multi' : 'single'}`);
+  push('-cpu', def.cpus.model ?? (ctx.accel === 'kvm' ? 'host' : 'max'));
+  const { count, sockets, cores, threads } = def.cpus;
+  push('-smp', `cpus=${count},sockets=${sockets},cores=${cores},threads=${threads}`);
+  push('-m', `size=${def.memory}M`);
+  // Start paused: Vireo connects to QMP, subscribes to events, then resumes.
+  push('-S');
+  push('-msg', 'timestamp=on');
+
+  push('-chardev', `socket,id=qmp,path=${escapeKeyval(ctx.runtime.qmpSocket)},server=on,wait=off`);
+  push('-mon', 'chardev=qmp,mode=control');
+  push('-chardev', `socket,id=qmp-status,path=${escapeKeyval(ctx.runtime.statusSocket)},server=on,wait=off`);
+  push('-mon', 'chardev=qmp-status,mode=control');
+  push('-pidfile', ctx.runtime.pidFile);
+  if (ctx.daemonize) push('-daemonize');
+
+  if (ctx.uefi) {
+    push('-blockdev', json({ driver: 'file', 'node-name': 'fw-code-file', filename: ctx.uefi.code, 'read-only': true }));
+    push('-blockdev', json({ driver: 'raw', 'node-name': 'fw-code', file: 'fw-code-file', 'read-only': true }));
+    push('-blockdev', json({ driver: 'file', 'node-name': 'fw-vars-file', filename: ctx.uefi.vars }));
+    push('-blockdev', json({ driver: 'raw', 'node-name': 'fw-vars', file: 'fw-vars-file' }));
+  }
+
+  if (ctx.kernel) {
+    push('-kernel', ctx.kernel.kernel);
+    if (ctx.kernel.initrd) push('-initrd', ctx.kernel.initrd);
+    if (ctx.kernel.cmdline) push('-append', ctx.kernel.cmdline);
+  }
+
+  if (def.serial) {
+    // The console log records all guest output even when nobody is attached.
+    const path = escapeKeyval(ctx.runtime.serialSocket);
+    const log = escapeKeyval(ctx.runtime.consoleLog);
+    push('-chardev', `socket,id=serial0,path=${path},server=on,wait=off,logfile=${log},logappend=on`);
+    push('-device', json({ driver: 'isa-serial', chardev: 'serial0', id: 'serial0-dev' }));
+  }
+
+  if (def.vnc) {
+    push('-vnc', `${def.vnc.listen}:${def.vnc.display}`);
+    push('-device', json({ driver: 'VGA', id: 'video0' }));
+  } else {
+    push('-display', 'none');
+  }
+
+  const bootIndex = bootIndexes(def);
+  if (def.disks.some((disk) => disk.bus === 'scsi')) {
+    push('-device', json({ driver: 'virtio-scsi-pci', id: 'scsi0' }));
+  }
+  const busSlots = { sata: 0, ide: 0, scsi: 0 };
+  def.disks.forEach((disk, index) => {
+    const volume = ctx.volumes[disk.volume];
+    if (!volume) throw new Error(`volume '${disk.volume}' was not resolved`);
+    for (const node of blockNodes(disk, index, volume)) push('-blockdev', json(node));
+    const device = diskDevice(disk, index, busSlots);
+    const boot = bootIndex.disks[index];
+    if (boot !== undefined) device.bootindex = boot;
+    push('-device', json(device));
+  });
+
+  def.nics.forEach((nic, index) => {
+    const netdev: Json = { type: 'user', id: `net${index}` };
+    if (nic.forwards.length > 0) {
+      netdev.hostfwd = nic.forwards.map((forward) => ({
+        str: `${forward.protocol}:${forward.hostAddress}:${forward.hostPort}-:${forward.guestPort}`,
+      }));
+    }
+    push('-netdev', json(netdev));
+    const device: Json = { driver: NIC_DRIVERS[nic.model], id: `nic${index}`, netdev: `net${index}`, mac: nic.mac };
+    const boot = bootIndex.nics[index];
+    if (boot !== undefined) device.bootindex = boot;
+    push('-device', json(device));
+  });
+
+  if (def.rng) {
+    push('-object', json({ 'qom-type': 'rng-random', id: 'rng0', filename: '/dev/urandom' }));
+    push('-device', json({ driver: 'virtio-rng-pci', id: 'rng0-dev', rng: 'rng0' }));
+  }
+  // A balloon lets the host read guest memory statistics and reclaim memory.
+  push('-device', json({ driver: 'virtio-balloon-pci', id: 'balloon0' }));
+
+  return argv;
+}
+
+/** Boot priority follows boot.order: each kind in turn, in definition order. */
+function bootIndexes(def: VmDefinition): { disks: (number | undefined)[]; nics: (number | undefined)[] } {
+  const disks: (number | undefined)[] = def.disks.map(() => undefined);
+  const nics: (number | undefined)[] = def.nics.map(() => undefined);
+  let next = 1;
+  for (const kind of def.boot.order) {
+    if (kind === 'network') {
+      nics.forEach((_, index) => (nics[index] = next++));
+      continue;
+    }
+    def.disks.forEach((disk, index) => {
+      if (disk.media === kind) disks[index] = next++;
+    });
+  }
+  return { disks, nics };
+}
+
+function cacheOptions(cache: DiskSpec['cache']): { direct: boolean; 'no-flush': boolean } {
+  return { direct: cache === 'none' || cache === 'directsync', 'no-flush': cache === 'unsafe' };
+}
+
+/** A protocol node (the file) and a format node on top, format always explicit. */
+function blockNodes(disk: DiskSpec, index: number, volume: ResolvedVolume): Json[] {
+  const cache = cacheOptions(disk.cache);
+  return [
+    { driver: 'file', 'node-name': `disk${index}-file`, filename: volume.path, 'read-only': disk.readOnly, cache },
+    { driver: volume.format, 'node-name': `disk${index}`, file: `disk${index}-file`, 'read-only': disk.readOnly, cache },
+  ];
+}
+
+function diskDevice(disk: DiskSpec, index: number, slots: { sata: number; ide: number; scsi: number }): Json {
+  const id = `disk${index}-dev`;
+  const drive = `disk${index}`;
+  const writeCache = disk.cache === 'writethrough' || disk.cache === 'directsync' ? 'off' : 'on';
+  const cdrom = disk.media === 'cdrom';
+  const serial = disk.serial ? { serial: disk.serial } : {};
+  switch (disk.bus) {
+    case 'virtio':
+      return { driver: 'virtio-blk-pci', id, drive, 'write-cache': writeCache, ...serial };
+    case 'scsi': {
+      const lun = slots.scsi++;
+      return { driver: cdrom ? 'scsi-cd' : 'scsi-hd', id, drive, bus: 'scsi0.0', channel: 0, 'scsi-id': 0, lun, 'write-cache': writeCache, ...serial };
+    }
+    case 'sata': {
+      // q35's built-in AHCI controller offers one device per port, ide.0 to ide.5.
+      const port = slots.sata++;
+      return { driver: cdrom ? 'ide-cd' : 'ide-hd', id, drive, bus: `ide.${port}`, 'write-cache': writeCache, ...serial };
+    }
+    case 'ide': {
+      // The pc machine's PIIX IDE has two buses with a master and a slave each.
+      const slot = slots.ide++;
+      return { driver: cdrom ? 'ide-cd' : 'ide-hd', id, drive, bus: `ide.${Math.floor(slot / 2)}`, unit: slot % 2, 'write-cache': writeCache, ...serial };
+    }
+  }
+}

@@ -1,0 +1,452 @@
+/**
+ * Volumes: the virtual disks in the storage directory, one file each,
+ * `<home>/storage/<name>.<ext>` with ext qcow2, raw or iso (a read-only raw
+ * image for CD-ROMs). The extension is the only source of a volume's format,
+ * so a guest writing an image header into its own disk can never change how
+ * the host opens it. Names are unique across extensions because VM specs
+ * refer to volumes by name alone.
+ *
+ * New files are made under a temporary dot-name and hard-linked into place,
+ * so a half-made volume is never visible and a failed one leaves nothing.
+ */
+import { randomBytes } from 'node:crypto';
+import { constants as fsConstants } from 'node:fs';
+import { copyFile, link, lstat, mkdir, readdir, realpath, rename, rm, stat } from 'node:fs/promises';
+import { basename, dirname, extname, isAbsolute, join, relative, resolve, sep } from 'node:path';
+import { alreadyExists, invalidArgument, invalidState, notFound, VireoError } from '../errors.js';
+import { checkName, formatSize, MiB, NAME_PATTERN } from '../model/units.js';
+import type { VireoPaths } from '../paths.js';
+import * as qemuImg from './qemu-img.js';
+import type { ImageFormat, ImageInfo } from './qemu-img.js';
+
+export type VolumeFormat = ImageFormat;
+export type VolumeMedia = 'disk' | 'cdrom';
+
+export interface Volume {
+  name: string;
+  /** Absolute path in the storage directory. */
+  path: string;
+  format: VolumeFormat;
+  media: VolumeMedia;
+  virtualSize: number;
+  /** Bytes the file occupies on the host. */
+  actualSize: number;
+  /** The images below this one, nearest first, each with the format recorded for it. */
+  backingChain: { path: string; format: string }[];
+  readOnly: boolean;
+  /** Set when the file could not be fully inspected (unreadable image, missing backing file). */
+  problem?: string;
+}
+
+export interface ResolvedVolumeFile {
+  path: string;
+  format: VolumeFormat;
+  media: VolumeMedia;
+}
+
+export const MIN_VOLUME_SIZE = MiB;
+export const MAX_VOLUME_SIZE = 64 * 1024 ** 4;
+
+const EXTENSIONS = ['qcow2', 'raw', 'iso'] as const;
+type Extension = (typeof EXTENSIONS)[number];
+
+interface VolumeFile {
+  name: string;
+  ext: Extension;
+  path: string;
+}
+
+const formatOf = (ext: Extension): VolumeFormat => (ext === 'qcow2' ? 'qcow2' : 'raw');
+
+/* ------------------------------------------------------------------ paths */
+
+/**
+ * Resolves symlinks and refuses anything that is not inside the storage
+ * directory, returning the real path. A path that does not exist yet is
+ * judged by its real parent directory; a dangling symlink is refused, since
+ * writing through it would create a file wherever it points.
+ */
+export async function ensureInsideStorage(paths: VireoPaths, candidatePath: string, field = 'path'): Promise<string> {
+  const storage = await realpath(resolve(paths.storage)).catch((error: unknown) => {
+    if (isErrno(error, 'ENOENT')) throw invalidState(`the storage directory ${paths.storage} does not exist`);
+    throw error;
+  });
+  const candidate = resolve(paths.storage, candidatePath);
+  let real: string;
+  try {
+    real = await realpath(candidate);
+  } catch (error) {
+    if (!isErrno(error, 'ENOENT')) throw error;
+    if (await lstat(candidate).then(() => true, () => false)) {
+      throw invalidArgument(field, `'${candidatePath}' is a symbolic link to a missing file`, { path: candidate });
+    }
+    real = join(await realpath(dirname(candidate)), basename(candidate));
+  }
+  const rel = relative(storage, real);
+  if (rel === '' || rel === '..' || rel.startsWith(`..${sep}`) || isAbsolute(rel)) {
+    throw invalidArgument(field, `'${candidatePath}' is outside the storage directory ${paths.storage}`, { path: candidate });
+  }
+  return real;
+}
+
+function storageDir(paths: VireoPaths): string {
+  return resolve(paths.storage);
+}
+
+/** Every file in storage named like the volume, whatever its extension. */
+async function filesNamed(paths: VireoPaths, name: string): Promise<VolumeFile[]> {
+  const found: VolumeFile[] = [];
+  for (const ext of EXTENSIONS) {
+    const path = join(storageDir(paths), `${name}.${ext}`);
+    try {
+      await lstat(path);
+      found.push({ name, ext, path });
+    } catch (error) {
+      if (!isErrno(error, 'ENOENT') && !isErrno(error, 'ENOTDIR')) throw error;
+    }
+  }
+  return found;
+}
+
+async function findVolumeFile(paths: VireoPaths, name: string, field = 'name'): Promise<VolumeFile> {
+  checkName(field, name);
+  const found = await filesNamed(paths, name);
+  const file = found[0];
+  if (!file) throw notFound('volume', name);
+  if (found.length > 1) {
+    throw invalidState(`volume '${name}' exists as ${found.map((entry) => basename(entry.path)).join(' and ')}; keep only one`, {
+      files: found.map((entry) => entry.path),
+    });
+  }
+  const real = await ensureInsideStorage(paths, file.path, field);
+  if (!(await stat(real)).isFile()) throw invalidState(`volume '${name}' (${file.path}) is not a regular file`);
+  return file;
+}
+
+async function refuseExisting(paths: VireoPaths, name: string): Promise<void> {
+  if ((await filesNamed(paths, name)).length > 0) throw alreadyExists('volume', name);
+}
+
+/* ------------------------------------------------------------------ reads */
+
+export async function resolveVolume(paths: VireoPaths, name: string): Promise<ResolvedVolumeFile> {
+  const file = await findVolumeFile(paths, name);
+  return { path: file.path, format: formatOf(file.ext), media: file.ext === 'iso' ? 'cdrom' : 'disk' };
+}
+
+export async function volumePath(paths: VireoPaths, name: string): Promise<string> {
+  return (await resolveVolume(paths, name)).path;
+}
+
+export async function getVolume(paths: VireoPaths, name: string): Promise<Volume> {
+  return describe(await findVolumeFile(paths, name));
+}
+
+export async function listVolumes(paths: VireoPaths): Promise<Volume[]> {
+  const files = await volumeFiles(paths);
+  const volumes: Volume[] = [];
+  // A few qemu-img processes at a time: enough to hide their start-up cost.
+  for (let start = 0; start < files.length; start += 8) {
+    const batch = await Promise.all(
+      files.slice(start, start + 8).map(async (file) => {
+        try {
+          await ensureInsideStorage(paths, file.path, 'name');
+          if (!(await stat(file.path)).isFile()) return undefined;
+          return await describe(file);
+        } catch (error) {
+          // A symlink leading out of storage is not a volume; listing must not follow it.
+          if (error instanceof VireoError && error.code === 'invalid_argument') return undefined;
+          throw error;
+        }
+      }),
+    );
+    for (const volume of batch) if (volume) volumes.push(volume);
+  }
+  return volumes.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : a.path < b.path ? -1 : 1));
+}
+
+/** Files in storage that are named like volumes; dotfiles (temporaries) and strays are left out. */
+async function volumeFiles(paths: VireoPaths): Promise<VolumeFile[]> {
+  let entries: string[];
+  try {
+    entries = await readdir(storageDir(paths));
+  } catch (error) {
+    if (isErrno(error, 'ENOENT')) return [];
+    throw error;
+  }
+  const files: VolumeFile[] = [];
+  for (const entry of entries) {
+    const match = /^(.+)\.(qcow2|raw|iso)$/.exec(entry);
+    if (!match || entry.startsWith('.')) continue;
+    const name = match[1]!;
+    if (!NAME_PATTERN.test(name) || name.includes('..')) continue;
+    files.push({ name, ext: match[2] as Extension, path: join(storageDir(paths), entry) });
+  }
+  return files;
+}
+
+async function describe(file: VolumeFile): Promise<Volume> {
+  const format = formatOf(file.ext);
+  const base = {
+    name: file.name,
+    path: file.path,
+    format,
+    media: file.ext === 'iso' ? ('cdrom' as const) : ('disk' as const),
+    readOnly: file.ext === 'iso',
+  };
+  let chain: ImageInfo[];
+  let problem: string | undefined;
+  try {
+    chain = await qemuImg.info(file.path, format, { backingChain: true });
+  } catch (error) {
+    if (!(error instanceof VireoError && error.code === 'command_failed')) throw error;
+    // Most often a missing backing file; the image's own header can still be read.
+    problem = error.message;
+    try {
+      chain = [await qemuImg.info(file.path, format)];
+    } catch (inner) {
+      if (!(inner instanceof VireoError && inner.code === 'command_failed')) throw inner;
+      const size = (await stat(file.path)).size;
+      return { ...base, virtualSize: 0, actualSize: size, backingChain: [], problem };
+    }
+  }
+  const top = chain[0]!;
+  const backingChain: Volume['backingChain'] = [];
+  for (let index = 0; index < chain.length; index += 1) {
+    const image = chain[index]!;
+    const backing = image['full-backing-filename'] ?? image['backing-filename'];
+    if (backing === undefined) break;
+    backingChain.push({ path: backing, format: image['backing-filename-format'] ?? chain[index + 1]?.format ?? 'unknown' });
+  }
+  return {
+    ...base,
+    virtualSize: top['virtual-size'],
+    actualSize: top['actual-size'] ?? 0,
+    backingChain,
+    ...(problem === undefined ? {} : { problem }),
+  };
+}
+
+/* ----------------------------------------------------------------- writes */
+
+export interface CreateVolumeOptions {
+  name: string;
+  /** Bytes; required unless `from` is given, when it defaults to the base's size. */
+  size?: number;
+  format?: VolumeFormat;
+  /** A volume name in storage, or an absolute path to a raw or qcow2 image elsewhere. */
+  from?: string;
+}
+
+export async function createVolume(paths: VireoPaths, options: CreateVolumeOptions): Promise<Volume> {
+  const name = checkName('name', options.name);
+  const format = checkFormat(options.format ?? 'qcow2');
+  if (options.size !== undefined) checkSize('size', options.size);
+  await mkdir(storageDir(paths), { recursive: true });
+  await refuseExisting(paths, name);
+
+  let size = options.size;
+  let backing: { path: string; format: ImageFormat } | undefined;
+  if (options.from !== undefined) {
+    if (format !== 'qcow2') throw invalidArgument('format', 'a volume created from a base is a qcow2 overlay; use format qcow2');
+    const base = await resolveBase(paths, options.from);
+    backing = base.backing;
+    if (size === undefined) size = base.virtualSize;
+    else if (size < base.virtualSize) {
+      throw invalidArgument('size', `${formatSize(size)} is smaller than the base (${formatSize(base.virtualSize)}); a linked volume can only be larger`);
+    }
+  }
+  if (size === undefined) throw invalidArgument('size', 'is required unless the volume is created from a base (from)');
+
+  const bytes = size;
+  const target = join(storageDir(paths), `${name}.${format}`);
+  await ensureInsideStorage(paths, target, 'name');
+  await publish(target, name, (temp) => qemuImg.create(temp, format, bytes, backing));
+  return getVolume(paths, name);
+}
+
+interface Base {
+  /** As written into the overlay: a bare file name for a volume, so storage can move as a whole. */
+  backing: { path: string; format: ImageFormat };
+  virtualSize: number;
+}
+
+async function resolveBase(paths: VireoPaths, from: string): Promise<Base> {
+  if (!from.includes('/')) {
+    const file = await findVolumeFile(paths, from, 'from');
+    const format = formatOf(file.ext);
+    const info = await qemuImg.info(file.path, format);
+    return { backing: { path: basename(file.path), format }, virtualSize: info['virtual-size'] };
+  }
+  const path = await externalImage(paths, from, 'from');
+  const format = await qemuImg.detectFormat(path, { field: 'from' });
+  const info = await qemuImg.info(path, format);
+  return { backing: { path, format }, virtualSize: info['virtual-size'] };
+}
+
+/**
+ * An image file outside storage. One inside must be named as a volume:
+ * probing the format of a file a guest may have written is what this
+ * module exists to avoid.
+ */
+async function externalImage(paths: VireoPaths, file: string, field: string): Promise<string> {
+  if (!isAbsolute(file)) throw invalidArgument(field, `'${file}' must be an absolute path (or a volume name)`);
+  const path = resolve(file);
+  let real: string;
+  try {
+    real = await realpath(path);
+  } catch (error) {
+    if (isErrno(error, 'ENOENT')) throw invalidArgument(field, `'${file}' does not exist`);
+    throw error;
+  }
+  if (!(await stat(real)).isFile()) throw invalidArgument(field, `'${file}' is not a regular file`);
+  const storage = await realpath(storageDir(paths)).catch(() => storageDir(paths));
+  const rel = relative(storage, real);
+  if (rel !== '' && !rel.startsWith('..') && !isAbsolute(rel)) {
+    throw invalidArgument(field, `'${file}' is in the storage directory; refer to it by its volume name`);
+  }
+  return path;
+}
+
+export async function resizeVolume(paths: VireoPaths, name: string, newSize: number, options: { allowShrink?: boolean } = {}): Promise<Volume> {
+  const file = await findVolumeFile(paths, name);
+  if (file.ext === 'iso') throw invalidArgument('name', `volume '${name}' is a read-only ISO image and cannot be resized`);
+  checkSize('size', newSize);
+  const format = formatOf(file.ext);
+  const current = (await qemuImg.info(file.path, format))['virtual-size'];
+  if (newSize === current) return describe(file);
+  const shrink = newSize < current;
+  if (shrink) {
+    if (!options.allowShrink) {
+      throw invalidArgument('size', `shrinking '${name}' from ${formatSize(current)} to ${formatSize(newSize)} discards everything past the new end; allow shrinking explicitly to do it`, {
+        current,
+      });
+    }
+    // Overlays read past their base's end as zeros: shrinking a base would silently change them.
+    const dependents = await backingUsers(paths, file);
+    if (dependents.length > 0) throw usedAsBacking(name, dependents);
+  }
+  await qemuImg.resize(file.path, format, newSize, { shrink });
+  return describe(file);
+}
+
+export interface DeleteVolumeOptions {
+  /** Names of the VMs whose definitions attach the volume. */
+  usedBy: (name: string) => Promise<string[]>;
+}
+
+export async function deleteVolume(paths: VireoPaths, name: string, options: DeleteVolumeOptions): Promise<void> {
+  const file = await findVolumeFile(paths, name);
+  const vms = await options.usedBy(name);
+  if (vms.length > 0) {
+    throw new VireoError('in_use', `volume '${name}' is used by VM${vms.length > 1 ? 's' : ''} ${vms.join(', ')}`, { vms });
+  }
+  const dependents = await backingUsers(paths, file);
+  if (dependents.length > 0) throw usedAsBacking(name, dependents);
+  await rm(file.path);
+}
+
+function usedAsBacking(name: string, volumes: string[]): VireoError {
+  return new VireoError('in_use', `volume '${name}' is the backing file of volume${volumes.length > 1 ? 's' : ''} ${volumes.join(', ')}`, { volumes });
+}
+
+/** Volumes in storage whose image names this one as its direct backing file. */
+async function backingUsers(paths: VireoPaths, target: VolumeFile): Promise<string[]> {
+  const targetReal = await realpath(target.path);
+  const users: string[] = [];
+  for (const file of await volumeFiles(paths)) {
+    // Only qcow2 images have a backing file; raw and iso files are plain bytes.
+    if (file.ext !== 'qcow2' || file.path === target.path) continue;
+    let header: ImageInfo;
+    try {
+      header = await qemuImg.info(file.path, 'qcow2');
+    } catch (error) {
+      if (error instanceof VireoError && error.code === 'command_failed') continue;
+      throw error;
+    }
+    const backing = header['full-backing-filename'] ?? header['backing-filename'];
+    if (backing === undefined || (backing.includes(':') && !isAbsolute(backing))) continue;
+    const backingReal = await realpath(resolve(dirname(file.path), backing)).catch(() => undefined);
+    if (backingReal === targetReal) users.push(file.name);
+  }
+  return users.sort();
+}
+
+export interface ImportVolumeOptions {
+  name: string;
+  /** A raw or qcow2 image, or an ISO (*.iso, kept as is for CD-ROMs). */
+  file: string;
+  /** Format of the new volume (default qcow2); ignored for ISO images, which stay raw. */
+  format?: VolumeFormat;
+  onProgress?: (percent: number) => void;
+}
+
+export async function importVolume(paths: VireoPaths, options: ImportVolumeOptions): Promise<Volume> {
+  const name = checkName('name', options.name);
+  await mkdir(storageDir(paths), { recursive: true });
+  await refuseExisting(paths, name);
+  const source = await externalImage(paths, resolve(options.file), 'file');
+  const sourceFormat = await qemuImg.detectFormat(source, { field: 'file' });
+
+  if (extname(source).toLowerCase() === '.iso') {
+    if (options.format !== undefined && options.format !== 'raw') {
+      throw invalidArgument('format', 'an ISO image is imported as is (read-only raw)');
+    }
+    if (sourceFormat !== 'raw') throw invalidArgument('file', `'${options.file}' is named .iso but is a ${sourceFormat} image`);
+    const target = join(storageDir(paths), `${name}.iso`);
+    await ensureInsideStorage(paths, target, 'name');
+    await publish(target, name, (temp) => copyFile(source, temp, fsConstants.COPYFILE_FICLONE));
+    options.onProgress?.(100);
+    return getVolume(paths, name);
+  }
+
+  const format = checkFormat(options.format ?? 'qcow2');
+  const target = join(storageDir(paths), `${name}.${format}`);
+  await ensureInsideStorage(paths, target, 'name');
+  const onProgress = options.onProgress;
+  await publish(target, name, (temp) => qemuImg.convert(source, sourceFormat, temp, format, onProgress ? { onProgress } : {}));
+  return getVolume(paths, name);
+}
+
+/**
+ * Makes a file under a temporary dot-name beside the target, then links it
+ * into place without replacing anything. Whatever happens, the temporary
+ * name is gone afterwards; on failure, so is everything made.
+ */
+async function publish(target: string, name: string, make: (temp: string) => Promise<unknown>): Promise<void> {
+  const temp = join(dirname(target), `.${basename(target)}.${randomBytes(6).toString('hex')}.tmp`);
+  try {
+    await make(temp);
+    try {
+      await link(temp, target);
+    } catch (error) {
+      if (isErrno(error, 'EEXIST')) throw alreadyExists('volume', name);
+      if (!isErrno(error, 'EPERM') && !isErrno(error, 'ENOTSUP') && !isErrno(error, 'EOPNOTSUPP')) throw error;
+      // No hard links on this filesystem: a rename after a last check is the best left.
+      if (await lstat(target).then(() => true, () => false)) throw alreadyExists('volume', name);
+      await rename(temp, target);
+    }
+  } finally {
+    await rm(temp, { force: true });
+  }
+}
+
+/* ------------------------------------------------------------- validation */
+
+function checkFormat(format: string): VolumeFormat {
+  if (format !== 'qcow2' && format !== 'raw') throw invalidArgument('format', `'${format}' is not a volume format (qcow2 or raw)`);
+  return format;
+}
+
+function checkSize(field: string, size: number): number {
+  if (!Number.isSafeInteger(size) || size <= 0) throw invalidArgument(field, `'${size}' is not a size in bytes`);
+  if (size < MIN_VOLUME_SIZE) throw invalidArgument(field, `${formatSize(size)} is too small (at least ${formatSize(MIN_VOLUME_SIZE)})`);
+  if (size > MAX_VOLUME_SIZE) throw invalidArgument(field, `${formatSize(size)} is too large (at most ${formatSize(MAX_VOLUME_SIZE)})`);
+  // Disks are made of 512-byte sectors; qemu-img would round up silently.
+  if (size % 512 !== 0) throw invalidArgument(field, `${size} bytes is not a multiple of 512`);
+  return size;
+}
+
+function isErrno(error: unknown, code: string): boolean {
+  return error instanceof Error && (error as NodeJS.ErrnoException).code === code;
+}

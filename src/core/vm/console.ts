@@ -1,0 +1,164 @@
+/**
+ * A client for a VM's serial console, which QEMU serves on a Unix socket.
+ * Programs use it to wait for guest output and to run a shell command in a
+ * guest that offers a shell on its console; `vireo vm console` pipes a
+ * terminal through it. QEMU's socket accepts one client at a time.
+ */
+import { randomBytes } from 'node:crypto';
+import { connect, type Socket } from 'node:net';
+import { VireoError } from '../errors.js';
+
+export class SerialConsole {
+  private output = '';
+  private readonly listeners = new Set<(text: string) => void>();
+  private closeListeners = new Set<() => void>();
+  private ended = false;
+
+  private constructor(private readonly socket: Socket) {
+    socket.setEncoding('utf8');
+    socket.on('data', (text: string) => {
+      this.output += text;
+      // Keep memory bounded on chatty guests; waits look at recent output.
+      if (this.output.length > 1_000_000) this.output = this.output.slice(-500_000);
+      for (const listener of this.listeners) listener(text);
+    });
+    const end = () => {
+      if (this.ended) return;
+      this.ended = true;
+      for (const listener of this.closeListeners) listener();
+    };
+    socket.on('close', end);
+    socket.on('error', end);
+  }
+
+  static async connect(socketPath: string, timeoutMs = 5000): Promise<SerialConsole> {
+    const socket = await new Promise<Socket>((resolve, reject) => {
+      const candidate = connect(socketPath);
+      const timer = setTimeout(() => {
+        candidate.destroy();
+        reject(new VireoError('timeout', `no answer from the serial console at ${socketPath}`));
+      }, timeoutMs);
+      candidate.once('connect', () => {
+        clearTimeout(timer);
+        resolve(candidate);
+      });
+      candidate.once('error', (error) => {
+        clearTimeout(timer);
+        reject(new VireoError('invalid_state', `cannot reach the serial console (${(error as NodeJS.ErrnoException).code ?? error.message}); is the VM running?`, {}, { cause: error }));
+      });
+    });
+    return new SerialConsole(socket);
+  }
+
+  get closed(): boolean {
+    return this.ended;
+  }
+
+  /** Everything received since connecting (or the last clear). */
+  get received(): string {
+    return this.output;
+  }
+
+  clear(): void {
+    this.output = '';
+  }
+
+  onData(listener: (text: string) => void): () => void {
+    this.listeners.add(listener);
+    return () => this.listeners.delete(listener);
+  }
+
+  onClose(listener: () => void): () => void {
+    this.closeListeners.add(listener);
+    return () => this.closeListeners.delete(listener);
+  }
+
+  write(data: string | Uint8Array): void {
+    this.socket.write(data);
+  }
+
+  /** Resolves with the match once the output received so far matches. */
+  waitFor(pattern: RegExp, timeoutMs: number): Promise<RegExpMatchArray> {
+    return new Promise((resolve, reject) => {
+      const check = (): boolean => {
+        const match = this.output.match(pattern);
+        if (!match) return false;
+        cleanup();
+        resolve(match);
+        return true;
+      };
+      const timer = setTimeout(() => {
+        cleanup();
+        reject(new VireoError('timeout', `console output did not match ${pattern} within ${timeoutMs / 1000} s`, { tail: this.output.slice(-500) }));
+      }, timeoutMs);
+      const stopData = this.onData(() => void check());
+      const stopClose = this.onClose(() => {
+        if (check()) return;
+        cleanup();
+        reject(new VireoError('invalid_state', `the console closed before output matched ${pattern}`, { tail: this.output.slice(-500) }));
+      });
+      const cleanup = () => {
+        clearTimeout(timer);
+        stopData();
+        stopClose();
+      };
+      if (check()) return;
+      if (this.ended) {
+        cleanup();
+        reject(new VireoError('invalid_state', 'the console is closed', { tail: this.output.slice(-500) }));
+      }
+    });
+  }
+
+  /**
+   * Runs a command in the guest's console shell and returns its output and
+   * exit status. The end marker is typed split in two so that the terminal's
+   * echo of the command line cannot be mistaken for it.
+   */
+  async run(command: string, timeoutMs = 30_000): Promise<{ output: string; status: number }> {
+    const tag = randomBytes(4).toString('hex');
+    const marker = `VIREO_END_${tag}`;
+    const start = this.output.length;
+    this.write(`${command}; echo "VIREO_""END_${tag} $?"\n`);
+    const match = await this.waitFor(new RegExp(`(?:^|\\n)${marker} (\\d+)\\r?\\n`), timeoutMs);
+    const upto = this.output.lastIndexOf(match[0]);
+    const raw = this.output.slice(start, upto).replace(/\r/g, '');
+    // Drop the echoed command line; what follows is the command's output.
+    const firstNewline = raw.indexOf('\n');
+    const output = firstNewline === -1 ? '' : raw.slice(firstNewline + 1);
+    return { output, status: Number(match[1]) };
+  }
+
+  async close(): Promise<void> {
+    if (this.ended) return;
+    await new Promise<void>((resolve) => {
+      this.onClose(resolve);
+      this.socket.end();
+      setTimeout(() => {
+        this.socket.destroy();
+        resolve();
+      }, 500).unref();
+    });
+  }
+}
+
+/**
+ * Waits until the console log (which QEMU appends to whether or not anyone
+ * is attached) shows a match after byte offset `from`.
+ */
+export async function waitForConsoleLog(logPath: string, pattern: RegExp, options: { from: number; timeoutMs: number; isAlive?: () => Promise<boolean> }): Promise<string> {
+  const { readFile } = await import('node:fs/promises');
+  const deadline = Date.now() + options.timeoutMs;
+  let checks = 0;
+  for (;;) {
+    const text = await readFile(logPath).then((buffer) => buffer.subarray(options.from).toString('utf8'), () => '');
+    const match = text.match(pattern);
+    if (match) return match[0];
+    if (Date.now() > deadline) throw new VireoError('timeout', `the guest did not print ${pattern} within ${options.timeoutMs / 1000} s`, { tail: text.slice(-500) });
+    checks += 1;
+    if (options.isAlive && checks % 20 === 0 && !(await options.isAlive())) {
+      throw new VireoError('invalid_state', `the VM stopped before printing ${pattern}`, { tail: text.slice(-500) });
+    }
+    await new Promise((resolve) => setTimeout(resolve, 25));
+  }
+}

@@ -1,0 +1,107 @@
+/**
+ * VM definitions on disk: one directory per VM holding vm.json, written
+ * atomically, and a lock file so that two Vireo processes never change the
+ * same VM at once. A lock whose holder died is taken over.
+ */
+import { mkdir, open, readdir, readFile, rm, unlink } from 'node:fs/promises';
+import { join } from 'node:path';
+import { VireoError, alreadyExists, notFound } from '../errors.js';
+import { checkName } from '../model/units.js';
+import type { VmDefinition } from '../model/vm.js';
+import { vmPaths, type VireoPaths } from '../paths.js';
+import { readJsonIfExists, writeJsonAtomic } from '../store/atomic.js';
+import { isProcessAlive } from './process.js';
+
+export async function loadDefinition(paths: VireoPaths, name: string): Promise<VmDefinition> {
+  checkName('name', name);
+  const value = await readJsonIfExists(vmPaths(paths, name).definition);
+  if (value === undefined) throw notFound('VM', name);
+  return value as VmDefinition;
+}
+
+export async function vmExists(paths: VireoPaths, name: string): Promise<boolean> {
+  return (await readJsonIfExists(vmPaths(paths, name).definition)) !== undefined;
+}
+
+export async function saveDefinition(paths: VireoPaths, def: VmDefinition): Promise<void> {
+  const { dir, definition } = vmPaths(paths, def.name);
+  await mkdir(dir, { recursive: true });
+  await writeJsonAtomic(definition, def);
+}
+
+/** Creates the VM's directory, failing if the VM exists; returns an undo. */
+export async function reserveVmDirectory(paths: VireoPaths, name: string): Promise<() => Promise<void>> {
+  const { dir } = vmPaths(paths, name);
+  await mkdir(paths.vms, { recursive: true });
+  try {
+    await mkdir(dir);
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === 'EEXIST') {
+      // A directory without vm.json is debris of an interrupted create.
+      if (await vmExists(paths, name)) throw alreadyExists('VM', name);
+    } else {
+      throw error;
+    }
+  }
+  return () => rm(dir, { recursive: true, force: true });
+}
+
+export async function listDefinitions(paths: VireoPaths): Promise<VmDefinition[]> {
+  let names: string[];
+  try {
+    names = await readdir(paths.vms);
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === 'ENOENT') return [];
+    throw error;
+  }
+  const defs: VmDefinition[] = [];
+  for (const name of names.sort()) {
+    const value = await readJsonIfExists(vmPaths(paths, name).definition);
+    if (value !== undefined) defs.push(value as VmDefinition);
+  }
+  return defs;
+}
+
+export async function deleteDefinition(paths: VireoPaths, name: string): Promise<void> {
+  await rm(vmPaths(paths, name).dir, { recursive: true, force: true });
+}
+
+/** Names of the VMs whose definition attaches the volume. */
+export async function vmsUsingVolume(paths: VireoPaths, volume: string): Promise<string[]> {
+  return (await listDefinitions(paths)).filter((def) => def.disks.some((disk) => disk.volume === volume)).map((def) => def.name);
+}
+
+/**
+ * Runs work while holding the VM's lock. Another process holding it makes
+ * this fail at once with 'in_use' rather than wait unseen.
+ */
+export async function withVmLock<T>(paths: VireoPaths, name: string, work: () => Promise<T>): Promise<T> {
+  const lockPath = join(vmPaths(paths, name).dir, '.lock');
+  await acquire(lockPath, name);
+  try {
+    return await work();
+  } finally {
+    await unlink(lockPath).catch(() => undefined);
+  }
+}
+
+async function acquire(lockPath: string, name: string): Promise<void> {
+  for (let attempt = 0; attempt < 2; attempt += 1) {
+    try {
+      const handle = await open(lockPath, 'wx');
+      await handle.writeFile(String(process.pid));
+      await handle.close();
+      return;
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code === 'ENOENT') throw notFound('VM', name);
+      if ((error as NodeJS.ErrnoException).code !== 'EEXIST') throw error;
+      const holder = Number.parseInt(await readFile(lockPath, 'utf8').catch(() => ''), 10);
+      if (Number.isSafeInteger(holder) && holder > 0 && holder !== process.pid && (await isProcessAlive(holder))) {
+        throw new VireoError('in_use', `VM '${name}' is busy: another vireo command (pid ${holder}) is working on it`, { pid: holder });
+      }
+      // The holder is gone (or the file is empty from a crash mid-write): take over.
+      await unlink(lockPath).catch(() => undefined);
+    }
+  }
+  throw new VireoError('in_use', `VM '${name}' is busy: could not take its lock`);
+}

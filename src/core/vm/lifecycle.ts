@@ -1,0 +1,290 @@
+/**
+ * Power actions on a VM: start, stop (ACPI, then forced), kill, reboot,
+ * pause and resume. QEMU is launched paused and daemonized, in its own
+ * session, so it outlives whatever started it; every action afterwards goes
+ * through QMP, and the outcome is taken from QMP events and the monitor
+ * closing, not from PIDs (an exited QEMU may linger as a zombie).
+ */
+import { access, copyFile, stat } from 'node:fs/promises';
+import { join } from 'node:path';
+import { VireoError, invalidState } from '../errors.js';
+import { chooseAccelerator } from '../host/accel.js';
+import { getHostFacts } from '../host/check.js';
+import { getImage, imageFile } from '../image/store.js';
+import type { VmDefinition } from '../model/vm.js';
+import { MAX_SOCKET_PATH, vmPaths, type VireoPaths } from '../paths.js';
+import { buildQemuArgv, type LaunchContext, type ResolvedVolume } from '../qemu/argv.js';
+import { QmpClient } from '../qmp/client.js';
+import { cont, queryStatus, setAction, stop, systemPowerdown, systemReset } from '../qmp/commands.js';
+import { Reverter } from '../revert.js';
+import { resolveVolume } from '../storage/volumes.js';
+import { loadDefinition, withVmLock } from './definitions.js';
+import { waitForConsoleLog } from './console.js';
+import { launchDaemonized, waitForExit } from './process.js';
+import { cleanRunDirectory, livePid, prepareRunDirectory, readRuntime, writeRuntimeRecord } from './runtime.js';
+
+export interface StartResult {
+  accel: 'kvm' | 'tcg';
+  /** A one-line notice for the user, e.g. that TCG is used because KVM is not usable. */
+  notice?: string;
+  pid: number;
+}
+
+/** Resolves everything the argv builder needs; fails before anything is started. */
+export async function launchContext(paths: VireoPaths, def: VmDefinition): Promise<{ context: LaunchContext; qemuBinary: string; notice?: string }> {
+  const facts = await getHostFacts();
+  const choice = chooseAccelerator(def.accelerator, facts);
+  if (!facts.qemu.binary) throw new VireoError('host_unsupported', 'QEMU (qemu-system-x86_64) is not installed (run: vireo host setup)');
+
+  const volumes: Record<string, ResolvedVolume> = {};
+  for (const [index, disk] of def.disks.entries()) {
+    try {
+      const volume = await resolveVolume(paths, disk.volume);
+      volumes[disk.volume] = { path: volume.path, format: volume.format };
+    } catch (error) {
+      if (error instanceof VireoError && error.code === 'not_found') {
+        throw new VireoError('not_found', `disks.${index}.volume: volume '${disk.volume}' does not exist`, { field: `disks.${index}.volume` }, { cause: error });
+      }
+      throw error;
+    }
+  }
+
+  let kernel: LaunchContext['kernel'];
+  const boot = def.boot.kernel;
+  if (boot && 'image' in boot) {
+    const image = await getImage(paths, boot.image);
+    kernel = {
+      kernel: imageFile(paths, image, image.kernel),
+      initrd: imageFile(paths, image, image.initrd),
+      cmdline: boot.cmdline ?? image.cmdline,
+    };
+  } else if (boot) {
+    kernel = { kernel: boot.kernel, ...(boot.initrd ? { initrd: boot.initrd } : {}), ...(boot.cmdline ? { cmdline: boot.cmdline } : {}) };
+  }
+
+  let uefi: LaunchContext['uefi'];
+  if (def.boot.firmware === 'uefi') {
+    const ovmf = facts.firmware.ovmf;
+    if (!ovmf) throw new VireoError('host_unsupported', 'boot.firmware: UEFI needs OVMF, which is not installed (run: vireo host setup)', { field: 'boot.firmware' });
+    const vars = join(vmPaths(paths, def.name).dir, 'OVMF_VARS.fd');
+    // Each VM keeps its own copy of the UEFI variable store (boot entries live there).
+    await access(vars).catch(() => copyFile(ovmf.vars, vars));
+    uefi = { code: ovmf.code, vars };
+  }
+
+  const runtime = vmPaths(paths, def.name);
+  for (const socket of [runtime.qmpSocket, runtime.statusSocket, runtime.serialSocket]) {
+    if (Buffer.byteLength(socket) > MAX_SOCKET_PATH) {
+      throw new VireoError('host_unsupported', `the socket path ${socket} is longer than ${MAX_SOCKET_PATH} bytes; set VIREO_HOME to a shorter directory`);
+    }
+  }
+  const context: LaunchContext = { accel: choice.accel, runtime, volumes, daemonize: true, ...(kernel ? { kernel } : {}), ...(uefi ? { uefi } : {}) };
+  return { context, qemuBinary: facts.qemu.binary, ...(choice.notice ? { notice: choice.notice } : {}) };
+}
+
+export interface StartOptions {
+  /** Wait until the guest prints its image's readiness line on the console. */
+  waitReady?: { timeoutMs: number };
+}
+
+export async function startVm(paths: VireoPaths, name: string, options: StartOptions = {}): Promise<StartResult> {
+  const def = await loadDefinition(paths, name);
+  const result = await withVmLock(paths, name, async () => {
+    if ((await livePid(paths, def)) !== undefined) throw invalidState(`VM '${name}' is already running`);
+    const { context, qemuBinary, notice } = await launchContext(paths, def);
+    // The console log is appended to; readiness is looked for after this point.
+    const logOffset = await stat(vmPaths(paths, name).consoleLog).then((info) => info.size, () => 0);
+    return Reverter.run(async (reverter) => {
+      await prepareRunDirectory(paths, name);
+      reverter.add(() => cleanRunDirectory(paths, name));
+      await launchDaemonized(qemuBinary, buildQemuArgv(def, context));
+      const pid = await livePid(paths, def);
+      if (pid === undefined) throw new VireoError('qemu_failed', 'QEMU exited right after starting');
+      reverter.add(() => killAndWait(pid));
+      const client = await QmpClient.connect(vmPaths(paths, name).qmpSocket, { timeoutMs: 10_000 });
+      try {
+        await writeRuntimeRecord(paths, name, { pid, accel: context.accel, startedAt: new Date().toISOString(), ...(notice ? { notice } : {}) });
+        await cont(client);
+      } finally {
+        await client.close();
+      }
+      return { accel: context.accel, pid, logOffset, ...(notice ? { notice } : {}) };
+    });
+  });
+  const { logOffset, ...started } = result;
+  if (options.waitReady) {
+    const readyLine = await readinessLine(paths, def);
+    if (!readyLine) throw invalidState(`VM '${name}' boots no image with a readiness line, so there is nothing to wait for`);
+    await waitForConsoleLog(vmPaths(paths, name).consoleLog, new RegExp(escapeRegExp(readyLine)), {
+      from: logOffset,
+      timeoutMs: options.waitReady.timeoutMs,
+      isAlive: async () => (await livePid(paths, def)) !== undefined,
+    });
+  }
+  return started;
+}
+
+async function readinessLine(paths: VireoPaths, def: VmDefinition): Promise<string | undefined> {
+  const boot = def.boot.kernel;
+  if (!boot || !('image' in boot)) return undefined;
+  return (await getImage(paths, boot.image)).readyLine;
+}
+
+function escapeRegExp(text: string): string {
+  return text.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
+}
+
+async function killAndWait(pid: number): Promise<void> {
+  try {
+    process.kill(pid, 'SIGKILL');
+  } catch {
+    return;
+  }
+  await waitForExit(pid, 10_000);
+}
+
+/** Connects to the VM's main monitor, failing clearly when it is not running. */
+async function withMonitor<T>(paths: VireoPaths, def: VmDefinition, work: (client: QmpClient, pid: number) => Promise<T>): Promise<T> {
+  const pid = await livePid(paths, def);
+  if (pid === undefined) throw invalidState(`VM '${def.name}' is not running`);
+  const client = await QmpClient.connect(vmPaths(paths, def.name).qmpSocket, { timeoutMs: 10_000 });
+  try {
+    return await work(client, pid);
+  } finally {
+    await client.close();
+  }
+}
+
+/** Waits for QEMU to be gone after it was told to quit or the guest powered off. */
+async function waitForQemuGone(paths: VireoPaths, def: VmDefinition, client: QmpClient, pid: number, timeoutMs: number): Promise<void> {
+  await new Promise<void>((resolve) => {
+    if (client.closed) return resolve();
+    const timer = setTimeout(resolve, timeoutMs);
+    client.onClose(() => {
+      clearTimeout(timer);
+      resolve();
+    });
+  });
+  if (!(await waitForExit(pid, 5000))) {
+    throw new VireoError('timeout', `QEMU (pid ${pid}) of VM '${def.name}' did not exit`);
+  }
+  await cleanRunDirectory(paths, def.name);
+}
+
+export interface StopOptions {
+  /** How long the guest gets to power off after the ACPI request. */
+  timeoutMs?: number;
+  /** Power off forcibly when the guest does not within the timeout (default true). */
+  force?: boolean;
+  onProgress?: (message: string) => void;
+}
+
+/** ACPI power-down, then (by default) a forced power-off after the timeout. */
+export async function stopVm(paths: VireoPaths, name: string, options: StopOptions = {}): Promise<{ forced: boolean }> {
+  const def = await loadDefinition(paths, name);
+  const timeoutMs = options.timeoutMs ?? 60_000;
+  return withVmLock(paths, name, () =>
+    withMonitor(paths, def, async (client, pid) => {
+      const status = await queryStatus(client);
+      // A paused guest cannot answer the power button; let it run to do so.
+      if (status.status === 'paused') await cont(client);
+      const shutdown = client.waitForEvent('SHUTDOWN', { timeoutMs });
+      options.onProgress?.('sent ACPI power-down request');
+      await systemPowerdown(client);
+      let forced = false;
+      try {
+        await shutdown;
+      } catch (error) {
+        if (!(error instanceof VireoError && error.code === 'timeout')) throw error;
+        if (options.force === false) {
+          throw new VireoError('timeout', `VM '${name}' did not power off within ${timeoutMs / 1000} s (it is still running)`);
+        }
+        options.onProgress?.(`guest did not power off within ${timeoutMs / 1000} s; forcing power-off`);
+        forced = true;
+        await client.execute('quit');
+      }
+      await waitForQemuGone(paths, def, client, pid, 30_000);
+      return { forced };
+    }),
+  );
+}
+
+/** Immediate power-off, like pulling the plug (virsh destroy). */
+export async function killVm(paths: VireoPaths, name: string): Promise<void> {
+  const def = await loadDefinition(paths, name);
+  await withVmLock(paths, name, async () => {
+    const pid = await livePid(paths, def);
+    if (pid === undefined) throw invalidState(`VM '${name}' is not running`);
+    process.kill(pid, 'SIGKILL');
+    if (!(await waitForExit(pid, 10_000))) throw new VireoError('timeout', `QEMU (pid ${pid}) did not die after SIGKILL`);
+    await cleanRunDirectory(paths, name);
+  });
+}
+
+export interface RebootOptions {
+  /** Reset at once instead of asking the guest (like pressing the reset button). */
+  force?: boolean;
+  timeoutMs?: number;
+}
+
+/**
+ * A graceful reboot asks the guest to power off through ACPI while QEMU is
+ * told to pause instead of exiting on shutdown; once the guest is down the
+ * machine is reset and resumed. The guest needs no reboot support of its own.
+ */
+export async function rebootVm(paths: VireoPaths, name: string, options: RebootOptions = {}): Promise<{ forced: boolean }> {
+  const def = await loadDefinition(paths, name);
+  const timeoutMs = options.timeoutMs ?? 60_000;
+  return withVmLock(paths, name, () =>
+    withMonitor(paths, def, async (client) => {
+      if (options.force) {
+        await systemReset(client);
+        return { forced: true };
+      }
+      await setAction(client, { shutdown: 'pause' });
+      let forced = false;
+      try {
+        const stopped = client.waitForEvent('SHUTDOWN', { timeoutMs });
+        await systemPowerdown(client);
+        try {
+          await stopped;
+        } catch (error) {
+          if (!(error instanceof VireoError && error.code === 'timeout')) throw error;
+          forced = true;
+        }
+        await systemReset(client);
+        const status = await queryStatus(client);
+        if (!status.running) await cont(client);
+      } finally {
+        if (!client.closed) await setAction(client, { shutdown: 'poweroff' });
+      }
+      return { forced };
+    }),
+  );
+}
+
+export async function pauseVm(paths: VireoPaths, name: string): Promise<void> {
+  const def = await loadDefinition(paths, name);
+  await withVmLock(paths, name, () =>
+    withMonitor(paths, def, async (client) => {
+      const status = await queryStatus(client);
+      if (status.status === 'paused') throw invalidState(`VM '${name}' is already paused`);
+      if (!status.running) throw invalidState(`VM '${name}' is ${status.status}, not running`);
+      await stop(client);
+    }),
+  );
+}
+
+export async function resumeVm(paths: VireoPaths, name: string): Promise<void> {
+  const def = await loadDefinition(paths, name);
+  await withVmLock(paths, name, () =>
+    withMonitor(paths, def, async (client) => {
+      const status = await queryStatus(client);
+      if (status.running) throw invalidState(`VM '${name}' is not paused`);
+      if (status.status !== 'paused') throw invalidState(`VM '${name}' is ${status.status}; only a paused VM can be resumed`);
+      await cont(client);
+    }),
+  );
+}
+
+export { readRuntime };

@@ -1,0 +1,142 @@
+/**
+ * Defining VMs: create (with new disks made on the way), edit while stopped,
+ * delete, list and show. Everything is validated before anything is made,
+ * and a failure part-way undoes what was made (disks, directory).
+ */
+import { VireoError, invalidArgument, invalidState, isVireoError } from '../errors.js';
+import { getImage } from '../image/store.js';
+import { defineVm, parseVmSpec, type VmDefinition, type VmSpec } from '../model/vm.js';
+import type { VireoPaths } from '../paths.js';
+import { Reverter } from '../revert.js';
+import { createVolume, deleteVolume, getVolume, type Volume } from '../storage/volumes.js';
+import { deleteDefinition, listDefinitions, loadDefinition, reserveVmDirectory, saveDefinition, vmsUsingVolume, withVmLock } from './definitions.js';
+import { cleanRunDirectory, readRuntime, type VmRuntime } from './runtime.js';
+
+export interface NewDisk {
+  /** Size in bytes; with `from`, defaults to the base's size. */
+  size?: number;
+  format?: 'qcow2' | 'raw';
+  /** A volume name or an image file path to link the new disk to. */
+  from?: string;
+}
+
+export interface CreateOptions {
+  /** Disks to create and attach (as virtio disks named <vm>-disk<N>), after those the spec names. */
+  newDisks?: NewDisk[];
+}
+
+/** Checks that everything the spec refers to exists. */
+async function checkReferences(paths: VireoPaths, spec: VmSpec): Promise<void> {
+  const boot = spec.boot.kernel;
+  if (boot && 'image' in boot) {
+    try {
+      await getImage(paths, boot.image);
+    } catch (error) {
+      if (isVireoError(error, 'not_found')) {
+        throw new VireoError('not_found', `boot.kernel.image: image '${boot.image}' does not exist (build it with: vireo image build ${boot.image})`, { field: 'boot.kernel.image' });
+      }
+      throw error;
+    }
+  }
+  for (const [index, disk] of spec.disks.entries()) {
+    let volume: Volume;
+    try {
+      volume = await getVolume(paths, disk.volume);
+    } catch (error) {
+      if (isVireoError(error, 'not_found')) {
+        throw new VireoError('not_found', `disks.${index}.volume: volume '${disk.volume}' does not exist (see: vireo disk list)`, { field: `disks.${index}.volume` });
+      }
+      throw error;
+    }
+    if (volume.media === 'cdrom' && disk.media !== 'cdrom') {
+      throw invalidArgument(`disks.${index}.media`, `volume '${disk.volume}' is an ISO image; attach it with media: cdrom`);
+    }
+  }
+}
+
+export async function createVm(paths: VireoPaths, input: unknown, options: CreateOptions = {}): Promise<VmDefinition> {
+  const spec = parseVmSpec(input);
+  const newDisks = options.newDisks ?? [];
+  const names = newDisks.map((_, index) => `${spec.name}-disk${index}`);
+  const withNew = parseVmSpec({ ...spec, disks: [...spec.disks, ...names.map((volume) => ({ volume }))] });
+  await checkReferences(paths, spec);
+  for (const [index, name] of names.entries()) {
+    if (await getVolume(paths, name).then(() => true, () => false)) {
+      throw new VireoError('already_exists', `disk ${index}: a volume named '${name}' already exists`, { field: `disks`, name });
+    }
+  }
+  return Reverter.run(async (reverter) => {
+    reverter.add(await reserveVmDirectory(paths, spec.name));
+    for (const [index, disk] of newDisks.entries()) {
+      const name = names[index]!;
+      await createVolume(paths, { name, ...disk });
+      reverter.add(() => deleteVolume(paths, name, { usedBy: async () => [] }));
+    }
+    const def = defineVm(withNew);
+    await saveDefinition(paths, def);
+    return def;
+  });
+}
+
+/** Replaces a stopped VM's spec, keeping its identity (UUID, MACs of kept NICs). */
+export async function editVm(paths: VireoPaths, name: string, change: (current: VmSpec) => unknown): Promise<VmDefinition> {
+  const current = await loadDefinition(paths, name);
+  return withVmLock(paths, name, async () => {
+    if ((await readRuntime(paths, current)).state !== 'stopped') {
+      throw invalidState(`VM '${name}' is running; stop it before editing (vireo vm stop ${name})`);
+    }
+    const { uuid: _uuid, createdAt: _createdAt, ...spec } = current;
+    const next = parseVmSpec(change(spec));
+    if (next.name !== name) throw invalidArgument('name', `renaming is not supported (VM is '${name}')`);
+    await checkReferences(paths, next);
+    const def = defineVm(next, current);
+    await saveDefinition(paths, def);
+    return def;
+  });
+}
+
+export interface DeleteOptions {
+  /** Also delete the VM's disks (volumes no other VM uses; ISOs are kept). */
+  withDisks?: boolean;
+}
+
+export async function deleteVm(paths: VireoPaths, name: string, options: DeleteOptions = {}): Promise<{ deletedVolumes: string[] }> {
+  const def = await loadDefinition(paths, name);
+  return withVmLock(paths, name, async () => {
+    const runtime = await readRuntime(paths, def);
+    if (runtime.state !== 'stopped') throw invalidState(`VM '${name}' is ${runtime.state}; stop or kill it first`);
+    const deletedVolumes: string[] = [];
+    if (options.withDisks) {
+      // Check every disk first so that a refusal leaves everything in place.
+      const targets: string[] = [];
+      for (const disk of def.disks.filter((candidate) => candidate.media === 'disk')) {
+        const others = (await vmsUsingVolume(paths, disk.volume)).filter((vm) => vm !== name);
+        if (others.length === 0) targets.push(disk.volume);
+      }
+      for (const volume of targets) {
+        await deleteVolume(paths, volume, { usedBy: async () => [] }).catch((error: unknown) => {
+          if (!isVireoError(error, 'not_found')) throw error;
+        });
+        deletedVolumes.push(volume);
+      }
+    }
+    await cleanRunDirectory(paths, name);
+    await deleteDefinition(paths, name);
+    return { deletedVolumes };
+  });
+}
+
+export interface VmInfo {
+  definition: VmDefinition;
+  runtime: VmRuntime;
+}
+
+export async function getVm(paths: VireoPaths, name: string): Promise<VmInfo> {
+  const definition = await loadDefinition(paths, name);
+  return { definition, runtime: await readRuntime(paths, definition) };
+}
+
+export async function listVms(paths: VireoPaths): Promise<VmInfo[]> {
+  const defs = await listDefinitions(paths);
+  return Promise.all(defs.map(async (definition) => ({ definition, runtime: await readRuntime(paths, definition) })));
+}

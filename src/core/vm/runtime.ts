@@ -1,0 +1,80 @@
+/**
+ * What a VM is doing right now, read from QEMU itself (query-status over
+ * the status monitor), never guessed from files. A pidfile whose process is
+ * gone, or belongs to another program, is stale: the runtime directory is
+ * cleaned and the VM is reported stopped.
+ */
+import { mkdir, rm } from 'node:fs/promises';
+import type { VmDefinition } from '../model/vm.js';
+import { vmPaths, type VireoPaths } from '../paths.js';
+import { QmpClient } from '../qmp/client.js';
+import { queryStatus } from '../qmp/commands.js';
+import { readJsonIfExists, writeJsonAtomic } from '../store/atomic.js';
+import { isQemuOf, readPidFile } from './process.js';
+
+/** 'stopped', 'unresponsive' (QEMU alive, monitor silent) or a QMP RunState ('running', 'paused', ...). */
+export type VmState = 'stopped' | 'unresponsive' | string;
+
+/** Facts about a running QEMU that Vireo recorded when it started it. */
+export interface RuntimeRecord {
+  pid: number;
+  accel: 'kvm' | 'tcg';
+  startedAt: string;
+  notice?: string;
+}
+
+export interface VmRuntime {
+  state: VmState;
+  pid?: number;
+  accel?: 'kvm' | 'tcg';
+  startedAt?: string;
+}
+
+export async function readRuntimeRecord(paths: VireoPaths, name: string): Promise<RuntimeRecord | undefined> {
+  return (await readJsonIfExists(vmPaths(paths, name).runtimeState)) as RuntimeRecord | undefined;
+}
+
+export async function writeRuntimeRecord(paths: VireoPaths, name: string, record: RuntimeRecord): Promise<void> {
+  await writeJsonAtomic(vmPaths(paths, name).runtimeState, record);
+}
+
+export async function prepareRunDirectory(paths: VireoPaths, name: string): Promise<void> {
+  const { runDir } = vmPaths(paths, name);
+  await rm(runDir, { recursive: true, force: true });
+  await mkdir(runDir, { recursive: true, mode: 0o700 });
+}
+
+export async function cleanRunDirectory(paths: VireoPaths, name: string): Promise<void> {
+  await rm(vmPaths(paths, name).runDir, { recursive: true, force: true });
+}
+
+/** The live QEMU process of this VM, if any; cleans a stale runtime directory. */
+export async function livePid(paths: VireoPaths, def: VmDefinition): Promise<number | undefined> {
+  const pid = await readPidFile(vmPaths(paths, def.name).pidFile);
+  if (pid !== undefined && (await isQemuOf(pid, def.uuid))) return pid;
+  await cleanRunDirectory(paths, def.name);
+  return undefined;
+}
+
+export async function readRuntime(paths: VireoPaths, def: VmDefinition): Promise<VmRuntime> {
+  const pid = await livePid(paths, def);
+  if (pid === undefined) return { state: 'stopped' };
+  const record = await readRuntimeRecord(paths, def.name);
+  const base = { pid, ...(record ? { accel: record.accel, startedAt: record.startedAt } : {}) };
+  let client: QmpClient | undefined;
+  try {
+    client = await QmpClient.connect(vmPaths(paths, def.name).statusSocket, { timeoutMs: 3000 });
+    const status = await queryStatus(client);
+    return { ...base, state: status.status };
+  } catch {
+    // QEMU may have exited between the pid check and the query.
+    if ((await livePid(paths, def)) === undefined) return { state: 'stopped' };
+    return { ...base, state: 'unresponsive' };
+  } finally {
+    await client?.close();
+  }
+}
+
+export function isActive(state: VmState): boolean {
+  return state !== 'stopped';
+}

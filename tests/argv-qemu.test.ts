@@ -1,0 +1,96 @@
+/**
+ * The golden argvs must be more than stable: real QEMU must accept them. Each
+ * golden case is rendered against a temporary home with real volume files,
+ * started (KVM swapped for TCG, since this host has no usable KVM), and asked
+ * over QMP whether it came up with the devices we asked for.
+ */
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { copyFile, mkdir, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { test } from 'node:test';
+import { fileURLToPath } from 'node:url';
+import { getHostFacts } from '../src/core/host/check.js';
+import { defineVm, parseVmSpec } from '../src/core/model/vm.js';
+import { vireoPaths, vmPaths } from '../src/core/paths.js';
+import { buildQemuArgv, type LaunchContext, type ResolvedVolume } from '../src/core/qemu/argv.js';
+import { QmpClient } from '../src/core/qmp/client.js';
+import { queryStatus } from '../src/core/qmp/commands.js';
+import { isProcessAlive } from '../src/core/vm/process.js';
+
+const goldenDir = fileURLToPath(new URL('../../src/core/qemu/golden/', import.meta.url));
+
+interface GoldenCase {
+  spec: Record<string, unknown>;
+  context: { volumes: Record<string, ResolvedVolume>; uefi?: unknown; kernel?: unknown };
+}
+
+async function waitForFile(path: string, timeoutMs: number): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (Date.now() < deadline) {
+    if (await readFile(path).then(() => true, (error: NodeJS.ErrnoException) => error.code !== 'ENOENT')) return;
+    await new Promise((resolve) => setTimeout(resolve, 25));
+  }
+  throw new Error(`${path} did not appear`);
+}
+
+for (const file of (await readdir(goldenDir)).filter((name) => name.endsWith('.json'))) {
+  test(`QEMU accepts the golden argv of ${file}`, async () => {
+    const golden = JSON.parse(await readFile(join(goldenDir, file), 'utf8')) as GoldenCase;
+    const home = await mkdtemp(join(tmpdir(), 'vireo-g-'));
+    const facts = await getHostFacts();
+    try {
+      const paths = vireoPaths(home);
+      await mkdir(paths.storage, { recursive: true });
+      const volumes: Record<string, ResolvedVolume> = {};
+      for (const [name, volume] of Object.entries(golden.context.volumes)) {
+        const path = join(paths.storage, `${name}.${volume.format === 'raw' ? 'raw' : 'qcow2'}`);
+        if (volume.format === 'qcow2') {
+          const { execFileSync } = await import('node:child_process');
+          execFileSync('qemu-img', ['create', '-q', '-f', 'qcow2', path, '16M']);
+        } else {
+          await writeFile(path, Buffer.alloc(1024 * 1024));
+        }
+        volumes[name] = { path, format: volume.format };
+      }
+      const def = defineVm(parseVmSpec({ ...golden.spec, accelerator: 'tcg' }));
+      const runtime = vmPaths(paths, def.name);
+      await mkdir(runtime.runDir, { recursive: true });
+      const context: LaunchContext = { accel: 'tcg', runtime, volumes, daemonize: false };
+      if (golden.context.uefi) {
+        assert.ok(facts.firmware.ovmf, 'OVMF is installed');
+        const vars = join(runtime.dir, 'OVMF_VARS.fd');
+        await copyFile(facts.firmware.ovmf.vars, vars);
+        context.uefi = { code: facts.firmware.ovmf.code, vars };
+      }
+      // Kernel boot needs a real kernel; the argv shape is what is checked here.
+      const argv = buildQemuArgv(def, context);
+      const child = spawn(facts.qemu.binary ?? 'qemu-system-x86_64', argv, { stdio: ['ignore', 'ignore', 'pipe'] });
+      let stderr = '';
+      child.stderr.setEncoding('utf8').on('data', (text: string) => (stderr += text));
+      try {
+        await Promise.race([
+          waitForFile(runtime.qmpSocket, 10_000),
+          new Promise((_, reject) => child.once('exit', (code) => reject(new Error(`QEMU exited (${code}): ${stderr}`)))),
+        ]);
+        const client = await QmpClient.connect(runtime.qmpSocket, { timeoutMs: 10_000 });
+        try {
+          const status = await queryStatus(client);
+          assert.equal(status.status, 'prelaunch', 'started paused, as Vireo launches it');
+          const block = (await client.execute('query-block')) as { qdev?: string }[];
+          for (const index of def.disks.keys()) {
+            assert.ok(block.some((entry) => entry.qdev?.includes(`disk${index}-dev`)), `disk${index} is attached`);
+          }
+          await client.execute('quit');
+        } finally {
+          await client.close();
+        }
+      } finally {
+        if (child.pid && (await isProcessAlive(child.pid))) child.kill('SIGKILL');
+      }
+    } finally {
+      await rm(home, { recursive: true, force: true });
+    }
+  });
+}
