@@ -1,6 +1,7 @@
 /**
  * `vireo disk ...`: volumes in the storage directory, qemu-img underneath.
  */
+import { resolve } from 'node:path';
 import { Command, Option } from 'commander';
 import { formatSize, requireSize } from '../../core/model/units.js';
 import type { VireoPaths } from '../../core/paths.js';
@@ -22,7 +23,7 @@ export function diskCommand(paths: () => VireoPaths): Command {
         name,
         format: flags.format,
         ...(flags.size !== undefined ? { size: requireSize('size', flags.size) } : {}),
-        ...(flags.from !== undefined ? { from: flags.from } : {}),
+        ...(flags.from !== undefined ? { from: asSource(flags.from) } : {}),
       });
       if (flags.json) printJson(volume);
       else note(`created volume '${volume.name}' (${volume.format}, ${formatSize(volume.virtualSize)})`);
@@ -74,7 +75,7 @@ export function diskCommand(paths: () => VireoPaths): Command {
       const progress = new Progress();
       const volume = await importVolume(paths(), {
         name: flags.name,
-        file,
+        file: resolve(file),
         ...(flags.format ? { format: flags.format } : {}),
         onProgress: (percent: number) => progress.update(`importing ${file}`, percent / 100),
       });
@@ -90,4 +91,9 @@ export function diskCommand(paths: () => VireoPaths): Command {
     });
 
   return disk;
+}
+
+/** A source with a slash is a file path (made absolute here); otherwise a volume name. */
+export function asSource(from: string): string {
+  return from.includes('/') ? resolve(from) : from;
 }

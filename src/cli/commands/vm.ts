@@ -15,6 +15,7 @@ import { killVm, pauseVm, rebootVm, resumeVm, startVm, stopVm } from '../../core
 import { createVm, deleteVm, editVm, getVm, listVms, type NewDisk } from '../../core/vm/manage.js';
 import { formatDuration, note, printJson, printTable, printYaml } from '../output.js';
 import { attachConsole } from '../console.js';
+import { asSource } from './disk.js';
 
 type Spec = Record<string, unknown>;
 
@@ -142,7 +143,7 @@ export function vmCommand(paths: () => VireoPaths): Command {
       const newDisks: NewDisk[] = (flags.disk ?? []).map((size) => ({ size: requireSize('--disk', size) }));
       if (flags.diskFrom) {
         if (newDisks.length === 0) newDisks.push({});
-        newDisks[0] = { ...newDisks[0], from: flags.diskFrom };
+        newDisks[0] = { ...newDisks[0], from: asSource(flags.diskFrom) };
       }
       const def = await createVm(paths(), spec, { newDisks });
       if (flags.json) printJson(def);

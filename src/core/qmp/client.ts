@@ -58,6 +58,7 @@ interface PendingCommand {
 }
 
 interface EventWaiter {
+  name: string;
   fail: (error: VireoError) => void;
 }
 
@@ -205,6 +206,7 @@ export class QmpClient {
         signal?.removeEventListener('abort', onAbort);
       };
       const waiter: EventWaiter = {
+        name,
         fail: (error) => {
           finish();
           reject(error);
@@ -380,8 +382,7 @@ export class QmpClient {
     }
 
     for (const waiter of [...this.waiters]) {
-      // The waiter's own message names the event; build it here so the wording follows the cause.
-      waiter.fail(this.closedError('waiting for an event', {}));
+      waiter.fail(this.closedError(`waiting for event ${waiter.name}`, { event: waiter.name }));
     }
 
     const listeners = [...this.closeListeners];

@@ -156,6 +156,8 @@ export async function listVolumes(paths: VireoPaths): Promise<Volume[]> {
         } catch (error) {
           // A symlink leading out of storage is not a volume; listing must not follow it.
           if (error instanceof VireoError && error.code === 'invalid_argument') return undefined;
+          // Deleted since the directory was read.
+          if (isErrno(error, 'ENOENT')) return undefined;
           throw error;
         }
       }),

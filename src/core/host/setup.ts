@@ -1,0 +1,160 @@
+/**
+ * `vireo host setup`: install what Vireo needs with the system package
+ * manager. Debian and Ubuntu only (apt-get); anywhere else it says what to
+ * install by hand. It never changes users or groups: granting KVM access is
+ * the administrator's decision, so it is only explained.
+ *
+ * Decisions:
+ *  - `apt-get update` runs once before every install, not only after an
+ *    install failed: lists that exist but are weeks old fail halfway through
+ *    the downloads (404 on superseded versions), and the update is small next
+ *    to the install. Nothing missing means no update (and no root needed),
+ *    unless apt has no lists at all, which the tiny image build needs.
+ *  - Root is needed only when something must be installed, so a non-root
+ *    user on a ready host gets "everything is installed", not an error.
+ *  - --no-install-recommends: the recommends of qemu-system-x86 are GUI and
+ *    extra-firmware packages a headless Vireo host never uses; what QEMU needs
+ *    (seabios, ipxe-qemu) are hard dependencies and come anyway.
+ */
+import { constants } from 'node:fs';
+import { access, readdir, readFile } from 'node:fs/promises';
+import { VireoError } from '../errors.js';
+import { resetHostFactsCache } from './check.js';
+import { findInPath, runCommand, type CommandResult, type CommandRunner } from './probe.js';
+
+/** Debian packages Vireo needs: QEMU, qemu-img, UEFI and BIOS firmware, and the image build's archivers. */
+export const HOST_PACKAGES: readonly string[] = ['qemu-system-x86', 'qemu-utils', 'ovmf', 'seabios', 'cpio', 'gzip'];
+
+/** A fresh cloud VM often runs unattended-upgrades at boot; waiting for its dpkg lock beats failing at once. */
+const APT_LOCK_WAIT = ['-o', 'DPkg::Lock::Timeout=300'] as const;
+
+export interface SetupOptions {
+  /** Runs commands; tests pass a fake. */
+  run?: CommandRunner;
+  /** Each line of progress and of apt's output. */
+  onOutput?: (line: string) => void;
+  /** Test seams, each defaulting to the real system. */
+  getuid?: () => number;
+  exists?: (path: string) => Promise<boolean>;
+  which?: (name: string) => Promise<string | undefined>;
+  readGroups?: () => Promise<string>;
+  hasAptLists?: () => Promise<boolean>;
+}
+
+export interface SetupResult {
+  installed: string[];
+  alreadyPresent: string[];
+  /** apt-get update was run. */
+  updatedPackageLists: boolean;
+  /** Advice printed along the way (also sent to onOutput). */
+  notes: string[];
+}
+
+const MANUAL_LIST =
+  'qemu-system-x86_64 and qemu-img (QEMU 7.2 or newer), OVMF UEFI firmware with separate OVMF_CODE/OVMF_VARS files, SeaBIOS, cpio and gzip ' +
+  '(building the tiny image also needs dpkg-deb and apt-get)';
+
+export async function setupHost(options: SetupOptions = {}): Promise<SetupResult> {
+  const run = options.run ?? runCommand;
+  const output = options.onOutput ?? (() => undefined);
+  const getuid = options.getuid ?? (() => process.getuid?.() ?? -1);
+  const exists = options.exists ?? pathExists;
+  const which = options.which ?? ((name: string) => findInPath(name));
+  const readGroups = options.readGroups ?? (() => readFile('/etc/group', 'utf8').catch(() => ''));
+  const hasAptLists = options.hasAptLists ?? aptListsPresent;
+
+  const lacking: string[] = [];
+  if (!(await exists('/etc/debian_version'))) lacking.push('/etc/debian_version');
+  for (const tool of ['apt-get', 'dpkg-query']) if (!(await which(tool))) lacking.push(tool);
+  if (lacking.length > 0) {
+    throw new VireoError(
+      'host_unsupported',
+      `vireo host setup works only on Debian and Ubuntu (this host has no ${lacking.join(', ')}); install by hand with your package manager: ${MANUAL_LIST}`,
+      { lacking },
+    );
+  }
+
+  const missing: string[] = [];
+  const alreadyPresent: string[] = [];
+  for (const pkg of HOST_PACKAGES) ((await isInstalled(run, pkg)) ? alreadyPresent : missing).push(pkg);
+
+  const root = getuid() === 0;
+  if (missing.length > 0 && !root) {
+    throw new VireoError('host_unsupported', 'vireo host setup must run as root (try: sudo vireo host setup)', { missing });
+  }
+
+  const notes: string[] = [];
+  const note = (line: string) => {
+    notes.push(line);
+    output(line);
+  };
+  const env = { ...process.env, DEBIAN_FRONTEND: 'noninteractive' };
+  const stream = { env, onLine: output };
+  let updatedPackageLists = false;
+
+  const listsMissing = !(await hasAptLists());
+  if (missing.length > 0 || listsMissing) {
+    if (root) {
+      output('running: apt-get update');
+      const update = await run('apt-get', [...APT_LOCK_WAIT, 'update'], stream);
+      updatedPackageLists = true;
+      // Some lists may still be usable (one unreachable mirror fails the whole update); the install will tell.
+      if (update.code !== 0) note(`apt-get update failed (${describe(update)}); trying with the package lists there are`);
+    } else {
+      note('apt has no package lists, which building the tiny image needs; run: sudo apt-get update');
+    }
+  }
+
+  if (missing.length > 0) {
+    output(`installing: ${missing.join(' ')}`);
+    const install = await run('apt-get', [...APT_LOCK_WAIT, 'install', '-y', '--no-install-recommends', ...missing], stream);
+    if (install.code !== 0) {
+      throw new VireoError('command_failed', `apt-get install ${missing.join(' ')} failed (${describe(install)})`, { command: 'apt-get', exitCode: install.code, packages: missing });
+    }
+    const stillMissing: string[] = [];
+    for (const pkg of missing) if (!(await isInstalled(run, pkg))) stillMissing.push(pkg);
+    if (stillMissing.length > 0) {
+      throw new VireoError('command_failed', `apt-get reported success but ${stillMissing.join(', ')} ${stillMissing.length === 1 ? 'is' : 'are'} still not installed`, {
+        packages: stillMissing,
+      });
+    }
+    // What VM start will see changed; facts probed before this point are stale.
+    resetHostFactsCache();
+  }
+
+  if ((await exists('/dev/kvm')) && /^kvm:/m.test(await readGroups())) {
+    note("to let a user run VMs with KVM, add them to the 'kvm' group: sudo usermod -aG kvm USER (they must log in again)");
+  }
+
+  return { installed: missing, alreadyPresent, updatedPackageLists, notes };
+}
+
+/** dpkg's state word ("installed", "config-files", ...) is the third of ${Status}; only "installed" means usable. */
+async function isInstalled(run: CommandRunner, pkg: string): Promise<boolean> {
+  const result = await run('dpkg-query', ['-W', '-f=${Status}', pkg]);
+  return result.code === 0 && result.stdout.trim().split(/\s+/)[2] === 'installed';
+}
+
+function describe(result: CommandResult): string {
+  const tail = (result.stderr || result.stdout)
+    .split('\n')
+    .map((line) => line.trim())
+    .filter((line) => line && !line.startsWith('W: '))
+    .slice(-3)
+    .join('; ');
+  return `exit ${result.code}${tail ? `: ${tail}` : ''}`;
+}
+
+async function pathExists(path: string): Promise<boolean> {
+  try {
+    await access(path, constants.F_OK);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+async function aptListsPresent(): Promise<boolean> {
+  const entries = await readdir('/var/lib/apt/lists').catch(() => [] as string[]);
+  return entries.some((entry) => /_Packages(\.[a-z0-9]+)?$/.test(entry));
+}

@@ -1,0 +1,103 @@
+/**
+ * Built images on disk: <home>/images/<name>/ holding the files its
+ * image.json names. An image directory may be a symlink (test homes share one
+ * built image that way). Builders put an image in place with one rename, so a
+ * directory either has a complete image.json or is not an image at all;
+ * hidden entries (".tiny.old-…") are builds or deletions in progress.
+ */
+import { randomBytes } from 'node:crypto';
+import { lstat, readdir, rename, rm } from 'node:fs/promises';
+import { basename, join } from 'node:path';
+import { VireoError, invalidArgument, notFound } from '../errors.js';
+import { NAME_PATTERN, checkName } from '../model/units.js';
+import type { VireoPaths } from '../paths.js';
+import { readJsonIfExists } from '../store/atomic.js';
+import { MANIFEST_FILE, parseManifest, type ImageManifest } from './manifest.js';
+
+export type { ImageManifest } from './manifest.js';
+
+export function imageDir(paths: VireoPaths, name: string): string {
+  return join(paths.images, checkName('image', name));
+}
+
+/** Absolute path of a file of an image (the kernel, the initrd, ...). */
+export function imageFile(paths: VireoPaths, manifest: ImageManifest, file: string): string {
+  // Manifest fields are file names, never paths: refuse anything that could leave the image directory.
+  if (file === '' || file !== basename(file) || file === '.' || file === '..') {
+    throw invalidArgument('file', `'${file}' is not a file name inside image '${manifest.name}'`);
+  }
+  return join(imageDir(paths, manifest.name), file);
+}
+
+/** Reads an image's manifest, or undefined when there is no such image. */
+export async function readImage(paths: VireoPaths, name: string): Promise<ImageManifest | undefined> {
+  const file = join(imageDir(paths, name), MANIFEST_FILE);
+  let raw: unknown;
+  try {
+    raw = await readJsonIfExists(file);
+  } catch (error) {
+    if (error instanceof SyntaxError) throw new VireoError('invalid_state', `${file} is damaged (${error.message}); rebuild the image`, { file });
+    // A dangling symlink or a plain file where the directory should be: not an image.
+    const code = (error as NodeJS.ErrnoException).code;
+    if (code === 'ENOTDIR') return undefined;
+    throw error;
+  }
+  if (raw === undefined) return undefined;
+  const manifest = parseManifest(raw, file);
+  if (manifest.name !== name) throw new VireoError('invalid_state', `${file} names image '${manifest.name}', not '${name}'; rebuild the image`, { file });
+  return manifest;
+}
+
+export async function getImage(paths: VireoPaths, name: string): Promise<ImageManifest> {
+  const manifest = await readImage(paths, name);
+  if (!manifest) throw notFound('image', name);
+  return manifest;
+}
+
+/** Every usable image, by name. Damaged or half-present entries are left out rather than failing the listing. */
+export async function listImages(paths: VireoPaths): Promise<ImageManifest[]> {
+  let names: string[];
+  try {
+    names = await readdir(paths.images);
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === 'ENOENT') return [];
+    throw error;
+  }
+  const images: ImageManifest[] = [];
+  for (const name of names.sort()) {
+    if (!NAME_PATTERN.test(name) || name.includes('..')) continue;
+    try {
+      const manifest = await readImage(paths, name);
+      if (manifest) images.push(manifest);
+    } catch (error) {
+      if (error instanceof VireoError && error.code === 'invalid_state') continue;
+      throw error;
+    }
+  }
+  return images;
+}
+
+/**
+ * Removes an image. The directory is first renamed to a hidden name, so an
+ * interrupted delete never leaves something that looks like a usable image.
+ * VMs that boot the image fail to start afterwards (not_found), while running
+ * ones are unaffected: QEMU read the kernel and initrd when it started.
+ */
+export async function deleteImage(paths: VireoPaths, name: string): Promise<void> {
+  const dir = imageDir(paths, name);
+  let isLink: boolean;
+  try {
+    isLink = (await lstat(dir)).isSymbolicLink();
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === 'ENOENT') throw notFound('image', name);
+    throw error;
+  }
+  if (isLink) {
+    // A shared image: drop our link, never the image it points to.
+    await rm(dir);
+    return;
+  }
+  const doomed = join(paths.images, `.${name}.deleting-${randomBytes(4).toString('hex')}`);
+  await rename(dir, doomed);
+  await rm(doomed, { recursive: true, force: true });
+}
