@@ -15,9 +15,13 @@ export async function attachConsole(socketPath: string, name: string): Promise<n
   const raw = stdin.isTTY;
   if (raw) stdin.setRawMode(true);
   return new Promise<number>((resolve) => {
+    let finished = false;
     const finish = (message: string) => {
+      if (finished) return; // closing the console fires onClose too
+      finished = true;
       if (raw) stdin.setRawMode(false);
-      stdin.pause();
+      // A paused pipe still holds the event loop open; let go of stdin entirely.
+      stdin.destroy();
       stdin.off('data', onInput);
       stdin.off('end', onEnd);
       void console.close();

@@ -60,6 +60,7 @@ test('every bad field is named', () => {
   assert.equal(fieldOf({ name: 'a', disks: [{ volume: 'x', bus: 'floppy' }] }), 'disks.0.bus');
   assert.equal(fieldOf({ name: 'a', disks: [{ volume: 'x/../y' }] }), 'disks.0.volume');
   assert.equal(fieldOf({ name: 'a', disks: [{ volume: 'x', media: 'cdrom', bus: 'virtio' }] }), 'disks.0.bus');
+  assert.equal(fieldOf({ name: 'a', disks: [{ volume: 'x', bus: 'sata', readOnly: true }] }), 'disks.0.readOnly');
   assert.equal(fieldOf({ name: 'a', disks: [{ volume: 'x' }, { volume: 'x' }] }), 'disks.1.volume');
   assert.equal(fieldOf({ name: 'a', disks: [{ volume: 'x', bus: 'ide' }] }), 'disks.0.bus');
   assert.equal(fieldOf({ name: 'a', machine: 'pc', disks: [{ volume: 'x', bus: 'sata' }] }), 'disks.0.bus');
@@ -68,7 +69,7 @@ test('every bad field is named', () => {
   assert.equal(fieldOf({ name: 'a', nics: [{ forwards: [{ hostPort: 70000, guestPort: 22 }] }] }), 'nics.0.forwards.0.hostPort');
   assert.equal(fieldOf({ name: 'a', nics: [{ forwards: [{ hostPort: 2222, guestPort: 22, hostAddress: 'example.com' }] }] }), 'nics.0.forwards.0.hostAddress');
   assert.equal(fieldOf({ name: 'a', nics: [{ forwards: [{ hostPort: 2222, guestPort: 22 }, { hostPort: 2222, guestPort: 23 }] }] }), 'nics.0.forwards.1.hostPort');
-  assert.equal(fieldOf({ name: 'a', boot: { kernel: { kernel: 'relative/path' } } }), 'boot.kernel');
+  assert.equal(fieldOf({ name: 'a', boot: { kernel: { kernel: 'relative/path' } } }), 'boot.kernel.kernel');
   assert.equal(fieldOf({ name: 'a', cpus: { count: 2, model: 'host,+vmx' } }), 'cpus.model');
 });
 

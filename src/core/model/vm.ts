@@ -84,6 +84,11 @@ const Disk = z
   .refine((disk) => !(disk.media === 'cdrom' && disk.bus === 'virtio'), {
     message: 'a cdrom cannot be on the virtio bus (use sata, ide or scsi)',
     path: ['bus'],
+  })
+  // QEMU's ide-hd (used for SATA and IDE hard disks) refuses read-only nodes.
+  .refine((disk) => !(disk.media === 'disk' && disk.readOnly && (disk.bus === 'sata' || disk.bus === 'ide')), {
+    message: 'a read-only hard disk must be on the virtio or scsi bus (QEMU IDE/SATA disks cannot be read-only)',
+    path: ['readOnly'],
   });
 
 const PortForward = z.strictObject({

@@ -77,11 +77,11 @@ export class SerialConsole {
     this.socket.write(data);
   }
 
-  /** Resolves with the match once the output received so far matches. */
-  waitFor(pattern: RegExp, timeoutMs: number): Promise<RegExpMatchArray> {
+  /** Resolves with the match once the output received so far (from offset `from`) matches. */
+  waitFor(pattern: RegExp, timeoutMs: number, from = 0): Promise<RegExpMatchArray> {
     return new Promise((resolve, reject) => {
       const check = (): boolean => {
-        const match = this.output.match(pattern);
+        const match = this.output.slice(from).match(pattern);
         if (!match) return false;
         cleanup();
         resolve(match);
@@ -112,21 +112,18 @@ export class SerialConsole {
 
   /**
    * Runs a command in the guest's console shell and returns its output and
-   * exit status. The end marker is typed split in two so that the terminal's
-   * echo of the command line cannot be mistaken for it.
+   * exit status. Begin and end markers are typed split in two ("A""B") so
+   * that the terminal's echo of the command line, however the shell's line
+   * editor wraps it, can never be mistaken for them.
    */
   async run(command: string, timeoutMs = 30_000): Promise<{ output: string; status: number }> {
     const tag = randomBytes(4).toString('hex');
-    const marker = `VIREO_END_${tag}`;
     const start = this.output.length;
-    this.write(`${command}; echo "VIREO_""END_${tag} $?"\n`);
-    const match = await this.waitFor(new RegExp(`(?:^|\\n)${marker} (\\d+)\\r?\\n`), timeoutMs);
-    const upto = this.output.lastIndexOf(match[0]);
-    const raw = this.output.slice(start, upto).replace(/\r/g, '');
-    // Drop the echoed command line; what follows is the command's output.
-    const firstNewline = raw.indexOf('\n');
-    const output = firstNewline === -1 ? '' : raw.slice(firstNewline + 1);
-    return { output, status: Number(match[1]) };
+    this.write(`echo "VIREO_""BEGIN_${tag}"; ${command}; echo "VIREO_""END_${tag} $?"\n`);
+    const pattern = new RegExp(`(?<=^|\\n)VIREO_BEGIN_${tag}\\r?\\n([^]*?)(?<=^|\\n)VIREO_END_${tag} (\\d+)\\r?\\n`);
+    const match = await this.waitFor(pattern, timeoutMs, start);
+    const output = (match[1] ?? '').replace(/\r/g, '');
+    return { output, status: Number(match[2]) };
   }
 
   async close(): Promise<void> {
