@@ -3,7 +3,6 @@
  * codes mapped to exit codes in this one place, and a progress bar for long
  * work when stderr is a terminal (plain lines otherwise, so logs stay clean).
  */
-import { stringify } from 'yaml';
 import { asVireoError, type ErrorCode } from '../core/errors.js';
 
 /** Exit codes by error code; 2 doubles as the usage-error code, as in most tools. */
@@ -33,7 +32,9 @@ export function printJson(value: unknown): void {
   process.stdout.write(`${JSON.stringify(value, null, 2)}\n`);
 }
 
-export function printYaml(value: unknown): void {
+/** YAML is loaded on demand: it is only for humans, and every command's start-up time counts. */
+export async function printYaml(value: unknown): Promise<void> {
+  const { stringify } = await import('yaml');
   process.stdout.write(stringify(value));
 }
 

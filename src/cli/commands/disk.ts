@@ -56,7 +56,7 @@ export function diskCommand(paths: () => VireoPaths): Command {
       const volume = await getVolume(paths(), name);
       const view = { ...volume, usedBy: await vmsUsingVolume(paths(), name) };
       if (flags.json) printJson(view);
-      else printYaml({ ...view, virtualSize: `${formatSize(volume.virtualSize)} (${volume.virtualSize} bytes)`, actualSize: formatSize(volume.actualSize) });
+      else await printYaml({ ...view, virtualSize: `${formatSize(volume.virtualSize)} (${volume.virtualSize} bytes)`, actualSize: formatSize(volume.actualSize) });
     });
 
   disk.command('resize <name> <size>')

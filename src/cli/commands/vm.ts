@@ -5,7 +5,6 @@
  */
 import { open, readFile } from 'node:fs/promises';
 import { Command, Option } from 'commander';
-import { parse as parseYaml } from 'yaml';
 import { VireoError, invalidArgument } from '../../core/errors.js';
 import { requireSize, formatSize, MiB } from '../../core/model/units.js';
 import type { VmSpec } from '../../core/model/vm.js';
@@ -67,6 +66,7 @@ async function readSpecFile(file: string): Promise<Spec> {
   }
   try {
     // YAML is a superset of JSON, so one parser reads both.
+    const { parse: parseYaml } = await import('yaml');
     const value = parseYaml(text) as unknown;
     if (typeof value !== 'object' || value === null || Array.isArray(value)) throw new Error('the spec must be a mapping of fields');
     return value as Spec;
@@ -178,7 +178,7 @@ export function vmCommand(paths: () => VireoPaths): Command {
       const runtime = { ...info.runtime, ...(info.runtime.startedAt ? { uptime: uptime(info.runtime.startedAt) } : {}) };
       const view = { ...info.definition, runtime };
       if (flags.json) printJson(view);
-      else printYaml(view);
+      else await printYaml(view);
     });
 
   addSpecOptions(vm.command('edit <name>'))
