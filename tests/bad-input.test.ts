@@ -92,3 +92,10 @@ test('disk names and paths cannot leave the storage directory', async () => {
   await expectError(['disk', 'create', 'nosize'], 2, /size/);
   await nothingLeft();
 });
+
+test('an image a VM boots cannot be deleted', async () => {
+  assert.equal((await home.vireo(['vm', 'create', 'uses-tiny', '--image', 'tiny'])).code, 0);
+  await expectError(['image', 'delete', 'tiny'], 6, /image 'tiny' is booted by VM uses-tiny/);
+  assert.match((await home.vireo(['image', 'list'])).stdout, /tiny/);
+  assert.equal((await home.vireo(['vm', 'delete', 'uses-tiny'])).code, 0);
+});

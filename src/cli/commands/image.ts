@@ -5,6 +5,7 @@ import { Command } from 'commander';
 import { invalidArgument } from '../../core/errors.js';
 import { buildTinyImage } from '../../core/image/tiny.js';
 import { deleteImage, listImages } from '../../core/image/store.js';
+import { vmsUsingImage } from '../../core/vm/definitions.js';
 import type { VireoPaths } from '../../core/paths.js';
 import { Progress, note, printJson, printTable } from '../output.js';
 
@@ -41,7 +42,7 @@ export function imageCommand(paths: () => VireoPaths): Command {
     .alias('rm')
     .description('delete an image')
     .action(async (name: string) => {
-      await deleteImage(paths(), name);
+      await deleteImage(paths(), name, { usedBy: (image) => vmsUsingImage(paths(), image) });
       note(`deleted image '${name}'`);
     });
 

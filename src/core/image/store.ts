@@ -83,7 +83,12 @@ export async function listImages(paths: VireoPaths): Promise<ImageManifest[]> {
  * VMs that boot the image fail to start afterwards (not_found), while running
  * ones are unaffected: QEMU read the kernel and initrd when it started.
  */
-export async function deleteImage(paths: VireoPaths, name: string): Promise<void> {
+export interface DeleteImageOptions {
+  /** Names of the VMs whose definitions boot the image; deleting is refused while there are any. */
+  usedBy?: (name: string) => Promise<string[]>;
+}
+
+export async function deleteImage(paths: VireoPaths, name: string, options: DeleteImageOptions = {}): Promise<void> {
   const dir = imageDir(paths, name);
   let isLink: boolean;
   try {
@@ -91,6 +96,10 @@ export async function deleteImage(paths: VireoPaths, name: string): Promise<void
   } catch (error) {
     if ((error as NodeJS.ErrnoException).code === 'ENOENT') throw notFound('image', name);
     throw error;
+  }
+  const vms = options.usedBy ? await options.usedBy(name) : [];
+  if (vms.length > 0) {
+    throw new VireoError('in_use', `image '${name}' is booted by VM${vms.length > 1 ? 's' : ''} ${vms.join(', ')}; delete or edit them first`, { vms });
   }
   if (isLink) {
     // A shared image: drop our link, never the image it points to.

@@ -71,6 +71,10 @@ export async function vmsUsingVolume(paths: VireoPaths, volume: string): Promise
   return (await listDefinitions(paths)).filter((def) => def.disks.some((disk) => disk.volume === volume)).map((def) => def.name);
 }
 
+export async function vmsUsingImage(paths: VireoPaths, image: string): Promise<string[]> {
+  return (await listDefinitions(paths)).filter((def) => def.boot.kernel !== undefined && 'image' in def.boot.kernel && def.boot.kernel.image === image).map((def) => def.name);
+}
+
 /**
  * Runs work while holding the VM's lock. Another process holding it makes
  * this fail at once with 'in_use' rather than wait unseen.
