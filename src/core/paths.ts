@@ -3,7 +3,7 @@
  *   VIREO_HOME, else /var/lib/vireo for root, else ~/.local/share/vireo.
  *
  *   <home>/vms/<name>/vm.json         definition (written atomically)
- *   <home>/vms/<name>/run/            runtime: qmp.sock, status.sock, serial.sock, qemu.pid, state.json
+ *   <home>/vms/<name>/run/            runtime: qmp.sock, status.sock, events.sock, serial.sock, qemu.pid, state.json
  *   <home>/vms/<name>/console.log     everything the guest wrote to its serial console
  *   <home>/storage/<disk>.<format>    disks (the storage directory)
  *   <home>/images/<name>/             built images (kernel, initrd, manifest)
@@ -44,6 +44,8 @@ export interface VmPaths {
   qmpSocket: string;
   /** A second monitor for short status queries, so they never queue behind a long operation. */
   statusSocket: string;
+  /** A third monitor that the daemon holds open for as long as QEMU runs, to receive its events. */
+  eventSocket: string;
   serialSocket: string;
   pidFile: string;
   consoleLog: string;
@@ -59,6 +61,7 @@ export function vmPaths(paths: VireoPaths, name: string): VmPaths {
     runDir,
     qmpSocket: join(runDir, 'qmp.sock'),
     statusSocket: join(runDir, 'status.sock'),
+    eventSocket: join(runDir, 'events.sock'),
     serialSocket: join(runDir, 'serial.sock'),
     pidFile: join(runDir, 'qemu.pid'),
     consoleLog: join(dir, 'console.log'),

@@ -17,7 +17,7 @@ export interface ResolvedVolume {
 export interface LaunchContext {
   accel: 'kvm' | 'tcg';
   /** Runtime files of this VM (see vmPaths). */
-  runtime: { qmpSocket: string; statusSocket: string; serialSocket: string; pidFile: string; consoleLog: string };
+  runtime: { qmpSocket: string; statusSocket: string; eventSocket: string; serialSocket: string; pidFile: string; consoleLog: string };
   /** Every volume the definition names, resolved to a file and its format. */
   volumes: Record<string, ResolvedVolume>;
   /** Direct kernel boot, resolved from an image or from paths. */
@@ -67,6 +67,9 @@ export function buildQemuArgv(def: VmDefinition, ctx: LaunchContext): string[] {
   push('-mon', 'chardev=qmp,mode=control');
   push('-chardev', `socket,id=qmp-status,path=${escapeKeyval(ctx.runtime.statusSocket)},server=on,wait=off`);
   push('-mon', 'chardev=qmp-status,mode=control');
+  // QEMU sends every event to every QMP monitor; the daemon keeps this one open.
+  push('-chardev', `socket,id=qmp-events,path=${escapeKeyval(ctx.runtime.eventSocket)},server=on,wait=off`);
+  push('-mon', 'chardev=qmp-events,mode=control');
   push('-pidfile', ctx.runtime.pidFile);
   if (ctx.daemonize) push('-daemonize');
 
