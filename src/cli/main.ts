@@ -6,18 +6,22 @@
  */
 import { Command, CommanderError } from 'commander';
 import { vireoPaths, type VireoPaths } from '../core/paths.js';
+import { daemonCommand } from './commands/daemon.js';
 import { diskCommand } from './commands/disk.js';
 import { hostCommand } from './commands/host.js';
 import { imageCommand } from './commands/image.js';
+import { remoteCommand } from './commands/remote.js';
+import { tokenCommand } from './commands/token.js';
 import { vmCommand } from './commands/vm.js';
 import { EXIT_CODES, reportError } from './output.js';
+import { VERSION } from './version.js';
 
 let cachedPaths: VireoPaths | undefined;
 const paths = () => (cachedPaths ??= vireoPaths());
 
 const program = new Command('vireo')
   .description('Vireo: KVM virtual machines on Linux, driven through QEMU')
-  .version('0.1.0')
+  .version(VERSION)
   .showHelpAfterError()
   .exitOverride();
 
@@ -25,6 +29,9 @@ program.addCommand(hostCommand());
 program.addCommand(diskCommand(paths));
 program.addCommand(imageCommand(paths));
 program.addCommand(vmCommand(paths));
+program.addCommand(daemonCommand(paths));
+program.addCommand(tokenCommand(paths));
+program.addCommand(remoteCommand());
 for (const command of program.commands) {
   command.exitOverride();
   for (const sub of command.commands) sub.exitOverride();

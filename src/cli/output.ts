@@ -17,6 +17,8 @@ export const EXIT_CODES: Record<ErrorCode, number> = {
   cancelled: 9,
   qemu_failed: 10,
   command_failed: 11,
+  unauthorized: 12,
+  rate_limited: 13,
   internal: 70,
 };
 

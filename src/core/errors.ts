@@ -16,6 +16,10 @@ export const ERROR_CODES = [
   'cancelled',
   'qemu_failed',
   'command_failed',
+  /** Missing or wrong credentials for the daemon's API. */
+  'unauthorized',
+  /** Too many requests to the daemon; try again shortly. */
+  'rate_limited',
   'internal',
 ] as const;
 

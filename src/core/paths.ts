@@ -8,6 +8,8 @@
  *   <home>/storage/<disk>.<format>    disks (the storage directory)
  *   <home>/images/<name>/             built images (kernel, initrd, manifest)
  *   <home>/cache/                     downloaded packages and build scratch
+ *   <home>/operations/<id>.json       the daemon's long operations (written atomically)
+ *   <home>/vireod.sock                the daemon's API socket (VIREO_SOCKET overrides)
  */
 import { homedir } from 'node:os';
 import { join } from 'node:path';
@@ -18,6 +20,10 @@ export interface VireoPaths {
   storage: string;
   images: string;
   cache: string;
+  /** The daemon's records of long operations. */
+  operations: string;
+  /** The daemon's Unix socket (VIREO_SOCKET overrides), where the CLI looks for it. */
+  daemonSocket: string;
 }
 
 export function resolveHome(env: NodeJS.ProcessEnv = process.env): string {
@@ -34,6 +40,8 @@ export function vireoPaths(home: string = resolveHome()): VireoPaths {
     storage: join(home, 'storage'),
     images: join(home, 'images'),
     cache: join(home, 'cache'),
+    operations: join(home, 'operations'),
+    daemonSocket: process.env.VIREO_SOCKET || join(home, 'vireod.sock'),
   };
 }
 

@@ -773,7 +773,7 @@ async function sameFilesystem(a: string, b: string): Promise<boolean> {
 }
 
 /** Removes scratch directories of builds whose process is gone (killed mid-build). */
-async function removeStaleScratch(cache: string): Promise<void> {
+export async function removeStaleScratch(cache: string): Promise<void> {
   for (const name of await readdir(cache)) {
     const match = /^build-tiny-(\d+)-/.exec(name);
     if (!match) continue;

@@ -143,7 +143,7 @@ export class SerialConsole {
  * Waits until the console log (which QEMU appends to whether or not anyone
  * is attached) shows a match after byte offset `from`.
  */
-export async function waitForConsoleLog(logPath: string, pattern: RegExp, options: { from: number; timeoutMs: number; isAlive?: () => Promise<boolean> }): Promise<string> {
+export async function waitForConsoleLog(logPath: string, pattern: RegExp, options: { from: number; timeoutMs: number; isAlive?: () => Promise<boolean>; signal?: AbortSignal }): Promise<string> {
   const { readFile } = await import('node:fs/promises');
   const deadline = Date.now() + options.timeoutMs;
   let checks = 0;
@@ -151,6 +151,7 @@ export async function waitForConsoleLog(logPath: string, pattern: RegExp, option
     const text = await readFile(logPath).then((buffer) => buffer.subarray(options.from).toString('utf8'), () => '');
     const match = text.match(pattern);
     if (match) return match[0];
+    if (options.signal?.aborted) throw new VireoError('cancelled', `stopped waiting for ${pattern}`);
     if (Date.now() > deadline) throw new VireoError('timeout', `the guest did not print ${pattern} within ${options.timeoutMs / 1000} s`, { tail: text.slice(-500) });
     checks += 1;
     if (options.isAlive && checks % 20 === 0 && !(await options.isAlive())) {

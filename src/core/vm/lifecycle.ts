@@ -85,6 +85,10 @@ export async function launchContext(paths: VireoPaths, def: VmDefinition): Promi
 export interface StartOptions {
   /** Wait until the guest prints its image's readiness line on the console. */
   waitReady?: { timeoutMs: number };
+  /** Abandons the readiness wait (the VM keeps running). */
+  signal?: AbortSignal;
+  /** Called once QEMU runs the guest, before any readiness wait. */
+  onLaunched?: () => void;
 }
 
 export async function startVm(paths: VireoPaths, name: string, options: StartOptions = {}): Promise<StartResult> {
@@ -112,6 +116,7 @@ export async function startVm(paths: VireoPaths, name: string, options: StartOpt
     });
   });
   const { logOffset, ...started } = result;
+  options.onLaunched?.();
   if (options.waitReady) {
     const readyLine = await readinessLine(paths, def);
     if (!readyLine) throw invalidState(`VM '${name}' boots no image with a readiness line, so there is nothing to wait for`);
@@ -119,6 +124,7 @@ export async function startVm(paths: VireoPaths, name: string, options: StartOpt
       from: logOffset,
       timeoutMs: options.waitReady.timeoutMs,
       isAlive: async () => (await livePid(paths, def)) !== undefined,
+      ...(options.signal ? { signal: options.signal } : {}),
     });
   }
   return started;
@@ -177,6 +183,8 @@ export interface StopOptions {
   /** Power off forcibly when the guest does not within the timeout (default true). */
   force?: boolean;
   onProgress?: (message: string) => void;
+  /** Abandons the wait for the guest (it keeps running, with the power-down request sent). */
+  signal?: AbortSignal;
 }
 
 /** ACPI power-down, then (by default) a forced power-off after the timeout. */
@@ -188,7 +196,7 @@ export async function stopVm(paths: VireoPaths, name: string, options: StopOptio
       const status = await queryStatus(client);
       // A paused guest cannot answer the power button; let it run to do so.
       if (status.status === 'paused') await cont(client);
-      const shutdown = client.waitForEvent('SHUTDOWN', { timeoutMs });
+      const shutdown = client.waitForEvent('SHUTDOWN', { timeoutMs, ...(options.signal ? { signal: options.signal } : {}) });
       options.onProgress?.('sent ACPI power-down request');
       await systemPowerdown(client);
       let forced = false;

@@ -48,10 +48,17 @@ export async function cleanRunDirectory(paths: VireoPaths, name: string): Promis
   await rm(vmPaths(paths, name).runDir, { recursive: true, force: true });
 }
 
-/** The live QEMU process of this VM, if any; cleans a stale runtime directory. */
+/**
+ * The live QEMU process of this VM, if any. A pidfile naming a process that
+ * is gone (or is not this VM's QEMU) is stale: the runtime directory is
+ * cleaned. Without a pidfile nothing is touched, because a start may be
+ * between making the directory and QEMU writing its pidfile; leftovers of a
+ * QEMU that exited (it removes its pidfile) are replaced at the next start.
+ */
 export async function livePid(paths: VireoPaths, def: VmDefinition): Promise<number | undefined> {
   const pid = await readPidFile(vmPaths(paths, def.name).pidFile);
-  if (pid !== undefined && (await isQemuOf(pid, def.uuid))) return pid;
+  if (pid === undefined) return undefined;
+  if (await isQemuOf(pid, def.uuid)) return pid;
   await cleanRunDirectory(paths, def.name);
   return undefined;
 }

@@ -1,0 +1,2 @@
+/** Vireo's version, shown by `vireo --version` and the daemon's API. */
+export const VERSION = '0.1.0';

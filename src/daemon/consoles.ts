@@ -1,0 +1,71 @@
+/**
+ * Serial consoles shared between clients. QEMU's console socket takes one
+ * client at a time, so the daemon holds a single connection per VM while
+ * anyone is attached and fans it out: every attached client (browser tabs,
+ * `vireo vm console` through the daemon) sees the output, and any of them
+ * can type, like a shared terminal.
+ */
+import { vmPaths, type VireoPaths } from '../core/paths.js';
+import { SerialConsole } from '../core/vm/console.js';
+
+export interface ConsoleClient {
+  send(data: Buffer): void;
+  /** The VM's console went away (the VM stopped). */
+  close(reason: string): void;
+}
+
+interface Session {
+  console: SerialConsole;
+  clients: Set<ConsoleClient>;
+}
+
+export class ConsoleHub {
+  private readonly sessions = new Map<string, Promise<Session>>();
+
+  constructor(private readonly paths: VireoPaths) {}
+
+  /** Attaches a client; returns functions to type into the console and to detach. */
+  async attach(vm: string, client: ConsoleClient): Promise<{ write(data: Buffer | string): void; detach(): void }> {
+    const session = await this.session(vm);
+    session.clients.add(client);
+    return {
+      write: (data) => session.console.write(data),
+      detach: () => {
+        session.clients.delete(client);
+        if (session.clients.size === 0) this.end(vm, session);
+      },
+    };
+  }
+
+  async close(): Promise<void> {
+    for (const [vm, pending] of this.sessions) {
+      const session = await pending.catch(() => undefined);
+      if (session) this.end(vm, session, 'the daemon is shutting down');
+    }
+  }
+
+  private session(vm: string): Promise<Session> {
+    let pending = this.sessions.get(vm);
+    if (!pending) {
+      pending = SerialConsole.connect(vmPaths(this.paths, vm).serialSocket).then((console) => {
+        const session: Session = { console, clients: new Set() };
+        console.onData((text) => {
+          const data = Buffer.from(text, 'utf8');
+          for (const client of session.clients) client.send(data);
+        });
+        console.onClose(() => this.end(vm, session, `the console of VM '${vm}' closed (the VM stopped)`));
+        return session;
+      });
+      pending.catch(() => this.sessions.delete(vm));
+      this.sessions.set(vm, pending);
+    }
+    return pending;
+  }
+
+  private end(vm: string, session: Session, reason?: string): void {
+    this.sessions.delete(vm);
+    if (reason) for (const client of session.clients) client.close(reason);
+    session.clients.clear();
+    void session.console.close();
+  }
+}

@@ -1,0 +1,254 @@
+/**
+ * Operations: long work (start, stop, reboot, image build) that the API
+ * answers at once with an id, then runs in the background with progress,
+ * cancellation and a final result or error.
+ *
+ * Each operation is recorded on disk (<home>/operations/<id>.json, written
+ * atomically at every change of state) so that a daemon killed mid-way
+ * finds, when it starts again, the operations that were running: they are
+ * marked failed and their kind's recovery undoes what they half-made.
+ *
+ * Operations also serialize work on a VM: while one runs on a VM, any other
+ * change to that VM is refused with 'in_use' (HTTP 409) naming it, rather
+ * than waiting unseen behind it. Work on different VMs runs in parallel.
+ */
+import { randomBytes } from 'node:crypto';
+import { mkdir, readdir, rm } from 'node:fs/promises';
+import { join } from 'node:path';
+import { VireoError, asVireoError, notFound } from '../core/errors.js';
+import { readJsonIfExists, writeJsonAtomic } from '../core/store/atomic.js';
+import type { EventBus } from './events.js';
+
+export type OperationState = 'running' | 'succeeded' | 'failed' | 'cancelled';
+
+export interface OperationError {
+  code: string;
+  message: string;
+  field?: string;
+}
+
+export interface Operation {
+  id: string;
+  kind: string;
+  /** The VM (or image) it works on. */
+  target: { vm?: string; image?: string };
+  state: OperationState;
+  progress?: { message: string; fraction?: number };
+  result?: unknown;
+  error?: OperationError;
+  createdAt: string;
+  updatedAt: string;
+  finishedAt?: string;
+}
+
+export interface OperationContext {
+  signal: AbortSignal;
+  progress(message: string, fraction?: number): void;
+}
+
+/** Undoes what an operation of this kind may have half-made when the daemon died under it. */
+export type RecoveryHandler = (operation: Operation) => Promise<void>;
+
+/** Finished operations kept for GET /operations. */
+const KEEP_FINISHED = 200;
+
+export class OperationManager {
+  private readonly operations = new Map<string, Operation>();
+  private readonly controllers = new Map<string, AbortController>();
+  private readonly finished: Promise<void>[] = [];
+  /** VM name → id of the operation or request holding it. */
+  private readonly busyVms = new Map<string, { id: string; kind: string }>();
+
+  constructor(
+    private readonly dir: string,
+    private readonly events: EventBus,
+  ) {}
+
+  /**
+   * Loads recorded operations; those still marked running were cut short by
+   * the death of a previous daemon: each is recovered, then marked failed.
+   */
+  async recover(handlers: Record<string, RecoveryHandler>): Promise<Operation[]> {
+    await mkdir(this.dir, { recursive: true, mode: 0o700 });
+    const interrupted: Operation[] = [];
+    const files = (await readdir(this.dir)).filter((file) => file.endsWith('.json'));
+    const loaded: Operation[] = [];
+    for (const file of files) {
+      const operation = (await readJsonIfExists(join(this.dir, file)).catch(() => undefined)) as Operation | undefined;
+      if (!operation?.id) {
+        await rm(join(this.dir, file), { force: true });
+        continue;
+      }
+      loaded.push(operation);
+    }
+    loaded.sort((a, b) => a.createdAt.localeCompare(b.createdAt));
+    for (const operation of loaded) {
+      this.operations.set(operation.id, operation);
+      if (operation.state !== 'running') continue;
+      let cleanup = '';
+      try {
+        await handlers[operation.kind]?.(operation);
+      } catch (error) {
+        cleanup = ` (cleaning up failed too: ${asVireoError(error).message})`;
+      }
+      await this.finish(operation, 'failed', {
+        error: { code: 'internal', message: `interrupted: the daemon stopped while this operation ran${cleanup}` },
+      });
+      interrupted.push(operation);
+    }
+    await this.prune();
+    return interrupted;
+  }
+
+  get(id: string): Operation {
+    const operation = this.operations.get(id);
+    if (!operation) throw notFound('operation', id);
+    return operation;
+  }
+
+  list(): Operation[] {
+    return [...this.operations.values()].sort((a, b) => b.createdAt.localeCompare(a.createdAt));
+  }
+
+  /** Claims a VM for a short synchronous change (pause, edit, delete...), refusing while it is busy. */
+  async exclusive<T>(vm: string, kind: string, work: () => Promise<T>): Promise<T> {
+    const release = this.claim(vm, { id: `request-${randomBytes(4).toString('hex')}`, kind });
+    try {
+      return await work();
+    } finally {
+      release();
+    }
+  }
+
+  /**
+   * Starts an operation and returns its record at once. The VM named in the
+   * target is claimed before anything starts, so a busy VM fails here, with
+   * nothing begun.
+   */
+  async start(kind: string, target: Operation['target'], work: (context: OperationContext) => Promise<unknown>): Promise<Operation> {
+    const now = new Date().toISOString();
+    const operation: Operation = { id: randomBytes(8).toString('hex'), kind, target, state: 'running', createdAt: now, updatedAt: now };
+    const release = target.vm !== undefined ? this.claim(target.vm, { id: operation.id, kind }) : () => {};
+    try {
+      await this.save(operation);
+    } catch (error) {
+      release();
+      throw error;
+    }
+    this.operations.set(operation.id, operation);
+    const controller = new AbortController();
+    this.controllers.set(operation.id, controller);
+    this.publish(operation);
+
+    let lastPublished = 0;
+    const context: OperationContext = {
+      signal: controller.signal,
+      progress: (message, fraction) => {
+        operation.progress = { message, ...(fraction !== undefined ? { fraction } : {}) };
+        operation.updatedAt = new Date().toISOString();
+        // Progress is published (throttled) but not written: only state changes need to survive a crash.
+        const now = Date.now();
+        if (now - lastPublished >= 100 || fraction === 1) {
+          lastPublished = now;
+          this.publish(operation);
+        }
+      },
+    };
+    const done = (async () => {
+      try {
+        const result = await work(context);
+        await this.finish(operation, 'succeeded', result === undefined ? {} : { result });
+      } catch (error) {
+        const failure = asVireoError(error);
+        const cancelled = controller.signal.aborted && (failure.code === 'cancelled' || failure.code === 'timeout');
+        await this.finish(operation, cancelled ? 'cancelled' : 'failed', {
+          error: { code: failure.code, message: failure.message, ...(failure.details.field ? { field: failure.details.field } : {}) },
+        });
+      } finally {
+        this.controllers.delete(operation.id);
+        release();
+      }
+    })();
+    this.finished.push(done);
+    return operation;
+  }
+
+  cancel(id: string): Operation {
+    const operation = this.get(id);
+    const controller = this.controllers.get(id);
+    if (operation.state !== 'running' || !controller) {
+      throw new VireoError('invalid_state', `operation ${id} is ${operation.state}; only a running operation can be cancelled`);
+    }
+    controller.abort();
+    return operation;
+  }
+
+  /** Resolves when the operation has finished (or at once if it has). */
+  async wait(id: string, timeoutMs: number): Promise<Operation> {
+    const operation = this.get(id);
+    if (operation.state !== 'running') return operation;
+    await new Promise<void>((resolve) => {
+      const timer = setTimeout(() => {
+        unsubscribe();
+        resolve();
+      }, timeoutMs);
+      const unsubscribe = this.events.subscribe((event) => {
+        if (event.kind === 'operation' && event.data['id'] === id && event.data['state'] !== 'running') {
+          clearTimeout(timer);
+          unsubscribe();
+          resolve();
+        }
+      });
+    });
+    return operation;
+  }
+
+  /** Cancels what runs and waits for it to settle (daemon shutdown). */
+  async shutdown(): Promise<void> {
+    for (const controller of this.controllers.values()) controller.abort();
+    await Promise.allSettled(this.finished);
+  }
+
+  private claim(vm: string, holder: { id: string; kind: string }): () => void {
+    const current = this.busyVms.get(vm);
+    if (current) {
+      const what = current.id.startsWith('request-') ? `a ${current.kind} request` : `operation ${current.id} (${current.kind})`;
+      throw new VireoError('in_use', `VM '${vm}' is busy: ${what} is in progress; try again when it has finished`, { vm, operation: current.id });
+    }
+    this.busyVms.set(vm, holder);
+    return () => {
+      if (this.busyVms.get(vm) === holder) this.busyVms.delete(vm);
+    };
+  }
+
+  private async finish(operation: Operation, state: OperationState, outcome: { result?: unknown; error?: OperationError }): Promise<void> {
+    const now = new Date().toISOString();
+    operation.state = state;
+    operation.updatedAt = now;
+    operation.finishedAt = now;
+    if (outcome.result !== undefined) operation.result = outcome.result;
+    if (outcome.error) operation.error = outcome.error;
+    if (state === 'succeeded') operation.progress = { message: 'done', fraction: 1 };
+    await this.save(operation).catch(() => {
+      // The record on disk stays "running" and is recovered at the next start; nothing better to do.
+    });
+    this.publish(operation);
+    await this.prune();
+  }
+
+  private publish(operation: Operation): void {
+    this.events.publish('operation', { ...operation }, operation.target.vm);
+  }
+
+  private save(operation: Operation): Promise<void> {
+    return writeJsonAtomic(join(this.dir, `${operation.id}.json`), operation);
+  }
+
+  private async prune(): Promise<void> {
+    const finished = this.list().filter((operation) => operation.state !== 'running');
+    for (const operation of finished.slice(KEEP_FINISHED)) {
+      this.operations.delete(operation.id);
+      await rm(join(this.dir, `${operation.id}.json`), { force: true });
+    }
+  }
+}

@@ -1,0 +1,65 @@
+/**
+ * What to undo when the daemon starts and finds an operation that a
+ * previous daemon was running when it died. Each handler leaves the VM in a
+ * plain, true state: never a QEMU stuck half-started, never a reboot left
+ * half-done, never build scratch left behind.
+ */
+import { VireoError } from '../core/errors.js';
+import { removeStaleScratch } from '../core/image/tiny.js';
+import { vmPaths, type VireoPaths } from '../core/paths.js';
+import { QmpClient } from '../core/qmp/client.js';
+import { cont, queryStatus, setAction, systemReset } from '../core/qmp/commands.js';
+import { loadDefinition } from '../core/vm/definitions.js';
+import { waitForExit } from '../core/vm/process.js';
+import { cleanRunDirectory, livePid } from '../core/vm/runtime.js';
+import type { Operation, RecoveryHandler } from './operations.js';
+
+async function withMonitor(paths: VireoPaths, vm: string, work: (client: QmpClient, pid: number) => Promise<void>): Promise<void> {
+  const def = await loadDefinition(paths, vm).catch(() => undefined);
+  if (!def) return; // deleted meanwhile: nothing of it to fix
+  const pid = await livePid(paths, def);
+  if (pid === undefined) return;
+  const client = await QmpClient.connect(vmPaths(paths, vm).qmpSocket, { timeoutMs: 10_000 });
+  try {
+    await work(client, pid);
+  } finally {
+    await client.close();
+  }
+}
+
+function vmOf(operation: Operation): string {
+  const vm = operation.target.vm;
+  if (vm === undefined) throw new VireoError('internal', `operation ${operation.id} names no VM`);
+  return vm;
+}
+
+export function recoveryHandlers(paths: VireoPaths): Record<string, RecoveryHandler> {
+  return {
+    // QEMU is launched paused (-S) and only then told to run: one still in
+    // prelaunch is a start cut short. A guest that already runs is left running.
+    'vm.start': (operation) =>
+      withMonitor(paths, vmOf(operation), async (client, pid) => {
+        const status = await queryStatus(client);
+        if (status.status !== 'prelaunch') return;
+        process.kill(pid, 'SIGKILL');
+        await waitForExit(pid, 10_000);
+        await cleanRunDirectory(paths, vmOf(operation));
+      }),
+    // A graceful reboot sets QEMU to pause at guest shutdown; put that back,
+    // and finish the reboot if the guest had already shut down.
+    'vm.reboot': (operation) =>
+      withMonitor(paths, vmOf(operation), async (client) => {
+        await setAction(client, { shutdown: 'poweroff' });
+        const status = await queryStatus(client);
+        if (status.status === 'shutdown') {
+          await systemReset(client);
+          await cont(client);
+        }
+      }),
+    // The power-down request was sent or not; either way nothing is half-made.
+    'vm.stop': async () => {},
+    'image.build': async () => {
+      await removeStaleScratch(paths.cache).catch(() => {});
+    },
+  };
+}

@@ -1,0 +1,314 @@
+/**
+ * The REST API as one table of routes. Each route names its path, query and
+ * body schemas (zod) and its handler; the server registers them and
+ * validates every request against those schemas, and the OpenAPI document
+ * is generated from the very same table, so the two cannot drift apart.
+ */
+import { readFile, stat } from 'node:fs/promises';
+import { z } from 'zod';
+import { invalidArgument } from '../core/errors.js';
+import { checkHost } from '../core/host/check.js';
+import { buildTinyImage } from '../core/image/tiny.js';
+import { deleteImage, listImages, getImage } from '../core/image/store.js';
+import { Name, VmSpecSchema } from '../core/model/vm.js';
+import { parseSize } from '../core/model/units.js';
+import { vmPaths } from '../core/paths.js';
+import { createVolume, deleteVolume, getVolume, listVolumes, resizeVolume } from '../core/storage/volumes.js';
+import { loadDefinition, vmsUsingImage, vmsUsingVolume } from '../core/vm/definitions.js';
+import { killVm, pauseVm, rebootVm, resumeVm, startVm, stopVm } from '../core/vm/lifecycle.js';
+import { createVm, deleteVm, editVm, getVm, listVms } from '../core/vm/manage.js';
+import type { DaemonState } from './state.js';
+
+export type HttpMethod = 'GET' | 'POST' | 'PUT' | 'DELETE';
+
+export interface RouteInput<P, Q, B> {
+  params: P;
+  query: Q;
+  body: B;
+  daemon: DaemonState;
+}
+
+export interface RouteReply {
+  status: number;
+  body: unknown;
+  /** text/plain instead of JSON. */
+  contentType?: string;
+}
+
+export interface Route {
+  method: HttpMethod;
+  /** Fastify style: /vms/:name */
+  path: string;
+  summary: string;
+  tag: string;
+  params?: z.ZodType;
+  query?: z.ZodType;
+  body?: z.ZodType;
+  /** Success status and what it returns, for the OpenAPI document. */
+  status: number;
+  returns: string;
+  handler(input: RouteInput<any, any, any>): Promise<RouteReply | unknown>;
+}
+
+const VmName = z.strictObject({ name: Name });
+const DiskName = z.strictObject({ name: Name });
+const OperationId = z.strictObject({ id: z.string().regex(/^[0-9a-f]{16}$/, 'must be an operation id (16 hex digits)') });
+const NoQuery = z.strictObject({});
+
+/** A size in bytes, or text such as "10G" (binary units). */
+const Size = z.union([z.number().int().positive(), z.string()]).transform((value, ctx) => {
+  const bytes = parseSize(value);
+  if (bytes === undefined) {
+    ctx.addIssue({ code: 'custom', message: `'${value}' is not a size (bytes, or a number with K, M, G or T)` });
+    return z.NEVER;
+  }
+  return bytes;
+});
+
+const BooleanText = z.enum(['true', 'false', '1', '0']).transform((value) => value === 'true' || value === '1');
+const Seconds = z.number().int().min(1).max(3600);
+
+const CreateVmBody = z.strictObject({
+  spec: VmSpecSchema,
+  /** Disks to create and attach as <vm>-disk<N> (virtio). */
+  newDisks: z.array(z.strictObject({ size: Size.optional(), format: z.enum(['qcow2', 'raw']).optional(), from: Name.optional() })).max(8).default([]),
+});
+const EditVmBody = z.strictObject({ spec: VmSpecSchema });
+const StartBody = z.strictObject({
+  /** Finish only when the guest has printed its image's readiness line. */
+  waitReady: z.boolean().default(false),
+  timeoutSeconds: Seconds.default(120),
+});
+const StopBody = z.strictObject({ timeoutSeconds: Seconds.default(60), force: z.boolean().default(true) });
+const RebootBody = z.strictObject({ timeoutSeconds: Seconds.default(60), force: z.boolean().default(false) });
+const CreateDiskBody = z.strictObject({
+  name: Name,
+  size: Size.optional(),
+  format: z.enum(['qcow2', 'raw']).default('qcow2'),
+  /** A volume to link the new qcow2 to (its backing file). */
+  from: Name.optional(),
+});
+const ResizeDiskBody = z.strictObject({ size: Size, allowShrink: z.boolean().default(false) });
+const BuildImageBody = z.strictObject({ kind: z.literal('tiny'), force: z.boolean().default(false) });
+
+/** Returns an operation, with 202 and where to follow it. */
+function accepted(operation: { id: string }): RouteReply {
+  return { status: 202, body: operation };
+}
+
+async function requireVm(daemon: DaemonState, name: string): Promise<void> {
+  await loadDefinition(daemon.paths, name);
+}
+
+export const routes: Route[] = [
+  {
+    method: 'GET', path: '/', tag: 'daemon', summary: 'Who answers: name, version and API level', status: 200, returns: 'DaemonInfo',
+    handler: async ({ daemon }) => ({ name: 'vireod', version: daemon.version, api: 1, pid: process.pid, epoch: daemon.events.epoch }),
+  },
+  {
+    method: 'GET', path: '/host', tag: 'host', summary: 'Host facts and the accelerator VMs will use', status: 200, returns: 'HostReport',
+    handler: async () => checkHost(),
+  },
+
+  // VMs
+  {
+    method: 'GET', path: '/vms', tag: 'vms', summary: 'All VMs with their state', status: 200, returns: 'Vm[]',
+    handler: async ({ daemon }) => listVms(daemon.paths),
+  },
+  {
+    method: 'POST', path: '/vms', tag: 'vms', summary: 'Define a VM (and create its new disks)', body: CreateVmBody, status: 201, returns: 'Vm',
+    handler: async ({ body, daemon }) => {
+      const input = body as z.output<typeof CreateVmBody>;
+      const def = await daemon.operations.exclusive(input.spec.name, 'create', () =>
+        createVm(daemon.paths, input.spec, { newDisks: input.newDisks }),
+      );
+      daemon.events.publish('vm.defined', { uuid: def.uuid }, def.name);
+      return { status: 201, body: await getVm(daemon.paths, def.name) };
+    },
+  },
+  {
+    method: 'GET', path: '/vms/:name', tag: 'vms', summary: 'One VM: definition and state', params: VmName, status: 200, returns: 'Vm',
+    handler: async ({ params, daemon }) => getVm(daemon.paths, params.name),
+  },
+  {
+    method: 'PUT', path: '/vms/:name', tag: 'vms', summary: 'Replace the spec of a stopped VM (identity kept)', params: VmName, body: EditVmBody, status: 200, returns: 'Vm',
+    handler: async ({ params, body, daemon }) => {
+      await daemon.operations.exclusive(params.name, 'edit', () => editVm(daemon.paths, params.name, () => body.spec));
+      return getVm(daemon.paths, params.name);
+    },
+  },
+  {
+    method: 'DELETE', path: '/vms/:name', tag: 'vms', summary: 'Delete a stopped VM (withDisks: its disks too)', params: VmName,
+    query: z.strictObject({ withDisks: BooleanText.default(false) }), status: 200, returns: 'DeletedVm',
+    handler: async ({ params, query, daemon }) => {
+      const result = await daemon.operations.exclusive(params.name, 'delete', () => deleteVm(daemon.paths, params.name, { withDisks: query.withDisks }));
+      daemon.watcher.forget(params.name);
+      daemon.events.publish('vm.deleted', { deletedVolumes: result.deletedVolumes }, params.name);
+      return result;
+    },
+  },
+  {
+    method: 'POST', path: '/vms/:name/start', tag: 'vms', summary: 'Start a VM (an operation)', params: VmName, body: StartBody, status: 202, returns: 'Operation',
+    handler: async ({ params, body, daemon }) => {
+      await requireVm(daemon, params.name);
+      const options = body as z.output<typeof StartBody>;
+      const operation = await daemon.operations.start('vm.start', { vm: params.name }, async ({ signal, progress }) => {
+        progress('launching QEMU');
+        const result = await startVm(daemon.paths, params.name, {
+          signal,
+          ...(options.waitReady ? { waitReady: { timeoutMs: options.timeoutSeconds * 1000 } } : {}),
+          // The watcher attaches at once, so state events flow while the guest boots.
+          onLaunched: () => {
+            void daemon.watcher.reconcile();
+            if (options.waitReady) progress('waiting for the guest to be ready', 0.5);
+          },
+        });
+        await daemon.watcher.reconcile();
+        return result;
+      });
+      return accepted(operation);
+    },
+  },
+  {
+    method: 'POST', path: '/vms/:name/stop', tag: 'vms', summary: 'ACPI power-down, forced after the timeout unless force is false (an operation)', params: VmName, body: StopBody, status: 202, returns: 'Operation',
+    handler: async ({ params, body, daemon }) => {
+      await requireVm(daemon, params.name);
+      const options = body as z.output<typeof StopBody>;
+      const operation = await daemon.operations.start('vm.stop', { vm: params.name }, async ({ signal, progress }) => {
+        const result = await stopVm(daemon.paths, params.name, { timeoutMs: options.timeoutSeconds * 1000, force: options.force, signal, onProgress: (message) => progress(message) });
+        await daemon.watcher.reconcile();
+        return result;
+      });
+      return accepted(operation);
+    },
+  },
+  {
+    method: 'POST', path: '/vms/:name/reboot', tag: 'vms', summary: 'Reboot through ACPI, or reset at once with force (an operation)', params: VmName, body: RebootBody, status: 202, returns: 'Operation',
+    handler: async ({ params, body, daemon }) => {
+      await requireVm(daemon, params.name);
+      const options = body as z.output<typeof RebootBody>;
+      const operation = await daemon.operations.start('vm.reboot', { vm: params.name }, async ({ progress }) => {
+        progress(options.force ? 'resetting' : 'asking the guest to shut down');
+        return rebootVm(daemon.paths, params.name, { force: options.force, timeoutMs: options.timeoutSeconds * 1000 });
+      });
+      return accepted(operation);
+    },
+  },
+  {
+    method: 'POST', path: '/vms/:name/kill', tag: 'vms', summary: 'Power off at once', params: VmName, status: 200, returns: 'Vm',
+    handler: async ({ params, daemon }) => {
+      await daemon.operations.exclusive(params.name, 'kill', () => killVm(daemon.paths, params.name));
+      await daemon.watcher.reconcile();
+      return getVm(daemon.paths, params.name);
+    },
+  },
+  {
+    method: 'POST', path: '/vms/:name/pause', tag: 'vms', summary: 'Pause the vCPUs', params: VmName, status: 200, returns: 'Vm',
+    handler: async ({ params, daemon }) => {
+      await daemon.operations.exclusive(params.name, 'pause', () => pauseVm(daemon.paths, params.name));
+      return getVm(daemon.paths, params.name);
+    },
+  },
+  {
+    method: 'POST', path: '/vms/:name/resume', tag: 'vms', summary: 'Resume paused vCPUs', params: VmName, status: 200, returns: 'Vm',
+    handler: async ({ params, daemon }) => {
+      await daemon.operations.exclusive(params.name, 'resume', () => resumeVm(daemon.paths, params.name));
+      return getVm(daemon.paths, params.name);
+    },
+  },
+  {
+    method: 'GET', path: '/vms/:name/logs', tag: 'vms', summary: 'What the guest wrote to its serial console (text)', params: VmName,
+    query: z.strictObject({ lines: z.coerce.number().int().min(1).max(100_000).optional() }), status: 200, returns: 'text',
+    handler: async ({ params, query, daemon }) => {
+      await requireVm(daemon, params.name);
+      const log = vmPaths(daemon.paths, params.name).consoleLog;
+      const size = await stat(log).then((info) => info.size, () => 0);
+      // At most the last 4 MiB: a chatty guest's log can be large.
+      const text = size === 0 ? '' : (await readFile(log)).subarray(Math.max(0, size - 4 * 1024 * 1024)).toString('utf8');
+      const lines = query.lines === undefined ? text : text.split('\n').slice(-(query.lines + 1)).join('\n');
+      return { status: 200, body: lines, contentType: 'text/plain; charset=utf-8' };
+    },
+  },
+
+  // Disks
+  {
+    method: 'GET', path: '/disks', tag: 'disks', summary: 'All volumes in the storage directory', status: 200, returns: 'Volume[]',
+    handler: async ({ daemon }) => listVolumes(daemon.paths),
+  },
+  {
+    method: 'POST', path: '/disks', tag: 'disks', summary: 'Create a volume (from: a linked qcow2 on another volume)', body: CreateDiskBody, status: 201, returns: 'Volume',
+    handler: async ({ body, daemon }) => {
+      const input = body as z.output<typeof CreateDiskBody>;
+      if (input.size === undefined && input.from === undefined) throw invalidArgument('size', 'a size is needed (or from: a base volume)');
+      const volume = await createVolume(daemon.paths, { name: input.name, format: input.format, ...(input.size !== undefined ? { size: input.size } : {}), ...(input.from !== undefined ? { from: input.from } : {}) });
+      return { status: 201, body: volume };
+    },
+  },
+  {
+    method: 'GET', path: '/disks/:name', tag: 'disks', summary: 'A volume: sizes, format, backing chain, users', params: DiskName, status: 200, returns: 'Volume',
+    handler: async ({ params, daemon }) => ({ ...(await getVolume(daemon.paths, params.name)), usedBy: await vmsUsingVolume(daemon.paths, params.name) }),
+  },
+  {
+    method: 'POST', path: '/disks/:name/resize', tag: 'disks', summary: 'Grow (or, with allowShrink, shrink) a volume', params: DiskName, body: ResizeDiskBody, status: 200, returns: 'Volume',
+    handler: async ({ params, body, daemon }) => resizeVolume(daemon.paths, params.name, body.size, { allowShrink: body.allowShrink }),
+  },
+  {
+    method: 'DELETE', path: '/disks/:name', tag: 'disks', summary: 'Delete a volume no VM uses', params: DiskName, status: 200, returns: 'Deleted',
+    handler: async ({ params, daemon }) => {
+      await deleteVolume(daemon.paths, params.name, { usedBy: (volume) => vmsUsingVolume(daemon.paths, volume) });
+      return { deleted: params.name };
+    },
+  },
+
+  // Images
+  {
+    method: 'GET', path: '/images', tag: 'images', summary: 'Built images', status: 200, returns: 'Image[]',
+    handler: async ({ daemon }) => listImages(daemon.paths),
+  },
+  {
+    method: 'POST', path: '/images', tag: 'images', summary: 'Build an image (an operation; cached, a second build is a no-op)', body: BuildImageBody, status: 202, returns: 'Operation',
+    handler: async ({ body, daemon }) => {
+      const input = body as z.output<typeof BuildImageBody>;
+      const operation = await daemon.operations.start('image.build', { image: input.kind }, async ({ signal, progress }) => {
+        const manifest = await buildTinyImage(daemon.paths, {
+          force: input.force,
+          onProgress: ({ step, done, total }) => {
+            // The builder has no cancellation of its own: stopping at the next step is enough, as a failed build cleans its scratch.
+            signal.throwIfAborted();
+            progress(step, total > 0 ? done / total : undefined);
+          },
+        });
+        return manifest;
+      });
+      return accepted(operation);
+    },
+  },
+  {
+    method: 'GET', path: '/images/:name', tag: 'images', summary: 'One image', params: z.strictObject({ name: Name }), status: 200, returns: 'Image',
+    handler: async ({ params, daemon }) => getImage(daemon.paths, params.name),
+  },
+  {
+    method: 'DELETE', path: '/images/:name', tag: 'images', summary: 'Delete an image no VM boots', params: z.strictObject({ name: Name }), status: 200, returns: 'Deleted',
+    handler: async ({ params, daemon }) => {
+      await deleteImage(daemon.paths, params.name, { usedBy: (image) => vmsUsingImage(daemon.paths, image) });
+      return { deleted: params.name };
+    },
+  },
+
+  // Operations
+  {
+    method: 'GET', path: '/operations', tag: 'operations', summary: 'Recent operations, newest first', status: 200, returns: 'Operation[]',
+    handler: async ({ daemon }) => daemon.operations.list(),
+  },
+  {
+    method: 'GET', path: '/operations/:id', tag: 'operations', summary: 'One operation; wait=N waits up to N seconds for it to finish', params: OperationId,
+    query: z.strictObject({ wait: z.coerce.number().int().min(0).max(600).optional() }), status: 200, returns: 'Operation',
+    handler: async ({ params, query, daemon }) => (query.wait ? daemon.operations.wait(params.id, query.wait * 1000) : daemon.operations.get(params.id)),
+  },
+  {
+    method: 'POST', path: '/operations/:id/cancel', tag: 'operations', summary: 'Cancel a running operation', params: OperationId, status: 202, returns: 'Operation',
+    handler: async ({ params, daemon }) => ({ status: 202, body: daemon.operations.cancel(params.id) }),
+  },
+];
+
+export { NoQuery };

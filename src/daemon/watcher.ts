@@ -1,0 +1,180 @@
+/**
+ * Watches every running VM: holds a connection to its event monitor
+ * (events.sock, a QMP monitor kept for the daemon alone), turns QMP events
+ * into Vireo events, and publishes each VM's state whenever it changes.
+ *
+ * Nothing here is remembered across daemon restarts and nothing needs to
+ * be: a reconcile pass (at start and every few seconds) finds each VM's live
+ * QEMU from its pidfile, whoever started it (the daemon, a CLI without the
+ * daemon, a daemon that was killed), attaches to it and reads its true state
+ * from QEMU. A QEMU that exits shows up as its monitor closing.
+ */
+import { vmPaths, type VireoPaths } from '../core/paths.js';
+import { QmpClient, type QmpEvent } from '../core/qmp/client.js';
+import { queryStatus } from '../core/qmp/commands.js';
+import { listDefinitions } from '../core/vm/definitions.js';
+import { waitForExit } from '../core/vm/process.js';
+import { livePid } from '../core/vm/runtime.js';
+import type { VmDefinition } from '../core/model/vm.js';
+import type { EventBus } from './events.js';
+
+/** QMP events after which the run state may have changed. */
+const STATE_EVENTS = new Set(['STOP', 'RESUME', 'SHUTDOWN', 'RESET', 'POWERDOWN', 'SUSPEND', 'WAKEUP', 'GUEST_PANICKED', 'GUEST_CRASHLOADED']);
+
+interface Watched {
+  uuid: string;
+  pid: number;
+  client: QmpClient;
+}
+
+export interface WatcherOptions {
+  /** How often to look for VMs started or stopped behind the daemon's back. */
+  reconcileMs?: number;
+  /** Called once per new attachment (e.g. to turn on balloon statistics). */
+  onAttach?: (vm: string, client: QmpClient) => Promise<void>;
+}
+
+export class VmWatcher {
+  private readonly watched = new Map<string, Watched>();
+  private readonly states = new Map<string, string>();
+  private readonly attaching = new Set<string>();
+  private timer: NodeJS.Timeout | undefined;
+  private reconciling: Promise<void> | undefined;
+  private closed = false;
+
+  constructor(
+    private readonly paths: VireoPaths,
+    private readonly events: EventBus,
+    private readonly options: WatcherOptions = {},
+  ) {}
+
+  async start(): Promise<void> {
+    await this.reconcile();
+    this.timer = setInterval(() => void this.reconcile(), this.options.reconcileMs ?? 2000);
+    this.timer.unref();
+  }
+
+  /** The daemon's open event-monitor client for a running VM (for queries that must not wait on the others). */
+  clientFor(vm: string): QmpClient | undefined {
+    const watched = this.watched.get(vm);
+    return watched && !watched.client.closed ? watched.client : undefined;
+  }
+
+  /** The last state published for a VM ('stopped' when unknown). */
+  stateOf(vm: string): string {
+    return this.states.get(vm) ?? 'stopped';
+  }
+
+  /** Looks at every VM now (after an action, so events follow at once rather than at the next pass). */
+  reconcile(): Promise<void> {
+    this.reconciling ??= this.reconcileAll().finally(() => {
+      this.reconciling = undefined;
+    });
+    return this.reconciling;
+  }
+
+  /** Publishes that a VM was deleted and forgets it. */
+  forget(vm: string): void {
+    this.detach(vm);
+    this.states.delete(vm);
+  }
+
+  async close(): Promise<void> {
+    this.closed = true;
+    if (this.timer) clearInterval(this.timer);
+    await this.reconciling?.catch(() => {});
+    await Promise.all([...this.watched.values()].map((watched) => watched.client.close()));
+    this.watched.clear();
+  }
+
+  private async reconcileAll(): Promise<void> {
+    if (this.closed) return;
+    let defs: VmDefinition[];
+    try {
+      defs = await listDefinitions(this.paths);
+    } catch {
+      return;
+    }
+    const names = new Set(defs.map((def) => def.name));
+    for (const name of [...this.states.keys()]) if (!names.has(name)) this.forget(name);
+    await Promise.all(defs.map((def) => this.reconcileOne(def).catch(() => {})));
+  }
+
+  private async reconcileOne(def: VmDefinition): Promise<void> {
+    const current = this.watched.get(def.name);
+    if (current && current.uuid === def.uuid && !current.client.closed) return;
+    if (this.attaching.has(def.name)) return;
+    const pid = await livePid(this.paths, def);
+    if (pid === undefined) {
+      this.setState(def.name, 'stopped');
+      return;
+    }
+    this.attaching.add(def.name);
+    try {
+      await this.attach(def, pid);
+    } finally {
+      this.attaching.delete(def.name);
+    }
+  }
+
+  private async attach(def: VmDefinition, pid: number): Promise<void> {
+    let client: QmpClient;
+    try {
+      client = await QmpClient.connect(vmPaths(this.paths, def.name).eventSocket, { timeoutMs: 5000 });
+    } catch {
+      // A QEMU started by an older Vireo (no event monitor) or one still starting: state from pidfile only.
+      this.setState(def.name, (await livePid(this.paths, def)) === undefined ? 'stopped' : 'unresponsive');
+      return;
+    }
+    if (this.closed) {
+      await client.close();
+      return;
+    }
+    const watched: Watched = { uuid: def.uuid, pid, client };
+    this.watched.set(def.name, watched);
+    client.onEvent((event) => this.onQmpEvent(def.name, client, event));
+    client.onClose(() => {
+      if (this.watched.get(def.name) === watched) this.watched.delete(def.name);
+      if (!this.closed) void this.afterExit(def, pid);
+    });
+    await this.refreshState(def.name, client);
+    await this.options.onAttach?.(def.name, client).catch(() => {});
+  }
+
+  private detach(vm: string): void {
+    const watched = this.watched.get(vm);
+    if (!watched) return;
+    this.watched.delete(vm);
+    void watched.client.close();
+  }
+
+  private onQmpEvent(vm: string, client: QmpClient, event: QmpEvent): void {
+    this.events.publish('vm.qmp', { event: event.event, ...(event.data ? { data: event.data } : {}), timestamp: event.timestamp }, vm);
+    if (STATE_EVENTS.has(event.event)) void this.refreshState(vm, client);
+  }
+
+  private async refreshState(vm: string, client: QmpClient): Promise<void> {
+    try {
+      const status = await queryStatus(client);
+      this.setState(vm, status.status);
+    } catch {
+      // The monitor closed: afterExit publishes the stop.
+    }
+  }
+
+  private async afterExit(def: VmDefinition, pid: number): Promise<void> {
+    // The monitor closes just before QEMU exits; give it a moment to be gone.
+    await waitForExit(pid, 3000);
+    // livePid also cleans the runtime files of a QEMU that is gone.
+    const live = await livePid(this.paths, def).catch(() => undefined);
+    if (live === undefined) this.setState(def.name, 'stopped');
+    else await this.reconcileOne(def).catch(() => {});
+  }
+
+  private setState(vm: string, state: string): void {
+    const previous = this.states.get(vm);
+    if (previous === state) return;
+    this.states.set(vm, state);
+    this.events.publish('vm.state', { state, ...(previous !== undefined ? { previous } : {}) }, vm);
+  }
+}
