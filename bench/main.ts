@@ -1,15 +1,24 @@
 /**
  * `npm run bench`: Vireo's figures next to the plain equivalent, in one run,
- * as medians. Usage: npm run bench [-- --runs N]
+ * as medians. Usage: npm run bench [-- --runs N] [-- --only start,daemon]
+ *
+ * Sections: start (vm start to readiness vs plain qemu), daemon (API latency
+ * and daemon memory vs libvirtd where libvirt is installed).
  */
 import { fileURLToPath } from 'node:url';
 import { join } from 'node:path';
 import { buildTinyImage } from '../src/core/image/tiny.js';
+import { getImage } from '../src/core/image/store.js';
 import { vireoPaths } from '../src/core/paths.js';
+import { benchDaemon } from './daemon.js';
+import { benchLibvirt } from './libvirt.js';
 import { benchStartTime } from './start-time.js';
 
 const runsFlag = process.argv.indexOf('--runs');
 const runs = runsFlag === -1 ? 7 : Number(process.argv[runsFlag + 1]);
+const onlyFlag = process.argv.indexOf('--only');
+const only = onlyFlag === -1 ? undefined : new Set(process.argv[onlyFlag + 1]!.split(','));
+const wanted = (section: string) => only === undefined || only.has(section);
 const repoRoot = fileURLToPath(new URL('../../', import.meta.url));
 const cli = join(repoRoot, 'dist', 'src', 'cli', 'main.js');
 const imageHome = join(repoRoot, '.vireo-dev', 'shared');
@@ -23,11 +32,40 @@ function median(values: number[]): number {
 await buildTinyImage(vireoPaths(imageHome));
 process.stdout.write(`Vireo benchmarks (${runs} runs each, medians; TCG unless this host has usable KVM)\n\n`);
 
-const start = await benchStartTime({ runs, cli, imageHome });
-const vireo = median(start.vireoMs);
-const plain = median(start.plainMs);
 const fmt = (ms: number) => `${(ms / 1000).toFixed(3)} s`;
-process.stdout.write('start to guest readiness line (tiny image, 1 vCPU, 256 MiB)\n');
-process.stdout.write(`  vireo vm start         ${fmt(vireo)}   (runs: ${start.vireoMs.map((ms) => (ms / 1000).toFixed(2)).join(' ')})\n`);
-process.stdout.write(`  plain qemu-system      ${fmt(plain)}   (runs: ${start.plainMs.map((ms) => (ms / 1000).toFixed(2)).join(' ')})\n`);
-process.stdout.write(`  ratio vireo/plain      ${(vireo / plain).toFixed(3)}   (goal: at most 1.10)\n`);
+if (wanted('start')) {
+  const start = await benchStartTime({ runs, cli, imageHome });
+  const vireo = median(start.vireoMs);
+  const plain = median(start.plainMs);
+  process.stdout.write('start to guest readiness line (tiny image, 1 vCPU, 256 MiB)\n');
+  process.stdout.write(`  vireo vm start         ${fmt(vireo)}   (runs: ${start.vireoMs.map((ms) => (ms / 1000).toFixed(2)).join(' ')})\n`);
+  process.stdout.write(`  plain qemu-system      ${fmt(plain)}   (runs: ${start.plainMs.map((ms) => (ms / 1000).toFixed(2)).join(' ')})\n`);
+  process.stdout.write(`  ratio vireo/plain      ${(vireo / plain).toFixed(3)}   (goal: at most 1.10)\n\n`);
+}
+
+if (wanted('daemon')) {
+  const mib = (bytes: number) => `${(bytes / 1024 / 1024).toFixed(1)} MiB`;
+  const ms = (value: number) => `${value.toFixed(2)} ms`;
+  const vireod = await benchDaemon({ cli, imageHome, definedVms: 50, runningVms: 5, samples: 200 });
+  const manifest = await getImage(vireoPaths(imageHome), 'tiny');
+  const image = join(imageHome, 'images', 'tiny');
+  const libvirt = await benchLibvirt({
+    definedVms: 50,
+    runningVms: 5,
+    samples: 200,
+    kernel: join(image, manifest.kernel),
+    initrd: join(image, manifest.initrd),
+    cmdline: manifest.cmdline,
+    readyLine: manifest.readyLine,
+  });
+  process.stdout.write('daemon: list 50 defined VMs (200 sequential requests), and daemon memory (RSS)\n');
+  process.stdout.write(`                         ${'vireod'.padEnd(22)}${libvirt.available ? `libvirt ${libvirt.version} (virsh list --all)` : 'libvirt'}\n`);
+  const row = (label: string, ours: string, theirs: string) => process.stdout.write(`  ${label.padEnd(23)}${ours.padEnd(22)}${theirs}\n`);
+  row('GET /vms p50', ms(vireod.listLatencyMs.p50), libvirt.available ? ms(libvirt.listLatencyMs.p50) : '-');
+  row('GET /vms p99', ms(vireod.listLatencyMs.p99), libvirt.available ? ms(libvirt.listLatencyMs.p99) : '-');
+  row('RSS idle', mib(vireod.rssIdleBytes), libvirt.available ? mib(libvirt.rssIdleBytes) : '-');
+  row('RSS with 5 running', mib(vireod.rssWith5RunningBytes), libvirt.available ? mib(libvirt.rssWith5RunningBytes) : '-');
+  if (!libvirt.available) process.stdout.write(`  (libvirt: ${libvirt.reason})\n`);
+  else for (const line of libvirt.notes) process.stdout.write(`  note: ${line}\n`);
+  process.stdout.write('\n');
+}

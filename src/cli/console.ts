@@ -2,14 +2,13 @@
  * The interactive serial console: the terminal in raw mode piped to the
  * guest's serial port, until Ctrl-] (as in virsh) or the VM goes away.
  */
-import { SerialConsole } from '../core/vm/console.js';
+import type { SerialConsole } from '../core/vm/console.js';
 import { note } from './output.js';
 
 const ESCAPE = 0x1d; // Ctrl-]
 
 /** Returns the exit code: 0 when the user detached or the VM stopped. */
-export async function attachConsole(socketPath: string, name: string): Promise<number> {
-  const console = await SerialConsole.connect(socketPath);
+export async function attachConsole(console: SerialConsole, name: string): Promise<number> {
   const stdin = process.stdin;
   note(`Connected to the console of VM '${name}'. Escape character is ^] (Ctrl-]).`);
   const raw = stdin.isTTY;

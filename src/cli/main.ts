@@ -5,9 +5,15 @@
  * kind of failure it was (see output.ts); never a stack trace for user errors.
  */
 import { Command, CommanderError } from 'commander';
+import { VireoError } from '../core/errors.js';
 import { vireoPaths, type VireoPaths } from '../core/paths.js';
+import type { Backend } from './backend/backend.js';
+import { selectBackend } from './backend/select.js';
+import type { CliContext } from './context.js';
 import { daemonCommand } from './commands/daemon.js';
 import { diskCommand } from './commands/disk.js';
+import { eventsCommand } from './commands/events.js';
+import { operationCommand } from './commands/operation.js';
 import { hostCommand } from './commands/host.js';
 import { imageCommand } from './commands/image.js';
 import { remoteCommand } from './commands/remote.js';
@@ -22,13 +28,28 @@ const paths = () => (cachedPaths ??= vireoPaths());
 const program = new Command('vireo')
   .description('Vireo: KVM virtual machines on Linux, driven through QEMU')
   .version(VERSION)
+  .option('--remote <name>', 'send the command to this remote daemon (see: vireo remote list); VIREO_REMOTE does the same')
+  .option('--local', 'act on this host directly, even when a daemon runs or a default remote is set')
   .showHelpAfterError()
   .exitOverride();
 
-program.addCommand(hostCommand());
-program.addCommand(diskCommand(paths));
-program.addCommand(imageCommand(paths));
-program.addCommand(vmCommand(paths));
+let backend: Promise<Backend> | undefined;
+const cli: CliContext = {
+  paths,
+  backend: () => (backend ??= selectBackend(paths(), program.opts<{ remote?: string; local?: boolean }>())),
+  daemon: async () => {
+    const api = (await cli.backend()).api;
+    if (!api) throw new VireoError('invalid_state', `no daemon runs at ${paths().daemonSocket}: start one with 'vireo daemon' (or 'systemctl start vireod'), or name a remote with --remote`);
+    return api;
+  },
+};
+
+program.addCommand(hostCommand(cli));
+program.addCommand(diskCommand(cli));
+program.addCommand(imageCommand(cli));
+program.addCommand(vmCommand(cli));
+program.addCommand(eventsCommand(cli));
+program.addCommand(operationCommand(cli));
 program.addCommand(daemonCommand(paths));
 program.addCommand(tokenCommand(paths));
 program.addCommand(remoteCommand());

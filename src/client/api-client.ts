@@ -102,6 +102,30 @@ export class ApiClient {
     }
   }
 
+  /**
+   * Follows an operation to its end. Progress comes from the event stream as
+   * it happens; the end is decided by long-polling the operation itself, so an
+   * event lost on the way can never leave the caller waiting forever.
+   */
+  async followOperation(id: string, options: { vm?: string; onProgress?: (operation: Operation) => void } = {}): Promise<Operation> {
+    const controller = new AbortController();
+    const watching = (async () => {
+      try {
+        for await (const event of this.events({ ...(options.vm ? { vm: options.vm } : {}), signal: controller.signal })) {
+          if (event.kind === 'operation' && event.data['id'] === id) options.onProgress?.(event.data as unknown as Operation);
+        }
+      } catch {
+        // Progress is a courtesy: the long-poll below still sees the end.
+      }
+    })();
+    try {
+      return await this.waitForOperation(id, options.onProgress);
+    } finally {
+      controller.abort();
+      await watching;
+    }
+  }
+
   /** Follows the event stream until the signal aborts; resumes after a dropped connection without losing events. */
   async *events(options: { vm?: string; after?: number; signal?: AbortSignal } = {}): AsyncGenerator<VireoEvent> {
     let after = options.after;

@@ -17,6 +17,7 @@ import { createVolume, deleteVolume, getVolume, listVolumes, resizeVolume } from
 import { loadDefinition, vmsUsingImage, vmsUsingVolume } from '../core/vm/definitions.js';
 import { killVm, pauseVm, rebootVm, resumeVm, startVm, stopVm } from '../core/vm/lifecycle.js';
 import { createVm, deleteVm, editVm, getVm, listVms } from '../core/vm/manage.js';
+import { readConsoleLogFrom } from '../core/vm/console.js';
 import type { DaemonState } from './state.js';
 
 export type HttpMethod = 'GET' | 'POST' | 'PUT' | 'DELETE';
@@ -217,11 +218,12 @@ export const routes: Route[] = [
     },
   },
   {
-    method: 'GET', path: '/vms/:name/logs', tag: 'vms', summary: 'What the guest wrote to its serial console (text)', params: VmName,
-    query: z.strictObject({ lines: z.coerce.number().int().min(1).max(100_000).optional() }), status: 200, returns: 'text',
+    method: 'GET', path: '/vms/:name/logs', tag: 'vms', summary: 'What the guest wrote to its serial console: text (the last 4 MiB, or lines=N), or with from=OFFSET a JSON chunk {text, next} for following it', params: VmName,
+    query: z.strictObject({ lines: z.coerce.number().int().min(1).max(100_000).optional(), from: z.coerce.number().int().min(0).optional() }), status: 200, returns: 'text',
     handler: async ({ params, query, daemon }) => {
       await requireVm(daemon, params.name);
       const log = vmPaths(daemon.paths, params.name).consoleLog;
+      if (query.from !== undefined) return readConsoleLogFrom(log, query.from);
       const size = await stat(log).then((info) => info.size, () => 0);
       // At most the last 4 MiB: a chatty guest's log can be large.
       const text = size === 0 ? '' : (await readFile(log)).subarray(Math.max(0, size - 4 * 1024 * 1024)).toString('utf8');
@@ -233,7 +235,7 @@ export const routes: Route[] = [
   // Disks
   {
     method: 'GET', path: '/disks', tag: 'disks', summary: 'All volumes in the storage directory', status: 200, returns: 'Volume[]',
-    handler: async ({ daemon }) => listVolumes(daemon.paths),
+    handler: async ({ daemon }) => Promise.all((await listVolumes(daemon.paths)).map(async (volume) => ({ ...volume, usedBy: await vmsUsingVolume(daemon.paths, volume.name) }))),
   },
   {
     method: 'POST', path: '/disks', tag: 'disks', summary: 'Create a volume (from: a linked qcow2 on another volume)', body: CreateDiskBody, status: 201, returns: 'Volume',

@@ -19,7 +19,7 @@ export interface TestHome {
   home: string;
   paths: VireoPaths;
   /** Runs the vireo CLI against this home. */
-  vireo(args: string[], options?: { input?: string; timeoutMs?: number }): Promise<CliResult>;
+  vireo(args: string[], options?: { input?: string; timeoutMs?: number; env?: NodeJS.ProcessEnv }): Promise<CliResult>;
   /** Kills every QEMU started from this home and removes it. */
   cleanup(): Promise<void>;
 }
@@ -48,10 +48,12 @@ export async function createTestHome(options: { withImage?: boolean } = {}): Pro
   };
 }
 
-export function runCli(home: string, args: string[], options: { input?: string; timeoutMs?: number } = {}): Promise<CliResult> {
+export function runCli(home: string, args: string[], options: { input?: string; timeoutMs?: number; env?: NodeJS.ProcessEnv } = {}): Promise<CliResult> {
   return new Promise((resolve, reject) => {
+    // The remotes config lives in the test home too: a default remote of the user running the tests must not capture them.
+    const { VIREO_REMOTE: _remote, ...inherited } = process.env;
     const child = spawn(process.execPath, [cliPath, ...args], {
-      env: { ...process.env, VIREO_HOME: home },
+      env: { ...inherited, VIREO_HOME: home, VIREO_CONFIG_DIR: join(home, 'config'), ...options.env },
       stdio: ['pipe', 'pipe', 'pipe'],
     });
     let stdout = '';

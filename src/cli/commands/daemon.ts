@@ -3,9 +3,13 @@
  * serves the API on its Unix socket and, with --listen, on TCP with TLS and
  * bearer tokens. Stopping it never stops a VM.
  */
+import { spawnSync } from 'node:child_process';
+import { realpathSync } from 'node:fs';
+import { resolve } from 'node:path';
 import { Command } from 'commander';
 import type { VireoPaths } from '../../core/paths.js';
-import { invalidArgument } from '../../core/errors.js';
+import { VireoError, invalidArgument } from '../../core/errors.js';
+import { writeFileAtomic } from '../../core/store/atomic.js';
 import { note } from '../output.js';
 import { VERSION } from '../version.js';
 
@@ -14,6 +18,43 @@ function parseListen(text: string): { host: string; port: number } {
   const port = match ? Number(match[3]) : NaN;
   if (!match || port > 65535) throw invalidArgument('listen', `'${text}' is not HOST:PORT (e.g. 0.0.0.0:8443)`);
   return { host: (match[1] ?? match[2])!, port };
+}
+
+/** The daemon flags given, to be repeated in the unit's ExecStart. */
+function daemonArgs(flags: { socket?: string; listen?: string; tlsCert?: string; tlsKey?: string; rateLimit: string; quiet?: boolean }): string[] {
+  return [
+    ...(flags.socket ? ['--socket', resolve(flags.socket)] : []),
+    ...(flags.listen ? ['--listen', flags.listen] : []),
+    ...(flags.tlsCert ? ['--tls-cert', resolve(flags.tlsCert)] : []),
+    ...(flags.tlsKey ? ['--tls-key', resolve(flags.tlsKey)] : []),
+    ...(flags.rateLimit !== '200' ? ['--rate-limit', flags.rateLimit] : []),
+    ...(flags.quiet ? ['--quiet'] : []),
+  ];
+}
+
+async function unitAction(flags: Parameters<typeof daemonArgs>[0] & { installUnit?: boolean }, paths: () => VireoPaths): Promise<void> {
+  const { systemdUnit } = await import('../../daemon/systemd.js');
+  const home = paths().home;
+  const unit = systemdUnit({
+    node: process.execPath,
+    cli: realpathSync(process.argv[1]!),
+    ...(home !== '/var/lib/vireo' ? { home } : {}),
+    daemonArgs: daemonArgs(flags),
+  });
+  if (!flags.installUnit) {
+    process.stdout.write(unit);
+    return;
+  }
+  if (process.getuid?.() !== 0) throw new VireoError('host_unsupported', '--install-unit writes to /etc/systemd/system and needs root (sudo vireo daemon --install-unit)');
+  // The socket is group-accessible (0660) to members of 'vireo': users added to it can use the CLI without root.
+  const group = spawnSync('getent', ['group', 'vireo']);
+  if (group.status !== 0) {
+    const added = spawnSync('groupadd', ['--system', 'vireo'], { encoding: 'utf8' });
+    if (added.status !== 0) throw new VireoError('command_failed', `groupadd --system vireo failed: ${(added.stderr || '').trim()}`);
+    note('created the system group vireo (add users with: usermod -aG vireo USER)');
+  }
+  await writeFileAtomic('/etc/systemd/system/vireod.service', unit);
+  note('wrote /etc/systemd/system/vireod.service; start it with: systemctl daemon-reload && systemctl enable --now vireod');
 }
 
 export function daemonCommand(paths: () => VireoPaths): Command {
@@ -25,7 +66,10 @@ export function daemonCommand(paths: () => VireoPaths): Command {
     .option('--tls-key <file>', 'TLS private key (PEM)')
     .option('--rate-limit <n>', 'requests per second per client before 429 (0: none)', '200')
     .option('--quiet', 'do not log each request')
-    .action(async (flags: { socket?: string; listen?: string; tlsCert?: string; tlsKey?: string; rateLimit: string; quiet?: boolean }) => {
+    .option('--print-unit', 'print a systemd unit that runs this daemon with these flags, and exit')
+    .option('--install-unit', 'write that unit to /etc/systemd/system/vireod.service and create the vireo group (root)')
+    .action(async (flags: { socket?: string; listen?: string; tlsCert?: string; tlsKey?: string; rateLimit: string; quiet?: boolean; printUnit?: boolean; installUnit?: boolean }) => {
+      if (flags.printUnit || flags.installUnit) return unitAction(flags, paths);
       const rate = Number(flags.rateLimit);
       if (!Number.isInteger(rate) || rate < 0) throw invalidArgument('rate-limit', `'${flags.rateLimit}' is not a whole number`);
       if (Boolean(flags.tlsCert) !== Boolean(flags.tlsKey)) throw invalidArgument('tls-cert', '--tls-cert and --tls-key go together');

@@ -3,13 +3,13 @@
  */
 import { resolve } from 'node:path';
 import { Command, Option } from 'commander';
+import { VireoError } from '../../core/errors.js';
 import { formatSize, requireSize } from '../../core/model/units.js';
-import type { VireoPaths } from '../../core/paths.js';
-import { createVolume, deleteVolume, getVolume, importVolume, listVolumes, resizeVolume } from '../../core/storage/volumes.js';
-import { vmsUsingVolume } from '../../core/vm/definitions.js';
+import { importVolume } from '../../core/storage/volumes.js';
+import type { CliContext } from '../context.js';
 import { Progress, note, printJson, printTable, printYaml } from '../output.js';
 
-export function diskCommand(paths: () => VireoPaths): Command {
+export function diskCommand(cli: CliContext): Command {
   const disk = new Command('disk').description('create and manage virtual disks (volumes)');
 
   disk.command('create <name>')
@@ -19,7 +19,7 @@ export function diskCommand(paths: () => VireoPaths): Command {
     .option('--from <base>', 'a volume name or an image file to use as a read-only base')
     .option('--json', 'print the volume as JSON')
     .action(async (name: string, flags: { size?: string; format: 'qcow2' | 'raw'; from?: string; json?: boolean }) => {
-      const volume = await createVolume(paths(), {
+      const volume = await (await cli.backend()).createVolume({
         name,
         format: flags.format,
         ...(flags.size !== undefined ? { size: requireSize('size', flags.size) } : {}),
@@ -34,18 +34,16 @@ export function diskCommand(paths: () => VireoPaths): Command {
     .description('list volumes')
     .option('--json', 'print as JSON')
     .action(async (flags: { json?: boolean }) => {
-      const volumes = await listVolumes(paths());
+      const volumes = await (await cli.backend()).listVolumes();
       if (flags.json) return printJson(volumes);
-      const rows = await Promise.all(
-        volumes.map(async (volume) => [
-          volume.name,
-          volume.format,
-          formatSize(volume.virtualSize),
-          formatSize(volume.actualSize),
-          volume.backingChain[0] ? volume.backingChain[0].path.split('/').pop()! : '-',
-          (await vmsUsingVolume(paths(), volume.name)).join(',') || '-',
-        ]),
-      );
+      const rows = volumes.map((volume) => [
+        volume.name,
+        volume.format,
+        formatSize(volume.virtualSize),
+        formatSize(volume.actualSize),
+        volume.backingChain[0] ? volume.backingChain[0].path.split('/').pop()! : '-',
+        volume.usedBy.join(',') || '-',
+      ]);
       printTable(['NAME', 'FORMAT', 'SIZE', 'USED', 'BACKING', 'VMS'], rows);
     });
 
@@ -53,8 +51,8 @@ export function diskCommand(paths: () => VireoPaths): Command {
     .description('sizes, format and backing chain of a volume')
     .option('--json', 'print as JSON')
     .action(async (name: string, flags: { json?: boolean }) => {
-      const volume = await getVolume(paths(), name);
-      const view = { ...volume, usedBy: await vmsUsingVolume(paths(), name) };
+      const view = await (await cli.backend()).getVolume(name);
+      const volume = view;
       if (flags.json) printJson(view);
       else await printYaml({ ...view, virtualSize: `${formatSize(volume.virtualSize)} (${volume.virtualSize} bytes)`, actualSize: formatSize(volume.actualSize) });
     });
@@ -63,7 +61,7 @@ export function diskCommand(paths: () => VireoPaths): Command {
     .description('change a volume\'s virtual size (growing; --shrink to allow shrinking)')
     .option('--shrink', 'allow shrinking (data past the new end is lost)')
     .action(async (name: string, size: string, flags: { shrink?: boolean }) => {
-      const volume = await resizeVolume(paths(), name, requireSize('size', size), { allowShrink: Boolean(flags.shrink) });
+      const volume = await (await cli.backend()).resizeVolume(name, requireSize('size', size), Boolean(flags.shrink));
       note(`volume '${name}' is now ${formatSize(volume.virtualSize)}`);
     });
 
@@ -72,8 +70,13 @@ export function diskCommand(paths: () => VireoPaths): Command {
     .requiredOption('--name <name>', 'name of the new volume')
     .addOption(new Option('--format <format>', 'format of the new volume').choices(['qcow2', 'raw']))
     .action(async (file: string, flags: { name: string; format?: 'qcow2' | 'raw' }) => {
+      const backend = await cli.backend();
+      // The file is on this host: a remote daemon cannot read it (uploads are not part of the API yet).
+      if (!backend.onThisHost) {
+        throw new VireoError('invalid_state', `disk import reads a file on this host, so it cannot work through ${backend.description}; run it on that host`);
+      }
       const progress = new Progress();
-      const volume = await importVolume(paths(), {
+      const volume = await importVolume(cli.paths(), {
         name: flags.name,
         file: resolve(file),
         ...(flags.format ? { format: flags.format } : {}),
@@ -86,7 +89,7 @@ export function diskCommand(paths: () => VireoPaths): Command {
     .alias('rm')
     .description('delete a volume (refused while a VM uses it)')
     .action(async (name: string) => {
-      await deleteVolume(paths(), name, { usedBy: (volume: string) => vmsUsingVolume(paths(), volume) });
+      await (await cli.backend()).deleteVolume(name);
       note(`deleted volume '${name}'`);
     });
 

@@ -2,18 +2,19 @@
  * `vireo host ...`: can this machine run VMs, and make it able to.
  */
 import { Command } from 'commander';
-import { checkHost, formatHostReport } from '../../core/host/check.js';
+import { formatHostReport } from '../../core/host/check.js';
 import { setupHost } from '../../core/host/setup.js';
+import type { CliContext } from '../context.js';
 import { note, printJson } from '../output.js';
 
-export function hostCommand(): Command {
+export function hostCommand(cli: CliContext): Command {
   const host = new Command('host').description('check and set up this host');
 
   host.command('check')
     .description('virtualization support, QEMU, firmware and the accelerator Vireo will use')
     .option('--json', 'print as JSON')
     .action(async (flags: { json?: boolean }) => {
-      const report = await checkHost();
+      const report = await (await cli.backend()).checkHost();
       if (flags.json) printJson(report);
       else process.stdout.write(`${formatHostReport(report)}\n`);
       if (!report.canRunVms) process.exitCode = 7;

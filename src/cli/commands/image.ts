@@ -3,15 +3,12 @@
  */
 import { Command } from 'commander';
 import { invalidArgument } from '../../core/errors.js';
-import { buildTinyImage } from '../../core/image/tiny.js';
-import { deleteImage, listImages } from '../../core/image/store.js';
-import { vmsUsingImage } from '../../core/vm/definitions.js';
-import type { VireoPaths } from '../../core/paths.js';
+import type { CliContext } from '../context.js';
 import { Progress, note, printJson, printTable } from '../output.js';
 
 const BUILDERS = ['tiny'] as const;
 
-export function imageCommand(paths: () => VireoPaths): Command {
+export function imageCommand(cli: CliContext): Command {
   const image = new Command('image').description('build and manage guest images');
 
   image.command('build <kind>')
@@ -21,10 +18,7 @@ export function imageCommand(paths: () => VireoPaths): Command {
       if (kind !== 'tiny') throw invalidArgument('kind', `unknown image kind '${kind}' (available: ${BUILDERS.join(', ')})`);
       const progress = new Progress();
       const started = Date.now();
-      const manifest = await buildTinyImage(paths(), {
-        force: Boolean(flags.force),
-        onProgress: ({ step, done, total }) => progress.update(step, total > 0 ? done / total : 0),
-      });
+      const manifest = await (await cli.backend()).buildImage('tiny', Boolean(flags.force), (step, fraction) => progress.update(step, fraction ?? 0));
       progress.done(`image '${manifest.name}' ready (kernel ${manifest.kernelVersion}, ${((Date.now() - started) / 1000).toFixed(1)} s)`);
     });
 
@@ -33,7 +27,7 @@ export function imageCommand(paths: () => VireoPaths): Command {
     .description('list built images')
     .option('--json', 'print as JSON')
     .action(async (flags: { json?: boolean }) => {
-      const images = await listImages(paths());
+      const images = await (await cli.backend()).listImages();
       if (flags.json) return printJson(images);
       printTable(['NAME', 'KIND', 'KERNEL', 'BUILT'], images.map((item) => [item.name, item.kind, item.kernelVersion, item.builtAt]));
     });
@@ -42,7 +36,7 @@ export function imageCommand(paths: () => VireoPaths): Command {
     .alias('rm')
     .description('delete an image')
     .action(async (name: string) => {
-      await deleteImage(paths(), name, { usedBy: (image) => vmsUsingImage(paths(), image) });
+      await (await cli.backend()).deleteImage(name);
       note(`deleted image '${name}'`);
     });
 

@@ -3,16 +3,15 @@
  * into a spec (merged over a spec file when -f is given) and validated by the
  * same schema as files, so a flag error names the spec field it maps to.
  */
-import { open, readFile } from 'node:fs/promises';
+import { readFile } from 'node:fs/promises';
 import { Command, Option } from 'commander';
 import { VireoError, invalidArgument } from '../../core/errors.js';
 import { requireSize, formatSize, MiB } from '../../core/model/units.js';
 import type { VmSpec } from '../../core/model/vm.js';
-import { vmPaths, type VireoPaths } from '../../core/paths.js';
-import { SerialConsole } from '../../core/vm/console.js';
-import { killVm, pauseVm, rebootVm, resumeVm, startVm, stopVm } from '../../core/vm/lifecycle.js';
-import { createVm, deleteVm, editVm, getVm, listVms, type NewDisk } from '../../core/vm/manage.js';
-import { formatDuration, note, printJson, printTable, printYaml } from '../output.js';
+import type { NewDisk } from '../../core/vm/manage.js';
+import type { Backend } from '../backend/backend.js';
+import type { CliContext } from '../context.js';
+import { Progress, formatDuration, note, printJson, printTable, printYaml } from '../output.js';
 import { attachConsole } from '../console.js';
 import { asSource } from './disk.js';
 
@@ -127,7 +126,7 @@ function uptime(startedAt: string | undefined): string {
   return startedAt ? formatDuration(Date.now() - Date.parse(startedAt)) : '-';
 }
 
-export function vmCommand(paths: () => VireoPaths): Command {
+export function vmCommand(cli: CliContext): Command {
   const vm = new Command('vm').description('define, run and reach virtual machines');
 
   addSpecOptions(vm.command('create [name]'))
@@ -145,7 +144,7 @@ export function vmCommand(paths: () => VireoPaths): Command {
         if (newDisks.length === 0) newDisks.push({});
         newDisks[0] = { ...newDisks[0], from: asSource(flags.diskFrom) };
       }
-      const def = await createVm(paths(), spec, { newDisks });
+      const def = await (await cli.backend()).createVm(spec, newDisks);
       if (flags.json) printJson(def);
       else note(`created VM '${def.name}' (${def.cpus.count} vCPU, ${formatSize(def.memory * MiB)}, ${def.disks.length} disk(s)); start it with: vireo vm start ${def.name}`);
     });
@@ -155,7 +154,7 @@ export function vmCommand(paths: () => VireoPaths): Command {
     .description('list VMs with their state')
     .option('--json', 'print as JSON')
     .action(async (flags: { json?: boolean }) => {
-      const vms = await listVms(paths());
+      const vms = await (await cli.backend()).listVms();
       if (flags.json) return printJson(vms);
       printTable(
         ['NAME', 'STATE', 'VCPUS', 'MEMORY', 'ACCEL', 'UPTIME'],
@@ -174,7 +173,7 @@ export function vmCommand(paths: () => VireoPaths): Command {
     .description('show a VM\'s definition and state')
     .option('--json', 'print as JSON')
     .action(async (name: string, flags: { json?: boolean }) => {
-      const info = await getVm(paths(), name);
+      const info = await (await cli.backend()).getVm(name);
       const runtime = { ...info.runtime, ...(info.runtime.startedAt ? { uptime: uptime(info.runtime.startedAt) } : {}) };
       const view = { ...info.definition, runtime };
       if (flags.json) printJson(view);
@@ -186,7 +185,7 @@ export function vmCommand(paths: () => VireoPaths): Command {
     .option('--detach <volume>', 'detach a volume (repeatable)', collect)
     .action(async (name: string, flags: SpecFlags & { detach?: string[] }) => {
       const file = flags.file ? await readSpecFile(flags.file) : undefined;
-      const def = await editVm(paths(), name, (current) => {
+      const def = await (await cli.backend()).editVm(name, (current) => {
         let spec: Spec = file ? { ...file, name: file.name ?? name } : ({ ...current } as Spec);
         spec = applySpecFlags(spec, { ...flags, file: undefined });
         for (const volume of flags.detach ?? []) {
@@ -205,10 +204,13 @@ export function vmCommand(paths: () => VireoPaths): Command {
     .option('--wait [seconds]', 'wait until the guest prints its image\'s readiness line (default 120 s)')
     .action(async (name: string, flags: { console?: boolean; wait?: string | boolean }) => {
       const waitSeconds = flags.wait === undefined ? undefined : flags.wait === true ? 120 : parseInteger('--wait', String(flags.wait));
-      const result = await startVm(paths(), name, waitSeconds === undefined ? {} : { waitReady: { timeoutMs: waitSeconds * 1000 } });
+      const backend = await cli.backend();
+      const progress = new Progress();
+      const result = await backend.startVm(name, waitSeconds === undefined ? {} : { waitReadySeconds: waitSeconds }, (message, fraction) => progress.update(message, fraction ?? 0));
+      progress.done();
       if (result.notice) note(`notice: ${result.notice}`);
       note(`started VM '${name}' (pid ${result.pid}, ${result.accel})${waitSeconds === undefined ? '' : '; the guest is ready'}`);
-      if (flags.console) process.exitCode = await attachConsole(vmPaths(paths(), name).serialSocket, name);
+      if (flags.console) process.exitCode = await attachConsole(await backend.openConsole(name), name);
     });
 
   vm.command('stop <name>')
@@ -216,8 +218,8 @@ export function vmCommand(paths: () => VireoPaths): Command {
     .option('--timeout <seconds>', 'seconds the guest gets to power off', '60')
     .option('--no-force', 'fail instead of forcing power-off after the timeout')
     .action(async (name: string, flags: { timeout: string; force: boolean }) => {
-      const timeoutMs = parseInteger('--timeout', flags.timeout) * 1000;
-      const result = await stopVm(paths(), name, { timeoutMs, force: flags.force, onProgress: (message) => note(message) });
+      const timeoutSeconds = parseInteger('--timeout', flags.timeout);
+      const result = await (await cli.backend()).stopVm(name, { timeoutSeconds, force: flags.force }, (message) => note(message));
       note(result.forced ? `VM '${name}' forced off` : `VM '${name}' powered off`);
     });
 
@@ -225,7 +227,7 @@ export function vmCommand(paths: () => VireoPaths): Command {
     .alias('destroy')
     .description('power off at once, like pulling the plug')
     .action(async (name: string) => {
-      await killVm(paths(), name);
+      await (await cli.backend()).killVm(name);
       note(`VM '${name}' killed`);
     });
 
@@ -234,7 +236,8 @@ export function vmCommand(paths: () => VireoPaths): Command {
     .option('--force', 'reset immediately, like the reset button')
     .option('--timeout <seconds>', 'seconds the guest gets to shut down before a reset', '60')
     .action(async (name: string, flags: { force?: boolean; timeout: string }) => {
-      const result = await rebootVm(paths(), name, { force: Boolean(flags.force), timeoutMs: parseInteger('--timeout', flags.timeout) * 1000 });
+      const options = { force: Boolean(flags.force), timeoutSeconds: parseInteger('--timeout', flags.timeout) };
+      const result = await (await cli.backend()).rebootVm(name, options, (message) => note(message));
       note(result.forced ? `VM '${name}' reset` : `VM '${name}' rebooted`);
     });
 
@@ -242,14 +245,14 @@ export function vmCommand(paths: () => VireoPaths): Command {
     .alias('suspend')
     .description('pause all vCPUs')
     .action(async (name: string) => {
-      await pauseVm(paths(), name);
+      await (await cli.backend()).pauseVm(name);
       note(`VM '${name}' paused`);
     });
 
   vm.command('resume <name>')
     .description('resume a paused VM')
     .action(async (name: string) => {
-      await resumeVm(paths(), name);
+      await (await cli.backend()).resumeVm(name);
       note(`VM '${name}' resumed`);
     });
 
@@ -258,7 +261,7 @@ export function vmCommand(paths: () => VireoPaths): Command {
     .description('delete a stopped VM')
     .option('--with-disks', 'also delete its disks (volumes no other VM uses)')
     .action(async (name: string, flags: { withDisks?: boolean }) => {
-      const result = await deleteVm(paths(), name, { withDisks: Boolean(flags.withDisks) });
+      const result = await (await cli.backend()).deleteVm(name, Boolean(flags.withDisks));
       note(`deleted VM '${name}'${result.deletedVolumes.length > 0 ? ` and volume(s) ${result.deletedVolumes.join(', ')}` : ''}`);
     });
 
@@ -267,17 +270,14 @@ export function vmCommand(paths: () => VireoPaths): Command {
     .option('--run <command>', 'run one shell command in the guest\'s console shell, print its output, exit with its status')
     .option('--timeout <seconds>', 'with --run: seconds to wait for the command', '60')
     .action(async (name: string, flags: { run?: string; timeout: string }) => {
-      const info = await getVm(paths(), name);
-      if (info.runtime.state === 'stopped') throw new VireoError('invalid_state', `VM '${name}' is not running`);
-      if (!info.definition.serial) throw new VireoError('invalid_state', `VM '${name}' has no serial console (serial: false)`);
-      const socket = vmPaths(paths(), name).serialSocket;
+      const timeoutMs = parseInteger('--timeout', flags.timeout) * 1000;
+      const console = await (await cli.backend()).openConsole(name);
       if (flags.run === undefined) {
-        process.exitCode = await attachConsole(socket, name);
+        process.exitCode = await attachConsole(console, name);
         return;
       }
-      const console = await SerialConsole.connect(socket);
       try {
-        const result = await console.run(flags.run, parseInteger('--timeout', flags.timeout) * 1000);
+        const result = await console.run(flags.run, timeoutMs);
         process.stdout.write(result.output);
         process.exitCode = result.status;
       } finally {
@@ -290,36 +290,24 @@ export function vmCommand(paths: () => VireoPaths): Command {
     .option('-f, --follow', 'keep printing new output')
     .option('-n, --lines <n>', 'only the last N lines')
     .action(async (name: string, flags: { follow?: boolean; lines?: string }) => {
-      await getVm(paths(), name);
-      await printLogs(vmPaths(paths(), name).consoleLog, flags.lines === undefined ? undefined : parseInteger('--lines', flags.lines), Boolean(flags.follow));
+      const lines = flags.lines === undefined ? undefined : parseInteger('--lines', flags.lines);
+      await printLogs(await cli.backend(), name, lines, Boolean(flags.follow));
     });
 
   return vm;
 }
 
-async function printLogs(file: string, lines: number | undefined, follow: boolean): Promise<void> {
-  let offset = 0;
-  const readFrom = async (from: number): Promise<Buffer> => {
-    const handle = await open(file, 'r').catch(() => undefined);
-    if (!handle) return Buffer.alloc(0);
-    try {
-      const { size } = await handle.stat();
-      // A log that shrank was rotated or truncated: start over.
-      const begin = size < from ? 0 : from;
-      const buffer = Buffer.alloc(size - begin);
-      await handle.read(buffer, 0, buffer.length, begin);
-      offset = size;
-      return buffer;
-    } finally {
-      await handle.close();
-    }
-  };
-  let text = (await readFrom(0)).toString('utf8');
-  if (lines !== undefined) text = text.split('\n').slice(-lines - 1).join('\n');
-  process.stdout.write(text);
-  while (follow) {
+/** Prints the console log, then (following) what is added to it, asked for every 300 ms. */
+async function printLogs(backend: Backend, name: string, lines: number | undefined, follow: boolean): Promise<void> {
+  if (!follow) {
+    process.stdout.write(await backend.readLogs(name, lines));
+    return;
+  }
+  let { text, next } = await backend.readLogsFrom(name, 0);
+  process.stdout.write(lines === undefined ? text : text.split('\n').slice(-lines - 1).join('\n'));
+  for (;;) {
     await new Promise((resolve) => setTimeout(resolve, 300));
-    const chunk = await readFrom(offset);
-    if (chunk.length > 0) process.stdout.write(chunk);
+    ({ text, next } = await backend.readLogsFrom(name, next));
+    process.stdout.write(text);
   }
 }

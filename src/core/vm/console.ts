@@ -2,10 +2,14 @@
  * A client for a VM's serial console, which QEMU serves on a Unix socket.
  * Programs use it to wait for guest output and to run a shell command in a
  * guest that offers a shell on its console; `vireo vm console` pipes a
- * terminal through it. QEMU's socket accepts one client at a time.
+ * terminal through it. QEMU's socket accepts one client at a time, so when a
+ * daemon runs, clients reach the console through the daemon's WebSocket,
+ * wrapped as a stream.
  */
 import { randomBytes } from 'node:crypto';
 import { connect, type Socket } from 'node:net';
+import type { Duplex } from 'node:stream';
+import { open as openFile } from 'node:fs/promises';
 import { VireoError } from '../errors.js';
 
 export class SerialConsole {
@@ -14,7 +18,8 @@ export class SerialConsole {
   private closeListeners = new Set<() => void>();
   private ended = false;
 
-  private constructor(private readonly socket: Socket) {
+  /** Any byte stream to the console: QEMU's Unix socket, or the daemon's WebSocket console as a stream. */
+  constructor(private readonly socket: Duplex) {
     socket.setEncoding('utf8');
     socket.on('data', (text: string) => {
       this.output += text;
@@ -158,5 +163,23 @@ export async function waitForConsoleLog(logPath: string, pattern: RegExp, option
       throw new VireoError('invalid_state', `the VM stopped before printing ${pattern}`, { tail: text.slice(-500) });
     }
     await new Promise((resolve) => setTimeout(resolve, 25));
+  }
+}
+
+/** At most this much of a console log is read at once. */
+const LOG_CHUNK = 4 * 1024 * 1024;
+
+/** Reads a console log from a byte offset; a log that shrank (truncated) is read from its start. */
+export async function readConsoleLogFrom(file: string, from: number): Promise<{ text: string; next: number }> {
+  const handle = await openFile(file, 'r').catch(() => undefined);
+  if (!handle) return { text: '', next: 0 };
+  try {
+    const { size } = await handle.stat();
+    const begin = size < from ? 0 : from;
+    const buffer = Buffer.alloc(Math.min(size - begin, LOG_CHUNK));
+    const { bytesRead } = await handle.read(buffer, 0, buffer.length, begin);
+    return { text: buffer.subarray(0, bytesRead).toString('utf8'), next: begin + bytesRead };
+  } finally {
+    await handle.close();
   }
 }

@@ -1,0 +1,73 @@
+/**
+ * What the CLI asks of Vireo, whoever carries it out: the library directly
+ * on this host, or a daemon (the local one when it runs, or a remote). The
+ * commands are written once against this interface; the two implementations
+ * are local.ts and daemon.ts, and select.ts picks one.
+ */
+import type { ApiClient } from '../../client/api-client.js';
+import type { HostReport } from '../../core/host/check.js';
+import type { ImageManifest } from '../../core/image/store.js';
+import type { VmDefinition, VmSpec } from '../../core/model/vm.js';
+import type { Volume } from '../../core/storage/volumes.js';
+import type { SerialConsole } from '../../core/vm/console.js';
+import type { StartResult } from '../../core/vm/lifecycle.js';
+import type { NewDisk, VmInfo } from '../../core/vm/manage.js';
+
+/** Progress of long work: a step, and how far along (0..1) when known. */
+export type ProgressSink = (message: string, fraction?: number) => void;
+
+export interface VolumeWithUsers extends Volume {
+  usedBy: string[];
+}
+
+export interface CreateDiskInput {
+  name: string;
+  format: 'qcow2' | 'raw';
+  size?: number;
+  /** A volume name (or, on the local backend only, an image file path) to link the new qcow2 to. */
+  from?: string;
+}
+
+export interface Backend {
+  /** 'local': this process drives QEMU itself; 'daemon': a daemon does, through its API. */
+  readonly kind: 'local' | 'daemon';
+  /** For messages: "this host" or "the daemon at ...". */
+  readonly description: string;
+  /** The daemon's API, for what only a daemon offers (events, operations); absent on the local backend. */
+  readonly api?: ApiClient;
+  /** Whether files and sockets named by the command are on the machine that carries it out. */
+  readonly onThisHost: boolean;
+
+  listVms(): Promise<VmInfo[]>;
+  getVm(name: string): Promise<VmInfo>;
+  createVm(spec: unknown, newDisks: NewDisk[]): Promise<VmDefinition>;
+  editVm(name: string, change: (current: VmSpec) => unknown): Promise<VmDefinition>;
+  deleteVm(name: string, withDisks: boolean): Promise<{ deletedVolumes: string[] }>;
+  startVm(name: string, options: { waitReadySeconds?: number }, progress: ProgressSink): Promise<StartResult>;
+  stopVm(name: string, options: { timeoutSeconds: number; force: boolean }, progress: ProgressSink): Promise<{ forced: boolean }>;
+  rebootVm(name: string, options: { timeoutSeconds: number; force: boolean }, progress: ProgressSink): Promise<{ forced: boolean }>;
+  killVm(name: string): Promise<void>;
+  pauseVm(name: string): Promise<void>;
+  resumeVm(name: string): Promise<void>;
+  /** The VM's serial console, for a terminal or for running a command in the guest. */
+  openConsole(name: string): Promise<SerialConsole>;
+  /** What the guest printed on its console: everything, or the last `lines` lines. */
+  readLogs(name: string, lines?: number): Promise<string>;
+  /** Console output from byte offset `from` on (at most a few MiB), and the offset to ask from next time. */
+  readLogsFrom(name: string, from: number): Promise<{ text: string; next: number }>;
+
+  listVolumes(): Promise<VolumeWithUsers[]>;
+  getVolume(name: string): Promise<VolumeWithUsers>;
+  createVolume(input: CreateDiskInput): Promise<Volume>;
+  resizeVolume(name: string, size: number, allowShrink: boolean): Promise<Volume>;
+  deleteVolume(name: string): Promise<void>;
+
+  listImages(): Promise<ImageManifest[]>;
+  buildImage(kind: 'tiny', force: boolean, progress: ProgressSink): Promise<ImageManifest>;
+  deleteImage(name: string): Promise<void>;
+
+  checkHost(): Promise<HostReport>;
+
+  /** Lets go of connections so the process can exit. */
+  close(): void;
+}

@@ -1,0 +1,117 @@
+/**
+ * The backend that sends everything to a daemon through its API: the local
+ * vireod when it runs (so the CLI and the daemon never race on a VM and the
+ * daemon sees every change), or a remote one. Long work is an operation
+ * followed to its end with its progress; the console is the daemon's
+ * WebSocket, wrapped as a stream.
+ */
+import { createWebSocketStream } from 'ws';
+import type { ApiClient, Operation } from '../../client/api-client.js';
+import { VireoError, invalidArgument } from '../../core/errors.js';
+import type { HostReport } from '../../core/host/check.js';
+import type { ImageManifest } from '../../core/image/store.js';
+import type { VmDefinition } from '../../core/model/vm.js';
+import type { Volume } from '../../core/storage/volumes.js';
+import { SerialConsole } from '../../core/vm/console.js';
+import type { StartResult } from '../../core/vm/lifecycle.js';
+import type { VmInfo } from '../../core/vm/manage.js';
+import type { Backend, ProgressSink, VolumeWithUsers } from './backend.js';
+
+const path = (strings: TemplateStringsArray, ...names: string[]) =>
+  strings.reduce((text, part, index) => text + part + (index < names.length ? encodeURIComponent(names[index]!) : ''), '');
+
+/** Close codes the daemon's console endpoint uses, back to the errors they stand for. */
+function consoleCloseError(code: number, reason: string): VireoError {
+  if (code === 4404) return new VireoError('not_found', reason || 'no such VM');
+  if (code === 4409) return new VireoError('invalid_state', reason || 'the VM has no console to attach to');
+  return new VireoError('command_failed', `the daemon closed the console (${code}${reason ? `: ${reason}` : ''})`);
+}
+
+export function daemonBackend(api: ApiClient): Backend {
+  /** Runs an operation to its end, reporting its progress; its result is returned, its failure thrown. */
+  const follow = async <T>(started: Operation, progress: ProgressSink, vm?: string): Promise<T> => {
+    let last = '';
+    const done = await api.followOperation(started.id, {
+      ...(vm ? { vm } : {}),
+      onProgress: (operation) => {
+        const message = operation.progress?.message;
+        if (!message || operation.state !== 'running') return;
+        const key = `${message}:${operation.progress?.fraction ?? ''}`;
+        if (key === last) return;
+        last = key;
+        progress(message, operation.progress?.fraction);
+      },
+    });
+    return done.result as T;
+  };
+
+  return {
+    kind: 'daemon',
+    description: api.description,
+    onThisHost: 'socketPath' in api.target,
+    api,
+    listVms: () => api.request<VmInfo[]>('GET', '/vms'),
+    getVm: (name) => api.request<VmInfo>('GET', path`/vms/${name}`),
+    createVm: async (spec, newDisks) => {
+      const body = { spec, newDisks: newDisks.map((disk) => ({ ...disk, ...(disk.from?.includes('/') ? { from: disk.from } : {}) })) };
+      if (newDisks.some((disk) => disk.from?.includes('/'))) {
+        throw invalidArgument('--disk-from', 'a daemon links new disks to volumes only, not to files (import the file first: vireo disk import)');
+      }
+      return (await api.request<VmInfo>('POST', '/vms', body)).definition;
+    },
+    editVm: async (name, change) => {
+      const { definition } = await api.request<VmInfo>('GET', path`/vms/${name}`);
+      const { uuid: _uuid, createdAt: _createdAt, ...spec } = definition as VmDefinition & Record<string, unknown>;
+      const next = change(spec as never);
+      return (await api.request<VmInfo>('PUT', path`/vms/${name}`, { spec: next })).definition;
+    },
+    deleteVm: (name, withDisks) => api.request<{ deletedVolumes: string[] }>('DELETE', `${path`/vms/${name}`}?withDisks=${withDisks}`),
+    startVm: async (name, options, progress) => {
+      const body = options.waitReadySeconds === undefined ? {} : { waitReady: true, timeoutSeconds: options.waitReadySeconds };
+      return follow<StartResult>(await api.request<Operation>('POST', path`/vms/${name}/start`, body), progress, name);
+    },
+    stopVm: async (name, options, progress) =>
+      follow<{ forced: boolean }>(await api.request<Operation>('POST', path`/vms/${name}/stop`, { timeoutSeconds: options.timeoutSeconds, force: options.force }), progress, name),
+    rebootVm: async (name, options, progress) =>
+      follow<{ forced: boolean }>(await api.request<Operation>('POST', path`/vms/${name}/reboot`, { timeoutSeconds: options.timeoutSeconds, force: options.force }), progress, name),
+    killVm: async (name) => void (await api.request('POST', path`/vms/${name}/kill`)),
+    pauseVm: async (name) => void (await api.request('POST', path`/vms/${name}/pause`)),
+    resumeVm: async (name) => void (await api.request('POST', path`/vms/${name}/resume`)),
+    openConsole: async (name) => {
+      const socket = api.console(name);
+      await new Promise<void>((resolve, reject) => {
+        socket.once('open', () => resolve());
+        socket.once('close', (code: number, reason: Buffer) => reject(consoleCloseError(code, reason.toString('utf8'))));
+        socket.once('error', (error: Error) => reject(new VireoError('command_failed', `cannot reach the console through ${api.description} (${error.message})`)));
+      });
+      // A refusal (VM not running) arrives as a close right after the handshake; wait a moment for it.
+      const refused = await new Promise<VireoError | undefined>((resolve) => {
+        const timer = setTimeout(() => resolve(undefined), 150);
+        socket.once('close', (code: number, reason: Buffer) => {
+          clearTimeout(timer);
+          resolve(code >= 4000 ? consoleCloseError(code, reason.toString('utf8')) : undefined);
+        });
+      });
+      if (refused) throw refused;
+      return new SerialConsole(createWebSocketStream(socket));
+    },
+    readLogs: (name, lines) => api.request<string>('GET', `${path`/vms/${name}/logs`}${lines === undefined ? '' : `?lines=${lines}`}`),
+    readLogsFrom: (name, from) => api.request<{ text: string; next: number }>('GET', `${path`/vms/${name}/logs`}?from=${from}`),
+
+    listVolumes: () => api.request<VolumeWithUsers[]>('GET', '/disks'),
+    getVolume: (name) => api.request<VolumeWithUsers>('GET', path`/disks/${name}`),
+    createVolume: (input) => {
+      if (input.from?.includes('/')) throw invalidArgument('--from', 'a daemon links new disks to volumes only, not to files (import the file first: vireo disk import)');
+      return api.request<Volume>('POST', '/disks', input);
+    },
+    resizeVolume: (name, size, allowShrink) => api.request<Volume>('POST', path`/disks/${name}/resize`, { size, allowShrink }),
+    deleteVolume: async (name) => void (await api.request('DELETE', path`/disks/${name}`)),
+
+    listImages: () => api.request<ImageManifest[]>('GET', '/images'),
+    buildImage: async (kind, force, progress) => follow<ImageManifest>(await api.request<Operation>('POST', '/images', { kind, force }), progress),
+    deleteImage: async (name) => void (await api.request('DELETE', path`/images/${name}`)),
+
+    checkHost: () => api.request<HostReport>('GET', '/host'),
+    close: () => {},
+  };
+}

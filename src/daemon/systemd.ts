@@ -1,0 +1,46 @@
+/**
+ * The systemd unit for vireod. KillMode=process matters most: QEMUs run in
+ * their own sessions but would still sit in the daemon's cgroup, and the
+ * default (control-group) would kill every VM when the daemon stops or
+ * restarts. With it, stopping vireod stops only vireod, as with libvirtd.
+ */
+
+export interface UnitOptions {
+  /** Absolute path of the node binary. */
+  node: string;
+  /** Absolute path of the CLI's main.js. */
+  cli: string;
+  /** State directory (VIREO_HOME) when not the default /var/lib/vireo. */
+  home?: string;
+  /** Extra daemon flags, e.g. ['--listen', '0.0.0.0:8443']. */
+  daemonArgs?: string[];
+}
+
+/** systemd's quoting for ExecStart words: double quotes, with backslash and quote escaped. */
+function quoteWord(word: string): string {
+  return /^[A-Za-z0-9_@%+=:,./-]+$/.test(word) ? word : `"${word.replace(/[\\"]/g, '\\$&')}"`;
+}
+
+export function systemdUnit(options: UnitOptions): string {
+  const exec = [options.node, options.cli, 'daemon', ...(options.daemonArgs ?? [])].map(quoteWord).join(' ');
+  return [
+    '[Unit]',
+    'Description=Vireo virtualization daemon (REST API and events for KVM/QEMU virtual machines)',
+    'After=network-online.target',
+    'Wants=network-online.target',
+    '',
+    '[Service]',
+    'Type=simple',
+    `ExecStart=${exec}`,
+    ...(options.home ? [`Environment=${quoteWord(`VIREO_HOME=${options.home}`)}`] : []),
+    // Only the daemon is stopped; the VMs it started keep running and are found again at the next start.
+    'KillMode=process',
+    'Restart=on-failure',
+    'RestartSec=2s',
+    'TimeoutStopSec=30s',
+    '',
+    '[Install]',
+    'WantedBy=multi-user.target',
+    '',
+  ].join('\n');
+}
