@@ -47,7 +47,7 @@ describe('the CLI through a running daemon', () => {
       assert.match(listed.stdout, /^via\s+running\s+1\s+128 MiB\s+tcg/m);
 
       // The console goes through the daemon's WebSocket; a browser-like client may hold it at the same time.
-      const shared = daemon.api.console('via');
+      const shared = await daemon.api.console('via');
       await new Promise((resolve, reject) => {
         shared.once('open', resolve);
         shared.once('error', reject);

@@ -67,7 +67,7 @@ describe('vireod API', () => {
     assert.ok(stream.events.some((event) => event.kind === 'operation' && event.data['id'] === operation.id && event.data['state'] === 'running'), 'progress while running');
     assert.equal((await daemon.api.request<VmView>('GET', '/vms/api1')).runtime.state, 'running');
 
-    const socket = daemon.api.console('api1');
+    const socket = await daemon.api.console('api1');
     let output = '';
     socket.on('message', (data: Buffer) => (output += data.toString('utf8')));
     await new Promise((resolve, reject) => {
@@ -102,7 +102,7 @@ describe('vireod API', () => {
 
   test('a VM with an operation running refuses other changes with 409 naming the operation', async () => {
     // A guest that ignores the power button keeps the stop operation waiting.
-    const socket = daemon.api.console('api1');
+    const socket = await daemon.api.console('api1');
     await new Promise((resolve) => socket.once('open', resolve));
     socket.send('killall acpid\n');
     await new Promise((resolve) => setTimeout(resolve, 500));

@@ -7,7 +7,7 @@
  */
 import { request as httpRequest, type IncomingMessage, type RequestOptions } from 'node:http';
 import { request as httpsRequest } from 'node:https';
-import WebSocket from 'ws';
+import type WebSocket from 'ws';
 import { ERROR_CODES, VireoError, type ErrorCode } from '../core/errors.js';
 
 export interface VireoEvent {
@@ -175,8 +175,9 @@ export class ApiClient {
     });
   }
 
-  /** Opens the VM's serial console WebSocket. */
-  console(vm: string): WebSocket {
+  /** Opens the VM's serial console WebSocket (ws is loaded only here: most commands never need it). */
+  async console(vm: string): Promise<WebSocket> {
+    const { default: WebSocket } = await import('ws');
     const path = `/vms/${encodeURIComponent(vm)}/console`;
     if ('socketPath' in this.target) return new WebSocket(`ws+unix://${this.target.socketPath}:${path}`);
     const url = new URL(path, this.target.url);

@@ -5,7 +5,6 @@
  * followed to its end with its progress; the console is the daemon's
  * WebSocket, wrapped as a stream.
  */
-import { createWebSocketStream } from 'ws';
 import type { ApiClient, Operation } from '../../client/api-client.js';
 import { VireoError, invalidArgument } from '../../core/errors.js';
 import type { HostReport } from '../../core/host/check.js';
@@ -78,7 +77,7 @@ export function daemonBackend(api: ApiClient): Backend {
     pauseVm: async (name) => void (await api.request('POST', path`/vms/${name}/pause`)),
     resumeVm: async (name) => void (await api.request('POST', path`/vms/${name}/resume`)),
     openConsole: async (name) => {
-      const socket = api.console(name);
+      const socket = await api.console(name);
       await new Promise<void>((resolve, reject) => {
         socket.once('open', () => resolve());
         socket.once('close', (code: number, reason: Buffer) => reject(consoleCloseError(code, reason.toString('utf8'))));
@@ -93,6 +92,7 @@ export function daemonBackend(api: ApiClient): Backend {
         });
       });
       if (refused) throw refused;
+      const { createWebSocketStream } = await import('ws');
       return new SerialConsole(createWebSocketStream(socket));
     },
     readLogs: (name, lines) => api.request<string>('GET', `${path`/vms/${name}/logs`}${lines === undefined ? '' : `?lines=${lines}`}`),

@@ -11,13 +11,14 @@
  * instead would act on the wrong machine.
  */
 import { access } from 'node:fs/promises';
-import { ApiClient } from '../../client/api-client.js';
+import { isAbsolute, join } from 'node:path';
+import { homedir } from 'node:os';
+import type { ApiClient } from '../../client/api-client.js';
 import { isVireoError } from '../../core/errors.js';
 import type { VireoPaths } from '../../core/paths.js';
 import { note } from '../output.js';
-import { getDefaultRemote, getRemote, pinnedAgentOptions, remoteEndpoint, type Remote } from '../remotes.js';
+import type { Remote } from '../remotes.js';
 import type { Backend } from './backend.js';
-import { daemonBackend } from './daemon.js';
 import { localBackend } from './local.js';
 
 export interface BackendChoice {
@@ -25,23 +26,47 @@ export interface BackendChoice {
   remote?: string;
 }
 
+async function daemonBackend(api: ApiClient): Promise<Backend> {
+  return (await import('./daemon.js')).daemonBackend(api);
+}
+
 /** How long the local daemon gets to say hello before the CLI acts on its own. */
 const LOCAL_DAEMON_PROBE_MS = 2000;
 
-export function clientForRemote(remote: Remote): ApiClient {
+export async function clientForRemote(remote: Remote): Promise<ApiClient> {
+  const { remoteEndpoint, pinnedAgentOptions } = await import('../remotes.js');
+  const { ApiClient } = await import('../../client/api-client.js');
   const endpoint = remoteEndpoint(remote);
   if (endpoint.kind === 'unix') return new ApiClient({ socketPath: endpoint.socketPath });
   return new ApiClient({ url: remote.url, ...(remote.token ? { token: remote.token } : {}), tls: pinnedAgentOptions(remote) });
 }
 
+/**
+ * Where remotes.json would be (the same rule as remotes.ts, which is only
+ * loaded when the file exists: most hosts have no remotes, and every
+ * command's start-up time counts).
+ */
+export function remotesFileGuess(env: NodeJS.ProcessEnv): string {
+  if (env.VIREO_CONFIG_DIR) return join(env.VIREO_CONFIG_DIR, 'remotes.json');
+  const configHome = env.XDG_CONFIG_HOME && isAbsolute(env.XDG_CONFIG_HOME) ? env.XDG_CONFIG_HOME : join(homedir(), '.config');
+  return join(configHome, 'vireo', 'remotes.json');
+}
+
+const exists = (path: string) => access(path).then(() => true, () => false);
+
 export async function selectBackend(paths: VireoPaths, choice: BackendChoice, env: NodeJS.ProcessEnv = process.env): Promise<Backend> {
   if (choice.local) return localBackend(paths);
   const remoteName = choice.remote ?? env.VIREO_REMOTE;
-  const remote = remoteName !== undefined && remoteName !== '' ? await getRemote(remoteName) : await getDefaultRemote();
-  if (remote) return daemonBackend(clientForRemote(remote));
+  if ((remoteName !== undefined && remoteName !== '') || (await exists(remotesFileGuess(env)))) {
+    const { getDefaultRemote, getRemote, remotesConfigDir } = await import('../remotes.js');
+    const dir = remotesConfigDir(env);
+    const remote = remoteName !== undefined && remoteName !== '' ? await getRemote(remoteName, dir) : await getDefaultRemote(dir);
+    if (remote) return daemonBackend(await clientForRemote(remote));
+  }
 
   const socketPath = paths.daemonSocket;
-  if (!(await access(socketPath).then(() => true, () => false))) return localBackend(paths);
+  if (!(await exists(socketPath))) return localBackend(paths);
+  const { ApiClient } = await import('../../client/api-client.js');
   const api = new ApiClient({ socketPath });
   try {
     await api.request('GET', '/', undefined, { timeoutMs: LOCAL_DAEMON_PROBE_MS });

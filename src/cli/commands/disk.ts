@@ -5,7 +5,6 @@ import { resolve } from 'node:path';
 import { Command, Option } from 'commander';
 import { VireoError } from '../../core/errors.js';
 import { formatSize, requireSize } from '../../core/model/units.js';
-import { importVolume } from '../../core/storage/volumes.js';
 import type { CliContext } from '../context.js';
 import { Progress, note, printJson, printTable, printYaml } from '../output.js';
 
@@ -76,6 +75,7 @@ export function diskCommand(cli: CliContext): Command {
         throw new VireoError('invalid_state', `disk import reads a file on this host, so it cannot work through ${backend.description}; run it on that host`);
       }
       const progress = new Progress();
+      const { importVolume } = await import('../../core/storage/volumes.js');
       const volume = await importVolume(cli.paths(), {
         name: flags.name,
         file: resolve(file),

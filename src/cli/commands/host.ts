@@ -2,8 +2,6 @@
  * `vireo host ...`: can this machine run VMs, and make it able to.
  */
 import { Command } from 'commander';
-import { formatHostReport } from '../../core/host/check.js';
-import { setupHost } from '../../core/host/setup.js';
 import type { CliContext } from '../context.js';
 import { note, printJson } from '../output.js';
 
@@ -16,13 +14,14 @@ export function hostCommand(cli: CliContext): Command {
     .action(async (flags: { json?: boolean }) => {
       const report = await (await cli.backend()).checkHost();
       if (flags.json) printJson(report);
-      else process.stdout.write(`${formatHostReport(report)}\n`);
+      else process.stdout.write(`${(await import('../../core/host/check.js')).formatHostReport(report)}\n`);
       if (!report.canRunVms) process.exitCode = 7;
     });
 
   host.command('setup')
     .description('install what is missing (QEMU, qemu-img, firmware...) with the package manager')
     .action(async () => {
+      const { setupHost } = await import('../../core/host/setup.js');
       const result = await setupHost({ onOutput: (line: string) => note(line) });
       note(result.installed.length > 0 ? `installed: ${result.installed.join(', ')}` : 'everything needed is already installed');
     });

@@ -7,7 +7,10 @@
 import { Command } from 'commander';
 import { invalidArgument } from '../../core/errors.js';
 import { note, printJson, printTable } from '../output.js';
-import { addRemote, listRemotes, remoteEndpoint, removeRemote, setDefaultRemote, type Remote } from '../remotes.js';
+import type { Remote } from '../remotes.js';
+
+/** Loaded on use: the remotes store brings the schema library, which other commands need not load. */
+const remotes = () => import('../remotes.js');
 
 export function remoteCommand(): Command {
   const remote = new Command('remote').description('manage the daemons this CLI can talk to');
@@ -19,7 +22,7 @@ export function remoteCommand(): Command {
     .option('--ca <file>', 'trust the server through this CA certificate (PEM) instead of pinning its fingerprint')
     .action(async (name: string, url: string, flags: { token?: string; fingerprint?: string; ca?: string }) => {
       const token = flags.token === '-' ? await readTokenFromStdin() : flags.token;
-      const { remote: added, fetched } = await addRemote({
+      const { remote: added, fetched } = await (await remotes()).addRemote({
         name,
         url,
         ...(token !== undefined ? { token } : {}),
@@ -40,8 +43,9 @@ export function remoteCommand(): Command {
     .description('list remotes (never their tokens)')
     .option('--json', 'print as JSON')
     .action(async (flags: { json?: boolean }) => {
-      const { default: defaultName, remotes } = await listRemotes();
-      const views = remotes.map((entry) => remoteView(entry, entry.name === defaultName));
+      const store = await remotes();
+      const { default: defaultName, remotes: all } = await store.listRemotes();
+      const views = all.map((entry) => remoteView(entry, entry.name === defaultName, store.remoteEndpoint(entry).kind));
       if (flags.json) return printJson(views);
       printTable(
         ['NAME', 'URL', 'TOKEN', 'TRUST', 'DEFAULT'],
@@ -53,14 +57,14 @@ export function remoteCommand(): Command {
     .alias('rm')
     .description('forget a remote (and its token)')
     .action(async (name: string) => {
-      await removeRemote(name);
+      await (await remotes()).removeRemote(name);
       note(`removed remote '${name}'`);
     });
 
   remote.command('default <name>')
     .description('make commands talk to this remote unless told otherwise')
     .action(async (name: string) => {
-      await setDefaultRemote(name);
+      await (await remotes()).setDefaultRemote(name);
       note(`default remote is now '${name}'`);
     });
 
@@ -68,8 +72,7 @@ export function remoteCommand(): Command {
 }
 
 /** What is safe to show of a remote: whether it has a token, never the token. */
-function remoteView(remote: Remote, isDefault: boolean) {
-  const kind = remoteEndpoint(remote).kind;
+function remoteView(remote: Remote, isDefault: boolean, kind: 'unix' | 'https') {
   const trust =
     kind === 'unix' ? 'socket permissions'
     : remote.fingerprint256 && remote.ca ? `ca + pinned ${remote.fingerprint256.slice(0, 23)}...`

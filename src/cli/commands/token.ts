@@ -6,7 +6,10 @@
  */
 import { Command } from 'commander';
 import type { VireoPaths } from '../../core/paths.js';
-import { createToken, isExpired, listTokens, parseExpiry, revokeToken, type TokenRecord } from '../../daemon/tokens.js';
+import type { TokenRecord } from '../../daemon/tokens.js';
+
+/** Loaded on use: the token store brings the schema library, which other commands need not load. */
+const tokens = () => import('../../daemon/tokens.js');
 import { note, printJson, printTable } from '../output.js';
 
 export function tokenCommand(paths: () => VireoPaths): Command {
@@ -17,9 +20,9 @@ export function tokenCommand(paths: () => VireoPaths): Command {
     .option('--expires <lifetime>', 'when it expires: 12h, 30d, 2w, 1y or an ISO 8601 date (default: never)')
     .option('--json', 'print the token and its secret as JSON')
     .action(async (name: string, flags: { expires?: string; json?: boolean }) => {
-      const { record, secret } = await createToken(paths(), {
+      const { record, secret } = await (await tokens()).createToken(paths(), {
         name,
-        ...(flags.expires !== undefined ? { expiresAt: parseExpiry('expires', flags.expires) } : {}),
+        ...(flags.expires !== undefined ? { expiresAt: (await tokens()).parseExpiry('expires', flags.expires) } : {}),
       });
       // The secret alone on stdout, so that `TOKEN=$(vireo token create ci)` works; the rest on stderr.
       if (flags.json) printJson({ ...record, secret });
@@ -32,23 +35,24 @@ export function tokenCommand(paths: () => VireoPaths): Command {
     .description('list tokens (never their secrets)')
     .option('--json', 'print as JSON')
     .action(async (flags: { json?: boolean }) => {
-      const tokens = await listTokens(paths());
-      if (flags.json) return printJson(tokens);
-      printTable(['ID', 'NAME', 'CREATED', 'EXPIRES', 'LAST USED'], tokens.map(tokenRow));
+      const store = await tokens();
+      const records = await store.listTokens(paths());
+      if (flags.json) return printJson(records);
+      printTable(['ID', 'NAME', 'CREATED', 'EXPIRES', 'LAST USED'], records.map((record) => tokenRow(record, store.isExpired(record))));
     });
 
   token.command('revoke <id-or-name>')
     .description('revoke a token at once (the daemon refuses it from its next request)')
     .action(async (idOrName: string) => {
-      const revoked = await revokeToken(paths(), idOrName);
+      const revoked = await (await tokens()).revokeToken(paths(), idOrName);
       note(`revoked token '${revoked.name}' (id ${revoked.id})`);
     });
 
   return token;
 }
 
-function tokenRow(token: TokenRecord): string[] {
-  const expires = token.expiresAt === undefined ? 'never' : `${shortTime(token.expiresAt)}${isExpired(token) ? ' (expired)' : ''}`;
+function tokenRow(token: TokenRecord, expired: boolean): string[] {
+  const expires = token.expiresAt === undefined ? 'never' : `${shortTime(token.expiresAt)}${expired ? ' (expired)' : ''}`;
   return [token.id, token.name, shortTime(token.createdAt), expires, token.lastUsedAt ? shortTime(token.lastUsedAt) : '-'];
 }
 
