@@ -60,6 +60,18 @@ describe('the CLI through a running daemon', () => {
       assert.match(seenByOther, /through-the-42-daemon/);
       shared.close();
 
+      // Interactively too: typed input reaches the guest through the daemon, and Ctrl-] detaches.
+      const interactive = spawn(process.execPath, [cliPath, 'vm', 'console', 'via'], { env: { ...process.env, VIREO_HOME: home.home, VIREO_CONFIG_DIR: join(home.home, 'config') } });
+      let screen = '';
+      interactive.stdout.setEncoding('utf8').on('data', (text: string) => (screen += text));
+      const detached = new Promise<number | null>((resolve) => interactive.on('close', resolve));
+      interactive.stdin.write('echo typed-$((40+3))\n');
+      const deadline = Date.now() + 20_000;
+      while (!screen.includes('typed-43') && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 50));
+      assert.match(screen, /typed-43/);
+      interactive.stdin.write(Buffer.from([0x1d]));
+      assert.equal(await detached, 0);
+
       const logs = await home.vireo(['vm', 'logs', 'via', '-n', '50']);
       assert.match(logs.stdout, /vireo-guest: ready/);
 
