@@ -5,7 +5,10 @@ import { resolve } from 'node:path';
 import { Command, Option } from 'commander';
 import { formatSize, requireSize } from '../../core/model/units.js';
 import type { VireoPaths } from '../../core/paths.js';
-import { createVolume, deleteVolume, getVolume, importVolume, listVolumes, resizeVolume } from '../../core/storage/volumes.js';
+import { TRANSFER_FORMATS, type TransferFormat } from '../../core/storage/qemu-img.js';
+import { exportVolume, importImage } from '../../core/storage/transfer.js';
+import { createVolume, deleteVolume, getVolume, listVolumes } from '../../core/storage/volumes.js';
+import { resizeDisk } from '../../core/vm/disk-resize.js';
 import { vmsUsingVolume } from '../../core/vm/definitions.js';
 import { Progress, note, printJson, printTable, printYaml } from '../output.js';
 
@@ -60,26 +63,35 @@ export function diskCommand(paths: () => VireoPaths): Command {
     });
 
   disk.command('resize <name> <size>')
-    .description('change a volume\'s virtual size (growing; --shrink to allow shrinking)')
+    .description('change a volume\'s virtual size (growing, live on a running VM; --shrink to allow shrinking a stopped one)')
     .option('--shrink', 'allow shrinking (data past the new end is lost)')
     .action(async (name: string, size: string, flags: { shrink?: boolean }) => {
-      const volume = await resizeVolume(paths(), name, requireSize('size', size), { allowShrink: Boolean(flags.shrink) });
-      note(`volume '${name}' is now ${formatSize(volume.virtualSize)}`);
+      const volume = await resizeDisk(paths(), name, requireSize('size', size), { allowShrink: Boolean(flags.shrink) });
+      note(`volume '${name}' is now ${formatSize(volume.virtualSize)}${volume.live ? ` (live, on running VM '${volume.live}')` : ''}`);
     });
 
   disk.command('import <file>')
-    .description('copy an image file (raw, qcow2 or ISO) into storage')
+    .description('copy an image file (raw, qcow2, vmdk, vdi, vhdx or ISO) into storage')
     .requiredOption('--name <name>', 'name of the new volume')
     .addOption(new Option('--format <format>', 'format of the new volume').choices(['qcow2', 'raw']))
     .action(async (file: string, flags: { name: string; format?: 'qcow2' | 'raw' }) => {
       const progress = new Progress();
-      const volume = await importVolume(paths(), {
+      const volume = await importImage(paths(), {
         name: flags.name,
         file: resolve(file),
         ...(flags.format ? { format: flags.format } : {}),
         onProgress: (percent: number) => progress.update(`importing ${file}`, percent / 100),
       });
-      progress.done(`imported '${volume.name}' (${volume.format}, ${formatSize(volume.virtualSize)})`);
+      progress.done(`imported '${volume.name}' from ${volume.sourceFormat} (${volume.format}, ${formatSize(volume.virtualSize)})`);
+    });
+
+  disk.command('export <name> <file>')
+    .description('write a volume to a new file (not overwriting) in any of qcow2, raw, vmdk, vdi, vhdx')
+    .addOption(new Option('--format <format>', 'format of the file').choices([...TRANSFER_FORMATS]).default('qcow2'))
+    .action(async (name: string, file: string, flags: { format: TransferFormat }) => {
+      const progress = new Progress();
+      const result = await exportVolume(paths(), name, resolve(file), { format: flags.format, onProgress: (percent) => progress.update(`exporting ${name}`, percent / 100) });
+      progress.done(`exported '${name}' to ${result.file} (${result.format})`);
     });
 
   disk.command('delete <name>')
