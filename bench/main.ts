@@ -6,6 +6,7 @@ import { fileURLToPath } from 'node:url';
 import { join } from 'node:path';
 import { buildTinyImage } from '../src/core/image/tiny.js';
 import { vireoPaths } from '../src/core/paths.js';
+import { benchSnapshots } from './snapshots.js';
 import { benchStartTime } from './start-time.js';
 
 const runsFlag = process.argv.indexOf('--runs');
@@ -31,3 +32,18 @@ process.stdout.write('start to guest readiness line (tiny image, 1 vCPU, 256 MiB
 process.stdout.write(`  vireo vm start         ${fmt(vireo)}   (runs: ${start.vireoMs.map((ms) => (ms / 1000).toFixed(2)).join(' ')})\n`);
 process.stdout.write(`  plain qemu-system      ${fmt(plain)}   (runs: ${start.plainMs.map((ms) => (ms / 1000).toFixed(2)).join(' ')})\n`);
 process.stdout.write(`  ratio vireo/plain      ${(vireo / plain).toFixed(3)}   (goal: at most 1.10)\n`);
+
+const snapshots = await benchSnapshots({ runs, cli, imageHome });
+const line = (label: string, values: number[] | undefined) =>
+  values ? `  ${label.padEnd(34)} ${fmt(median(values))}   (runs: ${values.map((ms) => (ms / 1000).toFixed(3)).join(' ')})\n` : '';
+process.stdout.write('\nlinked clone of a template with a 10 GiB disk\n');
+process.stdout.write(line('vireo vm clone --linked', snapshots.linkedClone.vireoMs));
+process.stdout.write(line('qemu-img create -b (overlay only)', snapshots.linkedClone.qemuImgMs));
+process.stdout.write('\nlive snapshot of a running 256 MiB guest (memory + qcow2 disk)\n');
+process.stdout.write(line('vireo snapshot create', snapshots.snapshotCreate.vireoMs));
+process.stdout.write(line('plain QMP snapshot-save job', snapshots.snapshotCreate.qmpMs));
+process.stdout.write(line('virsh snapshot-create-as', snapshots.snapshotCreate.virshMs));
+process.stdout.write(line('vireo snapshot revert', snapshots.snapshotRevert.vireoMs));
+process.stdout.write(line('plain QMP snapshot-load job', snapshots.snapshotRevert.qmpMs));
+process.stdout.write(line('virsh snapshot-revert', snapshots.snapshotRevert.virshMs));
+for (const note of snapshots.notes) process.stdout.write(`  note: ${note}\n`);
