@@ -27,6 +27,7 @@ import { startVm } from '../vm/lifecycle.js';
 import { waitForExit } from '../vm/process.js';
 import { cleanRunDirectory, livePid } from '../vm/runtime.js';
 import { checkSnapshotName, readMetadata, withoutSnapshot, writeMetadata, type SnapshotMetadata, type SnapshotRecord } from './metadata.js';
+import { withQuiescedGuest } from '../vm/guest-agent.js';
 import { deleteInternalSnapshot, internalSnapshotTransaction, runSnapshotJob } from './qmp-jobs.js';
 
 /** A disk that snapshots cover: its volume, file, and QEMU node name. */
@@ -171,9 +172,11 @@ export async function createSnapshot(paths: VireoPaths, vm: string, options: Cre
           const vmState = status.running ? ('running' as const) : ('paused' as const);
           if (options.diskOnly) {
             options.onProgress?.('snapshotting disks (atomic across disks)');
-            await internalSnapshotTransaction(client, name, disks.map((disk) => disk.node));
-            record = { ...base, memory: false, vmState, quiesced: false };
-            notice = 'crash-consistent disk snapshot (the guest\'s filesystems were not frozen: no guest agent)';
+            const { quiesced } = await withQuiescedGuest(vmPaths(paths, vm).guestAgentSocket, () => internalSnapshotTransaction(client, name, disks.map((disk) => disk.node)));
+            record = { ...base, memory: false, vmState, quiesced };
+            notice = quiesced
+              ? 'the guest\'s filesystems were frozen through its guest agent for the snapshot'
+              : 'crash-consistent disk snapshot (the guest\'s filesystems were not frozen: no guest agent answered)';
           } else {
             options.onProgress?.('saving memory, devices and disks (snapshot-save)');
             const vmstate = disks[0]!;

@@ -73,7 +73,7 @@ export async function launchContext(paths: VireoPaths, def: VmDefinition): Promi
   }
 
   const runtime = vmPaths(paths, def.name);
-  for (const socket of [runtime.qmpSocket, runtime.statusSocket, runtime.eventSocket, runtime.serialSocket]) {
+  for (const socket of [runtime.qmpSocket, runtime.statusSocket, runtime.eventSocket, runtime.serialSocket, runtime.guestAgentSocket]) {
     if (Buffer.byteLength(socket) > MAX_SOCKET_PATH) {
       throw new VireoError('host_unsupported', `the socket path ${socket} is longer than ${MAX_SOCKET_PATH} bytes; set VIREO_HOME to a shorter directory`);
     }
