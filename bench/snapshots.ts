@@ -48,6 +48,8 @@ async function waitForLine(file: string, line: string, timeoutMs: number): Promi
   throw new Error(`timed out waiting for '${line}' in ${file}`);
 }
 
+export { benchVirshSnapshots };
+
 export async function benchSnapshots(options: { runs: number; cli: string; imageHome: string }): Promise<SnapshotBenchResult> {
   const home = await mkdtemp(join(tmpdir(), 'vireo-bench-snap-'));
   const notes: string[] = [];
@@ -177,7 +179,8 @@ async function benchVirshSnapshots(runs: number, paths: ReturnType<typeof vireoP
     const version = (await exec('virsh', ['--version'])).stdout.trim();
     return { createMs, revertMs, notes: [`virsh ${version}: internal snapshots of a running domain (memory + qcow2 disk); daemon ${daemon.how}`] };
   } catch (error) {
-    return { reason: `libvirt is installed but the benchmark failed: ${error instanceof Error ? error.message.split('\n')[0] : String(error)}` };
+    const stderr = (error as { stderr?: string }).stderr?.trim();
+    return { reason: `libvirt is installed but the benchmark failed: ${error instanceof Error ? error.message.split('\n')[0] : String(error)}${stderr ? ` (${stderr.split('\n').slice(-2).join(' ')})` : ''}` };
   } finally {
     await exec('virsh', ['-c', 'qemu:///system', 'destroy', name]).catch(() => undefined);
     await exec('virsh', ['-c', 'qemu:///system', 'undefine', name, '--snapshots-metadata']).catch(() => undefined);
