@@ -86,6 +86,9 @@ describe('clones and templates', () => {
     assert.match(edit.stderr, /template and cannot be edited/);
     const snapshot = await home.vireo(['snapshot', 'create', 'base', 'x']);
     assert.equal(snapshot.code, 5);
+    const resize = await home.vireo(['disk', 'resize', 'base-data', '128M']);
+    assert.equal(resize.code, 5);
+    assert.match(resize.stderr, /disk of template 'base', which is frozen/);
   });
 
   test('a linked clone is an overlay on the template\'s disk and boots with its data', async () => {

@@ -107,7 +107,7 @@ export interface SnapshotView extends SnapshotRecord {
 }
 
 export async function listSnapshots(paths: VireoPaths, vm: string): Promise<{ current?: string; snapshots: SnapshotView[]; pending?: SnapshotMetadata['pending'] }> {
-  const def = await loadDefinition(paths, vm);
+  await loadDefinition(paths, vm);
   const metadata = await readMetadata(paths, vm);
   const tags = new Map<string, InternalSnapshot[]>();
   for (const volume of new Set(metadata.snapshots.flatMap((snapshot) => snapshot.disks))) {
@@ -124,7 +124,6 @@ export async function listSnapshots(paths: VireoPaths, vm: string): Promise<{ cu
       ...(missing.length > 0 ? { problem: `missing on disk${missing.length > 1 ? 's' : ''} ${missing.join(', ')}` } : {}),
     };
   });
-  void def;
   return { ...(metadata.current ? { current: metadata.current } : {}), snapshots, ...(metadata.pending ? { pending: metadata.pending } : {}) };
 }
 

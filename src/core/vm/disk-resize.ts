@@ -15,7 +15,10 @@ import { livePid } from './runtime.js';
 
 export async function resizeDisk(paths: VireoPaths, name: string, size: number, options: { allowShrink?: boolean } = {}): Promise<Volume & { live?: string }> {
   const current = await getVolume(paths, name);
-  for (const def of await listDefinitions(paths)) {
+  const definitions = await listDefinitions(paths);
+  const template = definitions.find((def) => def.template && def.disks.some((disk) => disk.volume === name));
+  if (template) throw invalidState(`volume '${name}' is a disk of template '${template.name}', which is frozen; resize the disk of a clone instead`);
+  for (const def of definitions) {
     const index = def.disks.findIndex((disk) => disk.volume === name);
     if (index === -1 || (await livePid(paths, def)) === undefined) continue;
     if (def.disks[index]!.media !== 'disk') throw invalidArgument('name', `volume '${name}' is a CD-ROM of running VM '${def.name}'`);

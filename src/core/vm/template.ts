@@ -9,7 +9,7 @@
  * addresses and disk serials.
  */
 import { randomBytes } from 'node:crypto';
-import { chmod } from 'node:fs/promises';
+import { chmod, stat } from 'node:fs/promises';
 import { VireoError, invalidArgument, invalidState } from '../errors.js';
 import { checkName } from '../model/units.js';
 import { defineVm, parseVmSpec, type VmDefinition } from '../model/vm.js';
@@ -55,12 +55,17 @@ export async function makeTemplate(paths: VireoPaths, name: string): Promise<VmD
       }
     }
     const frozen: VmDefinition = { ...def, template: true };
-    // Read-only files: a base changing under its overlays would corrupt every linked clone.
-    for (const disk of def.disks.filter((candidate) => candidate.media === 'disk')) {
-      await chmod((await resolveVolume(paths, disk.volume)).path, 0o444);
-    }
-    await saveDefinition(paths, frozen);
-    return frozen;
+    return Reverter.run(async (reverter) => {
+      // Read-only files: a base changing under its overlays would corrupt every linked clone.
+      for (const disk of def.disks.filter((candidate) => candidate.media === 'disk')) {
+        const { path } = await resolveVolume(paths, disk.volume);
+        const mode = (await stat(path)).mode & 0o777;
+        await chmod(path, 0o444);
+        reverter.add(() => chmod(path, mode));
+      }
+      await saveDefinition(paths, frozen);
+      return frozen;
+    });
   });
 }
 
