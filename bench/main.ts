@@ -1,6 +1,6 @@
 /**
  * `npm run bench`: Vireo's figures next to the plain equivalent, in one run,
- * as medians. Usage: npm run bench [-- --runs N]
+ * as medians. Usage: npm run bench [-- --runs N] [--only start|snapshots]
  */
 import { fileURLToPath } from 'node:url';
 import { join } from 'node:path';
@@ -11,6 +11,8 @@ import { benchStartTime } from './start-time.js';
 
 const runsFlag = process.argv.indexOf('--runs');
 const runs = runsFlag === -1 ? 7 : Number(process.argv[runsFlag + 1]);
+const onlyFlag = process.argv.indexOf('--only');
+const only = onlyFlag === -1 ? undefined : process.argv[onlyFlag + 1];
 const repoRoot = fileURLToPath(new URL('../../', import.meta.url));
 const cli = join(repoRoot, 'dist', 'src', 'cli', 'main.js');
 const imageHome = join(repoRoot, '.vireo-dev', 'shared');
@@ -24,26 +26,33 @@ function median(values: number[]): number {
 await buildTinyImage(vireoPaths(imageHome));
 process.stdout.write(`Vireo benchmarks (${runs} runs each, medians; TCG unless this host has usable KVM)\n\n`);
 
-const start = await benchStartTime({ runs, cli, imageHome });
-const vireo = median(start.vireoMs);
-const plain = median(start.plainMs);
 const fmt = (ms: number) => `${(ms / 1000).toFixed(3)} s`;
-process.stdout.write('start to guest readiness line (tiny image, 1 vCPU, 256 MiB)\n');
-process.stdout.write(`  vireo vm start         ${fmt(vireo)}   (runs: ${start.vireoMs.map((ms) => (ms / 1000).toFixed(2)).join(' ')})\n`);
-process.stdout.write(`  plain qemu-system      ${fmt(plain)}   (runs: ${start.plainMs.map((ms) => (ms / 1000).toFixed(2)).join(' ')})\n`);
-process.stdout.write(`  ratio vireo/plain      ${(vireo / plain).toFixed(3)}   (goal: at most 1.10)\n`);
+if (only === undefined || only === 'start') {
+  const start = await benchStartTime({ runs, cli, imageHome });
+  const vireo = median(start.vireoMs);
+  const plain = median(start.plainMs);
+  process.stdout.write('start to guest readiness line (tiny image, 1 vCPU, 256 MiB)\n');
+  process.stdout.write(`  vireo vm start         ${fmt(vireo)}   (runs: ${start.vireoMs.map((ms) => (ms / 1000).toFixed(2)).join(' ')})\n`);
+  process.stdout.write(`  plain qemu-system      ${fmt(plain)}   (runs: ${start.plainMs.map((ms) => (ms / 1000).toFixed(2)).join(' ')})\n`);
+  process.stdout.write(`  ratio vireo/plain      ${(vireo / plain).toFixed(3)}   (goal: at most 1.10)\n`);
+}
 
-const snapshots = await benchSnapshots({ runs, cli, imageHome });
-const line = (label: string, values: number[] | undefined) =>
-  values ? `  ${label.padEnd(34)} ${fmt(median(values))}   (runs: ${values.map((ms) => (ms / 1000).toFixed(3)).join(' ')})\n` : '';
-process.stdout.write('\nlinked clone of a template with a 10 GiB disk\n');
-process.stdout.write(line('vireo vm clone --linked', snapshots.linkedClone.vireoMs));
-process.stdout.write(line('qemu-img create -b (overlay only)', snapshots.linkedClone.qemuImgMs));
-process.stdout.write('\nlive snapshot of a running 256 MiB guest (memory + qcow2 disk)\n');
-process.stdout.write(line('vireo snapshot create', snapshots.snapshotCreate.vireoMs));
-process.stdout.write(line('plain QMP snapshot-save job', snapshots.snapshotCreate.qmpMs));
-process.stdout.write(line('virsh snapshot-create-as', snapshots.snapshotCreate.virshMs));
-process.stdout.write(line('vireo snapshot revert', snapshots.snapshotRevert.vireoMs));
-process.stdout.write(line('plain QMP snapshot-load job', snapshots.snapshotRevert.qmpMs));
-process.stdout.write(line('virsh snapshot-revert', snapshots.snapshotRevert.virshMs));
-for (const note of snapshots.notes) process.stdout.write(`  note: ${note}\n`);
+if (only === undefined || only === 'snapshots') await reportSnapshots();
+
+/** Linked clones and live snapshots, next to qemu-img, plain QMP and virsh. */
+async function reportSnapshots(): Promise<void> {
+  const snapshots = await benchSnapshots({ runs, cli, imageHome });
+  const line = (label: string, values: number[] | undefined) =>
+    values ? `  ${label.padEnd(34)} ${fmt(median(values))}   (runs: ${values.map((ms) => (ms / 1000).toFixed(3)).join(' ')})\n` : '';
+  process.stdout.write('\nlinked clone of a template with a 10 GiB disk\n');
+  process.stdout.write(line('vireo vm clone --linked', snapshots.linkedClone.vireoMs));
+  process.stdout.write(line('qemu-img create -b (overlay only)', snapshots.linkedClone.qemuImgMs));
+  process.stdout.write('\nlive snapshot of a running 256 MiB guest (memory + qcow2 disk)\n');
+  process.stdout.write(line('vireo snapshot create', snapshots.snapshotCreate.vireoMs));
+  process.stdout.write(line('plain QMP snapshot-save job', snapshots.snapshotCreate.qmpMs));
+  process.stdout.write(line('virsh snapshot-create-as', snapshots.snapshotCreate.virshMs));
+  process.stdout.write(line('vireo snapshot revert', snapshots.snapshotRevert.vireoMs));
+  process.stdout.write(line('plain QMP snapshot-load job', snapshots.snapshotRevert.qmpMs));
+  process.stdout.write(line('virsh snapshot-revert', snapshots.snapshotRevert.virshMs));
+  for (const note of snapshots.notes) process.stdout.write(`  note: ${note}\n`);
+}
