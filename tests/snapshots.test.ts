@@ -28,6 +28,8 @@ interface Listing {
 describe('snapshots of a running guest', () => {
   let home: TestHome;
   let disk: string;
+  /** A second disk: every snapshot must cover it too (the guest does not mount it). */
+  let second: string;
   let frozenCount = 0;
 
   const guest = async (command: string): Promise<string> => {
@@ -43,11 +45,13 @@ describe('snapshots of a running guest', () => {
   const listing = async (): Promise<Listing> => JSON.parse((await vireoOk('snapshot', 'list', VM, '--json')).stdout) as Listing;
   /** -U: the running QEMU holds the image; the guest's writer is frozen while this runs. */
   const assertCheckClean = async (shared: boolean) => {
-    const { stdout } = await exec('qemu-img', ['check', '--output=json', ...(shared ? ['-U'] : []), '-f', 'qcow2', disk]).catch((error: { stdout: string }) => ({ stdout: error.stdout }));
-    const report = JSON.parse(stdout) as { corruptions?: number; leaks?: number; 'check-errors'?: number };
-    assert.equal(report.corruptions ?? 0, 0, `corruptions in ${disk}: ${stdout}`);
-    assert.equal(report['check-errors'] ?? 0, 0, stdout);
-    if (!shared) assert.equal(report.leaks ?? 0, 0, `leaks in ${disk}: ${stdout}`);
+    for (const image of [disk, second]) {
+      const { stdout } = await exec('qemu-img', ['check', '--output=json', ...(shared ? ['-U'] : []), '-f', 'qcow2', image]).catch((error: { stdout: string }) => ({ stdout: error.stdout }));
+      const report = JSON.parse(stdout) as { corruptions?: number; leaks?: number; 'check-errors'?: number };
+      assert.equal(report.corruptions ?? 0, 0, `corruptions in ${image}: ${stdout}`);
+      assert.equal(report['check-errors'] ?? 0, 0, stdout);
+      if (!shared) assert.equal(report.leaks ?? 0, 0, `leaks in ${image}: ${stdout}`);
+    }
   };
   /** Memory count, and the last count on disk read back from the device (page cache dropped). */
   const counts = async (): Promise<{ memory: number; disk: number }> => {
@@ -58,8 +62,9 @@ describe('snapshots of a running guest', () => {
 
   before(async () => {
     home = await createTestHome();
-    await vireoOk('vm', 'create', VM, '--image', 'tiny', '--memory', '192M', '--disk', '64M', '--no-nic');
+    await vireoOk('vm', 'create', VM, '--image', 'tiny', '--memory', '192M', '--disk', '64M', '--disk', '16M', '--no-nic');
     disk = `${home.paths.storage}/${VM}-disk0.qcow2`;
+    second = `${home.paths.storage}/${VM}-disk1.qcow2`;
     await vireoOk('vm', 'start', VM, '--wait', '120');
     await guest('(i=0; while :; do i=$((i+1)); echo $i > /tmp/counter; echo $i >> /mnt/disk/counter; sleep 0.1; done) </dev/null >/dev/null 2>&1 & echo $! > /tmp/loop.pid');
   });
@@ -93,12 +98,16 @@ describe('snapshots of a running guest', () => {
     await vireoOk('snapshot', 'create', VM, 's3');
     assert.deepEqual((await listing()).snapshots.map((snapshot) => [snapshot.name, snapshot.parent]), [['s1', undefined], ['s2', 's1'], ['s3', 's2']]);
 
+    const tagsBefore = await listSnapshots(disk);
     await vireoOk('snapshot', 'delete', VM, 's2');
     await assertCheckClean(true);
+    // The other snapshots are untouched: same ids, dates and saved-state sizes.
+    assert.deepEqual(await listSnapshots(disk), tagsBefore.filter((tag) => tag.name !== 's2'));
     const afterDelete = await listing();
     assert.deepEqual(afterDelete.snapshots.map((snapshot) => [snapshot.name, snapshot.parent]), [['s1', undefined], ['s3', 's1']]);
     assert.equal(afterDelete.current, 's3');
     assert.deepEqual((await listSnapshots(disk)).map((tag) => tag.name), ['s1', 's3'], 'only the tag of s2 is gone from the disk');
+    assert.deepEqual((await listSnapshots(second)).map((tag) => [tag.name, tag.vmStateSize]), [['s1', 0], ['s3', 0]], 'the second disk has the same tags, without memory');
     const tree = await vireoOk('snapshot', 'list', VM);
     assert.match(tree.stdout, /^s1\s+\S+ \S+\s+yes\s+[\d.]+ \w+\s+full\s+first$/m);
     assert.match(tree.stdout, /^└─ s3 \*\s+/m);
@@ -137,6 +146,7 @@ describe('snapshots of a running guest', () => {
     assert.deepEqual(afterKill.snapshots.map((snapshot) => snapshot.name), ['s1', 's3']);
     assert.equal(afterKill.pending, undefined);
     assert.deepEqual((await listSnapshots(disk)).map((tag) => tag.name), ['s1', 's3'], 'no trace of the cut snapshot on the disk');
+    assert.deepEqual((await listSnapshots(second)).map((tag) => tag.name), ['s1', 's3'], 'nor on the second disk');
     await assertCheckClean(false);
 
     // A snapshot with memory reverted onto the stopped VM starts it in that state.
@@ -160,7 +170,7 @@ describe('snapshots of a running guest', () => {
 
     await vireoOk('vm', 'stop', VM);
     const reverted = await vireoOk('snapshot', 'revert', VM, 'd1');
-    assert.match(reverted.stderr, /\(stopped\); qemu-img check clean on snap-disk0/);
+    assert.match(reverted.stderr, /\(stopped\); qemu-img check clean on snap-disk0, snap-disk1/);
     await assertCheckClean(false);
     await vireoOk('vm', 'start', VM, '--wait', '120');
     assert.equal(await guest('cat /mnt/disk/mark'), 'd1');
@@ -177,6 +187,7 @@ describe('snapshots of a running guest', () => {
     const deleted = await vireoOk('snapshot', 'delete', VM, 's1');
     assert.match(deleted.stderr, /qemu-img check clean/);
     assert.deepEqual((await listSnapshots(disk)).map((tag) => tag.name).sort(), ['cold', 'd1', 's3']);
+    assert.deepEqual((await listSnapshots(second)).map((tag) => tag.name).sort(), ['cold', 'd1', 's3']);
     await assertCheckClean(false);
 
     const digits = await home.vireo(['snapshot', 'create', VM, '123']);
