@@ -168,7 +168,7 @@ async function daemonRss(readings = 5): Promise<RssReading> {
 
 // ------------------------------------------------------------ daemon set-up
 
-interface DaemonControl {
+export interface DaemonControl {
   /** How the daemon was reached, for the notes. */
   how: string;
   /** Undo what was done to reach it (stop what was started). */
@@ -216,7 +216,7 @@ async function terminate(pids: number[]): Promise<void> {
   }
 }
 
-async function ensureDaemon(): Promise<DaemonControl | { reason: string }> {
+export async function ensureDaemon(): Promise<DaemonControl | { reason: string }> {
   const first = await reachable();
   if (first.code === 0) {
     return { how: `a libvirt daemon was already serving ${URI}; used as found and left running`, stop: async () => undefined };

@@ -1,9 +1,10 @@
 /**
  * `npm run bench`: Vireo's figures next to the plain equivalent, in one run,
- * as medians. Usage: npm run bench [-- --runs N] [-- --only start,daemon]
+ * as medians. Usage: npm run bench [-- --runs N] [-- --only start,daemon,snapshots]
  *
  * Sections: start (vm start to readiness vs plain qemu), daemon (API latency
- * and daemon memory vs libvirtd where libvirt is installed).
+ * and daemon memory vs libvirtd where libvirt is installed), snapshots (linked
+ * clones and live snapshots vs qemu-img, plain QMP and virsh).
  */
 import { fileURLToPath } from 'node:url';
 import { join } from 'node:path';
@@ -12,6 +13,7 @@ import { getImage } from '../src/core/image/store.js';
 import { vireoPaths } from '../src/core/paths.js';
 import { benchDaemon } from './daemon.js';
 import { benchLibvirt } from './libvirt.js';
+import { benchSnapshots } from './snapshots.js';
 import { benchStartTime } from './start-time.js';
 
 const runsFlag = process.argv.indexOf('--runs');
@@ -68,4 +70,24 @@ if (wanted('daemon')) {
   if (!libvirt.available) process.stdout.write(`  (libvirt: ${libvirt.reason})\n`);
   else for (const line of libvirt.notes) process.stdout.write(`  note: ${line}\n`);
   process.stdout.write('\n');
+}
+
+if (wanted('snapshots')) await reportSnapshots();
+
+/** Linked clones and live snapshots, next to qemu-img, plain QMP and virsh. */
+async function reportSnapshots(): Promise<void> {
+  const snapshots = await benchSnapshots({ runs, cli, imageHome });
+  const line = (label: string, values: number[] | undefined) =>
+    values ? `  ${label.padEnd(34)} ${fmt(median(values))}   (runs: ${values.map((ms) => (ms / 1000).toFixed(3)).join(' ')})\n` : '';
+  process.stdout.write('\nlinked clone of a template with a 10 GiB disk\n');
+  process.stdout.write(line('vireo vm clone --linked', snapshots.linkedClone.vireoMs));
+  process.stdout.write(line('qemu-img create -b (overlay only)', snapshots.linkedClone.qemuImgMs));
+  process.stdout.write('\nlive snapshot of a running 256 MiB guest (memory + qcow2 disk)\n');
+  process.stdout.write(line('vireo snapshot create', snapshots.snapshotCreate.vireoMs));
+  process.stdout.write(line('plain QMP snapshot-save job', snapshots.snapshotCreate.qmpMs));
+  process.stdout.write(line('virsh snapshot-create-as', snapshots.snapshotCreate.virshMs));
+  process.stdout.write(line('vireo snapshot revert', snapshots.snapshotRevert.vireoMs));
+  process.stdout.write(line('plain QMP snapshot-load job', snapshots.snapshotRevert.qmpMs));
+  process.stdout.write(line('virsh snapshot-revert', snapshots.snapshotRevert.virshMs));
+  for (const note of snapshots.notes) process.stdout.write(`  note: ${note}\n`);
 }

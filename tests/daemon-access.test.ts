@@ -64,6 +64,12 @@ describe('TLS and bearer tokens on TCP', () => {
     const client = new ApiClient({ url, token: secret, tls: pinnedAgentOptions({ url, fingerprint256: fingerprint }) });
     assert.deepEqual(await client.request('GET', '/vms'), []);
     assert.equal((await client.request<{ name: string }>('GET', '/')).name, 'vireod');
+    // Routes that name files on the daemon's host are not served to token holders.
+    for (const [path, body] of [['/disks/import', { name: 'x', file: '/etc/shadow' }], ['/disks/x/export', { file: '/etc/cron.d/evil' }]] as const) {
+      const refused = await failure(client.request('POST', path, body));
+      assert.deepEqual([refused.status, refused.code], [401, 'unauthorized']);
+      assert.match(refused.message, /served on its Unix socket only/);
+    }
 
     // Stored hashed: the secret appears nowhere in the daemon's state or log.
     assert.equal((await readTree(home.home)).includes(secret), false);

@@ -55,6 +55,8 @@ export interface VmPaths {
   /** A third monitor that the daemon holds open for as long as QEMU runs, to receive its events. */
   eventSocket: string;
   serialSocket: string;
+  /** The QEMU guest agent's channel (virtio-serial port org.qemu.guest_agent.0). */
+  guestAgentSocket: string;
   pidFile: string;
   consoleLog: string;
   runtimeState: string;
@@ -71,6 +73,7 @@ export function vmPaths(paths: VireoPaths, name: string): VmPaths {
     statusSocket: join(runDir, 'status.sock'),
     eventSocket: join(runDir, 'events.sock'),
     serialSocket: join(runDir, 'serial.sock'),
+    guestAgentSocket: join(runDir, 'qga.sock'),
     pidFile: join(runDir, 'qemu.pid'),
     consoleLog: join(dir, 'console.log'),
     runtimeState: join(runDir, 'state.json'),

@@ -30,8 +30,8 @@ export interface OperationError {
 export interface Operation {
   id: string;
   kind: string;
-  /** The VM (or image) it works on. */
-  target: { vm?: string; image?: string };
+  /** The VM (or image) it works on; newVm: the VM it makes (a clone). */
+  target: { vm?: string; image?: string; newVm?: string };
   state: OperationState;
   progress?: { message: string; fraction?: number };
   result?: unknown;

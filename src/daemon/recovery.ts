@@ -13,6 +13,7 @@ import { loadDefinition } from '../core/vm/definitions.js';
 import { waitForExit } from '../core/vm/process.js';
 import { cleanRunDirectory, livePid } from '../core/vm/runtime.js';
 import type { Operation, RecoveryHandler } from './operations.js';
+import { snapshotRecoveryHandlers } from './snapshot-recovery.js';
 
 async function withMonitor(paths: VireoPaths, vm: string, work: (client: QmpClient, pid: number) => Promise<void>): Promise<void> {
   const def = await loadDefinition(paths, vm).catch(() => undefined);
@@ -58,6 +59,7 @@ export function recoveryHandlers(paths: VireoPaths): Record<string, RecoveryHand
       }),
     // The power-down request was sent or not; either way nothing is half-made.
     'vm.stop': async () => {},
+    ...snapshotRecoveryHandlers(paths),
     'image.build': async () => {
       await removeStaleScratch(paths.cache).catch(() => {});
     },

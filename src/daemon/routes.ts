@@ -13,12 +13,14 @@ import { deleteImage, listImages, getImage } from '../core/image/store.js';
 import { Name, VmSpecSchema } from '../core/model/vm.js';
 import { parseSize } from '../core/model/units.js';
 import { vmPaths } from '../core/paths.js';
-import { createVolume, deleteVolume, getVolume, listVolumes, resizeVolume } from '../core/storage/volumes.js';
+import { createVolume, deleteVolume, getVolume, listVolumes } from '../core/storage/volumes.js';
+import { resizeDisk } from '../core/vm/disk-resize.js';
 import { loadDefinition, vmsUsingImage, vmsUsingVolume } from '../core/vm/definitions.js';
 import { killVm, pauseVm, rebootVm, resumeVm, startVm, stopVm } from '../core/vm/lifecycle.js';
 import { createVm, deleteVm, editVm, getVm, listVms } from '../core/vm/manage.js';
 import { readConsoleLogFrom } from '../core/vm/console.js';
 import type { DaemonState } from './state.js';
+import { snapshotRoutes } from './snapshot-routes.js';
 
 export type HttpMethod = 'GET' | 'POST' | 'PUT' | 'DELETE';
 
@@ -45,6 +47,12 @@ export interface Route {
   params?: z.ZodType;
   query?: z.ZodType;
   body?: z.ZodType;
+  /**
+   * Set on routes that read or write files on the daemon's host by path: they are
+   * served on the Unix socket only (whose users already act as the host's admin),
+   * never to a token holder over TCP, who could otherwise plant or read host files.
+   */
+  socketOnly?: boolean;
   /** Success status and what it returns, for the OpenAPI document. */
   status: number;
   returns: string;
@@ -252,7 +260,7 @@ export const routes: Route[] = [
   },
   {
     method: 'POST', path: '/disks/:name/resize', tag: 'disks', summary: 'Grow (or, with allowShrink, shrink) a volume', params: DiskName, body: ResizeDiskBody, status: 200, returns: 'Volume',
-    handler: async ({ params, body, daemon }) => resizeVolume(daemon.paths, params.name, body.size, { allowShrink: body.allowShrink }),
+    handler: async ({ params, body, daemon }) => resizeDisk(daemon.paths, params.name, body.size, { allowShrink: body.allowShrink }),
   },
   {
     method: 'DELETE', path: '/disks/:name', tag: 'disks', summary: 'Delete a volume no VM uses', params: DiskName, status: 200, returns: 'Deleted',
@@ -296,6 +304,8 @@ export const routes: Route[] = [
       return { deleted: params.name };
     },
   },
+
+  ...snapshotRoutes,
 
   // Operations
   {

@@ -161,6 +161,9 @@ async function buildApp(state: DaemonState, options: DaemonOptions, auth: 'socke
       method: route.method,
       url: route.path,
       handler: async (request, reply) => {
+        if (route.socketOnly && auth !== 'socket') {
+          throw new VireoError('unauthorized', `${route.method} ${route.path} names files on the daemon's host, so it is served on its Unix socket only`);
+        }
         const params = validate(route.params, request.params, 'path');
         const query = validate(route.query, request.query, 'query');
         const body = route.body ? validate(route.body, request.body, 'body') : undefined;

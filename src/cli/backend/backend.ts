@@ -12,6 +12,16 @@ import type { Volume } from '../../core/storage/volumes.js';
 import type { SerialConsole } from '../../core/vm/console.js';
 import type { StartResult } from '../../core/vm/lifecycle.js';
 import type { NewDisk, VmInfo } from '../../core/vm/manage.js';
+import type { RevertResult, SnapshotResult, SnapshotView, DiskCheck } from '../../core/snapshot/snapshots.js';
+import type { TransferFormat } from '../../core/storage/qemu-img.js';
+import type { CloneResult } from '../../core/vm/template.js';
+import type { SnapshotMetadata } from '../../core/snapshot/metadata.js';
+
+export interface SnapshotListing {
+  current?: string;
+  snapshots: SnapshotView[];
+  pending?: SnapshotMetadata['pending'];
+}
 
 /** Progress of long work: a step, and how far along (0..1) when known. */
 export type ProgressSink = (message: string, fraction?: number) => void;
@@ -56,10 +66,21 @@ export interface Backend {
   /** Console output from byte offset `from` on (at most a few MiB), and the offset to ask from next time. */
   readLogsFrom(name: string, from: number): Promise<{ text: string; next: number }>;
 
+  createSnapshot(vm: string, input: { name: string; diskOnly: boolean; description?: string }, progress: ProgressSink): Promise<SnapshotResult>;
+  listSnapshots(vm: string): Promise<SnapshotListing>;
+  revertSnapshot(vm: string, name: string, progress: ProgressSink): Promise<RevertResult>;
+  deleteSnapshot(vm: string, name: string, progress: ProgressSink): Promise<{ deleted: string; checks: DiskCheck[] }>;
+  cloneVm(source: string, name: string, linked: boolean, progress: ProgressSink): Promise<CloneResult>;
+  makeTemplate(name: string): Promise<void>;
+
   listVolumes(): Promise<VolumeWithUsers[]>;
   getVolume(name: string): Promise<VolumeWithUsers>;
   createVolume(input: CreateDiskInput): Promise<Volume>;
-  resizeVolume(name: string, size: number, allowShrink: boolean): Promise<Volume>;
+  /** Live (block_resize) when a running VM uses the volume: `live` names that VM. */
+  resizeVolume(name: string, size: number, allowShrink: boolean): Promise<Volume & { live?: string }>;
+  /** Both name files on the machine that carries the command out (so only on this host or through the local daemon). */
+  importImage(input: { name: string; file: string; format?: 'qcow2' | 'raw' }, progress: ProgressSink): Promise<Volume & { sourceFormat: TransferFormat }>;
+  exportVolume(name: string, file: string, format: TransferFormat, progress: ProgressSink): Promise<{ file: string; format: TransferFormat }>;
   deleteVolume(name: string): Promise<void>;
 
   listImages(): Promise<ImageManifest[]>;

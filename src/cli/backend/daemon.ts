@@ -14,7 +14,10 @@ import type { Volume } from '../../core/storage/volumes.js';
 import { SerialConsole } from '../../core/vm/console.js';
 import type { StartResult } from '../../core/vm/lifecycle.js';
 import type { VmInfo } from '../../core/vm/manage.js';
-import type { Backend, ProgressSink, VolumeWithUsers } from './backend.js';
+import type { DiskCheck, RevertResult, SnapshotResult } from '../../core/snapshot/snapshots.js';
+import type { TransferFormat } from '../../core/storage/qemu-img.js';
+import type { CloneResult } from '../../core/vm/template.js';
+import type { Backend, ProgressSink, SnapshotListing, VolumeWithUsers } from './backend.js';
 
 const path = (strings: TemplateStringsArray, ...names: string[]) =>
   strings.reduce((text, part, index) => text + part + (index < names.length ? encodeURIComponent(names[index]!) : ''), '');
@@ -98,13 +101,22 @@ export function daemonBackend(api: ApiClient): Backend {
     readLogs: (name, lines) => api.request<string>('GET', `${path`/vms/${name}/logs`}${lines === undefined ? '' : `?lines=${lines}`}`),
     readLogsFrom: (name, from) => api.request<{ text: string; next: number }>('GET', `${path`/vms/${name}/logs`}?from=${from}`),
 
+    createSnapshot: async (vm, input, progress) => follow<SnapshotResult>(await api.request<Operation>('POST', path`/vms/${vm}/snapshots`, input), progress, vm),
+    listSnapshots: (vm) => api.request<SnapshotListing>('GET', path`/vms/${vm}/snapshots`),
+    revertSnapshot: async (vm, name, progress) => follow<RevertResult>(await api.request<Operation>('POST', path`/vms/${vm}/snapshots/${name}/revert`), progress, vm),
+    deleteSnapshot: async (vm, name, progress) => follow<{ deleted: string; checks: DiskCheck[] }>(await api.request<Operation>('DELETE', path`/vms/${vm}/snapshots/${name}`), progress, vm),
+    cloneVm: async (source, name, linked, progress) => follow<CloneResult>(await api.request<Operation>('POST', path`/vms/${source}/clone`, { name, linked }), progress, source),
+    makeTemplate: async (name) => void (await api.request('POST', path`/vms/${name}/template`)),
+
     listVolumes: () => api.request<VolumeWithUsers[]>('GET', '/disks'),
     getVolume: (name) => api.request<VolumeWithUsers>('GET', path`/disks/${name}`),
     createVolume: (input) => {
       if (input.from?.includes('/')) throw invalidArgument('--from', 'a daemon links new disks to volumes only, not to files (import the file first: vireo disk import)');
       return api.request<Volume>('POST', '/disks', input);
     },
-    resizeVolume: (name, size, allowShrink) => api.request<Volume>('POST', path`/disks/${name}/resize`, { size, allowShrink }),
+    resizeVolume: (name, size, allowShrink) => api.request<Volume & { live?: string }>('POST', path`/disks/${name}/resize`, { size, allowShrink }),
+    importImage: async (input, progress) => follow<Volume & { sourceFormat: TransferFormat }>(await api.request<Operation>('POST', '/disks/import', input), progress),
+    exportVolume: async (name, file, format, progress) => follow<{ file: string; format: TransferFormat }>(await api.request<Operation>('POST', path`/disks/${name}/export`, { file, format }), progress),
     deleteVolume: async (name) => void (await api.request('DELETE', path`/disks/${name}`)),
 
     listImages: () => api.request<ImageManifest[]>('GET', '/images'),

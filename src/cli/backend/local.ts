@@ -17,6 +17,9 @@ const volumes = () => import('../../core/storage/volumes.js');
 const definitions = () => import('../../core/vm/definitions.js');
 const images = () => import('../../core/image/store.js');
 const consoles = () => import('../../core/vm/console.js');
+const snapshots = () => import('../../core/snapshot/snapshots.js');
+const templates = () => import('../../core/vm/template.js');
+const transfer = () => import('../../core/storage/transfer.js');
 
 export function localBackend(paths: VireoPaths): Backend {
   const usersOf = async (volume: string) => (await definitions()).vmsUsingVolume(paths, volume);
@@ -55,10 +58,22 @@ export function localBackend(paths: VireoPaths): Backend {
     },
     readLogsFrom: async (name, from) => (await consoles()).readConsoleLogFrom(vmPaths(paths, name).consoleLog, from),
 
+    createSnapshot: async (vm, input, progress) =>
+      (await snapshots()).createSnapshot(paths, vm, { ...input, onProgress: (message) => progress(message) }),
+    listSnapshots: async (vm) => (await snapshots()).listSnapshots(paths, vm),
+    revertSnapshot: async (vm, name, progress) => (await snapshots()).revertSnapshot(paths, vm, name, { onProgress: (message) => progress(message) }),
+    deleteSnapshot: async (vm, name, progress) => (await snapshots()).deleteSnapshot(paths, vm, name, { onProgress: (message) => progress(message) }),
+    cloneVm: async (source, name, linked, progress) => (await templates()).cloneVm(paths, source, name, { linked, onProgress: (message, fraction) => progress(message, fraction) }),
+    makeTemplate: async (name) => void (await (await templates()).makeTemplate(paths, name)),
+
     listVolumes: async () => Promise.all((await (await volumes()).listVolumes(paths)).map(async (volume) => ({ ...volume, usedBy: await usersOf(volume.name) }))),
     getVolume: async (name) => ({ ...(await (await volumes()).getVolume(paths, name)), usedBy: await usersOf(name) }),
     createVolume: async (input) => (await volumes()).createVolume(paths, input),
-    resizeVolume: async (name, size, allowShrink) => (await volumes()).resizeVolume(paths, name, size, { allowShrink }),
+    resizeVolume: async (name, size, allowShrink) => (await import('../../core/vm/disk-resize.js')).resizeDisk(paths, name, size, { allowShrink }),
+    importImage: async (input, progress) =>
+      (await transfer()).importImage(paths, { ...input, onProgress: (percent: number) => progress(`importing ${input.file}`, percent / 100) }),
+    exportVolume: async (name, file, format, progress) =>
+      (await transfer()).exportVolume(paths, name, file, { format, onProgress: (percent: number) => progress(`exporting ${name}`, percent / 100) }),
     deleteVolume: async (name) => (await volumes()).deleteVolume(paths, name, { usedBy: usersOf }),
 
     listImages: async () => (await images()).listImages(paths),

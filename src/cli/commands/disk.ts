@@ -5,6 +5,8 @@ import { resolve } from 'node:path';
 import { Command, Option } from 'commander';
 import { VireoError } from '../../core/errors.js';
 import { formatSize, requireSize } from '../../core/model/units.js';
+import { TRANSFER_FORMATS, type TransferFormat } from '../../core/storage/qemu-img.js';
+import type { Backend } from '../backend/backend.js';
 import type { CliContext } from '../context.js';
 import { Progress, note, printJson, printTable, printYaml } from '../output.js';
 
@@ -57,32 +59,35 @@ export function diskCommand(cli: CliContext): Command {
     });
 
   disk.command('resize <name> <size>')
-    .description('change a volume\'s virtual size (growing; --shrink to allow shrinking)')
+    .description('change a volume\'s virtual size (growing, live on a running VM; --shrink to allow shrinking a stopped one)')
     .option('--shrink', 'allow shrinking (data past the new end is lost)')
     .action(async (name: string, size: string, flags: { shrink?: boolean }) => {
       const volume = await (await cli.backend()).resizeVolume(name, requireSize('size', size), Boolean(flags.shrink));
-      note(`volume '${name}' is now ${formatSize(volume.virtualSize)}`);
+      note(`volume '${name}' is now ${formatSize(volume.virtualSize)}${volume.live ? ` (live, on running VM '${volume.live}')` : ''}`);
     });
 
   disk.command('import <file>')
-    .description('copy an image file (raw, qcow2 or ISO) into storage')
+    .description('copy an image file (raw, qcow2, vmdk, vdi, vhdx or ISO) into storage')
     .requiredOption('--name <name>', 'name of the new volume')
     .addOption(new Option('--format <format>', 'format of the new volume').choices(['qcow2', 'raw']))
     .action(async (file: string, flags: { name: string; format?: 'qcow2' | 'raw' }) => {
-      const backend = await cli.backend();
-      // The file is on this host: a remote daemon cannot read it (uploads are not part of the API yet).
-      if (!backend.onThisHost) {
-        throw new VireoError('invalid_state', `disk import reads a file on this host, so it cannot work through ${backend.description}; run it on that host`);
-      }
+      const backend = await filesBackend(cli, 'disk import reads');
       const progress = new Progress();
-      const { importVolume } = await import('../../core/storage/volumes.js');
-      const volume = await importVolume(cli.paths(), {
-        name: flags.name,
-        file: resolve(file),
-        ...(flags.format ? { format: flags.format } : {}),
-        onProgress: (percent: number) => progress.update(`importing ${file}`, percent / 100),
-      });
-      progress.done(`imported '${volume.name}' (${volume.format}, ${formatSize(volume.virtualSize)})`);
+      const volume = await backend.importImage(
+        { name: flags.name, file: resolve(file), ...(flags.format ? { format: flags.format } : {}) },
+        (message, fraction) => progress.update(message, fraction ?? 0),
+      );
+      progress.done(`imported '${volume.name}' from ${volume.sourceFormat} (${volume.format}, ${formatSize(volume.virtualSize)})`);
+    });
+
+  disk.command('export <name> <file>')
+    .description('write a volume to a new file (not overwriting) in any of qcow2, raw, vmdk, vdi, vhdx')
+    .addOption(new Option('--format <format>', 'format of the file').choices([...TRANSFER_FORMATS]).default('qcow2'))
+    .action(async (name: string, file: string, flags: { format: TransferFormat }) => {
+      const backend = await filesBackend(cli, 'disk export writes');
+      const progress = new Progress();
+      const result = await backend.exportVolume(name, resolve(file), flags.format, (message, fraction) => progress.update(message, fraction ?? 0));
+      progress.done(`exported '${name}' to ${result.file} (${result.format})`);
     });
 
   disk.command('delete <name>')
@@ -94,6 +99,16 @@ export function diskCommand(cli: CliContext): Command {
     });
 
   return disk;
+}
+
+/**
+ * The backend for a command that names a file on this host: the local one or
+ * the local daemon; a remote daemon would look for the file on its own host.
+ */
+async function filesBackend(cli: CliContext, what: string): Promise<Backend> {
+  const backend = await cli.backend();
+  if (!backend.onThisHost) throw new VireoError('invalid_state', `${what} a file on this host, so it cannot work through ${backend.description}; run it on that host`);
+  return backend;
 }
 
 /** A source with a slash is a file path (made absolute here); otherwise a volume name. */

@@ -14,6 +14,7 @@ import type { CliContext } from '../context.js';
 import { Progress, formatDuration, note, printJson, printTable, printYaml } from '../output.js';
 import { attachConsole } from '../console.js';
 import { asSource } from './disk.js';
+import { addCloneCommands } from './vm-clone.js';
 
 type Spec = Record<string, unknown>;
 
@@ -294,6 +295,7 @@ export function vmCommand(cli: CliContext): Command {
       await printLogs(await cli.backend(), name, lines, Boolean(flags.follow));
     });
 
+  addCloneCommands(vm, cli);
   return vm;
 }
 

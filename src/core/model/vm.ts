@@ -162,6 +162,10 @@ export interface VmDefinition extends VmSpec {
   uuid: string;
   nics: (NicSpec & { mac: string })[];
   createdAt: string;
+  /** A frozen VM that clones are made from: never started or edited, its disks read-only bases. */
+  template?: boolean;
+  /** The template or VM this one was cloned from. */
+  clonedFrom?: string;
 }
 
 /** Validates a spec; the first problem becomes an error naming its field. */
@@ -232,6 +236,7 @@ export function defineVm(spec: VmSpec, previous?: VmDefinition): VmDefinition {
     nics,
     uuid: previous?.uuid ?? randomUUID(),
     createdAt: previous?.createdAt ?? new Date().toISOString(),
+    ...(previous?.clonedFrom !== undefined ? { clonedFrom: previous.clonedFrom } : {}),
   };
 }
 

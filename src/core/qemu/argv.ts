@@ -17,7 +17,7 @@ export interface ResolvedVolume {
 export interface LaunchContext {
   accel: 'kvm' | 'tcg';
   /** Runtime files of this VM (see vmPaths). */
-  runtime: { qmpSocket: string; statusSocket: string; eventSocket: string; serialSocket: string; pidFile: string; consoleLog: string };
+  runtime: { qmpSocket: string; statusSocket: string; eventSocket: string; serialSocket: string; pidFile: string; consoleLog: string; guestAgentSocket?: string };
   /** Every volume the definition names, resolved to a file and its format. */
   volumes: Record<string, ResolvedVolume>;
   /** Direct kernel boot, resolved from an image or from paths. */
@@ -129,6 +129,13 @@ export function buildQemuArgv(def: VmDefinition, ctx: LaunchContext): string[] {
     if (boot !== undefined) device.bootindex = boot;
     push('-device', json(device));
   });
+
+  if (ctx.runtime.guestAgentSocket) {
+    // The guest agent's channel: quiesces filesystems for disk-only snapshots when the guest runs qemu-ga.
+    push('-chardev', `socket,id=qga0,path=${escapeKeyval(ctx.runtime.guestAgentSocket)},server=on,wait=off`);
+    push('-device', json({ driver: 'virtio-serial-pci', id: 'vserial0' }));
+    push('-device', json({ driver: 'virtserialport', id: 'qga0-port', bus: 'vserial0.0', chardev: 'qga0', name: 'org.qemu.guest_agent.0' }));
+  }
 
   if (def.rng) {
     push('-object', json({ 'qom-type': 'rng-random', id: 'rng0', filename: '/dev/urandom' }));

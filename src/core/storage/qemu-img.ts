@@ -313,3 +313,113 @@ function toCheckResult(argv: string[], value: unknown): CheckResult {
   }
   return result;
 }
+
+/* ------------------------------------------------- internal snapshots, foreign formats */
+
+/** Formats Vireo reads from or writes to files outside storage (import, export), never keeps as volumes. */
+export type ForeignFormat = 'vmdk' | 'vdi' | 'vhdx';
+export type TransferFormat = ImageFormat | ForeignFormat;
+export const TRANSFER_FORMATS: readonly TransferFormat[] = ['qcow2', 'raw', 'vmdk', 'vdi', 'vhdx'];
+
+/** One internal snapshot of a qcow2 image, as `qemu-img info` lists it. */
+export interface InternalSnapshot {
+  id: string;
+  name: string;
+  /** Bytes of saved VM state (memory and devices); 0 for a disk-only snapshot. */
+  vmStateSize: number;
+  dateSeconds: number;
+}
+
+/** Internal snapshots of a qcow2 image. -U: readable while a running QEMU holds the image. */
+export async function listSnapshots(path: string): Promise<InternalSnapshot[]> {
+  requireImagePath(path);
+  const argv = ['info', '--output=json', '-U', '-f', 'qcow2', path];
+  const parsed = parseJson(argv, (await run(argv)).stdout);
+  if (!isRecord(parsed)) throw unexpectedOutput(argv, 'expected a JSON object');
+  const list = Array.isArray(parsed.snapshots) ? parsed.snapshots : [];
+  return list.filter(isRecord).map((entry) => ({
+    id: String(entry.id ?? ''),
+    name: String(entry.name ?? ''),
+    vmStateSize: typeof entry['vm-state-size'] === 'number' ? entry['vm-state-size'] : 0,
+    dateSeconds: typeof entry['date-sec'] === 'number' ? entry['date-sec'] : 0,
+  }));
+}
+
+/**
+ * `qemu-img snapshot`: -c creates, -a applies (reverts the disk to), -d
+ * deletes an internal snapshot. That subcommand has no -f, so the format is
+ * stated through --image-opts (driver=qcow2), never probed.
+ */
+export async function snapshot(path: string, action: 'create' | 'apply' | 'delete', tag: string): Promise<void> {
+  requireImagePath(path);
+  const flag = action === 'create' ? '-c' : action === 'apply' ? '-a' : '-d';
+  await run(['snapshot', '-q', '--image-opts', flag, tag, `driver=qcow2,file.driver=file,file.filename=${path.replaceAll(',', ',,')}`]);
+}
+
+/** Repairs leaked clusters only: the one repair that never touches data a snapshot or the guest uses. */
+export async function repairLeaks(path: string, format: ImageFormat): Promise<CheckResult> {
+  requireImagePath(path);
+  const argv = ['check', '--output=json', '-r', 'leaks', '-f', format, path];
+  try {
+    return toCheckResult(argv, parseJson(argv, (await run(argv)).stdout));
+  } catch (error) {
+    if (error instanceof VireoError && error.code === 'command_failed') {
+      const stdout = typeof error.details.stdout === 'string' ? error.details.stdout : '';
+      if (stdout.trim().startsWith('{')) return toCheckResult(argv, parseJson(argv, stdout));
+    }
+    throw error;
+  }
+}
+
+/** Copies between any transfer formats, formats always named (-f, -O). */
+export async function convertAny(
+  src: string,
+  srcFormat: TransferFormat,
+  dst: string,
+  dstFormat: TransferFormat,
+  options: { onProgress?: (percent: number) => void } = {},
+): Promise<void> {
+  requireImagePath(src);
+  requireImagePath(dst);
+  const argv = ['convert', ...(options.onProgress ? ['-p'] : []), '-f', srcFormat, '-O', dstFormat, src, dst];
+  await run(argv, options.onProgress ? createProgressParser(options.onProgress) : undefined);
+}
+
+/**
+ * Probes an image a user brings in for import: raw, qcow2, vmdk, vdi or
+ * vhdx. Refused: other formats, backing files, external data files, and
+ * VMDKs whose data lives in extent files other than the probed file itself
+ * (a descriptor can name any file on the host).
+ */
+export async function detectTransferFormat(path: string, options: { field?: string } = {}): Promise<TransferFormat> {
+  const field = options.field ?? 'file';
+  if (!isAbsolute(path)) throw invalidArgument(field, `'${path}' must be an absolute path`);
+  const argv = ['info', '--output=json', path];
+  let raw: unknown;
+  try {
+    raw = parseJson(argv, (await run(argv)).stdout);
+  } catch (error) {
+    if (error instanceof VireoError && error.code === 'command_failed') {
+      const reason = firstLine(typeof error.details.stderr === 'string' ? error.details.stderr : '');
+      throw new VireoError('invalid_argument', `${field}: cannot read image '${path}': ${reason}`, { field }, { cause: error });
+    }
+    throw error;
+  }
+  const probed = toImageInfo(argv, raw);
+  if (!(TRANSFER_FORMATS as readonly string[]).includes(probed.format)) {
+    throw invalidArgument(field, `'${path}' is a ${probed.format} image; supported: ${TRANSFER_FORMATS.join(', ')}`);
+  }
+  if (probed['backing-filename'] !== undefined) {
+    throw invalidArgument(field, `'${path}' has a backing file (${probed['backing-filename']}); import the image it is based on, or flatten it first with qemu-img convert`);
+  }
+  if (probed['data-file'] !== undefined) throw invalidArgument(field, `'${path}' has an external data file`);
+  if (probed.format === 'vmdk') {
+    const specific = isRecord(raw) && isRecord(raw['format-specific']) && isRecord(raw['format-specific'].data) ? raw['format-specific'].data : {};
+    const extents = Array.isArray(specific.extents) ? specific.extents.filter(isRecord) : [];
+    const elsewhere = extents.map((extent) => String(extent.filename ?? '')).filter((file) => file !== path && file !== probed.filename);
+    if (elsewhere.length > 0) {
+      throw invalidArgument(field, `'${path}' is a VMDK descriptor whose data is in other files (${elsewhere.join(', ')}); only single-file VMDKs are imported`);
+    }
+  }
+  return probed.format as TransferFormat;
+}

@@ -73,7 +73,7 @@ export async function launchContext(paths: VireoPaths, def: VmDefinition): Promi
   }
 
   const runtime = vmPaths(paths, def.name);
-  for (const socket of [runtime.qmpSocket, runtime.statusSocket, runtime.eventSocket, runtime.serialSocket]) {
+  for (const socket of [runtime.qmpSocket, runtime.statusSocket, runtime.eventSocket, runtime.serialSocket, runtime.guestAgentSocket]) {
     if (Buffer.byteLength(socket) > MAX_SOCKET_PATH) {
       throw new VireoError('host_unsupported', `the socket path ${socket} is longer than ${MAX_SOCKET_PATH} bytes; set VIREO_HOME to a shorter directory`);
     }
@@ -89,12 +89,15 @@ export interface StartOptions {
   signal?: AbortSignal;
   /** Called once QEMU runs the guest, before any readiness wait. */
   onLaunched?: () => void;
+  /** Runs on the paused, freshly launched QEMU before the guest first runs (e.g. loading a snapshot's memory). */
+  beforeResume?: (client: QmpClient) => Promise<void>;
 }
 
 export async function startVm(paths: VireoPaths, name: string, options: StartOptions = {}): Promise<StartResult> {
   const def = await loadDefinition(paths, name);
   const result = await withVmLock(paths, name, async () => {
     if ((await livePid(paths, def)) !== undefined) throw invalidState(`VM '${name}' is already running`);
+    if (def.template) throw invalidState(`VM '${name}' is a template and cannot be started; clone it (vireo vm clone ${name} NEW)`);
     const { context, qemuBinary, notice } = await launchContext(paths, def);
     // The console log is appended to; readiness is looked for after this point.
     const logOffset = await stat(vmPaths(paths, name).consoleLog).then((info) => info.size, () => 0);
@@ -108,6 +111,7 @@ export async function startVm(paths: VireoPaths, name: string, options: StartOpt
       const client = await QmpClient.connect(vmPaths(paths, name).qmpSocket, { timeoutMs: 10_000 });
       try {
         await writeRuntimeRecord(paths, name, { pid, accel: context.accel, startedAt: new Date().toISOString(), ...(notice ? { notice } : {}) });
+        await options.beforeResume?.(client);
         await cont(client);
       } finally {
         await client.close();

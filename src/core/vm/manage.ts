@@ -11,6 +11,7 @@ import { Reverter } from '../revert.js';
 import { createVolume, deleteVolume, getVolume, type Volume } from '../storage/volumes.js';
 import { deleteDefinition, listDefinitions, loadDefinition, reserveVmDirectory, saveDefinition, vmsUsingVolume, withVmLock } from './definitions.js';
 import { cleanRunDirectory, readRuntime, type VmRuntime } from './runtime.js';
+import { refuseTemplateWithClones } from './template.js';
 
 export interface NewDisk {
   /** Size in bytes; with `from`, defaults to the base's size. */
@@ -82,10 +83,11 @@ export async function createVm(paths: VireoPaths, input: unknown, options: Creat
 export async function editVm(paths: VireoPaths, name: string, change: (current: VmSpec) => unknown): Promise<VmDefinition> {
   const current = await loadDefinition(paths, name);
   return withVmLock(paths, name, async () => {
+    if (current.template) throw invalidState(`VM '${name}' is a template and cannot be edited; clone it and edit the clone`);
     if ((await readRuntime(paths, current)).state !== 'stopped') {
       throw invalidState(`VM '${name}' is running; stop it before editing (vireo vm stop ${name})`);
     }
-    const { uuid: _uuid, createdAt: _createdAt, ...spec } = current;
+    const { uuid: _uuid, createdAt: _createdAt, template: _template, clonedFrom: _clonedFrom, ...spec } = current;
     const next = parseVmSpec(change(spec));
     if (next.name !== name) throw invalidArgument('name', `renaming is not supported (VM is '${name}')`);
     await checkReferences(paths, next);
@@ -105,6 +107,7 @@ export async function deleteVm(paths: VireoPaths, name: string, options: DeleteO
   return withVmLock(paths, name, async () => {
     const runtime = await readRuntime(paths, def);
     if (runtime.state !== 'stopped') throw invalidState(`VM '${name}' is ${runtime.state}; stop or kill it first`);
+    if (def.template) await refuseTemplateWithClones(paths, def);
     const deletedVolumes: string[] = [];
     if (options.withDisks) {
       // Check every disk first so that a refusal leaves everything in place.

@@ -1,0 +1,454 @@
+/**
+ * Snapshots of a VM: internal qcow2 snapshots, one tag per snapshot in every
+ * writable disk, with Vireo's metadata (metadata.ts) holding the tree.
+ *
+ * - Running VM, full: QMP snapshot-save job (memory, devices and disks, the
+ *   guest keeps its state); revert: snapshot-load job; delete: snapshot-delete.
+ * - Running VM, disk-only: one `transaction` of internal snapshots over all
+ *   disks (crash-consistent and atomic across disks).
+ * - Stopped VM: `qemu-img snapshot` per disk; afterwards `qemu-img check`.
+ *
+ * Internal snapshots never form chains of files, so deleting a snapshot in
+ * the middle of the tree only drops its tag: no merge, nothing else changes.
+ * Every operation records its intent first; reconcile() finishes or undoes
+ * an intent that a crash cut short, so older snapshots always stay usable.
+ */
+import { createHash } from 'node:crypto';
+import { VireoError, invalidArgument, invalidState, notFound } from '../errors.js';
+import type { VmDefinition } from '../model/vm.js';
+import { vmPaths, type VireoPaths } from '../paths.js';
+import { QmpClient } from '../qmp/client.js';
+import { cont, queryStatus } from '../qmp/commands.js';
+import * as qemuImg from '../storage/qemu-img.js';
+import type { CheckResult, InternalSnapshot } from '../storage/qemu-img.js';
+import { resolveVolume } from '../storage/volumes.js';
+import { loadDefinition, withVmLock } from '../vm/definitions.js';
+import { startVm } from '../vm/lifecycle.js';
+import { waitForExit } from '../vm/process.js';
+import { cleanRunDirectory, livePid } from '../vm/runtime.js';
+import { checkSnapshotName, readMetadata, withoutSnapshot, writeMetadata, type SnapshotMetadata, type SnapshotRecord } from './metadata.js';
+import { withQuiescedGuest } from '../vm/guest-agent.js';
+import { deleteInternalSnapshot, internalSnapshotTransaction, runSnapshotJob } from './qmp-jobs.js';
+
+/** A disk that snapshots cover: its volume, file, and QEMU node name. */
+export interface SnapshotDisk {
+  volume: string;
+  path: string;
+  node: string;
+}
+
+export interface DiskCheck {
+  volume: string;
+  corruptions: number;
+  /** Leaked clusters found (and repaired with `-r leaks`). */
+  leaksRepaired: number;
+}
+
+export interface CreateSnapshotOptions {
+  name: string;
+  diskOnly?: boolean;
+  description?: string;
+  onProgress?: (message: string) => void;
+}
+
+export interface SnapshotResult {
+  snapshot: SnapshotRecord;
+  /** Disk checks run afterwards (stopped VMs; a running QEMU owns its images' metadata). */
+  checks: DiskCheck[];
+  /** For the user: e.g. that a disk-only snapshot is crash-consistent only. */
+  notice?: string;
+}
+
+/**
+ * The disks snapshots cover: every writable disk (CD-ROMs and read-only
+ * disks are left out). Raw disks cannot hold internal snapshots: refused,
+ * naming the disk.
+ */
+export async function snapshotDisks(paths: VireoPaths, def: VmDefinition): Promise<SnapshotDisk[]> {
+  const disks: SnapshotDisk[] = [];
+  for (const [index, disk] of def.disks.entries()) {
+    if (disk.media !== 'disk' || disk.readOnly) continue;
+    const volume = await resolveVolume(paths, disk.volume);
+    if (volume.format !== 'qcow2') {
+      throw invalidArgument(`disks.${index}.volume`, `volume '${disk.volume}' is ${volume.format}; snapshots need qcow2 disks (convert it: vireo disk export ${disk.volume} FILE --format qcow2, then import)`);
+    }
+    disks.push({ volume: disk.volume, path: volume.path, node: `disk${index}` });
+  }
+  if (disks.length === 0) throw invalidState(`VM '${def.name}' has no writable disk to snapshot`);
+  return disks;
+}
+
+/** What the saved memory depends on: loading it into different hardware would fail or misbehave. */
+export function hardwareFingerprint(def: VmDefinition): string {
+  const hardware = {
+    cpus: def.cpus, memory: def.memory, machine: def.machine, firmware: def.boot.firmware,
+    disks: def.disks.map((disk) => [disk.volume, disk.bus, disk.media, disk.readOnly]),
+    nics: def.nics.map((nic) => nic.model), serial: def.serial, vnc: def.vnc !== undefined, rng: def.rng,
+  };
+  return createHash('sha256').update(JSON.stringify(hardware)).digest('hex').slice(0, 16);
+}
+
+async function connect(paths: VireoPaths, vm: string): Promise<QmpClient> {
+  return QmpClient.connect(vmPaths(paths, vm).qmpSocket, { timeoutMs: 10_000 });
+}
+
+function refuseTemplate(def: VmDefinition): void {
+  if (def.template) throw invalidState(`VM '${def.name}' is a template; templates have no snapshots (clone it and snapshot the clone)`);
+}
+
+/* ------------------------------------------------------------------ list */
+
+export interface SnapshotView extends SnapshotRecord {
+  current: boolean;
+  /** Bytes of saved memory and device state. */
+  vmStateSize: number;
+  /** Set when a disk lacks the snapshot's tag (changed outside Vireo). */
+  problem?: string;
+}
+
+export async function listSnapshots(paths: VireoPaths, vm: string): Promise<{ current?: string; snapshots: SnapshotView[]; pending?: SnapshotMetadata['pending'] }> {
+  await loadDefinition(paths, vm);
+  const metadata = await readMetadata(paths, vm);
+  const tags = new Map<string, InternalSnapshot[]>();
+  for (const volume of new Set(metadata.snapshots.flatMap((snapshot) => snapshot.disks))) {
+    const resolved = await resolveVolume(paths, volume).catch(() => undefined);
+    tags.set(volume, resolved ? await qemuImg.listSnapshots(resolved.path).catch(() => []) : []);
+  }
+  const snapshots = metadata.snapshots.map((snapshot) => {
+    const missing = snapshot.disks.filter((volume) => !(tags.get(volume) ?? []).some((tag) => tag.name === snapshot.name));
+    const vmStateSize = snapshot.vmstateDisk ? (tags.get(snapshot.vmstateDisk)?.find((tag) => tag.name === snapshot.name)?.vmStateSize ?? 0) : 0;
+    return {
+      ...snapshot,
+      current: metadata.current === snapshot.name,
+      vmStateSize,
+      ...(missing.length > 0 ? { problem: `missing on disk${missing.length > 1 ? 's' : ''} ${missing.join(', ')}` } : {}),
+    };
+  });
+  return { ...(metadata.current ? { current: metadata.current } : {}), snapshots, ...(metadata.pending ? { pending: metadata.pending } : {}) };
+}
+
+/* ---------------------------------------------------------------- create */
+
+export async function createSnapshot(paths: VireoPaths, vm: string, options: CreateSnapshotOptions): Promise<SnapshotResult> {
+  const name = checkSnapshotName('name', options.name);
+  if (options.description !== undefined && options.description.length > 1024) throw invalidArgument('description', 'must be at most 1024 characters');
+  const def = await loadDefinition(paths, vm);
+  refuseTemplate(def);
+  return withVmLock(paths, vm, async () => {
+    await reconcileLocked(paths, def);
+    const disks = await snapshotDisks(paths, def);
+    let metadata = await readMetadata(paths, vm);
+    if (metadata.snapshots.some((snapshot) => snapshot.name === name)) throw new VireoError('already_exists', `snapshot '${name}' of VM '${vm}' already exists`, { field: 'name' });
+    for (const disk of disks) {
+      if ((await qemuImg.listSnapshots(disk.path)).some((tag) => tag.name === name || tag.id === name)) {
+        throw new VireoError('already_exists', `name: disk '${disk.volume}' already has an internal snapshot '${name}' (made outside Vireo); choose another name`, { field: 'name' });
+      }
+    }
+    metadata = { ...metadata, pending: { op: 'create', name, startedAt: new Date().toISOString() } };
+    await writeMetadata(paths, vm, metadata);
+
+    const pid = await livePid(paths, def);
+    let record: SnapshotRecord;
+    let notice: string | undefined;
+    try {
+      const base = {
+        name,
+        createdAt: new Date().toISOString(),
+        kind: options.diskOnly ? ('disk-only' as const) : ('full' as const),
+        disks: disks.map((disk) => disk.volume),
+        ...(metadata.current !== undefined ? { parent: metadata.current } : {}),
+        ...(options.description !== undefined ? { description: options.description } : {}),
+      };
+      if (pid === undefined) {
+        options.onProgress?.('snapshotting stopped disks');
+        for (const disk of disks) await qemuImg.snapshot(disk.path, 'create', name);
+        record = { ...base, memory: false, vmState: 'stopped' };
+        if (!options.diskOnly) notice = 'the VM is stopped, so the snapshot holds its disks only';
+      } else {
+        const client = await connect(paths, vm);
+        try {
+          const status = await queryStatus(client);
+          const vmState = status.running ? ('running' as const) : ('paused' as const);
+          if (options.diskOnly) {
+            options.onProgress?.('snapshotting disks (atomic across disks)');
+            const { quiesced } = await withQuiescedGuest(vmPaths(paths, vm).guestAgentSocket, () => internalSnapshotTransaction(client, name, disks.map((disk) => disk.node)));
+            record = { ...base, memory: false, vmState, quiesced };
+            notice = quiesced
+              ? 'the guest\'s filesystems were frozen through its guest agent for the snapshot'
+              : 'crash-consistent disk snapshot (the guest\'s filesystems were not frozen: no guest agent answered)';
+          } else {
+            options.onProgress?.('saving memory, devices and disks (snapshot-save)');
+            const vmstate = disks[0]!;
+            await runSnapshotJob(client, 'snapshot-save', { tag: name, vmstate: vmstate.node, devices: disks.map((disk) => disk.node) });
+            record = { ...base, memory: true, vmState, vmstateDisk: vmstate.volume, hardware: hardwareFingerprint(def) };
+          }
+        } finally {
+          await client.close();
+        }
+      }
+    } catch (error) {
+      throw explainFailure(error, await afterFailure(paths, def, pid), `snapshot '${name}' was not taken`);
+    }
+    metadata = { ...metadata, snapshots: [...metadata.snapshots, record], current: name };
+    delete metadata.pending;
+    await writeMetadata(paths, vm, metadata);
+    const checks = pid === undefined ? await checkDisks(disks) : [];
+    return { snapshot: record, checks, ...(notice ? { notice } : {}) };
+  });
+}
+
+/* ---------------------------------------------------------------- revert */
+
+export interface RevertResult {
+  snapshot: SnapshotRecord;
+  /** running / paused / stopped: the VM's state afterwards. */
+  state: string;
+  checks: DiskCheck[];
+}
+
+export async function revertSnapshot(paths: VireoPaths, vm: string, name: string, options: { onProgress?: (message: string) => void } = {}): Promise<RevertResult> {
+  checkSnapshotName('name', name);
+  const def = await loadDefinition(paths, vm);
+  refuseTemplate(def);
+  const prepared = await withVmLock(paths, vm, async () => {
+    await reconcileLocked(paths, def);
+    const metadata = await readMetadata(paths, vm);
+    const record = findRecord(metadata, vm, name);
+    const disks = await snapshotDisks(paths, def);
+    const attached = disks.map((disk) => disk.volume);
+    if (attached.join('\0') !== record.disks.join('\0')) {
+      throw invalidState(`VM '${vm}' has other disks (${attached.join(', ')}) than when snapshot '${name}' was taken (${record.disks.join(', ')}); reattach them to revert`);
+    }
+    if (record.memory && record.hardware !== hardwareFingerprint(def)) {
+      throw invalidState(`VM '${vm}' has different hardware (CPUs, memory, devices) than when snapshot '${name}' was taken; its memory cannot be loaded`);
+    }
+    const pid = await livePid(paths, def);
+    if (pid !== undefined && !record.memory) {
+      throw invalidState(`snapshot '${name}' holds disks only; stop the VM first to revert its disks (vireo vm stop ${vm})`);
+    }
+    await writeMetadata(paths, vm, { ...metadata, pending: { op: 'revert', name, startedAt: new Date().toISOString() } });
+    if (pid !== undefined) {
+      options.onProgress?.('loading memory, devices and disks (snapshot-load)');
+      try {
+        const client = await connect(paths, vm);
+        try {
+          await runSnapshotJob(client, 'snapshot-load', { tag: name, vmstate: disks.find((disk) => disk.volume === record.vmstateDisk)!.node, devices: disks.map((disk) => disk.node) });
+          // The guest resumes in the state it was captured in.
+          const status = await queryStatus(client);
+          if (record.vmState === 'running' && !status.running) await cont(client);
+        } finally {
+          await client.close();
+        }
+      } catch (error) {
+        throw explainFailure(error, await afterFailure(paths, def, pid), `snapshot '${name}' was not loaded`);
+      }
+      await finishRevert(paths, vm, name);
+      return { done: true as const, record, checks: [] };
+    }
+    if (!record.memory) {
+      options.onProgress?.('reverting stopped disks');
+      for (const disk of disks) await qemuImg.snapshot(disk.path, 'apply', name);
+      await finishRevert(paths, vm, name);
+      return { done: true as const, record, checks: await checkDisks(disks) };
+    }
+    return { done: false as const, record, disks };
+  });
+  if (prepared.done) {
+    const state = (await livePid(paths, def)) === undefined ? 'stopped' : prepared.record.vmState;
+    return { snapshot: prepared.record, state, checks: prepared.checks };
+  }
+  // A stopped VM and a snapshot with memory: start QEMU paused, load, then let it run.
+  options.onProgress?.('starting the VM paused and loading the snapshot');
+  const { record, disks } = prepared;
+  try {
+    await startVm(paths, vm, {
+      beforeResume: async (client) => {
+        await runSnapshotJob(client, 'snapshot-load', { tag: name, vmstate: disks.find((disk) => disk.volume === record.vmstateDisk)!.node, devices: disks.map((disk) => disk.node) });
+        if (record.vmState === 'paused') throw new PausedAfterLoad();
+      },
+    });
+  } catch (error) {
+    if (!(error instanceof PausedAfterLoad)) {
+      await withVmLock(paths, vm, () => reconcileLocked(paths, def)).catch(() => undefined);
+      throw error;
+    }
+  }
+  await withVmLock(paths, vm, () => finishRevert(paths, vm, name));
+  return { snapshot: record, state: record.vmState, checks: [] };
+}
+
+/** Not an error: stops startVm from resuming a guest whose snapshot was taken paused. */
+class PausedAfterLoad extends Error {}
+
+async function finishRevert(paths: VireoPaths, vm: string, name: string): Promise<void> {
+  const metadata = await readMetadata(paths, vm);
+  delete metadata.pending;
+  metadata.current = name;
+  await writeMetadata(paths, vm, metadata);
+}
+
+/* ---------------------------------------------------------------- delete */
+
+export async function deleteSnapshot(paths: VireoPaths, vm: string, name: string, options: { onProgress?: (message: string) => void } = {}): Promise<{ deleted: string; checks: DiskCheck[] }> {
+  checkSnapshotName('name', name);
+  const def = await loadDefinition(paths, vm);
+  return withVmLock(paths, vm, async () => {
+    await reconcileLocked(paths, def);
+    const metadata = await readMetadata(paths, vm);
+    const record = findRecord(metadata, vm, name);
+    await writeMetadata(paths, vm, { ...metadata, pending: { op: 'delete', name, startedAt: new Date().toISOString() } });
+    const disks = await disksOf(paths, def, record.disks);
+    const pid = await livePid(paths, def);
+    options.onProgress?.(`deleting snapshot '${name}'`);
+    if (pid !== undefined) {
+      try {
+        const client = await connect(paths, vm);
+        try {
+          const holders = await disksHolding(disks, name);
+          if (holders.length > 0) await runSnapshotJob(client, 'snapshot-delete', { tag: name, devices: holders.map((disk) => disk.node) });
+        } finally {
+          await client.close();
+        }
+      } catch (error) {
+        throw explainFailure(error, await afterFailure(paths, def, pid), `snapshot '${name}' may be partly deleted; run the delete again to finish it`);
+      }
+    } else {
+      for (const disk of await disksHolding(disks, name)) await qemuImg.snapshot(disk.path, 'delete', name);
+    }
+    const next = withoutSnapshot(await readMetadata(paths, vm), name);
+    delete next.pending;
+    await writeMetadata(paths, vm, next);
+    return { deleted: name, checks: pid === undefined ? await checkDisks(disks) : [] };
+  });
+}
+
+/* ------------------------------------------------------------- reconcile */
+
+export interface ReconcileReport {
+  /** What was done, one line each. */
+  actions: string[];
+  checks: DiskCheck[];
+}
+
+/** Finishes or undoes an operation a crash cut short, and checks stopped disks. */
+export async function reconcileSnapshots(paths: VireoPaths, vm: string): Promise<ReconcileReport> {
+  const def = await loadDefinition(paths, vm);
+  return withVmLock(paths, vm, () => reconcileLocked(paths, def));
+}
+
+/**
+ * - create cut short: the tag is removed from every disk that got it and
+ *   not recorded (its saved memory may be incomplete);
+ * - delete cut short: the tag is removed from the disks still holding it;
+ * - revert cut short on a stopped VM: the disks are reverted again, all of them.
+ * On a stopped VM every disk is then checked; leaked clusters (what a killed
+ * QEMU leaves) are repaired, nothing else is ever "repaired".
+ */
+async function reconcileLocked(paths: VireoPaths, def: VmDefinition): Promise<ReconcileReport> {
+  const metadata = await readMetadata(paths, def.name);
+  const actions: string[] = [];
+  const pending = metadata.pending;
+  const pid = await livePid(paths, def);
+  const disks = await disksOf(paths, def, def.disks.filter((disk) => disk.media === 'disk' && !disk.readOnly).map((disk) => disk.volume), { qcow2Only: true });
+  if (pending) {
+    const holders = await disksHolding(disks, pending.name);
+    if (pending.op === 'create' || pending.op === 'delete') {
+      if (holders.length > 0) {
+        if (pid !== undefined) {
+          const client = await connect(paths, def.name);
+          try {
+            for (const disk of holders) await deleteInternalSnapshot(client, disk.node, pending.name);
+          } finally {
+            await client.close();
+          }
+        } else {
+          for (const disk of holders) await qemuImg.snapshot(disk.path, 'delete', pending.name);
+        }
+        actions.push(`removed the tag '${pending.name}' of an interrupted ${pending.op} from ${holders.map((disk) => disk.volume).join(', ')}`);
+      }
+      let next: SnapshotMetadata = pending.op === 'delete' ? withoutSnapshot(metadata, pending.name) : { ...metadata };
+      next = { ...next };
+      delete next.pending;
+      await writeMetadata(paths, def.name, next);
+    } else {
+      const record = metadata.snapshots.find((snapshot) => snapshot.name === pending.name);
+      const next: SnapshotMetadata = { ...metadata };
+      delete next.pending;
+      if (pid === undefined && record) {
+        for (const disk of disks.filter((candidate) => record.disks.includes(candidate.volume))) await qemuImg.snapshot(disk.path, 'apply', pending.name);
+        next.current = pending.name;
+        actions.push(`finished the interrupted revert to '${pending.name}' (disks)`);
+      } else if (pid !== undefined) {
+        actions.push(`the revert to '${pending.name}' was interrupted; the VM runs on, revert again if it is not where you expect`);
+      }
+      await writeMetadata(paths, def.name, next);
+    }
+  }
+  const checks = pid === undefined ? await checkDisks(disks) : [];
+  for (const check of checks) if (check.leaksRepaired > 0) actions.push(`repaired ${check.leaksRepaired} leaked cluster(s) in ${check.volume}`);
+  return { actions, checks };
+}
+
+/* --------------------------------------------------------------- helpers */
+
+function findRecord(metadata: SnapshotMetadata, vm: string, name: string): SnapshotRecord {
+  const record = metadata.snapshots.find((snapshot) => snapshot.name === name);
+  if (!record) throw notFound(`snapshot of VM '${vm}'`, name);
+  return record;
+}
+
+async function disksOf(paths: VireoPaths, def: VmDefinition, volumes: string[], options: { qcow2Only?: boolean } = {}): Promise<SnapshotDisk[]> {
+  const disks: SnapshotDisk[] = [];
+  for (const volume of volumes) {
+    const index = def.disks.findIndex((disk) => disk.volume === volume);
+    const resolved = await resolveVolume(paths, volume).catch(() => undefined);
+    if (!resolved || resolved.format !== 'qcow2') {
+      if (options.qcow2Only) continue;
+      throw invalidState(`volume '${volume}' of the snapshot is missing or not qcow2`);
+    }
+    if (index === -1) throw invalidState(`volume '${volume}' of the snapshot is no longer attached to VM '${def.name}'; reattach it first`);
+    disks.push({ volume, path: resolved.path, node: `disk${index}` });
+  }
+  return disks;
+}
+
+async function disksHolding(disks: SnapshotDisk[], tag: string): Promise<SnapshotDisk[]> {
+  const holders: SnapshotDisk[] = [];
+  for (const disk of disks) if ((await qemuImg.listSnapshots(disk.path)).some((entry) => entry.name === tag)) holders.push(disk);
+  return holders;
+}
+
+async function checkDisks(disks: SnapshotDisk[]): Promise<DiskCheck[]> {
+  const results: DiskCheck[] = [];
+  for (const disk of disks) {
+    let check: CheckResult = await qemuImg.check(disk.path, 'qcow2');
+    if (check.corruptions > 0) {
+      throw new VireoError('command_failed', `qemu-img check found ${check.corruptions} corruption(s) in '${disk.volume}'; Vireo does not repair those automatically (see: qemu-img check -f qcow2 ${disk.path})`, { volume: disk.volume });
+    }
+    const leaks = check.leaks;
+    if (leaks > 0) check = await qemuImg.repairLeaks(disk.path, 'qcow2');
+    results.push({ volume: disk.volume, corruptions: check.corruptions, leaksRepaired: leaks });
+  }
+  return results;
+}
+
+/**
+ * After a failed QEMU-side operation: if QEMU died (killed, out of memory),
+ * its runtime files go and the stopped disks are reconciled and checked; a
+ * live QEMU gets the interrupted intent undone over QMP.
+ */
+async function afterFailure(paths: VireoPaths, def: VmDefinition, pid: number | undefined): Promise<boolean> {
+  // A killed QEMU is dead (or a zombie, which counts as dead) at once; one that fails a job lives on.
+  const died = pid !== undefined && (await waitForExit(pid, 500));
+  if (died) await cleanRunDirectory(paths, def.name);
+  await reconcileLocked(paths, def).catch(() => undefined);
+  return died;
+}
+
+function explainFailure(error: unknown, died: boolean, what: string): VireoError {
+  const cause = error instanceof VireoError ? error : new VireoError('internal', String(error), {}, { cause: error });
+  if (died) {
+    return new VireoError('qemu_failed', `QEMU exited during the operation; ${what}; the VM is stopped and every existing snapshot is intact`, {}, { cause });
+  }
+  return new VireoError(cause.code, `${cause.message} (${what})`, cause.details, { cause });
+}

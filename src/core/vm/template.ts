@@ -1,0 +1,160 @@
+/**
+ * Templates and clones. A template is a stopped VM frozen as a base: its
+ * definition is marked `template: true` (never started or edited), its disks
+ * become read-only files, and clones are made from it. A linked clone is a
+ * qcow2 overlay per disk with the template's disk as backing file (format
+ * stated explicitly), made in a fraction of a second whatever the disk size;
+ * a full clone copies every disk (qemu-img convert, with progress) and
+ * depends on nothing. Every clone gets its own identity: name, UUID, MAC
+ * addresses and disk serials.
+ */
+import { randomBytes } from 'node:crypto';
+import { chmod, stat } from 'node:fs/promises';
+import { VireoError, invalidArgument, invalidState } from '../errors.js';
+import { checkName } from '../model/units.js';
+import { defineVm, parseVmSpec, type VmDefinition } from '../model/vm.js';
+import type { VireoPaths } from '../paths.js';
+import { Reverter } from '../revert.js';
+import * as qemuImg from '../storage/qemu-img.js';
+import { createVolume, deleteVolume, getVolume, resolveVolume } from '../storage/volumes.js';
+import { readMetadata } from '../snapshot/metadata.js';
+import { listDefinitions, loadDefinition, reserveVmDirectory, saveDefinition, withVmLock } from './definitions.js';
+import { readRuntime } from './runtime.js';
+
+/** Names of the VMs cloned from this template. */
+export async function clonesOf(paths: VireoPaths, template: string): Promise<string[]> {
+  return (await listDefinitions(paths)).filter((def) => def.clonedFrom === template).map((def) => def.name);
+}
+
+/** Deleting a template that clones were made from is refused, naming them (linked ones would lose their base). */
+export async function refuseTemplateWithClones(paths: VireoPaths, def: VmDefinition): Promise<void> {
+  const clones = await clonesOf(paths, def.name);
+  if (clones.length > 0) {
+    throw new VireoError('in_use', `template '${def.name}' has clone${clones.length > 1 ? 's' : ''} ${clones.join(', ')}; delete them first`, { clones });
+  }
+}
+
+/**
+ * Freezes a stopped VM as a template. Refused with snapshots: a template is
+ * one fixed state, and a revert would change the bases under linked clones.
+ */
+export async function makeTemplate(paths: VireoPaths, name: string): Promise<VmDefinition> {
+  const def = await loadDefinition(paths, name);
+  return withVmLock(paths, name, async () => {
+    if (def.template) throw invalidState(`VM '${name}' is already a template`);
+    const state = (await readRuntime(paths, def)).state;
+    if (state !== 'stopped') throw invalidState(`VM '${name}' is ${state}; stop it before making it a template (vireo vm stop ${name})`);
+    const snapshots = (await readMetadata(paths, name)).snapshots;
+    if (snapshots.length > 0) {
+      throw invalidState(`VM '${name}' has snapshots (${snapshots.map((snapshot) => snapshot.name).join(', ')}); delete them before making it a template`);
+    }
+    for (const [index, disk] of def.disks.entries()) {
+      const volume = await resolveVolume(paths, disk.volume);
+      if (disk.media === 'disk' && volume.format !== 'qcow2') {
+        throw invalidArgument(`disks.${index}.volume`, `volume '${disk.volume}' is ${volume.format}; template disks must be qcow2 so that linked clones can be based on them`);
+      }
+    }
+    const frozen: VmDefinition = { ...def, template: true };
+    return Reverter.run(async (reverter) => {
+      // Read-only files: a base changing under its overlays would corrupt every linked clone.
+      for (const disk of def.disks.filter((candidate) => candidate.media === 'disk')) {
+        const { path } = await resolveVolume(paths, disk.volume);
+        const mode = (await stat(path)).mode & 0o777;
+        await chmod(path, 0o444);
+        reverter.add(() => chmod(path, mode));
+      }
+      await saveDefinition(paths, frozen);
+      return frozen;
+    });
+  });
+}
+
+export interface CloneOptions {
+  /** Share the template's disks as read-only bases (qcow2 overlays) instead of copying them. */
+  linked?: boolean;
+  onProgress?: (message: string, fraction: number) => void;
+}
+
+export interface CloneResult {
+  definition: VmDefinition;
+  /** Volumes made for the clone. */
+  volumes: string[];
+  linked: boolean;
+}
+
+/**
+ * Clones a stopped VM or a template. Its disks become `<new>-disk<N>`;
+ * CD-ROMs and read-only disks are shared, not copied. Internal snapshots are
+ * not copied: the clone starts with none. Anything made is removed again if
+ * a step fails.
+ */
+export async function cloneVm(paths: VireoPaths, source: string, target: string, options: CloneOptions = {}): Promise<CloneResult> {
+  checkName('name', target);
+  const def = await loadDefinition(paths, source);
+  const linked = Boolean(options.linked);
+  if (linked && !def.template) {
+    throw invalidState(`a linked clone needs a template as its source; make '${source}' one first (vireo vm template ${source}), or make a full clone`);
+  }
+  return withVmLock(paths, source, async () => {
+    const state = (await readRuntime(paths, def)).state;
+    if (state !== 'stopped') throw invalidState(`VM '${source}' is ${state}; stop it before cloning (its disks must not change during the copy)`);
+    const copies = def.disks
+      .map((disk, index) => ({ disk, index }))
+      .filter(({ disk }) => disk.media === 'disk' && !disk.readOnly)
+      .map(({ disk, index }, order) => ({ index, from: disk.volume, to: `${target}-disk${order}` }));
+    for (const copy of copies) {
+      if (await getVolume(paths, copy.to).then(() => true, () => false)) throw new VireoError('already_exists', `a volume named '${copy.to}' already exists`, { field: 'name' });
+    }
+    return Reverter.run(async (reverter) => {
+      reverter.add(await reserveVmDirectory(paths, target));
+      for (const [number, copy] of copies.entries()) {
+        const report = (fraction: number) => options.onProgress?.(`${linked ? 'linking' : 'copying'} ${copy.from} to ${copy.to}`, (number + fraction) / copies.length);
+        report(0);
+        if (linked) {
+          await createVolume(paths, { name: copy.to, from: copy.from });
+        } else {
+          await copyVolume(paths, copy.from, copy.to, (percent) => report(percent / 100));
+        }
+        reverter.add(() => deleteVolume(paths, copy.to, { usedBy: async () => [] }));
+        report(1);
+      }
+      const renamed = new Map(copies.map((copy) => [copy.from, copy.to]));
+      const { uuid: _uuid, createdAt: _createdAt, template: _template, clonedFrom: _clonedFrom, ...spec } = def;
+      const cloneSpec = parseVmSpec({
+        ...spec,
+        name: target,
+        disks: spec.disks.map((disk) => ({
+          ...disk,
+          volume: renamed.get(disk.volume) ?? disk.volume,
+          // A serial identifies a disk to the guest; a copy is another disk.
+          ...(disk.serial !== undefined && renamed.has(disk.volume) ? { serial: newSerial(disk.serial) } : {}),
+        })),
+        // Without a MAC each NIC gets a fresh one.
+        nics: spec.nics.map(({ mac: _mac, ...nic }) => nic),
+      });
+      const clone: VmDefinition = { ...defineVm(cloneSpec), clonedFrom: source };
+      await saveDefinition(paths, clone);
+      return { definition: clone, volumes: copies.map((copy) => copy.to), linked };
+    });
+  });
+}
+
+/** A full copy of a volume (its whole backing chain flattened), internal snapshots left behind. */
+async function copyVolume(paths: VireoPaths, from: string, to: string, onProgress: (percent: number) => void): Promise<void> {
+  const source = await resolveVolume(paths, from);
+  const base = await getVolume(paths, from);
+  // Made as an empty volume first, so that the name is reserved and the path checked like any other.
+  await createVolume(paths, { name: to, format: source.format, size: base.virtualSize });
+  try {
+    const target = await resolveVolume(paths, to);
+    await qemuImg.convertAny(source.path, source.format, target.path, source.format, { onProgress });
+  } catch (error) {
+    await deleteVolume(paths, to, { usedBy: async () => [] }).catch(() => undefined);
+    throw error;
+  }
+}
+
+function newSerial(previous: string): string {
+  const suffix = randomBytes(4).toString('hex');
+  return `${previous.slice(0, 11)}-${suffix}`.slice(0, 20);
+}
