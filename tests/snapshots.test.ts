@@ -159,10 +159,17 @@ describe('snapshots of a running guest', () => {
 
   test('a disk-only snapshot is taken live, reverts only on a stopped VM, and restores the disk', async () => {
     await guest('echo d1 > /mnt/disk/mark; sync');
+    // The tiny guest runs an agent: its filesystems are frozen for the snapshot, and thawed after.
     const created = await vireoOk('snapshot', 'create', VM, 'd1', '--disk-only');
-    assert.match(created.stderr, /crash-consistent/);
+    assert.match(created.stderr, /filesystems were frozen through its guest agent/);
     assert.match(created.stderr, /disks only/);
+    assert.equal(await guest('cat /run/vireo-ga.log'), 'freeze 1\nthaw 1');
     await guest('echo d2 > /mnt/disk/mark; sync');
+    // Without an agent answering, the snapshot is still taken, crash-consistent, and says so.
+    await guest('kill $(cat /run/vireo-ga.pid)');
+    const unquiesced = await vireoOk('snapshot', 'create', VM, 'd1b', '--disk-only');
+    assert.match(unquiesced.stderr, /crash-consistent disk snapshot \(the guest's filesystems were not frozen: no guest agent answered\)/);
+    await vireoOk('snapshot', 'delete', VM, 'd1b');
 
     const refused = await home.vireo(['snapshot', 'revert', VM, 'd1']);
     assert.equal(refused.code, 5);

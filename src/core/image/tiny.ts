@@ -89,6 +89,8 @@ const MODULES: readonly { name: string; required: boolean }[] = [
   { name: 'virtio_net', required: true },
   { name: 'virtio_rng', required: false },
   { name: 'virtio_balloon', required: false },
+  // The guest agent's channel (virtio-serial port org.qemu.guest_agent.0).
+  { name: 'virtio_console', required: false },
   { name: 'evdev', required: true },
   { name: 'button', required: true },
 ];
@@ -208,6 +210,19 @@ else
   say "no network interface"
 fi
 
+# The guest agent, on its virtio-serial port when the VM has one.
+agent_port=
+for name in /sys/class/virtio-ports/*/name; do
+  [ -e "$name" ] && [ "$(cat "$name")" = org.qemu.guest_agent.0 ] && agent_port=/dev/$(basename "$(dirname "$name")")
+done
+if [ -n "$agent_port" ] && [ -c "$agent_port" ]; then
+  vireo-ga "$agent_port" < /dev/null > /dev/null 2>&1 &
+  echo $! > /run/vireo-ga.pid
+  say "guest agent on $agent_port"
+else
+  say "no guest agent channel"
+fi
+
 # From here on the console belongs to the shell: only critical kernel messages may interrupt it.
 dmesg -n 3
 # The first prompt of the console shell prints the ready line (see /etc/profile).
@@ -270,6 +285,55 @@ esac
 exit 0
 `;
 
+/**
+ * A minimal QEMU guest agent in busybox shell, so that the tiny guest answers
+ * what Vireo asks of one (sync, ping, filesystem freeze and thaw around a
+ * disk-only snapshot) without shipping qemu-ga and its libraries. It speaks
+ * the agent's line protocol on the virtio-serial port. While no host client
+ * is connected a read on the port returns end-of-file at once, so the port
+ * is reopened every 0.2 s until one is. Each freeze/thaw is logged to
+ * /run/vireo-ga.log for tests to read.
+ */
+const GUEST_AGENT = String.raw`#!/bin/sh
+PATH=/sbin:/usr/sbin:/bin:/usr/bin
+port=$1
+log=/run/vireo-ga.log
+frozen=/run/vireo-ga.frozen
+reply() { printf '%s\n' "$1" >&3; }
+mounts() { awk '$2 == "/mnt/disk" && $4 ~ /^rw/ { print $2 }' /proc/mounts; }
+while :; do
+  exec 3<>"$port" || exit 1
+  while IFS= read -r line <&3; do
+    case "$line" in
+      *'"guest-sync-delimited"'*|*'"guest-sync"'*)
+        id=$(echo "$line" | sed -n 's/.*"id": *\([0-9][0-9]*\).*/\1/p')
+        [ -n "$id" ] || id=0
+        case "$line" in *delimited*) printf '\377' >&3 ;; esac
+        reply "{\"return\": $id}" ;;
+      *'"guest-ping"'*) reply '{"return": {}}' ;;
+      *'"guest-fsfreeze-status"'*)
+        if [ -e "$frozen" ]; then reply '{"return": "frozen"}'; else reply '{"return": "thawed"}'; fi ;;
+      *'"guest-fsfreeze-freeze"'*)
+        count=0
+        for mount in $(mounts); do fsfreeze --freeze "$mount" && count=$((count + 1)) && echo "$mount" >> "$frozen"; done
+        echo "freeze $count" >> "$log"
+        reply "{\"return\": $count}" ;;
+      *'"guest-fsfreeze-thaw"'*)
+        count=0
+        if [ -e "$frozen" ]; then
+          for mount in $(cat "$frozen"); do fsfreeze --unfreeze "$mount" && count=$((count + 1)); done
+          rm -f "$frozen"
+        fi
+        echo "thaw $count" >> "$log"
+        reply "{\"return\": $count}" ;;
+      *) reply '{"error": {"class": "CommandNotFound", "desc": "not supported by the tiny guest agent"}}' ;;
+    esac
+  done
+  exec 3>&-
+  usleep 200000
+done
+`;
+
 const PROFILE = String.raw`# Login shell setup for the console shell (respawned by init).
 export PATH=/sbin:/usr/sbin:/bin:/usr/bin
 export HOME=/root
@@ -299,6 +363,7 @@ const GUEST_FILES: Readonly<Record<string, GuestFile>> = {
   'etc/acpid.conf': { text: ACPID_CONF, mode: 0o644 },
   'etc/acpi/PWRF/00000080': { text: POWER_BUTTON, mode: 0o755 },
   'etc/udhcpc.script': { text: UDHCPC_SCRIPT, mode: 0o755 },
+  'sbin/vireo-ga': { text: GUEST_AGENT, mode: 0o755 },
   'etc/profile': { text: PROFILE, mode: 0o644 },
   'etc/hostname': { text: 'vireo-tiny\n', mode: 0o644 },
   'etc/hosts': { text: '127.0.0.1\tlocalhost\n127.0.1.1\tvireo-tiny\n', mode: 0o644 },
