@@ -21,6 +21,7 @@ import { vireoPaths, type VireoPaths } from '../paths.js';
 import type { ImageManifest } from './manifest.js';
 import { deleteImage, getImage, imageFile, listImages } from './store.js';
 import { PROMPT_PATTERN, READY_LINE, TINY_CMDLINE, buildTinyImage, type BuildProgress } from './tiny.js';
+import { waitForConsoleLog } from '../vm/console.js';
 
 const repoRoot = fileURLToPath(new URL('../../../../', import.meta.url));
 /** Shared with tests/harness and bench, so a test run downloads each package once. */
@@ -248,7 +249,10 @@ async function bootGuest(disk: string, name: string): Promise<Guest> {
   try {
     const console = await SerialConsole.connect(serial, 10_000);
     await console.waitFor(new RegExp(escape(READY_LINE)), 60_000);
-    return { console, qmp, log, readyMs: Date.now() - started, exited, stop };
+    const readyMs = Date.now() - started;
+    // QEMU writes to the console socket first and to its log file right after: under load the log may lag a moment.
+    await waitForConsoleLog(log, new RegExp(escape(READY_LINE)), { from: 0, timeoutMs: 5000 });
+    return { console, qmp, log, readyMs, exited, stop };
   } catch (error) {
     stop();
     throw new Error(`guest did not become ready (QEMU said: ${stderr.trim() || 'nothing'}; console: ${await readFile(log, 'utf8').catch(() => '')})`, { cause: error });
