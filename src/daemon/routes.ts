@@ -17,6 +17,7 @@ import { createVolume, deleteVolume, getVolume, listVolumes, resizeVolume } from
 import { loadDefinition, vmsUsingImage, vmsUsingVolume } from '../core/vm/definitions.js';
 import { killVm, pauseVm, rebootVm, resumeVm, startVm, stopVm } from '../core/vm/lifecycle.js';
 import { createVm, deleteVm, editVm, getVm, listVms } from '../core/vm/manage.js';
+import { migrationRoutes } from './migration-routes.js';
 import type { DaemonState } from './state.js';
 
 export type HttpMethod = 'GET' | 'POST' | 'PUT' | 'DELETE';
@@ -309,6 +310,7 @@ export const routes: Route[] = [
     method: 'POST', path: '/operations/:id/cancel', tag: 'operations', summary: 'Cancel a running operation', params: OperationId, status: 202, returns: 'Operation',
     handler: async ({ params, daemon }) => ({ status: 202, body: daemon.operations.cancel(params.id) }),
   },
+  ...migrationRoutes,
 ];
 
 export { NoQuery };
