@@ -13,7 +13,11 @@ import { isVireoError } from '../src/core/errors.js';
 import { migrateVia, startTwoHosts, type TestHost, type TwoHosts } from './harness/hosts.js';
 import { runOperation } from './harness/daemon.js';
 import { qemuPidsOf, listDir } from './harness/vireo.js';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { COUNTER_LOOP, STOP_LOOP, assertContiguous, counters, followConsole, waitForCounter } from './harness/workload.js';
+import type { SerialConsole } from '../src/core/vm/console.js';
 
 interface VmView {
   runtime: { state: string };
@@ -92,5 +96,123 @@ describe('live migration with shared storage', () => {
     assert.equal(onDisk[0], 1);
     assertContiguous(onDisk, 'counter file on the disk');
     assert.ok(onDisk.at(-1)! >= consoleValues.at(-1)!, `the disk has every count the console showed (${onDisk.at(-1)} < ${consoleValues.at(-1)})`);
+  });
+
+  /** Restarts the counting loop and follows the console of the VM on host a. */
+  async function counting(host: TestHost): Promise<SerialConsole> {
+    const run = await host.home.vireo(['vm', 'console', 'mig', '--run', COUNTER_LOOP]);
+    assert.equal(run.code, 0, run.stderr);
+    const console = await followConsole(host, 'mig');
+    await waitForCounter(console, 2);
+    return console;
+  }
+
+  async function stopCounting(host: TestHost, console: SerialConsole): Promise<void> {
+    await console.close();
+    const run = await host.home.vireo(['vm', 'console', 'mig', '--run', STOP_LOOP]);
+    assert.equal(run.code, 0, run.stderr);
+  }
+
+  /** Starts a slow migration (4 MiB/s) and waits until RAM is being sent. */
+  async function slowMigration(from: TestHost, to: TestHost): Promise<string> {
+    const operation = await from.daemon.api.request<{ id: string }>('POST', '/vms/mig/migrate', { to: to.remote, bandwidth: '4M' });
+    const deadline = Date.now() + 60_000;
+    for (;;) {
+      const current = await from.daemon.api.request<{ state: string; progress?: { message: string } }>('GET', `/operations/${operation.id}`);
+      assert.equal(current.state, 'running', JSON.stringify(current));
+      if (/^active: .*MiB sent/.test(current.progress?.message ?? '') && (await qemuPidsOf(to.home.home)).length === 1) return operation.id;
+      assert.ok(Date.now() < deadline, 'the transfer did not start');
+      await new Promise((resolve) => setTimeout(resolve, 100));
+    }
+  }
+
+  async function finished(host: TestHost, id: string): Promise<{ state: string; error?: { code: string; message: string } }> {
+    return host.daemon.api.request('GET', `/operations/${id}?wait=120`, undefined, { timeoutMs: 130_000 });
+  }
+
+  /** The source keeps running as if nothing happened; the destination aborts by itself within its peer timeout. */
+  async function assertUntouched(console: SerialConsole, what: string): Promise<void> {
+    const last = counters(console.received).at(-1)!;
+    await waitForCounter(console, last + 3);
+    assertContiguous(counters(console.received), what);
+    const deadline = Date.now() + 30_000;
+    while ((await stateOn(hosts.b, 'mig')) !== 'absent' && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 200));
+    await assertOneCopy(hosts.a, hosts.b, 'mig');
+  }
+
+  test('the destination QEMU dies mid-transfer: the source runs on, nothing is left on the destination', async () => {
+    const console = await counting(hosts.a);
+    const id = await slowMigration(hosts.a, hosts.b);
+    for (const pid of await qemuPidsOf(hosts.b.home.home)) process.kill(pid, 'SIGKILL');
+    const outcome = await finished(hosts.a, id);
+    assert.equal(outcome.state, 'failed');
+    assert.match(outcome.error!.message, /migration failed|aborted/);
+    await assertUntouched(console, 'console while the destination died');
+    await stopCounting(hosts.a, console);
+  });
+
+  test('cancel: the operation ends cancelled, the source runs on, nothing is left on the destination', async () => {
+    const console = await counting(hosts.a);
+    const id = await slowMigration(hosts.a, hosts.b);
+    await hosts.a.daemon.api.request('POST', `/operations/${id}/cancel`);
+    const outcome = await finished(hosts.a, id);
+    assert.equal(outcome.state, 'cancelled', JSON.stringify(outcome));
+    await assertUntouched(console, 'console across the cancel');
+    await stopCounting(hosts.a, console);
+  });
+
+  test('the network is cut mid-transfer: the source gives up and runs on; the destination aborts alone', async () => {
+    const console = await counting(hosts.a);
+    const id = await slowMigration(hosts.a, hosts.b);
+    await hosts.cut(hosts.b);
+    try {
+      const outcome = await finished(hosts.a, id);
+      if (hosts.network === 'netns') {
+        assert.equal(outcome.state, 'failed', JSON.stringify(outcome));
+        assert.match(outcome.error!.message, /stopped answering/);
+        // Cut off, the destination heard nothing from the source for its peer timeout and removed the VM.
+        const deadline = Date.now() + 30_000;
+        while ((await qemuPidsOf(hosts.b.home.home)).length > 0 && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 200));
+        assert.deepEqual(await qemuPidsOf(hosts.b.home.home), [], 'the destination aborted while cut off');
+      }
+    } finally {
+      await hosts.restore(hosts.b);
+    }
+    await assertUntouched(console, 'console across the network cut');
+    await stopCounting(hosts.a, console);
+  });
+
+  test('the CLI migrates through the local daemon with a stored remote; without a daemon it says so', async () => {
+    const configDir = await mkdtemp(join(tmpdir(), 'vireo-cfg-'));
+    try {
+      const env = { VIREO_CONFIG_DIR: configDir };
+      const { a, b } = hosts;
+      const added = await a.home.vireo(['remote', 'add', 'hostb', b.remote.url, '--token', b.remote.token, '--fingerprint', b.remote.fingerprint256], { env });
+      assert.equal(added.code, 0, added.stderr);
+      const badDowntime = await a.home.vireo(['vm', 'migrate', 'mig', '--to', 'hostb', '--max-downtime', 'soon'], { env });
+      assert.equal(badDowntime.code, 2);
+      assert.match(badDowntime.stderr, /max-downtime/);
+
+      const moved = await a.home.vireo(['vm', 'migrate', 'mig', '--to', 'hostb', '--max-downtime', '200ms'], { env });
+      assert.equal(moved.code, 0, moved.stderr);
+      assert.match(moved.stderr, /VM 'mig' now runs on hostb \(in [\d.]+ s, downtime \d+ ms/);
+      await assertOneCopy(b, a, 'mig');
+      const list = await a.home.vireo(['operation', 'list'], { env });
+      assert.match(list.stdout, /vm\.migrate\s+mig\s+succeeded/);
+
+      const back = await migrateVia(b, a, 'mig');
+      assert.equal(back.state, 'succeeded', JSON.stringify(back.error));
+
+      await a.daemon.stop();
+      try {
+        const refused = await a.home.vireo(['vm', 'migrate', 'mig', '--to', 'hostb'], { env });
+        assert.equal(refused.code, 5);
+        assert.match(refused.stderr, /needs the local Vireo daemon/);
+      } finally {
+        await a.restart();
+      }
+    } finally {
+      await rm(configDir, { recursive: true, force: true });
+    }
   });
 });

@@ -10,6 +10,7 @@ import { daemonCommand } from './commands/daemon.js';
 import { diskCommand } from './commands/disk.js';
 import { hostCommand } from './commands/host.js';
 import { imageCommand } from './commands/image.js';
+import { operationCommand } from './commands/operation.js';
 import { remoteCommand } from './commands/remote.js';
 import { tokenCommand } from './commands/token.js';
 import { vmCommand } from './commands/vm.js';
@@ -32,6 +33,7 @@ program.addCommand(vmCommand(paths));
 program.addCommand(daemonCommand(paths));
 program.addCommand(tokenCommand(paths));
 program.addCommand(remoteCommand());
+program.addCommand(operationCommand(paths));
 for (const command of program.commands) {
   command.exitOverride();
   for (const sub of command.commands) sub.exitOverride();

@@ -19,7 +19,7 @@ export interface TestHome {
   home: string;
   paths: VireoPaths;
   /** Runs the vireo CLI against this home. */
-  vireo(args: string[], options?: { input?: string; timeoutMs?: number }): Promise<CliResult>;
+  vireo(args: string[], options?: { input?: string; timeoutMs?: number; env?: Record<string, string> }): Promise<CliResult>;
   /** Kills every QEMU started from this home and removes it. */
   cleanup(): Promise<void>;
 }
@@ -48,10 +48,10 @@ export async function createTestHome(options: { withImage?: boolean } = {}): Pro
   };
 }
 
-export function runCli(home: string, args: string[], options: { input?: string; timeoutMs?: number } = {}): Promise<CliResult> {
+export function runCli(home: string, args: string[], options: { input?: string; timeoutMs?: number; env?: Record<string, string> } = {}): Promise<CliResult> {
   return new Promise((resolve, reject) => {
     const child = spawn(process.execPath, [cliPath, ...args], {
-      env: { ...process.env, VIREO_HOME: home },
+      env: { ...process.env, VIREO_HOME: home, ...(options.env ?? {}) },
       stdio: ['pipe', 'pipe', 'pipe'],
     });
     let stdout = '';

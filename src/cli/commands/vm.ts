@@ -15,6 +15,7 @@ import { createVm, deleteVm, editVm, getVm, listVms, type NewDisk } from '../../
 import { formatDuration, note, printJson, printTable, printYaml } from '../output.js';
 import { attachConsole } from '../console.js';
 import { asSource } from './disk.js';
+import { migrateCommand } from './migrate.js';
 
 type Spec = Record<string, unknown>;
 
@@ -294,6 +295,7 @@ export function vmCommand(paths: () => VireoPaths): Command {
       await printLogs(vmPaths(paths(), name).consoleLog, flags.lines === undefined ? undefined : parseInteger('--lines', flags.lines), Boolean(flags.follow));
     });
 
+  vm.addCommand(migrateCommand(paths));
   return vm;
 }
 
