@@ -284,8 +284,15 @@ export class MigrationService {
     let settle!: Incoming['settle'];
     const decided = new Promise<{ result?: unknown; error?: VireoError }>((resolve) => (settle = resolve));
     // An operation holds the VM's name for as long as the migration is undecided, and shows it in /operations.
-    const operation = await this.operations.start('vm.migrate.incoming', { vm: definition.name }, async ({ progress }) => {
+    const operation = await this.operations.start('vm.migrate.incoming', { vm: definition.name }, async ({ progress, signal }) => {
       progress(`receiving VM '${definition.name}' (migration ${body.id})`);
+      // Cancelling this operation aborts the migration (the source resumes); a daemon stopping
+      // leaves it to the recovery of the next start.
+      const onCancel = () => {
+        if (this.closing) settle({ error: new VireoError('cancelled', 'the daemon stopped; the migration is aborted at its next start') });
+        else void this.abort(body.id, 'cancelled on the destination').catch(() => {});
+      };
+      signal.addEventListener('abort', onCancel, { once: true });
       const outcome = await decided;
       if (outcome.error) throw outcome.error;
       return outcome.result;
@@ -646,9 +653,10 @@ export class MigrationService {
       return;
     }
     if (record.phase === 'preparing' || record.phase === 'transferring') {
-      // No commit was ever asked for: the destination cannot have the VM running.
-      await this.resumeSource(def, record);
+      // No commit was ever asked for: the destination cannot have the VM running. It is told
+      // first (best effort) so that its QEMU lets go of everything before the source resumes.
       await this.tellAbort(record, peer);
+      await this.resumeSource(def, record);
       return;
     }
     if (record.phase === 'committed') {

@@ -65,7 +65,9 @@ export async function configureSource(client: QmpClient, tuning: MigrationTuning
 
 /** Sets what the destination must agree with before migrate-incoming. */
 export async function configureDestination(client: QmpClient, tuning: Pick<MigrationTuning, 'postcopy' | 'multifd'>): Promise<void> {
-  await migrateSetCapabilities(client, { 'postcopy-ram': tuning.postcopy, multifd: tuning.multifd });
+  // late-block-activate: the destination takes its disks (and their image locks) only when told to
+  // run, so that until the commit the source can still resume on them.
+  await migrateSetCapabilities(client, { 'postcopy-ram': tuning.postcopy, multifd: tuning.multifd, 'late-block-activate': true });
   if (tuning.multifd) await migrateSetParameters(client, { 'multifd-channels': MULTIFD_CHANNELS });
 }
 
