@@ -31,7 +31,7 @@ export interface MigrationBenchResult {
 const MAX_DOWNTIME_MS = 300;
 const BANDWIDTH = 1024 * 1024 * 1024;
 /** Writes 16 MiB of non-zero data into RAM (the initramfs root) every 200 ms, for ever. */
-const DIRTY_LOOP = 'dd if=/dev/urandom of=/tmp/src bs=1M count=16 2>/dev/null; (while :; do cp /tmp/src /tmp/dirty; usleep 200000; done) &';
+const DIRTY_LOOP = 'dd if=/dev/urandom of=/tmp/r bs=1M count=1 2>/dev/null; for i in 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16; do cat /tmp/r; done > /tmp/src; (while :; do cp /tmp/src /tmp/dirty; usleep 200000; done) & true';
 
 function run(command: string, args: string[], env: NodeJS.ProcessEnv): Promise<{ code: number; stdout: string; stderr: string }> {
   return new Promise((resolve, reject) => {
@@ -131,7 +131,7 @@ async function plainMigrate(source: PlainQemu, destination: PlainQemu): Promise<
 async function stopPlain(qemu: PlainQemu): Promise<void> {
   await qemu.qmp.close();
   qemu.child.kill('SIGKILL');
-  await new Promise((resolve) => (qemu.child.exitCode !== null ? resolve(undefined) : qemu.child.once('exit', resolve)));
+  await new Promise((resolve) => (qemu.child.exitCode !== null || qemu.child.signalCode !== null ? resolve(undefined) : qemu.child.once('exit', resolve)));
 }
 
 export async function benchMigration(options: { runs: number; cli: string; imageHome: string; memoryMiB: number }): Promise<MigrationBenchResult> {
@@ -153,7 +153,7 @@ export async function benchMigration(options: { runs: number; cli: string; image
     await a.api.request('POST', '/vms', { spec: { name: 'bench', memory: `${options.memoryMiB}M`, boot: { kernel: { image: 'tiny' } } }, newDisks: [{ size: '64M' }] });
     await a.api.waitForOperation((await a.api.request<{ id: string }>('POST', '/vms/bench/start', { waitReady: true })).id);
     const env = { ...process.env, VIREO_HOME: homes[0]!, VIREO_STORAGE: storage };
-    const typed = await run(process.execPath, [options.cli, 'vm', 'console', 'bench', '--run', DIRTY_LOOP], env);
+    const typed = await run(process.execPath, [options.cli, 'vm', 'console', 'bench', '--run', DIRTY_LOOP, '--timeout', '180'], env);
     if (typed.code !== 0) throw new Error(`cannot start the workload: ${typed.stderr}`);
 
     const paths = vireoPaths(homes[0]!);
@@ -187,7 +187,7 @@ export async function benchMigration(options: { runs: number; cli: string; image
     for (const qemu of plains) await stopPlain(qemu).catch(() => {});
     for (const daemon of daemons) {
       daemon.child.kill('SIGTERM');
-      await new Promise((resolve) => (daemon.child.exitCode !== null ? resolve(undefined) : daemon.child.once('exit', resolve)));
+      await new Promise((resolve) => (daemon.child.exitCode !== null || daemon.child.signalCode !== null ? resolve(undefined) : daemon.child.once('exit', resolve)));
     }
     // The daemons leave VMs running by design; the bench's own must go.
     const { readdir, readFile } = await import('node:fs/promises');

@@ -182,6 +182,31 @@ describe('live migration with shared storage', () => {
     await stopCounting(hosts.a, console);
   });
 
+  test('post-copy moves a guest that dirties memory faster than the bandwidth; multifd brings it back', async () => {
+    const { a, b } = hosts;
+    const onA = await counting(a);
+    const onBPromise = followConsole(b, 'mig');
+    // 4 MiB/s against a guest dirtying more than that, and no throttling: pre-copy alone would never end.
+    const there = await migrateVia(a, b, 'mig', { postcopy: true, autoConverge: false, bandwidth: '4M' });
+    assert.equal(there.state, 'succeeded', JSON.stringify(there.error));
+    const onB = await onBPromise;
+    await assertOneCopy(b, a, 'mig');
+    const firstOnB = await waitForCounter(onB, 0);
+    await waitForCounter(onB, firstOnB + 3);
+    assertContiguous(counters(onA.received + onB.received), 'console across the post-copy move');
+
+    const onABackPromise = followConsole(a, 'mig');
+    const back = await migrateVia(b, a, 'mig', { multifd: true });
+    assert.equal(back.state, 'succeeded', JSON.stringify(back.error));
+    const onABack = await onABackPromise;
+    await assertOneCopy(a, b, 'mig');
+    await waitForCounter(onABack, counters(onB.received).at(-1)! + 3);
+    assertContiguous(counters(onA.received + onB.received + onABack.received), 'console across the multifd move');
+    await onA.close();
+    await onB.close();
+    await stopCounting(a, onABack);
+  });
+
   test('the CLI migrates through the local daemon with a stored remote; without a daemon it says so', async () => {
     const configDir = await mkdtemp(join(tmpdir(), 'vireo-cfg-'));
     try {

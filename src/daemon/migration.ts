@@ -44,14 +44,14 @@ import { pinnedAgentOptions } from '../cli/remotes.js';
 import { VireoError, asVireoError, invalidState, isVireoError } from '../core/errors.js';
 import { getHostFacts } from '../core/host/check.js';
 import { DEFAULT_TUNING, cancelTransfer, configureSource, progressOf, startMirrors, stopMirrors, transfer, type DiskMirror, type MigrationProgress, type MigrationTuning } from '../core/migration/drive.js';
-import { acceptDefinition, checkCompatibility, incomingStatus, prepareIncoming, removeIncoming, startReceivedVm, type IncomingEndpoints, type IncomingRequest } from '../core/migration/incoming.js';
+import { acceptDefinition, checkCompatibility, incomingStatus, prepareIncoming, removeIncoming, startAtPostcopySwitch, startReceivedVm, type IncomingEndpoints, type IncomingRequest } from '../core/migration/incoming.js';
 import { copyVolumesOffline, receiveVolumesOffline, type OfflineReceiver } from '../core/migration/offline.js';
 import { parseSize } from '../core/model/units.js';
 import type { VmDefinition } from '../core/model/vm.js';
 import { vmPaths, type VireoPaths } from '../core/paths.js';
 import { QmpClient } from '../core/qmp/client.js';
 import { cont, queryStatus, quit } from '../core/qmp/commands.js';
-import { queryMigrate } from '../core/qmp/migration.js';
+import { migrateStartPostcopy, queryMigrate } from '../core/qmp/migration.js';
 import { Reverter } from '../core/revert.js';
 import { readJsonIfExists, writeJsonAtomic } from '../core/store/atomic.js';
 import { deleteVolume, getVolume } from '../core/storage/volumes.js';
@@ -78,6 +78,8 @@ export interface MigrationRecord {
   phase: MigrationPhase;
   offline: boolean;
   copyStorage: boolean;
+  /** Post-copy: the hand-over happens before the switch to post-copy, not after the transfer. */
+  postcopy?: boolean;
   /** Source: how to reach the destination daemon. */
   peer?: PeerConfig;
   /** Destination: the volumes created for this migration (deleted on abort). */
@@ -308,7 +310,7 @@ export class MigrationService {
           reverter.add(() => receiver!.stop());
           prepared.nbd = receiver.endpoints;
         }
-        await this.save({ id: body.id, role: 'destination', vm: definition.name, uuid: definition.uuid, phase: 'incoming', offline: request.offline, copyStorage: request.copyStorage, createdVolumes, createdAt: now, updatedAt: now });
+        await this.save({ id: body.id, role: 'destination', vm: definition.name, uuid: definition.uuid, phase: 'incoming', offline: request.offline, copyStorage: request.copyStorage, postcopy: request.tuning.postcopy, createdVolumes, createdAt: now, updatedAt: now });
         this.incoming.set(body.id, { lastContact: Date.now(), settle, ...(receiver ? { offline: receiver } : {}) });
         return prepared;
       });
@@ -339,7 +341,9 @@ export class MigrationService {
       const def = await this.definitionOf(record);
       if (!record.offline) {
         const status = await incomingStatus(this.paths, def);
-        if (status !== 'completed') {
+        // Post-copy hands over before its switch, while RAM still flows; pre-copy once all has arrived.
+        const ready = record.postcopy ? ['active', 'postcopy-active', 'completed'].includes(status) : status === 'completed';
+        if (!ready) {
           await this.abortLocked(record, `the VM was not fully received (incoming stream: ${status})`);
           throw new VireoError('invalid_state', `migration ${id} was aborted: the VM was not fully received here (incoming stream: ${status})`, { phase: 'aborted' });
         }
@@ -349,7 +353,8 @@ export class MigrationService {
       record.phase = 'committed';
       await this.save(record);
       // Decided: from here on the VM is this host's, whatever happens next.
-      if (!record.offline) await startReceivedVm(this.paths, def, { copyStorage: record.copyStorage });
+      if (record.postcopy) this.spawn(startAtPostcopySwitch(this.paths, def, { timeoutMs: 30 * 60_000, stopped: () => this.closing }));
+      else if (!record.offline) await startReceivedVm(this.paths, def, { copyStorage: record.copyStorage });
       this.incoming.get(id)?.settle({ result: { migration: id, vm: record.vm, received: true } });
       this.incoming.delete(id);
       void this.watcher.reconcile();
@@ -403,7 +408,9 @@ export class MigrationService {
     }
     if (record.phase === 'committed' && !record.offline) {
       const def = await this.definitionOf(record);
-      if ((await livePid(this.paths, def)) !== undefined) await startReceivedVm(this.paths, def, { copyStorage: record.copyStorage }).catch(() => {});
+      if ((await livePid(this.paths, def)) === undefined) return;
+      if (record.postcopy) this.spawn(startAtPostcopySwitch(this.paths, def, { timeoutMs: 30 * 60_000, stopped: () => this.closing }));
+      else await startReceivedVm(this.paths, def, { copyStorage: record.copyStorage }).catch(() => {});
     }
   }
 
@@ -441,7 +448,7 @@ export class MigrationService {
     const id = randomBytes(8).toString('hex');
     const peer = peerClient(options.to);
     const now = new Date().toISOString();
-    const record: MigrationRecord = { id, role: 'source', vm: def.name, uuid: def.uuid, phase: 'preparing', offline: options.offline, copyStorage: options.copyStorage, peer: options.to, createdAt: now, updatedAt: now };
+    const record: MigrationRecord = { id, role: 'source', vm: def.name, uuid: def.uuid, phase: 'preparing', offline: options.offline, copyStorage: options.copyStorage, postcopy: options.tuning.postcopy, peer: options.to, createdAt: now, updatedAt: now };
     await this.save(record);
     this.publishPhase(record);
     const run = () => this.transferSide(def, options, record, peer, context);
@@ -512,7 +519,7 @@ export class MigrationService {
           lastCheck = Date.now();
           try {
             const answer = await peer.request<{ phase: string; incoming?: string }>('GET', `/migrations/${record.id}`, undefined, { timeoutMs: 5000 });
-            if (answer.phase !== 'incoming') throw new VireoError('qemu_failed', `the destination no longer expects this migration (${answer.phase})`);
+            if (answer.phase !== 'incoming' && !(answer.phase === 'committed' && record.phase === 'committed')) throw new VireoError('qemu_failed', `the destination no longer expects this migration (${answer.phase})`);
             silentSince = undefined;
           } catch (error) {
             if (isAbortAnswer(error)) throw new VireoError('qemu_failed', 'the destination aborted the migration');
@@ -520,6 +527,10 @@ export class MigrationService {
             silentSince ??= Date.now();
             if (Date.now() - silentSince > 10_000) throw new VireoError('command_failed', `the destination daemon stopped answering (${asVireoError(error).message})`);
           }
+        },
+        // Once in post-copy the source cannot take the VM back: the destination decides first.
+        beforePostcopy: async () => {
+          await this.handOver(record, peer, context);
         },
         beforeSwitchover: async () => {
           progress('completing the disk copy');
@@ -534,6 +545,10 @@ export class MigrationService {
         ...(info.ram ? { transferredBytes: info.ram.transferred } : {}),
       };
     } catch (error) {
+      if (record.phase === 'committing' || record.phase === 'committed') {
+        // Handed over (or undecided) before a post-copy switch: resuming here could make two copies.
+        throw new VireoError(asVireoError(error).code, `${asVireoError(error).message} (after the hand-over to the destination; the VM is not resumed here)`);
+      }
       progress('migration failed; the VM stays here');
       if (client) {
         await stopMirrors(client, mirrors, { keepCopy: false }).catch(() => {});
@@ -550,19 +565,36 @@ export class MigrationService {
 
   /** Asks for the destination's decision until it is known; then finishes or undoes the source side. */
   private async commitSide(def: VmDefinition, record: MigrationRecord, peer: ApiClient, context: OperationContext): Promise<MigrationResult> {
+    if (record.phase !== 'committed') {
+      try {
+        await this.handOver(record, peer, context);
+      } catch (error) {
+        if (isVireoError(error) && error.details['phase'] === 'aborted') await this.resumeSource(def, record);
+        throw error;
+      }
+    }
+    return this.completeSource(def, record, peer);
+  }
+
+  /** Records 'committing', gets the destination's decision, records 'committed'; throws when it aborted. */
+  private async handOver(record: MigrationRecord, peer: ApiClient, context: OperationContext): Promise<void> {
     record.phase = 'committing';
     await this.save(record);
     this.publishPhase(record);
     context.progress('handing the VM over', 0.97);
     const decision = await this.askDecision(record, peer, context, 'commit');
     if (decision === 'aborted') {
-      await this.resumeSource(def, record);
-      throw new VireoError('qemu_failed', 'the destination aborted the migration at the hand-over; the VM runs here again');
+      // Not handed over: the source may (and will) take the VM back.
+      record.phase = 'transferring';
+      await this.save(record);
+      throw new VireoError('qemu_failed', 'the destination aborted the migration at the hand-over; the VM runs here again', { phase: 'aborted' });
     }
     if (decision === 'unknown') {
       throw new VireoError('timeout', `the destination's decision on migration ${record.id} is not known yet (the daemon is stopping); the VM stays paused here until it is`);
     }
-    return this.completeSource(def, record, peer);
+    record.phase = 'committed';
+    await this.save(record);
+    this.publishPhase(record);
   }
 
   /**
@@ -595,10 +627,13 @@ export class MigrationService {
   }
 
   private async completeSource(def: VmDefinition, record: MigrationRecord, peer: ApiClient): Promise<MigrationResult> {
-    record.phase = 'committed';
-    await this.save(record);
-    this.publishPhase(record);
+    if (record.phase !== 'committed') {
+      record.phase = 'committed';
+      await this.save(record);
+      this.publishPhase(record);
+    }
     const pid = await livePid(this.paths, def);
+    if (pid !== undefined && record.postcopy) await this.finishPostcopy(def);
     if (pid !== undefined) {
       const client = await QmpClient.connect(vmPaths(this.paths, def.name).qmpSocket, { timeoutMs: 10_000 }).catch(() => undefined);
       if (client) await quit(client).catch(() => {}).finally(() => client.close());
@@ -621,6 +656,27 @@ export class MigrationService {
     await peer.request('POST', `/migrations/${record.id}/finish`, {}, { timeoutMs: 10_000 }).catch(() => {});
     await this.forget(record.id);
     return { vm: def.name, migration: record.id, movedTo: record.peer?.url ?? '', offline: record.offline, copyStorage: record.copyStorage };
+  }
+
+  /**
+   * A post-copy migration handed over before its switch: the source QEMU
+   * still holds pages the destination needs, so it must finish sending
+   * (switching to post-copy if a daemon died before doing so) before it goes.
+   */
+  private async finishPostcopy(def: VmDefinition): Promise<void> {
+    const client = await QmpClient.connect(vmPaths(this.paths, def.name).qmpSocket, { timeoutMs: 10_000 }).catch(() => undefined);
+    if (!client) return;
+    try {
+      const deadline = Date.now() + 30 * 60_000;
+      while (Date.now() < deadline && !this.closing) {
+        const status = (await queryMigrate(client)).status;
+        if (status === 'active') await migrateStartPostcopy(client).catch(() => {});
+        else if (status !== 'postcopy-active' && status !== 'device' && status !== 'setup') return;
+        await sleep(250);
+      }
+    } finally {
+      await client.close();
+    }
   }
 
   /** The VM stays (or is again) here: running if it was running. */

@@ -106,6 +106,8 @@ export interface TransferOptions {
   pollMs?: number;
   /** With pause-before-switchover: runs while the guest is stopped just before the switch (complete disk mirrors). */
   beforeSwitchover?: () => Promise<void>;
+  /** Runs before the switch to post-copy, the point of no return (hand the VM over first). */
+  beforePostcopy?: () => Promise<void>;
 }
 
 /**
@@ -140,6 +142,7 @@ export async function transfer(client: QmpClient, uri: string, options: Transfer
       }
       // Post-copy starts once the first full pass of RAM is done (one dirty sync after it).
       if (options.tuning.postcopy && !postcopyStarted && info.status === 'active' && (info.ram?.['dirty-sync-count'] ?? 0) >= 2) {
+        await options.beforePostcopy?.();
         await migrateStartPostcopy(client);
         postcopyStarted = true;
       }

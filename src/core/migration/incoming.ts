@@ -210,6 +210,31 @@ export async function startReceivedVm(paths: VireoPaths, def: VmDefinition, opti
   }
 }
 
+/**
+ * Post-copy: the VM is handed over before the source switches, and runs
+ * here from the switch on. QEMU's cont while still receiving would take the
+ * disks (and their locks) from the source too early, so this waits for the
+ * switch (the run state leaves 'inmigrate': QEMU pauses the guest at the
+ * switch since it was started with -S) and then lets the guest run.
+ */
+export async function startAtPostcopySwitch(paths: VireoPaths, def: VmDefinition, options: { timeoutMs: number; stopped?: () => boolean }): Promise<void> {
+  const client = await QmpClient.connect(vmPaths(paths, def.name).qmpSocket, { timeoutMs: 10_000 });
+  try {
+    const deadline = Date.now() + options.timeoutMs;
+    while (Date.now() < deadline && !options.stopped?.()) {
+      const status = (await queryStatus(client)).status;
+      if (status === 'running') return;
+      if (status !== 'inmigrate') {
+        await cont(client);
+        return;
+      }
+      await new Promise((resolve) => setTimeout(resolve, 20));
+    }
+  } finally {
+    await client.close();
+  }
+}
+
 /** Removes every trace of an incoming VM: its QEMU, its directory, the disks created for it. */
 export async function removeIncoming(paths: VireoPaths, def: Pick<VmDefinition, 'name' | 'uuid'>, createdVolumes: string[]): Promise<void> {
   const pid = await livePid(paths, def as VmDefinition).catch(() => undefined);
