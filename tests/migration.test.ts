@@ -240,4 +240,20 @@ describe('live migration with shared storage', () => {
       await rm(configDir, { recursive: true, force: true });
     }
   });
+
+  test('offline with shared storage: a stopped VM changes owner, its disk stays where both see it', async () => {
+    const { a, b } = hosts;
+    const stopped = await runOperation(a.daemon.api, 'POST', '/vms/mig/stop', {});
+    assert.equal(stopped.state, 'succeeded', JSON.stringify(stopped.error));
+    const before = await a.daemon.api.request<{ definition: unknown }>('GET', '/vms/mig');
+    const moved = await migrateVia(a, b, 'mig', { offline: true });
+    assert.equal(moved.state, 'succeeded', JSON.stringify(moved.error));
+    assert.equal(await stateOn(a, 'mig'), 'absent');
+    const after = await b.daemon.api.request<{ definition: unknown; runtime: { state: string } }>('GET', '/vms/mig');
+    assert.equal(after.runtime.state, 'stopped');
+    assert.deepEqual(after.definition, before.definition, 'the same VM: identity and spec kept');
+    assert.deepEqual(await listDir(b.home.paths.storage), ['mig-disk0.qcow2'], 'the shared disk is untouched');
+    assert.deepEqual(await b.daemon.api.request('GET', '/migrations'), []);
+    assert.deepEqual(await a.daemon.api.request('GET', '/migrations'), []);
+  });
 });
