@@ -252,7 +252,8 @@ describe('live migration with shared storage', () => {
     const after = await b.daemon.api.request<{ definition: unknown; runtime: { state: string } }>('GET', '/vms/mig');
     assert.equal(after.runtime.state, 'stopped');
     assert.deepEqual(after.definition, before.definition, 'the same VM: identity and spec kept');
-    assert.deepEqual(await listDir(b.home.paths.storage), ['mig-disk0.qcow2'], 'the shared disk is untouched');
+    const disks = await b.daemon.api.request<{ name: string }[]>('GET', '/disks');
+    assert.deepEqual(disks.map((disk) => disk.name), ['mig-disk0'], 'the destination sees the shared disk, untouched');
     assert.deepEqual(await b.daemon.api.request('GET', '/migrations'), []);
     assert.deepEqual(await a.daemon.api.request('GET', '/migrations'), []);
   });

@@ -98,6 +98,17 @@ export async function checkCompatibility(paths: VireoPaths, request: IncomingReq
       throw error;
     });
   }
+  // Networks are QEMU's user networking: what must be free here is each forwarded host port.
+  if (!request.offline) {
+    for (const [index, nic] of def.nics.entries()) {
+      for (const [forwardIndex, forward] of nic.forwards.entries()) {
+        if (forward.protocol !== 'tcp') continue;
+        if (!(await portFree(forward.hostAddress, forward.hostPort))) {
+          throw new VireoError('in_use', `host port ${forward.hostAddress}:${forward.hostPort}/tcp, which the VM forwards, is in use on the destination`, { field: `definition.nics.${index}.forwards.${forwardIndex}.hostPort` });
+        }
+      }
+    }
+  }
   for (const [index, disk] of def.disks.entries()) {
     const present = await getVolume(paths, disk.volume).then(() => true, () => false);
     if (request.copyStorage && present) throw new VireoError('already_exists', `the destination already has a volume '${disk.volume}'; a storage copy needs it absent`, { field: `definition.disks.${index}.volume` });
@@ -119,6 +130,14 @@ async function qemuHelpList(binary: string, args: string[]): Promise<Set<string>
     if (name) names.add(name);
   }
   return names;
+}
+
+function portFree(host: string, port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const server = createServer();
+    server.once('error', () => resolve(false));
+    server.listen(port, host, () => server.close(() => resolve(true)));
+  });
 }
 
 /** A TCP port free on host right now (QEMU's NBD server takes a fixed port). */
