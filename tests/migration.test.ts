@@ -11,7 +11,7 @@ import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import { isVireoError } from '../src/core/errors.js';
 import { migrateVia, startTwoHosts, type TestHost, type TwoHosts } from './harness/hosts.js';
-import { runOperation } from './harness/daemon.js';
+import { collectEvents, runOperation } from './harness/daemon.js';
 import { qemuPidsOf, listDir } from './harness/vireo.js';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -66,8 +66,14 @@ describe('live migration with shared storage', () => {
     await waitForCounter(onA, 3);
     // The destination's console is followed from the moment its QEMU exists, so no output escapes.
     const onBPromise = followConsole(b, 'mig');
+    const stream = collectEvents(a.daemon.api, { vm: 'mig' });
     const there = await migrateVia(a, b, 'mig');
     assert.equal(there.state, 'succeeded', JSON.stringify(there.error));
+    // Progress streams live, as numbers: sent, left, dirty rate, expected downtime.
+    const figures = await stream.waitFor((event) => event.kind === 'vm.migration' && typeof event.data['transferredBytes'] === 'number' && (event.data['transferredBytes'] as number) > 0);
+    for (const key of ['remainingBytes', 'dirtyBytesPerSecond', 'totalBytes']) assert.equal(typeof figures.data[key], 'number', key);
+    await stream.waitFor((event) => event.kind === 'vm.migration' && event.data['phase'] === 'committed');
+    stream.stop();
     const onB = await onBPromise;
     const result = there.result as { movedTo: string; downtimeMs: number; totalTimeMs: number };
     assert.equal(result.movedTo, b.remote.url);
