@@ -1,10 +1,11 @@
 /**
  * `npm run bench`: Vireo's figures next to the plain equivalent, in one run,
- * as medians. Usage: npm run bench [-- --runs N] [-- --only start,daemon,snapshots]
+ * as medians. Usage: npm run bench [-- --runs N] [-- --only start,daemon,snapshots,migration]
  *
  * Sections: start (vm start to readiness vs plain qemu), daemon (API latency
  * and daemon memory vs libvirtd where libvirt is installed), snapshots (linked
- * clones and live snapshots vs qemu-img, plain QMP and virsh).
+ * clones and live snapshots vs qemu-img, plain QMP and virsh), migration (live
+ * migration of a 256 MiB and a 1 GiB guest vs plain QMP).
  */
 import { fileURLToPath } from 'node:url';
 import { join } from 'node:path';
@@ -14,6 +15,7 @@ import { vireoPaths } from '../src/core/paths.js';
 import { benchDaemon } from './daemon.js';
 import { benchLibvirt } from './libvirt.js';
 import { benchSnapshots } from './snapshots.js';
+import { benchMigration } from './migration.js';
 import { benchStartTime } from './start-time.js';
 
 const runsFlag = process.argv.indexOf('--runs');
@@ -90,4 +92,17 @@ async function reportSnapshots(): Promise<void> {
   process.stdout.write(line('plain QMP snapshot-load job', snapshots.snapshotRevert.qmpMs));
   process.stdout.write(line('virsh snapshot-revert', snapshots.snapshotRevert.virshMs));
   for (const note of snapshots.notes) process.stdout.write(`  note: ${note}\n`);
+}
+
+if (wanted('migration')) {
+  // Each run moves the guest there and back, so half the runs are enough.
+  const migrationRuns = Math.max(1, Math.ceil(runs / 2));
+  for (const memoryMiB of [256, 1024]) {
+    const result = await benchMigration({ runs: migrationRuns, cli, imageHome, memoryMiB });
+    const list = (values: number[]) => values.map((value) => String(Math.round(value))).join(' ');
+    process.stdout.write(`\nlive migration on loopback, ${memoryMiB} MiB guest rewriting 16 MiB of RAM every 200 ms, downtime limit ${result.maxDowntimeMs} ms, shared storage (QEMU's figures)\n`);
+    process.stdout.write(`  vireo vm migrate       total ${fmt(median(result.vireo.totalMs))}   downtime ${Math.round(median(result.vireo.downtimeMs))} ms   (totals ms: ${list(result.vireo.totalMs)}; downtimes ms: ${list(result.vireo.downtimeMs)})\n`);
+    process.stdout.write(`  plain QMP migrate      total ${fmt(median(result.plain.totalMs))}   downtime ${Math.round(median(result.plain.downtimeMs))} ms   (totals ms: ${list(result.plain.totalMs)}; downtimes ms: ${list(result.plain.downtimeMs)})\n`);
+    process.stdout.write(`  ratio total vireo/plain ${(median(result.vireo.totalMs) / median(result.plain.totalMs)).toFixed(3)}   (goal: at most 1.10; downtime goal: at most ${result.maxDowntimeMs} ms)\n`);
+  }
 }

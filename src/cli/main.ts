@@ -55,6 +55,7 @@ program.addCommand(snapshotCommand(cli));
 program.addCommand(daemonCommand(paths));
 program.addCommand(tokenCommand(paths));
 program.addCommand(remoteCommand());
+
 for (const command of program.commands) {
   command.exitOverride();
   for (const sub of command.commands) sub.exitOverride();

@@ -5,7 +5,8 @@
  *   <home>/vms/<name>/vm.json         definition (written atomically)
  *   <home>/vms/<name>/run/            runtime: qmp.sock, status.sock, events.sock, serial.sock, qemu.pid, state.json
  *   <home>/vms/<name>/console.log     everything the guest wrote to its serial console
- *   <home>/storage/<disk>.<format>    disks (the storage directory)
+ *   <home>/storage/<disk>.<format>    disks (the storage directory; VIREO_STORAGE overrides, e.g. a
+ *                                     directory shared by two hosts for live migration)
  *   <home>/images/<name>/             built images (kernel, initrd, manifest)
  *   <home>/cache/                     downloaded packages and build scratch
  *   <home>/operations/<id>.json       the daemon's long operations (written atomically)
@@ -37,7 +38,7 @@ export function vireoPaths(home: string = resolveHome()): VireoPaths {
   return {
     home,
     vms: join(home, 'vms'),
-    storage: join(home, 'storage'),
+    storage: process.env.VIREO_STORAGE || join(home, 'storage'),
     images: join(home, 'images'),
     cache: join(home, 'cache'),
     operations: join(home, 'operations'),

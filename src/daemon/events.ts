@@ -5,7 +5,7 @@
  * Last-Event-ID misses nothing that is still in the recent-events window.
  */
 
-export type EventKind = 'vm.state' | 'vm.qmp' | 'vm.defined' | 'vm.deleted' | 'operation' | 'daemon';
+export type EventKind = 'vm.state' | 'vm.qmp' | 'vm.defined' | 'vm.deleted' | 'vm.migration' | 'operation' | 'daemon';
 
 export interface VireoEvent {
   /** Increases by one per event for the life of the daemon process. */

@@ -19,6 +19,7 @@ import { loadDefinition, vmsUsingImage, vmsUsingVolume } from '../core/vm/defini
 import { killVm, pauseVm, rebootVm, resumeVm, startVm, stopVm } from '../core/vm/lifecycle.js';
 import { createVm, deleteVm, editVm, getVm, listVms } from '../core/vm/manage.js';
 import { readConsoleLogFrom } from '../core/vm/console.js';
+import { migrationRoutes } from './migration-routes.js';
 import type { DaemonState } from './state.js';
 import { snapshotRoutes } from './snapshot-routes.js';
 
@@ -321,6 +322,7 @@ export const routes: Route[] = [
     method: 'POST', path: '/operations/:id/cancel', tag: 'operations', summary: 'Cancel a running operation', params: OperationId, status: 202, returns: 'Operation',
     handler: async ({ params, daemon }) => ({ status: 202, body: daemon.operations.cancel(params.id) }),
   },
+  ...migrationRoutes,
 ];
 
 export { NoQuery };

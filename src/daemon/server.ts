@@ -22,6 +22,7 @@ import { loadDefinition } from '../core/vm/definitions.js';
 import { livePid } from '../core/vm/runtime.js';
 import { ConsoleHub } from './consoles.js';
 import { EventBus, type VireoEvent } from './events.js';
+import { MigrationService } from './migration.js';
 import { collectMetrics, enableBalloonStats } from './metrics.js';
 import { buildOpenApi } from './openapi.js';
 import { OperationManager } from './operations.js';
@@ -267,7 +268,9 @@ export async function startDaemon(options: DaemonOptions): Promise<Daemon> {
   const interrupted = await operations.recover(recoveryHandlers(paths));
   const watcher = new VmWatcher(paths, events, { onAttach: (_vm, client) => enableBalloonStats(client) });
   const consoles = new ConsoleHub(paths);
-  const state: DaemonState = { paths, version: options.version, events, operations, watcher, consoles };
+  const migrations = new MigrationService(paths, operations, watcher, events);
+  const state: DaemonState = { paths, version: options.version, events, operations, watcher, consoles, migrations };
+  await migrations.start();
   await watcher.start();
 
   const apps: FastifyInstance[] = [];
@@ -294,6 +297,7 @@ export async function startDaemon(options: DaemonOptions): Promise<Daemon> {
       socketPath,
       ...(tcpPort !== undefined ? { tcpPort } : {}),
       close: async () => {
+        await migrations.close();
         await operations.shutdown();
         await consoles.close();
         await watcher.close();
@@ -302,6 +306,7 @@ export async function startDaemon(options: DaemonOptions): Promise<Daemon> {
       },
     };
   } catch (error) {
+    await migrations.close();
     await watcher.close();
     await Promise.all(apps.map((app) => app.close().catch(() => {})));
     throw error;

@@ -5,6 +5,7 @@
 import type { VireoPaths } from '../core/paths.js';
 import type { ConsoleHub } from './consoles.js';
 import type { EventBus } from './events.js';
+import type { MigrationService } from './migration.js';
 import type { OperationManager } from './operations.js';
 import type { VmWatcher } from './watcher.js';
 
@@ -15,4 +16,5 @@ export interface DaemonState {
   operations: OperationManager;
   watcher: VmWatcher;
   consoles: ConsoleHub;
+  migrations: MigrationService;
 }

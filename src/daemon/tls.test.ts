@@ -13,7 +13,7 @@ import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import { VireoError, type ErrorCode } from '../core/errors.js';
 import { vireoPaths, type VireoPaths } from '../core/paths.js';
-import { pinnedAgentOptions } from '../cli/remotes.js';
+import { pinnedAgentOptions } from '../client/endpoint.js';
 import { ensureTlsMaterial, type TlsMaterial } from './tls.js';
 
 async function setup(t: TestContext): Promise<{ root: string; paths: VireoPaths }> {

@@ -18,9 +18,17 @@ export interface RunningDaemon {
   crash(): Promise<void>;
 }
 
-export async function startTestDaemon(home: TestHome, extraArgs: string[] = []): Promise<RunningDaemon> {
-  const child = spawn(process.execPath, [cliPath, 'daemon', ...extraArgs], {
-    env: { ...process.env, VIREO_HOME: home.home },
+export interface TestDaemonOptions {
+  env?: Record<string, string>;
+  /** A command the daemon runs under, e.g. ['ip', 'netns', 'exec', NAME] to put it in a network namespace. */
+  wrapper?: string[];
+}
+
+export async function startTestDaemon(home: TestHome, extraArgs: string[] = [], options: TestDaemonOptions = {}): Promise<RunningDaemon> {
+  const argv = [process.execPath, cliPath, 'daemon', ...extraArgs];
+  const command = [...(options.wrapper ?? []), ...argv];
+  const child = spawn(command[0]!, command.slice(1), {
+    env: { ...process.env, VIREO_HOME: home.home, ...(options.env ?? {}) },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   let stderr = '';

@@ -15,6 +15,7 @@ import { Progress, formatDuration, note, printJson, printTable, printYaml } from
 import { attachConsole } from '../console.js';
 import { asSource } from './disk.js';
 import { addCloneCommands } from './vm-clone.js';
+import { migrateCommand } from './migrate.js';
 
 type Spec = Record<string, unknown>;
 
@@ -296,6 +297,7 @@ export function vmCommand(cli: CliContext): Command {
     });
 
   addCloneCommands(vm, cli);
+  vm.addCommand(migrateCommand(cli));
   return vm;
 }
 

@@ -26,6 +26,8 @@ export interface LaunchContext {
   uefi?: { code: string; vars: string };
   /** Fork into the background once QEMU is ready (the product always does; tests may not). */
   daemonize: boolean;
+  /** Wait for an incoming live migration, whose address is given later over QMP (migrate-incoming). */
+  incoming?: 'defer';
 }
 
 type Json = Record<string, unknown>;
@@ -62,6 +64,7 @@ export function buildQemuArgv(def: VmDefinition, ctx: LaunchContext): string[] {
   // Start paused: Vireo connects to QMP, subscribes to events, then resumes.
   push('-S');
   push('-msg', 'timestamp=on');
+  if (ctx.incoming) push('-incoming', ctx.incoming);
 
   push('-chardev', `socket,id=qmp,path=${escapeKeyval(ctx.runtime.qmpSocket)},server=on,wait=off`);
   push('-mon', 'chardev=qmp,mode=control');
