@@ -17,4 +17,6 @@ fi
 npm ci --no-audit --no-fund
 npm run build
 node dist/src/cli/main.js host setup
+# So that the second README command, npm test, finds what it needs too.
+bash scripts/test-tools.sh
 node dist/scripts/quickstart.js
