@@ -77,6 +77,7 @@ describe('clones and templates', () => {
   test('a template is frozen: read-only disks, no start, no edit, no snapshot', async () => {
     await vireoOk('vm', 'template', 'base');
     assert.equal((await show('base')).template, true);
+    assert.match((await vireoOk('vm', 'list')).stdout, /^base\s+template\s/m);
     assert.equal((await stat(`${home.paths.storage}/base-data.qcow2`)).mode & 0o777, 0o444);
     const start = await home.vireo(['vm', 'start', 'base']);
     assert.equal(start.code, 5);

@@ -162,7 +162,8 @@ export function vmCommand(cli: CliContext): Command {
         ['NAME', 'STATE', 'VCPUS', 'MEMORY', 'ACCEL', 'UPTIME'],
         vms.map(({ definition, runtime }) => [
           definition.name,
-          runtime.state,
+          // A template never runs; saying so beats a plain 'stopped'.
+          definition.template ? 'template' : runtime.state,
           String(definition.cpus.count),
           formatSize(definition.memory * MiB),
           runtime.accel ?? definition.accelerator,
