@@ -6,13 +6,13 @@
  * running VM's disk that the guest sees at once.
  */
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { execFile, spawn } from 'node:child_process';
+import { access, mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { after, before, describe, test } from 'node:test';
-import { createTestHome, type TestHome } from './harness/vireo.js';
+import { cliPath, createTestHome, type TestHome } from './harness/vireo.js';
 
 const exec = promisify(execFile);
 const qemuImg = (...args: string[]) => exec('qemu-img', args);
@@ -79,6 +79,39 @@ describe('disk import, export and live resize', () => {
     const again = await home.vireo(['disk', 'export', 'from-vmdk', out, '--format', 'raw']);
     assert.equal(again.code, 4);
     assert.match(again.stderr, /already exists; Vireo does not overwrite files/);
+  });
+
+  test('an import or export killed part-way leaves nothing under the name it was making', async () => {
+    // Enough data that the conversion runs for a while: 192 MiB that do not compress to nothing.
+    const big = join(work, 'big.raw');
+    await exec('dd', ['if=/dev/urandom', `of=${big}`, 'bs=1M', 'count=192', 'status=none']);
+    const bigVmdk = join(work, 'big.vmdk');
+    await qemuImg('convert', '-f', 'raw', '-O', 'vmdk', big, bigVmdk);
+    const killedWhileWriting = async (args: string[], dir: string, temporary: RegExp, marker: string): Promise<void> => {
+      const child = spawn(process.execPath, [cliPath, ...args], { env: { ...process.env, VIREO_HOME: home.home, VIREO_CONFIG_DIR: join(home.home, 'config') }, stdio: 'ignore' });
+      const deadline = Date.now() + 60_000;
+      while (!(await readdir(dir)).some((entry) => temporary.test(entry))) {
+        assert.ok(Date.now() < deadline, `no temporary ${temporary} appeared in ${dir}`);
+        await new Promise((resolve) => setTimeout(resolve, 20));
+      }
+      child.kill('SIGKILL');
+      await new Promise((resolve) => child.once('exit', resolve));
+      // The orphaned qemu-img may still finish its temporary file; nothing links it into place.
+      await exec('pkill', ['-KILL', '-f', `qemu-img convert .*${marker}`]).catch(() => undefined);
+      await new Promise((resolve) => setTimeout(resolve, 500));
+    };
+
+    await killedWhileWriting(['disk', 'import', bigVmdk, '--name', 'half-in'], home.paths.storage, /^\.half-in\.qcow2\..*\.tmp$/, 'half-in');
+    const listed = JSON.parse((await vireoOk('disk', 'list', '--json')).stdout) as { name: string }[];
+    assert.ok(!listed.some((volume) => volume.name === 'half-in'), 'no half-imported volume is listed');
+    await vireoOk('disk', 'import', bigVmdk, '--name', 'half-in');
+
+    const out = join(work, 'half-out.vhdx');
+    await killedWhileWriting(['disk', 'export', 'half-in', out, '--format', 'vhdx'], work, /^\.half-out\.vhdx\..*\.tmp$/, 'half-out');
+    assert.equal(await access(out).then(() => true, () => false), false, 'no half-written file under the export\'s name');
+    await vireoOk('disk', 'export', 'half-in', out, '--format', 'vhdx');
+    await qemuImg('compare', '-f', 'raw', '-F', 'vhdx', big, out);
+    await vireoOk('disk', 'delete', 'half-in');
   });
 
   test('a running VM\'s disk grows live and the guest sees the new size', async () => {

@@ -4,14 +4,14 @@
  * here, then always named explicitly to qemu-img) and export of a volume to
  * a file in any of those formats, both with progress.
  */
-import { access, mkdir, rm } from 'node:fs/promises';
+import { access, mkdir } from 'node:fs/promises';
 import { dirname, extname, resolve } from 'node:path';
 import { VireoError, invalidArgument } from '../errors.js';
 import { checkName } from '../model/units.js';
 import type { VireoPaths } from '../paths.js';
 import * as qemuImg from './qemu-img.js';
 import type { TransferFormat } from './qemu-img.js';
-import { createVolume, deleteVolume, ensureInsideStorage, getVolume, importVolume, resolveVolume, type Volume } from './volumes.js';
+import { ensureInsideStorage, importVolume, makeVolumeFile, publishFile, resolveVolume, type Volume } from './volumes.js';
 
 export interface ImportOptions {
   name: string;
@@ -38,16 +38,11 @@ export async function importImage(paths: VireoPaths, options: ImportOptions): Pr
   if (await ensureInsideStorage(paths, file, 'file').then(() => true, () => false)) {
     throw invalidArgument('file', `'${options.file}' is in the storage directory; refer to it by its volume name`);
   }
-  // Reserve the name with a placeholder volume, then convert over it; removed again on failure.
-  await createVolume(paths, { name, format, size: 1024 * 1024 });
-  try {
-    const target = await resolveVolume(paths, name);
-    await qemuImg.convertAny(file, sourceFormat, target.path, format, options.onProgress ? { onProgress: options.onProgress } : {});
-  } catch (error) {
-    await deleteVolume(paths, name, { usedBy: async () => [] }).catch(() => undefined);
-    throw error;
-  }
-  return { ...(await getVolume(paths, name)), sourceFormat };
+  // Converted into a hidden temporary and linked into place whole: a crash part-way leaves no half-made volume.
+  const volume = await makeVolumeFile(paths, name, format, (temp) =>
+    qemuImg.convertAny(file, sourceFormat, temp, format, options.onProgress ? { onProgress: options.onProgress } : {}),
+  );
+  return { ...volume, sourceFormat };
 }
 
 export interface ExportOptions {
@@ -65,11 +60,11 @@ export async function exportVolume(paths: VireoPaths, name: string, file: string
   if (inside) throw invalidArgument('file', `'${file}' is in the storage directory; export to a file outside it`);
   if (await access(target).then(() => true, () => false)) throw new VireoError('already_exists', `file: '${file}' already exists; Vireo does not overwrite files`, { field: 'file' });
   await mkdir(dirname(target), { recursive: true });
-  try {
-    await qemuImg.convertAny(volume.path, volume.format, target, format, options.onProgress ? { onProgress: options.onProgress } : {});
-  } catch (error) {
-    await rm(target, { force: true });
-    throw error;
-  }
+  // Written under a hidden temporary name beside the target and linked into place whole, never over an existing file.
+  await publishFile(
+    target,
+    (temp) => qemuImg.convertAny(volume.path, volume.format, temp, format, options.onProgress ? { onProgress: options.onProgress } : {}),
+    () => new VireoError('already_exists', `file: '${file}' already exists; Vireo does not overwrite files`, { field: 'file' }),
+  );
   return { file: target, format };
 }

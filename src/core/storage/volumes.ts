@@ -416,16 +416,36 @@ export async function importVolume(paths: VireoPaths, options: ImportVolumeOptio
  * name is gone afterwards; on failure, so is everything made.
  */
 async function publish(target: string, name: string, make: (temp: string) => Promise<unknown>): Promise<void> {
+  await publishFile(target, make, () => alreadyExists('volume', name));
+}
+
+/**
+ * A new volume made by `make` into a temporary file of the storage directory,
+ * appearing under its name only once whole: a crash part-way leaves no volume
+ * (only a hidden temporary), never a half-written one.
+ */
+export async function makeVolumeFile(paths: VireoPaths, name: string, format: VolumeFormat, make: (temp: string) => Promise<unknown>): Promise<Volume> {
+  checkName('name', name);
+  await mkdir(storageDir(paths), { recursive: true });
+  await refuseExisting(paths, name);
+  const target = join(storageDir(paths), `${name}.${checkFormat(format)}`);
+  await ensureInsideStorage(paths, target, 'name');
+  await publish(target, name, make);
+  return getVolume(paths, name);
+}
+
+/** publish() for any new file (an export, say): `exists` is the error when the target appeared meanwhile. */
+export async function publishFile(target: string, make: (temp: string) => Promise<unknown>, exists: () => VireoError): Promise<void> {
   const temp = join(dirname(target), `.${basename(target)}.${randomBytes(6).toString('hex')}.tmp`);
   try {
     await make(temp);
     try {
       await link(temp, target);
     } catch (error) {
-      if (isErrno(error, 'EEXIST')) throw alreadyExists('volume', name);
+      if (isErrno(error, 'EEXIST')) throw exists();
       if (!isErrno(error, 'EPERM') && !isErrno(error, 'ENOTSUP') && !isErrno(error, 'EOPNOTSUPP')) throw error;
       // No hard links on this filesystem: a rename after a last check is the best left.
-      if (await lstat(target).then(() => true, () => false)) throw alreadyExists('volume', name);
+      if (await lstat(target).then(() => true, () => false)) throw exists();
       await rename(temp, target);
     }
   } finally {
