@@ -216,6 +216,13 @@ async function terminate(pids: number[]): Promise<void> {
   }
 }
 
+/** /dev/kvm is there but the CPU has no vmx/svm flags, so KVM cannot run ordinary guests. */
+async function kvmDeviceUnusable(): Promise<boolean> {
+  const cpuinfo = await readFile('/proc/cpuinfo', 'utf8').catch(() => '');
+  const extensions = /^flags\s*:.*\b(vmx|svm)\b/m.test(cpuinfo);
+  return !extensions && (await access('/dev/kvm').then(() => true, () => false));
+}
+
 export async function ensureDaemon(): Promise<DaemonControl | { reason: string }> {
   const first = await reachable();
   if (first.code === 0) {
@@ -269,8 +276,14 @@ export async function ensureDaemon(): Promise<DaemonControl | { reason: string }
     commands.push(`${virtlogd} -d`);
     if (log.code !== 0) tried.push(`${virtlogd} -d exited ${log.code}: ${errorText(log.stderr)}`);
   }
-  const launched = await run(main, ['-d'], 30_000);
-  commands.push(`${main} -d`);
+  // On a host whose /dev/kvm cannot run guests (no vmx/svm: a nested paravirtual device), libvirtd's
+  // QEMU capability probe takes minutes per define; hidden in a private mount namespace, the host looks
+  // as a TCG-only host does, which is what it is.
+  const hideKvm = (await kvmDeviceUnusable()) && (await findExecutable('unshare')) !== undefined;
+  const launched = hideKvm
+    ? await run('unshare', ['-m', 'sh', '-c', 'mount --bind /dev/null /dev/kvm && exec "$0" -d', main], 30_000)
+    : await run(main, ['-d'], 30_000);
+  commands.push(hideKvm ? `${main} -d (in a private mount namespace with /dev/kvm hidden: this host's /dev/kvm cannot run guests)` : `${main} -d`);
   const ready = launched.code === 0 ? await waitReachable(20_000) : launched;
   const ours = (await daemonProcesses()).filter((daemon) => !before.has(daemon.pid));
   const stop = async () => {
