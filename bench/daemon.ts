@@ -12,6 +12,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ApiClient, type Operation } from '../src/client/api-client.js';
 import { vireoPaths } from '../src/core/paths.js';
+import { DAEMON_NODE_FLAGS } from '../src/daemon/systemd.js';
 
 export interface DaemonFigures {
   listLatencyMs: { p50: number; p99: number; samples: number };
@@ -48,7 +49,8 @@ export async function benchDaemon(options: DaemonBenchOptions): Promise<DaemonFi
   const paths = vireoPaths(home);
   await mkdir(paths.images, { recursive: true });
   await symlink(join(options.imageHome, 'images', 'tiny'), join(paths.images, 'tiny'));
-  const child = spawn(process.execPath, [options.cli, 'daemon', '--quiet', '--rate-limit', '0'], {
+  // Run as the systemd unit runs it, with the same Node flags.
+  const child = spawn(process.execPath, [...DAEMON_NODE_FLAGS, options.cli, 'daemon', '--quiet', '--rate-limit', '0'], {
     env: { ...process.env, VIREO_HOME: home, VIREO_SOCKET: '' },
     stdio: 'ignore',
   });

@@ -5,6 +5,14 @@
  * restarts. With it, stopping vireod stops only vireod, as with libvirtd.
  */
 
+/**
+ * Node flags the daemon runs with as a service. A smaller young generation
+ * keeps a long-lived daemon's memory near its working set (about 78 MiB
+ * instead of 104 MiB with 50 VMs, for a few tenths of a millisecond per
+ * request; see npm run bench). V8 reads it only at start, hence a flag.
+ */
+export const DAEMON_NODE_FLAGS: readonly string[] = ['--max-semi-space-size=2'];
+
 export interface UnitOptions {
   /** Absolute path of the node binary. */
   node: string;
@@ -22,7 +30,7 @@ function quoteWord(word: string): string {
 }
 
 export function systemdUnit(options: UnitOptions): string {
-  const exec = [options.node, options.cli, 'daemon', ...(options.daemonArgs ?? [])].map(quoteWord).join(' ');
+  const exec = [options.node, ...DAEMON_NODE_FLAGS, options.cli, 'daemon', ...(options.daemonArgs ?? [])].map(quoteWord).join(' ');
   return [
     '[Unit]',
     'Description=Vireo virtualization daemon (REST API and events for KVM/QEMU virtual machines)',
