@@ -15,23 +15,14 @@ import assert from 'node:assert/strict';
 import { readdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { isVireoError } from '../src/core/errors.js';
 import { vmPaths } from '../src/core/paths.js';
 import { QmpClient } from '../src/core/qmp/client.js';
 import { queryStatus } from '../src/core/qmp/commands.js';
 import { readJsonIfExists, writeJsonAtomic } from '../src/core/store/atomic.js';
 import { runOperation } from './harness/daemon.js';
-import { startTwoHosts, type TestHost, type TwoHosts } from './harness/hosts.js';
+import { startTwoHosts, type TestHost, type TwoHosts, stateOn } from './harness/hosts.js';
 import { listDir, qemuPidsOf } from './harness/vireo.js';
 
-async function stateOn(host: TestHost, vm: string): Promise<string> {
-  try {
-    return (await host.daemon.api.request<{ runtime: { state: string } }>('GET', `/vms/${vm}`)).runtime.state;
-  } catch (error) {
-    if (isVireoError(error, 'not_found')) return 'absent';
-    throw error;
-  }
-}
 
 async function until(what: string, check: () => Promise<boolean>, timeoutMs = 60_000): Promise<void> {
   const deadline = Date.now() + timeoutMs;

@@ -16,20 +16,12 @@ import { after, before, describe, test } from 'node:test';
 import { promisify } from 'node:util';
 import { isVireoError } from '../src/core/errors.js';
 import { runOperation } from './harness/daemon.js';
-import { migrateVia, startTwoHosts, type TestHost, type TwoHosts } from './harness/hosts.js';
+import { migrateVia, startTwoHosts, type TwoHosts, stateOn } from './harness/hosts.js';
 import { listDir, qemuPidsOf } from './harness/vireo.js';
 import { COUNTER_LOOP, STOP_LOOP, assertContiguous, counters, followConsole, waitForCounter } from './harness/workload.js';
 
 const exec = promisify(execFile);
 
-async function stateOn(host: TestHost, vm: string): Promise<string> {
-  try {
-    return (await host.daemon.api.request<{ runtime: { state: string } }>('GET', `/vms/${vm}`)).runtime.state;
-  } catch (error) {
-    if (isVireoError(error, 'not_found')) return 'absent';
-    throw error;
-  }
-}
 
 /** The counts in /ctr of the ext2 file system on a stopped VM's volume, read on the host. */
 async function countsOnVolume(path: string): Promise<number[]> {

@@ -10,7 +10,7 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import { isVireoError } from '../src/core/errors.js';
-import { migrateVia, startTwoHosts, type TestHost, type TwoHosts } from './harness/hosts.js';
+import { migrateVia, startTwoHosts, stateOn, type TestHost, type TwoHosts } from './harness/hosts.js';
 import { collectEvents, runOperation } from './harness/daemon.js';
 import { qemuPidsOf, listDir } from './harness/vireo.js';
 import { mkdtemp, rm } from 'node:fs/promises';
@@ -18,19 +18,6 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { COUNTER_LOOP, STOP_LOOP, assertContiguous, counters, followConsole, waitForCounter } from './harness/workload.js';
 import type { SerialConsole } from '../src/core/vm/console.js';
-
-interface VmView {
-  runtime: { state: string };
-}
-
-async function stateOn(host: TestHost, vm: string): Promise<string> {
-  try {
-    return (await host.daemon.api.request<VmView>('GET', `/vms/${vm}`)).runtime.state;
-  } catch (error) {
-    if (isVireoError(error, 'not_found')) return 'absent';
-    throw error;
-  }
-}
 
 /** Exactly one copy: running on `owner`, absent (no definition, no QEMU) on the other. */
 async function assertOneCopy(owner: TestHost, other: TestHost, vm: string): Promise<void> {

@@ -16,6 +16,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { ApiClient } from '../../src/client/api-client.js';
+import { isVireoError } from '../../src/core/errors.js';
 import { startTestDaemon, type RunningDaemon } from './daemon.js';
 import { createTestHome, type TestHome } from './vireo.js';
 
@@ -144,4 +145,14 @@ export async function migrateVia(from: TestHost, to: TestHost, vm: string, body:
 
 export function apiOf(host: TestHost): ApiClient {
   return host.daemon.api;
+}
+
+/** The VM's state on a host as its daemon reports it, or 'absent' when that host does not have it. */
+export async function stateOn(host: TestHost, vm: string): Promise<string> {
+  try {
+    return (await host.daemon.api.request<{ runtime: { state: string } }>('GET', `/vms/${vm}`)).runtime.state;
+  } catch (error) {
+    if (isVireoError(error, 'not_found')) return 'absent';
+    throw error;
+  }
 }
