@@ -9,7 +9,6 @@
  */
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
-import { isVireoError } from '../src/core/errors.js';
 import { migrateVia, startTwoHosts, stateOn, type TestHost, type TwoHosts } from './harness/hosts.js';
 import { collectEvents, runOperation } from './harness/daemon.js';
 import { qemuPidsOf, listDir } from './harness/vireo.js';
