@@ -81,11 +81,12 @@ export async function resize(path: string, format: ImageFormat, sizeBytes: numbe
   await run(['resize', '-q', '-f', format, ...(options.shrink ? ['--shrink'] : []), path, String(sizeBytes)]);
 }
 
+/** Copies between any of the formats Vireo reads or writes, both always named (-f, -O). */
 export async function convert(
   src: string,
-  srcFormat: ImageFormat,
+  srcFormat: TransferFormat,
   dst: string,
-  dstFormat: ImageFormat,
+  dstFormat: TransferFormat,
   options: { onProgress?: (percent: number) => void } = {},
 ): Promise<void> {
   requireImagePath(src);
@@ -369,20 +370,6 @@ export async function repairLeaks(path: string, format: ImageFormat): Promise<Ch
     }
     throw error;
   }
-}
-
-/** Copies between any transfer formats, formats always named (-f, -O). */
-export async function convertAny(
-  src: string,
-  srcFormat: TransferFormat,
-  dst: string,
-  dstFormat: TransferFormat,
-  options: { onProgress?: (percent: number) => void } = {},
-): Promise<void> {
-  requireImagePath(src);
-  requireImagePath(dst);
-  const argv = ['convert', ...(options.onProgress ? ['-p'] : []), '-f', srcFormat, '-O', dstFormat, src, dst];
-  await run(argv, options.onProgress ? createProgressParser(options.onProgress) : undefined);
 }
 
 /**

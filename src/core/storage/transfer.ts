@@ -40,7 +40,7 @@ export async function importImage(paths: VireoPaths, options: ImportOptions): Pr
   }
   // Converted into a hidden temporary and linked into place whole: a crash part-way leaves no half-made volume.
   const volume = await makeVolumeFile(paths, name, format, (temp) =>
-    qemuImg.convertAny(file, sourceFormat, temp, format, options.onProgress ? { onProgress: options.onProgress } : {}),
+    qemuImg.convert(file, sourceFormat, temp, format, options.onProgress ? { onProgress: options.onProgress } : {}),
   );
   return { ...volume, sourceFormat };
 }
@@ -63,7 +63,7 @@ export async function exportVolume(paths: VireoPaths, name: string, file: string
   // Written under a hidden temporary name beside the target and linked into place whole, never over an existing file.
   await publishFile(
     target,
-    (temp) => qemuImg.convertAny(volume.path, volume.format, temp, format, options.onProgress ? { onProgress: options.onProgress } : {}),
+    (temp) => qemuImg.convert(volume.path, volume.format, temp, format, options.onProgress ? { onProgress: options.onProgress } : {}),
     () => new VireoError('already_exists', `file: '${file}' already exists; Vireo does not overwrite files`, { field: 'file' }),
   );
   return { file: target, format };

@@ -147,7 +147,7 @@ async function copyVolume(paths: VireoPaths, from: string, to: string, onProgres
   await createVolume(paths, { name: to, format: source.format, size: base.virtualSize });
   try {
     const target = await resolveVolume(paths, to);
-    await qemuImg.convertAny(source.path, source.format, target.path, source.format, { onProgress });
+    await qemuImg.convert(source.path, source.format, target.path, source.format, { onProgress });
   } catch (error) {
     await deleteVolume(paths, to, { usedBy: async () => [] }).catch(() => undefined);
     throw error;
