@@ -34,6 +34,10 @@ describe('the CLI through a running daemon', () => {
       assert.equal(created.code, 0, created.stderr);
       // The daemon published the definition: it made it.
       await events.waitFor((event) => event.kind === 'vm.defined' && event.vm === 'via');
+      // A daemon links new disks to volumes only; a file path is refused before anything is sent.
+      const fromFile = await home.vireo(['vm', 'create', 'viafile', '--image', 'tiny', '--disk-from', '/etc/hostname']);
+      assert.equal(fromFile.code, 2);
+      assert.match(fromFile.stderr, /--disk-from: a daemon links new disks to volumes only/);
 
       const started = await home.vireo(['vm', 'start', 'via', '--wait', '120']);
       assert.equal(started.code, 0, started.stderr);

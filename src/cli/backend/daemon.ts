@@ -55,11 +55,10 @@ export function daemonBackend(api: ApiClient): Backend {
     listVms: () => api.request<VmInfo[]>('GET', '/vms'),
     getVm: (name) => api.request<VmInfo>('GET', path`/vms/${name}`),
     createVm: async (spec, newDisks) => {
-      const body = { spec, newDisks: newDisks.map((disk) => ({ ...disk, ...(disk.from?.includes('/') ? { from: disk.from } : {}) })) };
       if (newDisks.some((disk) => disk.from?.includes('/'))) {
         throw invalidArgument('--disk-from', 'a daemon links new disks to volumes only, not to files (import the file first: vireo disk import)');
       }
-      return (await api.request<VmInfo>('POST', '/vms', body)).definition;
+      return (await api.request<VmInfo>('POST', '/vms', { spec, newDisks })).definition;
     },
     editVm: async (name, change) => {
       const { definition } = await api.request<VmInfo>('GET', path`/vms/${name}`);
