@@ -1,0 +1,152 @@
+/**
+ * The transport-free half of vireod's API client: request and error
+ * decoding, following operations and the event stream. It imports nothing
+ * from Node, so the same code runs in the CLI (over the Unix socket or
+ * HTTPS, api-client.ts) and in the browser (over fetch, browser.ts).
+ *
+ * Error bodies come back as the VireoError they were made from (same code,
+ * message and field), so callers handle daemon and library failures alike.
+ */
+import { ERROR_CODES, VireoError, type ErrorCode } from '../core/errors.js';
+
+export interface VireoEvent {
+  seq: number;
+  epoch: string;
+  time: string;
+  kind: string;
+  vm?: string;
+  data: Record<string, unknown>;
+}
+
+export interface Operation {
+  id: string;
+  kind: string;
+  state: 'running' | 'succeeded' | 'failed' | 'cancelled';
+  vm?: string;
+  createdAt?: string;
+  finishedAt?: string;
+  progress?: { message: string; fraction?: number };
+  result?: unknown;
+  error?: { code: string; message: string; field?: string };
+}
+
+export interface TransportResponse {
+  status: number;
+  text: string;
+  contentType: string;
+}
+
+/** How requests reach the daemon: Node http(s) or a browser's fetch. */
+export interface Transport {
+  readonly description: string;
+  send(method: string, path: string, body: unknown, timeoutMs: number): Promise<TransportResponse>;
+  /** Opens a text/event-stream; undefined when the signal aborted it. Rejects when refused. */
+  openStream(path: string, signal?: AbortSignal): Promise<AsyncIterable<string> | undefined>;
+}
+
+export const DEFAULT_TIMEOUT_MS = 30_000;
+
+function codeOf(code: string | undefined): ErrorCode {
+  return ERROR_CODES.includes(code as ErrorCode) ? (code as ErrorCode) : 'internal';
+}
+
+export class ApiCore {
+  constructor(protected readonly transport: Transport) {}
+
+  get description(): string {
+    return this.transport.description;
+  }
+
+  /** Sends a request; a JSON error body is thrown as the VireoError it describes. */
+  async request<T = unknown>(method: string, path: string, body?: unknown, options: { timeoutMs?: number } = {}): Promise<T> {
+    const response = await this.transport.send(method, path, body, options.timeoutMs ?? DEFAULT_TIMEOUT_MS);
+    const json = response.contentType.includes('application/json') ? (JSON.parse(response.text || 'null') as unknown) : response.text;
+    if (response.status >= 400) {
+      const error = (json as { error?: { code?: string; message?: string; field?: string } } | undefined)?.error;
+      throw new VireoError(codeOf(error?.code), error?.message ?? `HTTP ${response.status}`, { ...(error?.field ? { field: error.field } : {}), status: response.status });
+    }
+    return json as T;
+  }
+
+  /** Waits for an operation to finish; a failed one is thrown as its error. */
+  async waitForOperation(id: string, onProgress?: (operation: Operation) => void): Promise<Operation> {
+    for (;;) {
+      const operation = await this.request<Operation>('GET', `/operations/${id}?wait=2`, undefined, { timeoutMs: 10_000 });
+      onProgress?.(operation);
+      if (operation.state === 'succeeded') return operation;
+      if (operation.state !== 'running') {
+        throw new VireoError(codeOf(operation.error?.code), operation.error?.message ?? `operation ${id} ${operation.state}`, { ...(operation.error?.field ? { field: operation.error.field } : {}), operation: id });
+      }
+    }
+  }
+
+  /**
+   * Follows an operation to its end. Progress comes from the event stream as
+   * it happens; the end is decided by long-polling the operation itself, so an
+   * event lost on the way can never leave the caller waiting forever.
+   */
+  async followOperation(id: string, options: { vm?: string; onProgress?: (operation: Operation) => void } = {}): Promise<Operation> {
+    const controller = new AbortController();
+    const watching = (async () => {
+      try {
+        for await (const event of this.events({ ...(options.vm ? { vm: options.vm } : {}), signal: controller.signal })) {
+          if (event.kind === 'operation' && event.data['id'] === id) options.onProgress?.(event.data as unknown as Operation);
+        }
+      } catch {
+        // Progress is a courtesy: the long-poll below still sees the end.
+      }
+    })();
+    try {
+      return await this.waitForOperation(id, options.onProgress);
+    } finally {
+      controller.abort();
+      await watching;
+    }
+  }
+
+  /**
+   * Follows the event stream until the signal aborts; resumes after a dropped
+   * connection without losing events. onConnection reports each (re)connection
+   * and drop, for a UI that says so.
+   */
+  async *events(options: { vm?: string; after?: number; signal?: AbortSignal; onConnection?: (connected: boolean) => void } = {}): AsyncGenerator<VireoEvent> {
+    let after = options.after;
+    while (!options.signal?.aborted) {
+      const query = new URLSearchParams({ ...(options.vm ? { vm: options.vm } : {}), ...(after !== undefined ? { after: String(after) } : {}) });
+      let stream: AsyncIterable<string> | undefined;
+      try {
+        stream = await this.transport.openStream(`/events${query.size > 0 ? `?${query}` : ''}`, options.signal);
+      } catch (error) {
+        // Only a caller that watches the connection wants retries of a refused stream; others get the error.
+        if (!options.onConnection || (error instanceof VireoError && error.code === 'unauthorized')) throw error;
+        options.onConnection(false);
+        await new Promise((resolve) => setTimeout(resolve, 1000));
+        continue;
+      }
+      if (!stream) return;
+      options.onConnection?.(true);
+      let buffer = '';
+      try {
+        for await (const chunk of stream) {
+          buffer += chunk;
+          let end: number;
+          while ((end = buffer.indexOf('\n\n')) !== -1) {
+            const frame = buffer.slice(0, end);
+            buffer = buffer.slice(end + 2);
+            const data = frame.split('\n').filter((line) => line.startsWith('data: ')).map((line) => line.slice(6)).join('\n');
+            if (!data) continue;
+            const event = JSON.parse(data) as VireoEvent;
+            after = event.seq;
+            yield event;
+          }
+        }
+      } catch (error) {
+        if (options.signal?.aborted) return;
+        void error;
+      }
+      if (options.signal?.aborted) return;
+      options.onConnection?.(false);
+      await new Promise((resolve) => setTimeout(resolve, 500));
+    }
+  }
+}
