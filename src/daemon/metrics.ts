@@ -431,3 +431,56 @@ export async function collectMetrics(paths: VireoPaths, options: MetricsOptions 
   await addHost(out, paths, snapshots);
   return out.render();
 }
+
+// ---------------------------------------------------------------------------
+// Usage figures for the web UI's graphs and dashboard (ui/history.ts samples these)
+
+export interface VmUsage {
+  vm: string;
+  state: string;
+  vcpus: number;
+  memoryBytes: number;
+  /** Present while its QEMU runs. */
+  cpuSeconds?: number;
+  rssBytes?: number;
+  guestMemoryTotal?: number;
+  guestMemoryAvailable?: number;
+  diskReadBytes?: number;
+  diskWrittenBytes?: number;
+}
+
+export interface HostUsage {
+  cpus: number;
+  memoryTotal: number;
+  memoryAvailable?: number;
+  storageSize: number;
+  storageAvailable: number;
+}
+
+/** The same reads as a scrape, as numbers rather than exposition text. */
+export async function sampleUsage(paths: VireoPaths, options: MetricsOptions = {}): Promise<{ vms: VmUsage[]; host: HostUsage }> {
+  const defs = await listDefinitions(paths);
+  const snapshots = await Promise.all(defs.map((def) => snapshotVm(paths, def, options)));
+  const vms = snapshots.map(({ def, state, running }): VmUsage => {
+    const usage: VmUsage = { vm: def.name, state, vcpus: def.cpus.count, memoryBytes: def.memory * MiB };
+    if (running?.usage) {
+      usage.cpuSeconds = running.usage.cpuSeconds;
+      if (running.usage.rssBytes !== undefined) usage.rssBytes = running.usage.rssBytes;
+    }
+    const stats = running?.qmp?.guestStats?.stats;
+    if (stats?.['stat-total-memory'] !== undefined && stats['stat-total-memory'] >= 0) usage.guestMemoryTotal = stats['stat-total-memory'];
+    if (stats?.['stat-available-memory'] !== undefined && stats['stat-available-memory'] >= 0) usage.guestMemoryAvailable = stats['stat-available-memory'];
+    if (running?.qmp) {
+      const disks = running.qmp.blockStats.filter((entry) => DISK_NODE.test(entry['node-name'] ?? ''));
+      usage.diskReadBytes = disks.reduce((sum, entry) => sum + entry.stats.rd_bytes, 0);
+      usage.diskWrittenBytes = disks.reduce((sum, entry) => sum + entry.stats.wr_bytes, 0);
+    }
+    return usage;
+  });
+  const available = kibibyteField(await readFile('/proc/meminfo', 'utf8'), 'MemAvailable');
+  const storage = await statStorage(paths.storage);
+  return {
+    vms,
+    host: { cpus: cpus().length, memoryTotal: totalmem(), ...(available !== undefined ? { memoryAvailable: available } : {}), storageSize: storage.size, storageAvailable: storage.available },
+  };
+}

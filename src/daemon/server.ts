@@ -31,6 +31,7 @@ import { routes, type RouteReply } from './routes.js';
 import type { DaemonState } from './state.js';
 import { verifyToken } from './tokens.js';
 import { VmWatcher } from './watcher.js';
+import { WebUi, authenticateBrowser, registerUiApi, registerUiPages, sessionOf } from './ui/index.js';
 
 const HTTP_STATUS: Record<ErrorCode, number> = {
   invalid_argument: 400,
@@ -110,9 +111,10 @@ function sseFrame(event: VireoEvent): string {
   return `id: ${event.seq}\nevent: ${event.kind}\ndata: ${JSON.stringify(event)}\n\n`;
 }
 
-async function buildApp(state: DaemonState, options: DaemonOptions, auth: 'socket' | { cert: string; key: string }): Promise<FastifyInstance> {
+/** 'loopback': plain HTTP on 127.0.0.1 for `vireo ui`, browser sessions from one-time links (and bearer tokens). */
+async function buildApp(state: DaemonState, options: DaemonOptions, auth: 'socket' | 'loopback' | { cert: string; key: string }): Promise<FastifyInstance> {
   const app = Fastify({
-    ...(auth === 'socket' ? {} : { https: { cert: auth.cert, key: auth.key } }),
+    ...(typeof auth === 'object' ? { https: { cert: auth.cert, key: auth.key } } : {}),
     bodyLimit: options.bodyLimit ?? 1024 * 1024,
     // Our own one-line access log; fastify's would print request bodies' errors with stacks.
     logger: false,
@@ -134,9 +136,20 @@ async function buildApp(state: DaemonState, options: DaemonOptions, auth: 'socke
   });
 
   if (auth !== 'socket') {
+    const listener = auth === 'loopback' ? 'loopback' : 'tls';
+    registerUiPages(app, state.ui, listener);
     app.addHook('onRequest', async (request) => {
       const header = request.headers.authorization ?? '';
       const match = /^Bearer (\S+)$/.exec(header);
+      if (!match) {
+        // No bearer token: a browser of the web UI, or nobody.
+        const session = await authenticateBrowser(state.ui, request, listener);
+        if (session === 'public') return;
+        if (session) {
+          (request as FastifyRequest & { tokenId?: string }).tokenId = session.tokenId ?? `session-${session.id.slice(0, 12)}`;
+          return;
+        }
+      }
       const token = match ? await verifyToken(state.paths, match[1]!) : undefined;
       if (!token) {
         throw new VireoError('unauthorized', 'a valid bearer token is required (Authorization: Bearer <token>; see vireo token create)');
@@ -156,6 +169,7 @@ async function buildApp(state: DaemonState, options: DaemonOptions, auth: 'socke
     });
   }
   await app.register(fastifyWebsocket, { options: { maxPayload: 64 * 1024 } });
+  registerUiApi(app, state.ui, auth === 'socket');
 
   for (const route of routes) {
     app.route({
@@ -203,6 +217,11 @@ async function buildApp(state: DaemonState, options: DaemonOptions, auth: 'socke
       clearInterval(keepAlive);
       unsubscribe();
     };
+    // A stream opened by a browser session ends with it (log-out, revoked token).
+    const session = sessionOf(request);
+    const end = () => raw.destroy();
+    session?.closers.add(end);
+    request.raw.on('close', () => session?.closers.delete(end));
     request.raw.on('close', stop);
     raw.on('error', stop);
   });
@@ -220,6 +239,12 @@ async function buildApp(state: DaemonState, options: DaemonOptions, auth: 'socke
       closed = true;
       detach?.();
     });
+    const session = sessionOf(request);
+    if (session) {
+      const end = () => closeWith(4401, 'the session ended');
+      session.closers.add(end);
+      socket.on('close', () => session.closers.delete(end));
+    }
     void (async () => {
       const params = validate(z.strictObject({ name: Name }), request.params, 'path')!;
       const def = await loadDefinition(state.paths, params.name);
@@ -269,9 +294,11 @@ export async function startDaemon(options: DaemonOptions): Promise<Daemon> {
   const watcher = new VmWatcher(paths, events, { onAttach: (_vm, client) => enableBalloonStats(client) });
   const consoles = new ConsoleHub(paths);
   const migrations = new MigrationService(paths, operations, watcher, events);
-  const state: DaemonState = { paths, version: options.version, events, operations, watcher, consoles, migrations };
+  const ui = new WebUi(paths, (vm) => watcher.clientFor(vm));
+  const state: DaemonState = { paths, version: options.version, events, operations, watcher, consoles, migrations, ui };
   await migrations.start();
   await watcher.start();
+  ui.start();
 
   const apps: FastifyInstance[] = [];
   try {
@@ -291,6 +318,15 @@ export async function startDaemon(options: DaemonOptions): Promise<Daemon> {
       const address = remote.server.address();
       tcpPort = typeof address === 'object' && address ? address.port : options.tcp.port;
     }
+    let loopback: Promise<number> | undefined;
+    ui.openLoopback = () =>
+      (loopback ??= (async () => {
+        const app = await buildApp(state, options, 'loopback');
+        apps.push(app);
+        await app.listen({ host: '127.0.0.1', port: 0 });
+        const address = app.server.address();
+        return typeof address === 'object' && address ? address.port : 0;
+      })());
     events.publish('daemon', { started: true, pid: process.pid, interruptedOperations: interrupted.map((operation) => operation.id) });
     return {
       state,
@@ -300,6 +336,7 @@ export async function startDaemon(options: DaemonOptions): Promise<Daemon> {
         await migrations.close();
         await operations.shutdown();
         await consoles.close();
+        await ui.close();
         await watcher.close();
         await Promise.all(apps.map((app) => app.close()));
         await rm(socketPath, { force: true });
@@ -307,6 +344,7 @@ export async function startDaemon(options: DaemonOptions): Promise<Daemon> {
     };
   } catch (error) {
     await migrations.close();
+    await ui.close();
     await watcher.close();
     await Promise.all(apps.map((app) => app.close().catch(() => {})));
     throw error;

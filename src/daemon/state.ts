@@ -8,6 +8,7 @@ import type { EventBus } from './events.js';
 import type { MigrationService } from './migration.js';
 import type { OperationManager } from './operations.js';
 import type { VmWatcher } from './watcher.js';
+import type { WebUi } from './ui/index.js';
 
 export interface DaemonState {
   paths: VireoPaths;
@@ -17,4 +18,6 @@ export interface DaemonState {
   watcher: VmWatcher;
   consoles: ConsoleHub;
   migrations: MigrationService;
+  /** Sessions, usage history and assets of the web UI. */
+  ui: WebUi;
 }
