@@ -1,0 +1,86 @@
+/**
+ * The browser transport for the API client: fetch on the page's own origin
+ * with the session cookie, the session's CSRF token on every state-changing
+ * request, and the event stream read from a streaming fetch (so the same
+ * ApiCore parses it as in Node, resuming after a drop).
+ */
+import { VireoError } from '../core/errors.js';
+import { ApiCore, type Transport, type TransportResponse } from './api-core.js';
+
+export const CSRF_HEADER = 'x-vireo-csrf';
+
+class FetchTransport implements Transport {
+  readonly description = 'the daemon';
+  csrf: string | undefined;
+
+  async send(method: string, path: string, body: unknown, timeoutMs: number): Promise<TransportResponse> {
+    const headers: Record<string, string> = {};
+    if (body !== undefined) headers['content-type'] = 'application/json';
+    if (method !== 'GET' && method !== 'HEAD' && this.csrf) headers[CSRF_HEADER] = this.csrf;
+    let response: Response;
+    try {
+      response = await fetch(path, {
+        method,
+        headers,
+        credentials: 'same-origin',
+        ...(body !== undefined ? { body: JSON.stringify(body) } : {}),
+        signal: AbortSignal.timeout(timeoutMs),
+      });
+    } catch (error) {
+      if (error instanceof DOMException && error.name === 'TimeoutError') throw new VireoError('timeout', `the daemon did not answer ${method} ${path} within ${timeoutMs / 1000} s`);
+      throw new VireoError('command_failed', `cannot reach the daemon (${String(error)})`, {}, { cause: error });
+    }
+    return { status: response.status, text: await response.text(), contentType: response.headers.get('content-type') ?? '' };
+  }
+
+  async openStream(path: string, signal?: AbortSignal): Promise<AsyncIterable<string> | undefined> {
+    let response: Response;
+    try {
+      response = await fetch(path, { headers: { accept: 'text/event-stream' }, credentials: 'same-origin', ...(signal ? { signal } : {}) });
+    } catch (error) {
+      if (signal?.aborted) return undefined;
+      throw new VireoError('command_failed', `cannot reach the daemon (${String(error)})`);
+    }
+    if (!response.ok || !response.body) {
+      throw new VireoError(response.status === 401 ? 'unauthorized' : 'command_failed', `the daemon refused the event stream (HTTP ${response.status})`);
+    }
+    const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
+    return {
+      async *[Symbol.asyncIterator]() {
+        try {
+          for (;;) {
+            const { value, done } = await reader.read();
+            if (done) return;
+            yield value;
+          }
+        } finally {
+          reader.releaseLock();
+        }
+      },
+    };
+  }
+}
+
+/** The API client of the web UI. */
+export class BrowserClient extends ApiCore {
+  private readonly fetchTransport: FetchTransport;
+
+  constructor() {
+    const transport = new FetchTransport();
+    super(transport);
+    this.fetchTransport = transport;
+  }
+
+  set csrf(value: string | undefined) {
+    this.fetchTransport.csrf = value;
+  }
+
+  /** The serial console WebSocket (the cookie goes with it; the daemon checks the Origin). */
+  console(vm: string): WebSocket {
+    const url = new URL(`/vms/${encodeURIComponent(vm)}/console`, location.href);
+    url.protocol = location.protocol === 'https:' ? 'wss:' : 'ws:';
+    const socket = new WebSocket(url);
+    socket.binaryType = 'arraybuffer';
+    return socket;
+  }
+}

@@ -1,0 +1,64 @@
+/**
+ * The serial console: xterm.js over the daemon's console WebSocket. The
+ * daemon fans one console out to every client, so two tabs both work. A
+ * dropped connection is said on screen and retried; the terminal fits its
+ * box and follows window resizes. xterm's selection copies, and Ctrl+Shift+V
+ * or the browser's paste types into the guest.
+ */
+import { Terminal } from '@xterm/xterm';
+import { FitAddon } from '@xterm/addon-fit';
+import { useEffect, useRef, useState } from 'preact/hooks';
+import { api } from './api.js';
+
+export default function SerialConsole({ vm, running }: { vm: string; running: boolean }) {
+  const box = useRef<HTMLDivElement>(null);
+  const [status, setStatus] = useState('connecting…');
+  useEffect(() => {
+    if (!box.current || !running) return;
+    const terminal = new Terminal({ convertEol: false, cursorBlink: true, fontSize: 14, scrollback: 5000, fontFamily: 'ui-monospace, Menlo, Consolas, monospace' });
+    const fit = new FitAddon();
+    terminal.loadAddon(fit);
+    terminal.open(box.current);
+    fit.fit();
+    terminal.focus();
+    let socket: WebSocket | undefined;
+    let stopped = false;
+    let retry: ReturnType<typeof setTimeout> | undefined;
+    const encoder = new TextEncoder();
+    const connect = () => {
+      socket = api.console(vm);
+      socket.onopen = () => {
+        setStatus('connected');
+        // A carriage return makes the guest print its prompt, so the user sees a live console at once.
+        socket?.send(encoder.encode('\r'));
+      };
+      socket.onmessage = (event) => terminal.write(new Uint8Array(event.data as ArrayBuffer));
+      socket.onclose = (event) => {
+        if (stopped) return;
+        setStatus(`disconnected${event.reason ? `: ${event.reason}` : ''}; reconnecting…`);
+        retry = setTimeout(connect, 2000);
+      };
+    };
+    connect();
+    const input = terminal.onData((data) => {
+      if (socket?.readyState === WebSocket.OPEN) socket.send(encoder.encode(data));
+    });
+    const resize = () => fit.fit();
+    window.addEventListener('resize', resize);
+    return () => {
+      stopped = true;
+      clearTimeout(retry);
+      input.dispose();
+      window.removeEventListener('resize', resize);
+      socket?.close();
+      terminal.dispose();
+    };
+  }, [vm, running]);
+  if (!running) return <p class="muted">The serial console is available while the VM runs.</p>;
+  return (
+    <div class="console">
+      <p class="console-status" role="status" data-testid="console-status">Serial console: {status}</p>
+      <div class="terminal" ref={box} data-testid="terminal" aria-label={`Serial console of ${vm}`} />
+    </div>
+  );
+}

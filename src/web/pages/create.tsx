@@ -1,0 +1,190 @@
+/**
+ * The create wizard. What the user enters becomes a VM spec that is checked
+ * with the API's own zod schema (VmSpecSchema) before it is sent, so the
+ * field at fault is marked at once; the daemon checks it again and its
+ * error, which names the field too, lands next to the same input.
+ */
+import { useState } from 'preact/hooks';
+import { VmSpecSchema } from '../../core/model/vm.js';
+import { api, live, useFetch, vmPath } from '../api.js';
+import { Card, Field, errorText } from '../ui.js';
+
+interface Image { name: string }
+interface Volume { name: string; media: string; virtualSize: number; users?: string[] }
+
+interface Form {
+  name: string;
+  description: string;
+  source: 'image' | 'iso' | 'disk' | 'none';
+  image: string;
+  iso: string;
+  disk: string;
+  cpus: string;
+  memory: string;
+  newDisk: string;
+  nicModel: string;
+  forwardHost: string;
+  forwardGuest: string;
+  start: boolean;
+}
+
+const INITIAL: Form = { name: '', description: '', source: 'image', image: '', iso: '', disk: '', cpus: '1', memory: '256M', newDisk: '', nicModel: 'virtio', forwardHost: '', forwardGuest: '22', start: false };
+
+/** Maps the spec's field paths (as zod and the daemon name them) to the form's inputs. */
+function inputFor(path: string): keyof Form {
+  const field = path.replace(/^body\./, '').replace(/^spec\./, '');
+  if (field.startsWith('name')) return 'name';
+  if (field.startsWith('description')) return 'description';
+  if (field.startsWith('cpus')) return 'cpus';
+  if (field.startsWith('memory')) return 'memory';
+  if (field.startsWith('boot')) return 'image';
+  if (field.startsWith('nics.0.forwards.0.guestPort')) return 'forwardGuest';
+  if (field.startsWith('nics.0.forwards')) return 'forwardHost';
+  if (field.startsWith('nics')) return 'nicModel';
+  if (field.startsWith('newDisks')) return 'newDisk';
+  if (field.startsWith('disks')) return 'disk';
+  return 'name';
+}
+
+function buildSpec(form: Form): Record<string, unknown> {
+  const disks: Record<string, unknown>[] = [];
+  if (form.source === 'disk' && form.disk) disks.push({ volume: form.disk });
+  if (form.source === 'iso' && form.iso) disks.push({ volume: form.iso, media: 'cdrom' });
+  const forwards = form.forwardHost ? [{ hostPort: Number(form.forwardHost), guestPort: Number(form.forwardGuest) }] : [];
+  const cpus = /^\d+$/.test(form.cpus) ? Number(form.cpus) : form.cpus;
+  return {
+    name: form.name,
+    ...(form.description ? { description: form.description } : {}),
+    cpus,
+    memory: form.memory,
+    ...(form.source === 'image' ? { boot: { kernel: { image: form.image } } } : form.source === 'iso' ? { boot: { order: ['cdrom', 'disk'] } } : {}),
+    disks,
+    nics: form.nicModel === 'none' ? [] : [{ model: form.nicModel, forwards }],
+  };
+}
+
+export default function CreateVm() {
+  const [form, setForm] = useState<Form>(INITIAL);
+  const [errors, setErrors] = useState<Partial<Record<keyof Form, string>>>({});
+  const [failure, setFailure] = useState<string>();
+  const [busy, setBusy] = useState(false);
+  const images = useFetch<Image[]>('/images');
+  const volumes = useFetch<Volume[]>('/disks');
+  const isos = (volumes.data ?? []).filter((volume) => volume.media === 'iso');
+  const disks = (volumes.data ?? []).filter((volume) => volume.media !== 'iso');
+  if (!form.image && images.data?.[0]) setForm({ ...form, image: images.data[0].name });
+
+  const set = (key: keyof Form) => (event: Event) => {
+    const target = event.target as HTMLInputElement;
+    setForm({ ...form, [key]: target.type === 'checkbox' ? target.checked : target.value });
+    setErrors({ ...errors, [key]: undefined });
+  };
+
+  const validate = (): boolean => {
+    const next: Partial<Record<keyof Form, string>> = {};
+    const result = VmSpecSchema.safeParse(buildSpec(form));
+    if (!result.success) {
+      for (const issue of result.error.issues) {
+        const key = inputFor(issue.path.join('.'));
+        next[key] ??= issue.message;
+      }
+    }
+    if (form.source === 'image' && !form.image) next.image = 'choose an image (build one on the Images page)';
+    if (form.source === 'iso' && !form.iso) next.iso = 'choose an ISO volume';
+    if (form.source === 'disk' && !form.disk) next.disk = 'choose a volume';
+    setErrors(next);
+    return Object.keys(next).length === 0;
+  };
+
+  const submit = async (event: Event) => {
+    event.preventDefault();
+    setFailure(undefined);
+    if (!validate()) return;
+    setBusy(true);
+    try {
+      await api.request('POST', '/vms', { spec: buildSpec(form), newDisks: form.newDisk ? [{ size: form.newDisk }] : [] });
+      await live.refresh(form.name);
+      if (form.start) await api.request('POST', vmPath(form.name, '/start'), {});
+      location.hash = `#/vms/${encodeURIComponent(form.name)}`;
+    } catch (error) {
+      const field = (error as { details?: { field?: string } }).details?.field;
+      if (field) setErrors({ [inputFor(field)]: errorText(error).replace(/^[^:]+: /, '') });
+      else setFailure(errorText(error));
+    } finally {
+      setBusy(false);
+    }
+  };
+
+  const input = (key: keyof Form, props: Record<string, unknown> = {}) => (
+    <input id={`f-${key}`} name={key} value={String(form[key])} onInput={set(key)} aria-invalid={errors[key] ? 'true' : undefined} aria-describedby={errors[key] ? `f-${key}-error` : undefined} {...props} />
+  );
+
+  return (
+    <div class="page">
+      <h1>Create a VM</h1>
+      <form class="form wizard" onSubmit={submit} noValidate data-testid="create-form">
+        <Card title="1. Name">
+          <Field id="f-name" label="Name" error={errors.name} hint="Letters, digits, '.', '_' or '-'">{input('name', { autocomplete: 'off', required: true })}</Field>
+          <Field id="f-description" label="Description (optional)" error={errors.description}>{input('description')}</Field>
+        </Card>
+        <Card title="2. What it boots">
+          <fieldset>
+            <legend class="sr-only">Boot source</legend>
+            {(['image', 'iso', 'disk', 'none'] as const).map((source) => (
+              <label class="check" key={source}>
+                <input type="radio" name="source" value={source} checked={form.source === source} onChange={set('source')} />{' '}
+                {{ image: 'A built image', iso: 'An installer ISO', disk: 'An existing disk', none: 'Nothing yet (network boot)' }[source]}
+              </label>
+            ))}
+          </fieldset>
+          {form.source === 'image' && (
+            <Field id="f-image" label="Image" error={errors.image}>
+              <select id="f-image" value={form.image} onChange={set('image')}>
+                <option value="">Choose…</option>
+                {(images.data ?? []).map((image) => <option key={image.name} value={image.name}>{image.name}</option>)}
+              </select>
+            </Field>
+          )}
+          {form.source === 'iso' && (
+            <Field id="f-iso" label="ISO volume" error={errors.iso}>
+              <select id="f-iso" value={form.iso} onChange={set('iso')}>
+                <option value="">Choose…</option>
+                {isos.map((volume) => <option key={volume.name} value={volume.name}>{volume.name}</option>)}
+              </select>
+            </Field>
+          )}
+          {form.source === 'disk' && (
+            <Field id="f-disk" label="Volume" error={errors.disk}>
+              <select id="f-disk" value={form.disk} onChange={set('disk')}>
+                <option value="">Choose…</option>
+                {disks.map((volume) => <option key={volume.name} value={volume.name}>{volume.name}</option>)}
+              </select>
+            </Field>
+          )}
+        </Card>
+        <Card title="3. Resources">
+          <Field id="f-cpus" label="vCPUs" error={errors.cpus}>{input('cpus', { type: 'number', min: 1, max: 255 })}</Field>
+          <Field id="f-memory" label="Memory" error={errors.memory} hint="e.g. 512M or 2G">{input('memory')}</Field>
+          <Field id="f-newDisk" label="New empty disk (optional)" error={errors.newDisk} hint="Size, e.g. 10G; made as <name>-disk0">{input('newDisk')}</Field>
+        </Card>
+        <Card title="4. Network">
+          <Field id="f-nicModel" label="NIC" error={errors.nicModel}>
+            <select id="f-nicModel" value={form.nicModel} onChange={set('nicModel')}>
+              <option value="virtio">virtio (user-mode network)</option>
+              <option value="e1000">e1000 (user-mode network)</option>
+              <option value="none">No NIC</option>
+            </select>
+          </Field>
+          <Field id="f-forwardHost" label="Forward host port (optional)" error={errors.forwardHost} hint="127.0.0.1:PORT reaches the guest port below">{input('forwardHost', { type: 'number', min: 1, max: 65535 })}</Field>
+          <Field id="f-forwardGuest" label="to guest port" error={errors.forwardGuest}>{input('forwardGuest', { type: 'number', min: 1, max: 65535 })}</Field>
+          <p class="muted small">Cloud-init user data and SSH keys are not in Vireo's VM spec yet.</p>
+        </Card>
+        <div class="form-actions">
+          <label class="check"><input type="checkbox" checked={form.start} onChange={set('start')} /> Start it now</label>
+          <button type="submit" class="primary" disabled={busy} aria-busy={busy}>{busy ? 'Creating…' : 'Create VM'}</button>
+          {failure && <span class="error" role="alert">{failure}</span>}
+        </div>
+      </form>
+    </div>
+  );
+}

@@ -1,0 +1,235 @@
+/** One VM: overview and actions, graphs, serial console, snapshots, clone/template/migrate, settings. */
+import { lazy, Suspense } from 'preact/compat';
+import { useState } from 'preact/hooks';
+import { api, formatBytes, live, timeAgo, useFetch, useLive, vmPath, type Vm } from '../api.js';
+import { Action, Card, Field, StateBadge, errorText } from '../ui.js';
+
+const SerialConsole = lazy(() => import('../console.js'));
+const Graphs = lazy(() => import('../graphs.js'));
+
+const TABS = ['overview', 'graphs', 'console', 'snapshots', 'manage', 'settings'] as const;
+type Tab = (typeof TABS)[number];
+
+export function VmPage({ name, tab }: { name: string; tab: string }) {
+  const state = useLive();
+  const vm = state.vms.get(name);
+  const current: Tab = (TABS as readonly string[]).includes(tab) ? (tab as Tab) : 'overview';
+  if (!vm) return <div class="page"><h1>{name}</h1><p>{state.loaded ? 'No such VM (deleted or migrated away).' : 'Loading…'}</p></div>;
+  const running = vm.runtime.state !== 'stopped';
+  const post = (verb: string, body: unknown = {}) => () => api.request('POST', vmPath(name, `/${verb}`), body);
+  return (
+    <div class="page">
+      <div class="page-head">
+        <h1>{name} <StateBadge state={vm.runtime.state} /></h1>
+        <div class="actions">
+          {!running && <Action label="Start" run={post('start')} testId="vm-start" />}
+          {running && <Action label="Stop" run={post('stop')} testId="vm-stop" />}
+          {vm.runtime.state === 'running' && <Action label="Pause" run={post('pause')} />}
+          {vm.runtime.state === 'paused' && <Action label="Resume" run={post('resume')} />}
+          {running && <Action label="Reboot" run={post('reboot')} />}
+          {running && <Action label="Power off" danger confirm={`Power off ${name} at once, without a shutdown?`} run={post('kill')} />}
+        </div>
+      </div>
+      <nav class="tabs" aria-label="VM sections">
+        {TABS.map((entry) => (
+          <a key={entry} href={`#/vms/${encodeURIComponent(name)}/${entry}`} aria-current={entry === current ? 'page' : undefined}>{entry[0]!.toUpperCase() + entry.slice(1)}</a>
+        ))}
+      </nav>
+      <Suspense fallback={<p class="muted">Loading…</p>}>
+        {current === 'overview' && <Overview vm={vm} />}
+        {current === 'graphs' && <Graphs vm={name} />}
+        {current === 'console' && <SerialConsole vm={name} running={running} />}
+        {current === 'snapshots' && <Snapshots vm={name} />}
+        {current === 'manage' && <Manage vm={vm} />}
+        {current === 'settings' && <Settings vm={vm} />}
+      </Suspense>
+    </div>
+  );
+}
+
+function Overview({ vm }: { vm: Vm }) {
+  const def = vm.definition;
+  const boot = def.boot.kernel && 'image' in def.boot.kernel ? `image ${def.boot.kernel.image}` : def.boot.kernel ? 'direct kernel' : def.boot.firmware.toUpperCase();
+  return (
+    <div class="grid">
+      <Card title="Overview">
+        <dl class="facts">
+          <dt>State</dt><dd><StateBadge state={vm.runtime.state} />{vm.runtime.accel && ` (${vm.runtime.accel})`}</dd>
+          {vm.runtime.startedAt && (<><dt>Started</dt><dd>{timeAgo(vm.runtime.startedAt)}</dd></>)}
+          <dt>vCPUs</dt><dd>{def.cpus.count} ({def.cpus.sockets} × {def.cpus.cores} × {def.cpus.threads})</dd>
+          <dt>Memory</dt><dd>{formatBytes(def.memory * 1024 * 1024)}</dd>
+          <dt>Machine</dt><dd>{def.machine}, {def.accelerator}</dd>
+          <dt>Boot</dt><dd>{boot}</dd>
+          <dt>UUID</dt><dd><code>{def.uuid}</code></dd>
+          {def.description && (<><dt>Description</dt><dd>{def.description}</dd></>)}
+        </dl>
+      </Card>
+      <Card title="Disks">
+        <ul>{def.disks.map((disk, index) => <li key={index}><code>{disk.volume}</code> {disk.media} on {disk.bus}{disk.readOnly ? ', read-only' : ''}</li>)}</ul>
+        {def.disks.length === 0 && <p class="muted">No disks.</p>}
+      </Card>
+      <Card title="Network">
+        <ul>
+          {def.nics.map((nic, index) => (
+            <li key={index}>{nic.model} on {nic.network}, <code>{nic.mac}</code>{nic.forwards.map((forward) => `; ${forward.protocol} ${forward.hostAddress}:${forward.hostPort} → guest ${forward.guestPort}`).join('')}</li>
+          ))}
+        </ul>
+        {def.nics.length === 0 && <p class="muted">No NICs.</p>}
+      </Card>
+    </div>
+  );
+}
+
+interface SnapshotView {
+  name: string;
+  parent?: string;
+  createdAt: string;
+  description?: string;
+  kind: string;
+  memory: boolean;
+}
+
+function Snapshots({ vm }: { vm: string }) {
+  const { data, error, reload } = useFetch<{ current?: string; snapshots: SnapshotView[] }>(vmPath(vm, '/snapshots'));
+  const [name, setName] = useState('');
+  const [diskOnly, setDiskOnly] = useState(false);
+  // Depth-first rows, children under their parent: the tree.
+  const rows: { snapshot: SnapshotView; depth: number }[] = [];
+  const all = data?.snapshots ?? [];
+  const names = new Set(all.map((snapshot) => snapshot.name));
+  const walk = (parent: string | undefined, depth: number) => {
+    for (const snapshot of all.filter((entry) => (parent === undefined ? !entry.parent || !names.has(entry.parent) : entry.parent === parent)).sort((a, b) => a.createdAt.localeCompare(b.createdAt))) {
+      rows.push({ snapshot, depth });
+      walk(snapshot.name, depth + 1);
+    }
+  };
+  walk(undefined, 0);
+  const run = (work: () => Promise<unknown>) => async () => {
+    const operation = (await work()) as { id: string };
+    await api.waitForOperation(operation.id);
+    reload();
+  };
+  return (
+    <div>
+      <Card title="Take a snapshot">
+        <form class="inline-form" onSubmit={(event) => event.preventDefault()}>
+          <Field id="snapshot-name" label="Name"><input id="snapshot-name" value={name} onInput={(event) => setName((event.target as HTMLInputElement).value)} /></Field>
+          <label class="check"><input type="checkbox" checked={diskOnly} onChange={(event) => setDiskOnly((event.target as HTMLInputElement).checked)} /> Disks only (no memory)</label>
+          <Action label="Take snapshot" testId="snapshot-create" disabled={!name} run={run(async () => {
+            const operation = await api.request('POST', vmPath(vm, '/snapshots'), { name, diskOnly });
+            setName('');
+            return operation;
+          })} />
+        </form>
+      </Card>
+      <Card title="Snapshot tree">
+        {error && <p class="error">{errorText(error)}</p>}
+        <ul class="tree" role="tree" aria-label="Snapshots">
+          {rows.map(({ snapshot, depth }) => (
+            <li key={snapshot.name} role="treeitem" style={{ paddingLeft: `${depth * 1.5}rem` }} data-snapshot={snapshot.name}>
+              <span class="tree-name">{depth > 0 ? '└ ' : ''}<strong>{snapshot.name}</strong></span>
+              {data?.current === snapshot.name && <span class="badge">current</span>}
+              <span class="muted small"> {snapshot.kind}{snapshot.memory ? ' + memory' : ''}, {timeAgo(snapshot.createdAt)}</span>
+              <Action label="Revert" testId={`revert-${snapshot.name}`} confirm={`Revert ${vm} to ${snapshot.name}? Changes since are lost.`} run={run(() => api.request('POST', vmPath(vm, `/snapshots/${encodeURIComponent(snapshot.name)}/revert`)))} />
+              <Action label="Delete" danger confirm={`Delete snapshot ${snapshot.name}?`} run={run(() => api.request('DELETE', vmPath(vm, `/snapshots/${encodeURIComponent(snapshot.name)}`)))} />
+            </li>
+          ))}
+        </ul>
+        {data && rows.length === 0 && <p class="muted">No snapshots.</p>}
+      </Card>
+    </div>
+  );
+}
+
+function Manage({ vm }: { vm: Vm }) {
+  const name = vm.definition.name;
+  const stopped = vm.runtime.state === 'stopped';
+  const [clone, setClone] = useState('');
+  const [linked, setLinked] = useState(false);
+  const [target, setTarget] = useState({ url: '', token: '', fingerprint256: '' });
+  const [progress, setProgress] = useState<string>();
+  const [fraction, setFraction] = useState<number>();
+  const migrate = async () => {
+    setProgress('starting…');
+    const operation = await api.request<{ id: string }>('POST', vmPath(name, '/migrate'), {
+      to: { url: target.url, token: target.token, ...(target.fingerprint256 ? { fingerprint256: target.fingerprint256 } : {}) },
+      offline: stopped,
+    });
+    await api.followOperation(operation.id, {
+      vm: name,
+      onProgress: (update) => {
+        setProgress(`${update.state}: ${update.progress?.message ?? ''}`);
+        setFraction(update.progress?.fraction);
+      },
+    });
+    setProgress('finished: the VM now lives on the destination');
+    setFraction(1);
+  };
+  return (
+    <div class="grid">
+      <Card title="Clone">
+        <p class="muted">{stopped ? 'Copies the VM and its disks under a new name.' : 'Stop the VM to clone it.'}</p>
+        <Field id="clone-name" label="New VM name"><input id="clone-name" value={clone} onInput={(event) => setClone((event.target as HTMLInputElement).value)} /></Field>
+        <label class="check"><input type="checkbox" checked={linked} onChange={(event) => setLinked((event.target as HTMLInputElement).checked)} /> Linked clone (templates only)</label>
+        <Action label="Clone" disabled={!stopped || !clone} run={async () => {
+          const operation = await api.request<{ id: string }>('POST', vmPath(name, '/clone'), { name: clone, linked });
+          await api.waitForOperation(operation.id);
+          await live.refresh(clone);
+          location.hash = `#/vms/${encodeURIComponent(clone)}`;
+        }} />
+      </Card>
+      <Card title="Template">
+        <p class="muted">A template is frozen: it never starts, and linked clones share its disks.</p>
+        <Action label="Make template" disabled={!stopped} confirm={`Freeze ${name} as a template?`} run={async () => {
+          await api.request('POST', vmPath(name, '/template'));
+          await live.refresh(name);
+        }} />
+      </Card>
+      <Card title="Migrate">
+        <p class="muted">{stopped ? 'Offline: the definition and disks move.' : 'Live: the VM keeps running while its memory moves.'}</p>
+        <Field id="migrate-url" label="Destination daemon (https://HOST:PORT)"><input id="migrate-url" value={target.url} onInput={(event) => setTarget({ ...target, url: (event.target as HTMLInputElement).value })} /></Field>
+        <Field id="migrate-token" label="Destination token"><input id="migrate-token" type="password" autocomplete="off" value={target.token} onInput={(event) => setTarget({ ...target, token: (event.target as HTMLInputElement).value })} /></Field>
+        <Field id="migrate-fp" label="Certificate SHA-256 fingerprint (optional)"><input id="migrate-fp" value={target.fingerprint256} onInput={(event) => setTarget({ ...target, fingerprint256: (event.target as HTMLInputElement).value })} /></Field>
+        <Action label="Migrate" disabled={!target.url || !target.token} run={migrate} />
+        {progress && <p role="status" data-testid="migration-progress">{fraction !== undefined && <progress max={1} value={fraction} />} {progress}</p>}
+      </Card>
+      <Card title="Delete">
+        <Action label="Delete VM and its disks" danger disabled={!stopped} confirm={`Delete ${name} and its disks? This cannot be undone.`} run={async () => {
+          await api.request('DELETE', vmPath(name, '?withDisks=true'));
+          location.hash = '#/vms';
+        }} />
+      </Card>
+    </div>
+  );
+}
+
+function Settings({ vm }: { vm: Vm }) {
+  const def = vm.definition;
+  const stopped = vm.runtime.state === 'stopped';
+  const [cpus, setCpus] = useState(String(def.cpus.count));
+  const [memory, setMemory] = useState(`${def.memory}M`);
+  const [description, setDescription] = useState(def.description ?? '');
+  const [saved, setSaved] = useState(false);
+  return (
+    <Card title="Settings">
+      <p class="muted">
+        {stopped
+          ? 'These apply at the next start.'
+          : 'vCPUs, memory and description change while the VM is stopped; a running VM can grow its disks live (Disks page).'}
+      </p>
+      <form class="form" onSubmit={(event) => event.preventDefault()}>
+        <Field id="set-cpus" label="vCPUs"><input id="set-cpus" type="number" min={1} max={255} disabled={!stopped} value={cpus} onInput={(event) => setCpus((event.target as HTMLInputElement).value)} /></Field>
+        <Field id="set-memory" label="Memory"><input id="set-memory" disabled={!stopped} value={memory} onInput={(event) => setMemory((event.target as HTMLInputElement).value)} /></Field>
+        <Field id="set-description" label="Description"><input id="set-description" disabled={!stopped} value={description} onInput={(event) => setDescription((event.target as HTMLInputElement).value)} /></Field>
+        <Action label="Save" disabled={!stopped} run={async () => {
+          const { uuid: _uuid, createdAt: _createdAt, template: _template, clonedFrom: _clonedFrom, ...rest } = def;
+          const spec = { ...rest, cpus: { ...def.cpus, count: Number(cpus), sockets: undefined, cores: undefined, threads: undefined }, memory, description: description || undefined };
+          await api.request('PUT', vmPath(def.name), { spec: JSON.parse(JSON.stringify(spec)) });
+          await live.refresh(def.name);
+          setSaved(true);
+        }} />
+        {saved && <span role="status"> Saved.</span>}
+      </form>
+    </Card>
+  );
+}
