@@ -19,6 +19,7 @@ import { imageCommand } from './commands/image.js';
 import { remoteCommand } from './commands/remote.js';
 import { snapshotCommand } from './commands/snapshot.js';
 import { tokenCommand } from './commands/token.js';
+import { uiCommand } from './commands/ui.js';
 import { vmCommand } from './commands/vm.js';
 import { EXIT_CODES, reportError } from './output.js';
 import { VERSION } from './version.js';
@@ -54,6 +55,7 @@ program.addCommand(operationCommand(cli));
 program.addCommand(snapshotCommand(cli));
 program.addCommand(daemonCommand(paths));
 program.addCommand(tokenCommand(paths));
+program.addCommand(uiCommand(paths));
 program.addCommand(remoteCommand());
 
 for (const command of program.commands) {

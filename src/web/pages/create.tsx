@@ -107,7 +107,9 @@ export default function CreateVm() {
       if (form.start) await api.request('POST', vmPath(form.name, '/start'), {});
       location.hash = `#/vms/${encodeURIComponent(form.name)}`;
     } catch (error) {
-      const field = (error as { details?: { field?: string } }).details?.field;
+      const failure = error as { code?: string; details?: { field?: string } };
+      // The daemon names no field for a duplicate; the form shows it at the name, which decides every other name.
+      const field = failure.details?.field ?? (failure.code === 'already_exists' ? 'name' : undefined);
       if (field) setErrors({ [inputFor(field)]: errorText(error).replace(/^[^:]+: /, '') });
       else setFailure(errorText(error));
     } finally {
