@@ -10,7 +10,8 @@ import type { VireoPaths } from '../paths.js';
 import { Reverter } from '../revert.js';
 import { createVolume, deleteVolume, getVolume, type Volume } from '../storage/volumes.js';
 import { deleteDefinition, listDefinitions, loadDefinition, reserveVmDirectory, saveDefinition, vmsUsingVolume, withVmLock } from './definitions.js';
-import { cleanRunDirectory, readRuntime, type VmRuntime } from './runtime.js';
+import { mapLimited } from '../limit.js';
+import { cleanRunDirectory, readRuntime, type RuntimeOptions, type VmRuntime } from './runtime.js';
 import { refuseTemplateWithClones } from './template.js';
 
 export interface NewDisk {
@@ -134,12 +135,13 @@ export interface VmInfo {
   runtime: VmRuntime;
 }
 
-export async function getVm(paths: VireoPaths, name: string): Promise<VmInfo> {
+export async function getVm(paths: VireoPaths, name: string, options: RuntimeOptions = {}): Promise<VmInfo> {
   const definition = await loadDefinition(paths, name);
-  return { definition, runtime: await readRuntime(paths, definition) };
+  return { definition, runtime: await readRuntime(paths, definition, options) };
 }
 
-export async function listVms(paths: VireoPaths): Promise<VmInfo[]> {
+export async function listVms(paths: VireoPaths, options: RuntimeOptions = {}): Promise<VmInfo[]> {
   const defs = await listDefinitions(paths);
-  return Promise.all(defs.map(async (definition) => ({ definition, runtime: await readRuntime(paths, definition) })));
+  // Each running VM costs a socket and a pidfile read: a bounded number at a time.
+  return mapLimited(defs, 16, async (definition) => ({ definition, runtime: await readRuntime(paths, definition, options) }));
 }
