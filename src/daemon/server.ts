@@ -18,6 +18,7 @@ import { z } from 'zod';
 import { VireoError, asVireoError } from '../core/errors.js';
 import { Name, zodToError } from '../core/model/vm.js';
 import type { VireoPaths } from '../core/paths.js';
+import { warmBackingIndex } from '../core/storage/volumes.js';
 import { loadDefinition } from '../core/vm/definitions.js';
 import { livePid } from '../core/vm/runtime.js';
 import { ConsoleHub } from './consoles.js';
@@ -284,6 +285,8 @@ export async function startDaemon(options: DaemonOptions): Promise<Daemon> {
   const state: DaemonState = { paths, version: options.version, events, operations, watcher, consoles, migrations };
   await migrations.start();
   await watcher.start();
+  // Read every qcow2 header once now, in the background (qemu-img is rate-limited), so deletions find backing users by stat alone.
+  void warmBackingIndex(paths).catch((error: unknown) => options.log?.(`could not index backing files: ${describeCause(error)}`));
 
   const apps: FastifyInstance[] = [];
   try {

@@ -28,6 +28,14 @@ import type { EventBus } from './events.js';
 /** QMP events after which the run state may have changed. */
 const STATE_EVENTS = new Set(['STOP', 'RESUME', 'SHUTDOWN', 'RESET', 'POWERDOWN', 'SUSPEND', 'WAKEUP', 'GUEST_PANICKED', 'GUEST_CRASHLOADED']);
 
+/**
+ * QMP events a guest can send as often as it likes, each saying only what
+ * the latest one says: a guest agent's port opening and closing, the guest
+ * setting its clock, the balloon moving. The replay window keeps the latest
+ * per VM, event and device (see EventBus).
+ */
+const NOISY_EVENTS = new Set(['VSERPORT_CHANGE', 'RTC_CHANGE', 'BALLOON_CHANGE', 'NIC_RX_FILTER_CHANGED', 'MEMORY_DEVICE_SIZE_CHANGE']);
+
 interface Watched {
   uuid: string;
   pid: number;
@@ -167,7 +175,9 @@ export class VmWatcher {
   }
 
   private onQmpEvent(vm: string, client: QmpClient, event: QmpEvent): void {
-    this.events.publish('vm.qmp', { event: event.event, ...(event.data ? { data: event.data } : {}), timestamp: event.timestamp }, vm);
+    const device = typeof event.data?.['id'] === 'string' ? event.data['id'] : typeof event.data?.['name'] === 'string' ? event.data['name'] : '';
+    const coalesce = NOISY_EVENTS.has(event.event) ? `qmp/${vm}/${event.event}/${String(device)}` : undefined;
+    this.events.publish('vm.qmp', { event: event.event, ...(event.data ? { data: event.data } : {}), timestamp: event.timestamp }, vm, coalesce === undefined ? {} : { coalesce });
     if (STATE_EVENTS.has(event.event)) void this.refreshState(vm, client);
   }
 

@@ -4,6 +4,7 @@
  * and a failure part-way undoes what was made (disks, directory).
  */
 import { VireoError, invalidArgument, invalidState, isVireoError } from '../errors.js';
+import { checkCpuModel } from '../host/cpu-models.js';
 import { getImage } from '../image/store.js';
 import { defineVm, parseVmSpec, type VmDefinition, type VmSpec } from '../model/vm.js';
 import type { VireoPaths } from '../paths.js';
@@ -29,6 +30,7 @@ export interface CreateOptions {
 
 /** Checks that everything the spec refers to exists. */
 async function checkReferences(paths: VireoPaths, spec: VmSpec): Promise<void> {
+  await checkCpuModel(spec.cpus.model);
   const boot = spec.boot.kernel;
   if (boot && 'image' in boot) {
     try {
