@@ -73,6 +73,7 @@ export function isSystemError(error: unknown): error is NodeJS.ErrnoException & 
 /** Plain words for the system errors a host can run into, by errno code. */
 const SYSTEM_ERRORS: Record<string, string> = {
   ENOSPC: 'no space left on device',
+  ENOENT: 'no such file or directory',
   EDQUOT: 'disk quota exceeded',
   EMFILE: 'too many open files in the daemon',
   ENFILE: 'too many open files on the host',
