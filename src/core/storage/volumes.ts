@@ -372,7 +372,18 @@ interface BackingEntry {
 }
 const backingIndex = new Map<string, BackingEntry>();
 
-async function backingOf(file: VolumeFile): Promise<string | undefined> {
+/** Header reads under way, so that concurrent searches read each header once. */
+const backingReads = new Map<string, Promise<string | undefined>>();
+
+function backingOf(file: VolumeFile): Promise<string | undefined> {
+  const running = backingReads.get(file.path);
+  if (running) return running;
+  const read = readBacking(file).finally(() => backingReads.delete(file.path));
+  backingReads.set(file.path, read);
+  return read;
+}
+
+async function readBacking(file: VolumeFile): Promise<string | undefined> {
   const info = await stat(file.path);
   const known = backingIndex.get(file.path);
   if (known && known.dev === info.dev && known.ino === info.ino && known.size === info.size && known.mtimeMs === info.mtimeMs && known.ctimeMs === info.ctimeMs) {
@@ -399,10 +410,12 @@ export async function warmBackingIndex(paths: VireoPaths): Promise<void> {
 /** Volumes in storage whose image names this one as its direct backing file. */
 async function backingUsers(paths: VireoPaths, target: VolumeFile | undefined): Promise<string[]> {
   const targetReal = target ? await realpath(target.path) : undefined;
-  const files = (await volumeFiles(paths)).filter((file) => file.ext === 'qcow2' && file.path !== target?.path);
-  const present = new Set(files.map((file) => file.path));
-  for (const path of backingIndex.keys()) if (!present.has(path) && dirname(path) === storageDir(paths)) backingIndex.delete(path);
   // Only qcow2 images have a backing file; raw and iso files are plain bytes.
+  const qcow2 = (await volumeFiles(paths)).filter((file) => file.ext === 'qcow2');
+  // Forget files that are gone (the target stays: a concurrent search for another volume still needs it).
+  const present = new Set(qcow2.map((file) => file.path));
+  for (const path of backingIndex.keys()) if (!present.has(path) && dirname(path) === storageDir(paths)) backingIndex.delete(path);
+  const files = qcow2.filter((file) => file.path !== target?.path);
   const users = await mapLimited(files, FILES_AT_ONCE * 2, async (file) => {
     const backing = await backingOf(file).catch((error: unknown) => {
       if (isErrno(error, 'ENOENT')) return undefined;
