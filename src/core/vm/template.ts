@@ -12,7 +12,7 @@ import { randomBytes } from 'node:crypto';
 import { chmod, realpath, stat } from 'node:fs/promises';
 import { VireoError, invalidArgument, invalidState } from '../errors.js';
 import { checkName } from '../model/units.js';
-import { defineVm, parseVmSpec, type VmDefinition } from '../model/vm.js';
+import { defineVm, parseVmSpec, type PortForwardInput, type VmDefinition } from '../model/vm.js';
 import type { VireoPaths } from '../paths.js';
 import { Reverter } from '../revert.js';
 import * as qemuImg from '../storage/qemu-img.js';
@@ -97,6 +97,12 @@ export async function makeTemplate(paths: VireoPaths, name: string): Promise<VmD
 export interface CloneOptions {
   /** Share the template's disks as read-only bases (qcow2 overlays) instead of copying them. */
   linked?: boolean;
+  /**
+   * The clone's host port forwards: the source's ('keep'), or these, on its
+   * first NIC. By default none: a host port serves one VM, so a clone that
+   * kept its source's could never run beside it.
+   */
+  forwards?: 'keep' | PortForwardInput[];
   onProgress?: (message: string, fraction: number) => void;
 }
 
@@ -105,6 +111,8 @@ export interface CloneResult {
   /** Volumes made for the clone. */
   volumes: string[];
   linked: boolean;
+  /** The source's forwards the clone did not get, as "127.0.0.1:2222->22/tcp". */
+  droppedForwards: string[];
 }
 
 /**
@@ -155,11 +163,15 @@ export async function cloneVm(paths: VireoPaths, source: string, target: string,
           ...(disk.serial !== undefined && renamed.has(disk.volume) ? { serial: newSerial(disk.serial) } : {}),
         })),
         // Without a MAC each NIC gets a fresh one.
-        nics: spec.nics.map(({ mac: _mac, ...nic }) => nic),
+        nics: spec.nics.map(({ mac: _mac, forwards, ...nic }, index) => ({
+          ...nic,
+          forwards: options.forwards === 'keep' ? forwards : index === 0 ? (options.forwards ?? []) : [],
+        })),
       });
       const clone: VmDefinition = { ...defineVm(cloneSpec), clonedFrom: source };
       await saveDefinition(paths, clone);
-      return { definition: clone, volumes: copies.map((copy) => copy.to), linked };
+      const droppedForwards = options.forwards === 'keep' ? [] : spec.nics.flatMap((nic) => nic.forwards.map((forward) => `${forward.hostAddress}:${forward.hostPort}->${forward.guestPort}/${forward.protocol}`));
+      return { definition: clone, volumes: copies.map((copy) => copy.to), linked, droppedForwards };
     });
   });
 }
