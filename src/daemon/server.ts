@@ -30,6 +30,7 @@ import { recoveryHandlers } from './recovery.js';
 import { routes, type RouteReply } from './routes.js';
 import type { DaemonState } from './state.js';
 import { verifyToken } from './tokens.js';
+import { AuthFailureLimiter, clientAddress, connectionKey, redactUrl, type AuthFailureLimit } from './access.js';
 import { VmWatcher } from './watcher.js';
 
 const HTTP_STATUS: Record<ErrorCode, number> = {
@@ -58,6 +59,8 @@ export interface DaemonOptions {
   rateLimitPerSecond?: number;
   /** Largest request body in bytes. */
   bodyLimit?: number;
+  /** Failed authentications per client address on TCP before 429 (default: 20 a minute, as a burst or spread). */
+  authFailures?: AuthFailureLimit;
   log?: (line: string) => void;
 }
 
@@ -73,6 +76,8 @@ function errorBody(error: VireoError): { error: { code: string; message: string;
 }
 
 function sendError(reply: FastifyReply, status: number, error: VireoError): void {
+  const retryAfter = error.details.retryAfterSeconds;
+  if (typeof retryAfter === 'number') void reply.header('retry-after', String(retryAfter));
   void reply.code(status).type('application/json').send(errorBody(error));
 }
 
@@ -134,11 +139,16 @@ async function buildApp(state: DaemonState, options: DaemonOptions, auth: 'socke
   });
 
   if (auth !== 'socket') {
+    const failures = new AuthFailureLimiter(options.authFailures ?? { burst: 20, perMinute: 20 });
     app.addHook('onRequest', async (request) => {
+      const address = clientAddress(request.socket.remoteAddress);
+      // An address out of failures is refused before its credentials are looked at: guessing on gains nothing.
+      failures.begin(address);
       const header = request.headers.authorization ?? '';
       const match = /^Bearer (\S+)$/.exec(header);
       const token = match ? await verifyToken(state.paths, match[1]!) : undefined;
-      if (!token) {
+      if (token) failures.succeeded(address);
+      else {
         throw new VireoError('unauthorized', 'a valid bearer token is required (Authorization: Bearer <token>; see vireo token create)');
       }
       (request as FastifyRequest & { tokenId?: string }).tokenId = token.id;
@@ -150,8 +160,8 @@ async function buildApp(state: DaemonState, options: DaemonOptions, auth: 'socke
     await app.register(fastifyRateLimit, {
       max: perSecond,
       timeWindow: 1000,
-      // Token holders are limited per token; local socket clients share one budget per peer process.
-      keyGenerator: (request) => (request as FastifyRequest & { tokenId?: string }).tokenId ?? request.ip ?? 'local',
+      // Token holders are limited per token; Unix socket clients per connection (see connectionKey).
+      keyGenerator: (request) => (request as FastifyRequest & { tokenId?: string }).tokenId ?? (auth === 'socket' ? connectionKey(request.socket) : clientAddress(request.socket.remoteAddress)),
       errorResponseBuilder: (_request, context) => ({ statusCode: 429, code: 'RATE_LIMITED', message: `rate limit of ${context.max} requests per second exceeded` }),
     });
   }
@@ -240,7 +250,8 @@ async function buildApp(state: DaemonState, options: DaemonOptions, auth: 'socke
   });
 
   app.addHook('onResponse', async (request, reply) => {
-    options.log?.(`${request.method} ${request.url} ${reply.statusCode} ${reply.elapsedTime.toFixed(1)}ms`);
+    // Credentials never reach the log, even when a client sends them in the query string.
+    options.log?.(`${request.method} ${redactUrl(request.url)} ${reply.statusCode} ${reply.elapsedTime.toFixed(1)}ms`);
   });
   return app;
 }
