@@ -20,6 +20,7 @@ import { Name, zodToError } from '../core/model/vm.js';
 import type { VireoPaths } from '../core/paths.js';
 import { loadDefinition } from '../core/vm/definitions.js';
 import { livePid } from '../core/vm/runtime.js';
+import { resolveAllowedDirs } from '../core/vm/host-files.js';
 import { ConsoleHub } from './consoles.js';
 import { EventBus, type VireoEvent } from './events.js';
 import { MigrationService } from './migration.js';
@@ -59,6 +60,11 @@ export interface DaemonOptions {
   rateLimitPerSecond?: number;
   /** Largest request body in bytes. */
   bodyLimit?: number;
+  /**
+   * Directories whose files VM specs sent to the daemon may name (kernels,
+   * initrds); Vireo's own image directory is always allowed, nothing else is.
+   */
+  allowHostPaths?: string[];
   /** Failed authentications per client address on TCP before 429 (default: 20 a minute, as a burst or spread). */
   authFailures?: AuthFailureLimit;
   log?: (line: string) => void;
@@ -279,8 +285,9 @@ export async function startDaemon(options: DaemonOptions): Promise<Daemon> {
   const interrupted = await operations.recover(recoveryHandlers(paths));
   const watcher = new VmWatcher(paths, events, { onAttach: (_vm, client) => enableBalloonStats(client) });
   const consoles = new ConsoleHub(paths);
-  const migrations = new MigrationService(paths, operations, watcher, events);
-  const state: DaemonState = { paths, version: options.version, events, operations, watcher, consoles, migrations };
+  const hostFiles = { allowedDirs: await resolveAllowedDirs([paths.images, ...(options.allowHostPaths ?? [])]) };
+  const migrations = new MigrationService(paths, operations, watcher, events, hostFiles);
+  const state: DaemonState = { paths, version: options.version, events, operations, watcher, consoles, migrations, hostFiles };
   await migrations.start();
   await watcher.start();
 

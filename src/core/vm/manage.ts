@@ -10,6 +10,7 @@ import type { VireoPaths } from '../paths.js';
 import { Reverter } from '../revert.js';
 import { createVolume, deleteVolume, getVolume, type Volume } from '../storage/volumes.js';
 import { deleteDefinition, listDefinitions, loadDefinition, reserveVmDirectory, saveDefinition, vmsUsingVolume, withVmLock } from './definitions.js';
+import { checkHostFiles, type HostFilePolicy } from './host-files.js';
 import { cleanRunDirectory, readRuntime, type VmRuntime } from './runtime.js';
 import { refuseTemplateWithClones } from './template.js';
 
@@ -24,10 +25,13 @@ export interface NewDisk {
 export interface CreateOptions {
   /** Disks to create and attach (as virtio disks named <vm>-disk<N>), after those the spec names. */
   newDisks?: NewDisk[];
+  /** Which host files the spec may name (default: any regular file; the daemon passes its allowed directories). */
+  hostFiles?: HostFilePolicy;
 }
 
 /** Checks that everything the spec refers to exists. */
-async function checkReferences(paths: VireoPaths, spec: VmSpec): Promise<void> {
+async function checkReferences(paths: VireoPaths, spec: VmSpec, hostFiles: HostFilePolicy = {}): Promise<void> {
+  await checkHostFiles(spec, hostFiles);
   const boot = spec.boot.kernel;
   if (boot && 'image' in boot) {
     try {
@@ -60,7 +64,7 @@ export async function createVm(paths: VireoPaths, input: unknown, options: Creat
   const newDisks = options.newDisks ?? [];
   const names = newDisks.map((_, index) => `${spec.name}-disk${index}`);
   const withNew = parseVmSpec({ ...spec, disks: [...spec.disks, ...names.map((volume) => ({ volume }))] });
-  await checkReferences(paths, spec);
+  await checkReferences(paths, spec, options.hostFiles);
   for (const [index, name] of names.entries()) {
     if (await getVolume(paths, name).then(() => true, () => false)) {
       throw new VireoError('already_exists', `disk ${index}: a volume named '${name}' already exists`, { field: `disks`, name });
@@ -80,7 +84,7 @@ export async function createVm(paths: VireoPaths, input: unknown, options: Creat
 }
 
 /** Replaces a stopped VM's spec, keeping its identity (UUID, MACs of kept NICs). */
-export async function editVm(paths: VireoPaths, name: string, change: (current: VmSpec) => unknown): Promise<VmDefinition> {
+export async function editVm(paths: VireoPaths, name: string, change: (current: VmSpec) => unknown, options: { hostFiles?: HostFilePolicy } = {}): Promise<VmDefinition> {
   const current = await loadDefinition(paths, name);
   return withVmLock(paths, name, async () => {
     if (current.template) throw invalidState(`VM '${name}' is a template and cannot be edited; clone it and edit the clone`);
@@ -90,7 +94,7 @@ export async function editVm(paths: VireoPaths, name: string, change: (current: 
     const { uuid: _uuid, createdAt: _createdAt, template: _template, clonedFrom: _clonedFrom, ...spec } = current;
     const next = parseVmSpec(change(spec));
     if (next.name !== name) throw invalidArgument('name', `renaming is not supported (VM is '${name}')`);
-    await checkReferences(paths, next);
+    await checkReferences(paths, next, options.hostFiles);
     const def = defineVm(next, current);
     await saveDefinition(paths, def);
     return def;
