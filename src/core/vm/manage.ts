@@ -6,6 +6,7 @@
 import { VireoError, invalidArgument, invalidState, isVireoError } from '../errors.js';
 import { getImage } from '../image/store.js';
 import { defineVm, parseVmSpec, type VmDefinition, type VmSpec } from '../model/vm.js';
+import { withoutShownFields } from '../model/shown-fields.js';
 import type { VireoPaths } from '../paths.js';
 import { Reverter } from '../revert.js';
 import { createVolume, deleteVolume, getVolume, type Volume } from '../storage/volumes.js';
@@ -84,7 +85,7 @@ export async function createVm(paths: VireoPaths, input: unknown, options: Creat
 }
 
 /** Replaces a stopped VM's spec, keeping its identity (UUID, MACs of kept NICs). */
-export async function editVm(paths: VireoPaths, name: string, change: (current: VmSpec) => unknown, options: { hostFiles?: HostFilePolicy } = {}): Promise<VmDefinition> {
+export async function editVm(paths: VireoPaths, name: string, change: (current: VmSpec, definition: VmDefinition) => unknown, options: { hostFiles?: HostFilePolicy } = {}): Promise<VmDefinition> {
   const current = await loadDefinition(paths, name);
   return withVmLock(paths, name, async () => {
     if (current.template) throw invalidState(`VM '${name}' is a template and cannot be edited; clone it and edit the clone`);
@@ -92,7 +93,8 @@ export async function editVm(paths: VireoPaths, name: string, change: (current: 
       throw invalidState(`VM '${name}' is running; stop it before editing (vireo vm stop ${name})`);
     }
     const { uuid: _uuid, createdAt: _createdAt, template: _template, clonedFrom: _clonedFrom, ...spec } = current;
-    const next = parseVmSpec(change(spec));
+    // A definition as `vm show --json` prints it is a valid input: its identity and state fields are checked and dropped.
+    const next = parseVmSpec(withoutShownFields(change(spec, current), current));
     if (next.name !== name) throw invalidArgument('name', `renaming is not supported (VM is '${name}')`);
     await checkReferences(paths, next, options.hostFiles);
     const def = defineVm(next, current);
