@@ -36,6 +36,9 @@ export function httpErrorBody(error: VireoError): HttpErrorBody {
 }
 
 export function sendHttpError(reply: FastifyReply, status: number, error: VireoError): void {
+  // A refusal that says when to come back (rate limits) says it in the standard header too.
+  const retryAfter = error.details.retryAfterSeconds;
+  if (typeof retryAfter === 'number') void reply.header('retry-after', String(retryAfter));
   void reply.code(status).type('application/json').send(httpErrorBody(error));
 }
 

@@ -140,7 +140,7 @@ export const routes: Route[] = [
     handler: async ({ body, daemon }) => {
       const input = body as z.output<typeof CreateVmBody>;
       const def = await daemon.operations.exclusive(input.spec.name, 'create', () =>
-        createVm(daemon.paths, input.spec, { newDisks: input.newDisks }),
+        createVm(daemon.paths, input.spec, { newDisks: input.newDisks, hostFiles: daemon.hostFiles }),
       );
       daemon.events.publish('vm.defined', { uuid: def.uuid }, def.name);
       return { status: 201, body: await getVm(daemon.paths, def.name) };
@@ -153,7 +153,7 @@ export const routes: Route[] = [
   {
     method: 'PUT', path: '/vms/:name', tag: 'vms', summary: 'Replace the spec of a stopped VM (identity kept)', params: VmName, body: EditVmBody, status: 200, returns: 'Vm',
     handler: async ({ params, body, daemon }) => {
-      await daemon.operations.exclusive(params.name, 'edit', () => editVm(daemon.paths, params.name, () => body.spec));
+      await daemon.operations.exclusive(params.name, 'edit', () => editVm(daemon.paths, params.name, () => body.spec, { hostFiles: daemon.hostFiles }));
       return getVm(daemon.paths, params.name);
     },
   },

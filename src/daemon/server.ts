@@ -21,6 +21,7 @@ import type { VireoPaths } from '../core/paths.js';
 import { warmBackingIndex } from '../core/storage/volumes.js';
 import { loadDefinition } from '../core/vm/definitions.js';
 import { livePid } from '../core/vm/runtime.js';
+import { resolveAllowedDirs } from '../core/vm/host-files.js';
 import { ConsoleHub } from './consoles.js';
 import { EventBus, type VireoEvent } from './events.js';
 import { MigrationService } from './migration.js';
@@ -32,6 +33,7 @@ import { errorReply, frameworkError, sendHttpError, toHttpError } from './http-e
 import { routes, type Route, type RouteReply } from './routes.js';
 import type { DaemonState } from './state.js';
 import { verifyToken } from './tokens.js';
+import { AuthFailureLimiter, clientAddress, connectionKey, redactUrl, type AuthFailureLimit } from './access.js';
 import { VmWatcher } from './watcher.js';
 
 export interface DaemonOptions {
@@ -44,6 +46,13 @@ export interface DaemonOptions {
   rateLimitPerSecond?: number;
   /** Largest request body in bytes. */
   bodyLimit?: number;
+  /**
+   * Directories whose files VM specs sent to the daemon may name (kernels,
+   * initrds); Vireo's own image directory is always allowed, nothing else is.
+   */
+  allowHostPaths?: string[];
+  /** Failed authentications per client address on TCP before 429 (default: 20 a minute, as a burst or spread). */
+  authFailures?: AuthFailureLimit;
   log?: (line: string) => void;
 }
 
@@ -142,11 +151,16 @@ async function buildApp(state: DaemonState, options: DaemonOptions, auth: 'socke
   });
 
   if (auth !== 'socket') {
+    const failures = new AuthFailureLimiter(options.authFailures ?? { burst: 20, perMinute: 20 });
     app.addHook('onRequest', async (request) => {
+      const address = clientAddress(request.socket.remoteAddress);
+      // An address out of failures is refused before its credentials are looked at: guessing on gains nothing.
+      failures.begin(address);
       const header = request.headers.authorization ?? '';
       const match = /^Bearer (\S+)$/.exec(header);
       const token = match ? await verifyToken(state.paths, match[1]!) : undefined;
-      if (!token) {
+      if (token) failures.succeeded(address);
+      else {
         throw new VireoError('unauthorized', 'a valid bearer token is required (Authorization: Bearer <token>; see vireo token create)');
       }
       (request as FastifyRequest & { tokenId?: string }).tokenId = token.id;
@@ -158,8 +172,8 @@ async function buildApp(state: DaemonState, options: DaemonOptions, auth: 'socke
     await app.register(fastifyRateLimit, {
       max: perSecond,
       timeWindow: 1000,
-      // Token holders are limited per token; local socket clients share one budget per peer process.
-      keyGenerator: (request) => (request as FastifyRequest & { tokenId?: string }).tokenId ?? request.ip ?? 'local',
+      // Token holders are limited per token; Unix socket clients per connection (see connectionKey).
+      keyGenerator: (request) => (request as FastifyRequest & { tokenId?: string }).tokenId ?? (auth === 'socket' ? connectionKey(request.socket) : clientAddress(request.socket.remoteAddress)),
       errorResponseBuilder: (_request, context) => new VireoError('rate_limited', `rate limit of ${context.max} requests per second exceeded`),
     });
   }
@@ -253,7 +267,8 @@ async function buildApp(state: DaemonState, options: DaemonOptions, auth: 'socke
   });
 
   app.addHook('onResponse', async (request, reply) => {
-    options.log?.(`${request.method} ${request.url} ${reply.statusCode} ${reply.elapsedTime.toFixed(1)}ms`);
+    // Credentials never reach the log, even when a client sends them in the query string.
+    options.log?.(`${request.method} ${redactUrl(request.url)} ${reply.statusCode} ${reply.elapsedTime.toFixed(1)}ms`);
   });
   return app;
 }
@@ -281,8 +296,9 @@ export async function startDaemon(options: DaemonOptions): Promise<Daemon> {
   const interrupted = await operations.recover(recoveryHandlers(paths));
   const watcher = new VmWatcher(paths, events, { onAttach: (_vm, client) => enableBalloonStats(client) });
   const consoles = new ConsoleHub(paths);
-  const migrations = new MigrationService(paths, operations, watcher, events);
-  const state: DaemonState = { paths, version: options.version, events, operations, watcher, consoles, migrations };
+  const hostFiles = { allowedDirs: await resolveAllowedDirs([paths.images, ...(options.allowHostPaths ?? [])]) };
+  const migrations = new MigrationService(paths, operations, watcher, events, hostFiles);
+  const state: DaemonState = { paths, version: options.version, events, operations, watcher, consoles, migrations, hostFiles };
   await migrations.start();
   await watcher.start();
   // Read every qcow2 header once now, in the background (qemu-img is rate-limited), so deletions find backing users by stat alone.
