@@ -11,6 +11,7 @@ import { VireoError } from '../core/errors.js';
 import { ApiCore, type Transport, type TransportResponse } from './api-core.js';
 
 export type { Operation, VireoEvent } from './api-core.js';
+export { retryDelayMs } from './api-core.js';
 
 export type ApiTarget =
   | { socketPath: string }
@@ -48,7 +49,15 @@ class NodeTransport implements Transport {
       const req = this.requester(this.options(method, path, headers), (response: IncomingMessage) => {
         const chunks: Buffer[] = [];
         response.on('data', (chunk: Buffer) => chunks.push(chunk));
-        response.on('end', () => resolve({ status: response.statusCode ?? 0, text: Buffer.concat(chunks).toString('utf8'), contentType: String(response.headers['content-type'] ?? '') }));
+        const retryAfter = response.headers['retry-after'];
+        response.on('end', () =>
+          resolve({
+            status: response.statusCode ?? 0,
+            text: Buffer.concat(chunks).toString('utf8'),
+            contentType: String(response.headers['content-type'] ?? ''),
+            ...(typeof retryAfter === 'string' ? { retryAfter } : {}),
+          }),
+        );
         response.on('error', reject);
       });
       req.setTimeout(timeoutMs, () => req.destroy(new VireoError('timeout', `${this.description} did not answer ${method} ${path} within ${timeoutMs / 1000} s`)));

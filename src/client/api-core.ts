@@ -34,6 +34,8 @@ export interface TransportResponse {
   status: number;
   text: string;
   contentType: string;
+  /** The Retry-After header of a 429. */
+  retryAfter?: string;
 }
 
 /** How requests reach the daemon: Node http(s) or a browser's fetch. */
@@ -45,6 +47,21 @@ export interface Transport {
 }
 
 export const DEFAULT_TIMEOUT_MS = 30_000;
+/** How long a request waits out 429s in all before the rate_limited error is the answer. */
+const DEFAULT_RATE_LIMIT_WAIT_MS = 60_000;
+
+/**
+ * How long to wait before sending again after a 429: what Retry-After says
+ * (seconds, or an HTTP date), else a growing backoff; with jitter, so clients
+ * limited together do not all come back in the same millisecond.
+ */
+export function retryDelayMs(retryAfter: string | undefined, attempt: number): number {
+  let base: number | undefined;
+  if (retryAfter !== undefined && /^\d{1,6}$/.test(retryAfter.trim())) base = Number(retryAfter.trim()) * 1000;
+  else if (retryAfter !== undefined && !Number.isNaN(Date.parse(retryAfter))) base = Math.max(0, Date.parse(retryAfter) - Date.now());
+  base ??= Math.min(5000, 250 * 2 ** attempt);
+  return base + Math.floor(Math.random() * 250);
+}
 
 function codeOf(code: string | undefined): ErrorCode {
   return ERROR_CODES.includes(code as ErrorCode) ? (code as ErrorCode) : 'internal';
@@ -57,9 +74,21 @@ export class ApiCore {
     return this.transport.description;
   }
 
-  /** Sends a request; a JSON error body is thrown as the VireoError it describes. */
-  async request<T = unknown>(method: string, path: string, body?: unknown, options: { timeoutMs?: number } = {}): Promise<T> {
-    const response = await this.transport.send(method, path, body, options.timeoutMs ?? DEFAULT_TIMEOUT_MS);
+  /**
+   * Sends a request; a JSON error body is thrown as the VireoError it describes.
+   * A 429 is waited out (as long as Retry-After says, within rateLimitWaitMs
+   * in all) and the request sent again: a busy daemon slows a client down, it
+   * never makes the CLI act behind the daemon's back.
+   */
+  async request<T = unknown>(method: string, path: string, body?: unknown, options: { timeoutMs?: number; rateLimitWaitMs?: number } = {}): Promise<T> {
+    const waitBudgetEnds = Date.now() + (options.rateLimitWaitMs ?? DEFAULT_RATE_LIMIT_WAIT_MS);
+    let response = await this.transport.send(method, path, body, options.timeoutMs ?? DEFAULT_TIMEOUT_MS);
+    for (let attempt = 0; response.status === 429; attempt++) {
+      const wait = retryDelayMs(response.retryAfter, attempt);
+      if (Date.now() + wait > waitBudgetEnds) break;
+      await new Promise((resolve) => setTimeout(resolve, wait));
+      response = await this.transport.send(method, path, body, options.timeoutMs ?? DEFAULT_TIMEOUT_MS);
+    }
     const json = response.contentType.includes('application/json') ? (JSON.parse(response.text || 'null') as unknown) : response.text;
     if (response.status >= 400) {
       const error = (json as { error?: { code?: string; message?: string; field?: string } } | undefined)?.error;

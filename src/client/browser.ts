@@ -30,7 +30,8 @@ class FetchTransport implements Transport {
       if (error instanceof DOMException && error.name === 'TimeoutError') throw new VireoError('timeout', `the daemon did not answer ${method} ${path} within ${timeoutMs / 1000} s`);
       throw new VireoError('command_failed', `cannot reach the daemon (${String(error)})`, {}, { cause: error });
     }
-    return { status: response.status, text: await response.text(), contentType: response.headers.get('content-type') ?? '' };
+    const retryAfter = response.headers.get('retry-after');
+    return { status: response.status, text: await response.text(), contentType: response.headers.get('content-type') ?? '', ...(retryAfter !== null ? { retryAfter } : {}) };
   }
 
   async openStream(path: string, signal?: AbortSignal): Promise<AsyncIterable<string> | undefined> {

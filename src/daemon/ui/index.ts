@@ -68,7 +68,7 @@ export class WebUi {
   }
 }
 
-type SessionRequest = FastifyRequest & { vireoSession?: Session };
+type SessionRequest = FastifyRequest & { vireoSession?: Session; vireoLoginSucceeded?: () => void };
 
 export function sessionOf(request: FastifyRequest): Session | undefined {
   return (request as SessionRequest).vireoSession;
@@ -105,8 +105,13 @@ function isPublic(request: FastifyRequest): boolean {
  * state-changing requests and the origin of WebSocket upgrades), undefined
  * when there is no valid session.
  */
-export async function authenticateBrowser(ui: WebUi, request: FastifyRequest, listener: Listener): Promise<Session | 'public' | undefined> {
-  if (isPublic(request)) return 'public';
+export async function authenticateBrowser(ui: WebUi, request: FastifyRequest, listener: Listener, credentialsGood: () => void): Promise<Session | 'public' | undefined> {
+  if (isPublic(request)) {
+    // The page and its assets cost no authentication attempt; a log-in does unless its token is good.
+    if (request.method === 'POST' || pathOf(request).startsWith('/ui/login/')) (request as SessionRequest).vireoLoginSucceeded = credentialsGood;
+    else credentialsGood();
+    return 'public';
+  }
   const id = cookieValue(request, COOKIE);
   const session = id ? await ui.sessions.find(id, listener) : undefined;
   if (!session) return undefined;
@@ -213,6 +218,7 @@ export function registerUiPages(app: FastifyInstance, ui: WebUi, listener: Liste
     const body = parse(z.strictObject({ token: z.string().max(200) }), request.body, 'body');
     const token = await verifyToken(ui.paths, body.token.trim());
     if (!token) throw new VireoError('unauthorized', 'that token is not valid (unknown, revoked or expired)', { field: 'body.token' });
+    (request as SessionRequest).vireoLoginSucceeded?.();
     const session = ui.sessions.create(listener, token);
     setCookie(reply, listener, session.id, SESSION_LIFETIME_MS / 1000);
     return sessionBody(session);
@@ -223,6 +229,7 @@ export function registerUiPages(app: FastifyInstance, ui: WebUi, listener: Liste
       // Said on the log-in page, which the browser goes to either way.
       return reply.redirect('/#/login?link=expired', 303);
     }
+    (request as SessionRequest).vireoLoginSucceeded?.();
     const session = ui.sessions.create(listener);
     setCookie(reply, listener, session.id, SESSION_LIFETIME_MS / 1000);
     return reply.redirect('/', 303);
