@@ -44,14 +44,17 @@ try {
 
   // Cold loads: a new context each time (empty cache), logged in through the API so only the page load is timed.
   const loads: number[] = [];
-  let transferred = 0;
+  let transferred = { assets: 0, api: 0 };
   for (let run = 0; run < 5; run++) {
     const context = await browser.newContext({ ignoreHTTPSErrors: true });
     const login = await context.request.post(`${url}/ui/login`, { data: { token: secret } });
     if (!login.ok()) throw new Error(`log-in failed: ${login.status()}`);
     const page = await context.newPage();
-    const responses: Promise<number>[] = [];
-    page.on('requestfinished', (request) => responses.push(request.sizes().then((sizes) => sizes.responseBodySize + sizes.responseHeadersSize)));
+    const responses: Promise<{ asset: boolean; bytes: number }>[] = [];
+    page.on('requestfinished', (request) => {
+      const path = new URL(request.url()).pathname;
+      responses.push(request.sizes().then((sizes) => ({ asset: path === '/' || path.startsWith('/ui/assets/'), bytes: sizes.responseBodySize + sizes.responseHeadersSize })));
+    });
     await page.goto(`${url}/#/vms`);
     await page.waitForFunction((expected) => document.querySelectorAll('tr[data-vm]').length === expected, count, { polling: 'raf', timeout: 60_000 });
     // Interactive: the filter answers typing within the same frame budget.
@@ -59,7 +62,9 @@ try {
     await page.waitForFunction(() => document.querySelectorAll('tr[data-vm]').length === 10 || document.querySelectorAll('tr[data-vm]').length === 1, undefined, { polling: 'raf' });
     const ready = await page.evaluate(() => performance.now());
     loads.push(ready);
-    if (run === 0) transferred = (await Promise.all(responses)).reduce((sum, bytes) => sum + bytes, 0);
+    if (run === 0) {
+      for (const { asset, bytes } of await Promise.all(responses)) transferred[asset ? 'assets' : 'api'] += bytes;
+    }
     await context.close();
   }
 
@@ -88,7 +93,7 @@ try {
   await api.request('POST', '/vms/b000/kill');
   await context.close();
   process.stdout.write(`web UI with ${count} VMs (chromium, daemon over TLS on loopback)\n`);
-  process.stdout.write(`  cold load, bytes transferred (gzipped bodies + headers): ${(transferred / 1024).toFixed(1)} KiB\n`);
+  process.stdout.write(`  cold load, bytes transferred (bodies + headers): page and assets ${(transferred.assets / 1024).toFixed(1)} KiB (gzipped), API answers ${(transferred.api / 1024).toFixed(1)} KiB (JSON of ${count} VMs, not compressed)\n`);
   process.stdout.write(`  cold load to an interactive list of ${count} VMs: median ${median(loads).toFixed(0)} ms (${loads.map((ms) => ms.toFixed(0)).join(', ')})\n`);
   process.stdout.write(`  state change (API answered) to the list showing it: median ${median(lags)} ms, max ${Math.max(...lags)} ms over ${lags.length}\n`);
 } finally {

@@ -56,8 +56,8 @@ export function VmList({ query }: { query: URLSearchParams }) {
       });
   })();
 
-  const header = (key: SortKey, label: string) => (
-    <th aria-sort={sort.key === key ? (sort.descending ? 'descending' : 'ascending') : 'none'}>
+  const header = (key: SortKey, label: string, narrow = '') => (
+    <th class={narrow} aria-sort={sort.key === key ? (sort.descending ? 'descending' : 'ascending') : 'none'}>
       <button type="button" class="sort" onClick={() => setSort({ key, descending: sort.key === key ? !sort.descending : false })}>
         {label}{sort.key === key ? (sort.descending ? ' ▼' : ' ▲') : ''}
       </button>
@@ -111,10 +111,10 @@ export function VmList({ query }: { query: URLSearchParams }) {
               </th>
               {header('name', 'Name')}
               {header('state', 'State')}
-              {header('cpus', 'vCPUs')}
+              {header('cpus', 'vCPUs', 'wide')}
               {header('memory', 'Memory')}
               {header('cpuUse', 'CPU use')}
-              {header('memUse', 'Memory use')}
+              {header('memUse', 'Memory use', 'wide')}
               <th class="wide">Network</th>
             </tr>
           </thead>
@@ -127,10 +127,10 @@ export function VmList({ query }: { query: URLSearchParams }) {
                   <td><input type="checkbox" aria-label={`Select ${name}`} checked={selected.has(name)} onChange={() => toggle(name)} /></td>
                   <td><a href={`#/vms/${encodeURIComponent(name)}`}>{name}</a>{vm.definition.description && <div class="muted small">{vm.definition.description}</div>}</td>
                   <td><StateBadge state={vm.runtime.state} /></td>
-                  <td>{vm.definition.cpus.count}</td>
+                  <td class="wide">{vm.definition.cpus.count}</td>
                   <td>{formatBytes(vm.definition.memory * 1024 * 1024)}</td>
                   <td>{use && vm.runtime.state === 'running' ? `${(use.cpu * 100).toFixed(0)}%` : '–'}</td>
-                  <td>{use && vm.runtime.state === 'running' ? formatBytes(use.memory) : '–'}</td>
+                  <td class="wide">{use && vm.runtime.state === 'running' ? formatBytes(use.memory) : '–'}</td>
                   <td class="wide small">{addresses(vm)}</td>
                 </tr>
               );
