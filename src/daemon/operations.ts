@@ -54,8 +54,13 @@ export interface OperationContext {
   record(intent: unknown): Promise<void>;
 }
 
-/** Undoes what an operation of this kind may have half-made when the daemon died under it. */
-export type RecoveryHandler = (operation: Operation) => Promise<void>;
+/**
+ * Undoes (or completes) what an operation of this kind may have half-made
+ * when the daemon died under it. Returning `{ result }` says the work turned
+ * out whole (finished before the crash, or by recovery): the operation is
+ * marked succeeded instead of failed.
+ */
+export type RecoveryHandler = (operation: Operation) => Promise<void | { result: unknown }>;
 
 /** Finished operations kept for GET /operations. */
 const KEEP_FINISHED = 200;
@@ -96,7 +101,12 @@ export class OperationManager {
       if (operation.state !== 'running') continue;
       let cleanup = '';
       try {
-        await handlers[operation.kind]?.(operation);
+        const outcome = await handlers[operation.kind]?.(operation);
+        if (outcome) {
+          await this.finish(operation, 'succeeded', { result: outcome.result });
+          interrupted.push(operation);
+          continue;
+        }
       } catch (error) {
         cleanup = ` (cleaning up failed too: ${asVireoError(error).message})`;
       }

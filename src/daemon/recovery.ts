@@ -82,7 +82,10 @@ export function recoveryHandlers(paths: VireoPaths): Record<string, RecoveryHand
       }),
     // A delete recorded what it removes before removing anything: finish it.
     'vm.delete': async (operation) => {
-      await finishInterruptedDelete(paths, vmOf(operation), operation.intent as DeleteIntent | undefined);
+      const intent = operation.intent as DeleteIntent | undefined;
+      if (!intent) return undefined; // nothing was removed yet: the VM is as it was
+      const outcome = await finishInterruptedDelete(paths, vmOf(operation), intent);
+      return outcome.finished ? { result: { deletedVolumes: outcome.deletedVolumes, finishedByRecovery: true } } : undefined;
     },
     // The power-down request was sent or not; either way nothing is half-made.
     'vm.stop': async () => {},

@@ -24,7 +24,11 @@ export function snapshotRecoveryHandlers(paths: VireoPaths): Record<string, Reco
     // Only what the clone recorded making (by file identity) is removed; see undoInterruptedClone.
     'vm.clone': async (operation) => {
       if (operation.target.newVm === undefined) return;
-      await undoInterruptedClone(paths, operation.target.newVm, operation.intent as CloneIntent | undefined);
+      const intent = operation.intent as CloneIntent | undefined;
+      const outcome = await undoInterruptedClone(paths, operation.target.newVm, intent);
+      // The definition was written before the crash: the clone is whole.
+      if (outcome.complete && intent) return { result: { clone: operation.target.newVm, volumes: intent.volumes.map((volume) => volume.name) } };
+      return undefined;
     },
   };
 }

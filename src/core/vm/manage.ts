@@ -180,14 +180,14 @@ async function carryOutDelete(paths: VireoPaths, name: string, intent: DeleteInt
  * is a VM that runs again; volumes are removed only if they are still the
  * files recorded and no VM attaches them.
  */
-export async function finishInterruptedDelete(paths: VireoPaths, name: string, intent: DeleteIntent | undefined): Promise<{ deletedVolumes: string[] }> {
-  if (!intent) return { deletedVolumes: [] }; // cut short before anything was removed
+export async function finishInterruptedDelete(paths: VireoPaths, name: string, intent: DeleteIntent | undefined): Promise<{ finished: boolean; deletedVolumes: string[] }> {
+  if (!intent) return { finished: false, deletedVolumes: [] }; // cut short before anything was removed
   const def = await loadDefinition(paths, name).catch(() => undefined);
   if (def) {
-    if (def.uuid !== intent.uuid) return { deletedVolumes: [] };
-    if ((await readRuntime(paths, def)).state !== 'stopped') return { deletedVolumes: [] };
+    if (def.uuid !== intent.uuid) return { finished: false, deletedVolumes: [] };
+    if ((await readRuntime(paths, def)).state !== 'stopped') return { finished: false, deletedVolumes: [] };
   }
-  return carryOutDelete(paths, name, intent);
+  return { finished: true, ...(await carryOutDelete(paths, name, intent)) };
 }
 
 export interface VmInfo {

@@ -114,6 +114,7 @@ export async function cloneVm(paths: VireoPaths, source: string, target: string,
     throw invalidState(`a linked clone needs a template as its source; make '${source}' one first (vireo vm template ${source}), or make a full clone`);
   }
   return withVmLock(paths, source, async () => {
+    crashPoint('clone.begin');
     const state = (await readRuntime(paths, def)).state;
     if (state !== 'stopped') throw invalidState(`VM '${source}' is ${state}; stop it before cloning (its disks must not change during the copy)`);
     const copies = def.disks
@@ -204,11 +205,11 @@ async function copyVolume(paths: VireoPaths, from: string, to: string, onMade: (
  * merely has a clone-like name (left by `vm delete` without its disks, say)
  * is never touched.
  */
-export async function undoInterruptedClone(paths: VireoPaths, target: string, intent: CloneIntent | undefined): Promise<{ removedVolumes: string[] }> {
+export async function undoInterruptedClone(paths: VireoPaths, target: string, intent: CloneIntent | undefined): Promise<{ complete: boolean; removedVolumes: string[] }> {
   const removedVolumes: string[] = [];
-  if (!intent) return { removedVolumes };
+  if (!intent) return { complete: false, removedVolumes };
   const existing = await loadDefinition(paths, target).catch(() => undefined);
-  if (existing && intent.uuid !== undefined && existing.uuid === intent.uuid) return { removedVolumes };
+  if (existing && intent.uuid !== undefined && existing.uuid === intent.uuid) return { complete: true, removedVolumes };
   for (const volume of intent.volumes ?? []) {
     if (!sameFile(volume.identity, await volumeIdentity(paths, volume.name))) continue;
     try {
@@ -220,7 +221,7 @@ export async function undoInterruptedClone(paths: VireoPaths, target: string, in
     }
   }
   if (intent.reserved && !existing) await rm(vmPaths(paths, target).dir, { recursive: true, force: true });
-  return { removedVolumes };
+  return { complete: false, removedVolumes };
 }
 
 function newSerial(previous: string): string {
