@@ -120,7 +120,9 @@ describe('crash injection: kill -9 of the daemon inside every kind of operation'
       else crashed.child.once('exit', (_code, signal) => resolve(signal));
     });
     const reply = send(crashed).then(() => 'answered', (error: unknown) => String(error));
-    const signal = await Promise.race([died, new Promise<'alive'>((resolve) => setTimeout(() => resolve('alive'), 120_000))]);
+    let timer: NodeJS.Timeout | undefined;
+    const signal = await Promise.race([died, new Promise<'alive'>((resolve) => (timer = setTimeout(() => resolve('alive'), 120_000)))]);
+    clearTimeout(timer);
     assert.equal(signal, 'SIGKILL', `the daemon was to die at ${point} (request: ${await Promise.race([reply, Promise.resolve('pending')])})\n${crashed.log()}`);
     await reply;
     await afterCrash?.();
