@@ -24,6 +24,7 @@ import { after, before, describe, test } from 'node:test';
 import { promisify } from 'node:util';
 import type { Operation } from '../src/client/api-client.js';
 import { runOperation, startTestDaemon, type RunningDaemon } from './harness/daemon.js';
+import { startTwoHosts, stateOn, type TwoHosts } from './harness/hosts.js';
 import { createTestHome, listDir, qemuPidsOf, repoRoot, type TestHome } from './harness/vireo.js';
 
 const exec = promisify(execFile);
@@ -72,6 +73,23 @@ async function qemusOf(uuid: string, home: string): Promise<number[]> {
   return pids;
 }
 
+after(() => {
+  const kinds = [...tally.byKind.entries()].map(([kind, count]) => `${kind} ${count}`).join(', ');
+  console.log(`crash injection: ${tally.injected} crashes injected, ${tally.survived} survived with every invariant (${kinds})`);
+});
+
+/** Waits for the daemon to die; its exit signal, or 'alive' after the timeout. */
+async function death(daemon: RunningDaemon, timeoutMs: number): Promise<NodeJS.Signals | null | 'alive'> {
+  const died = new Promise<NodeJS.Signals | null>((resolve) => {
+    if (daemon.child.exitCode !== null || daemon.child.signalCode !== null) resolve(daemon.child.signalCode);
+    else daemon.child.once('exit', (_code, signal) => resolve(signal));
+  });
+  let timer: NodeJS.Timeout | undefined;
+  const outcome = await Promise.race([died, new Promise<'alive'>((resolve) => (timer = setTimeout(() => resolve('alive'), timeoutMs)))]);
+  clearTimeout(timer);
+  return outcome;
+}
+
 describe('crash injection: kill -9 of the daemon inside every kind of operation', () => {
   let home: TestHome;
   let daemon: RunningDaemon;
@@ -95,8 +113,6 @@ describe('crash injection: kill -9 of the daemon inside every kind of operation'
   });
 
   after(async () => {
-    const kinds = [...tally.byKind.entries()].map(([kind, count]) => `${kind} ${count}`).join(', ');
-    console.log(`crash injection: ${tally.injected} crashes injected, ${tally.survived} survived with every invariant (${kinds})`);
     await daemon?.stop().catch(() => {});
     await home?.cleanup();
   });
@@ -115,14 +131,8 @@ describe('crash injection: kill -9 of the daemon inside every kind of operation'
     await daemon.stop();
     daemon = await startTestDaemon(home, [], { env: { VIREO_CRASH_AT: point } });
     const crashed = daemon;
-    const died = new Promise<NodeJS.Signals | null>((resolve) => {
-      if (crashed.child.exitCode !== null || crashed.child.signalCode !== null) resolve(crashed.child.signalCode);
-      else crashed.child.once('exit', (_code, signal) => resolve(signal));
-    });
     const reply = send(crashed).then(() => 'answered', (error: unknown) => String(error));
-    let timer: NodeJS.Timeout | undefined;
-    const signal = await Promise.race([died, new Promise<'alive'>((resolve) => (timer = setTimeout(() => resolve('alive'), 120_000)))]);
-    clearTimeout(timer);
+    const signal = await death(crashed, 120_000);
     assert.equal(signal, 'SIGKILL', `the daemon was to die at ${point} (request: ${await Promise.race([reply, Promise.resolve('pending')])})\n${crashed.log()}`);
     await reply;
     await afterCrash?.();
@@ -311,4 +321,56 @@ describe('crash injection: kill -9 of the daemon inside every kind of operation'
     assert.ok(orphans.some((line) => line.includes('dpkg-deb')), `dpkg-deb outlived the daemon: ${orphans.join('; ')}`);
     assert.equal((await daemon.api.request<{ name: string }>('GET', '/images/tiny')).name, 'tiny', 'the installed image is untouched');
   });
+});
+
+describe('crash injection: migration (source and destination daemons)', () => {
+  let hosts: TwoHosts;
+  let uuid: string;
+
+  before(async () => {
+    hosts = await startTwoHosts({ sharedStorage: true });
+    const created = await hosts.a.daemon.api.request<VmView>('POST', '/vms', { spec: { name: 'mig', memory: '128M', boot: { kernel: { image: 'tiny' } } }, newDisks: [{ size: '16M' }] });
+    uuid = created.definition.uuid;
+    const started = await runOperation(hosts.a.daemon.api, 'POST', '/vms/mig/start', { waitReady: true });
+    assert.equal(started.state, 'succeeded', JSON.stringify(started.error));
+  });
+  after(async () => {
+    await hosts?.cleanup();
+  });
+
+  /** Exactly one copy of the VM runs, on one host, with one QEMU in all; no migration record or running operation is left. */
+  async function oneCopy(at: string): Promise<void> {
+    const deadline = Date.now() + 180_000;
+    let last = '';
+    for (;;) {
+      const states = [await stateOn(hosts.a, 'mig'), await stateOn(hosts.b, 'mig')];
+      const qemus = (await qemusOf(uuid, hosts.a.home.home)).length + (await qemusOf(uuid, hosts.b.home.home)).length;
+      const records = (await hosts.a.daemon.api.request<unknown[]>('GET', '/migrations')).length + (await hosts.b.daemon.api.request<unknown[]>('GET', '/migrations')).length;
+      const running = [...(await hosts.a.daemon.api.request<Operation[]>('GET', '/operations')), ...(await hosts.b.daemon.api.request<Operation[]>('GET', '/operations'))].filter((operation) => operation.state === 'running').length;
+      last = `states ${states.join('/')}, ${qemus} QEMU, ${records} migration records, ${running} running operations`;
+      if (states.filter((state) => state === 'running').length === 1 && states.includes('absent') && qemus === 1 && records === 0 && running === 0) return;
+      assert.ok(qemus <= 1, `never two QEMUs for the VM (${last}) after a crash at ${at}`);
+      assert.ok(Date.now() < deadline, `one copy of the VM after a crash at ${at}: ${last}`);
+      await new Promise((resolve) => setTimeout(resolve, 500));
+    }
+  }
+
+  for (const [side, point] of [['source', 'migrate.source.preparing'], ['source', 'migrate.source.transferring'], ['source', 'migrate.source.committing'], ['destination', 'migrate.destination.committed']] as const) {
+    test(`${side} daemon killed at ${point}`, async () => {
+      const owner = (await stateOn(hosts.a, 'mig')) === 'running' ? hosts.a : hosts.b;
+      const other = owner === hosts.a ? hosts.b : hosts.a;
+      const victim = side === 'source' ? owner : other;
+      await victim.daemon.stop();
+      await victim.restart({ VIREO_CRASH_AT: point });
+      const crashed = victim.daemon;
+      const reply = owner.daemon.api.request('POST', '/vms/mig/migrate', { to: other.remote, maxDowntimeMs: 500 }).catch(() => undefined);
+      assert.equal(await death(crashed, 180_000), 'SIGKILL', `the ${side} daemon was to die at ${point}\n${crashed.log()}`);
+      await reply;
+      tally.injected += 1;
+      tally.byKind.set('migrate', (tally.byKind.get('migrate') ?? 0) + 1);
+      await victim.restart();
+      await oneCopy(point);
+      tally.survived += 1;
+    });
+  }
 });

@@ -44,6 +44,10 @@ function startTimeOf(pid: number): string | undefined {
   }
 }
 
+function killLiveGroups(): void {
+  for (const group of live) killGroup(group);
+}
+
 function killGroup(pgid: number): void {
   try {
     process.kill(-pgid, 'SIGKILL');
@@ -66,9 +70,20 @@ export function spawnInGroup(command: string, args: string[], options: SpawnOpti
   live.add(pgid);
   if (!exitHookInstalled) {
     exitHookInstalled = true;
-    process.on('exit', () => {
-      for (const group of live) killGroup(group);
-    });
+    process.on('exit', killLiveGroups);
+    // Children in a session of their own no longer get the terminal's Ctrl-C: pass it on. A process with
+    // handlers of its own (the daemon shuts down on SIGTERM, aborting its work) keeps them; one without
+    // still dies of the signal, as it would have.
+    for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) {
+      if (process.listenerCount(signal) > 0) continue;
+      const onSignal = () => {
+        killLiveGroups();
+        if (process.listenerCount(signal) > 1) return;
+        process.removeListener(signal, onSignal);
+        process.kill(process.pid, signal);
+      };
+      process.on(signal, onSignal);
+    }
   }
   const file = registry !== undefined ? join(registry, `${pgid}.json`) : undefined;
   if (file !== undefined) {
