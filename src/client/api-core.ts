@@ -26,6 +26,8 @@ export interface Operation {
   createdAt?: string;
   finishedAt?: string;
   progress?: { message: string; fraction?: number };
+  /** What the operation recorded it was about to make or remove (what crash recovery acts on). */
+  intent?: unknown;
   result?: unknown;
   error?: { code: string; message: string; field?: string };
 }
