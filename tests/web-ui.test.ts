@@ -20,7 +20,8 @@ const VM = `web${process.pid % 10000}`;
 /** A request with a cookie and no token, as another program (or page) would send it. */
 function rawRequest(url: string, options: { method?: string; cookie?: string; headers?: Record<string, string>; body?: string }): Promise<{ status: number; body: string }> {
   return new Promise((resolve, reject) => {
-    const req = httpsRequest(url, { method: options.method ?? 'GET', rejectUnauthorized: false, headers: { ...(options.cookie ? { cookie: options.cookie } : {}), ...(options.headers ?? {}) } }, (response) => {
+    // agent: false: no kept-alive connection outlives the test (the daemon's stop would wait for it).
+    const req = httpsRequest(url, { method: options.method ?? 'GET', agent: false, rejectUnauthorized: false, headers: { ...(options.cookie ? { cookie: options.cookie } : {}), ...(options.headers ?? {}) } }, (response) => {
       let body = '';
       response.setEncoding('utf8').on('data', (chunk: string) => (body += chunk)).on('end', () => resolve({ status: response.statusCode ?? 0, body }));
     });
@@ -223,10 +224,14 @@ describe('web UI in chromium', { timeout: 900_000 }, () => {
       new Promise<string>((resolve) => {
         const socket = new WebSocket(wsUrl, { headers: { cookie, origin }, rejectUnauthorized: false });
         socket.on('open', () => {
-          socket.close();
+          socket.terminate();
           resolve('open');
         });
-        socket.on('unexpected-response', (_request, response) => resolve(`http ${response.statusCode}`));
+        socket.on('unexpected-response', (request, response) => {
+          // ws leaves a refused handshake's connection open unless told; the daemon's stop would wait for it.
+          request.destroy();
+          resolve(`http ${response.statusCode}`);
+        });
         socket.on('error', (error) => resolve(`error ${error.message}`));
       });
     assert.equal(await outcome('https://evil.example'), 'http 401');
