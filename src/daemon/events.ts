@@ -5,7 +5,20 @@
  * Last-Event-ID misses nothing that is still in the recent-events window.
  */
 
-export type EventKind = 'vm.state' | 'vm.qmp' | 'vm.defined' | 'vm.deleted' | 'vm.migration' | 'operation' | 'daemon';
+export type EventKind =
+  | 'vm.state'
+  | 'vm.qmp'
+  | 'vm.defined'
+  | 'vm.deleted'
+  | 'vm.migration'
+  | 'operation'
+  | 'daemon'
+  /** Networks: defined, changed (fields, forwards), deleted, brought back at daemon start, or their dnsmasq/bridge restored. */
+  | 'network.defined'
+  | 'network.changed'
+  | 'network.deleted'
+  | 'network.reconciled'
+  | 'network.dnsmasq';
 
 export interface VireoEvent {
   /** Increases by one per event for the life of the daemon process. */

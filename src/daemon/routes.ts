@@ -20,6 +20,7 @@ import { killVm, pauseVm, rebootVm, resumeVm, startVm, stopVm } from '../core/vm
 import { createVm, deleteVm, editVm, getVm, listVms } from '../core/vm/manage.js';
 import { readConsoleLogFrom } from '../core/vm/console.js';
 import { migrationRoutes } from './migration-routes.js';
+import { networkRoutes } from './network-routes.js';
 import type { DaemonState } from './state.js';
 import { snapshotRoutes } from './snapshot-routes.js';
 
@@ -307,6 +308,7 @@ export const routes: Route[] = [
   },
 
   ...snapshotRoutes,
+  ...networkRoutes,
 
   // Operations
   {

@@ -26,6 +26,7 @@ import { MigrationService } from './migration.js';
 import { collectMetrics, enableBalloonStats } from './metrics.js';
 import { buildOpenApi } from './openapi.js';
 import { OperationManager } from './operations.js';
+import { NetworkSupervisor } from './network-supervisor.js';
 import { recoveryHandlers } from './recovery.js';
 import { routes, type RouteReply } from './routes.js';
 import type { DaemonState } from './state.js';
@@ -272,6 +273,9 @@ export async function startDaemon(options: DaemonOptions): Promise<Daemon> {
   const state: DaemonState = { paths, version: options.version, events, operations, watcher, consoles, migrations };
   await migrations.start();
   await watcher.start();
+  // Networks before the API: a VM start through it finds its bridge there.
+  const networks = new NetworkSupervisor(paths, events, (line) => process.stderr.write(`vireod: ${line}\n`));
+  await networks.start();
 
   const apps: FastifyInstance[] = [];
   try {
@@ -297,6 +301,7 @@ export async function startDaemon(options: DaemonOptions): Promise<Daemon> {
       socketPath,
       ...(tcpPort !== undefined ? { tcpPort } : {}),
       close: async () => {
+        networks.close();
         await migrations.close();
         await operations.shutdown();
         await consoles.close();
@@ -306,6 +311,7 @@ export async function startDaemon(options: DaemonOptions): Promise<Daemon> {
       },
     };
   } catch (error) {
+    networks.close();
     await migrations.close();
     await watcher.close();
     await Promise.all(apps.map((app) => app.close().catch(() => {})));

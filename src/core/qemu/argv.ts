@@ -28,6 +28,8 @@ export interface LaunchContext {
   daemonize: boolean;
   /** Wait for an incoming live migration, whose address is given later over QMP (migrate-incoming). */
   incoming?: 'defer';
+  /** Tap device names for NICs on Vireo networks, by NIC index (QEMU makes the tap; Vireo puts it on the bridge). */
+  taps?: Record<number, string>;
 }
 
 type Json = Record<string, unknown>;
@@ -120,8 +122,12 @@ export function buildQemuArgv(def: VmDefinition, ctx: LaunchContext): string[] {
   });
 
   def.nics.forEach((nic, index) => {
-    const netdev: Json = { type: 'user', id: `net${index}` };
-    if (nic.forwards.length > 0) {
+    let netdev: Json = { type: 'user', id: `net${index}` };
+    if (nic.network !== 'user') {
+      const ifname = ctx.taps?.[index];
+      if (!ifname) throw new Error(`NIC ${index} is on network '${nic.network}' but was given no tap`);
+      netdev = { type: 'tap', id: `net${index}`, ifname, script: 'no', downscript: 'no' };
+    } else if (nic.forwards.length > 0) {
       netdev.hostfwd = nic.forwards.map((forward) => ({
         str: `${forward.protocol}:${forward.hostAddress}:${forward.hostPort}-:${forward.guestPort}`,
       }));

@@ -104,10 +104,12 @@ export async function startVm(paths: VireoPaths, name: string, options: StartOpt
     return Reverter.run(async (reverter) => {
       await prepareRunDirectory(paths, name);
       reverter.add(() => cleanRunDirectory(paths, name));
-      await launchDaemonized(qemuBinary, buildQemuArgv(def, context));
+      const nics = await prepareNetworks(paths, def);
+      await launchDaemonized(qemuBinary, buildQemuArgv(def, { ...context, ...(nics ? { taps: nics.taps } : {}) }));
       const pid = await livePid(paths, def);
       if (pid === undefined) throw new VireoError('qemu_failed', 'QEMU exited right after starting');
       reverter.add(() => killAndWait(pid));
+      await nics?.attach();
       const client = await QmpClient.connect(vmPaths(paths, name).qmpSocket, { timeoutMs: 10_000 });
       try {
         await writeRuntimeRecord(paths, name, { pid, accel: context.accel, startedAt: new Date().toISOString(), ...(notice ? { notice } : {}) });
@@ -132,6 +134,18 @@ export async function startVm(paths: VireoPaths, name: string, options: StartOpt
     });
   }
   return started;
+}
+
+/**
+ * NICs on Vireo networks: addresses reserved and rules in place before QEMU
+ * starts, taps on their bridges once QEMU made them (still paused). Loaded
+ * only for such VMs, so a plain start pays nothing for it.
+ */
+export async function prepareNetworks(paths: VireoPaths, def: VmDefinition): Promise<{ taps: Record<number, string>; attach(): Promise<void> } | undefined> {
+  if (def.nics.every((nic) => nic.network === 'user')) return undefined;
+  const networks = await import('../network/service.js');
+  const taps = await networks.prepareVmNics(paths, def);
+  return { taps, attach: () => networks.attachVmNics(paths, def, taps) };
 }
 
 async function readinessLine(paths: VireoPaths, def: VmDefinition): Promise<string | undefined> {

@@ -6,6 +6,7 @@
 import { VireoError, invalidArgument, invalidState, isVireoError } from '../errors.js';
 import { getImage } from '../image/store.js';
 import { defineVm, parseVmSpec, type VmDefinition, type VmSpec } from '../model/vm.js';
+import { checkVmNics, vmAddresses, type NicAddress } from '../network/service.js';
 import type { VireoPaths } from '../paths.js';
 import { Reverter } from '../revert.js';
 import { createVolume, deleteVolume, getVolume, type Volume } from '../storage/volumes.js';
@@ -28,6 +29,7 @@ export interface CreateOptions {
 
 /** Checks that everything the spec refers to exists. */
 async function checkReferences(paths: VireoPaths, spec: VmSpec): Promise<void> {
+  await checkVmNics(paths, spec);
   const boot = spec.boot.kernel;
   if (boot && 'image' in boot) {
     try {
@@ -132,14 +134,23 @@ export async function deleteVm(paths: VireoPaths, name: string, options: DeleteO
 export interface VmInfo {
   definition: VmDefinition;
   runtime: VmRuntime;
+  /** NICs on Vireo networks and the address each guest leased (absent when the VM has none). */
+  addresses?: NicAddress[];
+}
+
+async function describe(paths: VireoPaths, definition: VmDefinition): Promise<VmInfo> {
+  const runtime = await readRuntime(paths, definition);
+  if (definition.nics.every((nic) => nic.network === 'user')) return { definition, runtime };
+  const addresses = await vmAddresses(paths, definition);
+  // A lease outlives the guest that took it: a stopped VM holds no address.
+  return { definition, runtime, addresses: runtime.state === 'stopped' ? addresses.map(({ ip: _ip, ...rest }) => rest) : addresses };
 }
 
 export async function getVm(paths: VireoPaths, name: string): Promise<VmInfo> {
-  const definition = await loadDefinition(paths, name);
-  return { definition, runtime: await readRuntime(paths, definition) };
+  return describe(paths, await loadDefinition(paths, name));
 }
 
 export async function listVms(paths: VireoPaths): Promise<VmInfo[]> {
   const defs = await listDefinitions(paths);
-  return Promise.all(defs.map(async (definition) => ({ definition, runtime: await readRuntime(paths, definition) })));
+  return Promise.all(defs.map((definition) => describe(paths, definition)));
 }
