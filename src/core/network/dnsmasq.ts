@@ -64,8 +64,8 @@ export function buildDnsmasqConfig(network: NetworkSpec, files: Pick<NetworkPath
     `dhcp-range=${network.dhcpRange.start},${network.dhcpRange.end},${netmask(subnet)},1h`,
     `dhcp-leasefile=${files.leaseFile}`,
     `dhcp-hostsfile=${files.hostsFile}`,
+    // Reservations (dhcp-hosts) may lie outside the dynamic range, anywhere in the subnet (a spec's ip:).
     'dhcp-authoritative',
-    // Reservations may lie outside the dynamic range (static ip: in a spec).
     `dhcp-option=option:dns-server,${network.address}`,
     `dhcp-option=option:domain-name,${network.domain}`,
     network.mode === 'nat' ? `dhcp-option=option:router,${network.address}` : 'dhcp-option=option:router',
