@@ -15,7 +15,7 @@ import { after, before, test } from 'node:test';
 import { vmPaths } from '../src/core/paths.js';
 import { SerialConsole } from '../src/core/vm/console.js';
 import { collectEvents, runOperation } from './harness/daemon.js';
-import { HOST_UPLINK_IP, UPLINK_IP, startNetnsHost, uplinkGet, type NetnsHost } from './harness/netns.js';
+import { HOST_UPLINK_IP, UPLINK_IP, startNetnsHost, uplinkGet, watchUntilDown, type NetnsHost } from './harness/netns.js';
 
 let host: NetnsHost;
 const consoles = new Map<string, SerialConsole>();
@@ -44,7 +44,9 @@ async function apiError(promise: Promise<unknown>): Promise<{ code: string; fiel
     await promise;
   } catch (error) {
     const failure = error as { code: string; message: string; details?: { field?: string } };
-    return { code: failure.code, message: failure.message, ...(failure.details?.field ? { field: failure.details.field } : {}) };
+    // Fields are named as in the request: within its body when the route's schema or the core refuses them.
+    const field = failure.details?.field?.replace(/^body\./, '');
+    return { code: failure.code, message: failure.message, ...(field ? { field } : {}) };
   }
   throw new Error('expected the request to fail');
 }
@@ -85,8 +87,7 @@ test('network create, bad input naming the field, nothing half-made', async () =
   for (const [body, code, field] of cases) {
     const failure = await apiError(api.request('POST', '/networks', body));
     assert.equal(failure.code, code, `${JSON.stringify(body)}: ${failure.message}`);
-    // Fields the route's schema refuses are named within the request body.
-    if (field) assert.equal(failure.field?.replace(/^body\./, ''), field, JSON.stringify(body));
+    if (field) assert.equal(failure.field, field, JSON.stringify(body));
   }
   const networks = await api.request<{ name: string }[]>('GET', '/networks');
   assert.deepEqual(networks.map((network) => network.name), ['lan'], 'no failed network was left half-made');
@@ -169,16 +170,13 @@ test('a port forward reaches the guest, goes within 1 s of removal, and survives
   const noNic = await apiError(api.request('POST', '/networks/lan/forwards', { hostPort: 8081, vm: 'ghost', port: 80 }));
   assert.deepEqual([noNic.code, noNic.field], ['not_found', 'vm']);
 
+  const watch = await watchUntilDown(host, `http://${HOST_UPLINK_IP}:8080/`);
+  await watch.answering;
   const removedAt = Date.now();
-  assert.equal((await host.home.vireo(['network', 'forward', 'remove', 'lan', '--host-port', '8080'])).code, 0);
-  let gone = false;
-  while (Date.now() - removedAt < 1000) {
-    if ((await uplinkGet(host, `http://${HOST_UPLINK_IP}:8080/`, 300)) === undefined) {
-      gone = true;
-      break;
-    }
-  }
-  assert.ok(gone, 'the forward stopped within 1 s of its removal');
+  await api.request('DELETE', '/networks/lan/forwards/tcp/8080');
+  const downAt = await watch.down;
+  assert.ok(downAt - removedAt <= 1000, `the forward stopped ${downAt - removedAt} ms after its removal was asked for`);
+  assert.equal(await uplinkGet(host, `http://${HOST_UPLINK_IP}:8080/`, 1000), undefined, 'and stays gone');
 
   await api.request('POST', '/networks/lan/forwards', { hostPort: 8080, vm: 'a', port: 80 });
   // A ping flood from a to b across the daemon's crash and restart: the data path owes nothing to the daemon.
@@ -225,5 +223,5 @@ test('a guest that changes its address or MAC can no longer send; tap counters r
 
   const metrics = await host.daemon.api.request<string>('GET', '/metrics');
   const sent = /vireo_vm_network_transmit_bytes_total\{vm="a",nic="nic0",network="lan"\} (\d+)/.exec(metrics);
-  assert.ok(sent && Number(sent[1]) > 10_000, `a's tap counted what it sent: ${sent?.[0]}`);
+  assert.ok(sent && Number(sent[1]) > 1000, `a's tap counted what it sent: ${sent?.[0]}`);
 });

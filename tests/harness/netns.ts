@@ -101,3 +101,43 @@ export async function uplinkGet(host: NetnsHost, url: string, timeoutMs = 3000):
   const result = await host.inUplink([process.execPath, '-e', script], timeoutMs + 5000);
   return result.code === 0 ? result.stdout : undefined;
 }
+
+/**
+ * Polls a URL from the uplink namespace every 20 ms, once it has answered,
+ * until it stops answering: resolves with the time (ms since the epoch) of
+ * the first failure. One long-lived process, so the measure is not a
+ * process start per try.
+ */
+export async function watchUntilDown(host: NetnsHost, url: string, timeoutMs = 30_000): Promise<{ answering: Promise<void>; down: Promise<number> }> {
+  const script = `
+    const url = ${JSON.stringify(url)};
+    let seen = false;
+    const deadline = Date.now() + ${timeoutMs};
+    (async () => {
+      while (Date.now() < deadline) {
+        const ok = await fetch(url, { signal: AbortSignal.timeout(200) }).then((r) => r.text()).then(() => true, () => false);
+        if (ok && !seen) { seen = true; console.log('up'); }
+        if (!ok && seen) { console.log('down ' + Date.now()); return; }
+        await new Promise((resolve) => setTimeout(resolve, 20));
+      }
+      process.exit(2);
+    })();`;
+  const child = spawn('ip', ['netns', 'exec', host.uplinkNs, process.execPath, '-e', script], { stdio: ['ignore', 'pipe', 'inherit'] });
+  let output = '';
+  const lines: ((text: string) => void)[] = [];
+  child.stdout!.setEncoding('utf8').on('data', (text: string) => {
+    output += text;
+    for (const check of lines) check(output);
+  });
+  const waitFor = (pattern: RegExp) =>
+    new Promise<RegExpMatchArray>((resolve, reject) => {
+      const check = (text: string) => {
+        const match = pattern.exec(text);
+        if (match) resolve(match);
+      };
+      lines.push(check);
+      check(output);
+      child.once('exit', () => reject(new Error(`the watcher ended without '${pattern.source}': ${output}`)));
+    });
+  return { answering: waitFor(/^up$/m).then(() => undefined), down: waitFor(/^down (\d+)$/m).then((match) => Number(match[1])) };
+}
