@@ -33,6 +33,21 @@ export interface NetnsHost {
 
 let counter = 0;
 
+/** dnsmasq outlives the daemon by design: a test ends each one of its home, by its pidfile. */
+export async function killNetworkServers(homeDir: string): Promise<void> {
+  const networks = join(homeDir, 'networks');
+  for (const name of await readdir(networks).catch(() => [] as string[])) {
+    const pid = Number((await readFile(join(networks, name, 'dnsmasq.pid'), 'utf8').catch(() => '')).trim());
+    if (pid > 0) {
+      try {
+        process.kill(pid, 'SIGKILL');
+      } catch {
+        // Already gone.
+      }
+    }
+  }
+}
+
 export async function startNetnsHost(): Promise<NetnsHost> {
   counter += 1;
   const tag = `${process.pid % 100000}${counter}`;
@@ -75,18 +90,7 @@ export async function startNetnsHost(): Promise<NetnsHost> {
     cleanup: async () => {
       for (const child of children) child.kill('SIGKILL');
       await host.daemon.stop().catch(() => undefined);
-      // dnsmasq outlives the daemon by design: end each one, by its pidfile.
-      const networks = join(home.home, 'networks');
-      for (const name of await readdir(networks).catch(() => [] as string[])) {
-        const pid = Number((await readFile(join(networks, name, 'dnsmasq.pid'), 'utf8').catch(() => '')).trim());
-        if (pid > 0) {
-          try {
-            process.kill(pid, 'SIGKILL');
-          } catch {
-            // Already gone.
-          }
-        }
-      }
+      await killNetworkServers(home.home);
       await home.cleanup();
       await exec('ip', ['netns', 'del', hostNs]).catch(() => undefined);
       await exec('ip', ['netns', 'del', uplinkNs]).catch(() => undefined);
