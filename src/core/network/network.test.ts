@@ -8,6 +8,8 @@
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import { readFileSync, writeFileSync } from 'node:fs';
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { fileURLToPath } from 'node:url';
@@ -18,7 +20,7 @@ import { buildDnsmasqConfig, buildHostsFile, parseLeases, type Allocation } from
 import { formatIpv4, overlaps, parseCidr, parseIpv4 } from './ipv4.js';
 import { tapName } from './links.js';
 import { checkAgainstOthers, checkStaticAddress, parseNetworkSpec, type NetworkSpec } from './model.js';
-import { buildRuleset } from './nft.js';
+import { applyRuleset, buildRuleset } from './nft.js';
 import { networkPaths } from './paths.js';
 
 const exec = promisify(execFile);
@@ -163,5 +165,27 @@ test('real nft accepts the golden ruleset (check mode, in a namespace of the tes
     await exec('ip', ['netns', 'exec', netns, 'nft', '-c', '-f', join(goldenDir, 'ruleset.nft')]);
   } finally {
     await exec('ip', ['netns', 'del', netns]);
+  }
+});
+
+test('a ruleset nft refuses changes nothing: the previous rules stay in force, and so does the file that records them', async () => {
+  const netns = `vireo-nfta${process.pid}`;
+  const dir = await mkdtemp(join(tmpdir(), 'vireo-nft-'));
+  const file = join(dir, 'ruleset.nft');
+  await exec('ip', ['netns', 'add', netns]);
+  try {
+    const good = buildRuleset([{ network: lan(), allocations }]);
+    await applyRuleset(file, good, { netns });
+    const list = async () => (await exec('ip', ['netns', 'exec', netns, 'nft', 'list', 'ruleset'])).stdout;
+    const before = await list();
+    assert.match(before, /dnat ip to 10\.20\.0\.100:80/);
+    // An update whose last rule nft cannot take (a forward to no address): the whole transaction is refused.
+    const bad = buildRuleset([{ network: iso(), allocations: [] }]).replace(/\}\n\ntable bridge/, '    tcp dport 1 dnat ip to nowhere\n}\n\ntable bridge');
+    await assert.rejects(applyRuleset(file, bad, { netns }), (error: unknown) => isVireoError(error, 'command_failed'));
+    assert.equal(await list(), before, 'the kernel still has the previous rules, nothing of the refused ones');
+    assert.equal(await readFile(file, 'utf8'), good);
+  } finally {
+    await exec('ip', ['netns', 'del', netns]);
+    await rm(dir, { recursive: true, force: true });
   }
 });

@@ -7,7 +7,7 @@
  * rules stay in force, so a failed update never opens a hole. Tables of
  * others (Docker, firewalld, the host's own) are never flushed or changed.
  */
-import { rename, writeFile } from 'node:fs/promises';
+import { rename, rm, writeFile } from 'node:fs/promises';
 import { VireoError } from '../errors.js';
 import { runCommand } from '../host/probe.js';
 import type { Allocation } from './dnsmasq.js';
@@ -114,15 +114,18 @@ export function buildRuleset(states: NetworkState[]): string {
  * one and takes its place only once nft accepted it, so the file on disk
  * always matches what the kernel has.
  */
-export async function applyRuleset(file: string, ruleset: string): Promise<void> {
+export async function applyRuleset(file: string, ruleset: string, options: { netns?: string } = {}): Promise<void> {
   const pending = `${file}.new`;
   await writeFile(pending, ruleset);
-  const result = await runCommand('nft', ['-f', pending], { timeoutMs: 30_000 });
+  // netns: for tests, which must never touch the machine's own rules.
+  const command = options.netns ? ['ip', ['netns', 'exec', options.netns, 'nft', '-f', pending]] as const : ['nft', ['-f', pending]] as const;
+  const result = await runCommand(command[0], command[1], { timeoutMs: 30_000 });
   if (result.code !== 0) {
+    await rm(pending, { force: true });
     throw new VireoError('command_failed', `nft refused the ruleset, so the previous rules stay in force: ${result.stderr.trim().split('\n').slice(0, 3).join(' ') || `exit ${result.code}`}`, {
       command: 'nft',
       exitCode: result.code,
-      file: pending,
+      ruleset,
     });
   }
   await rename(pending, file);

@@ -11,7 +11,7 @@
  * the CLI reaches networks only through it).
  */
 import { createServer } from 'node:net';
-import { mkdir, readdir, rm, writeFile } from 'node:fs/promises';
+import { mkdir, readdir, rm, rmdir, stat, writeFile } from 'node:fs/promises';
 import { VireoError, alreadyExists, invalidArgument, isVireoError, notFound } from '../errors.js';
 import type { VmDefinition, VmSpec } from '../model/vm.js';
 import type { VireoPaths } from '../paths.js';
@@ -180,6 +180,9 @@ export async function createNetwork(paths: VireoPaths, input: unknown): Promise<
     const def: NetworkDefinition = { ...spec, createdAt: new Date().toISOString() };
     const files = networkPaths(paths, spec.name);
     return Reverter.run(async (reverter) => {
+      // The first network also makes <home>/networks: a failed create takes it away again (rmdir: only while empty).
+      const parentExisted = await stat(networksDir(paths)).then(() => true, () => false);
+      if (!parentExisted) reverter.add(() => rmdir(networksDir(paths)).catch(() => undefined));
       await mkdir(files.dir, { recursive: true });
       reverter.add(() => rm(files.dir, { recursive: true, force: true }));
       reverter.add(() => stopDnsmasq(files));
