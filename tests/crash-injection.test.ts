@@ -11,14 +11,15 @@
  * - no operation left 'running' (the interrupted one is marked failed);
  * - `qemu-img check` clean on every qcow2 volume not in use.
  *
- * The points are reached deterministically: VIREO_CRASH_AT=<point> makes the
- * daemon SIGKILL itself there (src/core/crash-point.ts). The number of
+ * The points are reached deterministically: the daemon SIGKILLs itself at
+ * the point named in the file VIREO_CRASH_AT_FILE names (or VIREO_CRASH_AT:
+ * src/core/crash-point.ts). The number of
  * crashes injected and survived is printed at the end.
  */
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { cp, mkdir, readdir, readFile, writeFile } from 'node:fs/promises';
+import { cp, mkdir, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { promisify } from 'node:util';
@@ -93,6 +94,8 @@ async function death(daemon: RunningDaemon, timeoutMs: number): Promise<NodeJS.S
 describe('crash injection: kill -9 of the daemon inside every kind of operation', () => {
   let home: TestHome;
   let daemon: RunningDaemon;
+  /** The file naming the point where the daemon is to kill itself (VIREO_CRASH_AT_FILE). */
+  let armed: string;
   /** Volume name → sha256 of its file: user data that no crash may touch. */
   const precious = new Map<string, string>();
 
@@ -102,7 +105,8 @@ describe('crash injection: kill -9 of the daemon inside every kind of operation'
     await mkdir(join(home.paths.cache, 'debs'), { recursive: true });
     const debs = join(repoRoot, '.vireo-dev', 'shared', 'cache', 'debs');
     for (const deb of (await listDir(debs)).filter((name) => name.endsWith('.deb'))) await cp(join(debs, deb), join(home.paths.cache, 'debs', deb));
-    daemon = await startTestDaemon(home);
+    armed = join(home.home, 'crash-at');
+    daemon = await startTestDaemon(home, [], { env: { VIREO_CRASH_AT_FILE: armed } });
     // User data: a raw volume full of bytes and a qcow2 holding written data.
     await daemon.api.request('POST', '/disks', { name: 'keep-raw', size: '4M', format: 'raw' });
     await writeFile(join(home.paths.storage, 'keep-raw.raw'), Buffer.alloc(4 * 1024 * 1024, 0xa5));
@@ -128,17 +132,18 @@ describe('crash injection: kill -9 of the daemon inside every kind of operation'
    * and checks every invariant.
    */
   async function crashAt(kind: string, point: string, send: (daemon: RunningDaemon) => Promise<unknown>, afterCrash?: () => Promise<void>): Promise<void> {
-    await daemon.stop();
-    daemon = await startTestDaemon(home, [], { env: { VIREO_CRASH_AT: point } });
+    // Armed through a file: the running daemon dies at the point, with no restart to arm it.
+    await writeFile(armed, point);
     const crashed = daemon;
     const reply = send(crashed).then(() => 'answered', (error: unknown) => String(error));
     const signal = await death(crashed, 120_000);
     assert.equal(signal, 'SIGKILL', `the daemon was to die at ${point} (request: ${await Promise.race([reply, Promise.resolve('pending')])})\n${crashed.log()}`);
     await reply;
+    await rm(armed, { force: true });
     await afterCrash?.();
     tally.injected += 1;
     tally.byKind.set(kind, (tally.byKind.get(kind) ?? 0) + 1);
-    daemon = await startTestDaemon(home);
+    daemon = await startTestDaemon(home, [], { env: { VIREO_CRASH_AT_FILE: armed } });
     await checkInvariants(point);
     tally.survived += 1;
   }
