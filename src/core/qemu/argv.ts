@@ -8,6 +8,8 @@
  * enum values, numbers, validated names or escaped paths only.
  */
 import type { DiskSpec, NicSpec, VmDefinition } from '../model/vm.js';
+import { throttleLimits } from '../resources/spec.js';
+import { diskNames, nicNames } from './ids.js';
 
 export interface ResolvedVolume {
   path: string;
@@ -58,8 +60,8 @@ export function buildQemuArgv(def: VmDefinition, ctx: LaunchContext): string[] {
   push('-machine', machine.join(','));
   push('-accel', ctx.accel === 'kvm' ? 'kvm' : `tcg,thread=${def.cpus.count > 1 ? 'multi' : 'single'}`);
   push('-cpu', def.cpus.model ?? (ctx.accel === 'kvm' ? 'host' : 'max'));
-  const { count, sockets, cores, threads } = def.cpus;
-  push('-smp', `cpus=${count},sockets=${sockets},cores=${cores},threads=${threads}`);
+  const { count, max, sockets, cores, threads } = def.cpus;
+  push('-smp', `cpus=${count},${max !== undefined ? `maxcpus=${max},` : ''}sockets=${sockets},cores=${cores},threads=${threads}`);
   push('-m', `size=${def.memory}M`);
   // Start paused: Vireo connects to QMP, subscribes to events, then resumes.
   push('-S');
@@ -109,25 +111,32 @@ export function buildQemuArgv(def: VmDefinition, ctx: LaunchContext): string[] {
     push('-device', json({ driver: 'virtio-scsi-pci', id: 'scsi0' }));
   }
   const busSlots = { sata: 0, ide: 0, scsi: 0 };
+  const groups = new Set<string>();
   def.disks.forEach((disk, index) => {
     const volume = ctx.volumes[disk.volume];
     if (!volume) throw new Error(`volume '${disk.volume}' was not resolved`);
-    for (const node of blockNodes(disk, index, volume)) push('-blockdev', json(node));
-    const device = diskDevice(disk, index, busSlots);
+    const group = throttleGroupOf(disk);
+    if (group && !groups.has(group)) {
+      groups.add(group);
+      push('-object', json({ 'qom-type': 'throttle-group', id: group, limits: throttleLimits(disk.limits!) }));
+    }
+    for (const node of blockNodes(disk, volume)) push('-blockdev', json(node));
+    const device = diskDevice(disk, busSlots);
     const boot = bootIndex.disks[index];
     if (boot !== undefined) device.bootindex = boot;
     push('-device', json(device));
   });
 
   def.nics.forEach((nic, index) => {
-    const netdev: Json = { type: 'user', id: `net${index}` };
+    const names = nicNames(nic.id);
+    const netdev: Json = { type: 'user', id: names.netdev };
     if (nic.forwards.length > 0) {
       netdev.hostfwd = nic.forwards.map((forward) => ({
         str: `${forward.protocol}:${forward.hostAddress}:${forward.hostPort}-:${forward.guestPort}`,
       }));
     }
     push('-netdev', json(netdev));
-    const device: Json = { driver: NIC_DRIVERS[nic.model], id: `nic${index}`, netdev: `net${index}`, mac: nic.mac };
+    const device: Json = { driver: NIC_DRIVERS[nic.model], id: names.device, netdev: names.netdev, mac: nic.mac };
     const boot = bootIndex.nics[index];
     if (boot !== undefined) device.bootindex = boot;
     push('-device', json(device));
@@ -144,8 +153,9 @@ export function buildQemuArgv(def: VmDefinition, ctx: LaunchContext): string[] {
     push('-object', json({ 'qom-type': 'rng-random', id: 'rng0', filename: '/dev/urandom' }));
     push('-device', json({ driver: 'virtio-rng-pci', id: 'rng0-dev', rng: 'rng0' }));
   }
-  // A balloon lets the host read guest memory statistics and reclaim memory.
-  push('-device', json({ driver: 'virtio-balloon-pci', id: 'balloon0' }));
+  // A balloon lets the host read guest memory statistics and reclaim memory;
+  // with free page reporting the guest hands back pages it does not use.
+  push('-device', json({ driver: 'virtio-balloon-pci', id: 'balloon0', 'free-page-reporting': true }));
 
   return argv;
 }
@@ -171,18 +181,39 @@ function cacheOptions(cache: DiskSpec['cache']): { direct: boolean; 'no-flush': 
   return { direct: cache === 'none' || cache === 'directsync', 'no-flush': cache === 'unsafe' };
 }
 
-/** A protocol node (the file) and a format node on top, format always explicit. */
-function blockNodes(disk: DiskSpec, index: number, volume: ResolvedVolume): Json[] {
-  const cache = cacheOptions(disk.cache);
-  return [
-    { driver: 'file', 'node-name': `disk${index}-file`, filename: volume.path, 'read-only': disk.readOnly, cache },
-    { driver: volume.format, 'node-name': `disk${index}`, file: `disk${index}-file`, 'read-only': disk.readOnly, cache },
-  ];
+type IdentifiedDisk = DiskSpec & { id: string };
+
+/** The throttle group a disk's limits live in: its own, or the named group it shares. */
+export function throttleGroupOf(disk: IdentifiedDisk): string | undefined {
+  if (!disk.limits) return undefined;
+  return disk.limits.group ? `tg-group-${disk.limits.group}` : diskNames(disk.id).group;
 }
 
-function diskDevice(disk: DiskSpec, index: number, slots: { sata: number; ide: number; scsi: number }): Json {
-  const id = `disk${index}-dev`;
-  const drive = `disk${index}`;
+/** The node the guest device reads through: the throttle filter when the disk has limits. */
+export function diskTopNode(disk: IdentifiedDisk): string {
+  const names = diskNames(disk.id);
+  return disk.limits ? names.throttle : names.format;
+}
+
+/**
+ * A protocol node (the file) and a format node on top, format always explicit;
+ * with limits, a throttle filter above them that the device attaches to.
+ */
+export function blockNodes(disk: IdentifiedDisk, volume: ResolvedVolume): Json[] {
+  const cache = cacheOptions(disk.cache);
+  const names = diskNames(disk.id);
+  const nodes: Json[] = [
+    { driver: 'file', 'node-name': names.file, filename: volume.path, 'read-only': disk.readOnly, cache },
+    { driver: volume.format, 'node-name': names.format, file: names.file, 'read-only': disk.readOnly, cache },
+  ];
+  const group = throttleGroupOf(disk);
+  if (group) nodes.push({ driver: 'throttle', 'node-name': names.throttle, 'throttle-group': group, file: names.format, 'read-only': disk.readOnly });
+  return nodes;
+}
+
+export function diskDevice(disk: IdentifiedDisk, slots: { sata: number; ide: number; scsi: number }): Json {
+  const id = diskNames(disk.id).device;
+  const drive = diskTopNode(disk);
   const writeCache = disk.cache === 'writethrough' || disk.cache === 'directsync' ? 'off' : 'on';
   const cdrom = disk.media === 'cdrom';
   const serial = disk.serial ? { serial: disk.serial } : {};

@@ -8,6 +8,7 @@ import { join } from 'node:path';
 import { VireoError, alreadyExists, notFound } from '../errors.js';
 import { checkName } from '../model/units.js';
 import type { VmDefinition } from '../model/vm.js';
+import { assignIds } from '../qemu/ids.js';
 import { vmPaths, type VireoPaths } from '../paths.js';
 import { readJsonIfExists, writeJsonAtomic } from '../store/atomic.js';
 import { isProcessAlive } from './process.js';
@@ -16,7 +17,9 @@ export async function loadDefinition(paths: VireoPaths, name: string): Promise<V
   checkName('name', name);
   const value = await readJsonIfExists(vmPaths(paths, name).definition);
   if (value === undefined) throw notFound('VM', name);
-  return value as VmDefinition;
+  const def = value as VmDefinition;
+  // Definitions written before devices had stored ids get the positional ids they always had.
+  return { ...def, disks: assignIds(def.disks, 'disk'), nics: assignIds(def.nics, 'nic') };
 }
 
 export async function vmExists(paths: VireoPaths, name: string): Promise<boolean> {
