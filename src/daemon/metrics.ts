@@ -353,10 +353,10 @@ function addVm(out: Exposition, snapshot: VmSnapshot): void {
   if (qmp.balloon) out.add(METRICS.balloonActual, vm, qmp.balloon.actual);
   if (qmp.guestStats) addGuestStats(out, vm, qmp.guestStats);
   for (const entry of qmp.blockStats) {
-    const index = DISK_NODE.exec(entry['node-name'] ?? '')?.[1];
-    const disk = index === undefined ? undefined : def.disks[Number(index)];
+    const node = entry['node-name'] ?? '';
+    const disk = DISK_NODE.test(node) ? def.disks.find((candidate) => candidate.id === node) : undefined;
     if (!disk) continue;
-    const labels = { ...vm, disk: `disk${index}`, volume: disk.volume };
+    const labels = { ...vm, disk: disk.id, volume: disk.volume };
     const { stats } = entry;
     out.add(METRICS.diskReadBytes, labels, stats.rd_bytes);
     out.add(METRICS.diskWrittenBytes, labels, stats.wr_bytes);

@@ -8,6 +8,7 @@
  * enum values, numbers, validated names or escaped paths only.
  */
 import type { DiskSpec, NicSpec, VmDefinition } from '../model/vm.js';
+import { TCG_TRANSLATION_CACHE_MIB } from '../resources/host.js';
 import { throttleLimits } from '../resources/spec.js';
 import { diskNames, nicNames } from './ids.js';
 
@@ -58,7 +59,9 @@ export function buildQemuArgv(def: VmDefinition, ctx: LaunchContext): string[] {
   const machine: string[] = [def.machine];
   if (ctx.uefi) machine.push('pflash0=fw-code', 'pflash1=fw-vars');
   push('-machine', machine.join(','));
-  push('-accel', ctx.accel === 'kvm' ? 'kvm' : `tcg,thread=${def.cpus.count > 1 ? 'multi' : 'single'}`);
+  // Under a memory limit TCG's translation cache is bounded, so QEMU's overhead is known (resources/host.ts).
+  const tbSize = def.resources?.memory?.limit !== undefined ? `,tb-size=${TCG_TRANSLATION_CACHE_MIB}` : '';
+  push('-accel', ctx.accel === 'kvm' ? 'kvm' : `tcg,thread=${(def.cpus.max ?? def.cpus.count) > 1 ? 'multi' : 'single'}${tbSize}`);
   push('-cpu', def.cpus.model ?? (ctx.accel === 'kvm' ? 'host' : 'max'));
   const { count, max, sockets, cores, threads } = def.cpus;
   push('-smp', `cpus=${count},${max !== undefined ? `maxcpus=${max},` : ''}sockets=${sockets},cores=${cores},threads=${threads}`);

@@ -17,6 +17,8 @@ import { buildQemuArgv, type LaunchContext, type ResolvedVolume } from '../qemu/
 import { QmpClient } from '../qmp/client.js';
 import { cont, queryStatus, setAction, stop, systemPowerdown, systemReset } from '../qmp/commands.js';
 import { Reverter } from '../revert.js';
+import { applyAtStart } from '../resources/apply.js';
+import { checkResourcesAgainstHost, hostCapacity } from '../resources/host.js';
 import { resolveVolume } from '../storage/volumes.js';
 import { loadDefinition, withVmLock } from './definitions.js';
 import { waitForConsoleLog } from './console.js';
@@ -99,6 +101,7 @@ export async function startVm(paths: VireoPaths, name: string, options: StartOpt
     if ((await livePid(paths, def)) !== undefined) throw invalidState(`VM '${name}' is already running`);
     if (def.template) throw invalidState(`VM '${name}' is a template and cannot be started; clone it (vireo vm clone ${name} NEW)`);
     const { context, qemuBinary, notice } = await launchContext(paths, def);
+    checkResourcesAgainstHost(def, await hostCapacity(), context.accel);
     // The console log is appended to; readiness is looked for after this point.
     const logOffset = await stat(vmPaths(paths, name).consoleLog).then((info) => info.size, () => 0);
     return Reverter.run(async (reverter) => {
@@ -111,6 +114,8 @@ export async function startVm(paths: VireoPaths, name: string, options: StartOpt
       const client = await QmpClient.connect(vmPaths(paths, name).qmpSocket, { timeoutMs: 10_000 });
       try {
         await writeRuntimeRecord(paths, name, { pid, accel: context.accel, startedAt: new Date().toISOString(), ...(notice ? { notice } : {}) });
+        // Cgroups, pinning and balloon while QEMU is still paused: no guest instruction runs unconstrained.
+        await applyAtStart(def, client, pid, reverter);
         await options.beforeResume?.(client);
         await cont(client);
       } finally {
