@@ -18,6 +18,7 @@ import { resizeDisk } from '../core/vm/disk-resize.js';
 import { loadDefinition, vmsUsingImage, vmsUsingVolume } from '../core/vm/definitions.js';
 import { killVm, pauseVm, rebootVm, resumeVm, startVm, stopVm } from '../core/vm/lifecycle.js';
 import { createVm, deleteVm, editVm, getVm, listVms } from '../core/vm/manage.js';
+import { VmSettingsSchema, setVmResources } from '../core/resources/live.js';
 import { readConsoleLogFrom } from '../core/vm/console.js';
 import { migrationRoutes } from './migration-routes.js';
 import type { DaemonState } from './state.js';
@@ -145,6 +146,17 @@ export const routes: Route[] = [
     handler: async ({ params, body, daemon }) => {
       await daemon.operations.exclusive(params.name, 'edit', () => editVm(daemon.paths, params.name, () => body.spec));
       return getVm(daemon.paths, params.name);
+    },
+  },
+  {
+    method: 'POST', path: '/vms/:name/resources', tag: 'vms',
+    summary: 'Change resources (CPU cap, weight, pinning, memory limit, balloon, I/O weight, disk limits): live on a running VM, rolled back if any part fails; else for its next start',
+    params: VmName, body: VmSettingsSchema, status: 200, returns: 'SetResult',
+    handler: async ({ params, body, daemon }) => {
+      // The body was validated for its shape; the core validates it again against the VM (it needs the input form).
+      const result = await daemon.operations.exclusive(params.name, 'set', () => setVmResources(daemon.paths, params.name, body));
+      daemon.events.publish('vm.defined', { uuid: result.definition.uuid, changed: 'resources', live: result.live }, params.name);
+      return result;
     },
   },
   {

@@ -5,6 +5,7 @@
  * followed to its end with its progress; the console is the daemon's
  * WebSocket, wrapped as a stream.
  */
+import type { SetResult } from '../../core/resources/live.js';
 import type { ApiClient, Operation } from '../../client/api-client.js';
 import { VireoError, invalidArgument } from '../../core/errors.js';
 import type { HostReport } from '../../core/host/check.js';
@@ -66,6 +67,7 @@ export function daemonBackend(api: ApiClient): Backend {
       const next = change(spec as never);
       return (await api.request<VmInfo>('PUT', path`/vms/${name}`, { spec: next })).definition;
     },
+    setVm: (name, settings) => api.request<SetResult>('POST', path`/vms/${name}/resources`, settings),
     deleteVm: (name, withDisks) => api.request<{ deletedVolumes: string[] }>('DELETE', `${path`/vms/${name}`}?withDisks=${withDisks}`),
     startVm: async (name, options, progress) => {
       const body = options.waitReadySeconds === undefined ? {} : { waitReady: true, timeoutSeconds: options.waitReadySeconds };

@@ -31,6 +31,7 @@ export function localBackend(paths: VireoPaths): Backend {
     getVm: async (name) => (await manage()).getVm(paths, name),
     createVm: async (spec, newDisks) => (await manage()).createVm(paths, spec, { newDisks }),
     editVm: async (name, change) => (await manage()).editVm(paths, name, change),
+    setVm: async (name, settings) => (await import('../../core/resources/live.js')).setVmResources(paths, name, settings),
     deleteVm: async (name, withDisks) => (await manage()).deleteVm(paths, name, { withDisks }),
     startVm: async (name, options, progress) =>
       (await lifecycle()).startVm(paths, name, {

@@ -15,6 +15,7 @@ import { Progress, formatDuration, note, printJson, printTable, printYaml } from
 import { attachConsole } from '../console.js';
 import { asSource } from './disk.js';
 import { addCloneCommands } from './vm-clone.js';
+import { addSetCommand } from './vm-set.js';
 import { migrateCommand } from './migrate.js';
 
 type Spec = Record<string, unknown>;
@@ -178,7 +179,7 @@ export function vmCommand(cli: CliContext): Command {
     .action(async (name: string, flags: { json?: boolean }) => {
       const info = await (await cli.backend()).getVm(name);
       const runtime = { ...info.runtime, ...(info.runtime.startedAt ? { uptime: uptime(info.runtime.startedAt) } : {}) };
-      const view = { ...info.definition, runtime };
+      const view = { ...info.definition, runtime, ...(info.resources ? { usage: info.resources } : {}) };
       if (flags.json) printJson(view);
       else await printYaml(view);
     });
@@ -298,6 +299,7 @@ export function vmCommand(cli: CliContext): Command {
     });
 
   addCloneCommands(vm, cli);
+  addSetCommand(vm, cli);
   vm.addCommand(migrateCommand(cli));
   return vm;
 }

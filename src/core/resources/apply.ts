@@ -63,7 +63,7 @@ async function pin(def: VmDefinition, client: QmpClient, pid: number): Promise<v
  */
 export async function applyLive(current: VmDefinition, next: VmDefinition, client: QmpClient, pid: number, reverter: Reverter): Promise<void> {
   const same = (a: unknown, b: unknown) => JSON.stringify(a ?? null) === JSON.stringify(b ?? null);
-  // Limits of throttle groups, first (they can refuse a disk that has none).
+  // Refusals that need no QEMU come before any change.
   next.disks.forEach((disk, index) => {
     const before = current.disks.find((candidate) => candidate.id === disk.id);
     if (!before || same(before.limits, disk.limits)) return;
@@ -74,17 +74,7 @@ export async function applyLive(current: VmDefinition, next: VmDefinition, clien
       throw new VireoError('invalid_state', `disks.${index}.limits: removing a disk's throttle filter or moving it to another group needs a restart; set its limits to 0 instead`, { field: `disks.${index}.limits` });
     }
   });
-  const changedGroups = new Map<string, { before: Record<string, number>; after: Record<string, number> }>();
-  for (const disk of next.disks) {
-    const before = current.disks.find((candidate) => candidate.id === disk.id)!;
-    if (!before || !disk.limits || same(before.limits, disk.limits)) continue;
-    changedGroups.set(throttleGroupOf(disk)!, { before: throttleLimits(before.limits!), after: throttleLimits(disk.limits) });
-  }
-  for (const [group, limits] of changedGroups) {
-    await qomSet(client, `/objects/${group}`, 'limits', limits.after);
-    reverter.add(() => qomSet(client, `/objects/${group}`, 'limits', limits.before));
-  }
-
+  // Cgroups and pinning first, throttle groups after: a refusal by QEMU there rolls the former back.
   const cgroup = await VmCgroup.of(next.name);
   const before = settingsOf(current.resources);
   const after = settingsOf(next.resources);
@@ -99,6 +89,23 @@ export async function applyLive(current: VmDefinition, next: VmDefinition, clien
     reverter.add(() => pin(current, client, pid));
     await pin(next, client, pid);
   }
+
+  const changedGroups = new Map<string, { index: number; before: Record<string, number>; after: Record<string, number> }>();
+  for (const [index, disk] of next.disks.entries()) {
+    const before = current.disks.find((candidate) => candidate.id === disk.id);
+    if (!before || !disk.limits || same(before.limits, disk.limits)) continue;
+    changedGroups.set(throttleGroupOf(disk)!, { index, before: throttleLimits(before.limits!), after: throttleLimits(disk.limits) });
+  }
+  for (const [group, limits] of changedGroups) {
+    try {
+      await qomSet(client, `/objects/${group}`, 'limits', limits.after);
+    } catch (error) {
+      // QEMU is the judge of what a throttle group accepts (e.g. its upper bounds).
+      throw new VireoError('invalid_argument', `disks.${limits.index}.limits: QEMU refused the limits: ${(error as Error).message.replace(/^qom-set: /, '')}`, { field: `disks.${limits.index}.limits` }, { cause: error });
+    }
+    reverter.add(() => qomSet(client, `/objects/${group}`, 'limits', limits.before));
+  }
+
 
   const balloonBefore = current.resources?.memory?.balloon ?? current.memory;
   const balloonAfter = next.resources?.memory?.balloon ?? next.memory;

@@ -155,28 +155,34 @@ export class VmCgroup {
       .filter((controller) => this.layout.controllers[controller]!.root === root)
       .map((controller) => V2_NAMES[controller])
       .filter((name): name is string => name !== undefined);
-    const wanted = [...new Set(names)].map((name) => `+${name}`).join(' ');
+    const offered = (await readFile(join(root, 'cgroup.controllers'), 'utf8').catch(() => '')).trim().split(/\s+/);
+    const wanted = [...new Set(names)].filter((name) => offered.includes(name)).map((name) => `+${name}`).join(' ');
+    await mkdir(join(root, 'vireo'), { recursive: true });
     if (!wanted) return;
     await writeFile(join(root, 'cgroup.subtree_control'), wanted);
-    await mkdir(join(root, 'vireo'), { recursive: true });
     await writeFile(join(root, 'vireo', 'cgroup.subtree_control'), wanted);
   }
 
   /** Writes every setting (unset ones back to "no limit"), so a live change is one call. */
   async apply(settings: CgroupSettings): Promise<void> {
+    // A default need not be written where the file is missing (a controller the tree lacks); a setting must.
+    const put = async (path: string, value: string, required: boolean) => {
+      if (!required && !(await exists(path))) return;
+      await writeFile(path, value);
+    };
     const cpu = this.layout.controllers.cpu;
     const cpuDir = this.dir('cpu');
     if (cpu && cpuDir) {
       if (cpu.version === 1) {
-        await writeFile(join(cpuDir, 'cpu.cfs_period_us'), String(CPU_PERIOD_US));
-        await writeFile(join(cpuDir, 'cpu.cfs_quota_us'), settings.cpuLimit === undefined ? '-1' : String(Math.round(settings.cpuLimit * CPU_PERIOD_US)));
+        await put(join(cpuDir, 'cpu.cfs_period_us'), String(CPU_PERIOD_US), settings.cpuLimit !== undefined);
+        await put(join(cpuDir, 'cpu.cfs_quota_us'), settings.cpuLimit === undefined ? '-1' : String(Math.round(settings.cpuLimit * CPU_PERIOD_US)), settings.cpuLimit !== undefined);
         // cpu.shares: 1024 is the default, as 100 is for cpu.weight.
         const shares = Math.min(262144, Math.max(2, Math.round(((settings.cpuWeight ?? 100) * 1024) / 100)));
-        await writeFile(join(cpuDir, 'cpu.shares'), String(shares));
+        await put(join(cpuDir, 'cpu.shares'), String(shares), settings.cpuWeight !== undefined);
       } else {
         const quota = settings.cpuLimit === undefined ? 'max' : String(Math.round(settings.cpuLimit * CPU_PERIOD_US));
-        await writeFile(join(cpuDir, 'cpu.max'), `${quota} ${CPU_PERIOD_US}`);
-        await writeFile(join(cpuDir, 'cpu.weight'), String(settings.cpuWeight ?? 100));
+        await put(join(cpuDir, 'cpu.max'), `${quota} ${CPU_PERIOD_US}`, settings.cpuLimit !== undefined);
+        await put(join(cpuDir, 'cpu.weight'), String(settings.cpuWeight ?? 100), settings.cpuWeight !== undefined);
       }
     } else if (settings.cpuLimit !== undefined || settings.cpuWeight !== undefined) {
       throw unsupported(settings.cpuLimit !== undefined ? 'resources.cpu.limit' : 'resources.cpu.weight', 'the cpu cgroup controller');
@@ -186,9 +192,9 @@ export class VmCgroup {
     const memoryDir = this.dir('memory');
     if (memory && memoryDir) {
       if (memory.version === 1) {
-        await writeFile(join(memoryDir, 'memory.limit_in_bytes'), settings.memoryLimit === undefined ? '-1' : String(settings.memoryLimit));
+        await put(join(memoryDir, 'memory.limit_in_bytes'), settings.memoryLimit === undefined ? '-1' : String(settings.memoryLimit), settings.memoryLimit !== undefined);
       } else {
-        await writeFile(join(memoryDir, 'memory.max'), settings.memoryLimit === undefined ? 'max' : String(settings.memoryLimit));
+        await put(join(memoryDir, 'memory.max'), settings.memoryLimit === undefined ? 'max' : String(settings.memoryLimit), settings.memoryLimit !== undefined);
       }
     } else if (settings.memoryLimit !== undefined) {
       throw unsupported('resources.memory.limit', 'the memory cgroup controller');

@@ -17,8 +17,11 @@ export async function loadDefinition(paths: VireoPaths, name: string): Promise<V
   checkName('name', name);
   const value = await readJsonIfExists(vmPaths(paths, name).definition);
   if (value === undefined) throw notFound('VM', name);
-  const def = value as VmDefinition;
-  // Definitions written before devices had stored ids get the positional ids they always had.
+  return withIds(value as VmDefinition);
+}
+
+/** Definitions written before devices had stored ids get the positional ids they always had. */
+function withIds(def: VmDefinition): VmDefinition {
   return { ...def, disks: assignIds(def.disks, 'disk'), nics: assignIds(def.nics, 'nic') };
 }
 
@@ -59,7 +62,7 @@ export async function listDefinitions(paths: VireoPaths): Promise<VmDefinition[]
   }
   // Read in parallel: one after another, each small file costs several thread-pool round trips in turn.
   const values = await Promise.all(names.sort().map((name) => readJsonIfExists(vmPaths(paths, name).definition)));
-  return values.filter((value): value is VmDefinition => value !== undefined);
+  return values.filter((value): value is VmDefinition => value !== undefined).map(withIds);
 }
 
 export async function deleteDefinition(paths: VireoPaths, name: string): Promise<void> {

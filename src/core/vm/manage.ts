@@ -12,6 +12,7 @@ import { createVolume, deleteVolume, getVolume, type Volume } from '../storage/v
 import { deleteDefinition, listDefinitions, loadDefinition, reserveVmDirectory, saveDefinition, vmsUsingVolume, withVmLock } from './definitions.js';
 import { cleanRunDirectory, readRuntime, type VmRuntime } from './runtime.js';
 import { refuseTemplateWithClones } from './template.js';
+import type { ResourceUsage } from '../resources/view.js';
 
 export interface NewDisk {
   /** Size in bytes; with `from`, defaults to the base's size. */
@@ -132,11 +133,18 @@ export async function deleteVm(paths: VireoPaths, name: string, options: DeleteO
 export interface VmInfo {
   definition: VmDefinition;
   runtime: VmRuntime;
+  /** A running VM's limits next to its use (one VM's view only, not in lists). */
+  resources?: ResourceUsage;
 }
 
 export async function getVm(paths: VireoPaths, name: string): Promise<VmInfo> {
   const definition = await loadDefinition(paths, name);
-  return { definition, runtime: await readRuntime(paths, definition) };
+  const runtime = await readRuntime(paths, definition);
+  if (runtime.pid === undefined || runtime.state === 'unresponsive') return { definition, runtime };
+  const { resourceUsage } = await import('../resources/view.js');
+  // Best effort: a QEMU that exits meanwhile just shows no usage.
+  const resources = await resourceUsage(paths, definition, runtime.pid, runtime.accel ?? 'tcg').catch(() => undefined);
+  return { definition, runtime, ...(resources ? { resources } : {}) };
 }
 
 export async function listVms(paths: VireoPaths): Promise<VmInfo[]> {
