@@ -166,8 +166,8 @@ describe('resources on a running VM', () => {
     assert.equal((await cgroup.usage()).throttledPeriods ?? 0, throttledLifted, 'no throttling without a cap');
     console.log(`# CPU cap 50%: ${capped.toFixed(3)} cores; lifted: ${free.toFixed(3)} cores (host load ${(await readFile('/proc/loadavg', 'utf8')).split(' ')[0]})`);
     const view = await showJson(home);
-    assert.ok(view.usage.cpu.throttledSeconds > 1, 'the time held back by the cap is shown');
-    assert.deepEqual(view.usage.cpu.vcpus.map((vcpu: { cpus: string }) => vcpu.cpus), ['0-1', '0-1']);
+    assert.ok(view.runtime.resources.cpu.throttledSeconds > 1, 'the time held back by the cap is shown');
+    assert.deepEqual(view.runtime.resources.cpu.vcpus.map((vcpu: { cpus: string }) => vcpu.cpus), ['0-1', '0-1']);
     await guest(home, 'kill $(cat /tmp/spin); echo stopped');
     // Leave the cap at 100% of one core for the rest, so the busy loops (if any survive) cannot starve the host.
     assert.equal((await home.vireo(['vm', 'set', VM, '--cpu-limit', '100%'])).code, 0);
@@ -182,8 +182,8 @@ describe('resources on a running VM', () => {
     assert.ok(fast * 3 <= slow, `after raising: ${fast} s (was ${slow} s)`);
     console.log(`# 20 MiB direct write: ${slow} s at 2 MiB/s, ${fast} s at 40 MiB/s`);
     const view = await showJson(home);
-    assert.equal(view.usage.disks[0].limits.writeBps, 40 * MiB);
-    assert.ok(view.usage.disks[0].writtenBytes >= 40 * MiB);
+    assert.equal(view.runtime.resources.disks[0].limits.writeBps, 40 * MiB);
+    assert.ok(view.runtime.resources.disks[0].writtenBytes >= 40 * MiB);
   });
 
   test('a live change that fails part-way is rolled back', async () => {
@@ -212,9 +212,9 @@ describe('resources on a running VM', () => {
     const usage = await cgroup.usage();
     assert.equal(usage.memoryLimitBytes, 640 * MiB);
     const view = await showJson(home);
-    assert.equal(view.usage.memory.limitMiB, 640);
-    assert.ok(view.usage.memory.usedMiB > 0 && view.usage.memory.usedMiB < 640);
-    assert.ok(view.usage.memory.balloonActualMiB <= 130);
+    assert.equal(view.runtime.resources.memory.limitMiB, 640);
+    assert.ok(view.runtime.resources.memory.usedMiB > 0 && view.runtime.resources.memory.usedMiB < 640);
+    assert.ok(view.runtime.resources.memory.balloonActualMiB <= 130);
   });
 
   test('stop removes the cgroups; a restart applies everything from the definition again', async () => {
@@ -229,8 +229,8 @@ describe('resources on a running VM', () => {
     const usage = await cgroup.usage();
     assert.equal(usage.memoryLimitBytes, 640 * MiB);
     const view = await showJson(home);
-    assert.equal(view.usage.disks[0].limits.writeBps, 40 * MiB);
-    assert.deepEqual(view.usage.cpu.vcpus.map((vcpu: { cpus: string }) => vcpu.cpus), ['0-1', '0-1']);
+    assert.equal(view.runtime.resources.disks[0].limits.writeBps, 40 * MiB);
+    assert.deepEqual(view.runtime.resources.cpu.vcpus.map((vcpu: { cpus: string }) => vcpu.cpus), ['0-1', '0-1']);
     assert.ok((await memTotalMiB(home)) < 150, 'the balloon target holds after a restart');
     assert.equal((await home.vireo(['vm', 'kill', VM])).code, 0);
     for (const controller of ['cpu', 'memory'] as const) assert.equal(await exists(cgroup.dir(controller)!), false);

@@ -85,7 +85,7 @@ export async function resourceUsage(paths: VireoPaths, def: VmDefinition, pid: n
         return {
           id: disk.id,
           volume: disk.volume,
-          ...(disk.limits ? { limits: disk.limits } : {}),
+          ...(disk.limits ? { limits: { ...disk.limits } } : {}),
           ...(entry ? { readBytes: entry.stats.rd_bytes, writtenBytes: entry.stats.wr_bytes } : {}),
         };
       }),
