@@ -156,7 +156,7 @@ describe('resources on a running VM', () => {
     const throttledCapped = (await cgroup.usage()).throttledPeriods ?? 0;
     assert.ok(capped <= 0.55, `capped at 50%: used ${capped.toFixed(3)} cores`);
     // How often it bites depends on how much CPU the loaded host gives QEMU at all; that it bites does not.
-    assert.ok(throttledCapped - throttledBefore >= 10, `the cap held QEMU back in ${throttledCapped - throttledBefore} of ~100 periods`);
+    assert.ok(throttledCapped - throttledBefore >= 1, `the cap held QEMU back in ${throttledCapped - throttledBefore} of ~100 periods`);
     const lifted = await home.vireo(['vm', 'set', VM, '--cpu-limit', 'none', '--pin', '0=0-1', '--pin', '1=0-1', '--pin-emulator', 'none']);
     assert.equal(lifted.code, 0, lifted.stderr);
     assert.match(lifted.stderr, /changed live/);
@@ -165,9 +165,9 @@ describe('resources on a running VM', () => {
     // Other work shares this 2-core host, so how far QEMU rises depends on it; that the cap no longer
     // holds it back does not: not one period is throttled once it is lifted.
     assert.equal((await cgroup.usage()).throttledPeriods ?? 0, throttledLifted, 'no throttling without a cap');
-    console.log(`# CPU cap 50%: ${capped.toFixed(3)} cores; lifted: ${free.toFixed(3)} cores (host load ${(await readFile('/proc/loadavg', 'utf8')).split(' ')[0]})`);
+    console.log(`# CPU cap 50%: ${capped.toFixed(3)} cores, throttled in ${throttledCapped - throttledBefore} periods of 10 s; lifted: ${free.toFixed(3)} cores (host load ${(await readFile('/proc/loadavg', 'utf8')).split(' ')[0]})`);
     const view = await showJson(home);
-    assert.ok(view.runtime.resources.cpu.throttledSeconds > 1, 'the time held back by the cap is shown');
+    assert.ok(view.runtime.resources.cpu.throttledSeconds > 0, 'the time held back by the cap is shown');
     assert.deepEqual(view.runtime.resources.cpu.vcpus.map((vcpu: { cpus: string }) => vcpu.cpus), ['0-1', '0-1']);
     await guest(home, 'kill $(cat /tmp/spin); echo stopped');
     // Leave the cap at 100% of one core for the rest, so the busy loops (if any survive) cannot starve the host.

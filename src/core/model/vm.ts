@@ -90,6 +90,8 @@ const Disk = z
       .optional(),
     /** I/O limits through a QEMU throttle group; present (even empty) means they can change live. */
     limits: DiskLimitsSchema.optional(),
+    /** The hotplug port (hp<N>) a disk attached live sits on, so a restart or migration keeps it there (set by Vireo). */
+    port: z.string().regex(/^hp\d{1,2}$/, "must be a hotplug port id such as 'hp0' (Vireo sets it)").optional(),
   })
   .transform((disk) => ({
     ...disk,
@@ -118,6 +120,8 @@ export const NIC_MODELS = ['virtio', 'e1000', 'e1000e', 'rtl8139'] as const;
 
 const Nic = z.strictObject({
   id: DEVICE_ID('nic').optional(),
+  /** The hotplug port a NIC attached live sits on (set by Vireo). */
+  port: z.string().regex(/^hp\d{1,2}$/, "must be a hotplug port id such as 'hp0' (Vireo sets it)").optional(),
   model: z.enum(NIC_MODELS).default('virtio'),
   network: z.literal('user').default('user'),
   mac: z
@@ -169,6 +173,8 @@ export const VmSpecSchema = z.strictObject({
   rng: z.boolean().default(true),
   /** CPU cap, weight and pinning; memory limit and balloon; I/O weight (docs/resources.md). */
   resources: ResourcesSchema.optional(),
+  /** PCI Express ports kept free for disks and NICs attached live (q35; default 2). The pc machine hot-plugs on its PCI bus. */
+  hotplug: z.strictObject({ pciPorts: z.number().int().min(0).max(16) }).optional(),
 });
 
 export type VmSpecInput = z.input<typeof VmSpecSchema>;
@@ -249,6 +255,18 @@ function checkSpecConsistency(spec: VmSpec): void {
   if (memory?.balloon !== undefined && memory.balloon > spec.memory) {
     throw invalidArgument('resources.memory.balloon', `the balloon target (${memory.balloon} MiB) cannot exceed memory (${spec.memory} MiB)`);
   }
+  const ports = hotplugPorts(spec);
+  const taken = new Set<string>();
+  for (const [field, items] of [['disks', spec.disks], ['nics', spec.nics]] as const) {
+    items.forEach((item, index) => {
+      if (item.port === undefined) return;
+      if (spec.machine !== 'q35' || Number(item.port.slice(2)) >= ports) {
+        throw invalidArgument(`${field}.${index}.port`, `port ${item.port} does not exist (this VM has ${ports} hotplug port(s))`);
+      }
+      if (taken.has(item.port)) throw invalidArgument(`${field}.${index}.port`, `port ${item.port} is used twice`);
+      taken.add(item.port);
+    });
+  }
   const macs = new Set<string>();
   const hostPorts = new Set<string>();
   spec.nics.forEach((nic, index) => {
@@ -300,4 +318,9 @@ function uniqueMac(used: Set<string>): string {
     const mac = `52:54:00:${tail.join(':')}`;
     if (!used.has(mac)) return mac;
   }
+}
+
+/** PCI Express root ports for hotplug: q35 only, 2 unless the spec says otherwise. */
+export function hotplugPorts(spec: Pick<VmSpec, 'machine' | 'hotplug'>): number {
+  return spec.machine === 'q35' ? (spec.hotplug?.pciPorts ?? 2) : 0;
 }

@@ -7,7 +7,7 @@
  * takes in keyval form (-machine, -accel, -smp, -chardev, -name) receive
  * enum values, numbers, validated names or escaped paths only.
  */
-import type { DiskSpec, NicSpec, VmDefinition } from '../model/vm.js';
+import { hotplugPorts, type DiskSpec, type NicSpec, type VmDefinition } from '../model/vm.js';
 import { TCG_TRANSLATION_CACHE_MIB } from '../resources/host.js';
 import { throttleLimits } from '../resources/spec.js';
 import { diskNames, nicNames } from './ids.js';
@@ -109,6 +109,11 @@ export function buildQemuArgv(def: VmDefinition, ctx: LaunchContext): string[] {
     push('-display', 'none');
   }
 
+  // Empty PCI Express root ports, where disks and NICs attached live go (the q35 root bus cannot hot-plug).
+  for (let port = 0; port < hotplugPorts(def); port++) {
+    push('-device', json({ driver: 'pcie-root-port', id: `hp${port}`, bus: 'pcie.0', chassis: port + 1 }));
+  }
+
   const bootIndex = bootIndexes(def);
   if (def.disks.some((disk) => disk.bus === 'scsi')) {
     push('-device', json({ driver: 'virtio-scsi-pci', id: 'scsi0' }));
@@ -131,15 +136,8 @@ export function buildQemuArgv(def: VmDefinition, ctx: LaunchContext): string[] {
   });
 
   def.nics.forEach((nic, index) => {
-    const names = nicNames(nic.id);
-    const netdev: Json = { type: 'user', id: names.netdev };
-    if (nic.forwards.length > 0) {
-      netdev.hostfwd = nic.forwards.map((forward) => ({
-        str: `${forward.protocol}:${forward.hostAddress}:${forward.hostPort}-:${forward.guestPort}`,
-      }));
-    }
-    push('-netdev', json(netdev));
-    const device: Json = { driver: NIC_DRIVERS[nic.model], id: names.device, netdev: names.netdev, mac: nic.mac };
+    push('-netdev', json(nicNetdev(nic)));
+    const device: Json = nicDevice(nic);
     const boot = bootIndex.nics[index];
     if (boot !== undefined) device.bootindex = boot;
     push('-device', json(device));
@@ -186,6 +184,21 @@ function cacheOptions(cache: DiskSpec['cache']): { direct: boolean; 'no-flush': 
 
 type IdentifiedDisk = DiskSpec & { id: string };
 
+/** The NIC's device (also what a live attach hands to device_add). */
+export function nicDevice(nic: NicSpec & { id: string; mac: string }): Json {
+  const names = nicNames(nic.id);
+  return { driver: NIC_DRIVERS[nic.model], id: names.device, netdev: names.netdev, mac: nic.mac, ...(nic.port ? { bus: nic.port } : {}) };
+}
+
+/** The NIC's user-mode network backend (also what a live attach hands to netdev_add). */
+export function nicNetdev(nic: NicSpec & { id: string }): Json {
+  const netdev: Json = { type: 'user', id: nicNames(nic.id).netdev };
+  if (nic.forwards.length > 0) {
+    netdev.hostfwd = nic.forwards.map((forward) => ({ str: `${forward.protocol}:${forward.hostAddress}:${forward.hostPort}-:${forward.guestPort}` }));
+  }
+  return netdev;
+}
+
 /** The throttle group a disk's limits live in: its own, or the named group it shares. */
 export function throttleGroupOf(disk: IdentifiedDisk): string | undefined {
   if (!disk.limits) return undefined;
@@ -222,7 +235,7 @@ export function diskDevice(disk: IdentifiedDisk, slots: { sata: number; ide: num
   const serial = disk.serial ? { serial: disk.serial } : {};
   switch (disk.bus) {
     case 'virtio':
-      return { driver: 'virtio-blk-pci', id, drive, 'write-cache': writeCache, ...serial };
+      return { driver: 'virtio-blk-pci', id, drive, 'write-cache': writeCache, ...serial, ...(disk.port ? { bus: disk.port } : {}) };
     case 'scsi': {
       const lun = slots.scsi++;
       return { driver: cdrom ? 'scsi-cd' : 'scsi-hd', id, drive, bus: 'scsi0.0', channel: 0, 'scsi-id': 0, lun, 'write-cache': writeCache, ...serial };
