@@ -12,6 +12,7 @@ import { note, printJson } from '../output.js';
 type Section = Record<string, unknown>;
 
 interface SetFlags {
+  cpus?: string;
   cpuLimit?: string;
   cpuWeight?: string;
   pin?: string[];
@@ -67,9 +68,17 @@ export function addSetCommand(vm: Command, cli: CliContext): void {
     .option('--balloon <size>', 'balloon target: the memory the guest keeps, e.g. 128M, or none (all of it)')
     .option('--io-weight <n>', 'cgroup I/O weight, 1-10000 (default 100), or none')
     .option('--disk-limit <disk:limits>', 'I/O limits of a disk, e.g. disk0:writeBps=2M,iops=100, or disk0:none (repeatable)', collect)
+    .option('--cpus <n>', 'vCPU count: up to cpus.max live (the guest brings new ones online), else from the next start')
     .option('--json', 'print the new definition as JSON')
     .action(async (name: string, flags: SetFlags) => {
       const backend = await cli.backend();
+      if (flags.cpus !== undefined) {
+        const count = wholeNumber('--cpus')(flags.cpus) as number;
+        const result = await backend.setVcpus(name, count);
+        note(result.live ? `VM '${name}' has ${count} vCPUs now (and in its definition)` : `VM '${name}' will have ${count} vCPUs from its next start`);
+        const others = Object.entries(flags).filter(([key, value]) => key !== 'cpus' && key !== 'json' && value !== undefined);
+        if (others.length === 0) return;
+      }
       const { definition } = await backend.getVm(name);
       const resources = structuredClone(definition.resources ?? {}) as Record<string, Section>;
       const cpu: Section = { ...(resources.cpu ?? {}) };

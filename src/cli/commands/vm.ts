@@ -16,6 +16,7 @@ import { attachConsole } from '../console.js';
 import { asSource } from './disk.js';
 import { addCloneCommands } from './vm-clone.js';
 import { addSetCommand } from './vm-set.js';
+import { addDeviceCommands } from './vm-devices.js';
 import { migrateCommand } from './migrate.js';
 
 type Spec = Record<string, unknown>;
@@ -331,6 +332,7 @@ export function vmCommand(cli: CliContext): Command {
 
   addCloneCommands(vm, cli);
   addSetCommand(vm, cli);
+  addDeviceCommands(vm, cli);
   vm.addCommand(migrateCommand(cli));
   return vm;
 }
