@@ -21,6 +21,7 @@ import { mapLimited } from '../limit.js';
 import { checkHostFiles, type HostFilePolicy } from './host-files.js';
 import { cleanRunDirectory, readRuntime, type RuntimeOptions, type VmRuntime } from './runtime.js';
 import { refuseTemplateWithClones } from './template.js';
+import type { ResourceUsage } from '../resources/view.js';
 
 export interface NewDisk {
   /** Size in bytes; with `from`, defaults to the base's size. */
@@ -212,11 +213,18 @@ export async function finishInterruptedDelete(paths: VireoPaths, name: string, i
 export interface VmInfo {
   definition: VmDefinition;
   runtime: VmRuntime;
+  /** A running VM's limits next to its use (one VM's view only, not in lists). */
+  resources?: ResourceUsage;
 }
 
 export async function getVm(paths: VireoPaths, name: string, options: RuntimeOptions = {}): Promise<VmInfo> {
   const definition = await loadDefinition(paths, name);
-  return { definition, runtime: await readRuntime(paths, definition, options) };
+  const runtime = await readRuntime(paths, definition, options);
+  if (runtime.pid === undefined || runtime.state === 'unresponsive') return { definition, runtime };
+  const { resourceUsage } = await import('../resources/view.js');
+  // Best effort: a QEMU that exits meanwhile just shows no usage.
+  const resources = await resourceUsage(paths, definition, runtime.pid, runtime.accel ?? 'tcg').catch(() => undefined);
+  return { definition, runtime, ...(resources ? { resources } : {}) };
 }
 
 export async function listVms(paths: VireoPaths, options: RuntimeOptions = {}): Promise<VmInfo[]> {
