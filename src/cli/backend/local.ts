@@ -44,7 +44,7 @@ export function localBackend(paths: VireoPaths): Backend {
     rebootVm: async (name, options) => (await lifecycle()).rebootVm(paths, name, { force: options.force, timeoutMs: options.timeoutSeconds * 1000 }),
     killVm: async (name) => (await lifecycle()).killVm(paths, name),
     pauseVm: async (name) => (await lifecycle()).pauseVm(paths, name),
-    resumeVm: async (name) => (await lifecycle()).resumeVm(paths, name),
+    resumeVm: async (name) => void (await (await lifecycle()).resumeVm(paths, name)),
     openConsole: async (name) => {
       const info = await (await manage()).getVm(paths, name);
       if (info.runtime.state === 'stopped') throw invalidState(`VM '${name}' is not running`);

@@ -21,6 +21,7 @@ import { resolveVolume } from '../storage/volumes.js';
 import { listDefinitions, loadDefinition, withVmLock } from './definitions.js';
 import { checkForwardedPorts } from './host-ports.js';
 import { waitForConsoleLog } from './console.js';
+import { askAgentToPowerOff, syncGuestClock } from './guest-agent.js';
 import { launchDaemonized, waitForExit } from './process.js';
 import { cleanRunDirectory, livePid, prepareRunDirectory, readRuntime, writeRuntimeRecord } from './runtime.js';
 
@@ -196,18 +197,57 @@ export interface StopOptions {
   signal?: AbortSignal;
 }
 
-/** ACPI power-down, then (by default) a forced power-off after the timeout. */
+/** How often the power button is pressed again while the guest has not powered off. */
+export const ACPI_REPEAT_MS = 3000;
+
+/**
+ * ACPI power-down, then (by default) a forced power-off after the timeout.
+ * A guest that is still booting ignores a power button pressed before its
+ * ACPI handling runs (the button event is simply lost), so the press is
+ * repeated every few seconds until the guest powers off; and once the
+ * guest agent answers, it is asked to power off too (guest-shutdown), which
+ * a guest without ACPI handling obeys. Either way the outcome is watched
+ * through QEMU's SHUTDOWN event.
+ */
 export async function stopVm(paths: VireoPaths, name: string, options: StopOptions = {}): Promise<{ forced: boolean }> {
   const def = await loadDefinition(paths, name);
   const timeoutMs = options.timeoutMs ?? 60_000;
+  const agentSocket = vmPaths(paths, name).guestAgentSocket;
   return withVmLock(paths, name, () =>
     withMonitor(paths, def, async (client, pid) => {
       const status = await queryStatus(client);
       // A paused guest cannot answer the power button; let it run to do so.
       if (status.status === 'paused') await cont(client);
+      let finished = false;
       const shutdown = client.waitForEvent('SHUTDOWN', { timeoutMs, ...(options.signal ? { signal: options.signal } : {}) });
-      options.onProgress?.('sent ACPI power-down request');
-      await systemPowerdown(client);
+      let wake: () => void = () => undefined;
+      const done = shutdown.then(
+        () => undefined,
+        () => undefined,
+      ).finally(() => {
+        finished = true;
+        wake();
+      });
+      const pressing = (async () => {
+        let agentAsked = false;
+        for (let round = 0; !finished && !client.closed; round += 1) {
+          await systemPowerdown(client).catch(() => undefined);
+          if (finished) break;
+          options.onProgress?.(round === 0 ? 'sent ACPI power-down request' : `repeated the ACPI power-down request (the guest has not powered off after ${Math.round((round * ACPI_REPEAT_MS) / 1000)} s)`);
+          if (!agentAsked && !finished) {
+            agentAsked = await askAgentToPowerOff(agentSocket);
+            if (agentAsked) options.onProgress?.('asked the guest agent to power off (guest-shutdown)');
+          }
+          await new Promise<void>((resolve) => {
+            const timer = setTimeout(resolve, ACPI_REPEAT_MS);
+            wake = () => {
+              clearTimeout(timer);
+              resolve();
+            };
+            if (finished) wake();
+          });
+        }
+      })();
       let forced = false;
       try {
         await shutdown;
@@ -219,6 +259,9 @@ export async function stopVm(paths: VireoPaths, name: string, options: StopOptio
         options.onProgress?.(`guest did not power off within ${timeoutMs / 1000} s; forcing power-off`);
         forced = true;
         await client.execute('quit');
+      } finally {
+        await done;
+        await pressing;
       }
       await waitForQemuGone(paths, def, client, pid, 30_000);
       return { forced };
@@ -292,7 +335,7 @@ export async function pauseVm(paths: VireoPaths, name: string): Promise<void> {
   );
 }
 
-export async function resumeVm(paths: VireoPaths, name: string): Promise<void> {
+export async function resumeVm(paths: VireoPaths, name: string): Promise<{ clockSynced: boolean }> {
   const def = await loadDefinition(paths, name);
   await withVmLock(paths, name, () =>
     withMonitor(paths, def, async (client) => {
@@ -302,6 +345,8 @@ export async function resumeVm(paths: VireoPaths, name: string): Promise<void> {
       await cont(client);
     }),
   );
+  // The guest's clock stood still while it was paused: set it through its agent, when one answers.
+  return { clockSynced: await syncGuestClock(vmPaths(paths, name).guestAgentSocket) };
 }
 
 export { readRuntime };
