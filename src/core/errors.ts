@@ -20,6 +20,8 @@ export const ERROR_CODES = [
   'unauthorized',
   /** Too many requests to the daemon; try again shortly. */
   'rate_limited',
+  /** A VM was started but did not become ready in time; details.running says whether it still runs. */
+  'not_ready',
   'internal',
 ] as const;
 

@@ -45,6 +45,7 @@ const HTTP_STATUS: Record<ErrorCode, number> = {
   command_failed: 500,
   unauthorized: 401,
   rate_limited: 429,
+  not_ready: 504,
   internal: 500,
 };
 

@@ -53,7 +53,7 @@ export interface Backend {
   createVm(spec: unknown, newDisks: NewDisk[]): Promise<VmDefinition>;
   editVm(name: string, change: (current: VmSpec, definition: VmDefinition) => unknown): Promise<VmDefinition>;
   deleteVm(name: string, withDisks: boolean): Promise<{ deletedVolumes: string[] }>;
-  startVm(name: string, options: { waitReadySeconds?: number }, progress: ProgressSink): Promise<StartResult>;
+  startVm(name: string, options: { waitReadySeconds?: number; waitFor?: string }, progress: ProgressSink): Promise<StartResult>;
   stopVm(name: string, options: { timeoutSeconds: number; force: boolean }, progress: ProgressSink): Promise<{ forced: boolean }>;
   rebootVm(name: string, options: { timeoutSeconds: number; force: boolean }, progress: ProgressSink): Promise<{ forced: boolean }>;
   killVm(name: string): Promise<void>;

@@ -34,7 +34,7 @@ export function localBackend(paths: VireoPaths): Backend {
     deleteVm: async (name, withDisks) => (await manage()).deleteVm(paths, name, { withDisks }),
     startVm: async (name, options, progress) =>
       (await lifecycle()).startVm(paths, name, {
-        ...(options.waitReadySeconds !== undefined ? { waitReady: { timeoutMs: options.waitReadySeconds * 1000 } } : {}),
+        ...(options.waitReadySeconds !== undefined ? { waitReady: { timeoutMs: options.waitReadySeconds * 1000, ...(options.waitFor !== undefined ? { waitFor: options.waitFor } : {}) } } : {}),
         onLaunched: () => {
           if (options.waitReadySeconds !== undefined) progress('waiting for the guest to be ready', 0.5);
         },

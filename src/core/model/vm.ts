@@ -137,6 +137,30 @@ const Vnc = z.strictObject({
   display: z.number().int().min(0).max(59635),
 });
 
+/**
+ * How `vm start --wait` tells that the guest is ready: a line on its serial
+ * console (a regular expression, e.g. 'login:'), the guest agent answering,
+ * or either (whichever comes first).
+ */
+const Readiness = z
+  .strictObject({
+    consolePattern: z
+      .string()
+      .min(1)
+      .max(1024)
+      .refine((pattern) => {
+        try {
+          new RegExp(pattern);
+          return true;
+        } catch {
+          return false;
+        }
+      }, 'must be a regular expression (e.g. "login:")')
+      .optional(),
+    agent: z.boolean().default(false),
+  })
+  .refine((readiness) => readiness.consolePattern !== undefined || readiness.agent, 'give consolePattern, agent: true, or both');
+
 export const VmSpecSchema = z.strictObject({
   name: Name,
   description: z.string().max(1024).optional(),
@@ -150,6 +174,7 @@ export const VmSpecSchema = z.strictObject({
   serial: z.boolean().default(true),
   vnc: Vnc.optional(),
   rng: z.boolean().default(true),
+  readiness: Readiness.optional(),
 });
 
 export type VmSpecInput = z.input<typeof VmSpecSchema>;

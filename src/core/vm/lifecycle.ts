@@ -20,13 +20,15 @@ import { Reverter } from '../revert.js';
 import { resolveVolume } from '../storage/volumes.js';
 import { listDefinitions, loadDefinition, withVmLock } from './definitions.js';
 import { checkForwardedPorts } from './host-ports.js';
-import { waitForConsoleLog } from './console.js';
+import { readinessTarget, waitUntilReady } from './readiness.js';
 import { askAgentToPowerOff, syncGuestClock } from './guest-agent.js';
 import { launchDaemonized, waitForExit } from './process.js';
 import { cleanRunDirectory, livePid, prepareRunDirectory, readRuntime, writeRuntimeRecord } from './runtime.js';
 
 export interface StartResult {
   accel: 'kvm' | 'tcg';
+  /** With a readiness wait: what showed the guest ready, e.g. "the guest agent answered". */
+  ready?: string;
   /** A one-line notice for the user, e.g. that TCG is used because KVM is not usable. */
   notice?: string;
   pid: number;
@@ -85,8 +87,11 @@ export async function launchContext(paths: VireoPaths, def: VmDefinition): Promi
 }
 
 export interface StartOptions {
-  /** Wait until the guest prints its image's readiness line on the console. */
-  waitReady?: { timeoutMs: number };
+  /**
+   * Wait until the guest is ready: `waitFor` ('agent', or a console pattern),
+   * else the spec's readiness, else the image's readiness line, else the agent.
+   */
+  waitReady?: { timeoutMs: number; waitFor?: string };
   /** Abandons the readiness wait (the VM keeps running). */
   signal?: AbortSignal;
   /** Called once QEMU runs the guest, before any readiness wait. */
@@ -97,6 +102,8 @@ export interface StartOptions {
 
 export async function startVm(paths: VireoPaths, name: string, options: StartOptions = {}): Promise<StartResult> {
   const def = await loadDefinition(paths, name);
+  // Decided (and a bad pattern refused) before anything is started.
+  const target = options.waitReady ? await readinessTarget(paths, def, options.waitReady.waitFor) : undefined;
   const result = await withVmLock(paths, name, async () => {
     if ((await livePid(paths, def)) !== undefined) throw invalidState(`VM '${name}' is already running`);
     if (def.template) throw invalidState(`VM '${name}' is a template and cannot be started; clone it (vireo vm clone ${name} NEW)`);
@@ -127,27 +134,16 @@ export async function startVm(paths: VireoPaths, name: string, options: StartOpt
   });
   const { logOffset, ...started } = result;
   options.onLaunched?.();
-  if (options.waitReady) {
-    const readyLine = await readinessLine(paths, def);
-    if (!readyLine) throw invalidState(`VM '${name}' boots no image with a readiness line, so there is nothing to wait for`);
-    await waitForConsoleLog(vmPaths(paths, name).consoleLog, new RegExp(escapeRegExp(readyLine)), {
-      from: logOffset,
+  if (options.waitReady && target) {
+    const ready = await waitUntilReady(paths, def, target, {
+      logOffset,
       timeoutMs: options.waitReady.timeoutMs,
       isAlive: async () => (await livePid(paths, def)) !== undefined,
       ...(options.signal ? { signal: options.signal } : {}),
     });
+    return { ...started, ready };
   }
   return started;
-}
-
-async function readinessLine(paths: VireoPaths, def: VmDefinition): Promise<string | undefined> {
-  const boot = def.boot.kernel;
-  if (!boot || !('image' in boot)) return undefined;
-  return (await getImage(paths, boot.image)).readyLine;
-}
-
-function escapeRegExp(text: string): string {
-  return text.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
 }
 
 async function killAndWait(pid: number): Promise<void> {
