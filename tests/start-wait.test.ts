@@ -2,7 +2,7 @@
  * `vm start --wait` for guests a user built (issue 10, item 2): a VM that
  * boots its own kernel (no image readiness line) is waited for through its
  * guest agent, or a console pattern from the spec or from --wait-for; a
- * failed wait exits 14 and says whether the VM is running. Without a daemon
+ * failed wait exits 15 and says whether the VM is running. Without a daemon
  * and through one.
  */
 import assert from 'node:assert/strict';
@@ -69,9 +69,9 @@ for (const mode of ['local', 'daemon'] as const) {
       assert.match(spec.stderr, /readiness\.consolePattern: must be a regular expression/);
     });
 
-    test('a wait that fails says the VM IS running, leaves it running, and exits 14', async () => {
+    test('a wait that fails says the VM IS running, leaves it running, and exits 15', async () => {
       const failed = await home.vireo(['vm', 'start', 'own', '--wait', '8', '--wait-for', 'this line never comes']);
-      assert.equal(failed.code, 14, failed.stderr);
+      assert.equal(failed.code, 15, failed.stderr);
       assert.match(failed.stderr, /VM 'own' was started and IS RUNNING, but it did not become ready within 8 s; it is left running/);
       assert.match(failed.stderr, /waited for the console to show \/this line never comes\//);
       assert.equal(await state('own'), 'running');
@@ -87,7 +87,7 @@ for (const mode of ['local', 'daemon'] as const) {
       assert.ok(pid, 'QEMU runs');
       process.kill(pid, 'SIGKILL');
       const failed = await waiting;
-      assert.equal(failed.code, 14, failed.stderr);
+      assert.equal(failed.code, 15, failed.stderr);
       assert.match(failed.stderr, /VM 'own' was started but is NOT RUNNING any more/);
     });
   });

@@ -19,7 +19,8 @@ export const EXIT_CODES: Record<ErrorCode, number> = {
   command_failed: 11,
   unauthorized: 12,
   rate_limited: 13,
-  not_ready: 14,
+  no_space: 14,
+  not_ready: 15,
   internal: 70,
 };
 

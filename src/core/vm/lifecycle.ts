@@ -23,6 +23,7 @@ import { checkForwardedPorts } from './host-ports.js';
 import { readinessTarget, waitUntilReady } from './readiness.js';
 import { askAgentToPowerOff, syncGuestClock } from './guest-agent.js';
 import { launchDaemonized, waitForExit } from './process.js';
+import { checkHostFiles } from './host-files.js';
 import { cleanRunDirectory, livePid, prepareRunDirectory, readRuntime, writeRuntimeRecord } from './runtime.js';
 
 export interface StartResult {
@@ -63,7 +64,10 @@ export async function launchContext(paths: VireoPaths, def: VmDefinition): Promi
       cmdline: boot.cmdline ?? image.cmdline,
     };
   } else if (boot) {
-    kernel = { kernel: boot.kernel, ...(boot.initrd ? { initrd: boot.initrd } : {}), ...(boot.cmdline ? { cmdline: boot.cmdline } : {}) };
+    // Checked again now (it may have gone or changed since the spec was saved); QEMU gets the real paths.
+    const files = await checkHostFiles(def);
+    const initrd = files['boot.kernel.initrd'];
+    kernel = { kernel: files['boot.kernel.kernel']!, ...(initrd ? { initrd } : {}), ...(boot.cmdline ? { cmdline: boot.cmdline } : {}) };
   }
 
   let uefi: LaunchContext['uefi'];
