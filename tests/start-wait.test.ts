@@ -10,7 +10,7 @@ import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { startTestDaemon, type RunningDaemon } from './harness/daemon.js';
-import { createTestHome, qemuPidsOf, type TestHome } from './harness/vireo.js';
+import { createTestHome, qemuPidsOf, sharedHome, type TestHome } from './harness/vireo.js';
 
 for (const mode of ['local', 'daemon'] as const) {
   describe(`vm start --wait without an image readiness line (${mode})`, () => {
@@ -33,7 +33,8 @@ for (const mode of ['local', 'daemon'] as const) {
 
     before(async () => {
       home = await createTestHome();
-      if (mode === 'daemon') daemon = await startTestDaemon(home);
+      // The kernel files are the shared tiny image's; a daemon lets specs name host files only in directories it allows.
+      if (mode === 'daemon') daemon = await startTestDaemon(home, ['--allow-host-path', join(sharedHome, 'images')]);
     });
     after(async () => {
       await daemon?.stop();
