@@ -22,7 +22,8 @@ import { listDefinitions, loadDefinition, withVmLock } from './definitions.js';
 import { checkForwardedPorts } from './host-ports.js';
 import { readinessTarget, waitUntilReady } from './readiness.js';
 import { askAgentToPowerOff, syncGuestClock } from './guest-agent.js';
-import { launchDaemonized, waitForExit } from './process.js';
+import { killQemus, launchDaemonized, waitForExit } from './process.js';
+import { crashPoint } from '../crash-point.js';
 import { checkHostFiles } from './host-files.js';
 import { cleanRunDirectory, livePid, prepareRunDirectory, readRuntime, writeRuntimeRecord } from './runtime.js';
 
@@ -96,8 +97,10 @@ export interface StartOptions {
    * else the spec's readiness, else the image's readiness line, else the agent.
    */
   waitReady?: { timeoutMs: number; waitFor?: string };
-  /** Abandons the readiness wait (the VM keeps running). */
+  /** Cancels the launch (the half-started QEMU is killed) or abandons the readiness wait (the VM keeps running). */
   signal?: AbortSignal;
+  /** How long QEMU may take to get ready to run (default 60 s); past it the start fails and that QEMU is killed. */
+  launchTimeoutMs?: number;
   /** Called once QEMU runs the guest, before any readiness wait. */
   onLaunched?: () => void;
   /** Runs on the paused, freshly launched QEMU before the guest first runs (e.g. loading a snapshot's memory). */
@@ -118,18 +121,27 @@ export async function startVm(paths: VireoPaths, name: string, options: StartOpt
     }
     // The console log is appended to; readiness is looked for after this point.
     const logOffset = await stat(vmPaths(paths, name).consoleLog).then((info) => info.size, () => 0);
+    const { pidFile } = vmPaths(paths, name);
+    // No valid pidfile, yet a QEMU of this VM: one a failed start lost track of. One QEMU per VM, ever.
+    await killQemus(def.uuid, pidFile);
     return Reverter.run(async (reverter) => {
       await prepareRunDirectory(paths, name);
       reverter.add(() => cleanRunDirectory(paths, name));
-      await launchDaemonized(qemuBinary, buildQemuArgv(def, context));
+      // Whatever fails from here on (a launch that times out, a monitor that never answers), no QEMU is left:
+      // it is found by pidfile and by this VM's UUID on its command line, and killed before the runtime files go.
+      reverter.add(() => killQemus(def.uuid, pidFile));
+      crashPoint('start.before-launch');
+      await launchDaemonized(qemuBinary, buildQemuArgv(def, context), options.launchTimeoutMs ?? 60_000, options.signal);
+      crashPoint('start.launched');
       const pid = await livePid(paths, def);
       if (pid === undefined) throw new VireoError('qemu_failed', 'QEMU exited right after starting');
-      reverter.add(() => killAndWait(pid));
       const client = await QmpClient.connect(vmPaths(paths, name).qmpSocket, { timeoutMs: 10_000 });
       try {
         await writeRuntimeRecord(paths, name, { pid, accel: context.accel, startedAt: new Date().toISOString(), ...(notice ? { notice } : {}) });
         await options.beforeResume?.(client);
+        if (options.signal?.aborted) throw new VireoError('cancelled', 'the start was cancelled before the guest ran');
         await cont(client);
+        crashPoint('start.resumed');
       } finally {
         await client.close();
       }
@@ -148,15 +160,6 @@ export async function startVm(paths: VireoPaths, name: string, options: StartOpt
     return { ...started, ready };
   }
   return started;
-}
-
-async function killAndWait(pid: number): Promise<void> {
-  try {
-    process.kill(pid, 'SIGKILL');
-  } catch {
-    return;
-  }
-  await waitForExit(pid, 10_000);
 }
 
 /** Connects to the VM's main monitor, failing clearly when it is not running. */
@@ -232,6 +235,7 @@ export async function stopVm(paths: VireoPaths, name: string, options: StopOptio
         let agentAsked = false;
         for (let round = 0; !finished && !client.closed; round += 1) {
           await systemPowerdown(client).catch(() => undefined);
+          if (round === 0) crashPoint('stop.powerdown-sent');
           if (finished) break;
           options.onProgress?.(round === 0 ? 'sent ACPI power-down request' : `repeated the ACPI power-down request (the guest has not powered off after ${Math.round((round * ACPI_REPEAT_MS) / 1000)} s)`);
           if (!agentAsked && !finished) {
