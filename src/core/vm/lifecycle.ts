@@ -17,6 +17,8 @@ import { buildQemuArgv, type LaunchContext, type ResolvedVolume } from '../qemu/
 import { QmpClient } from '../qmp/client.js';
 import { cont, queryStatus, setAction, stop, systemPowerdown, systemReset } from '../qmp/commands.js';
 import { Reverter } from '../revert.js';
+import { applyAtStart } from '../resources/apply.js';
+import { checkResourcesAgainstHost, hostCapacity } from '../resources/host.js';
 import { resolveVolume } from '../storage/volumes.js';
 import { listDefinitions, loadDefinition, withVmLock } from './definitions.js';
 import { checkForwardedPorts } from './host-ports.js';
@@ -115,6 +117,7 @@ export async function startVm(paths: VireoPaths, name: string, options: StartOpt
     if ((await livePid(paths, def)) !== undefined) throw invalidState(`VM '${name}' is already running`);
     if (def.template) throw invalidState(`VM '${name}' is a template and cannot be started; clone it (vireo vm clone ${name} NEW)`);
     const { context, qemuBinary, notice } = await launchContext(paths, def);
+    checkResourcesAgainstHost(def, await hostCapacity(), context.accel);
     if (def.nics.some((nic) => nic.forwards.length > 0)) {
       const others = await Promise.all((await listDefinitions(paths)).filter((other) => other.name !== name).map(async (definition) => ({ definition, pid: await livePid(paths, definition) })));
       await checkForwardedPorts(def, others.filter((other): other is { definition: VmDefinition; pid: number } => other.pid !== undefined));
@@ -138,6 +141,8 @@ export async function startVm(paths: VireoPaths, name: string, options: StartOpt
       const client = await QmpClient.connect(vmPaths(paths, name).qmpSocket, { timeoutMs: 10_000 });
       try {
         await writeRuntimeRecord(paths, name, { pid, accel: context.accel, startedAt: new Date().toISOString(), ...(notice ? { notice } : {}) });
+        // Cgroups, pinning and balloon while QEMU is still paused: no guest instruction runs unconstrained.
+        await applyAtStart(def, client, pid, reverter);
         await options.beforeResume?.(client);
         if (options.signal?.aborted) throw new VireoError('cancelled', 'the start was cancelled before the guest ran');
         await cont(client);
