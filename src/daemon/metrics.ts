@@ -8,14 +8,15 @@
  * A VM whose QEMU does not answer loses only its QMP-derived series and is
  * flagged with vireo_vm_scrape_error 1; the rest of the scrape goes on.
  *
- * Network I/O: QEMU 7.2 keeps no traffic counters for a NIC on its user-mode
- * network (the only kind Vireo offers). Nothing in its QMP schema reports
- * them: query-stats has a KVM provider only (and returns nothing under TCG),
- * query-rx-filter reports MAC filtering, the NIC's QOM properties are
- * configuration, and the x-query-virtio-queue-status ring indices are 16-bit,
- * wrap and count descriptors rather than bytes. There is no host interface
- * whose statistics could stand in, as a tap device's would. So NICs appear
- * only as vireo_vm_nic_info, never with invented numbers.
+ * Network I/O: a NIC on a Vireo network has a tap device on the host, whose
+ * kernel counters (/sys/class/net/<tap>/statistics) are exported, seen from
+ * the guest (what the tap transmits, the guest receives). QEMU 7.2 keeps no
+ * traffic counters for a NIC on its user-mode network: nothing in its QMP
+ * schema reports them (query-stats has a KVM provider only, query-rx-filter
+ * reports MAC filtering, the virtio ring indices are 16-bit and count
+ * descriptors), and there is no host interface whose statistics could stand
+ * in. So user-mode NICs appear only as vireo_vm_nic_info, never with
+ * invented numbers.
  */
 import { readFile, statfs } from 'node:fs/promises';
 import { cpus, totalmem } from 'node:os';
@@ -25,11 +26,14 @@ import { mapLimited } from '../core/limit.js';
 import { MiB } from '../core/model/units.js';
 import type { VmDefinition } from '../core/model/vm.js';
 import { vmPaths, type VireoPaths } from '../core/paths.js';
+import { linkStatistics, tapName } from '../core/network/links.js';
 import { QmpClient } from '../core/qmp/client.js';
 import type { CpuInfoFast, StatusInfo } from '../core/qmp/commands.js';
 import { listDefinitions } from '../core/vm/definitions.js';
 import { isQemuOf, readPidFile } from '../core/vm/process.js';
 import { readRuntimeRecord } from '../core/vm/runtime.js';
+import { VmCgroup, type CgroupUsage } from '../core/resources/cgroups.js';
+import { throttleLimits } from '../core/resources/spec.js';
 
 export interface MetricsOptions {
   /** A QMP client the daemon already holds open for a running VM; when absent, connect to the VM's status socket (vmPaths(paths,name).statusSocket) for the duration of the scrape and close it. */
@@ -108,11 +112,24 @@ export const METRICS = {
   vmVcpus: gauge('vireo_vm_vcpus', 'vCPUs the VM is defined with.'),
   vmMemoryConfigured: gauge('vireo_vm_memory_configured_bytes', 'Memory the VM is defined with.'),
   vmScrapeError: gauge('vireo_vm_scrape_error', '1 when the VM\'s QEMU runs but did not answer this scrape (its QMP-derived series are missing), else 0.'),
-  nicInfo: gauge('vireo_vm_nic_info', 'A NIC of a defined VM; always 1. QEMU 7.2 keeps no traffic counters for user-mode network NICs, so none are exported.'),
+  nicInfo: gauge('vireo_vm_nic_info', 'A NIC of a defined VM; always 1. Traffic counters exist for NICs on Vireo networks (tap devices) only: QEMU 7.2 keeps none for user-mode NICs.'),
+  nicReceiveBytes: counter('vireo_vm_network_receive_bytes_total', 'Bytes the guest received on a NIC on a Vireo network (its tap\'s transmit counter).'),
+  nicTransmitBytes: counter('vireo_vm_network_transmit_bytes_total', 'Bytes the guest sent on a NIC on a Vireo network (its tap\'s receive counter).'),
+  nicReceivePackets: counter('vireo_vm_network_receive_packets_total', 'Packets the guest received on a NIC on a Vireo network.'),
+  nicTransmitPackets: counter('vireo_vm_network_transmit_packets_total', 'Packets the guest sent on a NIC on a Vireo network.'),
+  nicReceiveDrops: counter('vireo_vm_network_receive_drops_total', 'Packets for the guest that its tap dropped (the guest did not take them in time).'),
+  nicTransmitDrops: counter('vireo_vm_network_transmit_drops_total', 'Packets from the guest that its tap dropped.'),
   vmStartTime: gauge('vireo_vm_start_time_seconds', 'When Vireo started the VM\'s QEMU, in seconds since the Unix epoch.'),
   processCpu: counter('vireo_vm_process_cpu_seconds_total', 'Host CPU time used by the VM\'s whole QEMU process (vCPUs, device emulation, I/O), user plus system.'),
   hostRss: gauge('vireo_vm_host_rss_bytes', 'Resident memory of the VM\'s QEMU process on the host.'),
   vcpuSeconds: counter('vireo_vm_vcpu_seconds_total', 'Host CPU time used by one vCPU thread, user plus system.'),
+  cpuLimit: gauge('vireo_vm_cpu_limit_cores', 'The VM\'s CPU cap (resources.cpu.limit), in cores; absent without one.'),
+  cgroupCpu: counter('vireo_vm_cgroup_cpu_seconds_total', 'CPU time charged to the VM\'s cgroup (its whole QEMU).'),
+  cpuThrottled: counter('vireo_vm_cpu_throttled_seconds_total', 'Time the VM\'s cgroup was held back by its CPU cap.'),
+  memoryLimit: gauge('vireo_vm_memory_limit_bytes', 'The hard memory limit of the VM\'s whole QEMU (resources.memory.limit); absent without one.'),
+  cgroupMemory: gauge('vireo_vm_cgroup_memory_bytes', 'Memory charged to the VM\'s cgroup (QEMU\'s resident memory and the page cache of its I/O).'),
+  balloonTarget: gauge('vireo_vm_balloon_target_bytes', 'The balloon target (resources.memory.balloon); absent without one.'),
+  diskLimit: gauge('vireo_vm_disk_limit', 'An I/O limit of a disk (its throttle group), by QEMU limit name: bps-* in bytes/s, iops-* in operations/s; 0 = none.'),
   balloonActual: gauge('vireo_vm_balloon_actual_bytes', 'Memory the guest has while the balloon holds back the rest (query-balloon actual).'),
   guestMemoryTotal: gauge('vireo_vm_guest_memory_total_bytes', 'Memory the guest kernel manages, as its balloon driver reports.'),
   guestMemoryFree: gauge('vireo_vm_guest_memory_free_bytes', 'Memory unused by the guest, as its balloon driver reports.'),
@@ -149,8 +166,8 @@ const COMMON_STATES = ['running', 'paused', 'stopped'];
 
 /** Our argv gives the virtio-balloon-pci device this id (see qemu/argv.ts). */
 const BALLOON_PATH = '/machine/peripheral/balloon0';
-/** Our argv names each disk's format node disk<N>, N its index in the definition. */
-const DISK_NODE = /^disk(\d+)$/;
+/** Our argv names each disk's format node by its stable id (disk<N>), and its throttle filter <id>-throttle. */
+const DISK_NODE = /^(disk\d+)(?:-throttle)?$/;
 /**
  * Short, so that one stuck VM cannot hold the scrape: QMP answers in
  * milliseconds even under TCG, and a VM that does not is left out with
@@ -294,6 +311,9 @@ interface RunningFacts {
   qmp?: QmpFacts;
   /** Host CPU seconds of each vCPU thread, by cpu-index. */
   vcpuSeconds?: Map<number, number>;
+  /** Tap counters of NICs on Vireo networks, by NIC index. */
+  nicStats?: Map<number, NonNullable<Awaited<ReturnType<typeof linkStatistics>>>>;
+  cgroup?: CgroupUsage;
 }
 
 interface VmSnapshot {
@@ -325,6 +345,12 @@ async function readVm(paths: VireoPaths, def: VmDefinition, options: MetricsOpti
   } catch {
     // The process ended a moment ago; the QMP attempt below settles what to report.
   }
+  for (const [index, nic] of def.nics.entries()) {
+    if (nic.network === 'user') continue;
+    const stats = await linkStatistics(tapName(def.uuid, index));
+    if (stats) (running.nicStats ??= new Map()).set(index, stats);
+  }
+  running.cgroup = await (await VmCgroup.of(def.name)).usage().catch(() => ({}));
   if (options.knownUnresponsive?.(def.name)) return { def, state: 'unresponsive', scrapeError: true, running };
   try {
     const qmp = await withMonitor(paths, def.name, options, readQmpFacts);
@@ -347,25 +373,46 @@ function addVm(out: Exposition, snapshot: VmSnapshot): void {
   out.add(METRICS.vmVcpus, vm, def.cpus.count);
   out.add(METRICS.vmMemoryConfigured, vm, def.memory * MiB);
   out.add(METRICS.vmScrapeError, vm, snapshot.scrapeError ? 1 : 0);
-  def.nics.forEach((nic, index) => out.add(METRICS.nicInfo, { ...vm, nic: `nic${index}`, model: nic.model, mac: nic.mac, network: nic.network }, 1));
+  const limits = def.resources;
+  if (limits?.cpu?.limit !== undefined) out.add(METRICS.cpuLimit, vm, limits.cpu.limit);
+  if (limits?.memory?.limit !== undefined) out.add(METRICS.memoryLimit, vm, limits.memory.limit * MiB);
+  if (limits?.memory?.balloon !== undefined) out.add(METRICS.balloonTarget, vm, limits.memory.balloon * MiB);
+  for (const disk of def.disks) {
+    if (!disk.limits) continue;
+    for (const [kind, value] of Object.entries(throttleLimits(disk.limits))) out.add(METRICS.diskLimit, { ...vm, disk: disk.id, volume: disk.volume, limit: kind }, value);
+  }
+  def.nics.forEach((nic) => out.add(METRICS.nicInfo, { ...vm, nic: nic.id, model: nic.model, mac: nic.mac, network: nic.network }, 1));
   if (!running) return;
 
   if (running.startedAt) out.add(METRICS.vmStartTime, vm, Date.parse(running.startedAt) / 1000);
+  if (running.cgroup?.cpuSeconds !== undefined) out.add(METRICS.cgroupCpu, vm, running.cgroup.cpuSeconds);
+  if (running.cgroup?.throttledSeconds !== undefined) out.add(METRICS.cpuThrottled, vm, running.cgroup.throttledSeconds);
+  if (running.cgroup?.memoryBytes !== undefined) out.add(METRICS.cgroupMemory, vm, running.cgroup.memoryBytes);
   if (running.usage) {
     out.add(METRICS.processCpu, vm, running.usage.cpuSeconds);
     if (running.usage.rssBytes !== undefined) out.add(METRICS.hostRss, vm, running.usage.rssBytes);
   }
   for (const [index, seconds] of running.vcpuSeconds ?? []) out.add(METRICS.vcpuSeconds, { ...vm, vcpu: String(index) }, seconds);
+  for (const [index, stats] of running.nicStats ?? []) {
+    const labels = { ...vm, nic: `nic${index}`, network: def.nics[index]!.network };
+    out.add(METRICS.nicReceiveBytes, labels, stats.txBytes);
+    out.add(METRICS.nicTransmitBytes, labels, stats.rxBytes);
+    out.add(METRICS.nicReceivePackets, labels, stats.txPackets);
+    out.add(METRICS.nicTransmitPackets, labels, stats.rxPackets);
+    out.add(METRICS.nicReceiveDrops, labels, stats.txDropped);
+    out.add(METRICS.nicTransmitDrops, labels, stats.rxDropped);
+  }
 
   const qmp = running.qmp;
   if (!qmp) return;
   if (qmp.balloon) out.add(METRICS.balloonActual, vm, qmp.balloon.actual);
   if (qmp.guestStats) addGuestStats(out, vm, qmp.guestStats);
   for (const entry of qmp.blockStats) {
-    const index = DISK_NODE.exec(entry['node-name'] ?? '')?.[1];
-    const disk = index === undefined ? undefined : def.disks[Number(index)];
+    // A disk with limits is seen through its throttle filter.
+    const node = DISK_NODE.exec(entry['node-name'] ?? '')?.[1];
+    const disk = node === undefined ? undefined : def.disks.find((candidate) => candidate.id === node);
     if (!disk) continue;
-    const labels = { ...vm, disk: `disk${index}`, volume: disk.volume };
+    const labels = { ...vm, disk: disk.id, volume: disk.volume };
     const { stats } = entry;
     out.add(METRICS.diskReadBytes, labels, stats.rd_bytes);
     out.add(METRICS.diskWrittenBytes, labels, stats.wr_bytes);

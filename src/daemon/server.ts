@@ -30,6 +30,7 @@ import { MigrationService } from './migration.js';
 import { collectMetrics, enableBalloonStats } from './metrics.js';
 import { buildOpenApi } from './openapi.js';
 import { OperationManager } from './operations.js';
+import { NetworkSupervisor } from './network-supervisor.js';
 import { recoveryHandlers } from './recovery.js';
 import { errorReply, frameworkError, sendHttpError, toHttpError } from './http-errors.js';
 import { routes, type Route, type RouteReply } from './routes.js';
@@ -114,9 +115,20 @@ function sseFrame(event: VireoEvent): string {
   return `id: ${event.seq}\nevent: ${event.kind}\ndata: ${JSON.stringify(event)}\n\n`;
 }
 
+/** WebSocket close code 1001 ("going away"): the server is shutting down. */
+export const CLOSE_GOING_AWAY = 1001;
+
+/** Long-lived connections of one listener, ended properly when the daemon stops. */
+interface LongLived {
+  /** Open event streams: each gets a final event, then its end. */
+  streams: Set<{ end(): void }>;
+}
+
 /** 'loopback': plain HTTP on 127.0.0.1 for `vireo ui`, browser sessions from one-time links (and bearer tokens). */
-async function buildApp(state: DaemonState, options: DaemonOptions, auth: 'socket' | 'loopback' | { cert: string; key: string }): Promise<FastifyInstance> {
+async function buildApp(state: DaemonState, options: DaemonOptions, auth: 'socket' | 'loopback' | { cert: string; key: string }, longLived: LongLived): Promise<FastifyInstance> {
   const app = Fastify({
+    // On close, connections still open after ours were ended (a client that ignores the end) are cut, so close is bounded.
+    forceCloseConnections: true,
     ...(typeof auth === 'object' ? { https: { cert: auth.cert, key: auth.key } } : {}),
     bodyLimit: options.bodyLimit ?? 1024 * 1024,
     // Our own one-line access log; fastify's would print request bodies' errors with stacks.
@@ -243,9 +255,19 @@ async function buildApp(state: DaemonState, options: DaemonOptions, auth: 'socke
       raw.write(sseFrame(event));
     }, after);
     const keepAlive = setInterval(() => raw.write(': keep-alive\n\n'), 15_000);
+    const stream = {
+      // The daemon is stopping: a last event says so (clients tell it from a broken connection), then the response ends.
+      end: () => {
+        stop();
+        raw.write(`event: daemon.shutdown\ndata: ${JSON.stringify({ kind: 'daemon.shutdown', epoch: state.events.epoch, pid: process.pid })}\n\n`);
+        raw.end();
+      },
+    };
+    longLived.streams.add(stream);
     const stop = () => {
       clearInterval(keepAlive);
       unsubscribe();
+      longLived.streams.delete(stream);
     };
     // A stream opened by a browser session ends with it (log-out, revoked token).
     const session = sessionOf(request);
@@ -282,7 +304,7 @@ async function buildApp(state: DaemonState, options: DaemonOptions, auth: 'socke
       if (!def.serial) return closeWith(4409, `VM '${def.name}' has no serial console`);
       const session = await state.consoles.attach(def.name, {
         send: (data) => socket.send(data),
-        close: (reason) => closeWith(1000, reason),
+        close: (reason, code) => closeWith(code ?? 1000, reason),
       });
       if (closed) return session.detach();
       detach = session.detach;
@@ -339,13 +361,17 @@ export async function startDaemon(options: DaemonOptions): Promise<Daemon> {
   const state: DaemonState = { paths, version: options.version, events, operations, watcher, consoles, migrations, hostFiles, ui };
   await migrations.start();
   await watcher.start();
+  // Networks before the API: a VM start through it finds its bridge there.
+  const networks = new NetworkSupervisor(paths, events, (line) => process.stderr.write(`vireod: ${line}\n`));
+  await networks.start();
   ui.start();
   // Read every qcow2 header once now, in the background (qemu-img is rate-limited), so deletions find backing users by stat alone.
   void warmBackingIndex(paths).catch((error: unknown) => options.log?.(`could not index backing files: ${describeCause(error)}`));
 
   const apps: FastifyInstance[] = [];
+  const longLived: LongLived = { streams: new Set() };
   try {
-    const local = await buildApp(state, options, 'socket');
+    const local = await buildApp(state, options, 'socket', longLived);
     apps.push(local);
     await mkdir(dirname(socketPath), { recursive: true });
     await rm(socketPath, { force: true });
@@ -355,7 +381,7 @@ export async function startDaemon(options: DaemonOptions): Promise<Daemon> {
     if (group !== undefined) await chown(socketPath, process.getuid?.() ?? 0, group).catch(() => {});
     let tcpPort: number | undefined;
     if (options.tcp) {
-      const remote = await buildApp(state, options, { cert: options.tcp.cert, key: options.tcp.key });
+      const remote = await buildApp(state, options, { cert: options.tcp.cert, key: options.tcp.key }, longLived);
       apps.push(remote);
       await remote.listen({ host: options.tcp.host, port: options.tcp.port });
       const address = remote.server.address();
@@ -364,7 +390,7 @@ export async function startDaemon(options: DaemonOptions): Promise<Daemon> {
     let loopback: Promise<number> | undefined;
     ui.openLoopback = () =>
       (loopback ??= (async () => {
-        const app = await buildApp(state, options, 'loopback');
+        const app = await buildApp(state, options, 'loopback', longLived);
         apps.push(app);
         await app.listen({ host: '127.0.0.1', port: 0 });
         const address = app.server.address();
@@ -376,9 +402,16 @@ export async function startDaemon(options: DaemonOptions): Promise<Daemon> {
       socketPath,
       ...(tcpPort !== undefined ? { tcpPort } : {}),
       close: async () => {
+        networks.close();
+        // Long-lived connections first, each with a proper end: event streams get a final
+        // event, WebSockets (consoles and any other) close with 1001 "going away".
+        for (const stream of [...longLived.streams]) stream.end();
+        await consoles.close();
+        for (const app of apps) {
+          for (const client of app.websocketServer?.clients ?? []) client.close(CLOSE_GOING_AWAY, 'the daemon is shutting down');
+        }
         await migrations.close();
         await operations.shutdown();
-        await consoles.close();
         await ui.close();
         await watcher.close();
         await Promise.all(apps.map((app) => app.close()));
@@ -386,6 +419,7 @@ export async function startDaemon(options: DaemonOptions): Promise<Daemon> {
       },
     };
   } catch (error) {
+    networks.close();
     await migrations.close();
     await ui.close();
     await watcher.close();

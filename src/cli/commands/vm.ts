@@ -15,6 +15,8 @@ import { Progress, formatDuration, note, printJson, printTable, printYaml } from
 import { attachConsole } from '../console.js';
 import { asSource } from './disk.js';
 import { addCloneCommands } from './vm-clone.js';
+import { addSetCommand } from './vm-set.js';
+import { addDeviceCommands } from './vm-devices.js';
 import { migrateCommand } from './migrate.js';
 
 type Spec = Record<string, unknown>;
@@ -33,6 +35,7 @@ interface SpecFlags {
   forward?: string[];
   nicModel?: string;
   nic?: boolean;
+  network?: string[];
   vnc?: string;
 }
 
@@ -55,6 +58,7 @@ function addSpecOptions(command: Command): Command {
     .option('--forward <[addr:]host:guest[/udp]>', 'forward a host port to the guest on the user network (repeatable; "none" drops existing ones)', collect)
     .addOption(new Option('--nic-model <model>', 'model of the NIC').choices(['virtio', 'e1000', 'e1000e', 'rtl8139']))
     .option('--no-nic', 'no network card')
+    .option('--network <name[=ip]>', "a NIC on this network ('user' for user-mode), optionally with a fixed address; repeatable, replaces the NICs", collect)
     .option('--vnc <display>', 'VNC display number (port 5900+N on 127.0.0.1)');
 }
 
@@ -133,7 +137,13 @@ function applySpecFlags(base: Spec, flags: SpecFlags): Spec {
   for (const volume of flags.cdrom ?? []) disks.push({ volume, media: 'cdrom', ...(spec.machine === 'pc' ? { bus: 'ide' } : {}) });
   spec.disks = disks;
   if (flags.nic === false) spec.nics = [];
-  else if (flags.nicModel !== undefined || flags.forward !== undefined) {
+  else if (flags.network !== undefined) {
+    spec.nics = flags.network.map((entry) => {
+      const [network, ip] = entry.split('=', 2);
+      return { network, ...(ip ? { ip } : {}), ...(flags.nicModel !== undefined ? { model: flags.nicModel } : {}) };
+    });
+    if (flags.forward !== undefined) throw invalidArgument('--forward', 'forwards go with the user network; on a Vireo network use: vireo network forward add');
+  } else if (flags.nicModel !== undefined || flags.forward !== undefined) {
     const nics = [...((spec.nics as Spec[] | undefined) ?? [{}])];
     const first = { ...(nics[0] ?? {}) };
     if (flags.nicModel !== undefined) first.model = flags.nicModel;
@@ -186,8 +196,8 @@ export function vmCommand(cli: CliContext): Command {
       const vms = await (await cli.backend()).listVms();
       if (flags.json) return printJson(vms);
       printTable(
-        ['NAME', 'STATE', 'VCPUS', 'MEMORY', 'ACCEL', 'UPTIME'],
-        vms.map(({ definition, runtime }) => [
+        ['NAME', 'STATE', 'VCPUS', 'MEMORY', 'ACCEL', 'UPTIME', 'ADDRESSES'],
+        vms.map(({ definition, runtime, addresses }) => [
           definition.name,
           // A template never runs; saying so beats a plain 'stopped'.
           definition.template ? 'template' : runtime.state,
@@ -195,6 +205,8 @@ export function vmCommand(cli: CliContext): Command {
           formatSize(definition.memory * MiB),
           runtime.accel ?? definition.accelerator,
           uptime(runtime.startedAt),
+          // Leased addresses on Vireo networks, as network=ip; user-mode NICs have no address of their own to show.
+          (addresses ?? []).filter((entry) => entry.ip).map((entry) => `${entry.network}=${entry.ip}`).join(',') || '-',
         ]),
       );
     });
@@ -204,7 +216,8 @@ export function vmCommand(cli: CliContext): Command {
     .option('--json', 'print as JSON')
     .action(async (name: string, flags: { json?: boolean }) => {
       const info = await (await cli.backend()).getVm(name);
-      const runtime = { ...info.runtime, ...(info.runtime.startedAt ? { uptime: uptime(info.runtime.startedAt) } : {}) };
+      // Limits next to use belong to the running state, which `vm edit -f` ignores when fed this output.
+      const runtime = { ...info.runtime, ...(info.runtime.startedAt ? { uptime: uptime(info.runtime.startedAt) } : {}), ...(info.resources ? { resources: info.resources } : {}) };
       const view = { ...info.definition, runtime };
       if (flags.json) printJson(view);
       else await printYaml(view);
@@ -234,15 +247,17 @@ export function vmCommand(cli: CliContext): Command {
   vm.command('start <name>')
     .description('start a VM (it keeps running after this command exits)')
     .option('--console', 'attach to the serial console once started')
-    .option('--wait [seconds]', 'wait until the guest prints its image\'s readiness line (default 120 s)')
-    .action(async (name: string, flags: { console?: boolean; wait?: string | boolean }) => {
-      const waitSeconds = flags.wait === undefined ? undefined : flags.wait === true ? 120 : parseInteger('--wait', String(flags.wait));
+    .option('--wait [seconds]', 'wait until the guest is ready (default 120 s): see --wait-for')
+    .option('--wait-for <pattern|agent>', 'ready when the console shows this regular expression, or (agent) when the guest agent answers; default: the spec\'s readiness, the image\'s readiness line, else the agent')
+    .action(async (name: string, flags: { console?: boolean; wait?: string | boolean; waitFor?: string }) => {
+      const waitSeconds = flags.wait === undefined ? (flags.waitFor !== undefined ? 120 : undefined) : flags.wait === true ? 120 : parseInteger('--wait', String(flags.wait));
       const backend = await cli.backend();
       const progress = new Progress();
-      const result = await backend.startVm(name, waitSeconds === undefined ? {} : { waitReadySeconds: waitSeconds }, (message, fraction) => progress.update(message, fraction ?? 0));
+      const options = waitSeconds === undefined ? {} : { waitReadySeconds: waitSeconds, ...(flags.waitFor !== undefined ? { waitFor: flags.waitFor } : {}) };
+      const result = await backend.startVm(name, options, (message, fraction) => progress.update(message, fraction ?? 0));
       progress.done();
       if (result.notice) note(`notice: ${result.notice}`);
-      note(`started VM '${name}' (pid ${result.pid}, ${result.accel})${waitSeconds === undefined ? '' : '; the guest is ready'}`);
+      note(`started VM '${name}' (pid ${result.pid}, ${result.accel})${waitSeconds === undefined ? '' : `; the guest is ready${result.ready ? ` (${result.ready})` : ''}`}`);
       if (flags.console) process.exitCode = await attachConsole(await backend.openConsole(name), name);
     });
 
@@ -328,6 +343,8 @@ export function vmCommand(cli: CliContext): Command {
     });
 
   addCloneCommands(vm, cli);
+  addSetCommand(vm, cli);
+  addDeviceCommands(vm, cli);
   vm.addCommand(migrateCommand(cli));
   return vm;
 }

@@ -20,9 +20,12 @@ import { blockExportAddNbd, migrateIncoming, nbdServerStart, nbdServerStop, quer
 import type { Reverter } from '../revert.js';
 import { createVolume, deleteVolume, getVolume } from '../storage/volumes.js';
 import { deleteDefinition, reserveVmDirectory, saveDefinition, vmExists } from '../vm/definitions.js';
-import { launchContext } from '../vm/lifecycle.js';
+import { launchContext, prepareNetworks } from '../vm/lifecycle.js';
+import { syncGuestClock } from '../vm/guest-agent.js';
 import { launchDaemonized, waitForExit } from '../vm/process.js';
 import { cleanRunDirectory, livePid, prepareRunDirectory, writeRuntimeRecord } from '../vm/runtime.js';
+import { diskNames } from '../qemu/ids.js';
+import { applyAtStart } from '../resources/apply.js';
 import { configureDestination, type MigrationTuning } from './drive.js';
 
 export interface VolumeToCopy {
@@ -173,22 +176,27 @@ export async function prepareIncoming(paths: VireoPaths, request: IncomingReques
   const { context, qemuBinary } = await launchContext(paths, def);
   await prepareRunDirectory(paths, def.name);
   reverter.add(() => cleanRunDirectory(paths, def.name));
-  await launchDaemonized(qemuBinary, buildQemuArgv(def, { ...context, incoming: 'defer' }));
+  // NICs on Vireo networks: the same network must exist here (for an overlay, the same VXLAN segment).
+  const nics = await prepareNetworks(paths, def);
+  await launchDaemonized(qemuBinary, buildQemuArgv(def, { ...context, incoming: 'defer', ...(nics ? { taps: nics.taps } : {}) }));
   const pid = await livePid(paths, def);
   if (pid === undefined) throw new VireoError('qemu_failed', 'the destination QEMU exited right after starting');
   reverter.add(async () => {
     process.kill(pid, 'SIGKILL');
     await waitForExit(pid, 10_000);
   });
+  await nics?.attach();
   await writeRuntimeRecord(paths, def.name, { pid, accel: context.accel, startedAt: new Date().toISOString() });
   const client = await QmpClient.connect(vmPaths(paths, def.name).qmpSocket, { timeoutMs: 10_000 });
   try {
+    // The received VM is held to its limits from its first instruction here too; the balloon target arrives with the migration.
+    await applyAtStart(def, client, pid, reverter, { balloon: false });
     await configureDestination(client, request.tuning);
     const endpoints: IncomingEndpoints = {};
     if (request.copyStorage) {
       const port = await freePort(request.listenHost);
       await nbdServerStart(client, request.listenHost, port);
-      const exports = def.disks.map((disk, index) => ({ volume: disk.volume, exportName: `disk${index}` }));
+      const exports = def.disks.map((disk) => ({ volume: disk.volume, exportName: diskNames(disk.id).format }));
       for (const entry of exports) await blockExportAddNbd(client, `export-${entry.exportName}`, entry.exportName, { writable: true });
       endpoints.nbd = { port, exports };
     }
@@ -227,6 +235,8 @@ export async function startReceivedVm(paths: VireoPaths, def: VmDefinition, opti
   } finally {
     await client.close();
   }
+  // The guest's clock is behind by the downtime of the switch: set it through its agent, when one answers.
+  await syncGuestClock(vmPaths(paths, def.name).guestAgentSocket);
 }
 
 /**
@@ -245,6 +255,8 @@ export async function startAtPostcopySwitch(paths: VireoPaths, def: VmDefinition
       if (status === 'running') return;
       if (status !== 'inmigrate') {
         await cont(client);
+        // Not awaited: the guest still pulls its memory from the source, and nothing here should wait on it.
+        void syncGuestClock(vmPaths(paths, def.name).guestAgentSocket);
         return;
       }
       await new Promise((resolve) => setTimeout(resolve, 20));
