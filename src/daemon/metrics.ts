@@ -110,7 +110,7 @@ export const METRICS = {
   vmVcpus: gauge('vireo_vm_vcpus', 'vCPUs the VM is defined with.'),
   vmMemoryConfigured: gauge('vireo_vm_memory_configured_bytes', 'Memory the VM is defined with.'),
   vmScrapeError: gauge('vireo_vm_scrape_error', '1 when the VM\'s QEMU runs but did not answer this scrape (its QMP-derived series are missing), else 0.'),
-  nicInfo: gauge('vireo_vm_nic_info', 'A NIC of a defined VM; always 1. QEMU 7.2 keeps no traffic counters for user-mode network NICs, so none are exported.'),
+  nicInfo: gauge('vireo_vm_nic_info', 'A NIC of a defined VM; always 1. Label counters="none": a NIC on the user-mode network has no traffic counters (QEMU keeps none), so no network I/O series exist for it.'),
   vmStartTime: gauge('vireo_vm_start_time_seconds', 'When Vireo started the VM\'s QEMU, in seconds since the Unix epoch.'),
   processCpu: counter('vireo_vm_process_cpu_seconds_total', 'Host CPU time used by the VM\'s whole QEMU process (vCPUs, device emulation, I/O), user plus system.'),
   hostRss: gauge('vireo_vm_host_rss_bytes', 'Resident memory of the VM\'s QEMU process on the host.'),
@@ -366,7 +366,8 @@ function addVm(out: Exposition, snapshot: VmSnapshot): void {
     if (!disk.limits) continue;
     for (const [kind, value] of Object.entries(throttleLimits(disk.limits))) out.add(METRICS.diskLimit, { ...vm, disk: disk.id, volume: disk.volume, limit: kind }, value);
   }
-  def.nics.forEach((nic) => out.add(METRICS.nicInfo, { ...vm, nic: nic.id, model: nic.model, mac: nic.mac, network: nic.network }, 1));
+  // Said in the output itself, so nobody looks for network I/O series that cannot exist.
+  def.nics.forEach((nic) => out.add(METRICS.nicInfo, { ...vm, nic: nic.id, model: nic.model, mac: nic.mac, network: nic.network, ...(nic.network === 'user' ? { counters: 'none' } : {}) }, 1));
   if (!running) return;
 
   if (running.startedAt) out.add(METRICS.vmStartTime, vm, Date.parse(running.startedAt) / 1000);
