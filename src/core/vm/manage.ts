@@ -69,6 +69,14 @@ async function checkReferences(paths: VireoPaths, spec: VmSpec, hostFiles: HostF
   }
 }
 
+/** A volume's error about its own fields (size, from, format) names the new disk it is about: newDisks.N.size. */
+function inNewDisk(error: unknown, index: number): unknown {
+  if (!(error instanceof VireoError) || typeof error.details.field !== 'string' || !['size', 'from', 'format'].includes(error.details.field)) return error;
+  const field = `newDisks.${index}.${error.details.field}`;
+  const message = error.message.startsWith(`${error.details.field}: `) ? `${field}: ${error.message.slice(error.details.field.length + 2)}` : error.message;
+  return new VireoError(error.code, message, { ...error.details, field }, { cause: error });
+}
+
 export async function createVm(paths: VireoPaths, input: unknown, options: CreateOptions = {}): Promise<VmDefinition> {
   const spec = parseVmSpec(input);
   const newDisks = options.newDisks ?? [];
@@ -84,7 +92,9 @@ export async function createVm(paths: VireoPaths, input: unknown, options: Creat
     reverter.add(await reserveVmDirectory(paths, spec.name));
     for (const [index, disk] of newDisks.entries()) {
       const name = names[index]!;
-      await createVolume(paths, { name, ...disk });
+      await createVolume(paths, { name, ...disk }).catch((error: unknown) => {
+        throw inNewDisk(error, index);
+      });
       reverter.add(() => deleteVolume(paths, name, { usedBy: async () => [] }));
     }
     const def = defineVm(withNew);
