@@ -11,7 +11,7 @@
  */
 import { randomBytes } from 'node:crypto';
 import { constants as fsConstants } from 'node:fs';
-import { copyFile, link, lstat, mkdir, readdir, realpath, rename, rm, stat } from 'node:fs/promises';
+import { chmod, copyFile, link, lstat, mkdir, readdir, realpath, rename, rm, stat } from 'node:fs/promises';
 import { basename, dirname, extname, isAbsolute, join, relative, resolve, sep } from 'node:path';
 import { alreadyExists, invalidArgument, invalidState, notFound, VireoError } from '../errors.js';
 import { checkName, formatSize, MiB, NAME_PATTERN } from '../model/units.js';
@@ -439,6 +439,8 @@ export async function publishFile(target: string, make: (temp: string) => Promis
   const temp = join(dirname(target), `.${basename(target)}.${randomBytes(6).toString('hex')}.tmp`);
   try {
     await make(temp);
+    // Only Vireo opens volumes (QEMU is handed them as descriptors): nobody else may read a guest's disk.
+    await chmod(temp, 0o600);
     try {
       await link(temp, target);
     } catch (error) {

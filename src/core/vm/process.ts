@@ -5,9 +5,7 @@
  * on QMP events and socket closure for the moment of exit, on this only to
  * decide whether a pidfile is stale.
  */
-import { spawn } from 'node:child_process';
 import { readFile } from 'node:fs/promises';
-import { VireoError } from '../errors.js';
 
 export async function readPidFile(path: string): Promise<number | undefined> {
   try {
@@ -50,52 +48,4 @@ export async function waitForExit(pid: number, timeoutMs: number): Promise<boole
     await new Promise((resolve) => setTimeout(resolve, 25));
   }
   return !(await isProcessAlive(pid));
-}
-
-/**
- * Runs QEMU with -daemonize: the first process exits once QEMU has set
- * everything up (sockets listening, pidfile written) and the daemon lives on
- * in its own session, so it outlives the CLI or daemon that started it.
- */
-export async function launchDaemonized(binary: string, argv: string[], timeoutMs = 60_000): Promise<void> {
-  const child = spawn(binary, argv, { stdio: ['ignore', 'ignore', 'pipe'], detached: true });
-  let stderr = '';
-  child.stderr.setEncoding('utf8');
-  child.stderr.on('data', (chunk: string) => {
-    if (stderr.length < 64 * 1024) stderr += chunk;
-  });
-  const code = await new Promise<number | null>((resolve, reject) => {
-    const timer = setTimeout(() => {
-      child.kill('SIGKILL');
-      reject(new VireoError('timeout', `QEMU did not finish starting within ${timeoutMs / 1000} s`));
-    }, timeoutMs);
-    child.once('error', (error) => {
-      clearTimeout(timer);
-      const missing = (error as NodeJS.ErrnoException).code === 'ENOENT';
-      reject(
-        new VireoError(missing ? 'host_unsupported' : 'qemu_failed', missing ? `${binary} is not installed (run: vireo host setup)` : `cannot run ${binary}: ${error.message}`, {}, { cause: error }),
-      );
-    });
-    child.once('exit', (exitCode) => {
-      clearTimeout(timer);
-      resolve(exitCode);
-    });
-  });
-  if (code === 0) {
-    // The daemon may still hold the pipe; we need nothing more from it.
-    child.stderr.destroy();
-    return;
-  }
-  // On failure no daemon was left holding the pipe, so it closes promptly.
-  await new Promise((resolve) => {
-    if (child.stderr.closed) resolve(undefined);
-    child.stderr.once('close', resolve);
-    setTimeout(resolve, 2000);
-  });
-  const message = stderr
-    .split('\n')
-    .map((line) => line.replace(/^\S+Z qemu-system-\S+: /, '').replace(/^qemu-system-\S+: /, '').trim())
-    .filter(Boolean)
-    .join('; ');
-  throw new VireoError('qemu_failed', `QEMU failed to start: ${message || `exit code ${code}`}`, { exitCode: code, stderr });
 }
