@@ -23,6 +23,7 @@ function fakeDebian(installed: string[], behaviour: { installFails?: boolean; up
   const passwd = new Set<string>();
   const groups = new Set<string>(behaviour.kvmGroup ? ['kvm'] : []);
   const members: string[] = [];
+  let sysctl = 0;
   const run: CommandRunner = async (command, args, options) => {
     calls.push({ command, args, options });
     const ok = (stdout = ''): CommandResult => ({ code: 0, stdout, stderr: '' });
@@ -30,6 +31,7 @@ function fakeDebian(installed: string[], behaviour: { installFails?: boolean; up
     if (command === 'groupadd') return groups.add(args.at(-1)!), ok();
     if (command === 'useradd') return passwd.add(args.at(-1)!), ok();
     if (command === 'usermod') return members.push(`${args.at(-2)}:${args.at(-1)}`), ok();
+    if (command === 'sysctl') return args[0] === '-n' ? ok(`${sysctl}\n`) : ((sysctl = 1), ok());
     if (command === 'dpkg-query') {
       const pkg = args.at(-1) ?? '';
       if (have.has(pkg)) return ok('install ok installed');
@@ -61,6 +63,7 @@ function options(run: CommandRunner, overrides: Partial<SetupOptions> = {}): Set
     which: async (name) => `/usr/bin/${name}`,
     readGroups: async () => 'root:x:0:\n',
     hasAptLists: async () => true,
+    writeSysctlFile: async () => undefined,
     lines,
     ...overrides,
   };
@@ -161,7 +164,7 @@ test('/dev/kvm and a kvm group: explains how to grant a user access, changes no 
   assert.equal(result.notes.length, 1);
   assert.match(result.notes[0] ?? '', /usermod -aG kvm USER/);
   assert.deepEqual(opts.lines, result.notes);
-  assert.ok(debian.calls.every((call) => call.command === 'dpkg-query'), 'only queries were run');
+  assert.ok(debian.calls.every((call) => ['dpkg-query', 'sysctl'].includes(call.command)), 'no account was changed');
 });
 
 test('as root it makes the vireo-qemu system user QEMU runs as, in the kvm group, once', async () => {
@@ -172,6 +175,7 @@ test('as root it makes the vireo-qemu system user QEMU runs as, in the kvm group
   const useradd = debian.calls.find((call) => call.command === 'useradd')!;
   assert.ok(useradd.args.includes('--system') && useradd.args.includes('/usr/sbin/nologin') && useradd.args.includes('--no-create-home'));
   assert.ok(first.notes.some((line) => /created the system user vireo-qemu/.test(line)));
+  assert.ok(first.notes.some((line) => /vm\.unprivileged_userfaultfd=1/.test(line)));
   const again = await setupHost(options(debian.run));
   assert.equal(debian.calls.filter((call) => call.command === 'useradd').length, 1);
   assert.ok(!again.notes.some((line) => /created the system user/.test(line)));

@@ -21,6 +21,7 @@
 import { constants } from 'node:fs';
 import { access, readdir, readFile } from 'node:fs/promises';
 import { VireoError } from '../errors.js';
+import { writeFileAtomic } from '../store/atomic.js';
 import { QEMU_USER } from '../vm/launch.js';
 import { resetHostFactsCache } from './check.js';
 import { findInPath, runCommand, type CommandResult, type CommandRunner } from './probe.js';
@@ -44,6 +45,8 @@ export interface SetupOptions {
   hasAptLists?: () => Promise<boolean>;
   /** Makes the vireo-qemu user when missing; returns a line saying what was done, if anything. */
   ensureQemuUser?: () => Promise<string | undefined>;
+  /** Writes a sysctl.d file (tests pass a fake). */
+  writeSysctlFile?: (path: string, text: string) => Promise<void>;
 }
 
 export interface SetupResult {
@@ -130,6 +133,8 @@ export async function setupHost(options: SetupOptions = {}): Promise<SetupResult
   if (root) {
     const made = await (options.ensureQemuUser ?? (() => ensureQemuUser(run)))();
     if (made) note(made);
+    const userfaultfd = await allowUnprivilegedUserfaultfd(run, options.writeSysctlFile ?? ((path, text) => writeFileAtomic(path, text)));
+    if (userfaultfd) note(userfaultfd);
   }
 
   if ((await exists('/dev/kvm')) && /^kvm:/m.test(await readGroups())) {
@@ -157,6 +162,25 @@ export async function ensureQemuUser(run: CommandRunner): Promise<string | undef
   if (added.code !== 0) throw new VireoError('command_failed', `useradd --system ${user} failed (${describe(added)})`);
   await addToKvm(run, user);
   return `created the system user ${user}: every VM's QEMU runs as it, sandboxed`;
+}
+
+/** Where the one kernel setting Vireo needs is kept across reboots. */
+export const SYSCTL_FILE = '/etc/sysctl.d/60-vireo.conf';
+
+/**
+ * Post-copy live migration needs userfaultfd in the destination QEMU; QEMU
+ * 7.2, unprivileged, can only have it with vm.unprivileged_userfaultfd=1
+ * (QEMU 8.1 and later use /dev/userfaultfd instead). The trade-off (any
+ * local user may then use userfaultfd) is the price of not running QEMU as
+ * root; it is written to sysctl.d and applied now.
+ */
+async function allowUnprivilegedUserfaultfd(run: CommandRunner, write: (path: string, text: string) => Promise<void>): Promise<string | undefined> {
+  const current = await run('sysctl', ['-n', 'vm.unprivileged_userfaultfd']);
+  if (current.code !== 0 || current.stdout.trim() === '1') return undefined;
+  await write(SYSCTL_FILE, '# Written by vireo host setup: post-copy migration with QEMU running unprivileged needs userfaultfd.\nvm.unprivileged_userfaultfd = 1\n');
+  const applied = await run('sysctl', ['-w', 'vm.unprivileged_userfaultfd=1']);
+  if (applied.code !== 0) throw new VireoError('command_failed', `sysctl -w vm.unprivileged_userfaultfd=1 failed (${describe(applied)})`);
+  return `set vm.unprivileged_userfaultfd=1 (${SYSCTL_FILE}): post-copy migration needs it with QEMU unprivileged`;
 }
 
 async function addToKvm(run: CommandRunner, user: string): Promise<void> {
