@@ -14,12 +14,14 @@ import { getVm } from '../core/vm/manage.js';
 import type { Route, RouteReply } from './routes.js';
 
 const VmName = z.strictObject({ name: Name });
-const SnapshotParams = z.strictObject({ name: Name, snapshot: Name });
+/** As checkSnapshotName: all digits would read as a QEMU snapshot id. Refused here, before any operation starts. */
+const SnapshotName = Name.refine((value) => !/^\d+$/.test(value), 'must not be all digits (QEMU would confuse it with a snapshot id)');
+const SnapshotParams = z.strictObject({ name: Name, snapshot: SnapshotName });
 const DiskName = z.strictObject({ name: Name });
 const AbsolutePath = z.string().startsWith('/', 'must be an absolute path on the daemon\'s host').max(4096);
 
 const CreateSnapshotBody = z.strictObject({
-  name: Name,
+  name: SnapshotName,
   /** Disks only (crash-consistent), no memory. */
   diskOnly: z.boolean().default(false),
   description: z.string().max(1024).optional(),

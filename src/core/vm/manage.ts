@@ -4,6 +4,7 @@
  * and a failure part-way undoes what was made (disks, directory).
  */
 import { VireoError, invalidArgument, invalidState, isVireoError } from '../errors.js';
+import { checkCpuModel } from '../host/cpu-models.js';
 import { getImage } from '../image/store.js';
 import { defineVm, parseVmSpec, type VmDefinition, type VmSpec } from '../model/vm.js';
 import { withoutShownFields } from '../model/shown-fields.js';
@@ -11,8 +12,9 @@ import type { VireoPaths } from '../paths.js';
 import { Reverter } from '../revert.js';
 import { createVolume, deleteVolume, getVolume, type Volume } from '../storage/volumes.js';
 import { deleteDefinition, listDefinitions, loadDefinition, reserveVmDirectory, saveDefinition, vmsUsingVolume, withVmLock } from './definitions.js';
+import { mapLimited } from '../limit.js';
 import { checkHostFiles, type HostFilePolicy } from './host-files.js';
-import { cleanRunDirectory, readRuntime, type VmRuntime } from './runtime.js';
+import { cleanRunDirectory, readRuntime, type RuntimeOptions, type VmRuntime } from './runtime.js';
 import { refuseTemplateWithClones } from './template.js';
 
 export interface NewDisk {
@@ -32,6 +34,7 @@ export interface CreateOptions {
 
 /** Checks that everything the spec refers to exists. */
 async function checkReferences(paths: VireoPaths, spec: VmSpec, hostFiles: HostFilePolicy = {}): Promise<void> {
+  await checkCpuModel(spec.cpus.model);
   await checkHostFiles(spec, hostFiles);
   const boot = spec.boot.kernel;
   if (boot && 'image' in boot) {
@@ -140,12 +143,13 @@ export interface VmInfo {
   runtime: VmRuntime;
 }
 
-export async function getVm(paths: VireoPaths, name: string): Promise<VmInfo> {
+export async function getVm(paths: VireoPaths, name: string, options: RuntimeOptions = {}): Promise<VmInfo> {
   const definition = await loadDefinition(paths, name);
-  return { definition, runtime: await readRuntime(paths, definition) };
+  return { definition, runtime: await readRuntime(paths, definition, options) };
 }
 
-export async function listVms(paths: VireoPaths): Promise<VmInfo[]> {
+export async function listVms(paths: VireoPaths, options: RuntimeOptions = {}): Promise<VmInfo[]> {
   const defs = await listDefinitions(paths);
-  return Promise.all(defs.map(async (definition) => ({ definition, runtime: await readRuntime(paths, definition) })));
+  // Each running VM costs a socket and a pidfile read: a bounded number at a time.
+  return mapLimited(defs, 16, async (definition) => ({ definition, runtime: await readRuntime(paths, definition, options) }));
 }
