@@ -161,8 +161,9 @@ test('/dev/kvm and a kvm group: explains how to grant a user access, changes no 
   const debian = fakeDebian([...HOST_PACKAGES]);
   const opts = options(debian.run, { exists: async () => true, readGroups: async () => 'root:x:0:\nkvm:x:993:\n', ensureQemuUser: async () => undefined });
   const result = await setupHost(opts);
-  assert.equal(result.notes.length, 1);
-  assert.match(result.notes[0] ?? '', /usermod -aG kvm USER/);
+  const kvm = result.notes.filter((line) => /kvm/.test(line));
+  assert.equal(kvm.length, 1);
+  assert.match(kvm[0] ?? '', /usermod -aG kvm USER/);
   assert.deepEqual(opts.lines, result.notes);
   assert.ok(debian.calls.every((call) => ['dpkg-query', 'sysctl'].includes(call.command)), 'no account was changed');
 });
