@@ -42,6 +42,7 @@ import { z } from 'zod';
 import { ApiClient } from '../client/api-client.js';
 import { pinnedAgentOptions } from '../client/endpoint.js';
 import { VireoError, asVireoError, invalidState, isVireoError } from '../core/errors.js';
+import { crashPoint } from '../core/crash-point.js';
 import { getHostFacts } from '../core/host/check.js';
 import { DEFAULT_TUNING, cancelTransfer, configureSource, progressOf, startMirrors, stopMirrors, transfer, type DiskMirror, type MigrationProgress, type MigrationTuning } from '../core/migration/drive.js';
 import { checkHostFiles, type HostFilePolicy } from '../core/vm/host-files.js';
@@ -364,6 +365,7 @@ export class MigrationService {
       }
       record.phase = 'committed';
       await this.save(record);
+      crashPoint('migrate.destination.committed');
       // Decided: from here on the VM is this host's, whatever happens next.
       if (record.postcopy) this.spawn(startAtPostcopySwitch(this.paths, def, { timeoutMs: 30 * 60_000, stopped: () => this.closing }));
       else if (!record.offline) await startReceivedVm(this.paths, def, { copyStorage: record.copyStorage });
@@ -462,6 +464,7 @@ export class MigrationService {
     const now = new Date().toISOString();
     const record: MigrationRecord = { id, role: 'source', vm: def.name, uuid: def.uuid, phase: 'preparing', offline: options.offline, copyStorage: options.copyStorage, postcopy: options.tuning.postcopy, peer: options.to, createdAt: now, updatedAt: now };
     await this.save(record);
+    crashPoint('migrate.source.preparing');
     this.publishPhase(record);
     const run = () => this.transferSide(def, options, record, peer, context);
     try {
@@ -501,6 +504,7 @@ export class MigrationService {
       }, { timeoutMs: 120_000 });
       record.phase = 'transferring';
       await this.save(record);
+      crashPoint('migrate.source.transferring');
       this.publishPhase(record);
       signal.throwIfAborted();
 
@@ -592,6 +596,7 @@ export class MigrationService {
   private async handOver(record: MigrationRecord, peer: ApiClient, context: OperationContext): Promise<void> {
     record.phase = 'committing';
     await this.save(record);
+    crashPoint('migrate.source.committing');
     this.publishPhase(record);
     context.progress('handing the VM over', 0.97);
     const decision = await this.askDecision(record, peer, context, 'commit');
@@ -606,6 +611,7 @@ export class MigrationService {
     }
     record.phase = 'committed';
     await this.save(record);
+    crashPoint('migrate.source.committed');
     this.publishPhase(record);
   }
 

@@ -161,7 +161,11 @@ export const routes: Route[] = [
     method: 'DELETE', path: '/vms/:name', tag: 'vms', summary: 'Delete a stopped VM (withDisks: its disks too)', params: VmName,
     query: z.strictObject({ withDisks: BooleanText.default(false) }), status: 200, returns: 'DeletedVm',
     handler: async ({ params, query, daemon }) => {
-      const result = await daemon.operations.exclusive(params.name, 'delete', () => deleteVm(daemon.paths, params.name, { withDisks: query.withDisks }));
+      await requireVm(daemon, params.name);
+      // An operation (answered when done): its intent lets a daemon killed mid-way finish the delete at its next start.
+      const result = await daemon.operations.run('vm.delete', { vm: params.name }, ({ record }) =>
+        deleteVm(daemon.paths, params.name, { withDisks: query.withDisks, journal: record }),
+      );
       daemon.watcher.forget(params.name);
       daemon.events.publish('vm.deleted', { deletedVolumes: result.deletedVolumes }, params.name);
       return result;
@@ -176,6 +180,7 @@ export const routes: Route[] = [
         progress('launching QEMU');
         const result = await startVm(daemon.paths, params.name, {
           signal,
+          launchTimeoutMs: options.timeoutSeconds * 1000,
           ...(options.waitReady ? { waitReady: { timeoutMs: options.timeoutSeconds * 1000 } } : {}),
           // The watcher attaches at once, so state events flow while the guest boots.
           onLaunched: () => {
@@ -297,8 +302,9 @@ export const routes: Route[] = [
       const operation = await daemon.operations.start('image.build', { image: input.kind }, async ({ signal, progress }) => {
         const manifest = await buildTinyImage(daemon.paths, {
           force: input.force,
+          signal,
           onProgress: ({ step, done, total }) => {
-            // The builder has no cancellation of its own: stopping at the next step is enough, as a failed build cleans its scratch.
+            // Between steps too: a cancelled build stops at once (the running command's group is killed) and cleans its scratch.
             signal.throwIfAborted();
             progress(step, total > 0 ? done / total : undefined);
           },

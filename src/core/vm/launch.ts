@@ -178,7 +178,8 @@ function setprivAvailable(): boolean {
  * answer; writes the pidfile. On failure nothing is left running, and the
  * error carries what QEMU printed.
  */
-export async function launchQemu(binary: string, def: VmDefinition, context: LaunchContext, options: { timeoutMs?: number } = {}): Promise<number> {
+export async function launchQemu(binary: string, def: VmDefinition, context: LaunchContext, options: { timeoutMs?: number; signal?: AbortSignal } = {}): Promise<number> {
+  options.signal?.throwIfAborted();
   const identity = await qemuIdentity();
   if (identity && !setprivAvailable()) throw new VireoError('host_unsupported', 'setpriv (util-linux) is needed to start QEMU as an unprivileged user');
   const runDir = join(context.runtime.pidFile, '..');
@@ -208,7 +209,14 @@ export async function launchQemu(binary: string, def: VmDefinition, context: Lau
   await writeFileAtomic(context.runtime.pidFile, `${pid}\n`);
   const timeoutMs = options.timeoutMs ?? 60_000;
   const ready = waitUntilAnswering(context.runtime.statusSocket, timeoutMs);
-  const outcome = await Promise.race([ready.then(() => 'ready' as const, (error: unknown) => error), exited.then((code) => ({ exited: code }))]);
+  let onAbort: (() => void) | undefined;
+  const aborted = new Promise<VireoError>((resolve) => {
+    onAbort = () => resolve(new VireoError('cancelled', 'the start was cancelled while QEMU was starting'));
+    if (options.signal?.aborted) onAbort();
+    else options.signal?.addEventListener('abort', onAbort, { once: true });
+  });
+  const outcome = await Promise.race([ready.then(() => 'ready' as const, (error: unknown) => error), exited.then((code) => ({ exited: code })), aborted]);
+  if (onAbort) options.signal?.removeEventListener('abort', onAbort);
   if (outcome === 'ready') return pid;
   ready.cancel();
   try {

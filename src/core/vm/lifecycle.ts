@@ -23,7 +23,8 @@ import { listDefinitions, loadDefinition, withVmLock } from './definitions.js';
 import { checkForwardedPorts } from './host-ports.js';
 import { waitForConsoleLog } from './console.js';
 import { launchQemu } from './launch.js';
-import { waitForExit } from './process.js';
+import { killQemus, waitForExit } from './process.js';
+import { crashPoint } from '../crash-point.js';
 import { checkHostFiles } from './host-files.js';
 import { cleanRunDirectory, livePid, prepareRunDirectory, readRuntime, writeRuntimeRecord } from './runtime.js';
 
@@ -117,8 +118,10 @@ async function backingChain(path: string, format: 'qcow2' | 'raw'): Promise<{ pa
 export interface StartOptions {
   /** Wait until the guest prints its image's readiness line on the console. */
   waitReady?: { timeoutMs: number };
-  /** Abandons the readiness wait (the VM keeps running). */
+  /** Cancels the launch (the half-started QEMU is killed) or abandons the readiness wait (the VM keeps running). */
   signal?: AbortSignal;
+  /** How long QEMU may take to get ready to run (default 60 s); past it the start fails and that QEMU is killed. */
+  launchTimeoutMs?: number;
   /** Called once QEMU runs the guest, before any readiness wait. */
   onLaunched?: () => void;
   /** Runs on the paused, freshly launched QEMU before the guest first runs (e.g. loading a snapshot's memory). */
@@ -137,18 +140,27 @@ export async function startVm(paths: VireoPaths, name: string, options: StartOpt
     }
     // The console log is appended to; readiness is looked for after this point.
     const logOffset = await stat(vmPaths(paths, name).consoleLog).then((info) => info.size, () => 0);
+    const { pidFile } = vmPaths(paths, name);
+    // No valid pidfile, yet a QEMU of this VM: one a failed start lost track of. One QEMU per VM, ever.
+    await killQemus(def.uuid, pidFile);
     return Reverter.run(async (reverter) => {
       await prepareRunDirectory(paths, name);
       reverter.add(() => cleanRunDirectory(paths, name));
-      const launched = await launchQemu(qemuBinary, def, context);
-      reverter.add(() => killAndWait(launched));
+      // Whatever fails from here on (a launch that times out, a monitor that never answers), no QEMU is left:
+      // it is found by pidfile and by this VM's UUID on its command line, and killed before the runtime files go.
+      reverter.add(() => killQemus(def.uuid, pidFile));
+      crashPoint('start.before-launch');
+      await launchQemu(qemuBinary, def, context, { timeoutMs: options.launchTimeoutMs ?? 60_000, ...(options.signal ? { signal: options.signal } : {}) });
+      crashPoint('start.launched');
       const pid = await livePid(paths, def);
       if (pid === undefined) throw new VireoError('qemu_failed', 'QEMU exited right after starting');
       const client = await QmpClient.connect(vmPaths(paths, name).qmpSocket, { timeoutMs: 10_000 });
       try {
         await writeRuntimeRecord(paths, name, { pid, accel: context.accel, startedAt: new Date().toISOString(), ...(notice ? { notice } : {}) });
         await options.beforeResume?.(client);
+        if (options.signal?.aborted) throw new VireoError('cancelled', 'the start was cancelled before the guest ran');
         await cont(client);
+        crashPoint('start.resumed');
       } finally {
         await client.close();
       }
@@ -178,15 +190,6 @@ async function readinessLine(paths: VireoPaths, def: VmDefinition): Promise<stri
 
 function escapeRegExp(text: string): string {
   return text.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
-}
-
-async function killAndWait(pid: number): Promise<void> {
-  try {
-    process.kill(pid, 'SIGKILL');
-  } catch {
-    return;
-  }
-  await waitForExit(pid, 10_000);
 }
 
 /** Connects to the VM's main monitor, failing clearly when it is not running. */
@@ -239,6 +242,7 @@ export async function stopVm(paths: VireoPaths, name: string, options: StopOptio
       const shutdown = client.waitForEvent('SHUTDOWN', { timeoutMs, ...(options.signal ? { signal: options.signal } : {}) });
       options.onProgress?.('sent ACPI power-down request');
       await systemPowerdown(client);
+      crashPoint('stop.powerdown-sent');
       let forced = false;
       try {
         await shutdown;

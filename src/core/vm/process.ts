@@ -5,7 +5,8 @@
  * on QMP events and socket closure for the moment of exit, on this only to
  * decide whether a pidfile is stale.
  */
-import { readFile } from 'node:fs/promises';
+import { readdir, readFile } from 'node:fs/promises';
+import { VireoError } from '../errors.js';
 
 export async function readPidFile(path: string): Promise<number | undefined> {
   try {
@@ -38,6 +39,51 @@ export async function isQemuOf(pid: number, uuid: string): Promise<boolean> {
   } catch {
     return false;
   }
+}
+
+/**
+ * Live QEMU processes whose command line carries this UUID and this path
+ * (the VM's pidfile, which holds its home): those Vireo launched for this
+ * VM, with or without a pidfile (a QEMU still starting, or one a failed
+ * start lost track of). The path keeps out a copy of the VM run from another
+ * home on the same machine (a migration's other end).
+ */
+export async function findQemus(uuid: string, pidFile: string): Promise<number[]> {
+  const found: number[] = [];
+  for (const entry of await readdir('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    const pid = Number(entry);
+    if (pid === process.pid) continue;
+    try {
+      const argv = (await readFile(`/proc/${entry}/cmdline`, 'utf8')).split('\0');
+      if (!argv[0]?.includes('qemu-system') || !argv.includes(uuid) || !argv.some((arg) => arg.includes(pidFile))) continue;
+      if (await isProcessAlive(pid)) found.push(pid);
+    } catch {
+      // Gone while we looked.
+    }
+  }
+  return found;
+}
+
+/**
+ * Kills every QEMU of the VM (see findQemus) and proves them gone: throws
+ * unless each is dead (or a zombie) within the timeout.
+ */
+export async function killQemus(uuid: string, pidFile: string, timeoutMs = 10_000): Promise<number[]> {
+  const pids = await findQemus(uuid, pidFile);
+  for (const pid of pids) {
+    try {
+      process.kill(pid, 'SIGKILL');
+    } catch {
+      // Already gone.
+    }
+  }
+  for (const pid of pids) {
+    if (!(await waitForExit(pid, timeoutMs))) throw new VireoError('timeout', `QEMU (pid ${pid}) did not die after SIGKILL`, { pid });
+  }
+  const left = await findQemus(uuid, pidFile);
+  if (left.length > 0) throw new VireoError('internal', `QEMU of VM ${uuid} still runs after being killed (pid ${left.join(', ')})`, { pids: left });
+  return pids;
 }
 
 /** Waits until the process is gone or a zombie. */
