@@ -31,7 +31,7 @@ import { buildQemuArgv, type LaunchContext, type PassedFiles } from '../qemu/arg
 import { QmpClient } from '../qmp/client.js';
 import { queryStatus } from '../qmp/commands.js';
 import { writeFileAtomic } from '../store/atomic.js';
-import { waitForExit } from './process.js';
+import { QEMU_OUTPUT_FILE, waitForExit } from './process.js';
 
 /** The system user every VM's QEMU runs as when Vireo runs as root. */
 export const QEMU_USER = 'vireo-qemu';
@@ -142,7 +142,7 @@ class Handoff {
 async function prepareHandoff(def: VmDefinition, context: LaunchContext, runDir: string): Promise<{ handoff: Handoff; output: number }> {
   const handoff = new Handoff();
   try {
-    const output = await handoff.output(join(runDir, 'qemu.log'));
+    const output = await handoff.output(join(runDir, QEMU_OUTPUT_FILE));
     handoff.stdio.push(output, output);
     const { runtime } = context;
     await handoff.socket('qmp', runtime.qmpSocket);
@@ -225,7 +225,7 @@ export async function launchQemu(binary: string, def: VmDefinition, context: Lau
     // Already gone.
   }
   await waitForExit(pid, 10_000);
-  const log = await readFile(join(runDir, 'qemu.log'), 'utf8').catch(() => '');
+  const log = await readFile(join(runDir, QEMU_OUTPUT_FILE), 'utf8').catch(() => '');
   const message = log
     .split('\n')
     .map((line) => line.replace(/^\S+Z qemu-system-\S+: /, '').replace(/^qemu-system-\S+: /, '').replace(/^qemu: /, '').trim())

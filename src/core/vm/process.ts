@@ -5,8 +5,12 @@
  * on QMP events and socket closure for the moment of exit, on this only to
  * decide whether a pidfile is stale.
  */
-import { readdir, readFile } from 'node:fs/promises';
+import { readdir, readFile, readlink } from 'node:fs/promises';
+import { dirname, join } from 'node:path';
 import { VireoError } from '../errors.js';
+
+/** QEMU's stdout and stderr, in the VM's run directory (beside the pidfile): its messages, and the mark of whose QEMU it is. */
+export const QEMU_OUTPUT_FILE = 'qemu.log';
 
 export async function readPidFile(path: string): Promise<number | undefined> {
   try {
@@ -56,7 +60,12 @@ export async function findQemus(uuid: string, pidFile: string): Promise<number[]
     if (pid === process.pid) continue;
     try {
       const argv = (await readFile(`/proc/${entry}/cmdline`, 'utf8')).split('\0');
-      if (!argv[0]?.includes('qemu-system') || !argv.includes(uuid) || !argv.some((arg) => arg.includes(pidFile))) continue;
+      // setpriv (the user switch) execs QEMU at once; either may be seen.
+      const qemu = argv[0]?.includes('qemu-system') || (argv[0]?.endsWith('setpriv') && argv.some((arg) => arg.includes('qemu-system')));
+      if (!qemu || !argv.includes(uuid)) continue;
+      // QEMU is handed its files as descriptors, so its command line names no path of the VM; its output file does.
+      const output = await readlink(`/proc/${entry}/fd/1`).catch(() => '');
+      if (!argv.some((arg) => arg.includes(pidFile)) && output !== join(dirname(pidFile), QEMU_OUTPUT_FILE)) continue;
       if (await isProcessAlive(pid)) found.push(pid);
     } catch {
       // Gone while we looked.
