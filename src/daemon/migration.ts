@@ -60,6 +60,7 @@ import { deleteVolume, getVolume } from '../core/storage/volumes.js';
 import { deleteDefinition, loadDefinition, withVmLock } from '../core/vm/definitions.js';
 import { waitForExit } from '../core/vm/process.js';
 import { cleanRunDirectory, livePid, readRuntime } from '../core/vm/runtime.js';
+import { diskNames } from '../core/qemu/ids.js';
 import type { EventBus } from './events.js';
 import type { OperationContext, OperationManager } from './operations.js';
 import type { VmWatcher } from './watcher.js';
@@ -703,7 +704,7 @@ export class MigrationService {
       const client = await QmpClient.connect(vmPaths(this.paths, def.name).qmpSocket, { timeoutMs: 10_000 });
       try {
         await cancelTransfer(client).catch(() => {});
-        await stopMirrors(client, def.disks.map((_, index) => ({ node: `disk${index}`, server: { host: '', port: 0 }, exportName: '' })), { keepCopy: false });
+        await stopMirrors(client, def.disks.map((disk) => ({ node: diskNames(disk.id).format, server: { host: '', port: 0 }, exportName: '' })), { keepCopy: false });
         await resumeIfStopped(client);
       } finally {
         await client.close();

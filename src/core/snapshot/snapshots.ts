@@ -27,6 +27,7 @@ import { loadDefinition, withVmLock } from '../vm/definitions.js';
 import { startVm } from '../vm/lifecycle.js';
 import { waitForExit } from '../vm/process.js';
 import { cleanRunDirectory, livePid } from '../vm/runtime.js';
+import { diskNames } from '../qemu/ids.js';
 import { checkSnapshotName, readMetadata, withoutSnapshot, writeMetadata, type SnapshotMetadata, type SnapshotRecord } from './metadata.js';
 import { withQuiescedGuest } from '../vm/guest-agent.js';
 import { deleteInternalSnapshot, internalSnapshotTransaction, runSnapshotJob } from './qmp-jobs.js';
@@ -73,7 +74,7 @@ export async function snapshotDisks(paths: VireoPaths, def: VmDefinition): Promi
     if (volume.format !== 'qcow2') {
       throw invalidArgument(`disks.${index}.volume`, `volume '${disk.volume}' is ${volume.format}; snapshots need qcow2 disks (convert it: vireo disk export ${disk.volume} FILE --format qcow2, then import)`);
     }
-    disks.push({ volume: disk.volume, path: volume.path, node: `disk${index}` });
+    disks.push({ volume: disk.volume, path: volume.path, node: diskNames(disk.id).format });
   }
   if (disks.length === 0) throw invalidState(`VM '${def.name}' has no writable disk to snapshot`);
   return disks;
@@ -414,7 +415,7 @@ async function disksOf(paths: VireoPaths, def: VmDefinition, volumes: string[], 
       throw invalidState(`volume '${volume}' of the snapshot is missing or not qcow2`);
     }
     if (index === -1) throw invalidState(`volume '${volume}' of the snapshot is no longer attached to VM '${def.name}'; reattach it first`);
-    disks.push({ volume, path: resolved.path, node: `disk${index}` });
+    disks.push({ volume, path: resolved.path, node: diskNames(def.disks[index]!.id).format });
   }
   return disks;
 }

@@ -20,6 +20,8 @@ export async function writeFileAtomic(path: string, data: string | Uint8Array, m
     await rename(tmp, path);
   } catch (error) {
     await rm(tmp, { force: true });
+    // A failed write on an open file names no file ("ENOSPC ... write"); say which one.
+    if (error instanceof Error && (error as NodeJS.ErrnoException).errno !== undefined && (error as NodeJS.ErrnoException).path === undefined) (error as NodeJS.ErrnoException).path = path;
     throw error;
   }
   await syncDirectory(dirname(path));

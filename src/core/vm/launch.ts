@@ -21,9 +21,9 @@
  */
 import { spawn, spawnSync } from 'node:child_process';
 import { constants, type Stats } from 'node:fs';
-import { chmod, copyFile, open, readFile, rename, rm, type FileHandle } from 'node:fs/promises';
+import { chmod, chown, copyFile, open, readFile, rename, rm, stat, type FileHandle } from 'node:fs/promises';
 import { createServer, type Server } from 'node:net';
-import { join } from 'node:path';
+import { dirname, join, relative, sep } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { VireoError } from '../errors.js';
 import type { VmDefinition } from '../model/vm.js';
@@ -259,4 +259,43 @@ function waitUntilAnswering(path: string, timeoutMs: number): Promise<void> & { 
     }
   })();
   return Object.assign(promise, { cancel: () => (cancelled = true) });
+}
+
+/**
+ * Lets the running, unprivileged QEMU open files by name for a moment: a
+ * live disk attach (blockdev-add), where no descriptor can be handed over
+ * (that needs SCM_RIGHTS, which Node cannot send). Each file is given to
+ * vireo-qemu until `restore` gives it back to its owner; QEMU keeps the
+ * descriptor it opened meanwhile. The directories from the Vireo home down to
+ * each file get the search bit for others (never the read bit), so that the
+ * path can be followed; the files themselves stay 0600. Without a user
+ * switch (user-mode Vireo) there is nothing to grant.
+ */
+export async function grantToQemu(home: string, files: string[]): Promise<() => Promise<void>> {
+  const identity = await qemuIdentity();
+  if (!identity) return async () => undefined;
+  const restores: (() => Promise<void>)[] = [];
+  const restore = async () => {
+    for (const undo of restores.splice(0).reverse()) await undo().catch(() => undefined);
+  };
+  try {
+    for (const file of files) {
+      const rel = relative(home, dirname(file));
+      if (!rel.startsWith('..')) {
+        let dir = home;
+        for (const part of ['', ...(rel ? rel.split(sep) : [])]) {
+          dir = part ? join(dir, part) : dir;
+          const info = await stat(dir);
+          if ((info.mode & 0o001) === 0) await chmod(dir, (info.mode & 0o7777) | 0o001);
+        }
+      }
+      const info = await stat(file);
+      await chown(file, identity.uid, identity.gid);
+      restores.push(() => chown(file, info.uid, info.gid));
+    }
+  } catch (error) {
+    await restore();
+    throw error;
+  }
+  return restore;
 }

@@ -18,6 +18,8 @@ import * as qemuImg from '../storage/qemu-img.js';
 import { QmpClient } from '../qmp/client.js';
 import { cont, queryStatus, setAction, stop, systemPowerdown, systemReset } from '../qmp/commands.js';
 import { Reverter } from '../revert.js';
+import { applyAtStart } from '../resources/apply.js';
+import { checkResourcesAgainstHost, hostCapacity } from '../resources/host.js';
 import { resolveVolume } from '../storage/volumes.js';
 import { listDefinitions, loadDefinition, withVmLock } from './definitions.js';
 import { checkForwardedPorts } from './host-ports.js';
@@ -95,7 +97,7 @@ export async function launchContext(paths: VireoPaths, def: VmDefinition): Promi
  * QEMU as its own read-only node (QEMU, unprivileged, cannot open them by
  * the names in the image headers). Raw volumes have none.
  */
-async function backingChain(path: string, format: 'qcow2' | 'raw'): Promise<{ path: string; format: 'qcow2' | 'raw' }[]> {
+export async function backingChain(path: string, format: 'qcow2' | 'raw'): Promise<{ path: string; format: 'qcow2' | 'raw' }[]> {
   if (format !== 'qcow2') return [];
   let chain;
   try {
@@ -134,6 +136,7 @@ export async function startVm(paths: VireoPaths, name: string, options: StartOpt
     if ((await livePid(paths, def)) !== undefined) throw invalidState(`VM '${name}' is already running`);
     if (def.template) throw invalidState(`VM '${name}' is a template and cannot be started; clone it (vireo vm clone ${name} NEW)`);
     const { context, qemuBinary, notice } = await launchContext(paths, def);
+    checkResourcesAgainstHost(def, await hostCapacity(), context.accel);
     if (def.nics.some((nic) => nic.forwards.length > 0)) {
       const others = await Promise.all((await listDefinitions(paths)).filter((other) => other.name !== name).map(async (definition) => ({ definition, pid: await livePid(paths, definition) })));
       await checkForwardedPorts(def, others.filter((other): other is { definition: VmDefinition; pid: number } => other.pid !== undefined));
@@ -157,6 +160,8 @@ export async function startVm(paths: VireoPaths, name: string, options: StartOpt
       const client = await QmpClient.connect(vmPaths(paths, name).qmpSocket, { timeoutMs: 10_000 });
       try {
         await writeRuntimeRecord(paths, name, { pid, accel: context.accel, startedAt: new Date().toISOString(), ...(notice ? { notice } : {}) });
+        // Cgroups, pinning and balloon while QEMU is still paused: no guest instruction runs unconstrained.
+        await applyAtStart(def, client, pid, reverter);
         await options.beforeResume?.(client);
         if (options.signal?.aborted) throw new VireoError('cancelled', 'the start was cancelled before the guest ran');
         await cont(client);

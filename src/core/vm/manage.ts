@@ -21,6 +21,7 @@ import { mapLimited } from '../limit.js';
 import { checkHostFiles, type HostFilePolicy } from './host-files.js';
 import { cleanRunDirectory, readRuntime, type RuntimeOptions, type VmRuntime } from './runtime.js';
 import { refuseTemplateWithClones } from './template.js';
+import type { ResourceUsage } from '../resources/view.js';
 
 export interface NewDisk {
   /** Size in bytes; with `from`, defaults to the base's size. */
@@ -68,6 +69,14 @@ async function checkReferences(paths: VireoPaths, spec: VmSpec, hostFiles: HostF
   }
 }
 
+/** A volume's error about its own fields (size, from, format) names the new disk it is about: newDisks.N.size. */
+function inNewDisk(error: unknown, index: number): unknown {
+  if (!(error instanceof VireoError) || typeof error.details.field !== 'string' || !['size', 'from', 'format'].includes(error.details.field)) return error;
+  const field = `newDisks.${index}.${error.details.field}`;
+  const message = error.message.startsWith(`${error.details.field}: `) ? `${field}: ${error.message.slice(error.details.field.length + 2)}` : error.message;
+  return new VireoError(error.code, message, { ...error.details, field }, { cause: error });
+}
+
 export async function createVm(paths: VireoPaths, input: unknown, options: CreateOptions = {}): Promise<VmDefinition> {
   const spec = parseVmSpec(input);
   const newDisks = options.newDisks ?? [];
@@ -83,7 +92,9 @@ export async function createVm(paths: VireoPaths, input: unknown, options: Creat
     reverter.add(await reserveVmDirectory(paths, spec.name));
     for (const [index, disk] of newDisks.entries()) {
       const name = names[index]!;
-      await createVolume(paths, { name, ...disk });
+      await createVolume(paths, { name, ...disk }).catch((error: unknown) => {
+        throw inNewDisk(error, index);
+      });
       reverter.add(() => deleteVolume(paths, name, { usedBy: async () => [] }));
     }
     const def = defineVm(withNew);
@@ -202,11 +213,18 @@ export async function finishInterruptedDelete(paths: VireoPaths, name: string, i
 export interface VmInfo {
   definition: VmDefinition;
   runtime: VmRuntime;
+  /** A running VM's limits next to its use (one VM's view only, not in lists). */
+  resources?: ResourceUsage;
 }
 
 export async function getVm(paths: VireoPaths, name: string, options: RuntimeOptions = {}): Promise<VmInfo> {
   const definition = await loadDefinition(paths, name);
-  return { definition, runtime: await readRuntime(paths, definition, options) };
+  const runtime = await readRuntime(paths, definition, options);
+  if (runtime.pid === undefined || runtime.state === 'unresponsive') return { definition, runtime };
+  const { resourceUsage } = await import('../resources/view.js');
+  // Best effort: a QEMU that exits meanwhile just shows no usage.
+  const resources = await resourceUsage(paths, definition, runtime.pid, runtime.accel ?? 'tcg').catch(() => undefined);
+  return { definition, runtime, ...(resources ? { resources } : {}) };
 }
 
 export async function listVms(paths: VireoPaths, options: RuntimeOptions = {}): Promise<VmInfo[]> {
