@@ -21,7 +21,7 @@
  */
 import { spawn, spawnSync } from 'node:child_process';
 import { constants, type Stats } from 'node:fs';
-import { chmod, chown, copyFile, open, readFile, rename, rm, stat, type FileHandle } from 'node:fs/promises';
+import { chmod, chown, copyFile, link, open, readFile, rename, rm, stat, type FileHandle } from 'node:fs/promises';
 import { createServer, type Server } from 'node:net';
 import { dirname, join, relative, sep } from 'node:path';
 import { randomBytes } from 'node:crypto';
@@ -58,7 +58,7 @@ export async function qemuIdentity(): Promise<QemuIdentity | undefined> {
 class Handoff {
   readonly stdio: (number | 'ignore')[] = ['ignore'];
   private readonly handles: FileHandle[] = [];
-  private readonly servers: Server[] = [];
+  private readonly servers: { server: Server; temporary: string; path: string }[] = [];
   readonly passed: PassedFiles = { sockets: { qmp: -1, status: -1, events: -1 }, fdsets: [], paths: {} };
   private nextSet = 1;
 
@@ -107,9 +107,10 @@ class Handoff {
   }
 
   /**
-   * A listening Unix socket at path, mode 0600, passed to QEMU. It is bound
-   * under a temporary name and renamed: closing the launcher's copy unlinks
-   * the name it was bound to, which must not be the one clients use.
+   * A listening Unix socket for path, mode 0600, passed to QEMU. It is bound
+   * under a temporary name nobody knows and published under its real name
+   * only once the launcher's own copy is closed (see close()): a client
+   * connecting earlier would be accepted by the launcher and never reach QEMU.
    */
   async socket(role: keyof PassedFiles['sockets'], path: string): Promise<void> {
     const temporary = `${path}.${randomBytes(4).toString('hex')}`;
@@ -118,9 +119,8 @@ class Handoff {
       server.once('error', reject);
       server.listen({ path: temporary, backlog: 16 }, resolve);
     });
-    this.servers.push(server);
+    this.servers.push({ server, temporary, path });
     await chmod(temporary, 0o600);
-    await rename(temporary, path);
     // Node gives no public way to a server's descriptor; the handle has it on every Unix.
     const fd = (server as unknown as { _handle?: { fd?: number } })._handle?.fd;
     if (typeof fd !== 'number' || fd < 0) throw new VireoError('internal', `cannot pass the socket ${path} to QEMU`);
@@ -133,8 +133,20 @@ class Handoff {
     return handle.fd;
   }
 
-  async close(): Promise<void> {
-    for (const server of this.servers.splice(0)) server.close();
+  /**
+   * Closes the launcher's copies. Closing a Unix socket server unlinks the
+   * name it was bound to, so each socket is first linked under a second
+   * hidden name, and that one renamed to the real name after the close.
+   * publish false (a failed launch): the names are just removed.
+   */
+  async close(publish = false): Promise<void> {
+    for (const { server, temporary, path } of this.servers.splice(0)) {
+      const hold = `${temporary}.hold`;
+      if (publish) await link(temporary, hold);
+      await new Promise<void>((resolve) => server.close(() => resolve()));
+      await rm(temporary, { force: true });
+      if (publish) await rename(hold, path);
+    }
     await Promise.all(this.handles.splice(0).map((handle) => handle.close().catch(() => undefined)));
   }
 }
@@ -194,7 +206,7 @@ export async function launchQemu(binary: string, def: VmDefinition, context: Lau
     child.unref();
   } finally {
     // QEMU holds its own copies now (spawn returns once the child has exec'd, or failed to).
-    await handoff.close();
+    await handoff.close(child?.pid !== undefined);
   }
   const pid = child.pid;
   const exited = new Promise<number | null>((resolve) => {
