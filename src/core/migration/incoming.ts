@@ -19,7 +19,7 @@ import { blockExportAddNbd, migrateIncoming, nbdServerStart, nbdServerStop, quer
 import type { Reverter } from '../revert.js';
 import { createVolume, deleteVolume, getVolume } from '../storage/volumes.js';
 import { deleteDefinition, reserveVmDirectory, saveDefinition, vmExists } from '../vm/definitions.js';
-import { launchContext } from '../vm/lifecycle.js';
+import { launchContext, prepareNetworks } from '../vm/lifecycle.js';
 import { launchQemu } from '../vm/launch.js';
 import { syncGuestClock } from '../vm/guest-agent.js';
 import { waitForExit } from '../vm/process.js';
@@ -176,7 +176,9 @@ export async function prepareIncoming(paths: VireoPaths, request: IncomingReques
   const { context, qemuBinary } = await launchContext(paths, def);
   await prepareRunDirectory(paths, def.name);
   reverter.add(() => cleanRunDirectory(paths, def.name));
-  const launched = await launchQemu(qemuBinary, def, { ...context, incoming: 'defer' });
+  // NICs on Vireo networks: the same network must exist here (for an overlay, the same VXLAN segment).
+  const nics = await prepareNetworks(paths, def);
+  const launched = await launchQemu(qemuBinary, def, { ...context, incoming: 'defer', ...(nics ? { taps: nics.taps } : {}) });
   reverter.add(async () => {
     try {
       process.kill(launched, 'SIGKILL');
@@ -187,6 +189,7 @@ export async function prepareIncoming(paths: VireoPaths, request: IncomingReques
   });
   const pid = await livePid(paths, def);
   if (pid === undefined) throw new VireoError('qemu_failed', 'the destination QEMU exited right after starting');
+  await nics?.attach();
   await writeRuntimeRecord(paths, def.name, { pid, accel: context.accel, startedAt: new Date().toISOString() });
   const client = await QmpClient.connect(vmPaths(paths, def.name).qmpSocket, { timeoutMs: 10_000 });
   try {

@@ -192,7 +192,10 @@ function setprivAvailable(): boolean {
  */
 export async function launchQemu(binary: string, def: VmDefinition, context: LaunchContext, options: { timeoutMs?: number; signal?: AbortSignal } = {}): Promise<number> {
   options.signal?.throwIfAborted();
-  const identity = await qemuIdentity();
+  // QEMU makes a Vireo network's tap by name, which takes CAP_NET_ADMIN: such a VM's QEMU keeps root (still
+  // sandboxed, still handed its files) until Vireo makes the taps for vireo-qemu itself. Not done yet.
+  const usesTaps = Object.keys(context.taps ?? {}).length > 0;
+  const identity = usesTaps ? undefined : await qemuIdentity();
   if (identity && !setprivAvailable()) throw new VireoError('host_unsupported', 'setpriv (util-linux) is needed to start QEMU as an unprivileged user');
   const runDir = join(context.runtime.pidFile, '..');
   const { handoff } = await prepareHandoff(def, context, runDir);
