@@ -8,8 +8,9 @@ import { readFile, stat } from 'node:fs/promises';
 import { z } from 'zod';
 import { invalidArgument } from '../core/errors.js';
 import { checkHost } from '../core/host/check.js';
-import { buildTinyImage } from '../core/image/tiny.js';
 import { deleteImage, listImages, getImage } from '../core/image/store.js';
+import { IMAGE_KINDS, buildImageOfKind } from '../core/image/kinds.js';
+import { importDiskImage } from '../core/image/import.js';
 import { Name, VmSpecSchema } from '../core/model/vm.js';
 import { parseSize } from '../core/model/units.js';
 import { vmPaths } from '../core/paths.js';
@@ -81,7 +82,7 @@ const Seconds = z.number().int().min(1).max(3600);
 const CreateVmBody = z.strictObject({
   spec: VmSpecSchema,
   /** Disks to create and attach as <vm>-disk<N> (virtio). */
-  newDisks: z.array(z.strictObject({ size: Size.optional(), format: z.enum(['qcow2', 'raw']).optional(), from: Name.optional() })).max(8).default([]),
+  newDisks: z.array(z.strictObject({ size: Size.optional(), format: z.enum(['qcow2', 'raw']).optional(), from: Name.optional(), image: Name.optional() })).max(8).default([]),
 });
 const EditVmBody = z.strictObject({ spec: VmSpecSchema });
 const StartBody = z.strictObject({
@@ -99,7 +100,8 @@ const CreateDiskBody = z.strictObject({
   from: Name.optional(),
 });
 const ResizeDiskBody = z.strictObject({ size: Size, allowShrink: z.boolean().default(false) });
-const BuildImageBody = z.strictObject({ kind: z.literal('tiny'), force: z.boolean().default(false) });
+const BuildImageBody = z.strictObject({ kind: z.enum(IMAGE_KINDS), force: z.boolean().default(false) });
+const ImportImageBody = z.strictObject({ name: Name, file: z.string().startsWith('/', 'must be an absolute path'), firmware: z.array(z.enum(['bios', 'uefi'])).min(1).optional(), cloudInit: z.boolean().optional(), defaultUser: z.string().regex(/^[a-z_][a-z0-9_-]{0,31}$/).optional() });
 
 /** Returns an operation, with 202 and where to follow it. */
 function accepted(operation: { id: string }): RouteReply {
@@ -281,17 +283,26 @@ export const routes: Route[] = [
     handler: async ({ body, daemon }) => {
       const input = body as z.output<typeof BuildImageBody>;
       const operation = await daemon.operations.start('image.build', { image: input.kind }, async ({ signal, progress }) => {
-        const manifest = await buildTinyImage(daemon.paths, {
+        const manifest = await buildImageOfKind(daemon.paths, input.kind, {
           force: input.force,
-          onProgress: ({ step, done, total }) => {
+          onProgress: (step, fraction) => {
             // The builder has no cancellation of its own: stopping at the next step is enough, as a failed build cleans its scratch.
             signal.throwIfAborted();
-            progress(step, total > 0 ? done / total : undefined);
+            progress(step, fraction);
           },
         });
         return manifest;
       });
       return accepted(operation);
+    },
+  },
+  {
+    method: 'POST', path: '/images/import', tag: 'images', socketOnly: true, summary: 'Import a qcow2 or raw cloud image file as a disk image (an operation)', body: ImportImageBody, status: 202, returns: 'Operation',
+    handler: async ({ body, daemon }) => {
+      const input = body as z.output<typeof ImportImageBody>;
+      return accepted(await daemon.operations.start('image.import', { image: input.name }, async ({ progress }) =>
+        importDiskImage(daemon.paths, { ...input, onProgress: (percent) => progress(`importing ${input.file}`, percent / 100) }),
+      ));
     },
   },
   {

@@ -7,6 +7,7 @@
 import type { ApiClient } from '../../client/api-client.js';
 import type { HostReport } from '../../core/host/check.js';
 import type { ImageManifest } from '../../core/image/store.js';
+import type { ImageKind } from '../../core/image/kinds.js';
 import type { VmDefinition, VmSpec } from '../../core/model/vm.js';
 import type { Volume } from '../../core/storage/volumes.js';
 import type { SerialConsole } from '../../core/vm/console.js';
@@ -84,7 +85,9 @@ export interface Backend {
   deleteVolume(name: string): Promise<void>;
 
   listImages(): Promise<ImageManifest[]>;
-  buildImage(kind: 'tiny', force: boolean, progress: ProgressSink): Promise<ImageManifest>;
+  buildImage(kind: ImageKind, force: boolean, progress: ProgressSink): Promise<ImageManifest>;
+  /** A qcow2/raw cloud image file on the host that carries the command out, as a disk image. */
+  importDiskImage(input: { name: string; file: string; firmware?: ('bios' | 'uefi')[]; cloudInit?: boolean; defaultUser?: string }, progress: ProgressSink): Promise<ImageManifest>;
   deleteImage(name: string): Promise<void>;
 
   checkHost(): Promise<HostReport>;

@@ -120,6 +120,7 @@ export function daemonBackend(api: ApiClient): Backend {
 
     listImages: () => api.request<ImageManifest[]>('GET', '/images'),
     buildImage: async (kind, force, progress) => follow<ImageManifest>(await api.request<Operation>('POST', '/images', { kind, force }), progress),
+    importDiskImage: async (input, progress) => follow<ImageManifest>(await api.request<Operation>('POST', '/images/import', input), progress),
     deleteImage: async (name) => void (await api.request('DELETE', path`/images/${name}`)),
 
     checkHost: () => api.request<HostReport>('GET', '/host'),

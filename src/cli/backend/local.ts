@@ -77,10 +77,9 @@ export function localBackend(paths: VireoPaths): Backend {
     deleteVolume: async (name) => (await volumes()).deleteVolume(paths, name, { usedBy: usersOf }),
 
     listImages: async () => (await images()).listImages(paths),
-    buildImage: async (_kind, force, progress) => {
-      const { buildTinyImage } = await import('../../core/image/tiny.js');
-      return buildTinyImage(paths, { force, onProgress: ({ step, done, total }) => progress(step, total > 0 ? done / total : 0) });
-    },
+    buildImage: async (kind, force, progress) => (await import('../../core/image/kinds.js')).buildImageOfKind(paths, kind, { force, onProgress: (step, fraction) => progress(step, fraction) }),
+    importDiskImage: async (input, progress) =>
+      (await import('../../core/image/import.js')).importDiskImage(paths, { ...input, onProgress: (percent) => progress(`importing ${input.file}`, percent / 100) }),
     deleteImage: async (name) => (await images()).deleteImage(paths, name, { usedBy: async (image) => (await definitions()).vmsUsingImage(paths, image) }),
 
     checkHost: async () => (await import('../../core/host/check.js')).checkHost(),

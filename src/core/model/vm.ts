@@ -8,6 +8,7 @@
 import { randomBytes, randomUUID } from 'node:crypto';
 import { z } from 'zod';
 import { invalidArgument } from '../errors.js';
+import { CloudInitSchema } from './cloud-init.js';
 import { MiB, NAME_PATTERN, NAME_RULE, parseSize } from './units.js';
 
 export const Name = z
@@ -150,6 +151,8 @@ export const VmSpecSchema = z.strictObject({
   serial: z.boolean().default(true),
   vnc: Vnc.optional(),
   rng: z.boolean().default(true),
+  /** A NoCloud seed (a "cidata" CD-ROM) built from this and attached at every start; see docs/images.md. */
+  cloudInit: CloudInitSchema.optional(),
 });
 
 export type VmSpecInput = z.input<typeof VmSpecSchema>;

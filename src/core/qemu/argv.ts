@@ -28,6 +28,8 @@ export interface LaunchContext {
   daemonize: boolean;
   /** Wait for an incoming live migration, whose address is given later over QMP (migrate-incoming). */
   incoming?: 'defer';
+  /** The VM's cloud-init NoCloud seed (an ISO labelled cidata), attached as a read-only SCSI CD-ROM. */
+  cloudInitSeed?: string;
 }
 
 type Json = Record<string, unknown>;
@@ -52,6 +54,8 @@ export function buildQemuArgv(def: VmDefinition, ctx: LaunchContext): string[] {
 
   push('-name', `guest=${def.name},debug-threads=on`);
   push('-uuid', def.uuid);
+  // The system serial number is the UUID too: a clone gets new ones, and guests key identity on either.
+  push('-smbios', `type=1,serial=${def.uuid}`);
   push('-no-user-config', '-nodefaults');
   const machine: string[] = [def.machine];
   if (ctx.uefi) machine.push('pflash0=fw-code', 'pflash1=fw-vars');
@@ -105,7 +109,7 @@ export function buildQemuArgv(def: VmDefinition, ctx: LaunchContext): string[] {
   }
 
   const bootIndex = bootIndexes(def);
-  if (def.disks.some((disk) => disk.bus === 'scsi')) {
+  if (def.disks.some((disk) => disk.bus === 'scsi') || ctx.cloudInitSeed) {
     push('-device', json({ driver: 'virtio-scsi-pci', id: 'scsi0' }));
   }
   const busSlots = { sata: 0, ide: 0, scsi: 0 };
@@ -118,6 +122,12 @@ export function buildQemuArgv(def: VmDefinition, ctx: LaunchContext): string[] {
     if (boot !== undefined) device.bootindex = boot;
     push('-device', json(device));
   });
+  if (ctx.cloudInitSeed) {
+    // virtio-scsi: Debian's cloud kernel, like most cloud kernels, has no AHCI driver, so a SATA CD-ROM would be invisible.
+    push('-blockdev', json({ driver: 'file', 'node-name': 'cidata-file', filename: ctx.cloudInitSeed, 'read-only': true }));
+    push('-blockdev', json({ driver: 'raw', 'node-name': 'cidata', file: 'cidata-file', 'read-only': true }));
+    push('-device', json({ driver: 'scsi-cd', id: 'cidata-dev', drive: 'cidata', bus: 'scsi0.0', channel: 0, 'scsi-id': 0, lun: busSlots.scsi++ }));
+  }
 
   def.nics.forEach((nic, index) => {
     const netdev: Json = { type: 'user', id: `net${index}` };
