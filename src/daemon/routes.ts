@@ -23,6 +23,7 @@ import { readConsoleLogFrom } from '../core/vm/console.js';
 import { migrationRoutes } from './migration-routes.js';
 import type { DaemonState } from './state.js';
 import { snapshotRoutes } from './snapshot-routes.js';
+import { guestRoutes } from './guest-routes.js';
 
 export type HttpMethod = 'GET' | 'POST' | 'PUT' | 'DELETE';
 
@@ -55,6 +56,8 @@ export interface Route {
    * never to a token holder over TCP, who could otherwise plant or read host files.
    */
   socketOnly?: boolean;
+  /** A larger request body than the server's default (file contents sent to a guest). */
+  bodyLimit?: number;
   /** Success status and what it returns, for the OpenAPI document. */
   status: number;
   returns: string;
@@ -318,6 +321,7 @@ export const routes: Route[] = [
   },
 
   ...snapshotRoutes,
+  ...guestRoutes,
 
   // Operations
   {

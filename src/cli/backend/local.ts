@@ -76,6 +76,19 @@ export function localBackend(paths: VireoPaths): Backend {
       (await transfer()).exportVolume(paths, name, file, { format, onProgress: (percent: number) => progress(`exporting ${name}`, percent / 100) }),
     deleteVolume: async (name) => (await volumes()).deleteVolume(paths, name, { usedBy: usersOf }),
 
+    guestInfo: async (name) => {
+      const ops = await import('../../core/guest/agent-ops.js');
+      const { livePid } = await import('../../core/vm/runtime.js');
+      const def = await (await definitions()).loadDefinition(paths, name);
+      if ((await livePid(paths, def)) === undefined) return { running: false, agent: false, interfaces: [] };
+      if (!(await ops.agentAnswers(paths, name, 3000))) return { running: true, agent: false, interfaces: [] };
+      return { running: true, agent: true, interfaces: await ops.guestInterfaces(paths, name) };
+    },
+    guestExec: async (name, command, options) =>
+      (await import('../../core/guest/agent-ops.js')).guestExec(paths, name, command, { timeoutMs: options.timeoutSeconds * 1000, ...(options.input ? { input: options.input } : {}) }),
+    writeGuestFile: async (name, guestPath, data) => (await import('../../core/guest/agent-ops.js')).writeGuestFile(paths, name, guestPath, data),
+    readGuestFile: async (name, guestPath) => (await import('../../core/guest/agent-ops.js')).readGuestFile(paths, name, guestPath),
+
     listImages: async () => (await images()).listImages(paths),
     buildImage: async (kind, force, progress) => (await import('../../core/image/kinds.js')).buildImageOfKind(paths, kind, { force, onProgress: (step, fraction) => progress(step, fraction) }),
     importDiskImage: async (input, progress) =>

@@ -16,6 +16,7 @@ import { Progress, formatDuration, note, printJson, printTable, printYaml } from
 import { attachConsole } from '../console.js';
 import { asSource } from './disk.js';
 import { addCloneCommands } from './vm-clone.js';
+import { addGuestCommands } from './vm-guest.js';
 import { migrateCommand } from './migrate.js';
 
 type Spec = Record<string, unknown>;
@@ -204,11 +205,18 @@ export function vmCommand(cli: CliContext): Command {
     .description('list VMs with their state')
     .option('--json', 'print as JSON')
     .action(async (flags: { json?: boolean }) => {
-      const vms = await (await cli.backend()).listVms();
+      const backend = await cli.backend();
+      const vms = await backend.listVms();
       if (flags.json) return printJson(vms);
+      // The address the guest agent reports; asked of running VMs only, all at once, and '-' when it does not answer.
+      const addresses = await Promise.all(vms.map(async ({ definition, runtime }) => {
+        if (runtime.state !== 'running') return '-';
+        const info = await backend.guestInfo(definition.name).catch(() => undefined);
+        return info?.interfaces.flatMap((item) => item.addresses).find((item) => item.family === 'ipv4')?.address ?? '-';
+      }));
       printTable(
-        ['NAME', 'STATE', 'VCPUS', 'MEMORY', 'ACCEL', 'UPTIME'],
-        vms.map(({ definition, runtime }) => [
+        ['NAME', 'STATE', 'VCPUS', 'MEMORY', 'ACCEL', 'UPTIME', 'ADDRESS'],
+        vms.map(({ definition, runtime }, index) => [
           definition.name,
           // A template never runs; saying so beats a plain 'stopped'.
           definition.template ? 'template' : runtime.state,
@@ -216,6 +224,7 @@ export function vmCommand(cli: CliContext): Command {
           formatSize(definition.memory * MiB),
           runtime.accel ?? definition.accelerator,
           uptime(runtime.startedAt),
+          addresses[index]!,
         ]),
       );
     });
@@ -352,6 +361,7 @@ export function vmCommand(cli: CliContext): Command {
     });
 
   addCloneCommands(vm, cli);
+  addGuestCommands(vm, cli);
   vm.addCommand(migrateCommand(cli));
   return vm;
 }

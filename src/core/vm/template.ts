@@ -131,6 +131,8 @@ export async function cloneVm(paths: VireoPaths, source: string, target: string,
         })),
         // Without a MAC each NIC gets a fresh one.
         nics: spec.nics.map(({ mac: _mac, ...nic }) => nic),
+        // A clone is another machine: its host name defaults to its own VM name (its new UUID is its new instance-id).
+        ...(spec.cloudInit ? { cloudInit: withoutHostname(spec.cloudInit) } : {}),
       });
       const clone: VmDefinition = { ...defineVm(cloneSpec), clonedFrom: source };
       await saveDefinition(paths, clone);
@@ -157,4 +159,9 @@ async function copyVolume(paths: VireoPaths, from: string, to: string, onProgres
 function newSerial(previous: string): string {
   const suffix = randomBytes(4).toString('hex');
   return `${previous.slice(0, 11)}-${suffix}`.slice(0, 20);
+}
+
+function withoutHostname<T extends { hostname?: string }>(cloudInit: T): Omit<T, 'hostname'> {
+  const { hostname: _hostname, ...rest } = cloudInit;
+  return rest;
 }

@@ -42,6 +42,22 @@ export const BOOT_FILES = {
   mokManager: '/usr/lib/shim/mmx64.efi.signed',
   grubEfi: '/usr/lib/grub/x86_64-efi-signed/grubx64.efi.signed',
 } as const;
+/** mmdebstrap's options (part of the build key). */
+const MMDEBSTRAP_OPTIONS: readonly string[] = [
+  '--variant=apt',
+  '--mode=root',
+  '--format=directory',
+  `--include=${DEBIAN_PACKAGES.join(',')}`,
+  '--aptopt=Apt::Install-Recommends "false"',
+  // No fsync per file: the finished disk is synced once, and a failed build is thrown away whole.
+  '--dpkgopt=force-unsafe-io',
+  // Documentation, man pages and translations are a third of the tree and no guest reads them.
+  '--dpkgopt=path-exclude=/usr/share/man/*',
+  '--dpkgopt=path-exclude=/usr/share/doc/*',
+  '--dpkgopt=path-include=/usr/share/doc/*/copyright',
+  '--dpkgopt=path-exclude=/usr/share/locale/*',
+  '--dpkgopt=path-exclude=/usr/share/info/*',
+];
 const BOOT_PACKAGES = ['grub-pc-bin', 'grub-common', 'shim-signed', 'grub-efi-amd64-signed'] as const;
 
 const TOOLS: readonly { tool: string; debianPackage: string }[] = [
@@ -109,19 +125,7 @@ export async function buildDebianImage(paths: VireoPaths, options: DebianBuildOp
     const root = join(scratch, 'root');
     report('install packages (mmdebstrap)');
     await run('mmdebstrap', [
-      '--variant=apt',
-      '--mode=root',
-      '--format=directory',
-      `--include=${DEBIAN_PACKAGES.join(',')}`,
-      '--aptopt=Apt::Install-Recommends "false"',
-      // No fsync per file: the finished disk is synced once, and a failed build is thrown away whole.
-      '--dpkgopt=force-unsafe-io',
-      // Documentation, man pages and translations are a third of the tree and no guest reads them.
-      '--dpkgopt=path-exclude=/usr/share/man/*',
-      '--dpkgopt=path-exclude=/usr/share/doc/*',
-      '--dpkgopt=path-include=/usr/share/doc/*/copyright',
-      '--dpkgopt=path-exclude=/usr/share/locale/*',
-      '--dpkgopt=path-exclude=/usr/share/info/*',
+      ...MMDEBSTRAP_OPTIONS,
       SUITE,
       root,
       ...sources,
@@ -273,6 +277,7 @@ function computeBuildKey(sources: string[], bootVersions: Record<string, string>
     suite: SUITE,
     sources,
     packages: DEBIAN_PACKAGES,
+    mmdebstrap: MMDEBSTRAP_OPTIONS,
     cmdline: DEBIAN_CMDLINE,
     bytes: DISK_BYTES,
     boot: bootVersions,
