@@ -23,7 +23,7 @@ const goldenDir = fileURLToPath(new URL('../../src/core/qemu/golden/', import.me
 
 interface GoldenCase {
   spec: Record<string, unknown>;
-  context: { volumes: Record<string, ResolvedVolume>; uefi?: unknown; kernel?: unknown };
+  context: { volumes: Record<string, ResolvedVolume>; uefi?: unknown; kernel?: unknown; cloudInitSeed?: string };
 }
 
 async function waitForFile(path: string, timeoutMs: number): Promise<void> {
@@ -64,6 +64,10 @@ for (const file of (await readdir(goldenDir)).filter((name) => name.endsWith('.j
         await copyFile(facts.firmware.ovmf.vars, vars);
         context.uefi = { code: facts.firmware.ovmf.code, vars };
       }
+      if (golden.context.cloudInitSeed) {
+        context.cloudInitSeed = join(runtime.dir, 'cidata.iso');
+        await writeFile(context.cloudInitSeed, Buffer.alloc(1024 * 1024));
+      }
       // Kernel boot needs a real kernel; the argv shape is what is checked here.
       const argv = buildQemuArgv(def, context);
       const child = spawn(facts.qemu.binary ?? 'qemu-system-x86_64', argv, { stdio: ['ignore', 'ignore', 'pipe'] });
@@ -82,6 +86,7 @@ for (const file of (await readdir(goldenDir)).filter((name) => name.endsWith('.j
           for (const index of def.disks.keys()) {
             assert.ok(block.some((entry) => entry.qdev?.includes(`disk${index}-dev`)), `disk${index} is attached`);
           }
+          if (context.cloudInitSeed) assert.ok(block.some((entry) => entry.qdev?.includes('cidata-dev')), 'the cloud-init seed is attached');
           await client.execute('quit');
         } finally {
           await client.close();
