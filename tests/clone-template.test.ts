@@ -106,15 +106,19 @@ describe('clones and templates', () => {
     assert.equal((await stat(`${home.paths.storage}/base-data.qcow2`)).mtimeMs, before, 'the template\'s disk was not written');
   });
 
-  test('a template with clones cannot be deleted, nor its disk', async () => {
+  test('a template with linked clones cannot be deleted, nor its disk; a full clone does not hold it', async () => {
     const del = await home.vireo(['vm', 'delete', 'base', '--with-disks']);
     assert.equal(del.code, 6);
-    assert.match(del.stderr, /template 'base' has clones copy, linked; delete them first/);
+    // Only the linked clone is named: the full clone 'copy' has its own disks (issue 10, item 4).
+    assert.match(del.stderr, /template 'base' has linked clone linked based on its disks; delete them first/);
     const disk = await home.vireo(['disk', 'delete', 'base-data']);
     assert.equal(disk.code, 6);
     await vireoOk('vm', 'delete', 'linked', '--with-disks');
-    await vireoOk('vm', 'delete', 'copy', '--with-disks');
+    // The full clone 'copy' still exists, and the template goes all the same.
     await vireoOk('vm', 'delete', 'base', '--with-disks');
+    assert.equal((await show('copy')).clonedFrom, 'base');
+    await exec('qemu-img', ['check', '-f', 'qcow2', `${home.paths.storage}/copy-disk0.qcow2`]);
+    await vireoOk('vm', 'delete', 'copy', '--with-disks');
     const left = await vireoOk('disk', 'list', '--json');
     assert.deepEqual(JSON.parse(left.stdout), []);
   });

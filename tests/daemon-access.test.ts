@@ -5,6 +5,7 @@
  */
 import assert from 'node:assert/strict';
 import { readFile, readdir, stat } from 'node:fs/promises';
+import { Agent, request as httpRequest } from 'node:http';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { ApiClient } from '../src/client/api-client.js';
@@ -35,6 +36,8 @@ describe('TLS and bearer tokens on TCP', () => {
   before(async () => {
     home = await createTestHome({ withImage: false });
     daemon = await startTestDaemon(home, ['--listen', '127.0.0.1:0']);
+    // The address is printed once the daemon listens, which may be just after its socket answers.
+    for (let waited = 0; !/https:\/\/127\.0\.0\.1:\d+/.test(daemon.log()) && waited < 5000; waited += 20) await new Promise((resolve) => setTimeout(resolve, 20));
     const log = daemon.log();
     url = `https://127.0.0.1:${/https:\/\/127\.0\.0\.1:(\d+)/.exec(log)![1]}`;
     fingerprint = /fingerprint ([0-9A-F:]{95})/.exec(log)![1]!;
@@ -80,6 +83,29 @@ describe('TLS and bearer tokens on TCP', () => {
     assert.equal(revoked.status, 401);
   });
 
+  test('credentials in a query string or header never reach the log', async () => {
+    const created = await home.vireo(['token', 'create', 'logged']);
+    assert.equal(created.code, 0, created.stderr);
+    const secret = created.stdout.trim();
+    const tls = pinnedAgentOptions({ url, fingerprint256: fingerprint });
+    const client = new ApiClient({ url, token: secret, tls });
+    // A client that puts its token in the URL, as the report found; also under other names and in the path.
+    await client.request('GET', `/vms?token=${secret}`).catch(() => undefined);
+    await client.request('GET', `/vms?access_token=${encodeURIComponent(secret)}&lines=3`).catch(() => undefined);
+    await client.request('GET', `/vms/${secret}`).catch(() => undefined);
+    await new ApiClient({ url, tls }).request('GET', `/?api_key=${secret}`).catch(() => undefined);
+    const deadline = Date.now() + 5000;
+    while (!daemon.log().includes('api_key=REDACTED') && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 20));
+    const log = daemon.log();
+    assert.equal(log.includes(secret), false, log);
+    assert.equal(log.includes(secret.slice(6, 30)), false, 'no part of the secret is logged');
+    assert.match(log, /GET \/vms\?token=REDACTED \d{3} /);
+    assert.match(log, /GET \/vms\?access_token=REDACTED&lines=3 /);
+    assert.match(log, /GET \/vms\/vireo_REDACTED /);
+    assert.match(log, /GET \/\?api_key=REDACTED 401/);
+    assert.equal((await home.vireo(['token', 'revoke', 'logged'])).code, 0);
+  });
+
   test('a client pinning another certificate never sends its request', async () => {
     const other = fingerprint.replace(/^[0-9A-F]{2}/, (pair) => (pair === '00' ? '01' : '00'));
     const result = await failure(new ApiClient({ url, token: 'vireo_x', tls: pinnedAgentOptions({ url, fingerprint256: other }) }).request('GET', '/vms'));
@@ -87,29 +113,145 @@ describe('TLS and bearer tokens on TCP', () => {
   });
 });
 
+/** GETs over one kept-alive connection (the agent allows a single socket): one client as the daemon sees it. */
+function oneConnection(socketPath: string): { get(path: string): Promise<{ status: number; retryAfter?: string; body: { error?: { code: string; message: string } } }>; close(): void } {
+  const agent = new Agent({ keepAlive: true, maxSockets: 1 });
+  return {
+    get: (path) =>
+      new Promise((resolve, reject) => {
+        const req = httpRequest({ socketPath, path, agent }, (response) => {
+          let text = '';
+          response.setEncoding('utf8').on('data', (chunk: string) => (text += chunk));
+          response.on('end', () => {
+            const retryAfter = response.headers['retry-after'];
+            resolve({ status: response.statusCode ?? 0, ...(typeof retryAfter === 'string' ? { retryAfter } : {}), body: JSON.parse(text) as { error?: { code: string; message: string } } });
+          });
+        });
+        req.on('error', reject);
+        req.end();
+      }),
+    close: () => agent.destroy(),
+  };
+}
+
 describe('rate limits', () => {
   let home: TestHome;
   let daemon: RunningDaemon;
   before(async () => {
     home = await createTestHome({ withImage: false });
-    daemon = await startTestDaemon(home, ['--rate-limit', '20', '--quiet']);
+    daemon = await startTestDaemon(home, ['--rate-limit', '20']);
   });
   after(async () => {
     await daemon?.stop();
     await home.cleanup();
   });
 
-  test('a client over its budget gets 429 JSON errors, then is served again', async () => {
+  test('a socket client over its budget gets 429 JSON errors with Retry-After; another client is served meanwhile', async () => {
     await new Promise((resolve) => setTimeout(resolve, 1100));
-    const results = await Promise.allSettled(Array.from({ length: 60 }, () => daemon.api.request('GET', '/')));
-    const limited = results.filter((result) => result.status === 'rejected');
-    assert.ok(limited.length >= 30, `${limited.length} of 60 were limited`);
-    for (const result of limited) {
-      const error = (result as PromiseRejectedResult).reason as unknown;
-      assert.ok(isVireoError(error, 'rate_limited'), String(error));
-      assert.equal(error.details['status'], 429);
+    const busy = oneConnection(home.paths.daemonSocket);
+    try {
+      const results = await Promise.all(Array.from({ length: 60 }, () => busy.get('/')));
+      const limited = results.filter((result) => result.status === 429);
+      assert.ok(limited.length >= 30, `${limited.length} of 60 were limited`);
+      for (const result of limited) {
+        assert.equal(result.body.error?.code, 'rate_limited');
+        assert.match(result.retryAfter ?? '', /^\d+$/);
+      }
+      // Limits are per client: another connection (the CLI, another script) has its own budget.
+      const other = oneConnection(home.paths.daemonSocket);
+      try {
+        assert.equal((await other.get('/')).status, 200);
+      } finally {
+        other.close();
+      }
+      await new Promise((resolve) => setTimeout(resolve, 1100));
+      assert.equal((await busy.get('/')).status, 200);
+    } finally {
+      busy.close();
     }
+  });
+
+  test('the API client waits out 429 as Retry-After says, unless told not to wait', async () => {
     await new Promise((resolve) => setTimeout(resolve, 1100));
-    assert.equal((await daemon.api.request<{ name: string }>('GET', '/')).name, 'vireod');
+    const api = new ApiClient({ socketPath: home.paths.daemonSocket });
+    // The client's kept-alive connection is one client: 60 at once go over its budget of 20, and all are served in the end.
+    const results = await Promise.all(Array.from({ length: 30 }, () => api.request<{ name: string }>('GET', '/')));
+    assert.ok(results.every((result) => result.name === 'vireod'));
+    const refused = await Promise.allSettled(Array.from({ length: 60 }, () => api.request('GET', '/', undefined, { rateLimitWaitMs: 0 })));
+    const limited = refused.filter((result) => result.status === 'rejected');
+    for (const result of limited) assert.ok(isVireoError((result as PromiseRejectedResult).reason, 'rate_limited'));
+  });
+});
+
+describe('the CLI under a rate limit', () => {
+  let home: TestHome;
+  let daemon: RunningDaemon;
+  before(async () => {
+    home = await createTestHome({ withImage: false });
+    // One request per second per client: the CLI's second request on its connection is refused at first.
+    daemon = await startTestDaemon(home, ['--rate-limit', '1']);
+  });
+  after(async () => {
+    await daemon?.stop();
+    await home.cleanup();
+  });
+
+  test('waits and retries through the daemon instead of acting on the host by itself', async () => {
+    await new Promise((resolve) => setTimeout(resolve, 1100));
+    const result = await home.vireo(['disk', 'create', 'limited', '--size', '16M']);
+    assert.equal(result.code, 0, result.stderr);
+    assert.doesNotMatch(result.stderr, /acting directly/);
+    const log = daemon.log();
+    // The daemon refused once, then served the same request: the CLI waited rather than going around it.
+    assert.match(log, /POST \/disks 429 /);
+    assert.match(log, /POST \/disks 201 /);
+    const listed = await daemon.api.request<{ name: string }[]>('GET', '/disks');
+    assert.deepEqual(listed.map((volume) => volume.name), ['limited']);
+  });
+});
+
+describe('failed authentication on TCP', () => {
+  let home: TestHome;
+  let daemon: RunningDaemon;
+  let url: string;
+  let fingerprint: string;
+  before(async () => {
+    home = await createTestHome({ withImage: false });
+    // 60 failures a minute per address: a burst of 60, then one a second.
+    daemon = await startTestDaemon(home, ['--listen', '127.0.0.1:0', '--auth-failures', '60', '--quiet']);
+    // The address is printed once the daemon listens, which may be just after its socket answers.
+    for (let waited = 0; !/https:\/\/127\.0\.0\.1:\d+/.test(daemon.log()) && waited < 5000; waited += 20) await new Promise((resolve) => setTimeout(resolve, 20));
+    const log = daemon.log();
+    url = `https://127.0.0.1:${/https:\/\/127\.0\.0\.1:(\d+)/.exec(log)![1]}`;
+    fingerprint = /fingerprint ([0-9A-F:]{95})/.exec(log)![1]!;
+  });
+  after(async () => {
+    await daemon?.stop();
+    await home.cleanup();
+  });
+
+  test('many wrong tokens from one address get 429; other addresses, and the address later, are served', async () => {
+    const created = await home.vireo(['token', 'create', 'right']);
+    assert.equal(created.code, 0, created.stderr);
+    const secret = created.stdout.trim();
+    const from = (localAddress: string, token: string) => new ApiClient({ url, token, tls: { ...pinnedAgentOptions({ url, fingerprint256: fingerprint }), localAddress } });
+    const guesses = await Promise.allSettled(
+      Array.from({ length: 150 }, (_, index) => from('127.0.0.1', `vireo_${String(index).padStart(43, 'x')}`).request('GET', '/vms', undefined, { rateLimitWaitMs: 0 })),
+    );
+    const statuses = guesses.map((result) => ((result as PromiseRejectedResult).reason as { details: Record<string, unknown> }).details['status']);
+    const limited = statuses.filter((status) => status === 429).length;
+    assert.ok(limited >= 60, `${limited} of 150 wrong guesses were limited: ${statuses.join(',')}`);
+    assert.ok(statuses.every((status) => status === 401 || status === 429));
+    const refused = (guesses.find((result) => ((result as PromiseRejectedResult).reason as { details: Record<string, unknown> }).details['status'] === 429) as PromiseRejectedResult).reason as unknown;
+    assert.ok(isVireoError(refused, 'rate_limited'));
+    assert.match(refused.message, /too many failed authentication attempts/);
+
+    // While the address is blocked, even the right token waits: nothing is learned from its answers.
+    const blocked = await failure(from('127.0.0.1', secret).request('GET', '/vms', undefined, { rateLimitWaitMs: 0 }));
+    assert.deepEqual([blocked.status, blocked.code], [429, 'rate_limited']);
+    // Another address is not affected.
+    assert.deepEqual(await from('127.0.0.2', secret).request('GET', '/vms', undefined, { rateLimitWaitMs: 0 }), []);
+    // The same address, once it has waited (the client honours Retry-After by itself), is served with the right token.
+    assert.deepEqual(await from('127.0.0.1', secret).request('GET', '/vms'), []);
   });
 });

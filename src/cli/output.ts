@@ -19,6 +19,7 @@ export const EXIT_CODES: Record<ErrorCode, number> = {
   command_failed: 11,
   unauthorized: 12,
   rate_limited: 13,
+  no_space: 14,
   internal: 70,
 };
 

@@ -34,6 +34,21 @@ export interface Operation {
 }
 
 const DEFAULT_TIMEOUT_MS = 30_000;
+/** How long a request waits out 429s in all before the rate_limited error is the answer. */
+const DEFAULT_RATE_LIMIT_WAIT_MS = 60_000;
+
+/**
+ * How long to wait before sending again after a 429: what Retry-After says
+ * (seconds, or an HTTP date), else a growing backoff; with jitter, so clients
+ * limited together do not all come back in the same millisecond.
+ */
+export function retryDelayMs(retryAfter: string | undefined, attempt: number): number {
+  let base: number | undefined;
+  if (retryAfter !== undefined && /^\d{1,6}$/.test(retryAfter.trim())) base = Number(retryAfter.trim()) * 1000;
+  else if (retryAfter !== undefined && !Number.isNaN(Date.parse(retryAfter))) base = Math.max(0, Date.parse(retryAfter) - Date.now());
+  base ??= Math.min(5000, 250 * 2 ** attempt);
+  return base + Math.floor(Math.random() * 250);
+}
 
 export class ApiClient {
   constructor(readonly target: ApiTarget) {}
@@ -55,7 +70,7 @@ export class ApiClient {
     };
   }
 
-  private send(method: string, path: string, body: unknown, timeoutMs: number): Promise<{ status: number; text: string; contentType: string }> {
+  private send(method: string, path: string, body: unknown, timeoutMs: number): Promise<{ status: number; text: string; contentType: string; retryAfter?: string }> {
     const payload = body === undefined ? undefined : JSON.stringify(body);
     const headers: Record<string, string> = payload === undefined ? {} : { 'content-type': 'application/json', 'content-length': String(Buffer.byteLength(payload)) };
     const requester = 'socketPath' in this.target ? httpRequest : httpsRequest;
@@ -63,7 +78,15 @@ export class ApiClient {
       const req = requester(this.options(method, path, headers), (response: IncomingMessage) => {
         const chunks: Buffer[] = [];
         response.on('data', (chunk: Buffer) => chunks.push(chunk));
-        response.on('end', () => resolve({ status: response.statusCode ?? 0, text: Buffer.concat(chunks).toString('utf8'), contentType: String(response.headers['content-type'] ?? '') }));
+        const retryAfter = response.headers['retry-after'];
+        response.on('end', () =>
+          resolve({
+            status: response.statusCode ?? 0,
+            text: Buffer.concat(chunks).toString('utf8'),
+            contentType: String(response.headers['content-type'] ?? ''),
+            ...(typeof retryAfter === 'string' ? { retryAfter } : {}),
+          }),
+        );
         response.on('error', reject);
       });
       req.setTimeout(timeoutMs, () => req.destroy(new VireoError('timeout', `${this.description} did not answer ${method} ${path} within ${timeoutMs / 1000} s`)));
@@ -77,9 +100,21 @@ export class ApiClient {
     });
   }
 
-  /** Sends a request; a JSON error body is thrown as the VireoError it describes. */
-  async request<T = unknown>(method: string, path: string, body?: unknown, options: { timeoutMs?: number } = {}): Promise<T> {
-    const response = await this.send(method, path, body, options.timeoutMs ?? DEFAULT_TIMEOUT_MS);
+  /**
+   * Sends a request; a JSON error body is thrown as the VireoError it describes.
+   * A 429 is waited out (as long as Retry-After says, within rateLimitWaitMs
+   * in all) and the request sent again: a busy daemon slows a client down, it
+   * never makes the CLI act behind the daemon's back.
+   */
+  async request<T = unknown>(method: string, path: string, body?: unknown, options: { timeoutMs?: number; rateLimitWaitMs?: number } = {}): Promise<T> {
+    const waitBudgetEnds = Date.now() + (options.rateLimitWaitMs ?? DEFAULT_RATE_LIMIT_WAIT_MS);
+    let response = await this.send(method, path, body, options.timeoutMs ?? DEFAULT_TIMEOUT_MS);
+    for (let attempt = 0; response.status === 429; attempt++) {
+      const wait = retryDelayMs(response.retryAfter, attempt);
+      if (Date.now() + wait > waitBudgetEnds) break;
+      await new Promise((resolve) => setTimeout(resolve, wait));
+      response = await this.send(method, path, body, options.timeoutMs ?? DEFAULT_TIMEOUT_MS);
+    }
     const json = response.contentType.includes('application/json') ? (JSON.parse(response.text || 'null') as unknown) : response.text;
     if (response.status >= 400) {
       const error = (json as { error?: { code?: string; message?: string; field?: string } } | undefined)?.error;

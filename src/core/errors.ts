@@ -20,6 +20,8 @@ export const ERROR_CODES = [
   'unauthorized',
   /** Too many requests to the daemon; try again shortly. */
   'rate_limited',
+  /** The host's disk is full (ENOSPC, EDQUOT): nothing wrong with the request, free space and retry. */
+  'no_space',
   'internal',
 ] as const;
 
@@ -63,9 +65,40 @@ export function isVireoError(error: unknown, code?: ErrorCode): error is VireoEr
   return error instanceof VireoError && (code === undefined || error.code === code);
 }
 
-/** Wraps anything thrown into a VireoError, keeping the original as cause. */
+/** A Node system error (fs, net, child_process): it carries errno, code and syscall. */
+export function isSystemError(error: unknown): error is NodeJS.ErrnoException & { code: string } {
+  return error instanceof Error && typeof (error as NodeJS.ErrnoException).code === 'string' && typeof (error as NodeJS.ErrnoException).errno === 'number';
+}
+
+/** Plain words for the system errors a host can run into, by errno code. */
+const SYSTEM_ERRORS: Record<string, string> = {
+  ENOSPC: 'no space left on device',
+  ENOENT: 'no such file or directory',
+  EDQUOT: 'disk quota exceeded',
+  EMFILE: 'too many open files in the daemon',
+  ENFILE: 'too many open files on the host',
+  ENOMEM: 'out of memory',
+  EACCES: 'permission denied',
+  EPERM: 'operation not permitted',
+  EIO: 'input/output error',
+  EROFS: 'read-only file system',
+};
+
+/**
+ * Wraps anything thrown into a VireoError, keeping the original as cause.
+ * System errors are told apart by their errno code, never by their text: a
+ * full disk is 'no_space' and reads "no space left on device (write
+ * /path)"; others stay 'internal' but say what failed where.
+ */
 export function asVireoError(error: unknown): VireoError {
   if (error instanceof VireoError) return error;
+  if (isSystemError(error)) {
+    const what = SYSTEM_ERRORS[error.code] ?? error.code;
+    const where = [error.syscall, error.path].filter((part) => part !== undefined).join(' ');
+    const message = `${what}${where ? ` (${where})` : ''}`;
+    const code: ErrorCode = error.code === 'ENOSPC' || error.code === 'EDQUOT' ? 'no_space' : 'internal';
+    return new VireoError(code, message, { errno: error.code }, { cause: error });
+  }
   const message = error instanceof Error ? error.message : String(error);
   return new VireoError('internal', message, {}, { cause: error });
 }

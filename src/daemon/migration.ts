@@ -44,6 +44,7 @@ import { pinnedAgentOptions } from '../client/endpoint.js';
 import { VireoError, asVireoError, invalidState, isVireoError } from '../core/errors.js';
 import { getHostFacts } from '../core/host/check.js';
 import { DEFAULT_TUNING, cancelTransfer, configureSource, progressOf, startMirrors, stopMirrors, transfer, type DiskMirror, type MigrationProgress, type MigrationTuning } from '../core/migration/drive.js';
+import { checkHostFiles, type HostFilePolicy } from '../core/vm/host-files.js';
 import { acceptDefinition, checkCompatibility, incomingStatus, prepareIncoming, removeIncoming, startAtPostcopySwitch, startReceivedVm, type IncomingEndpoints, type IncomingRequest } from '../core/migration/incoming.js';
 import { copyVolumesOffline, receiveVolumesOffline, type OfflineReceiver } from '../core/migration/offline.js';
 import { parseSize } from '../core/model/units.js';
@@ -188,6 +189,8 @@ export class MigrationService {
     private readonly operations: OperationManager,
     private readonly watcher: VmWatcher,
     private readonly events: EventBus,
+    /** A definition sent by another host is a spec like any other: it names only allowed host files. */
+    private readonly hostFiles: HostFilePolicy = {},
   ) {
     this.dir = join(paths.home, 'migrations');
   }
@@ -269,6 +272,11 @@ export class MigrationService {
   async receive(body: z.output<typeof IncomingBody>): Promise<IncomingEndpoints & { operation: string }> {
     if (await this.load(body.id)) throw new VireoError('already_exists', `migration ${body.id} is already known here`, { field: 'body.id' });
     const definition = acceptDefinition(body.definition);
+    await checkHostFiles(definition, this.hostFiles).catch((error: unknown) => {
+      throw isVireoError(error) && typeof error.details.field === 'string'
+        ? new VireoError(error.code, `definition.${error.message}`, { ...error.details, field: `definition.${error.details.field}` }, { cause: error })
+        : error;
+    });
     const request: IncomingRequest = {
       definition,
       offline: body.offline,

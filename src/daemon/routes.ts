@@ -16,9 +16,10 @@ import { parseSize } from '../core/model/units.js';
 import { vmPaths } from '../core/paths.js';
 import { createVolume, deleteVolume, getVolume, listVolumes } from '../core/storage/volumes.js';
 import { resizeDisk } from '../core/vm/disk-resize.js';
-import { loadDefinition, vmsUsingImage, vmsUsingVolume } from '../core/vm/definitions.js';
+import { loadDefinition, volumeUsers, vmsUsingImage, vmsUsingVolume } from '../core/vm/definitions.js';
 import { killVm, pauseVm, rebootVm, resumeVm, startVm, stopVm } from '../core/vm/lifecycle.js';
 import { createVm, deleteVm, editVm, getVm, listVms } from '../core/vm/manage.js';
+import type { RuntimeOptions } from '../core/vm/runtime.js';
 import { readConsoleLogFrom } from '../core/vm/console.js';
 import { migrationRoutes } from './migration-routes.js';
 import type { DaemonState } from './state.js';
@@ -111,6 +112,15 @@ function accepted(operation: { id: string }): RouteReply {
   return { status: 202, body: operation };
 }
 
+/**
+ * How lists read VM states: a VM the watcher found unresponsive (a stopped
+ * QEMU) is reported so at once, and any other has a second to answer, so one
+ * stuck VM never slows the listing of the rest.
+ */
+function runtimeOptions(daemon: DaemonState): RuntimeOptions {
+  return { timeoutMs: 1000, knownUnresponsive: (vm) => daemon.watcher.stateOf(vm) === 'unresponsive' };
+}
+
 async function requireVm(daemon: DaemonState, name: string): Promise<void> {
   await loadDefinition(daemon.paths, name);
 }
@@ -128,14 +138,14 @@ export const routes: Route[] = [
   // VMs
   {
     method: 'GET', path: '/vms', tag: 'vms', summary: 'All VMs with their state', status: 200, returns: 'Vm[]',
-    handler: async ({ daemon }) => listVms(daemon.paths),
+    handler: async ({ daemon }) => listVms(daemon.paths, runtimeOptions(daemon)),
   },
   {
     method: 'POST', path: '/vms', tag: 'vms', summary: 'Define a VM (and create its new disks)', body: CreateVmBody, status: 201, returns: 'Vm',
     handler: async ({ body, daemon }) => {
       const input = body as z.output<typeof CreateVmBody>;
       const def = await daemon.operations.exclusive(input.spec.name, 'create', () =>
-        createVm(daemon.paths, input.spec, { newDisks: input.newDisks }),
+        createVm(daemon.paths, input.spec, { newDisks: input.newDisks, hostFiles: daemon.hostFiles }),
       );
       daemon.events.publish('vm.defined', { uuid: def.uuid }, def.name);
       return { status: 201, body: await getVm(daemon.paths, def.name) };
@@ -143,12 +153,12 @@ export const routes: Route[] = [
   },
   {
     method: 'GET', path: '/vms/:name', tag: 'vms', summary: 'One VM: definition and state', params: VmName, status: 200, returns: 'Vm',
-    handler: async ({ params, daemon }) => getVm(daemon.paths, params.name),
+    handler: async ({ params, daemon }) => getVm(daemon.paths, params.name, runtimeOptions(daemon)),
   },
   {
     method: 'PUT', path: '/vms/:name', tag: 'vms', summary: 'Replace the spec of a stopped VM (identity kept)', params: VmName, body: EditVmBody, status: 200, returns: 'Vm',
     handler: async ({ params, body, daemon }) => {
-      await daemon.operations.exclusive(params.name, 'edit', () => editVm(daemon.paths, params.name, () => body.spec));
+      await daemon.operations.exclusive(params.name, 'edit', () => editVm(daemon.paths, params.name, () => body.spec, { hostFiles: daemon.hostFiles }));
       return getVm(daemon.paths, params.name);
     },
   },
@@ -249,7 +259,11 @@ export const routes: Route[] = [
   // Disks
   {
     method: 'GET', path: '/disks', tag: 'disks', summary: 'All volumes in the storage directory', status: 200, returns: 'Volume[]',
-    handler: async ({ daemon }) => Promise.all((await listVolumes(daemon.paths)).map(async (volume) => ({ ...volume, usedBy: await vmsUsingVolume(daemon.paths, volume.name) }))),
+    handler: async ({ daemon }) => {
+      // Who uses what, from one pass over the definitions (not one pass per volume).
+      const [volumes, users] = await Promise.all([listVolumes(daemon.paths), volumeUsers(daemon.paths)]);
+      return volumes.map((volume) => ({ ...volume, usedBy: users.get(volume.name) ?? [] }));
+    },
   },
   {
     method: 'POST', path: '/disks', tag: 'disks', summary: 'Create a volume (from: a linked qcow2 on another volume)', body: CreateDiskBody, status: 201, returns: 'Volume',

@@ -15,11 +15,13 @@ import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest }
 import fastifyWebsocket from '@fastify/websocket';
 import fastifyRateLimit from '@fastify/rate-limit';
 import { z } from 'zod';
-import { VireoError, asVireoError, type ErrorCode } from '../core/errors.js';
+import { VireoError, asVireoError } from '../core/errors.js';
 import { Name, zodToError } from '../core/model/vm.js';
 import type { VireoPaths } from '../core/paths.js';
+import { warmBackingIndex } from '../core/storage/volumes.js';
 import { loadDefinition } from '../core/vm/definitions.js';
 import { livePid } from '../core/vm/runtime.js';
+import { resolveAllowedDirs } from '../core/vm/host-files.js';
 import { ConsoleHub } from './consoles.js';
 import { EventBus, type VireoEvent } from './events.js';
 import { MigrationService } from './migration.js';
@@ -27,26 +29,12 @@ import { collectMetrics, enableBalloonStats } from './metrics.js';
 import { buildOpenApi } from './openapi.js';
 import { OperationManager } from './operations.js';
 import { recoveryHandlers } from './recovery.js';
-import { routes, type RouteReply } from './routes.js';
+import { errorReply, frameworkError, sendHttpError, toHttpError } from './http-errors.js';
+import { routes, type Route, type RouteReply } from './routes.js';
 import type { DaemonState } from './state.js';
 import { verifyToken } from './tokens.js';
+import { AuthFailureLimiter, clientAddress, connectionKey, redactUrl, type AuthFailureLimit } from './access.js';
 import { VmWatcher } from './watcher.js';
-
-const HTTP_STATUS: Record<ErrorCode, number> = {
-  invalid_argument: 400,
-  not_found: 404,
-  already_exists: 409,
-  invalid_state: 409,
-  in_use: 409,
-  host_unsupported: 422,
-  timeout: 504,
-  cancelled: 409,
-  qemu_failed: 502,
-  command_failed: 500,
-  unauthorized: 401,
-  rate_limited: 429,
-  internal: 500,
-};
 
 export interface DaemonOptions {
   paths: VireoPaths;
@@ -58,6 +46,13 @@ export interface DaemonOptions {
   rateLimitPerSecond?: number;
   /** Largest request body in bytes. */
   bodyLimit?: number;
+  /**
+   * Directories whose files VM specs sent to the daemon may name (kernels,
+   * initrds); Vireo's own image directory is always allowed, nothing else is.
+   */
+  allowHostPaths?: string[];
+  /** Failed authentications per client address on TCP before 429 (default: 20 a minute, as a burst or spread). */
+  authFailures?: AuthFailureLimit;
   log?: (line: string) => void;
 }
 
@@ -68,38 +63,44 @@ export interface Daemon {
   close(): Promise<void>;
 }
 
-function errorBody(error: VireoError): { error: { code: string; message: string; field?: string } } {
-  return { error: { code: error.code, message: error.message, ...(typeof error.details.field === 'string' ? { field: error.details.field } : {}) } };
-}
-
-function sendError(reply: FastifyReply, status: number, error: VireoError): void {
-  void reply.code(status).type('application/json').send(errorBody(error));
-}
-
-/** Fastify's own errors (bad JSON, too large, wrong media type...) in our shape. */
-function fromFastifyError(error: { statusCode?: number; code?: string; message: string }): { status: number; error: VireoError } {
-  const status = error.statusCode && error.statusCode >= 400 && error.statusCode < 500 ? error.statusCode : 500;
-  if (status === 413) return { status, error: new VireoError('invalid_argument', 'the request body is too large', { field: 'body' }) };
-  if (status === 415) return { status, error: new VireoError('invalid_argument', 'the request body must be application/json', { field: 'body' }) };
-  if (status === 429) return { status, error: new VireoError('rate_limited', 'too many requests; slow down', {}) };
-  if (error.code === 'FST_ERR_CTP_INVALID_JSON_BODY' || error.code === 'FST_ERR_CTP_EMPTY_JSON_BODY' || /JSON/i.test(error.message)) {
-    return { status: 400, error: new VireoError('invalid_argument', `the request body is not valid JSON`, { field: 'body' }) };
-  }
-  if (status < 500) return { status, error: new VireoError('invalid_argument', error.message, {}) };
-  return { status, error: new VireoError('internal', 'internal error', {}) };
-}
-
 function validate<T>(schema: z.ZodType<T> | undefined, value: unknown, where: 'path' | 'query' | 'body'): T | undefined {
   if (!schema) return undefined;
+  // No body at all means the defaults; a body of JSON null is a body, and not an object.
+  if (where === 'body' && value === null) throw new VireoError('invalid_argument', 'body: must be a JSON object, not null', { field: 'body' });
   const result = schema.safeParse(value ?? {});
   if (result.success) return result.data;
   const error = zodToError(result.error);
-  // Name the part of the request too: "body.spec.memory", "query.lines".
-  const field = `${where}.${error.details.field ?? ''}`.replace(/\.$/, '').replace('.(spec)', '');
+  const path = error.details.field === '(spec)' ? '' : (error.details.field ?? '');
+  const field = requestField(where, path);
   const message = error.message.replace(/^[^:]+: /, '');
-  return (() => {
-    throw new VireoError('invalid_argument', `${field}: ${message}`, { field });
-  })();
+  throw new VireoError('invalid_argument', `${field}: ${message}`, { field });
+}
+
+/**
+ * The name of a request field as the user knows it. A VM spec is what the
+ * user wrote (a file for the CLI, the spec for the API), so its fields are
+ * named as in the spec, `boot.kernel.kernel`, the same with or without a
+ * daemon; anything else names the part of the request: `body.size`,
+ * `query.lines`, `path.name`.
+ */
+function requestField(where: 'path' | 'query' | 'body', path: string): string {
+  if (where === 'body' && path.startsWith('spec.')) return path.slice('spec.'.length);
+  return path === '' ? where : `${where}.${path}`;
+}
+
+/**
+ * A field named by the core (which knows nothing of requests) as the
+ * request names it: a route's own body fields get their `body.` prefix
+ * (`size` becomes `body.size`), while spec fields stay as they are.
+ */
+function inRequestTerms(route: Route, error: VireoError): VireoError {
+  const field = error.details.field;
+  if (typeof field !== 'string' || !(route.body instanceof z.ZodObject)) return error;
+  const top = field.split('.')[0]!;
+  if (top === 'spec' || !(top in route.body.shape)) return error;
+  const renamed = `body.${field}`;
+  const message = error.message.startsWith(`${field}: `) ? `${renamed}: ${error.message.slice(field.length + 2)}` : error.message;
+  return new VireoError(error.code, message, { ...error.details, field: renamed }, { cause: error });
 }
 
 function isRouteReply(value: unknown): value is RouteReply {
@@ -120,25 +121,46 @@ async function buildApp(state: DaemonState, options: DaemonOptions, auth: 'socke
     requestIdHeader: false,
     // Long names must reach our validator (a 400 naming the field), not die in the router with its own 414 body.
     routerOptions: { maxParamLength: 2048 },
+    // A URL that does not decode, or a parameter past that length: our error body, not the router's.
+    frameworkErrors: (error, _request, reply) => {
+      const { status, error: mapped } = frameworkError(error);
+      sendHttpError(reply, status, mapped);
+    },
     genReqId: () => randomBytes(6).toString('hex'),
   });
 
-  app.setErrorHandler((error, _request, reply) => {
-    if (error instanceof VireoError) return sendError(reply, HTTP_STATUS[error.code], error);
-    const mapped = fromFastifyError(error as { statusCode?: number; code?: string; message: string });
-    if (mapped.status >= 500) options.log?.(`internal error: ${asVireoError(error).message}`);
-    sendError(reply, mapped.status, mapped.error);
+  // One mapping of every failure to a status and the {"error": {...}} body; server faults are logged with their cause.
+  app.setErrorHandler((error, request, reply) => {
+    const { status, error: mapped } = toHttpError(error);
+    if (status >= 500) options.log?.(`${request.method} ${request.url.split('?')[0]} failed: ${describeCause(error)}`);
+    sendHttpError(reply, status, mapped);
   });
   app.setNotFoundHandler((request, reply) => {
-    sendError(reply, 404, new VireoError('not_found', `no such endpoint: ${request.method} ${request.url.split('?')[0]}`));
+    sendHttpError(reply, 404, new VireoError('not_found', `no such endpoint: ${request.method} ${request.url.split('?')[0]}`));
+  });
+  // What the HTTP parser refuses before any route sees it (unknown methods, oversized headers, garbage) and CONNECT.
+  app.server.removeAllListeners('clientError');
+  app.server.on('clientError', (error: NodeJS.ErrnoException, socket) => {
+    if (error.code === 'ECONNRESET' || socket.destroyed) return;
+    const { status, error: mapped } = frameworkError(error);
+    if (socket.writable) socket.end(errorReply(status, mapped));
+    socket.destroy();
+  });
+  app.server.on('connect', (_request, socket) => {
+    socket.end(errorReply(405, new VireoError('invalid_argument', 'CONNECT is not served here: vireod is not a proxy', { field: 'method' })));
   });
 
   if (auth !== 'socket') {
+    const failures = new AuthFailureLimiter(options.authFailures ?? { burst: 20, perMinute: 20 });
     app.addHook('onRequest', async (request) => {
+      const address = clientAddress(request.socket.remoteAddress);
+      // An address out of failures is refused before its credentials are looked at: guessing on gains nothing.
+      failures.begin(address);
       const header = request.headers.authorization ?? '';
       const match = /^Bearer (\S+)$/.exec(header);
       const token = match ? await verifyToken(state.paths, match[1]!) : undefined;
-      if (!token) {
+      if (token) failures.succeeded(address);
+      else {
         throw new VireoError('unauthorized', 'a valid bearer token is required (Authorization: Bearer <token>; see vireo token create)');
       }
       (request as FastifyRequest & { tokenId?: string }).tokenId = token.id;
@@ -150,9 +172,9 @@ async function buildApp(state: DaemonState, options: DaemonOptions, auth: 'socke
     await app.register(fastifyRateLimit, {
       max: perSecond,
       timeWindow: 1000,
-      // Token holders are limited per token; local socket clients share one budget per peer process.
-      keyGenerator: (request) => (request as FastifyRequest & { tokenId?: string }).tokenId ?? request.ip ?? 'local',
-      errorResponseBuilder: (_request, context) => ({ statusCode: 429, code: 'RATE_LIMITED', message: `rate limit of ${context.max} requests per second exceeded` }),
+      // Token holders are limited per token; Unix socket clients per connection (see connectionKey).
+      keyGenerator: (request) => (request as FastifyRequest & { tokenId?: string }).tokenId ?? (auth === 'socket' ? connectionKey(request.socket) : clientAddress(request.socket.remoteAddress)),
+      errorResponseBuilder: (_request, context) => new VireoError('rate_limited', `rate limit of ${context.max} requests per second exceeded`),
     });
   }
   await app.register(fastifyWebsocket, { options: { maxPayload: 64 * 1024 } });
@@ -169,7 +191,12 @@ async function buildApp(state: DaemonState, options: DaemonOptions, auth: 'socke
         const params = validate(route.params, request.params, 'path');
         const query = validate(route.query, request.query, 'query');
         const body = route.body ? validate(route.body, request.body, 'body') : undefined;
-        const result = await route.handler({ params, query, body, daemon: state });
+        let result: unknown;
+        try {
+          result = await route.handler({ params, query, body, daemon: state });
+        } catch (error) {
+          throw error instanceof VireoError ? inRequestTerms(route, error) : error;
+        }
         if (isRouteReply(result)) {
           if (result.contentType) return reply.code(result.status).type(result.contentType).send(result.body);
           return reply.code(result.status).send(result.body);
@@ -182,7 +209,7 @@ async function buildApp(state: DaemonState, options: DaemonOptions, auth: 'socke
   app.get('/openapi.json', async () => buildOpenApi(routes, options.version));
 
   app.get('/metrics', async (_request, reply) => {
-    const text = await collectMetrics(state.paths, { clientFor: (vm) => state.watcher.clientFor(vm) });
+    const text = await collectMetrics(state.paths, { clientFor: (vm) => state.watcher.clientFor(vm), knownUnresponsive: (vm) => state.watcher.stateOf(vm) === 'unresponsive' });
     return reply.type('text/plain; version=0.0.4; charset=utf-8').send(text);
   });
 
@@ -241,7 +268,8 @@ async function buildApp(state: DaemonState, options: DaemonOptions, auth: 'socke
   });
 
   app.addHook('onResponse', async (request, reply) => {
-    options.log?.(`${request.method} ${request.url} ${reply.statusCode} ${reply.elapsedTime.toFixed(1)}ms`);
+    // Credentials never reach the log, even when a client sends them in the query string.
+    options.log?.(`${request.method} ${redactUrl(request.url)} ${reply.statusCode} ${reply.elapsedTime.toFixed(1)}ms`);
   });
   return app;
 }
@@ -269,10 +297,13 @@ export async function startDaemon(options: DaemonOptions): Promise<Daemon> {
   const interrupted = await operations.recover(recoveryHandlers(paths));
   const watcher = new VmWatcher(paths, events, { onAttach: (_vm, client) => enableBalloonStats(client) });
   const consoles = new ConsoleHub(paths);
-  const migrations = new MigrationService(paths, operations, watcher, events);
-  const state: DaemonState = { paths, version: options.version, events, operations, watcher, consoles, migrations };
+  const hostFiles = { allowedDirs: await resolveAllowedDirs([paths.images, ...(options.allowHostPaths ?? [])]) };
+  const migrations = new MigrationService(paths, operations, watcher, events, hostFiles);
+  const state: DaemonState = { paths, version: options.version, events, operations, watcher, consoles, migrations, hostFiles };
   await migrations.start();
   await watcher.start();
+  // Read every qcow2 header once now, in the background (qemu-img is rate-limited), so deletions find backing users by stat alone.
+  void warmBackingIndex(paths).catch((error: unknown) => options.log?.(`could not index backing files: ${describeCause(error)}`));
 
   const apps: FastifyInstance[] = [];
   try {
@@ -312,6 +343,15 @@ export async function startDaemon(options: DaemonOptions): Promise<Daemon> {
     await Promise.all(apps.map((app) => app.close().catch(() => {})));
     throw error;
   }
+}
+
+/** The whole chain of causes, for the log: the client gets the message, the log gets why. */
+function describeCause(error: unknown): string {
+  const parts: string[] = [];
+  for (let cause: unknown = error, depth = 0; cause !== undefined && depth < 5; cause = (cause as { cause?: unknown }).cause, depth += 1) {
+    parts.push(cause instanceof Error ? `${cause.name}: ${cause.message}${(cause as NodeJS.ErrnoException).code ? ` [${(cause as NodeJS.ErrnoException).code}]` : ''}` : String(cause));
+  }
+  return parts.join(' <- ');
 }
 
 async function vireoGroupId(): Promise<number | undefined> {

@@ -4,7 +4,7 @@
  * into the main routes table (routes.ts).
  */
 import { z } from 'zod';
-import { Name } from '../core/model/vm.js';
+import { Name, type PortForwardInput } from '../core/model/vm.js';
 import { createSnapshot, deleteSnapshot, listSnapshots, revertSnapshot } from '../core/snapshot/snapshots.js';
 import { TRANSFER_FORMATS } from '../core/storage/qemu-img.js';
 import { exportVolume, importImage } from '../core/storage/transfer.js';
@@ -14,17 +14,25 @@ import { getVm } from '../core/vm/manage.js';
 import type { Route, RouteReply } from './routes.js';
 
 const VmName = z.strictObject({ name: Name });
-const SnapshotParams = z.strictObject({ name: Name, snapshot: Name });
+/** As checkSnapshotName: all digits would read as a QEMU snapshot id. Refused here, before any operation starts. */
+const SnapshotName = Name.refine((value) => !/^\d+$/.test(value), 'must not be all digits (QEMU would confuse it with a snapshot id)');
+const SnapshotParams = z.strictObject({ name: Name, snapshot: SnapshotName });
 const DiskName = z.strictObject({ name: Name });
 const AbsolutePath = z.string().startsWith('/', 'must be an absolute path on the daemon\'s host').max(4096);
 
 const CreateSnapshotBody = z.strictObject({
-  name: Name,
+  name: SnapshotName,
   /** Disks only (crash-consistent), no memory. */
   diskOnly: z.boolean().default(false),
   description: z.string().max(1024).optional(),
 });
-const CloneBody = z.strictObject({ name: Name, linked: z.boolean().default(false) });
+const CloneBody = z.strictObject({
+  name: Name,
+  linked: z.boolean().default(false),
+  /** The clone's host port forwards: 'keep' the source's, or these (default: none, so it can run beside its source). */
+  // Checked by the clone's spec, so a bad one is named as the clone's field (nics.0.forwards.N), as without a daemon.
+  forwards: z.union([z.literal('keep'), z.array(z.record(z.string(), z.unknown())).max(64)]).optional(),
+});
 const ExportBody = z.strictObject({ file: AbsolutePath, format: z.enum(TRANSFER_FORMATS as [string, ...string[]]).default('qcow2') });
 const ImportBody = z.strictObject({ name: Name, file: AbsolutePath, format: z.enum(['qcow2', 'raw']).optional() });
 
@@ -71,7 +79,7 @@ export const snapshotRoutes: Route[] = [
       await loadDefinition(daemon.paths, params.name);
       const input = body as z.output<typeof CloneBody>;
       return accepted(await daemon.operations.start('vm.clone', { vm: params.name, newVm: input.name }, async ({ progress }) => {
-        const result = await cloneVm(daemon.paths, params.name, input.name, { linked: input.linked, onProgress: (message, fraction) => progress(message, fraction) });
+        const result = await cloneVm(daemon.paths, params.name, input.name, { linked: input.linked, ...(input.forwards !== undefined ? { forwards: input.forwards as 'keep' | PortForwardInput[] } : {}), onProgress: (message, fraction) => progress(message, fraction) });
         daemon.events.publish('vm.defined', { uuid: result.definition.uuid, clonedFrom: params.name }, input.name);
         return result;
       }));

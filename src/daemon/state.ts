@@ -3,6 +3,7 @@
  * bus, the operations, the VM watcher and the console hub.
  */
 import type { VireoPaths } from '../core/paths.js';
+import type { HostFilePolicy } from '../core/vm/host-files.js';
 import type { ConsoleHub } from './consoles.js';
 import type { EventBus } from './events.js';
 import type { MigrationService } from './migration.js';
@@ -17,4 +18,6 @@ export interface DaemonState {
   watcher: VmWatcher;
   consoles: ConsoleHub;
   migrations: MigrationService;
+  /** Which host files specs sent to this daemon may name: only those in the allowed directories. */
+  hostFiles: HostFilePolicy;
 }

@@ -8,10 +8,17 @@
  * QEMU from its pidfile, whoever started it (the daemon, a CLI without the
  * daemon, a daemon that was killed), attaches to it and reads its true state
  * from QEMU. A QEMU that exits shows up as its monitor closing.
+ *
+ * A QEMU that stops answering (SIGSTOPped, or wedged) gives no event and
+ * keeps its socket open, so each pass also asks every attached VM for its
+ * status with a short timeout: no answer publishes 'unresponsive', and the
+ * first answer after that publishes the state it is back in.
  */
 import { vmPaths, type VireoPaths } from '../core/paths.js';
 import { QmpClient, type QmpEvent } from '../core/qmp/client.js';
 import { queryStatus } from '../core/qmp/commands.js';
+import { mapLimited } from '../core/limit.js';
+import type { StatusInfo } from '../core/qmp/commands.js';
 import { listDefinitions } from '../core/vm/definitions.js';
 import { waitForExit } from '../core/vm/process.js';
 import { livePid } from '../core/vm/runtime.js';
@@ -21,14 +28,25 @@ import type { EventBus } from './events.js';
 /** QMP events after which the run state may have changed. */
 const STATE_EVENTS = new Set(['STOP', 'RESUME', 'SHUTDOWN', 'RESET', 'POWERDOWN', 'SUSPEND', 'WAKEUP', 'GUEST_PANICKED', 'GUEST_CRASHLOADED']);
 
+/**
+ * QMP events a guest can send as often as it likes, each saying only what
+ * the latest one says: a guest agent's port opening and closing, the guest
+ * setting its clock, the balloon moving. The replay window keeps the latest
+ * per VM, event and device (see EventBus).
+ */
+const NOISY_EVENTS = new Set(['VSERPORT_CHANGE', 'RTC_CHANGE', 'BALLOON_CHANGE', 'NIC_RX_FILTER_CHANGED', 'MEMORY_DEVICE_SIZE_CHANGE']);
+
 interface Watched {
   uuid: string;
   pid: number;
   client: QmpClient;
 }
 
+/** How long an attached QEMU has to answer the liveness probe before it is 'unresponsive'. */
+export const PROBE_TIMEOUT_MS = 1000;
+
 export interface WatcherOptions {
-  /** How often to look for VMs started or stopped behind the daemon's back. */
+  /** How often to look for VMs started or stopped behind the daemon's back (and probe the attached ones). */
   reconcileMs?: number;
   /** Called once per new attachment (e.g. to turn on balloon statistics). */
   onAttach?: (vm: string, client: QmpClient) => Promise<void>;
@@ -38,6 +56,9 @@ export class VmWatcher {
   private readonly watched = new Map<string, Watched>();
   private readonly states = new Map<string, string>();
   private readonly attaching = new Set<string>();
+  private readonly probing = new Set<string>();
+  /** Probes in a row each VM left unanswered. */
+  private readonly misses = new Map<string, number>();
   private timer: NodeJS.Timeout | undefined;
   private reconciling: Promise<void> | undefined;
   private closed = false;
@@ -75,6 +96,7 @@ export class VmWatcher {
 
   /** Publishes that a VM was deleted and forgets it. */
   forget(vm: string): void {
+    this.misses.delete(vm);
     this.detach(vm);
     this.states.delete(vm);
   }
@@ -97,12 +119,16 @@ export class VmWatcher {
     }
     const names = new Set(defs.map((def) => def.name));
     for (const name of [...this.states.keys()]) if (!names.has(name)) this.forget(name);
-    await Promise.all(defs.map((def) => this.reconcileOne(def).catch(() => {})));
+    await mapLimited(defs, 16, (def) => this.reconcileOne(def).catch(() => {}));
   }
 
   private async reconcileOne(def: VmDefinition): Promise<void> {
     const current = this.watched.get(def.name);
-    if (current && current.uuid === def.uuid && !current.client.closed) return;
+    if (current && current.uuid === def.uuid && !current.client.closed) {
+      // Not awaited: a reconcile after an action must not wait out a stuck VM's probe.
+      this.probe(def.name, current.client);
+      return;
+    }
     if (this.attaching.has(def.name)) return;
     const pid = await livePid(this.paths, def);
     if (pid === undefined) {
@@ -149,8 +175,33 @@ export class VmWatcher {
   }
 
   private onQmpEvent(vm: string, client: QmpClient, event: QmpEvent): void {
-    this.events.publish('vm.qmp', { event: event.event, ...(event.data ? { data: event.data } : {}), timestamp: event.timestamp }, vm);
+    const device = typeof event.data?.['id'] === 'string' ? event.data['id'] : typeof event.data?.['name'] === 'string' ? event.data['name'] : '';
+    const coalesce = NOISY_EVENTS.has(event.event) ? `qmp/${vm}/${event.event}/${String(device)}` : undefined;
+    this.events.publish('vm.qmp', { event: event.event, ...(event.data ? { data: event.data } : {}), timestamp: event.timestamp }, vm, coalesce === undefined ? {} : { coalesce });
     if (STATE_EVENTS.has(event.event)) void this.refreshState(vm, client);
+  }
+
+  /** Asks a VM for its status with a short timeout; one probe per VM at a time. */
+  private probe(vm: string, client: QmpClient): void {
+    if (this.probing.has(vm)) return;
+    this.probing.add(vm);
+    client
+      .execute<StatusInfo>('query-status', undefined, { timeoutMs: PROBE_TIMEOUT_MS })
+      .then(
+        (status) => {
+          this.misses.delete(vm);
+          this.setState(vm, status.status);
+        },
+        () => {
+          // A closed monitor is an exit, which afterExit reports; only silence is unresponsiveness.
+          if (client.closed || this.watched.get(vm)?.client !== client) return;
+          // Two misses in a row: a loaded host may delay one answer, and a flapping state is worse than a late one.
+          const missed = (this.misses.get(vm) ?? 0) + 1;
+          this.misses.set(vm, missed);
+          if (missed >= 2) this.setState(vm, 'unresponsive');
+        },
+      )
+      .finally(() => this.probing.delete(vm));
   }
 
   private async refreshState(vm: string, client: QmpClient): Promise<void> {

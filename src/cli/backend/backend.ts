@@ -59,7 +59,7 @@ export interface Backend {
   listVms(): Promise<VmInfo[]>;
   getVm(name: string): Promise<VmInfo>;
   createVm(spec: unknown, newDisks: NewDisk[]): Promise<VmDefinition>;
-  editVm(name: string, change: (current: VmSpec) => unknown): Promise<VmDefinition>;
+  editVm(name: string, change: (current: VmSpec, definition: VmDefinition) => unknown): Promise<VmDefinition>;
   deleteVm(name: string, withDisks: boolean): Promise<{ deletedVolumes: string[] }>;
   startVm(name: string, options: { waitReadySeconds?: number }, progress: ProgressSink): Promise<StartResult>;
   stopVm(name: string, options: { timeoutSeconds: number; force: boolean }, progress: ProgressSink): Promise<{ forced: boolean }>;
@@ -78,7 +78,7 @@ export interface Backend {
   listSnapshots(vm: string): Promise<SnapshotListing>;
   revertSnapshot(vm: string, name: string, progress: ProgressSink): Promise<RevertResult>;
   deleteSnapshot(vm: string, name: string, progress: ProgressSink): Promise<{ deleted: string; checks: DiskCheck[] }>;
-  cloneVm(source: string, name: string, linked: boolean, progress: ProgressSink): Promise<CloneResult>;
+  cloneVm(source: string, name: string, options: { linked: boolean; forwards?: 'keep' | Record<string, unknown>[] }, progress: ProgressSink): Promise<CloneResult>;
   makeTemplate(name: string): Promise<void>;
 
   listVolumes(): Promise<VolumeWithUsers[]>;

@@ -10,7 +10,7 @@ import type { ApiClient, Operation } from '../../client/api-client.js';
 import { VireoError, invalidArgument } from '../../core/errors.js';
 import type { HostReport } from '../../core/host/check.js';
 import type { ImageManifest } from '../../core/image/store.js';
-import type { VmDefinition } from '../../core/model/vm.js';
+import { withoutShownFields } from '../../core/model/shown-fields.js';
 import type { Volume } from '../../core/storage/volumes.js';
 import { SerialConsole } from '../../core/vm/console.js';
 import type { StartResult } from '../../core/vm/lifecycle.js';
@@ -63,8 +63,9 @@ export function daemonBackend(api: ApiClient): Backend {
     },
     editVm: async (name, change) => {
       const { definition } = await api.request<VmInfo>('GET', path`/vms/${name}`);
-      const { uuid: _uuid, createdAt: _createdAt, ...spec } = definition as VmDefinition & Record<string, unknown>;
-      const next = change(spec as never);
+      const { uuid: _uuid, createdAt: _createdAt, template: _template, clonedFrom: _clonedFrom, ...spec } = definition;
+      // The API takes a spec only: fields `vm show --json` adds are checked here and dropped, as the library does.
+      const next = withoutShownFields(change(spec, definition), definition);
       return (await api.request<VmInfo>('PUT', path`/vms/${name}`, { spec: next })).definition;
     },
     deleteVm: (name, withDisks) => api.request<{ deletedVolumes: string[] }>('DELETE', `${path`/vms/${name}`}?withDisks=${withDisks}`),
@@ -105,7 +106,7 @@ export function daemonBackend(api: ApiClient): Backend {
     listSnapshots: (vm) => api.request<SnapshotListing>('GET', path`/vms/${vm}/snapshots`),
     revertSnapshot: async (vm, name, progress) => follow<RevertResult>(await api.request<Operation>('POST', path`/vms/${vm}/snapshots/${name}/revert`), progress, vm),
     deleteSnapshot: async (vm, name, progress) => follow<{ deleted: string; checks: DiskCheck[] }>(await api.request<Operation>('DELETE', path`/vms/${vm}/snapshots/${name}`), progress, vm),
-    cloneVm: async (source, name, linked, progress) => follow<CloneResult>(await api.request<Operation>('POST', path`/vms/${source}/clone`, { name, linked }), progress, source),
+    cloneVm: async (source, name, options, progress) => follow<CloneResult>(await api.request<Operation>('POST', path`/vms/${source}/clone`, { name, ...options }), progress, source),
     makeTemplate: async (name) => void (await api.request('POST', path`/vms/${name}/template`)),
 
     listVolumes: () => api.request<VolumeWithUsers[]>('GET', '/disks'),

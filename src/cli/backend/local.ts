@@ -63,10 +63,13 @@ export function localBackend(paths: VireoPaths): Backend {
     listSnapshots: async (vm) => (await snapshots()).listSnapshots(paths, vm),
     revertSnapshot: async (vm, name, progress) => (await snapshots()).revertSnapshot(paths, vm, name, { onProgress: (message) => progress(message) }),
     deleteSnapshot: async (vm, name, progress) => (await snapshots()).deleteSnapshot(paths, vm, name, { onProgress: (message) => progress(message) }),
-    cloneVm: async (source, name, linked, progress) => (await templates()).cloneVm(paths, source, name, { linked, onProgress: (message, fraction) => progress(message, fraction) }),
+    cloneVm: async (source, name, options, progress) => (await templates()).cloneVm(paths, source, name, { ...(options as { linked: boolean; forwards?: 'keep' | never[] }), onProgress: (message, fraction) => progress(message, fraction) }),
     makeTemplate: async (name) => void (await (await templates()).makeTemplate(paths, name)),
 
-    listVolumes: async () => Promise.all((await (await volumes()).listVolumes(paths)).map(async (volume) => ({ ...volume, usedBy: await usersOf(volume.name) }))),
+    listVolumes: async () => {
+      const [list, users] = await Promise.all([(await volumes()).listVolumes(paths), (await definitions()).volumeUsers(paths)]);
+      return list.map((volume) => ({ ...volume, usedBy: users.get(volume.name) ?? [] }));
+    },
     getVolume: async (name) => ({ ...(await (await volumes()).getVolume(paths, name)), usedBy: await usersOf(name) }),
     createVolume: async (input) => (await volumes()).createVolume(paths, input),
     resizeVolume: async (name, size, allowShrink) => (await import('../../core/vm/disk-resize.js')).resizeDisk(paths, name, size, { allowShrink }),

@@ -58,3 +58,33 @@ test('order: --local, then a named remote, then the default remote, then a live 
     await rm(root, { recursive: true, force: true });
   }
 });
+
+test('a local daemon that answers 429 is used (and waited on), never bypassed', async () => {
+  const root = await mkdtemp(join(tmpdir(), 'vireo-select-'));
+  const { createServer: createHttpServer } = await import('node:http');
+  let requests = 0;
+  // Refuses the first two requests with 429 and Retry-After, then answers.
+  const server = createHttpServer((request, response) => {
+    requests++;
+    if (requests <= 2) {
+      response.writeHead(429, { 'content-type': 'application/json', 'retry-after': '1' });
+      return response.end(JSON.stringify({ error: { code: 'rate_limited', message: 'slow down' } }));
+    }
+    response.writeHead(200, { 'content-type': 'application/json' });
+    response.end(JSON.stringify(request.url === '/' ? { name: 'vireod' } : []));
+  });
+  try {
+    const paths = { ...vireoPaths(join(root, 'home')), daemonSocket: join(root, 'd.sock') };
+    await new Promise<void>((resolve) => server.listen(paths.daemonSocket, resolve));
+    const backend = await selectBackend(paths, {}, { VIREO_CONFIG_DIR: join(root, 'config') });
+    assert.equal(backend.kind, 'daemon');
+    const began = Date.now();
+    assert.deepEqual(await backend.listVms(), []);
+    // The second 429 was waited out for about the second Retry-After asked for.
+    assert.ok(Date.now() - began >= 900, `retried after ${Date.now() - began} ms`);
+    assert.equal(requests, 3);
+  } finally {
+    await new Promise((resolve) => server.close(resolve));
+    await rm(root, { recursive: true, force: true });
+  }
+});

@@ -69,9 +69,11 @@ export async function selectBackend(paths: VireoPaths, choice: BackendChoice, en
   const { ApiClient } = await import('../../client/api-client.js');
   const api = new ApiClient({ socketPath });
   try {
-    await api.request('GET', '/', undefined, { timeoutMs: LOCAL_DAEMON_PROBE_MS });
+    await api.request('GET', '/', undefined, { timeoutMs: LOCAL_DAEMON_PROBE_MS, rateLimitWaitMs: 0 });
     return daemonBackend(api);
   } catch (error) {
+    // A daemon that says 429 is alive and busy: go through it (each request waits its turn), never around it.
+    if (isVireoError(error, 'rate_limited')) return daemonBackend(api);
     // A socket left by a daemon that died refuses connections: nothing to say, act directly.
     const errno = isVireoError(error) ? (error.cause as NodeJS.ErrnoException | undefined)?.code : undefined;
     const refused = errno === 'ECONNREFUSED' || errno === 'ENOENT';

@@ -21,13 +21,15 @@ function parseListen(text: string): { host: string; port: number } {
 }
 
 /** The daemon flags given, to be repeated in the unit's ExecStart. */
-function daemonArgs(flags: { socket?: string; listen?: string; tlsCert?: string; tlsKey?: string; rateLimit: string; quiet?: boolean }): string[] {
+function daemonArgs(flags: { socket?: string; listen?: string; tlsCert?: string; tlsKey?: string; rateLimit: string; authFailures: string; allowHostPath: string[]; quiet?: boolean }): string[] {
   return [
     ...(flags.socket ? ['--socket', resolve(flags.socket)] : []),
     ...(flags.listen ? ['--listen', flags.listen] : []),
     ...(flags.tlsCert ? ['--tls-cert', resolve(flags.tlsCert)] : []),
     ...(flags.tlsKey ? ['--tls-key', resolve(flags.tlsKey)] : []),
     ...(flags.rateLimit !== '200' ? ['--rate-limit', flags.rateLimit] : []),
+    ...(flags.authFailures !== '20' ? ['--auth-failures', flags.authFailures] : []),
+    ...flags.allowHostPath.flatMap((dir) => ['--allow-host-path', resolve(dir)]),
     ...(flags.quiet ? ['--quiet'] : []),
   ];
 }
@@ -64,14 +66,18 @@ export function daemonCommand(paths: () => VireoPaths): Command {
     .option('--listen <host:port>', 'also listen on TCP, with TLS and bearer tokens (vireo token create)')
     .option('--tls-cert <file>', 'TLS certificate (PEM); default: a self-signed one made once in <home>/tls')
     .option('--tls-key <file>', 'TLS private key (PEM)')
-    .option('--rate-limit <n>', 'requests per second per client before 429 (0: none)', '200')
+    .option('--rate-limit <n>', 'requests per second per client (token, address, or socket connection) before 429 (0: none)', '200')
+    .option('--auth-failures <n>', 'failed authentications per minute per client address on TCP before 429', '20')
+    .option('--allow-host-path <dir>', 'a directory whose files VM specs may name as kernel or initrd (repeatable; default: none, only images)', (dir: string, dirs: string[]) => [...dirs, dir], [] as string[])
     .option('--quiet', 'do not log each request')
     .option('--print-unit', 'print a systemd unit that runs this daemon with these flags, and exit')
     .option('--install-unit', 'write that unit to /etc/systemd/system/vireod.service and create the vireo group (root)')
-    .action(async (flags: { socket?: string; listen?: string; tlsCert?: string; tlsKey?: string; rateLimit: string; quiet?: boolean; printUnit?: boolean; installUnit?: boolean }) => {
+    .action(async (flags: { socket?: string; listen?: string; tlsCert?: string; tlsKey?: string; rateLimit: string; authFailures: string; allowHostPath: string[]; quiet?: boolean; printUnit?: boolean; installUnit?: boolean }) => {
       if (flags.printUnit || flags.installUnit) return unitAction(flags, paths);
       const rate = Number(flags.rateLimit);
       if (!Number.isInteger(rate) || rate < 0) throw invalidArgument('rate-limit', `'${flags.rateLimit}' is not a whole number`);
+      const authFailures = Number(flags.authFailures);
+      if (!Number.isInteger(authFailures) || authFailures < 1) throw invalidArgument('auth-failures', `'${flags.authFailures}' is not a whole number of at least 1`);
       if (Boolean(flags.tlsCert) !== Boolean(flags.tlsKey)) throw invalidArgument('tls-cert', '--tls-cert and --tls-key go together');
       // Loaded here so that other commands do not pay for the HTTP server's start-up.
       const { startDaemon } = await import('../../daemon/server.js');
@@ -90,6 +96,8 @@ export function daemonCommand(paths: () => VireoPaths): Command {
         ...(flags.socket ? { socketPath: flags.socket } : {}),
         ...(tcp ? { tcp } : {}),
         rateLimitPerSecond: rate,
+        authFailures: { burst: authFailures, perMinute: authFailures },
+        allowHostPaths: flags.allowHostPath.map((dir) => resolve(dir)),
         ...(flags.quiet ? {} : { log }),
       });
       note(`vireod ${VERSION} listening on ${daemon.socketPath}${daemon.tcpPort !== undefined ? ` and https://${tcp!.host}:${daemon.tcpPort}` : ''} (pid ${process.pid})`);

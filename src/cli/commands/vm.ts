@@ -58,7 +58,7 @@ function addSpecOptions(command: Command): Command {
     .addOption(new Option('--accel <accel>', 'accelerator (auto picks KVM when usable, else TCG)').choices(['auto', 'kvm', 'tcg']))
     .option('--attach <volume>', 'attach an existing volume as a virtio disk (repeatable)', collect)
     .option('--cdrom <volume>', 'attach an ISO volume as a CD-ROM (repeatable)', collect)
-    .option('--forward <[addr:]host:guest[/udp]>', 'forward a host port to the guest on the user network (repeatable)', collect)
+    .option('--forward <[addr:]host:guest[/udp]>', 'forward a host port to the guest on the user network (repeatable; "none" drops existing ones)', collect)
     .addOption(new Option('--nic-model <model>', 'model of the NIC').choices(['virtio', 'e1000', 'e1000e', 'rtl8139']))
     .option('--no-nic', 'no network card')
     .option('--vnc <display>', 'VNC display number (port 5900+N on 127.0.0.1)')
@@ -119,7 +119,28 @@ function parseInteger(field: string, text: string): number {
   return Number(text);
 }
 
-function parseForward(text: string, index: number): Spec {
+/** "--remove-forward [addr:]port[/proto]": drops the forwards of that host port from every NIC; one must match. */
+function removeForwards(spec: Spec, texts: string[], vm: string): void {
+  const nics = ((spec.nics as Spec[] | undefined) ?? []).map((nic) => ({ ...nic, forwards: [...((nic.forwards as Spec[] | undefined) ?? [])] }));
+  for (const text of texts) {
+    const match = /^(?:(\d{1,3}(?:\.\d{1,3}){3}):)?(\d+)(?:\/(tcp|udp))?$/.exec(text);
+    if (!match) throw invalidArgument('--remove-forward', `'${text}' must be a host port, e.g. 2222, 0.0.0.0:8080 or 5353/udp`);
+    const [, address, port, protocol] = match;
+    let removed = 0;
+    for (const nic of nics) {
+      const kept = nic.forwards.filter((forward) => {
+        const same = forward.hostPort === Number(port) && (protocol === undefined || (forward.protocol ?? 'tcp') === protocol) && (address === undefined || (forward.hostAddress ?? '127.0.0.1') === address);
+        return !same;
+      });
+      removed += nic.forwards.length - kept.length;
+      nic.forwards = kept;
+    }
+    if (removed === 0) throw invalidArgument('--remove-forward', `VM '${vm}' forwards no host port ${text}`);
+  }
+  spec.nics = nics;
+}
+
+export function parseForward(text: string, index: number): Spec {
   const match = /^(?:(\d{1,3}(?:\.\d{1,3}){3}):)?(\d+):(\d+)(?:\/(tcp|udp))?$/.exec(text);
   if (!match) throw invalidArgument(`--forward`, `'${text}' must look like 2222:22, 0.0.0.0:8080:80 or 5353:53/udp`, { index });
   return {
@@ -154,7 +175,13 @@ function applySpecFlags(base: Spec, flags: SpecFlags): Spec {
     const nics = [...((spec.nics as Spec[] | undefined) ?? [{}])];
     const first = { ...(nics[0] ?? {}) };
     if (flags.nicModel !== undefined) first.model = flags.nicModel;
-    if (flags.forward !== undefined) first.forwards = [...((first.forwards as Spec[] | undefined) ?? []), ...flags.forward.map(parseForward)];
+    if (flags.forward !== undefined) {
+      // "--forward none" drops every forward (of every NIC) before any others given are added.
+      const clear = flags.forward.includes('none');
+      const added = flags.forward.filter((text) => text !== 'none').map(parseForward);
+      if (clear) for (const [index, nic] of nics.entries()) nics[index] = { ...nic, forwards: [] };
+      first.forwards = [...(clear ? [] : ((first.forwards as Spec[] | undefined) ?? [])), ...added];
+    }
     nics[0] = first;
     spec.nics = nics;
   }
@@ -243,11 +270,14 @@ export function vmCommand(cli: CliContext): Command {
   addSpecOptions(vm.command('edit <name>'))
     .description('change a stopped VM (flags, or a whole spec with -f)')
     .option('--detach <volume>', 'detach a volume (repeatable)', collect)
-    .action(async (name: string, flags: SpecFlags & { detach?: string[] }) => {
+    .option('--remove-forward <[addr:]host[/udp]>', 'stop forwarding this host port (repeatable)', collect)
+    .action(async (name: string, flags: SpecFlags & { detach?: string[]; removeForward?: string[] }) => {
+      // A file may be what `vm show --json` printed: its uuid, createdAt, clonedFrom and runtime are checked and dropped.
       const file = flags.file ? await readSpecFile(flags.file) : undefined;
       const cloudInit = (await applyCloudInitFlags({}, flags)).cloudInit as Spec | undefined;
       const def = await (await cli.backend()).editVm(name, (current) => {
         let spec: Spec = file ? { ...file, name: file.name ?? name } : ({ ...current } as Spec);
+        if (flags.removeForward) removeForwards(spec, flags.removeForward, name);
         spec = applySpecFlags(spec, { ...flags, file: undefined });
         if (cloudInit) {
           const before = (spec.cloudInit as Spec | undefined) ?? {};

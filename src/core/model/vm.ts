@@ -92,7 +92,7 @@ const Disk = z
     path: ['readOnly'],
   });
 
-const PortForward = z.strictObject({
+export const PortForward = z.strictObject({
   protocol: z.enum(['tcp', 'udp']).default('tcp'),
   hostAddress: z.string().regex(IPV4_PATTERN, 'must be an IPv4 address').default('127.0.0.1'),
   hostPort: z.number().int().min(1).max(65535),
@@ -156,6 +156,7 @@ export const VmSpecSchema = z.strictObject({
 });
 
 export type VmSpecInput = z.input<typeof VmSpecSchema>;
+export type PortForwardInput = z.input<typeof PortForward>;
 export type VmSpec = z.output<typeof VmSpecSchema>;
 export type DiskSpec = VmSpec['disks'][number];
 export type NicSpec = VmSpec['nics'][number];

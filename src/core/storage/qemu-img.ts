@@ -7,8 +7,10 @@
  * Output is always read as JSON.
  */
 import { execFile, spawn } from 'node:child_process';
+import { availableParallelism } from 'node:os';
 import { isAbsolute } from 'node:path';
 import { invalidArgument, VireoError } from '../errors.js';
+import { limiter } from '../limit.js';
 
 export type ImageFormat = 'qcow2' | 'raw';
 
@@ -178,8 +180,17 @@ interface RunResult {
   stderr: string;
 }
 
+/**
+ * How many qemu-img processes one Vireo process runs at once, whatever asks
+ * for them (listings, deletions, imports): each is a process with its own
+ * file handles and memory, and a burst of them starves everything else on
+ * the host, the daemon's event loop included. The rest wait their turn.
+ */
+export const QEMU_IMG_SLOTS = Math.max(4, availableParallelism());
+const slots = limiter(QEMU_IMG_SLOTS);
+
 function run(argv: string[], onStdout?: (chunk: string) => void): Promise<RunResult> {
-  return onStdout ? runStreaming(argv, onStdout) : runBuffered(argv);
+  return slots(() => (onStdout ? runStreaming(argv, onStdout) : runBuffered(argv)));
 }
 
 function runBuffered(argv: string[]): Promise<RunResult> {

@@ -15,6 +15,7 @@ import { copyFile, link, lstat, mkdir, readdir, realpath, rename, rm, stat } fro
 import { basename, dirname, extname, isAbsolute, join, relative, resolve, sep } from 'node:path';
 import { alreadyExists, invalidArgument, invalidState, notFound, VireoError } from '../errors.js';
 import { checkName, formatSize, MiB, NAME_PATTERN } from '../model/units.js';
+import { mapLimited } from '../limit.js';
 import type { VireoPaths } from '../paths.js';
 import * as qemuImg from './qemu-img.js';
 import type { ImageFormat, ImageInfo } from './qemu-img.js';
@@ -144,28 +145,26 @@ export async function getVolume(paths: VireoPaths, name: string): Promise<Volume
 
 export async function listVolumes(paths: VireoPaths): Promise<Volume[]> {
   const files = await volumeFiles(paths);
-  const volumes: Volume[] = [];
-  // A few qemu-img processes at a time: enough to hide their start-up cost.
-  for (let start = 0; start < files.length; start += 8) {
-    const batch = await Promise.all(
-      files.slice(start, start + 8).map(async (file) => {
-        try {
-          await ensureInsideStorage(paths, file.path, 'name');
-          if (!(await stat(file.path)).isFile()) return undefined;
-          return await describe(file);
-        } catch (error) {
-          // A symlink leading out of storage is not a volume; listing must not follow it.
-          if (error instanceof VireoError && error.code === 'invalid_argument') return undefined;
-          // Deleted since the directory was read.
-          if (isErrno(error, 'ENOENT')) return undefined;
-          throw error;
-        }
-      }),
-    );
-    for (const volume of batch) if (volume) volumes.push(volume);
-  }
+  // A few files at a time: each look opens the file and runs qemu-img, and storage may hold hundreds.
+  const found = await mapLimited(files, FILES_AT_ONCE, async (file) => {
+    try {
+      await ensureInsideStorage(paths, file.path, 'name');
+      if (!(await stat(file.path)).isFile()) return undefined;
+      return await describe(file);
+    } catch (error) {
+      // A symlink leading out of storage is not a volume; listing must not follow it.
+      if (error instanceof VireoError && error.code === 'invalid_argument') return undefined;
+      // Deleted since the directory was read.
+      if (isErrno(error, 'ENOENT')) return undefined;
+      throw error;
+    }
+  });
+  const volumes = found.filter((volume): volume is Volume => volume !== undefined);
   return volumes.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : a.path < b.path ? -1 : 1));
 }
+
+/** Files looked at concurrently by one listing or search of storage. */
+const FILES_AT_ONCE = 8;
 
 /** Files in storage that are named like volumes; dotfiles (temporaries) and strays are left out. */
 async function volumeFiles(paths: VireoPaths): Promise<VolumeFile[]> {
@@ -352,26 +351,81 @@ function usedAsBacking(name: string, volumes: string[]): VireoError {
   return new VireoError('in_use', `volume '${name}' is the backing file of volume${volumes.length > 1 ? 's' : ''} ${volumes.join(', ')}`, { volumes });
 }
 
-/** Volumes in storage whose image names this one as its direct backing file. */
-async function backingUsers(paths: VireoPaths, target: VolumeFile): Promise<string[]> {
-  const targetReal = await realpath(target.path);
-  const users: string[] = [];
-  for (const file of await volumeFiles(paths)) {
-    // Only qcow2 images have a backing file; raw and iso files are plain bytes.
-    if (file.ext !== 'qcow2' || file.path === target.path) continue;
-    let header: ImageInfo;
-    try {
-      header = await qemuImg.info(file.path, 'qcow2');
-    } catch (error) {
-      if (error instanceof VireoError && error.code === 'command_failed') continue;
-      throw error;
-    }
-    const backing = header['full-backing-filename'] ?? header['backing-filename'];
-    if (backing === undefined || (backing.includes(':') && !isAbsolute(backing))) continue;
-    const backingReal = await realpath(resolve(dirname(file.path), backing)).catch(() => undefined);
-    if (backingReal === targetReal) users.push(file.name);
+/**
+ * The backing file each qcow2 volume's header names, as an absolute path,
+ * remembered per file and read again only when the file changed (another
+ * inode, size, or modification or status-change time: rewriting a header,
+ * as qemu-img rebase or commit do, changes them). Finding the volumes that
+ * depend on one then costs a stat per volume instead of a qemu-img process
+ * per volume: deleting N volumes is no longer N² processes. The index lives
+ * in the process (a CLI without the daemon builds its own) and is checked
+ * against the files on every use, so changes made by anyone are seen.
+ */
+interface BackingEntry {
+  dev: number;
+  ino: number;
+  size: number;
+  mtimeMs: number;
+  ctimeMs: number;
+  /** Absolute path of the backing file as the header names it; undefined for none (or an unreadable header). */
+  backing: string | undefined;
+}
+const backingIndex = new Map<string, BackingEntry>();
+
+/** Header reads under way, so that concurrent searches read each header once. */
+const backingReads = new Map<string, Promise<string | undefined>>();
+
+function backingOf(file: VolumeFile): Promise<string | undefined> {
+  const running = backingReads.get(file.path);
+  if (running) return running;
+  const read = readBacking(file).finally(() => backingReads.delete(file.path));
+  backingReads.set(file.path, read);
+  return read;
+}
+
+async function readBacking(file: VolumeFile): Promise<string | undefined> {
+  const info = await stat(file.path);
+  const known = backingIndex.get(file.path);
+  if (known && known.dev === info.dev && known.ino === info.ino && known.size === info.size && known.mtimeMs === info.mtimeMs && known.ctimeMs === info.ctimeMs) {
+    return known.backing;
   }
-  return users.sort();
+  let backing: string | undefined;
+  try {
+    const header = await qemuImg.info(file.path, 'qcow2');
+    const named = header['full-backing-filename'] ?? header['backing-filename'];
+    // A protocol (nbd:..., json:...) is not a file in storage.
+    if (named !== undefined && !(named.includes(':') && !isAbsolute(named))) backing = resolve(dirname(file.path), named);
+  } catch (error) {
+    if (!(error instanceof VireoError && error.code === 'command_failed')) throw error;
+  }
+  backingIndex.set(file.path, { dev: info.dev, ino: info.ino, size: info.size, mtimeMs: info.mtimeMs, ctimeMs: info.ctimeMs, backing });
+  return backing;
+}
+
+/** Reads every qcow2 header once (the daemon does it at start, so the first deletion is as quick as the rest). */
+export async function warmBackingIndex(paths: VireoPaths): Promise<void> {
+  await backingUsers(paths, undefined);
+}
+
+/** Volumes in storage whose image names this one as its direct backing file. */
+async function backingUsers(paths: VireoPaths, target: VolumeFile | undefined): Promise<string[]> {
+  const targetReal = target ? await realpath(target.path) : undefined;
+  // Only qcow2 images have a backing file; raw and iso files are plain bytes.
+  const qcow2 = (await volumeFiles(paths)).filter((file) => file.ext === 'qcow2');
+  // Forget files that are gone (the target stays: a concurrent search for another volume still needs it).
+  const present = new Set(qcow2.map((file) => file.path));
+  for (const path of backingIndex.keys()) if (!present.has(path) && dirname(path) === storageDir(paths)) backingIndex.delete(path);
+  const files = qcow2.filter((file) => file.path !== target?.path);
+  const users = await mapLimited(files, FILES_AT_ONCE * 2, async (file) => {
+    const backing = await backingOf(file).catch((error: unknown) => {
+      if (isErrno(error, 'ENOENT')) return undefined;
+      throw error;
+    });
+    if (backing === undefined || targetReal === undefined) return undefined;
+    if (backing === target!.path || backing === targetReal) return file.name;
+    return (await realpath(backing).catch(() => undefined)) === targetReal ? file.name : undefined;
+  });
+  return users.filter((name): name is string => name !== undefined).sort();
 }
 
 export interface ImportVolumeOptions {

@@ -6,6 +6,7 @@
 import { mkdir, open, readdir, readFile, rm, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import { VireoError, alreadyExists, notFound } from '../errors.js';
+import { mapLimited } from '../limit.js';
 import { checkName } from '../model/units.js';
 import type { VmDefinition } from '../model/vm.js';
 import { vmPaths, type VireoPaths } from '../paths.js';
@@ -54,13 +55,30 @@ export async function listDefinitions(paths: VireoPaths): Promise<VmDefinition[]
     if ((error as NodeJS.ErrnoException).code === 'ENOENT') return [];
     throw error;
   }
-  // Read in parallel: one after another, each small file costs several thread-pool round trips in turn.
-  const values = await Promise.all(names.sort().map((name) => readJsonIfExists(vmPaths(paths, name).definition)));
+  // Several at a time: one after another, each small file costs thread-pool round trips in turn;
+  // all at once, a host with many VMs runs the daemon out of file descriptors (EMFILE).
+  const values = await mapLimited(names.sort(), DEFINITIONS_AT_ONCE, (name) => readJsonIfExists(vmPaths(paths, name).definition));
   return values.filter((value): value is VmDefinition => value !== undefined);
 }
 
 export async function deleteDefinition(paths: VireoPaths, name: string): Promise<void> {
   await rm(vmPaths(paths, name).dir, { recursive: true, force: true });
+}
+
+/** Definition files read at once by a listing. */
+const DEFINITIONS_AT_ONCE = 16;
+
+/** For every volume some VM attaches, the names of those VMs: one pass over the definitions for a whole listing. */
+export async function volumeUsers(paths: VireoPaths): Promise<Map<string, string[]>> {
+  const users = new Map<string, string[]>();
+  for (const def of await listDefinitions(paths)) {
+    for (const volume of new Set(def.disks.map((disk) => disk.volume))) {
+      const list = users.get(volume);
+      if (list) list.push(def.name);
+      else users.set(volume, [def.name]);
+    }
+  }
+  return users;
 }
 
 /** Names of the VMs whose definition attaches the volume. */

@@ -20,9 +20,11 @@ import { QmpClient } from '../qmp/client.js';
 import { cont, queryStatus, setAction, stop, systemPowerdown, systemReset } from '../qmp/commands.js';
 import { Reverter } from '../revert.js';
 import { resolveVolume } from '../storage/volumes.js';
-import { loadDefinition, withVmLock } from './definitions.js';
+import { listDefinitions, loadDefinition, withVmLock } from './definitions.js';
+import { checkForwardedPorts } from './host-ports.js';
 import { waitForConsoleLog } from './console.js';
 import { launchDaemonized, waitForExit } from './process.js';
+import { checkHostFiles } from './host-files.js';
 import { cleanRunDirectory, livePid, prepareRunDirectory, readRuntime, writeRuntimeRecord } from './runtime.js';
 
 export interface StartResult {
@@ -61,7 +63,10 @@ export async function launchContext(paths: VireoPaths, def: VmDefinition): Promi
       cmdline: boot.cmdline ?? image.cmdline,
     };
   } else if (boot) {
-    kernel = { kernel: boot.kernel, ...(boot.initrd ? { initrd: boot.initrd } : {}), ...(boot.cmdline ? { cmdline: boot.cmdline } : {}) };
+    // Checked again now (it may have gone or changed since the spec was saved); QEMU gets the real paths.
+    const files = await checkHostFiles(def);
+    const initrd = files['boot.kernel.initrd'];
+    kernel = { kernel: files['boot.kernel.kernel']!, ...(initrd ? { initrd } : {}), ...(boot.cmdline ? { cmdline: boot.cmdline } : {}) };
   }
 
   let uefi: LaunchContext['uefi'];
@@ -104,6 +109,10 @@ export async function startVm(paths: VireoPaths, name: string, options: StartOpt
     if ((await livePid(paths, def)) !== undefined) throw invalidState(`VM '${name}' is already running`);
     if (def.template) throw invalidState(`VM '${name}' is a template and cannot be started; clone it (vireo vm clone ${name} NEW)`);
     const { context, qemuBinary, notice } = await launchContext(paths, def);
+    if (def.nics.some((nic) => nic.forwards.length > 0)) {
+      const others = await Promise.all((await listDefinitions(paths)).filter((other) => other.name !== name).map(async (definition) => ({ definition, pid: await livePid(paths, definition) })));
+      await checkForwardedPorts(def, others.filter((other): other is { definition: VmDefinition; pid: number } => other.pid !== undefined));
+    }
     // The console log is appended to; readiness is looked for after this point.
     const logOffset = await stat(vmPaths(paths, name).consoleLog).then((info) => info.size, () => 0);
     return Reverter.run(async (reverter) => {

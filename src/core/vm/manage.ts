@@ -4,14 +4,18 @@
  * and a failure part-way undoes what was made (disks, directory).
  */
 import { VireoError, invalidArgument, invalidState, isVireoError } from '../errors.js';
+import { checkCpuModel } from '../host/cpu-models.js';
 import { getDiskImage, getImage, imageFile } from '../image/store.js';
 import { formatSize } from '../model/units.js';
 import { defineVm, parseVmSpec, type VmDefinition, type VmSpec } from '../model/vm.js';
+import { withoutShownFields } from '../model/shown-fields.js';
 import type { VireoPaths } from '../paths.js';
 import { Reverter } from '../revert.js';
 import { createVolume, deleteVolume, getVolume, type Volume } from '../storage/volumes.js';
 import { deleteDefinition, listDefinitions, loadDefinition, reserveVmDirectory, saveDefinition, vmsUsingVolume, withVmLock } from './definitions.js';
-import { cleanRunDirectory, readRuntime, type VmRuntime } from './runtime.js';
+import { mapLimited } from '../limit.js';
+import { checkHostFiles, type HostFilePolicy } from './host-files.js';
+import { cleanRunDirectory, readRuntime, type RuntimeOptions, type VmRuntime } from './runtime.js';
 import { refuseTemplateWithClones } from './template.js';
 
 export interface NewDisk {
@@ -27,10 +31,14 @@ export interface NewDisk {
 export interface CreateOptions {
   /** Disks to create and attach (as virtio disks named <vm>-disk<N>), after those the spec names. */
   newDisks?: NewDisk[];
+  /** Which host files the spec may name (default: any regular file; the daemon passes its allowed directories). */
+  hostFiles?: HostFilePolicy;
 }
 
 /** Checks that everything the spec refers to exists. */
-async function checkReferences(paths: VireoPaths, spec: VmSpec): Promise<void> {
+async function checkReferences(paths: VireoPaths, spec: VmSpec, hostFiles: HostFilePolicy = {}): Promise<void> {
+  await checkCpuModel(spec.cpus.model);
+  await checkHostFiles(spec, hostFiles);
   const boot = spec.boot.kernel;
   if (boot && 'image' in boot) {
     try {
@@ -63,7 +71,7 @@ export async function createVm(paths: VireoPaths, input: unknown, options: Creat
   const newDisks = options.newDisks ?? [];
   const names = newDisks.map((_, index) => `${spec.name}-disk${index}`);
   const withNew = parseVmSpec({ ...spec, disks: [...spec.disks, ...names.map((volume) => ({ volume }))] });
-  await checkReferences(paths, spec);
+  await checkReferences(paths, spec, options.hostFiles);
   for (const [index, name] of names.entries()) {
     if (await getVolume(paths, name).then(() => true, () => false)) {
       throw new VireoError('already_exists', `disk ${index}: a volume named '${name}' already exists`, { field: `disks`, name });
@@ -92,7 +100,7 @@ export async function createVm(paths: VireoPaths, input: unknown, options: Creat
 }
 
 /** Replaces a stopped VM's spec, keeping its identity (UUID, MACs of kept NICs). */
-export async function editVm(paths: VireoPaths, name: string, change: (current: VmSpec) => unknown): Promise<VmDefinition> {
+export async function editVm(paths: VireoPaths, name: string, change: (current: VmSpec, definition: VmDefinition) => unknown, options: { hostFiles?: HostFilePolicy } = {}): Promise<VmDefinition> {
   const current = await loadDefinition(paths, name);
   return withVmLock(paths, name, async () => {
     if (current.template) throw invalidState(`VM '${name}' is a template and cannot be edited; clone it and edit the clone`);
@@ -100,9 +108,10 @@ export async function editVm(paths: VireoPaths, name: string, change: (current: 
       throw invalidState(`VM '${name}' is running; stop it before editing (vireo vm stop ${name})`);
     }
     const { uuid: _uuid, createdAt: _createdAt, template: _template, clonedFrom: _clonedFrom, ...spec } = current;
-    const next = parseVmSpec(change(spec));
+    // A definition as `vm show --json` prints it is a valid input: its identity and state fields are checked and dropped.
+    const next = parseVmSpec(withoutShownFields(change(spec, current), current));
     if (next.name !== name) throw invalidArgument('name', `renaming is not supported (VM is '${name}')`);
-    await checkReferences(paths, next);
+    await checkReferences(paths, next, options.hostFiles);
     const def = defineVm(next, current);
     await saveDefinition(paths, def);
     return def;
@@ -146,12 +155,13 @@ export interface VmInfo {
   runtime: VmRuntime;
 }
 
-export async function getVm(paths: VireoPaths, name: string): Promise<VmInfo> {
+export async function getVm(paths: VireoPaths, name: string, options: RuntimeOptions = {}): Promise<VmInfo> {
   const definition = await loadDefinition(paths, name);
-  return { definition, runtime: await readRuntime(paths, definition) };
+  return { definition, runtime: await readRuntime(paths, definition, options) };
 }
 
-export async function listVms(paths: VireoPaths): Promise<VmInfo[]> {
+export async function listVms(paths: VireoPaths, options: RuntimeOptions = {}): Promise<VmInfo[]> {
   const defs = await listDefinitions(paths);
-  return Promise.all(defs.map(async (definition) => ({ definition, runtime: await readRuntime(paths, definition) })));
+  // Each running VM costs a socket and a pidfile read: a bounded number at a time.
+  return mapLimited(defs, 16, async (definition) => ({ definition, runtime: await readRuntime(paths, definition, options) }));
 }

@@ -63,14 +63,25 @@ export async function livePid(paths: VireoPaths, def: VmDefinition): Promise<num
   return undefined;
 }
 
-export async function readRuntime(paths: VireoPaths, def: VmDefinition): Promise<VmRuntime> {
+export interface RuntimeOptions {
+  /** How long QEMU has to answer (default 3 s); a daemon listing many VMs gives each less. */
+  timeoutMs?: number;
+  /**
+   * True for a VM already known not to answer (the daemon's watcher probes
+   * each VM): it is reported unresponsive at once rather than waited for.
+   */
+  knownUnresponsive?: (vm: string) => boolean;
+}
+
+export async function readRuntime(paths: VireoPaths, def: VmDefinition, options: RuntimeOptions = {}): Promise<VmRuntime> {
   const pid = await livePid(paths, def);
   if (pid === undefined) return { state: 'stopped' };
   const record = await readRuntimeRecord(paths, def.name);
   const base = { pid, ...(record ? { accel: record.accel, startedAt: record.startedAt } : {}) };
+  if (options.knownUnresponsive?.(def.name)) return { ...base, state: 'unresponsive' };
   let client: QmpClient | undefined;
   try {
-    client = await QmpClient.connect(vmPaths(paths, def.name).statusSocket, { timeoutMs: 3000 });
+    client = await QmpClient.connect(vmPaths(paths, def.name).statusSocket, { timeoutMs: options.timeoutMs ?? 3000 });
     const status = await queryStatus(client);
     return { ...base, state: status.status };
   } catch {

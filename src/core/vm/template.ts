@@ -9,10 +9,10 @@
  * addresses and disk serials.
  */
 import { randomBytes } from 'node:crypto';
-import { chmod, stat } from 'node:fs/promises';
+import { chmod, realpath, stat } from 'node:fs/promises';
 import { VireoError, invalidArgument, invalidState } from '../errors.js';
 import { checkName } from '../model/units.js';
-import { defineVm, parseVmSpec, type VmDefinition } from '../model/vm.js';
+import { defineVm, parseVmSpec, type PortForwardInput, type VmDefinition } from '../model/vm.js';
 import type { VireoPaths } from '../paths.js';
 import { Reverter } from '../revert.js';
 import * as qemuImg from '../storage/qemu-img.js';
@@ -21,16 +21,41 @@ import { readMetadata } from '../snapshot/metadata.js';
 import { listDefinitions, loadDefinition, reserveVmDirectory, saveDefinition, withVmLock } from './definitions.js';
 import { readRuntime } from './runtime.js';
 
-/** Names of the VMs cloned from this template. */
-export async function clonesOf(paths: VireoPaths, template: string): Promise<string[]> {
-  return (await listDefinitions(paths)).filter((def) => def.clonedFrom === template).map((def) => def.name);
+/**
+ * Names of the VMs with a disk whose backing chain runs through one of this
+ * VM's disks: its linked clones (or any VM given a disk linked to one). A
+ * full clone copied its disks and depends on nothing, so it is not among
+ * them; the chain is read from the images themselves, not from how the VM
+ * was made.
+ */
+export async function dependentsOf(paths: VireoPaths, def: VmDefinition): Promise<string[]> {
+  const bases = new Set<string>();
+  for (const disk of def.disks) {
+    const file = await resolveVolume(paths, disk.volume).catch(() => undefined);
+    if (file) bases.add(await realpath(file.path).catch(() => file.path));
+  }
+  if (bases.size === 0) return [];
+  const dependents: string[] = [];
+  for (const other of await listDefinitions(paths)) {
+    if (other.name === def.name) continue;
+    for (const disk of other.disks) {
+      if (def.disks.some((own) => own.volume === disk.volume)) continue;
+      const volume = await getVolume(paths, disk.volume).catch(() => undefined);
+      const chain = await Promise.all((volume?.backingChain ?? []).map((link) => realpath(link.path).catch(() => link.path)));
+      if (chain.some((path) => bases.has(path))) {
+        dependents.push(other.name);
+        break;
+      }
+    }
+  }
+  return dependents;
 }
 
-/** Deleting a template that clones were made from is refused, naming them (linked ones would lose their base). */
+/** Deleting a template that linked clones are based on is refused, naming them (they would lose their base); full clones do not count. */
 export async function refuseTemplateWithClones(paths: VireoPaths, def: VmDefinition): Promise<void> {
-  const clones = await clonesOf(paths, def.name);
+  const clones = await dependentsOf(paths, def);
   if (clones.length > 0) {
-    throw new VireoError('in_use', `template '${def.name}' has clone${clones.length > 1 ? 's' : ''} ${clones.join(', ')}; delete them first`, { clones });
+    throw new VireoError('in_use', `template '${def.name}' has linked clone${clones.length > 1 ? 's' : ''} ${clones.join(', ')} based on its disks; delete them first`, { clones });
   }
 }
 
@@ -72,6 +97,12 @@ export async function makeTemplate(paths: VireoPaths, name: string): Promise<VmD
 export interface CloneOptions {
   /** Share the template's disks as read-only bases (qcow2 overlays) instead of copying them. */
   linked?: boolean;
+  /**
+   * The clone's host port forwards: the source's ('keep'), or these, on its
+   * first NIC. By default none: a host port serves one VM, so a clone that
+   * kept its source's could never run beside it.
+   */
+  forwards?: 'keep' | PortForwardInput[];
   onProgress?: (message: string, fraction: number) => void;
 }
 
@@ -80,6 +111,8 @@ export interface CloneResult {
   /** Volumes made for the clone. */
   volumes: string[];
   linked: boolean;
+  /** The source's forwards the clone did not get, as "127.0.0.1:2222->22/tcp". */
+  droppedForwards: string[];
 }
 
 /**
@@ -130,13 +163,17 @@ export async function cloneVm(paths: VireoPaths, source: string, target: string,
           ...(disk.serial !== undefined && renamed.has(disk.volume) ? { serial: newSerial(disk.serial) } : {}),
         })),
         // Without a MAC each NIC gets a fresh one.
-        nics: spec.nics.map(({ mac: _mac, ...nic }) => nic),
+        nics: spec.nics.map(({ mac: _mac, forwards, ...nic }, index) => ({
+          ...nic,
+          forwards: options.forwards === 'keep' ? forwards : index === 0 ? (options.forwards ?? []) : [],
+        })),
         // A clone is another machine: its host name defaults to its own VM name (its new UUID is its new instance-id).
         ...(spec.cloudInit ? { cloudInit: withoutHostname(spec.cloudInit) } : {}),
       });
       const clone: VmDefinition = { ...defineVm(cloneSpec), clonedFrom: source };
       await saveDefinition(paths, clone);
-      return { definition: clone, volumes: copies.map((copy) => copy.to), linked };
+      const droppedForwards = options.forwards === 'keep' ? [] : spec.nics.flatMap((nic) => nic.forwards.map((forward) => `${forward.hostAddress}:${forward.hostPort}->${forward.guestPort}/${forward.protocol}`));
+      return { definition: clone, volumes: copies.map((copy) => copy.to), linked, droppedForwards };
     });
   });
 }
