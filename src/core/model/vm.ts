@@ -130,6 +130,8 @@ const Boot = z.strictObject({
   firmware: z.enum(['bios', 'uefi']).default('bios'),
   kernel: KernelBoot.optional(),
   order: z.array(z.enum(['disk', 'cdrom', 'network'])).max(3).default(['disk', 'cdrom', 'network']),
+  /** UEFI Secure Boot with the Microsoft-enrolled OVMF variables (Debian's signed shim, GRUB and kernel boot; unsigned code does not). */
+  secureBoot: z.boolean().optional(),
 });
 
 const Vnc = z.strictObject({
@@ -193,6 +195,11 @@ export function zodToError(error: z.ZodError) {
 }
 
 function checkSpecConsistency(spec: VmSpec): void {
+  if (spec.boot.secureBoot) {
+    if (spec.boot.firmware !== 'uefi') throw invalidArgument('boot.secureBoot', 'Secure Boot needs UEFI firmware (boot.firmware: uefi)');
+    if (spec.machine !== 'q35') throw invalidArgument('boot.secureBoot', 'Secure Boot needs SMM, which Vireo enables on the q35 machine only');
+    if (spec.boot.kernel) throw invalidArgument('boot.secureBoot', 'direct kernel boot bypasses the firmware\'s signature checks; boot from a disk with a signed bootloader');
+  }
   const volumes = new Set<string>();
   spec.disks.forEach((disk, index) => {
     if (volumes.has(disk.volume)) throw invalidArgument(`disks.${index}.volume`, `volume '${disk.volume}' is attached twice`);

@@ -23,7 +23,7 @@ export interface LaunchContext {
   /** Direct kernel boot, resolved from an image or from paths. */
   kernel?: { kernel: string; initrd?: string; cmdline?: string };
   /** UEFI firmware: the shared read-only code and this VM's own variable store. */
-  uefi?: { code: string; vars: string };
+  uefi?: { code: string; vars: string; secureBoot?: boolean };
   /** Fork into the background once QEMU is ready (the product always does; tests may not). */
   daemonize: boolean;
   /** Wait for an incoming live migration, whose address is given later over QMP (migrate-incoming). */
@@ -59,7 +59,10 @@ export function buildQemuArgv(def: VmDefinition, ctx: LaunchContext): string[] {
   push('-no-user-config', '-nodefaults');
   const machine: string[] = [def.machine];
   if (ctx.uefi) machine.push('pflash0=fw-code', 'pflash1=fw-vars');
+  // Secure Boot firmware keeps its variables safe from the OS only with SMM and a secure flash.
+  if (ctx.uefi?.secureBoot) machine.push('smm=on');
   push('-machine', machine.join(','));
+  if (ctx.uefi?.secureBoot) push('-global', 'driver=cfi.pflash01,property=secure,value=on');
   push('-accel', ctx.accel === 'kvm' ? 'kvm' : `tcg,thread=${def.cpus.count > 1 ? 'multi' : 'single'}`);
   push('-cpu', def.cpus.model ?? (ctx.accel === 'kvm' ? 'host' : 'max'));
   const { count, sockets, cores, threads } = def.cpus;

@@ -11,6 +11,7 @@ import { VireoError, invalidState } from '../errors.js';
 import { chooseAccelerator } from '../host/accel.js';
 import { getHostFacts } from '../host/check.js';
 import { buildSeed } from '../cloudinit/seed.js';
+import { secureBootFirmware } from '../guest/secure-boot.js';
 import { writeSeedIso } from '../cloudinit/iso.js';
 import { getImage, getKernelImage, imageFile } from '../image/store.js';
 import type { VmDefinition } from '../model/vm.js';
@@ -73,10 +74,17 @@ export async function launchContext(paths: VireoPaths, def: VmDefinition): Promi
   if (def.boot.firmware === 'uefi') {
     const ovmf = facts.firmware.ovmf;
     if (!ovmf) throw new VireoError('host_unsupported', 'boot.firmware: UEFI needs OVMF, which is not installed (run: vireo host setup)', { field: 'boot.firmware' });
-    const vars = join(vmPaths(paths, def.name).dir, 'OVMF_VARS.fd');
-    // Each VM keeps its own copy of the UEFI variable store (boot entries live there).
-    await access(vars).catch(() => copyFile(ovmf.vars, vars));
-    uefi = { code: ovmf.code, vars };
+    if (def.boot.secureBoot) {
+      const firmware = await secureBootFirmware();
+      const vars = join(vmPaths(paths, def.name).dir, 'OVMF_VARS.secboot.fd');
+      await access(vars).catch(() => copyFile(firmware.vars, vars));
+      uefi = { code: firmware.code, vars, secureBoot: true };
+    } else {
+      const vars = join(vmPaths(paths, def.name).dir, 'OVMF_VARS.fd');
+      // Each VM keeps its own copy of the UEFI variable store (boot entries live there).
+      await access(vars).catch(() => copyFile(ovmf.vars, vars));
+      uefi = { code: ovmf.code, vars };
+    }
   }
 
   const runtime = vmPaths(paths, def.name);
