@@ -177,8 +177,9 @@ test('debian-12 with cloud-init: user-data applied, SSH, exec, ip, cp, grown roo
   assert.notEqual(missing.code, 0);
 
   const web = await identity('web');
-  const stopped = await ok(['vm', 'stop', 'web', '--timeout', '300'], 400_000);
-  assert.match(stopped, /powered off/);
+  const stopped = await home.vireo(['vm', 'stop', 'web', '--timeout', '300'], { env: env(), timeoutMs: 400_000 });
+  assert.equal(stopped.code, 0, stopped.stderr);
+  assert.match(stopped.stderr, /VM 'web' powered off/, 'powered off by the guest, not forced');
 
   // Two linked clones: one under SeaBIOS, one under OVMF, without the source's port forward.
   await ok(['vm', 'template', 'web']);
