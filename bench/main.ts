@@ -1,17 +1,20 @@
 /**
  * `npm run bench`: Vireo's figures next to the plain equivalent, in one run,
- * as medians. Usage: npm run bench [-- --runs N] [-- --only start,daemon,snapshots,migration]
+ * as medians. Usage: npm run bench [-- --runs N] [-- --only start,daemon,snapshots,migration,availability]
  *
  * Sections: start (vm start to readiness vs plain qemu), daemon (API latency
  * and daemon memory vs libvirtd where libvirt is installed), snapshots (linked
  * clones and live snapshots vs qemu-img, plain QMP and virsh), migration (live
- * migration of a 256 MiB and a 1 GiB guest vs plain QMP).
+ * migration of a 256 MiB and a 1 GiB guest vs plain QMP), availability
+ * (daemon memory after 10,000 requests and after listing 200 volumes of 100
+ * VMs, GET / latency while the 200 volumes are deleted).
  */
 import { fileURLToPath } from 'node:url';
 import { join } from 'node:path';
 import { buildTinyImage } from '../src/core/image/tiny.js';
 import { getKernelImage } from '../src/core/image/store.js';
 import { vireoPaths } from '../src/core/paths.js';
+import { benchAvailability } from './availability.js';
 import { benchDaemon } from './daemon.js';
 import { benchLibvirt } from './libvirt.js';
 import { benchSnapshots } from './snapshots.js';
@@ -105,4 +108,16 @@ if (wanted('migration')) {
     process.stdout.write(`  plain QMP migrate      total ${fmt(median(result.plain.totalMs))}   downtime ${Math.round(median(result.plain.downtimeMs))} ms   (totals ms: ${list(result.plain.totalMs)}; downtimes ms: ${list(result.plain.downtimeMs)})\n`);
     process.stdout.write(`  ratio total vireo/plain ${(median(result.vireo.totalMs) / median(result.plain.totalMs)).toFixed(3)}   (goal: at most 1.10; downtime goal: at most ${result.maxDowntimeMs} ms)\n`);
   }
+}
+
+if (wanted('availability')) {
+  const mib = (bytes: number) => `${(bytes / 1024 / 1024).toFixed(1)} MiB`;
+  const figures = await benchAvailability({ cli, imageHome });
+  process.stdout.write('\ndaemon under load: 100 defined VMs, 200 qcow2 volumes (2 per VM), RLIMIT_NOFILE 1024\n');
+  process.stdout.write(`  RSS before                      ${mib(figures.rssStartBytes)}\n`);
+  process.stdout.write(`  RSS after ${figures.requests} requests       ${mib(figures.rssAfterRequestsBytes)}   (${figures.requestsSeconds.toFixed(1)} s, sequential)\n`);
+  process.stdout.write(`  RSS after 5 x GET /disks        ${mib(figures.rssAfterListingBytes)}   (peak ${mib(figures.rssPeakBytes)}; listings ms: ${figures.listingMs.map((ms) => ms.toFixed(0)).join(' ')})\n`);
+  const latency = figures.rootLatencyMs;
+  process.stdout.write(`  delete ${figures.deleted} volumes              ${figures.deleteSeconds.toFixed(1)} s (4 requests at a time)\n`);
+  process.stdout.write(`  GET / meanwhile                 p50 ${latency.p50.toFixed(1)} ms, p95 ${latency.p95.toFixed(1)} ms, p99 ${latency.p99.toFixed(1)} ms, max ${latency.max.toFixed(1)} ms (${latency.samples} samples; goal: under 50 ms)\n`);
 }

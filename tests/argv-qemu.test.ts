@@ -83,8 +83,8 @@ for (const file of (await readdir(goldenDir)).filter((name) => name.endsWith('.j
           const status = await queryStatus(client);
           assert.equal(status.status, 'prelaunch', 'started paused, as Vireo launches it');
           const block = (await client.execute('query-block')) as { qdev?: string }[];
-          for (const index of def.disks.keys()) {
-            assert.ok(block.some((entry) => entry.qdev?.includes(`disk${index}-dev`)), `disk${index} is attached`);
+          for (const disk of def.disks) {
+            assert.ok(block.some((entry) => entry.qdev?.includes(`${disk.id}-dev`)), `${disk.id} is attached`);
           }
           if (context.cloudInitSeed) assert.ok(block.some((entry) => entry.qdev?.includes('cidata-dev')), 'the cloud-init seed is attached');
           await client.execute('quit');

@@ -8,9 +8,11 @@
  * be valid is refused before an operation starts.
  */
 import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
 import { request } from 'node:http';
+import { promisify } from 'node:util';
 import { connect } from 'node:net';
-import { writeFile } from 'node:fs/promises';
+import { mkdir, readdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { startTestDaemon, type RunningDaemon } from './harness/daemon.js';
@@ -104,6 +106,7 @@ describe('error replies', () => {
     assert.match(small.message, /^body\.size: /);
     assertErrorShape(await httpRequest(socket, 'POST', '/disks', { body: JSON.stringify({ name: 'nosize' }) }), 400, 'invalid_argument', 'body.size');
     assertErrorShape(await httpRequest(socket, 'POST', '/vms', { body: JSON.stringify({ spec: { name: 'nd' }, newDisks: [{ size: 'lots' }] }) }), 400, 'invalid_argument', 'body.newDisks.0.size');
+    assertErrorShape(await httpRequest(socket, 'POST', '/vms', { body: JSON.stringify({ spec: { name: 'nd' }, newDisks: [{ size: '1K' }] }) }), 400, 'invalid_argument', 'body.newDisks.0.size');
     assertErrorShape(await httpRequest(socket, 'POST', '/vms', { body: '{}' }), 400, 'invalid_argument', 'body.spec');
   });
 
@@ -144,5 +147,36 @@ describe('error replies', () => {
     assertErrorShape(await httpRequest(socket, 'DELETE', '/vms/snapvm/snapshots/42'), 400, 'invalid_argument', 'path.snapshot');
     const afterwards = JSON.parse((await httpRequest(socket, 'GET', '/operations')).body) as unknown[];
     assert.equal(afterwards.length, before.length, 'no operation was started');
+  });
+});
+
+describe('a full disk', () => {
+  let home: TestHome;
+  let daemon: RunningDaemon;
+  let mounted = false;
+  before(async () => {
+    home = await createTestHome();
+    daemon = await startTestDaemon(home, ['--rate-limit', '0']);
+    // The VMs' directory on a tiny tmpfs, filled up: the next definition cannot be written.
+    await mkdir(home.paths.vms, { recursive: true });
+    await promisify(execFile)('mount', ['-t', 'tmpfs', '-o', 'size=64k', `vireo-test-nospc-${process.pid}`, home.paths.vms]);
+    mounted = true;
+    await writeFile(join(home.paths.vms, '.filler'), Buffer.alloc(64 * 1024)).catch(() => undefined);
+  });
+  after(async () => {
+    await daemon?.stop();
+    if (mounted) await promisify(execFile)('umount', [home.paths.vms]).catch(() => undefined);
+    await home.cleanup();
+  });
+
+  test('reads "no space left on device (…)" with 507, never "internal error", and leaves nothing half-made', async () => {
+    const reply = await httpRequest(home.paths.daemonSocket, 'POST', '/vms', { body: JSON.stringify({ spec: { name: 'nospace' } }) });
+    const error = assertErrorShape(reply, 507, 'no_space');
+    assert.match(error.message, /^no space left on device \(write \/.*\/vm\.json\)$/);
+    assert.deepEqual((await readdir(home.paths.vms)).filter((entry) => entry !== '.filler'), []);
+    // The CLI says the same, with its own exit code.
+    const cli = await home.vireo(['vm', 'create', 'nospace2']);
+    assert.equal(cli.code, 14, cli.stderr);
+    assert.match(cli.stderr, /no space left on device/);
   });
 });

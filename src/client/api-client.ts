@@ -29,6 +29,8 @@ export interface Operation {
   kind: string;
   state: 'running' | 'succeeded' | 'failed' | 'cancelled';
   progress?: { message: string; fraction?: number };
+  /** What the operation recorded it was about to make or remove (what crash recovery acts on). */
+  intent?: unknown;
   result?: unknown;
   error?: { code: string; message: string; field?: string };
 }

@@ -10,6 +10,7 @@
  *   <home>/images/<name>/             built images (kernel, initrd, manifest)
  *   <home>/cache/                     downloaded packages and build scratch
  *   <home>/operations/<id>.json       the daemon's long operations (written atomically)
+ *   <home>/process-groups/<pgid>.json the daemon's running child work, killed by the next daemon if it dies
  *   <home>/vireod.sock                the daemon's API socket (VIREO_SOCKET overrides)
  */
 import { homedir } from 'node:os';

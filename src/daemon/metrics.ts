@@ -30,6 +30,8 @@ import type { CpuInfoFast, StatusInfo } from '../core/qmp/commands.js';
 import { listDefinitions } from '../core/vm/definitions.js';
 import { isQemuOf, readPidFile } from '../core/vm/process.js';
 import { readRuntimeRecord } from '../core/vm/runtime.js';
+import { VmCgroup, type CgroupUsage } from '../core/resources/cgroups.js';
+import { throttleLimits } from '../core/resources/spec.js';
 
 export interface MetricsOptions {
   /** A QMP client the daemon already holds open for a running VM; when absent, connect to the VM's status socket (vmPaths(paths,name).statusSocket) for the duration of the scrape and close it. */
@@ -113,6 +115,13 @@ export const METRICS = {
   processCpu: counter('vireo_vm_process_cpu_seconds_total', 'Host CPU time used by the VM\'s whole QEMU process (vCPUs, device emulation, I/O), user plus system.'),
   hostRss: gauge('vireo_vm_host_rss_bytes', 'Resident memory of the VM\'s QEMU process on the host.'),
   vcpuSeconds: counter('vireo_vm_vcpu_seconds_total', 'Host CPU time used by one vCPU thread, user plus system.'),
+  cpuLimit: gauge('vireo_vm_cpu_limit_cores', 'The VM\'s CPU cap (resources.cpu.limit), in cores; absent without one.'),
+  cgroupCpu: counter('vireo_vm_cgroup_cpu_seconds_total', 'CPU time charged to the VM\'s cgroup (its whole QEMU).'),
+  cpuThrottled: counter('vireo_vm_cpu_throttled_seconds_total', 'Time the VM\'s cgroup was held back by its CPU cap.'),
+  memoryLimit: gauge('vireo_vm_memory_limit_bytes', 'The hard memory limit of the VM\'s whole QEMU (resources.memory.limit); absent without one.'),
+  cgroupMemory: gauge('vireo_vm_cgroup_memory_bytes', 'Memory charged to the VM\'s cgroup (QEMU\'s resident memory and the page cache of its I/O).'),
+  balloonTarget: gauge('vireo_vm_balloon_target_bytes', 'The balloon target (resources.memory.balloon); absent without one.'),
+  diskLimit: gauge('vireo_vm_disk_limit', 'An I/O limit of a disk (its throttle group), by QEMU limit name: bps-* in bytes/s, iops-* in operations/s; 0 = none.'),
   balloonActual: gauge('vireo_vm_balloon_actual_bytes', 'Memory the guest has while the balloon holds back the rest (query-balloon actual).'),
   guestMemoryTotal: gauge('vireo_vm_guest_memory_total_bytes', 'Memory the guest kernel manages, as its balloon driver reports.'),
   guestMemoryFree: gauge('vireo_vm_guest_memory_free_bytes', 'Memory unused by the guest, as its balloon driver reports.'),
@@ -149,8 +158,8 @@ const COMMON_STATES = ['running', 'paused', 'stopped'];
 
 /** Our argv gives the virtio-balloon-pci device this id (see qemu/argv.ts). */
 const BALLOON_PATH = '/machine/peripheral/balloon0';
-/** Our argv names each disk's format node disk<N>, N its index in the definition. */
-const DISK_NODE = /^disk(\d+)$/;
+/** Our argv names each disk's format node by its stable id (disk<N>), and its throttle filter <id>-throttle. */
+const DISK_NODE = /^(disk\d+)(?:-throttle)?$/;
 /**
  * Short, so that one stuck VM cannot hold the scrape: QMP answers in
  * milliseconds even under TCG, and a VM that does not is left out with
@@ -294,6 +303,7 @@ interface RunningFacts {
   qmp?: QmpFacts;
   /** Host CPU seconds of each vCPU thread, by cpu-index. */
   vcpuSeconds?: Map<number, number>;
+  cgroup?: CgroupUsage;
 }
 
 interface VmSnapshot {
@@ -325,6 +335,7 @@ async function readVm(paths: VireoPaths, def: VmDefinition, options: MetricsOpti
   } catch {
     // The process ended a moment ago; the QMP attempt below settles what to report.
   }
+  running.cgroup = await (await VmCgroup.of(def.name)).usage().catch(() => ({}));
   if (options.knownUnresponsive?.(def.name)) return { def, state: 'unresponsive', scrapeError: true, running };
   try {
     const qmp = await withMonitor(paths, def.name, options, readQmpFacts);
@@ -347,10 +358,21 @@ function addVm(out: Exposition, snapshot: VmSnapshot): void {
   out.add(METRICS.vmVcpus, vm, def.cpus.count);
   out.add(METRICS.vmMemoryConfigured, vm, def.memory * MiB);
   out.add(METRICS.vmScrapeError, vm, snapshot.scrapeError ? 1 : 0);
-  def.nics.forEach((nic, index) => out.add(METRICS.nicInfo, { ...vm, nic: `nic${index}`, model: nic.model, mac: nic.mac, network: nic.network }, 1));
+  const limits = def.resources;
+  if (limits?.cpu?.limit !== undefined) out.add(METRICS.cpuLimit, vm, limits.cpu.limit);
+  if (limits?.memory?.limit !== undefined) out.add(METRICS.memoryLimit, vm, limits.memory.limit * MiB);
+  if (limits?.memory?.balloon !== undefined) out.add(METRICS.balloonTarget, vm, limits.memory.balloon * MiB);
+  for (const disk of def.disks) {
+    if (!disk.limits) continue;
+    for (const [kind, value] of Object.entries(throttleLimits(disk.limits))) out.add(METRICS.diskLimit, { ...vm, disk: disk.id, volume: disk.volume, limit: kind }, value);
+  }
+  def.nics.forEach((nic) => out.add(METRICS.nicInfo, { ...vm, nic: nic.id, model: nic.model, mac: nic.mac, network: nic.network }, 1));
   if (!running) return;
 
   if (running.startedAt) out.add(METRICS.vmStartTime, vm, Date.parse(running.startedAt) / 1000);
+  if (running.cgroup?.cpuSeconds !== undefined) out.add(METRICS.cgroupCpu, vm, running.cgroup.cpuSeconds);
+  if (running.cgroup?.throttledSeconds !== undefined) out.add(METRICS.cpuThrottled, vm, running.cgroup.throttledSeconds);
+  if (running.cgroup?.memoryBytes !== undefined) out.add(METRICS.cgroupMemory, vm, running.cgroup.memoryBytes);
   if (running.usage) {
     out.add(METRICS.processCpu, vm, running.usage.cpuSeconds);
     if (running.usage.rssBytes !== undefined) out.add(METRICS.hostRss, vm, running.usage.rssBytes);
@@ -362,10 +384,11 @@ function addVm(out: Exposition, snapshot: VmSnapshot): void {
   if (qmp.balloon) out.add(METRICS.balloonActual, vm, qmp.balloon.actual);
   if (qmp.guestStats) addGuestStats(out, vm, qmp.guestStats);
   for (const entry of qmp.blockStats) {
-    const index = DISK_NODE.exec(entry['node-name'] ?? '')?.[1];
-    const disk = index === undefined ? undefined : def.disks[Number(index)];
+    // A disk with limits is seen through its throttle filter.
+    const node = DISK_NODE.exec(entry['node-name'] ?? '')?.[1];
+    const disk = node === undefined ? undefined : def.disks.find((candidate) => candidate.id === node);
     if (!disk) continue;
-    const labels = { ...vm, disk: `disk${index}`, volume: disk.volume };
+    const labels = { ...vm, disk: disk.id, volume: disk.volume };
     const { stats } = entry;
     out.add(METRICS.diskReadBytes, labels, stats.rd_bytes);
     out.add(METRICS.diskWrittenBytes, labels, stats.wr_bytes);

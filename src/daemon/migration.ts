@@ -42,6 +42,7 @@ import { z } from 'zod';
 import { ApiClient } from '../client/api-client.js';
 import { pinnedAgentOptions } from '../client/endpoint.js';
 import { VireoError, asVireoError, invalidState, isVireoError } from '../core/errors.js';
+import { crashPoint } from '../core/crash-point.js';
 import { getHostFacts } from '../core/host/check.js';
 import { DEFAULT_TUNING, cancelTransfer, configureSource, progressOf, startMirrors, stopMirrors, transfer, type DiskMirror, type MigrationProgress, type MigrationTuning } from '../core/migration/drive.js';
 import { checkHostFiles, type HostFilePolicy } from '../core/vm/host-files.js';
@@ -59,6 +60,7 @@ import { deleteVolume, getVolume } from '../core/storage/volumes.js';
 import { deleteDefinition, loadDefinition, withVmLock } from '../core/vm/definitions.js';
 import { waitForExit } from '../core/vm/process.js';
 import { cleanRunDirectory, livePid, readRuntime } from '../core/vm/runtime.js';
+import { diskNames } from '../core/qemu/ids.js';
 import type { EventBus } from './events.js';
 import type { OperationContext, OperationManager } from './operations.js';
 import type { VmWatcher } from './watcher.js';
@@ -360,6 +362,7 @@ export class MigrationService {
       }
       record.phase = 'committed';
       await this.save(record);
+      crashPoint('migrate.destination.committed');
       // Decided: from here on the VM is this host's, whatever happens next.
       if (record.postcopy) this.spawn(startAtPostcopySwitch(this.paths, def, { timeoutMs: 30 * 60_000, stopped: () => this.closing }));
       else if (!record.offline) await startReceivedVm(this.paths, def, { copyStorage: record.copyStorage });
@@ -458,6 +461,7 @@ export class MigrationService {
     const now = new Date().toISOString();
     const record: MigrationRecord = { id, role: 'source', vm: def.name, uuid: def.uuid, phase: 'preparing', offline: options.offline, copyStorage: options.copyStorage, postcopy: options.tuning.postcopy, peer: options.to, createdAt: now, updatedAt: now };
     await this.save(record);
+    crashPoint('migrate.source.preparing');
     this.publishPhase(record);
     const run = () => this.transferSide(def, options, record, peer, context);
     try {
@@ -497,6 +501,7 @@ export class MigrationService {
       }, { timeoutMs: 120_000 });
       record.phase = 'transferring';
       await this.save(record);
+      crashPoint('migrate.source.transferring');
       this.publishPhase(record);
       signal.throwIfAborted();
 
@@ -588,6 +593,7 @@ export class MigrationService {
   private async handOver(record: MigrationRecord, peer: ApiClient, context: OperationContext): Promise<void> {
     record.phase = 'committing';
     await this.save(record);
+    crashPoint('migrate.source.committing');
     this.publishPhase(record);
     context.progress('handing the VM over', 0.97);
     const decision = await this.askDecision(record, peer, context, 'commit');
@@ -602,6 +608,7 @@ export class MigrationService {
     }
     record.phase = 'committed';
     await this.save(record);
+    crashPoint('migrate.source.committed');
     this.publishPhase(record);
   }
 
@@ -693,7 +700,7 @@ export class MigrationService {
       const client = await QmpClient.connect(vmPaths(this.paths, def.name).qmpSocket, { timeoutMs: 10_000 });
       try {
         await cancelTransfer(client).catch(() => {});
-        await stopMirrors(client, def.disks.map((_, index) => ({ node: `disk${index}`, server: { host: '', port: 0 }, exportName: '' })), { keepCopy: false });
+        await stopMirrors(client, def.disks.map((disk) => ({ node: diskNames(disk.id).format, server: { host: '', port: 0 }, exportName: '' })), { keepCopy: false });
         await resumeIfStopped(client);
       } finally {
         await client.close();

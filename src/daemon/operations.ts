@@ -34,6 +34,12 @@ export interface Operation {
   target: { vm?: string; image?: string; newVm?: string };
   state: OperationState;
   progress?: { message: string; fraction?: number };
+  /**
+   * What the operation is about to make or remove, written to disk before it
+   * does (see OperationContext.record): recovery acts on this and on nothing
+   * else, so it never touches an object the operation did not make.
+   */
+  intent?: unknown;
   result?: unknown;
   error?: OperationError;
   createdAt: string;
@@ -44,10 +50,17 @@ export interface Operation {
 export interface OperationContext {
   signal: AbortSignal;
   progress(message: string, fraction?: number): void;
+  /** Replaces the operation's intent and writes the record to disk before returning. */
+  record(intent: unknown): Promise<void>;
 }
 
-/** Undoes what an operation of this kind may have half-made when the daemon died under it. */
-export type RecoveryHandler = (operation: Operation) => Promise<void>;
+/**
+ * Undoes (or completes) what an operation of this kind may have half-made
+ * when the daemon died under it. Returning `{ result }` says the work turned
+ * out whole (finished before the crash, or by recovery): the operation is
+ * marked succeeded instead of failed.
+ */
+export type RecoveryHandler = (operation: Operation) => Promise<void | { result: unknown }>;
 
 /** Finished operations kept for GET /operations. */
 const KEEP_FINISHED = 200;
@@ -56,6 +69,7 @@ export class OperationManager {
   private readonly operations = new Map<string, Operation>();
   private readonly controllers = new Map<string, AbortController>();
   private readonly finished: Promise<void>[] = [];
+  private readonly finishedIndex = new Map<string, number>();
   /** VM name → id of the operation or request holding it. */
   private readonly busyVms = new Map<string, { id: string; kind: string }>();
 
@@ -87,7 +101,12 @@ export class OperationManager {
       if (operation.state !== 'running') continue;
       let cleanup = '';
       try {
-        await handlers[operation.kind]?.(operation);
+        const outcome = await handlers[operation.kind]?.(operation);
+        if (outcome) {
+          await this.finish(operation, 'succeeded', { result: outcome.result });
+          interrupted.push(operation);
+          continue;
+        }
       } catch (error) {
         cleanup = ` (cleaning up failed too: ${asVireoError(error).message})`;
       }
@@ -153,6 +172,11 @@ export class OperationManager {
           this.publish(operation);
         }
       },
+      record: async (intent) => {
+        operation.intent = intent;
+        operation.updatedAt = new Date().toISOString();
+        await this.save(operation);
+      },
     };
     const done = (async () => {
       try {
@@ -169,8 +193,37 @@ export class OperationManager {
         release();
       }
     })();
-    this.finished.push(done);
+    this.finishedIndex.set(operation.id, this.finished.push(done) - 1);
     return operation;
+  }
+
+  /**
+   * Runs work as an operation (recorded, recovered after a crash) and waits
+   * for it, for requests answered when the work is done: returns its result
+   * or throws its error as it was.
+   */
+  async run<T>(kind: string, target: Operation['target'], work: (context: OperationContext) => Promise<T>): Promise<T> {
+    let outcome: { ok: true; value: T } | { ok: false; error: unknown } | undefined;
+    const operation = await this.start(kind, target, async (context) => {
+      try {
+        const value = await work(context);
+        outcome = { ok: true, value };
+        return value;
+      } catch (error) {
+        outcome = { ok: false, error };
+        throw error;
+      }
+    });
+    await this.settled(operation.id);
+    if (!outcome) throw new VireoError('internal', `operation ${operation.id} ended without an outcome`);
+    if (!outcome.ok) throw outcome.error;
+    return outcome.value;
+  }
+
+  /** Resolves once the operation's work and record are finished. */
+  private async settled(id: string): Promise<void> {
+    const index = this.finishedIndex.get(id);
+    if (index !== undefined) await this.finished[index];
   }
 
   cancel(id: string): Operation {

@@ -10,7 +10,8 @@ import { vmPaths, type VireoPaths } from '../core/paths.js';
 import { QmpClient } from '../core/qmp/client.js';
 import { cont, queryStatus, setAction, systemReset } from '../core/qmp/commands.js';
 import { loadDefinition } from '../core/vm/definitions.js';
-import { waitForExit } from '../core/vm/process.js';
+import { finishInterruptedDelete, type DeleteIntent } from '../core/vm/manage.js';
+import { findQemus, killQemus, waitForExit } from '../core/vm/process.js';
 import { cleanRunDirectory, livePid } from '../core/vm/runtime.js';
 import type { Operation, RecoveryHandler } from './operations.js';
 import { snapshotRecoveryHandlers } from './snapshot-recovery.js';
@@ -37,15 +38,37 @@ function vmOf(operation: Operation): string {
 export function recoveryHandlers(paths: VireoPaths): Record<string, RecoveryHandler> {
   return {
     // QEMU is launched paused (-S) and only then told to run: one still in
-    // prelaunch is a start cut short. A guest that already runs is left running.
-    'vm.start': (operation) =>
-      withMonitor(paths, vmOf(operation), async (client, pid) => {
-        const status = await queryStatus(client);
-        if (status.status !== 'prelaunch') return;
-        process.kill(pid, 'SIGKILL');
-        await waitForExit(pid, 10_000);
-        await cleanRunDirectory(paths, vmOf(operation));
-      }),
+    // prelaunch, or one whose monitor never came up (blocked while starting),
+    // is a start cut short and is killed, with any other QEMU of the VM. A
+    // guest that already runs is left running.
+    'vm.start': async (operation) => {
+      const def = await loadDefinition(paths, vmOf(operation)).catch(() => undefined);
+      if (!def) return;
+      const { pidFile, qmpSocket } = vmPaths(paths, def.name);
+      const pid = await livePid(paths, def);
+      let running = false;
+      if (pid !== undefined) {
+        const client = await QmpClient.connect(qmpSocket, { timeoutMs: 10_000 }).catch(() => undefined);
+        if (client) {
+          try {
+            running = (await queryStatus(client)).status !== 'prelaunch';
+          } catch {
+            running = false;
+          } finally {
+            await client.close();
+          }
+        }
+      }
+      if (running) {
+        for (const other of (await findQemus(def.uuid, pidFile)).filter((candidate) => candidate !== pid)) {
+          process.kill(other, 'SIGKILL');
+          await waitForExit(other, 10_000);
+        }
+        return;
+      }
+      await killQemus(def.uuid, pidFile);
+      await cleanRunDirectory(paths, def.name);
+    },
     // A graceful reboot sets QEMU to pause at guest shutdown; put that back,
     // and finish the reboot if the guest had already shut down.
     'vm.reboot': (operation) =>
@@ -57,6 +80,13 @@ export function recoveryHandlers(paths: VireoPaths): Record<string, RecoveryHand
           await cont(client);
         }
       }),
+    // A delete recorded what it removes before removing anything: finish it.
+    'vm.delete': async (operation) => {
+      const intent = operation.intent as DeleteIntent | undefined;
+      if (!intent) return undefined; // nothing was removed yet: the VM is as it was
+      const outcome = await finishInterruptedDelete(paths, vmOf(operation), intent);
+      return outcome.finished ? { result: { deletedVolumes: outcome.deletedVolumes, finishedByRecovery: true } } : undefined;
+    },
     // The power-down request was sent or not; either way nothing is half-made.
     'vm.stop': async () => {},
     ...snapshotRecoveryHandlers(paths),

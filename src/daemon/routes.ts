@@ -19,6 +19,8 @@ import { resizeDisk } from '../core/vm/disk-resize.js';
 import { loadDefinition, volumeUsers, vmsUsingImage, vmsUsingVolume } from '../core/vm/definitions.js';
 import { killVm, pauseVm, rebootVm, resumeVm, startVm, stopVm } from '../core/vm/lifecycle.js';
 import { createVm, deleteVm, editVm, getVm, listVms } from '../core/vm/manage.js';
+import { VmSettingsSchema, setVmResources } from '../core/resources/live.js';
+import { attachDisk, attachNic, detachDisk, detachNic, setVcpus } from '../core/devices/hotplug.js';
 import type { RuntimeOptions } from '../core/vm/runtime.js';
 import { readConsoleLogFrom } from '../core/vm/console.js';
 import { migrationRoutes } from './migration-routes.js';
@@ -106,6 +108,19 @@ const CreateDiskBody = z.strictObject({
 const ResizeDiskBody = z.strictObject({ size: Size, allowShrink: z.boolean().default(false) });
 const BuildImageBody = z.strictObject({ kind: z.enum(IMAGE_KINDS), force: z.boolean().default(false) });
 const ImportImageBody = z.strictObject({ name: Name, file: z.string().startsWith('/', 'must be an absolute path'), firmware: z.array(z.enum(['bios', 'uefi'])).min(1).optional(), cloudInit: z.boolean().optional(), defaultUser: z.string().regex(/^[a-z_][a-z0-9_-]{0,31}$/).optional() });
+const AttachDiskBody = z.strictObject({
+  volume: Name,
+  bus: z.enum(['virtio', 'scsi']).optional(),
+  readOnly: z.boolean().optional(),
+  cache: z.enum(['writeback', 'none', 'writethrough', 'directsync', 'unsafe']).optional(),
+  serial: z.string().optional(),
+  limits: z.record(z.string(), z.unknown()).optional(),
+});
+const AttachNicBody = z.strictObject({
+  model: z.enum(['virtio', 'e1000', 'e1000e', 'rtl8139']).optional(),
+  mac: z.string().optional(),
+  forwards: z.array(z.strictObject({ protocol: z.enum(['tcp', 'udp']).optional(), hostAddress: z.string().optional(), hostPort: z.number().int(), guestPort: z.number().int() })).optional(),
+});
 
 /** Returns an operation, with 202 and where to follow it. */
 function accepted(operation: { id: string }): RouteReply {
@@ -163,10 +178,50 @@ export const routes: Route[] = [
     },
   },
   {
+    method: 'POST', path: '/vms/:name/resources', tag: 'vms',
+    summary: 'Change resources (CPU cap, weight, pinning, memory limit, balloon, I/O weight, disk limits): live on a running VM, rolled back if any part fails; else for its next start',
+    params: VmName, body: VmSettingsSchema, status: 200, returns: 'SetResult',
+    handler: async ({ params, body, daemon }) => {
+      // The body was validated for its shape; the core validates it again against the VM (it needs the input form).
+      const result = await daemon.operations.exclusive(params.name, 'set', () => setVmResources(daemon.paths, params.name, body));
+      daemon.events.publish('vm.defined', { uuid: result.definition.uuid, changed: 'resources', live: result.live }, params.name);
+      return result;
+    },
+  },
+  {
+    method: 'POST', path: '/vms/:name/disks', tag: 'vms', summary: 'Attach a volume as a disk: live (virtio, on a free hotplug port) on a running VM, else in the definition',
+    params: VmName, body: AttachDiskBody, status: 200, returns: 'DeviceChange',
+    handler: async ({ params, body, daemon }) => daemon.operations.exclusive(params.name, 'disk-attach', () => attachDisk(daemon.paths, params.name, body)),
+  },
+  {
+    method: 'DELETE', path: '/vms/:name/disks/:disk', tag: 'vms', summary: 'Detach a disk (id or volume): live after the guest releases it (DEVICE_DELETED); the boot disk is refused',
+    params: z.strictObject({ name: Name, disk: z.string().min(1).max(63) }), status: 200, returns: 'DeviceChange',
+    handler: async ({ params, daemon }) => daemon.operations.exclusive(params.name, 'disk-detach', () => detachDisk(daemon.paths, params.name, params.disk)),
+  },
+  {
+    method: 'POST', path: '/vms/:name/nics', tag: 'vms', summary: 'Attach a NIC on the user-mode network: live on a running VM, else in the definition',
+    params: VmName, body: AttachNicBody, status: 200, returns: 'DeviceChange',
+    handler: async ({ params, body, daemon }) => daemon.operations.exclusive(params.name, 'nic-attach', () => attachNic(daemon.paths, params.name, body)),
+  },
+  {
+    method: 'DELETE', path: '/vms/:name/nics/:nic', tag: 'vms', summary: 'Detach a NIC (id or MAC): live after the guest releases it (DEVICE_DELETED)',
+    params: z.strictObject({ name: Name, nic: z.string().min(1).max(63) }), status: 200, returns: 'DeviceChange',
+    handler: async ({ params, daemon }) => daemon.operations.exclusive(params.name, 'nic-detach', () => detachNic(daemon.paths, params.name, params.nic)),
+  },
+  {
+    method: 'POST', path: '/vms/:name/cpus', tag: 'vms', summary: 'Set the vCPU count: up to cpus.max live (hot-added; the guest onlines them), else for the next start',
+    params: VmName, body: z.strictObject({ count: z.number().int().min(1).max(255) }), status: 200, returns: 'DeviceChange',
+    handler: async ({ params, body, daemon }) => daemon.operations.exclusive(params.name, 'cpus', () => setVcpus(daemon.paths, params.name, body.count)),
+  },
+  {
     method: 'DELETE', path: '/vms/:name', tag: 'vms', summary: 'Delete a stopped VM (withDisks: its disks too)', params: VmName,
     query: z.strictObject({ withDisks: BooleanText.default(false) }), status: 200, returns: 'DeletedVm',
     handler: async ({ params, query, daemon }) => {
-      const result = await daemon.operations.exclusive(params.name, 'delete', () => deleteVm(daemon.paths, params.name, { withDisks: query.withDisks }));
+      await requireVm(daemon, params.name);
+      // An operation (answered when done): its intent lets a daemon killed mid-way finish the delete at its next start.
+      const result = await daemon.operations.run('vm.delete', { vm: params.name }, ({ record }) =>
+        deleteVm(daemon.paths, params.name, { withDisks: query.withDisks, journal: record }),
+      );
       daemon.watcher.forget(params.name);
       daemon.events.publish('vm.deleted', { deletedVolumes: result.deletedVolumes }, params.name);
       return result;
@@ -181,6 +236,7 @@ export const routes: Route[] = [
         progress('launching QEMU');
         const result = await startVm(daemon.paths, params.name, {
           signal,
+          launchTimeoutMs: options.timeoutSeconds * 1000,
           ...(options.waitReady ? { waitReady: { timeoutMs: options.timeoutSeconds * 1000 } } : {}),
           // The watcher attaches at once, so state events flow while the guest boots.
           onLaunched: () => {
@@ -302,8 +358,9 @@ export const routes: Route[] = [
       const operation = await daemon.operations.start('image.build', { image: input.kind }, async ({ signal, progress }) => {
         const manifest = await buildImageOfKind(daemon.paths, input.kind, {
           force: input.force,
+          signal,
           onProgress: (step, fraction) => {
-            // The builder has no cancellation of its own: stopping at the next step is enough, as a failed build cleans its scratch.
+            // Between steps too: a cancelled build stops at the next step and cleans its scratch (tiny also kills its running command).
             signal.throwIfAborted();
             progress(step, fraction);
           },

@@ -10,7 +10,7 @@
 import { randomBytes } from 'node:crypto';
 import { connect } from 'node:net';
 import { chown, chmod, mkdir, rm } from 'node:fs/promises';
-import { dirname } from 'node:path';
+import { dirname, join } from 'node:path';
 import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
 import fastifyWebsocket from '@fastify/websocket';
 import fastifyRateLimit from '@fastify/rate-limit';
@@ -18,6 +18,8 @@ import { z } from 'zod';
 import { VireoError, asVireoError } from '../core/errors.js';
 import { Name, zodToError } from '../core/model/vm.js';
 import type { VireoPaths } from '../core/paths.js';
+import { killOrphanedGroups, recordProcessGroupsIn } from '../core/process/groups.js';
+import { sweepTemporaries } from '../core/store/sweep.js';
 import { warmBackingIndex } from '../core/storage/volumes.js';
 import { loadDefinition } from '../core/vm/definitions.js';
 import { livePid } from '../core/vm/runtime.js';
@@ -294,7 +296,16 @@ export async function startDaemon(options: DaemonOptions): Promise<Daemon> {
   }
   const events = new EventBus(randomBytes(4).toString('hex'));
   const operations = new OperationManager(paths.operations, events);
+  // What a daemon killed with SIGKILL left: its child work first (so nothing writes into what is cleaned
+  // next), then its operations, then temporaries whose makers are dead.
+  const groups = join(paths.home, 'process-groups');
+  const killedGroups = await killOrphanedGroups(groups);
+  recordProcessGroupsIn(groups);
   const interrupted = await operations.recover(recoveryHandlers(paths));
+  const swept = await sweepTemporaries(paths);
+  if (killedGroups.length > 0 || interrupted.length > 0 || swept.length > 0) {
+    options.log?.(`recovered: ${interrupted.length} interrupted operation(s), ${killedGroups.length} orphaned process group(s) killed, ${swept.length} temporary file(s) removed`);
+  }
   const watcher = new VmWatcher(paths, events, { onAttach: (_vm, client) => enableBalloonStats(client) });
   const consoles = new ConsoleHub(paths);
   const hostFiles = { allowedDirs: await resolveAllowedDirs([paths.images, ...(options.allowHostPaths ?? [])]) };

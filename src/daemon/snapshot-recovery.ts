@@ -2,14 +2,12 @@
  * Recovery after a daemon crash for snapshot and clone operations: a
  * snapshot operation's recorded intent is finished or undone (reconcile),
  * and a clone that never got its definition written is removed with the
- * disks made for it.
+ * disks it recorded making (and nothing else).
  */
-import { rm } from 'node:fs/promises';
 import { isVireoError } from '../core/errors.js';
-import { vmPaths, type VireoPaths } from '../core/paths.js';
+import type { VireoPaths } from '../core/paths.js';
 import { reconcileSnapshots } from '../core/snapshot/snapshots.js';
-import { deleteVolume, listVolumes } from '../core/storage/volumes.js';
-import { vmExists, vmsUsingVolume } from '../core/vm/definitions.js';
+import { undoInterruptedClone, type CloneIntent } from '../core/vm/template.js';
 import type { Operation, RecoveryHandler } from './operations.js';
 
 export function snapshotRecoveryHandlers(paths: VireoPaths): Record<string, RecoveryHandler> {
@@ -23,17 +21,14 @@ export function snapshotRecoveryHandlers(paths: VireoPaths): Record<string, Reco
     'snapshot.create': reconcile,
     'snapshot.revert': reconcile,
     'snapshot.delete': reconcile,
+    // Only what the clone recorded making (by file identity) is removed; see undoInterruptedClone.
     'vm.clone': async (operation) => {
-      const clone = operation.target.newVm;
-      // The definition is written last: with it the clone is whole, without it nothing of it is used.
-      if (clone === undefined || (await vmExists(paths, clone))) return;
-      const prefix = `${clone}-disk`;
-      for (const volume of await listVolumes(paths)) {
-        if (!volume.name.startsWith(prefix) || !/^\d+$/.test(volume.name.slice(prefix.length))) continue;
-        if ((await vmsUsingVolume(paths, volume.name)).length > 0) continue;
-        await deleteVolume(paths, volume.name, { usedBy: async () => [] });
-      }
-      await rm(vmPaths(paths, clone).dir, { recursive: true, force: true });
+      if (operation.target.newVm === undefined) return;
+      const intent = operation.intent as CloneIntent | undefined;
+      const outcome = await undoInterruptedClone(paths, operation.target.newVm, intent);
+      // The definition was written before the crash: the clone is whole.
+      if (outcome.complete && intent) return { result: { clone: operation.target.newVm, volumes: intent.volumes.map((volume) => volume.name) } };
+      return undefined;
     },
   };
 }

@@ -78,8 +78,8 @@ export const snapshotRoutes: Route[] = [
     handler: async ({ params, body, daemon }) => {
       await loadDefinition(daemon.paths, params.name);
       const input = body as z.output<typeof CloneBody>;
-      return accepted(await daemon.operations.start('vm.clone', { vm: params.name, newVm: input.name }, async ({ progress }) => {
-        const result = await cloneVm(daemon.paths, params.name, input.name, { linked: input.linked, ...(input.forwards !== undefined ? { forwards: input.forwards as 'keep' | PortForwardInput[] } : {}), onProgress: (message, fraction) => progress(message, fraction) });
+      return accepted(await daemon.operations.start('vm.clone', { vm: params.name, newVm: input.name }, async ({ progress, record }) => {
+        const result = await cloneVm(daemon.paths, params.name, input.name, { linked: input.linked, ...(input.forwards !== undefined ? { forwards: input.forwards as 'keep' | PortForwardInput[] } : {}), onProgress: (message, fraction) => progress(message, fraction), journal: record });
         daemon.events.publish('vm.defined', { uuid: result.definition.uuid, clonedFrom: params.name }, input.name);
         return result;
       }));

@@ -30,8 +30,8 @@ export interface TestHost {
   ip: string;
   /** https://IP:PORT of its daemon, and how to trust and authenticate to it. */
   remote: { url: string; token: string; fingerprint256: string };
-  /** Restarts the daemon (after a crash), on the same port. */
-  restart(): Promise<void>;
+  /** Restarts the daemon (after a crash), on the same port; extraEnv for this run only (e.g. VIREO_CRASH_AT). */
+  restart(extraEnv?: Record<string, string>): Promise<void>;
 }
 
 export interface TwoHosts {
@@ -84,8 +84,8 @@ export async function startTwoHosts(options: { sharedStorage: boolean; peerTimeo
     const wrapper = netns ? ['ip', 'netns', 'exec', label === 'a' ? netns.a : netns.b] : [];
     const env: Record<string, string> = { ...(storage ? { VIREO_STORAGE: storage } : {}), ...(options.peerTimeoutMs ? { VIREO_MIGRATION_PEER_TIMEOUT_MS: String(options.peerTimeoutMs) } : {}) };
     let port = 0;
-    const launch = async () => {
-      const daemon = await startTestDaemon(home, ['--listen', `${ip}:${port}`, '--quiet'], { env, wrapper });
+    const launch = async (extraEnv: Record<string, string> = {}) => {
+      const daemon = await startTestDaemon(home, ['--listen', `${ip}:${port}`, '--quiet'], { env: { ...env, ...extraEnv }, wrapper });
       // The address line follows the socket coming up by a moment.
       for (let waited = 0; !/listening on .* and https:/.test(daemon.log()) && waited < 5000; waited += 20) await new Promise((resolve) => setTimeout(resolve, 20));
       const log = daemon.log();
@@ -101,8 +101,8 @@ export async function startTwoHosts(options: { sharedStorage: boolean; peerTimeo
       daemon: first.daemon,
       ip,
       remote: { url: `https://${ip}:${port}`, token: created.stdout.trim(), fingerprint256: first.fingerprint256 },
-      restart: async () => {
-        host.daemon = (await launch()).daemon;
+      restart: async (extraEnv) => {
+        host.daemon = (await launch(extraEnv)).daemon;
       },
     };
     if (!port || !first.fingerprint256) throw new Error(`cannot read the daemon's address from its log: ${first.daemon.log()}`);

@@ -19,6 +19,8 @@ import type { VmDefinition, VmSpec } from '../../core/model/vm.js';
 import type { Volume } from '../../core/storage/volumes.js';
 import type { SerialConsole } from '../../core/vm/console.js';
 import type { StartResult } from '../../core/vm/lifecycle.js';
+import type { SetResult, VmSettingsInput } from '../../core/resources/live.js';
+import type { DeviceChange, DiskAttachInput, NicAttachInput } from '../../core/devices/hotplug.js';
 import type { NewDisk, VmInfo } from '../../core/vm/manage.js';
 import type { RevertResult, SnapshotResult, SnapshotView, DiskCheck } from '../../core/snapshot/snapshots.js';
 import type { TransferFormat } from '../../core/storage/qemu-img.js';
@@ -60,6 +62,14 @@ export interface Backend {
   getVm(name: string): Promise<VmInfo>;
   createVm(spec: unknown, newDisks: NewDisk[]): Promise<VmDefinition>;
   editVm(name: string, change: (current: VmSpec, definition: VmDefinition) => unknown): Promise<VmDefinition>;
+  /** Resources and disk limits (resources/live.ts): live on a running VM, else for its next start. */
+  setVm(name: string, settings: VmSettingsInput): Promise<SetResult>;
+  /** Devices and vCPUs, live on a running VM (devices/hotplug.ts), else in the definition. */
+  attachDisk(name: string, input: DiskAttachInput): Promise<DeviceChange>;
+  detachDisk(name: string, disk: string): Promise<DeviceChange>;
+  attachNic(name: string, input: NicAttachInput): Promise<DeviceChange>;
+  detachNic(name: string, nic: string): Promise<DeviceChange>;
+  setVcpus(name: string, count: number): Promise<DeviceChange>;
   deleteVm(name: string, withDisks: boolean): Promise<{ deletedVolumes: string[] }>;
   startVm(name: string, options: { waitReadySeconds?: number }, progress: ProgressSink): Promise<StartResult>;
   stopVm(name: string, options: { timeoutSeconds: number; force: boolean }, progress: ProgressSink): Promise<{ forced: boolean }>;

@@ -6,6 +6,8 @@
  * WebSocket, wrapped as a stream.
  */
 import type { ExecResult } from '../../core/guest/agent-ops.js';
+import type { SetResult } from '../../core/resources/live.js';
+import type { DeviceChange } from '../../core/devices/hotplug.js';
 import type { ApiClient, Operation } from '../../client/api-client.js';
 import { VireoError, invalidArgument } from '../../core/errors.js';
 import type { HostReport } from '../../core/host/check.js';
@@ -68,6 +70,12 @@ export function daemonBackend(api: ApiClient): Backend {
       const next = withoutShownFields(change(spec, definition), definition);
       return (await api.request<VmInfo>('PUT', path`/vms/${name}`, { spec: next })).definition;
     },
+    setVm: (name, settings) => api.request<SetResult>('POST', path`/vms/${name}/resources`, settings),
+    attachDisk: (name, input) => api.request<DeviceChange>('POST', path`/vms/${name}/disks`, input),
+    detachDisk: (name, disk) => api.request<DeviceChange>('DELETE', path`/vms/${name}/disks/${disk}`),
+    attachNic: (name, input) => api.request<DeviceChange>('POST', path`/vms/${name}/nics`, input),
+    detachNic: (name, nic) => api.request<DeviceChange>('DELETE', path`/vms/${name}/nics/${nic}`),
+    setVcpus: (name, count) => api.request<DeviceChange>('POST', path`/vms/${name}/cpus`, { count }),
     deleteVm: (name, withDisks) => api.request<{ deletedVolumes: string[] }>('DELETE', `${path`/vms/${name}`}?withDisks=${withDisks}`),
     startVm: async (name, options, progress) => {
       const body = options.waitReadySeconds === undefined ? {} : { waitReady: true, timeoutSeconds: options.waitReadySeconds };

@@ -20,6 +20,7 @@ const consoles = () => import('../../core/vm/console.js');
 const snapshots = () => import('../../core/snapshot/snapshots.js');
 const templates = () => import('../../core/vm/template.js');
 const transfer = () => import('../../core/storage/transfer.js');
+const hotplug = () => import('../../core/devices/hotplug.js');
 
 export function localBackend(paths: VireoPaths): Backend {
   const usersOf = async (volume: string) => (await definitions()).vmsUsingVolume(paths, volume);
@@ -31,6 +32,12 @@ export function localBackend(paths: VireoPaths): Backend {
     getVm: async (name) => (await manage()).getVm(paths, name),
     createVm: async (spec, newDisks) => (await manage()).createVm(paths, spec, { newDisks }),
     editVm: async (name, change) => (await manage()).editVm(paths, name, change),
+    setVm: async (name, settings) => (await import('../../core/resources/live.js')).setVmResources(paths, name, settings),
+    attachDisk: async (name, input) => (await hotplug()).attachDisk(paths, name, input),
+    detachDisk: async (name, disk) => (await hotplug()).detachDisk(paths, name, disk),
+    attachNic: async (name, input) => (await hotplug()).attachNic(paths, name, input),
+    detachNic: async (name, nic) => (await hotplug()).detachNic(paths, name, nic),
+    setVcpus: async (name, count) => (await hotplug()).setVcpus(paths, name, count),
     deleteVm: async (name, withDisks) => (await manage()).deleteVm(paths, name, { withDisks }),
     startVm: async (name, options, progress) =>
       (await lifecycle()).startVm(paths, name, {

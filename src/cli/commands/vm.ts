@@ -17,6 +17,8 @@ import { attachConsole } from '../console.js';
 import { asSource } from './disk.js';
 import { addCloneCommands } from './vm-clone.js';
 import { addGuestCommands } from './vm-guest.js';
+import { addSetCommand } from './vm-set.js';
+import { addDeviceCommands } from './vm-devices.js';
 import { migrateCommand } from './migrate.js';
 
 type Spec = Record<string, unknown>;
@@ -261,7 +263,8 @@ export function vmCommand(cli: CliContext): Command {
     .option('--json', 'print as JSON')
     .action(async (name: string, flags: { json?: boolean }) => {
       const info = await (await cli.backend()).getVm(name);
-      const runtime = { ...info.runtime, ...(info.runtime.startedAt ? { uptime: uptime(info.runtime.startedAt) } : {}) };
+      // Limits next to use belong to the running state, which `vm edit -f` ignores when fed this output.
+      const runtime = { ...info.runtime, ...(info.runtime.startedAt ? { uptime: uptime(info.runtime.startedAt) } : {}), ...(info.resources ? { resources: info.resources } : {}) };
       const view = { ...info.definition, runtime };
       if (flags.json) printJson(view);
       else await printYaml(view);
@@ -392,6 +395,8 @@ export function vmCommand(cli: CliContext): Command {
 
   addCloneCommands(vm, cli);
   addGuestCommands(vm, cli);
+  addSetCommand(vm, cli);
+  addDeviceCommands(vm, cli);
   vm.addCommand(migrateCommand(cli));
   return vm;
 }

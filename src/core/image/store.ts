@@ -5,12 +5,12 @@
  * directory either has a complete image.json or is not an image at all;
  * hidden entries (".tiny.old-…") are builds or deletions in progress.
  */
-import { randomBytes } from 'node:crypto';
 import { lstat, readdir, rename, rm } from 'node:fs/promises';
 import { basename, join } from 'node:path';
 import { VireoError, invalidArgument, notFound } from '../errors.js';
 import { NAME_PATTERN, checkName } from '../model/units.js';
 import type { VireoPaths } from '../paths.js';
+import { tempName } from '../process/temp-name.js';
 import { readJsonIfExists } from '../store/atomic.js';
 import { MANIFEST_FILE, parseManifest, type DiskImageManifest, type ImageManifest, type KernelImageManifest } from './manifest.js';
 
@@ -122,7 +122,7 @@ export async function deleteImage(paths: VireoPaths, name: string, options: Dele
     await rm(dir);
     return;
   }
-  const doomed = join(paths.images, `.${name}.deleting-${randomBytes(4).toString('hex')}`);
+  const doomed = join(paths.images, tempName(`${name}.deleting`, ''));
   await rename(dir, doomed);
   await rm(doomed, { recursive: true, force: true });
 }

@@ -48,7 +48,7 @@
  *    off, which ends QEMU. `poweroff` and `reboot` in the shell do the same.
  *  - A kernel panic reboots at once (panic=-1) instead of hanging.
  */
-import { spawn } from 'node:child_process';
+import { AsyncLocalStorage } from 'node:async_hooks';
 import { createHash, randomBytes } from 'node:crypto';
 import { createReadStream } from 'node:fs';
 import {
@@ -56,7 +56,10 @@ import {
 } from 'node:fs/promises';
 import { delimiter, dirname, join } from 'node:path';
 import { VireoError } from '../errors.js';
+import { crashPoint } from '../crash-point.js';
 import type { VireoPaths } from '../paths.js';
+import { spawnInGroup } from '../process/groups.js';
+import { tempName } from '../process/temp-name.js';
 import { writeJsonAtomic } from '../store/atomic.js';
 import { MANIFEST_FILE, type KernelImageManifest } from './manifest.js';
 import { readImage } from './store.js';
@@ -105,6 +108,8 @@ export interface BuildOptions {
   onProgress?: (progress: BuildProgress) => void;
   /** Rebuild even when the image is up to date (downloaded packages are still reused). */
   force?: boolean;
+  /** Cancels the build: the running command's whole process group is killed and the scratch removed. */
+  signal?: AbortSignal;
 }
 
 interface GuestFile {
@@ -397,6 +402,13 @@ const STEPS = [
 type Step = (typeof STEPS)[number];
 
 export async function buildTinyImage(paths: VireoPaths, options: BuildOptions = {}): Promise<KernelImageManifest> {
+  return buildSignal.run(options.signal, () => build(paths, options));
+}
+
+/** The signal of the build running in this async context, for run(): threading it through every helper would add nothing. */
+const buildSignal = new AsyncLocalStorage<AbortSignal | undefined>();
+
+async function build(paths: VireoPaths, options: BuildOptions): Promise<KernelImageManifest> {
   const total = STEPS.length;
   const report = (step: Step | 'up to date' | 'done', done?: number) => {
     options.onProgress?.({ step, done: done ?? STEPS.indexOf(step as Step), total });
@@ -429,7 +441,7 @@ export async function buildTinyImage(paths: VireoPaths, options: BuildOptions = 
 
     report('extract kernel');
     const kernelTree = join(scratch, 'kernel');
-    await run('dpkg-deb', ['-x', kernelDeb, kernelTree]);
+    await run('dpkg-deb', ['-x', kernelDeb, kernelTree], { onStarted: () => crashPoint('image.build.extracting') });
     report('extract busybox');
     const busyboxTree = join(scratch, 'busybox');
     await run('dpkg-deb', ['-x', busyboxDeb, busyboxTree]);
@@ -630,7 +642,8 @@ async function aptShow(args: string[]): Promise<Map<string, Map<string, string>>
 async function fetchDeb(pkg: AptPackage, debs: string): Promise<string> {
   const file = join(debs, `${pkg.name}_${pkg.version.replace(/:/g, '%3a')}_${pkg.arch}.deb`);
   if ((await exists(file)) && (!pkg.sha256 || (await sha256File(file)) === pkg.sha256)) return file;
-  const download = await mkdtemp(join(debs, '.download-'));
+  const download = join(debs, tempName('download', ''));
+  await mkdir(download);
   try {
     // Running as root, apt would otherwise switch to its _apt user, fail to write here and warn.
     await run('apt-get', ['download', '-q', '-o', 'APT::Sandbox::User=root', `${pkg.name}=${pkg.version}`], { cwd: download });
@@ -803,13 +816,12 @@ async function packInitramfs(root: string, output: string, scratch: string): Pro
  * a non-empty directory; for that instant there is no image, never half of one.
  */
 async function installImage(paths: VireoPaths, built: string, target: string): Promise<void> {
-  const suffix = randomBytes(4).toString('hex');
   let staged = built;
-  const old = join(paths.images, `.${TINY_IMAGE}.old-${suffix}`);
+  const old = join(paths.images, tempName(`${TINY_IMAGE}.old`, ''));
   try {
     if (!(await sameFilesystem(built, paths.images))) {
       // rename cannot cross filesystems: stage a copy beside the target first.
-      staged = join(paths.images, `.${TINY_IMAGE}.build-${suffix}`);
+      staged = join(paths.images, tempName(`${TINY_IMAGE}.build`, ''));
       await cp(built, staged, { recursive: true });
     }
     let movedAside = false;
@@ -897,26 +909,31 @@ interface RunResult {
   stderr: string;
 }
 
-function run(command: string, args: string[], options: { cwd?: string; input?: string } = {}): Promise<RunResult> {
+/** Runs a command in a process group of its own, killed with everything it forked if the build is cancelled or this process exits. */
+function run(command: string, args: string[], options: { cwd?: string; input?: string; onStarted?: () => void } = {}): Promise<RunResult> {
   return new Promise((resolve, reject) => {
-    const child = spawn(command, args, { cwd: options.cwd, stdio: ['pipe', 'pipe', 'pipe'], env: { ...process.env, LC_ALL: 'C' } });
+    const signal = buildSignal.getStore();
+    if (signal?.aborted) return reject(new VireoError('cancelled', 'the image build was cancelled'));
+    const child = spawnInGroup(command, args, { cwd: options.cwd, stdio: ['pipe', 'pipe', 'pipe'], env: { ...process.env, LC_ALL: 'C' }, ...(signal ? { signal } : {}) });
+    options.onStarted?.();
     let stdout = '';
     let stderr = '';
-    child.stdout.setEncoding('utf8').on('data', (text: string) => (stdout += text));
-    child.stderr.setEncoding('utf8').on('data', (text: string) => {
+    child.stdout!.setEncoding('utf8').on('data', (text: string) => (stdout += text));
+    child.stderr!.setEncoding('utf8').on('data', (text: string) => {
       // Keep the tail only: it is for error messages.
       stderr = (stderr + text).slice(-4000);
     });
-    child.stdin.on('error', () => undefined);
-    child.stdin.end(options.input ?? '');
+    child.stdin!.on('error', () => undefined);
+    child.stdin!.end(options.input ?? '');
     child.on('error', (error: NodeJS.ErrnoException) => {
       if (error.code === 'ENOENT') reject(new VireoError('host_unsupported', `${command} is not installed`, { command }, { cause: error }));
       else reject(new VireoError('command_failed', `${command} could not be run: ${error.message}`, { command }, { cause: error }));
     });
-    child.on('close', (code, signal) => {
+    child.on('close', (code, exitSignal) => {
       if (code === 0) return resolve({ stdout, stderr });
+      if (signal?.aborted) return reject(new VireoError('cancelled', 'the image build was cancelled'));
       const tail = stderr.trim().split('\n').filter((line) => !line.startsWith('W: ')).slice(-5).join('\n');
-      reject(new VireoError('command_failed', `${[command, ...args].join(' ')} failed (${signal ?? `exit ${code}`})${tail ? `: ${tail}` : ''}`, { command, exitCode: code }));
+      reject(new VireoError('command_failed', `${[command, ...args].join(' ')} failed (${exitSignal ?? `exit ${code}`})${tail ? `: ${tail}` : ''}`, { command, exitCode: code }));
     });
   });
 }

@@ -23,6 +23,8 @@ import { deleteDefinition, reserveVmDirectory, saveDefinition, vmExists } from '
 import { launchContext } from '../vm/lifecycle.js';
 import { launchDaemonized, waitForExit } from '../vm/process.js';
 import { cleanRunDirectory, livePid, prepareRunDirectory, writeRuntimeRecord } from '../vm/runtime.js';
+import { diskNames } from '../qemu/ids.js';
+import { applyAtStart } from '../resources/apply.js';
 import { configureDestination, type MigrationTuning } from './drive.js';
 
 export interface VolumeToCopy {
@@ -183,12 +185,14 @@ export async function prepareIncoming(paths: VireoPaths, request: IncomingReques
   await writeRuntimeRecord(paths, def.name, { pid, accel: context.accel, startedAt: new Date().toISOString() });
   const client = await QmpClient.connect(vmPaths(paths, def.name).qmpSocket, { timeoutMs: 10_000 });
   try {
+    // The received VM is held to its limits from its first instruction here too; the balloon target arrives with the migration.
+    await applyAtStart(def, client, pid, reverter, { balloon: false });
     await configureDestination(client, request.tuning);
     const endpoints: IncomingEndpoints = {};
     if (request.copyStorage) {
       const port = await freePort(request.listenHost);
       await nbdServerStart(client, request.listenHost, port);
-      const exports = def.disks.map((disk, index) => ({ volume: disk.volume, exportName: `disk${index}` }));
+      const exports = def.disks.map((disk) => ({ volume: disk.volume, exportName: diskNames(disk.id).format }));
       for (const entry of exports) await blockExportAddNbd(client, `export-${entry.exportName}`, entry.exportName, { writable: true });
       endpoints.nbd = { port, exports };
     }

@@ -10,6 +10,8 @@ import { z } from 'zod';
 import { invalidArgument } from '../errors.js';
 import { CloudInitSchema } from './cloud-init.js';
 import { MiB, NAME_PATTERN, NAME_RULE, parseSize } from './units.js';
+import { assignIds } from '../qemu/ids.js';
+import { DiskLimitsSchema, ResourcesSchema } from '../resources/spec.js';
 
 export const Name = z
   .string()
@@ -37,6 +39,8 @@ const MemoryMiB = z.union([z.string(), z.number()]).transform((value, ctx) => {
 const CpuTopology = z
   .strictObject({
     count: z.number().int().min(1).max(255),
+    /** vCPUs can be hot-added up to this many (QEMU's maxcpus). */
+    max: z.number().int().min(1).max(255).optional(),
     sockets: z.number().int().min(1).optional(),
     cores: z.number().int().min(1).optional(),
     threads: z.number().int().min(1).optional(),
@@ -46,25 +50,35 @@ const CpuTopology = z
       .optional(),
   })
   .transform((cpus, ctx) => {
+    if (cpus.max !== undefined && cpus.max < cpus.count) {
+      ctx.addIssue({ code: 'custom', path: ['max'], message: `max (${cpus.max}) must be at least count (${cpus.count})` });
+      return z.NEVER;
+    }
+    // The topology describes every possible vCPU, hot-pluggable ones included.
+    const total = cpus.max ?? cpus.count;
     const threads = cpus.threads ?? 1;
-    const cores = cpus.cores ?? Math.max(1, Math.floor(cpus.count / ((cpus.sockets ?? 1) * threads)));
-    const sockets = cpus.sockets ?? Math.max(1, Math.floor(cpus.count / (cores * threads)));
-    if (sockets * cores * threads !== cpus.count) {
+    const cores = cpus.cores ?? Math.max(1, Math.floor(total / ((cpus.sockets ?? 1) * threads)));
+    const sockets = cpus.sockets ?? Math.max(1, Math.floor(total / (cores * threads)));
+    if (sockets * cores * threads !== total) {
       ctx.addIssue({
         code: 'custom',
-        message: `sockets (${sockets}) x cores (${cores}) x threads (${threads}) must equal count (${cpus.count})`,
+        message: `sockets (${sockets}) x cores (${cores}) x threads (${threads}) must equal ${cpus.max !== undefined ? `max (${total})` : `count (${total})`}`,
       });
       return z.NEVER;
     }
-    return { count: cpus.count, sockets, cores, threads, ...(cpus.model ? { model: cpus.model } : {}) };
+    return { count: cpus.count, ...(cpus.max !== undefined ? { max: cpus.max } : {}), sockets, cores, threads, ...(cpus.model ? { model: cpus.model } : {}) };
   });
 
 const Cpus = z.union([z.number().int().min(1).max(255).transform((count) => ({ count })), z.unknown()]).pipe(CpuTopology);
 
 export const DISK_BUSES = ['virtio', 'scsi', 'sata', 'ide'] as const;
 
+const DEVICE_ID = (prefix: string) => z.string().regex(new RegExp(`^${prefix}\\d{1,4}$`), `must be '${prefix}' and a number (Vireo assigns it)`);
+
 const Disk = z
   .strictObject({
+    /** Stable id (assigned by Vireo when missing): QEMU's node and device names derive from it. */
+    id: DEVICE_ID('disk').optional(),
     /** A volume in the storage directory (see `vireo disk list`). */
     volume: Name,
     media: z.enum(['disk', 'cdrom']).default('disk'),
@@ -75,6 +89,10 @@ const Disk = z
       .string()
       .regex(/^[A-Za-z0-9_-]{1,20}$/, 'must be 1-20 letters, digits, "_" or "-"')
       .optional(),
+    /** I/O limits through a QEMU throttle group; present (even empty) means they can change live. */
+    limits: DiskLimitsSchema.optional(),
+    /** The hotplug port (hp<N>) a disk attached live sits on, so a restart or migration keeps it there (set by Vireo). */
+    port: z.string().regex(/^hp\d{1,2}$/, "must be a hotplug port id such as 'hp0' (Vireo sets it)").optional(),
   })
   .transform((disk) => ({
     ...disk,
@@ -102,6 +120,9 @@ export const PortForward = z.strictObject({
 export const NIC_MODELS = ['virtio', 'e1000', 'e1000e', 'rtl8139'] as const;
 
 const Nic = z.strictObject({
+  id: DEVICE_ID('nic').optional(),
+  /** The hotplug port a NIC attached live sits on (set by Vireo). */
+  port: z.string().regex(/^hp\d{1,2}$/, "must be a hotplug port id such as 'hp0' (Vireo sets it)").optional(),
   model: z.enum(NIC_MODELS).default('virtio'),
   network: z.literal('user').default('user'),
   mac: z
@@ -155,6 +176,10 @@ export const VmSpecSchema = z.strictObject({
   rng: z.boolean().default(true),
   /** A NoCloud seed (a "cidata" CD-ROM) built from this and attached at every start; see docs/images.md. */
   cloudInit: CloudInitSchema.optional(),
+  /** CPU cap, weight and pinning; memory limit and balloon; I/O weight (docs/resources.md). */
+  resources: ResourcesSchema.optional(),
+  /** PCI Express ports kept free for disks and NICs attached live (q35; default 2). The pc machine hot-plugs on its PCI bus. */
+  hotplug: z.strictObject({ pciPorts: z.number().int().min(0).max(16) }).optional(),
 });
 
 export type VmSpecInput = z.input<typeof VmSpecSchema>;
@@ -166,7 +191,8 @@ export type CpuSpec = VmSpec['cpus'];
 
 export interface VmDefinition extends VmSpec {
   uuid: string;
-  nics: (NicSpec & { mac: string })[];
+  disks: (DiskSpec & { id: string })[];
+  nics: (NicSpec & { mac: string; id: string })[];
   createdAt: string;
   /** A frozen VM that clones are made from: never started or edited, its disks read-only bases. */
   template?: boolean;
@@ -217,6 +243,40 @@ function checkSpecConsistency(spec: VmSpec): void {
   if (spec.disks.filter((disk) => disk.bus === 'sata').length > 6) {
     throw invalidArgument('disks', 'at most 6 SATA devices fit on the q35 AHCI controller');
   }
+  const groups = new Map<string, string>();
+  spec.disks.forEach((disk, index) => {
+    const group = disk.limits?.group;
+    if (group === undefined) return;
+    const { group: _group, ...limits } = disk.limits!;
+    const key = JSON.stringify(Object.entries(limits).sort());
+    if (groups.has(group) && groups.get(group) !== key) {
+      throw invalidArgument(`disks.${index}.limits`, `disks in group '${group}' share one budget, so their limits must be the same`);
+    }
+    groups.set(group, key);
+  });
+  checkUnique(spec.disks, 'disks');
+  checkUnique(spec.nics, 'nics');
+  const cpu = spec.resources?.cpu;
+  const possible = spec.cpus.max ?? spec.cpus.count;
+  if (cpu?.pin && cpu.pin.length > possible) {
+    throw invalidArgument(`resources.cpu.pin.${possible}`, `the VM has ${possible} possible vCPU(s) (0-${possible - 1}); there is no vCPU ${possible}`);
+  }
+  const memory = spec.resources?.memory;
+  if (memory?.balloon !== undefined && memory.balloon > spec.memory) {
+    throw invalidArgument('resources.memory.balloon', `the balloon target (${memory.balloon} MiB) cannot exceed memory (${spec.memory} MiB)`);
+  }
+  const ports = hotplugPorts(spec);
+  const taken = new Set<string>();
+  for (const [field, items] of [['disks', spec.disks], ['nics', spec.nics]] as const) {
+    items.forEach((item, index) => {
+      if (item.port === undefined) return;
+      if (spec.machine !== 'q35' || Number(item.port.slice(2)) >= ports) {
+        throw invalidArgument(`${field}.${index}.port`, `port ${item.port} does not exist (this VM has ${ports} hotplug port(s))`);
+      }
+      if (taken.has(item.port)) throw invalidArgument(`${field}.${index}.port`, `port ${item.port} is used twice`);
+      taken.add(item.port);
+    });
+  }
   const macs = new Set<string>();
   const hostPorts = new Set<string>();
   spec.nics.forEach((nic, index) => {
@@ -234,16 +294,26 @@ function checkSpecConsistency(spec: VmSpec): void {
   });
 }
 
-/** Gives a spec its identity: a UUID and a stable MAC for every NIC. */
+function checkUnique(items: readonly { id?: string | undefined }[], field: string): void {
+  const seen = new Set<string>();
+  items.forEach((item, index) => {
+    if (item.id === undefined) return;
+    if (seen.has(item.id)) throw invalidArgument(`${field}.${index}.id`, `id '${item.id}' is used twice`);
+    seen.add(item.id);
+  });
+}
+
+/** Gives a spec its identity: a UUID, a stable MAC and a stable id for every NIC and disk. */
 export function defineVm(spec: VmSpec, previous?: VmDefinition): VmDefinition {
   const used = new Set(spec.nics.map((nic) => nic.mac).filter((mac): mac is string => Boolean(mac)));
-  const nics = spec.nics.map((nic, index) => {
+  const nics = assignIds(spec.nics, 'nic').map((nic, index) => {
     const mac = nic.mac ?? previous?.nics[index]?.mac ?? uniqueMac(used);
     used.add(mac);
     return { ...nic, mac };
   });
   return {
     ...spec,
+    disks: assignIds(spec.disks, 'disk'),
     nics,
     uuid: previous?.uuid ?? randomUUID(),
     createdAt: previous?.createdAt ?? new Date().toISOString(),
@@ -258,4 +328,9 @@ function uniqueMac(used: Set<string>): string {
     const mac = `52:54:00:${tail.join(':')}`;
     if (!used.has(mac)) return mac;
   }
+}
+
+/** PCI Express root ports for hotplug: q35 only, 2 unless the spec says otherwise. */
+export function hotplugPorts(spec: Pick<VmSpec, 'machine' | 'hotplug'>): number {
+  return spec.machine === 'q35' ? (spec.hotplug?.pciPorts ?? 2) : 0;
 }

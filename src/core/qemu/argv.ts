@@ -7,7 +7,10 @@
  * takes in keyval form (-machine, -accel, -smp, -chardev, -name) receive
  * enum values, numbers, validated names or escaped paths only.
  */
-import type { DiskSpec, NicSpec, VmDefinition } from '../model/vm.js';
+import { hotplugPorts, type DiskSpec, type NicSpec, type VmDefinition } from '../model/vm.js';
+import { TCG_TRANSLATION_CACHE_MIB } from '../resources/host.js';
+import { throttleLimits } from '../resources/spec.js';
+import { diskNames, nicNames } from './ids.js';
 
 export interface ResolvedVolume {
   path: string;
@@ -63,10 +66,12 @@ export function buildQemuArgv(def: VmDefinition, ctx: LaunchContext): string[] {
   if (ctx.uefi?.secureBoot) machine.push('smm=on');
   push('-machine', machine.join(','));
   if (ctx.uefi?.secureBoot) push('-global', 'driver=cfi.pflash01,property=secure,value=on');
-  push('-accel', ctx.accel === 'kvm' ? 'kvm' : `tcg,thread=${def.cpus.count > 1 ? 'multi' : 'single'}`);
+  // Under a memory limit TCG's translation cache is bounded, so QEMU's overhead is known (resources/host.ts).
+  const tbSize = def.resources?.memory?.limit !== undefined ? `,tb-size=${TCG_TRANSLATION_CACHE_MIB}` : '';
+  push('-accel', ctx.accel === 'kvm' ? 'kvm' : `tcg,thread=${(def.cpus.max ?? def.cpus.count) > 1 ? 'multi' : 'single'}${tbSize}`);
   push('-cpu', def.cpus.model ?? (ctx.accel === 'kvm' ? 'host' : 'max'));
-  const { count, sockets, cores, threads } = def.cpus;
-  push('-smp', `cpus=${count},sockets=${sockets},cores=${cores},threads=${threads}`);
+  const { count, max, sockets, cores, threads } = def.cpus;
+  push('-smp', `cpus=${count},${max !== undefined ? `maxcpus=${max},` : ''}sockets=${sockets},cores=${cores},threads=${threads}`);
   push('-m', `size=${def.memory}M`);
   // Start paused: Vireo connects to QMP, subscribes to events, then resumes.
   push('-S');
@@ -111,16 +116,27 @@ export function buildQemuArgv(def: VmDefinition, ctx: LaunchContext): string[] {
     push('-display', 'none');
   }
 
+  // Empty PCI Express root ports, where disks and NICs attached live go (the q35 root bus cannot hot-plug).
+  for (let port = 0; port < hotplugPorts(def); port++) {
+    push('-device', json({ driver: 'pcie-root-port', id: `hp${port}`, bus: 'pcie.0', chassis: port + 1 }));
+  }
+
   const bootIndex = bootIndexes(def);
   if (def.disks.some((disk) => disk.bus === 'scsi') || ctx.cloudInitSeed) {
     push('-device', json({ driver: 'virtio-scsi-pci', id: 'scsi0' }));
   }
   const busSlots = { sata: 0, ide: 0, scsi: 0 };
+  const groups = new Set<string>();
   def.disks.forEach((disk, index) => {
     const volume = ctx.volumes[disk.volume];
     if (!volume) throw new Error(`volume '${disk.volume}' was not resolved`);
-    for (const node of blockNodes(disk, index, volume)) push('-blockdev', json(node));
-    const device = diskDevice(disk, index, busSlots);
+    const group = throttleGroupOf(disk);
+    if (group && !groups.has(group)) {
+      groups.add(group);
+      push('-object', json({ 'qom-type': 'throttle-group', id: group, limits: throttleLimits(disk.limits!) }));
+    }
+    for (const node of blockNodes(disk, volume)) push('-blockdev', json(node));
+    const device = diskDevice(disk, busSlots);
     const boot = bootIndex.disks[index];
     if (boot !== undefined) device.bootindex = boot;
     push('-device', json(device));
@@ -133,14 +149,8 @@ export function buildQemuArgv(def: VmDefinition, ctx: LaunchContext): string[] {
   }
 
   def.nics.forEach((nic, index) => {
-    const netdev: Json = { type: 'user', id: `net${index}` };
-    if (nic.forwards.length > 0) {
-      netdev.hostfwd = nic.forwards.map((forward) => ({
-        str: `${forward.protocol}:${forward.hostAddress}:${forward.hostPort}-:${forward.guestPort}`,
-      }));
-    }
-    push('-netdev', json(netdev));
-    const device: Json = { driver: NIC_DRIVERS[nic.model], id: `nic${index}`, netdev: `net${index}`, mac: nic.mac };
+    push('-netdev', json(nicNetdev(nic)));
+    const device: Json = nicDevice(nic);
     const boot = bootIndex.nics[index];
     if (boot !== undefined) device.bootindex = boot;
     push('-device', json(device));
@@ -157,8 +167,9 @@ export function buildQemuArgv(def: VmDefinition, ctx: LaunchContext): string[] {
     push('-object', json({ 'qom-type': 'rng-random', id: 'rng0', filename: '/dev/urandom' }));
     push('-device', json({ driver: 'virtio-rng-pci', id: 'rng0-dev', rng: 'rng0' }));
   }
-  // A balloon lets the host read guest memory statistics and reclaim memory.
-  push('-device', json({ driver: 'virtio-balloon-pci', id: 'balloon0' }));
+  // A balloon lets the host read guest memory statistics and reclaim memory;
+  // with free page reporting the guest hands back pages it does not use.
+  push('-device', json({ driver: 'virtio-balloon-pci', id: 'balloon0', 'free-page-reporting': true }));
 
   return argv;
 }
@@ -184,24 +195,60 @@ function cacheOptions(cache: DiskSpec['cache']): { direct: boolean; 'no-flush': 
   return { direct: cache === 'none' || cache === 'directsync', 'no-flush': cache === 'unsafe' };
 }
 
-/** A protocol node (the file) and a format node on top, format always explicit. */
-function blockNodes(disk: DiskSpec, index: number, volume: ResolvedVolume): Json[] {
-  const cache = cacheOptions(disk.cache);
-  return [
-    { driver: 'file', 'node-name': `disk${index}-file`, filename: volume.path, 'read-only': disk.readOnly, cache },
-    { driver: volume.format, 'node-name': `disk${index}`, file: `disk${index}-file`, 'read-only': disk.readOnly, cache },
-  ];
+type IdentifiedDisk = DiskSpec & { id: string };
+
+/** The NIC's device (also what a live attach hands to device_add). */
+export function nicDevice(nic: NicSpec & { id: string; mac: string }): Json {
+  const names = nicNames(nic.id);
+  return { driver: NIC_DRIVERS[nic.model], id: names.device, netdev: names.netdev, mac: nic.mac, ...(nic.port ? { bus: nic.port } : {}) };
 }
 
-function diskDevice(disk: DiskSpec, index: number, slots: { sata: number; ide: number; scsi: number }): Json {
-  const id = `disk${index}-dev`;
-  const drive = `disk${index}`;
+/** The NIC's user-mode network backend (also what a live attach hands to netdev_add). */
+export function nicNetdev(nic: NicSpec & { id: string }): Json {
+  const netdev: Json = { type: 'user', id: nicNames(nic.id).netdev };
+  if (nic.forwards.length > 0) {
+    netdev.hostfwd = nic.forwards.map((forward) => ({ str: `${forward.protocol}:${forward.hostAddress}:${forward.hostPort}-:${forward.guestPort}` }));
+  }
+  return netdev;
+}
+
+/** The throttle group a disk's limits live in: its own, or the named group it shares. */
+export function throttleGroupOf(disk: IdentifiedDisk): string | undefined {
+  if (!disk.limits) return undefined;
+  return disk.limits.group ? `tg-group-${disk.limits.group}` : diskNames(disk.id).group;
+}
+
+/** The node the guest device reads through: the throttle filter when the disk has limits. */
+export function diskTopNode(disk: IdentifiedDisk): string {
+  const names = diskNames(disk.id);
+  return disk.limits ? names.throttle : names.format;
+}
+
+/**
+ * A protocol node (the file) and a format node on top, format always explicit;
+ * with limits, a throttle filter above them that the device attaches to.
+ */
+export function blockNodes(disk: IdentifiedDisk, volume: ResolvedVolume): Json[] {
+  const cache = cacheOptions(disk.cache);
+  const names = diskNames(disk.id);
+  const nodes: Json[] = [
+    { driver: 'file', 'node-name': names.file, filename: volume.path, 'read-only': disk.readOnly, cache },
+    { driver: volume.format, 'node-name': names.format, file: names.file, 'read-only': disk.readOnly, cache },
+  ];
+  const group = throttleGroupOf(disk);
+  if (group) nodes.push({ driver: 'throttle', 'node-name': names.throttle, 'throttle-group': group, file: names.format, 'read-only': disk.readOnly });
+  return nodes;
+}
+
+export function diskDevice(disk: IdentifiedDisk, slots: { sata: number; ide: number; scsi: number }): Json {
+  const id = diskNames(disk.id).device;
+  const drive = diskTopNode(disk);
   const writeCache = disk.cache === 'writethrough' || disk.cache === 'directsync' ? 'off' : 'on';
   const cdrom = disk.media === 'cdrom';
   const serial = disk.serial ? { serial: disk.serial } : {};
   switch (disk.bus) {
     case 'virtio':
-      return { driver: 'virtio-blk-pci', id, drive, 'write-cache': writeCache, ...serial };
+      return { driver: 'virtio-blk-pci', id, drive, 'write-cache': writeCache, ...serial, ...(disk.port ? { bus: disk.port } : {}) };
     case 'scsi': {
       const lun = slots.scsi++;
       return { driver: cdrom ? 'scsi-cd' : 'scsi-hd', id, drive, bus: 'scsi0.0', channel: 0, 'scsi-id': 0, lun, 'write-cache': writeCache, ...serial };

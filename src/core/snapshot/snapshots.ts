@@ -13,6 +13,7 @@
  * Every operation records its intent first; reconcile() finishes or undoes
  * an intent that a crash cut short, so older snapshots always stay usable.
  */
+import { crashPoint } from '../crash-point.js';
 import { createHash } from 'node:crypto';
 import { VireoError, invalidArgument, invalidState, notFound } from '../errors.js';
 import type { VmDefinition } from '../model/vm.js';
@@ -26,6 +27,7 @@ import { loadDefinition, withVmLock } from '../vm/definitions.js';
 import { startVm } from '../vm/lifecycle.js';
 import { waitForExit } from '../vm/process.js';
 import { cleanRunDirectory, livePid } from '../vm/runtime.js';
+import { diskNames } from '../qemu/ids.js';
 import { checkSnapshotName, readMetadata, withoutSnapshot, writeMetadata, type SnapshotMetadata, type SnapshotRecord } from './metadata.js';
 import { withQuiescedGuest } from '../vm/guest-agent.js';
 import { deleteInternalSnapshot, internalSnapshotTransaction, runSnapshotJob } from './qmp-jobs.js';
@@ -72,7 +74,7 @@ export async function snapshotDisks(paths: VireoPaths, def: VmDefinition): Promi
     if (volume.format !== 'qcow2') {
       throw invalidArgument(`disks.${index}.volume`, `volume '${disk.volume}' is ${volume.format}; snapshots need qcow2 disks (convert it: vireo disk export ${disk.volume} FILE --format qcow2, then import)`);
     }
-    disks.push({ volume: disk.volume, path: volume.path, node: `disk${index}` });
+    disks.push({ volume: disk.volume, path: volume.path, node: diskNames(disk.id).format });
   }
   if (disks.length === 0) throw invalidState(`VM '${def.name}' has no writable disk to snapshot`);
   return disks;
@@ -146,6 +148,7 @@ export async function createSnapshot(paths: VireoPaths, vm: string, options: Cre
     }
     metadata = { ...metadata, pending: { op: 'create', name, startedAt: new Date().toISOString() } };
     await writeMetadata(paths, vm, metadata);
+    crashPoint('snapshot.create.pending');
 
     const pid = await livePid(paths, def);
     let record: SnapshotRecord;
@@ -189,6 +192,7 @@ export async function createSnapshot(paths: VireoPaths, vm: string, options: Cre
     } catch (error) {
       throw explainFailure(error, await afterFailure(paths, def, pid), `snapshot '${name}' was not taken`);
     }
+    crashPoint('snapshot.create.taken');
     metadata = { ...metadata, snapshots: [...metadata.snapshots, record], current: name };
     delete metadata.pending;
     await writeMetadata(paths, vm, metadata);
@@ -227,6 +231,7 @@ export async function revertSnapshot(paths: VireoPaths, vm: string, name: string
       throw invalidState(`snapshot '${name}' holds disks only; stop the VM first to revert its disks (vireo vm stop ${vm})`);
     }
     await writeMetadata(paths, vm, { ...metadata, pending: { op: 'revert', name, startedAt: new Date().toISOString() } });
+    crashPoint('snapshot.revert.pending');
     if (pid !== undefined) {
       options.onProgress?.('loading memory, devices and disks (snapshot-load)');
       try {
@@ -248,6 +253,7 @@ export async function revertSnapshot(paths: VireoPaths, vm: string, name: string
     if (!record.memory) {
       options.onProgress?.('reverting stopped disks');
       for (const disk of disks) await qemuImg.snapshot(disk.path, 'apply', name);
+      crashPoint('snapshot.revert.applied');
       await finishRevert(paths, vm, name);
       return { done: true as const, record, checks: await checkDisks(disks) };
     }
@@ -297,6 +303,7 @@ export async function deleteSnapshot(paths: VireoPaths, vm: string, name: string
     const metadata = await readMetadata(paths, vm);
     const record = findRecord(metadata, vm, name);
     await writeMetadata(paths, vm, { ...metadata, pending: { op: 'delete', name, startedAt: new Date().toISOString() } });
+    crashPoint('snapshot.delete.pending');
     const disks = await disksOf(paths, def, record.disks);
     const pid = await livePid(paths, def);
     options.onProgress?.(`deleting snapshot '${name}'`);
@@ -315,6 +322,7 @@ export async function deleteSnapshot(paths: VireoPaths, vm: string, name: string
     } else {
       for (const disk of await disksHolding(disks, name)) await qemuImg.snapshot(disk.path, 'delete', name);
     }
+    crashPoint('snapshot.delete.removed');
     const next = withoutSnapshot(await readMetadata(paths, vm), name);
     delete next.pending;
     await writeMetadata(paths, vm, next);
@@ -407,7 +415,7 @@ async function disksOf(paths: VireoPaths, def: VmDefinition, volumes: string[], 
       throw invalidState(`volume '${volume}' of the snapshot is missing or not qcow2`);
     }
     if (index === -1) throw invalidState(`volume '${volume}' of the snapshot is no longer attached to VM '${def.name}'; reattach it first`);
-    disks.push({ volume, path: resolved.path, node: `disk${index}` });
+    disks.push({ volume, path: resolved.path, node: diskNames(def.disks[index]!.id).format });
   }
   return disks;
 }

@@ -6,11 +6,12 @@
  * detectFormat is the single, guarded exception, for images a user brings in.
  * Output is always read as JSON.
  */
-import { execFile, spawn } from 'node:child_process';
+import { execFile } from 'node:child_process';
 import { availableParallelism } from 'node:os';
 import { isAbsolute } from 'node:path';
 import { invalidArgument, VireoError } from '../errors.js';
 import { limiter } from '../limit.js';
+import { spawnInGroup } from '../process/groups.js';
 
 export type ImageFormat = 'qcow2' | 'raw';
 
@@ -207,17 +208,18 @@ function runBuffered(argv: string[]): Promise<RunResult> {
 
 function runStreaming(argv: string[], onStdout: (chunk: string) => void): Promise<RunResult> {
   return new Promise((resolve, reject) => {
-    const child = spawn('qemu-img', argv, { stdio: ['ignore', 'pipe', 'pipe'] });
+    // Long work (convert): a group of its own, killed by the next daemon if this one dies mid-way.
+    const child = spawnInGroup('qemu-img', argv, { stdio: ['ignore', 'pipe', 'pipe'] });
     let stdout = '';
     let stderr = '';
-    child.stdout.setEncoding('utf8');
-    child.stderr.setEncoding('utf8');
-    child.stdout.on('data', (chunk: string) => {
+    child.stdout!.setEncoding('utf8');
+    child.stderr!.setEncoding('utf8');
+    child.stdout!.on('data', (chunk: string) => {
       // Progress output is unbounded on huge images; only a tail is worth keeping.
       stdout = (stdout + chunk).slice(-4096);
       onStdout(chunk);
     });
-    child.stderr.on('data', (chunk: string) => {
+    child.stderr!.on('data', (chunk: string) => {
       stderr += chunk;
     });
     child.on('error', (error: NodeJS.ErrnoException) => {

@@ -9,7 +9,6 @@
  * New files are made under a temporary dot-name and hard-linked into place,
  * so a half-made volume is never visible and a failed one leaves nothing.
  */
-import { randomBytes } from 'node:crypto';
 import { constants as fsConstants } from 'node:fs';
 import { copyFile, link, lstat, mkdir, readdir, realpath, rename, rm, stat } from 'node:fs/promises';
 import { basename, dirname, extname, isAbsolute, join, relative, resolve, sep } from 'node:path';
@@ -17,6 +16,9 @@ import { alreadyExists, invalidArgument, invalidState, notFound, VireoError } fr
 import { checkName, formatSize, MiB, NAME_PATTERN } from '../model/units.js';
 import { mapLimited } from '../limit.js';
 import type { VireoPaths } from '../paths.js';
+import { tempName } from '../process/temp-name.js';
+import { crashPoint } from '../crash-point.js';
+import { fileIdentity, identityAt, sameFile, type FileIdentity } from '../store/identity.js';
 import * as qemuImg from './qemu-img.js';
 import type { ImageFormat, ImageInfo } from './qemu-img.js';
 
@@ -237,6 +239,12 @@ export interface CreateVolumeOptions {
   format?: VolumeFormat;
   /** A volume name in storage, or an absolute path to a raw or qcow2 image elsewhere. */
   from?: string;
+  /**
+   * Called with the new file's identity once it is made and before it gets
+   * its name, so that crash recovery can tell this file from any other
+   * volume that has (or later takes) the name.
+   */
+  onMade?: (identity: FileIdentity) => Promise<void>;
 }
 
 export async function createVolume(paths: VireoPaths, options: CreateVolumeOptions): Promise<Volume> {
@@ -262,7 +270,7 @@ export async function createVolume(paths: VireoPaths, options: CreateVolumeOptio
   const bytes = size;
   const target = join(storageDir(paths), `${name}.${format}`);
   await ensureInsideStorage(paths, target, 'name');
-  await publish(target, name, (temp) => qemuImg.create(temp, format, bytes, backing));
+  await publish(target, name, (temp) => qemuImg.create(temp, format, bytes, backing), options.onMade);
   return getVolume(paths, name);
 }
 
@@ -327,13 +335,17 @@ export async function resizeVolume(paths: VireoPaths, name: string, newSize: num
     const dependents = await backingUsers(paths, file);
     if (dependents.length > 0) throw usedAsBacking(name, dependents);
   }
+  crashPoint('volume.resize.before');
   await qemuImg.resize(file.path, format, newSize, { shrink });
+  crashPoint('volume.resize.after');
   return describe(file);
 }
 
 export interface DeleteVolumeOptions {
   /** Names of the VMs whose definitions attach the volume. */
   usedBy: (name: string) => Promise<string[]>;
+  /** Delete only if the file is still this one (crash recovery: never a volume that merely has the name). */
+  identity?: FileIdentity;
 }
 
 export async function deleteVolume(paths: VireoPaths, name: string, options: DeleteVolumeOptions): Promise<void> {
@@ -344,7 +356,28 @@ export async function deleteVolume(paths: VireoPaths, name: string, options: Del
   }
   const dependents = await backingUsers(paths, file);
   if (dependents.length > 0) throw usedAsBacking(name, dependents);
+  if (options.identity !== undefined && !sameFile(options.identity, await identityAt(file.path))) {
+    throw new VireoError('invalid_state', `volume '${name}' is not the file that was to be deleted (it was replaced meanwhile); it is kept`, { name });
+  }
+  crashPoint('volume.delete.before');
   await rm(file.path);
+}
+
+/** Refuses (as deleteVolume would) unless the volume could be deleted now; deletes nothing. */
+export async function checkVolumeDeletable(paths: VireoPaths, name: string, options: DeleteVolumeOptions): Promise<void> {
+  const file = await findVolumeFile(paths, name);
+  const vms = await options.usedBy(name);
+  if (vms.length > 0) {
+    throw new VireoError('in_use', `volume '${name}' is used by VM${vms.length > 1 ? 's' : ''} ${vms.join(', ')}`, { vms });
+  }
+  const dependents = await backingUsers(paths, file);
+  if (dependents.length > 0) throw usedAsBacking(name, dependents);
+}
+
+/** The identity of a volume's file (see store/identity.ts), or undefined when there is no such volume. */
+export async function volumeIdentity(paths: VireoPaths, name: string): Promise<FileIdentity | undefined> {
+  const [file] = await filesNamed(paths, checkName('name', name));
+  return file ? identityAt(file.path) : undefined;
 }
 
 function usedAsBacking(name: string, volumes: string[]): VireoError {
@@ -469,8 +502,12 @@ export async function importVolume(paths: VireoPaths, options: ImportVolumeOptio
  * into place without replacing anything. Whatever happens, the temporary
  * name is gone afterwards; on failure, so is everything made.
  */
-async function publish(target: string, name: string, make: (temp: string) => Promise<unknown>): Promise<void> {
-  await publishFile(target, make, () => alreadyExists('volume', name));
+async function publish(target: string, name: string, make: (temp: string) => Promise<unknown>, onMade?: (identity: FileIdentity) => Promise<void>): Promise<void> {
+  await publishFile(target, async (temp) => {
+    await make(temp);
+    crashPoint('volume.made');
+    if (onMade) await onMade(await fileIdentity(temp));
+  }, () => alreadyExists('volume', name));
 }
 
 /**
@@ -490,7 +527,7 @@ export async function makeVolumeFile(paths: VireoPaths, name: string, format: Vo
 
 /** publish() for any new file (an export, say): `exists` is the error when the target appeared meanwhile. */
 export async function publishFile(target: string, make: (temp: string) => Promise<unknown>, exists: () => VireoError): Promise<void> {
-  const temp = join(dirname(target), `.${basename(target)}.${randomBytes(6).toString('hex')}.tmp`);
+  const temp = join(dirname(target), tempName(basename(target)));
   try {
     await make(temp);
     try {

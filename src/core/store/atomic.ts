@@ -3,12 +3,12 @@
  * rename it over the target, then fsync the directory. A crash at any point
  * leaves either the old content or the new one, never a torn file.
  */
-import { randomBytes } from 'node:crypto';
 import { open, rename, rm, readFile } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
+import { tempName } from '../process/temp-name.js';
 
 export async function writeFileAtomic(path: string, data: string | Uint8Array, mode = 0o644): Promise<void> {
-  const tmp = join(dirname(path), `.${basename(path)}.${randomBytes(6).toString('hex')}.tmp`);
+  const tmp = join(dirname(path), tempName(basename(path)));
   try {
     const handle = await open(tmp, 'wx', mode);
     try {
@@ -20,6 +20,8 @@ export async function writeFileAtomic(path: string, data: string | Uint8Array, m
     await rename(tmp, path);
   } catch (error) {
     await rm(tmp, { force: true });
+    // A failed write on an open file names no file ("ENOSPC ... write"); say which one.
+    if (error instanceof Error && (error as NodeJS.ErrnoException).errno !== undefined && (error as NodeJS.ErrnoException).path === undefined) (error as NodeJS.ErrnoException).path = path;
     throw error;
   }
   await syncDirectory(dirname(path));

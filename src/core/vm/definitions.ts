@@ -9,6 +9,7 @@ import { VireoError, alreadyExists, notFound } from '../errors.js';
 import { mapLimited } from '../limit.js';
 import { checkName } from '../model/units.js';
 import type { VmDefinition } from '../model/vm.js';
+import { assignIds } from '../qemu/ids.js';
 import { vmPaths, type VireoPaths } from '../paths.js';
 import { readJsonIfExists, writeJsonAtomic } from '../store/atomic.js';
 import { isProcessAlive } from './process.js';
@@ -17,7 +18,12 @@ export async function loadDefinition(paths: VireoPaths, name: string): Promise<V
   checkName('name', name);
   const value = await readJsonIfExists(vmPaths(paths, name).definition);
   if (value === undefined) throw notFound('VM', name);
-  return value as VmDefinition;
+  return withIds(value as VmDefinition);
+}
+
+/** Definitions written before devices had stored ids get the positional ids they always had. */
+function withIds(def: VmDefinition): VmDefinition {
+  return { ...def, disks: assignIds(def.disks, 'disk'), nics: assignIds(def.nics, 'nic') };
 }
 
 export async function vmExists(paths: VireoPaths, name: string): Promise<boolean> {
@@ -58,7 +64,7 @@ export async function listDefinitions(paths: VireoPaths): Promise<VmDefinition[]
   // Several at a time: one after another, each small file costs thread-pool round trips in turn;
   // all at once, a host with many VMs runs the daemon out of file descriptors (EMFILE).
   const values = await mapLimited(names.sort(), DEFINITIONS_AT_ONCE, (name) => readJsonIfExists(vmPaths(paths, name).definition));
-  return values.filter((value): value is VmDefinition => value !== undefined);
+  return values.filter((value): value is VmDefinition => value !== undefined).map(withIds);
 }
 
 export async function deleteDefinition(paths: VireoPaths, name: string): Promise<void> {

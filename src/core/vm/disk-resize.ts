@@ -12,6 +12,7 @@ import { blockResize } from '../qmp/commands.js';
 import { getVolume, resizeVolume, type Volume } from '../storage/volumes.js';
 import { listDefinitions, withVmLock } from './definitions.js';
 import { livePid } from './runtime.js';
+import { diskNames } from '../qemu/ids.js';
 
 export async function resizeDisk(paths: VireoPaths, name: string, size: number, options: { allowShrink?: boolean } = {}): Promise<Volume & { live?: string }> {
   const current = await getVolume(paths, name);
@@ -27,7 +28,7 @@ export async function resizeDisk(paths: VireoPaths, name: string, size: number, 
     return withVmLock(paths, def.name, async () => {
       const client = await QmpClient.connect(vmPaths(paths, def.name).qmpSocket, { timeoutMs: 10_000 });
       try {
-        await blockResize(client, `disk${index}`, size);
+        await blockResize(client, diskNames(def.disks[index]!.id).format, size);
       } finally {
         await client.close();
       }

@@ -20,11 +20,14 @@ import { buildQemuArgv, type LaunchContext, type ResolvedVolume } from '../qemu/
 import { QmpClient } from '../qmp/client.js';
 import { cont, queryStatus, setAction, stop, systemPowerdown, systemReset } from '../qmp/commands.js';
 import { Reverter } from '../revert.js';
+import { applyAtStart } from '../resources/apply.js';
+import { checkResourcesAgainstHost, hostCapacity } from '../resources/host.js';
 import { resolveVolume } from '../storage/volumes.js';
 import { listDefinitions, loadDefinition, withVmLock } from './definitions.js';
 import { checkForwardedPorts } from './host-ports.js';
 import { waitForConsoleLog } from './console.js';
-import { launchDaemonized, waitForExit } from './process.js';
+import { killQemus, launchDaemonized, waitForExit } from './process.js';
+import { crashPoint } from '../crash-point.js';
 import { checkHostFiles } from './host-files.js';
 import { cleanRunDirectory, livePid, prepareRunDirectory, readRuntime, writeRuntimeRecord } from './runtime.js';
 
@@ -103,8 +106,10 @@ export async function launchContext(paths: VireoPaths, def: VmDefinition): Promi
 export interface StartOptions {
   /** Wait until the guest prints its image's readiness line on the console. */
   waitReady?: { timeoutMs: number };
-  /** Abandons the readiness wait (the VM keeps running). */
+  /** Cancels the launch (the half-started QEMU is killed) or abandons the readiness wait (the VM keeps running). */
   signal?: AbortSignal;
+  /** How long QEMU may take to get ready to run (default 60 s); past it the start fails and that QEMU is killed. */
+  launchTimeoutMs?: number;
   /** Called once QEMU runs the guest, before any readiness wait. */
   onLaunched?: () => void;
   /** Runs on the paused, freshly launched QEMU before the guest first runs (e.g. loading a snapshot's memory). */
@@ -117,24 +122,36 @@ export async function startVm(paths: VireoPaths, name: string, options: StartOpt
     if ((await livePid(paths, def)) !== undefined) throw invalidState(`VM '${name}' is already running`);
     if (def.template) throw invalidState(`VM '${name}' is a template and cannot be started; clone it (vireo vm clone ${name} NEW)`);
     const { context, qemuBinary, notice } = await launchContext(paths, def);
+    checkResourcesAgainstHost(def, await hostCapacity(), context.accel);
     if (def.nics.some((nic) => nic.forwards.length > 0)) {
       const others = await Promise.all((await listDefinitions(paths)).filter((other) => other.name !== name).map(async (definition) => ({ definition, pid: await livePid(paths, definition) })));
       await checkForwardedPorts(def, others.filter((other): other is { definition: VmDefinition; pid: number } => other.pid !== undefined));
     }
     // The console log is appended to; readiness is looked for after this point.
     const logOffset = await stat(vmPaths(paths, name).consoleLog).then((info) => info.size, () => 0);
+    const { pidFile } = vmPaths(paths, name);
+    // No valid pidfile, yet a QEMU of this VM: one a failed start lost track of. One QEMU per VM, ever.
+    await killQemus(def.uuid, pidFile);
     return Reverter.run(async (reverter) => {
       await prepareRunDirectory(paths, name);
       reverter.add(() => cleanRunDirectory(paths, name));
-      await launchDaemonized(qemuBinary, buildQemuArgv(def, context));
+      // Whatever fails from here on (a launch that times out, a monitor that never answers), no QEMU is left:
+      // it is found by pidfile and by this VM's UUID on its command line, and killed before the runtime files go.
+      reverter.add(() => killQemus(def.uuid, pidFile));
+      crashPoint('start.before-launch');
+      await launchDaemonized(qemuBinary, buildQemuArgv(def, context), options.launchTimeoutMs ?? 60_000, options.signal);
+      crashPoint('start.launched');
       const pid = await livePid(paths, def);
       if (pid === undefined) throw new VireoError('qemu_failed', 'QEMU exited right after starting');
-      reverter.add(() => killAndWait(pid));
       const client = await QmpClient.connect(vmPaths(paths, name).qmpSocket, { timeoutMs: 10_000 });
       try {
         await writeRuntimeRecord(paths, name, { pid, accel: context.accel, startedAt: new Date().toISOString(), ...(notice ? { notice } : {}) });
+        // Cgroups, pinning and balloon while QEMU is still paused: no guest instruction runs unconstrained.
+        await applyAtStart(def, client, pid, reverter);
         await options.beforeResume?.(client);
+        if (options.signal?.aborted) throw new VireoError('cancelled', 'the start was cancelled before the guest ran');
         await cont(client);
+        crashPoint('start.resumed');
       } finally {
         await client.close();
       }
@@ -164,15 +181,6 @@ async function readinessLine(paths: VireoPaths, def: VmDefinition): Promise<stri
 
 function escapeRegExp(text: string): string {
   return text.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
-}
-
-async function killAndWait(pid: number): Promise<void> {
-  try {
-    process.kill(pid, 'SIGKILL');
-  } catch {
-    return;
-  }
-  await waitForExit(pid, 10_000);
 }
 
 /** Connects to the VM's main monitor, failing clearly when it is not running. */
@@ -225,6 +233,7 @@ export async function stopVm(paths: VireoPaths, name: string, options: StopOptio
       const shutdown = client.waitForEvent('SHUTDOWN', { timeoutMs, ...(options.signal ? { signal: options.signal } : {}) });
       options.onProgress?.('sent ACPI power-down request');
       await systemPowerdown(client);
+      crashPoint('stop.powerdown-sent');
       let forced = false;
       try {
         await shutdown;

@@ -11,12 +11,18 @@ import { defineVm, parseVmSpec, type VmDefinition, type VmSpec } from '../model/
 import { withoutShownFields } from '../model/shown-fields.js';
 import type { VireoPaths } from '../paths.js';
 import { Reverter } from '../revert.js';
-import { createVolume, deleteVolume, getVolume, type Volume } from '../storage/volumes.js';
+import { rename } from 'node:fs/promises';
+import { join } from 'node:path';
+import { crashPoint } from '../crash-point.js';
+import { vmPaths } from '../paths.js';
+import { sameFile, type FileIdentity } from '../store/identity.js';
+import { checkVolumeDeletable, createVolume, deleteVolume, getVolume, volumeIdentity, type Volume } from '../storage/volumes.js';
 import { deleteDefinition, listDefinitions, loadDefinition, reserveVmDirectory, saveDefinition, vmsUsingVolume, withVmLock } from './definitions.js';
 import { mapLimited } from '../limit.js';
 import { checkHostFiles, type HostFilePolicy } from './host-files.js';
 import { cleanRunDirectory, readRuntime, type RuntimeOptions, type VmRuntime } from './runtime.js';
 import { refuseTemplateWithClones } from './template.js';
+import type { ResourceUsage } from '../resources/view.js';
 
 export interface NewDisk {
   /** Size in bytes; with `from`, defaults to the base's size. */
@@ -66,6 +72,14 @@ async function checkReferences(paths: VireoPaths, spec: VmSpec, hostFiles: HostF
   }
 }
 
+/** A volume's error about its own fields (size, from, format) names the new disk it is about: newDisks.N.size. */
+function inNewDisk(error: unknown, index: number): unknown {
+  if (!(error instanceof VireoError) || typeof error.details.field !== 'string' || !['size', 'from', 'format'].includes(error.details.field)) return error;
+  const field = `newDisks.${index}.${error.details.field}`;
+  const message = error.message.startsWith(`${error.details.field}: `) ? `${field}: ${error.message.slice(error.details.field.length + 2)}` : error.message;
+  return new VireoError(error.code, message, { ...error.details, field }, { cause: error });
+}
+
 export async function createVm(paths: VireoPaths, input: unknown, options: CreateOptions = {}): Promise<VmDefinition> {
   const spec = parseVmSpec(input);
   const newDisks = options.newDisks ?? [];
@@ -90,7 +104,9 @@ export async function createVm(paths: VireoPaths, input: unknown, options: Creat
         }
         volume.from = imageFile(paths, manifest, manifest.disk);
       }
-      await createVolume(paths, { name, ...volume });
+      await createVolume(paths, { name, ...volume }).catch((error: unknown) => {
+        throw inNewDisk(error, index);
+      });
       reverter.add(() => deleteVolume(paths, name, { usedBy: async () => [] }));
     }
     const def = defineVm(withNew);
@@ -121,43 +137,106 @@ export async function editVm(paths: VireoPaths, name: string, change: (current: 
 export interface DeleteOptions {
   /** Also delete the VM's disks (volumes no other VM uses; ISOs are kept). */
   withDisks?: boolean;
+  /** Records the delete's intent (to disk) before anything is removed, for finishInterruptedDelete(). */
+  journal?: (intent: DeleteIntent) => Promise<void>;
 }
 
+/** What a delete is to remove: the VM (by UUID) and its volumes, each by file identity. */
+export interface DeleteIntent {
+  uuid: string;
+  volumes: { name: string; identity: FileIdentity }[];
+}
+
+/** vm.json renamed to this while the VM is being deleted: the VM is gone as a whole from that instant. */
+const DELETING_MARKER = 'vm.json.deleting';
+
+/**
+ * Deletes a stopped VM (with its disks: those no other VM uses). Everything
+ * is checked first, so a refusal leaves everything in place; then the intent
+ * is recorded, the definition goes first (renamed to a marker) and the disks
+ * after it, so an interruption never leaves a VM with some of its disks
+ * missing, and finishInterruptedDelete() completes the rest.
+ */
 export async function deleteVm(paths: VireoPaths, name: string, options: DeleteOptions = {}): Promise<{ deletedVolumes: string[] }> {
   const def = await loadDefinition(paths, name);
   return withVmLock(paths, name, async () => {
     const runtime = await readRuntime(paths, def);
     if (runtime.state !== 'stopped') throw invalidState(`VM '${name}' is ${runtime.state}; stop or kill it first`);
     if (def.template) await refuseTemplateWithClones(paths, def);
-    const deletedVolumes: string[] = [];
+    const intent: DeleteIntent = { uuid: def.uuid, volumes: [] };
     if (options.withDisks) {
-      // Check every disk first so that a refusal leaves everything in place.
-      const targets: string[] = [];
       for (const disk of def.disks.filter((candidate) => candidate.media === 'disk')) {
+        if (intent.volumes.some((volume) => volume.name === disk.volume)) continue;
         const others = (await vmsUsingVolume(paths, disk.volume)).filter((vm) => vm !== name);
-        if (others.length === 0) targets.push(disk.volume);
-      }
-      for (const volume of targets) {
-        await deleteVolume(paths, volume, { usedBy: async () => [] }).catch((error: unknown) => {
-          if (!isVireoError(error, 'not_found')) throw error;
-        });
-        deletedVolumes.push(volume);
+        if (others.length > 0) continue;
+        const identity = await volumeIdentity(paths, disk.volume);
+        if (identity === undefined) continue; // already gone
+        // A base of another volume cannot go: refuse now, before anything is removed.
+        await checkVolumeDeletable(paths, disk.volume, { usedBy: async () => [] });
+        intent.volumes.push({ name: disk.volume, identity });
       }
     }
-    await cleanRunDirectory(paths, name);
-    await deleteDefinition(paths, name);
-    return { deletedVolumes };
+    await options.journal?.(intent);
+    crashPoint('delete.recorded');
+    return carryOutDelete(paths, name, intent);
   });
+}
+
+async function carryOutDelete(paths: VireoPaths, name: string, intent: DeleteIntent): Promise<{ deletedVolumes: string[] }> {
+  const { dir, definition } = vmPaths(paths, name);
+  await rename(definition, join(dir, DELETING_MARKER)).catch((error: NodeJS.ErrnoException) => {
+    if (error.code !== 'ENOENT') throw error;
+  });
+  crashPoint('delete.marked');
+  const deletedVolumes: string[] = [];
+  for (const volume of intent.volumes) {
+    if (!sameFile(volume.identity, await volumeIdentity(paths, volume.name))) continue; // gone, or another file now
+    try {
+      await deleteVolume(paths, volume.name, { usedBy: (candidate) => vmsUsingVolume(paths, candidate), identity: volume.identity });
+    } catch (error) {
+      // Attached to another VM or made a base since it was checked: it is someone else's now and stays.
+      if (isVireoError(error, 'in_use') || isVireoError(error, 'not_found') || isVireoError(error, 'invalid_state')) continue;
+      throw error;
+    }
+    deletedVolumes.push(volume.name);
+    crashPoint('delete.volume');
+  }
+  await cleanRunDirectory(paths, name);
+  await deleteDefinition(paths, name);
+  return { deletedVolumes };
+}
+
+/**
+ * Completes a delete that a crash cut short, from its recorded intent. A
+ * definition with another UUID (a new VM of that name) is left alone, and so
+ * is a VM that runs again; volumes are removed only if they are still the
+ * files recorded and no VM attaches them.
+ */
+export async function finishInterruptedDelete(paths: VireoPaths, name: string, intent: DeleteIntent | undefined): Promise<{ finished: boolean; deletedVolumes: string[] }> {
+  if (!intent) return { finished: false, deletedVolumes: [] }; // cut short before anything was removed
+  const def = await loadDefinition(paths, name).catch(() => undefined);
+  if (def) {
+    if (def.uuid !== intent.uuid) return { finished: false, deletedVolumes: [] };
+    if ((await readRuntime(paths, def)).state !== 'stopped') return { finished: false, deletedVolumes: [] };
+  }
+  return { finished: true, ...(await carryOutDelete(paths, name, intent)) };
 }
 
 export interface VmInfo {
   definition: VmDefinition;
   runtime: VmRuntime;
+  /** A running VM's limits next to its use (one VM's view only, not in lists). */
+  resources?: ResourceUsage;
 }
 
 export async function getVm(paths: VireoPaths, name: string, options: RuntimeOptions = {}): Promise<VmInfo> {
   const definition = await loadDefinition(paths, name);
-  return { definition, runtime: await readRuntime(paths, definition, options) };
+  const runtime = await readRuntime(paths, definition, options);
+  if (runtime.pid === undefined || runtime.state === 'unresponsive') return { definition, runtime };
+  const { resourceUsage } = await import('../resources/view.js');
+  // Best effort: a QEMU that exits meanwhile just shows no usage.
+  const resources = await resourceUsage(paths, definition, runtime.pid, runtime.accel ?? 'tcg').catch(() => undefined);
+  return { definition, runtime, ...(resources ? { resources } : {}) };
 }
 
 export async function listVms(paths: VireoPaths, options: RuntimeOptions = {}): Promise<VmInfo[]> {

@@ -6,7 +6,7 @@
  * decide whether a pidfile is stale.
  */
 import { spawn } from 'node:child_process';
-import { readFile } from 'node:fs/promises';
+import { readdir, readFile } from 'node:fs/promises';
 import { VireoError } from '../errors.js';
 
 export async function readPidFile(path: string): Promise<number | undefined> {
@@ -42,6 +42,51 @@ export async function isQemuOf(pid: number, uuid: string): Promise<boolean> {
   }
 }
 
+/**
+ * Live QEMU processes whose command line carries this UUID and this path
+ * (the VM's pidfile, which holds its home): those Vireo launched for this
+ * VM, with or without a pidfile (a QEMU still starting, or one a failed
+ * start lost track of). The path keeps out a copy of the VM run from another
+ * home on the same machine (a migration's other end).
+ */
+export async function findQemus(uuid: string, pidFile: string): Promise<number[]> {
+  const found: number[] = [];
+  for (const entry of await readdir('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    const pid = Number(entry);
+    if (pid === process.pid) continue;
+    try {
+      const argv = (await readFile(`/proc/${entry}/cmdline`, 'utf8')).split('\0');
+      if (!argv[0]?.includes('qemu-system') || !argv.includes(uuid) || !argv.some((arg) => arg.includes(pidFile))) continue;
+      if (await isProcessAlive(pid)) found.push(pid);
+    } catch {
+      // Gone while we looked.
+    }
+  }
+  return found;
+}
+
+/**
+ * Kills every QEMU of the VM (see findQemus) and proves them gone: throws
+ * unless each is dead (or a zombie) within the timeout.
+ */
+export async function killQemus(uuid: string, pidFile: string, timeoutMs = 10_000): Promise<number[]> {
+  const pids = await findQemus(uuid, pidFile);
+  for (const pid of pids) {
+    try {
+      process.kill(pid, 'SIGKILL');
+    } catch {
+      // Already gone.
+    }
+  }
+  for (const pid of pids) {
+    if (!(await waitForExit(pid, timeoutMs))) throw new VireoError('timeout', `QEMU (pid ${pid}) did not die after SIGKILL`, { pid });
+  }
+  const left = await findQemus(uuid, pidFile);
+  if (left.length > 0) throw new VireoError('internal', `QEMU of VM ${uuid} still runs after being killed (pid ${left.join(', ')})`, { pids: left });
+  return pids;
+}
+
 /** Waits until the process is gone or a zombie. */
 export async function waitForExit(pid: number, timeoutMs: number): Promise<boolean> {
   const deadline = Date.now() + timeoutMs;
@@ -57,7 +102,8 @@ export async function waitForExit(pid: number, timeoutMs: number): Promise<boole
  * everything up (sockets listening, pidfile written) and the daemon lives on
  * in its own session, so it outlives the CLI or daemon that started it.
  */
-export async function launchDaemonized(binary: string, argv: string[], timeoutMs = 60_000): Promise<void> {
+export async function launchDaemonized(binary: string, argv: string[], timeoutMs = 60_000, signal?: AbortSignal): Promise<void> {
+  signal?.throwIfAborted();
   const child = spawn(binary, argv, { stdio: ['ignore', 'ignore', 'pipe'], detached: true });
   let stderr = '';
   child.stderr.setEncoding('utf8');
@@ -65,12 +111,19 @@ export async function launchDaemonized(binary: string, argv: string[], timeoutMs
     if (stderr.length < 64 * 1024) stderr += chunk;
   });
   const code = await new Promise<number | null>((resolve, reject) => {
-    const timer = setTimeout(() => {
+    // Killing the launching process is not enough: the daemonized QEMU lives on; the caller kills it (killQemus).
+    const giveUp = (error: VireoError) => {
+      clearTimeout(timer);
+      signal?.removeEventListener('abort', onAbort);
       child.kill('SIGKILL');
-      reject(new VireoError('timeout', `QEMU did not finish starting within ${timeoutMs / 1000} s`));
-    }, timeoutMs);
+      reject(error);
+    };
+    const timer = setTimeout(() => giveUp(new VireoError('timeout', `QEMU did not finish starting within ${timeoutMs / 1000} s`)), timeoutMs);
+    const onAbort = () => giveUp(new VireoError('cancelled', 'the start was cancelled while QEMU was starting'));
+    signal?.addEventListener('abort', onAbort, { once: true });
     child.once('error', (error) => {
       clearTimeout(timer);
+      signal?.removeEventListener('abort', onAbort);
       const missing = (error as NodeJS.ErrnoException).code === 'ENOENT';
       reject(
         new VireoError(missing ? 'host_unsupported' : 'qemu_failed', missing ? `${binary} is not installed (run: vireo host setup)` : `cannot run ${binary}: ${error.message}`, {}, { cause: error }),
@@ -78,6 +131,7 @@ export async function launchDaemonized(binary: string, argv: string[], timeoutMs
     });
     child.once('exit', (exitCode) => {
       clearTimeout(timer);
+      signal?.removeEventListener('abort', onAbort);
       resolve(exitCode);
     });
   });

@@ -9,6 +9,7 @@ import type { VmDefinition } from '../model/vm.js';
 import { vmPaths, type VireoPaths } from '../paths.js';
 import { QmpClient } from '../qmp/client.js';
 import { queryStatus } from '../qmp/commands.js';
+import { releaseVmGroups } from '../resources/cgroups.js';
 import { readJsonIfExists, writeJsonAtomic } from '../store/atomic.js';
 import { isQemuOf, readPidFile } from './process.js';
 
@@ -44,8 +45,11 @@ export async function prepareRunDirectory(paths: VireoPaths, name: string): Prom
   await mkdir(runDir, { recursive: true, mode: 0o700 });
 }
 
+/** Called once QEMU is gone: its runtime files and its cgroups go with it. */
 export async function cleanRunDirectory(paths: VireoPaths, name: string): Promise<void> {
   await rm(vmPaths(paths, name).runDir, { recursive: true, force: true });
+  // Best effort: a group that cannot go yet is replaced at the next start.
+  await releaseVmGroups(name).catch(() => undefined);
 }
 
 /**

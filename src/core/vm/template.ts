@@ -9,16 +9,19 @@
  * addresses and disk serials.
  */
 import { randomBytes } from 'node:crypto';
-import { chmod, realpath, stat } from 'node:fs/promises';
+import { chmod, realpath, rm, stat } from 'node:fs/promises';
 import { VireoError, invalidArgument, invalidState } from '../errors.js';
 import { checkName } from '../model/units.js';
 import { defineVm, parseVmSpec, type PortForwardInput, type VmDefinition } from '../model/vm.js';
 import type { VireoPaths } from '../paths.js';
 import { Reverter } from '../revert.js';
 import * as qemuImg from '../storage/qemu-img.js';
-import { createVolume, deleteVolume, getVolume, resolveVolume } from '../storage/volumes.js';
+import { crashPoint } from '../crash-point.js';
+import { vmPaths } from '../paths.js';
+import { sameFile, type FileIdentity } from '../store/identity.js';
+import { createVolume, deleteVolume, getVolume, resolveVolume, volumeIdentity } from '../storage/volumes.js';
 import { readMetadata } from '../snapshot/metadata.js';
-import { listDefinitions, loadDefinition, reserveVmDirectory, saveDefinition, withVmLock } from './definitions.js';
+import { listDefinitions, loadDefinition, reserveVmDirectory, saveDefinition, vmsUsingVolume, withVmLock } from './definitions.js';
 import { readRuntime } from './runtime.js';
 
 /**
@@ -104,6 +107,21 @@ export interface CloneOptions {
    */
   forwards?: 'keep' | PortForwardInput[];
   onProgress?: (message: string, fraction: number) => void;
+  /**
+   * Records the clone's intent (to disk, before each step that makes
+   * something): what undoInterruptedClone() may remove after a crash.
+   */
+  journal?: (intent: CloneIntent) => Promise<void>;
+}
+
+/** What a clone has made so far, by identity: recovery removes these and nothing else. */
+export interface CloneIntent {
+  /** The new VM's directory was reserved (made, or taken over as debris without a definition). */
+  reserved: boolean;
+  /** Volumes made, each with the identity of its file, recorded before the file got its name. */
+  volumes: { name: string; identity: FileIdentity }[];
+  /** The new definition's UUID, recorded just before it is written: with that definition in place the clone is whole. */
+  uuid?: string;
 }
 
 export interface CloneResult {
@@ -129,6 +147,7 @@ export async function cloneVm(paths: VireoPaths, source: string, target: string,
     throw invalidState(`a linked clone needs a template as its source; make '${source}' one first (vireo vm template ${source}), or make a full clone`);
   }
   return withVmLock(paths, source, async () => {
+    crashPoint('clone.begin');
     const state = (await readRuntime(paths, def)).state;
     if (state !== 'stopped') throw invalidState(`VM '${source}' is ${state}; stop it before cloning (its disks must not change during the copy)`);
     const copies = def.disks
@@ -138,17 +157,36 @@ export async function cloneVm(paths: VireoPaths, source: string, target: string,
     for (const copy of copies) {
       if (await getVolume(paths, copy.to).then(() => true, () => false)) throw new VireoError('already_exists', `a volume named '${copy.to}' already exists`, { field: 'name' });
     }
+    const intent: CloneIntent = { reserved: false, volumes: [] };
+    const journal = async () => {
+      await options.journal?.(intent);
+    };
     return Reverter.run(async (reverter) => {
       reverter.add(await reserveVmDirectory(paths, target));
+      intent.reserved = true;
+      await journal();
+      crashPoint('clone.reserved');
       for (const [number, copy] of copies.entries()) {
         const report = (fraction: number) => options.onProgress?.(`${linked ? 'linking' : 'copying'} ${copy.from} to ${copy.to}`, (number + fraction) / copies.length);
         report(0);
+        const onMade = async (identity: FileIdentity) => {
+          intent.volumes.push({ name: copy.to, identity });
+          await journal();
+        };
         if (linked) {
-          await createVolume(paths, { name: copy.to, from: copy.from });
+          await createVolume(paths, { name: copy.to, from: copy.from, onMade });
         } else {
-          await copyVolume(paths, copy.from, copy.to, (percent) => report(percent / 100));
+          let crashed = false;
+          await copyVolume(paths, copy.from, copy.to, onMade, (percent) => {
+            report(percent / 100);
+            if (!crashed && percent > 0) {
+              crashed = true;
+              crashPoint('clone.copying');
+            }
+          });
         }
         reverter.add(() => deleteVolume(paths, copy.to, { usedBy: async () => [] }));
+        crashPoint('clone.volume');
         report(1);
       }
       const renamed = new Map(copies.map((copy) => [copy.from, copy.to]));
@@ -171,7 +209,11 @@ export async function cloneVm(paths: VireoPaths, source: string, target: string,
         ...(spec.cloudInit ? { cloudInit: withoutHostname(spec.cloudInit) } : {}),
       });
       const clone: VmDefinition = { ...defineVm(cloneSpec), clonedFrom: source };
+      intent.uuid = clone.uuid;
+      await journal();
+      crashPoint('clone.before-definition');
       await saveDefinition(paths, clone);
+      crashPoint('clone.defined');
       const droppedForwards = options.forwards === 'keep' ? [] : spec.nics.flatMap((nic) => nic.forwards.map((forward) => `${forward.hostAddress}:${forward.hostPort}->${forward.guestPort}/${forward.protocol}`));
       return { definition: clone, volumes: copies.map((copy) => copy.to), linked, droppedForwards };
     });
@@ -179,11 +221,11 @@ export async function cloneVm(paths: VireoPaths, source: string, target: string,
 }
 
 /** A full copy of a volume (its whole backing chain flattened), internal snapshots left behind. */
-async function copyVolume(paths: VireoPaths, from: string, to: string, onProgress: (percent: number) => void): Promise<void> {
+async function copyVolume(paths: VireoPaths, from: string, to: string, onMade: (identity: FileIdentity) => Promise<void>, onProgress: (percent: number) => void): Promise<void> {
   const source = await resolveVolume(paths, from);
   const base = await getVolume(paths, from);
   // Made as an empty volume first, so that the name is reserved and the path checked like any other.
-  await createVolume(paths, { name: to, format: source.format, size: base.virtualSize });
+  await createVolume(paths, { name: to, format: source.format, size: base.virtualSize, onMade });
   try {
     const target = await resolveVolume(paths, to);
     await qemuImg.convert(source.path, source.format, target.path, source.format, { onProgress });
@@ -191,6 +233,34 @@ async function copyVolume(paths: VireoPaths, from: string, to: string, onProgres
     await deleteVolume(paths, to, { usedBy: async () => [] }).catch(() => undefined);
     throw error;
   }
+}
+
+/**
+ * Undoes a clone that a crash cut short, from its recorded intent: if the
+ * definition it was about to write is in place, the clone is whole and
+ * stays; otherwise the volumes it made are removed, each only if the file
+ * under that name is still the one it made and no VM attaches it, and so is
+ * the directory it reserved if no definition appeared there. A volume that
+ * merely has a clone-like name (left by `vm delete` without its disks, say)
+ * is never touched.
+ */
+export async function undoInterruptedClone(paths: VireoPaths, target: string, intent: CloneIntent | undefined): Promise<{ complete: boolean; removedVolumes: string[] }> {
+  const removedVolumes: string[] = [];
+  if (!intent) return { complete: false, removedVolumes };
+  const existing = await loadDefinition(paths, target).catch(() => undefined);
+  if (existing && intent.uuid !== undefined && existing.uuid === intent.uuid) return { complete: true, removedVolumes };
+  for (const volume of intent.volumes ?? []) {
+    if (!sameFile(volume.identity, await volumeIdentity(paths, volume.name))) continue;
+    try {
+      await deleteVolume(paths, volume.name, { usedBy: (name) => vmsUsingVolume(paths, name), identity: volume.identity });
+      removedVolumes.push(volume.name);
+    } catch (error) {
+      // Attached or used as a base since: it is someone's now, so it stays.
+      if (!(error instanceof VireoError) || (error.code !== 'in_use' && error.code !== 'not_found' && error.code !== 'invalid_state')) throw error;
+    }
+  }
+  if (intent.reserved && !existing) await rm(vmPaths(paths, target).dir, { recursive: true, force: true });
+  return { complete: false, removedVolumes };
 }
 
 function newSerial(previous: string): string {

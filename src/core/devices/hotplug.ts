@@ -1,0 +1,245 @@
+/**
+ * Vertical scaling while the guest runs: disks and NICs attached and
+ * detached, vCPUs added up to cpus.max. Every change goes to QEMU first and
+ * into the definition only once QEMU has it, so a restart or a live
+ * migration (whose destination QEMU is built from the definition) starts
+ * with the same devices on the same ports. A step that fails undoes the
+ * steps before it. On a stopped VM the definition alone changes.
+ *
+ * Unplugging is a request to the guest: the device is gone only at QEMU's
+ * DEVICE_DELETED event (on q35, Linux waits ~5 s after the "attention
+ * button" first), and only then are its block nodes or netdev removed.
+ */
+import { VireoError, invalidArgument, invalidState, isVireoError } from '../errors.js';
+import { defineVm, hotplugPorts, parseVmSpec, type DiskSpec, type VmDefinition, type VmSpec } from '../model/vm.js';
+import { vmPaths, type VireoPaths } from '../paths.js';
+import { blockNodes, diskDevice, nicDevice, nicNetdev, throttleGroupOf } from '../qemu/argv.js';
+import { diskNames, nicNames } from '../qemu/ids.js';
+import { QmpClient } from '../qmp/client.js';
+import { blockdevAdd, blockdevDel, deviceAdd, deviceDel, netdevAdd, netdevDel, objectAdd, objectDel, queryHotpluggableCpus } from '../qmp/resources.js';
+import { Reverter } from '../revert.js';
+import { throttleLimits } from '../resources/spec.js';
+import { getVolume, resolveVolume } from '../storage/volumes.js';
+import { loadDefinition, saveDefinition, withVmLock } from '../vm/definitions.js';
+import { livePid } from '../vm/runtime.js';
+
+/** How long a guest gets to release a device. */
+const UNPLUG_TIMEOUT_MS = 60_000;
+
+export interface DeviceChange {
+  definition: VmDefinition;
+  live: boolean;
+  /** The id of the device added or removed. */
+  id: string;
+}
+
+type Spec = Omit<VmSpec, never>;
+
+function specOf(def: VmDefinition): Spec {
+  const { uuid: _uuid, createdAt: _createdAt, template: _template, clonedFrom: _clonedFrom, ...spec } = def;
+  return spec;
+}
+
+/** The first hotplug port no device of the definition sits on; undefined on pc (its PCI bus hot-plugs). */
+function freePort(def: VmDefinition, field: string): string | undefined {
+  if (def.machine !== 'q35') return undefined;
+  const used = new Set([...def.disks, ...def.nics].map((device) => device.port).filter(Boolean));
+  for (let port = 0; port < hotplugPorts(def); port++) if (!used.has(`hp${port}`)) return `hp${port}`;
+  throw new VireoError('invalid_state', `${field}: all ${hotplugPorts(def)} hotplug ports of VM '${def.name}' are taken; raise hotplug.pciPorts (takes effect at the next start) or detach a device attached live`, { field: 'hotplug.pciPorts' });
+}
+
+/** The disk that firmware boots: the first in boot order, when the VM does not boot a kernel directly. */
+export function bootDiskIndex(def: VmDefinition): number | undefined {
+  if (def.boot.kernel) return undefined;
+  for (const kind of def.boot.order) {
+    if (kind === 'network') continue;
+    const index = def.disks.findIndex((disk) => disk.media === kind);
+    if (index !== -1) return index;
+  }
+  return undefined;
+}
+
+async function withLiveVm<T>(paths: VireoPaths, name: string, work: (def: VmDefinition, client: QmpClient | undefined) => Promise<T>): Promise<T> {
+  const def = await loadDefinition(paths, name);
+  return withVmLock(paths, name, async () => {
+    if (def.template) throw invalidState(`VM '${name}' is a template and cannot be changed; clone it`);
+    const pid = await livePid(paths, def);
+    if (pid === undefined) return work(def, undefined);
+    const client = await QmpClient.connect(vmPaths(paths, name).qmpSocket, { timeoutMs: 10_000 });
+    try {
+      return await work(def, client);
+    } finally {
+      await client.close();
+    }
+  });
+}
+
+export interface DiskAttachInput {
+  volume: string;
+  bus?: 'virtio' | 'scsi';
+  readOnly?: boolean;
+  cache?: DiskSpec['cache'];
+  serial?: string;
+  limits?: Record<string, unknown>;
+}
+
+export async function attachDisk(paths: VireoPaths, name: string, input: DiskAttachInput): Promise<DeviceChange> {
+  return withLiveVm(paths, name, async (def, client) => {
+    const volume = await getVolume(paths, input.volume).catch((error: unknown) => {
+      if (isVireoError(error, 'not_found')) throw new VireoError('not_found', `volume: '${input.volume}' does not exist (see: vireo disk list)`, { field: 'volume' });
+      throw error;
+    });
+    if (volume.media === 'cdrom') throw invalidArgument('volume', `'${input.volume}' is an ISO image; CD-ROMs cannot be attached live`);
+    const bus = input.bus ?? 'virtio';
+    if (client && bus !== 'virtio') throw invalidArgument('bus', 'only virtio disks can be attached to a running VM (attach others while it is stopped)');
+    const port = client ? freePort(def, 'disk attach') : undefined;
+    const disk = { volume: input.volume, bus, ...(input.readOnly ? { readOnly: true } : {}), ...(input.cache ? { cache: input.cache } : {}), ...(input.serial ? { serial: input.serial } : {}), ...(input.limits ? { limits: input.limits } : {}), ...(port ? { port } : {}) };
+    const next = defineVm(parseVmSpec({ ...specOf(def), disks: [...def.disks, disk] }), def);
+    const added = next.disks[next.disks.length - 1]!;
+    if (client) {
+      await Reverter.run(async (reverter) => {
+        const resolved = await resolveVolume(paths, added.volume);
+        const group = throttleGroupOf(added);
+        if (group && !def.disks.some((other) => throttleGroupOf(other) === group)) {
+          await objectAdd(client, { 'qom-type': 'throttle-group', id: group, limits: throttleLimits(added.limits!) });
+          reverter.add(() => objectDel(client, group));
+        }
+        for (const node of blockNodes(added, { path: resolved.path, format: resolved.format })) {
+          await blockdevAdd(client, node);
+          reverter.add(() => blockdevDel(client, node['node-name'] as string));
+        }
+        await deviceAdd(client, diskDevice(added, { sata: 0, ide: 0, scsi: 0 }));
+        reverter.add(() => deviceDel(client, diskNames(added.id).device));
+        await saveDefinition(paths, next);
+      });
+    } else {
+      await saveDefinition(paths, next);
+    }
+    return { definition: next, live: client !== undefined, id: added.id };
+  });
+}
+
+/** The disk named by id or volume, or an error naming the field. */
+function findDisk(def: VmDefinition, key: string): number {
+  const index = def.disks.findIndex((disk) => disk.id === key || disk.volume === key);
+  if (index === -1) throw new VireoError('not_found', `disk: VM '${def.name}' has no disk with id or volume '${key}'`, { field: 'disk' });
+  return index;
+}
+
+export async function detachDisk(paths: VireoPaths, name: string, key: string): Promise<DeviceChange> {
+  return withLiveVm(paths, name, async (def, client) => {
+    const index = findDisk(def, key);
+    const disk = def.disks[index]!;
+    if (bootDiskIndex(def) === index) throw invalidArgument('disk', `${disk.id} (volume '${disk.volume}') is the boot disk of VM '${name}' and cannot be detached`);
+    const next = defineVm(parseVmSpec({ ...specOf(def), disks: def.disks.filter((_, position) => position !== index) }), def);
+    if (client) {
+      if (disk.bus !== 'virtio') throw invalidArgument('disk', `${disk.id} is on the ${disk.bus} bus; only virtio disks can be detached from a running VM`);
+      const names = diskNames(disk.id);
+      await unplug(client, names.device);
+      // The guest has let go: the nodes above the file go first.
+      for (const node of [names.throttle, names.format, names.file]) {
+        if (node === names.throttle && !disk.limits) continue;
+        await blockdevDel(client, node);
+      }
+      const group = throttleGroupOf(disk);
+      if (group && !next.disks.some((other) => throttleGroupOf(other) === group)) await objectDel(client, group);
+    }
+    await saveDefinition(paths, next);
+    return { definition: next, live: client !== undefined, id: disk.id };
+  });
+}
+
+/** device_del, then the DEVICE_DELETED event for it. */
+async function unplug(client: QmpClient, id: string): Promise<void> {
+  const deleted = client.waitForEvent('DEVICE_DELETED', { timeoutMs: UNPLUG_TIMEOUT_MS, predicate: (event) => (event.data as { device?: string } | undefined)?.device === id });
+  await deviceDel(client, id);
+  try {
+    await deleted;
+  } catch (error) {
+    if (isVireoError(error, 'timeout')) {
+      throw new VireoError('timeout', `the guest did not release ${id} within ${UNPLUG_TIMEOUT_MS / 1000} s (does it support hot-unplug?); the device stays in the definition`, { field: 'device', device: id }, { cause: error });
+    }
+    throw error;
+  }
+}
+
+export interface NicAttachInput {
+  model?: 'virtio' | 'e1000' | 'e1000e' | 'rtl8139';
+  mac?: string;
+  forwards?: { protocol?: 'tcp' | 'udp'; hostAddress?: string; hostPort: number; guestPort: number }[];
+}
+
+export async function attachNic(paths: VireoPaths, name: string, input: NicAttachInput): Promise<DeviceChange> {
+  return withLiveVm(paths, name, async (def, client) => {
+    const port = client ? freePort(def, 'nic attach') : undefined;
+    const nic = { ...(input.model ? { model: input.model } : {}), ...(input.mac ? { mac: input.mac } : {}), forwards: input.forwards ?? [], ...(port ? { port } : {}) };
+    const next = defineVm(parseVmSpec({ ...specOf(def), nics: [...def.nics, nic] }), def);
+    const added = next.nics[next.nics.length - 1]!;
+    if (client) {
+      await Reverter.run(async (reverter) => {
+        await netdevAdd(client, nicNetdev(added));
+        reverter.add(() => netdevDel(client, nicNames(added.id).netdev));
+        await deviceAdd(client, nicDevice(added));
+        reverter.add(() => deviceDel(client, nicNames(added.id).device));
+        await saveDefinition(paths, next);
+      });
+    } else {
+      await saveDefinition(paths, next);
+    }
+    return { definition: next, live: client !== undefined, id: added.id };
+  });
+}
+
+export async function detachNic(paths: VireoPaths, name: string, key: string): Promise<DeviceChange> {
+  return withLiveVm(paths, name, async (def, client) => {
+    const index = def.nics.findIndex((nic) => nic.id === key || nic.mac === key.toLowerCase());
+    if (index === -1) throw new VireoError('not_found', `nic: VM '${name}' has no NIC with id or MAC '${key}'`, { field: 'nic' });
+    const nic = def.nics[index]!;
+    const next = defineVm(parseVmSpec({ ...specOf(def), nics: def.nics.filter((_, position) => position !== index) }), def);
+    if (client) {
+      await unplug(client, nicNames(nic.id).device);
+      await netdevDel(client, nicNames(nic.id).netdev);
+    }
+    await saveDefinition(paths, next);
+    return { definition: next, live: client !== undefined, id: nic.id };
+  });
+}
+
+/**
+ * Sets the vCPU count: up to cpus.max live (device_add of the next CPU from
+ * query-hotpluggable-cpus; the guest brings it online). Removing vCPUs live
+ * is not offered; a lower count takes effect at the next start.
+ */
+export async function setVcpus(paths: VireoPaths, name: string, count: number): Promise<DeviceChange> {
+  return withLiveVm(paths, name, async (def, client) => {
+    const max = def.cpus.max ?? def.cpus.count;
+    if (!Number.isInteger(count) || count < 1) throw invalidArgument('cpus.count', `must be a whole number of vCPUs, at least 1`);
+    if (count > max) throw invalidArgument('cpus.count', `${count} is above cpus.max (${max}); raise cpus.max while the VM is stopped`);
+    const { sockets: _s, cores: _c, threads: _t, ...cpus } = def.cpus;
+    const topology = { ...cpus, count, sockets: def.cpus.sockets, cores: def.cpus.cores, threads: def.cpus.threads };
+    const next = defineVm(parseVmSpec({ ...specOf(def), cpus: topology }), def);
+    if (client) {
+      if (count < def.cpus.count) throw invalidState(`cpus.count: vCPUs cannot be removed from a running VM (it has ${def.cpus.count}); stop it first`, { field: 'cpus.count' });
+      await Reverter.run(async (reverter) => {
+        const slots = (await queryHotpluggableCpus(client)).filter((slot) => slot['qom-path'] === undefined);
+        // QEMU lists free slots highest first; plug in topology order.
+        slots.sort((a, b) => topologyKey(a.props) - topologyKey(b.props));
+        for (let index = def.cpus.count; index < count; index++) {
+          const slot = slots.shift();
+          if (!slot) throw new VireoError('qemu_failed', `QEMU offers no free CPU slot for vCPU ${index}`, { field: 'cpus.count' });
+          const id = `vcpu${index}`;
+          await deviceAdd(client, { driver: slot.type, id, ...slot.props });
+          reverter.add(() => deviceDel(client, id));
+        }
+        await saveDefinition(paths, next);
+      });
+    } else {
+      await saveDefinition(paths, next);
+    }
+    return { definition: next, live: client !== undefined, id: `vcpu${count - 1}` };
+  });
+}
+
+function topologyKey(props: { 'socket-id'?: number; 'die-id'?: number; 'core-id'?: number; 'thread-id'?: number }): number {
+  return (((props['socket-id'] ?? 0) * 256 + (props['die-id'] ?? 0)) * 256 + (props['core-id'] ?? 0)) * 256 + (props['thread-id'] ?? 0);
+}

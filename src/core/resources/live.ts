@@ -1,0 +1,84 @@
+/**
+ * `vireo vm set`: change a VM's resources (CPU cap, weight and pinning,
+ * memory limit, balloon, I/O weight, per-disk I/O limits). On a running VM
+ * the change is applied live first and written to the definition only once
+ * it has all taken; a failure rolls back what was applied. On a stopped VM
+ * it is validated and stored for the next start.
+ */
+import { z } from 'zod';
+import { VireoError, invalidArgument, invalidState } from '../errors.js';
+import { defineVm, parseVmSpec, zodToError, type VmDefinition, type VmSpec } from '../model/vm.js';
+import { vmPaths, type VireoPaths } from '../paths.js';
+import { QmpClient } from '../qmp/client.js';
+import { Reverter } from '../revert.js';
+import { loadDefinition, saveDefinition, withVmLock } from '../vm/definitions.js';
+import { livePid, readRuntimeRecord } from '../vm/runtime.js';
+import { chooseAccelerator } from '../host/accel.js';
+import { getHostFacts } from '../host/check.js';
+import { applyLive } from './apply.js';
+import { checkResourcesAgainstHost, hostCapacity } from './host.js';
+import { DiskLimitsSchema, ResourcesSchema } from './spec.js';
+
+/** A change: `resources` replaces the whole section (null clears it); disk limits by disk id or volume name (null removes them). */
+export const VmSettingsSchema = z.strictObject({
+  resources: ResourcesSchema.nullable().optional(),
+  diskLimits: z.record(z.string(), DiskLimitsSchema.nullable()).optional(),
+});
+export type VmSettingsInput = z.input<typeof VmSettingsSchema>;
+
+export interface SetResult {
+  definition: VmDefinition;
+  /** Whether the change was applied to a running QEMU (else it waits for the next start). */
+  live: boolean;
+}
+
+/** The spec with the settings applied; throws naming the field. */
+export function applySettings(current: VmDefinition, input: unknown): VmSpec {
+  const parsed = VmSettingsSchema.safeParse(input);
+  if (!parsed.success) throw zodToError(parsed.error);
+  const settings = parsed.data;
+  const { uuid: _uuid, createdAt: _createdAt, template: _template, clonedFrom: _clonedFrom, ...spec } = current;
+  const next: Record<string, unknown> = { ...spec };
+  if (settings.resources === null) delete next.resources;
+  else if (settings.resources !== undefined) next.resources = settings.resources;
+  if (settings.diskLimits) {
+    const disks = current.disks.map((disk) => ({ ...disk }));
+    for (const [key, limits] of Object.entries(settings.diskLimits)) {
+      const disk = disks.find((candidate) => candidate.id === key || candidate.volume === key);
+      if (!disk) throw invalidArgument(`diskLimits.${key}`, `VM '${current.name}' has no disk with id or volume '${key}'`);
+      if (limits === null) delete disk.limits;
+      else disk.limits = limits;
+    }
+    next.disks = disks;
+  }
+  return parseVmSpec(next);
+}
+
+export async function setVmResources(paths: VireoPaths, name: string, input: unknown): Promise<SetResult> {
+  const current = await loadDefinition(paths, name);
+  return withVmLock(paths, name, async () => {
+    if (current.template) throw invalidState(`VM '${name}' is a template and cannot be changed; clone it`);
+    const next = defineVm(applySettings(current, input), current);
+    const pid = await livePid(paths, current);
+    const record = pid === undefined ? undefined : await readRuntimeRecord(paths, name);
+    const accel = record?.accel ?? chooseAccelerator(current.accelerator, await getHostFacts()).accel;
+    checkResourcesAgainstHost(next, await hostCapacity(), accel);
+    if (pid === undefined) {
+      await saveDefinition(paths, next);
+      return { definition: next, live: false };
+    }
+    const client = await QmpClient.connect(vmPaths(paths, name).qmpSocket, { timeoutMs: 10_000 });
+    try {
+      await Reverter.run(async (reverter) => {
+        await applyLive(current, next, client, pid, reverter);
+        await saveDefinition(paths, next);
+      });
+    } catch (error) {
+      if (error instanceof VireoError) throw error;
+      throw new VireoError('internal', `changing VM '${name}' failed and was rolled back: ${(error as Error).message}`, {}, { cause: error });
+    } finally {
+      await client.close();
+    }
+    return { definition: next, live: true };
+  });
+}

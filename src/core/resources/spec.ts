@@ -1,0 +1,175 @@
+/**
+ * The resource part of a VM spec: CPU cap, weight and pinning, the memory
+ * limit of the whole QEMU process and the balloon, the cgroup I/O weight, and
+ * per-disk I/O limits (QEMU throttle groups). Every field is normalized to
+ * numbers (cores, MiB, bytes/s) so that parsing the output again yields the
+ * same value: the daemon validates a spec and the core validates it again.
+ */
+import { z } from 'zod';
+import { MiB, parseSize } from '../model/units.js';
+
+/** "0-3,6" style host CPU list, as in taskset and cpuset.cpus. */
+export const CPU_LIST_PATTERN = /^\d+(-\d+)?(,\d+(-\d+)?)*$/;
+
+export function parseCpuList(text: string): number[] {
+  const cpus = new Set<number>();
+  for (const part of text.split(',')) {
+    const [low, high] = part.split('-').map(Number) as [number, number | undefined];
+    for (let cpu = low; cpu <= (high ?? low); cpu++) cpus.add(cpu);
+  }
+  return [...cpus].sort((a, b) => a - b);
+}
+
+/** The shortest list form of a set of CPUs: [0,1,2,5] -> "0-2,5". */
+export function formatCpuList(cpus: Iterable<number>): string {
+  const sorted = [...new Set(cpus)].sort((a, b) => a - b);
+  const parts: string[] = [];
+  for (let index = 0; index < sorted.length; ) {
+    let end = index;
+    while (end + 1 < sorted.length && sorted[end + 1] === sorted[end]! + 1) end++;
+    parts.push(end === index ? `${sorted[index]}` : `${sorted[index]}-${sorted[end]}`);
+    index = end + 1;
+  }
+  return parts.join(',');
+}
+
+const CpuList = z
+  .string()
+  .regex(CPU_LIST_PATTERN, 'must be a host CPU list such as "0", "0-3" or "0,2-3"')
+  .refine((text) => parseCpuList(text).length <= 4096, 'lists too many CPUs')
+  .refine((text) => text.split(',').every((part) => { const [a, b] = part.split('-').map(Number); return b === undefined || a! <= b; }), 'a range must go upwards (e.g. 2-5)')
+  .transform((text) => formatCpuList(parseCpuList(text)));
+
+/** A CPU cap: "50%" of one core, "1.5" cores, or a number of cores. */
+const CpuLimit = z.union([z.string(), z.number()]).transform((value, ctx) => {
+  let cores: number;
+  if (typeof value === 'number') cores = value;
+  else {
+    const match = /^\s*(\d+(?:\.\d+)?)\s*(%)?\s*$/.exec(value);
+    if (!match) {
+      ctx.addIssue({ code: 'custom', message: `'${value}' is not a CPU limit (examples: 50% of one core, 150%, or 1.5 cores)` });
+      return z.NEVER;
+    }
+    cores = Number(match[1]) / (match[2] ? 100 : 1);
+  }
+  // CFS cannot enforce less than 1 ms per 100 ms period.
+  if (!(cores >= 0.01) || cores > 1024) {
+    ctx.addIssue({ code: 'custom', message: `${value} is out of range (1% of one core to 1024 cores)` });
+    return z.NEVER;
+  }
+  return Math.round(cores * 1000) / 1000;
+});
+
+/** A size in MiB ("256M", "1G" or a number of MiB). */
+const SizeMiB = z.union([z.string(), z.number()]).transform((value, ctx) => {
+  const bytes = typeof value === 'number' ? value * MiB : parseSize(value);
+  if (bytes === undefined || !Number.isInteger(bytes / MiB) || bytes <= 0) {
+    ctx.addIssue({ code: 'custom', message: `'${value}' is not a size in whole MiB (examples: 256M, 2G, or a number of MiB)` });
+    return z.NEVER;
+  }
+  return bytes / MiB;
+});
+
+/** A rate in bytes/s ("2M" = 2 MiB/s) or a plain number of bytes/s; 0 means unlimited. */
+const Rate = z.union([z.string(), z.number()]).transform((value, ctx) => {
+  const bytes = parseSize(value);
+  if (bytes === undefined) {
+    ctx.addIssue({ code: 'custom', message: `'${value}' is not a rate in bytes/s (examples: 2M, 500K, 1048576)` });
+    return z.NEVER;
+  }
+  return bytes;
+});
+
+const Count = z.number().int().min(0).max(1_000_000_000);
+
+export const CpuResourcesSchema = z.strictObject({
+  /** At most this much host CPU time for the whole QEMU (guest and emulator), in cores. */
+  limit: CpuLimit.optional(),
+  /** Relative share under contention, cgroup v2 scale: 1-10000, default 100. */
+  weight: z.number().int().min(1).max(10000).optional(),
+  /** Host CPUs for each vCPU thread, by vCPU index. */
+  pin: z.array(CpuList).max(255).optional(),
+  /** Host CPUs for QEMU's other threads (main loop, I/O, workers). */
+  emulatorPin: CpuList.optional(),
+});
+
+export const MemoryResourcesSchema = z.strictObject({
+  /** Hard limit for the whole QEMU process (guest RAM plus QEMU's own overhead), in MiB. */
+  limit: SizeMiB.optional(),
+  /** Balloon target: the memory the guest is left with, in MiB. */
+  balloon: SizeMiB.optional(),
+});
+
+export const IoResourcesSchema = z.strictObject({
+  /** cgroup I/O weight, v2 scale: 1-10000, default 100. */
+  weight: z.number().int().min(1).max(10000).optional(),
+});
+
+export const ResourcesSchema = z.strictObject({
+  cpu: CpuResourcesSchema.optional(),
+  memory: MemoryResourcesSchema.optional(),
+  io: IoResourcesSchema.optional(),
+});
+
+/**
+ * Per-disk I/O limits, in QEMU's throttle terms. A disk with `limits` (even
+ * empty) gets a throttle filter, so its limits can change while it runs;
+ * disks naming the same `group` share one budget.
+ */
+export const DiskLimitsSchema = z.strictObject({
+  group: z.string().regex(/^[a-z][a-z0-9-]{0,30}$/, 'must be 1-31 lowercase letters, digits or "-", starting with a letter').optional(),
+  bps: Rate.optional(),
+  readBps: Rate.optional(),
+  writeBps: Rate.optional(),
+  iops: Count.optional(),
+  readIops: Count.optional(),
+  writeIops: Count.optional(),
+  /** Bursts: the rate allowed for short periods above the limits. */
+  bpsMax: Rate.optional(),
+  readBpsMax: Rate.optional(),
+  writeBpsMax: Rate.optional(),
+  iopsMax: Count.optional(),
+  readIopsMax: Count.optional(),
+  writeIopsMax: Count.optional(),
+}).superRefine((limits, ctx) => {
+  // QEMU refuses these combinations; say which field, before QEMU does.
+  for (const [total, read, write] of [['bps', 'readBps', 'writeBps'], ['iops', 'readIops', 'writeIops'], ['bpsMax', 'readBpsMax', 'writeBpsMax'], ['iopsMax', 'readIopsMax', 'writeIopsMax']] as const) {
+    if (limits[total] && (limits[read] || limits[write])) {
+      ctx.addIssue({ code: 'custom', path: [total], message: `a total limit cannot be combined with ${read}/${write}` });
+    }
+  }
+  for (const base of ['bps', 'readBps', 'writeBps', 'iops', 'readIops', 'writeIops'] as const) {
+    const burst = limits[`${base}Max`];
+    if (burst && !limits[base]) ctx.addIssue({ code: 'custom', path: [`${base}Max`], message: `a burst needs ${base} as well` });
+    else if (burst && burst < limits[base]!) ctx.addIssue({ code: 'custom', path: [`${base}Max`], message: `the burst must be at least ${base} (${limits[base]})` });
+  }
+});
+
+export type Resources = z.output<typeof ResourcesSchema>;
+export type DiskLimits = z.output<typeof DiskLimitsSchema>;
+
+/** QEMU ThrottleLimits member names (qapi/block-core.json) for each field. */
+const THROTTLE_KEYS: Record<Exclude<keyof DiskLimits, 'group'>, string> = {
+  bps: 'bps-total',
+  readBps: 'bps-read',
+  writeBps: 'bps-write',
+  iops: 'iops-total',
+  readIops: 'iops-read',
+  writeIops: 'iops-write',
+  bpsMax: 'bps-total-max',
+  readBpsMax: 'bps-read-max',
+  writeBpsMax: 'bps-write-max',
+  iopsMax: 'iops-total-max',
+  readIopsMax: 'iops-read-max',
+  writeIopsMax: 'iops-write-max',
+};
+
+/**
+ * The full ThrottleLimits for a group: every member is given (0 = none), so
+ * that lowering a limit to "none" live really clears it.
+ */
+export function throttleLimits(limits: DiskLimits): Record<string, number> {
+  const out: Record<string, number> = {};
+  for (const [field, key] of Object.entries(THROTTLE_KEYS)) out[key] = limits[field as keyof typeof THROTTLE_KEYS] ?? 0;
+  return out;
+}
