@@ -20,6 +20,7 @@ export const EXIT_CODES: Record<ErrorCode, number> = {
   unauthorized: 12,
   rate_limited: 13,
   no_space: 14,
+  not_ready: 15,
   internal: 70,
 };
 

@@ -179,7 +179,8 @@ export class ApiClient {
             const frame = buffer.slice(0, end);
             buffer = buffer.slice(end + 2);
             const data = frame.split('\n').filter((line) => line.startsWith('data: ')).map((line) => line.slice(6)).join('\n');
-            if (!data) continue;
+            // The daemon's last word before it stops: not an event of the stream (no seq); the stream ends right after it.
+            if (!data || frame.split('\n').includes('event: daemon.shutdown')) continue;
             const event = JSON.parse(data) as VireoEvent;
             after = event.seq;
             yield event;

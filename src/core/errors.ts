@@ -22,6 +22,8 @@ export const ERROR_CODES = [
   'rate_limited',
   /** The host's disk is full (ENOSPC, EDQUOT): nothing wrong with the request, free space and retry. */
   'no_space',
+  /** A VM was started but did not become ready in time; details.running says whether it still runs. */
+  'not_ready',
   'internal',
 ] as const;
 

@@ -10,8 +10,8 @@ import { SerialConsole } from '../core/vm/console.js';
 
 export interface ConsoleClient {
   send(data: Buffer): void;
-  /** The VM's console went away (the VM stopped). */
-  close(reason: string): void;
+  /** The VM's console went away (the VM stopped), or the daemon is stopping (code 1001). */
+  close(reason: string, code?: number): void;
 }
 
 interface Session {
@@ -40,7 +40,7 @@ export class ConsoleHub {
   async close(): Promise<void> {
     for (const [vm, pending] of this.sessions) {
       const session = await pending.catch(() => undefined);
-      if (session) this.end(vm, session, 'the daemon is shutting down');
+      if (session) this.end(vm, session, 'the daemon is shutting down', 1001);
     }
   }
 
@@ -62,9 +62,9 @@ export class ConsoleHub {
     return pending;
   }
 
-  private end(vm: string, session: Session, reason?: string): void {
+  private end(vm: string, session: Session, reason?: string, code?: number): void {
     this.sessions.delete(vm);
-    if (reason) for (const client of session.clients) client.close(reason);
+    if (reason) for (const client of session.clients) client.close(reason, code);
     session.clients.clear();
     void session.console.close();
   }

@@ -24,6 +24,7 @@ export const HTTP_STATUS: Record<ErrorCode, number> = {
   unauthorized: 401,
   rate_limited: 429,
   no_space: 507,
+  not_ready: 504,
   internal: 500,
 };
 

@@ -94,6 +94,8 @@ const EditVmBody = z.strictObject({ spec: VmSpecSchema });
 const StartBody = z.strictObject({
   /** Finish only when the guest has printed its image's readiness line. */
   waitReady: z.boolean().default(false),
+  /** What shows the guest ready: 'agent', or a console pattern (default: the spec's readiness, the image's line, else the agent). */
+  waitFor: z.string().min(1).max(1024).optional(),
   timeoutSeconds: Seconds.default(120),
 });
 const StopBody = z.strictObject({ timeoutSeconds: Seconds.default(60), force: z.boolean().default(true) });
@@ -237,7 +239,7 @@ export const routes: Route[] = [
         const result = await startVm(daemon.paths, params.name, {
           signal,
           launchTimeoutMs: options.timeoutSeconds * 1000,
-          ...(options.waitReady ? { waitReady: { timeoutMs: options.timeoutSeconds * 1000 } } : {}),
+          ...(options.waitReady ? { waitReady: { timeoutMs: options.timeoutSeconds * 1000, ...(options.waitFor !== undefined ? { waitFor: options.waitFor } : {}) } } : {}),
           // The watcher attaches at once, so state events flow while the guest boots.
           onLaunched: () => {
             void daemon.watcher.reconcile();

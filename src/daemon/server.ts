@@ -113,8 +113,19 @@ function sseFrame(event: VireoEvent): string {
   return `id: ${event.seq}\nevent: ${event.kind}\ndata: ${JSON.stringify(event)}\n\n`;
 }
 
-async function buildApp(state: DaemonState, options: DaemonOptions, auth: 'socket' | { cert: string; key: string }): Promise<FastifyInstance> {
+/** WebSocket close code 1001 ("going away"): the server is shutting down. */
+export const CLOSE_GOING_AWAY = 1001;
+
+/** Long-lived connections of one listener, ended properly when the daemon stops. */
+interface LongLived {
+  /** Open event streams: each gets a final event, then its end. */
+  streams: Set<{ end(): void }>;
+}
+
+async function buildApp(state: DaemonState, options: DaemonOptions, auth: 'socket' | { cert: string; key: string }, longLived: LongLived): Promise<FastifyInstance> {
   const app = Fastify({
+    // On close, connections still open after ours were ended (a client that ignores the end) are cut, so close is bounded.
+    forceCloseConnections: true,
     ...(auth === 'socket' ? {} : { https: { cert: auth.cert, key: auth.key } }),
     bodyLimit: options.bodyLimit ?? 1024 * 1024,
     // Our own one-line access log; fastify's would print request bodies' errors with stacks.
@@ -229,9 +240,19 @@ async function buildApp(state: DaemonState, options: DaemonOptions, auth: 'socke
       raw.write(sseFrame(event));
     }, after);
     const keepAlive = setInterval(() => raw.write(': keep-alive\n\n'), 15_000);
+    const stream = {
+      // The daemon is stopping: a last event says so (clients tell it from a broken connection), then the response ends.
+      end: () => {
+        stop();
+        raw.write(`event: daemon.shutdown\ndata: ${JSON.stringify({ kind: 'daemon.shutdown', epoch: state.events.epoch, pid: process.pid })}\n\n`);
+        raw.end();
+      },
+    };
+    longLived.streams.add(stream);
     const stop = () => {
       clearInterval(keepAlive);
       unsubscribe();
+      longLived.streams.delete(stream);
     };
     request.raw.on('close', stop);
     raw.on('error', stop);
@@ -257,7 +278,7 @@ async function buildApp(state: DaemonState, options: DaemonOptions, auth: 'socke
       if (!def.serial) return closeWith(4409, `VM '${def.name}' has no serial console`);
       const session = await state.consoles.attach(def.name, {
         send: (data) => socket.send(data),
-        close: (reason) => closeWith(1000, reason),
+        close: (reason, code) => closeWith(code ?? 1000, reason),
       });
       if (closed) return session.detach();
       detach = session.detach;
@@ -317,8 +338,9 @@ export async function startDaemon(options: DaemonOptions): Promise<Daemon> {
   void warmBackingIndex(paths).catch((error: unknown) => options.log?.(`could not index backing files: ${describeCause(error)}`));
 
   const apps: FastifyInstance[] = [];
+  const longLived: LongLived = { streams: new Set() };
   try {
-    const local = await buildApp(state, options, 'socket');
+    const local = await buildApp(state, options, 'socket', longLived);
     apps.push(local);
     await mkdir(dirname(socketPath), { recursive: true });
     await rm(socketPath, { force: true });
@@ -328,7 +350,7 @@ export async function startDaemon(options: DaemonOptions): Promise<Daemon> {
     if (group !== undefined) await chown(socketPath, process.getuid?.() ?? 0, group).catch(() => {});
     let tcpPort: number | undefined;
     if (options.tcp) {
-      const remote = await buildApp(state, options, { cert: options.tcp.cert, key: options.tcp.key });
+      const remote = await buildApp(state, options, { cert: options.tcp.cert, key: options.tcp.key }, longLived);
       apps.push(remote);
       await remote.listen({ host: options.tcp.host, port: options.tcp.port });
       const address = remote.server.address();
@@ -340,9 +362,15 @@ export async function startDaemon(options: DaemonOptions): Promise<Daemon> {
       socketPath,
       ...(tcpPort !== undefined ? { tcpPort } : {}),
       close: async () => {
+        // Long-lived connections first, each with a proper end: event streams get a final
+        // event, WebSockets (consoles and any other) close with 1001 "going away".
+        for (const stream of [...longLived.streams]) stream.end();
+        await consoles.close();
+        for (const app of apps) {
+          for (const client of app.websocketServer?.clients ?? []) client.close(CLOSE_GOING_AWAY, 'the daemon is shutting down');
+        }
         await migrations.close();
         await operations.shutdown();
-        await consoles.close();
         await watcher.close();
         await Promise.all(apps.map((app) => app.close()));
         await rm(socketPath, { force: true });

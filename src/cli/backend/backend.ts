@@ -71,7 +71,7 @@ export interface Backend {
   detachNic(name: string, nic: string): Promise<DeviceChange>;
   setVcpus(name: string, count: number): Promise<DeviceChange>;
   deleteVm(name: string, withDisks: boolean): Promise<{ deletedVolumes: string[] }>;
-  startVm(name: string, options: { waitReadySeconds?: number }, progress: ProgressSink): Promise<StartResult>;
+  startVm(name: string, options: { waitReadySeconds?: number; waitFor?: string }, progress: ProgressSink): Promise<StartResult>;
   stopVm(name: string, options: { timeoutSeconds: number; force: boolean }, progress: ProgressSink): Promise<{ forced: boolean }>;
   rebootVm(name: string, options: { timeoutSeconds: number; force: boolean }, progress: ProgressSink): Promise<{ forced: boolean }>;
   killVm(name: string): Promise<void>;

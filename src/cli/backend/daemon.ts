@@ -78,7 +78,7 @@ export function daemonBackend(api: ApiClient): Backend {
     setVcpus: (name, count) => api.request<DeviceChange>('POST', path`/vms/${name}/cpus`, { count }),
     deleteVm: (name, withDisks) => api.request<{ deletedVolumes: string[] }>('DELETE', `${path`/vms/${name}`}?withDisks=${withDisks}`),
     startVm: async (name, options, progress) => {
-      const body = options.waitReadySeconds === undefined ? {} : { waitReady: true, timeoutSeconds: options.waitReadySeconds };
+      const body = options.waitReadySeconds === undefined ? {} : { waitReady: true, timeoutSeconds: options.waitReadySeconds, ...(options.waitFor !== undefined ? { waitFor: options.waitFor } : {}) };
       return follow<StartResult>(await api.request<Operation>('POST', path`/vms/${name}/start`, body), progress, name);
     },
     stopVm: async (name, options, progress) =>

@@ -41,7 +41,7 @@ export function localBackend(paths: VireoPaths): Backend {
     deleteVm: async (name, withDisks) => (await manage()).deleteVm(paths, name, { withDisks }),
     startVm: async (name, options, progress) =>
       (await lifecycle()).startVm(paths, name, {
-        ...(options.waitReadySeconds !== undefined ? { waitReady: { timeoutMs: options.waitReadySeconds * 1000 } } : {}),
+        ...(options.waitReadySeconds !== undefined ? { waitReady: { timeoutMs: options.waitReadySeconds * 1000, ...(options.waitFor !== undefined ? { waitFor: options.waitFor } : {}) } } : {}),
         onLaunched: () => {
           if (options.waitReadySeconds !== undefined) progress('waiting for the guest to be ready', 0.5);
         },
@@ -51,7 +51,7 @@ export function localBackend(paths: VireoPaths): Backend {
     rebootVm: async (name, options) => (await lifecycle()).rebootVm(paths, name, { force: options.force, timeoutMs: options.timeoutSeconds * 1000 }),
     killVm: async (name) => (await lifecycle()).killVm(paths, name),
     pauseVm: async (name) => (await lifecycle()).pauseVm(paths, name),
-    resumeVm: async (name) => (await lifecycle()).resumeVm(paths, name),
+    resumeVm: async (name) => void (await (await lifecycle()).resumeVm(paths, name)),
     openConsole: async (name) => {
       const info = await (await manage()).getVm(paths, name);
       if (info.runtime.state === 'stopped') throw invalidState(`VM '${name}' is not running`);

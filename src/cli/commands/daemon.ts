@@ -59,6 +59,9 @@ async function unitAction(flags: Parameters<typeof daemonArgs>[0] & { installUni
   note('wrote /etc/systemd/system/vireod.service; start it with: systemctl daemon-reload && systemctl enable --now vireod');
 }
 
+/** How long the daemon's shutdown may take before the process exits regardless. */
+const SHUTDOWN_BOUND_MS = 5000;
+
 export function daemonCommand(paths: () => VireoPaths): Command {
   return new Command('daemon')
     .description('run the Vireo daemon (REST API and events) in the foreground')
@@ -109,6 +112,16 @@ export function daemonCommand(paths: () => VireoPaths): Command {
         process.once('SIGTERM', () => stop('SIGTERM'));
         process.once('SIGINT', () => stop('SIGINT'));
       });
-      await daemon.close();
+      // Bounded: systemctl stop must not wait for its own timeout on a client that never lets go.
+      const closed = await Promise.race([
+        daemon.close().then(() => true, (error: unknown) => {
+          log(`shutdown: ${String(error)}`);
+          return true;
+        }),
+        new Promise<boolean>((resolve) => setTimeout(() => resolve(false), SHUTDOWN_BOUND_MS).unref()),
+      ]);
+      if (!closed) log(`shutdown did not finish within ${SHUTDOWN_BOUND_MS / 1000} s; exiting anyway (VMs keep running)`);
+      // Nothing may keep the process alive now (a stray timer or socket of a client library).
+      process.exit(0);
     });
 }

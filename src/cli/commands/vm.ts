@@ -300,15 +300,17 @@ export function vmCommand(cli: CliContext): Command {
   vm.command('start <name>')
     .description('start a VM (it keeps running after this command exits)')
     .option('--console', 'attach to the serial console once started')
-    .option('--wait [seconds]', 'wait until the guest prints its image\'s readiness line (default 120 s)')
-    .action(async (name: string, flags: { console?: boolean; wait?: string | boolean }) => {
-      const waitSeconds = flags.wait === undefined ? undefined : flags.wait === true ? 120 : parseInteger('--wait', String(flags.wait));
+    .option('--wait [seconds]', 'wait until the guest is ready (default 120 s): see --wait-for')
+    .option('--wait-for <pattern|agent>', 'ready when the console shows this regular expression, or (agent) when the guest agent answers; default: the spec\'s readiness, the image\'s readiness line, else the agent')
+    .action(async (name: string, flags: { console?: boolean; wait?: string | boolean; waitFor?: string }) => {
+      const waitSeconds = flags.wait === undefined ? (flags.waitFor !== undefined ? 120 : undefined) : flags.wait === true ? 120 : parseInteger('--wait', String(flags.wait));
       const backend = await cli.backend();
       const progress = new Progress();
-      const result = await backend.startVm(name, waitSeconds === undefined ? {} : { waitReadySeconds: waitSeconds }, (message, fraction) => progress.update(message, fraction ?? 0));
+      const options = waitSeconds === undefined ? {} : { waitReadySeconds: waitSeconds, ...(flags.waitFor !== undefined ? { waitFor: flags.waitFor } : {}) };
+      const result = await backend.startVm(name, options, (message, fraction) => progress.update(message, fraction ?? 0));
       progress.done();
       if (result.notice) note(`notice: ${result.notice}`);
-      note(`started VM '${name}' (pid ${result.pid}, ${result.accel})${waitSeconds === undefined ? '' : '; the guest is ready'}`);
+      note(`started VM '${name}' (pid ${result.pid}, ${result.accel})${waitSeconds === undefined ? '' : `; the guest is ready${result.ready ? ` (${result.ready})` : ''}`}`);
       if (flags.console) process.exitCode = await attachConsole(await backend.openConsole(name), name);
     });
 

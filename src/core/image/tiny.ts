@@ -52,7 +52,7 @@ import { AsyncLocalStorage } from 'node:async_hooks';
 import { createHash, randomBytes } from 'node:crypto';
 import { createReadStream } from 'node:fs';
 import {
-  access, chmod, constants, copyFile, cp, lstat, lutimes, mkdir, mkdtemp, open, readdir, readFile, rename, rm, stat, symlink, writeFile,
+  access, chmod, constants, copyFile, cp, lstat, lutimes, mkdir, mkdtemp, open, readdir, readFile, readlink, rename, rm, stat, symlink, writeFile,
 } from 'node:fs/promises';
 import { delimiter, dirname, join } from 'node:path';
 import { VireoError } from '../errors.js';
@@ -77,8 +77,22 @@ export const TINY_CMDLINE = 'console=ttyS0 panic=-1 quiet';
 
 const KERNEL_METAPACKAGE = 'linux-image-cloud-amd64';
 const BUSYBOX_PACKAGE = 'busybox-static';
+/**
+ * A real bash (Debian's, dynamically linked, with the libraries it needs) as
+ * an alternative console shell (cmdline vireo.shell=bash): console programs
+ * must cope with what a full guest's bash prints (bracketed paste, colour
+ * prompts), and this is the shell to test them against.
+ */
+const BASH_PACKAGES = ['bash', 'libtinfo6', 'libc6'] as const;
+/** Files taken from those packages: path in the guest, and where it may sit in the package. */
+const BASH_FILES: readonly { guest: string; candidates: string[] }[] = [
+  { guest: 'bin/bash', candidates: ['bin/bash', 'usr/bin/bash'] },
+  { guest: 'lib/x86_64-linux-gnu/libtinfo.so.6', candidates: ['lib/x86_64-linux-gnu/libtinfo.so.6', 'usr/lib/x86_64-linux-gnu/libtinfo.so.6'] },
+  { guest: 'lib/x86_64-linux-gnu/libc.so.6', candidates: ['lib/x86_64-linux-gnu/libc.so.6', 'usr/lib/x86_64-linux-gnu/libc.so.6'] },
+  { guest: 'lib64/ld-linux-x86-64.so.2', candidates: ['lib/x86_64-linux-gnu/ld-linux-x86-64.so.2', 'usr/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2', 'lib64/ld-linux-x86-64.so.2'] },
+];
 /** Bump when the build changes in a way the other key inputs do not show. */
-const BUILD_FORMAT = 2;
+const BUILD_FORMAT = 3;
 
 /**
  * Kernel modules, in load order; modprobe pulls in their dependencies.
@@ -134,7 +148,7 @@ exec /sbin/init
 const INITTAB = `# Vireo tiny guest. rcS runs to completion before the console shell starts;
 # the shell's first prompt prints the ready line (see /etc/profile).
 ::sysinit:/etc/init.d/rcS
-::respawn:/bin/cttyhack /bin/sh -l
+::respawn:/sbin/console-shell
 ::ctrlaltdel:/sbin/reboot
 ::shutdown:/etc/init.d/rcK
 ::restart:/sbin/init
@@ -233,6 +247,19 @@ dmesg -n 3
 # The first prompt of the console shell prints the ready line (see /etc/profile).
 `;
 
+// The console's login shell: busybox sh, or bash when the cmdline says vireo.shell=bash.
+const CONSOLE_SHELL = `#!/bin/sh
+case " $(cat /proc/cmdline) " in
+  *" vireo.shell=bash "*) exec /bin/cttyhack /bin/bash -l ;;
+esac
+exec /bin/cttyhack /bin/sh -l
+`;
+
+// What Debian 12's bash 5.2 does on a real terminal: bracketed paste on (here forced,
+// as the guest has no terminfo database that would enable it).
+const INPUTRC = `set enable-bracketed-paste on
+`;
+
 const RCK = `#!/bin/sh
 # Vireo tiny guest shutdown, run by init on poweroff or reboot before it kills
 # what is left. Stop everything first so nothing holds the disk, then unmount
@@ -316,6 +343,23 @@ while :; do
         case "$line" in *delimited*) printf '\377' >&3 ;; esac
         reply "{\"return\": $id}" ;;
       *'"guest-ping"'*) reply '{"return": {}}' ;;
+      *'"guest-get-time"'*) reply "{\"return\": $(date +%s)000000000}" ;;
+      *'"guest-set-time"'*)
+        # Nanoseconds since the epoch; whole seconds are what busybox date can set.
+        ns=$(echo "$line" | sed -n 's/.*"time": *\([0-9][0-9]*\).*/\1/p')
+        if [ -n "$ns" ] && date -u -s "@$((ns / 1000000000))" > /dev/null 2>&1; then
+          echo "set-time $((ns / 1000000000))" >> "$log"
+          reply '{"return": {}}'
+        else
+          reply '{"error": {"class": "GenericError", "desc": "guest-set-time needs a time in nanoseconds"}}'
+        fi ;;
+      *'"guest-shutdown"'*)
+        # Like qemu-ga: no reply on success; the guest goes down.
+        mode=$(echo "$line" | sed -n 's/.*"mode": *"\([a-z]*\)".*/\1/p')
+        [ -n "$mode" ] || mode=powerdown
+        echo "shutdown $mode" >> "$log"
+        printf '\nvireo-guest: guest agent: shutdown (%s)\n' "$mode" > /dev/console
+        case "$mode" in reboot) reboot ;; halt) halt ;; *) poweroff ;; esac ;;
       *'"guest-fsfreeze-status"'*)
         if [ -e "$frozen" ]; then reply '{"return": "frozen"}'; else reply '{"return": "thawed"}'; fi ;;
       *'"guest-fsfreeze-freeze"'*)
@@ -357,7 +401,12 @@ vireo_ready() {
   : > /run/vireo-ready
   printf '%s' '${READY_LINE}\n'
 }
-PS1='$(vireo_ready)root@vireo-tiny:\w# '
+if [ -n "$BASH_VERSION" ]; then
+  # Debian's colour prompt, as a full guest's bash shows it.
+  PS1='$(vireo_ready)\[\e[01;32m\]\u@\h\[\e[00m\]:\[\e[01;34m\]\w\[\e[00m\]\$ '
+else
+  PS1='$(vireo_ready)root@vireo-tiny:\w# '
+fi
 `;
 
 const GUEST_FILES: Readonly<Record<string, GuestFile>> = {
@@ -369,6 +418,8 @@ const GUEST_FILES: Readonly<Record<string, GuestFile>> = {
   'etc/acpi/PWRF/00000080': { text: POWER_BUTTON, mode: 0o755 },
   'etc/udhcpc.script': { text: UDHCPC_SCRIPT, mode: 0o755 },
   'sbin/vireo-ga': { text: GUEST_AGENT, mode: 0o755 },
+  'sbin/console-shell': { text: CONSOLE_SHELL, mode: 0o755 },
+  'etc/inputrc': { text: INPUTRC, mode: 0o644 },
   'etc/profile': { text: PROFILE, mode: 0o644 },
   'etc/hostname': { text: 'vireo-tiny\n', mode: 0o644 },
   'etc/hosts': { text: '127.0.0.1\tlocalhost\n127.0.1.1\tvireo-tiny\n', mode: 0o644 },
@@ -416,8 +467,8 @@ async function build(paths: VireoPaths, options: BuildOptions): Promise<KernelIm
 
   await checkHost();
   report('resolve packages');
-  const { kernel: kernelPackage, busybox: busyboxPackage } = await resolvePackages();
-  const buildKey = computeBuildKey(kernelPackage, busyboxPackage);
+  const { kernel: kernelPackage, busybox: busyboxPackage, bash: bashPackages } = await resolvePackages();
+  const buildKey = computeBuildKey(kernelPackage, busyboxPackage, bashPackages);
 
   if (!options.force) {
     const existing = await currentImage(paths, buildKey);
@@ -438,6 +489,8 @@ async function build(paths: VireoPaths, options: BuildOptions): Promise<KernelIm
     const kernelDeb = await fetchDeb(kernelPackage, debs);
     report('download busybox');
     const busyboxDeb = await fetchDeb(busyboxPackage, debs);
+    const bashDebs: string[] = [];
+    for (const pkg of bashPackages) bashDebs.push(await fetchDeb(pkg, debs));
 
     report('extract kernel');
     const kernelTree = join(scratch, 'kernel');
@@ -454,11 +507,18 @@ async function build(paths: VireoPaths, options: BuildOptions): Promise<KernelIm
     const modules = await installModules(kernel, root, busybox);
 
     report('write guest files');
+    const bashTrees: string[] = [];
+    for (const [index, deb] of bashDebs.entries()) {
+      const tree = join(scratch, `bash-${index}`);
+      await run('dpkg-deb', ['-x', deb, tree]);
+      bashTrees.push(tree);
+    }
     await writeGuestTree(root, busybox, modules, {
       buildKey,
       kernel: `${kernelPackage.name} ${kernelPackage.version}`,
       busybox: `${busyboxPackage.name} ${busyboxPackage.version}`,
-    });
+      bash: bashPackages.map((pkg) => `${pkg.name} ${pkg.version}`).join(', '),
+    }, bashTrees);
 
     report('pack initramfs');
     const imageDir = join(scratch, 'image');
@@ -476,7 +536,7 @@ async function build(paths: VireoPaths, options: BuildOptions): Promise<KernelIm
       initrd: 'initrd.img',
       cmdline: TINY_CMDLINE,
       kernelVersion: kernel.release,
-      packages: { [kernelPackage.name]: kernelPackage.version, [busyboxPackage.name]: busyboxPackage.version },
+      packages: { [kernelPackage.name]: kernelPackage.version, [busyboxPackage.name]: busyboxPackage.version, ...Object.fromEntries(bashPackages.map((pkg) => [pkg.name, pkg.version])) },
       buildKey,
       builtAt: new Date().toISOString(),
       readyLine: READY_LINE,
@@ -517,11 +577,13 @@ async function currentImage(paths: VireoPaths, buildKey: string): Promise<Kernel
   return manifest;
 }
 
-function computeBuildKey(kernelPackage: AptPackage, busyboxPackage: AptPackage): string {
+function computeBuildKey(kernelPackage: AptPackage, busyboxPackage: AptPackage, bashPackages: AptPackage[]): string {
   const inputs = {
     format: BUILD_FORMAT,
     kernel: { name: kernelPackage.name, version: kernelPackage.version, arch: kernelPackage.arch },
     busybox: { name: busyboxPackage.name, version: busyboxPackage.version, arch: busyboxPackage.arch },
+    bash: bashPackages.map((pkg) => ({ name: pkg.name, version: pkg.version, arch: pkg.arch })),
+    bashFiles: BASH_FILES,
     modules: MODULES,
     cmdline: TINY_CMDLINE,
     readyLine: READY_LINE,
@@ -581,8 +643,8 @@ async function findExecutable(name: string): Promise<string | undefined> {
  * (no network). The metapackage moves with kernel updates, so the image is
  * built from whichever real kernel package it depends on now.
  */
-async function resolvePackages(): Promise<{ kernel: AptPackage; busybox: AptPackage }> {
-  const candidates = await aptShow(['--no-all-versions', KERNEL_METAPACKAGE, BUSYBOX_PACKAGE]);
+async function resolvePackages(): Promise<{ kernel: AptPackage; busybox: AptPackage; bash: AptPackage[] }> {
+  const candidates = await aptShow(['--no-all-versions', KERNEL_METAPACKAGE, BUSYBOX_PACKAGE, ...BASH_PACKAGES]);
   const depends = candidates.get(KERNEL_METAPACKAGE)?.get('Depends') ?? '';
   const match = /(?:^|,)\s*(linux-image-[^\s(,|]+)(?:\s*\(\s*=\s*([^)\s]+)\s*\))?/.exec(depends);
   if (!match) {
@@ -590,7 +652,11 @@ async function resolvePackages(): Promise<{ kernel: AptPackage; busybox: AptPack
   }
   const kernelName = match[1]!;
   const kernel = await aptShow(match[2] ? [`${kernelName}=${match[2]}`] : ['--no-all-versions', kernelName]);
-  return { kernel: toPackage(kernelName, kernel.get(kernelName)), busybox: toPackage(BUSYBOX_PACKAGE, candidates.get(BUSYBOX_PACKAGE)) };
+  return {
+    kernel: toPackage(kernelName, kernel.get(kernelName)),
+    busybox: toPackage(BUSYBOX_PACKAGE, candidates.get(BUSYBOX_PACKAGE)),
+    bash: BASH_PACKAGES.map((name) => toPackage(name, candidates.get(name))),
+  };
 }
 
 function toPackage(name: string, fields: Map<string, string> | undefined): AptPackage {
@@ -741,7 +807,7 @@ async function installModules(kernel: KernelTree, root: string, busybox: string)
 
 /* ------------------------------ initramfs -------------------------------- */
 
-async function writeGuestTree(root: string, busybox: string, modules: string[], build: { buildKey: string; kernel: string; busybox: string }): Promise<void> {
+async function writeGuestTree(root: string, busybox: string, modules: string[], build: { buildKey: string; kernel: string; busybox: string; bash: string }, bashTrees: string[]): Promise<void> {
   for (const dir of GUEST_DIRS) await mkdir(join(root, dir), { recursive: true });
   await copyFile(busybox, join(root, 'bin', 'busybox'));
   await symlink('../run', join(root, 'var', 'run'));
@@ -757,13 +823,50 @@ async function writeGuestTree(root: string, busybox: string, modules: string[], 
   const files: Record<string, GuestFile> = {
     ...GUEST_FILES,
     'etc/vireo/modules': { text: `${modules.join('\n')}\n`, mode: 0o644 },
-    'etc/vireo/build': { text: `image tiny\nkernel ${build.kernel}\nbusybox ${build.busybox}\nbuild-key ${build.buildKey}\n`, mode: 0o644 },
+    'etc/vireo/build': { text: `image tiny\nkernel ${build.kernel}\nbusybox ${build.busybox}\nbash ${build.bash}\nbuild-key ${build.buildKey}\n`, mode: 0o644 },
   };
   for (const [path, file] of Object.entries(files)) {
     await mkdir(dirname(join(root, path)), { recursive: true });
     await writeFile(join(root, path), file.text);
   }
+  await installBash(root, bashTrees);
   await normalizeTree(root, files);
+}
+
+/** Copies bash and the libraries it loads from the extracted Debian packages into the guest tree. */
+async function installBash(root: string, trees: string[]): Promise<void> {
+  for (const file of BASH_FILES) {
+    let source: string | undefined;
+    for (const tree of trees) {
+      for (const candidate of file.candidates) {
+        source ??= await resolveInTree(tree, candidate);
+      }
+    }
+    if (!source) throw new VireoError('internal', `none of ${file.candidates.join(', ')} is in the packages ${BASH_PACKAGES.join(', ')}`);
+    const target = join(root, file.guest);
+    await mkdir(dirname(target), { recursive: true });
+    // Never write through a link (a busybox applet link points at the host's /bin/busybox when seen from here).
+    await rm(target, { force: true });
+    await copyFile(source, target);
+  }
+}
+
+/**
+ * The regular file a path in an extracted package stands for, following its
+ * symlinks inside the package tree (an absolute link target is taken as
+ * relative to the tree, never the host's root); undefined when absent.
+ */
+async function resolveInTree(tree: string, relative: string, depth = 0): Promise<string | undefined> {
+  if (depth > 8) return undefined;
+  const path = join(tree, relative);
+  const info = await lstat(path).catch(() => undefined);
+  if (!info) return undefined;
+  if (info.isFile()) return path;
+  if (!info.isSymbolicLink()) return undefined;
+  const target = await readlink(path);
+  const next = target.startsWith('/') ? target.slice(1) : join(dirname(relative), target);
+  if (next.startsWith('..')) return undefined;
+  return resolveInTree(tree, next, depth + 1);
 }
 
 /**
@@ -776,7 +879,7 @@ async function normalizeTree(root: string, files: Record<string, GuestFile>): Pr
     const path = join(root, entry);
     const info = await lstat(path);
     if (info.isDirectory()) await chmod(path, entry === 'tmp' ? 0o1777 : 0o755);
-    else if (info.isFile()) await chmod(path, files[entry]?.mode ?? (entry === 'bin/busybox' ? 0o755 : 0o644));
+    else if (info.isFile()) await chmod(path, files[entry]?.mode ?? (entry === 'bin/busybox' || BASH_FILES.some((file) => file.guest === entry) ? 0o755 : 0o644));
   }
   await chmod(root, 0o755);
   for (const entry of [...entries].reverse()) await lutimes(join(root, entry), 0, 0);

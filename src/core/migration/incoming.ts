@@ -21,6 +21,7 @@ import type { Reverter } from '../revert.js';
 import { createVolume, deleteVolume, getVolume } from '../storage/volumes.js';
 import { deleteDefinition, reserveVmDirectory, saveDefinition, vmExists } from '../vm/definitions.js';
 import { launchContext } from '../vm/lifecycle.js';
+import { syncGuestClock } from '../vm/guest-agent.js';
 import { launchDaemonized, waitForExit } from '../vm/process.js';
 import { cleanRunDirectory, livePid, prepareRunDirectory, writeRuntimeRecord } from '../vm/runtime.js';
 import { diskNames } from '../qemu/ids.js';
@@ -231,6 +232,8 @@ export async function startReceivedVm(paths: VireoPaths, def: VmDefinition, opti
   } finally {
     await client.close();
   }
+  // The guest's clock is behind by the downtime of the switch: set it through its agent, when one answers.
+  await syncGuestClock(vmPaths(paths, def.name).guestAgentSocket);
 }
 
 /**
@@ -249,6 +252,8 @@ export async function startAtPostcopySwitch(paths: VireoPaths, def: VmDefinition
       if (status === 'running') return;
       if (status !== 'inmigrate') {
         await cont(client);
+        // Not awaited: the guest still pulls its memory from the source, and nothing here should wait on it.
+        void syncGuestClock(vmPaths(paths, def.name).guestAgentSocket);
         return;
       }
       await new Promise((resolve) => setTimeout(resolve, 20));

@@ -161,6 +161,30 @@ const Vnc = z.strictObject({
   display: z.number().int().min(0).max(59635),
 });
 
+/**
+ * How `vm start --wait` tells that the guest is ready: a line on its serial
+ * console (a regular expression, e.g. 'login:'), the guest agent answering,
+ * or either (whichever comes first).
+ */
+const Readiness = z
+  .strictObject({
+    consolePattern: z
+      .string()
+      .min(1)
+      .max(1024)
+      .refine((pattern) => {
+        try {
+          new RegExp(pattern);
+          return true;
+        } catch {
+          return false;
+        }
+      }, 'must be a regular expression (e.g. "login:")')
+      .optional(),
+    agent: z.boolean().default(false),
+  })
+  .refine((readiness) => readiness.consolePattern !== undefined || readiness.agent, 'give consolePattern, agent: true, or both');
+
 export const VmSpecSchema = z.strictObject({
   name: Name,
   description: z.string().max(1024).optional(),
@@ -180,6 +204,7 @@ export const VmSpecSchema = z.strictObject({
   resources: ResourcesSchema.optional(),
   /** PCI Express ports kept free for disks and NICs attached live (q35; default 2). The pc machine hot-plugs on its PCI bus. */
   hotplug: z.strictObject({ pciPorts: z.number().int().min(0).max(16) }).optional(),
+  readiness: Readiness.optional(),
 });
 
 export type VmSpecInput = z.input<typeof VmSpecSchema>;

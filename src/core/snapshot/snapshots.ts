@@ -29,7 +29,7 @@ import { waitForExit } from '../vm/process.js';
 import { cleanRunDirectory, livePid } from '../vm/runtime.js';
 import { diskNames } from '../qemu/ids.js';
 import { checkSnapshotName, readMetadata, withoutSnapshot, writeMetadata, type SnapshotMetadata, type SnapshotRecord } from './metadata.js';
-import { withQuiescedGuest } from '../vm/guest-agent.js';
+import { syncGuestClock, withQuiescedGuest } from '../vm/guest-agent.js';
 import { deleteInternalSnapshot, internalSnapshotTransaction, runSnapshotJob } from './qmp-jobs.js';
 
 /** A disk that snapshots cover: its volume, file, and QEMU node name. */
@@ -208,6 +208,8 @@ export interface RevertResult {
   /** running / paused / stopped: the VM's state afterwards. */
   state: string;
   checks: DiskCheck[];
+  /** The guest's clock was set to the host's through its agent (it was behind by the time since the snapshot). */
+  clockSynced?: boolean;
 }
 
 export async function revertSnapshot(paths: VireoPaths, vm: string, name: string, options: { onProgress?: (message: string) => void } = {}): Promise<RevertResult> {
@@ -261,7 +263,7 @@ export async function revertSnapshot(paths: VireoPaths, vm: string, name: string
   });
   if (prepared.done) {
     const state = (await livePid(paths, def)) === undefined ? 'stopped' : prepared.record.vmState;
-    return { snapshot: prepared.record, state, checks: prepared.checks };
+    return { snapshot: prepared.record, state, checks: prepared.checks, ...(await clockAfterRevert(paths, vm, state, options)) };
   }
   // A stopped VM and a snapshot with memory: start QEMU paused, load, then let it run.
   options.onProgress?.('starting the VM paused and loading the snapshot');
@@ -280,7 +282,15 @@ export async function revertSnapshot(paths: VireoPaths, vm: string, name: string
     }
   }
   await withVmLock(paths, vm, () => finishRevert(paths, vm, name));
-  return { snapshot: record, state: record.vmState, checks: [] };
+  return { snapshot: record, state: record.vmState, checks: [], ...(await clockAfterRevert(paths, vm, record.vmState, options)) };
+}
+
+/** A guest running again from a snapshot's memory has the clock it had then: set it through its agent. */
+async function clockAfterRevert(paths: VireoPaths, vm: string, state: string, options: { onProgress?: (message: string) => void }): Promise<{ clockSynced?: boolean }> {
+  if (state !== 'running') return {};
+  const clockSynced = await syncGuestClock(vmPaths(paths, vm).guestAgentSocket);
+  options.onProgress?.(clockSynced ? 'set the guest clock through its agent' : 'no guest agent answered: the guest clock is as it was in the snapshot');
+  return { clockSynced };
 }
 
 /** Not an error: stops startVm from resuming a guest whose snapshot was taken paused. */

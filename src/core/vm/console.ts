@@ -82,11 +82,11 @@ export class SerialConsole {
     this.socket.write(data);
   }
 
-  /** Resolves with the match once the output received so far (from offset `from`) matches. */
-  waitFor(pattern: RegExp, timeoutMs: number, from = 0): Promise<RegExpMatchArray> {
+  /** Resolves with the match once the output received so far (from offset `from`, seen through `view`) matches. */
+  waitFor(pattern: RegExp, timeoutMs: number, from = 0, view: (text: string) => string = (text) => text): Promise<RegExpMatchArray> {
     return new Promise((resolve, reject) => {
       const check = (): boolean => {
-        const match = this.output.slice(from).match(pattern);
+        const match = view(this.output.slice(from)).match(pattern);
         if (!match) return false;
         cleanup();
         resolve(match);
@@ -117,18 +117,28 @@ export class SerialConsole {
 
   /**
    * Runs a command in the guest's console shell and returns its output and
-   * exit status. Begin and end markers are typed split in two ("A""B") so
-   * that the terminal's echo of the command line, however the shell's line
-   * editor wraps it, can never be mistaken for them.
+   * exit status. Nothing here depends on what the shell's line editor prints
+   * around the command (prompts, colours, bracketed-paste switches such as
+   * bash 5.2's ESC[?2004l, the echo of the line, echo on or off):
+   *  - the markers are printed by printf from pieces ('%s_%s' VIREO_BEGIN
+   *    tag), so the echoed command line never contains them;
+   *  - the received text is matched with terminal control sequences and
+   *    carriage returns removed, and the markers anywhere, not only at the
+   *    start of a line;
+   *  - the end marker starts with a newline of its own, so it is found even
+   *    after output without a final newline (that one newline is removed);
+   *  - the command runs through eval of a single-quoted string, so a
+   *    comment, "&" or ";" in it cannot swallow the end marker.
+   * The output is returned as text, without terminal control sequences.
    */
   async run(command: string, timeoutMs = 30_000): Promise<{ output: string; status: number }> {
     const tag = randomBytes(4).toString('hex');
     const start = this.output.length;
-    this.write(`echo "VIREO_""BEGIN_${tag}"; ${command}; echo "VIREO_""END_${tag} $?"\n`);
-    const pattern = new RegExp(`(?<=^|\\n)VIREO_BEGIN_${tag}\\r?\\n([^]*?)(?<=^|\\n)VIREO_END_${tag} (\\d+)\\r?\\n`);
-    const match = await this.waitFor(pattern, timeoutMs, start);
-    const output = (match[1] ?? '').replace(/\r/g, '');
-    return { output, status: Number(match[2]) };
+    const quoted = `'${command.replace(/'/g, `'\\''`)}'`;
+    this.write(`printf '%s_%s\\n' VIREO_BEGIN ${tag}; eval ${quoted}; printf '\\n%s_%s %s\\n' VIREO_END ${tag} "$?"\n`);
+    const pattern = new RegExp(`VIREO_BEGIN_${tag}\\n([^]*?)\\nVIREO_END_${tag} (\\d+)\\n`);
+    const match = await this.waitFor(pattern, timeoutMs, start, stripTerminalControls);
+    return { output: match[1] ?? '', status: Number(match[2]) };
   }
 
   async close(): Promise<void> {
@@ -142,6 +152,19 @@ export class SerialConsole {
       }, 500).unref();
     });
   }
+}
+
+/**
+ * Text as a person would read it off the terminal: ANSI/VT100 control
+ * sequences (CSI such as colours, cursor moves and ESC[?2004h/l; OSC such as
+ * window titles; two-character escapes) and carriage returns removed.
+ */
+export function stripTerminalControls(text: string): string {
+  return text
+    .replace(/\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)/g, '')
+    .replace(/\x1b\[[0-?]*[ -/]*[@-~]/g, '')
+    .replace(/\x1b[@-Z\\-_]/g, '')
+    .replace(/\r/g, '');
 }
 
 /**

@@ -79,6 +79,25 @@ export class GuestAgent {
     return this.send(command, args, timeoutMs);
   }
 
+  /** Guest time, nanoseconds since the epoch. */
+  async getTime(timeoutMs = 1500): Promise<number> {
+    return Number(await this.send('guest-get-time', undefined, timeoutMs));
+  }
+
+  /** Sets the guest's clock (nanoseconds since the epoch). */
+  async setTime(nanoseconds: number, timeoutMs = 3000): Promise<void> {
+    await this.send('guest-set-time', { time: Math.round(nanoseconds) }, timeoutMs);
+  }
+
+  /**
+   * Asks the guest to power off (or reboot, halt). An agent sends no reply
+   * when it complies (it goes down), only an error when it refuses; so this
+   * resolves once the request is written, and the caller watches the VM.
+   */
+  shutdown(mode: 'powerdown' | 'reboot' | 'halt' = 'powerdown'): void {
+    this.socket.write(`${JSON.stringify({ execute: 'guest-shutdown', arguments: { mode } })}\n`, 'latin1');
+  }
+
   close(): void {
     this.socket.destroy();
   }
@@ -130,6 +149,43 @@ export async function withQuiescedGuest<T>(socketPath: string, work: () => Promi
     } finally {
       if (frozen) await agent.thaw();
     }
+  } finally {
+    agent.close();
+  }
+}
+
+/**
+ * Sets the guest's clock to the host's when an agent answers: after a
+ * snapshot revert, a resume or a migration, the guest's clock is behind by
+ * however long it was not running. Returns whether it was set; a guest
+ * without an agent (or one that refuses) keeps its clock, which is not an
+ * error.
+ */
+export async function syncGuestClock(socketPath: string, timeoutMs = 1500): Promise<boolean> {
+  const agent = await GuestAgent.open(socketPath, timeoutMs);
+  if (!agent) return false;
+  try {
+    await agent.setTime(Date.now() * 1e6);
+    return true;
+  } catch {
+    return false;
+  } finally {
+    agent.close();
+  }
+}
+
+/** Asks the guest agent, when one answers, to power the guest off; returns whether it was asked. */
+export async function askAgentToPowerOff(socketPath: string, timeoutMs = 1000): Promise<boolean> {
+  const agent = await GuestAgent.open(socketPath, timeoutMs);
+  if (!agent) return false;
+  try {
+    await agent.ping(timeoutMs);
+    agent.shutdown('powerdown');
+    // Let the request leave before the socket closes.
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    return true;
+  } catch {
+    return false;
   } finally {
     agent.close();
   }

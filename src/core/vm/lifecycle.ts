@@ -25,7 +25,8 @@ import { checkResourcesAgainstHost, hostCapacity } from '../resources/host.js';
 import { resolveVolume } from '../storage/volumes.js';
 import { listDefinitions, loadDefinition, withVmLock } from './definitions.js';
 import { checkForwardedPorts } from './host-ports.js';
-import { waitForConsoleLog } from './console.js';
+import { readinessTarget, waitUntilReady } from './readiness.js';
+import { askAgentToPowerOff, syncGuestClock } from './guest-agent.js';
 import { killQemus, launchDaemonized, waitForExit } from './process.js';
 import { crashPoint } from '../crash-point.js';
 import { checkHostFiles } from './host-files.js';
@@ -33,6 +34,8 @@ import { cleanRunDirectory, livePid, prepareRunDirectory, readRuntime, writeRunt
 
 export interface StartResult {
   accel: 'kvm' | 'tcg';
+  /** With a readiness wait: what showed the guest ready, e.g. "the guest agent answered". */
+  ready?: string;
   /** A one-line notice for the user, e.g. that TCG is used because KVM is not usable. */
   notice?: string;
   pid: number;
@@ -104,8 +107,11 @@ export async function launchContext(paths: VireoPaths, def: VmDefinition): Promi
 }
 
 export interface StartOptions {
-  /** Wait until the guest prints its image's readiness line on the console. */
-  waitReady?: { timeoutMs: number };
+  /**
+   * Wait until the guest is ready: `waitFor` ('agent', or a console pattern),
+   * else the spec's readiness, else the image's readiness line, else the agent.
+   */
+  waitReady?: { timeoutMs: number; waitFor?: string };
   /** Cancels the launch (the half-started QEMU is killed) or abandons the readiness wait (the VM keeps running). */
   signal?: AbortSignal;
   /** How long QEMU may take to get ready to run (default 60 s); past it the start fails and that QEMU is killed. */
@@ -118,6 +124,8 @@ export interface StartOptions {
 
 export async function startVm(paths: VireoPaths, name: string, options: StartOptions = {}): Promise<StartResult> {
   const def = await loadDefinition(paths, name);
+  // Decided (and a bad pattern refused) before anything is started.
+  const target = options.waitReady ? await readinessTarget(paths, def, options.waitReady.waitFor) : undefined;
   const result = await withVmLock(paths, name, async () => {
     if ((await livePid(paths, def)) !== undefined) throw invalidState(`VM '${name}' is already running`);
     if (def.template) throw invalidState(`VM '${name}' is a template and cannot be started; clone it (vireo vm clone ${name} NEW)`);
@@ -160,27 +168,16 @@ export async function startVm(paths: VireoPaths, name: string, options: StartOpt
   });
   const { logOffset, ...started } = result;
   options.onLaunched?.();
-  if (options.waitReady) {
-    const readyLine = await readinessLine(paths, def);
-    if (!readyLine) throw invalidState(`VM '${name}' boots no image with a readiness line, so there is nothing to wait for`);
-    await waitForConsoleLog(vmPaths(paths, name).consoleLog, new RegExp(escapeRegExp(readyLine)), {
-      from: logOffset,
+  if (options.waitReady && target) {
+    const ready = await waitUntilReady(paths, def, target, {
+      logOffset,
       timeoutMs: options.waitReady.timeoutMs,
       isAlive: async () => (await livePid(paths, def)) !== undefined,
       ...(options.signal ? { signal: options.signal } : {}),
     });
+    return { ...started, ready };
   }
   return started;
-}
-
-async function readinessLine(paths: VireoPaths, def: VmDefinition): Promise<string | undefined> {
-  const boot = def.boot.kernel;
-  if (!boot || !('image' in boot)) return undefined;
-  return (await getImage(paths, boot.image)).readyLine;
-}
-
-function escapeRegExp(text: string): string {
-  return text.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
 }
 
 /** Connects to the VM's main monitor, failing clearly when it is not running. */
@@ -221,19 +218,58 @@ export interface StopOptions {
   signal?: AbortSignal;
 }
 
-/** ACPI power-down, then (by default) a forced power-off after the timeout. */
+/** How often the power button is pressed again while the guest has not powered off. */
+export const ACPI_REPEAT_MS = 3000;
+
+/**
+ * ACPI power-down, then (by default) a forced power-off after the timeout.
+ * A guest that is still booting ignores a power button pressed before its
+ * ACPI handling runs (the button event is simply lost), so the press is
+ * repeated every few seconds until the guest powers off; and once the
+ * guest agent answers, it is asked to power off too (guest-shutdown), which
+ * a guest without ACPI handling obeys. Either way the outcome is watched
+ * through QEMU's SHUTDOWN event.
+ */
 export async function stopVm(paths: VireoPaths, name: string, options: StopOptions = {}): Promise<{ forced: boolean }> {
   const def = await loadDefinition(paths, name);
   const timeoutMs = options.timeoutMs ?? 60_000;
+  const agentSocket = vmPaths(paths, name).guestAgentSocket;
   return withVmLock(paths, name, () =>
     withMonitor(paths, def, async (client, pid) => {
       const status = await queryStatus(client);
       // A paused guest cannot answer the power button; let it run to do so.
       if (status.status === 'paused') await cont(client);
+      let finished = false;
       const shutdown = client.waitForEvent('SHUTDOWN', { timeoutMs, ...(options.signal ? { signal: options.signal } : {}) });
-      options.onProgress?.('sent ACPI power-down request');
-      await systemPowerdown(client);
-      crashPoint('stop.powerdown-sent');
+      let wake: () => void = () => undefined;
+      const done = shutdown.then(
+        () => undefined,
+        () => undefined,
+      ).finally(() => {
+        finished = true;
+        wake();
+      });
+      const pressing = (async () => {
+        let agentAsked = false;
+        for (let round = 0; !finished && !client.closed; round += 1) {
+          await systemPowerdown(client).catch(() => undefined);
+          if (round === 0) crashPoint('stop.powerdown-sent');
+          if (finished) break;
+          options.onProgress?.(round === 0 ? 'sent ACPI power-down request' : `repeated the ACPI power-down request (the guest has not powered off after ${Math.round((round * ACPI_REPEAT_MS) / 1000)} s)`);
+          if (!agentAsked && !finished) {
+            agentAsked = await askAgentToPowerOff(agentSocket);
+            if (agentAsked) options.onProgress?.('asked the guest agent to power off (guest-shutdown)');
+          }
+          await new Promise<void>((resolve) => {
+            const timer = setTimeout(resolve, ACPI_REPEAT_MS);
+            wake = () => {
+              clearTimeout(timer);
+              resolve();
+            };
+            if (finished) wake();
+          });
+        }
+      })();
       let forced = false;
       try {
         await shutdown;
@@ -245,6 +281,9 @@ export async function stopVm(paths: VireoPaths, name: string, options: StopOptio
         options.onProgress?.(`guest did not power off within ${timeoutMs / 1000} s; forcing power-off`);
         forced = true;
         await client.execute('quit');
+      } finally {
+        await done;
+        await pressing;
       }
       await waitForQemuGone(paths, def, client, pid, 30_000);
       return { forced };
@@ -318,7 +357,7 @@ export async function pauseVm(paths: VireoPaths, name: string): Promise<void> {
   );
 }
 
-export async function resumeVm(paths: VireoPaths, name: string): Promise<void> {
+export async function resumeVm(paths: VireoPaths, name: string): Promise<{ clockSynced: boolean }> {
   const def = await loadDefinition(paths, name);
   await withVmLock(paths, name, () =>
     withMonitor(paths, def, async (client) => {
@@ -328,6 +367,8 @@ export async function resumeVm(paths: VireoPaths, name: string): Promise<void> {
       await cont(client);
     }),
   );
+  // The guest's clock stood still while it was paused: set it through its agent, when one answers.
+  return { clockSynced: await syncGuestClock(vmPaths(paths, name).guestAgentSocket) };
 }
 
 export { readRuntime };
