@@ -24,6 +24,7 @@ import { attachDisk, attachNic, detachDisk, detachNic, setVcpus } from '../core/
 import type { RuntimeOptions } from '../core/vm/runtime.js';
 import { readConsoleLogFrom } from '../core/vm/console.js';
 import { migrationRoutes } from './migration-routes.js';
+import { networkRoutes } from './network-routes.js';
 import type { DaemonState } from './state.js';
 import { snapshotRoutes } from './snapshot-routes.js';
 import { guestRoutes } from './guest-routes.js';
@@ -395,6 +396,7 @@ export const routes: Route[] = [
 
   ...snapshotRoutes,
   ...guestRoutes,
+  ...networkRoutes,
 
   // Operations
   {

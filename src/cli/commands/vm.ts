@@ -37,6 +37,7 @@ interface SpecFlags {
   forward?: string[];
   nicModel?: string;
   nic?: boolean;
+  network?: string[];
   vnc?: string;
   sshKey?: string[];
   user?: string;
@@ -63,6 +64,7 @@ function addSpecOptions(command: Command): Command {
     .option('--forward <[addr:]host:guest[/udp]>', 'forward a host port to the guest on the user network (repeatable; "none" drops existing ones)', collect)
     .addOption(new Option('--nic-model <model>', 'model of the NIC').choices(['virtio', 'e1000', 'e1000e', 'rtl8139']))
     .option('--no-nic', 'no network card')
+    .option('--network <name[=ip]>', "a NIC on this network ('user' for user-mode), optionally with a fixed address; repeatable, replaces the NICs", collect)
     .option('--vnc <display>', 'VNC display number (port 5900+N on 127.0.0.1)')
     .option('--ssh-key <file>', 'cloud-init: authorize this SSH public key (repeatable)', collect)
     .option('--user <name>', 'cloud-init: create this user (sudo, the SSH keys) instead of using the image\'s default one')
@@ -173,7 +175,13 @@ function applySpecFlags(base: Spec, flags: SpecFlags): Spec {
   for (const volume of flags.cdrom ?? []) disks.push({ volume, media: 'cdrom', ...(spec.machine === 'pc' ? { bus: 'ide' } : {}) });
   spec.disks = disks;
   if (flags.nic === false) spec.nics = [];
-  else if (flags.nicModel !== undefined || flags.forward !== undefined) {
+  else if (flags.network !== undefined) {
+    spec.nics = flags.network.map((entry) => {
+      const [network, ip] = entry.split('=', 2);
+      return { network, ...(ip ? { ip } : {}), ...(flags.nicModel !== undefined ? { model: flags.nicModel } : {}) };
+    });
+    if (flags.forward !== undefined) throw invalidArgument('--forward', 'forwards go with the user network; on a Vireo network use: vireo network forward add');
+  } else if (flags.nicModel !== undefined || flags.forward !== undefined) {
     const nics = [...((spec.nics as Spec[] | undefined) ?? [{}])];
     const first = { ...(nics[0] ?? {}) };
     if (flags.nicModel !== undefined) first.model = flags.nicModel;
@@ -238,14 +246,14 @@ export function vmCommand(cli: CliContext): Command {
       const vms = await backend.listVms();
       if (flags.json) return printJson(vms);
       // The address the guest agent reports; asked of running VMs only, all at once, and '-' when it does not answer.
-      const addresses = await Promise.all(vms.map(async ({ definition, runtime }) => {
+      const agentAddresses = await Promise.all(vms.map(async ({ definition, runtime }) => {
         if (runtime.state !== 'running') return '-';
         const info = await backend.guestInfo(definition.name).catch(() => undefined);
         return info?.interfaces.flatMap((item) => item.addresses).find((item) => item.family === 'ipv4')?.address ?? '-';
       }));
       printTable(
-        ['NAME', 'STATE', 'VCPUS', 'MEMORY', 'ACCEL', 'UPTIME', 'ADDRESS'],
-        vms.map(({ definition, runtime }, index) => [
+        ['NAME', 'STATE', 'VCPUS', 'MEMORY', 'ACCEL', 'UPTIME', 'ADDRESSES'],
+        vms.map(({ definition, runtime, addresses }, index) => [
           definition.name,
           // A template never runs; saying so beats a plain 'stopped'.
           definition.template ? 'template' : runtime.state,
@@ -253,7 +261,8 @@ export function vmCommand(cli: CliContext): Command {
           formatSize(definition.memory * MiB),
           runtime.accel ?? definition.accelerator,
           uptime(runtime.startedAt),
-          addresses[index]!,
+          // Leased addresses on Vireo networks, as network=ip; else the address the guest agent reports (user-mode NICs included).
+          (addresses ?? []).filter((entry) => entry.ip).map((entry) => `${entry.network}=${entry.ip}`).join(',') || agentAddresses[index]!,
         ]),
       );
     });

@@ -124,7 +124,13 @@ const Nic = z.strictObject({
   /** The hotplug port a NIC attached live sits on (set by Vireo). */
   port: z.string().regex(/^hp\d{1,2}$/, "must be a hotplug port id such as 'hp0' (Vireo sets it)").optional(),
   model: z.enum(NIC_MODELS).default('virtio'),
-  network: z.literal('user').default('user'),
+  /** 'user': QEMU user-mode networking; otherwise a Vireo network (`vireo network list`), whose name is an interface name. */
+  network: z
+    .string()
+    .regex(/^(user|[a-z][a-z0-9-]{0,14})$/, "must be 'user' or the name of a network (vireo network list)")
+    .default('user'),
+  /** A fixed address on the network (a DHCP reservation by MAC); absent: Vireo picks one from the DHCP range. */
+  ip: z.string().regex(IPV4_PATTERN, 'must be an IPv4 address').optional(),
   mac: z
     .string()
     .transform((mac) => mac.toLowerCase())
@@ -308,6 +314,12 @@ function checkSpecConsistency(spec: VmSpec): void {
     if (nic.mac) {
       if (macs.has(nic.mac)) throw invalidArgument(`nics.${index}.mac`, `MAC address ${nic.mac} is used twice`);
       macs.add(nic.mac);
+    }
+    if (nic.network === 'user' && nic.ip !== undefined) {
+      throw invalidArgument(`nics.${index}.ip`, "a fixed address needs a Vireo network (user-mode networking gives 10.0.2.15)");
+    }
+    if (nic.network !== 'user' && nic.forwards.length > 0) {
+      throw invalidArgument(`nics.${index}.forwards`, `forwards on a Vireo network are the network's (vireo network forward add ${nic.network} ...)`);
     }
     nic.forwards.forEach((forward, forwardIndex) => {
       const key = `${forward.protocol}:${forward.hostAddress}:${forward.hostPort}`;

@@ -33,6 +33,8 @@ export interface LaunchContext {
   incoming?: 'defer';
   /** The VM's cloud-init NoCloud seed (an ISO labelled cidata), attached as a read-only SCSI CD-ROM. */
   cloudInitSeed?: string;
+  /** Tap device names for NICs on Vireo networks, by NIC index (QEMU makes the tap; Vireo puts it on the bridge). */
+  taps?: Record<number, string>;
 }
 
 type Json = Record<string, unknown>;
@@ -149,7 +151,7 @@ export function buildQemuArgv(def: VmDefinition, ctx: LaunchContext): string[] {
   }
 
   def.nics.forEach((nic, index) => {
-    push('-netdev', json(nicNetdev(nic)));
+    push('-netdev', json(nicNetdev(nic, ctx.taps?.[index])));
     const device: Json = nicDevice(nic);
     const boot = bootIndex.nics[index];
     if (boot !== undefined) device.bootindex = boot;
@@ -204,7 +206,12 @@ export function nicDevice(nic: NicSpec & { id: string; mac: string }): Json {
 }
 
 /** The NIC's user-mode network backend (also what a live attach hands to netdev_add). */
-export function nicNetdev(nic: NicSpec & { id: string }): Json {
+/** A NIC's backend: user-mode networking, or on a Vireo network the tap QEMU makes by name (no scripts; Vireo bridges it). */
+export function nicNetdev(nic: NicSpec & { id: string }, tap?: string): Json {
+  if (nic.network !== 'user') {
+    if (!tap) throw new Error(`NIC ${nic.id} is on network '${nic.network}' but was given no tap`);
+    return { type: 'tap', id: nicNames(nic.id).netdev, ifname: tap, script: 'no', downscript: 'no' };
+  }
   const netdev: Json = { type: 'user', id: nicNames(nic.id).netdev };
   if (nic.forwards.length > 0) {
     netdev.hostfwd = nic.forwards.map((forward) => ({ str: `${forward.protocol}:${forward.hostAddress}:${forward.hostPort}-:${forward.guestPort}` }));
