@@ -112,7 +112,7 @@ export const METRICS = {
   vmVcpus: gauge('vireo_vm_vcpus', 'vCPUs the VM is defined with.'),
   vmMemoryConfigured: gauge('vireo_vm_memory_configured_bytes', 'Memory the VM is defined with.'),
   vmScrapeError: gauge('vireo_vm_scrape_error', '1 when the VM\'s QEMU runs but did not answer this scrape (its QMP-derived series are missing), else 0.'),
-  nicInfo: gauge('vireo_vm_nic_info', 'A NIC of a defined VM; always 1. Traffic counters exist for NICs on Vireo networks (tap devices) only: QEMU 7.2 keeps none for user-mode NICs.'),
+  nicInfo: gauge('vireo_vm_nic_info', 'A NIC of a defined VM; always 1. Traffic counters exist for NICs on Vireo networks (tap devices) only. Label counters="none": a NIC on the user-mode network has none (QEMU keeps none), so no network I/O series exist for it.'),
   nicReceiveBytes: counter('vireo_vm_network_receive_bytes_total', 'Bytes the guest received on a NIC on a Vireo network (its tap\'s transmit counter).'),
   nicTransmitBytes: counter('vireo_vm_network_transmit_bytes_total', 'Bytes the guest sent on a NIC on a Vireo network (its tap\'s receive counter).'),
   nicReceivePackets: counter('vireo_vm_network_receive_packets_total', 'Packets the guest received on a NIC on a Vireo network.'),
@@ -381,7 +381,8 @@ function addVm(out: Exposition, snapshot: VmSnapshot): void {
     if (!disk.limits) continue;
     for (const [kind, value] of Object.entries(throttleLimits(disk.limits))) out.add(METRICS.diskLimit, { ...vm, disk: disk.id, volume: disk.volume, limit: kind }, value);
   }
-  def.nics.forEach((nic) => out.add(METRICS.nicInfo, { ...vm, nic: nic.id, model: nic.model, mac: nic.mac, network: nic.network }, 1));
+  // Said in the output itself, so nobody looks for network I/O series that cannot exist.
+  def.nics.forEach((nic) => out.add(METRICS.nicInfo, { ...vm, nic: nic.id, model: nic.model, mac: nic.mac, network: nic.network, ...(nic.network === 'user' ? { counters: 'none' } : {}) }, 1));
   if (!running) return;
 
   if (running.startedAt) out.add(METRICS.vmStartTime, vm, Date.parse(running.startedAt) / 1000);

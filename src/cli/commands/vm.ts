@@ -172,7 +172,8 @@ function applySpecFlags(base: Spec, flags: SpecFlags): Spec {
   spec.boot = boot;
   const disks = [...((spec.disks as Spec[] | undefined) ?? [])];
   for (const volume of flags.attach ?? []) disks.push({ volume });
-  for (const volume of flags.cdrom ?? []) disks.push({ volume, media: 'cdrom', ...(spec.machine === 'pc' ? { bus: 'ide' } : {}) });
+  // The bus follows the machine type (virtio-scsi on q35, IDE on pc): see docs/vm-spec.md.
+  for (const volume of flags.cdrom ?? []) disks.push({ volume, media: 'cdrom' });
   spec.disks = disks;
   if (flags.nic === false) spec.nics = [];
   else if (flags.network !== undefined) {

@@ -96,8 +96,8 @@ const Disk = z
   })
   .transform((disk) => ({
     ...disk,
-    // A CD-ROM is on SATA by default (q35 has AHCI built in); disks on virtio.
-    bus: disk.bus ?? (disk.media === 'cdrom' ? ('sata' as const) : ('virtio' as const)),
+    // Disks default to virtio; a CD-ROM's default depends on the machine type (see VmSpecSchema).
+    bus: disk.bus ?? (disk.media === 'cdrom' ? undefined : ('virtio' as const)),
     readOnly: disk.media === 'cdrom' ? true : disk.readOnly,
   }))
   .refine((disk) => !(disk.media === 'cdrom' && disk.bus === 'virtio'), {
@@ -215,7 +215,19 @@ export const VmSpecSchema = z.strictObject({
 
 export type VmSpecInput = z.input<typeof VmSpecSchema>;
 export type PortForwardInput = z.input<typeof PortForward>;
-export type VmSpec = z.output<typeof VmSpecSchema>;
+type ParsedSpec = z.output<typeof VmSpecSchema>;
+/** A validated spec with every default applied (a CD-ROM's bus too, which depends on the machine type). */
+export type VmSpec = Omit<ParsedSpec, 'disks'> & { disks: (ParsedSpec['disks'][number] & { bus: (typeof DISK_BUSES)[number] })[] };
+
+/**
+ * A CD-ROM's default bus is one the guests Vireo builds and common cloud
+ * kernels see: virtio-scsi on q35 (Debian's cloud kernel has no AHCI
+ * driver, so a SATA CD-ROM is invisible there), IDE on pc (built into the
+ * machine; ata_piix is in every kernel).
+ */
+function withDefaultBuses(spec: ParsedSpec): VmSpec {
+  return { ...spec, disks: spec.disks.map((disk) => ({ ...disk, bus: disk.bus ?? (spec.machine === 'pc' ? ('ide' as const) : ('scsi' as const)) })) };
+}
 export type DiskSpec = VmSpec['disks'][number];
 export type NicSpec = VmSpec['nics'][number];
 export type CpuSpec = VmSpec['cpus'];
@@ -235,8 +247,9 @@ export interface VmDefinition extends VmSpec {
 export function parseVmSpec(input: unknown): VmSpec {
   const result = VmSpecSchema.safeParse(input);
   if (result.success) {
-    checkSpecConsistency(result.data);
-    return result.data;
+    const spec = withDefaultBuses(result.data);
+    checkSpecConsistency(spec);
+    return spec;
   }
   throw zodToError(result.error);
 }
