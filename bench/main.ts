@@ -1,6 +1,6 @@
 /**
  * `npm run bench`: Vireo's figures next to the plain equivalent, in one run,
- * as medians. Usage: npm run bench [-- --runs N] [-- --only start,daemon,snapshots,migration,availability,network]
+ * as medians. Usage: npm run bench [-- --runs N] [-- --only start,daemon,snapshots,migration,availability,network,resources]
  *
  * Sections: start (vm start to readiness vs plain qemu), daemon (API latency
  * and daemon memory vs libvirtd where libvirt is installed), snapshots (linked
@@ -23,6 +23,7 @@ import { benchSnapshots } from './snapshots.js';
 import { benchMigration } from './migration.js';
 import { benchNetwork } from './network.js';
 import { benchStartTime } from './start-time.js';
+import { benchResources } from './resources.js';
 
 const runsFlag = process.argv.indexOf('--runs');
 const runs = runsFlag === -1 ? 7 : Number(process.argv[runsFlag + 1]);
@@ -81,6 +82,16 @@ if (wanted('daemon')) {
 }
 
 if (wanted('snapshots')) await reportSnapshots();
+
+if (wanted('resources')) {
+  const resources = await benchResources({ runs, cli, imageHome });
+  process.stdout.write(`resources (cgroups: ${resources.mode})\n`);
+  process.stdout.write(`  cgroup set-up per VM start  ${median(resources.cgroupSetupMs).toFixed(2)} ms   (make groups, write cap/weight/limit, move QEMU in)\n`);
+  process.stdout.write(`  hotplug, command to visible in the guest (incl. ~0.3 s per console poll)\n`);
+  process.stdout.write(`    disk ${fmt(resources.hotplugMs.disk)}   NIC ${fmt(resources.hotplugMs.nic)}   vCPU ${fmt(resources.hotplugMs.vcpu)}\n`);
+  process.stdout.write(`  CPU cap 50%, busy guest     ${resources.cpuCap.usedCores.toFixed(3)} cores used over 10 s (target ${resources.cpuCap.targetCores})\n`);
+  process.stdout.write('  libvirt side by side (virsh setvcpus/attach-disk --live, schedinfo): not measured\n\n');
+}
 
 /** Linked clones and live snapshots, next to qemu-img, plain QMP and virsh. */
 async function reportSnapshots(): Promise<void> {

@@ -8,6 +8,7 @@ import { readFile, stat } from 'node:fs/promises';
 import { z } from 'zod';
 import { invalidArgument } from '../core/errors.js';
 import { checkHost } from '../core/host/check.js';
+import { hostAllocation } from '../core/resources/allocation.js';
 import { deleteImage, listImages, getImage } from '../core/image/store.js';
 import { IMAGE_KINDS, buildImageOfKind } from '../core/image/kinds.js';
 import { importDiskImage } from '../core/image/import.js';
@@ -151,6 +152,10 @@ export const routes: Route[] = [
   {
     method: 'GET', path: '/host', tag: 'host', summary: 'Host facts and the accelerator VMs will use', status: 200, returns: 'HostReport',
     handler: async () => checkHost(),
+  },
+  {
+    method: 'GET', path: '/host/resources', tag: 'host', summary: 'What the VMs are given (vCPUs, memory, caps, limits, pins) versus what the host has, and overcommit', status: 200, returns: 'HostAllocation',
+    handler: async ({ daemon }) => hostAllocation(daemon.paths),
   },
 
   // VMs
