@@ -43,6 +43,7 @@ interface SpecFlags {
   user?: string;
   hostname?: string;
   cloudInitFile?: string;
+  autostart?: string | boolean;
 }
 
 function collect(value: string, previous: string[] = []): string[] {
@@ -66,6 +67,8 @@ function addSpecOptions(command: Command): Command {
     .option('--no-nic', 'no network card')
     .option('--network <name[=ip]>', "a NIC on this network ('user' for user-mode), optionally with a fixed address; repeatable, replaces the NICs", collect)
     .option('--vnc <display>', 'VNC display number (port 5900+N on 127.0.0.1)')
+    .option('--autostart [order[:delay]]', 'start when the daemon starts after a host boot, in this order (low first), then wait delay seconds')
+    .option('--no-autostart', 'do not start after a host boot')
     .option('--ssh-key <file>', 'cloud-init: authorize this SSH public key (repeatable)', collect)
     .option('--user <name>', 'cloud-init: create this user (sudo, the SSH keys) instead of using the image\'s default one')
     .option('--hostname <name>', 'cloud-init: the guest\'s host name (default: the VM name)')
@@ -197,6 +200,12 @@ function applySpecFlags(base: Spec, flags: SpecFlags): Spec {
     spec.nics = nics;
   }
   if (flags.vnc !== undefined) spec.vnc = { display: parseInteger('vnc', flags.vnc) };
+  if (flags.autostart === false) delete spec.autostart;
+  else if (flags.autostart !== undefined) {
+    const match = flags.autostart === true ? [] : /^(\d+)(?::(\d+))?$/.exec(flags.autostart);
+    if (!match) throw invalidArgument('--autostart', `'${String(flags.autostart)}' must be ORDER or ORDER:DELAY_SECONDS, e.g. 1 or 2:30`);
+    spec.autostart = { enabled: true, ...(match[1] !== undefined ? { order: Number(match[1]) } : {}), ...(match[2] !== undefined ? { delay: Number(match[2]) } : {}) };
+  }
   return spec;
 }
 
@@ -253,7 +262,7 @@ export function vmCommand(cli: CliContext): Command {
         return info?.interfaces.flatMap((item) => item.addresses).find((item) => item.family === 'ipv4')?.address ?? '-';
       }));
       printTable(
-        ['NAME', 'STATE', 'VCPUS', 'MEMORY', 'ACCEL', 'UPTIME', 'ADDRESSES'],
+        ['NAME', 'STATE', 'VCPUS', 'MEMORY', 'ACCEL', 'UPTIME', 'ADDRESSES', 'AUTOSTART'],
         vms.map(({ definition, runtime, addresses }, index) => [
           definition.name,
           // A template never runs; saying so beats a plain 'stopped'.
@@ -264,6 +273,7 @@ export function vmCommand(cli: CliContext): Command {
           uptime(runtime.startedAt),
           // Leased addresses on Vireo networks, as network=ip; else the address the guest agent reports (user-mode NICs included).
           (addresses ?? []).filter((entry) => entry.ip).map((entry) => `${entry.network}=${entry.ip}`).join(',') || agentAddresses[index]!,
+          definition.autostart?.enabled ? `order ${definition.autostart.order}${definition.autostart.delay > 0 ? `+${definition.autostart.delay}s` : ''}` : '-',
         ]),
       );
     });
