@@ -147,7 +147,7 @@ async function buildApp(state: DaemonState, options: DaemonOptions, auth: 'socke
   // One mapping of every failure to a status and the {"error": {...}} body; server faults are logged with their cause.
   app.setErrorHandler((error, request, reply) => {
     const { status, error: mapped } = toHttpError(error);
-    if (status >= 500) options.log?.(`${request.method} ${request.url.split('?')[0]} failed: ${describeCause(error)}`);
+    if (status >= 500) options.log?.(`${request.method} ${redactUrl(request.url.split('?')[0]!)} failed: ${describeCause(error)}`);
     sendHttpError(reply, status, mapped);
   });
   app.setNotFoundHandler((request, reply) => {
