@@ -1,13 +1,15 @@
 /**
  * `npm run bench`: Vireo's figures next to the plain equivalent, in one run,
- * as medians. Usage: npm run bench [-- --runs N] [-- --only start,daemon,snapshots,migration,availability]
+ * as medians. Usage: npm run bench [-- --runs N] [-- --only start,daemon,snapshots,migration,availability,network,resources]
  *
  * Sections: start (vm start to readiness vs plain qemu), daemon (API latency
  * and daemon memory vs libvirtd where libvirt is installed), snapshots (linked
  * clones and live snapshots vs qemu-img, plain QMP and virsh), migration (live
  * migration of a 256 MiB and a 1 GiB guest vs plain QMP), availability
  * (daemon memory after 10,000 requests and after listing 200 volumes of 100
- * VMs, GET / latency while the 200 volumes are deleted).
+ * VMs, GET / latency while the 200 volumes are deleted), network (network
+ * create time, start-to-address and VM-to-VM throughput on a bridge network vs
+ * user-mode networking).
  */
 import { fileURLToPath } from 'node:url';
 import { join } from 'node:path';
@@ -19,7 +21,9 @@ import { benchDaemon } from './daemon.js';
 import { benchLibvirt } from './libvirt.js';
 import { benchSnapshots } from './snapshots.js';
 import { benchMigration } from './migration.js';
+import { benchNetwork } from './network.js';
 import { benchStartTime } from './start-time.js';
+import { benchResources } from './resources.js';
 
 const runsFlag = process.argv.indexOf('--runs');
 const runs = runsFlag === -1 ? 7 : Number(process.argv[runsFlag + 1]);
@@ -79,6 +83,16 @@ if (wanted('daemon')) {
 
 if (wanted('snapshots')) await reportSnapshots();
 
+if (wanted('resources')) {
+  const resources = await benchResources({ runs, cli, imageHome });
+  process.stdout.write(`resources (cgroups: ${resources.mode})\n`);
+  process.stdout.write(`  cgroup set-up per VM start  ${median(resources.cgroupSetupMs).toFixed(2)} ms   (make groups, write cap/weight/limit, move QEMU in)\n`);
+  process.stdout.write(`  hotplug, command to visible in the guest (incl. ~0.3 s per console poll)\n`);
+  process.stdout.write(`    disk ${fmt(resources.hotplugMs.disk)}   NIC ${fmt(resources.hotplugMs.nic)}   vCPU ${fmt(resources.hotplugMs.vcpu)}\n`);
+  process.stdout.write(`  CPU cap 50%, busy guest     ${resources.cpuCap.usedCores.toFixed(3)} cores used over 10 s (target ${resources.cpuCap.targetCores})\n`);
+  process.stdout.write('  libvirt side by side (virsh setvcpus/attach-disk --live, schedinfo): not measured\n\n');
+}
+
 /** Linked clones and live snapshots, next to qemu-img, plain QMP and virsh. */
 async function reportSnapshots(): Promise<void> {
   const snapshots = await benchSnapshots({ runs, cli, imageHome });
@@ -108,6 +122,18 @@ if (wanted('migration')) {
     process.stdout.write(`  plain QMP migrate      total ${fmt(median(result.plain.totalMs))}   downtime ${Math.round(median(result.plain.downtimeMs))} ms   (totals ms: ${list(result.plain.totalMs)}; downtimes ms: ${list(result.plain.downtimeMs)})\n`);
     process.stdout.write(`  ratio total vireo/plain ${(median(result.vireo.totalMs) / median(result.plain.totalMs)).toFixed(3)}   (goal: at most 1.10; downtime goal: at most ${result.maxDowntimeMs} ms)\n`);
   }
+}
+
+if (wanted('network')) {
+  const network = await benchNetwork({ runs: Math.min(runs, 5) });
+  const list = (values: number[], digits: number) => values.map((value) => value.toFixed(digits)).join(' ');
+  process.stdout.write('\nnetworks (daemon in a network namespace; tiny guests, 1 vCPU, 192 MiB)\n');
+  process.stdout.write(`  network create (bridge, dnsmasq, nftables)   ${median(network.createMs).toFixed(0)} ms   (runs ms: ${list(network.createMs, 0)})\n`);
+  process.stdout.write(`  start to address, bridge network (DHCP)      ${fmt(median(network.startToAddressMs.bridge))}   (runs s: ${list(network.startToAddressMs.bridge.map((ms) => ms / 1000), 2)})\n`);
+  process.stdout.write(`  start to address, user-mode                  ${fmt(median(network.startToAddressMs.user))}   (runs s: ${list(network.startToAddressMs.user.map((ms) => ms / 1000), 2)})\n`);
+  process.stdout.write(`  VM-to-VM TCP (busybox nc, 32 MiB), bridge    ${median(network.throughputMiBps.bridge).toFixed(1)} MiB/s   (runs: ${list(network.throughputMiBps.bridge, 1)})\n`);
+  process.stdout.write(`  VM-to-VM TCP, user-mode (via a host forward) ${median(network.throughputMiBps.user).toFixed(1)} MiB/s   (runs: ${list(network.throughputMiBps.user, 1)})\n`);
+  process.stdout.write('  (libvirt not compared: virsh net-start would make its bridge and rules in the machine\'s own namespace)\n');
 }
 
 if (wanted('availability')) {

@@ -5,12 +5,13 @@
  * over QMP whether it came up with the devices we asked for.
  */
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
 import { copyFile, mkdir, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { fileURLToPath } from 'node:url';
+import { promisify } from 'node:util';
 import { getHostFacts } from '../src/core/host/check.js';
 import { defineVm, parseVmSpec } from '../src/core/model/vm.js';
 import { vireoPaths, vmPaths } from '../src/core/paths.js';
@@ -23,8 +24,10 @@ const goldenDir = fileURLToPath(new URL('../../src/core/qemu/golden/', import.me
 
 interface GoldenCase {
   spec: Record<string, unknown>;
-  context: { volumes: Record<string, ResolvedVolume>; uefi?: unknown; kernel?: unknown };
+  context: { volumes: Record<string, ResolvedVolume>; uefi?: unknown; kernel?: unknown; taps?: Record<number, string> };
 }
+
+const exec = promisify(execFile);
 
 for (const file of (await readdir(goldenDir)).filter((name) => name.endsWith('.json'))) {
   test(`QEMU accepts the golden argv of ${file}`, async () => {
@@ -56,8 +59,15 @@ for (const file of (await readdir(goldenDir)).filter((name) => name.endsWith('.j
         context.uefi = { code: facts.firmware.ovmf.code, vars };
       }
       // Kernel boot needs a real kernel; the argv shape is what is checked here.
+      // QEMU makes the taps of bridge NICs: in a network namespace of the test's own, never on the machine's interfaces.
+      const netns = golden.context.taps ? `vireo-g${process.pid}` : undefined;
+      if (netns) {
+        context.taps = golden.context.taps;
+        await exec('ip', ['netns', 'add', netns]);
+      }
       const argv = buildQemuArgv(def, context);
-      const child = spawn(facts.qemu.binary ?? 'qemu-system-x86_64', argv, { stdio: ['ignore', 'ignore', 'pipe'] });
+      const command = [...(netns ? ['ip', 'netns', 'exec', netns] : []), facts.qemu.binary ?? 'qemu-system-x86_64', ...argv];
+      const child = spawn(command[0]!, command.slice(1), { stdio: ['ignore', 'ignore', 'pipe'] });
       let stderr = '';
       child.stderr.setEncoding('utf8').on('data', (text: string) => (stderr += text));
       try {
@@ -72,12 +82,19 @@ for (const file of (await readdir(goldenDir)).filter((name) => name.endsWith('.j
           for (const disk of def.disks) {
             assert.ok(block.some((entry) => entry.qdev?.includes(`${disk.id}-dev`)), `${disk.id} is attached`);
           }
+          if (netns) {
+            for (const tap of Object.values(golden.context.taps ?? {})) {
+              const link: { stdout: string } = await exec('ip', ['-n', netns, '-j', 'link', 'show', 'dev', tap]);
+              assert.equal((JSON.parse(link.stdout) as { ifname: string }[])[0]?.ifname, tap, `QEMU made tap ${tap}`);
+            }
+          }
           await client.execute('quit');
         } finally {
           await client.close();
         }
       } finally {
         if (child.pid && (await isProcessAlive(child.pid))) child.kill('SIGKILL');
+        if (netns) await exec('ip', ['netns', 'del', netns]).catch(() => undefined);
       }
     } finally {
       await rm(home, { recursive: true, force: true });

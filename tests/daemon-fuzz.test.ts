@@ -10,15 +10,20 @@
  * rejected request must change nothing on disk.
  */
 import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { request } from 'node:http';
 import { readdir, readFile, lstat } from 'node:fs/promises';
 import { join, relative } from 'node:path';
+import { promisify } from 'node:util';
 import { after, before, test } from 'node:test';
 import fc from 'fast-check';
 import { ERROR_CODES } from '../src/core/errors.js';
 import { startTestDaemon, type RunningDaemon } from './harness/daemon.js';
+import { killNetworkServers } from './harness/netns.js';
 import { createTestHome, type TestHome } from './harness/vireo.js';
+
+const execFileAsync = promisify(execFile);
 
 interface RawResponse {
   status: number;
@@ -159,16 +164,21 @@ function* badRequests(): Generator<{ method: string; path: string; body?: string
 
 let home: TestHome;
 let daemon: RunningDaemon;
+// A generated request may be a valid network: its bridge, dnsmasq and rules go in a namespace of this test's own.
+const netns = `vireo-fz${process.pid}`;
 before(async () => {
   home = await createTestHome();
+  await execFileAsync('ip', ['netns', 'add', netns]);
   // Rate limiting would turn the flood into 429s; this test is about validation.
-  daemon = await startTestDaemon(home, ['--rate-limit', '0', '--quiet']);
+  daemon = await startTestDaemon(home, ['--rate-limit', '0', '--quiet'], { wrapper: ['ip', 'netns', 'exec', netns] });
   await daemon.api.request('POST', '/disks', { name: 'keep', size: '1M' });
   await daemon.api.request('POST', '/vms', { spec: { name: 'keepvm', memory: '128M', boot: { kernel: { image: 'tiny' } }, disks: [{ volume: 'keep' }] } });
 });
 after(async () => {
   await daemon?.stop();
+  await killNetworkServers(home.home);
   await home.cleanup();
+  await execFileAsync('ip', ['netns', 'del', netns]).catch(() => undefined);
 });
 
 test('generated bad requests all get 4xx JSON errors, the daemon stays up and nothing on disk changes', async (t) => {

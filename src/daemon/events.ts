@@ -10,7 +10,20 @@
  * one chatty guest cannot push everything else out of it.
  */
 
-export type EventKind = 'vm.state' | 'vm.qmp' | 'vm.defined' | 'vm.deleted' | 'vm.migration' | 'operation' | 'daemon';
+export type EventKind =
+  | 'vm.state'
+  | 'vm.qmp'
+  | 'vm.defined'
+  | 'vm.deleted'
+  | 'vm.migration'
+  | 'operation'
+  | 'daemon'
+  /** Networks: defined, changed (fields, forwards), deleted, brought back at daemon start, or their dnsmasq/bridge restored. */
+  | 'network.defined'
+  | 'network.changed'
+  | 'network.deleted'
+  | 'network.reconciled'
+  | 'network.dnsmasq';
 
 export interface VireoEvent {
   /** Increases by one per event for the life of the daemon process. */

@@ -178,7 +178,7 @@ describe('collectMetrics without a running QEMU', () => {
     assert.equal(valueOf(samples, 'vireo_vm_vcpus{vm="stopped"}'), 2);
     assert.equal(valueOf(samples, 'vireo_vm_memory_configured_bytes{vm="stopped"}'), 1024 * MiB);
     assert.equal(valueOf(samples, 'vireo_vm_scrape_error{vm="stopped"}'), 0);
-    assert.equal(valueOf(samples, 'vireo_vm_nic_info{vm="stopped",nic="nic0",model="e1000",mac="52:54:00:00:00:01",network="user"}'), 1);
+    assert.equal(valueOf(samples, 'vireo_vm_nic_info{vm="stopped",nic="nic0",model="e1000",mac="52:54:00:00:00:01",network="user",counters="none"}'), 1);
 
     // Its process is there (so its CPU and memory are), its monitor is not.
     assert.equal(valueOf(samples, 'vireo_vm_state{vm="silent",state="unresponsive"}'), 1);

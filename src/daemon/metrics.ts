@@ -8,14 +8,15 @@
  * A VM whose QEMU does not answer loses only its QMP-derived series and is
  * flagged with vireo_vm_scrape_error 1; the rest of the scrape goes on.
  *
- * Network I/O: QEMU 7.2 keeps no traffic counters for a NIC on its user-mode
- * network (the only kind Vireo offers). Nothing in its QMP schema reports
- * them: query-stats has a KVM provider only (and returns nothing under TCG),
- * query-rx-filter reports MAC filtering, the NIC's QOM properties are
- * configuration, and the x-query-virtio-queue-status ring indices are 16-bit,
- * wrap and count descriptors rather than bytes. There is no host interface
- * whose statistics could stand in, as a tap device's would. So NICs appear
- * only as vireo_vm_nic_info, never with invented numbers.
+ * Network I/O: a NIC on a Vireo network has a tap device on the host, whose
+ * kernel counters (/sys/class/net/<tap>/statistics) are exported, seen from
+ * the guest (what the tap transmits, the guest receives). QEMU 7.2 keeps no
+ * traffic counters for a NIC on its user-mode network: nothing in its QMP
+ * schema reports them (query-stats has a KVM provider only, query-rx-filter
+ * reports MAC filtering, the virtio ring indices are 16-bit and count
+ * descriptors), and there is no host interface whose statistics could stand
+ * in. So user-mode NICs appear only as vireo_vm_nic_info, never with
+ * invented numbers.
  */
 import { readFile, statfs } from 'node:fs/promises';
 import { cpus, totalmem } from 'node:os';
@@ -25,6 +26,7 @@ import { mapLimited } from '../core/limit.js';
 import { MiB } from '../core/model/units.js';
 import type { VmDefinition } from '../core/model/vm.js';
 import { vmPaths, type VireoPaths } from '../core/paths.js';
+import { linkStatistics, tapName } from '../core/network/links.js';
 import { QmpClient } from '../core/qmp/client.js';
 import type { CpuInfoFast, StatusInfo } from '../core/qmp/commands.js';
 import { listDefinitions } from '../core/vm/definitions.js';
@@ -110,7 +112,13 @@ export const METRICS = {
   vmVcpus: gauge('vireo_vm_vcpus', 'vCPUs the VM is defined with.'),
   vmMemoryConfigured: gauge('vireo_vm_memory_configured_bytes', 'Memory the VM is defined with.'),
   vmScrapeError: gauge('vireo_vm_scrape_error', '1 when the VM\'s QEMU runs but did not answer this scrape (its QMP-derived series are missing), else 0.'),
-  nicInfo: gauge('vireo_vm_nic_info', 'A NIC of a defined VM; always 1. QEMU 7.2 keeps no traffic counters for user-mode network NICs, so none are exported.'),
+  nicInfo: gauge('vireo_vm_nic_info', 'A NIC of a defined VM; always 1. Traffic counters exist for NICs on Vireo networks (tap devices) only. Label counters="none": a NIC on the user-mode network has none (QEMU keeps none), so no network I/O series exist for it.'),
+  nicReceiveBytes: counter('vireo_vm_network_receive_bytes_total', 'Bytes the guest received on a NIC on a Vireo network (its tap\'s transmit counter).'),
+  nicTransmitBytes: counter('vireo_vm_network_transmit_bytes_total', 'Bytes the guest sent on a NIC on a Vireo network (its tap\'s receive counter).'),
+  nicReceivePackets: counter('vireo_vm_network_receive_packets_total', 'Packets the guest received on a NIC on a Vireo network.'),
+  nicTransmitPackets: counter('vireo_vm_network_transmit_packets_total', 'Packets the guest sent on a NIC on a Vireo network.'),
+  nicReceiveDrops: counter('vireo_vm_network_receive_drops_total', 'Packets for the guest that its tap dropped (the guest did not take them in time).'),
+  nicTransmitDrops: counter('vireo_vm_network_transmit_drops_total', 'Packets from the guest that its tap dropped.'),
   vmStartTime: gauge('vireo_vm_start_time_seconds', 'When Vireo started the VM\'s QEMU, in seconds since the Unix epoch.'),
   processCpu: counter('vireo_vm_process_cpu_seconds_total', 'Host CPU time used by the VM\'s whole QEMU process (vCPUs, device emulation, I/O), user plus system.'),
   hostRss: gauge('vireo_vm_host_rss_bytes', 'Resident memory of the VM\'s QEMU process on the host.'),
@@ -303,6 +311,8 @@ interface RunningFacts {
   qmp?: QmpFacts;
   /** Host CPU seconds of each vCPU thread, by cpu-index. */
   vcpuSeconds?: Map<number, number>;
+  /** Tap counters of NICs on Vireo networks, by NIC index. */
+  nicStats?: Map<number, NonNullable<Awaited<ReturnType<typeof linkStatistics>>>>;
   cgroup?: CgroupUsage;
 }
 
@@ -335,6 +345,11 @@ async function readVm(paths: VireoPaths, def: VmDefinition, options: MetricsOpti
   } catch {
     // The process ended a moment ago; the QMP attempt below settles what to report.
   }
+  for (const [index, nic] of def.nics.entries()) {
+    if (nic.network === 'user') continue;
+    const stats = await linkStatistics(tapName(def.uuid, index));
+    if (stats) (running.nicStats ??= new Map()).set(index, stats);
+  }
   running.cgroup = await (await VmCgroup.of(def.name)).usage().catch(() => ({}));
   if (options.knownUnresponsive?.(def.name)) return { def, state: 'unresponsive', scrapeError: true, running };
   try {
@@ -366,7 +381,8 @@ function addVm(out: Exposition, snapshot: VmSnapshot): void {
     if (!disk.limits) continue;
     for (const [kind, value] of Object.entries(throttleLimits(disk.limits))) out.add(METRICS.diskLimit, { ...vm, disk: disk.id, volume: disk.volume, limit: kind }, value);
   }
-  def.nics.forEach((nic) => out.add(METRICS.nicInfo, { ...vm, nic: nic.id, model: nic.model, mac: nic.mac, network: nic.network }, 1));
+  // Said in the output itself, so nobody looks for network I/O series that cannot exist.
+  def.nics.forEach((nic) => out.add(METRICS.nicInfo, { ...vm, nic: nic.id, model: nic.model, mac: nic.mac, network: nic.network, ...(nic.network === 'user' ? { counters: 'none' } : {}) }, 1));
   if (!running) return;
 
   if (running.startedAt) out.add(METRICS.vmStartTime, vm, Date.parse(running.startedAt) / 1000);
@@ -378,6 +394,15 @@ function addVm(out: Exposition, snapshot: VmSnapshot): void {
     if (running.usage.rssBytes !== undefined) out.add(METRICS.hostRss, vm, running.usage.rssBytes);
   }
   for (const [index, seconds] of running.vcpuSeconds ?? []) out.add(METRICS.vcpuSeconds, { ...vm, vcpu: String(index) }, seconds);
+  for (const [index, stats] of running.nicStats ?? []) {
+    const labels = { ...vm, nic: `nic${index}`, network: def.nics[index]!.network };
+    out.add(METRICS.nicReceiveBytes, labels, stats.txBytes);
+    out.add(METRICS.nicTransmitBytes, labels, stats.rxBytes);
+    out.add(METRICS.nicReceivePackets, labels, stats.txPackets);
+    out.add(METRICS.nicTransmitPackets, labels, stats.rxPackets);
+    out.add(METRICS.nicReceiveDrops, labels, stats.txDropped);
+    out.add(METRICS.nicTransmitDrops, labels, stats.rxDropped);
+  }
 
   const qmp = running.qmp;
   if (!qmp) return;

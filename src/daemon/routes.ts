@@ -8,6 +8,7 @@ import { readFile, stat } from 'node:fs/promises';
 import { z } from 'zod';
 import { invalidArgument } from '../core/errors.js';
 import { checkHost } from '../core/host/check.js';
+import { hostAllocation } from '../core/resources/allocation.js';
 import { buildTinyImage } from '../core/image/tiny.js';
 import { deleteImage, listImages, getImage } from '../core/image/store.js';
 import { Name, VmSpecSchema } from '../core/model/vm.js';
@@ -23,6 +24,7 @@ import { attachDisk, attachNic, detachDisk, detachNic, setVcpus } from '../core/
 import type { RuntimeOptions } from '../core/vm/runtime.js';
 import { readConsoleLogFrom } from '../core/vm/console.js';
 import { migrationRoutes } from './migration-routes.js';
+import { networkRoutes } from './network-routes.js';
 import type { DaemonState } from './state.js';
 import { snapshotRoutes } from './snapshot-routes.js';
 
@@ -145,6 +147,10 @@ export const routes: Route[] = [
   {
     method: 'GET', path: '/host', tag: 'host', summary: 'Host facts and the accelerator VMs will use', status: 200, returns: 'HostReport',
     handler: async () => checkHost(),
+  },
+  {
+    method: 'GET', path: '/host/resources', tag: 'host', summary: 'What the VMs are given (vCPUs, memory, caps, limits, pins) versus what the host has, and overcommit', status: 200, returns: 'HostAllocation',
+    handler: async ({ daemon }) => hostAllocation(daemon.paths),
   },
 
   // VMs
@@ -380,6 +386,7 @@ export const routes: Route[] = [
   },
 
   ...snapshotRoutes,
+  ...networkRoutes,
 
   // Operations
   {

@@ -30,6 +30,7 @@ import { MigrationService } from './migration.js';
 import { collectMetrics, enableBalloonStats } from './metrics.js';
 import { buildOpenApi } from './openapi.js';
 import { OperationManager } from './operations.js';
+import { NetworkSupervisor } from './network-supervisor.js';
 import { recoveryHandlers } from './recovery.js';
 import { errorReply, frameworkError, sendHttpError, toHttpError } from './http-errors.js';
 import { routes, type Route, type RouteReply } from './routes.js';
@@ -333,6 +334,9 @@ export async function startDaemon(options: DaemonOptions): Promise<Daemon> {
   const state: DaemonState = { paths, version: options.version, events, operations, watcher, consoles, migrations, hostFiles };
   await migrations.start();
   await watcher.start();
+  // Networks before the API: a VM start through it finds its bridge there.
+  const networks = new NetworkSupervisor(paths, events, (line) => process.stderr.write(`vireod: ${line}\n`));
+  await networks.start();
   // Read every qcow2 header once now, in the background (qemu-img is rate-limited), so deletions find backing users by stat alone.
   void warmBackingIndex(paths).catch((error: unknown) => options.log?.(`could not index backing files: ${describeCause(error)}`));
 
@@ -361,6 +365,7 @@ export async function startDaemon(options: DaemonOptions): Promise<Daemon> {
       socketPath,
       ...(tcpPort !== undefined ? { tcpPort } : {}),
       close: async () => {
+        networks.close();
         // Long-lived connections first, each with a proper end: event streams get a final
         // event, WebSockets (consoles and any other) close with 1001 "going away".
         for (const stream of [...longLived.streams]) stream.end();
@@ -376,6 +381,7 @@ export async function startDaemon(options: DaemonOptions): Promise<Daemon> {
       },
     };
   } catch (error) {
+    networks.close();
     await migrations.close();
     await watcher.close();
     await Promise.all(apps.map((app) => app.close().catch(() => {})));

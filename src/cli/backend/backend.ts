@@ -13,6 +13,7 @@ import type { SerialConsole } from '../../core/vm/console.js';
 import type { StartResult } from '../../core/vm/lifecycle.js';
 import type { SetResult, VmSettingsInput } from '../../core/resources/live.js';
 import type { DeviceChange, DiskAttachInput, NicAttachInput } from '../../core/devices/hotplug.js';
+import type { HostAllocation } from '../../core/resources/allocation.js';
 import type { NewDisk, VmInfo } from '../../core/vm/manage.js';
 import type { RevertResult, SnapshotResult, SnapshotView, DiskCheck } from '../../core/snapshot/snapshots.js';
 import type { TransferFormat } from '../../core/storage/qemu-img.js';
@@ -98,6 +99,8 @@ export interface Backend {
   deleteImage(name: string): Promise<void>;
 
   checkHost(): Promise<HostReport>;
+  /** What the VMs are given versus what the host has, and overcommit. */
+  hostAllocation(): Promise<HostAllocation>;
 
   /** Lets go of connections so the process can exit. */
   close(): void;

@@ -7,6 +7,7 @@
  */
 import type { SetResult } from '../../core/resources/live.js';
 import type { DeviceChange } from '../../core/devices/hotplug.js';
+import type { HostAllocation } from '../../core/resources/allocation.js';
 import type { ApiClient, Operation } from '../../client/api-client.js';
 import { VireoError, invalidArgument } from '../../core/errors.js';
 import type { HostReport } from '../../core/host/check.js';
@@ -132,6 +133,7 @@ export function daemonBackend(api: ApiClient): Backend {
     deleteImage: async (name) => void (await api.request('DELETE', path`/images/${name}`)),
 
     checkHost: () => api.request<HostReport>('GET', '/host'),
+    hostAllocation: () => api.request<HostAllocation>('GET', '/host/resources'),
     close: () => {},
   };
 }

@@ -94,6 +94,7 @@ export function localBackend(paths: VireoPaths): Backend {
     deleteImage: async (name) => (await images()).deleteImage(paths, name, { usedBy: async (image) => (await definitions()).vmsUsingImage(paths, image) }),
 
     checkHost: async () => (await import('../../core/host/check.js')).checkHost(),
+    hostAllocation: async () => (await import('../../core/resources/allocation.js')).hostAllocation(paths),
     close: () => {},
   };
 }

@@ -18,6 +18,23 @@ export function hostCommand(cli: CliContext): Command {
       if (!report.canRunVms) process.exitCode = 7;
     });
 
+  host.command('resources')
+    .description('what the VMs are given (vCPUs, memory, caps, limits, pins) versus what the host has, and overcommit')
+    .option('--json', 'print as JSON')
+    .action(async (flags: { json?: boolean }) => {
+      const report = await (await cli.backend()).hostAllocation();
+      if (flags.json) return printJson(report);
+      const line = (label: string, a: typeof report.running) =>
+        `${label}: ${a.vms} VM(s), ${a.vcpus} vCPUs of ${report.host.cpus} host CPUs (overcommit ${a.cpuOvercommit}x, caps ${a.cpuCapCores} cores), ` +
+        `${a.memoryMiB} MiB of ${report.host.memoryMiB} MiB memory (overcommit ${a.memoryOvercommit}x, limits ${a.memoryLimitsMiB} MiB)`;
+      process.stdout.write(`${line('running', report.running)}
+${line('defined', report.defined)}
+`);
+      const pins = Object.entries(report.pinnedVcpus);
+      if (pins.length > 0) process.stdout.write(`pinned vCPUs per host CPU: ${pins.map(([cpu, count]) => `${cpu}: ${count}`).join(', ')}
+`);
+    });
+
   host.command('setup')
     .description('install what is missing (QEMU, qemu-img, firmware...) with the package manager')
     .action(async () => {

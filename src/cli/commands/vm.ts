@@ -35,6 +35,7 @@ interface SpecFlags {
   forward?: string[];
   nicModel?: string;
   nic?: boolean;
+  network?: string[];
   vnc?: string;
 }
 
@@ -57,6 +58,7 @@ function addSpecOptions(command: Command): Command {
     .option('--forward <[addr:]host:guest[/udp]>', 'forward a host port to the guest on the user network (repeatable; "none" drops existing ones)', collect)
     .addOption(new Option('--nic-model <model>', 'model of the NIC').choices(['virtio', 'e1000', 'e1000e', 'rtl8139']))
     .option('--no-nic', 'no network card')
+    .option('--network <name[=ip]>', "a NIC on this network ('user' for user-mode), optionally with a fixed address; repeatable, replaces the NICs", collect)
     .option('--vnc <display>', 'VNC display number (port 5900+N on 127.0.0.1)');
 }
 
@@ -132,10 +134,17 @@ function applySpecFlags(base: Spec, flags: SpecFlags): Spec {
   spec.boot = boot;
   const disks = [...((spec.disks as Spec[] | undefined) ?? [])];
   for (const volume of flags.attach ?? []) disks.push({ volume });
-  for (const volume of flags.cdrom ?? []) disks.push({ volume, media: 'cdrom', ...(spec.machine === 'pc' ? { bus: 'ide' } : {}) });
+  // The bus follows the machine type (virtio-scsi on q35, IDE on pc): see docs/vm-spec.md.
+  for (const volume of flags.cdrom ?? []) disks.push({ volume, media: 'cdrom' });
   spec.disks = disks;
   if (flags.nic === false) spec.nics = [];
-  else if (flags.nicModel !== undefined || flags.forward !== undefined) {
+  else if (flags.network !== undefined) {
+    spec.nics = flags.network.map((entry) => {
+      const [network, ip] = entry.split('=', 2);
+      return { network, ...(ip ? { ip } : {}), ...(flags.nicModel !== undefined ? { model: flags.nicModel } : {}) };
+    });
+    if (flags.forward !== undefined) throw invalidArgument('--forward', 'forwards go with the user network; on a Vireo network use: vireo network forward add');
+  } else if (flags.nicModel !== undefined || flags.forward !== undefined) {
     const nics = [...((spec.nics as Spec[] | undefined) ?? [{}])];
     const first = { ...(nics[0] ?? {}) };
     if (flags.nicModel !== undefined) first.model = flags.nicModel;
@@ -188,8 +197,8 @@ export function vmCommand(cli: CliContext): Command {
       const vms = await (await cli.backend()).listVms();
       if (flags.json) return printJson(vms);
       printTable(
-        ['NAME', 'STATE', 'VCPUS', 'MEMORY', 'ACCEL', 'UPTIME'],
-        vms.map(({ definition, runtime }) => [
+        ['NAME', 'STATE', 'VCPUS', 'MEMORY', 'ACCEL', 'UPTIME', 'ADDRESSES'],
+        vms.map(({ definition, runtime, addresses }) => [
           definition.name,
           // A template never runs; saying so beats a plain 'stopped'.
           definition.template ? 'template' : runtime.state,
@@ -197,6 +206,8 @@ export function vmCommand(cli: CliContext): Command {
           formatSize(definition.memory * MiB),
           runtime.accel ?? definition.accelerator,
           uptime(runtime.startedAt),
+          // Leased addresses on Vireo networks, as network=ip; user-mode NICs have no address of their own to show.
+          (addresses ?? []).filter((entry) => entry.ip).map((entry) => `${entry.network}=${entry.ip}`).join(',') || '-',
         ]),
       );
     });

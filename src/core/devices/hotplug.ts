@@ -45,7 +45,7 @@ function freePort(def: VmDefinition, field: string): string | undefined {
   if (def.machine !== 'q35') return undefined;
   const used = new Set([...def.disks, ...def.nics].map((device) => device.port).filter(Boolean));
   for (let port = 0; port < hotplugPorts(def); port++) if (!used.has(`hp${port}`)) return `hp${port}`;
-  throw new VireoError('invalid_state', `${field}: all ${hotplugPorts(def)} hotplug ports of VM '${def.name}' are taken; raise hotplug.pciPorts (takes effect at the next start) or detach a device attached live`, { field: 'hotplug.pciPorts' });
+  throw new VireoError('invalid_state', `hotplug.pciPorts: ${field}: all ${hotplugPorts(def)} hotplug ports of VM '${def.name}' are taken; raise hotplug.pciPorts (takes effect at the next start) or detach a device attached live`, { field: 'hotplug.pciPorts' });
 }
 
 /** The disk that firmware boots: the first in boot order, when the VM does not boot a kernel directly. */

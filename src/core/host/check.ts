@@ -137,6 +137,19 @@ export function buildHostReport(facts: HostFacts): HostReport {
     packages.forEach(need);
   }
 
+  if (facts.networkTools) {
+    const lacking = facts.networkTools.filter((tool) => !tool.path);
+    if (lacking.length === 0) add('network', 'Networks (bridges, DHCP/DNS, NAT)', 'ok', facts.networkTools.map((tool) => tool.name).join(', '));
+    else {
+      const packages = [...new Set(lacking.map((tool) => tool.debianPackage))];
+      add('network', 'Networks (bridges, DHCP/DNS, NAT)', 'warn', `missing ${lacking.map((tool) => tool.name).join(', ')} (package ${packages.join(', ')}); needed for vireo network`);
+      packages.forEach(need);
+    }
+  }
+  if (facts.forwardDrop && facts.forwardDrop.length > 0) {
+    add('forward-policy', 'Forwarding policy', 'warn', `${facts.forwardDrop.join('; ')} drop${facts.forwardDrop.length === 1 ? 's' : ''} forwarded traffic by default (Docker or firewalld?): NAT and port forwards of Vireo networks need those chains to accept the network bridges`);
+  }
+
   let accelerator: HostReport['accelerator'];
   try {
     const choice = chooseAccelerator('auto', facts);

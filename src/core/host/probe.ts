@@ -402,6 +402,34 @@ export async function probeTools(pathEnv?: string, tools: readonly { name: strin
   );
 }
 
+/** What networks need: iproute2 for bridges and taps, dnsmasq for DHCP/DNS, nftables for NAT, forwards and filtering. */
+export const NETWORK_TOOLS: readonly { name: string; debianPackage: string }[] = [
+  { name: 'ip', debianPackage: 'iproute2' },
+  { name: 'bridge', debianPackage: 'iproute2' },
+  { name: 'dnsmasq', debianPackage: 'dnsmasq-base' },
+  { name: 'nft', debianPackage: 'nftables' },
+];
+
+/**
+ * Chains of other tables (Docker, firewalld, the host's own) hooked on
+ * forward with a drop policy: they drop routed guest traffic (NAT, port
+ * forwards) whatever Vireo's own table accepts, since every base chain on a
+ * hook must accept a packet for it to pass.
+ */
+export async function probeForwardDrop(run: CommandRunner = runCommand): Promise<string[] | undefined> {
+  const result = await run('nft', ['-j', 'list', 'chains']);
+  if (result.code !== 0) return undefined;
+  try {
+    const parsed = JSON.parse(result.stdout) as { nftables?: { chain?: { family: string; table: string; name: string; hook?: string; policy?: string } }[] };
+    return (parsed.nftables ?? [])
+      .map((entry) => entry.chain)
+      .filter((chain): chain is NonNullable<typeof chain> => chain !== undefined && chain.hook === 'forward' && chain.policy === 'drop' && chain.table !== 'vireo')
+      .map((chain) => `${chain.family} ${chain.table} ${chain.name}`);
+  } catch {
+    return undefined;
+  }
+}
+
 /* --------------------------------- all ---------------------------------- */
 
 export interface HostFacts {
@@ -412,6 +440,10 @@ export interface HostFacts {
   qemu: QemuFacts;
   firmware: FirmwareFacts;
   tools: ToolFacts[];
+  /** Tools networks need (absent in facts made by hand, e.g. in tests). */
+  networkTools?: ToolFacts[];
+  /** Forward-hook chains of other tables whose policy drops (see probeForwardDrop); undefined when nft could not tell. */
+  forwardDrop?: string[];
 }
 
 export interface HostProbeOptions {
@@ -425,12 +457,14 @@ export interface HostProbeOptions {
 /** Runs every probe (concurrently: the QEMU queries dominate and are independent). */
 export async function probeHost(options: HostProbeOptions = {}): Promise<HostFacts> {
   const arch = options.arch ?? process.arch;
-  const [cpu, kvmDevice, qemu, firmware, tools] = await Promise.all([
+  const [cpu, kvmDevice, qemu, firmware, tools, networkTools, forwardDrop] = await Promise.all([
     probeCpu(options.cpuinfoPath),
     probeKvmDevice(options.kvmPath),
     probeQemu({ ...(options.pathEnv !== undefined ? { pathEnv: options.pathEnv } : {}), ...(options.run ? { run: options.run } : {}) }),
     probeFirmware(),
     probeTools(options.pathEnv),
+    probeTools(options.pathEnv, NETWORK_TOOLS),
+    probeForwardDrop(options.run),
   ]);
-  return { arch, cpu, kvmDevice, kvm: assessKvm(cpu, kvmDevice, arch), qemu, firmware, tools };
+  return { arch, cpu, kvmDevice, kvm: assessKvm(cpu, kvmDevice, arch), qemu, firmware, tools, networkTools, ...(forwardDrop ? { forwardDrop } : {}) };
 }

@@ -58,12 +58,15 @@ function options(run: CommandRunner, overrides: Partial<SetupOptions> = {}): Set
   };
 }
 
+/** What networks need (installed in most cases below, so they show what else is missing). */
+const NETWORK_PACKAGES = ['iproute2', 'dnsmasq-base', 'nftables'];
+
 test('computes the missing packages with dpkg-query and installs exactly those, after one apt-get update', async () => {
-  const debian = fakeDebian(['qemu-system-x86', 'seabios', 'gzip', 'openssl']);
+  const debian = fakeDebian(['qemu-system-x86', 'seabios', 'gzip', 'openssl', ...NETWORK_PACKAGES]);
   const opts = options(debian.run);
   const result = await setupHost(opts);
   assert.deepEqual(result.installed, ['qemu-utils', 'ovmf', 'cpio']);
-  assert.deepEqual(result.alreadyPresent, ['qemu-system-x86', 'seabios', 'gzip', 'openssl']);
+  assert.deepEqual(result.alreadyPresent, ['qemu-system-x86', 'seabios', 'gzip', 'openssl', ...NETWORK_PACKAGES]);
   assert.equal(result.updatedPackageLists, true);
 
   const queries = debian.calls.filter((call) => call.command === 'dpkg-query').slice(0, HOST_PACKAGES.length);
@@ -83,7 +86,7 @@ test('computes the missing packages with dpkg-query and installs exactly those, 
 });
 
 test('a package left as config-files counts as missing', async () => {
-  const debian = fakeDebian(['qemu-system-x86', 'qemu-utils', 'seabios', 'cpio', 'gzip', 'openssl', 'ovmf:removed']);
+  const debian = fakeDebian(['qemu-system-x86', 'qemu-utils', 'seabios', 'cpio', 'gzip', 'openssl', ...NETWORK_PACKAGES, 'ovmf:removed']);
   const result = await setupHost(options(debian.run));
   assert.deepEqual(result.installed, ['ovmf']);
 });
@@ -135,14 +138,14 @@ test('apt-get install failing is a command_failed error carrying apt\'s message'
 });
 
 test('apt-get update failing is a note, and the install is still tried', async () => {
-  const debian = fakeDebian(['qemu-system-x86', 'qemu-utils', 'ovmf', 'seabios', 'gzip', 'openssl'], { updateFails: true });
+  const debian = fakeDebian(['qemu-system-x86', 'qemu-utils', 'ovmf', 'seabios', 'gzip', 'openssl', ...NETWORK_PACKAGES], { updateFails: true });
   const result = await setupHost(options(debian.run));
   assert.deepEqual(result.installed, ['cpio']);
   assert.match(result.notes[0] ?? '', /apt-get update failed \(exit 100: E: Failed to fetch/);
 });
 
 test('a package still missing after a successful install is reported', async () => {
-  const debian = fakeDebian(['qemu-system-x86', 'qemu-utils', 'ovmf', 'seabios', 'gzip', 'openssl'], { installDoesNothing: true });
+  const debian = fakeDebian(['qemu-system-x86', 'qemu-utils', 'ovmf', 'seabios', 'gzip', 'openssl', ...NETWORK_PACKAGES], { installDoesNothing: true });
   await assert.rejects(setupHost(options(debian.run)), (error: unknown) => isVireoError(error, 'command_failed') && /cpio is still not installed/.test(error.message));
 });
 

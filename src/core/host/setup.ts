@@ -22,8 +22,8 @@ import { VireoError } from '../errors.js';
 import { resetHostFactsCache } from './check.js';
 import { findInPath, runCommand, type CommandResult, type CommandRunner } from './probe.js';
 
-/** Debian packages Vireo needs: QEMU, qemu-img, UEFI and BIOS firmware, the image build's archivers, and openssl for the daemon's TLS certificate. */
-export const HOST_PACKAGES: readonly string[] = ['qemu-system-x86', 'qemu-utils', 'ovmf', 'seabios', 'cpio', 'gzip', 'openssl'];
+/** Debian packages Vireo needs: QEMU, qemu-img, UEFI and BIOS firmware, the image build's archivers, openssl for the daemon's TLS certificate, and iproute2, dnsmasq and nftables for networks. */
+export const HOST_PACKAGES: readonly string[] = ['qemu-system-x86', 'qemu-utils', 'ovmf', 'seabios', 'cpio', 'gzip', 'openssl', 'iproute2', 'dnsmasq-base', 'nftables'];
 
 /** A fresh cloud VM often runs unattended-upgrades at boot; waiting for its dpkg lock beats failing at once. */
 const APT_LOCK_WAIT = ['-o', 'DPkg::Lock::Timeout=300'] as const;
@@ -51,7 +51,7 @@ export interface SetupResult {
 }
 
 const MANUAL_LIST =
-  'qemu-system-x86_64 and qemu-img (QEMU 7.2 or newer), OVMF UEFI firmware with separate OVMF_CODE/OVMF_VARS files, SeaBIOS, cpio and gzip ' +
+  'qemu-system-x86_64 and qemu-img (QEMU 7.2 or newer), OVMF UEFI firmware with separate OVMF_CODE/OVMF_VARS files, SeaBIOS, cpio and gzip, iproute2, dnsmasq and nftables ' +
   '(building the tiny image also needs dpkg-deb and apt-get; the daemon\'s TLS listener needs openssl)';
 
 export async function setupHost(options: SetupOptions = {}): Promise<SetupResult> {

@@ -103,6 +103,8 @@ const MODULES: readonly { name: string; required: boolean }[] = [
   { name: 'virtio_blk', required: true },
   { name: 'sd_mod', required: false },
   { name: 'virtio_scsi', required: false },
+  // CD-ROMs (on virtio-scsi, Vireo's default CD-ROM bus on q35) show as /dev/sr0.
+  { name: 'sr_mod', required: false },
   { name: 'virtio_net', required: true },
   { name: 'virtio_rng', required: false },
   { name: 'virtio_balloon', required: false },

@@ -20,7 +20,7 @@ import { blockExportAddNbd, migrateIncoming, nbdServerStart, nbdServerStop, quer
 import type { Reverter } from '../revert.js';
 import { createVolume, deleteVolume, getVolume } from '../storage/volumes.js';
 import { deleteDefinition, reserveVmDirectory, saveDefinition, vmExists } from '../vm/definitions.js';
-import { launchContext } from '../vm/lifecycle.js';
+import { launchContext, prepareNetworks } from '../vm/lifecycle.js';
 import { syncGuestClock } from '../vm/guest-agent.js';
 import { launchDaemonized, waitForExit } from '../vm/process.js';
 import { cleanRunDirectory, livePid, prepareRunDirectory, writeRuntimeRecord } from '../vm/runtime.js';
@@ -176,13 +176,16 @@ export async function prepareIncoming(paths: VireoPaths, request: IncomingReques
   const { context, qemuBinary } = await launchContext(paths, def);
   await prepareRunDirectory(paths, def.name);
   reverter.add(() => cleanRunDirectory(paths, def.name));
-  await launchDaemonized(qemuBinary, buildQemuArgv(def, { ...context, incoming: 'defer' }));
+  // NICs on Vireo networks: the same network must exist here (for an overlay, the same VXLAN segment).
+  const nics = await prepareNetworks(paths, def);
+  await launchDaemonized(qemuBinary, buildQemuArgv(def, { ...context, incoming: 'defer', ...(nics ? { taps: nics.taps } : {}) }));
   const pid = await livePid(paths, def);
   if (pid === undefined) throw new VireoError('qemu_failed', 'the destination QEMU exited right after starting');
   reverter.add(async () => {
     process.kill(pid, 'SIGKILL');
     await waitForExit(pid, 10_000);
   });
+  await nics?.attach();
   await writeRuntimeRecord(paths, def.name, { pid, accel: context.accel, startedAt: new Date().toISOString() });
   const client = await QmpClient.connect(vmPaths(paths, def.name).qmpSocket, { timeoutMs: 10_000 });
   try {

@@ -39,11 +39,15 @@ test('sizes and topology are normalized', () => {
   assert.deepEqual(parseVmSpec({ name: 'a', cpus: { count: 8, sockets: 2, threads: 2 } }).cpus, { count: 8, sockets: 2, cores: 2, threads: 2 });
 });
 
-test('disks default to virtio, CD-ROMs to SATA and read-only', () => {
+test('disks default to virtio; CD-ROMs to virtio-scsi on q35, IDE on pc, and read-only', () => {
   const spec = parseVmSpec({ name: 'a', disks: [{ volume: 'root' }, { volume: 'iso', media: 'cdrom' }] });
   assert.equal(spec.disks[0]!.bus, 'virtio');
-  assert.equal(spec.disks[1]!.bus, 'sata');
+  assert.equal(spec.disks[1]!.bus, 'scsi');
   assert.equal(spec.disks[1]!.readOnly, true);
+  const pc = parseVmSpec({ name: 'a', machine: 'pc', disks: [{ volume: 'iso', media: 'cdrom' }] });
+  assert.equal(pc.disks[0]!.bus, 'ide');
+  const explicit = parseVmSpec({ name: 'a', disks: [{ volume: 'iso', media: 'cdrom', bus: 'sata' }] });
+  assert.equal(explicit.disks[0]!.bus, 'sata');
 });
 
 test('every bad field is named', () => {

@@ -95,8 +95,8 @@ const Disk = z
   })
   .transform((disk) => ({
     ...disk,
-    // A CD-ROM is on SATA by default (q35 has AHCI built in); disks on virtio.
-    bus: disk.bus ?? (disk.media === 'cdrom' ? ('sata' as const) : ('virtio' as const)),
+    // Disks default to virtio; a CD-ROM's default depends on the machine type (see VmSpecSchema).
+    bus: disk.bus ?? (disk.media === 'cdrom' ? undefined : ('virtio' as const)),
     readOnly: disk.media === 'cdrom' ? true : disk.readOnly,
   }))
   .refine((disk) => !(disk.media === 'cdrom' && disk.bus === 'virtio'), {
@@ -123,7 +123,13 @@ const Nic = z.strictObject({
   /** The hotplug port a NIC attached live sits on (set by Vireo). */
   port: z.string().regex(/^hp\d{1,2}$/, "must be a hotplug port id such as 'hp0' (Vireo sets it)").optional(),
   model: z.enum(NIC_MODELS).default('virtio'),
-  network: z.literal('user').default('user'),
+  /** 'user': QEMU user-mode networking; otherwise a Vireo network (`vireo network list`), whose name is an interface name. */
+  network: z
+    .string()
+    .regex(/^(user|[a-z][a-z0-9-]{0,14})$/, "must be 'user' or the name of a network (vireo network list)")
+    .default('user'),
+  /** A fixed address on the network (a DHCP reservation by MAC); absent: Vireo picks one from the DHCP range. */
+  ip: z.string().regex(IPV4_PATTERN, 'must be an IPv4 address').optional(),
   mac: z
     .string()
     .transform((mac) => mac.toLowerCase())
@@ -204,7 +210,19 @@ export const VmSpecSchema = z.strictObject({
 
 export type VmSpecInput = z.input<typeof VmSpecSchema>;
 export type PortForwardInput = z.input<typeof PortForward>;
-export type VmSpec = z.output<typeof VmSpecSchema>;
+type ParsedSpec = z.output<typeof VmSpecSchema>;
+/** A validated spec with every default applied (a CD-ROM's bus too, which depends on the machine type). */
+export type VmSpec = Omit<ParsedSpec, 'disks'> & { disks: (ParsedSpec['disks'][number] & { bus: (typeof DISK_BUSES)[number] })[] };
+
+/**
+ * A CD-ROM's default bus is one the guests Vireo builds and common cloud
+ * kernels see: virtio-scsi on q35 (Debian's cloud kernel has no AHCI
+ * driver, so a SATA CD-ROM is invisible there), IDE on pc (built into the
+ * machine; ata_piix is in every kernel).
+ */
+function withDefaultBuses(spec: ParsedSpec): VmSpec {
+  return { ...spec, disks: spec.disks.map((disk) => ({ ...disk, bus: disk.bus ?? (spec.machine === 'pc' ? ('ide' as const) : ('scsi' as const)) })) };
+}
 export type DiskSpec = VmSpec['disks'][number];
 export type NicSpec = VmSpec['nics'][number];
 export type CpuSpec = VmSpec['cpus'];
@@ -224,8 +242,9 @@ export interface VmDefinition extends VmSpec {
 export function parseVmSpec(input: unknown): VmSpec {
   const result = VmSpecSchema.safeParse(input);
   if (result.success) {
-    checkSpecConsistency(result.data);
-    return result.data;
+    const spec = withDefaultBuses(result.data);
+    checkSpecConsistency(spec);
+    return spec;
   }
   throw zodToError(result.error);
 }
@@ -298,6 +317,12 @@ function checkSpecConsistency(spec: VmSpec): void {
     if (nic.mac) {
       if (macs.has(nic.mac)) throw invalidArgument(`nics.${index}.mac`, `MAC address ${nic.mac} is used twice`);
       macs.add(nic.mac);
+    }
+    if (nic.network === 'user' && nic.ip !== undefined) {
+      throw invalidArgument(`nics.${index}.ip`, "a fixed address needs a Vireo network (user-mode networking gives 10.0.2.15)");
+    }
+    if (nic.network !== 'user' && nic.forwards.length > 0) {
+      throw invalidArgument(`nics.${index}.forwards`, `forwards on a Vireo network are the network's (vireo network forward add ${nic.network} ...)`);
     }
     nic.forwards.forEach((forward, forwardIndex) => {
       const key = `${forward.protocol}:${forward.hostAddress}:${forward.hostPort}`;

@@ -31,6 +31,8 @@ export interface LaunchContext {
   daemonize: boolean;
   /** Wait for an incoming live migration, whose address is given later over QMP (migrate-incoming). */
   incoming?: 'defer';
+  /** Tap device names for NICs on Vireo networks, by NIC index (QEMU makes the tap; Vireo puts it on the bridge). */
+  taps?: Record<number, string>;
 }
 
 type Json = Record<string, unknown>;
@@ -136,7 +138,7 @@ export function buildQemuArgv(def: VmDefinition, ctx: LaunchContext): string[] {
   });
 
   def.nics.forEach((nic, index) => {
-    push('-netdev', json(nicNetdev(nic)));
+    push('-netdev', json(nicNetdev(nic, ctx.taps?.[index])));
     const device: Json = nicDevice(nic);
     const boot = bootIndex.nics[index];
     if (boot !== undefined) device.bootindex = boot;
@@ -191,7 +193,12 @@ export function nicDevice(nic: NicSpec & { id: string; mac: string }): Json {
 }
 
 /** The NIC's user-mode network backend (also what a live attach hands to netdev_add). */
-export function nicNetdev(nic: NicSpec & { id: string }): Json {
+/** A NIC's backend: user-mode networking, or on a Vireo network the tap QEMU makes by name (no scripts; Vireo bridges it). */
+export function nicNetdev(nic: NicSpec & { id: string }, tap?: string): Json {
+  if (nic.network !== 'user') {
+    if (!tap) throw new Error(`NIC ${nic.id} is on network '${nic.network}' but was given no tap`);
+    return { type: 'tap', id: nicNames(nic.id).netdev, ifname: tap, script: 'no', downscript: 'no' };
+  }
   const netdev: Json = { type: 'user', id: nicNames(nic.id).netdev };
   if (nic.forwards.length > 0) {
     netdev.hostfwd = nic.forwards.map((forward) => ({ str: `${forward.protocol}:${forward.hostAddress}:${forward.hostPort}-:${forward.guestPort}` }));

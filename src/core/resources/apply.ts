@@ -13,7 +13,7 @@ import type { QmpClient } from '../qmp/client.js';
 import { queryCpusFast } from '../qmp/commands.js';
 import { balloon, qomSet } from '../qmp/resources.js';
 import type { Reverter } from '../revert.js';
-import { VmCgroup, settingsOf } from './cgroups.js';
+import { VmCgroup, settingsOf, sweepStaleGroups } from './cgroups.js';
 import { hostCapacity } from './host.js';
 import { applyPinning } from './pinning.js';
 import { throttleLimits } from './spec.js';
@@ -28,8 +28,9 @@ export async function applyAtStart(def: VmDefinition, client: QmpClient, pid: nu
   const group = await VmCgroup.of(def.name);
   const settings = settingsOf(def.resources);
   const wanted = Object.values(settings).some((value) => value !== undefined);
-  // A group left by a QEMU that died with Vireo is replaced.
+  // A group left by a QEMU that died unwatched is replaced; others' leftovers are swept.
   await group.remove().catch(() => undefined);
+  await sweepStaleGroups(group.layout).catch(() => undefined);
   try {
     reverter.add(() => group.remove());
     await group.create(pid, settings);

@@ -15,7 +15,7 @@
  * in the tree (under /vireo), which systemd tolerates for paths it does not
  * manage; a transient scope through systemd's D-Bus API is not done (yet).
  */
-import { access, mkdir, readFile, readdir, rmdir, writeFile } from 'node:fs/promises';
+import { access, mkdir, readFile, readdir, rmdir, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { VireoError } from '../errors.js';
 import { MiB } from '../model/units.js';
@@ -343,4 +343,30 @@ export function settingsOf(resources: { cpu?: { limit?: number | undefined; weig
 export async function releaseVmGroups(name: string): Promise<void> {
   const group = await VmCgroup.of(name);
   if (await group.exists()) await group.remove();
+}
+
+/**
+ * Removes VM groups that hold no process and were made over a minute ago:
+ * left by a QEMU killed while no Vireo watched (a running VM's group always
+ * holds its QEMU; a group being set up right now is younger than that).
+ */
+export async function sweepStaleGroups(layout: CgroupLayout, minAgeMs = 60_000): Promise<string[]> {
+  const removed: string[] = [];
+  for (const mount of new Set(Object.values(layout.controllers))) {
+    const base = join(mount.root, 'vireo');
+    for (const entry of await readdir(base, { withFileTypes: true }).catch(() => [])) {
+      if (!entry.isDirectory()) continue;
+      const dir = join(base, entry.name);
+      try {
+        const info = await stat(dir);
+        if (Date.now() - info.mtimeMs < minAgeMs) continue;
+        if ((await readFile(join(dir, 'cgroup.procs'), 'utf8')).trim() !== '') continue;
+        await rmdir(dir);
+        removed.push(dir);
+      } catch {
+        // Busy or gone meanwhile: left for the next sweep.
+      }
+    }
+  }
+  return removed;
 }

@@ -130,14 +130,16 @@ export async function startVm(paths: VireoPaths, name: string, options: StartOpt
     return Reverter.run(async (reverter) => {
       await prepareRunDirectory(paths, name);
       reverter.add(() => cleanRunDirectory(paths, name));
+      const nics = await prepareNetworks(paths, def);
       // Whatever fails from here on (a launch that times out, a monitor that never answers), no QEMU is left:
       // it is found by pidfile and by this VM's UUID on its command line, and killed before the runtime files go.
       reverter.add(() => killQemus(def.uuid, pidFile));
       crashPoint('start.before-launch');
-      await launchDaemonized(qemuBinary, buildQemuArgv(def, context), options.launchTimeoutMs ?? 60_000, options.signal);
+      await launchDaemonized(qemuBinary, buildQemuArgv(def, { ...context, ...(nics ? { taps: nics.taps } : {}) }), options.launchTimeoutMs ?? 60_000, options.signal);
       crashPoint('start.launched');
       const pid = await livePid(paths, def);
       if (pid === undefined) throw new VireoError('qemu_failed', 'QEMU exited right after starting');
+      await nics?.attach();
       const client = await QmpClient.connect(vmPaths(paths, name).qmpSocket, { timeoutMs: 10_000 });
       try {
         await writeRuntimeRecord(paths, name, { pid, accel: context.accel, startedAt: new Date().toISOString(), ...(notice ? { notice } : {}) });
@@ -165,6 +167,18 @@ export async function startVm(paths: VireoPaths, name: string, options: StartOpt
     return { ...started, ready };
   }
   return started;
+}
+
+/**
+ * NICs on Vireo networks: addresses reserved and rules in place before QEMU
+ * starts, taps on their bridges once QEMU made them (still paused). Loaded
+ * only for such VMs, so a plain start pays nothing for it.
+ */
+export async function prepareNetworks(paths: VireoPaths, def: VmDefinition): Promise<{ taps: Record<number, string>; attach(): Promise<void> } | undefined> {
+  if (def.nics.every((nic) => nic.network === 'user')) return undefined;
+  const networks = await import('../network/service.js');
+  const taps = await networks.prepareVmNics(paths, def);
+  return { taps, attach: () => networks.attachVmNics(paths, def, taps) };
 }
 
 /** Connects to the VM's main monitor, failing clearly when it is not running. */

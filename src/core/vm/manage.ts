@@ -8,6 +8,7 @@ import { checkCpuModel } from '../host/cpu-models.js';
 import { getImage } from '../image/store.js';
 import { defineVm, parseVmSpec, type VmDefinition, type VmSpec } from '../model/vm.js';
 import { withoutShownFields } from '../model/shown-fields.js';
+import { checkVmNics, vmAddresses, type NicAddress } from '../network/service.js';
 import type { VireoPaths } from '../paths.js';
 import { Reverter } from '../revert.js';
 import { rename } from 'node:fs/promises';
@@ -42,6 +43,7 @@ export interface CreateOptions {
 async function checkReferences(paths: VireoPaths, spec: VmSpec, hostFiles: HostFilePolicy = {}): Promise<void> {
   await checkCpuModel(spec.cpus.model);
   await checkHostFiles(spec, hostFiles);
+  await checkVmNics(paths, spec);
   const boot = spec.boot.kernel;
   if (boot && 'image' in boot) {
     try {
@@ -213,22 +215,32 @@ export async function finishInterruptedDelete(paths: VireoPaths, name: string, i
 export interface VmInfo {
   definition: VmDefinition;
   runtime: VmRuntime;
+  /** NICs on Vireo networks and the address each guest leased (absent when the VM has none). */
+  addresses?: NicAddress[];
   /** A running VM's limits next to its use (one VM's view only, not in lists). */
   resources?: ResourceUsage;
 }
 
-export async function getVm(paths: VireoPaths, name: string, options: RuntimeOptions = {}): Promise<VmInfo> {
-  const definition = await loadDefinition(paths, name);
+async function describe(paths: VireoPaths, definition: VmDefinition, options: RuntimeOptions): Promise<VmInfo> {
   const runtime = await readRuntime(paths, definition, options);
-  if (runtime.pid === undefined || runtime.state === 'unresponsive') return { definition, runtime };
+  if (definition.nics.every((nic) => nic.network === 'user')) return { definition, runtime };
+  const addresses = await vmAddresses(paths, definition);
+  // A lease outlives the guest that took it: a stopped VM holds no address.
+  return { definition, runtime, addresses: runtime.state === 'stopped' ? addresses.map(({ ip: _ip, ...rest }) => rest) : addresses };
+}
+
+export async function getVm(paths: VireoPaths, name: string, options: RuntimeOptions = {}): Promise<VmInfo> {
+  const described = await describe(paths, await loadDefinition(paths, name), options);
+  const { definition, runtime } = described;
+  if (runtime.pid === undefined || runtime.state === 'unresponsive') return described;
   const { resourceUsage } = await import('../resources/view.js');
   // Best effort: a QEMU that exits meanwhile just shows no usage.
   const resources = await resourceUsage(paths, definition, runtime.pid, runtime.accel ?? 'tcg').catch(() => undefined);
-  return { definition, runtime, ...(resources ? { resources } : {}) };
+  return { ...described, ...(resources ? { resources } : {}) };
 }
 
 export async function listVms(paths: VireoPaths, options: RuntimeOptions = {}): Promise<VmInfo[]> {
   const defs = await listDefinitions(paths);
   // Each running VM costs a socket and a pidfile read: a bounded number at a time.
-  return mapLimited(defs, 16, async (definition) => ({ definition, runtime: await readRuntime(paths, definition, options) }));
+  return mapLimited(defs, 16, (definition) => describe(paths, definition, options));
 }

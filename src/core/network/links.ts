@@ -1,0 +1,90 @@
+/**
+ * Network devices through `ip` (iproute2): the network's bridge, its VXLAN
+ * port, and the VMs' taps. Taps are made by QEMU itself (`-netdev tap` with
+ * ifname, as root), so they live exactly as long as the QEMU that holds them
+ * and no stale tap survives a crashed VM; Vireo attaches each one to its
+ * bridge while QEMU is still paused, before the guest runs.
+ */
+import { readFile } from 'node:fs/promises';
+import { VireoError } from '../errors.js';
+import { runCommand } from '../host/probe.js';
+import type { NetworkSpec } from './model.js';
+import { subnetOf } from './model.js';
+
+/** A VM NIC's tap: stable per VM and NIC, at most 15 characters, and the same on every host (migration). */
+export function tapName(uuid: string, nic: number): string {
+  return `vt${uuid.replaceAll('-', '').slice(0, 8)}n${nic}`;
+}
+
+export function vxlanName(vni: number): string {
+  return `vx${vni}`;
+}
+
+async function ip(args: string[]): Promise<void> {
+  const result = await runCommand('ip', args, { timeoutMs: 15_000 });
+  if (result.code !== 0) {
+    throw new VireoError('command_failed', `ip ${args.join(' ')} failed: ${result.stderr.trim() || `exit ${result.code}`}`, { command: 'ip', exitCode: result.code });
+  }
+}
+
+export async function linkExists(name: string): Promise<boolean> {
+  return readFile(`/sys/class/net/${name}/ifindex`, 'utf8').then(() => true, () => false);
+}
+
+/** The bridge a device is a port of, if any. */
+export async function masterOf(name: string): Promise<string | undefined> {
+  const result = await runCommand('ip', ['-j', 'link', 'show', 'dev', name]);
+  if (result.code !== 0) return undefined;
+  const [link] = JSON.parse(result.stdout) as { master?: string }[];
+  return link?.master;
+}
+
+/** Makes the bridge (and its VXLAN port) as the spec says; an existing one is brought in line. */
+export async function ensureBridge(network: NetworkSpec): Promise<{ created: boolean }> {
+  const created = !(await linkExists(network.name));
+  if (created) await ip(['link', 'add', 'name', network.name, 'type', 'bridge', 'stp_state', '0', 'forward_delay', '0']);
+  await ip(['link', 'set', 'dev', network.name, 'mtu', String(network.mtu)]);
+  const prefix = subnetOf(network.subnet).prefix;
+  // replace: idempotent, so a reconcile after a crash or an edit converges.
+  await ip(['addr', 'replace', `${network.address}/${prefix}`, 'dev', network.name]);
+  await ip(['link', 'set', 'dev', network.name, 'up']);
+  if (network.vxlan) {
+    const device = vxlanName(network.vxlan.vni);
+    if (!(await linkExists(device))) {
+      await ip(['link', 'add', device, 'type', 'vxlan', 'id', String(network.vxlan.vni), 'local', network.vxlan.local, 'dstport', String(network.vxlan.port), 'nolearning']);
+    }
+    // Unicast VXLAN: broadcast and unknown destinations go to every remote (head-end replication); the bridge learns the rest.
+    const listed = await runCommand('bridge', ['-j', 'fdb', 'show', 'dev', device]);
+    const present = new Set(listed.code === 0 ? (JSON.parse(listed.stdout || '[]') as { mac: string; dst?: string }[]).filter((entry) => entry.mac === '00:00:00:00:00:00').map((entry) => entry.dst) : []);
+    for (const remote of network.vxlan.remotes.filter((candidate) => !present.has(candidate))) {
+      const result = await runCommand('bridge', ['fdb', 'append', '00:00:00:00:00:00', 'dev', device, 'dst', remote]);
+      if (result.code !== 0) throw new VireoError('command_failed', `bridge fdb append for ${device} failed: ${result.stderr.trim()}`, { command: 'bridge' });
+    }
+    // VXLAN adds 50 bytes of headers: the underlay needs an MTU 50 above the network's (or the network an MTU of 1450).
+    await ip(['link', 'set', 'dev', device, 'mtu', String(network.mtu), 'master', network.name, 'up']);
+  }
+  return { created };
+}
+
+export async function deleteBridge(network: NetworkSpec): Promise<void> {
+  if (network.vxlan && (await linkExists(vxlanName(network.vxlan.vni)))) await ip(['link', 'del', vxlanName(network.vxlan.vni)]);
+  if (await linkExists(network.name)) await ip(['link', 'del', network.name]);
+}
+
+/** Puts a VM's tap on its network's bridge and brings it up. */
+export async function attachTap(tap: string, network: NetworkSpec): Promise<void> {
+  await ip(['link', 'set', 'dev', tap, 'mtu', String(network.mtu), 'master', network.name, 'up']);
+}
+
+/** Real per-NIC counters from the kernel (the host's view: rx is what the guest sent). */
+export async function linkStatistics(name: string): Promise<{ rxBytes: number; txBytes: number; rxPackets: number; txPackets: number; rxDropped: number; txDropped: number } | undefined> {
+  const read = (counter: string) => readFile(`/sys/class/net/${name}/statistics/${counter}`, 'utf8').then((text) => Number(text.trim()));
+  try {
+    const [rxBytes, txBytes, rxPackets, txPackets, rxDropped, txDropped] = await Promise.all(
+      ['rx_bytes', 'tx_bytes', 'rx_packets', 'tx_packets', 'rx_dropped', 'tx_dropped'].map(read),
+    );
+    return { rxBytes: rxBytes!, txBytes: txBytes!, rxPackets: rxPackets!, txPackets: txPackets!, rxDropped: rxDropped!, txDropped: txDropped! };
+  } catch {
+    return undefined;
+  }
+}

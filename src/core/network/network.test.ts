@@ -1,0 +1,191 @@
+/**
+ * Networks, pure parts: the spec's validation (each bad input names its
+ * field), and the dnsmasq and nftables builders pinned by golden files
+ * (UPDATE_GOLDEN=1 rewrites them after an intended change). The golden
+ * ruleset is also handed to the real nft in check mode, inside a network
+ * namespace of the test's own, so it is known to be accepted as written.
+ */
+import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import { readFileSync, writeFileSync } from 'node:fs';
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { test } from 'node:test';
+import { fileURLToPath } from 'node:url';
+import { promisify } from 'node:util';
+import { isVireoError } from '../errors.js';
+import { parseVmSpec } from '../model/vm.js';
+import { buildDnsmasqConfig, buildHostsFile, parseLeases, type Allocation } from './dnsmasq.js';
+import { formatIpv4, overlaps, parseCidr, parseIpv4 } from './ipv4.js';
+import { tapName } from './links.js';
+import { checkAgainstOthers, checkStaticAddress, parseNetworkSpec, type NetworkSpec } from './model.js';
+import { applyRuleset, buildRuleset } from './nft.js';
+import { networkPaths } from './paths.js';
+
+const exec = promisify(execFile);
+const goldenDir = fileURLToPath(new URL('../../../../src/core/network/golden/', import.meta.url));
+
+function golden(name: string, actual: string): void {
+  const file = join(goldenDir, name);
+  if (process.env.UPDATE_GOLDEN === '1') writeFileSync(file, actual);
+  assert.equal(actual, readFileSync(file, 'utf8'), `${name} differs from its golden file`);
+}
+
+function fieldOf(work: () => unknown): string | undefined {
+  try {
+    work();
+  } catch (error) {
+    assert.ok(isVireoError(error), String(error));
+    return error.details.field;
+  }
+  assert.fail('expected an error');
+}
+
+const lan = (): NetworkSpec => parseNetworkSpec({ name: 'lan', subnet: '10.20.0.0/24', dhcpRange: '10.20.0.100-10.20.0.199', forwards: [{ hostPort: 8080, vm: 'web', port: 80 }, { protocol: 'udp', hostAddress: '192.168.1.5', hostPort: 5353, vm: 'web', port: 53 }] });
+const iso = (): NetworkSpec => parseNetworkSpec({ name: 'iso', subnet: '10.30.0.0/24', mode: 'isolated', domain: 'iso.example', mtu: 1400 });
+const allocations: Allocation[] = [
+  { mac: '52:54:00:00:00:11', ip: '10.20.0.100', vm: 'web', nic: 0, uuid: '11111111-2222-4333-8444-555555555555', static: false },
+  { mac: '52:54:00:00:00:12', ip: '10.20.0.10', vm: 'db_1', nic: 0, uuid: '66666666-7777-4888-8999-000000000000', static: true },
+  { mac: '52:54:00:00:00:13', ip: '10.20.0.101', vm: 'db_1', nic: 1, uuid: '66666666-7777-4888-8999-000000000000', static: false },
+];
+
+test('IPv4 arithmetic', () => {
+  assert.equal(parseIpv4('10.20.0.1'), 0x0a140001);
+  assert.equal(parseIpv4('10.20.0.256'), undefined);
+  assert.equal(parseIpv4('010.1.1.1'), undefined);
+  assert.equal(formatIpv4(0xc0a80101), '192.168.1.1');
+  const a = parseCidr('10.20.0.0/24');
+  const b = parseCidr('10.20.0.128/25');
+  const c = parseCidr('10.21.0.0/24');
+  assert.ok(!('error' in a) && !('error' in b) && !('error' in c));
+  assert.ok(overlaps(a, b));
+  assert.ok(!overlaps(a, c));
+  assert.ok('error' in parseCidr('10.20.0.1/24'), 'host bits set');
+  assert.ok('error' in parseCidr('10.20.0.0'), 'no prefix');
+  assert.ok('error' in parseCidr('10.20.0.0/31'), 'too small for hosts');
+});
+
+test('a network spec is normalized: host address, DHCP range and domain by default', () => {
+  const spec = parseNetworkSpec({ name: 'lan', subnet: '10.20.0.0/24' });
+  assert.equal(spec.address, '10.20.0.1');
+  assert.deepEqual(spec.dhcpRange, { start: '10.20.0.2', end: '10.20.0.254' });
+  assert.equal(spec.domain, 'lan.vireo');
+  assert.equal(spec.mode, 'nat');
+  assert.equal(spec.mtu, 1500);
+});
+
+test('each bad network input names its field', () => {
+  const cases: [unknown, string][] = [
+    [{ name: 'lan', subnet: 'banana' }, 'subnet'],
+    [{ name: 'lan', subnet: '10.20.0.0/33' }, 'subnet'],
+    [{ name: 'lan', subnet: '10.20.0.5/24' }, 'subnet'],
+    [{ name: 'sixteen-chars-xx', subnet: '10.20.0.0/24' }, 'name'],
+    [{ name: 'Lan', subnet: '10.20.0.0/24' }, 'name'],
+    [{ name: 'user', subnet: '10.20.0.0/24' }, 'name'],
+    [{ name: 'vt12345678n0', subnet: '10.20.0.0/24' }, 'name'],
+    [{ name: 'lan', subnet: '10.20.0.0/24', address: '10.21.0.1' }, 'address'],
+    [{ name: 'lan', subnet: '10.20.0.0/24', address: '10.20.0.255' }, 'address'],
+    [{ name: 'lan', subnet: '10.20.0.0/24', dhcpRange: '10.20.0.9-10.20.0.2' }, 'dhcpRange'],
+    [{ name: 'lan', subnet: '10.20.0.0/24', dhcpRange: '10.20.0.1-10.20.0.9' }, 'dhcpRange'],
+    [{ name: 'lan', subnet: '10.20.0.0/24', dhcpRange: '10.20.1.1-10.20.1.9' }, 'dhcpRange'],
+    [{ name: 'lan', subnet: '10.20.0.0/24', domain: 'Bad_Domain' }, 'domain'],
+    [{ name: 'lan', subnet: '10.20.0.0/24', mtu: 100 }, 'mtu'],
+    [{ name: 'lan', subnet: '10.20.0.0/24', extra: 1 }, '(spec)'],
+    [{ name: 'lan', subnet: '10.20.0.0/24', forwards: [{ hostPort: 80, vm: 'a', port: 80 }, { hostPort: 80, vm: 'b', port: 81 }] }, 'forwards.1.hostPort'],
+    [{ name: 'lan', subnet: '10.20.0.0/24', vxlan: { vni: 5, local: '192.168.0.1', remotes: ['192.168.0.1'] } }, 'vxlan.remotes'],
+  ];
+  for (const [input, field] of cases) assert.equal(fieldOf(() => parseNetworkSpec(input)), field, JSON.stringify(input));
+});
+
+test('networks on one host: no overlapping subnets, no repeated VNI or forwarded port', () => {
+  const others = [lan()];
+  assert.equal(fieldOf(() => checkAgainstOthers(parseNetworkSpec({ name: 'lan2', subnet: '10.20.0.128/25' }), others)), 'subnet');
+  assert.equal(fieldOf(() => checkAgainstOthers(parseNetworkSpec({ name: 'big', subnet: '10.0.0.0/8' }), others)), 'subnet');
+  checkAgainstOthers(parseNetworkSpec({ name: 'lan2', subnet: '10.21.0.0/24' }), others);
+  assert.equal(fieldOf(() => checkAgainstOthers(parseNetworkSpec({ name: 'lan2', subnet: '10.21.0.0/24', forwards: [{ hostPort: 8080, vm: 'x', port: 1 }] }), others)), 'forwards.0.hostPort');
+});
+
+test('a NIC\'s fixed address must be a host address of its network and not the host\'s', () => {
+  const network = lan();
+  checkStaticAddress(network, '10.20.0.10', 'nics.0.ip');
+  assert.equal(fieldOf(() => checkStaticAddress(network, '10.21.0.10', 'nics.0.ip')), 'nics.0.ip');
+  assert.equal(fieldOf(() => checkStaticAddress(network, '10.20.0.1', 'nics.0.ip')), 'nics.0.ip');
+  assert.equal(fieldOf(() => checkStaticAddress(network, '10.20.0.255', 'nics.0.ip')), 'nics.0.ip');
+});
+
+test('VM specs: a NIC names user-mode or a network; an ip needs a network, forwards need user-mode', () => {
+  const spec = parseVmSpec({ name: 'a', nics: [{ network: 'lan', ip: '10.20.0.10' }, {}] });
+  assert.equal(spec.nics[0]!.network, 'lan');
+  assert.equal(spec.nics[1]!.network, 'user');
+  assert.equal(fieldOf(() => parseVmSpec({ name: 'a', nics: [{ ip: '10.0.2.20' }] })), 'nics.0.ip');
+  assert.equal(fieldOf(() => parseVmSpec({ name: 'a', nics: [{ network: 'lan', forwards: [{ hostPort: 1, guestPort: 2 }] }] })), 'nics.0.forwards');
+  assert.equal(fieldOf(() => parseVmSpec({ name: 'a', nics: [{ network: 'Not A Name' }] })), 'nics.0.network');
+});
+
+test('tap names are at most 15 characters and stable per VM and NIC', () => {
+  const name = tapName('11111111-2222-4333-8444-555555555555', 7);
+  assert.equal(name, 'vt11111111n7');
+  assert.ok(name.length <= 15);
+});
+
+test('dnsmasq configuration and reservations match their golden files', () => {
+  const files = networkPaths({ home: '/var/lib/vireo' } as never, 'lan');
+  golden('lan.dnsmasq.conf', buildDnsmasqConfig(lan(), files));
+  golden('iso.dnsmasq.conf', buildDnsmasqConfig(iso(), networkPaths({ home: '/var/lib/vireo' } as never, 'iso')));
+  golden('lan.dhcp-hosts', buildHostsFile(allocations));
+});
+
+test('dnsmasq lease files are parsed, junk lines skipped', () => {
+  const leases = parseLeases('1764400000 52:54:00:00:00:11 10.20.0.100 web 01:52:54:00:00:00:11\n0 52:54:00:00:00:12 10.20.0.10 * *\ngarbage\n');
+  assert.deepEqual(leases, [
+    { mac: '52:54:00:00:00:11', ip: '10.20.0.100', hostname: 'web', expires: new Date(1764400000 * 1000).toISOString() },
+    { mac: '52:54:00:00:00:12', ip: '10.20.0.10' },
+  ]);
+});
+
+test('the nftables ruleset matches its golden file and only ever names Vireo\'s tables', () => {
+  const ruleset = buildRuleset([
+    { network: lan(), allocations },
+    { network: iso(), allocations: [] },
+  ]);
+  golden('ruleset.nft', ruleset);
+  const tables = [...ruleset.matchAll(/^(?:delete )?table (\S+) (\S+)/gm)].map((match) => `${match[1]} ${match[2]}`);
+  assert.deepEqual([...new Set(tables)], ['inet vireo', 'bridge vireo']);
+  assert.ok(!/\bflush\b/.test(ruleset), 'never flushes anything');
+  // A forward to a VM that never started on the network has no address yet, so no rule.
+  const pending = buildRuleset([{ network: lan(), allocations: [] }]);
+  assert.ok(!pending.includes('dnat'));
+});
+
+test('real nft accepts the golden ruleset (check mode, in a namespace of the test\'s own)', async () => {
+  const netns = `vireo-nftc${process.pid}`;
+  await exec('ip', ['netns', 'add', netns]);
+  try {
+    await exec('ip', ['netns', 'exec', netns, 'nft', '-c', '-f', join(goldenDir, 'ruleset.nft')]);
+  } finally {
+    await exec('ip', ['netns', 'del', netns]);
+  }
+});
+
+test('a ruleset nft refuses changes nothing: the previous rules stay in force, and so does the file that records them', async () => {
+  const netns = `vireo-nfta${process.pid}`;
+  const dir = await mkdtemp(join(tmpdir(), 'vireo-nft-'));
+  const file = join(dir, 'ruleset.nft');
+  await exec('ip', ['netns', 'add', netns]);
+  try {
+    const good = buildRuleset([{ network: lan(), allocations }]);
+    await applyRuleset(file, good, { netns });
+    const list = async () => (await exec('ip', ['netns', 'exec', netns, 'nft', 'list', 'ruleset'])).stdout;
+    const before = await list();
+    assert.match(before, /dnat ip to 10\.20\.0\.100:80/);
+    // An update whose last rule nft cannot take (a forward to no address): the whole transaction is refused.
+    const bad = buildRuleset([{ network: iso(), allocations: [] }]).replace(/\}\n\ntable bridge/, '    tcp dport 1 dnat ip to nowhere\n}\n\ntable bridge');
+    await assert.rejects(applyRuleset(file, bad, { netns }), (error: unknown) => isVireoError(error, 'command_failed'));
+    assert.equal(await list(), before, 'the kernel still has the previous rules, nothing of the refused ones');
+    assert.equal(await readFile(file, 'utf8'), good);
+  } finally {
+    await exec('ip', ['netns', 'del', netns]);
+    await rm(dir, { recursive: true, force: true });
+  }
+});

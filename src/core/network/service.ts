@@ -1,0 +1,470 @@
+/**
+ * Networks as a whole: create, edit and delete them (the bridge, its
+ * dnsmasq and Vireo's nftables rules come and go together, nothing
+ * half-made), give VM NICs their addresses and taps at start, and bring
+ * everything back in line after a reboot or a crash (reconcile).
+ *
+ * Order of work, so that a failure leaves the previous state: rules are
+ * applied first for a change (nft either takes the whole ruleset or none of
+ * it), then the definition is saved, then devices and dnsmasq follow it.
+ * Mutations within one process are serialized (the daemon is the one writer;
+ * the CLI reaches networks only through it).
+ */
+import { createServer } from 'node:net';
+import { mkdir, readdir, rm, rmdir, stat, writeFile } from 'node:fs/promises';
+import { VireoError, alreadyExists, invalidArgument, isVireoError, notFound } from '../errors.js';
+import type { VmDefinition, VmSpec } from '../model/vm.js';
+import type { VireoPaths } from '../paths.js';
+import { Reverter } from '../revert.js';
+import { readJsonIfExists, writeFileAtomic, writeJsonAtomic } from '../store/atomic.js';
+import { listDefinitions, vmExists } from '../vm/definitions.js';
+import { buildDnsmasqConfig, buildHostsFile, dnsmasqPid, readLeases, reloadDnsmasq, startDnsmasq, stopDnsmasq, type Allocation, type Lease } from './dnsmasq.js';
+import { formatIpv4, parseIpv4 } from './ipv4.js';
+import { attachTap, deleteBridge, ensureBridge, linkExists, masterOf, tapName } from './links.js';
+import {
+  checkAgainstOthers,
+  checkForward,
+  checkStaticAddress,
+  parseForward,
+  parseNetworkSpec,
+  type ForwardSpec,
+  type NetworkDefinition,
+  type NetworkSpec,
+} from './model.js';
+import { applyRuleset, buildRuleset, emptyRuleset, resolveForwards, type NetworkState, type ResolvedForward } from './nft.js';
+import { networkPaths, networksDir, rulesetFile } from './paths.js';
+
+let queue: Promise<unknown> = Promise.resolve();
+
+/** Runs network mutations one at a time (allocations and the ruleset are shared). */
+function serialized<T>(work: () => Promise<T>): Promise<T> {
+  const run = queue.then(work, work);
+  queue = run.catch(() => undefined);
+  return run;
+}
+
+/* ------------------------------- reading --------------------------------- */
+
+export async function listNetworks(paths: VireoPaths): Promise<NetworkDefinition[]> {
+  const names = await readdir(networksDir(paths)).catch(() => [] as string[]);
+  const values = await Promise.all(names.sort().map((name) => readJsonIfExists(networkPaths(paths, name).definition).catch(() => undefined)));
+  return values.filter((value): value is NetworkDefinition => value !== undefined);
+}
+
+export async function getNetwork(paths: VireoPaths, name: string): Promise<NetworkDefinition> {
+  const def = (await readJsonIfExists(networkPaths(paths, name).definition).catch(() => undefined)) as NetworkDefinition | undefined;
+  if (!def) throw notFound('network', name);
+  return def;
+}
+
+async function readAllocations(paths: VireoPaths, name: string): Promise<Allocation[]> {
+  return ((await readJsonIfExists(networkPaths(paths, name).allocations).catch(() => undefined)) as Allocation[] | undefined) ?? [];
+}
+
+export interface NetworkView extends NetworkDefinition {
+  bridgeUp: boolean;
+  dnsmasqPid?: number;
+  /** VMs whose spec attaches a NIC to this network. */
+  usedBy: string[];
+  forwardsResolved: ResolvedForward[];
+}
+
+export async function showNetwork(paths: VireoPaths, name: string): Promise<NetworkView> {
+  const def = await getNetwork(paths, name);
+  const pid = await dnsmasqPid(networkPaths(paths, name));
+  const allocations = await readAllocations(paths, name);
+  return {
+    ...def,
+    bridgeUp: await linkExists(name),
+    ...(pid !== undefined ? { dnsmasqPid: pid } : {}),
+    usedBy: await vmsOnNetwork(paths, name),
+    forwardsResolved: resolveForwards({ network: def, allocations }),
+  };
+}
+
+export async function vmsOnNetwork(paths: VireoPaths, name: string): Promise<string[]> {
+  return (await listDefinitions(paths)).filter((def) => def.nics.some((nic) => nic.network === name)).map((def) => def.name);
+}
+
+export interface LeaseView extends Lease {
+  vm?: string;
+  nic?: number;
+}
+
+/** What dnsmasq handed out (its lease file), with the VM each MAC belongs to. */
+export async function networkLeases(paths: VireoPaths, name: string): Promise<LeaseView[]> {
+  await getNetwork(paths, name);
+  const allocations = await readAllocations(paths, name);
+  return (await readLeases(networkPaths(paths, name))).map((lease) => {
+    const owner = allocations.find((entry) => entry.mac === lease.mac);
+    return { ...lease, ...(owner ? { vm: owner.vm, nic: owner.nic } : {}) };
+  });
+}
+
+export interface NicAddress {
+  nic: number;
+  network: string;
+  mac: string;
+  /** The address the guest holds a lease for (from dnsmasq), if any. */
+  ip?: string;
+}
+
+/** Each Vireo-network NIC of a VM and the address its guest leased. */
+export async function vmAddresses(paths: VireoPaths, def: VmDefinition): Promise<NicAddress[]> {
+  const byNetwork = new Map<string, Lease[]>();
+  const result: NicAddress[] = [];
+  for (const [index, nic] of def.nics.entries()) {
+    if (nic.network === 'user') continue;
+    if (!byNetwork.has(nic.network)) byNetwork.set(nic.network, await readLeases(networkPaths(paths, nic.network)));
+    const lease = byNetwork.get(nic.network)!.find((candidate) => candidate.mac === nic.mac);
+    result.push({ nic: index, network: nic.network, mac: nic.mac, ...(lease ? { ip: lease.ip } : {}) });
+  }
+  return result;
+}
+
+/* ----------------------------- converging ------------------------------- */
+
+async function states(paths: VireoPaths, override?: { name: string; network?: NetworkSpec; allocations?: Allocation[] }): Promise<NetworkState[]> {
+  const networks: NetworkSpec[] = await listNetworks(paths);
+  if (override) {
+    const index = networks.findIndex((network) => network.name === override.name);
+    if (index >= 0) networks.splice(index, 1);
+    if (override.network) networks.push(override.network);
+  }
+  return Promise.all(
+    networks.map(async (network) => ({
+      network,
+      allocations: override?.name === network.name && override.allocations ? override.allocations : await readAllocations(paths, network.name),
+    })),
+  );
+}
+
+async function applyRules(paths: VireoPaths, all: NetworkState[]): Promise<void> {
+  await mkdir(networksDir(paths), { recursive: true });
+  await applyRuleset(rulesetFile(paths), all.length > 0 ? buildRuleset(all) : emptyRuleset());
+  // NAT needs the host to route; libvirt and Incus turn it on the same way.
+  if (all.some((state) => state.network.mode === 'nat')) await writeFile('/proc/sys/net/ipv4/ip_forward', '1\n');
+}
+
+async function writeDnsmasqFiles(paths: VireoPaths, network: NetworkSpec, allocations: Allocation[]): Promise<void> {
+  const files = networkPaths(paths, network.name);
+  await writeFileAtomic(files.dnsmasqConf, buildDnsmasqConfig(network, files));
+  await writeFileAtomic(files.hostsFile, buildHostsFile(allocations));
+}
+
+/** Bridge up, dnsmasq running: what a network needs to serve (idempotent). */
+async function bringUp(paths: VireoPaths, network: NetworkSpec, allocations: Allocation[]): Promise<{ bridgeCreated: boolean; dnsmasqStarted: boolean }> {
+  const { created } = await ensureBridge(network);
+  await writeDnsmasqFiles(paths, network, allocations);
+  const files = networkPaths(paths, network.name);
+  let dnsmasqStarted = false;
+  if (network.dhcp && (await dnsmasqPid(files)) === undefined) {
+    await startDnsmasq(files, network.name);
+    dnsmasqStarted = true;
+  }
+  return { bridgeCreated: created, dnsmasqStarted };
+}
+
+/* ------------------------------ networks -------------------------------- */
+
+export async function createNetwork(paths: VireoPaths, input: unknown): Promise<NetworkDefinition> {
+  const spec = parseNetworkSpec(input);
+  return serialized(async () => {
+    const others = await listNetworks(paths);
+    if (others.some((other) => other.name === spec.name)) throw alreadyExists('network', spec.name);
+    checkAgainstOthers(spec, others);
+    if (spec.forwards.length > 0) throw invalidArgument('forwards', 'add forwards once the network exists (vireo network forward add)');
+    if (await linkExists(spec.name)) {
+      throw new VireoError('in_use', `name: an interface named '${spec.name}' already exists on this host; choose another network name`, { field: 'name' });
+    }
+    const def: NetworkDefinition = { ...spec, createdAt: new Date().toISOString() };
+    const files = networkPaths(paths, spec.name);
+    return Reverter.run(async (reverter) => {
+      // The first network also makes <home>/networks: a failed create takes it away again (rmdir: only while empty).
+      const parentExisted = await stat(networksDir(paths)).then(() => true, () => false);
+      if (!parentExisted) reverter.add(() => rmdir(networksDir(paths)).catch(() => undefined));
+      await mkdir(files.dir, { recursive: true });
+      reverter.add(() => rm(files.dir, { recursive: true, force: true }));
+      reverter.add(() => stopDnsmasq(files));
+      reverter.add(() => deleteBridge(spec));
+      await bringUp(paths, spec, []);
+      await applyRules(paths, await states(paths, { name: spec.name, network: spec, allocations: [] }));
+      // Saved last: a network on disk always has its bridge, dnsmasq and rules.
+      await writeJsonAtomic(files.definition, def);
+      return def;
+    });
+  });
+}
+
+/** Fields that VMs' addresses depend on: they change only while no VM uses the network. */
+const ADDRESSING = ['subnet', 'address', 'vxlan'] as const;
+
+export async function editNetwork(paths: VireoPaths, name: string, change: (current: NetworkSpec) => unknown): Promise<NetworkDefinition> {
+  return serialized(async () => {
+    const current = await getNetwork(paths, name);
+    const { createdAt, ...spec } = current;
+    // Back to the input's shape, which the schema parses again with the changes.
+    const input = { ...spec, dhcpRange: `${spec.dhcpRange.start}-${spec.dhcpRange.end}` };
+    const next = parseNetworkSpec(change(input as unknown as NetworkSpec));
+    if (next.name !== name) throw invalidArgument('name', `renaming is not supported (network is '${name}')`);
+    checkAgainstOthers(next, await listNetworks(paths));
+    const users = await vmsOnNetwork(paths, name);
+    for (const field of ADDRESSING) {
+      if (users.length > 0 && JSON.stringify(next[field]) !== JSON.stringify(current[field])) {
+        throw new VireoError('in_use', `${field}: cannot change while VMs use the network (${users.join(', ')})`, { field, vms: users });
+      }
+    }
+    if (next.mode === 'isolated' && next.forwards.length > 0) throw invalidArgument('mode', 'an isolated network cannot have port forwards; remove them first');
+    const allocations = await readAllocations(paths, name);
+    await applyRules(paths, await states(paths, { name, network: next, allocations }));
+    const def: NetworkDefinition = { ...next, createdAt };
+    await writeJsonAtomic(networkPaths(paths, name).definition, def);
+    const files = networkPaths(paths, name);
+    // Addressing changes only with no VM attached (checked above), so the bridge can simply be made again.
+    if (ADDRESSING.some((field) => JSON.stringify(next[field]) !== JSON.stringify(current[field]))) await deleteBridge(current);
+    await stopDnsmasq(files);
+    await bringUp(paths, next, allocations);
+    return def;
+  });
+}
+
+export async function deleteNetwork(paths: VireoPaths, name: string): Promise<{ deleted: string }> {
+  return serialized(async () => {
+    const def = await getNetwork(paths, name);
+    const users = await vmsOnNetwork(paths, name);
+    if (users.length > 0) {
+      throw new VireoError('in_use', `name: network '${name}' is used by ${users.map((vm) => `'${vm}'`).join(', ')}; detach their NICs first`, { field: 'name', vms: users });
+    }
+    // Rules first: no rule outlives its network, and a refused ruleset leaves the network whole.
+    await applyRules(paths, await states(paths, { name }));
+    const files = networkPaths(paths, name);
+    await stopDnsmasq(files);
+    await deleteBridge(def);
+    await rm(files.dir, { recursive: true, force: true });
+    return { deleted: name };
+  });
+}
+
+/* ------------------------------ forwards -------------------------------- */
+
+/** Whether something on this host already listens on the port (the forward would shadow it). */
+async function portInUse(protocol: 'tcp' | 'udp', address: string | undefined, port: number): Promise<boolean> {
+  if (protocol === 'udp') return false;
+  return new Promise((resolve) => {
+    const server = createServer();
+    server.once('error', (error: NodeJS.ErrnoException) => resolve(error.code === 'EADDRINUSE'));
+    server.listen({ host: address ?? '0.0.0.0', port, exclusive: true }, () => server.close(() => resolve(false)));
+  });
+}
+
+export async function addForward(paths: VireoPaths, name: string, input: unknown): Promise<ResolvedForward> {
+  const forward = parseForward(input);
+  return serialized(async () => {
+    const def = await getNetwork(paths, name);
+    if (def.mode === 'isolated') throw invalidArgument('network', `network '${name}' is isolated; nothing from outside reaches it`);
+    if (!(await vmExists(paths, forward.vm))) throw new VireoError('not_found', `vm: VM '${forward.vm}' does not exist`, { field: 'vm' });
+    const vms = await listDefinitions(paths);
+    if (!vms.find((vm) => vm.name === forward.vm)!.nics.some((nic) => nic.network === name)) {
+      throw invalidArgument('vm', `VM '${forward.vm}' has no NIC on network '${name}'`);
+    }
+    const all = await listNetworks(paths);
+    checkForward(def, forward, 'forward', def.forwards);
+    checkAgainstOthers({ ...def, forwards: [forward] }, all.filter((other) => other.name !== name));
+    if (await portInUse(forward.protocol, forward.hostAddress, forward.hostPort)) {
+      throw new VireoError('in_use', `hostPort: port ${forward.hostPort}/${forward.protocol} is in use on this host`, { field: 'hostPort' });
+    }
+    const next: NetworkDefinition = { ...def, forwards: [...def.forwards, forward] };
+    await applyRules(paths, await states(paths, { name, network: next, allocations: await readAllocations(paths, name) }));
+    await writeJsonAtomic(networkPaths(paths, name).definition, next);
+    return resolveForwards({ network: next, allocations: await readAllocations(paths, name) }).at(-1)!;
+  });
+}
+
+export async function removeForward(paths: VireoPaths, name: string, key: { protocol: 'tcp' | 'udp'; hostPort: number; hostAddress?: string }): Promise<ForwardSpec> {
+  return serialized(async () => {
+    const def = await getNetwork(paths, name);
+    const found = def.forwards.find((forward) => forward.protocol === key.protocol && forward.hostPort === key.hostPort && forward.hostAddress === key.hostAddress);
+    if (!found) throw new VireoError('not_found', `hostPort: network '${name}' forwards no ${key.protocol} port ${key.hostPort}${key.hostAddress ? ` on ${key.hostAddress}` : ''}`, { field: 'hostPort' });
+    const next: NetworkDefinition = { ...def, forwards: def.forwards.filter((forward) => forward !== found) };
+    await applyRules(paths, await states(paths, { name, network: next, allocations: await readAllocations(paths, name) }));
+    await writeJsonAtomic(networkPaths(paths, name).definition, next);
+    return found;
+  });
+}
+
+/* ------------------------------ VM NICs --------------------------------- */
+
+/**
+ * Checks a VM spec's NICs against the networks: each named network exists,
+ * and a fixed address lies in its subnet and is nobody else's.
+ */
+export async function checkVmNics(paths: VireoPaths, spec: VmSpec): Promise<void> {
+  const wanted = spec.nics.map((nic, index) => ({ nic, index })).filter(({ nic }) => nic.network !== 'user');
+  if (wanted.length === 0) return;
+  const vms = (await listDefinitions(paths)).filter((vm) => vm.name !== spec.name);
+  for (const { nic, index } of wanted) {
+    let network: NetworkDefinition;
+    try {
+      network = await getNetwork(paths, nic.network);
+    } catch (error) {
+      if (isVireoError(error, 'not_found')) {
+        throw new VireoError('not_found', `nics.${index}.network: network '${nic.network}' does not exist (see: vireo network list)`, { field: `nics.${index}.network` });
+      }
+      throw error;
+    }
+    if (nic.ip === undefined) continue;
+    checkStaticAddress(network, nic.ip, `nics.${index}.ip`);
+    const twice = spec.nics.findIndex((other, otherIndex) => otherIndex < index && other.network === nic.network && other.ip === nic.ip);
+    if (twice >= 0) throw invalidArgument(`nics.${index}.ip`, `${nic.ip} is also given to nics.${twice}`);
+    const owner = vms.find((vm) => vm.nics.some((other) => other.network === nic.network && other.ip === nic.ip));
+    const allocated = (await readAllocations(paths, nic.network)).find((entry) => entry.ip === nic.ip && entry.vm !== spec.name && vms.some((vm) => vm.uuid === entry.uuid));
+    const holder = owner?.name ?? allocated?.vm;
+    if (holder) throw new VireoError('in_use', `nics.${index}.ip: ${nic.ip} on network '${nic.network}' is already reserved for VM '${holder}'`, { field: `nics.${index}.ip` });
+  }
+}
+
+/** The taps QEMU should open, by NIC index. */
+export type TapMap = Record<number, string>;
+
+/**
+ * Before a VM's QEMU starts: each network it uses is up (a vanished bridge or
+ * dead dnsmasq is brought back), each NIC has its reservation, and the rules
+ * (anti-spoofing, forwards) know its address. Returns the tap names.
+ */
+export async function prepareVmNics(paths: VireoPaths, def: VmDefinition): Promise<TapMap> {
+  const taps: TapMap = {};
+  const used = def.nics.map((nic, index) => ({ nic, index })).filter(({ nic }) => nic.network !== 'user');
+  if (used.length === 0) return taps;
+  return serialized(async () => {
+    const vms = await listDefinitions(paths);
+    const live = new Set(vms.map((vm) => vm.uuid));
+    const touched = new Map<string, { network: NetworkDefinition; allocations: Allocation[] }>();
+    for (const { nic, index } of used) {
+      let entry = touched.get(nic.network);
+      if (!entry) {
+        const network = await getNetwork(paths, nic.network).catch((error: unknown) => {
+          if (isVireoError(error, 'not_found')) {
+            throw new VireoError('not_found', `nics.${index}.network: network '${nic.network}' does not exist`, { field: `nics.${index}.network` });
+          }
+          throw error;
+        });
+        // Reservations of VMs that were deleted (or re-created under the same name) are freed here.
+        const allocations = (await readAllocations(paths, nic.network)).filter((candidate) => live.has(candidate.uuid));
+        entry = { network, allocations };
+        touched.set(nic.network, entry);
+      }
+      const { network, allocations } = entry;
+      const mine = allocations.findIndex((candidate) => candidate.uuid === def.uuid && candidate.nic === index);
+      const previous = mine >= 0 && allocations[mine]!.mac === nic.mac ? allocations[mine]!.ip : undefined;
+      if (mine >= 0) allocations.splice(mine, 1);
+      const taken = new Set(allocations.map((candidate) => candidate.ip));
+      for (const vm of vms) for (const other of vm.nics) if (vm.uuid !== def.uuid && other.network === network.name && other.ip) taken.add(other.ip);
+      let ip = nic.ip;
+      if (ip !== undefined && taken.has(ip)) {
+        const holder = allocations.find((candidate) => candidate.ip === ip)?.vm ?? 'another VM';
+        throw new VireoError('in_use', `nics.${index}.ip: ${ip} on network '${network.name}' is held by ${holder}`, { field: `nics.${index}.ip` });
+      }
+      if (ip === undefined) {
+        // A VM keeps its address from one start to the next.
+        ip = previous !== undefined && !taken.has(previous) && inRange(network, previous) ? previous : pickAddress(network, taken);
+        if (!ip) throw new VireoError('in_use', `nics.${index}.network: network '${network.name}' has no free address left in ${network.dhcpRange.start}-${network.dhcpRange.end}`, { field: `nics.${index}.network` });
+      }
+      allocations.push({ mac: nic.mac, ip, vm: def.name, nic: index, uuid: def.uuid, static: nic.ip !== undefined });
+      taps[index] = tapName(def.uuid, index);
+    }
+    for (const [name, { network, allocations }] of touched) {
+      await bringUp(paths, network, allocations);
+      await writeJsonAtomic(networkPaths(paths, name).allocations, allocations);
+      await reloadDnsmasq(networkPaths(paths, name));
+    }
+    await applyRules(paths, await states(paths));
+    return taps;
+  });
+}
+
+/** The lowest free address of the DHCP range: stable and easy to read in listings. */
+function pickAddress(network: NetworkSpec, taken: Set<string>): string | undefined {
+  const start = parseIpv4(network.dhcpRange.start)!;
+  const end = parseIpv4(network.dhcpRange.end)!;
+  for (let value = start; value <= end; value += 1) {
+    const candidate = formatIpv4(value);
+    if (!taken.has(candidate)) return candidate;
+  }
+  return undefined;
+}
+
+function inRange(network: NetworkSpec, ip: string): boolean {
+  const value = parseIpv4(ip)!;
+  return value >= parseIpv4(network.dhcpRange.start)! && value <= parseIpv4(network.dhcpRange.end)!;
+}
+
+/** Once QEMU has made its taps (paused, before the guest runs): each goes on its bridge. */
+export async function attachVmNics(paths: VireoPaths, def: VmDefinition, taps: TapMap): Promise<void> {
+  for (const [index, tap] of Object.entries(taps)) {
+    const network = await getNetwork(paths, def.nics[Number(index)]!.network);
+    await attachTap(tap, network);
+  }
+}
+
+/* ------------------------------ reconcile ------------------------------- */
+
+export interface ReconcileReport {
+  network: string;
+  bridgeCreated: boolean;
+  dnsmasqStarted: boolean;
+  tapsReattached: string[];
+  error?: string;
+}
+
+/**
+ * Brings every network back in line with its definition: after a host
+ * reboot (no bridges, no dnsmasq, no rules), a daemon crash (nothing lost),
+ * or someone deleting a bridge (taps of running VMs are put back on it).
+ * Something already right is left untouched, so running traffic flows on.
+ */
+export async function reconcileNetworks(paths: VireoPaths): Promise<ReconcileReport[]> {
+  return serialized(async () => {
+    const networks = await listNetworks(paths);
+    if (networks.length === 0) return [];
+    const vms = await listDefinitions(paths);
+    const reports: ReconcileReport[] = [];
+    for (const network of networks) {
+      const report: ReconcileReport = { network: network.name, bridgeCreated: false, dnsmasqStarted: false, tapsReattached: [] };
+      try {
+        const allocations = await readAllocations(paths, network.name);
+        Object.assign(report, await bringUp(paths, network, allocations));
+        for (const vm of vms) {
+          for (const [index, nic] of vm.nics.entries()) {
+            if (nic.network !== network.name) continue;
+            const tap = tapName(vm.uuid, index);
+            if ((await linkExists(tap)) && (await masterOf(tap)) !== network.name) {
+              await attachTap(tap, network);
+              report.tapsReattached.push(tap);
+            }
+          }
+        }
+      } catch (error) {
+        report.error = error instanceof Error ? error.message : String(error);
+      }
+      reports.push(report);
+    }
+    await applyRules(paths, await states(paths));
+    return reports;
+  });
+}
+
+/** Networks whose dnsmasq should run and does not (for the daemon's supervisor). */
+export async function deadDnsmasqs(paths: VireoPaths): Promise<string[]> {
+  const dead: string[] = [];
+  for (const network of await listNetworks(paths)) {
+    if (network.dhcp && (await dnsmasqPid(networkPaths(paths, network.name))) === undefined) dead.push(network.name);
+  }
+  return dead;
+}
+
+/** Networks whose bridge is missing (deleted behind Vireo's back). */
+export async function missingBridges(paths: VireoPaths): Promise<string[]> {
+  const missing: string[] = [];
+  for (const network of await listNetworks(paths)) if (!(await linkExists(network.name))) missing.push(network.name);
+  return missing;
+}
