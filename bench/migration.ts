@@ -12,7 +12,7 @@
  * moves the guest there and back, alternating Vireo and plain.
  */
 import { spawn, execFileSync, type ChildProcess } from 'node:child_process';
-import { access, mkdir, mkdtemp, rm, symlink } from 'node:fs/promises';
+import { access, mkdir, mkdtemp, readlink, rm, symlink } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ApiClient } from '../src/client/api-client.js';
@@ -194,7 +194,9 @@ export async function benchMigration(options: { runs: number; cli: string; image
     for (const entry of await readdir('/proc')) {
       if (!/^\d+$/.test(entry)) continue;
       const cmdline = await readFile(`/proc/${entry}/cmdline`, 'utf8').catch(() => '');
-      if (cmdline.includes('qemu-system') && cmdline.includes(root)) process.kill(Number(entry), 'SIGKILL');
+      // Vireo passes QEMU its files as descriptors; its output file tells whose it is.
+      const output = await readlink(`/proc/${entry}/fd/1`).catch(() => '');
+      if (cmdline.includes('qemu-system') && (cmdline.includes(root) || output.startsWith(root))) process.kill(Number(entry), 'SIGKILL');
     }
     await rm(root, { recursive: true, force: true });
   }

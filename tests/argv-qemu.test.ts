@@ -51,7 +51,7 @@ for (const file of (await readdir(goldenDir)).filter((name) => name.endsWith('.j
       const def = defineVm(parseVmSpec({ ...golden.spec, accelerator: 'tcg' }));
       const runtime = vmPaths(paths, def.name);
       await mkdir(runtime.runDir, { recursive: true });
-      const context: LaunchContext = { accel: 'tcg', runtime, volumes, daemonize: false };
+      const context: LaunchContext = { accel: 'tcg', runtime, volumes };
       if (golden.context.uefi) {
         assert.ok(facts.firmware.ovmf, 'OVMF is installed');
         const vars = join(runtime.dir, 'OVMF_VARS.fd');

@@ -350,7 +350,11 @@ export class MigrationService {
       if (record.phase === 'committed') return { committed: true as const };
       const def = await this.definitionOf(record);
       if (!record.offline) {
-        const status = await incomingStatus(this.paths, def);
+        let status = await incomingStatus(this.paths, def);
+        // The source calls a pre-copy done once it has sent the last byte; this QEMU may still be loading it (slow on a loaded host).
+        for (const deadline = Date.now() + 15_000; !record.postcopy && status === 'active' && Date.now() < deadline; status = await incomingStatus(this.paths, def)) {
+          await new Promise((resolve) => setTimeout(resolve, 100));
+        }
         // Post-copy hands over before its switch, while RAM still flows; pre-copy once all has arrived.
         const ready = record.postcopy ? ['active', 'postcopy-active', 'completed'].includes(status) : status === 'completed';
         if (!ready) {

@@ -38,6 +38,7 @@ import type { DaemonState } from './state.js';
 import { verifyToken } from './tokens.js';
 import { AuthFailureLimiter, clientAddress, connectionKey, redactUrl, type AuthFailureLimit } from './access.js';
 import { VmWatcher } from './watcher.js';
+import { autostartVms, hostBootedSinceLastRun } from './autostart.js';
 
 export interface DaemonOptions {
   paths: VireoPaths;
@@ -146,7 +147,7 @@ async function buildApp(state: DaemonState, options: DaemonOptions, auth: 'socke
   // One mapping of every failure to a status and the {"error": {...}} body; server faults are logged with their cause.
   app.setErrorHandler((error, request, reply) => {
     const { status, error: mapped } = toHttpError(error);
-    if (status >= 500) options.log?.(`${request.method} ${request.url.split('?')[0]} failed: ${describeCause(error)}`);
+    if (status >= 500) options.log?.(`${request.method} ${redactUrl(request.url.split('?')[0]!)} failed: ${describeCause(error)}`);
     sendHttpError(reply, status, mapped);
   });
   app.setNotFoundHandler((request, reply) => {
@@ -360,11 +361,18 @@ export async function startDaemon(options: DaemonOptions): Promise<Daemon> {
       tcpPort = typeof address === 'object' && address ? address.port : options.tcp.port;
     }
     events.publish('daemon', { started: true, pid: process.pid, interruptedOperations: interrupted.map((operation) => operation.id) });
+    // After a host boot (not a daemon restart), marked VMs start, in order, in the background.
+    const autostartAbort = new AbortController();
+    const autostarting = hostBootedSinceLastRun(paths)
+      .then((booted) => (booted ? autostartVms(state, options.log ?? (() => undefined), autostartAbort.signal) : []))
+      .catch((error: unknown) => options.log?.(`autostart: ${String(error)}`));
     return {
       state,
       socketPath,
       ...(tcpPort !== undefined ? { tcpPort } : {}),
       close: async () => {
+        autostartAbort.abort();
+        await autostarting;
         networks.close();
         // Long-lived connections first, each with a proper end: event streams get a final
         // event, WebSockets (consoles and any other) close with 1001 "going away".

@@ -4,7 +4,7 @@
  * per run by prepare.ts, and runs the real `vireo` CLI in a child process.
  */
 import { spawn } from 'node:child_process';
-import { mkdtemp, readdir, readFile, rm, symlink, mkdir } from 'node:fs/promises';
+import { mkdtemp, readdir, readFile, readlink, rm, symlink, mkdir } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -73,7 +73,11 @@ export function runCli(home: string, args: string[], options: { input?: string; 
   });
 }
 
-/** PIDs of live QEMU processes whose command line mentions this home. */
+/**
+ * PIDs of live QEMU processes of this home: its path on their command line,
+ * or (Vireo hands QEMU its files as descriptors, so the command line names
+ * none) their output going to a file in it (<home>/vms/NAME/run/qemu.log).
+ */
 export async function qemuPidsOf(home: string): Promise<number[]> {
   const pids: number[] = [];
   for (const entry of await readdir('/proc')) {
@@ -83,7 +87,8 @@ export async function qemuPidsOf(home: string): Promise<number[]> {
       if (stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3) === 'Z') continue;
       const cmdline = await readFile(`/proc/${entry}/cmdline`, 'utf8');
       if (cmdline.startsWith('qemu-system') || cmdline.includes('/qemu-system')) {
-        if (cmdline.includes(home)) pids.push(Number(entry));
+        const output = await readlink(`/proc/${entry}/fd/1`).catch(() => '');
+        if (cmdline.includes(home) || output.startsWith(`${home}/`)) pids.push(Number(entry));
       }
     } catch {
       // The process ended while we looked.

@@ -37,6 +37,7 @@ interface SpecFlags {
   nic?: boolean;
   network?: string[];
   vnc?: string;
+  autostart?: string | boolean;
 }
 
 function collect(value: string, previous: string[] = []): string[] {
@@ -59,7 +60,9 @@ function addSpecOptions(command: Command): Command {
     .addOption(new Option('--nic-model <model>', 'model of the NIC').choices(['virtio', 'e1000', 'e1000e', 'rtl8139']))
     .option('--no-nic', 'no network card')
     .option('--network <name[=ip]>', "a NIC on this network ('user' for user-mode), optionally with a fixed address; repeatable, replaces the NICs", collect)
-    .option('--vnc <display>', 'VNC display number (port 5900+N on 127.0.0.1)');
+    .option('--vnc <display>', 'VNC display number (port 5900+N on 127.0.0.1)')
+    .option('--autostart [order[:delay]]', 'start when the daemon starts after a host boot, in this order (low first), then wait delay seconds')
+    .option('--no-autostart', 'do not start after a host boot');
 }
 
 async function readSpecFile(file: string): Promise<Spec> {
@@ -159,6 +162,12 @@ function applySpecFlags(base: Spec, flags: SpecFlags): Spec {
     spec.nics = nics;
   }
   if (flags.vnc !== undefined) spec.vnc = { display: parseInteger('vnc', flags.vnc) };
+  if (flags.autostart === false) delete spec.autostart;
+  else if (flags.autostart !== undefined) {
+    const match = flags.autostart === true ? [] : /^(\d+)(?::(\d+))?$/.exec(flags.autostart);
+    if (!match) throw invalidArgument('--autostart', `'${String(flags.autostart)}' must be ORDER or ORDER:DELAY_SECONDS, e.g. 1 or 2:30`);
+    spec.autostart = { enabled: true, ...(match[1] !== undefined ? { order: Number(match[1]) } : {}), ...(match[2] !== undefined ? { delay: Number(match[2]) } : {}) };
+  }
   return spec;
 }
 
@@ -197,7 +206,7 @@ export function vmCommand(cli: CliContext): Command {
       const vms = await (await cli.backend()).listVms();
       if (flags.json) return printJson(vms);
       printTable(
-        ['NAME', 'STATE', 'VCPUS', 'MEMORY', 'ACCEL', 'UPTIME', 'ADDRESSES'],
+        ['NAME', 'STATE', 'VCPUS', 'MEMORY', 'ACCEL', 'UPTIME', 'ADDRESSES', 'AUTOSTART'],
         vms.map(({ definition, runtime, addresses }) => [
           definition.name,
           // A template never runs; saying so beats a plain 'stopped'.
@@ -208,6 +217,7 @@ export function vmCommand(cli: CliContext): Command {
           uptime(runtime.startedAt),
           // Leased addresses on Vireo networks, as network=ip; user-mode NICs have no address of their own to show.
           (addresses ?? []).filter((entry) => entry.ip).map((entry) => `${entry.network}=${entry.ip}`).join(',') || '-',
+          definition.autostart?.enabled ? `order ${definition.autostart.order}${definition.autostart.delay > 0 ? `+${definition.autostart.delay}s` : ''}` : '-',
         ]),
       );
     });

@@ -22,6 +22,8 @@ import { throttleLimits } from '../resources/spec.js';
 import { getVolume, resolveVolume } from '../storage/volumes.js';
 import { loadDefinition, saveDefinition, withVmLock } from '../vm/definitions.js';
 import { livePid } from '../vm/runtime.js';
+import { grantToQemu } from '../vm/launch.js';
+import { backingChain } from '../vm/lifecycle.js';
 
 /** How long a guest gets to release a device. */
 const UNPLUG_TIMEOUT_MS = 60_000;
@@ -99,14 +101,21 @@ export async function attachDisk(paths: VireoPaths, name: string, input: DiskAtt
     if (client) {
       await Reverter.run(async (reverter) => {
         const resolved = await resolveVolume(paths, added.volume);
+        const backing = resolved.format === 'qcow2' || resolved.format === 'raw' ? await backingChain(resolved.path, resolved.format) : [];
         const group = throttleGroupOf(added);
         if (group && !def.disks.some((other) => throttleGroupOf(other) === group)) {
           await objectAdd(client, { 'qom-type': 'throttle-group', id: group, limits: throttleLimits(added.limits!) });
           reverter.add(() => objectDel(client, group));
         }
-        for (const node of blockNodes(added, { path: resolved.path, format: resolved.format })) {
-          await blockdevAdd(client, node);
-          reverter.add(() => blockdevDel(client, node['node-name'] as string));
+        // QEMU runs unprivileged and opens what it is added by name: the files are its own only while it opens them.
+        const giveBack = await grantToQemu(paths.home, [resolved.path, ...backing.map((base) => base.path)]);
+        try {
+          for (const node of blockNodes(added, { path: resolved.path, format: resolved.format, backing })) {
+            await blockdevAdd(client, node);
+            reverter.add(() => blockdevDel(client, node['node-name'] as string));
+          }
+        } finally {
+          await giveBack();
         }
         await deviceAdd(client, diskDevice(added, { sata: 0, ide: 0, scsi: 0 }));
         reverter.add(() => deviceDel(client, diskNames(added.id).device));

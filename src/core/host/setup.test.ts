@@ -16,12 +16,22 @@ interface Call {
 }
 
 /** A Debian host where `installed` are installed; apt-get install installs what it is asked for. */
-function fakeDebian(installed: string[], behaviour: { installFails?: boolean; updateFails?: boolean; installDoesNothing?: boolean } = {}) {
+function fakeDebian(installed: string[], behaviour: { installFails?: boolean; updateFails?: boolean; installDoesNothing?: boolean; kvmGroup?: boolean } = {}) {
   const have = new Set(installed);
   const calls: Call[] = [];
+  // Accounts: the vireo-qemu user is made unless it exists already.
+  const passwd = new Set<string>();
+  const groups = new Set<string>(behaviour.kvmGroup ? ['kvm'] : []);
+  const members: string[] = [];
+  let sysctl = 0;
   const run: CommandRunner = async (command, args, options) => {
     calls.push({ command, args, options });
     const ok = (stdout = ''): CommandResult => ({ code: 0, stdout, stderr: '' });
+    if (command === 'getent') return (args[0] === 'passwd' ? passwd : groups).has(args[1]!) ? ok(`${args[1]}:x:995:995::/nonexistent:/usr/sbin/nologin`) : { code: 2, stdout: '', stderr: '' };
+    if (command === 'groupadd') return groups.add(args.at(-1)!), ok();
+    if (command === 'useradd') return passwd.add(args.at(-1)!), ok();
+    if (command === 'usermod') return members.push(`${args.at(-2)}:${args.at(-1)}`), ok();
+    if (command === 'sysctl') return args[0] === '-n' ? ok(`${sysctl}\n`) : ((sysctl = 1), ok());
     if (command === 'dpkg-query') {
       const pkg = args.at(-1) ?? '';
       if (have.has(pkg)) return ok('install ok installed');
@@ -40,7 +50,7 @@ function fakeDebian(installed: string[], behaviour: { installFails?: boolean; up
     }
     throw new Error(`unexpected command ${command} ${args.join(' ')}`);
   };
-  return { run, calls };
+  return { run, calls, passwd, groups, members };
 }
 
 function options(run: CommandRunner, overrides: Partial<SetupOptions> = {}): SetupOptions & { lines: string[] } {
@@ -53,6 +63,7 @@ function options(run: CommandRunner, overrides: Partial<SetupOptions> = {}): Set
     which: async (name) => `/usr/bin/${name}`,
     readGroups: async () => 'root:x:0:\n',
     hasAptLists: async () => true,
+    writeSysctlFile: async () => undefined,
     lines,
     ...overrides,
   };
@@ -149,12 +160,27 @@ test('a package still missing after a successful install is reported', async () 
   await assert.rejects(setupHost(options(debian.run)), (error: unknown) => isVireoError(error, 'command_failed') && /cpio is still not installed/.test(error.message));
 });
 
-test('/dev/kvm and a kvm group: explains how to grant a user access, changes nobody', async () => {
+test('/dev/kvm and a kvm group: explains how to grant a user access, changes no person (only its own QEMU user)', async () => {
   const debian = fakeDebian([...HOST_PACKAGES]);
-  const opts = options(debian.run, { exists: async () => true, readGroups: async () => 'root:x:0:\nkvm:x:993:\n' });
+  const opts = options(debian.run, { exists: async () => true, readGroups: async () => 'root:x:0:\nkvm:x:993:\n', ensureQemuUser: async () => undefined });
   const result = await setupHost(opts);
-  assert.equal(result.notes.length, 1);
-  assert.match(result.notes[0] ?? '', /usermod -aG kvm USER/);
+  const kvm = result.notes.filter((line) => /kvm/.test(line));
+  assert.equal(kvm.length, 1);
+  assert.match(kvm[0] ?? '', /usermod -aG kvm USER/);
   assert.deepEqual(opts.lines, result.notes);
-  assert.ok(debian.calls.every((call) => call.command === 'dpkg-query'), 'only queries were run');
+  assert.ok(debian.calls.every((call) => ['dpkg-query', 'sysctl'].includes(call.command)), 'no account was changed');
+});
+
+test('as root it makes the vireo-qemu system user QEMU runs as, in the kvm group, once', async () => {
+  const debian = fakeDebian([...HOST_PACKAGES], { kvmGroup: true });
+  const first = await setupHost(options(debian.run));
+  assert.ok(debian.passwd.has('vireo-qemu') && debian.groups.has('vireo-qemu'));
+  assert.deepEqual(debian.members, ['kvm:vireo-qemu']);
+  const useradd = debian.calls.find((call) => call.command === 'useradd')!;
+  assert.ok(useradd.args.includes('--system') && useradd.args.includes('/usr/sbin/nologin') && useradd.args.includes('--no-create-home'));
+  assert.ok(first.notes.some((line) => /created the system user vireo-qemu/.test(line)));
+  assert.ok(first.notes.some((line) => /vm\.unprivileged_userfaultfd=1/.test(line)));
+  const again = await setupHost(options(debian.run));
+  assert.equal(debian.calls.filter((call) => call.command === 'useradd').length, 1);
+  assert.ok(!again.notes.some((line) => /created the system user/.test(line)));
 });

@@ -1,8 +1,10 @@
 /**
  * `vireo host setup`: install what Vireo needs with the system package
  * manager. Debian and Ubuntu only (apt-get); anywhere else it says what to
- * install by hand. It never changes users or groups: granting KVM access is
- * the administrator's decision, so it is only explained.
+ * install by hand. The one account it makes is the `vireo-qemu` system user
+ * (and group) that every VM's QEMU runs as, in the kvm group when there is
+ * one; granting KVM access to people is the administrator's decision, so it
+ * is only explained.
  *
  * Decisions:
  *  - `apt-get update` runs once before every install, not only after an
@@ -19,6 +21,8 @@
 import { constants } from 'node:fs';
 import { access, readdir, readFile } from 'node:fs/promises';
 import { VireoError } from '../errors.js';
+import { writeFileAtomic } from '../store/atomic.js';
+import { QEMU_USER } from '../vm/launch.js';
 import { resetHostFactsCache } from './check.js';
 import { findInPath, runCommand, type CommandResult, type CommandRunner } from './probe.js';
 
@@ -39,6 +43,10 @@ export interface SetupOptions {
   which?: (name: string) => Promise<string | undefined>;
   readGroups?: () => Promise<string>;
   hasAptLists?: () => Promise<boolean>;
+  /** Makes the vireo-qemu user when missing; returns a line saying what was done, if anything. */
+  ensureQemuUser?: () => Promise<string | undefined>;
+  /** Writes a sysctl.d file (tests pass a fake). */
+  writeSysctlFile?: (path: string, text: string) => Promise<void>;
 }
 
 export interface SetupResult {
@@ -122,11 +130,63 @@ export async function setupHost(options: SetupOptions = {}): Promise<SetupResult
     resetHostFactsCache();
   }
 
+  if (root) {
+    const made = await (options.ensureQemuUser ?? (() => ensureQemuUser(run)))();
+    if (made) note(made);
+    const userfaultfd = await allowUnprivilegedUserfaultfd(run, options.writeSysctlFile ?? ((path, text) => writeFileAtomic(path, text)));
+    if (userfaultfd) note(userfaultfd);
+  }
+
   if ((await exists('/dev/kvm')) && /^kvm:/m.test(await readGroups())) {
     note("to let a user run VMs with KVM, add them to the 'kvm' group: sudo usermod -aG kvm USER (they must log in again)");
   }
 
   return { installed: missing, alreadyPresent, updatedPackageLists, notes };
+}
+
+/**
+ * The unprivileged system user QEMU runs as (see vm/launch.ts): no home, no
+ * shell, no password; in the kvm group so that it can open /dev/kvm.
+ */
+export async function ensureQemuUser(run: CommandRunner): Promise<string | undefined> {
+  const user = QEMU_USER;
+  if ((await run('getent', ['passwd', user])).code === 0) {
+    await addToKvm(run, user);
+    return undefined;
+  }
+  if ((await run('getent', ['group', user])).code !== 0) {
+    const group = await run('groupadd', ['--system', user]);
+    if (group.code !== 0) throw new VireoError('command_failed', `groupadd --system ${user} failed (${describe(group)})`);
+  }
+  const added = await run('useradd', ['--system', '--gid', user, '--no-create-home', '--home-dir', '/nonexistent', '--shell', '/usr/sbin/nologin', '--comment', 'Vireo QEMU', user]);
+  if (added.code !== 0) throw new VireoError('command_failed', `useradd --system ${user} failed (${describe(added)})`);
+  await addToKvm(run, user);
+  return `created the system user ${user}: every VM's QEMU runs as it, sandboxed`;
+}
+
+/** Where the one kernel setting Vireo needs is kept across reboots. */
+export const SYSCTL_FILE = '/etc/sysctl.d/60-vireo.conf';
+
+/**
+ * Post-copy live migration needs userfaultfd in the destination QEMU; QEMU
+ * 7.2, unprivileged, can only have it with vm.unprivileged_userfaultfd=1
+ * (QEMU 8.1 and later use /dev/userfaultfd instead). The trade-off (any
+ * local user may then use userfaultfd) is the price of not running QEMU as
+ * root; it is written to sysctl.d and applied now.
+ */
+async function allowUnprivilegedUserfaultfd(run: CommandRunner, write: (path: string, text: string) => Promise<void>): Promise<string | undefined> {
+  const current = await run('sysctl', ['-n', 'vm.unprivileged_userfaultfd']);
+  if (current.code !== 0 || current.stdout.trim() === '1') return undefined;
+  await write(SYSCTL_FILE, '# Written by vireo host setup: post-copy migration with QEMU running unprivileged needs userfaultfd.\nvm.unprivileged_userfaultfd = 1\n');
+  const applied = await run('sysctl', ['-w', 'vm.unprivileged_userfaultfd=1']);
+  if (applied.code !== 0) throw new VireoError('command_failed', `sysctl -w vm.unprivileged_userfaultfd=1 failed (${describe(applied)})`);
+  return `set vm.unprivileged_userfaultfd=1 (${SYSCTL_FILE}): post-copy migration needs it with QEMU unprivileged`;
+}
+
+async function addToKvm(run: CommandRunner, user: string): Promise<void> {
+  if ((await run('getent', ['group', 'kvm'])).code !== 0) return;
+  const added = await run('usermod', ['--append', '--groups', 'kvm', user]);
+  if (added.code !== 0) throw new VireoError('command_failed', `usermod --append --groups kvm ${user} failed (${describe(added)})`);
 }
 
 /** dpkg's state word ("installed", "config-files", ...) is the third of ${Status}; only "installed" means usable. */

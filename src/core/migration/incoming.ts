@@ -13,7 +13,6 @@ import { getHostFacts } from '../host/check.js';
 import { getImage } from '../image/store.js';
 import { defineVm, parseVmSpec, type VmDefinition } from '../model/vm.js';
 import { vmPaths, type VireoPaths } from '../paths.js';
-import { buildQemuArgv } from '../qemu/argv.js';
 import { QmpClient } from '../qmp/client.js';
 import { cont, queryStatus } from '../qmp/commands.js';
 import { blockExportAddNbd, migrateIncoming, nbdServerStart, nbdServerStop, queryMigrate } from '../qmp/migration.js';
@@ -21,8 +20,9 @@ import type { Reverter } from '../revert.js';
 import { createVolume, deleteVolume, getVolume } from '../storage/volumes.js';
 import { deleteDefinition, reserveVmDirectory, saveDefinition, vmExists } from '../vm/definitions.js';
 import { launchContext, prepareNetworks } from '../vm/lifecycle.js';
+import { launchQemu } from '../vm/launch.js';
 import { syncGuestClock } from '../vm/guest-agent.js';
-import { launchDaemonized, waitForExit } from '../vm/process.js';
+import { waitForExit } from '../vm/process.js';
 import { cleanRunDirectory, livePid, prepareRunDirectory, writeRuntimeRecord } from '../vm/runtime.js';
 import { diskNames } from '../qemu/ids.js';
 import { applyAtStart } from '../resources/apply.js';
@@ -178,13 +178,17 @@ export async function prepareIncoming(paths: VireoPaths, request: IncomingReques
   reverter.add(() => cleanRunDirectory(paths, def.name));
   // NICs on Vireo networks: the same network must exist here (for an overlay, the same VXLAN segment).
   const nics = await prepareNetworks(paths, def);
-  await launchDaemonized(qemuBinary, buildQemuArgv(def, { ...context, incoming: 'defer', ...(nics ? { taps: nics.taps } : {}) }));
+  const launched = await launchQemu(qemuBinary, def, { ...context, incoming: 'defer', ...(nics ? { taps: nics.taps } : {}) });
+  reverter.add(async () => {
+    try {
+      process.kill(launched, 'SIGKILL');
+    } catch {
+      return;
+    }
+    await waitForExit(launched, 10_000);
+  });
   const pid = await livePid(paths, def);
   if (pid === undefined) throw new VireoError('qemu_failed', 'the destination QEMU exited right after starting');
-  reverter.add(async () => {
-    process.kill(pid, 'SIGKILL');
-    await waitForExit(pid, 10_000);
-  });
   await nics?.attach();
   await writeRuntimeRecord(paths, def.name, { pid, accel: context.accel, startedAt: new Date().toISOString() });
   const client = await QmpClient.connect(vmPaths(paths, def.name).qmpSocket, { timeoutMs: 10_000 });

@@ -206,6 +206,8 @@ export const VmSpecSchema = z.strictObject({
   /** PCI Express ports kept free for disks and NICs attached live (q35; default 2). The pc machine hot-plugs on its PCI bus. */
   hotplug: z.strictObject({ pciPorts: z.number().int().min(0).max(16) }).optional(),
   readiness: Readiness.optional(),
+  /** Started by the daemon when it starts after a host boot: in order (low first), waiting `delay` seconds before the next. */
+  autostart: z.strictObject({ enabled: z.boolean().default(true), order: z.number().int().min(0).max(9999).default(0), delay: z.number().int().min(0).max(3600).default(0) }).optional(),
 });
 
 export type VmSpecInput = z.input<typeof VmSpecSchema>;

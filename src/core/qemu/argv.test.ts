@@ -19,7 +19,7 @@ const goldenDir = fileURLToPath(new URL('../../../../src/core/qemu/golden/', imp
 
 interface GoldenCase {
   spec: unknown;
-  context: Omit<LaunchContext, 'runtime' | 'daemonize'> & { home?: string };
+  context: Omit<LaunchContext, 'runtime'> & { home?: string };
 }
 
 function render(name: string): string[] {
@@ -28,7 +28,7 @@ function render(name: string): string[] {
   const identity = { uuid: '00000000-0000-4000-8000-000000000001', createdAt: '2026-01-01T00:00:00.000Z', nics: [] };
   const def: VmDefinition = defineVm(spec, identity as unknown as VmDefinition);
   const runtime = vmPaths(vireoPaths(golden.context.home ?? '/var/lib/vireo'), def.name);
-  return buildQemuArgv(def, { ...golden.context, runtime, daemonize: true });
+  return buildQemuArgv(def, { ...golden.context, runtime });
 }
 
 const cases = readdirSync(goldenDir)
@@ -74,8 +74,25 @@ test('a hostile description or cmdline never reaches keyval options', () => {
   });
   const def = defineVm(spec);
   const runtime = vmPaths(vireoPaths('/h'), 'safe');
-  const argv = buildQemuArgv(def, { accel: 'tcg', runtime, volumes: {}, kernel: { kernel: '/k', cmdline: spec.boot.kernel!.cmdline! }, daemonize: false });
+  const argv = buildQemuArgv(def, { accel: 'tcg', runtime, volumes: {}, kernel: { kernel: '/k', cmdline: spec.boot.kernel!.cmdline! } });
   assert.ok(!argv.some((arg) => arg.includes('evil') && arg !== 'console=ttyS0,115200 -device evil'));
   assert.equal(argv[argv.indexOf('-append') + 1], 'console=ttyS0,115200 -device evil');
   assert.ok(!argv.includes('-daemonize'));
+});
+
+test('QEMU is always sandboxed, and never forks itself into the background (the sandbox forbids fork)', () => {
+  for (const name of cases) {
+    const argv = render(name);
+    assert.equal(argv[argv.indexOf('-sandbox') + 1], 'on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny', name);
+    assert.ok(!argv.includes('-daemonize') && !argv.includes('-runas') && !argv.includes('-pidfile'), name);
+  }
+});
+
+test('with files passed by descriptor, QEMU is given no path of the VM at all', () => {
+  const argv = render('passed-files');
+  const text = argv.join(' ');
+  // Nothing under the Vireo home: sockets are descriptors, files are fd sets or /proc/self/fd.
+  assert.ok(!text.includes('/var/lib/vireo'), text);
+  assert.ok(text.includes('fd=3,server=on'));
+  assert.ok(text.includes('/dev/fdset/'));
 });

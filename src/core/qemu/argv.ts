@@ -15,7 +15,31 @@ import { diskNames, nicNames } from './ids.js';
 export interface ResolvedVolume {
   path: string;
   format: 'qcow2' | 'raw';
+  /**
+   * The backing chain, nearest first. Given, each backing file becomes its own
+   * read-only block node, so that QEMU is handed every file it needs (see
+   * PassedFiles) and never opens one by the name in an image header.
+   */
+  backing?: { path: string; format: 'qcow2' | 'raw' }[];
 }
+
+/**
+ * Files Vireo opens and hands to QEMU as inherited descriptors, so that an
+ * unprivileged QEMU needs access to no path of its own (and so to no other
+ * VM's files): listening sockets by descriptor number, and paths replaced by
+ * /dev/fdset/N (block nodes, the console log) or /proc/self/fd/N (kernel, initrd).
+ */
+export interface PassedFiles {
+  /** Listening sockets, by the chardev they serve. */
+  sockets: { qmp: number; status: number; events: number; serial?: number; guestAgent?: number };
+  /** -add-fd entries: descriptor and the fd set it joins. */
+  fdsets: { fd: number; set: number }[];
+  /** What QEMU is given instead of each path. */
+  paths: Record<string, string>;
+}
+
+/** QEMU's seccomp filter: no obsolete syscalls, no setuid, no fork/exec, no scheduler or resource changes. */
+export const SANDBOX = 'on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny';
 
 export interface LaunchContext {
   accel: 'kvm' | 'tcg';
@@ -27,8 +51,8 @@ export interface LaunchContext {
   kernel?: { kernel: string; initrd?: string; cmdline?: string };
   /** UEFI firmware: the shared read-only code and this VM's own variable store. */
   uefi?: { code: string; vars: string };
-  /** Fork into the background once QEMU is ready (the product always does; tests may not). */
-  daemonize: boolean;
+  /** Files opened by Vireo and inherited by QEMU (the product always passes them; golden tests use paths). */
+  passed?: PassedFiles;
   /** Wait for an incoming live migration, whose address is given later over QMP (migrate-incoming). */
   incoming?: 'defer';
   /** Tap device names for NICs on Vireo networks, by NIC index (QEMU makes the tap; Vireo puts it on the bridge). */
@@ -54,6 +78,12 @@ const NIC_DRIVERS: Record<NicSpec['model'], string> = {
 export function buildQemuArgv(def: VmDefinition, ctx: LaunchContext): string[] {
   const argv: string[] = [];
   const push = (...items: string[]) => argv.push(...items);
+  const file = (path: string) => ctx.passed?.paths[path] ?? path;
+  /** A socket chardev's address: the descriptor Vireo listens on, else the path QEMU creates. */
+  const socketAt = (role: keyof PassedFiles['sockets'], path: string) => {
+    const fd = ctx.passed?.sockets[role];
+    return fd !== undefined ? `fd=${fd}` : `path=${escapeKeyval(path)}`;
+  };
 
   push('-name', `guest=${def.name},debug-threads=on`);
   push('-uuid', def.uuid);
@@ -72,35 +102,35 @@ export function buildQemuArgv(def: VmDefinition, ctx: LaunchContext): string[] {
   push('-S');
   push('-msg', 'timestamp=on');
   if (ctx.incoming) push('-incoming', ctx.incoming);
+  // A guest that breaks out of QEMU finds a process that can start nothing, change no privilege and use no obsolete call.
+  push('-sandbox', SANDBOX);
+  for (const entry of ctx.passed?.fdsets ?? []) push('-add-fd', `fd=${entry.fd},set=${entry.set}`);
 
-  push('-chardev', `socket,id=qmp,path=${escapeKeyval(ctx.runtime.qmpSocket)},server=on,wait=off`);
+  push('-chardev', `socket,id=qmp,${socketAt('qmp', ctx.runtime.qmpSocket)},server=on,wait=off`);
   push('-mon', 'chardev=qmp,mode=control');
-  push('-chardev', `socket,id=qmp-status,path=${escapeKeyval(ctx.runtime.statusSocket)},server=on,wait=off`);
+  push('-chardev', `socket,id=qmp-status,${socketAt('status', ctx.runtime.statusSocket)},server=on,wait=off`);
   push('-mon', 'chardev=qmp-status,mode=control');
   // QEMU sends every event to every QMP monitor; the daemon keeps this one open.
-  push('-chardev', `socket,id=qmp-events,path=${escapeKeyval(ctx.runtime.eventSocket)},server=on,wait=off`);
+  push('-chardev', `socket,id=qmp-events,${socketAt('events', ctx.runtime.eventSocket)},server=on,wait=off`);
   push('-mon', 'chardev=qmp-events,mode=control');
-  push('-pidfile', ctx.runtime.pidFile);
-  if (ctx.daemonize) push('-daemonize');
 
   if (ctx.uefi) {
     push('-blockdev', json({ driver: 'file', 'node-name': 'fw-code-file', filename: ctx.uefi.code, 'read-only': true }));
     push('-blockdev', json({ driver: 'raw', 'node-name': 'fw-code', file: 'fw-code-file', 'read-only': true }));
-    push('-blockdev', json({ driver: 'file', 'node-name': 'fw-vars-file', filename: ctx.uefi.vars }));
+    push('-blockdev', json({ driver: 'file', 'node-name': 'fw-vars-file', filename: file(ctx.uefi.vars) }));
     push('-blockdev', json({ driver: 'raw', 'node-name': 'fw-vars', file: 'fw-vars-file' }));
   }
 
   if (ctx.kernel) {
-    push('-kernel', ctx.kernel.kernel);
-    if (ctx.kernel.initrd) push('-initrd', ctx.kernel.initrd);
+    push('-kernel', file(ctx.kernel.kernel));
+    if (ctx.kernel.initrd) push('-initrd', file(ctx.kernel.initrd));
     if (ctx.kernel.cmdline) push('-append', ctx.kernel.cmdline);
   }
 
   if (def.serial) {
     // The console log records all guest output even when nobody is attached.
-    const path = escapeKeyval(ctx.runtime.serialSocket);
-    const log = escapeKeyval(ctx.runtime.consoleLog);
-    push('-chardev', `socket,id=serial0,path=${path},server=on,wait=off,logfile=${log},logappend=on`);
+    const log = escapeKeyval(file(ctx.runtime.consoleLog));
+    push('-chardev', `socket,id=serial0,${socketAt('serial', ctx.runtime.serialSocket)},server=on,wait=off,logfile=${log},logappend=on`);
     push('-device', json({ driver: 'isa-serial', chardev: 'serial0', id: 'serial0-dev' }));
   }
 
@@ -130,7 +160,7 @@ export function buildQemuArgv(def: VmDefinition, ctx: LaunchContext): string[] {
       groups.add(group);
       push('-object', json({ 'qom-type': 'throttle-group', id: group, limits: throttleLimits(disk.limits!) }));
     }
-    for (const node of blockNodes(disk, volume)) push('-blockdev', json(node));
+    for (const node of blockNodes(disk, volume, file)) push('-blockdev', json(node));
     const device = diskDevice(disk, busSlots);
     const boot = bootIndex.disks[index];
     if (boot !== undefined) device.bootindex = boot;
@@ -147,7 +177,7 @@ export function buildQemuArgv(def: VmDefinition, ctx: LaunchContext): string[] {
 
   if (ctx.runtime.guestAgentSocket) {
     // The guest agent's channel: quiesces filesystems for disk-only snapshots when the guest runs qemu-ga.
-    push('-chardev', `socket,id=qga0,path=${escapeKeyval(ctx.runtime.guestAgentSocket)},server=on,wait=off`);
+    push('-chardev', `socket,id=qga0,${socketAt('guestAgent', ctx.runtime.guestAgentSocket)},server=on,wait=off`);
     push('-device', json({ driver: 'virtio-serial-pci', id: 'vserial0' }));
     push('-device', json({ driver: 'virtserialport', id: 'qga0-port', bus: 'vserial0.0', chardev: 'qga0', name: 'org.qemu.guest_agent.0' }));
   }
@@ -220,15 +250,26 @@ export function diskTopNode(disk: IdentifiedDisk): string {
 
 /**
  * A protocol node (the file) and a format node on top, format always explicit;
- * with limits, a throttle filter above them that the device attaches to.
+ * with limits, a throttle filter above them that the device attaches to. With
+ * a known backing chain, each backing file comes first, read-only, as nodes
+ * named base-<id>-<depth> (not disk<N>: metrics count those), so that QEMU is
+ * handed every file and opens none by the name in an image header. `file`
+ * maps a path to what QEMU is given instead (a /dev/fdset/N).
  */
-export function blockNodes(disk: IdentifiedDisk, volume: ResolvedVolume): Json[] {
+export function blockNodes(disk: IdentifiedDisk, volume: ResolvedVolume, file: (path: string) => string = (path) => path): Json[] {
   const cache = cacheOptions(disk.cache);
   const names = diskNames(disk.id);
-  const nodes: Json[] = [
-    { driver: 'file', 'node-name': names.file, filename: volume.path, 'read-only': disk.readOnly, cache },
-    { driver: volume.format, 'node-name': names.format, file: names.file, 'read-only': disk.readOnly, cache },
-  ];
+  const nodes: Json[] = [];
+  const chain = volume.backing ?? [];
+  const baseName = (depth: number) => `base-${disk.id}-${depth}`;
+  for (let depth = chain.length - 1; depth >= 0; depth--) {
+    const base = chain[depth]!;
+    nodes.push({ driver: 'file', 'node-name': `${baseName(depth)}-file`, filename: file(base.path), 'read-only': true, cache });
+    nodes.push({ driver: base.format, 'node-name': baseName(depth), file: `${baseName(depth)}-file`, 'read-only': true, cache, ...(base.format === 'qcow2' ? { backing: depth + 1 < chain.length ? baseName(depth + 1) : null } : {}) });
+  }
+  const backing = volume.backing === undefined || volume.format !== 'qcow2' ? {} : { backing: chain.length > 0 ? baseName(0) : null };
+  nodes.push({ driver: 'file', 'node-name': names.file, filename: file(volume.path), 'read-only': disk.readOnly, cache });
+  nodes.push({ driver: volume.format, 'node-name': names.format, file: names.file, 'read-only': disk.readOnly, cache, ...backing });
   const group = throttleGroupOf(disk);
   if (group) nodes.push({ driver: 'throttle', 'node-name': names.throttle, 'throttle-group': group, file: names.format, 'read-only': disk.readOnly });
   return nodes;

@@ -10,7 +10,7 @@
  * so a half-made volume is never visible and a failed one leaves nothing.
  */
 import { constants as fsConstants } from 'node:fs';
-import { copyFile, link, lstat, mkdir, readdir, realpath, rename, rm, stat } from 'node:fs/promises';
+import { chmod, copyFile, link, lstat, mkdir, readdir, realpath, rename, rm, stat } from 'node:fs/promises';
 import { basename, dirname, extname, isAbsolute, join, relative, resolve, sep } from 'node:path';
 import { alreadyExists, invalidArgument, invalidState, notFound, VireoError } from '../errors.js';
 import { checkName, formatSize, MiB, NAME_PATTERN } from '../model/units.js';
@@ -530,6 +530,8 @@ export async function publishFile(target: string, make: (temp: string) => Promis
   const temp = join(dirname(target), tempName(basename(target)));
   try {
     await make(temp);
+    // Only Vireo opens volumes (QEMU is handed them as descriptors): nobody else may read a guest's disk.
+    await chmod(temp, 0o600);
     try {
       await link(temp, target);
     } catch (error) {

@@ -13,7 +13,8 @@ import { getHostFacts } from '../host/check.js';
 import { getImage, imageFile } from '../image/store.js';
 import type { VmDefinition } from '../model/vm.js';
 import { MAX_SOCKET_PATH, vmPaths, type VireoPaths } from '../paths.js';
-import { buildQemuArgv, type LaunchContext, type ResolvedVolume } from '../qemu/argv.js';
+import type { LaunchContext, ResolvedVolume } from '../qemu/argv.js';
+import * as qemuImg from '../storage/qemu-img.js';
 import { QmpClient } from '../qmp/client.js';
 import { cont, queryStatus, setAction, stop, systemPowerdown, systemReset } from '../qmp/commands.js';
 import { Reverter } from '../revert.js';
@@ -24,7 +25,8 @@ import { listDefinitions, loadDefinition, withVmLock } from './definitions.js';
 import { checkForwardedPorts } from './host-ports.js';
 import { readinessTarget, waitUntilReady } from './readiness.js';
 import { askAgentToPowerOff, syncGuestClock } from './guest-agent.js';
-import { killQemus, launchDaemonized, waitForExit } from './process.js';
+import { launchQemu } from './launch.js';
+import { killQemus, waitForExit } from './process.js';
 import { crashPoint } from '../crash-point.js';
 import { checkHostFiles } from './host-files.js';
 import { cleanRunDirectory, livePid, prepareRunDirectory, readRuntime, writeRuntimeRecord } from './runtime.js';
@@ -48,7 +50,7 @@ export async function launchContext(paths: VireoPaths, def: VmDefinition): Promi
   for (const [index, disk] of def.disks.entries()) {
     try {
       const volume = await resolveVolume(paths, disk.volume);
-      volumes[disk.volume] = { path: volume.path, format: volume.format };
+      volumes[disk.volume] = { path: volume.path, format: volume.format, backing: await backingChain(volume.path, volume.format) };
     } catch (error) {
       if (error instanceof VireoError && error.code === 'not_found') {
         throw new VireoError('not_found', `disks.${index}.volume: volume '${disk.volume}' does not exist`, { field: `disks.${index}.volume` }, { cause: error });
@@ -89,8 +91,33 @@ export async function launchContext(paths: VireoPaths, def: VmDefinition): Promi
       throw new VireoError('host_unsupported', `the socket path ${socket} is longer than ${MAX_SOCKET_PATH} bytes; set VIREO_HOME to a shorter directory`);
     }
   }
-  const context: LaunchContext = { accel: choice.accel, runtime, volumes, daemonize: true, ...(kernel ? { kernel } : {}), ...(uefi ? { uefi } : {}) };
+  const context: LaunchContext = { accel: choice.accel, runtime, volumes, ...(kernel ? { kernel } : {}), ...(uefi ? { uefi } : {}) };
   return { context, qemuBinary: facts.qemu.binary, ...(choice.notice ? { notice: choice.notice } : {}) };
+}
+
+/**
+ * A qcow2 volume's backing files, nearest first, so that each is handed to
+ * QEMU as its own read-only node (QEMU, unprivileged, cannot open them by
+ * the names in the image headers). Raw volumes have none.
+ */
+export async function backingChain(path: string, format: 'qcow2' | 'raw'): Promise<{ path: string; format: 'qcow2' | 'raw' }[]> {
+  if (format !== 'qcow2') return [];
+  let chain;
+  try {
+    chain = await qemuImg.info(path, 'qcow2', { backingChain: true });
+  } catch (error) {
+    // An image qemu-img cannot read, QEMU cannot either: let QEMU say why, in its own words.
+    if (error instanceof VireoError && error.code === 'command_failed') return [];
+    throw error;
+  }
+  return chain.slice(1).map((image, index) => {
+    const previous = chain[index]!;
+    const backingFormat = previous['backing-filename-format'] ?? image.format;
+    if (backingFormat !== 'qcow2' && backingFormat !== 'raw') {
+      throw new VireoError('invalid_state', `${path}: backing file ${image.filename} is ${backingFormat}, which Vireo does not run`, { file: path });
+    }
+    return { path: image.filename, format: backingFormat };
+  });
 }
 
 export interface StartOptions {
@@ -135,7 +162,7 @@ export async function startVm(paths: VireoPaths, name: string, options: StartOpt
       // it is found by pidfile and by this VM's UUID on its command line, and killed before the runtime files go.
       reverter.add(() => killQemus(def.uuid, pidFile));
       crashPoint('start.before-launch');
-      await launchDaemonized(qemuBinary, buildQemuArgv(def, { ...context, ...(nics ? { taps: nics.taps } : {}) }), options.launchTimeoutMs ?? 60_000, options.signal);
+      await launchQemu(qemuBinary, def, { ...context, ...(nics ? { taps: nics.taps } : {}) }, { timeoutMs: options.launchTimeoutMs ?? 60_000, ...(options.signal ? { signal: options.signal } : {}) });
       crashPoint('start.launched');
       const pid = await livePid(paths, def);
       if (pid === undefined) throw new VireoError('qemu_failed', 'QEMU exited right after starting');

@@ -5,9 +5,12 @@
  * on QMP events and socket closure for the moment of exit, on this only to
  * decide whether a pidfile is stale.
  */
-import { spawn } from 'node:child_process';
-import { readdir, readFile } from 'node:fs/promises';
+import { readdir, readFile, readlink } from 'node:fs/promises';
+import { dirname, join } from 'node:path';
 import { VireoError } from '../errors.js';
+
+/** QEMU's stdout and stderr, in the VM's run directory (beside the pidfile): its messages, and the mark of whose QEMU it is. */
+export const QEMU_OUTPUT_FILE = 'qemu.log';
 
 export async function readPidFile(path: string): Promise<number | undefined> {
   try {
@@ -57,7 +60,12 @@ export async function findQemus(uuid: string, pidFile: string): Promise<number[]
     if (pid === process.pid) continue;
     try {
       const argv = (await readFile(`/proc/${entry}/cmdline`, 'utf8')).split('\0');
-      if (!argv[0]?.includes('qemu-system') || !argv.includes(uuid) || !argv.some((arg) => arg.includes(pidFile))) continue;
+      // setpriv (the user switch) execs QEMU at once; either may be seen.
+      const qemu = argv[0]?.includes('qemu-system') || (argv[0]?.endsWith('setpriv') && argv.some((arg) => arg.includes('qemu-system')));
+      if (!qemu || !argv.includes(uuid)) continue;
+      // QEMU is handed its files as descriptors, so its command line names no path of the VM; its output file does.
+      const output = await readlink(`/proc/${entry}/fd/1`).catch(() => '');
+      if (!argv.some((arg) => arg.includes(pidFile)) && output !== join(dirname(pidFile), QEMU_OUTPUT_FILE)) continue;
       if (await isProcessAlive(pid)) found.push(pid);
     } catch {
       // Gone while we looked.
@@ -95,61 +103,4 @@ export async function waitForExit(pid: number, timeoutMs: number): Promise<boole
     await new Promise((resolve) => setTimeout(resolve, 25));
   }
   return !(await isProcessAlive(pid));
-}
-
-/**
- * Runs QEMU with -daemonize: the first process exits once QEMU has set
- * everything up (sockets listening, pidfile written) and the daemon lives on
- * in its own session, so it outlives the CLI or daemon that started it.
- */
-export async function launchDaemonized(binary: string, argv: string[], timeoutMs = 60_000, signal?: AbortSignal): Promise<void> {
-  signal?.throwIfAborted();
-  const child = spawn(binary, argv, { stdio: ['ignore', 'ignore', 'pipe'], detached: true });
-  let stderr = '';
-  child.stderr.setEncoding('utf8');
-  child.stderr.on('data', (chunk: string) => {
-    if (stderr.length < 64 * 1024) stderr += chunk;
-  });
-  const code = await new Promise<number | null>((resolve, reject) => {
-    // Killing the launching process is not enough: the daemonized QEMU lives on; the caller kills it (killQemus).
-    const giveUp = (error: VireoError) => {
-      clearTimeout(timer);
-      signal?.removeEventListener('abort', onAbort);
-      child.kill('SIGKILL');
-      reject(error);
-    };
-    const timer = setTimeout(() => giveUp(new VireoError('timeout', `QEMU did not finish starting within ${timeoutMs / 1000} s`)), timeoutMs);
-    const onAbort = () => giveUp(new VireoError('cancelled', 'the start was cancelled while QEMU was starting'));
-    signal?.addEventListener('abort', onAbort, { once: true });
-    child.once('error', (error) => {
-      clearTimeout(timer);
-      signal?.removeEventListener('abort', onAbort);
-      const missing = (error as NodeJS.ErrnoException).code === 'ENOENT';
-      reject(
-        new VireoError(missing ? 'host_unsupported' : 'qemu_failed', missing ? `${binary} is not installed (run: vireo host setup)` : `cannot run ${binary}: ${error.message}`, {}, { cause: error }),
-      );
-    });
-    child.once('exit', (exitCode) => {
-      clearTimeout(timer);
-      signal?.removeEventListener('abort', onAbort);
-      resolve(exitCode);
-    });
-  });
-  if (code === 0) {
-    // The daemon may still hold the pipe; we need nothing more from it.
-    child.stderr.destroy();
-    return;
-  }
-  // On failure no daemon was left holding the pipe, so it closes promptly.
-  await new Promise((resolve) => {
-    if (child.stderr.closed) resolve(undefined);
-    child.stderr.once('close', resolve);
-    setTimeout(resolve, 2000);
-  });
-  const message = stderr
-    .split('\n')
-    .map((line) => line.replace(/^\S+Z qemu-system-\S+: /, '').replace(/^qemu-system-\S+: /, '').trim())
-    .filter(Boolean)
-    .join('; ');
-  throw new VireoError('qemu_failed', `QEMU failed to start: ${message || `exit code ${code}`}`, { exitCode: code, stderr });
 }

@@ -1,0 +1,316 @@
+/**
+ * Starting a VM's QEMU unprivileged and sandboxed.
+ *
+ * Vireo (root) opens every file the VM needs and hands the descriptors to
+ * QEMU, which then runs as the `vireo-qemu` system user (made by `vireo host
+ * setup`) under its seccomp sandbox:
+ *  - disks, their backing files, the UEFI variable store and the console log
+ *    as fd sets (`-add-fd`, `/dev/fdset/N`): the files stay root's, mode 0600,
+ *    so a QEMU can open no other VM's disk, even though all share one user;
+ *  - the QMP, serial and guest-agent sockets as listening descriptors
+ *    (`fd=N`), created by Vireo with mode 0600: a QEMU cannot connect to
+ *    another VM's monitor;
+ *  - kernel and initrd as `/proc/self/fd/N` (QEMU reopens those by name; a
+ *    file not readable by all is copied first into the root-only run directory);
+ *  - `/dev/kvm` through the kvm group (`setpriv --init-groups`).
+ * `-daemonize` forks, which the sandbox forbids (spawn=deny), and `-runas`
+ * calls setuid, which it forbids too (elevateprivileges=deny); so QEMU is
+ * started already unprivileged, in a session of its own, and is ready when
+ * its status monitor answers a command (the main loop runs). Run as a normal
+ * user, Vireo skips the user switch and keeps everything else.
+ */
+import { spawn, spawnSync } from 'node:child_process';
+import { constants, type Stats } from 'node:fs';
+import { chmod, chown, copyFile, link, open, readFile, rename, rm, stat, type FileHandle } from 'node:fs/promises';
+import { createServer, type Server } from 'node:net';
+import { dirname, join, relative, sep } from 'node:path';
+import { randomBytes } from 'node:crypto';
+import { VireoError } from '../errors.js';
+import type { VmDefinition } from '../model/vm.js';
+import { buildQemuArgv, type LaunchContext, type PassedFiles } from '../qemu/argv.js';
+import { QmpClient } from '../qmp/client.js';
+import { queryStatus } from '../qmp/commands.js';
+import { writeFileAtomic } from '../store/atomic.js';
+import { QEMU_OUTPUT_FILE, waitForExit } from './process.js';
+
+/** The system user every VM's QEMU runs as when Vireo runs as root. */
+export const QEMU_USER = 'vireo-qemu';
+
+export interface QemuIdentity {
+  uid: number;
+  gid: number;
+}
+
+/** Who QEMU runs as: vireo-qemu under root, else (user-mode Vireo) the user itself (undefined). */
+export async function qemuIdentity(): Promise<QemuIdentity | undefined> {
+  if (process.getuid?.() !== 0) return undefined;
+  const passwd = await readFile('/etc/passwd', 'utf8').catch(() => '');
+  const entry = passwd.split('\n').find((line) => line.startsWith(`${QEMU_USER}:`))?.split(':');
+  const uid = Number(entry?.[2]);
+  const gid = Number(entry?.[3]);
+  if (!entry || !Number.isInteger(uid) || !Number.isInteger(gid) || uid === 0) {
+    throw new VireoError('host_unsupported', `QEMU must not run as root, and the system user '${QEMU_USER}' it runs as does not exist (run: vireo host setup)`);
+  }
+  return { uid, gid };
+}
+
+/** Everything opened for one launch, closed in the launcher once QEMU holds its copies. */
+class Handoff {
+  readonly stdio: (number | 'ignore')[] = ['ignore'];
+  private readonly handles: FileHandle[] = [];
+  private readonly servers: { server: Server; temporary: string; path: string }[] = [];
+  readonly passed: PassedFiles = { sockets: { qmp: -1, status: -1, events: -1 }, fdsets: [], paths: {} };
+  private nextSet = 1;
+
+  /** Adds a descriptor to the child's table; returns its number there. */
+  private inherit(fd: number): number {
+    this.stdio.push(fd);
+    return this.stdio.length - 1;
+  }
+
+  async fdset(path: string, flags: number, mode?: number): Promise<void> {
+    if (this.passed.paths[path]) return;
+    const handle = await open(path, flags | constants.O_NOFOLLOW, mode).catch((error: NodeJS.ErrnoException) => {
+      throw new VireoError('qemu_failed', `cannot open ${path} for QEMU: ${error.code ?? error.message}`, { file: path }, { cause: error });
+    });
+    this.handles.push(handle);
+    // A guest's files are Vireo's alone (volumes made before this rule were 0644): QEMU holds them through the descriptor.
+    const info = await handle.stat();
+    if ((info.mode & 0o077) !== 0 && info.uid === process.getuid?.()) await handle.chmod(info.mode & 0o700);
+    const set = this.nextSet++;
+    this.passed.fdsets.push({ fd: this.inherit(handle.fd), set });
+    this.passed.paths[path] = `/dev/fdset/${set}`;
+  }
+
+  /** A file QEMU reopens by name (kernel, initrd): /proc/self/fd/N, on a copy when others may not read the original. */
+  async byName(path: string, runDir: string, copyName: string): Promise<void> {
+    let handle = await open(path, constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK);
+    let info: Stats;
+    try {
+      info = await handle.stat();
+      if (!info.isFile()) throw new VireoError('invalid_argument', `${path} is not a regular file`, { file: path });
+    } catch (error) {
+      await handle.close();
+      throw error;
+    }
+    if ((info.mode & 0o004) === 0) {
+      // The unprivileged QEMU may not reopen this file; a copy in the root-only run directory, readable through the descriptor only.
+      await handle.close();
+      const copy = join(runDir, copyName);
+      await copyFile(path, copy);
+      await chmod(copy, 0o644);
+      handle = await open(copy, constants.O_RDONLY);
+      await rm(copy);
+    }
+    this.handles.push(handle);
+    this.passed.paths[path] = `/proc/self/fd/${this.inherit(handle.fd)}`;
+  }
+
+  /**
+   * A listening Unix socket for path, mode 0600, passed to QEMU. It is bound
+   * under a temporary name nobody knows and published under its real name
+   * only once the launcher's own copy is closed (see close()): a client
+   * connecting earlier would be accepted by the launcher and never reach QEMU.
+   */
+  async socket(role: keyof PassedFiles['sockets'], path: string): Promise<void> {
+    const temporary = `${path}.${randomBytes(4).toString('hex')}`;
+    const server = createServer();
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', reject);
+      server.listen({ path: temporary, backlog: 16 }, resolve);
+    });
+    this.servers.push({ server, temporary, path });
+    await chmod(temporary, 0o600);
+    // Node gives no public way to a server's descriptor; the handle has it on every Unix.
+    const fd = (server as unknown as { _handle?: { fd?: number } })._handle?.fd;
+    if (typeof fd !== 'number' || fd < 0) throw new VireoError('internal', `cannot pass the socket ${path} to QEMU`);
+    this.passed.sockets[role] = this.inherit(fd);
+  }
+
+  async output(path: string): Promise<number> {
+    const handle = await open(path, constants.O_WRONLY | constants.O_APPEND | constants.O_CREAT | constants.O_TRUNC, 0o600);
+    this.handles.push(handle);
+    return handle.fd;
+  }
+
+  /**
+   * Closes the launcher's copies. Closing a Unix socket server unlinks the
+   * name it was bound to, so each socket is first linked under a second
+   * hidden name, and that one renamed to the real name after the close.
+   * publish false (a failed launch): the names are just removed.
+   */
+  async close(publish = false): Promise<void> {
+    for (const { server, temporary, path } of this.servers.splice(0)) {
+      const hold = `${temporary}.hold`;
+      if (publish) await link(temporary, hold);
+      await new Promise<void>((resolve) => server.close(() => resolve()));
+      await rm(temporary, { force: true });
+      if (publish) await rename(hold, path);
+    }
+    await Promise.all(this.handles.splice(0).map((handle) => handle.close().catch(() => undefined)));
+  }
+}
+
+async function prepareHandoff(def: VmDefinition, context: LaunchContext, runDir: string): Promise<{ handoff: Handoff; output: number }> {
+  const handoff = new Handoff();
+  try {
+    const output = await handoff.output(join(runDir, QEMU_OUTPUT_FILE));
+    handoff.stdio.push(output, output);
+    const { runtime } = context;
+    await handoff.socket('qmp', runtime.qmpSocket);
+    await handoff.socket('status', runtime.statusSocket);
+    await handoff.socket('events', runtime.eventSocket);
+    if (def.serial) await handoff.socket('serial', runtime.serialSocket);
+    if (runtime.guestAgentSocket) await handoff.socket('guestAgent', runtime.guestAgentSocket);
+    for (const disk of def.disks) {
+      const volume = context.volumes[disk.volume];
+      if (!volume) continue;
+      await handoff.fdset(volume.path, disk.readOnly ? constants.O_RDONLY : constants.O_RDWR);
+      for (const base of volume.backing ?? []) await handoff.fdset(base.path, constants.O_RDONLY);
+    }
+    if (context.uefi) await handoff.fdset(context.uefi.vars, constants.O_RDWR);
+    if (def.serial) await handoff.fdset(runtime.consoleLog, constants.O_WRONLY | constants.O_APPEND | constants.O_CREAT, 0o600);
+    if (context.kernel) {
+      await handoff.byName(context.kernel.kernel, runDir, 'kernel');
+      if (context.kernel.initrd) await handoff.byName(context.kernel.initrd, runDir, 'initrd');
+    }
+    return { handoff, output };
+  } catch (error) {
+    await handoff.close();
+    throw error;
+  }
+}
+
+function setprivAvailable(): boolean {
+  return spawnSync('setpriv', ['--version'], { stdio: 'ignore' }).status === 0;
+}
+
+/**
+ * Launches the VM's QEMU (paused, -S) and returns its pid once its monitors
+ * answer; writes the pidfile. On failure nothing is left running, and the
+ * error carries what QEMU printed.
+ */
+export async function launchQemu(binary: string, def: VmDefinition, context: LaunchContext, options: { timeoutMs?: number; signal?: AbortSignal } = {}): Promise<number> {
+  options.signal?.throwIfAborted();
+  // QEMU makes a Vireo network's tap by name, which takes CAP_NET_ADMIN: such a VM's QEMU keeps root (still
+  // sandboxed, still handed its files) until Vireo makes the taps for vireo-qemu itself. Not done yet.
+  const usesTaps = Object.keys(context.taps ?? {}).length > 0;
+  const identity = usesTaps ? undefined : await qemuIdentity();
+  if (identity && !setprivAvailable()) throw new VireoError('host_unsupported', 'setpriv (util-linux) is needed to start QEMU as an unprivileged user');
+  const runDir = join(context.runtime.pidFile, '..');
+  const { handoff } = await prepareHandoff(def, context, runDir);
+  let child;
+  try {
+    const argv = buildQemuArgv(def, { ...context, passed: handoff.passed });
+    const command = identity
+      ? ['setpriv', `--reuid=${identity.uid}`, `--regid=${identity.gid}`, '--init-groups', '--inh-caps=-all', '--', binary, ...argv]
+      : [binary, ...argv];
+    child = spawn(command[0]!, command.slice(1), { stdio: handoff.stdio, detached: true });
+    child.unref();
+  } finally {
+    // QEMU holds its own copies now (spawn returns once the child has exec'd, or failed to).
+    await handoff.close(child?.pid !== undefined);
+  }
+  const pid = child.pid;
+  const exited = new Promise<number | null>((resolve) => {
+    if (child.exitCode !== null) resolve(child.exitCode);
+    child.once('exit', (code) => resolve(code));
+    child.once('error', () => resolve(-1));
+  });
+  if (pid === undefined) {
+    await exited;
+    throw new VireoError('host_unsupported', `cannot run ${identity ? 'setpriv' : binary} (run: vireo host setup)`);
+  }
+  await writeFileAtomic(context.runtime.pidFile, `${pid}\n`);
+  const timeoutMs = options.timeoutMs ?? 60_000;
+  const ready = waitUntilAnswering(context.runtime.statusSocket, timeoutMs);
+  let onAbort: (() => void) | undefined;
+  const aborted = new Promise<VireoError>((resolve) => {
+    onAbort = () => resolve(new VireoError('cancelled', 'the start was cancelled while QEMU was starting'));
+    if (options.signal?.aborted) onAbort();
+    else options.signal?.addEventListener('abort', onAbort, { once: true });
+  });
+  const outcome = await Promise.race([ready.then(() => 'ready' as const, (error: unknown) => error), exited.then((code) => ({ exited: code })), aborted]);
+  if (onAbort) options.signal?.removeEventListener('abort', onAbort);
+  if (outcome === 'ready') return pid;
+  ready.cancel();
+  try {
+    process.kill(pid, 'SIGKILL');
+  } catch {
+    // Already gone.
+  }
+  await waitForExit(pid, 10_000);
+  const log = await readFile(join(runDir, QEMU_OUTPUT_FILE), 'utf8').catch(() => '');
+  const message = log
+    .split('\n')
+    .map((line) => line.replace(/^\S+Z qemu-system-\S+: /, '').replace(/^qemu-system-\S+: /, '').replace(/^qemu: /, '').trim())
+    .filter(Boolean)
+    .join('; ');
+  if (outcome instanceof Object && 'exited' in outcome) {
+    throw new VireoError('qemu_failed', `QEMU failed to start: ${message || `exit code ${outcome.exited}`}`, { exitCode: outcome.exited, stderr: log });
+  }
+  throw outcome instanceof VireoError ? outcome : new VireoError('qemu_failed', `QEMU failed to start: ${message || String(outcome)}`, { stderr: log });
+}
+
+/** Resolves once the monitor at path answers query-status (so QEMU's main loop runs, the machine is built). */
+function waitUntilAnswering(path: string, timeoutMs: number): Promise<void> & { cancel(): void } {
+  let cancelled = false;
+  const promise = (async () => {
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      if (cancelled) throw new VireoError('cancelled', 'launch abandoned');
+      try {
+        const client = await QmpClient.connect(path, { timeoutMs: Math.max(1000, Math.min(10_000, deadline - Date.now())) });
+        try {
+          await queryStatus(client);
+          return;
+        } finally {
+          await client.close();
+        }
+      } catch (error) {
+        if (Date.now() > deadline) throw new VireoError('timeout', `QEMU did not finish starting within ${timeoutMs / 1000} s`, {}, { cause: error });
+        await new Promise((resolve) => setTimeout(resolve, 50));
+      }
+    }
+  })();
+  return Object.assign(promise, { cancel: () => (cancelled = true) });
+}
+
+/**
+ * Lets the running, unprivileged QEMU open files by name for a moment: a
+ * live disk attach (blockdev-add), where no descriptor can be handed over
+ * (that needs SCM_RIGHTS, which Node cannot send). Each file is given to
+ * vireo-qemu until `restore` gives it back to its owner; QEMU keeps the
+ * descriptor it opened meanwhile. The directories from the Vireo home down to
+ * each file get the search bit for others (never the read bit), so that the
+ * path can be followed; the files themselves stay 0600. Without a user
+ * switch (user-mode Vireo) there is nothing to grant.
+ */
+export async function grantToQemu(home: string, files: string[]): Promise<() => Promise<void>> {
+  const identity = await qemuIdentity();
+  if (!identity) return async () => undefined;
+  const restores: (() => Promise<void>)[] = [];
+  const restore = async () => {
+    for (const undo of restores.splice(0).reverse()) await undo().catch(() => undefined);
+  };
+  try {
+    for (const file of files) {
+      const rel = relative(home, dirname(file));
+      if (!rel.startsWith('..')) {
+        let dir = home;
+        for (const part of ['', ...(rel ? rel.split(sep) : [])]) {
+          dir = part ? join(dir, part) : dir;
+          const info = await stat(dir);
+          if ((info.mode & 0o001) === 0) await chmod(dir, (info.mode & 0o7777) | 0o001);
+        }
+      }
+      const info = await stat(file);
+      await chown(file, identity.uid, identity.gid);
+      restores.push(() => chown(file, info.uid, info.gid));
+    }
+  } catch (error) {
+    await restore();
+    throw error;
+  }
+  return restore;
+}
