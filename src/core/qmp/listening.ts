@@ -1,9 +1,10 @@
 /**
  * Connecting to the monitor of a QEMU started in the foreground (tests, the
- * bench). Vireo itself launches QEMU with -daemonize, whose first process
- * exits only once the sockets listen (vm/process.ts launchDaemonized); a
- * foreground QEMU gives no such signal, and its socket file appears at
- * bind(), before listen(): a connect in between is refused. So the connect
+ * bench). Vireo itself never has to wait: it makes the monitor socket
+ * listen before QEMU starts and hands it over as a descriptor
+ * (vm/launch.ts). A foreground QEMU that makes its own socket gives no
+ * signal, and the socket file appears at bind(), before listen(): a
+ * connect in between is refused. So the connect
  * is retried until the socket answers, QEMU exits, or the deadline passes.
  */
 import { isVireoError } from '../errors.js';
