@@ -16,7 +16,7 @@ import { getHostFacts } from '../src/core/host/check.js';
 import { defineVm, parseVmSpec } from '../src/core/model/vm.js';
 import { vireoPaths, vmPaths } from '../src/core/paths.js';
 import { buildQemuArgv, type LaunchContext, type ResolvedVolume } from '../src/core/qemu/argv.js';
-import { QmpClient } from '../src/core/qmp/client.js';
+import { connectWhenListening } from '../src/core/qmp/listening.js';
 import { queryStatus } from '../src/core/qmp/commands.js';
 import { isProcessAlive } from '../src/core/vm/process.js';
 
@@ -28,15 +28,6 @@ interface GoldenCase {
 }
 
 const exec = promisify(execFile);
-
-async function waitForFile(path: string, timeoutMs: number): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (Date.now() < deadline) {
-    if (await readFile(path).then(() => true, (error: NodeJS.ErrnoException) => error.code !== 'ENOENT')) return;
-    await new Promise((resolve) => setTimeout(resolve, 25));
-  }
-  throw new Error(`${path} did not appear`);
-}
 
 for (const file of (await readdir(goldenDir)).filter((name) => name.endsWith('.json'))) {
   test(`QEMU accepts the golden argv of ${file}`, async () => {
@@ -84,11 +75,10 @@ for (const file of (await readdir(goldenDir)).filter((name) => name.endsWith('.j
       let stderr = '';
       child.stderr.setEncoding('utf8').on('data', (text: string) => (stderr += text));
       try {
-        await Promise.race([
-          waitForFile(runtime.qmpSocket, 10_000),
-          new Promise((_, reject) => child.once('exit', (code) => reject(new Error(`QEMU exited (${code}): ${stderr}`)))),
-        ]);
-        const client = await QmpClient.connect(runtime.qmpSocket, { timeoutMs: 10_000 });
+        // The socket file appears at bind(), before QEMU listens: connect until it answers.
+        const client = await connectWhenListening(runtime.qmpSocket, { timeoutMs: 30_000, exited: () => child.exitCode !== null || child.signalCode !== null }).catch(
+          (error: unknown) => assert.fail(`QEMU's monitor did not answer (exit code ${child.exitCode}): ${String(error)}; stderr: ${stderr}`),
+        );
         try {
           const status = await queryStatus(client);
           assert.equal(status.status, 'prelaunch', 'started paused, as Vireo launches it');
