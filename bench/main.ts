@@ -14,7 +14,7 @@
 import { fileURLToPath } from 'node:url';
 import { join } from 'node:path';
 import { buildTinyImage } from '../src/core/image/tiny.js';
-import { getImage } from '../src/core/image/store.js';
+import { getKernelImage } from '../src/core/image/store.js';
 import { vireoPaths } from '../src/core/paths.js';
 import { benchAvailability } from './availability.js';
 import { benchDaemon } from './daemon.js';
@@ -58,7 +58,7 @@ if (wanted('daemon')) {
   const mib = (bytes: number) => `${(bytes / 1024 / 1024).toFixed(1)} MiB`;
   const ms = (value: number) => `${value.toFixed(2)} ms`;
   const vireod = await benchDaemon({ cli, imageHome, definedVms: 50, runningVms: 5, samples: 200 });
-  const manifest = await getImage(vireoPaths(imageHome), 'tiny');
+  const manifest = await getKernelImage(vireoPaths(imageHome), 'tiny');
   const image = join(imageHome, 'images', 'tiny');
   const libvirt = await benchLibvirt({
     definedVms: 50,

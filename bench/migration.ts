@@ -16,7 +16,7 @@ import { access, mkdir, mkdtemp, readlink, rm, symlink } from 'node:fs/promises'
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ApiClient } from '../src/client/api-client.js';
-import { getImage, imageFile } from '../src/core/image/store.js';
+import { getImage, getKernelImage, imageFile } from '../src/core/image/store.js';
 import { vireoPaths, type VireoPaths } from '../src/core/paths.js';
 import { QmpClient } from '../src/core/qmp/client.js';
 import { SerialConsole } from '../src/core/vm/console.js';
@@ -90,7 +90,7 @@ async function waitForFile(path: string, timeoutMs = 20_000): Promise<void> {
 
 /** The same guest as Vireo runs, typed by hand: tiny kernel, virtio disk and NIC, rng, balloon, serial on a socket. */
 async function startPlain(paths: VireoPaths, dir: string, memoryMiB: number, disk: string, incoming: boolean): Promise<PlainQemu> {
-  const image = await getImage(paths, 'tiny');
+  const image = await getKernelImage(paths, 'tiny');
   const qmpSocket = join(dir, `qmp-${incoming ? 'in' : 'out'}-${Date.now()}.sock`);
   const serialSocket = join(dir, `serial-${incoming ? 'in' : 'out'}-${Date.now()}.sock`);
   const args = [

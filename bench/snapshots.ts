@@ -18,7 +18,7 @@ import { chmod, copyFile, mkdir, mkdtemp, readFile, rm, symlink, writeFile } fro
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
-import { getImage, imageFile } from '../src/core/image/store.js';
+import { getImage, getKernelImage, imageFile } from '../src/core/image/store.js';
 import { vireoPaths } from '../src/core/paths.js';
 import { QmpClient } from '../src/core/qmp/client.js';
 import { runSnapshotJob } from '../src/core/snapshot/qmp-jobs.js';
@@ -61,7 +61,7 @@ export async function benchSnapshots(options: { runs: number; cli: string; image
     const paths = vireoPaths(home);
     await mkdir(paths.images, { recursive: true });
     await symlink(join(options.imageHome, 'images', 'tiny'), join(paths.images, 'tiny'));
-    const image = await getImage(paths, 'tiny');
+    const image = await getKernelImage(paths, 'tiny');
 
     // Linked clones of a 10 GiB template disk.
     await vireo('disk', 'create', 'tmpl-data', '--size', '10G');
@@ -132,7 +132,7 @@ export async function benchSnapshots(options: { runs: number; cli: string; image
 }
 
 /** The same guest as a libvirt domain with a qcow2 disk; internal snapshots through virsh. */
-async function benchVirshSnapshots(runs: number, paths: ReturnType<typeof vireoPaths>, image: Awaited<ReturnType<typeof getImage>>, home: string): Promise<{ createMs: number[]; revertMs: number[]; notes: string[] } | { reason: string }> {
+async function benchVirshSnapshots(runs: number, paths: ReturnType<typeof vireoPaths>, image: Awaited<ReturnType<typeof getKernelImage>>, home: string): Promise<{ createMs: number[]; revertMs: number[]; notes: string[] } | { reason: string }> {
   const found = await exec('virsh', ['--version']).then(() => true, () => false);
   if (!found) return { reason: 'not installed (Debian packages libvirt-daemon-system and libvirt-clients)' };
   const daemon = await ensureDaemon();

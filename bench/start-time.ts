@@ -10,7 +10,7 @@ import { spawn, execFileSync } from 'node:child_process';
 import { mkdtemp, readFile, rm, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { getImage, imageFile } from '../src/core/image/store.js';
+import { getImage, getKernelImage, imageFile } from '../src/core/image/store.js';
 import { vireoPaths, vmPaths, type VireoPaths } from '../src/core/paths.js';
 
 export interface StartTimeResult {
@@ -51,7 +51,7 @@ async function timeVireo(cli: string, home: string, paths: VireoPaths, readyLine
 }
 
 async function timePlain(dir: string, paths: VireoPaths, readyLine: string): Promise<number> {
-  const image = await getImage(paths, 'tiny');
+  const image = await getKernelImage(paths, 'tiny');
   const disk = join(dir, 'plain.qcow2');
   const log = join(dir, 'plain-console.log');
   await rm(log, { force: true });
@@ -83,7 +83,7 @@ export async function benchStartTime(options: { runs: number; cli: string; image
     const { symlink, mkdir } = await import('node:fs/promises');
     await mkdir(paths.images, { recursive: true });
     await symlink(join(options.imageHome, 'images', 'tiny'), join(paths.images, 'tiny'));
-    const readyLine = (await getImage(paths, 'tiny')).readyLine;
+    const readyLine = (await getKernelImage(paths, 'tiny')).readyLine;
     const env = { ...process.env, VIREO_HOME: home };
     const create = await run(process.execPath, [options.cli, 'vm', 'create', 'bench', '--image', 'tiny', '--memory', '256M', '--disk', '256M'], env);
     if (create !== 0) throw new Error('vireo vm create failed');

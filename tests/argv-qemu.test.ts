@@ -16,7 +16,7 @@ import { getHostFacts } from '../src/core/host/check.js';
 import { defineVm, parseVmSpec } from '../src/core/model/vm.js';
 import { vireoPaths, vmPaths } from '../src/core/paths.js';
 import { buildQemuArgv, type LaunchContext, type ResolvedVolume } from '../src/core/qemu/argv.js';
-import { QmpClient } from '../src/core/qmp/client.js';
+import { connectWhenListening } from '../src/core/qmp/listening.js';
 import { queryStatus } from '../src/core/qmp/commands.js';
 import { isProcessAlive } from '../src/core/vm/process.js';
 
@@ -24,19 +24,10 @@ const goldenDir = fileURLToPath(new URL('../../src/core/qemu/golden/', import.me
 
 interface GoldenCase {
   spec: Record<string, unknown>;
-  context: { volumes: Record<string, ResolvedVolume>; uefi?: unknown; kernel?: unknown; taps?: Record<number, string> };
+  context: { volumes: Record<string, ResolvedVolume>; uefi?: unknown; kernel?: unknown; cloudInitSeed?: string; taps?: Record<number, string> };
 }
 
 const exec = promisify(execFile);
-
-async function waitForFile(path: string, timeoutMs: number): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (Date.now() < deadline) {
-    if (await readFile(path).then(() => true, (error: NodeJS.ErrnoException) => error.code !== 'ENOENT')) return;
-    await new Promise((resolve) => setTimeout(resolve, 25));
-  }
-  throw new Error(`${path} did not appear`);
-}
 
 for (const file of (await readdir(goldenDir)).filter((name) => name.endsWith('.json'))) {
   test(`QEMU accepts the golden argv of ${file}`, async () => {
@@ -67,6 +58,10 @@ for (const file of (await readdir(goldenDir)).filter((name) => name.endsWith('.j
         await copyFile(facts.firmware.ovmf.vars, vars);
         context.uefi = { code: facts.firmware.ovmf.code, vars };
       }
+      if (golden.context.cloudInitSeed) {
+        context.cloudInitSeed = join(runtime.dir, 'cidata.iso');
+        await writeFile(context.cloudInitSeed, Buffer.alloc(1024 * 1024));
+      }
       // Kernel boot needs a real kernel; the argv shape is what is checked here.
       // QEMU makes the taps of bridge NICs: in a network namespace of the test's own, never on the machine's interfaces.
       const netns = golden.context.taps ? `vireo-g${process.pid}` : undefined;
@@ -80,11 +75,10 @@ for (const file of (await readdir(goldenDir)).filter((name) => name.endsWith('.j
       let stderr = '';
       child.stderr.setEncoding('utf8').on('data', (text: string) => (stderr += text));
       try {
-        await Promise.race([
-          waitForFile(runtime.qmpSocket, 10_000),
-          new Promise((_, reject) => child.once('exit', (code) => reject(new Error(`QEMU exited (${code}): ${stderr}`)))),
-        ]);
-        const client = await QmpClient.connect(runtime.qmpSocket, { timeoutMs: 10_000 });
+        // The socket file appears at bind(), before QEMU listens: connect until it answers.
+        const client = await connectWhenListening(runtime.qmpSocket, { timeoutMs: 30_000, exited: () => child.exitCode !== null || child.signalCode !== null }).catch(
+          (error: unknown) => assert.fail(`QEMU's monitor did not answer (exit code ${child.exitCode}): ${String(error)}; stderr: ${stderr}`),
+        );
         try {
           const status = await queryStatus(client);
           assert.equal(status.status, 'prelaunch', 'started paused, as Vireo launches it');
@@ -92,6 +86,7 @@ for (const file of (await readdir(goldenDir)).filter((name) => name.endsWith('.j
           for (const disk of def.disks) {
             assert.ok(block.some((entry) => entry.qdev?.includes(`${disk.id}-dev`)), `${disk.id} is attached`);
           }
+          if (context.cloudInitSeed) assert.ok(block.some((entry) => entry.qdev?.includes('cidata-dev')), 'the cloud-init seed is attached');
           if (netns) {
             for (const tap of Object.values(golden.context.taps ?? {})) {
               const link: { stdout: string } = await exec('ip', ['-n', netns, '-j', 'link', 'show', 'dev', tap]);

@@ -103,9 +103,14 @@ describe('vireod API', () => {
   test('a VM with an operation running refuses other changes with 409 naming the operation', async () => {
     // A guest that ignores the power button keeps the stop operation waiting.
     const socket = await daemon.api.console('api1');
+    let output = '';
+    socket.on('message', (data: Buffer) => (output += data.toString('utf8')));
     await new Promise((resolve) => socket.once('open', resolve));
-    socket.send('killall acpid\n');
-    await new Promise((resolve) => setTimeout(resolve, 500));
+    // The guest's echo (computed, so not the typed line) proves acpid is gone; a fixed wait raced a slow TCG guest.
+    socket.send('killall acpid; echo acpid-$((40+2))\n');
+    const deadline = Date.now() + 30_000;
+    while (!output.includes('acpid-42') && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 50));
+    assert.match(output, /acpid-42/, 'the guest ran killall acpid');
     socket.close();
     const stop = await daemon.api.request<{ id: string }>('POST', '/vms/api1/stop', { timeoutSeconds: 30, force: false });
     await expectApiError(daemon.api.request('POST', '/vms/api1/pause'), 409, 'in_use', new RegExp(`operation ${stop.id} \\(vm.stop\\)`));

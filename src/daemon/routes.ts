@@ -9,8 +9,9 @@ import { z } from 'zod';
 import { invalidArgument } from '../core/errors.js';
 import { checkHost } from '../core/host/check.js';
 import { hostAllocation } from '../core/resources/allocation.js';
-import { buildTinyImage } from '../core/image/tiny.js';
 import { deleteImage, listImages, getImage } from '../core/image/store.js';
+import { IMAGE_KINDS, buildImageOfKind } from '../core/image/kinds.js';
+import { importDiskImage } from '../core/image/import.js';
 import { Name, VmSpecSchema } from '../core/model/vm.js';
 import { parseSize } from '../core/model/units.js';
 import { vmPaths } from '../core/paths.js';
@@ -27,6 +28,7 @@ import { migrationRoutes } from './migration-routes.js';
 import { networkRoutes } from './network-routes.js';
 import type { DaemonState } from './state.js';
 import { snapshotRoutes } from './snapshot-routes.js';
+import { guestRoutes } from './guest-routes.js';
 
 export type HttpMethod = 'GET' | 'POST' | 'PUT' | 'DELETE';
 
@@ -59,6 +61,8 @@ export interface Route {
    * never to a token holder over TCP, who could otherwise plant or read host files.
    */
   socketOnly?: boolean;
+  /** A larger request body than the server's default (file contents sent to a guest). */
+  bodyLimit?: number;
   /** Success status and what it returns, for the OpenAPI document. */
   status: number;
   returns: string;
@@ -86,7 +90,7 @@ const Seconds = z.number().int().min(1).max(3600);
 const CreateVmBody = z.strictObject({
   spec: VmSpecSchema,
   /** Disks to create and attach as <vm>-disk<N> (virtio). */
-  newDisks: z.array(z.strictObject({ size: Size.optional(), format: z.enum(['qcow2', 'raw']).optional(), from: Name.optional() })).max(8).default([]),
+  newDisks: z.array(z.strictObject({ size: Size.optional(), format: z.enum(['qcow2', 'raw']).optional(), from: Name.optional(), image: Name.optional() })).max(8).default([]),
 });
 const EditVmBody = z.strictObject({ spec: VmSpecSchema });
 const StartBody = z.strictObject({
@@ -106,6 +110,8 @@ const CreateDiskBody = z.strictObject({
   from: Name.optional(),
 });
 const ResizeDiskBody = z.strictObject({ size: Size, allowShrink: z.boolean().default(false) });
+const BuildImageBody = z.strictObject({ kind: z.enum(IMAGE_KINDS), force: z.boolean().default(false) });
+const ImportImageBody = z.strictObject({ name: Name, file: z.string().startsWith('/', 'must be an absolute path'), firmware: z.array(z.enum(['bios', 'uefi'])).min(1).optional(), cloudInit: z.boolean().optional(), defaultUser: z.string().regex(/^[a-z_][a-z0-9_-]{0,31}$/).optional() });
 const AttachDiskBody = z.strictObject({
   volume: Name,
   bus: z.enum(['virtio', 'scsi']).optional(),
@@ -119,7 +125,6 @@ const AttachNicBody = z.strictObject({
   mac: z.string().optional(),
   forwards: z.array(z.strictObject({ protocol: z.enum(['tcp', 'udp']).optional(), hostAddress: z.string().optional(), hostPort: z.number().int(), guestPort: z.number().int() })).optional(),
 });
-const BuildImageBody = z.strictObject({ kind: z.literal('tiny'), force: z.boolean().default(false) });
 
 /** Returns an operation, with 202 and where to follow it. */
 function accepted(operation: { id: string }): RouteReply {
@@ -359,18 +364,27 @@ export const routes: Route[] = [
     handler: async ({ body, daemon }) => {
       const input = body as z.output<typeof BuildImageBody>;
       const operation = await daemon.operations.start('image.build', { image: input.kind }, async ({ signal, progress }) => {
-        const manifest = await buildTinyImage(daemon.paths, {
+        const manifest = await buildImageOfKind(daemon.paths, input.kind, {
           force: input.force,
           signal,
-          onProgress: ({ step, done, total }) => {
-            // Between steps too: a cancelled build stops at once (the running command's group is killed) and cleans its scratch.
+          onProgress: (step, fraction) => {
+            // Between steps too: a cancelled build stops at the next step and cleans its scratch (tiny also kills its running command).
             signal.throwIfAborted();
-            progress(step, total > 0 ? done / total : undefined);
+            progress(step, fraction);
           },
         });
         return manifest;
       });
       return accepted(operation);
+    },
+  },
+  {
+    method: 'POST', path: '/images/import', tag: 'images', socketOnly: true, summary: 'Import a qcow2 or raw cloud image file as a disk image (an operation)', body: ImportImageBody, status: 202, returns: 'Operation',
+    handler: async ({ body, daemon }) => {
+      const input = body as z.output<typeof ImportImageBody>;
+      return accepted(await daemon.operations.start('image.import', { image: input.name }, async ({ progress }) =>
+        importDiskImage(daemon.paths, { ...input, onProgress: (percent) => progress(`importing ${input.file}`, percent / 100) }),
+      ));
     },
   },
   {
@@ -386,6 +400,7 @@ export const routes: Route[] = [
   },
 
   ...snapshotRoutes,
+  ...guestRoutes,
   ...networkRoutes,
 
   // Operations

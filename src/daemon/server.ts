@@ -213,6 +213,7 @@ async function buildApp(state: DaemonState, options: DaemonOptions, auth: 'socke
     app.route({
       method: route.method,
       url: route.path,
+      ...(route.bodyLimit ? { bodyLimit: route.bodyLimit } : {}),
       handler: async (request, reply) => {
         if (route.socketOnly && auth !== 'socket') {
           throw new VireoError('unauthorized', `${route.method} ${route.path} names files on the daemon's host, so it is served on its Unix socket only`);

@@ -7,6 +7,14 @@
 import type { ApiClient } from '../../client/api-client.js';
 import type { HostReport } from '../../core/host/check.js';
 import type { ImageManifest } from '../../core/image/store.js';
+import type { ImageKind } from '../../core/image/kinds.js';
+import type { ExecResult, GuestInterface } from '../../core/guest/agent-ops.js';
+
+export interface GuestInfo {
+  running: boolean;
+  agent: boolean;
+  interfaces: GuestInterface[];
+}
 import type { VmDefinition, VmSpec } from '../../core/model/vm.js';
 import type { Volume } from '../../core/storage/volumes.js';
 import type { SerialConsole } from '../../core/vm/console.js';
@@ -94,8 +102,16 @@ export interface Backend {
   exportVolume(name: string, file: string, format: TransferFormat, progress: ProgressSink): Promise<{ file: string; format: TransferFormat }>;
   deleteVolume(name: string): Promise<void>;
 
+  /** Through the guest agent: whether it answers, and the guest's interfaces (empty when it does not). */
+  guestInfo(name: string): Promise<GuestInfo>;
+  guestExec(name: string, command: string[], options: { input?: Buffer; timeoutSeconds: number }): Promise<ExecResult>;
+  writeGuestFile(name: string, guestPath: string, data: Buffer): Promise<void>;
+  readGuestFile(name: string, guestPath: string): Promise<Buffer>;
+
   listImages(): Promise<ImageManifest[]>;
-  buildImage(kind: 'tiny', force: boolean, progress: ProgressSink): Promise<ImageManifest>;
+  buildImage(kind: ImageKind, force: boolean, progress: ProgressSink): Promise<ImageManifest>;
+  /** A qcow2/raw cloud image file on the host that carries the command out, as a disk image. */
+  importDiskImage(input: { name: string; file: string; firmware?: ('bios' | 'uefi')[]; cloudInit?: boolean; defaultUser?: string }, progress: ProgressSink): Promise<ImageManifest>;
   deleteImage(name: string): Promise<void>;
 
   checkHost(): Promise<HostReport>;

@@ -5,6 +5,7 @@
  * followed to its end with its progress; the console is the daemon's
  * WebSocket, wrapped as a stream.
  */
+import type { ExecResult } from '../../core/guest/agent-ops.js';
 import type { SetResult } from '../../core/resources/live.js';
 import type { DeviceChange } from '../../core/devices/hotplug.js';
 import type { HostAllocation } from '../../core/resources/allocation.js';
@@ -20,7 +21,7 @@ import type { VmInfo } from '../../core/vm/manage.js';
 import type { DiskCheck, RevertResult, SnapshotResult } from '../../core/snapshot/snapshots.js';
 import type { TransferFormat } from '../../core/storage/qemu-img.js';
 import type { CloneResult } from '../../core/vm/template.js';
-import type { Backend, ProgressSink, SnapshotListing, VolumeWithUsers } from './backend.js';
+import type { Backend, GuestInfo, ProgressSink, SnapshotListing, VolumeWithUsers } from './backend.js';
 
 const path = (strings: TemplateStringsArray, ...names: string[]) =>
   strings.reduce((text, part, index) => text + part + (index < names.length ? encodeURIComponent(names[index]!) : ''), '');
@@ -128,8 +129,16 @@ export function daemonBackend(api: ApiClient): Backend {
     exportVolume: async (name, file, format, progress) => follow<{ file: string; format: TransferFormat }>(await api.request<Operation>('POST', path`/disks/${name}/export`, { file, format }), progress),
     deleteVolume: async (name) => void (await api.request('DELETE', path`/disks/${name}`)),
 
+    guestInfo: (name) => api.request<GuestInfo>('GET', path`/vms/${name}/guest`),
+    guestExec: (name, command, options) =>
+      api.request<ExecResult>('POST', path`/vms/${name}/guest/exec`, { command, timeoutSeconds: options.timeoutSeconds, ...(options.input ? { input: options.input.toString('base64') } : {}) }, { timeoutMs: (options.timeoutSeconds + 30) * 1000 }),
+    writeGuestFile: async (name, guestPath, data) => void (await api.request('PUT', path`/vms/${name}/guest/file`, { path: guestPath, data: data.toString('base64') }, { timeoutMs: 600_000 })),
+    readGuestFile: async (name, guestPath) =>
+      Buffer.from((await api.request<{ data: string }>('GET', `${path`/vms/${name}/guest/file`}?path=${encodeURIComponent(guestPath)}`)).data, 'base64'),
+
     listImages: () => api.request<ImageManifest[]>('GET', '/images'),
     buildImage: async (kind, force, progress) => follow<ImageManifest>(await api.request<Operation>('POST', '/images', { kind, force }), progress),
+    importDiskImage: async (input, progress) => follow<ImageManifest>(await api.request<Operation>('POST', '/images/import', input), progress),
     deleteImage: async (name) => void (await api.request('DELETE', path`/images/${name}`)),
 
     checkHost: () => api.request<HostReport>('GET', '/host'),

@@ -86,11 +86,23 @@ export function localBackend(paths: VireoPaths): Backend {
       (await transfer()).exportVolume(paths, name, file, { format, onProgress: (percent: number) => progress(`exporting ${name}`, percent / 100) }),
     deleteVolume: async (name) => (await volumes()).deleteVolume(paths, name, { usedBy: usersOf }),
 
-    listImages: async () => (await images()).listImages(paths),
-    buildImage: async (_kind, force, progress) => {
-      const { buildTinyImage } = await import('../../core/image/tiny.js');
-      return buildTinyImage(paths, { force, onProgress: ({ step, done, total }) => progress(step, total > 0 ? done / total : 0) });
+    guestInfo: async (name) => {
+      const ops = await import('../../core/guest/agent-ops.js');
+      const { livePid } = await import('../../core/vm/runtime.js');
+      const def = await (await definitions()).loadDefinition(paths, name);
+      if ((await livePid(paths, def)) === undefined) return { running: false, agent: false, interfaces: [] };
+      if (!(await ops.agentAnswers(paths, name, 3000))) return { running: true, agent: false, interfaces: [] };
+      return { running: true, agent: true, interfaces: await ops.guestInterfaces(paths, name) };
     },
+    guestExec: async (name, command, options) =>
+      (await import('../../core/guest/agent-ops.js')).guestExec(paths, name, command, { timeoutMs: options.timeoutSeconds * 1000, ...(options.input ? { input: options.input } : {}) }),
+    writeGuestFile: async (name, guestPath, data) => (await import('../../core/guest/agent-ops.js')).writeGuestFile(paths, name, guestPath, data),
+    readGuestFile: async (name, guestPath) => (await import('../../core/guest/agent-ops.js')).readGuestFile(paths, name, guestPath),
+
+    listImages: async () => (await images()).listImages(paths),
+    buildImage: async (kind, force, progress) => (await import('../../core/image/kinds.js')).buildImageOfKind(paths, kind, { force, onProgress: (step, fraction) => progress(step, fraction) }),
+    importDiskImage: async (input, progress) =>
+      (await import('../../core/image/import.js')).importDiskImage(paths, { ...input, onProgress: (percent) => progress(`importing ${input.file}`, percent / 100) }),
     deleteImage: async (name) => (await images()).deleteImage(paths, name, { usedBy: async (image) => (await definitions()).vmsUsingImage(paths, image) }),
 
     checkHost: async () => (await import('../../core/host/check.js')).checkHost(),

@@ -8,6 +8,7 @@ import { Command, Option } from 'commander';
 import { VireoError, invalidArgument } from '../../core/errors.js';
 import { requireSize, formatSize, MiB } from '../../core/model/units.js';
 import type { VmSpec } from '../../core/model/vm.js';
+import { publicKeyProblem, userDataProblem } from '../../core/model/cloud-init.js';
 import type { NewDisk } from '../../core/vm/manage.js';
 import type { Backend } from '../backend/backend.js';
 import type { CliContext } from '../context.js';
@@ -15,6 +16,7 @@ import { Progress, formatDuration, note, printJson, printTable, printYaml } from
 import { attachConsole } from '../console.js';
 import { asSource } from './disk.js';
 import { addCloneCommands } from './vm-clone.js';
+import { addGuestCommands } from './vm-guest.js';
 import { addSetCommand } from './vm-set.js';
 import { addDeviceCommands } from './vm-devices.js';
 import { migrateCommand } from './migrate.js';
@@ -37,6 +39,10 @@ interface SpecFlags {
   nic?: boolean;
   network?: string[];
   vnc?: string;
+  sshKey?: string[];
+  user?: string;
+  hostname?: string;
+  cloudInitFile?: string;
   autostart?: string | boolean;
 }
 
@@ -62,7 +68,39 @@ function addSpecOptions(command: Command): Command {
     .option('--network <name[=ip]>', "a NIC on this network ('user' for user-mode), optionally with a fixed address; repeatable, replaces the NICs", collect)
     .option('--vnc <display>', 'VNC display number (port 5900+N on 127.0.0.1)')
     .option('--autostart [order[:delay]]', 'start when the daemon starts after a host boot, in this order (low first), then wait delay seconds')
-    .option('--no-autostart', 'do not start after a host boot');
+    .option('--no-autostart', 'do not start after a host boot')
+    .option('--ssh-key <file>', 'cloud-init: authorize this SSH public key (repeatable)', collect)
+    .option('--user <name>', 'cloud-init: create this user (sudo, the SSH keys) instead of using the image\'s default one')
+    .option('--hostname <name>', 'cloud-init: the guest\'s host name (default: the VM name)')
+    .option('--cloud-init-file <file>', 'cloud-init: user-data file (#cloud-config YAML or a script)');
+}
+
+/** Reads the cloud-init flags' files here (they are on this machine), checking them so a bad file is named by its flag. */
+async function applyCloudInitFlags(spec: Spec, flags: SpecFlags): Promise<Spec> {
+  if (flags.sshKey === undefined && flags.user === undefined && flags.hostname === undefined && flags.cloudInitFile === undefined) return spec;
+  const cloudInit = { ...((spec.cloudInit as Spec | undefined) ?? {}) };
+  const read = async (flag: string, file: string) => {
+    try {
+      return await readFile(file, 'utf8');
+    } catch (error) {
+      throw invalidArgument(flag, `cannot read ${file}: ${(error as NodeJS.ErrnoException).code ?? String(error)}`);
+    }
+  };
+  for (const file of flags.sshKey ?? []) {
+    const key = await read('--ssh-key', file);
+    const problem = publicKeyProblem(key);
+    if (problem) throw invalidArgument('--ssh-key', `${file} ${problem}`);
+    cloudInit.sshKeys = [...((cloudInit.sshKeys as string[] | undefined) ?? []), key.trim()];
+  }
+  if (flags.cloudInitFile !== undefined) {
+    const text = await read('--cloud-init-file', flags.cloudInitFile);
+    const problem = userDataProblem(text);
+    if (problem) throw invalidArgument('--cloud-init-file', `${flags.cloudInitFile} ${problem}`);
+    cloudInit.userData = text;
+  }
+  if (flags.user !== undefined) cloudInit.user = flags.user;
+  if (flags.hostname !== undefined) cloudInit.hostname = flags.hostname;
+  return { ...spec, cloudInit };
 }
 
 async function readSpecFile(file: string): Promise<Spec> {
@@ -187,13 +225,24 @@ export function vmCommand(cli: CliContext): Command {
       let spec: Spec = flags.file ? await readSpecFile(flags.file) : {};
       if (name !== undefined) spec.name = name;
       if (spec.name === undefined) throw invalidArgument('name', 'a VM name is required (vireo vm create NAME ...)');
-      spec = applySpecFlags(spec, flags);
+      const backend = await cli.backend();
+      // A disk image (debian-12, an imported one) becomes the first new disk, a linked clone; a kernel image is booted directly.
+      const image = flags.image !== undefined ? (await backend.listImages()).find((candidate) => candidate.name === flags.image) : undefined;
+      const diskImage = image?.kind === 'disk' ? image : undefined;
+      if (diskImage && flags.cmdline !== undefined) throw invalidArgument('--cmdline', `image '${diskImage.name}' boots from its disk with its own bootloader; --cmdline is for kernel images`);
+      spec = applySpecFlags(spec, diskImage ? { ...flags, image: undefined } : flags);
+      if (diskImage?.cloudInit && spec.cloudInit === undefined) spec.cloudInit = {};
+      spec = await applyCloudInitFlags(spec, flags);
       const newDisks: NewDisk[] = (flags.disk ?? []).map((size) => ({ size: requireSize('--disk', size) }));
+      if (diskImage) {
+        if (newDisks.length === 0) newDisks.push({});
+        newDisks[0] = { ...newDisks[0], image: diskImage.name };
+      }
       if (flags.diskFrom) {
         if (newDisks.length === 0) newDisks.push({});
         newDisks[0] = { ...newDisks[0], from: asSource(flags.diskFrom) };
       }
-      const def = await (await cli.backend()).createVm(spec, newDisks);
+      const def = await backend.createVm(spec, newDisks);
       if (flags.json) printJson(def);
       else note(`created VM '${def.name}' (${def.cpus.count} vCPU, ${formatSize(def.memory * MiB)}, ${def.disks.length} disk(s)); start it with: vireo vm start ${def.name}`);
     });
@@ -203,11 +252,18 @@ export function vmCommand(cli: CliContext): Command {
     .description('list VMs with their state')
     .option('--json', 'print as JSON')
     .action(async (flags: { json?: boolean }) => {
-      const vms = await (await cli.backend()).listVms();
+      const backend = await cli.backend();
+      const vms = await backend.listVms();
       if (flags.json) return printJson(vms);
+      // The address the guest agent reports; asked of running VMs only, all at once, and '-' when it does not answer.
+      const agentAddresses = await Promise.all(vms.map(async ({ definition, runtime }) => {
+        if (runtime.state !== 'running') return '-';
+        const info = await backend.guestInfo(definition.name).catch(() => undefined);
+        return info?.interfaces.flatMap((item) => item.addresses).find((item) => item.family === 'ipv4')?.address ?? '-';
+      }));
       printTable(
         ['NAME', 'STATE', 'VCPUS', 'MEMORY', 'ACCEL', 'UPTIME', 'ADDRESSES', 'AUTOSTART'],
-        vms.map(({ definition, runtime, addresses }) => [
+        vms.map(({ definition, runtime, addresses }, index) => [
           definition.name,
           // A template never runs; saying so beats a plain 'stopped'.
           definition.template ? 'template' : runtime.state,
@@ -215,8 +271,8 @@ export function vmCommand(cli: CliContext): Command {
           formatSize(definition.memory * MiB),
           runtime.accel ?? definition.accelerator,
           uptime(runtime.startedAt),
-          // Leased addresses on Vireo networks, as network=ip; user-mode NICs have no address of their own to show.
-          (addresses ?? []).filter((entry) => entry.ip).map((entry) => `${entry.network}=${entry.ip}`).join(',') || '-',
+          // Leased addresses on Vireo networks, as network=ip; else the address the guest agent reports (user-mode NICs included).
+          (addresses ?? []).filter((entry) => entry.ip).map((entry) => `${entry.network}=${entry.ip}`).join(',') || agentAddresses[index]!,
           definition.autostart?.enabled ? `order ${definition.autostart.order}${definition.autostart.delay > 0 ? `+${definition.autostart.delay}s` : ''}` : '-',
         ]),
       );
@@ -241,10 +297,16 @@ export function vmCommand(cli: CliContext): Command {
     .action(async (name: string, flags: SpecFlags & { detach?: string[]; removeForward?: string[] }) => {
       // A file may be what `vm show --json` printed: its uuid, createdAt, clonedFrom and runtime are checked and dropped.
       const file = flags.file ? await readSpecFile(flags.file) : undefined;
+      const cloudInit = (await applyCloudInitFlags({}, flags)).cloudInit as Spec | undefined;
       const def = await (await cli.backend()).editVm(name, (current) => {
         let spec: Spec = file ? { ...file, name: file.name ?? name } : ({ ...current } as Spec);
         if (flags.removeForward) removeForwards(spec, flags.removeForward, name);
         spec = applySpecFlags(spec, { ...flags, file: undefined });
+        if (cloudInit) {
+          const before = (spec.cloudInit as Spec | undefined) ?? {};
+          const keys = [...((before.sshKeys as string[] | undefined) ?? []), ...((cloudInit.sshKeys as string[] | undefined) ?? [])];
+          spec.cloudInit = { ...before, ...cloudInit, ...(keys.length > 0 ? { sshKeys: keys } : {}) };
+        }
         for (const volume of flags.detach ?? []) {
           const disks = spec.disks as VmSpec['disks'];
           if (!disks.some((disk) => disk.volume === volume)) throw invalidArgument('--detach', `volume '${volume}' is not attached to '${name}'`);
@@ -354,6 +416,7 @@ export function vmCommand(cli: CliContext): Command {
     });
 
   addCloneCommands(vm, cli);
+  addGuestCommands(vm, cli);
   addSetCommand(vm, cli);
   addDeviceCommands(vm, cli);
   vm.addCommand(migrateCommand(cli));

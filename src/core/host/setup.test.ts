@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { isVireoError } from '../errors.js';
 import type { CommandResult, CommandRunner, RunOptions } from './probe.js';
-import { HOST_PACKAGES, setupHost, type SetupOptions } from './setup.js';
+import { GUEST_PACKAGES, HOST_PACKAGES, setupHost, type SetupOptions } from './setup.js';
 
 interface Call {
   command: string;
@@ -73,11 +73,11 @@ function options(run: CommandRunner, overrides: Partial<SetupOptions> = {}): Set
 const NETWORK_PACKAGES = ['iproute2', 'dnsmasq-base', 'nftables'];
 
 test('computes the missing packages with dpkg-query and installs exactly those, after one apt-get update', async () => {
-  const debian = fakeDebian(['qemu-system-x86', 'seabios', 'gzip', 'openssl', ...NETWORK_PACKAGES]);
+  const debian = fakeDebian(['qemu-system-x86', 'seabios', 'gzip', 'openssl', ...NETWORK_PACKAGES, ...GUEST_PACKAGES]);
   const opts = options(debian.run);
   const result = await setupHost(opts);
   assert.deepEqual(result.installed, ['qemu-utils', 'ovmf', 'cpio']);
-  assert.deepEqual(result.alreadyPresent, ['qemu-system-x86', 'seabios', 'gzip', 'openssl', ...NETWORK_PACKAGES]);
+  assert.deepEqual(result.alreadyPresent, ['qemu-system-x86', 'seabios', 'gzip', 'openssl', ...NETWORK_PACKAGES, ...GUEST_PACKAGES]);
   assert.equal(result.updatedPackageLists, true);
 
   const queries = debian.calls.filter((call) => call.command === 'dpkg-query').slice(0, HOST_PACKAGES.length);
@@ -97,7 +97,7 @@ test('computes the missing packages with dpkg-query and installs exactly those, 
 });
 
 test('a package left as config-files counts as missing', async () => {
-  const debian = fakeDebian(['qemu-system-x86', 'qemu-utils', 'seabios', 'cpio', 'gzip', 'openssl', ...NETWORK_PACKAGES, 'ovmf:removed']);
+  const debian = fakeDebian(['qemu-system-x86', 'qemu-utils', 'seabios', 'cpio', 'gzip', 'openssl', ...NETWORK_PACKAGES, ...GUEST_PACKAGES, 'ovmf:removed']);
   const result = await setupHost(options(debian.run));
   assert.deepEqual(result.installed, ['ovmf']);
 });
@@ -149,14 +149,14 @@ test('apt-get install failing is a command_failed error carrying apt\'s message'
 });
 
 test('apt-get update failing is a note, and the install is still tried', async () => {
-  const debian = fakeDebian(['qemu-system-x86', 'qemu-utils', 'ovmf', 'seabios', 'gzip', 'openssl', ...NETWORK_PACKAGES], { updateFails: true });
+  const debian = fakeDebian(['qemu-system-x86', 'qemu-utils', 'ovmf', 'seabios', 'gzip', 'openssl', ...NETWORK_PACKAGES, ...GUEST_PACKAGES], { updateFails: true });
   const result = await setupHost(options(debian.run));
   assert.deepEqual(result.installed, ['cpio']);
   assert.match(result.notes[0] ?? '', /apt-get update failed \(exit 100: E: Failed to fetch/);
 });
 
 test('a package still missing after a successful install is reported', async () => {
-  const debian = fakeDebian(['qemu-system-x86', 'qemu-utils', 'ovmf', 'seabios', 'gzip', 'openssl', ...NETWORK_PACKAGES], { installDoesNothing: true });
+  const debian = fakeDebian(['qemu-system-x86', 'qemu-utils', 'ovmf', 'seabios', 'gzip', 'openssl', ...NETWORK_PACKAGES, ...GUEST_PACKAGES], { installDoesNothing: true });
   await assert.rejects(setupHost(options(debian.run)), (error: unknown) => isVireoError(error, 'command_failed') && /cpio is still not installed/.test(error.message));
 });
 

@@ -27,7 +27,18 @@ import { resetHostFactsCache } from './check.js';
 import { findInPath, runCommand, type CommandResult, type CommandRunner } from './probe.js';
 
 /** Debian packages Vireo needs: QEMU, qemu-img, UEFI and BIOS firmware, the image build's archivers, openssl for the daemon's TLS certificate, and iproute2, dnsmasq and nftables for networks. */
-export const HOST_PACKAGES: readonly string[] = ['qemu-system-x86', 'qemu-utils', 'ovmf', 'seabios', 'cpio', 'gzip', 'openssl', 'iproute2', 'dnsmasq-base', 'nftables'];
+export const BASE_PACKAGES: readonly string[] = ['qemu-system-x86', 'qemu-utils', 'ovmf', 'seabios', 'cpio', 'gzip', 'openssl', 'iproute2', 'dnsmasq-base', 'nftables'];
+
+/**
+ * Real guests: building debian-12 (mmdebstrap, mke2fs, FAT tools, GRUB for
+ * BIOS, Debian's signed shim and GRUB for UEFI), writing cloud-init seeds
+ * (xorriso) and `vireo vm ssh` (openssh-client).
+ */
+export const GUEST_PACKAGES: readonly string[] = [
+  'mmdebstrap', 'e2fsprogs', 'dosfstools', 'mtools', 'grub-common', 'grub-pc-bin', 'grub-efi-amd64-signed', 'shim-signed', 'xorriso', 'openssh-client',
+];
+
+export const HOST_PACKAGES: readonly string[] = [...BASE_PACKAGES, ...GUEST_PACKAGES];
 
 /** A fresh cloud VM often runs unattended-upgrades at boot; waiting for its dpkg lock beats failing at once. */
 const APT_LOCK_WAIT = ['-o', 'DPkg::Lock::Timeout=300'] as const;

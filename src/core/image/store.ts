@@ -12,9 +12,9 @@ import { NAME_PATTERN, checkName } from '../model/units.js';
 import type { VireoPaths } from '../paths.js';
 import { tempName } from '../process/temp-name.js';
 import { readJsonIfExists } from '../store/atomic.js';
-import { MANIFEST_FILE, parseManifest, type ImageManifest } from './manifest.js';
+import { MANIFEST_FILE, parseManifest, type DiskImageManifest, type ImageManifest, type KernelImageManifest } from './manifest.js';
 
-export type { ImageManifest } from './manifest.js';
+export type { DiskImageManifest, ImageManifest, KernelImageManifest } from './manifest.js';
 
 export function imageDir(paths: VireoPaths, name: string): string {
   return join(paths.images, checkName('image', name));
@@ -51,6 +51,22 @@ export async function readImage(paths: VireoPaths, name: string): Promise<ImageM
 export async function getImage(paths: VireoPaths, name: string): Promise<ImageManifest> {
   const manifest = await readImage(paths, name);
   if (!manifest) throw notFound('image', name);
+  return manifest;
+}
+
+/** An image booted by its kernel (like tiny); a disk image is refused, naming the field that asked for it. */
+export async function getKernelImage(paths: VireoPaths, name: string, field = 'image'): Promise<KernelImageManifest> {
+  const manifest = await getImage(paths, name);
+  if (manifest.kind !== 'kernel') {
+    throw invalidArgument(field, `image '${name}' is a disk image, not a kernel to boot directly; give it as a disk (vireo vm create NAME --image ${name} --disk SIZE)`);
+  }
+  return manifest;
+}
+
+/** An image that is a bootable disk (debian-12, imported cloud images). */
+export async function getDiskImage(paths: VireoPaths, name: string, field = 'image'): Promise<DiskImageManifest> {
+  const manifest = await getImage(paths, name);
+  if (manifest.kind !== 'disk') throw invalidArgument(field, `image '${name}' boots a kernel directly and has no disk`);
   return manifest;
 }
 

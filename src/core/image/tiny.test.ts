@@ -18,8 +18,8 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
 import { VireoError } from '../errors.js';
 import { vireoPaths, type VireoPaths } from '../paths.js';
-import type { ImageManifest } from './manifest.js';
-import { deleteImage, getImage, imageFile, listImages } from './store.js';
+import type { KernelImageManifest as ImageManifest } from './manifest.js';
+import { deleteImage, getImage, getKernelImage, imageFile, listImages } from './store.js';
 import { PROMPT_PATTERN, READY_LINE, TINY_CMDLINE, buildTinyImage, type BuildProgress } from './tiny.js';
 import { waitForConsoleLog } from '../vm/console.js';
 
@@ -75,7 +75,7 @@ test('builds the tiny image', { timeout: 300_000 }, async (t) => {
   assert.match(manifest.buildKey, /^[0-9a-f]{64}$/);
   assert.ok(manifest.packages['busybox-static']);
   assert.ok(manifest.packages[`linux-image-${manifest.kernelVersion}`]);
-  assert.deepEqual(await getImage(paths, 'tiny'), manifest);
+  assert.deepEqual(await getKernelImage(paths, 'tiny'), manifest);
   assert.deepEqual(await listImages(paths), [manifest]);
 
   assert.deepEqual(progress.map((p) => p.done), [...Array(progress.length).keys()], 'progress counts up by one');
@@ -132,7 +132,7 @@ test('a failed build keeps the previous image and removes its scratch', { timeou
       return true;
     });
   });
-  assert.deepEqual(await getImage(paths, 'tiny'), manifest);
+  assert.deepEqual(await getKernelImage(paths, 'tiny'), manifest);
   assert.deepEqual(await leftovers(), []);
 });
 
@@ -198,7 +198,7 @@ test('store: lists, checks names, deletes', async () => {
   await assert.rejects(getImage(paths, 'broken'), (error: unknown) => error instanceof VireoError && error.code === 'invalid_state');
 
   await deleteImage(paths, 'tiny');
-  await assert.rejects(getImage(paths, 'tiny'), (error: unknown) => error instanceof VireoError && error.code === 'not_found');
+  await assert.rejects(getKernelImage(paths, 'tiny'), (error: unknown) => error instanceof VireoError && error.code === 'not_found');
   await assert.rejects(deleteImage(paths, 'tiny'), (error: unknown) => error instanceof VireoError && error.code === 'not_found');
   assert.deepEqual(await listImages(paths), []);
 });

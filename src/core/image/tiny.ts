@@ -61,7 +61,7 @@ import type { VireoPaths } from '../paths.js';
 import { spawnInGroup } from '../process/groups.js';
 import { tempName } from '../process/temp-name.js';
 import { writeJsonAtomic } from '../store/atomic.js';
-import { MANIFEST_FILE, type ImageManifest } from './manifest.js';
+import { MANIFEST_FILE, type KernelImageManifest } from './manifest.js';
 import { readImage } from './store.js';
 
 export const TINY_IMAGE = 'tiny';
@@ -454,14 +454,14 @@ const STEPS = [
 ] as const;
 type Step = (typeof STEPS)[number];
 
-export async function buildTinyImage(paths: VireoPaths, options: BuildOptions = {}): Promise<ImageManifest> {
+export async function buildTinyImage(paths: VireoPaths, options: BuildOptions = {}): Promise<KernelImageManifest> {
   return buildSignal.run(options.signal, () => build(paths, options));
 }
 
 /** The signal of the build running in this async context, for run(): threading it through every helper would add nothing. */
 const buildSignal = new AsyncLocalStorage<AbortSignal | undefined>();
 
-async function build(paths: VireoPaths, options: BuildOptions): Promise<ImageManifest> {
+async function build(paths: VireoPaths, options: BuildOptions): Promise<KernelImageManifest> {
   const total = STEPS.length;
   const report = (step: Step | 'up to date' | 'done', done?: number) => {
     options.onProgress?.({ step, done: done ?? STEPS.indexOf(step as Step), total });
@@ -531,7 +531,7 @@ async function build(paths: VireoPaths, options: BuildOptions): Promise<ImageMan
     await syncFile(join(imageDir, 'vmlinuz'));
     await syncFile(join(imageDir, 'initrd.img'));
 
-    const manifest: ImageManifest = {
+    const manifest: KernelImageManifest = {
       name: TINY_IMAGE,
       kind: 'kernel',
       kernel: 'vmlinuz',
@@ -563,15 +563,15 @@ async function build(paths: VireoPaths, options: BuildOptions): Promise<ImageMan
 }
 
 /** The installed image when it was built from exactly these inputs and its files are all there. */
-async function currentImage(paths: VireoPaths, buildKey: string): Promise<ImageManifest | undefined> {
-  let manifest: ImageManifest | undefined;
+async function currentImage(paths: VireoPaths, buildKey: string): Promise<KernelImageManifest | undefined> {
+  let manifest: Awaited<ReturnType<typeof readImage>>;
   try {
     manifest = await readImage(paths, TINY_IMAGE);
   } catch (error) {
     if (error instanceof VireoError && error.code === 'invalid_state') return undefined;
     throw error;
   }
-  if (!manifest || manifest.buildKey !== buildKey) return undefined;
+  if (!manifest || manifest.kind !== 'kernel' || manifest.buildKey !== buildKey) return undefined;
   const dir = join(paths.images, TINY_IMAGE);
   for (const file of [manifest.kernel, manifest.initrd]) {
     if (!(await exists(join(dir, file)))) return undefined;

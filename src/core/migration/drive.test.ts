@@ -6,13 +6,13 @@
  */
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { existsSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test, type TestContext } from 'node:test';
 import { isVireoError } from '../errors.js';
-import { QmpClient } from '../qmp/client.js';
+import type { QmpClient } from '../qmp/client.js';
+import { connectWhenListening } from '../qmp/listening.js';
 import { cont, queryStatus } from '../qmp/commands.js';
 import { migrateIncoming, queryMigrate } from '../qmp/migration.js';
 import { DEFAULT_TUNING, configureDestination, configureSource, transfer, type MigrationProgress } from './drive.js';
@@ -30,12 +30,8 @@ async function startQemu(t: TestContext, extra: string[]): Promise<QmpClient> {
     }
     await rm(dir, { recursive: true, force: true });
   });
-  const deadline = Date.now() + 10_000;
-  while (!existsSync(socketPath)) {
-    assert.ok(Date.now() < deadline && child.exitCode === null, 'QEMU did not start');
-    await new Promise((resolve) => setTimeout(resolve, 20));
-  }
-  const client = await QmpClient.connect(socketPath);
+  // The socket file appears at bind(), before QEMU listens: connect until it answers.
+  const client = await connectWhenListening(socketPath, { timeoutMs: 30_000, exited: () => child.exitCode !== null || child.signalCode !== null });
   t.after(() => client.close());
   return client;
 }
@@ -76,14 +72,23 @@ test('a cancelled transfer stops in QEMU and leaves the source running', async (
   await migrateIncoming(destination, 'tcp:127.0.0.1:0');
   const port = await listeningPort(destination);
   await cont(source);
-  // 1 MiB/s: 64 MiB cannot be sent before the cancel.
-  await configureSource(source, { ...DEFAULT_TUNING, bandwidthBytesPerSecond: 1024 * 1024 });
+  // Paused before the switch, the migration waits for Vireo however fast the host is: the cancel
+  // is certain to arrive before completion (a timer raced the transfer of a mostly-zero 64 MiB).
+  await configureSource(source, DEFAULT_TUNING, { pauseBeforeSwitchover: true });
   const controller = new AbortController();
-  setTimeout(() => controller.abort(), 700);
-  const error = await transfer(source, `tcp:127.0.0.1:${port}`, { tuning: DEFAULT_TUNING, signal: controller.signal }).then(
+  const statusAtCancel: string[] = [];
+  const error = await transfer(source, `tcp:127.0.0.1:${port}`, {
+    tuning: DEFAULT_TUNING,
+    signal: controller.signal,
+    beforeSwitchover: async () => {
+      statusAtCancel.push((await queryMigrate(source)).status ?? 'none', (await queryStatus(source)).status);
+      controller.abort();
+    },
+  }).then(
     () => assert.fail('the transfer completed'),
     (caught: unknown) => caught,
   );
+  assert.deepEqual(statusAtCancel, ['pre-switchover', 'finish-migrate'], 'cancelled with the guest stopped just before the switch');
   assert.ok(isVireoError(error, 'cancelled'), String(error));
   assert.equal((await queryMigrate(source)).status, 'cancelled');
   assert.equal((await queryStatus(source)).status, 'running');

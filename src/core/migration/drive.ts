@@ -135,6 +135,8 @@ export async function transfer(client: QmpClient, uri: string, options: Transfer
           throw new VireoError('cancelled', 'the migration was cancelled in QEMU');
         case 'pre-switchover':
           await options.beforeSwitchover?.();
+          // The guest is stopped but nothing is switched yet: a cancel that came meanwhile is still honoured.
+          if (options.signal?.aborted) throw new VireoError('cancelled', 'the migration was cancelled');
           await migrateContinue(client, 'pre-switchover');
           break;
         default:

@@ -8,6 +8,7 @@
 import { randomBytes, randomUUID } from 'node:crypto';
 import { z } from 'zod';
 import { invalidArgument } from '../errors.js';
+import { CloudInitSchema } from './cloud-init.js';
 import { MiB, NAME_PATTERN, NAME_RULE, parseSize } from './units.js';
 import { assignIds } from '../qemu/ids.js';
 import { DiskLimitsSchema, ResourcesSchema } from '../resources/spec.js';
@@ -156,6 +157,8 @@ const Boot = z.strictObject({
   firmware: z.enum(['bios', 'uefi']).default('bios'),
   kernel: KernelBoot.optional(),
   order: z.array(z.enum(['disk', 'cdrom', 'network'])).max(3).default(['disk', 'cdrom', 'network']),
+  /** UEFI Secure Boot with the Microsoft-enrolled OVMF variables (Debian's signed shim, GRUB and kernel boot; unsigned code does not). */
+  secureBoot: z.boolean().optional(),
 });
 
 const Vnc = z.strictObject({
@@ -201,6 +204,8 @@ export const VmSpecSchema = z.strictObject({
   serial: z.boolean().default(true),
   vnc: Vnc.optional(),
   rng: z.boolean().default(true),
+  /** A NoCloud seed (a "cidata" CD-ROM) built from this and attached at every start; see docs/images.md. */
+  cloudInit: CloudInitSchema.optional(),
   /** CPU cap, weight and pinning; memory limit and balloon; I/O weight (docs/resources.md). */
   resources: ResourcesSchema.optional(),
   /** PCI Express ports kept free for disks and NICs attached live (q35; default 2). The pc machine hot-plugs on its PCI bus. */
@@ -262,6 +267,11 @@ export function zodToError(error: z.ZodError) {
 }
 
 function checkSpecConsistency(spec: VmSpec): void {
+  if (spec.boot.secureBoot) {
+    if (spec.boot.firmware !== 'uefi') throw invalidArgument('boot.secureBoot', 'Secure Boot needs UEFI firmware (boot.firmware: uefi)');
+    if (spec.machine !== 'q35') throw invalidArgument('boot.secureBoot', 'Secure Boot needs SMM, which Vireo enables on the q35 machine only');
+    if (spec.boot.kernel) throw invalidArgument('boot.secureBoot', 'direct kernel boot bypasses the firmware\'s signature checks; boot from a disk with a signed bootloader');
+  }
   const volumes = new Set<string>();
   spec.disks.forEach((disk, index) => {
     if (volumes.has(disk.volume)) throw invalidArgument(`disks.${index}.volume`, `volume '${disk.volume}' is attached twice`);

@@ -50,11 +50,13 @@ export interface LaunchContext {
   /** Direct kernel boot, resolved from an image or from paths. */
   kernel?: { kernel: string; initrd?: string; cmdline?: string };
   /** UEFI firmware: the shared read-only code and this VM's own variable store. */
-  uefi?: { code: string; vars: string };
+  uefi?: { code: string; vars: string; secureBoot?: boolean };
   /** Files opened by Vireo and inherited by QEMU (the product always passes them; golden tests use paths). */
   passed?: PassedFiles;
   /** Wait for an incoming live migration, whose address is given later over QMP (migrate-incoming). */
   incoming?: 'defer';
+  /** The VM's cloud-init NoCloud seed (an ISO labelled cidata), attached as a read-only SCSI CD-ROM. */
+  cloudInitSeed?: string;
   /** Tap device names for NICs on Vireo networks, by NIC index (QEMU makes the tap; Vireo puts it on the bridge). */
   taps?: Record<number, string>;
 }
@@ -87,10 +89,15 @@ export function buildQemuArgv(def: VmDefinition, ctx: LaunchContext): string[] {
 
   push('-name', `guest=${def.name},debug-threads=on`);
   push('-uuid', def.uuid);
+  // The system serial number is the UUID too: a clone gets new ones, and guests key identity on either.
+  push('-smbios', `type=1,serial=${def.uuid}`);
   push('-no-user-config', '-nodefaults');
   const machine: string[] = [def.machine];
   if (ctx.uefi) machine.push('pflash0=fw-code', 'pflash1=fw-vars');
+  // Secure Boot firmware keeps its variables safe from the OS only with SMM and a secure flash.
+  if (ctx.uefi?.secureBoot) machine.push('smm=on');
   push('-machine', machine.join(','));
+  if (ctx.uefi?.secureBoot) push('-global', 'driver=cfi.pflash01,property=secure,value=on');
   // Under a memory limit TCG's translation cache is bounded, so QEMU's overhead is known (resources/host.ts).
   const tbSize = def.resources?.memory?.limit !== undefined ? `,tb-size=${TCG_TRANSLATION_CACHE_MIB}` : '';
   push('-accel', ctx.accel === 'kvm' ? 'kvm' : `tcg,thread=${(def.cpus.max ?? def.cpus.count) > 1 ? 'multi' : 'single'}${tbSize}`);
@@ -147,7 +154,7 @@ export function buildQemuArgv(def: VmDefinition, ctx: LaunchContext): string[] {
   }
 
   const bootIndex = bootIndexes(def);
-  if (def.disks.some((disk) => disk.bus === 'scsi')) {
+  if (def.disks.some((disk) => disk.bus === 'scsi') || ctx.cloudInitSeed) {
     push('-device', json({ driver: 'virtio-scsi-pci', id: 'scsi0' }));
   }
   const busSlots = { sata: 0, ide: 0, scsi: 0 };
@@ -166,6 +173,12 @@ export function buildQemuArgv(def: VmDefinition, ctx: LaunchContext): string[] {
     if (boot !== undefined) device.bootindex = boot;
     push('-device', json(device));
   });
+  if (ctx.cloudInitSeed) {
+    // virtio-scsi: Debian's cloud kernel, like most cloud kernels, has no AHCI driver, so a SATA CD-ROM would be invisible.
+    push('-blockdev', json({ driver: 'file', 'node-name': 'cidata-file', filename: file(ctx.cloudInitSeed), 'read-only': true }));
+    push('-blockdev', json({ driver: 'raw', 'node-name': 'cidata', file: 'cidata-file', 'read-only': true }));
+    push('-device', json({ driver: 'scsi-cd', id: 'cidata-dev', drive: 'cidata', bus: 'scsi0.0', channel: 0, 'scsi-id': 0, lun: busSlots.scsi++ }));
+  }
 
   def.nics.forEach((nic, index) => {
     push('-netdev', json(nicNetdev(nic, ctx.taps?.[index])));

@@ -12,12 +12,15 @@ import { join } from 'node:path';
 import { test, type TestContext } from 'node:test';
 import { isVireoError, type VireoError } from '../errors.js';
 import { QmpClient } from './client.js';
+import { connectWhenListening } from './listening.js';
 import { cont, queryBlock, queryCpusFast, queryStatus, queryVersion, quit, setAction, stop } from './commands.js';
 
 interface RunningQemu {
   child: ChildProcess;
   socketPath: string;
   exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
+  /** Connected and negotiated: QEMU was listening. */
+  client: QmpClient;
 }
 
 /** Starts QEMU paused with its monitor on a fresh socket; the test context kills it and removes the directory. */
@@ -35,7 +38,8 @@ async function startQemu(t: TestContext): Promise<RunningQemu> {
   const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => {
     child.once('exit', (code, signal) => resolve({ code, signal }));
   });
-  const spawnFailed = new Promise<never>((_, reject) => child.once('error', reject));
+  let spawnError: Error | undefined;
+  const spawnFailed = new Promise<never>((_, reject) => child.once('error', (error) => reject((spawnError = error))));
   spawnFailed.catch(() => {});
 
   t.after(async () => {
@@ -46,13 +50,11 @@ async function startQemu(t: TestContext): Promise<RunningQemu> {
     await rm(dir, { recursive: true, force: true });
   });
 
-  const deadline = Date.now() + 10_000;
-  while (!existsSync(socketPath)) {
-    if (child.exitCode !== null) assert.fail(`QEMU exited with code ${child.exitCode} before creating its monitor socket: ${stderr}`);
-    if (Date.now() > deadline) assert.fail(`QEMU did not create ${socketPath} within 10 s: ${stderr}`);
-    await Promise.race([new Promise((resolve) => setTimeout(resolve, 20)), spawnFailed]);
-  }
-  return { child, socketPath, exited };
+  // The socket file appears at bind(), before QEMU listens: connect until it answers (as a foreground QEMU gives no other signal).
+  const connected = connectWhenListening(socketPath, { timeoutMs: 30_000, exited: () => spawnError !== undefined || child.exitCode !== null || child.signalCode !== null });
+  const client = await Promise.race([connected, spawnFailed]).catch((error: unknown) => assert.fail(`cannot reach QEMU's monitor at ${socketPath}: ${String(error)}; stderr: ${stderr}`));
+  t.after(() => client.close());
+  return { child, socketPath, exited, client };
 }
 
 async function rejectsWith(promise: Promise<unknown>, code: VireoError['code']): Promise<VireoError> {
@@ -68,8 +70,7 @@ async function rejectsWith(promise: Promise<unknown>, code: VireoError['code']):
 
 test('real QEMU: negotiate, query, run, pause, fail a bogus command and quit', { timeout: 30_000 }, async (t) => {
   const qemu = await startQemu(t);
-  const client = await QmpClient.connect(qemu.socketPath, { timeoutMs: 5000 });
-  t.after(() => client.close());
+  const { client } = qemu;
 
   assert.ok(client.version.qemu.major >= 7, `QEMU ${client.version.qemu.major}.${client.version.qemu.minor} is older than 7`);
   assert.deepEqual(await queryVersion(client), client.version);
@@ -116,8 +117,7 @@ test('real QEMU: negotiate, query, run, pause, fail a bogus command and quit', {
 
 test('real QEMU: SIGKILL while a command and an event wait are pending rejects both', { timeout: 30_000 }, async (t) => {
   const qemu = await startQemu(t);
-  const client = await QmpClient.connect(qemu.socketPath, { timeoutMs: 5000 });
-  t.after(() => client.close());
+  const { client } = qemu;
   assert.equal((await queryStatus(client)).status, 'prelaunch');
 
   const shutdown = rejectsWith(client.waitForEvent('SHUTDOWN'), 'qemu_failed');

@@ -74,6 +74,11 @@ export class GuestAgent {
     return Number(await this.send('guest-fsfreeze-thaw', undefined, timeoutMs));
   }
 
+  /** Any agent command (guest-exec, guest-file-*, ...); its `return` value. */
+  call(command: string, args?: Record<string, unknown>, timeoutMs = 10_000): Promise<unknown> {
+    return this.send(command, args, timeoutMs);
+  }
+
   /** Guest time, nanoseconds since the epoch. */
   async getTime(timeoutMs = 1500): Promise<number> {
     return Number(await this.send('guest-get-time', undefined, timeoutMs));

@@ -169,6 +169,7 @@ async function prepareHandoff(def: VmDefinition, context: LaunchContext, runDir:
       for (const base of volume.backing ?? []) await handoff.fdset(base.path, constants.O_RDONLY);
     }
     if (context.uefi) await handoff.fdset(context.uefi.vars, constants.O_RDWR);
+    if (context.cloudInitSeed) await handoff.fdset(context.cloudInitSeed, constants.O_RDONLY);
     if (def.serial) await handoff.fdset(runtime.consoleLog, constants.O_WRONLY | constants.O_APPEND | constants.O_CREAT, 0o600);
     if (context.kernel) {
       await handoff.byName(context.kernel.kernel, runDir, 'kernel');

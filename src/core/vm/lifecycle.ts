@@ -10,7 +10,10 @@ import { join } from 'node:path';
 import { VireoError, invalidState } from '../errors.js';
 import { chooseAccelerator } from '../host/accel.js';
 import { getHostFacts } from '../host/check.js';
-import { getImage, imageFile } from '../image/store.js';
+import { buildSeed } from '../cloudinit/seed.js';
+import { secureBootFirmware } from '../guest/secure-boot.js';
+import { writeSeedIso } from '../cloudinit/iso.js';
+import { getImage, getKernelImage, imageFile } from '../image/store.js';
 import type { VmDefinition } from '../model/vm.js';
 import { MAX_SOCKET_PATH, vmPaths, type VireoPaths } from '../paths.js';
 import type { LaunchContext, ResolvedVolume } from '../qemu/argv.js';
@@ -62,7 +65,7 @@ export async function launchContext(paths: VireoPaths, def: VmDefinition): Promi
   let kernel: LaunchContext['kernel'];
   const boot = def.boot.kernel;
   if (boot && 'image' in boot) {
-    const image = await getImage(paths, boot.image);
+    const image = await getKernelImage(paths, boot.image, 'boot.kernel.image');
     kernel = {
       kernel: imageFile(paths, image, image.kernel),
       initrd: imageFile(paths, image, image.initrd),
@@ -79,19 +82,29 @@ export async function launchContext(paths: VireoPaths, def: VmDefinition): Promi
   if (def.boot.firmware === 'uefi') {
     const ovmf = facts.firmware.ovmf;
     if (!ovmf) throw new VireoError('host_unsupported', 'boot.firmware: UEFI needs OVMF, which is not installed (run: vireo host setup)', { field: 'boot.firmware' });
-    const vars = join(vmPaths(paths, def.name).dir, 'OVMF_VARS.fd');
-    // Each VM keeps its own copy of the UEFI variable store (boot entries live there).
-    await access(vars).catch(() => copyFile(ovmf.vars, vars));
-    uefi = { code: ovmf.code, vars };
+    if (def.boot.secureBoot) {
+      const firmware = await secureBootFirmware();
+      const vars = join(vmPaths(paths, def.name).dir, 'OVMF_VARS.secboot.fd');
+      await access(vars).catch(() => copyFile(firmware.vars, vars));
+      uefi = { code: firmware.code, vars, secureBoot: true };
+    } else {
+      const vars = join(vmPaths(paths, def.name).dir, 'OVMF_VARS.fd');
+      // Each VM keeps its own copy of the UEFI variable store (boot entries live there).
+      await access(vars).catch(() => copyFile(ovmf.vars, vars));
+      uefi = { code: ovmf.code, vars };
+    }
   }
 
   const runtime = vmPaths(paths, def.name);
+  // Rebuilt from the definition at every start, so the seed is always attached and always current.
+  const cloudInitSeed = def.cloudInit ? join(runtime.dir, 'cidata.iso') : undefined;
+  if (def.cloudInit && cloudInitSeed) await writeSeedIso(buildSeed(def), cloudInitSeed, runtime.dir);
   for (const socket of [runtime.qmpSocket, runtime.statusSocket, runtime.eventSocket, runtime.serialSocket, runtime.guestAgentSocket]) {
     if (Buffer.byteLength(socket) > MAX_SOCKET_PATH) {
       throw new VireoError('host_unsupported', `the socket path ${socket} is longer than ${MAX_SOCKET_PATH} bytes; set VIREO_HOME to a shorter directory`);
     }
   }
-  const context: LaunchContext = { accel: choice.accel, runtime, volumes, ...(kernel ? { kernel } : {}), ...(uefi ? { uefi } : {}) };
+  const context: LaunchContext = { accel: choice.accel, runtime, volumes, ...(kernel ? { kernel } : {}), ...(uefi ? { uefi } : {}), ...(cloudInitSeed ? { cloudInitSeed } : {}) };
   return { context, qemuBinary: facts.qemu.binary, ...(choice.notice ? { notice: choice.notice } : {}) };
 }
 

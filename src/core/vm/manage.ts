@@ -5,7 +5,8 @@
  */
 import { VireoError, invalidArgument, invalidState, isVireoError } from '../errors.js';
 import { checkCpuModel } from '../host/cpu-models.js';
-import { getImage } from '../image/store.js';
+import { getDiskImage, getImage, imageFile } from '../image/store.js';
+import { formatSize } from '../model/units.js';
 import { defineVm, parseVmSpec, type VmDefinition, type VmSpec } from '../model/vm.js';
 import { withoutShownFields } from '../model/shown-fields.js';
 import { checkVmNics, vmAddresses, type NicAddress } from '../network/service.js';
@@ -30,6 +31,8 @@ export interface NewDisk {
   format?: 'qcow2' | 'raw';
   /** A volume name or an image file path to link the new disk to. */
   from?: string;
+  /** A disk image (debian-12, or one imported) to link the new disk to; the disk is grown to `size`. */
+  image?: string;
 }
 
 export interface CreateOptions {
@@ -94,7 +97,16 @@ export async function createVm(paths: VireoPaths, input: unknown, options: Creat
     reverter.add(await reserveVmDirectory(paths, spec.name));
     for (const [index, disk] of newDisks.entries()) {
       const name = names[index]!;
-      await createVolume(paths, { name, ...disk }).catch((error: unknown) => {
+      const { image, ...volume } = disk;
+      if (image !== undefined) {
+        if (volume.from !== undefined) throw invalidArgument(`newDisks.${index}.image`, 'a new disk comes from an image or from a base volume, not both');
+        const manifest = await getDiskImage(paths, image, `newDisks.${index}.image`);
+        if (volume.size !== undefined && volume.size < manifest.virtualSize) {
+          throw invalidArgument(`newDisks.${index}.size`, `${formatSize(volume.size)} is smaller than image '${image}' (${formatSize(manifest.virtualSize)})`);
+        }
+        volume.from = imageFile(paths, manifest, manifest.disk);
+      }
+      await createVolume(paths, { name, ...volume }).catch((error: unknown) => {
         throw inNewDisk(error, index);
       });
       reverter.add(() => deleteVolume(paths, name, { usedBy: async () => [] }));

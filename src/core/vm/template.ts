@@ -205,6 +205,8 @@ export async function cloneVm(paths: VireoPaths, source: string, target: string,
           ...nic,
           forwards: options.forwards === 'keep' ? forwards : index === 0 ? (options.forwards ?? []) : [],
         })),
+        // A clone is another machine: its host name defaults to its own VM name (its new UUID is its new instance-id).
+        ...(spec.cloudInit ? { cloudInit: withoutHostname(spec.cloudInit) } : {}),
       });
       const clone: VmDefinition = { ...defineVm(cloneSpec), clonedFrom: source };
       intent.uuid = clone.uuid;
@@ -264,4 +266,9 @@ export async function undoInterruptedClone(paths: VireoPaths, target: string, in
 function newSerial(previous: string): string {
   const suffix = randomBytes(4).toString('hex');
   return `${previous.slice(0, 11)}-${suffix}`.slice(0, 20);
+}
+
+function withoutHostname<T extends { hostname?: string }>(cloudInit: T): Omit<T, 'hostname'> {
+  const { hostname: _hostname, ...rest } = cloudInit;
+  return rest;
 }

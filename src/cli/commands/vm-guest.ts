@@ -1,0 +1,127 @@
+/**
+ * `vireo vm ip | exec | cp | ssh`: reaching into a running guest, through
+ * qemu-guest-agent (ip, exec, cp) or SSH with the key cloud-init was given.
+ */
+import { spawn } from 'node:child_process';
+import { readdir, readFile, stat, writeFile, mkdir } from 'node:fs/promises';
+import { homedir } from 'node:os';
+import { join } from 'node:path';
+import type { Command } from 'commander';
+import { VireoError, invalidArgument, invalidState } from '../../core/errors.js';
+import type { VmDefinition } from '../../core/model/vm.js';
+import type { CliContext } from '../context.js';
+import { printJson, printTable } from '../output.js';
+
+/** The default user of Vireo's debian-12 image, when the VM's cloud-init names none. */
+const DEFAULT_SSH_USER = 'debian';
+
+export function addGuestCommands(vm: Command, cli: CliContext): void {
+  vm.command('ip <name>')
+    .description('the guest\'s addresses, as its guest agent reports them')
+    .option('--json', 'print interfaces as JSON')
+    .action(async (name: string, flags: { json?: boolean }) => {
+      const info = await (await cli.backend()).guestInfo(name);
+      if (!info.running) throw invalidState(`VM '${name}' is not running`);
+      if (!info.agent) throw invalidState(`the guest agent of VM '${name}' does not answer (is qemu-guest-agent running in the guest?)`, { agent: false });
+      if (flags.json) return printJson(info.interfaces);
+      printTable(['INTERFACE', 'MAC', 'ADDRESS'], info.interfaces.flatMap((item) =>
+        item.addresses.length > 0 ? item.addresses.map((address) => [item.name, item.mac ?? '-', `${address.address}/${address.prefix}`]) : [[item.name, item.mac ?? '-', '-']]));
+    });
+
+  vm.command('exec <name> <command...>')
+    .description('run a program in the guest through its agent (vireo vm exec NAME -- PROGRAM ARGS...); exits with its exit code')
+    .option('--timeout <seconds>', 'give up waiting after this long', '60')
+    .option('--stdin', 'send this command\'s standard input to the program')
+    .action(async (name: string, command: string[], flags: { timeout: string; stdin?: boolean }) => {
+      const timeoutSeconds = Number(flags.timeout);
+      if (!Number.isFinite(timeoutSeconds) || timeoutSeconds <= 0) throw invalidArgument('--timeout', `'${flags.timeout}' is not a number of seconds`);
+      const input = flags.stdin ? await readStdin() : undefined;
+      const result = await (await cli.backend()).guestExec(name, command, { timeoutSeconds, ...(input ? { input } : {}) });
+      process.stdout.write(result.stdout);
+      process.stderr.write(result.stderr);
+      process.exitCode = result.exitCode;
+    });
+
+  vm.command('cp <from> <to>')
+    .description('copy a file into or out of a guest through its agent: NAME:/path for the guest side (vireo vm cp ./f web:/tmp/f)')
+    .action(async (from: string, to: string) => {
+      const guest = (text: string) => /^([A-Za-z0-9][A-Za-z0-9._-]*):(\/.*)$/.exec(text);
+      const source = guest(from);
+      const target = guest(to);
+      if ((source === null) === (target === null)) throw invalidArgument('to', 'exactly one side must be in a guest, written NAME:/absolute/path');
+      const backend = await cli.backend();
+      if (target) {
+        const data = await readFile(from).catch((error: NodeJS.ErrnoException) => {
+          throw invalidArgument('from', `cannot read ${from}: ${error.code ?? String(error)}`);
+        });
+        await backend.writeGuestFile(target[1]!, target[2]!, data);
+      } else {
+        const data = await backend.readGuestFile(source![1]!, source![2]!);
+        await writeFile(to, data);
+      }
+    });
+
+  vm.command('ssh <name> [args...]')
+    .description('SSH into the guest with the key cloud-init was given (found in ~/.ssh), through its port forward to guest port 22')
+    .option('-l, --login <user>', 'user to log in as (default: cloudInit.user, else debian)')
+    .option('-i, --identity <file>', 'private key (default: the one in ~/.ssh whose .pub the VM was given)')
+    .action(async (name: string, args: string[], flags: { login?: string; identity?: string }) => {
+      const backend = await cli.backend();
+      const { definition } = await backend.getVm(name);
+      const target = await sshTarget(definition, async () => (backend.onThisHost ? backend.guestInfo(name) : undefined));
+      const identity = flags.identity ?? (await findPrivateKey(definition.cloudInit?.sshKeys ?? []));
+      const known = join(homedir(), '.ssh', 'vireo_known_hosts');
+      await mkdir(join(homedir(), '.ssh'), { recursive: true, mode: 0o700 });
+      const argv = [
+        '-p', String(target.port),
+        '-l', flags.login ?? definition.cloudInit?.user ?? DEFAULT_SSH_USER,
+        // One entry per VM (its UUID), wherever it is reached: a clone has its own host keys and its own entry.
+        '-o', `HostKeyAlias=vireo-${definition.uuid}`,
+        '-o', `UserKnownHostsFile=${known}`,
+        '-o', 'StrictHostKeyChecking=accept-new',
+        ...(identity ? ['-i', identity, '-o', 'IdentitiesOnly=yes'] : []),
+        target.host,
+        ...args,
+      ];
+      const code = await new Promise<number>((resolve, reject) => {
+        const child = spawn('ssh', argv, { stdio: 'inherit' });
+        child.on('error', (error: NodeJS.ErrnoException) => reject(error.code === 'ENOENT' ? new VireoError('host_unsupported', 'ssh is not installed (apt-get install openssh-client)') : error));
+        child.on('close', (status, signal) => resolve(status ?? (signal ? 128 : 1)));
+      });
+      process.exitCode = code;
+    });
+}
+
+/** Where SSH reaches the guest: a forward of guest port 22, else the address its agent reports. */
+export async function sshTarget(def: VmDefinition, guestInfo: () => Promise<{ interfaces: { addresses: { family: string; address: string }[] }[] } | undefined>): Promise<{ host: string; port: number }> {
+  for (const nic of def.nics) {
+    const forward = nic.forwards.find((item) => item.guestPort === 22 && item.protocol === 'tcp');
+    if (forward) return { host: forward.hostAddress === '0.0.0.0' ? '127.0.0.1' : forward.hostAddress, port: forward.hostPort };
+  }
+  const info = await guestInfo().catch(() => undefined);
+  const address = info?.interfaces.flatMap((item) => item.addresses).find((item) => item.family === 'ipv4');
+  if (!address) {
+    throw invalidState(`VM '${def.name}' has no port forward to guest port 22 and its guest agent reports no address (add one: vireo vm edit ${def.name} --forward 2222:22)`);
+  }
+  return { host: address.address, port: 22 };
+}
+
+/** The private key in ~/.ssh whose public half is one the VM was given. */
+async function findPrivateKey(keys: string[]): Promise<string | undefined> {
+  const wanted = new Set(keys.map((key) => key.trim().split(/\s+/).slice(0, 2).join(' ')));
+  if (wanted.size === 0) return undefined;
+  const dir = join(homedir(), '.ssh');
+  for (const file of (await readdir(dir).catch(() => [] as string[])).filter((item) => item.endsWith('.pub')).sort()) {
+    const text = await readFile(join(dir, file), 'utf8').catch(() => '');
+    if (!wanted.has(text.trim().split(/\s+/).slice(0, 2).join(' '))) continue;
+    const privateKey = join(dir, file.slice(0, -4));
+    if (await stat(privateKey).then(() => true, () => false)) return privateKey;
+  }
+  return undefined;
+}
+
+async function readStdin(): Promise<Buffer> {
+  const chunks: Buffer[] = [];
+  for await (const chunk of process.stdin) chunks.push(chunk as Buffer);
+  return Buffer.concat(chunks);
+}
