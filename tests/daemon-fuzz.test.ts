@@ -426,11 +426,16 @@ test('property: requests generated from /openapi.json get no 5xx, errors only in
   }
   /** The home once the daemon has finished writing (an operation's record is written just after it ends). */
   async function settled(): Promise<Record<string, string>> {
+    // Settled means: no operation still running, no write half-done (a temporary file), and two looks alike.
+    // On a loaded machine a record can trail its reply by seconds, so allow up to 20 s.
     let previous = await snapshot(home.home);
-    for (let attempt = 0; attempt < 40; attempt += 1) {
-      await new Promise((resolve) => setTimeout(resolve, 50));
+    for (let attempt = 0; attempt < 200; attempt += 1) {
+      await new Promise((resolve) => setTimeout(resolve, 100));
       const current = await snapshot(home.home);
-      if (JSON.stringify(current) === JSON.stringify(previous)) return current;
+      const operations = await daemon.api.request<{ state: string }[]>('GET', '/operations');
+      const busy = operations.some((operation) => operation.state === 'running');
+      const writing = Object.keys(current).some((path) => path.endsWith('.tmp'));
+      if (!busy && !writing && JSON.stringify(current) === JSON.stringify(previous)) return current;
       previous = current;
     }
     return previous;

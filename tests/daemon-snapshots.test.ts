@@ -13,6 +13,7 @@ import { writeMetadata, readMetadata } from '../src/core/snapshot/metadata.js';
 import { listSnapshots, snapshot } from '../src/core/storage/qemu-img.js';
 import { createVolume } from '../src/core/storage/volumes.js';
 import { writeJsonAtomic } from '../src/core/store/atomic.js';
+import { fileIdentity } from '../src/core/store/identity.js';
 import { collectEvents, runOperation, startTestDaemon, type RunningDaemon } from './harness/daemon.js';
 import { createTestHome, type TestHome } from './harness/vireo.js';
 
@@ -88,9 +89,11 @@ describe('snapshots and clones through the daemon', () => {
     // A clone cut short: its directory and first disk exist, its definition does not.
     await (await import('node:fs/promises')).mkdir(vmPaths(home.paths, 'ghost').dir, { recursive: true });
     await createVolume(home.paths, { name: 'ghost-disk0', size: 1024 * 1024 });
+    // What the clone recorded before making them: recovery removes only objects named in the intent.
+    const ghostDisk = await fileIdentity(`${home.paths.storage}/ghost-disk0.qcow2`);
     const now = new Date().toISOString();
     await writeJsonAtomic(`${home.paths.operations}/00000000000000c1.json`, { id: '00000000000000c1', kind: 'snapshot.create', target: { vm: 'api' }, state: 'running', createdAt: now, updatedAt: now });
-    await writeJsonAtomic(`${home.paths.operations}/00000000000000c2.json`, { id: '00000000000000c2', kind: 'vm.clone', target: { vm: 'api', newVm: 'ghost' }, state: 'running', createdAt: now, updatedAt: now });
+    await writeJsonAtomic(`${home.paths.operations}/00000000000000c2.json`, { id: '00000000000000c2', kind: 'vm.clone', target: { vm: 'api', newVm: 'ghost' }, state: 'running', createdAt: now, updatedAt: now, intent: { reserved: true, volumes: [{ name: 'ghost-disk0', identity: ghostDisk }] } });
 
     daemon = await startTestDaemon(home);
     for (const id of ['00000000000000c1', '00000000000000c2']) {
