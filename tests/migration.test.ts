@@ -53,7 +53,9 @@ describe('live migration with shared storage', () => {
     // The destination's console is followed from the moment its QEMU exists, so no output escapes.
     const onBPromise = followConsole(b, 'mig');
     const stream = collectEvents(a.daemon.api, { vm: 'mig' });
+    const thereFrom = Math.floor(Date.now() / 1000);
     const there = await migrateVia(a, b, 'mig');
+    const thereEnd = Math.ceil(Date.now() / 1000);
     assert.equal(there.state, 'succeeded', JSON.stringify(there.error));
     // Progress streams live, as numbers: sent, left, dirty rate, expected downtime.
     const figures = await stream.waitFor((event) => event.kind === 'vm.migration' && typeof event.data['transferredBytes'] === 'number' && (event.data['transferredBytes'] as number) > 0);
@@ -70,7 +72,9 @@ describe('live migration with shared storage', () => {
     assertContiguous(counters(onA.received + onB.received), 'console across the move to b');
 
     const onABackPromise = followConsole(a, 'mig');
+    const backFrom = Math.floor(Date.now() / 1000);
     const back = await migrateVia(b, a, 'mig');
+    const backEnd = Math.ceil(Date.now() / 1000);
     assert.equal(back.state, 'succeeded', JSON.stringify(back.error));
     const onABack = await onABackPromise;
     await assertOneCopy(a, b, 'mig');
@@ -82,8 +86,16 @@ describe('live migration with shared storage', () => {
     // QEMU serves one console client at a time: let the CLI have it.
     for (const console of [onA, onB, onABack]) await console.close();
     // The disk holds every count, once, in order: what the guest wrote (and synced) before each switch is there.
-    const stopped = await a.home.vireo(['vm', 'console', 'mig', '--run', `${STOP_LOOP}; cat /mnt/disk/ctr | tr '\\n' ' '; echo`]);
+    const stopped = await a.home.vireo(['vm', 'console', 'mig', '--run', `${STOP_LOOP}; cat /mnt/disk/ctr | tr '\\n' ' '; echo; grep set-time /run/vireo-ga.log | tr '\\n' ' '; echo`]);
     assert.equal(stopped.code, 0, stopped.stderr);
+    // Issue 10 item 13: each move set the guest's clock through its agent once
+    // the guest ran on the destination (else the switch's downtime stays as
+    // lag), to the host's time at that move. The agent's log lives in the
+    // guest's memory, so it came along with both moves.
+    const clockSets = [...stopped.stdout.matchAll(/set-time (\d+)/g)].map((match) => Number(match[1]));
+    assert.equal(clockSets.length, 2, `one guest clock set per move, got: ${JSON.stringify(clockSets)}`);
+    assert.ok(clockSets[0]! >= thereFrom && clockSets[0]! <= thereEnd, `the clock set on b (${clockSets[0]}) is the host time of the move there (${thereFrom}..${thereEnd})`);
+    assert.ok(clockSets[1]! >= backFrom && clockSets[1]! <= backEnd, `the clock set on a (${clockSets[1]}) is the host time of the move back (${backFrom}..${backEnd})`);
     const onDisk = [...stopped.stdout.matchAll(/c(\d+)/g)].map((match) => Number(match[1]));
     assert.equal(onDisk[0], 1);
     assertContiguous(onDisk, 'counter file on the disk');
