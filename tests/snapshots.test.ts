@@ -165,7 +165,8 @@ describe('snapshots of a running guest', () => {
     const created = await vireoOk('snapshot', 'create', VM, 'd1', '--disk-only');
     assert.match(created.stderr, /filesystems were frozen through its guest agent/);
     assert.match(created.stderr, /disks only/);
-    assert.equal(await guest('cat /run/vireo-ga.log'), 'freeze 1\nthaw 1');
+    // (The log also holds the clock sets after the earlier reverts: only freezes matter here.)
+    assert.equal(await guest("grep -E '^(freeze|thaw)' /run/vireo-ga.log"), 'freeze 1\nthaw 1');
     await guest('echo d2 > /mnt/disk/mark; sync');
     // Without an agent answering, the snapshot is still taken, crash-consistent, and says so.
     await guest('kill $(cat /run/vireo-ga.pid)');
