@@ -5,7 +5,9 @@
  * half-done, never build scratch left behind.
  */
 import { VireoError } from '../core/errors.js';
-import { removeStaleScratch } from '../core/image/tiny.js';
+import { DEBIAN_IMAGE } from '../core/image/debian/build.js';
+import { removeStaleScratch } from '../core/image/install.js';
+import { TINY_IMAGE } from '../core/image/tiny.js';
 import { vmPaths, type VireoPaths } from '../core/paths.js';
 import { QmpClient } from '../core/qmp/client.js';
 import { cont, queryStatus, setAction, systemReset } from '../core/qmp/commands.js';
@@ -91,7 +93,7 @@ export function recoveryHandlers(paths: VireoPaths): Record<string, RecoveryHand
     'vm.stop': async () => {},
     ...snapshotRecoveryHandlers(paths),
     'image.build': async () => {
-      await removeStaleScratch(paths.cache).catch(() => {});
+      for (const image of [TINY_IMAGE, DEBIAN_IMAGE]) await removeStaleScratch(paths.cache, image).catch(() => {});
     },
   };
 }

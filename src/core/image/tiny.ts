@@ -49,10 +49,10 @@
  *  - A kernel panic reboots at once (panic=-1) instead of hanging.
  */
 import { AsyncLocalStorage } from 'node:async_hooks';
-import { createHash, randomBytes } from 'node:crypto';
+import { createHash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
 import {
-  access, chmod, constants, copyFile, cp, lstat, lutimes, mkdir, mkdtemp, open, readdir, readFile, readlink, rename, rm, stat, symlink, writeFile,
+  access, chmod, constants, copyFile, lstat, lutimes, mkdir, readdir, readFile, readlink, rename, rm, stat, symlink, writeFile,
 } from 'node:fs/promises';
 import { delimiter, dirname, join } from 'node:path';
 import { VireoError } from '../errors.js';
@@ -60,7 +60,8 @@ import { crashPoint } from '../crash-point.js';
 import type { VireoPaths } from '../paths.js';
 import { spawnInGroup } from '../process/groups.js';
 import { tempName } from '../process/temp-name.js';
-import { writeJsonAtomic } from '../store/atomic.js';
+import { syncFile, writeJsonAtomic } from '../store/atomic.js';
+import { installImage, makeScratch, removeStaleScratch } from './install.js';
 import { MANIFEST_FILE, type KernelImageManifest } from './manifest.js';
 import { readImage } from './store.js';
 
@@ -483,9 +484,9 @@ async function build(paths: VireoPaths, options: BuildOptions): Promise<KernelIm
   const debs = join(paths.cache, 'debs');
   await mkdir(debs, { recursive: true });
   await mkdir(paths.images, { recursive: true });
-  await removeStaleScratch(paths.cache);
+  await removeStaleScratch(paths.cache, TINY_IMAGE);
   // The pid in the name lets a later build tell an abandoned scratch directory from a running build's.
-  const scratch = await mkdtemp(join(paths.cache, `build-tiny-${process.pid}-`));
+  const scratch = await makeScratch(paths.cache, TINY_IMAGE);
   try {
     report('download kernel');
     const kernelDeb = await fetchDeb(kernelPackage, debs);
@@ -547,7 +548,7 @@ async function build(paths: VireoPaths, options: BuildOptions): Promise<KernelIm
 
     report('install image');
     try {
-      await installImage(paths, imageDir, join(paths.images, TINY_IMAGE));
+      await installImage(paths, imageDir, TINY_IMAGE);
     } catch (error) {
       // A concurrent build from the same inputs got there first: its image is as good as ours.
       const installed = await currentImage(paths, buildKey);
@@ -915,65 +916,6 @@ async function packInitramfs(root: string, output: string, scratch: string): Pro
 
 /* ------------------------------- install --------------------------------- */
 
-/**
- * Puts the finished directory in place with renames. A previous image (or a
- * symlink to a shared one) is moved aside first, since rename cannot replace
- * a non-empty directory; for that instant there is no image, never half of one.
- */
-async function installImage(paths: VireoPaths, built: string, target: string): Promise<void> {
-  let staged = built;
-  const old = join(paths.images, tempName(`${TINY_IMAGE}.old`, ''));
-  try {
-    if (!(await sameFilesystem(built, paths.images))) {
-      // rename cannot cross filesystems: stage a copy beside the target first.
-      staged = join(paths.images, tempName(`${TINY_IMAGE}.build`, ''));
-      await cp(built, staged, { recursive: true });
-    }
-    let movedAside = false;
-    try {
-      await rename(target, old);
-      movedAside = true;
-    } catch (error) {
-      if ((error as NodeJS.ErrnoException).code !== 'ENOENT') throw error;
-    }
-    try {
-      await rename(staged, target);
-    } catch (error) {
-      // Most likely a concurrent build installed its image in between; restore ours only if the place is free.
-      if (movedAside) await rename(old, target).catch(() => undefined);
-      throw error;
-    }
-    await syncFile(paths.images);
-  } finally {
-    await rm(old, { recursive: true, force: true });
-    if (staged !== built) await rm(staged, { recursive: true, force: true });
-  }
-}
-
-async function sameFilesystem(a: string, b: string): Promise<boolean> {
-  return (await stat(a)).dev === (await stat(b)).dev;
-}
-
-/** Removes scratch directories of builds whose process is gone (killed mid-build). */
-export async function removeStaleScratch(cache: string): Promise<void> {
-  for (const name of await readdir(cache)) {
-    const match = /^build-tiny-(\d+)-/.exec(name);
-    if (!match) continue;
-    const pid = Number(match[1]);
-    if (pid === process.pid || isAlive(pid)) continue;
-    await rm(join(cache, name), { recursive: true, force: true });
-  }
-}
-
-function isAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (error) {
-    return (error as NodeJS.ErrnoException).code === 'EPERM';
-  }
-}
-
 /* ------------------------------- helpers --------------------------------- */
 
 async function exists(path: string): Promise<boolean> {
@@ -988,15 +930,6 @@ async function exists(path: string): Promise<boolean> {
 async function firstExisting(candidates: string[], what: string): Promise<string> {
   for (const candidate of candidates) if (await exists(candidate)) return candidate;
   throw new VireoError('internal', `cannot find ${what} (looked for ${candidates.join(', ')})`);
-}
-
-async function syncFile(path: string): Promise<void> {
-  const handle = await open(path, 'r');
-  try {
-    await handle.sync();
-  } finally {
-    await handle.close();
-  }
 }
 
 function sha256File(path: string): Promise<string> {

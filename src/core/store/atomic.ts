@@ -24,7 +24,7 @@ export async function writeFileAtomic(path: string, data: string | Uint8Array, m
     if (error instanceof Error && (error as NodeJS.ErrnoException).errno !== undefined && (error as NodeJS.ErrnoException).path === undefined) (error as NodeJS.ErrnoException).path = path;
     throw error;
   }
-  await syncDirectory(dirname(path));
+  await syncFile(dirname(path));
 }
 
 export async function writeJsonAtomic(path: string, value: unknown): Promise<void> {
@@ -41,8 +41,9 @@ export async function readJsonIfExists(path: string): Promise<unknown | undefine
   }
 }
 
-async function syncDirectory(dir: string): Promise<void> {
-  const handle = await open(dir, 'r');
+/** fsyncs a file or a directory (a directory, so that renames in it are on disk). */
+export async function syncFile(path: string): Promise<void> {
+  const handle = await open(path, 'r');
   try {
     await handle.sync();
   } finally {

@@ -14,13 +14,14 @@
  * removed whatever happens; the finished directory is renamed into place,
  * so a failed or killed build leaves no image, never half of one.
  */
-import { createHash, randomBytes } from 'node:crypto';
-import { chmod, cp, mkdir, mkdtemp, open, readdir, readFile, readlink, rename, rm, stat, symlink, truncate, unlink, writeFile } from 'node:fs/promises';
+import { createHash } from 'node:crypto';
+import { chmod, cp, mkdir, open, readdir, readFile, readlink, rm, stat, symlink, truncate, unlink, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { VireoError } from '../../errors.js';
 import { findInPath, runCommand, type RunOptions } from '../../host/probe.js';
 import type { VireoPaths } from '../../paths.js';
-import { writeJsonAtomic } from '../../store/atomic.js';
+import { syncFile, writeJsonAtomic } from '../../store/atomic.js';
+import { installImage, makeScratch, removeStaleScratch } from '../install.js';
 import { MANIFEST_FILE, type DiskImageManifest } from '../manifest.js';
 import { readImage } from '../store.js';
 import { BIOS_GRUB_MODULES, coreConfig, grubConfig, handoverConfig, patchBootSector, patchCoreImage } from './boot.js';
@@ -119,8 +120,8 @@ export async function buildDebianImage(paths: VireoPaths, options: DebianBuildOp
 
   await mkdir(paths.cache, { recursive: true });
   await mkdir(paths.images, { recursive: true });
-  await removeStaleScratch(paths.cache);
-  const scratch = await mkdtemp(join(paths.cache, `build-${DEBIAN_IMAGE}-${process.pid}-`));
+  await removeStaleScratch(paths.cache, DEBIAN_IMAGE);
+  const scratch = await makeScratch(paths.cache, DEBIAN_IMAGE);
   try {
     const root = join(scratch, 'root');
     report('install packages (mmdebstrap)');
@@ -390,67 +391,8 @@ async function copySparse(source: string, disk: import('node:fs/promises').FileH
   }
 }
 
-async function installImage(paths: VireoPaths, built: string, name: string): Promise<void> {
-  const target = join(paths.images, name);
-  const suffix = randomBytes(4).toString('hex');
-  let staged = built;
-  const old = join(paths.images, `.${name}.old-${suffix}`);
-  try {
-    if ((await stat(built)).dev !== (await stat(paths.images)).dev) {
-      staged = join(paths.images, `.${name}.build-${suffix}`);
-      await cp(built, staged, { recursive: true });
-    }
-    let movedAside = false;
-    try {
-      await rename(target, old);
-      movedAside = true;
-    } catch (error) {
-      if ((error as NodeJS.ErrnoException).code !== 'ENOENT') throw error;
-    }
-    try {
-      await rename(staged, target);
-    } catch (error) {
-      if (movedAside) await rename(old, target).catch(() => undefined);
-      throw error;
-    }
-    await syncFile(paths.images);
-  } finally {
-    await rm(old, { recursive: true, force: true });
-    if (staged !== built) await rm(staged, { recursive: true, force: true });
-  }
-}
-
-/** Removes scratch directories of builds whose process is gone (killed mid-build). */
-async function removeStaleScratch(cache: string): Promise<void> {
-  for (const name of await readdir(cache)) {
-    const match = new RegExp(`^build-${DEBIAN_IMAGE}-(\\d+)-`).exec(name);
-    if (!match) continue;
-    const pid = Number(match[1]);
-    if (pid === process.pid || isAlive(pid)) continue;
-    await rm(join(cache, name), { recursive: true, force: true });
-  }
-}
-
-function isAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (error) {
-    return (error as NodeJS.ErrnoException).code === 'EPERM';
-  }
-}
-
 async function exists(path: string): Promise<boolean> {
   return stat(path).then(() => true, () => false);
-}
-
-async function syncFile(path: string): Promise<void> {
-  const handle = await open(path, 'r');
-  try {
-    await handle.sync();
-  } finally {
-    await handle.close();
-  }
 }
 
 async function run(command: string, args: string[], options: RunOptions = {}): Promise<{ stdout: string }> {
