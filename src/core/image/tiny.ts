@@ -58,7 +58,7 @@ import { delimiter, dirname, join } from 'node:path';
 import { VireoError } from '../errors.js';
 import { crashPoint } from '../crash-point.js';
 import type { VireoPaths } from '../paths.js';
-import { spawnInGroup } from '../process/groups.js';
+import { run as runProcess, type RunResult } from '../process/run.js';
 import { tempName } from '../process/temp-name.js';
 import { syncFile, writeJsonAtomic } from '../store/atomic.js';
 import { installImage, makeScratch, removeStaleScratch } from './install.js';
@@ -465,6 +465,8 @@ const buildSignal = new AsyncLocalStorage<AbortSignal | undefined>();
 async function build(paths: VireoPaths, options: BuildOptions): Promise<KernelImageManifest> {
   const total = STEPS.length;
   const report = (step: Step | 'up to date' | 'done', done?: number) => {
+    // Steps without a command (writing files) stop here when cancelled.
+    if (options.signal?.aborted && step !== 'done' && step !== 'up to date') throw new VireoError('cancelled', 'the image build was cancelled');
     options.onProgress?.({ step, done: done ?? STEPS.indexOf(step as Step), total });
   };
 
@@ -942,36 +944,21 @@ function sha256File(path: string): Promise<string> {
   });
 }
 
-interface RunResult {
-  stdout: string;
-  stderr: string;
-}
-
-/** Runs a command in a process group of its own, killed with everything it forked if the build is cancelled or this process exits. */
+/** Runs a command through the process runner (a group of its own), cancelled with the build; apt's warnings are left out of the message. */
 function run(command: string, args: string[], options: { cwd?: string; input?: string; onStarted?: () => void } = {}): Promise<RunResult> {
-  return new Promise((resolve, reject) => {
-    const signal = buildSignal.getStore();
-    if (signal?.aborted) return reject(new VireoError('cancelled', 'the image build was cancelled'));
-    const child = spawnInGroup(command, args, { cwd: options.cwd, stdio: ['pipe', 'pipe', 'pipe'], env: { ...process.env, LC_ALL: 'C' }, ...(signal ? { signal } : {}) });
-    options.onStarted?.();
-    let stdout = '';
-    let stderr = '';
-    child.stdout!.setEncoding('utf8').on('data', (text: string) => (stdout += text));
-    child.stderr!.setEncoding('utf8').on('data', (text: string) => {
-      // Keep the tail only: it is for error messages.
-      stderr = (stderr + text).slice(-4000);
-    });
-    child.stdin!.on('error', () => undefined);
-    child.stdin!.end(options.input ?? '');
-    child.on('error', (error: NodeJS.ErrnoException) => {
-      if (error.code === 'ENOENT') reject(new VireoError('host_unsupported', `${command} is not installed`, { command }, { cause: error }));
-      else reject(new VireoError('command_failed', `${command} could not be run: ${error.message}`, { command }, { cause: error }));
-    });
-    child.on('close', (code, exitSignal) => {
-      if (code === 0) return resolve({ stdout, stderr });
-      if (signal?.aborted) return reject(new VireoError('cancelled', 'the image build was cancelled'));
-      const tail = stderr.trim().split('\n').filter((line) => !line.startsWith('W: ')).slice(-5).join('\n');
-      reject(new VireoError('command_failed', `${[command, ...args].join(' ')} failed (${exitSignal ?? `exit ${code}`})${tail ? `: ${tail}` : ''}`, { command, exitCode: code }));
-    });
+  const signal = buildSignal.getStore();
+  const running = runProcess(command, args, {
+    ...(options.cwd ? { cwd: options.cwd } : {}),
+    ...(options.input !== undefined ? { input: options.input } : {}),
+    ...(signal ? { signal } : {}),
+    env: { ...process.env, LC_ALL: 'C' },
+    describe: (failure) => {
+      if (failure.notInstalled) return `${command} is not installed`;
+      if (failure.cancelled) return 'the image build was cancelled';
+      const tail = failure.stderr.trim().split('\n').filter((line) => !line.startsWith('W: ')).slice(-5).join('\n');
+      return `${[command, ...args].join(' ')} failed (${failure.signal ?? `exit ${failure.exitCode}`})${tail ? `: ${tail}` : ''}`;
+    },
   });
+  options.onStarted?.();
+  return running;
 }
