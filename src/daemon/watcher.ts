@@ -16,6 +16,7 @@
  */
 import { vmPaths, type VireoPaths } from '../core/paths.js';
 import { QmpClient, type QmpEvent } from '../core/qmp/client.js';
+import { openMonitor } from '../core/qmp/monitor.js';
 import { queryStatus } from '../core/qmp/commands.js';
 import { mapLimited } from '../core/limit.js';
 import type { StatusInfo } from '../core/qmp/commands.js';
@@ -146,7 +147,7 @@ export class VmWatcher {
   private async attach(def: VmDefinition, pid: number): Promise<void> {
     let client: QmpClient;
     try {
-      client = await QmpClient.connect(vmPaths(this.paths, def.name).eventSocket, { timeoutMs: 5000 });
+      client = await openMonitor(this.paths, def.name, { monitor: 'events', timeoutMs: 5000 });
     } catch {
       // A QEMU started by an older Vireo (no event monitor) or one still starting: state from pidfile only.
       this.setState(def.name, (await livePid(this.paths, def)) === undefined ? 'stopped' : 'unresponsive');

@@ -14,7 +14,7 @@ import { run } from '../process/run.js';
 import { getImage } from '../image/store.js';
 import { defineVm, parseVmSpec, type VmDefinition } from '../model/vm.js';
 import { vmPaths, type VireoPaths } from '../paths.js';
-import { QmpClient } from '../qmp/client.js';
+import { openMonitor, withMonitor } from '../qmp/monitor.js';
 import { cont, queryStatus } from '../qmp/commands.js';
 import { blockExportAddNbd, migrateIncoming, nbdServerStart, nbdServerStop, queryMigrate } from '../qmp/migration.js';
 import type { Reverter } from '../revert.js';
@@ -191,7 +191,7 @@ export async function prepareIncoming(paths: VireoPaths, request: IncomingReques
   if (pid === undefined) throw new VireoError('qemu_failed', 'the destination QEMU exited right after starting');
   await nics?.attach();
   await writeRuntimeRecord(paths, def.name, { pid, accel: context.accel, startedAt: new Date().toISOString() });
-  const client = await QmpClient.connect(vmPaths(paths, def.name).qmpSocket, { timeoutMs: 10_000 });
+  const client = await openMonitor(paths, def.name, { timeoutMs: 10_000 });
   try {
     // The received VM is held to its limits from its first instruction here too; the balloon target arrives with the migration.
     await applyAtStart(def, client, pid, reverter, { balloon: false });
@@ -217,7 +217,7 @@ export async function prepareIncoming(paths: VireoPaths, request: IncomingReques
 /** The destination QEMU's view of the incoming stream: 'active', 'completed', 'failed'..., or 'gone'. */
 export async function incomingStatus(paths: VireoPaths, def: VmDefinition): Promise<string> {
   if ((await livePid(paths, def)) === undefined) return 'gone';
-  const client = await QmpClient.connect(vmPaths(paths, def.name).statusSocket, { timeoutMs: 5000 }).catch(() => undefined);
+  const client = await openMonitor(paths, def.name, { monitor: 'status', timeoutMs: 5000 }).catch(() => undefined);
   if (!client) return 'gone';
   try {
     return (await queryMigrate(client)).status ?? 'none';
@@ -230,15 +230,12 @@ export async function incomingStatus(paths: VireoPaths, def: VmDefinition): Prom
 
 /** Lets the received VM run here: the NBD exports go (the disks are the guest's alone now), then cont. */
 export async function startReceivedVm(paths: VireoPaths, def: VmDefinition, options: { copyStorage: boolean }): Promise<void> {
-  const client = await QmpClient.connect(vmPaths(paths, def.name).qmpSocket, { timeoutMs: 10_000 });
-  try {
+  await withMonitor(paths, def.name, async (client) => {
     if (options.copyStorage) await nbdServerStop(client).catch(() => undefined);
     const status = (await queryStatus(client)).status;
     if (status === 'inmigrate') throw invalidState(`VM '${def.name}' has not been fully received yet`);
     if (status !== 'running') await cont(client);
-  } finally {
-    await client.close();
-  }
+  });
   // The guest's clock is behind by the downtime of the switch: set it through its agent, when one answers.
   await syncGuestClock(vmPaths(paths, def.name).guestAgentSocket);
 }
@@ -251,7 +248,7 @@ export async function startReceivedVm(paths: VireoPaths, def: VmDefinition, opti
  * switch since it was started with -S) and then lets the guest run.
  */
 export async function startAtPostcopySwitch(paths: VireoPaths, def: VmDefinition, options: { timeoutMs: number; stopped?: () => boolean }): Promise<void> {
-  const client = await QmpClient.connect(vmPaths(paths, def.name).qmpSocket, { timeoutMs: 10_000 });
+  const client = await openMonitor(paths, def.name, { timeoutMs: 10_000 });
   try {
     const deadline = Date.now() + options.timeoutMs;
     while (Date.now() < deadline && !options.stopped?.()) {

@@ -52,3 +52,12 @@ export function diskId(disk: WithId, index: number): string {
 export function nicId(nic: WithId, index: number): string {
   return nic.id ?? `nic${index}`;
 }
+
+/** The id of the virtio balloon device (one per VM): its QOM path carries the guest's memory statistics. */
+export const BALLOON_DEVICE = 'balloon0';
+
+/** The disk id a block node belongs to (its format node, or the throttle filter above it), if any. */
+export function diskIdOfNode(nodeName: string | undefined): string | undefined {
+  const match = /^(disk\d+)(?:-throttle)?$/.exec(nodeName ?? '');
+  return match?.[1];
+}

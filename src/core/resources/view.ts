@@ -8,7 +8,7 @@ import { MiB } from '../model/units.js';
 import type { VmDefinition } from '../model/vm.js';
 import { vmPaths, type VireoPaths } from '../paths.js';
 import { diskTopNode } from '../qemu/argv.js';
-import { QmpClient } from '../qmp/client.js';
+import { openMonitor } from '../qmp/monitor.js';
 import { queryCpusFast } from '../qmp/commands.js';
 import { queryBalloon } from '../qmp/resources.js';
 import { VmCgroup } from './cgroups.js';
@@ -48,7 +48,7 @@ export async function resourceUsage(paths: VireoPaths, def: VmDefinition, pid: n
     const dir = group.dir(controller);
     if (dir && (await group.exists())) groups[controller] = dir;
   }
-  const client = await QmpClient.connect(vmPaths(paths, def.name).statusSocket, { timeoutMs: 3000 });
+  const client = await openMonitor(paths, def.name, { monitor: 'status', timeoutMs: 3000 });
   try {
     const cpus = await queryCpusFast(client);
     const balloon = await queryBalloon(client).catch(() => undefined);

@@ -27,7 +27,7 @@ import { randomBytes } from 'node:crypto';
 import { VireoError } from '../errors.js';
 import type { VmDefinition } from '../model/vm.js';
 import { buildQemuArgv, type LaunchContext, type PassedFiles } from '../qemu/argv.js';
-import { QmpClient } from '../qmp/client.js';
+import { connectMonitorAt } from '../qmp/monitor.js';
 import { queryStatus } from '../qmp/commands.js';
 import { start, succeeds } from '../process/run.js';
 import { writeFileAtomic } from '../store/atomic.js';
@@ -260,7 +260,7 @@ function waitUntilAnswering(path: string, timeoutMs: number): Promise<void> & { 
     for (;;) {
       if (cancelled) throw new VireoError('cancelled', 'launch abandoned');
       try {
-        const client = await QmpClient.connect(path, { timeoutMs: Math.max(1000, Math.min(10_000, deadline - Date.now())) });
+        const client = await connectMonitorAt(path, { timeoutMs: Math.max(1000, Math.min(10_000, deadline - Date.now())) });
         try {
           await queryStatus(client);
           return;

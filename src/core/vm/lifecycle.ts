@@ -18,7 +18,8 @@ import type { VmDefinition } from '../model/vm.js';
 import { MAX_SOCKET_PATH, vmPaths, type VireoPaths } from '../paths.js';
 import type { LaunchContext, ResolvedVolume } from '../qemu/argv.js';
 import * as qemuImg from '../storage/qemu-img.js';
-import { QmpClient } from '../qmp/client.js';
+import type { QmpClient } from '../qmp/client.js';
+import { openMonitor, withRunningMonitor } from '../qmp/monitor.js';
 import { cont, queryStatus, setAction, stop, systemPowerdown, systemReset } from '../qmp/commands.js';
 import { Reverter } from '../revert.js';
 import { applyAtStart } from '../resources/apply.js';
@@ -180,7 +181,7 @@ export async function startVm(paths: VireoPaths, name: string, options: StartOpt
       const pid = await livePid(paths, def);
       if (pid === undefined) throw new VireoError('qemu_failed', 'QEMU exited right after starting');
       await nics?.attach();
-      const client = await QmpClient.connect(vmPaths(paths, name).qmpSocket, { timeoutMs: 10_000 });
+      const client = await openMonitor(paths, name, { timeoutMs: 10_000 });
       try {
         await writeRuntimeRecord(paths, name, { pid, accel: context.accel, startedAt: new Date().toISOString(), ...(notice ? { notice } : {}) });
         // Cgroups, pinning and balloon while QEMU is still paused: no guest instruction runs unconstrained.
@@ -221,16 +222,9 @@ export async function prepareNetworks(paths: VireoPaths, def: VmDefinition): Pro
   return { taps, attach: () => networks.attachVmNics(paths, def, taps) };
 }
 
-/** Connects to the VM's main monitor, failing clearly when it is not running. */
-async function withMonitor<T>(paths: VireoPaths, def: VmDefinition, work: (client: QmpClient, pid: number) => Promise<T>): Promise<T> {
-  const pid = await livePid(paths, def);
-  if (pid === undefined) throw invalidState(`VM '${def.name}' is not running`);
-  const client = await QmpClient.connect(vmPaths(paths, def.name).qmpSocket, { timeoutMs: 10_000 });
-  try {
-    return await work(client, pid);
-  } finally {
-    await client.close();
-  }
+/** The VM's control monitor, failing clearly when it is not running. */
+function withMonitor<T>(paths: VireoPaths, def: VmDefinition, work: (client: QmpClient, pid: number) => Promise<T>): Promise<T> {
+  return withRunningMonitor(paths, def, livePid, work);
 }
 
 /** Waits for QEMU to be gone after it was told to quit or the guest powered off. */

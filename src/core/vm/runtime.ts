@@ -7,7 +7,8 @@
 import { mkdir, rm } from 'node:fs/promises';
 import type { VmDefinition } from '../model/vm.js';
 import { vmPaths, type VireoPaths } from '../paths.js';
-import { QmpClient } from '../qmp/client.js';
+import type { QmpClient } from '../qmp/client.js';
+import { openMonitor } from '../qmp/monitor.js';
 import { queryStatus } from '../qmp/commands.js';
 import { releaseVmGroups } from '../resources/cgroups.js';
 import { readJsonIfExists, writeJsonAtomic } from '../store/atomic.js';
@@ -85,7 +86,7 @@ export async function readRuntime(paths: VireoPaths, def: VmDefinition, options:
   if (options.knownUnresponsive?.(def.name)) return { ...base, state: 'unresponsive' };
   let client: QmpClient | undefined;
   try {
-    client = await QmpClient.connect(vmPaths(paths, def.name).statusSocket, { timeoutMs: options.timeoutMs ?? 3000 });
+    client = await openMonitor(paths, def.name, { monitor: 'status', timeoutMs: options.timeoutMs ?? 3000 });
     const status = await queryStatus(client);
     return { ...base, state: status.status };
   } catch {

@@ -16,14 +16,14 @@ import { tmpdir } from 'node:os';
 import { delimiter, join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
-import { VireoError } from '../errors.js';
-import { vireoPaths, type VireoPaths } from '../paths.js';
-import type { KernelImageManifest as ImageManifest } from './manifest.js';
-import { deleteImage, getImage, getKernelImage, imageFile, listImages } from './store.js';
-import { PROMPT_PATTERN, READY_LINE, TINY_CMDLINE, buildTinyImage, type BuildProgress } from './tiny.js';
-import { waitForConsoleLog } from '../vm/console.js';
+import { VireoError } from '../src/core/errors.js';
+import { vireoPaths, type VireoPaths } from '../src/core/paths.js';
+import type { KernelImageManifest as ImageManifest } from '../src/core/image/manifest.js';
+import { deleteImage, getImage, getKernelImage, imageFile, listImages } from '../src/core/image/store.js';
+import { PROMPT_PATTERN, READY_LINE, TINY_CMDLINE, buildTinyImage, type BuildProgress } from '../src/core/image/tiny.js';
+import { waitForConsoleLog } from '../src/core/vm/console.js';
 
-const repoRoot = fileURLToPath(new URL('../../../../', import.meta.url));
+const repoRoot = fileURLToPath(new URL('../../', import.meta.url));
 /** Shared with tests/harness and bench, so a test run downloads each package once. */
 const sharedDebs = join(repoRoot, '.vireo-dev', 'shared', 'cache', 'debs');
 
