@@ -22,7 +22,7 @@ import { mapLimited } from '../core/limit.js';
 import type { StatusInfo } from '../core/qmp/commands.js';
 import { listDefinitions } from '../core/vm/definitions.js';
 import { waitForExit } from '../core/vm/process.js';
-import { livePid } from '../core/vm/runtime.js';
+import { livePid, reapStaleRuntime } from '../core/vm/runtime.js';
 import type { VmDefinition } from '../core/model/vm.js';
 import type { EventBus } from './events.js';
 
@@ -217,8 +217,8 @@ export class VmWatcher {
   private async afterExit(def: VmDefinition, pid: number): Promise<void> {
     // The monitor closes just before QEMU exits; give it a moment to be gone.
     await waitForExit(pid, 3000);
-    // livePid also cleans the runtime files of a QEMU that is gone.
-    const live = await livePid(this.paths, def).catch(() => undefined);
+    // Also cleans the runtime files of a QEMU that is gone.
+    const live = await reapStaleRuntime(this.paths, def).catch(() => undefined);
     if (live === undefined) this.setState(def.name, 'stopped');
     else await this.reconcileOne(def).catch(() => {});
   }

@@ -13,7 +13,8 @@ import { getHostFacts } from '../host/check.js';
 import { buildSeed } from '../cloudinit/seed.js';
 import { secureBootFirmware } from '../guest/secure-boot.js';
 import { writeSeedIso } from '../cloudinit/iso.js';
-import { getImage, getKernelImage, imageFile } from '../image/store.js';
+import type { KernelImageManifest } from '../image/manifest.js';
+import { getKernelImage, imageFile } from '../image/store.js';
 import type { VmDefinition } from '../model/vm.js';
 import { MAX_SOCKET_PATH, vmPaths, type VireoPaths } from '../paths.js';
 import type { LaunchContext, ResolvedVolume } from '../qemu/argv.js';
@@ -44,8 +45,12 @@ export interface StartResult {
   pid: number;
 }
 
-/** Resolves everything the argv builder needs; fails before anything is started. */
-export async function launchContext(paths: VireoPaths, def: VmDefinition): Promise<{ context: LaunchContext; qemuBinary: string; notice?: string }> {
+/**
+ * Resolves everything the argv builder needs; fails before anything is
+ * started. `image` is the VM's kernel image when the caller resolved it
+ * already (a start resolves it once, for this and its readiness wait).
+ */
+export async function launchContext(paths: VireoPaths, def: VmDefinition, resolved: { image?: KernelImageManifest } = {}): Promise<{ context: LaunchContext; qemuBinary: string; notice?: string }> {
   const facts = await getHostFacts();
   const choice = chooseAccelerator(def.accelerator, facts);
   if (!facts.qemu.binary) throw new VireoError('host_unsupported', 'QEMU (qemu-system-x86_64) is not installed (run: vireo host setup)');
@@ -66,7 +71,7 @@ export async function launchContext(paths: VireoPaths, def: VmDefinition): Promi
   let kernel: LaunchContext['kernel'];
   const boot = def.boot.kernel;
   if (boot && 'image' in boot) {
-    const image = await getKernelImage(paths, boot.image, 'boot.kernel.image');
+    const image = resolved.image ?? (await getKernelImage(paths, boot.image, 'boot.kernel.image'));
     kernel = {
       kernel: imageFile(paths, image, image.kernel),
       initrd: imageFile(paths, image, image.initrd),
@@ -150,14 +155,22 @@ export interface StartOptions {
   beforeResume?: (client: QmpClient) => Promise<void>;
 }
 
+/**
+ * One pass, under the VM's lock: the definition is read there (an edit that
+ * lands meanwhile cannot be half-seen), liveness is checked once, the kernel
+ * image resolved once (for the argv and the readiness wait), then QEMU is
+ * launched and let run.
+ */
 export async function startVm(paths: VireoPaths, name: string, options: StartOptions = {}): Promise<StartResult> {
-  const def = await loadDefinition(paths, name);
-  // Decided (and a bad pattern refused) before anything is started.
-  const target = options.waitReady ? await readinessTarget(paths, def, options.waitReady.waitFor) : undefined;
   const result = await withVmLock(paths, name, async () => {
+    const def = await loadDefinition(paths, name);
     if ((await livePid(paths, def)) !== undefined) throw invalidState(`VM '${name}' is already running`);
     if (def.template) throw invalidState(`VM '${name}' is a template and cannot be started; clone it (vireo vm clone ${name} NEW)`);
-    const { context, qemuBinary, notice } = await launchContext(paths, def);
+    const boot = def.boot.kernel;
+    const image = boot && 'image' in boot ? await getKernelImage(paths, boot.image, 'boot.kernel.image') : undefined;
+    // Decided (and a bad pattern refused) before anything is made or started.
+    const target = options.waitReady ? await readinessTarget(paths, def, options.waitReady.waitFor, image) : undefined;
+    const { context, qemuBinary, notice } = await launchContext(paths, def, image ? { image } : {});
     checkResourcesAgainstHost(def, await hostCapacity(), context.accel);
     if (def.nics.some((nic) => nic.forwards.length > 0)) {
       const others = await Promise.all((await listDefinitions(paths)).filter((other) => other.name !== name).map(async (definition) => ({ definition, pid: await livePid(paths, definition) })));
@@ -193,10 +206,10 @@ export async function startVm(paths: VireoPaths, name: string, options: StartOpt
       } finally {
         await client.close();
       }
-      return { accel: context.accel, pid, logOffset, ...(notice ? { notice } : {}) };
+      return { accel: context.accel, pid, logOffset, def, target, ...(notice ? { notice } : {}) };
     });
   });
-  const { logOffset, ...started } = result;
+  const { logOffset, def, target, ...started } = result;
   options.onLaunched?.();
   if (options.waitReady && target) {
     const ready = await waitUntilReady(paths, def, target, {
