@@ -20,7 +20,7 @@ import { VireoError } from '../src/core/errors.js';
 import { vireoPaths, type VireoPaths } from '../src/core/paths.js';
 import type { KernelImageManifest as ImageManifest } from '../src/core/image/manifest.js';
 import { deleteImage, getImage, getKernelImage, imageFile, listImages } from '../src/core/image/store.js';
-import { PROMPT_PATTERN, READY_LINE, TINY_CMDLINE, buildTinyImage, type BuildProgress } from '../src/core/image/tiny.js';
+import { PROMPT_PATTERN, READY_LINE, TINY_CMDLINE, buildTinyImage, type BuildProgress } from '../src/core/image/tiny/index.js';
 import { waitForConsoleLog } from '../src/core/vm/console.js';
 
 const repoRoot = fileURLToPath(new URL('../../', import.meta.url));

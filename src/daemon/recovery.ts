@@ -7,7 +7,7 @@
 import { VireoError } from '../core/errors.js';
 import { DEBIAN_IMAGE } from '../core/image/debian/build.js';
 import { removeStaleScratch } from '../core/image/install.js';
-import { TINY_IMAGE } from '../core/image/tiny.js';
+import { TINY_IMAGE } from '../core/image/tiny/contract.js';
 import { vmPaths, type VireoPaths } from '../core/paths.js';
 import type { QmpClient } from '../core/qmp/client.js';
 import { openMonitor, withMonitor } from '../core/qmp/monitor.js';

@@ -344,7 +344,7 @@ export interface ToolFacts {
   debianPackage: string;
 }
 
-/** Tools the tiny image build runs (see image/tiny.ts). */
+/** Tools the tiny image build runs (see image/tiny/tools.ts). */
 export const IMAGE_BUILD_TOOLS: readonly { name: string; debianPackage: string }[] = [
   { name: 'cpio', debianPackage: 'cpio' },
   { name: 'gzip', debianPackage: 'gzip' },

@@ -32,7 +32,7 @@ export async function buildImageOfKind(paths: VireoPaths, kind: ImageKind, optio
       onProgress: ({ step, done, total, detail }) => progress?.(detail ? `${step}: ${detail}` : step, total > 0 ? done / total : 0, detail),
     });
   }
-  const { buildTinyImage } = await import('./tiny.js');
+  const { buildTinyImage } = await import('./tiny/index.js');
   return buildTinyImage(paths, {
     force: Boolean(options.force),
     ...(options.signal ? { signal: options.signal } : {}),
