@@ -500,6 +500,8 @@ export interface VmUsage {
   memoryBytes: number;
   /** Present while its QEMU runs. */
   cpuSeconds?: number;
+  /** When its QEMU started (ms since the epoch), if the runtime record says. */
+  startedAt?: number;
   rssBytes?: number;
   guestMemoryTotal?: number;
   guestMemoryAvailable?: number;
@@ -521,6 +523,7 @@ export async function sampleUsage(paths: VireoPaths, options: MetricsOptions = {
   const snapshots = await Promise.all(defs.map((def) => snapshotVm(paths, def, options)));
   const vms = snapshots.map(({ def, state, running }): VmUsage => {
     const usage: VmUsage = { vm: def.name, state, vcpus: def.cpus.count, memoryBytes: def.memory * MiB };
+    if (running?.startedAt) usage.startedAt = Date.parse(running.startedAt);
     if (running?.usage) {
       usage.cpuSeconds = running.usage.cpuSeconds;
       if (running.usage.rssBytes !== undefined) usage.rssBytes = running.usage.rssBytes;

@@ -30,6 +30,7 @@ const CHARTS: { title: string; series: { label: string; value: (sample: Sample) 
 function Chart({ samples, chart }: { samples: Sample[]; chart: (typeof CHARTS)[number] }) {
   const box = useRef<HTMLDivElement>(null);
   const plot = useRef<uPlot>();
+  const last = samples[samples.length - 1];
   const data = (): uPlot.AlignedData => [samples.map((sample) => sample.t / 1000), ...chart.series.map((series) => samples.map(series.value))];
   useEffect(() => {
     if (!box.current) return;
@@ -56,7 +57,11 @@ function Chart({ samples, chart }: { samples: Sample[]; chart: (typeof CHARTS)[n
   useEffect(() => plot.current?.setData(data()), [samples]);
   return (
     <figure class="chart" data-testid={`chart-${chart.title}`} data-points={samples.length}>
-      <figcaption>{chart.title}</figcaption>
+      <figcaption>
+        {chart.title}
+        {/* The latest values, since uPlot's legend shows a value only under the pointer. */}
+        {last && <span class="muted small"> {chart.series.map((series) => `${chart.series.length > 1 ? `${series.label} ` : ''}${chart.format(series.value(last))}`).join(', ')}</span>}
+      </figcaption>
       <div ref={box} />
     </figure>
   );

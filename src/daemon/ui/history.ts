@@ -104,10 +104,13 @@ export class UsageHistory {
         this.previous.delete(current.vm);
         continue;
       }
-      const before = this.previous.get(current.vm);
+      let before = this.previous.get(current.vm);
       this.previous.set(current.vm, { t: now, usage: current });
       const memory = current.guestMemoryTotal !== undefined && current.guestMemoryAvailable !== undefined ? current.guestMemoryTotal - current.guestMemoryAvailable : current.rssBytes ?? 0;
-      // The first reading of a VM has nothing to take a rate against.
+      // The first reading of a QEMU (just started, restarted since the last reading, or the daemon
+      // just started) takes its rates against the QEMU's start, where every counter was zero: the
+      // average since start, so the list shows a figure at once instead of a dash until a second reading.
+      if (current.startedAt !== undefined && current.startedAt < now && (!before || before.t < current.startedAt)) before = { t: current.startedAt, usage: { ...current, cpuSeconds: 0, diskReadBytes: 0, diskWrittenBytes: 0 } };
       if (!before || before.usage.cpuSeconds === undefined) continue;
       const seconds = (now - before.t) / 1000;
       const rate = (a: number | undefined, b: number | undefined) => (a !== undefined && b !== undefined && seconds > 0 ? Math.max(0, (a - b) / seconds) : 0);
