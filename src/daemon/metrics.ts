@@ -507,6 +507,9 @@ export interface VmUsage {
   guestMemoryAvailable?: number;
   diskReadBytes?: number;
   diskWrittenBytes?: number;
+  /** Bytes the guest received and sent, summed over its NICs on Vireo networks (tap counters); absent without such NICs. */
+  netReceiveBytes?: number;
+  netTransmitBytes?: number;
 }
 
 export interface HostUsage {
@@ -535,6 +538,11 @@ export async function sampleUsage(paths: VireoPaths, options: MetricsOptions = {
       const disks = running.qmp.blockStats.filter((entry) => DISK_NODE.test(entry['node-name'] ?? ''));
       usage.diskReadBytes = disks.reduce((sum, entry) => sum + entry.stats.rd_bytes, 0);
       usage.diskWrittenBytes = disks.reduce((sum, entry) => sum + entry.stats.wr_bytes, 0);
+    }
+    if (running?.nicStats && running.nicStats.size > 0) {
+      // Seen from the guest, as on /metrics: what its tap transmits, the guest receives.
+      usage.netReceiveBytes = [...running.nicStats.values()].reduce((sum, stats) => sum + stats.txBytes, 0);
+      usage.netTransmitBytes = [...running.nicStats.values()].reduce((sum, stats) => sum + stats.rxBytes, 0);
     }
     return usage;
   });
