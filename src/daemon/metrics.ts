@@ -28,7 +28,6 @@ import { listDefinitions } from '../core/vm/definitions.js';
 import { readHostStatistics, readVmStatistics, type StatsOptions, type VmStatistics } from '../core/vm/stats.js';
 import { counter, Exposition, gauge, type Labels, type MetricFamily } from './prometheus.js';
 
-export type MetricsOptions = StatsOptions;
 
 // ---------------------------------------------------------------------------
 // What Vireo exports

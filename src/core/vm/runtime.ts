@@ -109,7 +109,3 @@ export async function readRuntime(paths: VireoPaths, def: VmDefinition, options:
     await client?.close();
   }
 }
-
-export function isActive(state: VmState): boolean {
-  return state !== 'stopped';
-}
