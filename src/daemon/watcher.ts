@@ -186,8 +186,7 @@ export class VmWatcher {
   private probe(vm: string, client: QmpClient): void {
     if (this.probing.has(vm)) return;
     this.probing.add(vm);
-    client
-      .execute<StatusInfo>('query-status', undefined, { timeoutMs: PROBE_TIMEOUT_MS })
+    queryStatus(client, { timeoutMs: PROBE_TIMEOUT_MS })
       .then(
         (status) => {
           this.misses.delete(vm);

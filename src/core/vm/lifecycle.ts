@@ -21,7 +21,7 @@ import type { LaunchContext, ResolvedVolume } from '../qemu/argv.js';
 import * as qemuImg from '../storage/qemu-img.js';
 import type { QmpClient } from '../qmp/client.js';
 import { openMonitor, withRunningMonitor } from '../qmp/monitor.js';
-import { cont, queryStatus, setAction, stop, systemPowerdown, systemReset } from '../qmp/commands.js';
+import { cont, queryStatus, quit, setAction, stop, systemPowerdown, systemReset } from '../qmp/commands.js';
 import { Reverter } from '../revert.js';
 import { applyAtStart } from '../resources/apply.js';
 import { checkResourcesAgainstHost, hostCapacity } from '../resources/host.js';
@@ -328,7 +328,7 @@ export async function stopVm(paths: VireoPaths, name: string, options: StopOptio
         }
         options.onProgress?.(`guest did not power off within ${timeoutMs / 1000} s; forcing power-off`);
         forced = true;
-        await client.execute('quit');
+        await quit(client);
       } finally {
         await done;
         await pressing;
