@@ -23,7 +23,12 @@ export type EventKind =
   | 'network.changed'
   | 'network.deleted'
   | 'network.reconciled'
-  | 'network.dnsmasq';
+  | 'network.dnsmasq'
+  | 'firewall.defined'
+  | 'firewall.changed'
+  | 'firewall.deleted'
+  | 'firewall.attached'
+  | 'firewall.detached';
 
 export interface VireoEvent {
   /** Increases by one per event for the life of the daemon process. */

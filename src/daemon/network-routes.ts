@@ -4,10 +4,17 @@
  * published as an event. The work itself is in core/network/service.ts.
  */
 import { z } from 'zod';
+import { FirewallName, FirewallSpecSchema } from '../core/network/firewall.js';
 import { NetworkName, NetworkSpecSchema } from '../core/network/model.js';
 import {
   addForward,
+  createFirewall,
   createNetwork,
+  deleteFirewall,
+  editFirewall,
+  listFirewalls,
+  setFirewallAttachment,
+  showFirewall,
   deleteNetwork,
   editNetwork,
   listNetworks,
@@ -34,6 +41,11 @@ const ForwardKey = z.strictObject({
   protocol: z.enum(['tcp', 'udp']),
   hostPort: z.coerce.number().int().min(1).max(65535),
 });
+
+const FirewallParams = z.strictObject({ name: FirewallName });
+/** A set's whole new content: defaults and rules (its name is the path's). */
+const EditFirewallBody = FirewallSpecSchema.omit({ name: true }).strict();
+const AttachmentBody = z.strictObject({ vm: z.string(), nic: z.number().int().min(0).default(0) });
 
 export const networkRoutes: Route[] = [
   {
@@ -93,6 +105,56 @@ export const networkRoutes: Route[] = [
       const removed = await removeForward(daemon.paths, key.name, { protocol: key.protocol, hostPort: key.hostPort, ...(query.hostAddress ? { hostAddress: query.hostAddress } : {}) });
       daemon.events.publish('network.changed', { network: key.name, forwardRemoved: removed });
       return removed;
+    },
+  },
+  {
+    method: 'GET', path: '/firewalls', tag: 'networks', summary: 'Firewall rule sets, with the NICs each is attached to', status: 200, returns: 'Firewall[]',
+    handler: async ({ daemon }) => Promise.all((await listFirewalls(daemon.paths)).map((set) => showFirewall(daemon.paths, set.name))),
+  },
+  {
+    method: 'POST', path: '/firewalls', tag: 'networks', summary: 'Create a firewall rule set (a security group); attach it to NICs afterwards', body: FirewallSpecSchema, status: 201, returns: 'Firewall',
+    handler: async ({ body, daemon }) => {
+      const set = await createFirewall(daemon.paths, body);
+      daemon.events.publish('firewall.defined', { firewall: set.name, rules: set.rules.length });
+      return { status: 201, body: await showFirewall(daemon.paths, set.name) };
+    },
+  },
+  {
+    method: 'GET', path: '/firewalls/:name', tag: 'networks', summary: 'One firewall rule set', params: FirewallParams, status: 200, returns: 'Firewall',
+    handler: async ({ params, daemon }) => showFirewall(daemon.paths, params.name),
+  },
+  {
+    method: 'PUT', path: '/firewalls/:name', tag: 'networks', summary: 'Replace a rule set\'s defaults and rules; applied atomically, a refused update leaves the old rules in force', params: FirewallParams, body: EditFirewallBody, status: 200, returns: 'Firewall',
+    handler: async ({ params, body, daemon }) => {
+      const set = await editFirewall(daemon.paths, params.name, body);
+      daemon.events.publish('firewall.changed', { firewall: set.name, rules: set.rules.length });
+      return showFirewall(daemon.paths, params.name);
+    },
+  },
+  {
+    method: 'DELETE', path: '/firewalls/:name', tag: 'networks', summary: 'Delete a rule set no NIC uses', params: FirewallParams, status: 200, returns: 'Deleted',
+    handler: async ({ params, daemon }) => {
+      const result = await deleteFirewall(daemon.paths, params.name);
+      daemon.events.publish('firewall.deleted', { firewall: params.name });
+      return result;
+    },
+  },
+  {
+    method: 'POST', path: '/firewalls/:name/attach', tag: 'networks', summary: 'Attach a rule set to a VM\'s NIC (running or not); the rules apply at once', params: FirewallParams, body: AttachmentBody, status: 200, returns: 'Attachment',
+    handler: async ({ params, body, daemon }) => {
+      const target = body as z.output<typeof AttachmentBody>;
+      const attached = await setFirewallAttachment(daemon.paths, params.name, target, true);
+      daemon.events.publish('firewall.attached', { firewall: params.name, ...attached }, target.vm);
+      return attached;
+    },
+  },
+  {
+    method: 'POST', path: '/firewalls/:name/detach', tag: 'networks', summary: 'Detach a rule set from a VM\'s NIC', params: FirewallParams, body: AttachmentBody, status: 200, returns: 'Attachment',
+    handler: async ({ params, body, daemon }) => {
+      const target = body as z.output<typeof AttachmentBody>;
+      const detached = await setFirewallAttachment(daemon.paths, params.name, target, false);
+      daemon.events.publish('firewall.detached', { firewall: params.name, ...detached }, target.vm);
+      return detached;
     },
   },
 ];

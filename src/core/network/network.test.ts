@@ -17,6 +17,7 @@ import { promisify } from 'node:util';
 import { isVireoError } from '../errors.js';
 import { parseVmSpec } from '../model/vm.js';
 import { buildDnsmasqConfig, buildHostsFile, parseLeases, type Allocation } from './dnsmasq.js';
+import { parseAnyCidr, parseFirewallSpec, type FirewalledNic, type FirewallSpec } from './firewall.js';
 import { formatIpv4, overlaps, parseCidr, parseIpv4 } from './ipv4.js';
 import { tapName } from './links.js';
 import { checkAgainstOthers, checkStaticAddress, parseNetworkSpec, type NetworkSpec } from './model.js';
@@ -183,6 +184,89 @@ test('a ruleset nft refuses changes nothing: the previous rules stay in force, a
     const bad = buildRuleset([{ network: iso(), allocations: [] }]).replace(/\}\n\ntable bridge/, '    tcp dport 1 dnat ip to nowhere\n}\n\ntable bridge');
     await assert.rejects(applyRuleset(file, bad, { netns }), (error: unknown) => isVireoError(error, 'command_failed'));
     assert.equal(await list(), before, 'the kernel still has the previous rules, nothing of the refused ones');
+    assert.equal(await readFile(file, 'utf8'), good);
+  } finally {
+    await exec('ip', ['netns', 'del', netns]);
+    await rm(dir, { recursive: true, force: true });
+  }
+});
+
+/* ------------------------------- firewalls -------------------------------- */
+
+const webSet = (): FirewallSpec =>
+  parseFirewallSpec({
+    name: 'web',
+    rules: [
+      { direction: 'in', protocol: 'tcp', ports: '22', cidr: '10.20.0.10' },
+      { direction: 'in', protocol: 'tcp', ports: '80-443' },
+      { direction: 'in', action: 'deny', protocol: 'icmpv6', cidr: 'fd00:20::/64' },
+      { direction: 'in', protocol: 'icmp', cidr: '10.0.0.0/8' },
+      { direction: 'out', action: 'deny', protocol: 'udp', ports: '25', cidr: '0.0.0.0/0' },
+      { direction: 'out', action: 'deny', cidr: '2001:db8::/32' },
+    ],
+  });
+const lockedSet = (): FirewallSpec => parseFirewallSpec({ name: 'locked', defaultOut: 'deny', rules: [{ direction: 'out', protocol: 'udp', ports: '53' }] });
+
+test('firewall rule sets: defaults filled in, each bad rule names its field', () => {
+  const set = parseFirewallSpec({ name: 'ssh' });
+  assert.deepEqual([set.defaultIn, set.defaultOut, set.rules], ['deny', 'allow', []]);
+  const cases: [unknown, string][] = [
+    [{ name: 'Bad' }, 'name'],
+    [{ name: 'a', defaultIn: 'reject' }, 'defaultIn'],
+    [{ name: 'a', rules: [{ direction: 'sideways' }] }, 'rules.0.direction'],
+    [{ name: 'a', rules: [{ direction: 'in', protocol: 'tcp', ports: '70000' }] }, 'rules.0.ports'],
+    [{ name: 'a', rules: [{ direction: 'in', protocol: 'tcp', ports: '90-80' }] }, 'rules.0.ports'],
+    [{ name: 'a', rules: [{ direction: 'in', protocol: 'icmp', ports: '22' }] }, 'rules.0.ports'],
+    [{ name: 'a', rules: [{ direction: 'in' }, { direction: 'in', cidr: '10.0.0.1/24' }] }, 'rules.1.cidr'],
+    [{ name: 'a', rules: [{ direction: 'in', cidr: '10.0.0.0/33' }] }, 'rules.0.cidr'],
+    [{ name: 'a', rules: [{ direction: 'in', cidr: 'fd00::1/64' }] }, 'rules.0.cidr'],
+    [{ name: 'a', rules: [{ direction: 'in', cidr: 'example.com' }] }, 'rules.0.cidr'],
+    [{ name: 'a', rules: [{ direction: 'in', protocol: 'icmp', cidr: 'fd00::/64' }] }, 'rules.0.cidr'],
+    [{ name: 'a', rules: [{ direction: 'in', protocol: 'icmpv6', cidr: '10.0.0.0/8' }] }, 'rules.0.cidr'],
+  ];
+  for (const [input, field] of cases) assert.equal(fieldOf(() => parseFirewallSpec(input)), field, JSON.stringify(input));
+  assert.deepEqual(parseAnyCidr('fd00:20::/64'), { family: 6, cidr: 'fd00:20::/64' });
+  assert.deepEqual(parseAnyCidr('::ffff:10.0.0.0/104'), { family: 6, cidr: '::ffff:10.0.0.0/104' });
+  assert.ok('error' in parseAnyCidr('::ffff:10.0.0.1/104'));
+  // A user-mode NIC has no bridge to filter on.
+  assert.equal(fieldOf(() => parseVmSpec({ name: 'x', memory: '64M', nics: [{ network: 'user', firewall: ['web'] }] })), 'nics.0.firewall');
+});
+
+const firewalled = (): FirewalledNic[] => [
+  { tap: tapName(allocations[0]!.uuid, 0), vm: 'web', nic: 0, network: 'lan', ipv4: ['10.20.0.100'], ipv6: ['fd00:20::100'], sets: [webSet()] },
+  { tap: tapName(allocations[1]!.uuid, 0), vm: 'db_1', nic: 0, network: 'lan', ipv4: ['10.20.0.10'], ipv6: [], sets: [lockedSet(), webSet()] },
+];
+
+test('firewall chains match their golden file, and real nft accepts them', async () => {
+  const ruleset = buildRuleset([{ network: lan(), allocations }], firewalled());
+  golden('ruleset-firewall.nft', ruleset);
+  // Without rule sets nothing of them appears (the plain golden ruleset above is unchanged).
+  assert.ok(!buildRuleset([{ network: lan(), allocations }]).includes('fw_'));
+  const netns = `vireo-nftf${process.pid}`;
+  await exec('ip', ['netns', 'add', netns]);
+  try {
+    await exec('ip', ['netns', 'exec', netns, 'nft', '-c', '-f', join(goldenDir, 'ruleset-firewall.nft')]);
+  } finally {
+    await exec('ip', ['netns', 'del', netns]);
+  }
+});
+
+test('a refused firewall update leaves the previous rule sets in the kernel', async () => {
+  const netns = `vireo-nftg${process.pid}`;
+  const dir = await mkdtemp(join(tmpdir(), 'vireo-nft-'));
+  const file = join(dir, 'ruleset.nft');
+  await exec('ip', ['netns', 'add', netns]);
+  try {
+    const good = buildRuleset([{ network: lan(), allocations }], firewalled());
+    await applyRuleset(file, good, { netns });
+    const list = async () => (await exec('ip', ['netns', 'exec', netns, 'nft', 'list', 'ruleset'])).stdout;
+    const before = await list();
+    assert.match(before, /ip saddr 10\.20\.0\.10 tcp dport 22 return/);
+    // The same sets with one rule nft cannot take (a jump to no chain): refused whole.
+    const bad = buildRuleset([{ network: lan(), allocations }], [{ ...firewalled()[0]!, sets: [] }]).replace('    return\n  }', '    jump nowhere\n  }');
+    assert.ok(bad.includes('jump nowhere'));
+    await assert.rejects(applyRuleset(file, bad, { netns }), (error: unknown) => isVireoError(error, 'command_failed'));
+    assert.equal(await list(), before);
     assert.equal(await readFile(file, 'utf8'), good);
   } finally {
     await exec('ip', ['netns', 'del', netns]);

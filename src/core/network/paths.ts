@@ -6,6 +6,7 @@
  *   <home>/networks/<name>/dnsmasq.leases    dnsmasq's lease file (what the guests really got)
  *   <home>/networks/<name>/dnsmasq.pid|.log
  *   <home>/networks/ruleset.nft              the last nftables transaction applied (nft.ts)
+ *   <home>/firewalls/<name>.json              a firewall rule set (firewall.ts); NICs name theirs in the VM spec
  */
 import { join } from 'node:path';
 import type { VireoPaths } from '../paths.js';
@@ -41,4 +42,12 @@ export function networkPaths(paths: VireoPaths, name: string): NetworkPaths {
 
 export function rulesetFile(paths: VireoPaths): string {
   return join(networksDir(paths), 'ruleset.nft');
+}
+
+export function firewallsDir(paths: VireoPaths): string {
+  return join(paths.home, 'firewalls');
+}
+
+export function firewallFile(paths: VireoPaths, name: string): string {
+  return join(firewallsDir(paths), `${name}.json`);
 }
