@@ -25,6 +25,7 @@
 import { isIPv4, isIPv6 } from 'node:net';
 import { z } from 'zod';
 import { invalidArgument } from '../errors.js';
+import { ipv6Bits } from './ipv6.js';
 import { zodToError } from '../model/vm.js';
 
 export const FirewallName = z.string().regex(/^[a-z][a-z0-9-]{0,31}$/, 'must be a lowercase letter, then lowercase letters, digits or "-" (at most 32)');
@@ -73,21 +74,6 @@ export function parseAnyCidr(text: string): { family: 4 | 6; cidr: string } | { 
 
 function ipv4Bits(address: string): bigint {
   return address.split('.').reduce((value, part) => (value << 8n) | BigInt(Number(part)), 0n);
-}
-
-function ipv6Bits(address: string): bigint {
-  let text = address;
-  // A trailing dotted quad (::ffff:1.2.3.4) is two groups.
-  const quad = /(\d+\.\d+\.\d+\.\d+)$/.exec(text);
-  if (quad) {
-    const v4 = ipv4Bits(quad[1]!);
-    text = `${text.slice(0, -quad[1]!.length)}${(v4 >> 16n).toString(16)}:${(v4 & 0xffffn).toString(16)}`;
-  }
-  const [head, tail] = text.includes('::') ? text.split('::') : [text, undefined];
-  const headGroups = head ? head.split(':') : [];
-  const tailGroups = tail ? tail.split(':') : [];
-  const groups = tail === undefined ? headGroups : [...headGroups, ...Array<string>(8 - headGroups.length - tailGroups.length).fill('0'), ...tailGroups];
-  return groups.reduce((value, group) => (value << 16n) | BigInt(parseInt(group || '0', 16)), 0n);
 }
 
 /** Validates a rule set; each bad rule names its field (rules.N.ports, rules.N.cidr...). */

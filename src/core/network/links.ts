@@ -50,6 +50,8 @@ export async function ensureBridge(network: NetworkSpec): Promise<{ created: boo
   const prefix = subnetOf(network.subnet).prefix;
   // replace: idempotent, so a reconcile after a crash or an edit converges.
   await ip(['addr', 'replace', `${network.address}/${prefix}`, 'dev', network.name]);
+  // nodad: the host's own address on its own new bridge needs no duplicate detection, and is usable at once.
+  if (network.address6 !== undefined) await ip(['-6', 'addr', 'replace', `${network.address6}/64`, 'dev', network.name, 'nodad']);
   await ip(['link', 'set', 'dev', network.name, 'up']);
   if (network.vxlan) {
     const device = vxlanName(network.vxlan.vni);

@@ -16,8 +16,9 @@ import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { isVireoError } from '../errors.js';
 import { parseVmSpec } from '../model/vm.js';
-import { buildDnsmasqConfig, buildHostsFile, parseLeases, type Allocation } from './dnsmasq.js';
+import { buildDnsmasqConfig, buildHosts6File, buildHostsFile, parseLeases, type Allocation } from './dnsmasq.js';
 import { parseAnyCidr, parseFirewallSpec, type FirewalledNic, type FirewallSpec } from './firewall.js';
+import { formatIpv6, ipv6Bits, slaacAddress } from './ipv6.js';
 import { formatIpv4, overlaps, parseCidr, parseIpv4 } from './ipv4.js';
 import { tapName } from './links.js';
 import { checkAgainstOthers, checkStaticAddress, parseNetworkSpec, type NetworkSpec } from './model.js';
@@ -271,5 +272,46 @@ test('a refused firewall update leaves the previous rule sets in the kernel', as
   } finally {
     await exec('ip', ['netns', 'del', netns]);
     await rm(dir, { recursive: true, force: true });
+  }
+});
+
+/* --------------------------------- IPv6 ----------------------------------- */
+
+const lan6 = (): NetworkSpec => parseNetworkSpec({ name: 'lan6', subnet: '10.40.0.0/24', subnet6: 'fd00:40:0:0::/64' });
+const iso6 = (): NetworkSpec => parseNetworkSpec({ name: 'iso6', subnet: '10.41.0.0/24', subnet6: 'fd00:41::/64', mode: 'isolated', mtu: 1450 });
+
+test('IPv6: a /64 per network, each NIC at its EUI-64, bad subnets named', () => {
+  assert.equal(formatIpv6(ipv6Bits('fd00:0:0:0:0:0:0:1')), 'fd00::1');
+  assert.equal(formatIpv6(ipv6Bits('2001:db8:0:0:1:0:0:1')), '2001:db8::1:0:0:1');
+  assert.equal(formatIpv6(ipv6Bits('::ffff:10.0.0.1')), '::ffff:a00:1');
+  const spec = lan6();
+  assert.equal(spec.subnet6, 'fd00:40::/64', 'canonical form');
+  assert.equal(spec.address6, 'fd00:40::1');
+  // 52:54:00:12:34:56 -> 5054:ff:fe12:3456, as Linux makes it.
+  assert.equal(slaacAddress(spec.subnet6!, '52:54:00:12:34:56'), 'fd00:40::5054:ff:fe12:3456');
+  assert.equal(slaacAddress('fe80::/64', '52:54:00:12:34:56'), 'fe80::5054:ff:fe12:3456');
+  for (const subnet6 of ['fd00::/48', 'fd00::1/64', 'fe80::/64', '10.0.0.0/24', 'fd00::']) {
+    assert.equal(fieldOf(() => parseNetworkSpec({ name: 'x', subnet: '10.50.0.0/24', subnet6 })), 'subnet6', subnet6);
+  }
+  assert.equal(fieldOf(() => checkAgainstOthers(parseNetworkSpec({ name: 'x', subnet: '10.50.0.0/24', subnet6: 'fd00:40::/64' }), [spec])), 'subnet6');
+});
+
+test('IPv6: dnsmasq (router advertisements, names) and nftables (NAT, anti-spoofing by EUI-64) match their golden files', async () => {
+  const files = networkPaths({ home: '/var/lib/vireo' } as never, 'lan6');
+  const six: Allocation[] = [{ mac: '52:54:00:00:00:21', ip: '10.40.0.2', vm: 'web', nic: 0, uuid: '11111111-2222-4333-8444-555555555555', static: false }];
+  golden('lan6.dnsmasq.conf', buildDnsmasqConfig(lan6(), files));
+  golden('iso6.dnsmasq.conf', buildDnsmasqConfig(iso6(), networkPaths({ home: '/var/lib/vireo' } as never, 'iso6')));
+  golden('lan6.hosts6', buildHosts6File(lan6(), six));
+  assert.equal(buildHosts6File(lan(), allocations), '', 'no IPv6, no names');
+  const ruleset = buildRuleset([{ network: lan6(), allocations: six }, { network: iso6(), allocations: [] }], [
+    { tap: tapName(six[0]!.uuid, 0), vm: 'web', nic: 0, network: 'lan6', ipv4: ['10.40.0.2'], ipv6: [slaacAddress('fd00:40::/64', six[0]!.mac)], sets: [webSet()] },
+  ]);
+  golden('ruleset6.nft', ruleset);
+  const netns = `vireo-nft6${process.pid}`;
+  await exec('ip', ['netns', 'add', netns]);
+  try {
+    await exec('ip', ['netns', 'exec', netns, 'nft', '-c', '-f', join(goldenDir, 'ruleset6.nft')]);
+  } finally {
+    await exec('ip', ['netns', 'del', netns]);
   }
 });

@@ -12,6 +12,7 @@ import { VireoError } from '../errors.js';
 import { runCommand } from '../host/probe.js';
 import type { Allocation } from './dnsmasq.js';
 import { firewallChains, type FirewalledNic } from './firewall.js';
+import { slaacAddress } from './ipv6.js';
 import { tapName } from './links.js';
 import type { ForwardSpec, NetworkSpec } from './model.js';
 
@@ -63,12 +64,14 @@ export function buildRuleset(states: NetworkState[], firewalled: FirewalledNic[]
       forward.push(`iifname ${bridge} oifname != ${bridge} drop`);
       forward.push(`oifname ${bridge} iifname != ${bridge} drop`);
       input.push(`# isolated network '${network.name}': the host only serves DHCP and DNS`);
-      input.push(`iifname ${bridge} udp dport { 53, 67 } accept`);
+      input.push(`iifname ${bridge} udp dport { 53, 67${network.subnet6 ? ', 547' : ''} } accept`);
       input.push(`iifname ${bridge} tcp dport 53 accept`);
+      if (network.subnet6) input.push(`iifname ${bridge} meta l4proto ipv6-icmp accept`);
       input.push(`iifname ${bridge} drop`);
     } else {
       postrouting.push(`# network '${network.name}': out through the host's address`);
       postrouting.push(`ip saddr ${network.subnet} ip daddr != ${network.subnet} masquerade`);
+      if (network.subnet6) postrouting.push(`ip6 saddr ${network.subnet6} ip6 daddr != ${network.subnet6} masquerade`);
     }
     for (const resolved of resolveForwards({ network, allocations })) {
       if (!resolved.target) continue;
@@ -102,7 +105,8 @@ export function buildRuleset(states: NetworkState[], firewalled: FirewalledNic[]
         `    arp saddr ip != { 0.0.0.0, ${entry.ip} } drop`,
         '    ip saddr 0.0.0.0 udp sport 68 udp dport 67 accept',
         `    ether type ip ip saddr != ${entry.ip} drop`,
-        '    ether type ip6 ip6 saddr != { ::, fe80::/10 } drop',
+        // IPv6: on a network with a subnet6, the NIC's own link-local and SLAAC addresses (both its EUI-64); elsewhere link-local only.
+        `    ether type ip6 ip6 saddr != { ::, ${network.subnet6 ? `${slaacAddress('fe80::/64', entry.mac)}, ${slaacAddress(network.subnet6, entry.mac)}` : 'fe80::/10'} } drop`,
         '  }',
       );
     }

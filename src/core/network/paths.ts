@@ -17,6 +17,8 @@ export interface NetworkPaths {
   allocations: string;
   dnsmasqConf: string;
   hostsFile: string;
+  /** IPv6 names (SLAAC addresses), an addn-hosts file. */
+  hosts6File: string;
   leaseFile: string;
   pidFile: string;
   log: string;
@@ -34,6 +36,7 @@ export function networkPaths(paths: VireoPaths, name: string): NetworkPaths {
     allocations: join(dir, 'allocations.json'),
     dnsmasqConf: join(dir, 'dnsmasq.conf'),
     hostsFile: join(dir, 'dhcp-hosts'),
+    hosts6File: join(dir, 'hosts6'),
     leaseFile: join(dir, 'dnsmasq.leases'),
     pidFile: join(dir, 'dnsmasq.pid'),
     log: join(dir, 'dnsmasq.log'),

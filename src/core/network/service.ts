@@ -20,8 +20,9 @@ import { Reverter } from '../revert.js';
 import { readJsonIfExists, writeFileAtomic, writeJsonAtomic } from '../store/atomic.js';
 import { listDefinitions, loadDefinition, saveDefinition, vmExists, withVmLock } from '../vm/definitions.js';
 import { FirewallName, parseFirewallSpec, type FirewallDefinition, type FirewalledNic, type FirewallSpec } from './firewall.js';
-import { buildDnsmasqConfig, buildHostsFile, dnsmasqPid, readLeases, reloadDnsmasq, startDnsmasq, stopDnsmasq, type Allocation, type Lease } from './dnsmasq.js';
+import { buildDnsmasqConfig, buildHosts6File, buildHostsFile, dnsmasqPid, readLeases, reloadDnsmasq, startDnsmasq, stopDnsmasq, type Allocation, type Lease } from './dnsmasq.js';
 import { formatIpv4, parseIpv4 } from './ipv4.js';
+import { slaacAddress } from './ipv6.js';
 import { attachTap, deleteBridge, ensureBridge, linkExists, masterOf, tapName } from './links.js';
 import {
   checkAgainstOthers,
@@ -109,6 +110,8 @@ export interface NicAddress {
   mac: string;
   /** The address the guest holds a lease for (from dnsmasq), if any. */
   ip?: string;
+  /** Its IPv6 address (SLAAC, from the MAC) on a network with a subnet6, while it holds a lease. */
+  ip6?: string;
 }
 
 /** Each Vireo-network NIC of a VM and the address its guest leased. */
@@ -119,7 +122,8 @@ export async function vmAddresses(paths: VireoPaths, def: VmDefinition): Promise
     if (nic.network === 'user') continue;
     if (!byNetwork.has(nic.network)) byNetwork.set(nic.network, await readLeases(networkPaths(paths, nic.network)));
     const lease = byNetwork.get(nic.network)!.find((candidate) => candidate.mac === nic.mac);
-    result.push({ nic: index, network: nic.network, mac: nic.mac, ...(lease ? { ip: lease.ip } : {}) });
+    const network = await getNetwork(paths, nic.network).catch(() => undefined);
+    result.push({ nic: index, network: nic.network, mac: nic.mac, ...(lease ? { ip: lease.ip } : {}), ...(lease && network?.subnet6 ? { ip6: slaacAddress(network.subnet6, nic.mac) } : {}) });
   }
   return result;
 }
@@ -164,7 +168,9 @@ async function firewalledNics(paths: VireoPaths, all: NetworkState[], override: 
       // Never started on the network: no tap, no address, nothing to filter yet.
       if (!allocation) continue;
       const attached = nic.firewall.map((name) => sets.get(name)).filter((set): set is FirewallSpec => set !== undefined);
-      nics.push({ tap: tapName(vm.uuid, index), vm: vm.name, nic: index, network: nic.network, ipv4: [allocation.ip], ipv6: [], sets: attached });
+      const network = all.find((state) => state.network.name === nic.network)!.network;
+      const ipv6 = network.subnet6 ? [slaacAddress(network.subnet6, allocation.mac)] : [];
+      nics.push({ tap: tapName(vm.uuid, index), vm: vm.name, nic: index, network: nic.network, ipv4: [allocation.ip], ipv6, sets: attached });
     }
   }
   return nics;
@@ -186,12 +192,15 @@ async function applyRules(paths: VireoPaths, all: NetworkState[], override: Fire
   await applyRuleset(rulesetFile(paths), all.length > 0 ? buildRuleset(all, firewalled) : emptyRuleset());
   // NAT needs the host to route; libvirt and Incus turn it on the same way.
   if (all.some((state) => state.network.mode === 'nat')) await writeFile('/proc/sys/net/ipv4/ip_forward', '1\n');
+  // IPv6 likewise, only once a NAT network has IPv6 (a forwarding host ignores router advertisements on its own links unless accept_ra is 2).
+  if (all.some((state) => state.network.mode === 'nat' && state.network.subnet6 !== undefined)) await writeFile('/proc/sys/net/ipv6/conf/all/forwarding', '1\n');
 }
 
 async function writeDnsmasqFiles(paths: VireoPaths, network: NetworkSpec, allocations: Allocation[]): Promise<void> {
   const files = networkPaths(paths, network.name);
   await writeFileAtomic(files.dnsmasqConf, buildDnsmasqConfig(network, files));
   await writeFileAtomic(files.hostsFile, buildHostsFile(allocations));
+  await writeFileAtomic(files.hosts6File, buildHosts6File(network, allocations));
 }
 
 /** Bridge up, dnsmasq running: what a network needs to serve (idempotent). */
@@ -244,7 +253,7 @@ const ADDRESSING = ['subnet', 'address', 'vxlan'] as const;
 export async function editNetwork(paths: VireoPaths, name: string, change: (current: NetworkSpec) => unknown): Promise<NetworkDefinition> {
   return serialized(async () => {
     const current = await getNetwork(paths, name);
-    const { createdAt, ...spec } = current;
+    const { createdAt, address6: _address6, ...spec } = current;
     // Back to the input's shape, which the schema parses again with the changes.
     const input = { ...spec, dhcpRange: `${spec.dhcpRange.start}-${spec.dhcpRange.end}` };
     const next = parseNetworkSpec(change(input as unknown as NetworkSpec));
@@ -256,6 +265,10 @@ export async function editNetwork(paths: VireoPaths, name: string, change: (curr
         throw new VireoError('in_use', `${field}: cannot change while VMs use the network (${users.join(', ')})`, { field, vms: users });
       }
     }
+    // IPv6 may be added to a network in use (its guests pick the prefix up from the next router advertisement), not changed or taken away.
+    if (users.length > 0 && current.subnet6 !== undefined && next.subnet6 !== current.subnet6) {
+      throw new VireoError('in_use', `subnet6: cannot change or remove while VMs use the network (${users.join(', ')})`, { field: 'subnet6', vms: users });
+    }
     if (next.mode === 'isolated' && next.forwards.length > 0) throw invalidArgument('mode', 'an isolated network cannot have port forwards; remove them first');
     const allocations = await readAllocations(paths, name);
     await applyRules(paths, await states(paths, { name, network: next, allocations }));
@@ -264,6 +277,7 @@ export async function editNetwork(paths: VireoPaths, name: string, change: (curr
     const files = networkPaths(paths, name);
     // Addressing changes only with no VM attached (checked above), so the bridge can simply be made again.
     if (ADDRESSING.some((field) => JSON.stringify(next[field]) !== JSON.stringify(current[field]))) await deleteBridge(current);
+    else if (current.subnet6 !== undefined && next.subnet6 !== current.subnet6) await deleteBridge(current);
     await stopDnsmasq(files);
     await bringUp(paths, next, allocations);
     return def;
@@ -386,6 +400,7 @@ export async function prepareVmNics(paths: VireoPaths, def: VmDefinition): Promi
     const vms = await listDefinitions(paths);
     const live = new Set(vms.map((vm) => vm.uuid));
     const touched = new Map<string, { network: NetworkDefinition; allocations: Allocation[] }>();
+    const pinned = new Map<number, string>();
     for (const { nic, index } of used) {
       let entry = touched.get(nic.network);
       if (!entry) {
@@ -418,6 +433,14 @@ export async function prepareVmNics(paths: VireoPaths, def: VmDefinition): Promi
       }
       allocations.push({ mac: nic.mac, ip, vm: def.name, nic: index, uuid: def.uuid, static: nic.ip !== undefined });
       taps[index] = tapName(def.uuid, index);
+      // On an overlay the address belongs to the VM wherever it runs: it goes into the spec, so that a live migration
+      // carries it to the other host, which reserves the same address (the guest keeps its lease and connections).
+      if (network.vxlan && nic.ip === undefined) pinned.set(index, ip);
+    }
+    if (pinned.size > 0) {
+      def.nics = def.nics.map((nic, index) => (pinned.has(index) ? { ...nic, ip: pinned.get(index)! } : nic));
+      const stored = await loadDefinition(paths, def.name);
+      if (stored.uuid === def.uuid) await saveDefinition(paths, { ...stored, nics: stored.nics.map((nic, index) => (pinned.has(index) ? { ...nic, ip: pinned.get(index)! } : nic)) });
     }
     for (const [name, { network, allocations }] of touched) {
       await bringUp(paths, network, allocations);
