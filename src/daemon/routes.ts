@@ -27,6 +27,8 @@ import { readConsoleLogFrom } from '../core/vm/console.js';
 import { migrationRoutes } from './migration-routes.js';
 import { networkRoutes } from './network-routes.js';
 import type { DaemonState } from './state.js';
+import type { PeerCredentials } from './peer.js';
+import { readableByPeer } from './peer-files.js';
 import { snapshotRoutes } from './snapshot-routes.js';
 import { guestRoutes } from './guest-routes.js';
 
@@ -37,6 +39,8 @@ export interface RouteInput<P, Q, B> {
   query: Q;
   body: B;
   daemon: DaemonState;
+  /** Who asks, on the Unix socket (peer credentials); undefined over TCP or when unknown. */
+  peer?: PeerCredentials;
 }
 
 export interface RouteReply {
@@ -57,8 +61,8 @@ export interface Route {
   body?: z.ZodType;
   /**
    * Set on routes that read or write files on the daemon's host by path: they are
-   * served on the Unix socket only (whose users already act as the host's admin),
-   * never to a token holder over TCP, who could otherwise plant or read host files.
+   * served on the Unix socket only, never to a token holder over TCP, and the
+   * file is read or written with the rights of the user asking (peer-files.ts).
    */
   socketOnly?: boolean;
   /** A larger request body than the server's default (file contents sent to a guest). */
@@ -380,10 +384,12 @@ export const routes: Route[] = [
   },
   {
     method: 'POST', path: '/images/import', tag: 'images', socketOnly: true, summary: 'Import a qcow2 or raw cloud image file as a disk image (an operation)', body: ImportImageBody, status: 202, returns: 'Operation',
-    handler: async ({ body, daemon }) => {
+    handler: async ({ body, daemon, peer }) => {
       const input = body as z.output<typeof ImportImageBody>;
       return accepted(await daemon.operations.start('image.import', { image: input.name }, async ({ progress }) =>
-        importDiskImage(daemon.paths, { ...input, onProgress: (percent) => progress(`importing ${input.file}`, percent / 100) }),
+        readableByPeer(daemon.paths, peer, input.file, 'file', (file) =>
+          importDiskImage(daemon.paths, { ...input, file, onProgress: (percent) => progress(`importing ${input.file}`, percent / 100) }),
+        ),
       ));
     },
   },

@@ -12,6 +12,7 @@ import { loadDefinition } from '../core/vm/definitions.js';
 import { cloneVm, makeTemplate } from '../core/vm/template.js';
 import { getVm } from '../core/vm/manage.js';
 import type { Route, RouteReply } from './routes.js';
+import { readableByPeer, writtenByPeer } from './peer-files.js';
 
 const VmName = z.strictObject({ name: Name });
 /** As checkSnapshotName: all digits would read as a QEMU snapshot id. Refused here, before any operation starts. */
@@ -94,19 +95,24 @@ export const snapshotRoutes: Route[] = [
   },
   {
     method: 'POST', path: '/disks/import', tag: 'disks', socketOnly: true, summary: 'Import an image file (raw, qcow2, vmdk, vdi, vhdx, ISO) as a volume (an operation)', body: ImportBody, status: 202, returns: 'Operation',
-    handler: async ({ body, daemon }) => {
+    handler: async ({ body, daemon, peer }) => {
       const input = body as z.output<typeof ImportBody>;
       return accepted(await daemon.operations.start('disk.import', {}, async ({ progress }) =>
-        importImage(daemon.paths, { name: input.name, file: input.file, ...(input.format ? { format: input.format } : {}), onProgress: (percent) => progress(`importing ${input.file}`, percent / 100) }),
+        readableByPeer(daemon.paths, peer, input.file, 'file', (file) =>
+          importImage(daemon.paths, { name: input.name, file, ...(input.format ? { format: input.format } : {}), onProgress: (percent) => progress(`importing ${input.file}`, percent / 100) }),
+        ),
       ));
     },
   },
   {
     method: 'POST', path: '/disks/:name/export', tag: 'disks', socketOnly: true, summary: 'Write a volume to a new file in qcow2, raw, vmdk, vdi or vhdx (an operation)', params: DiskName, body: ExportBody, status: 202, returns: 'Operation',
-    handler: async ({ params, body, daemon }) => {
+    handler: async ({ params, body, daemon, peer }) => {
       const input = body as z.output<typeof ExportBody>;
       return accepted(await daemon.operations.start('disk.export', {}, async ({ progress }) =>
-        exportVolume(daemon.paths, params.name, input.file, { format: input.format as (typeof TRANSFER_FORMATS)[number], onProgress: (percent) => progress(`exporting ${params.name}`, percent / 100) }),
+        writtenByPeer(daemon.paths, peer, input.file, 'file', async (file) => ({
+          ...(await exportVolume(daemon.paths, params.name, file, { format: input.format as (typeof TRANSFER_FORMATS)[number], onProgress: (percent) => progress(`exporting ${params.name}`, percent / 100) })),
+          file: input.file,
+        })),
       ));
     },
   },
