@@ -108,7 +108,7 @@ export async function attachDisk(paths: VireoPaths, name: string, input: DiskAtt
           reverter.add(() => objectDel(client, group));
         }
         // QEMU runs unprivileged and opens what it is added by name: the files are its uid's only while it opens them.
-        const giveBack = await grantToQemu(paths.home, def.uuid, [resolved.path, ...backing.map((base) => base.path)]);
+        const giveBack = await grantToQemu(paths.home, def.uuid, vmPaths(paths, def.name).runDir, [resolved.path, ...backing.map((base) => base.path)]);
         try {
           for (const node of blockNodes(added, { path: resolved.path, format: resolved.format, backing })) {
             await blockdevAdd(client, node);

@@ -34,7 +34,7 @@ import { queryStatus } from '../qmp/commands.js';
 import { writeFileAtomic } from '../store/atomic.js';
 import { makeTap } from '../network/links.js';
 import { QEMU_OUTPUT_FILE, waitForExit } from './process.js';
-import { claimedUid, claimQemuIdentity, qemuAccount, UID_RECORD, type QemuIdentity } from './qemu-uid.js';
+import { claimedUid, claimOwner, claimQemuIdentity, qemuAccount, UID_RECORD, type QemuIdentity } from './qemu-uid.js';
 import { TAP_RECORD } from './runtime.js';
 
 export { QEMU_USER, type QemuIdentity } from './qemu-uid.js';
@@ -46,8 +46,9 @@ export { QEMU_USER, type QemuIdentity } from './qemu-uid.js';
  */
 async function identityFor(def: VmDefinition, runDir: string): Promise<QemuIdentity | undefined> {
   if (process.getuid?.() !== 0) return undefined;
-  const identity = await claimQemuIdentity(def.uuid);
-  await writeFileAtomic(join(runDir, UID_RECORD), `${JSON.stringify({ uid: identity.uid, uuid: def.uuid })}\n`);
+  const owner = claimOwner(def.uuid, runDir);
+  const identity = await claimQemuIdentity(owner);
+  await writeFileAtomic(join(runDir, UID_RECORD), `${JSON.stringify({ uid: identity.uid, owner })}\n`);
   return identity;
 }
 
@@ -61,6 +62,22 @@ async function makeTaps(taps: Record<number, string>, identity: QemuIdentity, ru
   if (names.length === 0) return;
   await writeFileAtomic(join(runDir, TAP_RECORD), `${JSON.stringify(names)}\n`);
   for (const name of names) await makeTap(name, identity.uid);
+}
+
+/**
+ * A tap for a NIC hot-plugged onto a Vireo network of a running VM: made for
+ * that QEMU's own uid and recorded with the others, so that it is deleted
+ * with the run directory like those made at start. Returns the tap's name
+ * for netdev_add (`ifname`, `script: 'no'`). Under user-mode Vireo, QEMU
+ * makes it (and needs the rights to).
+ */
+export async function makeHotplugTap(uuid: string, runDir: string, tap: string): Promise<void> {
+  if (process.getuid?.() !== 0) return;
+  const uid = await claimedUid(claimOwner(uuid, runDir));
+  if (uid === undefined) throw new VireoError('invalid_state', 'the VM\'s QEMU runs under no uid of its own (started before this version of Vireo): stop and start it to attach NICs live');
+  const recorded = await readFile(join(runDir, TAP_RECORD), 'utf8').then((text) => JSON.parse(text) as string[], () => [] as string[]);
+  if (!recorded.includes(tap)) await writeFileAtomic(join(runDir, TAP_RECORD), `${JSON.stringify([...recorded, tap])}\n`);
+  await makeTap(tap, uid);
 }
 
 /** Everything opened for one launch, closed in the launcher once QEMU holds its copies. */
@@ -296,9 +313,9 @@ function waitUntilAnswering(path: string, timeoutMs: number): Promise<void> & { 
  * followed; the files themselves stay 0600. Without a user switch (user-mode
  * Vireo) there is nothing to grant.
  */
-export async function grantToQemu(home: string, uuid: string, files: string[]): Promise<() => Promise<void>> {
+export async function grantToQemu(home: string, uuid: string, runDir: string, files: string[]): Promise<() => Promise<void>> {
   if (process.getuid?.() !== 0) return async () => undefined;
-  const uid = await claimedUid(uuid);
+  const uid = await claimedUid(claimOwner(uuid, runDir));
   if (uid === undefined) throw new VireoError('invalid_state', 'the VM\'s QEMU runs under no uid of its own (started before this version of Vireo): stop and start it to attach disks live');
   const identity = { uid, gid: (await qemuAccount()).gid };
   const restores: (() => Promise<void>)[] = [];

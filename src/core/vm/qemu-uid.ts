@@ -10,11 +10,13 @@
  * system's registry of delegated uid ranges, which useradd keeps clear of);
  * the group is vireo-qemu's, the only supplementary group kvm (/dev/kvm).
  *
- * A uid is claimed per running VM by creating /run/vireo/qemu-uids/<uid>
- * (O_EXCL, holding the VM's UUID): two starts at once cannot pick the same
- * one, whatever Vireo home they belong to. The claim is released with the
- * run directory once QEMU is gone (runtime.ts) and reused by the same VM
- * after a crash; /run is emptied at boot, as the QEMUs are.
+ * A uid is claimed per running QEMU by creating /run/vireo/qemu-uids/<uid>
+ * (O_EXCL, holding the VM's UUID and run directory): two starts at once
+ * cannot pick the same one, whatever Vireo home they belong to, and the two
+ * QEMUs of a migration between two homes of one host get one each. The claim
+ * is released with the run directory once QEMU is gone (runtime.ts) and
+ * reused by the same run directory after a crash; /run is emptied at boot,
+ * as the QEMUs are.
  */
 import { mkdir, open, readFile, readdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -94,11 +96,17 @@ export function freeSubuidRange(subuid: string, passwd: string): { start: number
   return { start: Math.ceil(end / count) * count, count };
 }
 
+/** What a claim file holds: the VM's UUID and the run directory of the QEMU that has the uid. */
+export function claimOwner(uuid: string, runDir: string): string {
+  return `${uuid} ${runDir}`;
+}
+
 /**
- * The uid this VM's QEMU runs as: its existing claim (a QEMU of this VM that
- * was killed before it was cleaned up), else the lowest free one of the range.
+ * The uid this VM's QEMU runs as: its existing claim (a QEMU of this run
+ * directory that was killed before it was cleaned up), else the lowest free
+ * one of the range.
  */
-export async function claimQemuIdentity(uuid: string, options: { dir?: string; account?: QemuAccount } = {}): Promise<QemuIdentity> {
+export async function claimQemuIdentity(owner: string, options: { dir?: string; account?: QemuAccount } = {}): Promise<QemuIdentity> {
   const dir = options.dir ?? UID_CLAIMS_DIR;
   const account = options.account ?? (await qemuAccount());
   await mkdir(dir, { recursive: true, mode: 0o700 });
@@ -108,14 +116,14 @@ export async function claimQemuIdentity(uuid: string, options: { dir?: string; a
     const uid = Number(name);
     if (!Number.isSafeInteger(uid)) continue;
     taken.add(uid);
-    if ((await readFile(join(dir, name), 'utf8').catch(() => '')).trim() === uuid) return identity(uid);
+    if ((await readFile(join(dir, name), 'utf8').catch(() => '')).trim() === owner) return identity(uid);
   }
   const { start, count } = account.range;
   for (let uid = start; uid < start + count; uid += 1) {
     if (taken.has(uid)) continue;
     try {
       const handle = await open(join(dir, String(uid)), 'wx', 0o600);
-      await handle.writeFile(`${uuid}\n`);
+      await handle.writeFile(`${owner}\n`);
       await handle.close();
       return identity(uid);
     } catch (error) {
@@ -125,16 +133,16 @@ export async function claimQemuIdentity(uuid: string, options: { dir?: string; a
   throw new VireoError('host_unsupported', `all ${count} uids of ${QEMU_USER}'s range are in use by running VMs`);
 }
 
-/** Gives the uid back, if this VM still holds it (another VM's claim of it is left alone). */
-export async function releaseQemuUid(uid: number, uuid: string, dir = UID_CLAIMS_DIR): Promise<void> {
+/** Gives the uid back, if this owner still holds it (another QEMU's claim of it is left alone). */
+export async function releaseQemuUid(uid: number, owner: string, dir = UID_CLAIMS_DIR): Promise<void> {
   const path = join(dir, String(uid));
-  if ((await readFile(path, 'utf8').catch(() => '')).trim() === uuid) await rm(path, { force: true });
+  if ((await readFile(path, 'utf8').catch(() => '')).trim() === owner) await rm(path, { force: true });
 }
 
-/** The uid a running VM's QEMU has, from its claim; undefined when it has none (user-mode Vireo, or not running). */
-export async function claimedUid(uuid: string, dir = UID_CLAIMS_DIR): Promise<number | undefined> {
+/** The uid a running QEMU has, from its claim; undefined when it has none (user-mode Vireo, or not running). */
+export async function claimedUid(owner: string, dir = UID_CLAIMS_DIR): Promise<number | undefined> {
   for (const name of await readdir(dir).catch(() => [] as string[])) {
-    if ((await readFile(join(dir, name), 'utf8').catch(() => '')).trim() === uuid) return Number(name);
+    if ((await readFile(join(dir, name), 'utf8').catch(() => '')).trim() === owner) return Number(name);
   }
   return undefined;
 }

@@ -62,8 +62,8 @@ export async function cleanRunDirectory(paths: VireoPaths, name: string): Promis
     const { deleteTap } = await import('../network/links.js');
     for (const tap of taps) if (typeof tap === 'string') await deleteTap(tap);
   }
-  const claim = (await readJsonIfExists(join(runDir, UID_RECORD)).catch(() => undefined)) as { uid?: unknown; uuid?: unknown } | undefined;
-  if (typeof claim?.uid === 'number' && typeof claim.uuid === 'string') await releaseQemuUid(claim.uid, claim.uuid);
+  const claim = (await readJsonIfExists(join(runDir, UID_RECORD)).catch(() => undefined)) as { uid?: unknown; owner?: unknown } | undefined;
+  if (typeof claim?.uid === 'number' && typeof claim.owner === 'string') await releaseQemuUid(claim.uid, claim.owner);
   await rm(runDir, { recursive: true, force: true });
   // Best effort: a group that cannot go yet is replaced at the next start.
   await releaseVmGroups(name).catch(() => undefined);
