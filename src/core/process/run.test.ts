@@ -47,6 +47,25 @@ test('run returns stdout and stderr, feeds input, honours cwd and env', async ()
   assert.equal(result.stderr, '/tmp y\n');
 });
 
+test('stdin and stdout can be file descriptors', async (t) => {
+  const { mkdtemp, open, readFile: read, rm, writeFile } = await import('node:fs/promises');
+  const { tmpdir } = await import('node:os');
+  const { join } = await import('node:path');
+  const dir = await mkdtemp(join(tmpdir(), 'vireo-run-'));
+  t.after(() => rm(dir, { recursive: true, force: true }));
+  await writeFile(join(dir, 'in'), 'from a file\n');
+  const input = await open(join(dir, 'in'), 'r');
+  const output = await open(join(dir, 'out'), 'w');
+  try {
+    const result = await run('tr', ['a-z', 'A-Z'], { stdinFd: input.fd, stdoutFd: output.fd });
+    assert.equal(result.stdout, '', 'nothing is collected from a descriptor');
+  } finally {
+    await input.close();
+    await output.close();
+  }
+  assert.equal(await read(join(dir, 'out'), 'utf8'), 'FROM A FILE\n');
+});
+
 test('a non-zero exit rejects with command, exit code, stderr tail, and code command_failed', async () => {
   const error = await failureOf(run('sh', ['-c', 'echo partial; echo first >&2; echo "it broke" >&2; exit 3']));
   assert.equal(error.code, 'command_failed');

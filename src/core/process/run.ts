@@ -36,6 +36,10 @@ export interface RunOptions {
   signal?: AbortSignal;
   /** Written to the child's stdin, which is then closed (stdin is empty otherwise). */
   input?: string | Buffer;
+  /** A file descriptor the child reads as its stdin (instead of input). */
+  stdinFd?: number;
+  /** A file descriptor the child writes its stdout to (nothing of it is then collected). */
+  stdoutFd?: number;
   cwd?: string;
   env?: NodeJS.ProcessEnv;
   /**
@@ -209,7 +213,7 @@ function runNow(command: string, args: readonly string[], options: RunOptions): 
     const child = spawnInGroup(command, [...args], {
       cwd: options.cwd,
       env: options.env ?? process.env,
-      stdio: [options.input === undefined ? 'ignore' : 'pipe', 'pipe', 'pipe'],
+      stdio: [options.stdinFd ?? (options.input === undefined ? 'ignore' : 'pipe'), options.stdoutFd ?? 'pipe', 'pipe'],
     });
     const graceMs = options.graceMs ?? DEFAULT_GRACE_MS;
     const maxOutput = options.maxOutput ?? DEFAULT_MAX_OUTPUT;
@@ -217,7 +221,7 @@ function runNow(command: string, args: readonly string[], options: RunOptions): 
     let stderr = '';
     const outLines = options.onLine ? lineSplitter(options.onLine) : undefined;
     const errLines = options.onLine ? lineSplitter(options.onLine) : undefined;
-    child.stdout!.setEncoding('utf8').on('data', (chunk: string) => {
+    child.stdout?.setEncoding('utf8').on('data', (chunk: string) => {
       stdout += chunk;
       if (stdout.length > maxOutput) {
         if (options.tail) stdout = stdout.slice(-maxOutput);
@@ -233,7 +237,7 @@ function runNow(command: string, args: readonly string[], options: RunOptions): 
       stderr = (stderr + chunk).slice(-STDERR_TAIL);
       errLines?.push(chunk);
     });
-    if (options.input !== undefined) {
+    if (options.input !== undefined && options.stdinFd === undefined) {
       // A child that exits without reading its input must not fail the run with EPIPE.
       child.stdin!.on('error', () => undefined);
       child.stdin!.end(options.input);
