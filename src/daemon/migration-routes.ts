@@ -1,16 +1,16 @@
 /**
  * The migration API. On the source: POST /vms/:name/migrate starts the
  * 'vm.migrate' operation. On the destination, what the source daemon calls
- * (see migration.ts for the protocol): incoming, status (also the
+ * (the protocol: src/core/migration/ and docs/migration.md): incoming, status (also the
  * heartbeat), commit, abort and finish, plus a list for people.
  */
 import { z } from 'zod';
 import { Name } from '../core/model/vm.js';
-import { IncomingBody, MigrateBody, tuningFrom } from './migration.js';
+import { IncomingBody, MigrateBody, MigrationId, tuningFrom } from './migration-wire.js';
 import type { Route, RouteReply } from './routes.js';
 
 const VmName = z.strictObject({ name: Name });
-const MigrationIdParams = z.strictObject({ id: z.string().regex(/^[0-9a-f]{16}$/, 'must be a migration id (16 hex digits)') });
+const MigrationIdParams = z.strictObject({ id: MigrationId });
 const Empty = z.strictObject({});
 
 export const migrationRoutes: Route[] = [
