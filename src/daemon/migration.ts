@@ -7,7 +7,11 @@
  * watcher, a Peer over the other daemon's HTTP API, and the background work
  * (recovery at start, the sweep that aborts stalled incoming migrations).
  */
-import type { z } from 'zod';
+import type { IncomingRequestBody, MigrateRequestBody } from '../api/migration.js';
+import type { Operation } from '../api/operations.js';
+import { VireoError } from '../core/errors.js';
+import { DEFAULT_TUNING, type MigrationTuning } from '../core/migration/drive.js';
+import { parseSize } from '../core/model/units.js';
 import type { OperationManager } from './operations.js';
 import type { EventBus } from './events.js';
 import type { VmWatcher } from './watcher.js';
@@ -17,16 +21,26 @@ import { MigrationDestination, type DestinationObserver } from '../core/migratio
 import { localDestination, localSource } from '../core/migration/local.js';
 import type { PreparedIncoming } from '../core/migration/peer.js';
 import { MigrationRecords, type MigrationRecord, type PeerAddress } from '../core/migration/records.js';
-import { MigrationSource, type MigrateOptions } from '../core/migration/source.js';
+import { MigrationSource, type MigrateOptions, type MigrationResult } from '../core/migration/source.js';
 import { httpPeer } from './migration-peer.js';
-import type { IncomingBody } from './migration-wire.js';
 
-export type { MigrationRecord, PeerAddress };
+export type { MigrationRecord, MigrationResult, PeerAddress };
 
 /** How long a destination waits without word from the source before aborting an uncommitted migration. */
 function peerTimeoutMs(): number {
   const value = Number(process.env.VIREO_MIGRATION_PEER_TIMEOUT_MS);
   return Number.isFinite(value) && value > 0 ? value : 60_000;
+}
+
+/** The tuning a POST /vms/:name/migrate body asks for. */
+export function tuningFrom(body: MigrateRequestBody): MigrationTuning {
+  let bandwidth = DEFAULT_TUNING.bandwidthBytesPerSecond;
+  if (body.bandwidth !== undefined) {
+    const bytes = typeof body.bandwidth === 'number' ? body.bandwidth : parseSize(body.bandwidth);
+    if (bytes === undefined || bytes <= 0) throw new VireoError('invalid_argument', `body.bandwidth: '${body.bandwidth}' is not a rate (bytes per second, or a number with K, M or G)`, { field: 'body.bandwidth' });
+    bandwidth = bytes;
+  }
+  return { maxDowntimeMs: body.maxDowntimeMs, bandwidthBytesPerSecond: bandwidth, postcopy: body.postcopy, multifd: body.multifd, autoConverge: body.autoConverge };
 }
 
 export class MigrationService {
@@ -112,13 +126,15 @@ export class MigrationService {
   }
 
   /** Starts the migration of a VM as a 'vm.migrate' operation. */
-  async migrate(vm: string, options: MigrateOptions): Promise<{ id: string }> {
+  async migrate(vm: string, options: MigrateOptions): Promise<Operation<MigrationResult>> {
     const def = await this.source.check(vm, options);
     return this.operations.start('vm.migrate', { vm }, (context) => this.source.run(def, options, context));
   }
 
-  receive(body: z.output<typeof IncomingBody>): Promise<PreparedIncoming> {
-    return this.destination.receive(body);
+  /** The incoming request; the answer names the vm.migrate.incoming operation that holds the VM meanwhile. */
+  async receive(body: IncomingRequestBody): Promise<PreparedIncoming & { operation: string }> {
+    const prepared = await this.destination.receive(body);
+    return { ...prepared, operation: prepared.operation ?? '' };
   }
 
   status(id: string) {
