@@ -8,6 +8,7 @@ import { Name } from '../core/model/vm.js';
 import { MAX_COPY_BYTES, agentAnswers, guestExec, guestInterfaces, readGuestFile, writeGuestFile } from '../core/guest/agent-ops.js';
 import { loadDefinition } from '../core/vm/definitions.js';
 import { livePid } from '../core/vm/runtime.js';
+import { DEFAULT_VNC_PASSWORD_SECONDS, MAX_VNC_PASSWORD_SECONDS, newVncPassword } from '../core/vm/vnc.js';
 import type { Route } from './routes.js';
 
 const VmName = z.strictObject({ name: Name });
@@ -20,6 +21,7 @@ const ExecBody = z.strictObject({
 });
 const WriteBody = z.strictObject({ path: GuestPath, data: Base64 });
 const ReadQuery = z.strictObject({ path: GuestPath });
+const VncPasswordBody = z.strictObject({ validSeconds: z.number().int().min(1).max(MAX_VNC_PASSWORD_SECONDS).default(DEFAULT_VNC_PASSWORD_SECONDS) });
 
 export const guestRoutes: Route[] = [
   {
@@ -56,5 +58,9 @@ export const guestRoutes: Route[] = [
       const data = await readGuestFile(daemon.paths, params.name, (query as z.output<typeof ReadQuery>).path);
       return { path: (query as z.output<typeof ReadQuery>).path, data: data.toString('base64') };
     },
+  },
+  {
+    method: 'POST', path: '/vms/:name/vnc/password', tag: 'vms', summary: 'A new one-time VNC password for the graphical console (GET /vms/{name}/vnc), valid for new connections during validSeconds; it replaces the previous one', params: VmName, body: VncPasswordBody, status: 200, returns: 'VncPassword',
+    handler: async ({ params, body, daemon }) => newVncPassword(daemon.paths, params.name, (body as z.output<typeof VncPasswordBody> | undefined)?.validSeconds ?? DEFAULT_VNC_PASSWORD_SECONDS),
   },
 ];

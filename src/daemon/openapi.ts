@@ -70,6 +70,7 @@ export function buildOpenApi(routes: Route[], version: string): Record<string, u
   ], responses: { '200': { description: 'An event stream', content: { 'text/event-stream': { schema: { type: 'string' } } } } } } };
   paths['/metrics'] = { get: { summary: 'Prometheus metrics', tags: ['metrics'], responses: { '200': { description: 'Prometheus text format 0.0.4', content: { 'text/plain': { schema: { type: 'string' } } } } } } };
   paths['/vms/{name}/console'] = { get: { summary: 'The serial console as a WebSocket (binary frames both ways)', tags: ['vms'], parameters: [{ name: 'name', in: 'path', required: true, schema: { type: 'string' } }], responses: { '101': { description: 'Switching to the WebSocket protocol' } } } };
+  paths['/vms/{name}/vnc'] = { get: { summary: 'The graphical console as a WebSocket: the VNC server\'s RFB stream in binary frames both ways (authenticate with a password from POST /vms/{name}/vnc/password)', tags: ['vms'], parameters: [{ name: 'name', in: 'path', required: true, schema: { type: 'string' } }], responses: { '101': { description: 'Switching to the WebSocket protocol' } } } };
   paths['/openapi.json'] = { get: { summary: 'This document', tags: ['daemon'], responses: { '200': { description: 'OpenAPI 3.1', content: { 'application/json': { schema: {} } } } } } };
   return {
     openapi: '3.1.0',

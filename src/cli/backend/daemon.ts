@@ -108,6 +108,17 @@ export function daemonBackend(api: ApiClient): Backend {
       const { createWebSocketStream } = await import('ws');
       return new SerialConsole(createWebSocketStream(socket));
     },
+    openVnc: async (name) => {
+      const socket = await api.vnc(name);
+      await new Promise<void>((resolve, reject) => {
+        socket.once('open', () => resolve());
+        socket.once('close', (code: number, reason: Buffer) => reject(consoleCloseError(code, reason.toString('utf8'))));
+        socket.once('error', (error: Error) => reject(new VireoError('command_failed', `cannot reach the VNC console through ${api.description} (${error.message})`)));
+      });
+      const { createWebSocketStream } = await import('ws');
+      return createWebSocketStream(socket);
+    },
+    vncPassword: (name, validSeconds) => api.request<{ password: string; expiresAt: string }>('POST', path`/vms/${name}/vnc/password`, { validSeconds }),
     readLogs: (name, lines) => api.request<string>('GET', `${path`/vms/${name}/logs`}${lines === undefined ? '' : `?lines=${lines}`}`),
     readLogsFrom: (name, from) => api.request<{ text: string; next: number }>('GET', `${path`/vms/${name}/logs`}?from=${from}`),
 

@@ -58,6 +58,8 @@ export function localBackend(paths: VireoPaths): Backend {
       if (!info.definition.serial) throw invalidState(`VM '${name}' has no serial console (serial: false)`);
       return (await consoles()).SerialConsole.connect(vmPaths(paths, name).serialSocket);
     },
+    openVnc: async (name) => (await import('../../core/vm/vnc.js')).connectVnc(paths, name),
+    vncPassword: async (name, validSeconds) => (await import('../../core/vm/vnc.js')).newVncPassword(paths, name, validSeconds),
     readLogs: async (name, lines) => {
       await (await definitions()).loadDefinition(paths, name);
       const { text } = await (await consoles()).readConsoleLogFrom(vmPaths(paths, name).consoleLog, 0);

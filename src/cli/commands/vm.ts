@@ -38,7 +38,7 @@ interface SpecFlags {
   nicModel?: string;
   nic?: boolean;
   network?: string[];
-  vnc?: string;
+  vnc?: string | boolean;
   sshKey?: string[];
   user?: string;
   hostname?: string;
@@ -66,7 +66,8 @@ function addSpecOptions(command: Command): Command {
     .addOption(new Option('--nic-model <model>', 'model of the NIC').choices(['virtio', 'e1000', 'e1000e', 'rtl8139']))
     .option('--no-nic', 'no network card')
     .option('--network <name[=ip]>', "a NIC on this network ('user' for user-mode), optionally with a fixed address; repeatable, replaces the NICs", collect)
-    .option('--vnc <display>', 'VNC display number (port 5900+N on 127.0.0.1)')
+    .option('--vnc [address:port]', 'a graphical console (VNC through the daemon: vireo vm vnc NAME); with address:port QEMU also listens there on TCP, port 5900 and up, behind the same one-time password')
+    .option('--no-vnc', 'no graphical console')
     .option('--autostart [order[:delay]]', 'start when the daemon starts after a host boot, in this order (low first), then wait delay seconds')
     .option('--no-autostart', 'do not start after a host boot')
     .option('--ssh-key <file>', 'cloud-init: authorize this SSH public key (repeatable)', collect)
@@ -199,7 +200,13 @@ function applySpecFlags(base: Spec, flags: SpecFlags): Spec {
     nics[0] = first;
     spec.nics = nics;
   }
-  if (flags.vnc !== undefined) spec.vnc = { display: parseInteger('vnc', flags.vnc) };
+  if (flags.vnc === false) delete spec.vnc;
+  else if (flags.vnc === true) spec.vnc = {};
+  else if (flags.vnc !== undefined) {
+    const match = /^(?:(\d{1,3}(?:\.\d{1,3}){3}):)?(\d{1,5})$/.exec(flags.vnc);
+    if (!match) throw invalidArgument('--vnc', `'${flags.vnc}' must be [ADDRESS:]PORT, e.g. 127.0.0.1:5901`);
+    spec.vnc = { tcp: { address: match[1] ?? '127.0.0.1', port: Number(match[2]) } };
+  }
   if (flags.autostart === false) delete spec.autostart;
   else if (flags.autostart !== undefined) {
     const match = flags.autostart === true ? [] : /^(\d+)(?::(\d+))?$/.exec(flags.autostart);

@@ -161,11 +161,40 @@ const Boot = z.strictObject({
   secureBoot: z.boolean().optional(),
 });
 
-const Vnc = z.strictObject({
-  listen: z.string().regex(IPV4_PATTERN, 'must be an IPv4 address').default('127.0.0.1'),
-  /** VNC display number: the server listens on TCP port 5900 + display. */
-  display: z.number().int().min(0).max(59635),
+/**
+ * The graphical console. QEMU's VNC server listens on a Unix socket in the
+ * VM's run directory that only root (the daemon) can open, and asks every
+ * client for a password that Vireo sets over QMP for one session at a time
+ * (`vireo vm vnc`, POST /vms/NAME/vnc/password); browsers and viewers reach
+ * it through the daemon (GET /vms/NAME/vnc, a WebSocket). A TCP listener is
+ * added only when asked for, and it asks for the same password.
+ */
+const VncTcp = z.strictObject({
+  address: z.string().regex(IPV4_PATTERN, 'must be an IPv4 address').default('127.0.0.1'),
+  /** QEMU listens on VNC displays, so the port is 5900 + a display number. */
+  port: z.number().int().min(5900, 'must be 5900 or above (VNC display ports are 5900 + N)').max(65535),
 });
+const Vnc = z
+  .strictObject({
+    tcp: VncTcp.optional(),
+    /** Before VNC went through the daemon: a TCP display. Read as tcp (now password-protected); not written back. */
+    listen: z.string().regex(IPV4_PATTERN, 'must be an IPv4 address').optional(),
+    display: z.number().int().min(0).max(59635).optional(),
+  })
+  .transform((vnc, ctx) => {
+    if (vnc.display === undefined) {
+      if (vnc.listen !== undefined) {
+        ctx.addIssue({ code: 'custom', path: ['listen'], message: 'listen is the old form of tcp.address and needs display; write tcp: {address, port}' });
+        return z.NEVER;
+      }
+      return vnc.tcp ? { tcp: vnc.tcp } : {};
+    }
+    if (vnc.tcp) {
+      ctx.addIssue({ code: 'custom', path: ['display'], message: 'give tcp: {address, port} or the old listen/display, not both' });
+      return z.NEVER;
+    }
+    return { tcp: { address: vnc.listen ?? '127.0.0.1', port: 5900 + vnc.display } };
+  });
 
 /**
  * How `vm start --wait` tells that the guest is ready: a line on its serial
