@@ -25,6 +25,8 @@ describe('default CD-ROM bus', () => {
     const iso = join(home.home, 'seed.iso');
     const content = Buffer.alloc(2 * 1024 * 1024);
     content.write('VIREO-CDROM-MARKER', 0);
+    // An ISO 9660 volume descriptor (sector 16), which import checks for.
+    content.write('\x01CD001\x01', 32768, 'latin1');
     await writeFile(iso, content);
     await vireoOk('disk', 'import', iso, '--name', 'seed');
   });

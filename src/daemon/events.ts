@@ -16,6 +16,8 @@ export type EventKind =
   | 'vm.defined'
   | 'vm.deleted'
   | 'vm.migration'
+  /** A CD-ROM drive's medium ejected or inserted. */
+  | 'vm.media'
   | 'operation'
   | 'daemon'
   /** Networks: defined, changed (fields, forwards), deleted, brought back at daemon start, or their dnsmasq/bridge restored. */

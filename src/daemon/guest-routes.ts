@@ -8,6 +8,8 @@ import { Name } from '../core/model/vm.js';
 import { MAX_COPY_BYTES, agentAnswers, guestExec, guestInterfaces, readGuestFile, writeGuestFile } from '../core/guest/agent-ops.js';
 import { loadDefinition } from '../core/vm/definitions.js';
 import { livePid } from '../core/vm/runtime.js';
+import { ejectMedia, insertMedia } from '../core/vm/media.js';
+import { checkHostFile } from '../core/vm/host-files.js';
 import { DEFAULT_VNC_PASSWORD_SECONDS, MAX_VNC_PASSWORD_SECONDS, newVncPassword } from '../core/vm/vnc.js';
 import type { Route } from './routes.js';
 
@@ -21,6 +23,8 @@ const ExecBody = z.strictObject({
 });
 const WriteBody = z.strictObject({ path: GuestPath, data: Base64 });
 const ReadQuery = z.strictObject({ path: GuestPath });
+const EjectBody = z.strictObject({ drive: z.string().max(64).optional() });
+const InsertBody = z.strictObject({ drive: z.string().max(64).optional(), volume: Name.optional(), file: z.string().max(4096).optional() });
 const VncPasswordBody = z.strictObject({ validSeconds: z.number().int().min(1).max(MAX_VNC_PASSWORD_SECONDS).default(DEFAULT_VNC_PASSWORD_SECONDS) });
 
 export const guestRoutes: Route[] = [
@@ -62,5 +66,26 @@ export const guestRoutes: Route[] = [
   {
     method: 'POST', path: '/vms/:name/vnc/password', tag: 'vms', summary: 'A new one-time VNC password for the graphical console (GET /vms/{name}/vnc), valid for new connections during validSeconds; it replaces the previous one', params: VmName, body: VncPasswordBody, status: 200, returns: 'VncPassword',
     handler: async ({ params, body, daemon }) => newVncPassword(daemon.paths, params.name, (body as z.output<typeof VncPasswordBody> | undefined)?.validSeconds ?? DEFAULT_VNC_PASSWORD_SECONDS),
+  },
+  {
+    method: 'POST', path: '/vms/:name/media/eject', tag: 'vms', summary: 'Take the medium out of a CD-ROM drive (live on a running VM; kept in the definition)', params: VmName, body: EjectBody, status: 200, returns: 'MediaChange',
+    handler: async ({ params, body, daemon }) => {
+      const input = (body ?? {}) as z.output<typeof EjectBody>;
+      const change = await daemon.operations.exclusive(params.name, 'media', () => ejectMedia(daemon.paths, params.name, input.drive !== undefined ? { drive: input.drive } : {}));
+      daemon.events.publish('vm.media', { drive: change.drive, volume: change.volume, ejected: true, live: change.live }, params.name);
+      return change;
+    },
+  },
+  {
+    method: 'POST', path: '/vms/:name/media/insert', tag: 'vms', summary: 'Put an ISO volume, or an ISO file on the daemon\'s host (imported first), in a CD-ROM drive (live on a running VM; kept in the definition)', params: VmName, body: InsertBody, status: 200, returns: 'MediaChange',
+    handler: async ({ params, body, daemon }) => {
+      const input = body as z.output<typeof InsertBody>;
+      const file = input.file !== undefined ? await checkHostFile('file', input.file, daemon.hostFiles) : undefined;
+      const change = await daemon.operations.exclusive(params.name, 'media', () =>
+        insertMedia(daemon.paths, params.name, { ...(input.drive !== undefined ? { drive: input.drive } : {}), ...(input.volume !== undefined ? { volume: input.volume } : {}), ...(file !== undefined ? { file } : {}) }),
+      );
+      daemon.events.publish('vm.media', { drive: change.drive, volume: change.volume, ejected: false, live: change.live }, params.name);
+      return change;
+    },
   },
 ];

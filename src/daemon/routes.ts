@@ -17,7 +17,7 @@ import { parseSize } from '../core/model/units.js';
 import { vmPaths } from '../core/paths.js';
 import { createVolume, deleteVolume, getVolume, listVolumes } from '../core/storage/volumes.js';
 import { resizeDisk } from '../core/vm/disk-resize.js';
-import { loadDefinition, volumeUsers, vmsUsingImage, vmsUsingVolume } from '../core/vm/definitions.js';
+import { loadDefinition, volumeUsers, vmsUsingImage, vmsUsingVolume, vmsUsingVolumes } from '../core/vm/definitions.js';
 import { killVm, pauseVm, rebootVm, resumeVm, startVm, stopVm } from '../core/vm/lifecycle.js';
 import { createVm, deleteVm, editVm, getVm, listVms } from '../core/vm/manage.js';
 import { VmSettingsSchema, setVmResources } from '../core/resources/live.js';
@@ -91,6 +91,8 @@ const CreateVmBody = z.strictObject({
   spec: VmSpecSchema,
   /** Disks to create and attach as <vm>-disk<N> (virtio). */
   newDisks: z.array(z.strictObject({ size: Size.optional(), format: z.enum(['qcow2', 'raw']).optional(), from: Name.optional(), image: Name.optional() })).max(8).default([]),
+  /** An installer ISO on the daemon's host (in a directory it allows for host files): imported as <vm>-iso and attached as a CD-ROM. */
+  iso: z.string().max(4096).optional(),
 });
 const EditVmBody = z.strictObject({ spec: VmSpecSchema });
 const StartBody = z.strictObject({
@@ -168,7 +170,7 @@ export const routes: Route[] = [
     handler: async ({ body, daemon }) => {
       const input = body as z.output<typeof CreateVmBody>;
       const def = await daemon.operations.exclusive(input.spec.name, 'create', () =>
-        createVm(daemon.paths, input.spec, { newDisks: input.newDisks, hostFiles: daemon.hostFiles }),
+        createVm(daemon.paths, input.spec, { newDisks: input.newDisks, hostFiles: daemon.hostFiles, ...(input.iso !== undefined ? { iso: input.iso } : {}) }),
       );
       daemon.events.publish('vm.defined', { uuid: def.uuid }, def.name);
       return { status: 201, body: await getVm(daemon.paths, def.name) };
@@ -394,7 +396,7 @@ export const routes: Route[] = [
   {
     method: 'DELETE', path: '/images/:name', tag: 'images', summary: 'Delete an image no VM boots', params: z.strictObject({ name: Name }), status: 200, returns: 'Deleted',
     handler: async ({ params, daemon }) => {
-      await deleteImage(daemon.paths, params.name, { usedBy: (image) => vmsUsingImage(daemon.paths, image) });
+      await deleteImage(daemon.paths, params.name, { usedBy: (image) => vmsUsingImage(daemon.paths, image), volumeUsers: (volumes) => vmsUsingVolumes(daemon.paths, volumes) });
       return { deleted: params.name };
     },
   },

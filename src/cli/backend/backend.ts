@@ -62,7 +62,7 @@ export interface Backend {
 
   listVms(): Promise<VmInfo[]>;
   getVm(name: string): Promise<VmInfo>;
-  createVm(spec: unknown, newDisks: NewDisk[]): Promise<VmDefinition>;
+  createVm(spec: unknown, newDisks: NewDisk[], options?: { iso?: string }): Promise<VmDefinition>;
   editVm(name: string, change: (current: VmSpec, definition: VmDefinition) => unknown): Promise<VmDefinition>;
   /** Resources and disk limits (resources/live.ts): live on a running VM, else for its next start. */
   setVm(name: string, settings: VmSettingsInput): Promise<SetResult>;
@@ -81,6 +81,8 @@ export interface Backend {
   resumeVm(name: string): Promise<void>;
   /** The VM's serial console, for a terminal or for running a command in the guest. */
   openConsole(name: string): Promise<SerialConsole>;
+  ejectMedia(name: string, drive?: string): Promise<{ drive: string; volume: string; live: boolean }>;
+  insertMedia(name: string, input: { drive?: string; volume?: string; file?: string }): Promise<{ drive: string; volume: string; live: boolean }>;
   /** A connection to the VM's VNC server (RFB), through the daemon's WebSocket or the VM's socket. */
   openVnc(name: string): Promise<Duplex>;
   /** A new one-time VNC password, valid for new connections during validSeconds. */

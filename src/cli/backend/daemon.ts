@@ -58,11 +58,11 @@ export function daemonBackend(api: ApiClient): Backend {
     api,
     listVms: () => api.request<VmInfo[]>('GET', '/vms'),
     getVm: (name) => api.request<VmInfo>('GET', path`/vms/${name}`),
-    createVm: async (spec, newDisks) => {
+    createVm: async (spec, newDisks, options) => {
       if (newDisks.some((disk) => disk.from?.includes('/'))) {
         throw invalidArgument('--disk-from', 'a daemon links new disks to volumes only, not to files (import the file first: vireo disk import)');
       }
-      return (await api.request<VmInfo>('POST', '/vms', { spec, newDisks })).definition;
+      return (await api.request<VmInfo>('POST', '/vms', { spec, newDisks, ...(options?.iso !== undefined ? { iso: options.iso } : {}) })).definition;
     },
     editVm: async (name, change) => {
       const { definition } = await api.request<VmInfo>('GET', path`/vms/${name}`);
@@ -108,6 +108,8 @@ export function daemonBackend(api: ApiClient): Backend {
       const { createWebSocketStream } = await import('ws');
       return new SerialConsole(createWebSocketStream(socket));
     },
+    ejectMedia: (name, drive) => api.request('POST', path`/vms/${name}/media/eject`, drive !== undefined ? { drive } : {}),
+    insertMedia: (name, input) => api.request('POST', path`/vms/${name}/media/insert`, input),
     openVnc: async (name) => {
       const socket = await api.vnc(name);
       await new Promise<void>((resolve, reject) => {

@@ -6,7 +6,7 @@ import { spawn } from 'node:child_process';
 import { readdir, readFile, stat, writeFile, mkdir } from 'node:fs/promises';
 import { createServer, type AddressInfo } from 'node:net';
 import { homedir } from 'node:os';
-import { join } from 'node:path';
+import { join, resolve as resolvePath } from 'node:path';
 import type { Command } from 'commander';
 import { VireoError, invalidArgument, invalidState } from '../../core/errors.js';
 import type { VmDefinition } from '../../core/model/vm.js';
@@ -60,6 +60,28 @@ export function addGuestCommands(vm: Command, cli: CliContext): void {
         const data = await backend.readGuestFile(source![1]!, source![2]!);
         await writeFile(to, data);
       }
+    });
+
+  const media = vm.command('media').description('removable media: a CD-ROM drive\'s medium, live on a running VM and kept in its definition');
+  media.command('eject <name>')
+    .description('take the medium out of a CD-ROM drive (the drive stays, empty)')
+    .option('--drive <id>', 'which drive (disk id, e.g. disk1); needed when the VM has several')
+    .action(async (name: string, flags: { drive?: string }) => {
+      const change = await (await cli.backend()).ejectMedia(name, flags.drive);
+      process.stdout.write(`ejected ${change.volume} from ${change.drive} of VM '${name}'${change.live ? ' (live)' : ''}\n`);
+    });
+  media.command('insert <name> [file]')
+    .description('put an ISO in a CD-ROM drive: a FILE (imported as volume NAME-iso) or --volume V')
+    .option('--drive <id>', 'which drive (disk id, e.g. disk1); needed when the VM has several')
+    .option('--volume <volume>', 'an ISO volume already imported (vireo disk list)')
+    .action(async (name: string, file: string | undefined, flags: { drive?: string; volume?: string }) => {
+      if ((file === undefined) === (flags.volume === undefined)) throw invalidArgument('volume', 'give an ISO FILE or --volume V, one of them');
+      const change = await (await cli.backend()).insertMedia(name, {
+        ...(flags.drive !== undefined ? { drive: flags.drive } : {}),
+        ...(flags.volume !== undefined ? { volume: flags.volume } : {}),
+        ...(file !== undefined ? { file: resolvePath(file) } : {}),
+      });
+      process.stdout.write(`inserted ${change.volume} in ${change.drive} of VM '${name}'${change.live ? ' (live)' : ''}\n`);
     });
 
   vm.command('vnc <name>')

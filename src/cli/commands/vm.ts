@@ -3,6 +3,7 @@
  * into a spec (merged over a spec file when -f is given) and validated by the
  * same schema as files, so a flag error names the spec field it maps to.
  */
+import { resolve } from 'node:path';
 import { readFile } from 'node:fs/promises';
 import { Command, Option } from 'commander';
 import { VireoError, invalidArgument } from '../../core/errors.js';
@@ -227,8 +228,9 @@ export function vmCommand(cli: CliContext): Command {
     .description('define a VM from flags and/or a spec file')
     .option('--disk <size>', 'create a new qcow2 disk of this size and attach it (repeatable)', collect)
     .option('--disk-from <source>', 'create the first new disk as a linked clone of this volume or image file')
+    .option('--iso <file>', 'install from this ISO: imported as the read-only volume NAME-iso and attached as a CD-ROM; the firmware boots it while the disk is blank, then the disk (eject it with: vireo vm media eject NAME)')
     .option('--json', 'print the definition as JSON')
-    .action(async (name: string | undefined, flags: SpecFlags & { disk?: string[]; diskFrom?: string; json?: boolean }) => {
+    .action(async (name: string | undefined, flags: SpecFlags & { disk?: string[]; diskFrom?: string; iso?: string; json?: boolean }) => {
       let spec: Spec = flags.file ? await readSpecFile(flags.file) : {};
       if (name !== undefined) spec.name = name;
       if (spec.name === undefined) throw invalidArgument('name', 'a VM name is required (vireo vm create NAME ...)');
@@ -249,7 +251,10 @@ export function vmCommand(cli: CliContext): Command {
         if (newDisks.length === 0) newDisks.push({});
         newDisks[0] = { ...newDisks[0], from: asSource(flags.diskFrom) };
       }
-      const def = await backend.createVm(spec, newDisks);
+      if (flags.iso !== undefined && image && !diskImage) {
+        throw invalidArgument('--iso', `an installer ISO is booted by the firmware; it cannot go with direct kernel boot (--image ${image.name})`);
+      }
+      const def = await backend.createVm(spec, newDisks, flags.iso !== undefined ? { iso: resolve(flags.iso) } : {});
       if (flags.json) printJson(def);
       else note(`created VM '${def.name}' (${def.cpus.count} vCPU, ${formatSize(def.memory * MiB)}, ${def.disks.length} disk(s)); start it with: vireo vm start ${def.name}`);
     });

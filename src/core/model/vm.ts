@@ -93,7 +93,10 @@ const Disk = z
     limits: DiskLimitsSchema.optional(),
     /** The hotplug port (hp<N>) a disk attached live sits on, so a restart or migration keeps it there (set by Vireo). */
     port: z.string().regex(/^hp\d{1,2}$/, "must be a hotplug port id such as 'hp0' (Vireo sets it)").optional(),
+    /** A CD-ROM drive with its tray empty (vireo vm media eject); volume is the medium it last held. */
+    ejected: z.boolean().optional(),
   })
+  .refine((disk) => !(disk.ejected && disk.media !== 'cdrom'), { message: 'only a cdrom can be ejected', path: ['ejected'] })
   .transform((disk) => ({
     ...disk,
     // Disks default to virtio; a CD-ROM's default depends on the machine type (see VmSpecSchema).
@@ -233,6 +236,8 @@ export const VmSpecSchema = z.strictObject({
   serial: z.boolean().default(true),
   vnc: Vnc.optional(),
   rng: z.boolean().default(true),
+  /** What the guest's real-time clock keeps: UTC (Linux and most guests; QEMU's default) or local time (Windows unless told otherwise). */
+  clock: z.enum(['utc', 'localtime']).optional(),
   /** A NoCloud seed (a "cidata" CD-ROM) built from this and attached at every start; see docs/images.md. */
   cloudInit: CloudInitSchema.optional(),
   /** CPU cap, weight and pinning; memory limit and balloon; I/O weight (docs/resources.md). */
@@ -303,8 +308,10 @@ function checkSpecConsistency(spec: VmSpec): void {
   }
   const volumes = new Set<string>();
   spec.disks.forEach((disk, index) => {
-    if (volumes.has(disk.volume)) throw invalidArgument(`disks.${index}.volume`, `volume '${disk.volume}' is attached twice`);
-    volumes.add(disk.volume);
+    if (!disk.ejected) {
+      if (volumes.has(disk.volume)) throw invalidArgument(`disks.${index}.volume`, `volume '${disk.volume}' is attached twice`);
+      volumes.add(disk.volume);
+    }
     if (disk.bus === 'ide' && spec.machine === 'q35') {
       throw invalidArgument(`disks.${index}.bus`, 'q35 has no IDE controller; use sata');
     }

@@ -114,6 +114,8 @@ export function buildQemuArgv(def: VmDefinition, ctx: LaunchContext): string[] {
   // Start paused: Vireo connects to QMP, subscribes to events, then resumes.
   push('-S');
   push('-msg', 'timestamp=on');
+  // Windows keeps local time in the RTC unless told otherwise (RealTimeIsUniversal); QEMU's default base is UTC.
+  if (def.clock === 'localtime') push('-rtc', 'base=localtime');
   if (ctx.incoming) push('-incoming', ctx.incoming);
   // A guest that breaks out of QEMU finds a process that can start nothing, change no privilege and use no obsolete call.
   push('-sandbox', SANDBOX);
@@ -172,6 +174,14 @@ export function buildQemuArgv(def: VmDefinition, ctx: LaunchContext): string[] {
   const busSlots = { sata: 0, ide: 0, scsi: 0 };
   const groups = new Set<string>();
   def.disks.forEach((disk, index) => {
+    if (disk.ejected) {
+      // An empty CD-ROM drive: the device without a medium (one can be inserted live).
+      const { drive: _drive, ...device } = diskDevice(disk, busSlots);
+      const boot = bootIndex.disks[index];
+      if (boot !== undefined) device.bootindex = boot;
+      push('-device', json(device));
+      return;
+    }
     const volume = ctx.volumes[disk.volume];
     if (!volume) throw new Error(`volume '${disk.volume}' was not resolved`);
     const group = throttleGroupOf(disk);

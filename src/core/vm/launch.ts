@@ -178,6 +178,7 @@ async function prepareHandoff(def: VmDefinition, context: LaunchContext, runDir:
     if (runtime.guestAgentSocket) await handoff.socket('guestAgent', runtime.guestAgentSocket);
     if (def.vnc && runtime.vncSocket) await handoff.vncDirectory(dirname(runtime.vncSocket), identity);
     for (const disk of def.disks) {
+      if (disk.ejected) continue;
       const volume = context.volumes[disk.volume];
       if (!volume) continue;
       await handoff.fdset(volume.path, disk.readOnly ? constants.O_RDONLY : constants.O_RDWR);

@@ -51,6 +51,8 @@ export async function launchContext(paths: VireoPaths, def: VmDefinition): Promi
 
   const volumes: Record<string, ResolvedVolume> = {};
   for (const [index, disk] of def.disks.entries()) {
+    // An empty CD-ROM drive opens nothing (its last medium may be gone).
+    if (disk.ejected) continue;
     try {
       const volume = await resolveVolume(paths, disk.volume);
       volumes[disk.volume] = { path: volume.path, format: volume.format, backing: await backingChain(volume.path, volume.format) };
