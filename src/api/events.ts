@@ -1,0 +1,60 @@
+/**
+ * What is not one request and one JSON answer: the event stream (server-sent
+ * events), Prometheus metrics (text), and the serial console (a WebSocket,
+ * whose close codes carry errors: see console-codes.ts).
+ */
+import { z } from 'zod';
+import { Name, NameParams } from './common.js';
+import type { Schema } from './contract.js';
+
+export type EventKind =
+  | 'vm.state'
+  | 'vm.qmp'
+  | 'vm.defined'
+  | 'vm.deleted'
+  | 'vm.migration'
+  /** A CD-ROM drive's medium ejected or inserted. */
+  | 'vm.media'
+  | 'operation'
+  | 'daemon'
+  /** Networks: defined, changed (fields, forwards), deleted, brought back at daemon start, or their dnsmasq/bridge restored. */
+  | 'network.defined'
+  | 'network.changed'
+  | 'network.deleted'
+  | 'network.reconciled'
+  | 'network.dnsmasq';
+
+export interface VireoEvent {
+  /** Increases by one per event for the life of the daemon process. */
+  seq: number;
+  /** Identifies the daemon process, so a client can tell that numbering restarted. */
+  epoch: string;
+  time: string;
+  kind: EventKind;
+  vm?: string;
+  data: Record<string, unknown>;
+}
+
+export const EventsQuery = z.strictObject({ vm: Name.optional(), after: z.coerce.number().int().min(0).optional() });
+
+export interface StreamEndpoint {
+  summary: string;
+  tag: string;
+  params?: Schema;
+  query?: Schema;
+  /** What the answer is: an event stream, text, or a WebSocket. */
+  kind: 'events' | 'text' | 'websocket';
+  description: string;
+}
+
+export const streams = {
+  'GET /events': {
+    tag: 'events', summary: 'Server-sent events: VM states, QMP events, operation progress (resume with Last-Event-ID or ?after=)', query: EventsQuery, kind: 'events', description: 'An event stream',
+  },
+  'GET /metrics': { tag: 'metrics', summary: 'Prometheus metrics', kind: 'text', description: 'Prometheus text format 0.0.4' },
+  'GET /vms/:name/console': { tag: 'vms', summary: 'The serial console as a WebSocket (binary frames both ways)', params: NameParams, kind: 'websocket', description: 'Switching to the WebSocket protocol' },
+  'GET /vms/:name/vnc': {
+    tag: 'vms', summary: 'The graphical console as a WebSocket: the VNC server\'s RFB stream in binary frames both ways (VNC authentication with a password from POST /vms/{name}/vnc/password)',
+    params: NameParams, kind: 'websocket', description: 'Switching to the WebSocket protocol',
+  },
+} as const satisfies Record<string, StreamEndpoint>;
