@@ -38,7 +38,7 @@ describe('default CD-ROM bus', () => {
     await vireoOk('vm', 'start', 'cd', '--wait', '180');
     const seen = await vireoOk('vm', 'console', 'cd', '--run', 'cat /sys/block/sr0/size; dd if=/dev/sr0 bs=2048 count=1 2>/dev/null | head -c 18; echo');
     const [sectors, marker] = seen.stdout.trim().split('\n');
-    assert.equal(Number(sectors), 4096, 'sr0 holds the 2 MiB medium (512-byte sectors)');
+    assert.equal(Number(sectors), 4096, `sr0 holds the 2 MiB medium (512-byte sectors); the console said: ${JSON.stringify(seen.stdout)}`);
     assert.equal(marker, 'VIREO-CDROM-MARKER');
     await vireoOk('vm', 'kill', 'cd');
   });
