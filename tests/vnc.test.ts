@@ -6,7 +6,7 @@
  */
 import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
-import { stat } from 'node:fs/promises';
+import { readFile, stat } from 'node:fs/promises';
 import { connect, createServer, type AddressInfo } from 'node:net';
 import { after, before, describe, test } from 'node:test';
 import type WebSocket from 'ws';
@@ -64,7 +64,7 @@ describe('graphical console (VNC through the daemon)', () => {
     await home?.cleanup();
   });
 
-  test('the VNC socket is root\'s alone: no other VM\'s QEMU (same user) can connect', async () => {
+  test('the VNC socket is root\'s alone: not even the VM\'s own QEMU uid can connect', async () => {
     const { vncSocket, vncDir } = vmPaths(home.paths, 'gfx');
     const socket = await stat(vncSocket);
     assert.ok(socket.isSocket());
@@ -73,8 +73,12 @@ describe('graphical console (VNC through the daemon)', () => {
     const dir = await stat(vncDir);
     assert.equal(dir.uid, process.getuid!());
     assert.equal(dir.mode & 0o777, 0o700);
-    // QEMU itself runs as vireo-qemu: that user (every other VM's QEMU) cannot connect.
-    const probe = spawnSync('setpriv', ['--reuid=vireo-qemu', '--regid=vireo-qemu', '--clear-groups', '--', process.execPath, '-e',
+    // No other uid connects: not even the one this VM's QEMU runs as (each VM's QEMU has its own), let alone another VM's.
+    const { runtime } = await daemon.api.request<{ runtime: { pid: number } }>('GET', '/vms/gfx');
+    const status = await readFile(`/proc/${runtime.pid}/status`, 'utf8');
+    const qemuUid = Number(/^Uid:\s+(\d+)/m.exec(status)![1]);
+    assert.notEqual(qemuUid, 0, 'QEMU runs unprivileged');
+    const probe = spawnSync('setpriv', [`--reuid=${qemuUid}`, `--regid=${qemuUid}`, '--clear-groups', '--', process.execPath, '-e',
       `require('net').connect(${JSON.stringify(vncSocket)}).on('connect',()=>{console.log('connected');process.exit(0)}).on('error',(e)=>{console.log(e.code);process.exit(0)})`], { encoding: 'utf8' });
     assert.match(probe.stdout, /^EACCES/, probe.stdout + probe.stderr);
   });

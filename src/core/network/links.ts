@@ -1,9 +1,13 @@
 /**
  * Network devices through `ip` (iproute2): the network's bridge, its VXLAN
- * port, and the VMs' taps. Taps are made by QEMU itself (`-netdev tap` with
- * ifname, as root), so they live exactly as long as the QEMU that holds them
- * and no stale tap survives a crashed VM; Vireo attaches each one to its
- * bridge while QEMU is still paused, before the guest runs.
+ * port, and the VMs' taps. Vireo (root) makes each tap itself, persistent and
+ * owned by the uid that VM's QEMU runs as (vm/qemu-uid.ts), so that the
+ * unprivileged QEMU can attach to it by name (TUNSETIFF on a tap one owns
+ * needs no CAP_NET_ADMIN) and to no other VM's; each goes on its bridge while
+ * QEMU is still paused, before the guest runs. A persistent tap outlives its
+ * QEMU: the run directory records the taps made for it (before each is made),
+ * and they are deleted with it (vm/runtime.ts), at stop, on a failed start and
+ * when recovery finds the QEMU gone.
  */
 import { readFile } from 'node:fs/promises';
 import { VireoError } from '../errors.js';
@@ -14,6 +18,28 @@ import { subnetOf } from './model.js';
 /** A VM NIC's tap: stable per VM and NIC, at most 15 characters, and the same on every host (migration). */
 export function tapName(uuid: string, nic: number): string {
   return `vt${uuid.replaceAll('-', '').slice(0, 8)}n${nic}`;
+}
+
+/** True for a name tapName() makes: the only links makeTap() may replace and deleteTap() may remove. */
+export function isTapName(name: string): boolean {
+  return /^vt[0-9a-f]{8}n\d{1,4}$/.test(name);
+}
+
+/**
+ * Makes a VM's tap, persistent, owned by uid (vnet_hdr: virtio-net offloads).
+ * One left by a QEMU of this VM that was killed (same name: same VM) is
+ * replaced, as its QEMU is gone (one QEMU per VM).
+ */
+export async function makeTap(name: string, uid: number): Promise<void> {
+  if (!isTapName(name)) throw new VireoError('internal', `${name} is not a Vireo tap name`);
+  if (await linkExists(name)) await ip(['tuntap', 'del', 'dev', name, 'mode', 'tap']);
+  await ip(['tuntap', 'add', 'dev', name, 'mode', 'tap', 'user', String(uid), 'vnet_hdr']);
+}
+
+/** Removes a tap makeTap() made, if it is still there. */
+export async function deleteTap(name: string): Promise<void> {
+  if (!isTapName(name)) return;
+  if (await linkExists(name)) await ip(['tuntap', 'del', 'dev', name, 'mode', 'tap']);
 }
 
 export function vxlanName(vni: number): string {
@@ -43,10 +69,15 @@ export async function masterOf(name: string): Promise<string | undefined> {
 export async function ensureBridge(network: NetworkSpec): Promise<{ created: boolean }> {
   const created = !(await linkExists(network.name));
   if (created) await ip(['link', 'add', 'name', network.name, 'type', 'bridge', 'stp_state', '0', 'forward_delay', '0']);
+  // Bridged traffic also passes the IP hooks (br_netfilter), with connection tracking: firewall rule sets filter there (firewall.ts).
+  // Per bridge, so it holds whatever the host-wide bridge-nf-call sysctls say; set on existing bridges too (made by an older Vireo).
+  await ip(['link', 'set', 'dev', network.name, 'type', 'bridge', 'nf_call_iptables', '1', 'nf_call_ip6tables', '1']);
   await ip(['link', 'set', 'dev', network.name, 'mtu', String(network.mtu)]);
   const prefix = subnetOf(network.subnet).prefix;
   // replace: idempotent, so a reconcile after a crash or an edit converges.
   await ip(['addr', 'replace', `${network.address}/${prefix}`, 'dev', network.name]);
+  // nodad: the host's own address on its own new bridge needs no duplicate detection, and is usable at once.
+  if (network.address6 !== undefined) await ip(['-6', 'addr', 'replace', `${network.address6}/64`, 'dev', network.name, 'nodad']);
   await ip(['link', 'set', 'dev', network.name, 'up']);
   if (network.vxlan) {
     const device = vxlanName(network.vxlan.vni);
