@@ -2,14 +2,13 @@
  * The two machines of the migration state machines on this host, done with
  * QEMU: the source's (send, take back, remove) and the destination's
  * (check, prepare, run, remove). Every monitor connection of the migration
- * code goes through `withMonitor` (core/qmp/monitor.ts).
+ * code goes through `withMonitor` (./monitor.ts).
  */
 import { VireoError, isVireoError } from '../errors.js';
 import { getHostFacts } from '../host/check.js';
 import type { VmDefinition } from '../model/vm.js';
-import { vmPaths, type VireoPaths } from '../paths.js';
+import type { VireoPaths } from '../paths.js';
 import type { QmpClient } from '../qmp/client.js';
-import { withMonitor } from '../qmp/monitor.js';
 import { cont, queryStatus, quit } from '../qmp/commands.js';
 import { migrateStartPostcopy, queryMigrate } from '../qmp/migration.js';
 import { diskNames } from '../qemu/ids.js';
@@ -22,6 +21,7 @@ import type { DestinationMachine, IncomingVm } from './destination.js';
 import { cancelTransfer, configureSource, startMirrors, stopMirrors, transfer, type DiskMirror } from './drive.js';
 import { acceptDefinition, checkCompatibility, incomingStatus, prepareIncoming, removeIncoming, startAtPostcopySwitch, startReceivedVm, type IncomingRequest } from './incoming.js';
 import { copyVolumesOffline, receiveVolumesOffline } from './offline.js';
+import { withMonitor } from './monitor.js';
 import { mib, type SourceMachine } from './source.js';
 
 async function resumeIfStopped(client: QmpClient): Promise<void> {
