@@ -42,6 +42,8 @@ before(async () => {
 
 after(async () => {
   for (const console of consoles) await console.close().catch(() => undefined);
+  // Daemons first: a running one would restart the dnsmasq killed below (its supervisor's job).
+  for (const host of [hosts?.a, hosts?.b]) if (host) await host.daemon.stop().catch(() => undefined);
   for (const host of [hosts?.a, hosts?.b]) if (host) await killNetworkServers(host.home.home);
   await hosts?.cleanup();
 });
