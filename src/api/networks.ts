@@ -15,6 +15,7 @@ export const NetworkParams = z.strictObject({ name: NetworkName });
 
 /** What `network edit` may change; addressing (subnet, address, vxlan) only while no VM uses the network. */
 export const EditNetworkBody = NetworkSpecSchema.omit({ name: true, kind: true, forwards: true }).partial().strict();
+export type NetworkChanges = z.input<typeof EditNetworkBody>;
 
 export const ForwardBody = z.strictObject({
   protocol: z.enum(['tcp', 'udp']).default('tcp'),
