@@ -20,7 +20,13 @@ export type EventKind =
   | 'network.changed'
   | 'network.deleted'
   | 'network.reconciled'
-  | 'network.dnsmasq';
+  | 'network.dnsmasq'
+  /** Firewall rule sets: defined, changed, deleted, attached to or detached from a VM's NIC. */
+  | 'firewall.defined'
+  | 'firewall.changed'
+  | 'firewall.deleted'
+  | 'firewall.attached'
+  | 'firewall.detached';
 
 export interface VireoEvent {
   /** Increases by one per event for the life of the daemon process. */

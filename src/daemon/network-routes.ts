@@ -6,7 +6,13 @@
 import { networks } from '../api/networks.js';
 import {
   addForward,
+  createFirewall,
   createNetwork,
+  deleteFirewall,
+  editFirewall,
+  listFirewalls,
+  setFirewallAttachment,
+  showFirewall,
   deleteNetwork,
   editNetwork,
   listNetworks,
@@ -45,5 +51,32 @@ export const networkRoutes = implement(networks, {
     const removed = await removeForward(daemon.paths, params.name, { protocol: params.protocol, hostPort: params.hostPort, ...(query.hostAddress ? { hostAddress: query.hostAddress } : {}) });
     daemon.events.publish('network.changed', { network: params.name, forwardRemoved: removed });
     return removed;
+  },
+  'GET /firewalls': async ({ daemon }) => Promise.all((await listFirewalls(daemon.paths)).map((set) => showFirewall(daemon.paths, set.name))),
+  'POST /firewalls': async ({ body, daemon }) => {
+    const set = await createFirewall(daemon.paths, body);
+    daemon.events.publish('firewall.defined', { firewall: set.name, rules: set.rules.length });
+    return new Reply(201, await showFirewall(daemon.paths, set.name));
+  },
+  'GET /firewalls/:name': async ({ params, daemon }) => showFirewall(daemon.paths, params.name),
+  'PUT /firewalls/:name': async ({ params, body, daemon }) => {
+    const set = await editFirewall(daemon.paths, params.name, body);
+    daemon.events.publish('firewall.changed', { firewall: set.name, rules: set.rules.length });
+    return showFirewall(daemon.paths, params.name);
+  },
+  'DELETE /firewalls/:name': async ({ params, daemon }) => {
+    const result = await deleteFirewall(daemon.paths, params.name);
+    daemon.events.publish('firewall.deleted', { firewall: params.name });
+    return result;
+  },
+  'POST /firewalls/:name/attach': async ({ params, body, daemon }) => {
+    const attached = await setFirewallAttachment(daemon.paths, params.name, body, true);
+    daemon.events.publish('firewall.attached', { firewall: params.name, ...attached }, body.vm);
+    return attached;
+  },
+  'POST /firewalls/:name/detach': async ({ params, body, daemon }) => {
+    const detached = await setFirewallAttachment(daemon.paths, params.name, body, false);
+    daemon.events.publish('firewall.detached', { firewall: params.name, ...detached }, body.vm);
+    return detached;
   },
 });
