@@ -34,6 +34,7 @@ const ForwardKey = z.strictObject({
 export const FirewallParams = z.strictObject({ name: FirewallName });
 /** A set's whole new content: defaults and rules (its name is the path's). */
 export const EditFirewallBody = FirewallSpecSchema.omit({ name: true }).strict();
+export type FirewallChanges = z.input<typeof EditFirewallBody>;
 export const AttachmentBody = z.strictObject({ vm: z.string(), nic: z.number().int().min(0).default(0) });
 
 export const networks = {
