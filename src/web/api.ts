@@ -118,8 +118,8 @@ export function useLive(): Live {
   return live;
 }
 
-/** Calls a GET endpoint once (and again when its input changes); reload() calls it again. */
-export function useCall<K extends ApiKey>(key: K, input?: RequestOf<Api[K]>): { data?: ResponseOf<Api[K]>; error?: Error; reload(): void } {
+/** Calls a GET endpoint once (and again when its input or `deps` change); reload() calls it again. */
+export function useCall<K extends ApiKey>(key: K, input?: RequestOf<Api[K]>, deps: unknown[] = []): { data?: ResponseOf<Api[K]>; error?: Error; reload(): void } {
   const [state, setState] = useState<{ data?: ResponseOf<Api[K]>; error?: Error }>({});
   const [nonce, setNonce] = useState(0);
   const inputKey = JSON.stringify(input ?? {});
@@ -132,7 +132,7 @@ export function useCall<K extends ApiKey>(key: K, input?: RequestOf<Api[K]>): { 
     return () => {
       current = false;
     };
-  }, [key, inputKey, nonce]);
+  }, [key, inputKey, nonce, ...deps]);
   return { ...state, reload: () => setNonce((value) => value + 1) };
 }
 
