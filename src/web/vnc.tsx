@@ -72,10 +72,7 @@ export default function GraphicalConsole({ vm, running, hasVnc }: { vm: string; 
       setStatus('connecting…');
       let password: string;
       try {
-        // Not in the wire contract of this daemon yet (the guests lane adds it): sent raw, its answer checked.
-        const answer = await api.request('POST', `/vms/${encodeURIComponent(vm)}/vnc/password`, { validSeconds: 30 });
-        if (typeof answer !== 'object' || answer === null || typeof (answer as { password?: unknown }).password !== 'string') throw new Error('the daemon gave no VNC password');
-        ({ password } = answer as { password: string });
+        ({ password } = await api.call('POST /vms/:name/vnc/password', { params: { name: vm }, body: { validSeconds: 30 } }));
       } catch (failure) {
         if (stopped) return;
         setStatus(`cannot connect: ${errorText(failure)}; retrying…`);
