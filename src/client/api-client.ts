@@ -95,9 +95,9 @@ export class ApiClient extends ApiCore {
   }
 
   /** Opens the VM's serial console WebSocket (ws is loaded only here: most commands never need it). */
-  async console(vm: string): Promise<WebSocket> {
+  async console(vm: string, serial = 0): Promise<WebSocket> {
     const { default: WebSocket } = await import('ws');
-    const path = `/vms/${encodeURIComponent(vm)}/console`;
+    const path = `/vms/${encodeURIComponent(vm)}/console${serial > 0 ? `?serial=${serial}` : ''}`;
     if ('socketPath' in this.target) return new WebSocket(`ws+unix://${this.target.socketPath}:${path}`);
     const url = new URL(path, this.target.url);
     url.protocol = 'wss:';

@@ -16,6 +16,8 @@ export type EventKind =
   | 'vm.defined'
   | 'vm.deleted'
   | 'vm.migration'
+  /** The guest stopped feeding its watchdog: data.action is what QEMU did (devices.watchdog.action). */
+  | 'vm.watchdog'
   | 'operation'
   | 'daemon'
   /** Networks: defined, changed (fields, forwards), deleted, brought back at daemon start, or their dnsmasq/bridge restored. */

@@ -114,7 +114,7 @@ const BuildImageBody = z.strictObject({ kind: z.enum(IMAGE_KINDS), force: z.bool
 const ImportImageBody = z.strictObject({ name: Name, file: z.string().startsWith('/', 'must be an absolute path'), firmware: z.array(z.enum(['bios', 'uefi'])).min(1).optional(), cloudInit: z.boolean().optional(), defaultUser: z.string().regex(/^[a-z_][a-z0-9_-]{0,31}$/).optional() });
 const AttachDiskBody = z.strictObject({
   volume: Name,
-  bus: z.enum(['virtio', 'scsi']).optional(),
+  bus: z.enum(['virtio', 'scsi', 'usb']).optional(),
   readOnly: z.boolean().optional(),
   cache: z.enum(['writeback', 'none', 'writethrough', 'directsync', 'unsafe']).optional(),
   serial: z.string().optional(),

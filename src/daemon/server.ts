@@ -17,7 +17,8 @@ import fastifyRateLimit from '@fastify/rate-limit';
 import { z } from 'zod';
 import { VireoError, asVireoError } from '../core/errors.js';
 import { Name, zodToError } from '../core/model/vm.js';
-import type { VireoPaths } from '../core/paths.js';
+import { vmPaths, type VireoPaths } from '../core/paths.js';
+import { consoleSocket } from '../core/devices/serials.js';
 import { killOrphanedGroups, recordProcessGroupsIn } from '../core/process/groups.js';
 import { sweepTemporaries } from '../core/store/sweep.js';
 import { warmBackingIndex } from '../core/storage/volumes.js';
@@ -301,10 +302,13 @@ async function buildApp(state: DaemonState, options: DaemonOptions, auth: 'socke
     }
     void (async () => {
       const params = validate(z.strictObject({ name: Name }), request.params, 'path')!;
+      const query = validate(z.strictObject({ serial: z.coerce.number().int().min(0).max(3).optional() }), request.query, 'query')!;
       const def = await loadDefinition(state.paths, params.name);
       if ((await livePid(state.paths, def)) === undefined) return closeWith(4409, `VM '${def.name}' is not running`);
-      if (!def.serial) return closeWith(4409, `VM '${def.name}' has no serial console`);
-      const session = await state.consoles.attach(def.name, {
+      const serial = query.serial ?? 0;
+      // Refused here, before a session, so the client reads why (the field and the ports the VM has).
+      consoleSocket(vmPaths(state.paths, def.name), def, serial);
+      const session = await state.consoles.attach(def.name, serial, {
         send: (data) => socket.send(data),
         close: (reason, code) => closeWith(code ?? 1000, reason),
       });
@@ -314,7 +318,7 @@ async function buildApp(state: DaemonState, options: DaemonOptions, auth: 'socke
       for (const data of early.splice(0)) write(data);
     })().catch((error: unknown) => {
       const failure = asVireoError(error);
-      closeWith(failure.code === 'not_found' || failure.code === 'invalid_argument' ? 4404 : 4500, failure.message);
+      closeWith(failure.code === 'not_found' || failure.code === 'invalid_argument' ? 4404 : failure.code === 'invalid_state' ? 4409 : 4500, failure.message);
     });
   });
 

@@ -79,7 +79,8 @@ export interface Backend {
   pauseVm(name: string): Promise<void>;
   resumeVm(name: string): Promise<void>;
   /** The VM's serial console, for a terminal or for running a command in the guest. */
-  openConsole(name: string): Promise<SerialConsole>;
+  /** serial: 0 the console (default), N an extra serial port (devices.serials). */
+  openConsole(name: string, serial?: number): Promise<SerialConsole>;
   /** What the guest printed on its console: everything, or the last `lines` lines. */
   readLogs(name: string, lines?: number): Promise<string>;
   /** Console output from byte offset `from` on (at most a few MiB), and the offset to ask from next time. */

@@ -89,8 +89,8 @@ export function daemonBackend(api: ApiClient): Backend {
     killVm: async (name) => void (await api.request('POST', path`/vms/${name}/kill`)),
     pauseVm: async (name) => void (await api.request('POST', path`/vms/${name}/pause`)),
     resumeVm: async (name) => void (await api.request('POST', path`/vms/${name}/resume`)),
-    openConsole: async (name) => {
-      const socket = await api.console(name);
+    openConsole: async (name, serial) => {
+      const socket = await api.console(name, serial);
       await new Promise<void>((resolve, reject) => {
         socket.once('open', () => resolve());
         socket.once('close', (code: number, reason: Buffer) => reject(consoleCloseError(code, reason.toString('utf8'))));

@@ -390,9 +390,10 @@ export function vmCommand(cli: CliContext): Command {
     .description('attach to the serial console (detach with Ctrl-])')
     .option('--run <command>', 'run one shell command in the guest\'s console shell, print its output, exit with its status')
     .option('--timeout <seconds>', 'with --run: seconds to wait for the command', '60')
-    .action(async (name: string, flags: { run?: string; timeout: string }) => {
+    .option('--serial <n>', 'an extra serial port (1-3, devices.serials) instead of the console')
+    .action(async (name: string, flags: { run?: string; timeout: string; serial?: string }) => {
       const timeoutMs = parseInteger('--timeout', flags.timeout) * 1000;
-      const console = await (await cli.backend()).openConsole(name);
+      const console = await (await cli.backend()).openConsole(name, flags.serial === undefined ? 0 : parseInteger('--serial', flags.serial));
       if (flags.run === undefined) {
         process.exitCode = await attachConsole(console, name);
         return;

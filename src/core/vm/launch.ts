@@ -27,7 +27,8 @@ import { dirname, join, relative, sep } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { VireoError } from '../errors.js';
 import type { VmDefinition } from '../model/vm.js';
-import { buildQemuArgv, type LaunchContext, type PassedFiles } from '../qemu/argv.js';
+import { buildQemuArgv, serialSocketOf, type LaunchContext, type PassedFiles } from '../qemu/argv.js';
+import { startSwtpm } from '../devices/tpm.js';
 import { QmpClient } from '../qmp/client.js';
 import { queryStatus } from '../qmp/commands.js';
 import { writeFileAtomic } from '../store/atomic.js';
@@ -58,6 +59,7 @@ export async function qemuIdentity(): Promise<QemuIdentity | undefined> {
 class Handoff {
   readonly stdio: (number | 'ignore')[] = ['ignore'];
   private readonly handles: FileHandle[] = [];
+  private readonly closers: (() => void)[] = [];
   private readonly servers: { server: Server; temporary: string; path: string }[] = [];
   readonly passed: PassedFiles = { sockets: { qmp: -1, status: -1, events: -1 }, fdsets: [], paths: {} };
   private nextSet = 1;
@@ -127,6 +129,13 @@ class Handoff {
     this.passed.sockets[role] = this.inherit(fd);
   }
 
+  /** The VM's swtpm, started now; QEMU gets the connected control socket. */
+  async tpm(vmDir: string, identity: QemuIdentity | undefined): Promise<void> {
+    const tpm = await startSwtpm(vmDir, [dirname(dirname(vmDir)), dirname(vmDir), vmDir], identity);
+    this.closers.push(tpm.close);
+    this.passed.tpm = this.inherit(tpm.fd);
+  }
+
   async output(path: string): Promise<number> {
     const handle = await open(path, constants.O_WRONLY | constants.O_APPEND | constants.O_CREAT | constants.O_TRUNC, 0o600);
     this.handles.push(handle);
@@ -148,10 +157,11 @@ class Handoff {
       if (publish) await rename(hold, path);
     }
     await Promise.all(this.handles.splice(0).map((handle) => handle.close().catch(() => undefined)));
+    for (const close of this.closers.splice(0)) close();
   }
 }
 
-async function prepareHandoff(def: VmDefinition, context: LaunchContext, runDir: string): Promise<{ handoff: Handoff; output: number }> {
+async function prepareHandoff(def: VmDefinition, context: LaunchContext, runDir: string, identity: QemuIdentity | undefined): Promise<{ handoff: Handoff; output: number }> {
   const handoff = new Handoff();
   try {
     const output = await handoff.output(join(runDir, QEMU_OUTPUT_FILE));
@@ -162,6 +172,10 @@ async function prepareHandoff(def: VmDefinition, context: LaunchContext, runDir:
     await handoff.socket('events', runtime.eventSocket);
     if (def.serial) await handoff.socket('serial', runtime.serialSocket);
     if (runtime.guestAgentSocket) await handoff.socket('guestAgent', runtime.guestAgentSocket);
+    for (let index = 1; index <= (def.devices?.serials ?? 0); index++) {
+      await handoff.socket(`serial${index}` as 'serial1', serialSocketOf(runtime, index));
+    }
+    if (def.devices?.tpm) await handoff.tpm(dirname(runDir), identity);
     for (const disk of def.disks) {
       const volume = context.volumes[disk.volume];
       if (!volume) continue;
@@ -199,7 +213,7 @@ export async function launchQemu(binary: string, def: VmDefinition, context: Lau
   const identity = usesTaps ? undefined : await qemuIdentity();
   if (identity && !setprivAvailable()) throw new VireoError('host_unsupported', 'setpriv (util-linux) is needed to start QEMU as an unprivileged user');
   const runDir = join(context.runtime.pidFile, '..');
-  const { handoff } = await prepareHandoff(def, context, runDir);
+  const { handoff } = await prepareHandoff(def, context, runDir, identity);
   let child;
   try {
     const argv = buildQemuArgv(def, { ...context, passed: handoff.passed });
