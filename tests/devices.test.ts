@@ -189,4 +189,19 @@ describe('devices in a real guest', () => {
       stream.stop();
     }
   });
+
+  test('a VM passing through a host device this host cannot give is refused at start, naming the field, leaving nothing running', async () => {
+    const { readdir } = await import('node:fs/promises');
+    const present = (await readdir('/sys/bus/pci/devices'))[0]!;
+    const name = `${VM}pt`;
+    await writeFile(join(home.home, 'pt.json'), JSON.stringify({ name, memory: '128M', boot: { kernel: { image: 'tiny' } }, devices: { tpm: {}, passthrough: { pci: [{ address: present }] } } }));
+    assert.equal((await home.vireo(['vm', 'create', '-f', join(home.home, 'pt.json')])).code, 0);
+    const started = await home.vireo(['vm', 'start', name]);
+    assert.notEqual(started.code, 0);
+    // This host has no IOMMU (no VFIO at all): the check says so before QEMU or the swtpm is started.
+    assert.match(started.stderr, /devices\.passthrough\.pci\.0\.address: .*(IOMMU|vfio)/, started.stderr);
+    const shown = JSON.parse((await home.vireo(['vm', 'show', name, '--json'])).stdout);
+    assert.equal(shown.runtime?.state ?? shown.state, 'stopped');
+    assert.equal((await swtpmProcesses(home)).length, 1, 'only the first VM\'s swtpm');
+  });
 });
