@@ -44,6 +44,24 @@ async function waitForTerminal(page: Page, pattern: RegExp, timeout = 60_000): P
   await page.waitForFunction((source) => new RegExp(source).test(document.querySelector('.xterm-rows')?.textContent ?? ''), pattern.source, { timeout, polling: 250 });
 }
 
+/** Light pixels (luma above 128) in a PNG, counted by the browser's own decoder. */
+async function litPixels(page: Page, png: Buffer): Promise<number> {
+  return page.evaluate(async (base64) => {
+    const image = new Image();
+    image.src = `data:image/png;base64,${base64}`;
+    await image.decode();
+    const canvas = document.createElement('canvas');
+    canvas.width = image.width;
+    canvas.height = image.height;
+    const context = canvas.getContext('2d')!;
+    context.drawImage(image, 0, 0);
+    const { data } = context.getImageData(0, 0, image.width, image.height);
+    let lit = 0;
+    for (let index = 0; index < data.length; index += 4) if (0.299 * data[index]! + 0.587 * data[index + 1]! + 0.114 * data[index + 2]! > 128) lit += 1;
+    return lit;
+  }, png.toString('base64'));
+}
+
 async function shot(page: Page, name: string): Promise<void> {
   await page.screenshot({ path: join(artifactsDir, `${name}.png`), fullPage: false });
 }
@@ -137,6 +155,8 @@ describe('web UI in chromium', { timeout: 900_000 }, () => {
     await page.locator(`tr[data-vm="${VM}"] [data-state="running"]`).waitFor({ timeout: 60_000 });
     // Same document: no reload happened.
     assert.equal(await page.evaluate(() => (window as unknown as { marker?: number }).marker), 42);
+    // CPU and memory use follow within a sampling round or two (the first is the average since QEMU started).
+    await page.locator(`tr[data-vm="${VM}"] [data-testid="cpu-use"][data-value]`).waitFor({ timeout: 20_000 });
     await shot(page, 'vm-list');
   });
 
@@ -148,6 +168,36 @@ describe('web UI in chromium', { timeout: 900_000 }, () => {
     await page.keyboard.type('uname -a\n', { delay: 20 });
     await waitForTerminal(page, /Linux vireo-tiny .*cloud-amd64/);
     await shot(page, 'vm-console');
+
+    // Underscores are drawn: xterm's buffer holds `a_b`, and the pixels under the '_' are lit.
+    await page.keyboard.type('echo a$((1+1))_b\n', { delay: 20 });
+    await waitForTerminal(page, /a2_b/);
+    const cell = await page.evaluate(() => {
+      const element = document.querySelector('[data-testid="terminal"]') as HTMLElement & { terminal: { buffer: { active: { length: number; viewportY: number; getLine(y: number): { translateToString(trim: boolean): string } | undefined } } } };
+      const buffer = element.terminal.buffer.active;
+      let line = -1;
+      for (let y = buffer.length - 1; y >= 0 && line < 0; y--) if (buffer.getLine(y)?.translateToString(true) === 'a2_b') line = y;
+      const row = document.querySelectorAll('.xterm-rows > div')[line - buffer.viewportY] as HTMLElement;
+      // The '_' glyph's cell on screen: a range over that one character of the row's text.
+      const walker = document.createTreeWalker(row, NodeFilter.SHOW_TEXT);
+      for (let node = walker.nextNode(); node; node = walker.nextNode()) {
+        const at = node.textContent!.indexOf('_');
+        if (at < 0) continue;
+        const range = document.createRange();
+        range.setStart(node, at);
+        range.setEnd(node, at + 1);
+        const glyph = range.getBoundingClientRect();
+        const box = row.getBoundingClientRect();
+        return { buffer: buffer.getLine(line)!.translateToString(true), x: glyph.x, y: box.y, width: glyph.width, height: box.height };
+      }
+      return { buffer: buffer.getLine(line)?.translateToString(true) ?? '', x: 0, y: 0, width: 0, height: 0 };
+    });
+    assert.equal(cell.buffer, 'a2_b');
+    assert.ok(cell.width > 0 && cell.height > 0, 'the underscore has a cell on screen');
+    const png = await page.screenshot({ clip: { x: cell.x, y: cell.y, width: cell.width, height: cell.height } });
+    const lit = await litPixels(page, png);
+    // A drawn underscore is a horizontal bar: at least half the cell's width of light pixels (white on black).
+    assert.ok(lit >= Math.floor(cell.width / 2), `only ${lit} light pixels in the underscore's cell (${cell.width.toFixed(1)}×${cell.height.toFixed(1)} px): it is clipped`);
 
     const second = await context.newPage();
     await second.goto(`${url}/#/vms/${VM}/console`);
@@ -162,6 +212,21 @@ describe('web UI in chromium', { timeout: 900_000 }, () => {
     await waitForTerminal(second, /tab-25-one/);
     await waitForTerminal(page, /tab-25-one/);
     await second.close();
+  });
+
+  test('the list shows the CPU use of a busy VM', async () => {
+    // A busy loop in the guest keeps its vCPU thread at work; the list's figure comes from the daemon's sampler.
+    const busy = await home.vireo(['vm', 'console', VM, '--run', 'sh -c "while :; do :; done" </dev/null >/dev/null 2>&1 & echo $! > /busy.pid; echo busy']);
+    assert.match(busy.stdout, /busy/, busy.stderr);
+    try {
+      await page.goto(`${url}/#/vms`);
+      const cell = page.locator(`tr[data-vm="${VM}"] [data-testid="cpu-use"]`);
+      await page.waitForFunction((name) => Number(document.querySelector(`tr[data-vm="${name}"] [data-testid="cpu-use"]`)?.getAttribute('data-value') ?? 0) >= 0.15, VM, { timeout: 30_000, polling: 250 });
+      assert.match(await cell.innerText(), /^\d+%$/);
+      await shot(page, 'vm-list-busy');
+    } finally {
+      await home.vireo(['vm', 'console', VM, '--run', 'kill $(cat /busy.pid); rm /busy.pid']);
+    }
   });
 
   test('a snapshot is taken and reverted from the snapshots tab', async () => {

@@ -500,11 +500,16 @@ export interface VmUsage {
   memoryBytes: number;
   /** Present while its QEMU runs. */
   cpuSeconds?: number;
+  /** When its QEMU started (ms since the epoch), if the runtime record says. */
+  startedAt?: number;
   rssBytes?: number;
   guestMemoryTotal?: number;
   guestMemoryAvailable?: number;
   diskReadBytes?: number;
   diskWrittenBytes?: number;
+  /** Bytes the guest received and sent, summed over its NICs on Vireo networks (tap counters); absent without such NICs. */
+  netReceiveBytes?: number;
+  netTransmitBytes?: number;
 }
 
 export interface HostUsage {
@@ -521,6 +526,7 @@ export async function sampleUsage(paths: VireoPaths, options: MetricsOptions = {
   const snapshots = await Promise.all(defs.map((def) => snapshotVm(paths, def, options)));
   const vms = snapshots.map(({ def, state, running }): VmUsage => {
     const usage: VmUsage = { vm: def.name, state, vcpus: def.cpus.count, memoryBytes: def.memory * MiB };
+    if (running?.startedAt) usage.startedAt = Date.parse(running.startedAt);
     if (running?.usage) {
       usage.cpuSeconds = running.usage.cpuSeconds;
       if (running.usage.rssBytes !== undefined) usage.rssBytes = running.usage.rssBytes;
@@ -532,6 +538,11 @@ export async function sampleUsage(paths: VireoPaths, options: MetricsOptions = {
       const disks = running.qmp.blockStats.filter((entry) => DISK_NODE.test(entry['node-name'] ?? ''));
       usage.diskReadBytes = disks.reduce((sum, entry) => sum + entry.stats.rd_bytes, 0);
       usage.diskWrittenBytes = disks.reduce((sum, entry) => sum + entry.stats.wr_bytes, 0);
+    }
+    if (running?.nicStats && running.nicStats.size > 0) {
+      // Seen from the guest, as on /metrics: what its tap transmits, the guest receives.
+      usage.netReceiveBytes = [...running.nicStats.values()].reduce((sum, stats) => sum + stats.txBytes, 0);
+      usage.netTransmitBytes = [...running.nicStats.values()].reduce((sum, stats) => sum + stats.rxBytes, 0);
     }
     return usage;
   });

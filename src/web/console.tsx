@@ -15,10 +15,15 @@ export default function SerialConsole({ vm, running }: { vm: string; running: bo
   const [status, setStatus] = useState('connecting…');
   useEffect(() => {
     if (!box.current || !running) return;
-    const terminal = new Terminal({ convertEol: false, cursorBlink: true, fontSize: 14, scrollback: 5000, fontFamily: 'ui-monospace, Menlo, Consolas, monospace' });
+    // lineHeight above 1: xterm's DOM renderer clips each row at the measured cell height, and
+    // common monospace fonts (DejaVu Sans Mono, Debian's default) draw '_' below it, so
+    // underscores vanished at 1.0. The test checks the pixels under a printed underscore.
+    const terminal = new Terminal({ convertEol: false, cursorBlink: true, fontSize: 14, lineHeight: 1.2, scrollback: 5000, fontFamily: '"DejaVu Sans Mono", ui-monospace, Menlo, Consolas, "Liberation Mono", monospace' });
     const fit = new FitAddon();
     terminal.loadAddon(fit);
     terminal.open(box.current);
+    // Lets the browser test read the terminal's buffer, not only what the DOM shows.
+    (box.current as HTMLDivElement & { terminal?: Terminal }).terminal = terminal;
     fit.fit();
     terminal.focus();
     let socket: WebSocket | undefined;

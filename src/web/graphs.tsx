@@ -12,6 +12,8 @@ interface Sample {
   memory: number;
   diskRead: number;
   diskWrite: number;
+  netReceive?: number;
+  netTransmit?: number;
 }
 
 const CHARTS: { title: string; series: { label: string; value: (sample: Sample) => number; color: string }[]; format: (value: number) => string }[] = [
@@ -25,11 +27,20 @@ const CHARTS: { title: string; series: { label: string; value: (sample: Sample) 
     ],
     format: (value) => `${formatBytes(value)}/s`,
   },
+  {
+    title: 'Network I/O',
+    series: [
+      { label: 'Received', value: (sample) => sample.netReceive ?? 0, color: '#0891b2' },
+      { label: 'Sent', value: (sample) => sample.netTransmit ?? 0, color: '#db2777' },
+    ],
+    format: (value) => `${formatBytes(value)}/s`,
+  },
 ];
 
 function Chart({ samples, chart }: { samples: Sample[]; chart: (typeof CHARTS)[number] }) {
   const box = useRef<HTMLDivElement>(null);
   const plot = useRef<uPlot>();
+  const last = samples[samples.length - 1];
   const data = (): uPlot.AlignedData => [samples.map((sample) => sample.t / 1000), ...chart.series.map((series) => samples.map(series.value))];
   useEffect(() => {
     if (!box.current) return;
@@ -40,7 +51,7 @@ function Chart({ samples, chart }: { samples: Sample[]; chart: (typeof CHARTS)[n
         height: 160,
         series: [{}, ...chart.series.map((series) => ({ label: series.label, stroke: series.color, fill: `${series.color}22`, width: 1.5, value: (_u: uPlot, value: number | null) => (value === null ? '–' : chart.format(value)) }))],
         axes: [{}, { values: (_u, values) => values.map((value) => chart.format(value)), size: 70 }],
-        scales: { y: { range: (_u, _min, max) => [0, Math.max(max, chart.title === 'CPU' ? 100 : 1)] } },
+        scales: { y: { range: (_u, _min, max) => [0, Math.max(max, chart.title === 'CPU' ? 100 : 1024)] } },
         legend: { live: true },
       },
       data(),
@@ -55,8 +66,12 @@ function Chart({ samples, chart }: { samples: Sample[]; chart: (typeof CHARTS)[n
   }, []);
   useEffect(() => plot.current?.setData(data()), [samples]);
   return (
-    <figure class="chart" data-testid={`chart-${chart.title}`} data-points={samples.length}>
-      <figcaption>{chart.title}</figcaption>
+    <figure class="chart" data-testid={`chart-${chart.title.replace(/\W+/g, '-')}`} data-points={samples.length} data-peak={Math.max(0, ...samples.flatMap((sample) => chart.series.map((series) => series.value(sample))))}>
+      <figcaption>
+        {chart.title}
+        {/* The latest values, since uPlot's legend shows a value only under the pointer. */}
+        {last && <span class="muted small"> {chart.series.map((series) => `${chart.series.length > 1 ? `${series.label} ` : ''}${chart.format(series.value(last))}`).join(', ')}</span>}
+      </figcaption>
       <div ref={box} />
     </figure>
   );
@@ -86,10 +101,15 @@ export default function Graphs({ vm }: { vm: string }) {
       clearInterval(timer);
     };
   }, [vm]);
+  // Network counters exist only for NICs on Vireo networks (their taps): QEMU keeps none for its user-mode network.
+  const network = samples.some((sample) => sample.netReceive !== undefined);
   return (
     <div>
-      <p class="muted" data-testid="sample-count">{samples.length} samples (one every 2 s, the last hour kept by the daemon). Network I/O: QEMU keeps no counters for user-mode NICs, so none are drawn.</p>
-      <div class="charts">{CHARTS.map((chart) => <Chart key={chart.title} chart={chart} samples={samples} />)}</div>
+      <p class="muted" data-testid="sample-count">
+        {samples.length} samples (one every 2 s, the last hour kept by the daemon).
+        {samples.length > 0 && !network && ' No network I/O is drawn: this VM has no NIC on a Vireo network, and QEMU keeps no traffic counters for its user-mode network.'}
+      </p>
+      <div class="charts">{CHARTS.filter((chart) => network || chart.title !== 'Network I/O').map((chart) => <Chart key={chart.title} chart={chart} samples={samples} />)}</div>
     </div>
   );
 }

@@ -4,7 +4,8 @@
  * temporary --user-data-dir itself (and refuses one in args) and removes it
  * on close.
  */
-import { mkdir } from 'node:fs/promises';
+import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { chromium, type Browser } from 'playwright-core';
 import { repoRoot } from './vireo.js';
@@ -18,10 +19,22 @@ export interface TestBrowser {
   close(): Promise<void>;
 }
 
-export async function launchBrowser(): Promise<TestBrowser> {
+/**
+ * netns: run chromium inside that network namespace (through `ip netns exec`),
+ * to reach daemons that listen only there; playwright talks to it over a pipe,
+ * which crosses namespaces.
+ */
+export async function launchBrowser(options: { netns?: string } = {}): Promise<TestBrowser> {
   await mkdir(artifactsDir, { recursive: true });
+  let wrapperDir: string | undefined;
+  let executablePath = CHROMIUM;
+  if (options.netns) {
+    wrapperDir = await mkdtemp(join(tmpdir(), 'vireo-chromium-'));
+    executablePath = join(wrapperDir, 'chromium');
+    await writeFile(executablePath, `#!/bin/sh\nexec ip netns exec ${options.netns} ${CHROMIUM} "$@"\n`, { mode: 0o755 });
+  }
   const browser = await chromium.launch({
-    executablePath: CHROMIUM,
+    executablePath,
     headless: true,
     args: ['--no-sandbox', '--headless', '--disable-gpu', '--disable-background-networking', '--disable-component-update', '--disable-sync', '--no-first-run'],
   });
@@ -29,6 +42,7 @@ export async function launchBrowser(): Promise<TestBrowser> {
     browser,
     close: async () => {
       await browser.close().catch(() => {});
+      if (wrapperDir) await rm(wrapperDir, { recursive: true, force: true });
     },
   };
 }

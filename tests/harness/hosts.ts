@@ -38,6 +38,8 @@ export interface TwoHosts {
   a: TestHost;
   b: TestHost;
   network: 'netns' | 'loopback';
+  /** The network namespace each daemon runs in (netns only). */
+  namespaces?: { a: string; b: string };
   /** Cuts b's link (netns: link down; loopback: SIGSTOP b's daemon). */
   cut(host: TestHost): Promise<void>;
   restore(host: TestHost): Promise<void>;
@@ -114,6 +116,7 @@ export async function startTwoHosts(options: { sharedStorage: boolean; peerTimeo
     a,
     b,
     network: netns ? 'netns' : 'loopback',
+    ...(netns ? { namespaces: { a: netns.a, b: netns.b } } : {}),
     cut: async (host) => {
       if (netns) await exec('ip', ['-n', host.label === 'a' ? netns.a : netns.b, 'link', 'set', host.label === 'a' ? `${prefix}va` : netns.linkB, 'down']);
       else host.daemon.child.kill('SIGSTOP');

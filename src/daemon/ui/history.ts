@@ -24,6 +24,9 @@ export interface UsageSample {
   /** Disk read and write rates, bytes per second. */
   diskRead: number;
   diskWrite: number;
+  /** Network receive and transmit rates (bytes per second, seen from the guest), for VMs with NICs on Vireo networks only. */
+  netReceive?: number;
+  netTransmit?: number;
 }
 
 export interface Summary {
@@ -104,10 +107,13 @@ export class UsageHistory {
         this.previous.delete(current.vm);
         continue;
       }
-      const before = this.previous.get(current.vm);
+      let before = this.previous.get(current.vm);
       this.previous.set(current.vm, { t: now, usage: current });
       const memory = current.guestMemoryTotal !== undefined && current.guestMemoryAvailable !== undefined ? current.guestMemoryTotal - current.guestMemoryAvailable : current.rssBytes ?? 0;
-      // The first reading of a VM has nothing to take a rate against.
+      // The first reading of a QEMU (just started, restarted since the last reading, or the daemon
+      // just started) takes its rates against the QEMU's start, where every counter was zero: the
+      // average since start, so the list shows a figure at once instead of a dash until a second reading.
+      if (current.startedAt !== undefined && current.startedAt < now && (!before || before.t < current.startedAt)) before = { t: current.startedAt, usage: { ...current, cpuSeconds: 0, diskReadBytes: 0, diskWrittenBytes: 0, ...(current.netReceiveBytes !== undefined ? { netReceiveBytes: 0, netTransmitBytes: 0 } : {}) } };
       if (!before || before.usage.cpuSeconds === undefined) continue;
       const seconds = (now - before.t) / 1000;
       const rate = (a: number | undefined, b: number | undefined) => (a !== undefined && b !== undefined && seconds > 0 ? Math.max(0, (a - b) / seconds) : 0);
@@ -118,6 +124,10 @@ export class UsageHistory {
         diskRead: rate(current.diskReadBytes, before.usage.diskReadBytes),
         diskWrite: rate(current.diskWrittenBytes, before.usage.diskWrittenBytes),
       };
+      if (current.netReceiveBytes !== undefined) {
+        sample.netReceive = rate(current.netReceiveBytes, before.usage.netReceiveBytes ?? 0);
+        sample.netTransmit = rate(current.netTransmitBytes, before.usage.netTransmitBytes ?? 0);
+      }
       let ring = this.rings.get(current.vm);
       if (!ring) this.rings.set(current.vm, (ring = new Ring(HISTORY_SAMPLES)));
       ring.push(sample);

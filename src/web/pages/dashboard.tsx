@@ -60,9 +60,10 @@ export function Dashboard() {
           </table>
         </div>
       </Card>
+      {/* QEMU's own events (a guest agent's port opening and closing every second) would bury the rest: the events page has them. */}
       <Card title="Recent events" actions={<a href="#/events">All events</a>}>
         <ul class="events">
-          {live.events.slice(0, 8).map((event) => (
+          {live.events.filter((event) => event.kind !== 'vm.qmp').slice(0, 8).map((event) => (
             <li key={event.seq}><time>{timeAgo(event.time)}</time> <code>{event.kind}</code> {event.vm} {eventSummary(event.data)}</li>
           ))}
           {live.events.length === 0 && <li class="muted">None since this page opened.</li>}

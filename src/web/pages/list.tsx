@@ -22,12 +22,12 @@ export function VmList({ query }: { query: URLSearchParams }) {
   const [sort, setSort] = useState<{ key: SortKey; descending: boolean }>({ key: 'name', descending: false });
   const [selected, setSelected] = useState<Set<string>>(new Set());
   const [usage, setUsage] = useState<Usage>({});
-  // CPU and memory use are sampled by the daemon; states come from the event stream.
+  // CPU and memory use are sampled by the daemon every 2 s (read here at that pace); states come from the event stream.
   useEffect(() => {
     let current = true;
     const load = () => api.request<{ usage: Usage }>('GET', '/ui/summary').then((summary) => current && setUsage(summary.usage), () => {});
     void load();
-    const timer = setInterval(load, 4000);
+    const timer = setInterval(load, 2000);
     return () => {
       current = false;
       clearInterval(timer);
@@ -122,6 +122,7 @@ export function VmList({ query }: { query: URLSearchParams }) {
             {rows.map((vm) => {
               const name = vm.definition.name;
               const use = usage[name];
+              const running = vm.runtime.state === 'running';
               return (
                 <tr key={name} data-vm={name}>
                   <td><input type="checkbox" aria-label={`Select ${name}`} checked={selected.has(name)} onChange={() => toggle(name)} /></td>
@@ -129,8 +130,8 @@ export function VmList({ query }: { query: URLSearchParams }) {
                   <td><StateBadge state={vm.runtime.state} /></td>
                   <td class="wide">{vm.definition.cpus.count}</td>
                   <td>{formatBytes(vm.definition.memory * 1024 * 1024)}</td>
-                  <td>{use && vm.runtime.state === 'running' ? `${(use.cpu * 100).toFixed(0)}%` : '–'}</td>
-                  <td class="wide">{use && vm.runtime.state === 'running' ? formatBytes(use.memory) : '–'}</td>
+                  <td data-testid="cpu-use" data-value={use && running ? use.cpu : undefined}>{use && running ? `${(use.cpu * 100).toFixed(0)}%` : running ? '…' : '–'}</td>
+                  <td class="wide">{use && running ? formatBytes(use.memory) : running ? '…' : '–'}</td>
                   <td class="wide small">{addresses(vm)}</td>
                 </tr>
               );

@@ -7,6 +7,9 @@ import { Action, Card, Field, StateBadge, errorText } from '../ui.js';
 const SerialConsole = lazy(() => import('../console.js'));
 const Graphs = lazy(() => import('../graphs.js'));
 
+/** Where this tab migrated VMs to, so their page says where they went once they vanish from this host's list. */
+const movedTo = new Map<string, string>();
+
 const TABS = ['overview', 'graphs', 'console', 'snapshots', 'manage', 'settings'] as const;
 type Tab = (typeof TABS)[number];
 
@@ -14,7 +17,21 @@ export function VmPage({ name, tab }: { name: string; tab: string }) {
   const state = useLive();
   const vm = state.vms.get(name);
   const current: Tab = (TABS as readonly string[]).includes(tab) ? (tab as Tab) : 'overview';
-  if (!vm) return <div class="page"><h1>{name}</h1><p>{state.loaded ? 'No such VM (deleted or migrated away).' : 'Loading…'}</p></div>;
+  if (!vm) {
+    const moved = movedTo.get(name);
+    return (
+      <div class="page">
+        <h1>{name}</h1>
+        {moved ? (
+          <p role="status" data-testid="moved">
+            {name} was migrated and now runs on {moved}. <a href={`${moved.replace(/\/$/, '')}/#/vms/${encodeURIComponent(name)}`} data-testid="moved-link">Open it there</a> (log in to that daemon's web UI with one of its tokens).
+          </p>
+        ) : (
+          <p>{state.loaded ? 'No such VM (deleted or migrated away).' : 'Loading…'}</p>
+        )}
+      </div>
+    );
+  }
   const running = vm.runtime.state !== 'stopped';
   const post = (verb: string, body: unknown = {}) => () => api.request('POST', vmPath(name, `/${verb}`), body);
   return (
@@ -146,7 +163,7 @@ function Manage({ vm }: { vm: Vm }) {
   const stopped = vm.runtime.state === 'stopped';
   const [clone, setClone] = useState('');
   const [linked, setLinked] = useState(false);
-  const [target, setTarget] = useState({ url: '', token: '', fingerprint256: '' });
+  const [target, setTarget] = useState({ url: '', token: '', fingerprint256: '', bandwidth: '' });
   const [progress, setProgress] = useState<string>();
   const [fraction, setFraction] = useState<number>();
   const migrate = async () => {
@@ -154,14 +171,23 @@ function Manage({ vm }: { vm: Vm }) {
     const operation = await api.request<{ id: string }>('POST', vmPath(name, '/migrate'), {
       to: { url: target.url, token: target.token, ...(target.fingerprint256 ? { fingerprint256: target.fingerprint256 } : {}) },
       offline: stopped,
+      ...(target.bandwidth ? { bandwidth: target.bandwidth } : {}),
     });
-    await api.followOperation(operation.id, {
-      vm: name,
-      onProgress: (update) => {
-        setProgress(`${update.state}: ${update.progress?.message ?? ''}`);
-        setFraction(update.progress?.fraction);
-      },
-    });
+    movedTo.set(name, target.url);
+    try {
+      await api.followOperation(operation.id, {
+        vm: name,
+        onProgress: (update) => {
+          setProgress(`${update.state}: ${update.progress?.message ?? ''}`);
+          setFraction(update.progress?.fraction);
+        },
+      });
+    } catch (failure) {
+      // Failed or cancelled: the VM stays here (the Action shows why).
+      movedTo.delete(name);
+      setProgress(undefined);
+      throw failure;
+    }
     setProgress('finished: the VM now lives on the destination');
     setFraction(1);
   };
@@ -190,8 +216,9 @@ function Manage({ vm }: { vm: Vm }) {
         <Field id="migrate-url" label="Destination daemon (https://HOST:PORT)"><input id="migrate-url" value={target.url} onInput={(event) => setTarget({ ...target, url: (event.target as HTMLInputElement).value })} /></Field>
         <Field id="migrate-token" label="Destination token"><input id="migrate-token" type="password" autocomplete="off" value={target.token} onInput={(event) => setTarget({ ...target, token: (event.target as HTMLInputElement).value })} /></Field>
         <Field id="migrate-fp" label="Certificate SHA-256 fingerprint (optional)"><input id="migrate-fp" value={target.fingerprint256} onInput={(event) => setTarget({ ...target, fingerprint256: (event.target as HTMLInputElement).value })} /></Field>
+        <Field id="migrate-bandwidth" label="Bandwidth limit (optional, bytes/s: 50M, 1G)"><input id="migrate-bandwidth" class="short" value={target.bandwidth} onInput={(event) => setTarget({ ...target, bandwidth: (event.target as HTMLInputElement).value })} /></Field>
         <Action label="Migrate" disabled={!target.url || !target.token} run={migrate} />
-        {progress && <p role="status" data-testid="migration-progress">{fraction !== undefined && <progress max={1} value={fraction} />} {progress}</p>}
+        {progress && <p role="status" data-testid="migration-progress">{fraction !== undefined && <progress max={1} value={fraction} aria-label="Migration progress" />} {progress}</p>}
       </Card>
       <Card title="Delete">
         <Action label="Delete VM and its disks" danger disabled={!stopped} confirm={`Delete ${name} and its disks? This cannot be undone.`} run={async () => {
