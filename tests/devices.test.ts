@@ -205,3 +205,45 @@ describe('devices in a real guest', () => {
     assert.equal((await swtpmProcesses(home)).length, 1, 'only the first VM\'s swtpm');
   });
 });
+
+describe('TPM state and snapshots', () => {
+  let home: TestHome;
+  const run = async (...args: string[]) => {
+    const result = await home.vireo(args, { timeoutMs: 300_000 });
+    assert.equal(result.code, 0, `${args.join(' ')}: ${result.stderr}`);
+    return result;
+  };
+  before(async () => {
+    home = await createTestHome();
+    await run('disk', 'create', 'root', '--size', '32M');
+    await writeFile(join(home.home, 'spec.json'), JSON.stringify({ name: VM, cpus: 1, memory: '256M', boot: { kernel: { image: 'tiny' } }, disks: [{ volume: 'root' }], devices: { tpm: {} } }));
+    await run('vm', 'create', '-f', join(home.home, 'spec.json'));
+  });
+  after(async () => home?.cleanup());
+
+  test('a full snapshot carries the TPM state in its vmstate; a stopped snapshot keeps it beside the disks', async () => {
+    await run('vm', 'start', VM, '--wait', '240');
+    const atFull = await tpmResetCount(home);
+    await run('snapshot', 'create', VM, 'full');
+    // A restart (a TPM reset) later, the revert brings back the TPM as it was in the snapshot.
+    await run('vm', 'stop', VM);
+    await run('vm', 'start', VM, '--wait', '240');
+    const later = await tpmResetCount(home);
+    assert.ok(later > atFull, `resetCount ${atFull} then ${later} after reboots`);
+    await run('snapshot', 'revert', VM, 'full');
+    assert.equal(await tpmResetCount(home), atFull, 'the TPM state came back with the full snapshot');
+
+    await run('vm', 'stop', VM);
+    await run('snapshot', 'create', VM, 'cold');
+    await run('vm', 'start', VM, '--wait', '240');
+    const afterCold = await tpmResetCount(home);
+    await run('vm', 'stop', VM);
+    await run('vm', 'start', VM, '--wait', '240');
+    assert.equal(await tpmResetCount(home), afterCold + 1);
+    await run('vm', 'stop', VM);
+    await run('snapshot', 'revert', VM, 'cold');
+    await run('vm', 'start', VM, '--wait', '240');
+    assert.equal(await tpmResetCount(home), afterCold, 'the stopped snapshot\'s TPM state was put back');
+    await run('vm', 'stop', VM);
+  });
+});
