@@ -7,10 +7,12 @@
  * forward reaches a guest's HTTP server, goes within a second of removal and
  * survives a daemon crash and restart (as does a ping flood across the
  * crash); a dead dnsmasq comes back; a guest that changes its address or MAC
- * can no longer send; tap counters reach /metrics. Bad input fails naming the
- * field and leaves nothing behind.
+ * can no longer send; tap counters reach /metrics; a firewall rule set lets a
+ * port in from one source and not another, and a refused update leaves its
+ * rules working. Bad input fails naming the field and leaves nothing behind.
  */
 import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
 import { after, before, test } from 'node:test';
 import { vmPaths } from '../src/core/paths.js';
 import { SerialConsole } from '../src/core/vm/console.js';
@@ -224,4 +226,114 @@ test('a guest that changes its address or MAC can no longer send; tap counters r
   const metrics = await host.daemon.api.request<string>('GET', '/metrics');
   const sent = /vireo_vm_network_transmit_bytes_total\{vm="a",nic="nic0",network="lan"\} (\d+)/.exec(metrics);
   assert.ok(sent && Number(sent[1]) > 1000, `a's tap counted what it sent: ${sent?.[0]}`);
+});
+
+/** An HTTP GET from the daemon's host namespace itself (the host is a source too); undefined when nothing answers. */
+async function hostGet(url: string, timeoutMs = 3000): Promise<string | undefined> {
+  // node:http rather than fetch, which refuses port 22 (the Fetch standard's "bad ports").
+  const script = `const q = require('http').get(${JSON.stringify(url)}, { timeout: ${timeoutMs} }, (r) => { r.setEncoding('utf8'); let t = ''; r.on('data', (d) => (t += d)); r.on('end', () => process.stdout.write(t)); });
+    q.on('timeout', () => process.exit(3)); q.on('error', () => process.exit(3));`;
+  return new Promise((resolve) => {
+    execFile('ip', ['netns', 'exec', host.hostNs, process.execPath, '-e', script], { timeout: timeoutMs + 5000, encoding: 'utf8' }, (error, stdout) => resolve(error ? undefined : stdout));
+  });
+}
+
+test('a firewall rule set lets tcp/22 in from one source and refuses another; a refused update leaves the old rules working', async () => {
+  const api = host.daemon.api;
+  const leases = await api.request<Lease[]>('GET', '/networks/lan/leases');
+  const aIp = leases.find((lease) => lease.vm === 'a')!.ip;
+  // a serves the same page on 22 (busybox httpd) as on 80, which the uplink reaches through the forward host:8080 -> a:80.
+  await inGuest('a', 'httpd -p 22 -h /www');
+  assert.equal((await guestGet('b', { host: aIp, port: 22 }, 5)).body, 'hello-from-a', 'before any rule set, b reaches a:22');
+  assert.equal((await hostGet(`http://${aIp}:22/`))?.trim(), 'hello-from-a', 'and so does the host');
+
+  const events = collectEvents(api);
+  try {
+    const created = await host.home.vireo(['firewall', 'create', 'ssh', '--rule', 'in allow tcp/22 from 10.20.0.10']);
+    assert.equal(created.code, 0, created.stderr);
+    const attached = await host.home.vireo(['firewall', 'attach', 'ssh', '--vm', 'a']);
+    assert.equal(attached.code, 0, attached.stderr);
+    const event = await events.waitFor((candidate) => candidate.kind === 'firewall.attached' && candidate.data['firewall'] === 'ssh', 10_000);
+    assert.equal(event.data['vm'], 'a');
+  } finally {
+    events.stop();
+  }
+  const shown = await api.request<{ attachedTo: { vm: string; nic: number }[]; defaultIn: string }>('GET', '/firewalls/ssh');
+  assert.deepEqual(shown.attachedTo.map((entry) => `${entry.vm}/${entry.nic}`), ['a/0']);
+  assert.equal(shown.defaultIn, 'deny');
+  const vm = await api.request<{ definition: { nics: { firewall?: string[] }[] } }>('GET', '/vms/a');
+  assert.deepEqual(vm.definition.nics[0]!.firewall, ['ssh'], 'the attachment is part of the VM spec');
+
+  const enforced = async (when: string) => {
+    assert.equal((await guestGet('b', { host: aIp, port: 22 }, 5)).body, 'hello-from-a', `${when}: tcp/22 from b (10.20.0.10) is allowed`);
+    assert.equal(await hostGet(`http://${aIp}:22/`), undefined, `${when}: tcp/22 from the host is refused`);
+    assert.equal((await guestGet('b', { host: aIp, port: 80 }, 3)).body, '', `${when}: tcp/80 from b is refused`);
+    assert.equal(await uplinkGet(host, `http://${HOST_UPLINK_IP}:8080/`, 3000), undefined, `${when}: the forward to a:80 is refused`);
+    let result = await inGuest('b', `ping -c 1 -W 2 ${aIp}`);
+    assert.notEqual(result.status, 0, `${when}: b cannot ping a (no icmp rule): ${result.output}`);
+    result = await inGuest('a', 'ping -c 1 -W 3 10.20.0.10');
+    assert.equal(result.status, 0, `${when}: a's own traffic goes out and its replies come back: ${result.output}`);
+  };
+  await enforced('attached');
+
+  // An update the daemon refuses: nothing changes, the old rules keep working (no hole, no lockout).
+  const refused = await apiError(api.request('PUT', '/firewalls/ssh', { rules: [{ direction: 'in', protocol: 'tcp', ports: '22-99999' }] }));
+  assert.deepEqual([refused.code, refused.field], ['invalid_argument', 'rules.0.ports']);
+  const refusedCli = await host.home.vireo(['firewall', 'edit', 'ssh', '--rule', 'in allow tcp/22 from 10.20.0.1/16']);
+  assert.notEqual(refusedCli.code, 0, 'a CIDR with host bits set is refused');
+  assert.match(refusedCli.stderr, /rules\.0\.cidr/);
+  await enforced('after the refused updates');
+
+  // A good update applies at once: tcp/80 from anywhere.
+  const edited = await host.home.vireo(['firewall', 'edit', 'ssh', '--rule', 'in allow tcp/22 from 10.20.0.10', '--rule', 'in allow tcp/80']);
+  assert.equal(edited.code, 0, edited.stderr);
+  assert.equal((await uplinkGet(host, `http://${HOST_UPLINK_IP}:8080/`))?.trim(), 'hello-from-a', 'the forward to a:80 passes now');
+  assert.equal(await hostGet(`http://${aIp}:22/`), undefined, 'tcp/22 from the host is still refused');
+
+  const inUse = await apiError(api.request('DELETE', '/firewalls/ssh'));
+  assert.deepEqual([inUse.code, inUse.field], ['in_use', 'name']);
+  const unknown = await apiError(api.request('POST', '/firewalls/nope/attach', { vm: 'b' }));
+  assert.equal(unknown.code, 'not_found');
+  assert.equal((await host.home.vireo(['firewall', 'detach', 'ssh', '--vm', 'a'])).code, 0);
+  assert.equal((await hostGet(`http://${aIp}:22/`))?.trim(), 'hello-from-a', 'detached: the host reaches a:22 again');
+  assert.equal((await host.home.vireo(['firewall', 'delete', 'ssh'])).code, 0);
+  assert.deepEqual(await api.request('GET', '/firewalls'), []);
+});
+
+test('IPv6 added to a network in use: guests take their SLAAC address, reach each other by address and by name, and a spoofed IPv6 source cannot send', async () => {
+  const api = host.daemon.api;
+  const edited = await host.home.vireo(['network', 'edit', 'lan', '--subnet6', 'fd00:20::/64']);
+  assert.equal(edited.code, 0, edited.stderr);
+  const lan = await api.request<{ subnet6: string; address6: string }>('GET', '/networks/lan');
+  assert.deepEqual([lan.subnet6, lan.address6], ['fd00:20::/64', 'fd00:20::1']);
+  const changed = await apiError(api.request('PUT', '/networks/lan', { subnet6: 'fd00:21::/64' }));
+  assert.deepEqual([changed.code, changed.field], ['in_use', 'subnet6']);
+
+  const addresses = new Map<string, string>();
+  for (const vm of ['a', 'b']) {
+    const info = await api.request<{ addresses?: { network: string; ip6?: string }[] }>('GET', `/vms/${vm}`);
+    const fromApi = info.addresses?.find((entry) => entry.network === 'lan')?.ip6;
+    assert.ok(fromApi, `the API knows ${vm}'s IPv6 address before the guest takes it: ${JSON.stringify(info.addresses)}`);
+    // The guest configures itself from the next router advertisement (dnsmasq sends them often after a change).
+    const got = await inGuest(vm, 'for i in $(seq 1 60); do ip -6 addr show dev eth0 | grep -q "inet6 fd00:20:" && break; sleep 1; done; ip -6 addr show dev eth0');
+    const match = /inet6 (fd00:20:[0-9a-f:]+)\/64/.exec(got.output);
+    assert.ok(match, `${vm} took an address in fd00:20::/64: ${got.output}`);
+    assert.equal(fromApi, match[1], 'the guest took the address Vireo worked out (EUI-64)');
+    addresses.set(vm, match[1]!);
+  }
+  const listed = await host.home.vireo(['vm', 'list', '--json']);
+  assert.ok(listed.stdout.includes(addresses.get('a')!), `vm list shows a's IPv6 address: ${listed.stdout.slice(0, 400)}`);
+
+  let result = await inGuest('a', `ping -6 -c 3 -W 2 ${addresses.get('b')}`);
+  assert.equal(result.status, 0, `a pings b over IPv6: ${result.output}`);
+  result = await inGuest('b', 'ping -6 -c 2 -W 2 a.lan.vireo');
+  assert.equal(result.status, 0, `b pings a by name over IPv6: ${result.output}`);
+  assert.ok(result.output.includes(addresses.get('a')!), result.output);
+  result = await inGuest('a', 'ping -6 -c 2 -W 2 fd00:20::1');
+  assert.equal(result.status, 0, `the host answers on its IPv6 address: ${result.output}`);
+
+  result = await inGuest('a', `ip -6 addr add fd00:20::77/64 dev eth0 nodad && ping -6 -c 2 -W 2 -I fd00:20::77 ${addresses.get('b')}; status=$?; ip -6 addr del fd00:20::77/64 dev eth0; echo spoofed=$status`);
+  assert.match(result.output, /spoofed=[1-9]/, `a spoofed IPv6 source must not get through: ${result.output}`);
+  result = await inGuest('a', `ping -6 -c 1 -W 3 ${addresses.get('b')}`);
+  assert.equal(result.status, 0, `its own IPv6 address still works: ${result.output}`);
 });

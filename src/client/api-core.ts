@@ -4,32 +4,37 @@
  * from Node, so the same code runs in the CLI (over the Unix socket or
  * HTTPS, api-client.ts) and in the browser (over fetch, browser.ts).
  *
+ * Requests are made with call(): an endpoint of the wire contract
+ * (src/api) by its "METHOD /path" key, its input and answer typed by the
+ * contract's schemas. The contract is imported as types only, so no schema
+ * library reaches the browser.
+ *
  * Error bodies come back as the VireoError they were made from (same code,
  * message and field), so callers handle daemon and library failures alike.
  */
+import type { Api, ApiKey } from '../api/index.js';
+import { splitKey, type RequestOf, type ResponseOf } from '../api/contract.js';
+import type { VireoEvent } from '../api/events.js';
+import type { Operation } from '../api/operations.js';
 import { ERROR_CODES, VireoError, type ErrorCode } from '../core/errors.js';
 
-export interface VireoEvent {
-  seq: number;
-  epoch: string;
-  time: string;
-  kind: string;
-  vm?: string;
-  data: Record<string, unknown>;
+export type { Operation, VireoEvent };
+
+/** Per-request options: how long to wait for an answer, and for how long in all to wait out 429s. */
+export interface RequestOptions {
+  timeoutMs?: number;
+  rateLimitWaitMs?: number;
 }
 
-export interface Operation {
-  id: string;
-  kind: string;
-  state: 'running' | 'succeeded' | 'failed' | 'cancelled';
-  vm?: string;
-  createdAt?: string;
-  finishedAt?: string;
-  progress?: { message: string; fraction?: number };
-  /** What the operation recorded it was about to make or remove (what crash recovery acts on). */
-  intent?: unknown;
-  result?: unknown;
-  error?: { code: string; message: string; field?: string };
+/** An endpoint's input, optional when every part of it is. */
+type CallArgs<K extends ApiKey> = object extends RequestOf<Api[K]> ? [input?: RequestOf<Api[K]>, options?: RequestOptions] : [input: RequestOf<Api[K]>, options?: RequestOptions];
+
+/** "/vms/:name/start" with { name: 'a b' } → "/vms/a%20b/start", plus the query string. */
+export function pathOf(template: string, params: Record<string, unknown> = {}, query: Record<string, unknown> = {}): string {
+  const path = template.replace(/:(\w+)/g, (_, name: string) => encodeURIComponent(String(params[name])));
+  const search = new URLSearchParams();
+  for (const [name, value] of Object.entries(query)) if (value !== undefined) search.set(name, String(value));
+  return search.size > 0 ? `${path}?${search}` : path;
 }
 
 export interface TransportResponse {
@@ -76,13 +81,22 @@ export class ApiCore {
     return this.transport.description;
   }
 
+  /** Calls an endpoint of the contract with its path parameters, query and body; answers what the endpoint answers. */
+  async call<K extends ApiKey>(key: K, ...[input, options]: CallArgs<K>): Promise<ResponseOf<Api[K]>> {
+    const { method, path } = splitKey(key);
+    const { params, query, body } = (input ?? {}) as { params?: Record<string, unknown>; query?: Record<string, unknown>; body?: unknown };
+    return this.request<ResponseOf<Api[K]>>(method, pathOf(path, params, query), body, options);
+  }
+
   /**
-   * Sends a request; a JSON error body is thrown as the VireoError it describes.
+   * Sends any request, outside the contract: for tests that send what no
+   * schema allows and for probes. Code that uses the API calls call().
+   * A JSON error body is thrown as the VireoError it describes.
    * A 429 is waited out (as long as Retry-After says, within rateLimitWaitMs
    * in all) and the request sent again: a busy daemon slows a client down, it
    * never makes the CLI act behind the daemon's back.
    */
-  async request<T = unknown>(method: string, path: string, body?: unknown, options: { timeoutMs?: number; rateLimitWaitMs?: number } = {}): Promise<T> {
+  async request<T = unknown>(method: string, path: string, body?: unknown, options: RequestOptions = {}): Promise<T> {
     const waitBudgetEnds = Date.now() + (options.rateLimitWaitMs ?? DEFAULT_RATE_LIMIT_WAIT_MS);
     let response = await this.transport.send(method, path, body, options.timeoutMs ?? DEFAULT_TIMEOUT_MS);
     for (let attempt = 0; response.status === 429; attempt++) {
@@ -100,9 +114,11 @@ export class ApiCore {
   }
 
   /** Waits for an operation to finish; a failed one is thrown as its error. */
-  async waitForOperation(id: string, onProgress?: (operation: Operation) => void): Promise<Operation> {
+  async waitForOperation<R = unknown>(started: string | Operation<R>, onProgress?: (operation: Operation<R>) => void): Promise<Operation<R>> {
+    const id = typeof started === 'string' ? started : started.id;
     for (;;) {
-      const operation = await this.request<Operation>('GET', `/operations/${id}?wait=2`, undefined, { timeoutMs: 10_000 });
+      // The record of the operation `started` is: its result is what that operation's work returns.
+      const operation = (await this.call('GET /operations/:id', { params: { id }, query: { wait: 2 } }, { timeoutMs: 10_000 })) as Operation<R>;
       onProgress?.(operation);
       if (operation.state === 'succeeded') return operation;
       if (operation.state !== 'running') {
@@ -116,19 +132,20 @@ export class ApiCore {
    * it happens; the end is decided by long-polling the operation itself, so an
    * event lost on the way can never leave the caller waiting forever.
    */
-  async followOperation(id: string, options: { vm?: string; onProgress?: (operation: Operation) => void } = {}): Promise<Operation> {
+  async followOperation<R = unknown>(started: string | Operation<R>, options: { vm?: string; onProgress?: (operation: Operation<R>) => void } = {}): Promise<Operation<R>> {
+    const id = typeof started === 'string' ? started : started.id;
     const controller = new AbortController();
     const watching = (async () => {
       try {
         for await (const event of this.events({ ...(options.vm ? { vm: options.vm } : {}), signal: controller.signal })) {
-          if (event.kind === 'operation' && event.data['id'] === id) options.onProgress?.(event.data as unknown as Operation);
+          if (event.kind === 'operation' && event.data['id'] === id) options.onProgress?.(event.data as unknown as Operation<R>);
         }
       } catch {
         // Progress is a courtesy: the long-poll below still sees the end.
       }
     })();
     try {
-      return await this.waitForOperation(id, options.onProgress);
+      return await this.waitForOperation<R>(id, options.onProgress);
     } finally {
       controller.abort();
       await watching;

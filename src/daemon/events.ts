@@ -10,33 +10,9 @@
  * one chatty guest cannot push everything else out of it.
  */
 
-export type EventKind =
-  | 'vm.state'
-  | 'vm.qmp'
-  | 'vm.defined'
-  | 'vm.deleted'
-  | 'vm.migration'
-  /** The guest stopped feeding its watchdog: data.action is what QEMU did (devices.watchdog.action). */
-  | 'vm.watchdog'
-  | 'operation'
-  | 'daemon'
-  /** Networks: defined, changed (fields, forwards), deleted, brought back at daemon start, or their dnsmasq/bridge restored. */
-  | 'network.defined'
-  | 'network.changed'
-  | 'network.deleted'
-  | 'network.reconciled'
-  | 'network.dnsmasq';
+import type { EventKind, VireoEvent } from '../api/events.js';
 
-export interface VireoEvent {
-  /** Increases by one per event for the life of the daemon process. */
-  seq: number;
-  /** Identifies the daemon process, so a client can tell that numbering restarted. */
-  epoch: string;
-  time: string;
-  kind: EventKind;
-  vm?: string;
-  data: Record<string, unknown>;
-}
+export type { EventKind, VireoEvent };
 
 type Listener = (event: VireoEvent) => void;
 

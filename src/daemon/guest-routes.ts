@@ -1,60 +1,33 @@
 /**
- * API routes that talk to a running guest through its agent: addresses and
- * whether the agent answers, running a command, and reading or writing a
- * file (its bytes travel base64-encoded in JSON, up to MAX_COPY_BYTES).
+ * The daemon's side of the guest agent endpoints (src/api/guest.ts):
+ * addresses and whether the agent answers, running a command, and reading or
+ * writing a file.
  */
-import { z } from 'zod';
-import { Name } from '../core/model/vm.js';
-import { MAX_COPY_BYTES, agentAnswers, guestExec, guestInterfaces, readGuestFile, writeGuestFile } from '../core/guest/agent-ops.js';
+import { guest } from '../api/guest.js';
+import { agentAnswers, guestExec, guestInterfaces, readGuestFile, writeGuestFile } from '../core/guest/agent-ops.js';
 import { loadDefinition } from '../core/vm/definitions.js';
 import { livePid } from '../core/vm/runtime.js';
-import type { Route } from './routes.js';
+import { implement } from './route.js';
 
-const VmName = z.strictObject({ name: Name });
-const GuestPath = z.string().startsWith('/', 'must be an absolute path in the guest').max(4096);
-const Base64 = z.string().max(Math.ceil(MAX_COPY_BYTES / 3) * 4 + 4).regex(/^[A-Za-z0-9+/]*={0,2}$/, 'must be base64');
-const ExecBody = z.strictObject({
-  command: z.array(z.string().max(65536)).min(1).max(4096),
-  input: Base64.optional(),
-  timeoutSeconds: z.number().positive().max(86400).default(60),
+export const guestRoutes = implement(guest, {
+  'GET /vms/:name/guest': async ({ params, daemon }) => {
+    const def = await loadDefinition(daemon.paths, params.name);
+    if ((await livePid(daemon.paths, def)) === undefined) return { running: false, agent: false, interfaces: [] };
+    if (!(await agentAnswers(daemon.paths, params.name, 3000))) return { running: true, agent: false, interfaces: [] };
+    return { running: true, agent: true, interfaces: await guestInterfaces(daemon.paths, params.name) };
+  },
+  'POST /vms/:name/guest/exec': async ({ params, body, daemon }) =>
+    guestExec(daemon.paths, params.name, body.command, {
+      timeoutMs: body.timeoutSeconds * 1000,
+      ...(body.input !== undefined ? { input: Buffer.from(body.input, 'base64') } : {}),
+    }),
+  'PUT /vms/:name/guest/file': async ({ params, body, daemon }) => {
+    const data = Buffer.from(body.data, 'base64');
+    await writeGuestFile(daemon.paths, params.name, body.path, data);
+    return { path: body.path, bytes: data.length };
+  },
+  'GET /vms/:name/guest/file': async ({ params, query, daemon }) => {
+    const data = await readGuestFile(daemon.paths, params.name, query.path);
+    return { path: query.path, data: data.toString('base64') };
+  },
 });
-const WriteBody = z.strictObject({ path: GuestPath, data: Base64 });
-const ReadQuery = z.strictObject({ path: GuestPath });
-
-export const guestRoutes: Route[] = [
-  {
-    method: 'GET', path: '/vms/:name/guest', tag: 'guest', summary: 'Whether the guest agent answers, and the guest\'s network interfaces and addresses', params: VmName, status: 200, returns: 'GuestInfo',
-    handler: async ({ params, daemon }) => {
-      const def = await loadDefinition(daemon.paths, params.name);
-      if ((await livePid(daemon.paths, def)) === undefined) return { running: false, agent: false, interfaces: [] };
-      if (!(await agentAnswers(daemon.paths, params.name, 3000))) return { running: true, agent: false, interfaces: [] };
-      return { running: true, agent: true, interfaces: await guestInterfaces(daemon.paths, params.name) };
-    },
-  },
-  {
-    method: 'POST', path: '/vms/:name/guest/exec', tag: 'guest', summary: 'Run a program in the guest through its agent; its output and exit code', params: VmName, body: ExecBody, status: 200, returns: 'ExecResult',
-    handler: async ({ params, body, daemon }) => {
-      const input = body as z.output<typeof ExecBody>;
-      return guestExec(daemon.paths, params.name, input.command, {
-        timeoutMs: input.timeoutSeconds * 1000,
-        ...(input.input !== undefined ? { input: Buffer.from(input.input, 'base64') } : {}),
-      });
-    },
-  },
-  {
-    method: 'PUT', path: '/vms/:name/guest/file', tag: 'guest', summary: 'Write a file in the guest through its agent', params: VmName, body: WriteBody, bodyLimit: Math.ceil(MAX_COPY_BYTES / 3) * 4 + 64 * 1024, status: 200, returns: 'Written',
-    handler: async ({ params, body, daemon }) => {
-      const input = body as z.output<typeof WriteBody>;
-      const data = Buffer.from(input.data, 'base64');
-      await writeGuestFile(daemon.paths, params.name, input.path, data);
-      return { path: input.path, bytes: data.length };
-    },
-  },
-  {
-    method: 'GET', path: '/vms/:name/guest/file', tag: 'guest', summary: 'Read a file of the guest through its agent', params: VmName, query: ReadQuery, status: 200, returns: 'FileData',
-    handler: async ({ params, query, daemon }) => {
-      const data = await readGuestFile(daemon.paths, params.name, (query as z.output<typeof ReadQuery>).path);
-      return { path: (query as z.output<typeof ReadQuery>).path, data: data.toString('base64') };
-    },
-  },
-];

@@ -1,56 +1,24 @@
 /**
- * The migration API. On the source: POST /vms/:name/migrate starts the
- * 'vm.migrate' operation. On the destination, what the source daemon calls
- * (see migration.ts for the protocol): incoming, status (also the
- * heartbeat), commit, abort and finish, plus a list for people.
+ * The daemon's side of migration (src/api/migration.ts): the source starts
+ * the 'vm.migrate' operation; the destination answers what the source's
+ * daemon asks (see migration.ts for the protocol).
  */
-import { z } from 'zod';
-import { Name } from '../core/model/vm.js';
-import { IncomingBody, MigrateBody, tuningFrom } from './migration.js';
-import type { Route, RouteReply } from './routes.js';
+import { migration } from '../api/migration.js';
+import { Reply, implement } from './route.js';
+import { tuningFrom } from './migration.js';
 
-const VmName = z.strictObject({ name: Name });
-const MigrationIdParams = z.strictObject({ id: z.string().regex(/^[0-9a-f]{16}$/, 'must be a migration id (16 hex digits)') });
-const Empty = z.strictObject({});
-
-export const migrationRoutes: Route[] = [
-  {
-    method: 'POST', path: '/vms/:name/migrate', tag: 'migrations', summary: 'Move a VM to another daemon: live (running VM) or offline (stopped VM), shared or copied storage (an operation)',
-    params: VmName, body: MigrateBody, status: 202, returns: 'Operation',
-    handler: async ({ params, body, daemon }): Promise<RouteReply> => {
-      const input = body as z.output<typeof MigrateBody>;
-      const operation = await daemon.migrations.migrate(params.name, {
-        to: { url: input.to.url.replace(/\/$/, ''), token: input.to.token, ...(input.to.fingerprint256 ? { fingerprint256: input.to.fingerprint256 } : {}) },
-        offline: input.offline,
-        copyStorage: input.copyStorage,
-        tuning: tuningFrom(input),
-      });
-      return { status: 202, body: operation };
-    },
-  },
-  {
-    method: 'GET', path: '/migrations', tag: 'migrations', summary: 'Migrations this daemon takes part in that are not finished (never the peer token)', status: 200, returns: 'Migration[]',
-    handler: async ({ daemon }) => (await daemon.migrations.records()).map(({ peer, ...record }) => ({ ...record, ...(peer ? { peer: peer.url } : {}) })),
-  },
-  {
-    method: 'POST', path: '/migrations/incoming', tag: 'migrations', summary: 'Destination: check compatibility, reserve the VM and wait for it (QEMU -incoming, NBD exports for a storage copy)',
-    body: IncomingBody, status: 201, returns: 'IncomingEndpoints',
-    handler: async ({ body, daemon }): Promise<RouteReply> => ({ status: 201, body: await daemon.migrations.receive(body as z.output<typeof IncomingBody>) }),
-  },
-  {
-    method: 'GET', path: '/migrations/:id', tag: 'migrations', summary: 'Destination: the phase of a migration (also the source\'s heartbeat); 404 once aborted', params: MigrationIdParams, status: 200, returns: 'MigrationStatus',
-    handler: async ({ params, daemon }) => daemon.migrations.status(params.id),
-  },
-  {
-    method: 'POST', path: '/migrations/:id/commit', tag: 'migrations', summary: 'Destination: take ownership of the received VM and let it run (the decision point)', params: MigrationIdParams, body: Empty, status: 200, returns: 'Committed',
-    handler: async ({ params, daemon }) => daemon.migrations.commit(params.id),
-  },
-  {
-    method: 'POST', path: '/migrations/:id/abort', tag: 'migrations', summary: 'Destination: remove every trace of an uncommitted incoming VM (409 once committed)', params: MigrationIdParams, body: Empty, status: 200, returns: 'Aborted',
-    handler: async ({ params, daemon }) => daemon.migrations.abort(params.id),
-  },
-  {
-    method: 'POST', path: '/migrations/:id/finish', tag: 'migrations', summary: 'Destination: the source has cleaned up after a commit; forget the migration', params: MigrationIdParams, body: Empty, status: 200, returns: 'Finished',
-    handler: async ({ params, daemon }) => daemon.migrations.finish(params.id),
-  },
-];
+export const migrationRoutes = implement(migration, {
+  'POST /vms/:name/migrate': async ({ params, body, daemon }) =>
+    new Reply(202, await daemon.migrations.migrate(params.name, {
+      to: { url: body.to.url.replace(/\/$/, ''), token: body.to.token, ...(body.to.fingerprint256 ? { fingerprint256: body.to.fingerprint256 } : {}) },
+      offline: body.offline,
+      copyStorage: body.copyStorage,
+      tuning: tuningFrom(body),
+    })),
+  'GET /migrations': async ({ daemon }) => (await daemon.migrations.records()).map(({ peer, ...record }) => ({ ...record, ...(peer ? { peer: peer.url } : {}) })),
+  'POST /migrations/incoming': async ({ body, daemon }) => new Reply(201, await daemon.migrations.receive(body)),
+  'GET /migrations/:id': async ({ params, daemon }) => daemon.migrations.status(params.id),
+  'POST /migrations/:id/commit': async ({ params, daemon }) => daemon.migrations.commit(params.id),
+  'POST /migrations/:id/abort': async ({ params, daemon }) => daemon.migrations.abort(params.id),
+  'POST /migrations/:id/finish': async ({ params, daemon }) => daemon.migrations.finish(params.id),
+});

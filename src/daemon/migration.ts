@@ -38,7 +38,8 @@
 import { randomBytes } from 'node:crypto';
 import { chmod, mkdir, readdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
-import { z } from 'zod';
+import type { IncomingRequestBody, MigrateRequestBody, MigrationResult } from '../api/migration.js';
+import type { Operation } from '../api/operations.js';
 import { ApiClient } from '../client/api-client.js';
 import { pinnedAgentOptions } from '../client/endpoint.js';
 import { VireoError, asVireoError, invalidState, isVireoError } from '../core/errors.js';
@@ -98,47 +99,7 @@ export interface MigrateOptions {
   tuning: MigrationTuning;
 }
 
-export interface MigrationResult {
-  vm: string;
-  migration: string;
-  /** The daemon that owns the VM now. */
-  movedTo: string;
-  offline: boolean;
-  copyStorage: boolean;
-  totalTimeMs?: number;
-  downtimeMs?: number;
-  transferredBytes?: number;
-  setupTimeMs?: number;
-}
-
-const MigrationId = z.string().regex(/^[0-9a-f]{16}$/, 'must be a migration id (16 hex digits)');
-
-export const IncomingBody = z.strictObject({
-  id: MigrationId,
-  definition: z.record(z.string(), z.unknown()),
-  offline: z.boolean().default(false),
-  copyStorage: z.boolean().default(false),
-  volumes: z.array(z.strictObject({ name: z.string(), format: z.enum(['qcow2', 'raw']), sizeBytes: z.number().int().positive() })).max(64).default([]),
-  tuning: z.strictObject({ postcopy: z.boolean().default(false), multifd: z.boolean().default(false) }).default({ postcopy: false, multifd: false }),
-  listenHost: z.string().regex(/^[A-Za-z0-9.:-]{1,253}$/, 'must be a host name or IP address'),
-  sourceQemu: z.strictObject({ major: z.number().int(), minor: z.number().int(), micro: z.number().int() }).optional(),
-});
-
-export const MigrateBody = z.strictObject({
-  to: z.strictObject({
-    url: z.string().regex(/^https:\/\/[^/\s]+(:\d+)?\/?$/, 'must be https://HOST:PORT of the destination daemon'),
-    token: z.string().min(1).max(512),
-    fingerprint256: z.string().optional(),
-  }),
-  offline: z.boolean().default(false),
-  copyStorage: z.boolean().default(false),
-  maxDowntimeMs: z.number().int().min(1).max(600_000).default(DEFAULT_TUNING.maxDowntimeMs),
-  /** Bytes per second, or text such as "500M" (per second). */
-  bandwidth: z.union([z.number().int().positive(), z.string()]).optional(),
-  postcopy: z.boolean().default(false),
-  multifd: z.boolean().default(false),
-  autoConverge: z.boolean().default(true),
-});
+export type { MigrationResult };
 
 /** How long a destination waits without word from the source before aborting an uncommitted migration. */
 function peerTimeoutMs(): number {
@@ -146,7 +107,7 @@ function peerTimeoutMs(): number {
   return Number.isFinite(value) && value > 0 ? value : 60_000;
 }
 
-export function tuningFrom(body: z.output<typeof MigrateBody>): MigrationTuning {
+export function tuningFrom(body: MigrateRequestBody): MigrationTuning {
   let bandwidth = DEFAULT_TUNING.bandwidthBytesPerSecond;
   if (body.bandwidth !== undefined) {
     const bytes = typeof body.bandwidth === 'number' ? body.bandwidth : parseSize(body.bandwidth);
@@ -271,7 +232,7 @@ export class MigrationService {
   // ---- destination ------------------------------------------------------
 
   /** Checks, reserves and prepares an incoming VM; returns where to send it. */
-  async receive(body: z.output<typeof IncomingBody>): Promise<IncomingEndpoints & { operation: string }> {
+  async receive(body: IncomingRequestBody): Promise<IncomingEndpoints & { operation: string }> {
     if (await this.load(body.id)) throw new VireoError('already_exists', `migration ${body.id} is already known here`, { field: 'body.id' });
     const definition = acceptDefinition(body.definition);
     await checkHostFiles(definition, this.hostFiles).catch((error: unknown) => {
@@ -448,7 +409,7 @@ export class MigrationService {
   // ---- source -----------------------------------------------------------
 
   /** Starts the migration of a VM as an operation. */
-  async migrate(vm: string, options: MigrateOptions): Promise<{ id: string }> {
+  async migrate(vm: string, options: MigrateOptions): Promise<Operation<MigrationResult>> {
     const def = await loadDefinition(this.paths, vm);
     const runtime = await readRuntime(this.paths, def);
     if (options.offline && runtime.state !== 'stopped') throw invalidState(`VM '${vm}' is ${runtime.state}; an offline migration moves a stopped VM (stop it, or migrate it live)`);

@@ -1,13 +1,18 @@
 /**
- * API routes for networks (see docs/networks.md): define, edit and delete
- * them, read their leases, and manage their port forwards. Each change is
- * published as an event. The work itself is in core/network/service.ts.
+ * The daemon's side of networks (src/api/networks.ts, docs/networks.md).
+ * Each change is published as an event; the work itself is in
+ * core/network/service.ts.
  */
-import { z } from 'zod';
-import { NetworkName, NetworkSpecSchema } from '../core/network/model.js';
+import { networks } from '../api/networks.js';
 import {
   addForward,
+  createFirewall,
   createNetwork,
+  deleteFirewall,
+  editFirewall,
+  listFirewalls,
+  setFirewallAttachment,
+  showFirewall,
   deleteNetwork,
   editNetwork,
   listNetworks,
@@ -15,84 +20,63 @@ import {
   removeForward,
   showNetwork,
 } from '../core/network/service.js';
-import type { Route } from './routes.js';
+import { Reply, implement } from './route.js';
 
-const NetworkParams = z.strictObject({ name: NetworkName });
-
-/** What `network edit` may change; addressing (subnet, address, vxlan) only while no VM uses the network. */
-const EditNetworkBody = NetworkSpecSchema.omit({ name: true, kind: true, forwards: true }).partial().strict();
-
-const ForwardBody = z.strictObject({
-  protocol: z.enum(['tcp', 'udp']).default('tcp'),
-  hostAddress: z.string().optional(),
-  hostPort: z.number().int(),
-  vm: z.string(),
-  port: z.number().int(),
+export const networkRoutes = implement(networks, {
+  'GET /networks': async ({ daemon }) => Promise.all((await listNetworks(daemon.paths)).map((network) => showNetwork(daemon.paths, network.name))),
+  'POST /networks': async ({ body, daemon }) => {
+    const network = await createNetwork(daemon.paths, body);
+    daemon.events.publish('network.defined', { network: network.name, subnet: network.subnet, mode: network.mode });
+    return new Reply(201, await showNetwork(daemon.paths, network.name));
+  },
+  'GET /networks/:name': async ({ params, daemon }) => showNetwork(daemon.paths, params.name),
+  'PUT /networks/:name': async ({ params, body, daemon }) => {
+    await editNetwork(daemon.paths, params.name, (current) => ({ ...current, ...body }));
+    daemon.events.publish('network.changed', { network: params.name, fields: Object.keys(body) });
+    return showNetwork(daemon.paths, params.name);
+  },
+  'DELETE /networks/:name': async ({ params, daemon }) => {
+    const result = await deleteNetwork(daemon.paths, params.name);
+    daemon.events.publish('network.deleted', { network: params.name });
+    return result;
+  },
+  'GET /networks/:name/leases': async ({ params, daemon }) => networkLeases(daemon.paths, params.name),
+  'GET /networks/:name/forwards': async ({ params, daemon }) => (await showNetwork(daemon.paths, params.name)).forwardsResolved,
+  'POST /networks/:name/forwards': async ({ params, body, daemon }) => {
+    const forward = await addForward(daemon.paths, params.name, body);
+    daemon.events.publish('network.changed', { network: params.name, forwardAdded: forward });
+    return new Reply(201, forward);
+  },
+  'DELETE /networks/:name/forwards/:protocol/:hostPort': async ({ params, query, daemon }) => {
+    const removed = await removeForward(daemon.paths, params.name, { protocol: params.protocol, hostPort: params.hostPort, ...(query.hostAddress ? { hostAddress: query.hostAddress } : {}) });
+    daemon.events.publish('network.changed', { network: params.name, forwardRemoved: removed });
+    return removed;
+  },
+  'GET /firewalls': async ({ daemon }) => Promise.all((await listFirewalls(daemon.paths)).map((set) => showFirewall(daemon.paths, set.name))),
+  'POST /firewalls': async ({ body, daemon }) => {
+    const set = await createFirewall(daemon.paths, body);
+    daemon.events.publish('firewall.defined', { firewall: set.name, rules: set.rules.length });
+    return new Reply(201, await showFirewall(daemon.paths, set.name));
+  },
+  'GET /firewalls/:name': async ({ params, daemon }) => showFirewall(daemon.paths, params.name),
+  'PUT /firewalls/:name': async ({ params, body, daemon }) => {
+    const set = await editFirewall(daemon.paths, params.name, body);
+    daemon.events.publish('firewall.changed', { firewall: set.name, rules: set.rules.length });
+    return showFirewall(daemon.paths, params.name);
+  },
+  'DELETE /firewalls/:name': async ({ params, daemon }) => {
+    const result = await deleteFirewall(daemon.paths, params.name);
+    daemon.events.publish('firewall.deleted', { firewall: params.name });
+    return result;
+  },
+  'POST /firewalls/:name/attach': async ({ params, body, daemon }) => {
+    const attached = await setFirewallAttachment(daemon.paths, params.name, body, true);
+    daemon.events.publish('firewall.attached', { firewall: params.name, ...attached }, body.vm);
+    return attached;
+  },
+  'POST /firewalls/:name/detach': async ({ params, body, daemon }) => {
+    const detached = await setFirewallAttachment(daemon.paths, params.name, body, false);
+    daemon.events.publish('firewall.detached', { firewall: params.name, ...detached }, body.vm);
+    return detached;
+  },
 });
-const ForwardKey = z.strictObject({
-  name: NetworkName,
-  protocol: z.enum(['tcp', 'udp']),
-  hostPort: z.coerce.number().int().min(1).max(65535),
-});
-
-export const networkRoutes: Route[] = [
-  {
-    method: 'GET', path: '/networks', tag: 'networks', summary: 'All networks, with their bridge and DHCP server state and the VMs on them', status: 200, returns: 'Network[]',
-    handler: async ({ daemon }) => Promise.all((await listNetworks(daemon.paths)).map((network) => showNetwork(daemon.paths, network.name))),
-  },
-  {
-    method: 'POST', path: '/networks', tag: 'networks', summary: 'Create a network: bridge, DHCP/DNS server and rules, all or nothing', body: NetworkSpecSchema, status: 201, returns: 'Network',
-    handler: async ({ body, daemon }) => {
-      const network = await createNetwork(daemon.paths, body);
-      daemon.events.publish('network.defined', { network: network.name, subnet: network.subnet, mode: network.mode });
-      return { status: 201, body: await showNetwork(daemon.paths, network.name) };
-    },
-  },
-  {
-    method: 'GET', path: '/networks/:name', tag: 'networks', summary: 'One network', params: NetworkParams, status: 200, returns: 'Network',
-    handler: async ({ params, daemon }) => showNetwork(daemon.paths, params.name),
-  },
-  {
-    method: 'PUT', path: '/networks/:name', tag: 'networks', summary: 'Change a network (given fields only); the rules change atomically or not at all', params: NetworkParams, body: EditNetworkBody, status: 200, returns: 'Network',
-    handler: async ({ params, body, daemon }) => {
-      const changes = body as Record<string, unknown>;
-      await editNetwork(daemon.paths, params.name, (current) => ({ ...current, ...changes }));
-      daemon.events.publish('network.changed', { network: params.name, fields: Object.keys(changes) });
-      return showNetwork(daemon.paths, params.name);
-    },
-  },
-  {
-    method: 'DELETE', path: '/networks/:name', tag: 'networks', summary: 'Delete a network no VM uses (rules, DHCP server, bridge)', params: NetworkParams, status: 200, returns: 'Deleted',
-    handler: async ({ params, daemon }) => {
-      const result = await deleteNetwork(daemon.paths, params.name);
-      daemon.events.publish('network.deleted', { network: params.name });
-      return result;
-    },
-  },
-  {
-    method: 'GET', path: '/networks/:name/leases', tag: 'networks', summary: 'DHCP leases on the network (from its server\'s lease file), with the VM of each', params: NetworkParams, status: 200, returns: 'Lease[]',
-    handler: async ({ params, daemon }) => networkLeases(daemon.paths, params.name),
-  },
-  {
-    method: 'GET', path: '/networks/:name/forwards', tag: 'networks', summary: 'Port forwards of the network and the address each goes to', params: NetworkParams, status: 200, returns: 'Forward[]',
-    handler: async ({ params, daemon }) => (await showNetwork(daemon.paths, params.name)).forwardsResolved,
-  },
-  {
-    method: 'POST', path: '/networks/:name/forwards', tag: 'networks', summary: 'Forward a host port to a VM on the network (nftables DNAT)', params: NetworkParams, body: ForwardBody, status: 201, returns: 'Forward',
-    handler: async ({ params, body, daemon }) => {
-      const forward = await addForward(daemon.paths, params.name, body);
-      daemon.events.publish('network.changed', { network: params.name, forwardAdded: forward });
-      return { status: 201, body: forward };
-    },
-  },
-  {
-    method: 'DELETE', path: '/networks/:name/forwards/:protocol/:hostPort', tag: 'networks', summary: 'Remove a port forward (hostAddress: the one bound to that address)', params: ForwardKey,
-    query: z.strictObject({ hostAddress: z.string().optional() }), status: 200, returns: 'Forward',
-    handler: async ({ params, query, daemon }) => {
-      const key = params as z.output<typeof ForwardKey>;
-      const removed = await removeForward(daemon.paths, key.name, { protocol: key.protocol, hostPort: key.hostPort, ...(query.hostAddress ? { hostAddress: query.hostAddress } : {}) });
-      daemon.events.publish('network.changed', { network: key.name, forwardRemoved: removed });
-      return removed;
-    },
-  },
-];

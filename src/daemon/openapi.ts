@@ -1,10 +1,13 @@
 /**
- * The OpenAPI 3.1 document, generated from the route table and the very
- * zod schemas that validate requests (JSON Schema 2020-12 is OpenAPI 3.1's
- * schema dialect), so the description cannot drift from what is enforced.
+ * The OpenAPI 3.1 document, generated from the wire contract (src/api) and
+ * the very zod schemas that validate requests (JSON Schema 2020-12 is
+ * OpenAPI 3.1's schema dialect), so the description cannot drift from what
+ * is enforced.
  */
 import { z } from 'zod';
-import type { Route } from './routes.js';
+import { api, streams } from '../api/index.js';
+import { splitKey, type AnyEndpoint, type Schema } from '../api/contract.js';
+import type { StreamEndpoint } from '../api/events.js';
 
 const ERROR_SCHEMA = {
   type: 'object',
@@ -22,8 +25,8 @@ const ERROR_SCHEMA = {
   },
 };
 
-function jsonSchema(schema: z.ZodType): Record<string, unknown> {
-  const { $schema: _dialect, ...rest } = z.toJSONSchema(schema, { io: 'input', unrepresentable: 'any' }) as Record<string, unknown>;
+function jsonSchema(schema: z.ZodType, io: 'input' | 'output' = 'input'): Record<string, unknown> {
+  const { $schema: _dialect, ...rest } = z.toJSONSchema(schema, { io, unrepresentable: 'any' }) as Record<string, unknown>;
   return rest;
 }
 
@@ -32,9 +35,9 @@ function openApiPath(path: string): string {
   return path.replace(/:([A-Za-z]+)/g, '{$1}');
 }
 
-function parameters(route: Route): unknown[] {
+function parameters(endpoint: { params?: Schema; query?: Schema }): unknown[] {
   const result: unknown[] = [];
-  for (const [location, schema] of [['path', route.params], ['query', route.query]] as const) {
+  for (const [location, schema] of [['path', endpoint.params], ['query', endpoint.query]] as const) {
     if (!schema) continue;
     const object = jsonSchema(schema) as { properties?: Record<string, unknown>; required?: string[] };
     for (const [name, property] of Object.entries(object.properties ?? {})) {
@@ -44,32 +47,50 @@ function parameters(route: Route): unknown[] {
   return result;
 }
 
-export function buildOpenApi(routes: Route[], version: string): Record<string, unknown> {
+function operationId(method: string, path: string): string {
+  return `${method.toLowerCase()}${path.replace(/[{}]/g, '').replace(/\/(\w)/g, (_, letter: string) => letter.toUpperCase()).replace(/\W/g, '')}`;
+}
+
+function success(endpoint: AnyEndpoint): Record<string, unknown> {
+  const { response } = endpoint;
+  if (response.text) return { description: response.name, content: { 'text/plain': { schema: { type: 'string' } } } };
+  return { description: response.name, content: { 'application/json': { schema: response.schema ? jsonSchema(response.schema, 'output') : {} } } };
+}
+
+function streamOperation(method: string, path: string, endpoint: StreamEndpoint): Record<string, unknown> {
+  const content = endpoint.kind === 'events' ? { 'text/event-stream': { schema: { type: 'string' } } } : endpoint.kind === 'text' ? { 'text/plain': { schema: { type: 'string' } } } : undefined;
+  return {
+    summary: endpoint.summary,
+    tags: [endpoint.tag],
+    operationId: operationId(method, path),
+    parameters: parameters(endpoint),
+    responses: { [endpoint.kind === 'websocket' ? '101' : '200']: { description: endpoint.description, ...(content ? { content } : {}) } },
+  };
+}
+
+export function buildOpenApi(version: string): Record<string, unknown> {
   const paths: Record<string, Record<string, unknown>> = {};
-  for (const route of routes) {
-    const path = openApiPath(route.path);
+  for (const [key, endpoint] of Object.entries(api) as [string, AnyEndpoint][]) {
+    const { method, path: template } = splitKey(key);
+    const path = openApiPath(template);
     const operation: Record<string, unknown> = {
-      summary: route.summary,
-      tags: [route.tag],
-      operationId: `${route.method.toLowerCase()}${path.replace(/[{}]/g, '').replace(/\/(\w)/g, (_, letter: string) => letter.toUpperCase()).replace(/\W/g, '')}`,
-      parameters: parameters(route),
+      summary: endpoint.summary,
+      tags: [endpoint.tag],
+      operationId: operationId(method, path),
+      parameters: parameters(endpoint),
       responses: {
-        [String(route.status)]: {
-          description: route.returns,
-          content: route.returns === 'text' ? { 'text/plain': { schema: { type: 'string' } } } : { 'application/json': { schema: {} } },
-        },
+        [String(endpoint.status)]: success(endpoint),
         '4XX': { description: 'The request is wrong; the body names the field', content: { 'application/json': { schema: { $ref: '#/components/schemas/Error' } } } },
       },
     };
-    if (route.body) operation['requestBody'] = { required: true, content: { 'application/json': { schema: jsonSchema(route.body) } } };
-    (paths[path] ??= {})[route.method.toLowerCase()] = operation;
+    if (endpoint.body) operation['requestBody'] = { required: true, content: { 'application/json': { schema: jsonSchema(endpoint.body) } } };
+    (paths[path] ??= {})[method.toLowerCase()] = operation;
   }
-  paths['/events'] = { get: { summary: 'Server-sent events: VM states, QMP events, operation progress (resume with Last-Event-ID or ?after=)', tags: ['events'], parameters: [
-    { name: 'vm', in: 'query', required: false, schema: { type: 'string' } },
-    { name: 'after', in: 'query', required: false, schema: { type: 'integer', minimum: 0 } },
-  ], responses: { '200': { description: 'An event stream', content: { 'text/event-stream': { schema: { type: 'string' } } } } } } };
-  paths['/metrics'] = { get: { summary: 'Prometheus metrics', tags: ['metrics'], responses: { '200': { description: 'Prometheus text format 0.0.4', content: { 'text/plain': { schema: { type: 'string' } } } } } } };
-  paths['/vms/{name}/console'] = { get: { summary: 'The serial console as a WebSocket (binary frames both ways)', tags: ['vms'], parameters: [{ name: 'name', in: 'path', required: true, schema: { type: 'string' } }], responses: { '101': { description: 'Switching to the WebSocket protocol' } } } };
+  for (const [key, endpoint] of Object.entries(streams) as [string, StreamEndpoint][]) {
+    const { method, path: template } = splitKey(key);
+    const path = openApiPath(template);
+    (paths[path] ??= {})[method.toLowerCase()] = streamOperation(method, path, endpoint);
+  }
   paths['/openapi.json'] = { get: { summary: 'This document', tags: ['daemon'], responses: { '200': { description: 'OpenAPI 3.1', content: { 'application/json': { schema: {} } } } } } };
   return {
     openapi: '3.1.0',

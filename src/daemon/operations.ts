@@ -19,33 +19,9 @@ import { VireoError, asVireoError, notFound } from '../core/errors.js';
 import { readJsonIfExists, writeJsonAtomic } from '../core/store/atomic.js';
 import type { EventBus } from './events.js';
 
-export type OperationState = 'running' | 'succeeded' | 'failed' | 'cancelled';
+import type { Operation, OperationError, OperationState } from '../api/operations.js';
 
-export interface OperationError {
-  code: string;
-  message: string;
-  field?: string;
-}
-
-export interface Operation {
-  id: string;
-  kind: string;
-  /** The VM (or image) it works on; newVm: the VM it makes (a clone). */
-  target: { vm?: string; image?: string; newVm?: string };
-  state: OperationState;
-  progress?: { message: string; fraction?: number };
-  /**
-   * What the operation is about to make or remove, written to disk before it
-   * does (see OperationContext.record): recovery acts on this and on nothing
-   * else, so it never touches an object the operation did not make.
-   */
-  intent?: unknown;
-  result?: unknown;
-  error?: OperationError;
-  createdAt: string;
-  updatedAt: string;
-  finishedAt?: string;
-}
+export type { Operation, OperationError, OperationState };
 
 export interface OperationContext {
   signal: AbortSignal;
@@ -144,9 +120,9 @@ export class OperationManager {
    * target is claimed before anything starts, so a busy VM fails here, with
    * nothing begun.
    */
-  async start(kind: string, target: Operation['target'], work: (context: OperationContext) => Promise<unknown>): Promise<Operation> {
+  async start<R>(kind: string, target: Operation['target'], work: (context: OperationContext) => Promise<R>): Promise<Operation<R>> {
     const now = new Date().toISOString();
-    const operation: Operation = { id: randomBytes(8).toString('hex'), kind, target, state: 'running', createdAt: now, updatedAt: now };
+    const operation: Operation<R> = { id: randomBytes(8).toString('hex'), kind, target, state: 'running', createdAt: now, updatedAt: now };
     const release = target.vm !== undefined ? this.claim(target.vm, { id: operation.id, kind }) : () => {};
     try {
       await this.save(operation);

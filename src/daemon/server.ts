@@ -16,7 +16,10 @@ import fastifyWebsocket from '@fastify/websocket';
 import fastifyRateLimit from '@fastify/rate-limit';
 import { z } from 'zod';
 import { VireoError, asVireoError } from '../core/errors.js';
-import { Name, zodToError } from '../core/model/vm.js';
+import { zodToError } from '../core/model/vm.js';
+import { NameParams } from '../api/common.js';
+import { CONSOLE_CLOSE_CODES, closeFor, closeReason } from '../api/console-codes.js';
+import { ConsoleQuery, EventsQuery } from '../api/events.js';
 import { vmPaths, type VireoPaths } from '../core/paths.js';
 import { consoleSocket } from '../core/devices/serials.js';
 import { killOrphanedGroups, recordProcessGroupsIn } from '../core/process/groups.js';
@@ -34,12 +37,13 @@ import { OperationManager } from './operations.js';
 import { NetworkSupervisor } from './network-supervisor.js';
 import { recoveryHandlers } from './recovery.js';
 import { errorReply, frameworkError, sendHttpError, toHttpError } from './http-errors.js';
-import { routes, type Route, type RouteReply } from './routes.js';
+import { Reply, type Route } from './route.js';
+import { routes } from './routes.js';
 import type { DaemonState } from './state.js';
 import { verifyToken } from './tokens.js';
 import { AuthFailureLimiter, clientAddress, connectionKey, redactUrl, type AuthFailureLimit } from './access.js';
 import { VmWatcher } from './watcher.js';
-import { WebUi, authenticateBrowser, registerUiApi, registerUiPages, sessionOf } from './ui/index.js';
+import { WebUi, authenticateBrowser, registerUiPages, sessionOf } from './ui/index.js';
 import { autostartVms, hostBootedSinceLastRun } from './autostart.js';
 
 export interface DaemonOptions {
@@ -101,16 +105,13 @@ function requestField(where: 'path' | 'query' | 'body', path: string): string {
  */
 function inRequestTerms(route: Route, error: VireoError): VireoError {
   const field = error.details.field;
-  if (typeof field !== 'string' || !(route.body instanceof z.ZodObject)) return error;
+  const body = route.endpoint.body;
+  if (typeof field !== 'string' || !(body instanceof z.ZodObject)) return error;
   const top = field.split('.')[0]!;
-  if (top === 'spec' || !(top in route.body.shape)) return error;
+  if (top === 'spec' || !(top in body.shape)) return error;
   const renamed = `body.${field}`;
   const message = error.message.startsWith(`${field}: `) ? `${renamed}: ${error.message.slice(field.length + 2)}` : error.message;
   return new VireoError(error.code, message, { ...error.details, field: renamed }, { cause: error });
-}
-
-function isRouteReply(value: unknown): value is RouteReply {
-  return typeof value === 'object' && value !== null && 'status' in value && 'body' in value && Object.keys(value).every((key) => ['status', 'body', 'contentType'].includes(key));
 }
 
 function sseFrame(event: VireoEvent): string {
@@ -208,36 +209,35 @@ async function buildApp(state: DaemonState, options: DaemonOptions, auth: 'socke
     });
   }
   await app.register(fastifyWebsocket, { options: { maxPayload: 64 * 1024 } });
-  registerUiApi(app, state.ui, auth === 'socket');
 
   for (const route of routes) {
     app.route({
       method: route.method,
       url: route.path,
-      ...(route.bodyLimit ? { bodyLimit: route.bodyLimit } : {}),
+      ...(route.endpoint.bodyLimit ? { bodyLimit: route.endpoint.bodyLimit } : {}),
       handler: async (request, reply) => {
-        if (route.socketOnly && auth !== 'socket') {
+        if (route.endpoint.socketOnly && auth !== 'socket') {
           throw new VireoError('unauthorized', `${route.method} ${route.path} names files on the daemon's host, so it is served on its Unix socket only`);
         }
-        const params = validate(route.params, request.params, 'path');
-        const query = validate(route.query, request.query, 'query');
-        const body = route.body ? validate(route.body, request.body, 'body') : undefined;
+        const params = validate(route.endpoint.params, request.params, 'path');
+        const query = validate(route.endpoint.query, request.query, 'query');
+        const body = validate(route.endpoint.body, request.body, 'body');
         let result: unknown;
         try {
           result = await route.handler({ params, query, body, daemon: state });
         } catch (error) {
           throw error instanceof VireoError ? inRequestTerms(route, error) : error;
         }
-        if (isRouteReply(result)) {
+        if (result instanceof Reply) {
           if (result.contentType) return reply.code(result.status).type(result.contentType).send(result.body);
           return reply.code(result.status).send(result.body);
         }
-        return reply.code(route.status).send(result);
+        return reply.code(route.endpoint.status).send(result);
       },
     });
   }
 
-  app.get('/openapi.json', async () => buildOpenApi(routes, options.version));
+  app.get('/openapi.json', async () => buildOpenApi(options.version));
 
   app.get('/metrics', async (_request, reply) => {
     const text = await collectMetrics(state.paths, { clientFor: (vm) => state.watcher.clientFor(vm), knownUnresponsive: (vm) => state.watcher.stateOf(vm) === 'unresponsive' });
@@ -246,7 +246,7 @@ async function buildApp(state: DaemonState, options: DaemonOptions, auth: 'socke
 
   // Server-sent events: everything, or one VM's; resumable with Last-Event-ID or ?after=.
   app.get('/events', async (request, reply) => {
-    const query = validate(z.strictObject({ vm: Name.optional(), after: z.coerce.number().int().min(0).optional() }), request.query, 'query')!;
+    const query = validate(EventsQuery, request.query, 'query')!;
     const lastId = request.headers['last-event-id'];
     const after = query.after ?? (typeof lastId === 'string' && /^\d+$/.test(lastId) ? Number(lastId) : undefined);
     reply.hijack();
@@ -283,7 +283,7 @@ async function buildApp(state: DaemonState, options: DaemonOptions, auth: 'socke
 
   // The serial console as a WebSocket: binary frames both ways.
   app.get('/vms/:name/console', { websocket: true }, (socket, request) => {
-    const closeWith = (code: number, reason: string) => socket.close(code, reason.slice(0, 120));
+    const closeWith = (code: number, reason: string) => socket.close(code, closeReason(reason));
     // Listen at once: input sent right after the handshake arrives before the console is attached.
     const early: Buffer[] = [];
     let write: ((data: Buffer) => void) | undefined;
@@ -296,17 +296,17 @@ async function buildApp(state: DaemonState, options: DaemonOptions, auth: 'socke
     });
     const session = sessionOf(request);
     if (session) {
-      const end = () => closeWith(4401, 'the session ended');
+      const end = () => closeWith(CONSOLE_CLOSE_CODES.unauthorized, 'the session ended');
       session.closers.add(end);
       socket.on('close', () => session.closers.delete(end));
     }
     void (async () => {
-      const params = validate(z.strictObject({ name: Name }), request.params, 'path')!;
-      const query = validate(z.strictObject({ serial: z.coerce.number().int().min(0).max(3).optional() }), request.query, 'query')!;
+      const params = validate(NameParams, request.params, 'path')!;
+      const query = validate(ConsoleQuery, request.query, 'query')!;
       const def = await loadDefinition(state.paths, params.name);
-      if ((await livePid(state.paths, def)) === undefined) return closeWith(4409, `VM '${def.name}' is not running`);
+      if ((await livePid(state.paths, def)) === undefined) return closeWith(CONSOLE_CLOSE_CODES.invalid_state, `VM '${def.name}' is not running`);
       const serial = query.serial ?? 0;
-      // Refused here, before a session, so the client reads why (the field and the ports the VM has).
+      // Refused here, before a session, so the client reads why (the field and the ports the VM has; no console: invalid_state).
       consoleSocket(vmPaths(state.paths, def.name), def, serial);
       const session = await state.consoles.attach(def.name, serial, {
         send: (data) => socket.send(data),
@@ -317,8 +317,9 @@ async function buildApp(state: DaemonState, options: DaemonOptions, auth: 'socke
       write = (data) => session.write(data);
       for (const data of early.splice(0)) write(data);
     })().catch((error: unknown) => {
-      const failure = asVireoError(error);
-      closeWith(failure.code === 'not_found' || failure.code === 'invalid_argument' ? 4404 : failure.code === 'invalid_state' ? 4409 : 4500, failure.message);
+      // Each error code has its own close code, so the client gets back the very error (a bad name stays invalid_argument).
+      const { code, reason } = closeFor(asVireoError(error));
+      closeWith(code, reason);
     });
   });
 

@@ -78,7 +78,7 @@ export function Field(props: { label: string; error?: string | undefined; childr
 }
 
 export function OperationRow({ operation }: { operation: LiveOperation }) {
-  const target = operation.target?.vm ?? operation.target?.image ?? operation.vm ?? '';
+  const target = operation.target?.vm ?? operation.target?.image ?? '';
   return (
     <tr>
       <td><code>{operation.kind}</code></td>

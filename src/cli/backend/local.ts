@@ -70,7 +70,7 @@ export function localBackend(paths: VireoPaths): Backend {
     listSnapshots: async (vm) => (await snapshots()).listSnapshots(paths, vm),
     revertSnapshot: async (vm, name, progress) => (await snapshots()).revertSnapshot(paths, vm, name, { onProgress: (message) => progress(message) }),
     deleteSnapshot: async (vm, name, progress) => (await snapshots()).deleteSnapshot(paths, vm, name, { onProgress: (message) => progress(message) }),
-    cloneVm: async (source, name, options, progress) => (await templates()).cloneVm(paths, source, name, { ...(options as { linked: boolean; forwards?: 'keep' | never[] }), onProgress: (message, fraction) => progress(message, fraction) }),
+    cloneVm: async (source, name, options, progress) => (await templates()).cloneVm(paths, source, name, { ...options, onProgress: (message, fraction) => progress(message, fraction) }),
     makeTemplate: async (name) => void (await (await templates()).makeTemplate(paths, name)),
 
     listVolumes: async () => {

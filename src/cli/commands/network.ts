@@ -49,6 +49,7 @@ function port(field: string, text: string): number {
 
 interface NetworkFlags {
   subnet?: string;
+  subnet6?: string;
   address?: string;
   nat?: boolean;
   isolated?: boolean;
@@ -67,6 +68,7 @@ function collect(value: string, previous: string[] = []): string[] {
 
 function addNetworkOptions(command: Command): Command {
   return command
+    .option('--subnet6 <cidr>', 'an IPv6 /64 as well, e.g. fd00:20::/64 (guests configure themselves by SLAAC)')
     .option('--nat', 'VMs reach the outside through the host (masquerade); the default')
     .option('--isolated', 'VMs reach each other and the host\'s DHCP/DNS, nothing else')
     .option('--address <ip>', 'the host\'s address on the network (default: the subnet\'s first)')
@@ -83,6 +85,7 @@ function specFromFlags(flags: NetworkFlags): Record<string, unknown> {
   if (flags.nat && flags.isolated) throw invalidArgument('--isolated', 'a network is either --nat or --isolated');
   const spec: Record<string, unknown> = {};
   if (flags.subnet !== undefined) spec.subnet = flags.subnet;
+  if (flags.subnet6 !== undefined) spec.subnet6 = flags.subnet6;
   if (flags.address !== undefined) spec.address = flags.address;
   if (flags.nat) spec.mode = 'nat';
   if (flags.isolated) spec.mode = 'isolated';

@@ -4,7 +4,7 @@
  */
 import type { Command } from 'commander';
 import { invalidArgument } from '../../core/errors.js';
-import { parseForward } from './vm.js';
+import { parseForward } from './forward-flag.js';
 import type { CliContext } from '../context.js';
 import { Progress, note, printJson } from '../output.js';
 

@@ -16,6 +16,7 @@ import { Progress, formatDuration, note, printJson, printTable, printYaml } from
 import { attachConsole } from '../console.js';
 import { asSource } from './disk.js';
 import { addCloneCommands } from './vm-clone.js';
+import { parseForward } from './forward-flag.js';
 import { addGuestCommands } from './vm-guest.js';
 import { addSetCommand } from './vm-set.js';
 import { addDeviceCommands } from './vm-devices.js';
@@ -145,17 +146,6 @@ function removeForwards(spec: Spec, texts: string[], vm: string): void {
     if (removed === 0) throw invalidArgument('--remove-forward', `VM '${vm}' forwards no host port ${text}`);
   }
   spec.nics = nics;
-}
-
-export function parseForward(text: string, index: number): Spec {
-  const match = /^(?:(\d{1,3}(?:\.\d{1,3}){3}):)?(\d+):(\d+)(?:\/(tcp|udp))?$/.exec(text);
-  if (!match) throw invalidArgument(`--forward`, `'${text}' must look like 2222:22, 0.0.0.0:8080:80 or 5353:53/udp`, { index });
-  return {
-    hostPort: Number(match[2]),
-    guestPort: Number(match[3]),
-    ...(match[1] ? { hostAddress: match[1] } : {}),
-    ...(match[4] ? { protocol: match[4] } : {}),
-  };
 }
 
 /** Applies flags over a spec (a file's, or a VM's current one). */

@@ -140,6 +140,8 @@ const Nic = z.strictObject({
     .refine((mac) => (parseInt(mac.slice(0, 2), 16) & 1) === 0, 'must be a unicast MAC address (first octet even)')
     .optional(),
   forwards: z.array(PortForward).default([]),
+  /** Firewall rule sets (vireo firewall list) applied to this NIC, in order; Vireo networks only. */
+  firewall: z.array(z.string().regex(/^[a-z][a-z0-9-]{0,31}$/, 'must name a firewall rule set (vireo firewall list)')).max(8).optional(),
 });
 
 const KernelBoot = z.union([
@@ -342,6 +344,9 @@ function checkSpecConsistency(spec: VmSpec): void {
     }
     if (nic.network === 'user' && nic.ip !== undefined) {
       throw invalidArgument(`nics.${index}.ip`, "a fixed address needs a Vireo network (user-mode networking gives 10.0.2.15)");
+    }
+    if (nic.network === 'user' && nic.firewall !== undefined && nic.firewall.length > 0) {
+      throw invalidArgument(`nics.${index}.firewall`, 'firewall rule sets need a Vireo network (user-mode networking has no bridge to filter on)');
     }
     if (nic.network !== 'user' && nic.forwards.length > 0) {
       throw invalidArgument(`nics.${index}.forwards`, `forwards on a Vireo network are the network's (vireo network forward add ${nic.network} ...)`);

@@ -43,10 +43,15 @@ export async function masterOf(name: string): Promise<string | undefined> {
 export async function ensureBridge(network: NetworkSpec): Promise<{ created: boolean }> {
   const created = !(await linkExists(network.name));
   if (created) await ip(['link', 'add', 'name', network.name, 'type', 'bridge', 'stp_state', '0', 'forward_delay', '0']);
+  // Bridged traffic also passes the IP hooks (br_netfilter), with connection tracking: firewall rule sets filter there (firewall.ts).
+  // Per bridge, so it holds whatever the host-wide bridge-nf-call sysctls say; set on existing bridges too (made by an older Vireo).
+  await ip(['link', 'set', 'dev', network.name, 'type', 'bridge', 'nf_call_iptables', '1', 'nf_call_ip6tables', '1']);
   await ip(['link', 'set', 'dev', network.name, 'mtu', String(network.mtu)]);
   const prefix = subnetOf(network.subnet).prefix;
   // replace: idempotent, so a reconcile after a crash or an edit converges.
   await ip(['addr', 'replace', `${network.address}/${prefix}`, 'dev', network.name]);
+  // nodad: the host's own address on its own new bridge needs no duplicate detection, and is usable at once.
+  if (network.address6 !== undefined) await ip(['-6', 'addr', 'replace', `${network.address6}/64`, 'dev', network.name, 'nodad']);
   await ip(['link', 'set', 'dev', network.name, 'up']);
   if (network.vxlan) {
     const device = vxlanName(network.vxlan.vni);

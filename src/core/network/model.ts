@@ -12,6 +12,7 @@ import { z } from 'zod';
 import { invalidArgument } from '../errors.js';
 import { zodToError } from '../model/vm.js';
 import { broadcast, formatIpv4, isHostIn, overlaps, parseCidr, parseIpv4, type Subnet } from './ipv4.js';
+import { hostAddress6, parseSubnet6 } from './ipv6.js';
 
 /** Linux interface names are at most 15 bytes (IFNAMSIZ - 1). */
 export const IFNAME_MAX = 15;
@@ -52,6 +53,8 @@ export const NetworkSpecSchema = z.strictObject({
   name: NetworkName,
   kind: z.literal('bridge').default('bridge'),
   subnet: z.string(),
+  /** An IPv6 /64 as well (optional): guests configure themselves by SLAAC from router advertisements; the host is prefix::1. */
+  subnet6: z.string().optional(),
   /** The host's address on the network (the VMs' gateway, DHCP and DNS server); default: the subnet's first address. */
   address: Ipv4.optional(),
   /** nat: the VMs reach the outside through the host (masquerade); isolated: only each other and the host's DHCP/DNS. */
@@ -77,6 +80,8 @@ export type ForwardInput = z.input<typeof Forward>;
 /** A network with every default filled in and its numbers worked out. */
 export interface NetworkSpec extends Omit<z.output<typeof NetworkSpecSchema>, 'address' | 'dhcpRange' | 'domain'> {
   address: string;
+  /** The host's IPv6 address on the network (prefix::1), when it has a subnet6. */
+  address6?: string;
   dhcpRange: { start: string; end: string };
   domain: string;
 }
@@ -119,8 +124,13 @@ export function parseNetworkSpec(input: unknown): NetworkSpec {
   if (host >= start && host <= end) throw invalidArgument('dhcpRange', `the range ${formatIpv4(start)}-${formatIpv4(end)} contains the host's address ${address}`);
   if (spec.vxlan && spec.vxlan.remotes.includes(spec.vxlan.local)) throw invalidArgument('vxlan.remotes', `lists this host's own address ${spec.vxlan.local}`);
 
+  if (spec.subnet6 !== undefined) {
+    const parsed = parseSubnet6(spec.subnet6);
+    if ('error' in parsed) throw invalidArgument('subnet6', parsed.error);
+    spec.subnet6 = parsed.cidr;
+  }
   const { dhcpRange: _range, address: _address, domain, ...rest } = spec;
-  const normalized: NetworkSpec = { ...rest, address, dhcpRange: { start: formatIpv4(start), end: formatIpv4(end) }, domain: domain ?? `${spec.name}.vireo` };
+  const normalized: NetworkSpec = { ...rest, address, ...(spec.subnet6 ? { address6: hostAddress6(spec.subnet6) } : {}), dhcpRange: { start: formatIpv4(start), end: formatIpv4(end) }, domain: domain ?? `${spec.name}.vireo` };
   normalized.forwards.forEach((forward, index) => checkForward(normalized, forward, `forwards.${index}`, normalized.forwards.slice(0, index)));
   return normalized;
 }
@@ -149,6 +159,7 @@ export function checkAgainstOthers(spec: NetworkSpec, others: NetworkSpec[]): vo
   for (const other of others) {
     if (other.name === spec.name) continue;
     if (overlaps(subnet, subnetOf(other.subnet))) throw invalidArgument('subnet', `${spec.subnet} overlaps network '${other.name}' (${other.subnet})`);
+    if (spec.subnet6 !== undefined && spec.subnet6 === other.subnet6) throw invalidArgument('subnet6', `${spec.subnet6} is network '${other.name}'s`);
     if (spec.vxlan && other.vxlan && spec.vxlan.vni === other.vxlan.vni) throw invalidArgument('vxlan.vni', `VNI ${spec.vxlan.vni} is used by network '${other.name}'`);
     for (const [index, forward] of spec.forwards.entries()) {
       const clash = other.forwards.find((candidate) => forwardsClash(candidate, forward));

@@ -16,7 +16,9 @@ import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { isVireoError } from '../errors.js';
 import { parseVmSpec } from '../model/vm.js';
-import { buildDnsmasqConfig, buildHostsFile, parseLeases, type Allocation } from './dnsmasq.js';
+import { buildDnsmasqConfig, buildHosts6File, buildHostsFile, parseLeases, type Allocation } from './dnsmasq.js';
+import { parseAnyCidr, parseFirewallSpec, type FirewalledNic, type FirewallSpec } from './firewall.js';
+import { formatIpv6, ipv6Bits, slaacAddress } from './ipv6.js';
 import { formatIpv4, overlaps, parseCidr, parseIpv4 } from './ipv4.js';
 import { tapName } from './links.js';
 import { checkAgainstOthers, checkStaticAddress, parseNetworkSpec, type NetworkSpec } from './model.js';
@@ -187,5 +189,129 @@ test('a ruleset nft refuses changes nothing: the previous rules stay in force, a
   } finally {
     await exec('ip', ['netns', 'del', netns]);
     await rm(dir, { recursive: true, force: true });
+  }
+});
+
+/* ------------------------------- firewalls -------------------------------- */
+
+const webSet = (): FirewallSpec =>
+  parseFirewallSpec({
+    name: 'web',
+    rules: [
+      { direction: 'in', protocol: 'tcp', ports: '22', cidr: '10.20.0.10' },
+      { direction: 'in', protocol: 'tcp', ports: '80-443' },
+      { direction: 'in', action: 'deny', protocol: 'icmpv6', cidr: 'fd00:20::/64' },
+      { direction: 'in', protocol: 'icmp', cidr: '10.0.0.0/8' },
+      { direction: 'out', action: 'deny', protocol: 'udp', ports: '25', cidr: '0.0.0.0/0' },
+      { direction: 'out', action: 'deny', cidr: '2001:db8::/32' },
+    ],
+  });
+const lockedSet = (): FirewallSpec => parseFirewallSpec({ name: 'locked', defaultOut: 'deny', rules: [{ direction: 'out', protocol: 'udp', ports: '53' }] });
+
+test('firewall rule sets: defaults filled in, each bad rule names its field', () => {
+  const set = parseFirewallSpec({ name: 'ssh' });
+  assert.deepEqual([set.defaultIn, set.defaultOut, set.rules], ['deny', 'allow', []]);
+  const cases: [unknown, string][] = [
+    [{ name: 'Bad' }, 'name'],
+    [{ name: 'a', defaultIn: 'reject' }, 'defaultIn'],
+    [{ name: 'a', rules: [{ direction: 'sideways' }] }, 'rules.0.direction'],
+    [{ name: 'a', rules: [{ direction: 'in', protocol: 'tcp', ports: '70000' }] }, 'rules.0.ports'],
+    [{ name: 'a', rules: [{ direction: 'in', protocol: 'tcp', ports: '90-80' }] }, 'rules.0.ports'],
+    [{ name: 'a', rules: [{ direction: 'in', protocol: 'icmp', ports: '22' }] }, 'rules.0.ports'],
+    [{ name: 'a', rules: [{ direction: 'in' }, { direction: 'in', cidr: '10.0.0.1/24' }] }, 'rules.1.cidr'],
+    [{ name: 'a', rules: [{ direction: 'in', cidr: '10.0.0.0/33' }] }, 'rules.0.cidr'],
+    [{ name: 'a', rules: [{ direction: 'in', cidr: 'fd00::1/64' }] }, 'rules.0.cidr'],
+    [{ name: 'a', rules: [{ direction: 'in', cidr: 'example.com' }] }, 'rules.0.cidr'],
+    [{ name: 'a', rules: [{ direction: 'in', protocol: 'icmp', cidr: 'fd00::/64' }] }, 'rules.0.cidr'],
+    [{ name: 'a', rules: [{ direction: 'in', protocol: 'icmpv6', cidr: '10.0.0.0/8' }] }, 'rules.0.cidr'],
+  ];
+  for (const [input, field] of cases) assert.equal(fieldOf(() => parseFirewallSpec(input)), field, JSON.stringify(input));
+  assert.deepEqual(parseAnyCidr('fd00:20::/64'), { family: 6, cidr: 'fd00:20::/64' });
+  assert.deepEqual(parseAnyCidr('::ffff:10.0.0.0/104'), { family: 6, cidr: '::ffff:10.0.0.0/104' });
+  assert.ok('error' in parseAnyCidr('::ffff:10.0.0.1/104'));
+  // A user-mode NIC has no bridge to filter on.
+  assert.equal(fieldOf(() => parseVmSpec({ name: 'x', memory: '64M', nics: [{ network: 'user', firewall: ['web'] }] })), 'nics.0.firewall');
+});
+
+const firewalled = (): FirewalledNic[] => [
+  { tap: tapName(allocations[0]!.uuid, 0), vm: 'web', nic: 0, network: 'lan', ipv4: ['10.20.0.100'], ipv6: ['fd00:20::100'], sets: [webSet()] },
+  { tap: tapName(allocations[1]!.uuid, 0), vm: 'db_1', nic: 0, network: 'lan', ipv4: ['10.20.0.10'], ipv6: [], sets: [lockedSet(), webSet()] },
+];
+
+test('firewall chains match their golden file, and real nft accepts them', async () => {
+  const ruleset = buildRuleset([{ network: lan(), allocations }], firewalled());
+  golden('ruleset-firewall.nft', ruleset);
+  // Without rule sets nothing of them appears (the plain golden ruleset above is unchanged).
+  assert.ok(!buildRuleset([{ network: lan(), allocations }]).includes('fw_'));
+  const netns = `vireo-nftf${process.pid}`;
+  await exec('ip', ['netns', 'add', netns]);
+  try {
+    await exec('ip', ['netns', 'exec', netns, 'nft', '-c', '-f', join(goldenDir, 'ruleset-firewall.nft')]);
+  } finally {
+    await exec('ip', ['netns', 'del', netns]);
+  }
+});
+
+test('a refused firewall update leaves the previous rule sets in the kernel', async () => {
+  const netns = `vireo-nftg${process.pid}`;
+  const dir = await mkdtemp(join(tmpdir(), 'vireo-nft-'));
+  const file = join(dir, 'ruleset.nft');
+  await exec('ip', ['netns', 'add', netns]);
+  try {
+    const good = buildRuleset([{ network: lan(), allocations }], firewalled());
+    await applyRuleset(file, good, { netns });
+    const list = async () => (await exec('ip', ['netns', 'exec', netns, 'nft', 'list', 'ruleset'])).stdout;
+    const before = await list();
+    assert.match(before, /ip saddr 10\.20\.0\.10 tcp dport 22 return/);
+    // The same sets with one rule nft cannot take (a jump to no chain): refused whole.
+    const bad = buildRuleset([{ network: lan(), allocations }], [{ ...firewalled()[0]!, sets: [] }]).replace('    return\n  }', '    jump nowhere\n  }');
+    assert.ok(bad.includes('jump nowhere'));
+    await assert.rejects(applyRuleset(file, bad, { netns }), (error: unknown) => isVireoError(error, 'command_failed'));
+    assert.equal(await list(), before);
+    assert.equal(await readFile(file, 'utf8'), good);
+  } finally {
+    await exec('ip', ['netns', 'del', netns]);
+    await rm(dir, { recursive: true, force: true });
+  }
+});
+
+/* --------------------------------- IPv6 ----------------------------------- */
+
+const lan6 = (): NetworkSpec => parseNetworkSpec({ name: 'lan6', subnet: '10.40.0.0/24', subnet6: 'fd00:40:0:0::/64' });
+const iso6 = (): NetworkSpec => parseNetworkSpec({ name: 'iso6', subnet: '10.41.0.0/24', subnet6: 'fd00:41::/64', mode: 'isolated', mtu: 1450 });
+
+test('IPv6: a /64 per network, each NIC at its EUI-64, bad subnets named', () => {
+  assert.equal(formatIpv6(ipv6Bits('fd00:0:0:0:0:0:0:1')), 'fd00::1');
+  assert.equal(formatIpv6(ipv6Bits('2001:db8:0:0:1:0:0:1')), '2001:db8::1:0:0:1');
+  assert.equal(formatIpv6(ipv6Bits('::ffff:10.0.0.1')), '::ffff:a00:1');
+  const spec = lan6();
+  assert.equal(spec.subnet6, 'fd00:40::/64', 'canonical form');
+  assert.equal(spec.address6, 'fd00:40::1');
+  // 52:54:00:12:34:56 -> 5054:ff:fe12:3456, as Linux makes it.
+  assert.equal(slaacAddress(spec.subnet6!, '52:54:00:12:34:56'), 'fd00:40::5054:ff:fe12:3456');
+  assert.equal(slaacAddress('fe80::/64', '52:54:00:12:34:56'), 'fe80::5054:ff:fe12:3456');
+  for (const subnet6 of ['fd00::/48', 'fd00::1/64', 'fe80::/64', '10.0.0.0/24', 'fd00::']) {
+    assert.equal(fieldOf(() => parseNetworkSpec({ name: 'x', subnet: '10.50.0.0/24', subnet6 })), 'subnet6', subnet6);
+  }
+  assert.equal(fieldOf(() => checkAgainstOthers(parseNetworkSpec({ name: 'x', subnet: '10.50.0.0/24', subnet6: 'fd00:40::/64' }), [spec])), 'subnet6');
+});
+
+test('IPv6: dnsmasq (router advertisements, names) and nftables (NAT, anti-spoofing by EUI-64) match their golden files', async () => {
+  const files = networkPaths({ home: '/var/lib/vireo' } as never, 'lan6');
+  const six: Allocation[] = [{ mac: '52:54:00:00:00:21', ip: '10.40.0.2', vm: 'web', nic: 0, uuid: '11111111-2222-4333-8444-555555555555', static: false }];
+  golden('lan6.dnsmasq.conf', buildDnsmasqConfig(lan6(), files));
+  golden('iso6.dnsmasq.conf', buildDnsmasqConfig(iso6(), networkPaths({ home: '/var/lib/vireo' } as never, 'iso6')));
+  golden('lan6.hosts6', buildHosts6File(lan6(), six));
+  assert.equal(buildHosts6File(lan(), allocations), '', 'no IPv6, no names');
+  const ruleset = buildRuleset([{ network: lan6(), allocations: six }, { network: iso6(), allocations: [] }], [
+    { tap: tapName(six[0]!.uuid, 0), vm: 'web', nic: 0, network: 'lan6', ipv4: ['10.40.0.2'], ipv6: [slaacAddress('fd00:40::/64', six[0]!.mac)], sets: [webSet()] },
+  ]);
+  golden('ruleset6.nft', ruleset);
+  const netns = `vireo-nft6${process.pid}`;
+  await exec('ip', ['netns', 'add', netns]);
+  try {
+    await exec('ip', ['netns', 'exec', netns, 'nft', '-c', '-f', join(goldenDir, 'ruleset6.nft')]);
+  } finally {
+    await exec('ip', ['netns', 'del', netns]);
   }
 });

@@ -6,6 +6,7 @@
  *   <home>/networks/<name>/dnsmasq.leases    dnsmasq's lease file (what the guests really got)
  *   <home>/networks/<name>/dnsmasq.pid|.log
  *   <home>/networks/ruleset.nft              the last nftables transaction applied (nft.ts)
+ *   <home>/firewalls/<name>.json              a firewall rule set (firewall.ts); NICs name theirs in the VM spec
  */
 import { join } from 'node:path';
 import type { VireoPaths } from '../paths.js';
@@ -16,6 +17,8 @@ export interface NetworkPaths {
   allocations: string;
   dnsmasqConf: string;
   hostsFile: string;
+  /** IPv6 names (SLAAC addresses), an addn-hosts file. */
+  hosts6File: string;
   leaseFile: string;
   pidFile: string;
   log: string;
@@ -33,6 +36,7 @@ export function networkPaths(paths: VireoPaths, name: string): NetworkPaths {
     allocations: join(dir, 'allocations.json'),
     dnsmasqConf: join(dir, 'dnsmasq.conf'),
     hostsFile: join(dir, 'dhcp-hosts'),
+    hosts6File: join(dir, 'hosts6'),
     leaseFile: join(dir, 'dnsmasq.leases'),
     pidFile: join(dir, 'dnsmasq.pid'),
     log: join(dir, 'dnsmasq.log'),
@@ -41,4 +45,12 @@ export function networkPaths(paths: VireoPaths, name: string): NetworkPaths {
 
 export function rulesetFile(paths: VireoPaths): string {
   return join(networksDir(paths), 'ruleset.nft');
+}
+
+export function firewallsDir(paths: VireoPaths): string {
+  return join(paths.home, 'firewalls');
+}
+
+export function firewallFile(paths: VireoPaths, name: string): string {
+  return join(firewallsDir(paths), `${name}.json`);
 }

@@ -11,15 +11,18 @@
  * the CLI reaches networks only through it).
  */
 import { createServer } from 'node:net';
-import { mkdir, readdir, rm, rmdir, stat, writeFile } from 'node:fs/promises';
+import { runCommand } from '../host/probe.js';
+import { mkdir, readdir, rm, rmdir, stat, unlink, writeFile } from 'node:fs/promises';
 import { VireoError, alreadyExists, invalidArgument, isVireoError, notFound } from '../errors.js';
 import type { VmDefinition, VmSpec } from '../model/vm.js';
 import type { VireoPaths } from '../paths.js';
 import { Reverter } from '../revert.js';
 import { readJsonIfExists, writeFileAtomic, writeJsonAtomic } from '../store/atomic.js';
-import { listDefinitions, vmExists } from '../vm/definitions.js';
-import { buildDnsmasqConfig, buildHostsFile, dnsmasqPid, readLeases, reloadDnsmasq, startDnsmasq, stopDnsmasq, type Allocation, type Lease } from './dnsmasq.js';
+import { listDefinitions, loadDefinition, saveDefinition, vmExists, withVmLock } from '../vm/definitions.js';
+import { FirewallName, parseFirewallSpec, type FirewallDefinition, type FirewalledNic, type FirewallSpec } from './firewall.js';
+import { buildDnsmasqConfig, buildHosts6File, buildHostsFile, dnsmasqPid, readLeases, reloadDnsmasq, startDnsmasq, stopDnsmasq, type Allocation, type Lease } from './dnsmasq.js';
 import { formatIpv4, parseIpv4 } from './ipv4.js';
+import { slaacAddress } from './ipv6.js';
 import { attachTap, deleteBridge, ensureBridge, linkExists, masterOf, tapName } from './links.js';
 import {
   checkAgainstOthers,
@@ -32,7 +35,7 @@ import {
   type NetworkSpec,
 } from './model.js';
 import { applyRuleset, buildRuleset, emptyRuleset, resolveForwards, type NetworkState, type ResolvedForward } from './nft.js';
-import { networkPaths, networksDir, rulesetFile } from './paths.js';
+import { firewallFile, firewallsDir, networkPaths, networksDir, rulesetFile } from './paths.js';
 
 let queue: Promise<unknown> = Promise.resolve();
 
@@ -107,6 +110,8 @@ export interface NicAddress {
   mac: string;
   /** The address the guest holds a lease for (from dnsmasq), if any. */
   ip?: string;
+  /** Its IPv6 address (SLAAC, from the MAC) on a network with a subnet6, while it holds a lease. */
+  ip6?: string;
 }
 
 /** Each Vireo-network NIC of a VM and the address its guest leased. */
@@ -117,7 +122,8 @@ export async function vmAddresses(paths: VireoPaths, def: VmDefinition): Promise
     if (nic.network === 'user') continue;
     if (!byNetwork.has(nic.network)) byNetwork.set(nic.network, await readLeases(networkPaths(paths, nic.network)));
     const lease = byNetwork.get(nic.network)!.find((candidate) => candidate.mac === nic.mac);
-    result.push({ nic: index, network: nic.network, mac: nic.mac, ...(lease ? { ip: lease.ip } : {}) });
+    const network = await getNetwork(paths, nic.network).catch(() => undefined);
+    result.push({ nic: index, network: nic.network, mac: nic.mac, ...(lease ? { ip: lease.ip } : {}), ...(lease && network?.subnet6 ? { ip6: slaacAddress(network.subnet6, nic.mac) } : {}) });
   }
   return result;
 }
@@ -139,17 +145,62 @@ async function states(paths: VireoPaths, override?: { name: string; network?: Ne
   );
 }
 
-async function applyRules(paths: VireoPaths, all: NetworkState[]): Promise<void> {
+/** What the rule sets would be with a change not yet saved (a set edited or deleted, a VM's attachments changed). */
+interface FirewallOverride {
+  set?: { name: string; spec?: FirewallSpec };
+  vm?: VmDefinition;
+}
+
+/** Each NIC with rule sets and a known address, as the rules need it. */
+async function firewalledNics(paths: VireoPaths, all: NetworkState[], override: FirewallOverride = {}): Promise<FirewalledNic[]> {
+  const sets = new Map((await listFirewalls(paths)).map((set) => [set.name, set as FirewallSpec]));
+  if (override.set) {
+    if (override.set.spec) sets.set(override.set.name, override.set.spec);
+    else sets.delete(override.set.name);
+  }
+  let vms = await listDefinitions(paths);
+  if (override.vm) vms = [...vms.filter((vm) => vm.name !== override.vm!.name), override.vm];
+  const nics: FirewalledNic[] = [];
+  for (const vm of vms) {
+    for (const [index, nic] of vm.nics.entries()) {
+      if (nic.network === 'user' || !nic.firewall || nic.firewall.length === 0) continue;
+      const allocation = all.find((state) => state.network.name === nic.network)?.allocations.find((entry) => entry.uuid === vm.uuid && entry.nic === index);
+      // Never started on the network: no tap, no address, nothing to filter yet.
+      if (!allocation) continue;
+      const attached = nic.firewall.map((name) => sets.get(name)).filter((set): set is FirewallSpec => set !== undefined);
+      const network = all.find((state) => state.network.name === nic.network)!.network;
+      const ipv6 = network.subnet6 ? [slaacAddress(network.subnet6, allocation.mac)] : [];
+      nics.push({ tap: tapName(vm.uuid, index), vm: vm.name, nic: index, network: nic.network, ipv4: [allocation.ip], ipv6, sets: attached });
+    }
+  }
+  return nics;
+}
+
+/** Rule sets filter bridged traffic in the IP hooks: that needs br_netfilter (built in, or its module). */
+async function ensureBridgeNetfilter(): Promise<void> {
+  if (await stat('/proc/sys/net/bridge').then(() => true, () => false)) return;
+  await runCommand('modprobe', ['br_netfilter'], { timeoutMs: 15_000 }).catch(() => undefined);
+  if (!(await stat('/proc/sys/net/bridge').then(() => true, () => false))) {
+    throw new VireoError('host_unsupported', 'firewall: rule sets need the kernel\'s br_netfilter (modprobe br_netfilter failed; see vireo host check)', { field: 'firewall' });
+  }
+}
+
+async function applyRules(paths: VireoPaths, all: NetworkState[], override: FirewallOverride = {}): Promise<void> {
   await mkdir(networksDir(paths), { recursive: true });
-  await applyRuleset(rulesetFile(paths), all.length > 0 ? buildRuleset(all) : emptyRuleset());
+  const firewalled = await firewalledNics(paths, all, override);
+  if (firewalled.length > 0) await ensureBridgeNetfilter();
+  await applyRuleset(rulesetFile(paths), all.length > 0 ? buildRuleset(all, firewalled) : emptyRuleset());
   // NAT needs the host to route; libvirt and Incus turn it on the same way.
   if (all.some((state) => state.network.mode === 'nat')) await writeFile('/proc/sys/net/ipv4/ip_forward', '1\n');
+  // IPv6 likewise, only once a NAT network has IPv6 (a forwarding host ignores router advertisements on its own links unless accept_ra is 2).
+  if (all.some((state) => state.network.mode === 'nat' && state.network.subnet6 !== undefined)) await writeFile('/proc/sys/net/ipv6/conf/all/forwarding', '1\n');
 }
 
 async function writeDnsmasqFiles(paths: VireoPaths, network: NetworkSpec, allocations: Allocation[]): Promise<void> {
   const files = networkPaths(paths, network.name);
   await writeFileAtomic(files.dnsmasqConf, buildDnsmasqConfig(network, files));
   await writeFileAtomic(files.hostsFile, buildHostsFile(allocations));
+  await writeFileAtomic(files.hosts6File, buildHosts6File(network, allocations));
 }
 
 /** Bridge up, dnsmasq running: what a network needs to serve (idempotent). */
@@ -202,7 +253,7 @@ const ADDRESSING = ['subnet', 'address', 'vxlan'] as const;
 export async function editNetwork(paths: VireoPaths, name: string, change: (current: NetworkSpec) => unknown): Promise<NetworkDefinition> {
   return serialized(async () => {
     const current = await getNetwork(paths, name);
-    const { createdAt, ...spec } = current;
+    const { createdAt, address6: _address6, ...spec } = current;
     // Back to the input's shape, which the schema parses again with the changes.
     const input = { ...spec, dhcpRange: `${spec.dhcpRange.start}-${spec.dhcpRange.end}` };
     const next = parseNetworkSpec(change(input as unknown as NetworkSpec));
@@ -214,6 +265,10 @@ export async function editNetwork(paths: VireoPaths, name: string, change: (curr
         throw new VireoError('in_use', `${field}: cannot change while VMs use the network (${users.join(', ')})`, { field, vms: users });
       }
     }
+    // IPv6 may be added to a network in use (its guests pick the prefix up from the next router advertisement), not changed or taken away.
+    if (users.length > 0 && current.subnet6 !== undefined && next.subnet6 !== current.subnet6) {
+      throw new VireoError('in_use', `subnet6: cannot change or remove while VMs use the network (${users.join(', ')})`, { field: 'subnet6', vms: users });
+    }
     if (next.mode === 'isolated' && next.forwards.length > 0) throw invalidArgument('mode', 'an isolated network cannot have port forwards; remove them first');
     const allocations = await readAllocations(paths, name);
     await applyRules(paths, await states(paths, { name, network: next, allocations }));
@@ -222,6 +277,7 @@ export async function editNetwork(paths: VireoPaths, name: string, change: (curr
     const files = networkPaths(paths, name);
     // Addressing changes only with no VM attached (checked above), so the bridge can simply be made again.
     if (ADDRESSING.some((field) => JSON.stringify(next[field]) !== JSON.stringify(current[field]))) await deleteBridge(current);
+    else if (current.subnet6 !== undefined && next.subnet6 !== current.subnet6) await deleteBridge(current);
     await stopDnsmasq(files);
     await bringUp(paths, next, allocations);
     return def;
@@ -312,6 +368,11 @@ export async function checkVmNics(paths: VireoPaths, spec: VmSpec): Promise<void
       }
       throw error;
     }
+    for (const [setIndex, set] of (nic.firewall ?? []).entries()) {
+      if (!(await firewallExists(paths, set))) {
+        throw new VireoError('not_found', `nics.${index}.firewall.${setIndex}: firewall rule set '${set}' does not exist (see: vireo firewall list)`, { field: `nics.${index}.firewall.${setIndex}` });
+      }
+    }
     if (nic.ip === undefined) continue;
     checkStaticAddress(network, nic.ip, `nics.${index}.ip`);
     const twice = spec.nics.findIndex((other, otherIndex) => otherIndex < index && other.network === nic.network && other.ip === nic.ip);
@@ -339,6 +400,7 @@ export async function prepareVmNics(paths: VireoPaths, def: VmDefinition): Promi
     const vms = await listDefinitions(paths);
     const live = new Set(vms.map((vm) => vm.uuid));
     const touched = new Map<string, { network: NetworkDefinition; allocations: Allocation[] }>();
+    const pinned = new Map<number, string>();
     for (const { nic, index } of used) {
       let entry = touched.get(nic.network);
       if (!entry) {
@@ -371,6 +433,14 @@ export async function prepareVmNics(paths: VireoPaths, def: VmDefinition): Promi
       }
       allocations.push({ mac: nic.mac, ip, vm: def.name, nic: index, uuid: def.uuid, static: nic.ip !== undefined });
       taps[index] = tapName(def.uuid, index);
+      // On an overlay the address belongs to the VM wherever it runs: it goes into the spec, so that a live migration
+      // carries it to the other host, which reserves the same address (the guest keeps its lease and connections).
+      if (network.vxlan && nic.ip === undefined) pinned.set(index, ip);
+    }
+    if (pinned.size > 0) {
+      def.nics = def.nics.map((nic, index) => (pinned.has(index) ? { ...nic, ip: pinned.get(index)! } : nic));
+      const stored = await loadDefinition(paths, def.name);
+      if (stored.uuid === def.uuid) await saveDefinition(paths, { ...stored, nics: stored.nics.map((nic, index) => (pinned.has(index) ? { ...nic, ip: pinned.get(index)! } : nic)) });
     }
     for (const [name, { network, allocations }] of touched) {
       await bringUp(paths, network, allocations);
@@ -467,4 +537,118 @@ export async function missingBridges(paths: VireoPaths): Promise<string[]> {
   const missing: string[] = [];
   for (const network of await listNetworks(paths)) if (!(await linkExists(network.name))) missing.push(network.name);
   return missing;
+}
+
+/* ------------------------------ firewalls ------------------------------- */
+
+async function firewallExists(paths: VireoPaths, name: string): Promise<boolean> {
+  return (await readJsonIfExists(firewallFile(paths, name)).catch(() => undefined)) !== undefined;
+}
+
+export async function listFirewalls(paths: VireoPaths): Promise<FirewallDefinition[]> {
+  const files = (await readdir(firewallsDir(paths)).catch(() => [] as string[])).filter((file) => file.endsWith('.json')).sort();
+  const values = await Promise.all(files.map((file) => readJsonIfExists(firewallFile(paths, file.slice(0, -5))).catch(() => undefined)));
+  return values.filter((value): value is FirewallDefinition => value !== undefined);
+}
+
+export async function getFirewall(paths: VireoPaths, name: string): Promise<FirewallDefinition> {
+  const parsed = FirewallName.safeParse(name);
+  const def = parsed.success ? ((await readJsonIfExists(firewallFile(paths, name)).catch(() => undefined)) as FirewallDefinition | undefined) : undefined;
+  if (!def) throw notFound('firewall rule set', name);
+  return def;
+}
+
+export interface FirewallAttachment {
+  vm: string;
+  nic: number;
+  network: string;
+}
+
+export interface FirewallView extends FirewallDefinition {
+  /** The NICs that name this set in their VM's spec. */
+  attachedTo: FirewallAttachment[];
+}
+
+async function attachmentsOf(paths: VireoPaths, name: string): Promise<FirewallAttachment[]> {
+  const found: FirewallAttachment[] = [];
+  for (const vm of await listDefinitions(paths)) {
+    vm.nics.forEach((nic, index) => {
+      if (nic.firewall?.includes(name)) found.push({ vm: vm.name, nic: index, network: nic.network });
+    });
+  }
+  return found;
+}
+
+export async function showFirewall(paths: VireoPaths, name: string): Promise<FirewallView> {
+  return { ...(await getFirewall(paths, name)), attachedTo: await attachmentsOf(paths, name) };
+}
+
+export async function createFirewall(paths: VireoPaths, input: unknown): Promise<FirewallDefinition> {
+  const spec = parseFirewallSpec(input);
+  return serialized(async () => {
+    if (await firewallExists(paths, spec.name)) throw alreadyExists('firewall rule set', spec.name);
+    const def: FirewallDefinition = { ...spec, createdAt: new Date().toISOString() };
+    await mkdir(firewallsDir(paths), { recursive: true });
+    // No NIC names a new set yet, so no rule changes: saving it is the whole of it.
+    await writeJsonAtomic(firewallFile(paths, spec.name), def);
+    return def;
+  });
+}
+
+/**
+ * Replaces a set's defaults and rules. The new rules go to the kernel first,
+ * in the one transaction with all of Vireo's others: refused, nothing
+ * changes (the old rules keep working); accepted, the set is saved.
+ */
+export async function editFirewall(paths: VireoPaths, name: string, input: unknown): Promise<FirewallDefinition> {
+  return serialized(async () => {
+    const current = await getFirewall(paths, name);
+    const spec = parseFirewallSpec({ ...(input as Record<string, unknown>), name });
+    await applyRules(paths, await states(paths), { set: { name, spec } });
+    const def: FirewallDefinition = { ...spec, createdAt: current.createdAt };
+    await writeJsonAtomic(firewallFile(paths, name), def);
+    return def;
+  });
+}
+
+export async function deleteFirewall(paths: VireoPaths, name: string): Promise<{ deleted: string }> {
+  return serialized(async () => {
+    await getFirewall(paths, name);
+    const users = await attachmentsOf(paths, name);
+    if (users.length > 0) {
+      throw new VireoError('in_use', `name: firewall rule set '${name}' is attached to ${users.map((user) => `${user.vm} nic ${user.nic}`).join(', ')}; detach it first`, { field: 'name', attachedTo: users });
+    }
+    await unlink(firewallFile(paths, name));
+    return { deleted: name };
+  });
+}
+
+/**
+ * Attaches a set to a VM's NIC (or detaches it): the VM's spec changes and,
+ * for a NIC with an address, the rules follow at once, running VM or not.
+ */
+export async function setFirewallAttachment(paths: VireoPaths, name: string, target: { vm: string; nic: number }, attach: boolean): Promise<FirewallAttachment> {
+  await getFirewall(paths, name);
+  return withVmLock(paths, target.vm, () =>
+    serialized(async () => {
+      const def = await loadDefinition(paths, target.vm);
+      const nic = def.nics[target.nic];
+      if (!nic) throw invalidArgument('nic', `VM '${target.vm}' has no NIC ${target.nic} (it has ${def.nics.length})`);
+      if (nic.network === 'user') throw invalidArgument('nic', `NIC ${target.nic} of VM '${target.vm}' uses user-mode networking; rule sets need a Vireo network`);
+      const current = nic.firewall ?? [];
+      if (attach && current.includes(name)) throw alreadyExists('attachment', `${name} on ${target.vm} nic ${target.nic}`);
+      if (!attach && !current.includes(name)) throw new VireoError('not_found', `name: rule set '${name}' is not attached to ${target.vm} nic ${target.nic}`, { field: 'name' });
+      if (attach && current.length >= 8) throw invalidArgument('name', `NIC ${target.nic} of VM '${target.vm}' already has 8 rule sets`);
+      const nics = def.nics.map((entry, index) => {
+        if (index !== target.nic) return entry;
+        const { firewall: _old, ...rest } = entry;
+        const next = attach ? [...current, name] : current.filter((set) => set !== name);
+        return next.length > 0 ? { ...rest, firewall: next } : rest;
+      });
+      const next: VmDefinition = { ...def, nics };
+      await applyRules(paths, await states(paths), { vm: next });
+      await saveDefinition(paths, next);
+      return { vm: target.vm, nic: target.nic, network: nic.network };
+    }),
+  );
 }

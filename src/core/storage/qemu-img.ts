@@ -333,7 +333,7 @@ function toCheckResult(argv: string[], value: unknown): CheckResult {
 /** Formats Vireo reads from or writes to files outside storage (import, export), never keeps as volumes. */
 export type ForeignFormat = 'vmdk' | 'vdi' | 'vhdx';
 export type TransferFormat = ImageFormat | ForeignFormat;
-export const TRANSFER_FORMATS: readonly TransferFormat[] = ['qcow2', 'raw', 'vmdk', 'vdi', 'vhdx'];
+export const TRANSFER_FORMATS = ['qcow2', 'raw', 'vmdk', 'vdi', 'vhdx'] as const satisfies readonly TransferFormat[];
 
 /** One internal snapshot of a qcow2 image, as `qemu-img info` lists it. */
 export interface InternalSnapshot {

@@ -12,7 +12,7 @@ import { randomBytes } from 'node:crypto';
 import { chmod, realpath, rm, stat } from 'node:fs/promises';
 import { VireoError, invalidArgument, invalidState } from '../errors.js';
 import { checkName } from '../model/units.js';
-import { defineVm, parseVmSpec, type PortForwardInput, type VmDefinition } from '../model/vm.js';
+import { defineVm, parseVmSpec, type VmDefinition } from '../model/vm.js';
 import type { VireoPaths } from '../paths.js';
 import { Reverter } from '../revert.js';
 import * as qemuImg from '../storage/qemu-img.js';
@@ -103,9 +103,10 @@ export interface CloneOptions {
   /**
    * The clone's host port forwards: the source's ('keep'), or these, on its
    * first NIC. By default none: a host port serves one VM, so a clone that
-   * kept its source's could never run beside it.
+   * kept its source's could never run beside it. Each is checked as part of
+   * the clone's spec, so a bad one is named as its field (nics.0.forwards.N).
    */
-  forwards?: 'keep' | PortForwardInput[];
+  forwards?: 'keep' | readonly unknown[];
   onProgress?: (message: string, fraction: number) => void;
   /**
    * Records the clone's intent (to disk, before each step that makes

@@ -12,12 +12,12 @@ import { readFile } from 'node:fs/promises';
 import { extname, join, normalize } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
-import { z } from 'zod';
+import type { z } from 'zod';
+import { uiSessions, type UiSession } from '../../api/ui.js';
 import { VireoError } from '../../core/errors.js';
-import { Name } from '../../core/model/vm.js';
 import type { VireoPaths } from '../../core/paths.js';
 import type { QmpClient } from '../../core/qmp/client.js';
-import { createToken, listTokens, parseExpiry, revokeToken, verifyToken } from '../tokens.js';
+import { verifyToken } from '../tokens.js';
 import { UsageHistory } from './history.js';
 import { SessionStore, SESSION_LIFETIME_MS, type Listener, type Session } from './sessions.js';
 
@@ -139,7 +139,7 @@ function setCookie(reply: FastifyReply, listener: Listener, value: string, maxAg
   void reply.header('set-cookie', `${COOKIE}=${value}; Path=/; HttpOnly; SameSite=Strict; Max-Age=${maxAgeSeconds}${secure}`);
 }
 
-function sessionBody(session: Session): { csrf: string; token?: { id: string; name: string }; listener: Listener; expiresAt: string } {
+function sessionBody(session: Session): UiSession {
   return {
     csrf: session.csrf,
     ...(session.tokenId !== undefined ? { token: { id: session.tokenId, name: session.tokenName ?? '' } } : {}),
@@ -148,42 +148,13 @@ function sessionBody(session: Session): { csrf: string; token?: { id: string; na
   };
 }
 
-function parse<T>(schema: z.ZodType<T>, value: unknown, where: string): T {
+function parse<T>(schema: z.ZodType<T> | undefined, value: unknown, where: string): T {
+  if (!schema) throw new VireoError('internal', `no schema for the ${where}`);
   const result = schema.safeParse(value ?? {});
   if (result.success) return result.data;
   const issue = result.error.issues[0]!;
   const field = [where, ...issue.path.map(String)].join('.');
   throw new VireoError('invalid_argument', `${field}: ${issue.message}`, { field });
-}
-
-/** Routes every listener has: history, summary and tokens (the socket's users manage tokens with the CLI too). */
-export function registerUiApi(app: FastifyInstance, ui: WebUi, onSocket: boolean): void {
-  app.get('/vms/:name/history', async (request) => {
-    const { name } = parse(z.strictObject({ name: Name }), request.params, 'path');
-    const { after } = parse(z.strictObject({ after: z.coerce.number().int().min(0).optional() }), request.query, 'query');
-    return { vm: name, intervalMs: 2000, samples: ui.history.samples(name, after) };
-  });
-  app.get('/ui/summary', async () => ui.history.latestSummary());
-
-  app.get('/tokens', async () => listTokens(ui.paths));
-  app.post('/tokens', async (request, reply) => {
-    const body = parse(z.strictObject({ name: z.string(), expires: z.string().optional() }), request.body, 'body');
-    const created = await createToken(ui.paths, { name: body.name, ...(body.expires ? { expiresAt: parseExpiry('body.expires', body.expires) } : {}) });
-    return reply.code(201).send({ ...created.record, secret: created.secret });
-  });
-  app.delete('/tokens/:id', async (request) => {
-    const { id } = parse(z.strictObject({ id: z.string().min(1).max(64) }), request.params, 'path');
-    return revokeToken(ui.paths, id);
-  });
-
-  // A one-time log-in link for `vireo ui`: on the socket only, whose users are already the host's admins.
-  if (!onSocket) return;
-  app.post('/ui/links', async () => {
-    if (!ui.openLoopback) throw new VireoError('host_unsupported', 'this daemon cannot open a loopback listener');
-    const port = await ui.openLoopback();
-    const code = ui.sessions.createLink('loopback');
-    return { url: `http://127.0.0.1:${port}/ui/login/${code}`, expiresInSeconds: 300 };
-  });
 }
 
 /** The page, its assets, log-in and log-out: on the TLS and loopback listeners. Call before the auth hook is added. */
@@ -215,7 +186,7 @@ export function registerUiPages(app: FastifyInstance, ui: WebUi, listener: Liste
   });
 
   app.post('/ui/login', async (request, reply) => {
-    const body = parse(z.strictObject({ token: z.string().max(200) }), request.body, 'body');
+    const body = parse(uiSessions['POST /ui/login'].body, request.body, 'body');
     const token = await verifyToken(ui.paths, body.token.trim());
     if (!token) throw new VireoError('unauthorized', 'that token is not valid (unknown, revoked or expired)', { field: 'body.token' });
     (request as SessionRequest).vireoLoginSucceeded?.();
@@ -224,7 +195,7 @@ export function registerUiPages(app: FastifyInstance, ui: WebUi, listener: Liste
     return sessionBody(session);
   });
   app.get('/ui/login/:code', async (request, reply) => {
-    const { code } = request.params as { code: string };
+    const { code } = parse(uiSessions['GET /ui/login/:code'].params, request.params, 'path');
     if (!ui.sessions.consumeLink(code, listener)) {
       // Said on the log-in page, which the browser goes to either way.
       return reply.redirect('/#/login?link=expired', 303);

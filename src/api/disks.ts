@@ -1,0 +1,43 @@
+/** Volumes in the storage directory, and moving disk images in and out (import, export: files on the daemon's host). */
+import { z } from 'zod';
+import { TRANSFER_FORMATS, type TransferFormat } from '../core/storage/qemu-img.js';
+import type { Volume } from '../core/storage/volumes.js';
+import { DiskFormat, HostPath, Name, NameParams, Size, deleted } from './common.js';
+import { endpoint, returns } from './contract.js';
+import { operation } from './operations.js';
+
+export type { Volume, TransferFormat };
+
+/** A volume and the VMs that use it. */
+export interface VolumeWithUsers extends Volume {
+  usedBy: string[];
+}
+
+export const CreateDiskBody = z.strictObject({
+  name: Name,
+  size: Size.optional(),
+  format: DiskFormat.default('qcow2'),
+  /** A volume to link the new qcow2 to (its backing file). */
+  from: Name.optional(),
+});
+export const ResizeDiskBody = z.strictObject({ size: Size, allowShrink: z.boolean().default(false) });
+export const ExportBody = z.strictObject({ file: HostPath, format: z.enum(TRANSFER_FORMATS).default('qcow2') });
+export const ImportBody = z.strictObject({ name: Name, file: HostPath, format: DiskFormat.optional() });
+
+export const disks = {
+  'GET /disks': endpoint({ tag: 'disks', summary: 'All volumes in the storage directory', status: 200, response: returns<VolumeWithUsers[]>('Volume[]') }),
+  'POST /disks': endpoint({ tag: 'disks', summary: 'Create a volume (from: a linked qcow2 on another volume)', body: CreateDiskBody, status: 201, response: returns<Volume>('Volume') }),
+  'GET /disks/:name': endpoint({ tag: 'disks', summary: 'A volume: sizes, format, backing chain, users', params: NameParams, status: 200, response: returns<VolumeWithUsers>('Volume') }),
+  'POST /disks/:name/resize': endpoint({
+    tag: 'disks', summary: 'Grow (or, with allowShrink, shrink) a volume', params: NameParams, body: ResizeDiskBody, status: 200, response: returns<Volume & { live?: string }>('Volume'),
+  }),
+  'DELETE /disks/:name': endpoint({ tag: 'disks', summary: 'Delete a volume no VM uses', params: NameParams, status: 200, response: deleted }),
+  'POST /disks/import': endpoint({
+    tag: 'disks', socketOnly: true, summary: 'Import an image file (raw, qcow2, vmdk, vdi, vhdx, ISO) as a volume (an operation)', body: ImportBody, status: 202,
+    response: operation<Volume & { sourceFormat: TransferFormat }>(),
+  }),
+  'POST /disks/:name/export': endpoint({
+    tag: 'disks', socketOnly: true, summary: 'Write a volume to a new file in qcow2, raw, vmdk, vdi or vhdx (an operation)', params: NameParams, body: ExportBody, status: 202,
+    response: operation<{ file: string; format: TransferFormat }>(),
+  }),
+} as const;

@@ -1,0 +1,43 @@
+/**
+ * Talking to a running guest through its agent: addresses and whether the
+ * agent answers, running a command, and reading or writing a file (its bytes
+ * travel base64-encoded in JSON, up to MAX_COPY_BYTES).
+ */
+import { z } from 'zod';
+import { MAX_COPY_BYTES, type ExecResult, type GuestInterface } from '../core/guest/agent-ops.js';
+import { NameParams } from './common.js';
+import { endpoint, returns } from './contract.js';
+
+export type { ExecResult, GuestInterface };
+
+export interface GuestInfo {
+  running: boolean;
+  agent: boolean;
+  interfaces: GuestInterface[];
+}
+
+const GuestPath = z.string().startsWith('/', 'must be an absolute path in the guest').max(4096);
+const Base64 = z.string().max(Math.ceil(MAX_COPY_BYTES / 3) * 4 + 4).regex(/^[A-Za-z0-9+/]*={0,2}$/, 'must be base64');
+export const ExecBody = z.strictObject({
+  command: z.array(z.string().max(65536)).min(1).max(4096),
+  input: Base64.optional(),
+  timeoutSeconds: z.number().positive().max(86400).default(60),
+});
+export const WriteFileBody = z.strictObject({ path: GuestPath, data: Base64 });
+export const ReadFileQuery = z.strictObject({ path: GuestPath });
+
+export const guest = {
+  'GET /vms/:name/guest': endpoint({
+    tag: 'guest', summary: 'Whether the guest agent answers, and the guest\'s network interfaces and addresses', params: NameParams, status: 200, response: returns<GuestInfo>('GuestInfo'),
+  }),
+  'POST /vms/:name/guest/exec': endpoint({
+    tag: 'guest', summary: 'Run a program in the guest through its agent; its output and exit code', params: NameParams, body: ExecBody, status: 200, response: returns<ExecResult>('ExecResult'),
+  }),
+  'PUT /vms/:name/guest/file': endpoint({
+    tag: 'guest', summary: 'Write a file in the guest through its agent', params: NameParams, body: WriteFileBody, bodyLimit: Math.ceil(MAX_COPY_BYTES / 3) * 4 + 64 * 1024, status: 200,
+    response: returns<{ path: string; bytes: number }>('Written'),
+  }),
+  'GET /vms/:name/guest/file': endpoint({
+    tag: 'guest', summary: 'Read a file of the guest through its agent', params: NameParams, query: ReadFileQuery, status: 200, response: returns<{ path: string; data: string }>('FileData'),
+  }),
+} as const;

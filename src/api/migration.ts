@@ -1,0 +1,109 @@
+/**
+ * Migration on the wire. On the source: POST /vms/:name/migrate starts the
+ * 'vm.migrate' operation. On the destination, what the source daemon calls
+ * (see docs/migration.md for the protocol): incoming, status (also the
+ * heartbeat), commit, abort and finish, plus a list for people.
+ */
+import { z } from 'zod';
+import { DEFAULT_TUNING } from '../core/migration/drive.js';
+import type { IncomingEndpoints } from '../core/migration/incoming.js';
+import { DiskFormat, EmptyBody, Hex16Id, MigrationIdParams, NameParams } from './common.js';
+import { endpoint, returns } from './contract.js';
+import { operation } from './operations.js';
+
+export type { IncomingEndpoints };
+
+export type MigrationPhase = 'preparing' | 'transferring' | 'committing' | 'committed' | 'incoming';
+
+export interface MigrationResult {
+  vm: string;
+  migration: string;
+  /** The daemon that owns the VM now. */
+  movedTo: string;
+  offline: boolean;
+  copyStorage: boolean;
+  totalTimeMs?: number;
+  downtimeMs?: number;
+  transferredBytes?: number;
+  setupTimeMs?: number;
+}
+
+/** A migration as GET /migrations lists it: the peer by its URL only (never its token). */
+export interface MigrationView {
+  id: string;
+  role: 'source' | 'destination';
+  vm: string;
+  uuid: string;
+  phase: MigrationPhase;
+  offline: boolean;
+  copyStorage: boolean;
+  postcopy?: boolean;
+  peer?: string;
+  createdVolumes?: string[];
+  createdAt: string;
+  updatedAt: string;
+}
+
+export interface MigrationStatus {
+  id: string;
+  phase: MigrationPhase;
+  vm: string;
+  /** The destination's incoming operation. */
+  incoming?: string;
+}
+
+export const IncomingBody = z.strictObject({
+  id: Hex16Id('a migration'),
+  definition: z.record(z.string(), z.unknown()),
+  offline: z.boolean().default(false),
+  copyStorage: z.boolean().default(false),
+  volumes: z.array(z.strictObject({ name: z.string(), format: DiskFormat, sizeBytes: z.number().int().positive() })).max(64).default([]),
+  tuning: z.strictObject({ postcopy: z.boolean().default(false), multifd: z.boolean().default(false) }).default({ postcopy: false, multifd: false }),
+  listenHost: z.string().regex(/^[A-Za-z0-9.:-]{1,253}$/, 'must be a host name or IP address'),
+  sourceQemu: z.strictObject({ major: z.number().int(), minor: z.number().int(), micro: z.number().int() }).optional(),
+});
+export type IncomingRequestBody = z.output<typeof IncomingBody>;
+
+export const MigrateBody = z.strictObject({
+  to: z.strictObject({
+    url: z.string().regex(/^https:\/\/[^/\s]+(:\d+)?\/?$/, 'must be https://HOST:PORT of the destination daemon'),
+    token: z.string().min(1).max(512),
+    fingerprint256: z.string().optional(),
+  }),
+  offline: z.boolean().default(false),
+  copyStorage: z.boolean().default(false),
+  maxDowntimeMs: z.number().int().min(1).max(600_000).default(DEFAULT_TUNING.maxDowntimeMs),
+  /** Bytes per second, or text such as "500M" (per second). */
+  bandwidth: z.union([z.number().int().positive(), z.string()]).optional(),
+  postcopy: z.boolean().default(false),
+  multifd: z.boolean().default(false),
+  autoConverge: z.boolean().default(true),
+});
+export type MigrateRequestBody = z.output<typeof MigrateBody>;
+
+export const migration = {
+  'POST /vms/:name/migrate': endpoint({
+    tag: 'migrations', summary: 'Move a VM to another daemon: live (running VM) or offline (stopped VM), shared or copied storage (an operation)',
+    params: NameParams, body: MigrateBody, status: 202, response: operation<MigrationResult>(),
+  }),
+  'GET /migrations': endpoint({ tag: 'migrations', summary: 'Migrations this daemon takes part in that are not finished (never the peer token)', status: 200, response: returns<MigrationView[]>('Migration[]') }),
+  'POST /migrations/incoming': endpoint({
+    tag: 'migrations', summary: 'Destination: check compatibility, reserve the VM and wait for it (QEMU -incoming, NBD exports for a storage copy)',
+    body: IncomingBody, status: 201, response: returns<IncomingEndpoints & { operation: string }>('IncomingEndpoints'),
+  }),
+  'GET /migrations/:id': endpoint({
+    tag: 'migrations', summary: 'Destination: the phase of a migration (also the source\'s heartbeat); 404 once aborted', params: MigrationIdParams, status: 200, response: returns<MigrationStatus>('MigrationStatus'),
+  }),
+  'POST /migrations/:id/commit': endpoint({
+    tag: 'migrations', summary: 'Destination: take ownership of the received VM and let it run (the decision point)', params: MigrationIdParams, body: EmptyBody, status: 200,
+    response: returns<{ committed: true }>('Committed'),
+  }),
+  'POST /migrations/:id/abort': endpoint({
+    tag: 'migrations', summary: 'Destination: remove every trace of an uncommitted incoming VM (409 once committed)', params: MigrationIdParams, body: EmptyBody, status: 200,
+    response: returns<{ aborted: true }>('Aborted'),
+  }),
+  'POST /migrations/:id/finish': endpoint({
+    tag: 'migrations', summary: 'Destination: the source has cleaned up after a commit; forget the migration', params: MigrationIdParams, body: EmptyBody, status: 200,
+    response: returns<{ finished: true }>('Finished'),
+  }),
+} as const;

@@ -1,0 +1,52 @@
+/** Snapshots of a VM (a tree), and clones and templates made from stopped VMs. */
+import { z } from 'zod';
+import type { SnapshotMetadata } from '../core/snapshot/metadata.js';
+import type { DiskCheck, RevertResult, SnapshotResult, SnapshotView } from '../core/snapshot/snapshots.js';
+import type { VmInfo } from '../core/vm/manage.js';
+import type { CloneResult } from '../core/vm/template.js';
+import { Name, NameParams } from './common.js';
+import { endpoint, returns } from './contract.js';
+import { operation } from './operations.js';
+
+export type { DiskCheck, RevertResult, SnapshotResult, SnapshotView, CloneResult };
+
+export interface SnapshotListing {
+  current?: string;
+  snapshots: SnapshotView[];
+  pending?: SnapshotMetadata['pending'];
+}
+
+/** As checkSnapshotName: all digits would read as a QEMU snapshot id. Refused here, before any operation starts. */
+export const SnapshotName = Name.refine((value) => !/^\d+$/.test(value), 'must not be all digits (QEMU would confuse it with a snapshot id)');
+const SnapshotParams = z.strictObject({ name: Name, snapshot: SnapshotName });
+
+export const CreateSnapshotBody = z.strictObject({
+  name: SnapshotName,
+  /** Disks only (crash-consistent), no memory. */
+  diskOnly: z.boolean().default(false),
+  description: z.string().max(1024).optional(),
+});
+export const CloneBody = z.strictObject({
+  name: Name,
+  linked: z.boolean().default(false),
+  /** The clone's host port forwards: 'keep' the source's, or these (default: none, so it can run beside its source). */
+  // Checked by the clone's spec, so a bad one is named as the clone's field (nics.0.forwards.N), as without a daemon.
+  forwards: z.union([z.literal('keep'), z.array(z.record(z.string(), z.unknown())).max(64)]).optional(),
+});
+
+export const snapshots = {
+  'GET /vms/:name/snapshots': endpoint({ tag: 'snapshots', summary: 'The snapshot tree of a VM and where it is in it', params: NameParams, status: 200, response: returns<SnapshotListing>('SnapshotList') }),
+  'POST /vms/:name/snapshots': endpoint({
+    tag: 'snapshots', summary: 'Take a snapshot, live on a running VM (an operation)', params: NameParams, body: CreateSnapshotBody, status: 202, response: operation<SnapshotResult>(),
+  }),
+  'POST /vms/:name/snapshots/:snapshot/revert': endpoint({
+    tag: 'snapshots', summary: 'Return disks (and saved memory) to a snapshot (an operation)', params: SnapshotParams, status: 202, response: operation<RevertResult>(),
+  }),
+  'DELETE /vms/:name/snapshots/:snapshot': endpoint({
+    tag: 'snapshots', summary: 'Delete a snapshot, anywhere in the tree (an operation)', params: SnapshotParams, status: 202, response: operation<{ deleted: string; checks: DiskCheck[] }>(),
+  }),
+  'POST /vms/:name/clone': endpoint({
+    tag: 'vms', summary: 'Clone a stopped VM or template (linked: template only) (an operation)', params: NameParams, body: CloneBody, status: 202, response: operation<CloneResult>(),
+  }),
+  'POST /vms/:name/template': endpoint({ tag: 'vms', summary: 'Freeze a stopped VM as a template', params: NameParams, status: 200, response: returns<VmInfo>('Vm') }),
+} as const;

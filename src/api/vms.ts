@@ -1,0 +1,103 @@
+/**
+ * VMs: define, edit, delete, power (start/stop/reboot are operations), live
+ * resources and devices, and the serial console's log.
+ */
+import { z } from 'zod';
+import type { DeviceChange } from '../core/devices/hotplug.js';
+import { VmSpecSchema } from '../core/model/vm.js';
+import { VmSettingsSchema, type SetResult } from '../core/resources/live.js';
+import type { StartResult } from '../core/vm/lifecycle.js';
+import type { VmInfo } from '../core/vm/manage.js';
+import { BooleanText, DiskFormat, Name, NameParams, Seconds, Size } from './common.js';
+import { endpoint, returns } from './contract.js';
+import { operation } from './operations.js';
+
+export type { VmInfo, StartResult, SetResult, DeviceChange };
+
+export const CreateVmBody = z.strictObject({
+  spec: VmSpecSchema,
+  /** Disks to create and attach as <vm>-disk<N> (virtio). */
+  newDisks: z.array(z.strictObject({ size: Size.optional(), format: DiskFormat.optional(), from: Name.optional(), image: Name.optional() })).max(8).default([]),
+});
+export const EditVmBody = z.strictObject({ spec: VmSpecSchema });
+export const StartBody = z.strictObject({
+  /** Finish only when the guest has printed its image's readiness line. */
+  waitReady: z.boolean().default(false),
+  /** What shows the guest ready: 'agent', or a console pattern (default: the spec's readiness, the image's line, else the agent). */
+  waitFor: z.string().min(1).max(1024).optional(),
+  timeoutSeconds: Seconds.default(120),
+});
+export const StopBody = z.strictObject({ timeoutSeconds: Seconds.default(60), force: z.boolean().default(true) });
+export const RebootBody = z.strictObject({ timeoutSeconds: Seconds.default(60), force: z.boolean().default(false) });
+export const AttachDiskBody = z.strictObject({
+  volume: Name,
+  bus: z.enum(['virtio', 'scsi', 'usb']).optional(),
+  readOnly: z.boolean().optional(),
+  cache: z.enum(['writeback', 'none', 'writethrough', 'directsync', 'unsafe']).optional(),
+  serial: z.string().optional(),
+  limits: z.record(z.string(), z.unknown()).optional(),
+});
+export const AttachNicBody = z.strictObject({
+  model: z.enum(['virtio', 'e1000', 'e1000e', 'rtl8139']).optional(),
+  mac: z.string().optional(),
+  forwards: z.array(z.strictObject({ protocol: z.enum(['tcp', 'udp']).optional(), hostAddress: z.string().optional(), hostPort: z.number().int(), guestPort: z.number().int() })).optional(),
+});
+/** A device of a VM by its id (or a disk's volume, a NIC's MAC). */
+const DeviceKey = z.string().min(1).max(63);
+
+/** A chunk of the console log read from an offset, for following it. */
+export interface ConsoleChunk {
+  text: string;
+  next: number;
+}
+
+export const vms = {
+  'GET /vms': endpoint({ tag: 'vms', summary: 'All VMs with their state', status: 200, response: returns<VmInfo[]>('Vm[]') }),
+  'POST /vms': endpoint({ tag: 'vms', summary: 'Define a VM (and create its new disks)', body: CreateVmBody, status: 201, response: returns<VmInfo>('Vm') }),
+  'GET /vms/:name': endpoint({ tag: 'vms', summary: 'One VM: definition and state', params: NameParams, status: 200, response: returns<VmInfo>('Vm') }),
+  'PUT /vms/:name': endpoint({ tag: 'vms', summary: 'Replace the spec of a stopped VM (identity kept)', params: NameParams, body: EditVmBody, status: 200, response: returns<VmInfo>('Vm') }),
+  'POST /vms/:name/resources': endpoint({
+    tag: 'vms',
+    summary: 'Change resources (CPU cap, weight, pinning, memory limit, balloon, I/O weight, disk limits): live on a running VM, rolled back if any part fails; else for its next start',
+    params: NameParams, body: VmSettingsSchema, status: 200, response: returns<SetResult>('SetResult'),
+  }),
+  'POST /vms/:name/disks': endpoint({
+    tag: 'vms', summary: 'Attach a volume as a disk: live (virtio, on a free hotplug port) on a running VM, else in the definition',
+    params: NameParams, body: AttachDiskBody, status: 200, response: returns<DeviceChange>('DeviceChange'),
+  }),
+  'DELETE /vms/:name/disks/:disk': endpoint({
+    tag: 'vms', summary: 'Detach a disk (id or volume): live after the guest releases it (DEVICE_DELETED); the boot disk is refused',
+    params: z.strictObject({ name: Name, disk: DeviceKey }), status: 200, response: returns<DeviceChange>('DeviceChange'),
+  }),
+  'POST /vms/:name/nics': endpoint({
+    tag: 'vms', summary: 'Attach a NIC on the user-mode network: live on a running VM, else in the definition',
+    params: NameParams, body: AttachNicBody, status: 200, response: returns<DeviceChange>('DeviceChange'),
+  }),
+  'DELETE /vms/:name/nics/:nic': endpoint({
+    tag: 'vms', summary: 'Detach a NIC (id or MAC): live after the guest releases it (DEVICE_DELETED)',
+    params: z.strictObject({ name: Name, nic: DeviceKey }), status: 200, response: returns<DeviceChange>('DeviceChange'),
+  }),
+  'POST /vms/:name/cpus': endpoint({
+    tag: 'vms', summary: 'Set the vCPU count: up to cpus.max live (hot-added; the guest onlines them), else for the next start',
+    params: NameParams, body: z.strictObject({ count: z.number().int().min(1).max(255) }), status: 200, response: returns<DeviceChange>('DeviceChange'),
+  }),
+  'DELETE /vms/:name': endpoint({
+    tag: 'vms', summary: 'Delete a stopped VM (withDisks: its disks too)', params: NameParams,
+    query: z.strictObject({ withDisks: BooleanText.default(false) }), status: 200, response: returns<{ deletedVolumes: string[] }>('DeletedVm'),
+  }),
+  'POST /vms/:name/start': endpoint({ tag: 'vms', summary: 'Start a VM (an operation)', params: NameParams, body: StartBody, status: 202, response: operation<StartResult>() }),
+  'POST /vms/:name/stop': endpoint({
+    tag: 'vms', summary: 'ACPI power-down, forced after the timeout unless force is false (an operation)', params: NameParams, body: StopBody, status: 202, response: operation<{ forced: boolean }>(),
+  }),
+  'POST /vms/:name/reboot': endpoint({
+    tag: 'vms', summary: 'Reboot through ACPI, or reset at once with force (an operation)', params: NameParams, body: RebootBody, status: 202, response: operation<{ forced: boolean }>(),
+  }),
+  'POST /vms/:name/kill': endpoint({ tag: 'vms', summary: 'Power off at once', params: NameParams, status: 200, response: returns<VmInfo>('Vm') }),
+  'POST /vms/:name/pause': endpoint({ tag: 'vms', summary: 'Pause the vCPUs', params: NameParams, status: 200, response: returns<VmInfo>('Vm') }),
+  'POST /vms/:name/resume': endpoint({ tag: 'vms', summary: 'Resume paused vCPUs', params: NameParams, status: 200, response: returns<VmInfo>('Vm') }),
+  'GET /vms/:name/logs': endpoint({
+    tag: 'vms', summary: 'What the guest wrote to its serial console: text (the last 4 MiB, or lines=N), or with from=OFFSET a JSON chunk {text, next} for following it', params: NameParams,
+    query: z.strictObject({ lines: z.coerce.number().int().min(1).max(100_000).optional(), from: z.coerce.number().int().min(0).optional() }), status: 200,
+    response: returns<string | ConsoleChunk>('text', { text: true }),
+  }),
+} as const;
