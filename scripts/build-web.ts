@@ -37,6 +37,8 @@ export async function buildWeb(): Promise<{ files: { name: string; bytes: number
     jsxImportSource: 'preact',
     // The VM model imports node:crypto for identities the browser never makes.
     alias: { 'node:crypto': join(root, 'src', 'web', 'shims', 'crypto.ts') },
+    // The spec's cloud-init checks read SSH keys with Buffer, a Node global.
+    inject: [join(root, 'src', 'web', 'shims', 'buffer.ts')],
     define: { 'process.env.NODE_ENV': '"production"' },
     metafile: true,
     logLevel: 'warning',

@@ -4,7 +4,8 @@
  * client is rate limited with a 429 JSON error.
  */
 import assert from 'node:assert/strict';
-import { readFile, readdir, stat } from 'node:fs/promises';
+import { spawnSync } from 'node:child_process';
+import { chmod, chown, mkdir, readFile, readdir, stat, writeFile } from 'node:fs/promises';
 import { Agent, request as httpRequest } from 'node:http';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
@@ -113,6 +114,26 @@ describe('TLS and bearer tokens on TCP', () => {
   });
 });
 
+/** The user other than root the tests act as on the socket: nobody, with the socket's group. */
+const NOBODY = 65534;
+
+/** One request to the daemon's socket from a process running as uid (and the socket's group); status and body. */
+async function requestAs(uid: number, socketPath: string, method: string, path: string, body?: unknown): Promise<{ status: number; body: any }> {
+  const gid = (await stat(socketPath)).gid;
+  const script = `
+const http = require('node:http');
+const [socketPath, method, path, body] = process.argv.slice(1);
+const req = http.request({ socketPath, method, path, headers: body ? { 'content-type': 'application/json' } : {} }, (res) => {
+  let text = '';
+  res.setEncoding('utf8').on('data', (c) => (text += c)).on('end', () => console.log(JSON.stringify({ status: res.statusCode, body: text ? JSON.parse(text) : null })));
+});
+req.on('error', (e) => console.log(JSON.stringify({ status: 0, body: e.code })));
+req.end(body || undefined);`;
+  const result = spawnSync(process.execPath, ['-e', script, socketPath, method, path, body === undefined ? '' : JSON.stringify(body)], { uid, gid, encoding: 'utf8', timeout: 150_000 });
+  assert.equal(result.status, 0, result.stderr);
+  return JSON.parse(result.stdout) as { status: number; body: any };
+}
+
 /** GETs over one kept-alive connection (the agent allows a single socket): one client as the daemon sees it. */
 function oneConnection(socketPath: string): { get(path: string): Promise<{ status: number; retryAfter?: string; body: { error?: { code: string; message: string } } }>; close(): void } {
   const agent = new Agent({ keepAlive: true, maxSockets: 1 });
@@ -146,7 +167,30 @@ describe('rate limits', () => {
     await home.cleanup();
   });
 
-  test('a socket client over its budget gets 429 JSON errors with Retry-After; another client is served meanwhile', async () => {
+  test('a socket client over its budget gets 429 JSON errors with Retry-After; another user is served meanwhile', async (t) => {
+    // Another user must reach the socket: the test home is root's 0700.
+    await chmod(home.home, 0o711);
+    await new Promise((resolve) => setTimeout(resolve, 1100));
+    // What finding the peer costs: the first request of a connection looks it up, the next ones do not.
+    const timing = oneConnection(home.paths.daemonSocket);
+    const firsts: number[] = [];
+    const laters: number[] = [];
+    try {
+      for (let index = 0; index < 5; index += 1) {
+        const fresh = oneConnection(home.paths.daemonSocket);
+        let began = performance.now();
+        await fresh.get('/');
+        firsts.push(performance.now() - began);
+        began = performance.now();
+        await fresh.get('/');
+        laters.push(performance.now() - began);
+        fresh.close();
+      }
+    } finally {
+      timing.close();
+    }
+    const median = (values: number[]) => [...values].sort((a, b) => a - b)[Math.floor(values.length / 2)]!;
+    t.diagnostic(`GET / on a new connection (peer looked up): median ${median(firsts).toFixed(1)} ms; on the same connection after: ${median(laters).toFixed(1)} ms`);
     await new Promise((resolve) => setTimeout(resolve, 1100));
     const busy = oneConnection(home.paths.daemonSocket);
     try {
@@ -157,13 +201,16 @@ describe('rate limits', () => {
         assert.equal(result.body.error?.code, 'rate_limited');
         assert.match(result.retryAfter ?? '', /^\d+$/);
       }
-      // Limits are per client: another connection (the CLI, another script) has its own budget.
-      const other = oneConnection(home.paths.daemonSocket);
+      // Limits are per user (peer credentials), not per connection: a second connection of the same user
+      // shares the spent budget (opening connections gains nothing)...
+      const same = oneConnection(home.paths.daemonSocket);
       try {
-        assert.equal((await other.get('/')).status, 200);
+        assert.equal((await same.get('/')).status, 429);
       } finally {
-        other.close();
+        same.close();
       }
+      // ...while another user (the CLI of someone else in the vireo group) has a budget of its own.
+      assert.equal((await requestAs(NOBODY, home.paths.daemonSocket, 'GET', '/')).status, 200);
       await new Promise((resolve) => setTimeout(resolve, 1100));
       assert.equal((await busy.get('/')).status, 200);
     } finally {
@@ -207,6 +254,65 @@ describe('the CLI under a rate limit', () => {
     assert.match(log, /POST \/disks 201 /);
     const listed = await daemon.api.request<{ name: string }[]>('GET', '/disks');
     assert.deepEqual(listed.map((volume) => volume.name), ['limited']);
+  });
+});
+
+describe('host files named on the socket are read and written with the asker\'s rights', () => {
+  let home: TestHome;
+  let daemon: RunningDaemon;
+  let mine: string;
+  before(async () => {
+    home = await createTestHome({ withImage: false });
+    daemon = await startTestDaemon(home, ['--quiet']);
+    await chmod(home.home, 0o711);
+    // A directory of nobody's own, with an image file in it.
+    mine = join(home.home, 'nobody');
+    await mkdir(mine);
+    await chown(mine, NOBODY, NOBODY);
+    await writeFile(join(mine, 'own.raw'), Buffer.alloc(1024 * 1024, 7));
+    await chown(join(mine, 'own.raw'), NOBODY, NOBODY);
+    // A root-only file nobody must not get into a volume through the daemon.
+    await writeFile(join(home.home, 'secret.raw'), Buffer.alloc(1024 * 1024, 9), { mode: 0o600 });
+  });
+  after(async () => {
+    await daemon?.stop();
+    await home.cleanup();
+  });
+
+  async function operationAs(uid: number, method: string, path: string, body: unknown): Promise<{ state: string; error?: { code: string; field?: string; message: string } }> {
+    const started = await requestAs(uid, home.paths.daemonSocket, method, path, body);
+    assert.equal(started.status, 202, JSON.stringify(started.body));
+    return (await requestAs(uid, home.paths.daemonSocket, 'GET', `/operations/${started.body.id}?wait=120`)).body;
+  }
+
+  test('import: a file the user cannot read is refused, one it can read is imported', async () => {
+    const refused = await operationAs(NOBODY, 'POST', '/disks/import', { name: 'stolen', file: join(home.home, 'secret.raw') });
+    assert.equal(refused.state, 'failed');
+    assert.equal(refused.error?.field, 'file', JSON.stringify(refused.error));
+    assert.ok(!(await daemon.api.request<{ name: string }[]>('GET', '/disks')).some((volume) => volume.name === 'stolen'));
+    const shadow = await operationAs(NOBODY, 'POST', '/images/import', { name: 'shadow', file: '/etc/shadow' });
+    assert.equal(shadow.state, 'failed');
+    const imported = await operationAs(NOBODY, 'POST', '/disks/import', { name: 'own', file: join(mine, 'own.raw') });
+    assert.equal(imported.state, 'succeeded', JSON.stringify(imported.error));
+    // Root (the admin) still imports what it names directly.
+    const byRoot = await daemon.api.request<{ id: string }>('POST', '/disks/import', { name: 'rootown', file: join(home.home, 'secret.raw') });
+    const done = await daemon.api.request<{ state: string }>('GET', `/operations/${byRoot.id}?wait=120`, undefined, { timeoutMs: 130_000 });
+    assert.equal(done.state, 'succeeded');
+  });
+
+  test('export: only where the user may create a file, and the file is the user\'s', async () => {
+    const denied = await operationAs(NOBODY, 'POST', '/disks/own/export', { file: join(home.home, 'planted.raw'), format: 'raw' });
+    assert.equal(denied.state, 'failed');
+    assert.equal(denied.error?.field, 'file');
+    await assert.rejects(stat(join(home.home, 'planted.raw')), { code: 'ENOENT' });
+    const target = join(mine, 'out.raw');
+    const exported = await operationAs(NOBODY, 'POST', '/disks/own/export', { file: target, format: 'raw' });
+    assert.equal(exported.state, 'succeeded', JSON.stringify(exported.error));
+    const info = await stat(target);
+    assert.equal(info.uid, NOBODY);
+    assert.deepEqual(await readFile(target), Buffer.alloc(1024 * 1024, 7));
+    const again = await operationAs(NOBODY, 'POST', '/disks/own/export', { file: target, format: 'raw' });
+    assert.equal(again.error?.code, 'already_exists');
   });
 });
 

@@ -1,7 +1,7 @@
 /**
  * The devices a real guest needs (issue 13), in the tiny guest under TCG,
  * with the daemon running (so events and the console WebSocket are the
- * product's): a TPM 2.0 from a per-VM swtpm run as vireo-qemu whose state
+ * product's): a TPM 2.0 from a per-VM swtpm run as the VM's QEMU uid whose state
  * survives a restart (the TPM's persistent resetCount goes up by one), the
  * entropy device's rate limit felt by the guest, the USB controller with its
  * tablet and a USB disk hot-plugged and unplugged, an extra serial port
@@ -106,14 +106,15 @@ describe('devices in a real guest', () => {
     await home?.cleanup();
   });
 
-  test('the guest sees a TPM 2.0 from an swtpm run as vireo-qemu; its state survives a restart; the swtpm goes with QEMU', async () => {
+  test('the guest sees a TPM 2.0 from an swtpm run as its QEMU\'s uid; its state survives a restart; the swtpm goes with QEMU', async () => {
     assert.equal((await guest(home, 'cat /sys/class/tpm/tpm0/tpm_version_major')).trim(), '2');
     assert.match(await guest(home, 'cat /sys/class/tpm/tpm0/pcr-sha256/0'), /^[0-9A-F]{64}\s*$/);
     const swtpms = await swtpmProcesses(home);
     assert.equal(swtpms.length, 1, 'one swtpm for the VM');
-    const passwd = await readFile('/etc/passwd', 'utf8');
-    const qemuUid = Number(passwd.split('\n').find((line) => line.startsWith('vireo-qemu:'))?.split(':')[2]);
-    assert.equal(swtpms[0]!.uid, qemuUid, 'swtpm runs as vireo-qemu');
+    const qemuPid = Number((await readFile(vmPaths(home.paths, VM).pidFile, 'utf8')).trim());
+    const qemuUid = Number(/^Uid:\s+(\d+)/m.exec(await readFile(`/proc/${qemuPid}/status`, 'utf8'))?.[1]);
+    assert.notEqual(qemuUid, 0);
+    assert.equal(swtpms[0]!.uid, qemuUid, 'swtpm runs as the VM\'s own QEMU uid');
     const first = await tpmResetCount(home);
 
     const stopped = await home.vireo(['vm', 'stop', VM], { timeoutMs: 120_000 });

@@ -6,16 +6,25 @@
  * the one-time link of `vireo ui`. Screenshots land in test-artifacts/web.
  */
 import assert from 'node:assert/strict';
+import { readFile } from 'node:fs/promises';
 import { request as httpsRequest } from 'node:https';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import type { BrowserContext, Page } from 'playwright-core';
 import WebSocket from 'ws';
+import { VmCgroup } from '../src/core/resources/cgroups.js';
 import { artifactsDir, launchBrowser, type TestBrowser } from './harness/browser.js';
 import { startTestDaemon, type RunningDaemon } from './harness/daemon.js';
 import { createTestHome, type TestHome } from './harness/vireo.js';
 
 const VM = `web${process.pid % 10000}`;
+/** An ed25519 public key line (the key data is its type and 32 bytes, as ssh-keygen writes it). */
+const SSH_KEY = (() => {
+  const type = Buffer.from('ssh-ed25519');
+  const key = Buffer.alloc(32, 7);
+  const length = (value: number) => Buffer.from([0, 0, 0, value]);
+  return `ssh-ed25519 ${Buffer.concat([length(type.length), type, length(key.length), key]).toString('base64')} web@test`;
+})();
 
 /** A request with a cookie and no token, as another program (or page) would send it. */
 function rawRequest(url: string, options: { method?: string; cookie?: string; headers?: Record<string, string>; body?: string }): Promise<{ status: number; body: string }> {
@@ -135,6 +144,27 @@ describe('web UI in chromium', { timeout: 900_000 }, () => {
     await page.getByRole('heading', { name: VM }).waitFor();
     const vm = await daemon.api.request<{ definition: { memory: number; boot: { kernel: { image: string } }; disks: unknown[] } }>('GET', `/vms/${VM}`);
     assert.deepEqual([vm.definition.memory, vm.definition.boot.kernel.image, vm.definition.disks.length], [256, 'tiny', 1]);
+  });
+
+  test('the wizard sets up cloud-init: a user and an SSH key, each checked next to its field', async () => {
+    const name = `${VM}-ci`;
+    await page.goto(`${url}/#/create`);
+    await page.getByLabel('Name', { exact: true }).fill(name);
+    await page.getByLabel('Image', { exact: true }).selectOption('tiny');
+    await page.getByLabel('User (optional)').fill('Bad User');
+    await page.getByLabel('SSH public keys (optional, one per line)').fill('-----BEGIN OPENSSH PRIVATE KEY-----');
+    await page.getByRole('button', { name: 'Create VM' }).click();
+    assert.match(await page.locator('#f-ciUser-error').innerText(), /Unix user name/);
+    assert.match(await page.locator('#f-ciKeys-error').innerText(), /key 1 is a private key/);
+    assert.equal(await page.getByLabel('SSH public keys (optional, one per line)').getAttribute('aria-invalid'), 'true');
+    await shot(page, 'create-wizard-errors');
+    await page.getByLabel('User (optional)').fill('admin');
+    await page.getByLabel('SSH public keys (optional, one per line)').fill(SSH_KEY);
+    await page.getByRole('button', { name: 'Create VM' }).click();
+    await page.getByRole('heading', { name }).waitFor();
+    const vm = await daemon.api.request<{ definition: { cloudInit?: unknown } }>('GET', `/vms/${name}`);
+    assert.deepEqual(vm.definition.cloudInit, { user: 'admin', sshKeys: [SSH_KEY] });
+    await daemon.api.request('DELETE', `/vms/${name}`);
   });
 
   test('a daemon error names the field and shows next to it', async () => {
@@ -267,6 +297,33 @@ describe('web UI in chromium', { timeout: 900_000 }, () => {
     await page.getByTestId('count-running').filter({ hasText: '1' }).waitFor();
     await page.getByText('vCPUs of running VMs').waitFor({ timeout: 20_000 });
     await shot(page, 'dashboard');
+  });
+
+  test('settings change live: a CPU cap lands in the running VM\'s cgroup', async () => {
+    const quota = async () => {
+      const group = await VmCgroup.of(VM);
+      const dir = group.dir('cpu')!;
+      return group.layout.controllers.cpu!.version === 2 ? (await readFile(join(dir, 'cpu.max'), 'utf8')).split(' ')[0]! : (await readFile(join(dir, 'cpu.cfs_quota_us'), 'utf8')).trim();
+    };
+    await page.goto(`${url}/#/vms/${VM}/settings`);
+    await page.getByRole('heading', { name: 'Change live' }).waitFor();
+    // The daemon refuses a bad cap naming the field; the page shows it next to that field.
+    await page.getByLabel('CPU cap (optional)').fill('lots');
+    await page.getByTestId('settings-apply').click();
+    assert.match(await page.locator('#cpu-limit-error').innerText({ timeout: 20_000 }), /not a CPU limit/);
+    await page.getByLabel('CPU cap (optional)').fill('50%');
+    await page.getByTestId('settings-apply').click();
+    await page.getByTestId('settings-result').filter({ hasText: 'applied to the running VM' }).waitFor({ timeout: 20_000 });
+    assert.equal(await quota(), '50000');
+    const vm = await daemon.api.request<{ definition: { resources?: { cpu?: { limit?: number } } } }>('GET', `/vms/${VM}`);
+    assert.equal(vm.definition.resources?.cpu?.limit, 0.5);
+    await shot(page, 'vm-settings');
+    // And off again, live: no cap.
+    await page.getByLabel('CPU cap (optional)').fill('');
+    await page.getByTestId('settings-apply').click();
+    for (let waited = 0; !/^(max|-1)$/.test(await quota()) && waited < 20_000; waited += 200) await new Promise((resolve) => setTimeout(resolve, 200));
+    assert.match(await quota(), /^(max|-1)$/);
+    await page.getByTestId('settings-result').filter({ hasText: 'applied to the running VM' }).waitFor();
   });
 
   test('a state-changing request without the CSRF token is refused', async () => {

@@ -52,9 +52,10 @@ export interface Endpoint<P extends Schema = Schema, Q extends Schema = Schema, 
   response: ResponseShape<R>;
   /**
    * Set on endpoints that read or write files on the daemon's host by path:
-   * served on the Unix socket only (whose users already act as the host's
-   * admin), never to a token holder over TCP, who could otherwise plant or
-   * read host files.
+   * served on the Unix socket only, never to a token holder over TCP, and
+   * the daemon reads or writes the file with the rights of the user asking
+   * (daemon/peer-files.ts), so a `vireo` group member reaches no file it
+   * could not reach itself.
    */
   socketOnly?: boolean;
   /** A larger request body than the server's default (file contents sent to a guest). */

@@ -133,11 +133,10 @@ const connectionIds = new WeakMap<Socket, string>();
 let nextConnection = 0;
 
 /**
- * A key per Unix socket connection. Node has no SO_PEERCRED, and matching the
- * peer through /proc/net/unix is not possible (it does not list peers), so
- * each connection gets its own budget: one busy client (the event stream, a
- * script in a loop on a kept-alive connection) can no longer use up the
- * budget of every other local client, the CLI included.
+ * A key per Unix socket connection: the fallback when the peer's user cannot
+ * be found (peer.ts; normally Unix socket clients are limited per uid, so
+ * that opening more connections gains nothing and one user's busy script
+ * cannot use up another's budget, the CLI's included).
  */
 export function connectionKey(socket: Socket): string {
   let id = connectionIds.get(socket);

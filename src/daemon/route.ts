@@ -7,6 +7,7 @@
  */
 import type { AnyEndpoint, Contract, Endpoint, HttpMethod, Parsed, Schema } from '../api/contract.js';
 import { splitKey } from '../api/contract.js';
+import type { PeerCredentials } from './peer.js';
 import type { DaemonState } from './state.js';
 
 export interface RouteInput<P, Q, B> {
@@ -14,6 +15,12 @@ export interface RouteInput<P, Q, B> {
   query: Q;
   body: B;
   daemon: DaemonState;
+  /**
+   * Who asks, for socket-only routes on the Unix socket (peer credentials;
+   * peer-files.ts reads and writes host files with its rights); undefined
+   * otherwise or when unknown.
+   */
+  peer?: PeerCredentials;
 }
 
 /** An answer with another status than the endpoint's usual one, or as text. */

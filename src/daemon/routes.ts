@@ -33,6 +33,7 @@ import { readConsoleLogFrom } from '../core/vm/console.js';
 import { guestRoutes } from './guest-routes.js';
 import { migrationRoutes } from './migration-routes.js';
 import { networkRoutes } from './network-routes.js';
+import { readableByPeer, writtenByPeer } from './peer-files.js';
 import { Reply, accepted, implement, type Route } from './route.js';
 import { snapshotRoutes } from './snapshot-routes.js';
 import type { DaemonState } from './state.js';
@@ -167,13 +168,19 @@ const diskRoutes = implement(disks, {
     await deleteVolume(daemon.paths, params.name, { usedBy: (volume) => vmsUsingVolume(daemon.paths, volume) });
     return { deleted: params.name };
   },
-  'POST /disks/import': async ({ body, daemon }) =>
+  // Host files are read and written with the rights of the user asking on the socket (peer-files.ts).
+  'POST /disks/import': async ({ body, daemon, peer }) =>
     accepted(await daemon.operations.start('disk.import', {}, async ({ progress }) =>
-      importImage(daemon.paths, { name: body.name, file: body.file, ...(body.format ? { format: body.format } : {}), onProgress: (percent) => progress(`importing ${body.file}`, percent / 100) }),
+      readableByPeer(daemon.paths, peer, body.file, 'file', (file) =>
+        importImage(daemon.paths, { name: body.name, file, ...(body.format ? { format: body.format } : {}), onProgress: (percent) => progress(`importing ${body.file}`, percent / 100) }),
+      ),
     )),
-  'POST /disks/:name/export': async ({ params, body, daemon }) =>
+  'POST /disks/:name/export': async ({ params, body, daemon, peer }) =>
     accepted(await daemon.operations.start('disk.export', {}, async ({ progress }) =>
-      exportVolume(daemon.paths, params.name, body.file, { format: body.format, onProgress: (percent) => progress(`exporting ${params.name}`, percent / 100) }),
+      writtenByPeer(daemon.paths, peer, body.file, 'file', async (file) => ({
+        ...(await exportVolume(daemon.paths, params.name, file, { format: body.format, onProgress: (percent) => progress(`exporting ${params.name}`, percent / 100) })),
+        file: body.file,
+      })),
     )),
 });
 
@@ -191,9 +198,11 @@ const imageRoutes = implement(images, {
         },
       }),
     )),
-  'POST /images/import': async ({ body, daemon }) =>
+  'POST /images/import': async ({ body, daemon, peer }) =>
     accepted(await daemon.operations.start('image.import', { image: body.name }, async ({ progress }) =>
-      importDiskImage(daemon.paths, { ...body, onProgress: (percent) => progress(`importing ${body.file}`, percent / 100) }),
+      readableByPeer(daemon.paths, peer, body.file, 'file', (file) =>
+        importDiskImage(daemon.paths, { ...body, file, onProgress: (percent) => progress(`importing ${body.file}`, percent / 100) }),
+      ),
     )),
   'GET /images/:name': async ({ params, daemon }) => getImage(daemon.paths, params.name),
   'DELETE /images/:name': async ({ params, daemon }) => {

@@ -14,6 +14,7 @@ import { dirname, join } from 'node:path';
 import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
 import fastifyWebsocket from '@fastify/websocket';
 import fastifyRateLimit from '@fastify/rate-limit';
+import { peerCredentials, peerUid } from './peer.js';
 import { z } from 'zod';
 import { VireoError, asVireoError } from '../core/errors.js';
 import { zodToError } from '../core/model/vm.js';
@@ -203,8 +204,14 @@ async function buildApp(state: DaemonState, options: DaemonOptions, auth: 'socke
     await app.register(fastifyRateLimit, {
       max: perSecond,
       timeWindow: 1000,
-      // Token holders are limited per token; Unix socket clients per connection (see connectionKey).
-      keyGenerator: (request) => (request as FastifyRequest & { tokenId?: string }).tokenId ?? (auth === 'socket' ? connectionKey(request.socket) : clientAddress(request.socket.remoteAddress)),
+      // Token holders are limited per token; Unix socket clients per user (peer credentials), else per connection.
+      keyGenerator: async (request) => {
+        const tokenId = (request as FastifyRequest & { tokenId?: string }).tokenId;
+        if (tokenId) return tokenId;
+        if (auth !== 'socket') return clientAddress(request.socket.remoteAddress);
+        const uid = await peerUid(request.socket);
+        return uid === undefined ? connectionKey(request.socket) : `uid:${uid}`;
+      },
       errorResponseBuilder: (_request, context) => new VireoError('rate_limited', `rate limit of ${context.max} requests per second exceeded`),
     });
   }
@@ -224,7 +231,8 @@ async function buildApp(state: DaemonState, options: DaemonOptions, auth: 'socke
         const body = validate(route.endpoint.body, request.body, 'body');
         let result: unknown;
         try {
-          result = await route.handler({ params, query, body, daemon: state });
+          const peer = auth === 'socket' && route.endpoint.socketOnly ? await peerCredentials(request.socket) : undefined;
+          result = await route.handler({ params, query, body, daemon: state, ...(peer ? { peer } : {}) });
         } catch (error) {
           throw error instanceof VireoError ? inRequestTerms(route, error) : error;
         }

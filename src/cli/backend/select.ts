@@ -26,6 +26,18 @@ export interface BackendChoice {
   remote?: string;
 }
 
+/**
+ * Acting on the host without a daemon: first remove what killed work left
+ * (temporaries and build scratch whose maker is provably dead; see
+ * store/sweep.ts), as a daemon does at its start, so that CLI-only use does
+ * not pile up leftovers. Best effort: a sweep that fails never stops a command.
+ */
+async function local(paths: VireoPaths): Promise<Backend> {
+  const { sweepTemporaries } = await import('../../core/store/sweep.js');
+  await sweepTemporaries(paths).catch(() => []);
+  return localBackend(paths);
+}
+
 async function daemonBackend(api: ApiClient): Promise<Backend> {
   return (await import('./daemon.js')).daemonBackend(api);
 }
@@ -55,7 +67,7 @@ export function remotesFileGuess(env: NodeJS.ProcessEnv): string {
 const exists = (path: string) => access(path).then(() => true, () => false);
 
 export async function selectBackend(paths: VireoPaths, choice: BackendChoice, env: NodeJS.ProcessEnv = process.env): Promise<Backend> {
-  if (choice.local) return localBackend(paths);
+  if (choice.local) return local(paths);
   const remoteName = choice.remote ?? env.VIREO_REMOTE;
   if ((remoteName !== undefined && remoteName !== '') || (await exists(remotesFileGuess(env)))) {
     const { getDefaultRemote, getRemote, remotesConfigDir } = await import('../remotes.js');
@@ -65,7 +77,7 @@ export async function selectBackend(paths: VireoPaths, choice: BackendChoice, en
   }
 
   const socketPath = paths.daemonSocket;
-  if (!(await exists(socketPath))) return localBackend(paths);
+  if (!(await exists(socketPath))) return local(paths);
   const { ApiClient } = await import('../../client/api-client.js');
   const api = new ApiClient({ socketPath });
   try {
@@ -78,6 +90,6 @@ export async function selectBackend(paths: VireoPaths, choice: BackendChoice, en
     const errno = isVireoError(error) ? (error.cause as NodeJS.ErrnoException | undefined)?.code : undefined;
     const refused = errno === 'ECONNREFUSED' || errno === 'ENOENT';
     if (!refused) note(`notice: the daemon at ${socketPath} does not answer (${isVireoError(error) ? error.message : String(error)}); acting directly on this host`);
-    return localBackend(paths);
+    return local(paths);
   }
 }

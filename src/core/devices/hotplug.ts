@@ -109,8 +109,8 @@ export async function attachDisk(paths: VireoPaths, name: string, input: DiskAtt
           await objectAdd(client, { 'qom-type': 'throttle-group', id: group, limits: throttleLimits(added.limits!) });
           reverter.add(() => objectDel(client, group));
         }
-        // QEMU runs unprivileged and opens what it is added by name: the files are its own only while it opens them.
-        const giveBack = await grantToQemu(paths.home, [resolved.path, ...backing.map((base) => base.path)]);
+        // QEMU runs unprivileged and opens what it is added by name: the files are its uid's only while it opens them.
+        const giveBack = await grantToQemu(paths.home, def.uuid, vmPaths(paths, def.name).runDir, [resolved.path, ...backing.map((base) => base.path)]);
         try {
           for (const node of blockNodes(added, { path: resolved.path, format: resolved.format, backing })) {
             await blockdevAdd(client, node);

@@ -1,6 +1,6 @@
 /**
  * A VM's TPM 2.0: one swtpm per running VM, started by Vireo just before
- * QEMU and running as QEMU's unprivileged user. Its state (the TPM's NVRAM:
+ * QEMU and running as that QEMU's unprivileged uid. Its state (the TPM's NVRAM:
  * seeds, keys, counters) lives in <vm dir>/tpm/, so it survives restarts and
  * is kept with the VM.
  *
@@ -74,7 +74,9 @@ export async function startSwtpm(vmDir: string, ancestors: string[], identity: Q
     // Exit when the control connection (QEMU's) drops: a stopped VM leaves no swtpm.
     '--terminate',
   ];
-  const command = identity ? ['setpriv', `--reuid=${identity.uid}`, `--regid=${identity.gid}`, '--init-groups', '--inh-caps=-all', '--', ...swtpm] : swtpm;
+  // As QEMU is started (launch.ts): the VM's own uid has no passwd entry, so its groups are given, not looked up.
+  const groups = identity && identity.groups.length > 0 ? [`--groups=${identity.groups.join(',')}`] : ['--clear-groups'];
+  const command = identity ? ['setpriv', `--reuid=${identity.uid}`, `--regid=${identity.gid}`, ...groups, '--inh-caps=-all', '--', ...swtpm] : swtpm;
   const child = spawn(command[0]!, command.slice(1), { stdio: ['ignore', 'ignore', 'pipe'], detached: true });
   let stderr = '';
   child.stderr!.setEncoding('utf8').on('data', (text: string) => (stderr += text.slice(0, 4096)));

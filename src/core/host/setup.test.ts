@@ -24,12 +24,18 @@ function fakeDebian(installed: string[], behaviour: { installFails?: boolean; up
   const groups = new Set<string>(behaviour.kvmGroup ? ['kvm'] : []);
   const members: string[] = [];
   let sysctl = 0;
+  let subuid = '';
+  const read = async (path: string) => (path === '/etc/subuid' ? subuid : path === '/etc/passwd' ? 'root:x:0:0::/root:/bin/sh\nfar:x:170000:170000::/:/bin/sh\n' : '');
   const run: CommandRunner = async (command, args, options) => {
     calls.push({ command, args, options });
     const ok = (stdout = ''): CommandResult => ({ code: 0, stdout, stderr: '' });
     if (command === 'getent') return (args[0] === 'passwd' ? passwd : groups).has(args[1]!) ? ok(`${args[1]}:x:995:995::/nonexistent:/usr/sbin/nologin`) : { code: 2, stdout: '', stderr: '' };
     if (command === 'groupadd') return groups.add(args.at(-1)!), ok();
     if (command === 'useradd') return passwd.add(args.at(-1)!), ok();
+    if (command === 'usermod' && args[0] === '--add-subuids') {
+      const [first, last] = args[1]!.split('-').map(Number);
+      return (subuid += `${args[2]}:${first}:${last! - first! + 1}\n`), ok();
+    }
     if (command === 'usermod') return members.push(`${args.at(-2)}:${args.at(-1)}`), ok();
     if (command === 'sysctl') return args[0] === '-n' ? ok(`${sysctl}\n`) : ((sysctl = 1), ok());
     if (command === 'dpkg-query') {
@@ -50,7 +56,7 @@ function fakeDebian(installed: string[], behaviour: { installFails?: boolean; up
     }
     throw new Error(`unexpected command ${command} ${args.join(' ')}`);
   };
-  return { run, calls, passwd, groups, members };
+  return { run, calls, passwd, groups, members, read, subuid: () => subuid };
 }
 
 function options(run: CommandRunner, overrides: Partial<SetupOptions> = {}): SetupOptions & { lines: string[] } {
@@ -62,6 +68,7 @@ function options(run: CommandRunner, overrides: Partial<SetupOptions> = {}): Set
     exists: async (path) => path === '/etc/debian_version',
     which: async (name) => `/usr/bin/${name}`,
     readGroups: async () => 'root:x:0:\n',
+    readAccountFile: async () => '',
     hasAptLists: async () => true,
     writeSysctlFile: async () => undefined,
     lines,
@@ -173,14 +180,18 @@ test('/dev/kvm and a kvm group: explains how to grant a user access, changes no 
 
 test('as root it makes the vireo-qemu system user QEMU runs as, in the kvm group, once', async () => {
   const debian = fakeDebian([...HOST_PACKAGES], { kvmGroup: true });
-  const first = await setupHost(options(debian.run));
+  const first = await setupHost(options(debian.run, { readAccountFile: debian.read }));
   assert.ok(debian.passwd.has('vireo-qemu') && debian.groups.has('vireo-qemu'));
+  // One uid per running VM's QEMU: a range of its own, past every uid in use (170000 here) and 65,536-aligned.
+  assert.equal(debian.subuid(), 'vireo-qemu:196608:65536\n');
+  assert.ok(first.notes.some((line) => /registered uids 196608-262143 for vireo-qemu/.test(line)));
   assert.deepEqual(debian.members, ['kvm:vireo-qemu']);
   const useradd = debian.calls.find((call) => call.command === 'useradd')!;
   assert.ok(useradd.args.includes('--system') && useradd.args.includes('/usr/sbin/nologin') && useradd.args.includes('--no-create-home'));
   assert.ok(first.notes.some((line) => /created the system user vireo-qemu/.test(line)));
   assert.ok(first.notes.some((line) => /vm\.unprivileged_userfaultfd=1/.test(line)));
-  const again = await setupHost(options(debian.run));
+  const again = await setupHost(options(debian.run, { readAccountFile: debian.read }));
   assert.equal(debian.calls.filter((call) => call.command === 'useradd').length, 1);
+  assert.equal(debian.calls.filter((call) => call.command === 'usermod' && call.args[0] === '--add-subuids').length, 1);
   assert.ok(!again.notes.some((line) => /created the system user/.test(line)));
 });

@@ -22,7 +22,7 @@ import { constants } from 'node:fs';
 import { access, readdir, readFile } from 'node:fs/promises';
 import { VireoError } from '../errors.js';
 import { writeFileAtomic } from '../store/atomic.js';
-import { QEMU_USER } from '../vm/launch.js';
+import { freeSubuidRange, QEMU_USER, subuidRange } from '../vm/qemu-uid.js';
 import { resetHostFactsCache } from './check.js';
 import { findInPath, runCommand, type CommandResult, type CommandRunner } from './probe.js';
 
@@ -56,6 +56,8 @@ export interface SetupOptions {
   hasAptLists?: () => Promise<boolean>;
   /** Makes the vireo-qemu user when missing; returns a line saying what was done, if anything. */
   ensureQemuUser?: () => Promise<string | undefined>;
+  /** Reads /etc/subuid and /etc/passwd (tests pass a fake). */
+  readAccountFile?: (path: string) => Promise<string>;
   /** Writes a sysctl.d file (tests pass a fake). */
   writeSysctlFile?: (path: string, text: string) => Promise<void>;
 }
@@ -142,7 +144,7 @@ export async function setupHost(options: SetupOptions = {}): Promise<SetupResult
   }
 
   if (root) {
-    const made = await (options.ensureQemuUser ?? (() => ensureQemuUser(run)))();
+    const made = await (options.ensureQemuUser ?? (() => ensureQemuUser(run, options.readAccountFile)))();
     if (made) note(made);
     const userfaultfd = await allowUnprivilegedUserfaultfd(run, options.writeSysctlFile ?? ((path, text) => writeFileAtomic(path, text)));
     if (userfaultfd) note(userfaultfd);
@@ -156,14 +158,15 @@ export async function setupHost(options: SetupOptions = {}): Promise<SetupResult
 }
 
 /**
- * The unprivileged system user QEMU runs as (see vm/launch.ts): no home, no
- * shell, no password; in the kvm group so that it can open /dev/kvm.
+ * The unprivileged system user QEMU runs with (see vm/qemu-uid.ts): no home,
+ * no shell, no password; in the kvm group so that it can open /dev/kvm; and
+ * a range of uids in /etc/subuid, one per running VM's QEMU.
  */
-export async function ensureQemuUser(run: CommandRunner): Promise<string | undefined> {
+export async function ensureQemuUser(run: CommandRunner, read: (path: string) => Promise<string> = (path) => readFile(path, 'utf8').catch(() => '')): Promise<string | undefined> {
   const user = QEMU_USER;
   if ((await run('getent', ['passwd', user])).code === 0) {
     await addToKvm(run, user);
-    return undefined;
+    return ensureUidRange(run, read);
   }
   if ((await run('getent', ['group', user])).code !== 0) {
     const group = await run('groupadd', ['--system', user]);
@@ -172,7 +175,19 @@ export async function ensureQemuUser(run: CommandRunner): Promise<string | undef
   const added = await run('useradd', ['--system', '--gid', user, '--no-create-home', '--home-dir', '/nonexistent', '--shell', '/usr/sbin/nologin', '--comment', 'Vireo QEMU', user]);
   if (added.code !== 0) throw new VireoError('command_failed', `useradd --system ${user} failed (${describe(added)})`);
   await addToKvm(run, user);
-  return `created the system user ${user}: every VM's QEMU runs as it, sandboxed`;
+  const range = await ensureUidRange(run, read);
+  return `created the system user ${user}: every VM's QEMU runs with its group, sandboxed${range ? `; ${range}` : ''}`;
+}
+
+/** Registers vireo-qemu's uid range in /etc/subuid when it has none. */
+async function ensureUidRange(run: CommandRunner, read: (path: string) => Promise<string>): Promise<string | undefined> {
+  const subuid = await read('/etc/subuid');
+  if (subuidRange(subuid)) return undefined;
+  const { start, count } = freeSubuidRange(subuid, await read('/etc/passwd'));
+  const range = `${start}-${start + count - 1}`;
+  const added = await run('usermod', ['--add-subuids', range, QEMU_USER]);
+  if (added.code !== 0) throw new VireoError('command_failed', `usermod --add-subuids ${range} ${QEMU_USER} failed (${describe(added)})`);
+  return `registered uids ${range} for ${QEMU_USER} in /etc/subuid: each running VM's QEMU runs as one of its own`;
 }
 
 /** Where the one kernel setting Vireo needs is kept across reboots. */

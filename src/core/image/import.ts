@@ -5,7 +5,6 @@
  * copied (converted to qcow2) into a hidden directory beside the images and
  * renamed into place once whole, so a failed import leaves nothing.
  */
-import { randomBytes } from 'node:crypto';
 import { mkdir, rename, rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { alreadyExists, invalidArgument } from '../errors.js';
@@ -13,6 +12,7 @@ import { checkName } from '../model/units.js';
 import type { VireoPaths } from '../paths.js';
 import * as qemuImg from '../storage/qemu-img.js';
 import { writeJsonAtomic } from '../store/atomic.js';
+import { tempName } from '../process/temp-name.js';
 import { MANIFEST_FILE, type DiskImageManifest } from './manifest.js';
 import { readImage } from './store.js';
 
@@ -36,7 +36,8 @@ export async function importDiskImage(paths: VireoPaths, options: ImportImageOpt
   const info = await qemuImg.info(options.file, format);
   if (Array.isArray(info)) throw invalidArgument('file', 'unexpected backing chain');
   await mkdir(paths.images, { recursive: true });
-  const staging = join(paths.images, `.${name}.import-${randomBytes(4).toString('hex')}`);
+  // Named for this process, so that a sweep removes it if the import is killed.
+  const staging = join(paths.images, tempName(`${name}.import`, ''));
   await mkdir(staging);
   try {
     await qemuImg.convert(options.file, format, join(staging, 'disk.qcow2'), 'qcow2', options.onProgress ? { onProgress: options.onProgress } : {});

@@ -1,9 +1,13 @@
 /**
  * Network devices through `ip` (iproute2): the network's bridge, its VXLAN
- * port, and the VMs' taps. Taps are made by QEMU itself (`-netdev tap` with
- * ifname, as root), so they live exactly as long as the QEMU that holds them
- * and no stale tap survives a crashed VM; Vireo attaches each one to its
- * bridge while QEMU is still paused, before the guest runs.
+ * port, and the VMs' taps. Vireo (root) makes each tap itself, persistent and
+ * owned by the uid that VM's QEMU runs as (vm/qemu-uid.ts), so that the
+ * unprivileged QEMU can attach to it by name (TUNSETIFF on a tap one owns
+ * needs no CAP_NET_ADMIN) and to no other VM's; each goes on its bridge while
+ * QEMU is still paused, before the guest runs. A persistent tap outlives its
+ * QEMU: the run directory records the taps made for it (before each is made),
+ * and they are deleted with it (vm/runtime.ts), at stop, on a failed start and
+ * when recovery finds the QEMU gone.
  */
 import { readFile } from 'node:fs/promises';
 import { VireoError } from '../errors.js';
@@ -14,6 +18,28 @@ import { subnetOf } from './model.js';
 /** A VM NIC's tap: stable per VM and NIC, at most 15 characters, and the same on every host (migration). */
 export function tapName(uuid: string, nic: number): string {
   return `vt${uuid.replaceAll('-', '').slice(0, 8)}n${nic}`;
+}
+
+/** True for a name tapName() makes: the only links makeTap() may replace and deleteTap() may remove. */
+export function isTapName(name: string): boolean {
+  return /^vt[0-9a-f]{8}n\d{1,4}$/.test(name);
+}
+
+/**
+ * Makes a VM's tap, persistent, owned by uid (vnet_hdr: virtio-net offloads).
+ * One left by a QEMU of this VM that was killed (same name: same VM) is
+ * replaced, as its QEMU is gone (one QEMU per VM).
+ */
+export async function makeTap(name: string, uid: number): Promise<void> {
+  if (!isTapName(name)) throw new VireoError('internal', `${name} is not a Vireo tap name`);
+  if (await linkExists(name)) await ip(['tuntap', 'del', 'dev', name, 'mode', 'tap']);
+  await ip(['tuntap', 'add', 'dev', name, 'mode', 'tap', 'user', String(uid), 'vnet_hdr']);
+}
+
+/** Removes a tap makeTap() made, if it is still there. */
+export async function deleteTap(name: string): Promise<void> {
+  if (!isTapName(name)) return;
+  if (await linkExists(name)) await ip(['tuntap', 'del', 'dev', name, 'mode', 'tap']);
 }
 
 export function vxlanName(vni: number): string {

@@ -32,7 +32,6 @@ import { checkSnapshotName, readMetadata, withoutSnapshot, writeMetadata, type S
 import { syncGuestClock, withQuiescedGuest } from '../vm/guest-agent.js';
 import { deleteInternalSnapshot, internalSnapshotTransaction, runSnapshotJob } from './qmp-jobs.js';
 import { forgetTpmState, restoreTpmState, saveTpmState } from '../devices/tpm.js';
-import { qemuIdentity } from '../vm/launch.js';
 
 /** A disk that snapshots cover: its volume, file, and QEMU node name. */
 export interface SnapshotDisk {
@@ -261,7 +260,8 @@ export async function revertSnapshot(paths: VireoPaths, vm: string, name: string
     if (!record.memory) {
       options.onProgress?.('reverting stopped disks');
       for (const disk of disks) await qemuImg.snapshot(disk.path, 'apply', name);
-      if (def.devices?.tpm) await restoreTpmState(vmPaths(paths, vm).dir, name, await qemuIdentity());
+      // Root's until the next start hands the TPM directory to that start's QEMU uid.
+      if (def.devices?.tpm) await restoreTpmState(vmPaths(paths, vm).dir, name, undefined);
       crashPoint('snapshot.revert.applied');
       await finishRevert(paths, vm, name);
       return { done: true as const, record, checks: await checkDisks(disks) };

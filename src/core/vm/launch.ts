@@ -2,17 +2,18 @@
  * Starting a VM's QEMU unprivileged and sandboxed.
  *
  * Vireo (root) opens every file the VM needs and hands the descriptors to
- * QEMU, which then runs as the `vireo-qemu` system user (made by `vireo host
- * setup`) under its seccomp sandbox:
+ * QEMU, which then runs as a uid of its own (qemu-uid.ts; vireo-qemu's group
+ * and /etc/subuid range, made by `vireo host setup`) under its seccomp sandbox:
  *  - disks, their backing files, the UEFI variable store and the console log
  *    as fd sets (`-add-fd`, `/dev/fdset/N`): the files stay root's, mode 0600,
- *    so a QEMU can open no other VM's disk, even though all share one user;
+ *    so a QEMU can open no VM's disk by name, its own or another's;
+ *  - taps made by Vireo, owned by that uid (links.ts), opened by name;
  *  - the QMP, serial and guest-agent sockets as listening descriptors
  *    (`fd=N`), created by Vireo with mode 0600: a QEMU cannot connect to
  *    another VM's monitor;
  *  - kernel and initrd as `/proc/self/fd/N` (QEMU reopens those by name; a
  *    file not readable by all is copied first into the root-only run directory);
- *  - `/dev/kvm` through the kvm group (`setpriv --init-groups`).
+ *  - `/dev/kvm` through the kvm group (`setpriv --groups`).
  * `-daemonize` forks, which the sandbox forbids (spawn=deny), and `-runas`
  * calls setuid, which it forbids too (elevateprivileges=deny); so QEMU is
  * started already unprivileged, in a session of its own, and is ready when
@@ -32,27 +33,52 @@ import { startSwtpm } from '../devices/tpm.js';
 import { QmpClient } from '../qmp/client.js';
 import { queryStatus } from '../qmp/commands.js';
 import { writeFileAtomic } from '../store/atomic.js';
+import { makeTap } from '../network/links.js';
 import { QEMU_OUTPUT_FILE, waitForExit } from './process.js';
+import { claimedUid, claimOwner, claimQemuIdentity, qemuAccount, UID_RECORD, type QemuIdentity } from './qemu-uid.js';
+import { TAP_RECORD } from './runtime.js';
 
-/** The system user every VM's QEMU runs as when Vireo runs as root. */
-export const QEMU_USER = 'vireo-qemu';
+export { QEMU_USER, type QemuIdentity } from './qemu-uid.js';
 
-export interface QemuIdentity {
-  uid: number;
-  gid: number;
+/**
+ * The identity this VM's QEMU runs as when Vireo runs as root: a uid of its
+ * own (qemu-uid.ts), recorded in the run directory so that it is released
+ * with it. Under user-mode Vireo, undefined: QEMU runs as the user.
+ */
+async function identityFor(def: VmDefinition, runDir: string): Promise<QemuIdentity | undefined> {
+  if (process.getuid?.() !== 0) return undefined;
+  const owner = claimOwner(def.uuid, runDir);
+  const identity = await claimQemuIdentity(owner);
+  await writeFileAtomic(join(runDir, UID_RECORD), `${JSON.stringify({ uid: identity.uid, owner })}\n`);
+  return identity;
 }
 
-/** Who QEMU runs as: vireo-qemu under root, else (user-mode Vireo) the user itself (undefined). */
-export async function qemuIdentity(): Promise<QemuIdentity | undefined> {
-  if (process.getuid?.() !== 0) return undefined;
-  const passwd = await readFile('/etc/passwd', 'utf8').catch(() => '');
-  const entry = passwd.split('\n').find((line) => line.startsWith(`${QEMU_USER}:`))?.split(':');
-  const uid = Number(entry?.[2]);
-  const gid = Number(entry?.[3]);
-  if (!entry || !Number.isInteger(uid) || !Number.isInteger(gid) || uid === 0) {
-    throw new VireoError('host_unsupported', `QEMU must not run as root, and the system user '${QEMU_USER}' it runs as does not exist (run: vireo host setup)`);
-  }
-  return { uid, gid };
+/**
+ * Makes the VM's taps, owned by its QEMU's uid, each recorded in the run
+ * directory before it is made (so that whatever cleans the directory deletes
+ * it, even after a crash right after `ip tuntap add`).
+ */
+async function makeTaps(taps: Record<number, string>, identity: QemuIdentity, runDir: string): Promise<void> {
+  const names = Object.values(taps);
+  if (names.length === 0) return;
+  await writeFileAtomic(join(runDir, TAP_RECORD), `${JSON.stringify(names)}\n`);
+  for (const name of names) await makeTap(name, identity.uid);
+}
+
+/**
+ * A tap for a NIC hot-plugged onto a Vireo network of a running VM: made for
+ * that QEMU's own uid and recorded with the others, so that it is deleted
+ * with the run directory like those made at start. Returns the tap's name
+ * for netdev_add (`ifname`, `script: 'no'`). Under user-mode Vireo, QEMU
+ * makes it (and needs the rights to).
+ */
+export async function makeHotplugTap(uuid: string, runDir: string, tap: string): Promise<void> {
+  if (process.getuid?.() !== 0) return;
+  const uid = await claimedUid(claimOwner(uuid, runDir));
+  if (uid === undefined) throw new VireoError('invalid_state', 'the VM\'s QEMU runs under no uid of its own (started before this version of Vireo): stop and start it to attach NICs live');
+  const recorded = await readFile(join(runDir, TAP_RECORD), 'utf8').then((text) => JSON.parse(text) as string[], () => [] as string[]);
+  if (!recorded.includes(tap)) await writeFileAtomic(join(runDir, TAP_RECORD), `${JSON.stringify([...recorded, tap])}\n`);
+  await makeTap(tap, uid);
 }
 
 /** Everything opened for one launch, closed in the launcher once QEMU holds its copies. */
@@ -207,18 +233,17 @@ function setprivAvailable(): boolean {
  */
 export async function launchQemu(binary: string, def: VmDefinition, context: LaunchContext, options: { timeoutMs?: number; signal?: AbortSignal } = {}): Promise<number> {
   options.signal?.throwIfAborted();
-  // QEMU makes a Vireo network's tap by name, which takes CAP_NET_ADMIN: such a VM's QEMU keeps root (still
-  // sandboxed, still handed its files) until Vireo makes the taps for vireo-qemu itself. Not done yet.
-  const usesTaps = Object.keys(context.taps ?? {}).length > 0;
-  const identity = usesTaps ? undefined : await qemuIdentity();
-  if (identity && !setprivAvailable()) throw new VireoError('host_unsupported', 'setpriv (util-linux) is needed to start QEMU as an unprivileged user');
   const runDir = join(context.runtime.pidFile, '..');
+  const identity = await identityFor(def, runDir);
+  if (identity && !setprivAvailable()) throw new VireoError('host_unsupported', 'setpriv (util-linux) is needed to start QEMU as an unprivileged user');
+  // Vireo makes the taps (QEMU making them by name would take CAP_NET_ADMIN); QEMU attaches to them by name.
+  if (identity) await makeTaps(context.taps ?? {}, identity, runDir);
   const { handoff } = await prepareHandoff(def, context, runDir, identity);
   let child;
   try {
     const argv = buildQemuArgv(def, { ...context, passed: handoff.passed });
     const command = identity
-      ? ['setpriv', `--reuid=${identity.uid}`, `--regid=${identity.gid}`, '--init-groups', '--inh-caps=-all', '--', binary, ...argv]
+      ? ['setpriv', `--reuid=${identity.uid}`, `--regid=${identity.gid}`, ...(identity.groups.length > 0 ? [`--groups=${identity.groups.join(',')}`] : ['--clear-groups']), '--inh-caps=-all', '--', binary, ...argv]
       : [binary, ...argv];
     child = spawn(command[0]!, command.slice(1), { stdio: handoff.stdio, detached: true });
     child.unref();
@@ -292,18 +317,21 @@ function waitUntilAnswering(path: string, timeoutMs: number): Promise<void> & { 
 }
 
 /**
- * Lets the running, unprivileged QEMU open files by name for a moment: a
- * live disk attach (blockdev-add), where no descriptor can be handed over
- * (that needs SCM_RIGHTS, which Node cannot send). Each file is given to
- * vireo-qemu until `restore` gives it back to its owner; QEMU keeps the
- * descriptor it opened meanwhile. The directories from the Vireo home down to
- * each file get the search bit for others (never the read bit), so that the
- * path can be followed; the files themselves stay 0600. Without a user
- * switch (user-mode Vireo) there is nothing to grant.
+ * Lets the running, unprivileged QEMU of one VM open files by name for a
+ * moment: a live disk attach (blockdev-add), where no descriptor can be
+ * handed over (that needs SCM_RIGHTS, which Node cannot send). Each file is
+ * given to that VM's own uid (no other VM's QEMU runs as it) until `restore`
+ * gives it back to its owner, right after QEMU opened it; QEMU keeps the
+ * descriptor. The directories from the Vireo home down to each file get the
+ * search bit for others (never the read bit), so that the path can be
+ * followed; the files themselves stay 0600. Without a user switch (user-mode
+ * Vireo) there is nothing to grant.
  */
-export async function grantToQemu(home: string, files: string[]): Promise<() => Promise<void>> {
-  const identity = await qemuIdentity();
-  if (!identity) return async () => undefined;
+export async function grantToQemu(home: string, uuid: string, runDir: string, files: string[]): Promise<() => Promise<void>> {
+  if (process.getuid?.() !== 0) return async () => undefined;
+  const uid = await claimedUid(claimOwner(uuid, runDir));
+  if (uid === undefined) throw new VireoError('invalid_state', 'the VM\'s QEMU runs under no uid of its own (started before this version of Vireo): stop and start it to attach disks live');
+  const identity = { uid, gid: (await qemuAccount()).gid };
   const restores: (() => Promise<void>)[] = [];
   const restore = async () => {
     for (const undo of restores.splice(0).reverse()) await undo().catch(() => undefined);

@@ -5,6 +5,7 @@
  * cleaned and the VM is reported stopped.
  */
 import { mkdir, rm } from 'node:fs/promises';
+import { join } from 'node:path';
 import type { VmDefinition } from '../model/vm.js';
 import { vmPaths, type VireoPaths } from '../paths.js';
 import { QmpClient } from '../qmp/client.js';
@@ -12,6 +13,10 @@ import { queryStatus } from '../qmp/commands.js';
 import { releaseVmGroups } from '../resources/cgroups.js';
 import { readJsonIfExists, writeJsonAtomic } from '../store/atomic.js';
 import { isQemuOf, readPidFile } from './process.js';
+import { releaseQemuUid, UID_RECORD } from './qemu-uid.js';
+
+/** Written by launch.ts: the taps Vireo made for the QEMU of this run directory. */
+export const TAP_RECORD = 'taps.json';
 
 /** 'stopped', 'unresponsive' (QEMU alive, monitor silent) or a QMP RunState ('running', 'paused', ...). */
 export type VmState = 'stopped' | 'unresponsive' | string;
@@ -45,9 +50,21 @@ export async function prepareRunDirectory(paths: VireoPaths, name: string): Prom
   await mkdir(runDir, { recursive: true, mode: 0o700 });
 }
 
-/** Called once QEMU is gone: its runtime files and its cgroups go with it. */
+/**
+ * Called once QEMU is gone: its runtime files and its cgroups go with it, and
+ * so do the taps Vireo made for it and its claim of a uid (both recorded in
+ * the directory by launch.ts before they were made).
+ */
 export async function cleanRunDirectory(paths: VireoPaths, name: string): Promise<void> {
-  await rm(vmPaths(paths, name).runDir, { recursive: true, force: true });
+  const { runDir } = vmPaths(paths, name);
+  const taps = (await readJsonIfExists(join(runDir, TAP_RECORD)).catch(() => undefined)) as unknown;
+  if (Array.isArray(taps) && taps.length > 0) {
+    const { deleteTap } = await import('../network/links.js');
+    for (const tap of taps) if (typeof tap === 'string') await deleteTap(tap);
+  }
+  const claim = (await readJsonIfExists(join(runDir, UID_RECORD)).catch(() => undefined)) as { uid?: unknown; owner?: unknown } | undefined;
+  if (typeof claim?.uid === 'number' && typeof claim.owner === 'string') await releaseQemuUid(claim.uid, claim.owner);
+  await rm(runDir, { recursive: true, force: true });
   // Best effort: a group that cannot go yet is replaced at the next start.
   await releaseVmGroups(name).catch(() => undefined);
 }

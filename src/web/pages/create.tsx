@@ -23,12 +23,15 @@ interface Form {
   memory: string;
   newDisk: string;
   nicModel: string;
+  network: string;
   forwardHost: string;
   forwardGuest: string;
   start: boolean;
+  ciUser: string;
+  ciKeys: string;
 }
 
-const INITIAL: Form = { name: '', description: '', source: 'image', image: '', iso: '', disk: '', cpus: '1', memory: '256M', newDisk: '', nicModel: 'virtio', forwardHost: '', forwardGuest: '22', start: false };
+const INITIAL: Form = { name: '', description: '', source: 'image', image: '', iso: '', disk: '', cpus: '1', memory: '256M', newDisk: '', nicModel: 'virtio', network: 'user', forwardHost: '', forwardGuest: '22', start: false, ciUser: '', ciKeys: '' };
 
 /** Maps the spec's field paths (as zod and the daemon name them) to the form's inputs. */
 function inputFor(path: string): keyof Form {
@@ -40,7 +43,10 @@ function inputFor(path: string): keyof Form {
   if (field.startsWith('boot')) return 'image';
   if (field.startsWith('nics.0.forwards.0.guestPort')) return 'forwardGuest';
   if (field.startsWith('nics.0.forwards')) return 'forwardHost';
+  if (field.startsWith('nics.0.network')) return 'network';
   if (field.startsWith('nics')) return 'nicModel';
+  if (field.startsWith('cloudInit.user')) return 'ciUser';
+  if (field.startsWith('cloudInit')) return 'ciKeys';
   if (field.startsWith('newDisks')) return 'newDisk';
   if (field.startsWith('disks')) return 'disk';
   return 'name';
@@ -50,7 +56,10 @@ function buildSpec(form: Form): Record<string, unknown> {
   const disks: Record<string, unknown>[] = [];
   if (form.source === 'disk' && form.disk) disks.push({ volume: form.disk });
   if (form.source === 'iso' && form.iso) disks.push({ volume: form.iso, media: 'cdrom' });
-  const forwards = form.forwardHost ? [{ hostPort: Number(form.forwardHost), guestPort: Number(form.forwardGuest) }] : [];
+  // Port forwards belong to the user-mode network; a Vireo network has its own (vireo network forward add).
+  const forwards = form.forwardHost && form.network === 'user' ? [{ hostPort: Number(form.forwardHost), guestPort: Number(form.forwardGuest) }] : [];
+  const keys = form.ciKeys.split('\n').map((line) => line.trim()).filter(Boolean);
+  const cloudInit = { ...(form.ciUser ? { user: form.ciUser } : {}), ...(keys.length > 0 ? { sshKeys: keys } : {}) };
   const cpus = /^\d+$/.test(form.cpus) ? Number(form.cpus) : form.cpus;
   return {
     name: form.name,
@@ -59,7 +68,8 @@ function buildSpec(form: Form): Record<string, unknown> {
     memory: form.memory,
     ...(form.source === 'image' ? { boot: { kernel: { image: form.image } } } : form.source === 'iso' ? { boot: { order: ['cdrom', 'disk'] } } : {}),
     disks,
-    nics: form.nicModel === 'none' ? [] : [{ model: form.nicModel, forwards }],
+    nics: form.nicModel === 'none' ? [] : [{ model: form.nicModel, network: form.network, forwards }],
+    ...(Object.keys(cloudInit).length > 0 ? { cloudInit } : {}),
   };
 }
 
@@ -69,6 +79,7 @@ export default function CreateVm() {
   const [failure, setFailure] = useState<string>();
   const [busy, setBusy] = useState(false);
   const images = useFetch<Image[]>('/images');
+  const networks = useFetch<{ name: string }[]>('/networks');
   const volumes = useFetch<Volume[]>('/disks');
   const isos = (volumes.data ?? []).filter((volume) => volume.media === 'iso');
   const disks = (volumes.data ?? []).filter((volume) => volume.media !== 'iso');
@@ -86,7 +97,8 @@ export default function CreateVm() {
     if (!result.success) {
       for (const issue of result.error.issues) {
         const key = inputFor(issue.path.join('.'));
-        next[key] ??= issue.message;
+        // Key checks say "is not an SSH public key": which line of the box is meant.
+        next[key] ??= issue.path[1] === 'sshKeys' && typeof issue.path[2] === 'number' ? `key ${issue.path[2] + 1} ${issue.message}` : issue.message;
       }
     }
     if (form.source === 'image' && !form.image) next.image = 'choose an image (build one on the Images page)';
@@ -172,14 +184,32 @@ export default function CreateVm() {
         <Card title="4. Network">
           <Field id="f-nicModel" label="NIC" error={errors.nicModel}>
             <select id="f-nicModel" value={form.nicModel} onChange={set('nicModel')}>
-              <option value="virtio">virtio (user-mode network)</option>
-              <option value="e1000">e1000 (user-mode network)</option>
+              <option value="virtio">virtio</option>
+              <option value="e1000">e1000</option>
               <option value="none">No NIC</option>
             </select>
           </Field>
-          <Field id="f-forwardHost" label="Forward host port (optional)" error={errors.forwardHost} hint="127.0.0.1:PORT reaches the guest port below">{input('forwardHost', { type: 'number', min: 1, max: 65535 })}</Field>
-          <Field id="f-forwardGuest" label="to guest port" error={errors.forwardGuest}>{input('forwardGuest', { type: 'number', min: 1, max: 65535 })}</Field>
-          <p class="muted small">Cloud-init user data and SSH keys are not in Vireo's VM spec yet.</p>
+          {form.nicModel !== 'none' && (
+            <Field id="f-network" label="Network" error={errors.network}>
+              <select id="f-network" value={form.network} onChange={set('network')} aria-invalid={errors.network ? 'true' : undefined} aria-describedby={errors.network ? 'f-network-error' : undefined}>
+                <option value="user">User-mode (NAT in QEMU)</option>
+                {(networks.data ?? []).map((network) => <option key={network.name} value={network.name}>{network.name}</option>)}
+              </select>
+            </Field>
+          )}
+          {form.network === 'user' && form.nicModel !== 'none' && (
+            <>
+              <Field id="f-forwardHost" label="Forward host port (optional)" error={errors.forwardHost} hint="127.0.0.1:PORT reaches the guest port below">{input('forwardHost', { type: 'number', min: 1, max: 65535 })}</Field>
+              <Field id="f-forwardGuest" label="to guest port" error={errors.forwardGuest}>{input('forwardGuest', { type: 'number', min: 1, max: 65535 })}</Field>
+            </>
+          )}
+        </Card>
+        <Card title="5. Guest set-up (cloud-init)">
+          <p class="muted small">For cloud images that run cloud-init: a user with sudo, and the SSH keys that may log in as it.</p>
+          <Field id="f-ciUser" label="User (optional)" error={errors.ciUser} hint="e.g. admin">{input('ciUser', { autocomplete: 'off' })}</Field>
+          <Field id="f-ciKeys" label="SSH public keys (optional, one per line)" error={errors.ciKeys} hint="The contents of ~/.ssh/id_ed25519.pub">
+            <textarea id="f-ciKeys" name="ciKeys" rows={3} value={form.ciKeys} onInput={set('ciKeys')} aria-invalid={errors.ciKeys ? 'true' : undefined} aria-describedby={errors.ciKeys ? 'f-ciKeys-error' : undefined} spellcheck={false} />
+          </Field>
         </Card>
         <div class="form-actions">
           <label class="check"><input type="checkbox" checked={form.start} onChange={set('start')} /> Start it now</label>

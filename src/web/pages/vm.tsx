@@ -5,12 +5,14 @@ import { api, formatBytes, live, timeAgo, useFetch, useLive, vmPath, type Vm } f
 import { Action, Card, Field, StateBadge, errorText } from '../ui.js';
 
 const SerialConsole = lazy(() => import('../console.js'));
+const GraphicalConsole = lazy(() => import('../vnc.js'));
 const Graphs = lazy(() => import('../graphs.js'));
 
 /** Where this tab migrated VMs to, so their page says where they went once they vanish from this host's list. */
 const movedTo = new Map<string, string>();
 
-const TABS = ['overview', 'graphs', 'console', 'snapshots', 'manage', 'settings'] as const;
+const TABS = ['overview', 'graphs', 'console', 'display', 'snapshots', 'manage', 'settings'] as const;
+const TAB_LABELS: Record<string, string> = { console: 'Serial console', display: 'Graphical console' };
 type Tab = (typeof TABS)[number];
 
 export function VmPage({ name, tab }: { name: string; tab: string }) {
@@ -49,13 +51,14 @@ export function VmPage({ name, tab }: { name: string; tab: string }) {
       </div>
       <nav class="tabs" aria-label="VM sections">
         {TABS.map((entry) => (
-          <a key={entry} href={`#/vms/${encodeURIComponent(name)}/${entry}`} aria-current={entry === current ? 'page' : undefined}>{entry[0]!.toUpperCase() + entry.slice(1)}</a>
+          <a key={entry} href={`#/vms/${encodeURIComponent(name)}/${entry}`} aria-current={entry === current ? 'page' : undefined}>{TAB_LABELS[entry] ?? entry[0]!.toUpperCase() + entry.slice(1)}</a>
         ))}
       </nav>
       <Suspense fallback={<p class="muted">Loading…</p>}>
         {current === 'overview' && <Overview vm={vm} />}
         {current === 'graphs' && <Graphs vm={name} />}
         {current === 'console' && <SerialConsole vm={name} running={running} />}
+        {current === 'display' && <GraphicalConsole vm={name} running={running} hasVnc={vm.definition.vnc !== undefined} />}
         {current === 'snapshots' && <Snapshots vm={name} />}
         {current === 'manage' && <Manage vm={vm} />}
         {current === 'settings' && <Settings vm={vm} />}
@@ -231,6 +234,144 @@ function Manage({ vm }: { vm: Vm }) {
 }
 
 function Settings({ vm }: { vm: Vm }) {
+  return (
+    <div class="grid">
+      <LiveSettings vm={vm} />
+      <Devices vm={vm} />
+      <StoppedSettings vm={vm} />
+    </div>
+  );
+}
+
+/** The field an API error names, as the form's input id: body.resources.cpu.limit -> cpu-limit. */
+function settingsField(error: unknown): string | undefined {
+  const field = (error as { details?: { field?: string } }).details?.field?.replace(/^body\./, '');
+  if (!field) return undefined;
+  if (field.startsWith('resources.cpu.limit')) return 'cpu-limit';
+  if (field.startsWith('resources.cpu.weight')) return 'cpu-weight';
+  if (field.startsWith('resources.memory.balloon')) return 'balloon';
+  if (field.startsWith('resources.memory.limit')) return 'memory-limit';
+  if (field.startsWith('count') || field.startsWith('cpus')) return 'vcpus';
+  return undefined;
+}
+
+/** What changes on a running VM at once (and, on a stopped one, at its next start): CPU cap and weight, balloon, memory limit, vCPUs up to max. */
+function LiveSettings({ vm }: { vm: Vm }) {
+  const def = vm.definition;
+  const running = vm.runtime.state === 'running' || vm.runtime.state === 'paused';
+  const resources = def.resources ?? {};
+  const [form, setForm] = useState({
+    cpuLimit: resources.cpu?.limit !== undefined ? `${Math.round(resources.cpu.limit * 100)}%` : '',
+    cpuWeight: resources.cpu?.weight !== undefined ? String(resources.cpu.weight) : '',
+    balloon: resources.memory?.balloon !== undefined ? `${resources.memory.balloon}M` : '',
+    memoryLimit: resources.memory?.limit !== undefined ? `${resources.memory.limit}M` : '',
+    vcpus: String(def.cpus.count),
+  });
+  const [errors, setErrors] = useState<Record<string, string>>({});
+  const [result, setResult] = useState<string>();
+  const field = (key: keyof typeof form, id: string, label: string, hint: string, props: Record<string, unknown> = {}) => (
+    <Field id={id} label={label} hint={hint} error={errors[id]}>
+      <input id={id} value={form[key]} aria-invalid={errors[id] ? 'true' : undefined} aria-describedby={errors[id] ? `${id}-error` : undefined} onInput={(event) => { setForm({ ...form, [key]: (event.target as HTMLInputElement).value }); setErrors({ ...errors, [id]: '' }); }} {...props} />
+    </Field>
+  );
+  const apply = async () => {
+    setResult(undefined);
+    setErrors({});
+    const cpu = { ...resources.cpu, limit: form.cpuLimit || undefined, weight: form.cpuWeight ? Number(form.cpuWeight) : undefined };
+    const memory = { ...resources.memory, balloon: form.balloon || undefined, limit: form.memoryLimit || undefined };
+    const next = JSON.parse(JSON.stringify({ ...resources, cpu, memory })) as Record<string, Record<string, unknown>>;
+    for (const key of Object.keys(next)) if (next[key] && Object.keys(next[key]!).length === 0) delete next[key];
+    const said: string[] = [];
+    try {
+      const set = await api.request<{ live: boolean }>('POST', vmPath(def.name, '/resources'), { resources: Object.keys(next).length > 0 ? next : null });
+      said.push(set.live ? 'CPU and memory settings applied to the running VM' : 'CPU and memory settings saved for the next start');
+      if (Number(form.vcpus) !== def.cpus.count) {
+        await api.request('POST', vmPath(def.name, '/cpus'), { count: Number(form.vcpus) });
+        said.push(running ? `vCPUs set to ${form.vcpus} live` : `vCPUs set to ${form.vcpus}`);
+      }
+    } catch (failure) {
+      const id = settingsField(failure);
+      if (id) {
+        setErrors({ [id]: errorText(failure).replace(/^[^:]+: /, '') });
+        return;
+      }
+      throw failure;
+    } finally {
+      await live.refresh(def.name);
+      if (said.length > 0) setResult(`${said.join('; ')}.`);
+    }
+  };
+  return (
+    <Card title={running ? 'Change live' : 'Resources'}>
+      <p class="muted">{running ? 'These apply to the running VM at once, and stay for later starts.' : 'These apply at the next start (and can change live while it runs).'}</p>
+      <form class="form" onSubmit={(event) => event.preventDefault()}>
+        {field('cpuLimit', 'cpu-limit', 'CPU cap (optional)', '50% of one core, 150%, or 1.5 cores; empty: no cap')}
+        {field('cpuWeight', 'cpu-weight', 'CPU weight (optional)', 'Share under contention, 1-10000 (default 100)', { type: 'number', min: 1, max: 10000 })}
+        {field('balloon', 'balloon', 'Memory balloon target (optional)', `What the guest is left with, up to ${def.memory}M`)}
+        {field('memoryLimit', 'memory-limit', 'Memory limit of the QEMU process (optional)', 'Guest memory plus QEMU\'s own, e.g. 512M')}
+        {field('vcpus', 'vcpus', `vCPUs${def.cpus.max !== undefined ? ` (up to ${def.cpus.max} live)` : ''}`, def.cpus.max !== undefined ? 'Hot-added while it runs; the guest brings them online' : 'Only while stopped: this VM was defined without cpus.max', { type: 'number', min: 1, max: def.cpus.max ?? 255, disabled: running && def.cpus.max === undefined })}
+        <Action label={running ? 'Apply live' : 'Save'} testId="settings-apply" run={apply} />
+        {result && <p role="status" data-testid="settings-result">{result}</p>}
+      </form>
+    </Card>
+  );
+}
+
+/** Disks and NICs attached or detached, live on a running VM (virtio on a free hot-plug port). */
+function Devices({ vm }: { vm: Vm }) {
+  const def = vm.definition;
+  const volumes = useFetch<{ name: string; media: string; users?: string[] }[]>('/disks', [def.disks.length]);
+  const used = new Set(def.disks.map((disk) => disk.volume));
+  const free = (volumes.data ?? []).filter((volume) => volume.media !== 'iso' && !used.has(volume.name) && (volume.users ?? []).length === 0);
+  const [volume, setVolume] = useState('');
+  const [model, setModel] = useState('virtio');
+  const change = (work: () => Promise<unknown>) => async () => {
+    await work();
+    await live.refresh(def.name);
+  };
+  return (
+    <Card title="Disks and NICs">
+      <p class="muted">Attached and detached live while the VM runs (the guest must release a device before it goes).</p>
+      <ul class="device-list">
+        {def.disks.map((disk, index) => (
+          <li key={disk.id ?? index}>
+            <code>{disk.volume}</code> {disk.media} on {disk.bus}
+            {index > 0 && <Action label="Detach" danger confirm={`Detach ${disk.volume} from ${def.name}?`} run={change(() => api.request('DELETE', vmPath(def.name, `/disks/${encodeURIComponent(disk.id ?? disk.volume)}`)))} />}
+          </li>
+        ))}
+        {def.nics.map((nic, index) => (
+          <li key={nic.mac ?? index}>
+            NIC {nic.model} on {nic.network}, <code>{nic.mac}</code>
+            <Action label="Detach" danger confirm={`Detach NIC ${nic.mac} from ${def.name}?`} run={change(() => api.request('DELETE', vmPath(def.name, `/nics/${encodeURIComponent(nic.id ?? nic.mac)}`)))} />
+          </li>
+        ))}
+      </ul>
+      <form class="inline-form" onSubmit={(event) => event.preventDefault()}>
+        <Field id="attach-volume" label="Attach a disk">
+          <select id="attach-volume" value={volume} onChange={(event) => setVolume((event.target as HTMLSelectElement).value)}>
+            <option value="">Choose a free volume…</option>
+            {free.map((entry) => <option key={entry.name} value={entry.name}>{entry.name}</option>)}
+          </select>
+        </Field>
+        <Action label="Attach disk" disabled={!volume} run={change(async () => {
+          await api.request('POST', vmPath(def.name, '/disks'), { volume });
+          setVolume('');
+        })} />
+      </form>
+      <form class="inline-form" onSubmit={(event) => event.preventDefault()}>
+        <Field id="attach-nic" label="Attach a NIC (user-mode network)">
+          <select id="attach-nic" value={model} onChange={(event) => setModel((event.target as HTMLSelectElement).value)}>
+            {['virtio', 'e1000', 'e1000e', 'rtl8139'].map((entry) => <option key={entry} value={entry}>{entry}</option>)}
+          </select>
+        </Field>
+        <Action label="Attach NIC" run={change(() => api.request('POST', vmPath(def.name, '/nics'), { model }))} />
+      </form>
+    </Card>
+  );
+}
+
+/** What needs the VM stopped: vCPU count beyond max, memory size, description. */
+function StoppedSettings({ vm }: { vm: Vm }) {
   const def = vm.definition;
   const stopped = vm.runtime.state === 'stopped';
   const [cpus, setCpus] = useState(String(def.cpus.count));
@@ -238,14 +379,14 @@ function Settings({ vm }: { vm: Vm }) {
   const [description, setDescription] = useState(def.description ?? '');
   const [saved, setSaved] = useState(false);
   return (
-    <Card title="Settings">
+    <Card title="While stopped">
       <p class="muted">
         {stopped
           ? 'These apply at the next start.'
-          : 'vCPUs, memory and description change while the VM is stopped; a running VM can grow its disks live (Disks page).'}
+          : 'Memory size, vCPUs beyond the live maximum and the description change while the VM is stopped.'}
       </p>
       <form class="form" onSubmit={(event) => event.preventDefault()}>
-        <Field id="set-cpus" label="vCPUs"><input id="set-cpus" type="number" min={1} max={255} disabled={!stopped} value={cpus} onInput={(event) => setCpus((event.target as HTMLInputElement).value)} /></Field>
+        <Field id="set-cpus" label="vCPUs (at start)"><input id="set-cpus" type="number" min={1} max={255} disabled={!stopped} value={cpus} onInput={(event) => setCpus((event.target as HTMLInputElement).value)} /></Field>
         <Field id="set-memory" label="Memory"><input id="set-memory" disabled={!stopped} value={memory} onInput={(event) => setMemory((event.target as HTMLInputElement).value)} /></Field>
         <Field id="set-description" label="Description"><input id="set-description" disabled={!stopped} value={description} onInput={(event) => setDescription((event.target as HTMLInputElement).value)} /></Field>
         <Action label="Save" disabled={!stopped} run={async () => {
