@@ -53,6 +53,8 @@ export async function launchContext(paths: VireoPaths, def: VmDefinition): Promi
 
   const volumes: Record<string, ResolvedVolume> = {};
   for (const [index, disk] of def.disks.entries()) {
+    // An empty CD-ROM drive opens nothing (its last medium may be gone).
+    if (disk.ejected) continue;
     try {
       const volume = await resolveVolume(paths, disk.volume);
       volumes[disk.volume] = { path: volume.path, format: volume.format, backing: await backingChain(volume.path, volume.format) };
@@ -103,7 +105,7 @@ export async function launchContext(paths: VireoPaths, def: VmDefinition): Promi
   if (def.cloudInit && cloudInitSeed) await writeSeedIso(buildSeed(def), cloudInitSeed, runtime.dir);
   await checkPassthrough(def.devices);
   const deviceSockets = [...Array.from({ length: def.devices?.serials ?? 0 }, (_, index) => serialSocketOf(runtime, index + 1)), ...(def.devices?.tpm ? [tpmPaths(runtime.dir).socket] : [])];
-  for (const socket of [runtime.qmpSocket, runtime.statusSocket, runtime.eventSocket, runtime.serialSocket, runtime.guestAgentSocket, ...deviceSockets]) {
+  for (const socket of [runtime.qmpSocket, runtime.statusSocket, runtime.eventSocket, runtime.serialSocket, runtime.guestAgentSocket, runtime.vncSocket, ...deviceSockets]) {
     if (Buffer.byteLength(socket) > MAX_SOCKET_PATH) {
       throw new VireoError('host_unsupported', `the socket path ${socket} is longer than ${MAX_SOCKET_PATH} bytes; set VIREO_HOME to a shorter directory`);
     }
