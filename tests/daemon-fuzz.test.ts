@@ -328,8 +328,9 @@ interface GeneratedRequest {
 function requestsFor(openapi: { paths: Record<string, Record<string, OpenApiOperation>> }): fc.Arbitrary<GeneratedRequest> {
   const choices: fc.Arbitrary<GeneratedRequest>[] = [];
   for (const [template, operations] of Object.entries(openapi.paths)) {
-    // Streams and WebSockets are not request/response; incoming migrations open ports and start QEMU when valid.
-    if (template === '/events' || template.endsWith('/console') || template === '/migrations/incoming') continue;
+    // The event stream never ends; incoming migrations open ports and start QEMU when valid. WebSocket routes
+    // asked without an upgrade are fuzzed: they must answer with the error shape too.
+    if (template === '/events' || template === '/migrations/incoming') continue;
     for (const [method, operation] of Object.entries(operations)) {
       const parameters = operation.parameters ?? [];
       const names = [...template.matchAll(/\{(\w+)\}/g)].map((match) => match[1]!);

@@ -267,7 +267,12 @@ async function buildApp(state: DaemonState, options: DaemonOptions, auth: 'socke
   });
 
   // The serial console as a WebSocket: binary frames both ways.
-  app.get('/vms/:name/console', { websocket: true }, (socket, request) => {
+  // A WebSocket route asked without an upgrade answers like every other route: a JSON error, not an empty 404.
+  const notAnUpgrade = (request: FastifyRequest) => {
+    throw new VireoError('invalid_argument', `${request.routeOptions.url ?? request.url} is a WebSocket: connect with 'Upgrade: websocket'`);
+  };
+
+  app.route({ method: 'GET', url: '/vms/:name/console', handler: notAnUpgrade, wsHandler: (socket, request) => {
     const closeWith = (code: number, reason: string) => socket.close(code, closeReason(reason));
     // Listen at once: input sent right after the handshake arrives before the console is attached.
     const early: Buffer[] = [];
@@ -306,11 +311,11 @@ async function buildApp(state: DaemonState, options: DaemonOptions, auth: 'socke
       const { code, reason } = closeFor(asVireoError(error));
       closeWith(code, reason);
     });
-  });
+  } });
 
   // The graphical console as a WebSocket: QEMU's VNC server (RFB) in binary frames both ways, for noVNC and
   // for `vireo vm vnc`. Each WebSocket is one connection to the VM's VNC socket; QEMU asks for the password.
-  app.get('/vms/:name/vnc', { websocket: true }, (socket, request) => {
+  app.route({ method: 'GET', url: '/vms/:name/vnc', handler: notAnUpgrade, wsHandler: (socket, request) => {
     const closeWith = (code: number, reason: string) => socket.close(code, closeReason(reason));
     const early: Buffer[] = [];
     let vnc: Socket | undefined;
@@ -341,7 +346,7 @@ async function buildApp(state: DaemonState, options: DaemonOptions, auth: 'socke
       const { code, reason } = closeFor(asVireoError(error));
       closeWith(code, reason);
     });
-  });
+  } });
 
   app.addHook('onResponse', async (request, reply) => {
     // Credentials never reach the log, even when a client sends them in the query string.
