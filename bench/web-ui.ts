@@ -93,7 +93,7 @@ try {
   await api.request('POST', '/vms/b000/kill');
   await context.close();
   process.stdout.write(`web UI with ${count} VMs (chromium, daemon over TLS on loopback)\n`);
-  process.stdout.write(`  cold load, bytes transferred (bodies + headers): page and assets ${(transferred.assets / 1024).toFixed(1)} KiB (gzipped), API answers ${(transferred.api / 1024).toFixed(1)} KiB (JSON of ${count} VMs, not compressed)\n`);
+  process.stdout.write(`  cold load, bytes transferred (bodies + headers): page and assets ${(transferred.assets / 1024).toFixed(1)} KiB (gzipped), API answers ${(transferred.api / 1024).toFixed(1)} KiB (JSON of ${count} VMs and the rest, gzipped)\n`);
   process.stdout.write(`  cold load to an interactive list of ${count} VMs: median ${median(loads).toFixed(0)} ms (${loads.map((ms) => ms.toFixed(0)).join(', ')})\n`);
   process.stdout.write(`  state change (API answered) to the list showing it: median ${median(lags)} ms, max ${Math.max(...lags)} ms over ${lags.length}\n`);
 } finally {

@@ -9,6 +9,7 @@ import assert from 'node:assert/strict';
 import { readFile } from 'node:fs/promises';
 import { request as httpsRequest } from 'node:https';
 import { join } from 'node:path';
+import { gunzipSync } from 'node:zlib';
 import { after, before, describe, test } from 'node:test';
 import type { BrowserContext, Page } from 'playwright-core';
 import WebSocket from 'ws';
@@ -337,6 +338,25 @@ describe('web UI in chromium', { timeout: 900_000 }, () => {
     assert.deepEqual(answers, { without: 401, field: 'header.x-vireo-csrf', with: 201 });
     const disks = await daemon.api.request<{ name: string }[]>('GET', '/disks');
     assert.deepEqual(disks.map((disk) => disk.name).filter((name) => name.startsWith('csrf-')), ['csrf-with']);
+  });
+
+  test('JSON answers are gzipped for a browser that accepts it, and not otherwise', async () => {
+    const cookie = await sessionCookie(context);
+    const get = (encoding: string | undefined) =>
+      new Promise<{ encoding?: string; body: Buffer }>((resolve, reject) => {
+        const req = httpsRequest(`${url}/openapi.json`, { agent: false, rejectUnauthorized: false, headers: { cookie, ...(encoding ? { 'accept-encoding': encoding } : {}) } }, (response) => {
+          const chunks: Buffer[] = [];
+          response.on('data', (chunk: Buffer) => chunks.push(chunk)).on('end', () => resolve({ ...(response.headers['content-encoding'] ? { encoding: response.headers['content-encoding'] } : {}), body: Buffer.concat(chunks) }));
+        });
+        req.on('error', reject);
+        req.end();
+      });
+    const zipped = await get('gzip, deflate, br');
+    const plain = await get(undefined);
+    assert.equal(zipped.encoding, 'gzip', `${zipped.body.length} bytes`);
+    assert.equal(plain.encoding, undefined);
+    assert.deepEqual(JSON.parse(gunzipSync(zipped.body).toString('utf8')), JSON.parse(plain.body.toString('utf8')));
+    assert.ok(zipped.body.length < plain.body.length / 2, `gzip shrinks the API description (${zipped.body.length} of ${plain.body.length} bytes)`);
   });
 
   test('the console WebSocket refuses a foreign origin, even with the cookie', async () => {
