@@ -393,6 +393,13 @@ describe('web UI in chromium', { timeout: 900_000 }, () => {
     await waitForTerminal(phone, /root@vireo-tiny/, 60_000);
     const box = await phone.getByTestId('terminal').boundingBox();
     assert.ok(box && box.x + box.width <= 390, 'the console fits the phone\'s width');
+    // A phone keyboard has no Ctrl: the key bar's Ctrl-C interrupts a running command.
+    await phone.locator('.xterm').click();
+    await phone.keyboard.type('sleep 300; echo not-interrupted\n', { delay: 20 });
+    await phone.getByRole('button', { name: 'Control C (interrupt)' }).click();
+    await phone.keyboard.type('echo after-$((3*3))\n', { delay: 20 });
+    await waitForTerminal(phone, /after-9/);
+    assert.doesNotMatch(await terminalText(phone), /not-interrupted/);
     await shot(phone, 'phone-vm-console');
     await phone.close();
   });
