@@ -51,6 +51,8 @@ for (const file of (await readdir(goldenDir)).filter((name) => name.endsWith('.j
       const def = defineVm(parseVmSpec({ ...golden.spec, accelerator: 'tcg' }));
       const runtime = vmPaths(paths, def.name);
       await mkdir(runtime.runDir, { recursive: true });
+      // Where a VNC server binds its socket (Vireo makes this directory at launch).
+      await mkdir(runtime.vncDir, { recursive: true });
       const context: LaunchContext = { accel: 'tcg', runtime, volumes };
       if (golden.context.uefi) {
         assert.ok(facts.firmware.ovmf, 'OVMF is installed');

@@ -99,3 +99,36 @@ test('an image a VM boots cannot be deleted', async () => {
   assert.match((await home.vireo(['image', 'list'])).stdout, /tiny/);
   assert.equal((await home.vireo(['vm', 'delete', 'uses-tiny'])).code, 0);
 });
+
+test('guest input (issue 12): bad user-data (with its line), a key that is not a public key, an ISO that is not one, --iso with a kernel boot, Secure Boot with BIOS', async () => {
+  const userData = join(home.home, 'user-data.yaml');
+  await writeFile(userData, '#cloud-config\nusers:\n  - name: alice\n    groups: [sudo\nhostname: x\n');
+  await expectError(['vm', 'create', 'g1', '--cloud-init-file', userData], 2, /--cloud-init-file: .* is not valid cloud-config YAML \(line \d+\)/);
+  const privateKey = join(home.home, 'id_ed25519');
+  await writeFile(privateKey, '-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAAA\n-----END OPENSSH PRIVATE KEY-----\n');
+  await expectError(['vm', 'create', 'g2', '--ssh-key', privateKey], 2, /ssh-key.*private key/i);
+  const notKey = join(home.home, 'notes.txt');
+  await writeFile(notKey, 'hello world\n');
+  await expectError(['vm', 'create', 'g3', '--ssh-key', notKey], 2, /ssh-key.*(public key|not)/i);
+  const notIso = join(home.home, 'installer.iso');
+  await writeFile(notIso, Buffer.alloc(64 * 1024, 0x41));
+  await expectError(['vm', 'create', 'g4', '--iso', notIso, '--disk', '64M'], 2, /iso: .*is not an ISO 9660 image/);
+  await expectError(['disk', 'import', notIso, '--name', 'g4-cd'], 2, /file: .*is not an ISO 9660 image/);
+  await expectError(['vm', 'create', 'g5', '--iso', notIso, '--image', 'tiny'], 2, /--iso: .*direct kernel boot/);
+  const spec = join(home.home, 'secure.yaml');
+  await writeFile(spec, 'name: g6\nboot: { firmware: bios, secureBoot: true }\n');
+  await expectError(['vm', 'create', '-f', spec], 2, /boot.secureBoot: Secure Boot needs UEFI firmware/);
+  await nothingLeft();
+});
+
+test('a disk image that linked disks are made from cannot be deleted; the error names the disks and their VMs', async () => {
+  const raw = join(home.home, 'cloud.raw');
+  await writeFile(raw, Buffer.alloc(4 * 1024 * 1024));
+  assert.equal((await home.vireo(['image', 'import', raw, '--name', 'cloudy', '--no-cloud-init'])).code, 0);
+  const created = await home.vireo(['vm', 'create', 'linked', '--image', 'cloudy', '--disk', '8M']);
+  assert.equal(created.code, 0, created.stderr);
+  await expectError(['image', 'delete', 'cloudy'], 6, /image 'cloudy' is the base of linked disk linked-disk0 \(of VM linked\)/);
+  assert.match((await home.vireo(['image', 'list'])).stdout, /cloudy/);
+  assert.equal((await home.vireo(['vm', 'delete', 'linked', '--with-disks'])).code, 0);
+  assert.equal((await home.vireo(['image', 'delete', 'cloudy'])).code, 0);
+});

@@ -25,6 +25,8 @@ describe('default CD-ROM bus', () => {
     const iso = join(home.home, 'seed.iso');
     const content = Buffer.alloc(2 * 1024 * 1024);
     content.write('VIREO-CDROM-MARKER', 0);
+    // An ISO 9660 volume descriptor (sector 16), which import checks for.
+    content.write('\x01CD001\x01', 32768, 'latin1');
     await writeFile(iso, content);
     await vireoOk('disk', 'import', iso, '--name', 'seed');
   });
@@ -36,7 +38,7 @@ describe('default CD-ROM bus', () => {
     await vireoOk('vm', 'start', 'cd', '--wait', '180');
     const seen = await vireoOk('vm', 'console', 'cd', '--run', 'cat /sys/block/sr0/size; dd if=/dev/sr0 bs=2048 count=1 2>/dev/null | head -c 18; echo');
     const [sectors, marker] = seen.stdout.trim().split('\n');
-    assert.equal(Number(sectors), 4096, 'sr0 holds the 2 MiB medium (512-byte sectors)');
+    assert.equal(Number(sectors), 4096, `sr0 holds the 2 MiB medium (512-byte sectors); the console said: ${JSON.stringify(seen.stdout)}`);
     assert.equal(marker, 'VIREO-CDROM-MARKER');
     await vireoOk('vm', 'kill', 'cd');
   });

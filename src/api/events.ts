@@ -13,6 +13,8 @@ export type EventKind =
   | 'vm.defined'
   | 'vm.deleted'
   | 'vm.migration'
+  /** A CD-ROM drive's medium ejected or inserted. */
+  | 'vm.media'
   | 'operation'
   | 'daemon'
   /** Networks: defined, changed (fields, forwards), deleted, brought back at daemon start, or their dnsmasq/bridge restored. */
@@ -57,4 +59,8 @@ export const streams = {
   },
   'GET /metrics': { tag: 'metrics', summary: 'Prometheus metrics', kind: 'text', description: 'Prometheus text format 0.0.4' },
   'GET /vms/:name/console': { tag: 'vms', summary: 'The serial console as a WebSocket (binary frames both ways)', params: NameParams, kind: 'websocket', description: 'Switching to the WebSocket protocol' },
+  'GET /vms/:name/vnc': {
+    tag: 'vms', summary: 'The graphical console as a WebSocket: the VNC server\'s RFB stream in binary frames both ways (VNC authentication with a password from POST /vms/{name}/vnc/password)',
+    params: NameParams, kind: 'websocket', description: 'Switching to the WebSocket protocol',
+  },
 } as const satisfies Record<string, StreamEndpoint>;

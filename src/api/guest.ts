@@ -5,10 +5,12 @@
  */
 import { z } from 'zod';
 import { MAX_COPY_BYTES, type ExecResult, type GuestInterface } from '../core/guest/agent-ops.js';
-import { NameParams } from './common.js';
+import type { MediaChange } from '../core/vm/media.js';
+import { DEFAULT_VNC_PASSWORD_SECONDS, MAX_VNC_PASSWORD_SECONDS, type VncPassword } from '../core/vm/vnc.js';
+import { Name, NameParams } from './common.js';
 import { endpoint, returns } from './contract.js';
 
-export type { ExecResult, GuestInterface };
+export type { ExecResult, GuestInterface, MediaChange, VncPassword };
 
 export interface GuestInfo {
   running: boolean;
@@ -26,6 +28,10 @@ export const ExecBody = z.strictObject({
 export const WriteFileBody = z.strictObject({ path: GuestPath, data: Base64 });
 export const ReadFileQuery = z.strictObject({ path: GuestPath });
 
+export const VncPasswordBody = z.strictObject({ validSeconds: z.number().int().min(1).max(MAX_VNC_PASSWORD_SECONDS).default(DEFAULT_VNC_PASSWORD_SECONDS) });
+export const EjectMediaBody = z.strictObject({ drive: z.string().max(64).optional() });
+export const InsertMediaBody = z.strictObject({ drive: z.string().max(64).optional(), volume: Name.optional(), file: z.string().max(4096).optional() });
+
 export const guest = {
   'GET /vms/:name/guest': endpoint({
     tag: 'guest', summary: 'Whether the guest agent answers, and the guest\'s network interfaces and addresses', params: NameParams, status: 200, response: returns<GuestInfo>('GuestInfo'),
@@ -39,5 +45,16 @@ export const guest = {
   }),
   'GET /vms/:name/guest/file': endpoint({
     tag: 'guest', summary: 'Read a file of the guest through its agent', params: NameParams, query: ReadFileQuery, status: 200, response: returns<{ path: string; data: string }>('FileData'),
+  }),
+  'POST /vms/:name/vnc/password': endpoint({
+    tag: 'vms', summary: 'A new one-time VNC password for the graphical console (GET /vms/{name}/vnc), admitting new connections during validSeconds; it replaces the previous one',
+    params: NameParams, body: VncPasswordBody, status: 200, response: returns<VncPassword>('VncPassword'),
+  }),
+  'POST /vms/:name/media/eject': endpoint({
+    tag: 'vms', summary: 'Take the medium out of a CD-ROM drive (live on a running VM; kept in the definition, the drive stays empty)', params: NameParams, body: EjectMediaBody, status: 200, response: returns<MediaChange>('MediaChange'),
+  }),
+  'POST /vms/:name/media/insert': endpoint({
+    tag: 'vms', summary: 'Put an ISO volume, or an ISO file on the daemon\'s host (imported first), in a CD-ROM drive (live on a running VM; kept in the definition)',
+    params: NameParams, body: InsertMediaBody, status: 200, response: returns<MediaChange>('MediaChange'),
   }),
 } as const;

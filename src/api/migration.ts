@@ -7,26 +7,16 @@
 import { z } from 'zod';
 import { DEFAULT_TUNING } from '../core/migration/drive.js';
 import type { IncomingEndpoints } from '../core/migration/incoming.js';
+import type { MigrationPhase } from '../core/migration/records.js';
+import type { MigrationResult } from '../core/migration/source.js';
 import { DiskFormat, EmptyBody, Hex16Id, MigrationIdParams, NameParams } from './common.js';
 import { endpoint, returns } from './contract.js';
 import { operation } from './operations.js';
 
 export type { IncomingEndpoints };
 
-export type MigrationPhase = 'preparing' | 'transferring' | 'committing' | 'committed' | 'incoming';
-
-export interface MigrationResult {
-  vm: string;
-  migration: string;
-  /** The daemon that owns the VM now. */
-  movedTo: string;
-  offline: boolean;
-  copyStorage: boolean;
-  totalTimeMs?: number;
-  downtimeMs?: number;
-  transferredBytes?: number;
-  setupTimeMs?: number;
-}
+// The protocol's own types, defined once in the core (src/core/migration/).
+export type { MigrationPhase, MigrationResult };
 
 /** A migration as GET /migrations lists it: the peer by its URL only (never its token). */
 export interface MigrationView {

@@ -18,6 +18,8 @@ export const CreateVmBody = z.strictObject({
   spec: VmSpecSchema,
   /** Disks to create and attach as <vm>-disk<N> (virtio). */
   newDisks: z.array(z.strictObject({ size: Size.optional(), format: DiskFormat.optional(), from: Name.optional(), image: Name.optional() })).max(8).default([]),
+  /** An installer ISO on the daemon's host (in a directory it allows for host files): imported as <vm>-iso and attached as a CD-ROM. */
+  iso: z.string().max(4096).optional(),
 });
 export const EditVmBody = z.strictObject({ spec: VmSpecSchema });
 export const StartBody = z.strictObject({

@@ -95,9 +95,17 @@ export class ApiClient extends ApiCore {
   }
 
   /** Opens the VM's serial console WebSocket (ws is loaded only here: most commands never need it). */
-  async console(vm: string): Promise<WebSocket> {
+  console(vm: string): Promise<WebSocket> {
+    return this.webSocket(`/vms/${encodeURIComponent(vm)}/console`);
+  }
+
+  /** Opens the VM's graphical console WebSocket: the VNC server's RFB stream (see POST /vms/NAME/vnc/password). */
+  vnc(vm: string): Promise<WebSocket> {
+    return this.webSocket(`/vms/${encodeURIComponent(vm)}/vnc`);
+  }
+
+  private async webSocket(path: string): Promise<WebSocket> {
     const { default: WebSocket } = await import('ws');
-    const path = `/vms/${encodeURIComponent(vm)}/console`;
     if ('socketPath' in this.target) return new WebSocket(`ws+unix://${this.target.socketPath}:${path}`);
     const url = new URL(path, this.target.url);
     url.protocol = 'wss:';

@@ -78,7 +78,16 @@ export class BrowserClient extends ApiCore {
 
   /** The serial console WebSocket (the cookie goes with it; the daemon checks the Origin). */
   console(vm: string): WebSocket {
-    const url = new URL(`/vms/${encodeURIComponent(vm)}/console`, location.href);
+    return this.webSocket(`/vms/${encodeURIComponent(vm)}/console`);
+  }
+
+  /** The graphical console WebSocket: the VNC server's RFB stream (noVNC speaks it; the password from POST /vms/NAME/vnc/password). */
+  vnc(vm: string): WebSocket {
+    return this.webSocket(`/vms/${encodeURIComponent(vm)}/vnc`);
+  }
+
+  private webSocket(path: string): WebSocket {
+    const url = new URL(path, location.href);
     url.protocol = location.protocol === 'https:' ? 'wss:' : 'ws:';
     const socket = new WebSocket(url);
     socket.binaryType = 'arraybuffer';

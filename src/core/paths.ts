@@ -59,6 +59,9 @@ export interface VmPaths {
   serialSocket: string;
   /** The QEMU guest agent's channel (virtio-serial port org.qemu.guest_agent.0). */
   guestAgentSocket: string;
+  /** Where QEMU's VNC server listens (a directory of its own: QEMU binds the socket there, Vireo then makes it root's). */
+  vncDir: string;
+  vncSocket: string;
   pidFile: string;
   consoleLog: string;
   runtimeState: string;
@@ -76,6 +79,8 @@ export function vmPaths(paths: VireoPaths, name: string): VmPaths {
     eventSocket: join(runDir, 'events.sock'),
     serialSocket: join(runDir, 'serial.sock'),
     guestAgentSocket: join(runDir, 'qga.sock'),
+    vncDir: join(runDir, 'vnc'),
+    vncSocket: join(runDir, 'vnc', 'vnc.sock'),
     pidFile: join(runDir, 'qemu.pid'),
     consoleLog: join(dir, 'console.log'),
     runtimeState: join(runDir, 'state.json'),

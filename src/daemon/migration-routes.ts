@@ -1,7 +1,7 @@
 /**
  * The daemon's side of migration (src/api/migration.ts): the source starts
  * the 'vm.migrate' operation; the destination answers what the source's
- * daemon asks (see migration.ts for the protocol).
+ * daemon asks (the protocol: src/core/migration/ and docs/migration.md).
  */
 import { migration } from '../api/migration.js';
 import { Reply, implement } from './route.js';

@@ -23,7 +23,7 @@ import { vmPaths } from '../core/paths.js';
 import { createVolume, deleteVolume, getVolume, listVolumes } from '../core/storage/volumes.js';
 import { resizeDisk } from '../core/vm/disk-resize.js';
 import { exportVolume, importImage } from '../core/storage/transfer.js';
-import { loadDefinition, volumeUsers, vmsUsingImage, vmsUsingVolume } from '../core/vm/definitions.js';
+import { loadDefinition, volumeUsers, vmsUsingImage, vmsUsingVolume, vmsUsingVolumes } from '../core/vm/definitions.js';
 import { killVm, pauseVm, rebootVm, resumeVm, startVm, stopVm } from '../core/vm/lifecycle.js';
 import { createVm, deleteVm, editVm, getVm, listVms } from '../core/vm/manage.js';
 import { setVmResources } from '../core/resources/live.js';
@@ -62,7 +62,7 @@ const vmRoutes = implement(vms, {
   'GET /vms': async ({ daemon }) => listVms(daemon.paths, runtimeOptions(daemon)),
   'POST /vms': async ({ body, daemon }) => {
     const def = await daemon.operations.exclusive(body.spec.name, 'create', () =>
-      createVm(daemon.paths, body.spec, { newDisks: body.newDisks, hostFiles: daemon.hostFiles }),
+      createVm(daemon.paths, body.spec, { newDisks: body.newDisks, hostFiles: daemon.hostFiles, ...(body.iso !== undefined ? { iso: body.iso } : {}) }),
     );
     daemon.events.publish('vm.defined', { uuid: def.uuid }, def.name);
     return new Reply(201, await getVm(daemon.paths, def.name));
@@ -206,7 +206,7 @@ const imageRoutes = implement(images, {
     )),
   'GET /images/:name': async ({ params, daemon }) => getImage(daemon.paths, params.name),
   'DELETE /images/:name': async ({ params, daemon }) => {
-    await deleteImage(daemon.paths, params.name, { usedBy: (image) => vmsUsingImage(daemon.paths, image) });
+    await deleteImage(daemon.paths, params.name, { usedBy: (image) => vmsUsingImage(daemon.paths, image), volumeUsers: (volumes) => vmsUsingVolumes(daemon.paths, volumes) });
     return { deleted: params.name };
   },
 });

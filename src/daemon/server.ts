@@ -8,7 +8,7 @@
  * sends can crash the daemon or reach a stack trace in a response.
  */
 import { randomBytes } from 'node:crypto';
-import { connect } from 'node:net';
+import { connect, type Socket } from 'node:net';
 import { chown, chmod, mkdir, rm } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
@@ -28,6 +28,7 @@ import { warmBackingIndex } from '../core/storage/volumes.js';
 import { loadDefinition } from '../core/vm/definitions.js';
 import { livePid } from '../core/vm/runtime.js';
 import { resolveAllowedDirs } from '../core/vm/host-files.js';
+import { connectVnc } from '../core/vm/vnc.js';
 import { ConsoleHub } from './consoles.js';
 import { EventBus, type VireoEvent } from './events.js';
 import { MigrationService } from './migration.js';
@@ -322,6 +323,41 @@ async function buildApp(state: DaemonState, options: DaemonOptions, auth: 'socke
       for (const data of early.splice(0)) write(data);
     })().catch((error: unknown) => {
       // Each error code has its own close code, so the client gets back the very error (a bad name stays invalid_argument).
+      const { code, reason } = closeFor(asVireoError(error));
+      closeWith(code, reason);
+    });
+  });
+
+  // The graphical console as a WebSocket: QEMU's VNC server (RFB) in binary frames both ways, for noVNC and
+  // for `vireo vm vnc`. Each WebSocket is one connection to the VM's VNC socket; QEMU asks for the password.
+  app.get('/vms/:name/vnc', { websocket: true }, (socket, request) => {
+    const closeWith = (code: number, reason: string) => socket.close(code, closeReason(reason));
+    const early: Buffer[] = [];
+    let vnc: Socket | undefined;
+    let closed = false;
+    socket.on('message', (data: Buffer) => (vnc ? vnc.write(data) : early.push(data)));
+    socket.on('close', () => {
+      closed = true;
+      vnc?.destroy();
+    });
+    const session = sessionOf(request);
+    if (session) {
+      const end = () => closeWith(CONSOLE_CLOSE_CODES.unauthorized, 'the session ended');
+      session.closers.add(end);
+      socket.on('close', () => session.closers.delete(end));
+    }
+    void (async () => {
+      const params = validate(NameParams, request.params, 'path')!;
+      const connection = await connectVnc(state.paths, params.name);
+      if (closed) return void connection.destroy();
+      vnc = connection;
+      connection.on('data', (data: Buffer) => socket.send(data));
+      // QEMU closes the connection (a failed password, the VM stopped): so does the WebSocket.
+      connection.on('close', () => closeWith(1000, `the VNC server of VM '${params.name}' closed the connection`));
+      connection.on('error', () => undefined);
+      for (const data of early.splice(0)) connection.write(data);
+    })().catch((error: unknown) => {
+      // The same close codes as the console: each error code its own, so the client gets back the very error.
       const { code, reason } = closeFor(asVireoError(error));
       closeWith(code, reason);
     });

@@ -17,6 +17,7 @@ export interface GuestInfo {
 }
 import type { VmDefinition, VmSpec } from '../../core/model/vm.js';
 import type { Volume } from '../../core/storage/volumes.js';
+import type { Duplex } from 'node:stream';
 import type { SerialConsole } from '../../core/vm/console.js';
 import type { StartResult } from '../../core/vm/lifecycle.js';
 import type { SetResult, VmSettingsInput } from '../../core/resources/live.js';
@@ -61,7 +62,7 @@ export interface Backend {
 
   listVms(): Promise<VmInfo[]>;
   getVm(name: string): Promise<VmInfo>;
-  createVm(spec: unknown, newDisks: NewDisk[]): Promise<VmDefinition>;
+  createVm(spec: unknown, newDisks: NewDisk[], options?: { iso?: string }): Promise<VmDefinition>;
   editVm(name: string, change: (current: VmSpec, definition: VmDefinition) => unknown): Promise<VmDefinition>;
   /** Resources and disk limits (resources/live.ts): live on a running VM, else for its next start. */
   setVm(name: string, settings: VmSettingsInput): Promise<SetResult>;
@@ -80,6 +81,12 @@ export interface Backend {
   resumeVm(name: string): Promise<void>;
   /** The VM's serial console, for a terminal or for running a command in the guest. */
   openConsole(name: string): Promise<SerialConsole>;
+  ejectMedia(name: string, drive?: string): Promise<{ drive: string; volume: string; live: boolean }>;
+  insertMedia(name: string, input: { drive?: string; volume?: string; file?: string }): Promise<{ drive: string; volume: string; live: boolean }>;
+  /** A connection to the VM's VNC server (RFB), through the daemon's WebSocket or the VM's socket. */
+  openVnc(name: string): Promise<Duplex>;
+  /** A new one-time VNC password, valid for new connections during validSeconds. */
+  vncPassword(name: string, validSeconds: number): Promise<{ password: string; expiresAt: string }>;
   /** What the guest printed on its console: everything, or the last `lines` lines. */
   readLogs(name: string, lines?: number): Promise<string>;
   /** Console output from byte offset `from` on (at most a few MiB), and the offset to ask from next time. */

@@ -49,11 +49,11 @@ export function daemonBackend(api: ApiClient): Backend {
     api,
     listVms: () => api.call('GET /vms'),
     getVm: (name) => api.call('GET /vms/:name', { params: { name } }),
-    createVm: async (spec, newDisks) => {
+    createVm: async (spec, newDisks, options) => {
       if (newDisks.some((disk) => disk.from?.includes('/'))) {
         throw invalidArgument('--disk-from', 'a daemon links new disks to volumes only, not to files (import the file first: vireo disk import)');
       }
-      return (await api.call('POST /vms', { body: { spec: asSentSpec(spec), newDisks } })).definition;
+      return (await api.call('POST /vms', { body: { spec: asSentSpec(spec), newDisks, ...(options?.iso !== undefined ? { iso: options.iso } : {}) } })).definition;
     },
     editVm: async (name, change) => {
       const { definition } = await api.call('GET /vms/:name', { params: { name } });
@@ -99,6 +99,19 @@ export function daemonBackend(api: ApiClient): Backend {
       const { createWebSocketStream } = await import('ws');
       return new SerialConsole(createWebSocketStream(socket));
     },
+    ejectMedia: (name, drive) => api.call('POST /vms/:name/media/eject', { params: { name }, body: drive !== undefined ? { drive } : {} }),
+    insertMedia: (name, input) => api.call('POST /vms/:name/media/insert', { params: { name }, body: input }),
+    openVnc: async (name) => {
+      const socket = await api.vnc(name);
+      await new Promise<void>((resolve, reject) => {
+        socket.once('open', () => resolve());
+        socket.once('close', (code: number, reason: Buffer) => reject(closeError(code, reason.toString('utf8')) ?? new VireoError('command_failed', `the daemon closed the VNC connection (${code})`)));
+        socket.once('error', (error: Error) => reject(new VireoError('command_failed', `cannot reach the VNC console through ${api.description} (${error.message})`)));
+      });
+      const { createWebSocketStream } = await import('ws');
+      return createWebSocketStream(socket);
+    },
+    vncPassword: (name, validSeconds) => api.call('POST /vms/:name/vnc/password', { params: { name }, body: { validSeconds } }),
     readLogs: async (name, lines) => {
       const text = await api.call('GET /vms/:name/logs', { params: { name }, query: { lines } });
       if (typeof text !== 'string') throw new VireoError('internal', `${api.description} answered the log as JSON, not text`);

@@ -30,7 +30,7 @@ export function localBackend(paths: VireoPaths): Backend {
     onThisHost: true,
     listVms: async () => (await manage()).listVms(paths),
     getVm: async (name) => (await manage()).getVm(paths, name),
-    createVm: async (spec, newDisks) => (await manage()).createVm(paths, spec, { newDisks }),
+    createVm: async (spec, newDisks, options) => (await manage()).createVm(paths, spec, { newDisks, ...(options?.iso !== undefined ? { iso: options.iso } : {}) }),
     editVm: async (name, change) => (await manage()).editVm(paths, name, change),
     setVm: async (name, settings) => (await import('../../core/resources/live.js')).setVmResources(paths, name, settings),
     attachDisk: async (name, input) => (await hotplug()).attachDisk(paths, name, input),
@@ -58,6 +58,10 @@ export function localBackend(paths: VireoPaths): Backend {
       if (!info.definition.serial) throw invalidState(`VM '${name}' has no serial console (serial: false)`);
       return (await consoles()).SerialConsole.connect(vmPaths(paths, name).serialSocket);
     },
+    ejectMedia: async (name, drive) => (await import('../../core/vm/media.js')).ejectMedia(paths, name, drive !== undefined ? { drive } : {}),
+    insertMedia: async (name, input) => (await import('../../core/vm/media.js')).insertMedia(paths, name, input),
+    openVnc: async (name) => (await import('../../core/vm/vnc.js')).connectVnc(paths, name),
+    vncPassword: async (name, validSeconds) => (await import('../../core/vm/vnc.js')).newVncPassword(paths, name, validSeconds),
     readLogs: async (name, lines) => {
       await (await definitions()).loadDefinition(paths, name);
       const { text } = await (await consoles()).readConsoleLogFrom(vmPaths(paths, name).consoleLog, 0);
@@ -103,7 +107,7 @@ export function localBackend(paths: VireoPaths): Backend {
     buildImage: async (kind, force, progress) => (await import('../../core/image/kinds.js')).buildImageOfKind(paths, kind, { force, onProgress: (step, fraction) => progress(step, fraction) }),
     importDiskImage: async (input, progress) =>
       (await import('../../core/image/import.js')).importDiskImage(paths, { ...input, onProgress: (percent) => progress(`importing ${input.file}`, percent / 100) }),
-    deleteImage: async (name) => (await images()).deleteImage(paths, name, { usedBy: async (image) => (await definitions()).vmsUsingImage(paths, image) }),
+    deleteImage: async (name) => (await images()).deleteImage(paths, name, { usedBy: async (image) => (await definitions()).vmsUsingImage(paths, image), volumeUsers: async (volumes) => (await definitions()).vmsUsingVolumes(paths, volumes) }),
 
     checkHost: async () => (await import('../../core/host/check.js')).checkHost(),
     hostAllocation: async () => (await import('../../core/resources/allocation.js')).hostAllocation(paths),

@@ -4,8 +4,9 @@
  */
 import { spawn } from 'node:child_process';
 import { readdir, readFile, stat, writeFile, mkdir } from 'node:fs/promises';
+import { createServer, type AddressInfo } from 'node:net';
 import { homedir } from 'node:os';
-import { join } from 'node:path';
+import { join, resolve as resolvePath } from 'node:path';
 import type { Command } from 'commander';
 import { VireoError, invalidArgument, invalidState } from '../../core/errors.js';
 import type { VmDefinition } from '../../core/model/vm.js';
@@ -59,6 +60,71 @@ export function addGuestCommands(vm: Command, cli: CliContext): void {
         const data = await backend.readGuestFile(source![1]!, source![2]!);
         await writeFile(to, data);
       }
+    });
+
+  const media = vm.command('media').description('removable media: a CD-ROM drive\'s medium, live on a running VM and kept in its definition');
+  media.command('eject <name>')
+    .description('take the medium out of a CD-ROM drive (the drive stays, empty)')
+    .option('--drive <id>', 'which drive (disk id, e.g. disk1); needed when the VM has several')
+    .action(async (name: string, flags: { drive?: string }) => {
+      const change = await (await cli.backend()).ejectMedia(name, flags.drive);
+      process.stdout.write(`ejected ${change.volume} from ${change.drive} of VM '${name}'${change.live ? ' (live)' : ''}\n`);
+    });
+  media.command('insert <name> [file]')
+    .description('put an ISO in a CD-ROM drive: a FILE (imported as volume NAME-iso) or --volume V')
+    .option('--drive <id>', 'which drive (disk id, e.g. disk1); needed when the VM has several')
+    .option('--volume <volume>', 'an ISO volume already imported (vireo disk list)')
+    .action(async (name: string, file: string | undefined, flags: { drive?: string; volume?: string }) => {
+      if ((file === undefined) === (flags.volume === undefined)) throw invalidArgument('volume', 'give an ISO FILE or --volume V, one of them');
+      const change = await (await cli.backend()).insertMedia(name, {
+        ...(flags.drive !== undefined ? { drive: flags.drive } : {}),
+        ...(flags.volume !== undefined ? { volume: flags.volume } : {}),
+        ...(file !== undefined ? { file: resolvePath(file) } : {}),
+      });
+      process.stdout.write(`inserted ${change.volume} in ${change.drive} of VM '${name}'${change.live ? ' (live)' : ''}\n`);
+    });
+
+  vm.command('vnc <name>')
+    .description('the graphical console for any VNC viewer: a local TCP listener bridged to the VM\'s VNC server through the daemon; prints the address and a one-time password, runs until interrupted')
+    .option('--listen <address:port>', 'where viewers connect (default 127.0.0.1 and a free port)', '127.0.0.1:0')
+    .option('--password-valid <seconds>', 'how long the password admits new connections', '300')
+    .action(async (name: string, flags: { listen: string; passwordValid: string }) => {
+      const match = /^(\d{1,3}(?:\.\d{1,3}){3}|localhost|\[[0-9a-fA-F:]+\]):(\d{1,5})$/.exec(flags.listen);
+      const port = Number(match?.[2]);
+      if (!match || port > 65535) throw invalidArgument('--listen', `'${flags.listen}' must be ADDRESS:PORT, e.g. 127.0.0.1:5901`);
+      const validSeconds = Number(flags.passwordValid);
+      if (!Number.isInteger(validSeconds) || validSeconds < 1 || validSeconds > 86_400) throw invalidArgument('--password-valid', `'${flags.passwordValid}' must be a whole number of seconds from 1 to 86400`);
+      const backend = await cli.backend();
+      // Asked first: a VM without VNC, or not running, is refused before anything listens.
+      const { password, expiresAt } = await backend.vncPassword(name, validSeconds);
+      const server = createServer((viewer) => {
+        viewer.on('error', () => undefined);
+        backend.openVnc(name).then(
+          (vnc) => {
+            vnc.on('error', () => viewer.destroy());
+            viewer.on('close', () => vnc.destroy());
+            vnc.on('close', () => viewer.destroy());
+            viewer.pipe(vnc).pipe(viewer);
+          },
+          (error: unknown) => {
+            process.stderr.write(`vireo: ${error instanceof Error ? error.message : String(error)}\n`);
+            viewer.destroy();
+          },
+        );
+      });
+      await new Promise<void>((resolve, reject) => {
+        server.once('error', (error: NodeJS.ErrnoException) => reject(invalidArgument('--listen', `cannot listen on ${flags.listen}: ${error.code ?? error.message}`)));
+        server.listen({ host: match[1]!.replace(/^\[|\]$/g, ''), port }, resolve);
+      });
+      const address = server.address() as AddressInfo;
+      const shown = address.family === 'IPv6' ? `[${address.address}]:${address.port}` : `${address.address}:${address.port}`;
+      process.stdout.write(`VNC console of VM '${name}': connect a viewer to ${shown}\npassword: ${password} (admits new connections until ${expiresAt})\nCtrl-C to stop.\n`);
+      await new Promise<void>((resolve) => {
+        const stop = () => server.close(() => resolve());
+        process.once('SIGINT', stop);
+        process.once('SIGTERM', stop);
+      });
+      process.exit(0);
     });
 
   vm.command('ssh <name> [args...]')

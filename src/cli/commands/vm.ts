@@ -3,6 +3,7 @@
  * into a spec (merged over a spec file when -f is given) and validated by the
  * same schema as files, so a flag error names the spec field it maps to.
  */
+import { resolve } from 'node:path';
 import { readFile } from 'node:fs/promises';
 import { Command, Option } from 'commander';
 import { VireoError, invalidArgument } from '../../core/errors.js';
@@ -39,7 +40,7 @@ interface SpecFlags {
   nicModel?: string;
   nic?: boolean;
   network?: string[];
-  vnc?: string;
+  vnc?: string | boolean;
   sshKey?: string[];
   user?: string;
   hostname?: string;
@@ -67,7 +68,8 @@ function addSpecOptions(command: Command): Command {
     .addOption(new Option('--nic-model <model>', 'model of the NIC').choices(['virtio', 'e1000', 'e1000e', 'rtl8139']))
     .option('--no-nic', 'no network card')
     .option('--network <name[=ip]>', "a NIC on this network ('user' for user-mode), optionally with a fixed address; repeatable, replaces the NICs", collect)
-    .option('--vnc <display>', 'VNC display number (port 5900+N on 127.0.0.1)')
+    .option('--vnc [address:port]', 'a graphical console (VNC through the daemon: vireo vm vnc NAME); with address:port QEMU also listens there on TCP, port 5900 and up, behind the same one-time password')
+    .option('--no-vnc', 'no graphical console')
     .option('--autostart [order[:delay]]', 'start when the daemon starts after a host boot, in this order (low first), then wait delay seconds')
     .option('--no-autostart', 'do not start after a host boot')
     .option('--ssh-key <file>', 'cloud-init: authorize this SSH public key (repeatable)', collect)
@@ -189,7 +191,13 @@ function applySpecFlags(base: Spec, flags: SpecFlags): Spec {
     nics[0] = first;
     spec.nics = nics;
   }
-  if (flags.vnc !== undefined) spec.vnc = { display: parseInteger('vnc', flags.vnc) };
+  if (flags.vnc === false) delete spec.vnc;
+  else if (flags.vnc === true) spec.vnc = {};
+  else if (flags.vnc !== undefined) {
+    const match = /^(?:(\d{1,3}(?:\.\d{1,3}){3}):)?(\d{1,5})$/.exec(flags.vnc);
+    if (!match) throw invalidArgument('--vnc', `'${flags.vnc}' must be [ADDRESS:]PORT, e.g. 127.0.0.1:5901`);
+    spec.vnc = { tcp: { address: match[1] ?? '127.0.0.1', port: Number(match[2]) } };
+  }
   if (flags.autostart === false) delete spec.autostart;
   else if (flags.autostart !== undefined) {
     const match = flags.autostart === true ? [] : /^(\d+)(?::(\d+))?$/.exec(flags.autostart);
@@ -210,8 +218,9 @@ export function vmCommand(cli: CliContext): Command {
     .description('define a VM from flags and/or a spec file')
     .option('--disk <size>', 'create a new qcow2 disk of this size and attach it (repeatable)', collect)
     .option('--disk-from <source>', 'create the first new disk as a linked clone of this volume or image file')
+    .option('--iso <file>', 'install from this ISO: imported as the read-only volume NAME-iso and attached as a CD-ROM; the firmware boots it while the disk is blank, then the disk (eject it with: vireo vm media eject NAME)')
     .option('--json', 'print the definition as JSON')
-    .action(async (name: string | undefined, flags: SpecFlags & { disk?: string[]; diskFrom?: string; json?: boolean }) => {
+    .action(async (name: string | undefined, flags: SpecFlags & { disk?: string[]; diskFrom?: string; iso?: string; json?: boolean }) => {
       let spec: Spec = flags.file ? await readSpecFile(flags.file) : {};
       if (name !== undefined) spec.name = name;
       if (spec.name === undefined) throw invalidArgument('name', 'a VM name is required (vireo vm create NAME ...)');
@@ -232,7 +241,10 @@ export function vmCommand(cli: CliContext): Command {
         if (newDisks.length === 0) newDisks.push({});
         newDisks[0] = { ...newDisks[0], from: asSource(flags.diskFrom) };
       }
-      const def = await backend.createVm(spec, newDisks);
+      if (flags.iso !== undefined && image && !diskImage) {
+        throw invalidArgument('--iso', `an installer ISO is booted by the firmware; it cannot go with direct kernel boot (--image ${image.name})`);
+      }
+      const def = await backend.createVm(spec, newDisks, flags.iso !== undefined ? { iso: resolve(flags.iso) } : {});
       if (flags.json) printJson(def);
       else note(`created VM '${def.name}' (${def.cpus.count} vCPU, ${formatSize(def.memory * MiB)}, ${def.disks.length} disk(s)); start it with: vireo vm start ${def.name}`);
     });

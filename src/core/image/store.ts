@@ -12,6 +12,7 @@ import { NAME_PATTERN, checkName } from '../model/units.js';
 import type { VireoPaths } from '../paths.js';
 import { tempName } from '../process/temp-name.js';
 import { readJsonIfExists } from '../store/atomic.js';
+import { volumesBackedBy } from '../storage/volumes.js';
 import { MANIFEST_FILE, parseManifest, type DiskImageManifest, type ImageManifest, type KernelImageManifest } from './manifest.js';
 
 export type { DiskImageManifest, ImageManifest, KernelImageManifest } from './manifest.js';
@@ -102,6 +103,8 @@ export async function listImages(paths: VireoPaths): Promise<ImageManifest[]> {
 export interface DeleteImageOptions {
   /** Names of the VMs whose definitions boot the image; deleting is refused while there are any. */
   usedBy?: (name: string) => Promise<string[]>;
+  /** Names of the VMs that attach any of these volumes (to name them when a linked disk holds the image). */
+  volumeUsers?: (volumes: string[]) => Promise<string[]>;
 }
 
 export async function deleteImage(paths: VireoPaths, name: string, options: DeleteImageOptions = {}): Promise<void> {
@@ -116,6 +119,19 @@ export async function deleteImage(paths: VireoPaths, name: string, options: Dele
   const vms = options.usedBy ? await options.usedBy(name) : [];
   if (vms.length > 0) {
     throw new VireoError('in_use', `image '${name}' is booted by VM${vms.length > 1 ? 's' : ''} ${vms.join(', ')}; delete or edit them first`, { vms });
+  }
+  // A disk image is the base of the linked disks made from it (vm create --image): they would lose their data's base.
+  const manifest = await getImage(paths, name).catch(() => undefined);
+  if (!isLink && manifest?.kind === 'disk') {
+    const volumes = await volumesBackedBy(paths, imageFile(paths, manifest, manifest.disk));
+    if (volumes.length > 0) {
+      const users = options.volumeUsers ? await options.volumeUsers(volumes) : [];
+      throw new VireoError(
+        'in_use',
+        `image '${name}' is the base of linked disk${volumes.length > 1 ? 's' : ''} ${volumes.join(', ')}${users.length > 0 ? ` (of VM${users.length > 1 ? 's' : ''} ${users.join(', ')})` : ''}; delete ${volumes.length > 1 ? 'them' : 'it'} first (vireo vm delete VM --with-disks, or vireo disk delete)`,
+        { volumes, vms: users },
+      );
+    }
   }
   if (isLink) {
     // A shared image: drop our link, never the image it points to.

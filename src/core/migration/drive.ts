@@ -3,7 +3,7 @@
  * downtime limit, bandwidth, post-copy, multifd), the disk mirrors of a
  * storage copy, the RAM/device transfer itself with progress from
  * query-migrate, and cancelling cleanly. Pure QMP: knows nothing of daemons,
- * definitions or the handoff of ownership (see ../../daemon/migration.ts).
+ * definitions or the handoff of ownership (see ./source.ts and ./destination.ts).
  * The bench drives plain QEMUs through the same functions' QMP commands.
  */
 import { VireoError } from '../errors.js';

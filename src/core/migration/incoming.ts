@@ -4,7 +4,7 @@
  * create the disks of a storage copy, start its QEMU waiting for the
  * incoming stream (-incoming defer, paused) with the disks exported over
  * NBD, and later either let it run (commit) or remove every trace (abort).
- * Who decides between commit and abort is ../../daemon/migration.ts.
+ * Who decides between commit and abort is ./destination.ts.
  */
 import { createServer } from 'node:net';
 import { readFile } from 'node:fs/promises';

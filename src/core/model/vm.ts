@@ -93,7 +93,10 @@ const Disk = z
     limits: DiskLimitsSchema.optional(),
     /** The hotplug port (hp<N>) a disk attached live sits on, so a restart or migration keeps it there (set by Vireo). */
     port: z.string().regex(/^hp\d{1,2}$/, "must be a hotplug port id such as 'hp0' (Vireo sets it)").optional(),
+    /** A CD-ROM drive with its tray empty (vireo vm media eject); volume is the medium it last held. */
+    ejected: z.boolean().optional(),
   })
+  .refine((disk) => !(disk.ejected && disk.media !== 'cdrom'), { message: 'only a cdrom can be ejected', path: ['ejected'] })
   .transform((disk) => ({
     ...disk,
     // Disks default to virtio; a CD-ROM's default depends on the machine type (see VmSpecSchema).
@@ -163,11 +166,40 @@ const Boot = z.strictObject({
   secureBoot: z.boolean().optional(),
 });
 
-const Vnc = z.strictObject({
-  listen: z.string().regex(IPV4_PATTERN, 'must be an IPv4 address').default('127.0.0.1'),
-  /** VNC display number: the server listens on TCP port 5900 + display. */
-  display: z.number().int().min(0).max(59635),
+/**
+ * The graphical console. QEMU's VNC server listens on a Unix socket in the
+ * VM's run directory that only root (the daemon) can open, and asks every
+ * client for a password that Vireo sets over QMP for one session at a time
+ * (`vireo vm vnc`, POST /vms/NAME/vnc/password); browsers and viewers reach
+ * it through the daemon (GET /vms/NAME/vnc, a WebSocket). A TCP listener is
+ * added only when asked for, and it asks for the same password.
+ */
+const VncTcp = z.strictObject({
+  address: z.string().regex(IPV4_PATTERN, 'must be an IPv4 address').default('127.0.0.1'),
+  /** QEMU listens on VNC displays, so the port is 5900 + a display number. */
+  port: z.number().int().min(5900, 'must be 5900 or above (VNC display ports are 5900 + N)').max(65535),
 });
+const Vnc = z
+  .strictObject({
+    tcp: VncTcp.optional(),
+    /** Before VNC went through the daemon: a TCP display. Read as tcp (now password-protected); not written back. */
+    listen: z.string().regex(IPV4_PATTERN, 'must be an IPv4 address').optional(),
+    display: z.number().int().min(0).max(59635).optional(),
+  })
+  .transform((vnc, ctx) => {
+    if (vnc.display === undefined) {
+      if (vnc.listen !== undefined) {
+        ctx.addIssue({ code: 'custom', path: ['listen'], message: 'listen is the old form of tcp.address and needs display; write tcp: {address, port}' });
+        return z.NEVER;
+      }
+      return vnc.tcp ? { tcp: vnc.tcp } : {};
+    }
+    if (vnc.tcp) {
+      ctx.addIssue({ code: 'custom', path: ['display'], message: 'give tcp: {address, port} or the old listen/display, not both' });
+      return z.NEVER;
+    }
+    return { tcp: { address: vnc.listen ?? '127.0.0.1', port: 5900 + vnc.display } };
+  });
 
 /**
  * How `vm start --wait` tells that the guest is ready: a line on its serial
@@ -206,6 +238,8 @@ export const VmSpecSchema = z.strictObject({
   serial: z.boolean().default(true),
   vnc: Vnc.optional(),
   rng: z.boolean().default(true),
+  /** What the guest's real-time clock keeps: UTC (Linux and most guests; QEMU's default) or local time (Windows unless told otherwise). */
+  clock: z.enum(['utc', 'localtime']).optional(),
   /** A NoCloud seed (a "cidata" CD-ROM) built from this and attached at every start; see docs/images.md. */
   cloudInit: CloudInitSchema.optional(),
   /** CPU cap, weight and pinning; memory limit and balloon; I/O weight (docs/resources.md). */
@@ -276,8 +310,10 @@ function checkSpecConsistency(spec: VmSpec): void {
   }
   const volumes = new Set<string>();
   spec.disks.forEach((disk, index) => {
-    if (volumes.has(disk.volume)) throw invalidArgument(`disks.${index}.volume`, `volume '${disk.volume}' is attached twice`);
-    volumes.add(disk.volume);
+    if (!disk.ejected) {
+      if (volumes.has(disk.volume)) throw invalidArgument(`disks.${index}.volume`, `volume '${disk.volume}' is attached twice`);
+      volumes.add(disk.volume);
+    }
     if (disk.bus === 'ide' && spec.machine === 'q35') {
       throw invalidArgument(`disks.${index}.bus`, 'q35 has no IDE controller; use sata');
     }

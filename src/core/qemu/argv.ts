@@ -32,6 +32,12 @@ export interface ResolvedVolume {
 export interface PassedFiles {
   /** Listening sockets, by the chardev they serve. */
   sockets: { qmp: number; status: number; events: number; serial?: number; guestAgent?: number };
+  /**
+   * The directory QEMU's VNC server binds its socket in, as an open
+   * descriptor: QEMU reaches it through /proc/self/fd/N/ without needing
+   * search permission on the (root-only) directories above it.
+   */
+  vncDir?: number;
   /** -add-fd entries: descriptor and the fd set it joins. */
   fdsets: { fd: number; set: number }[];
   /** What QEMU is given instead of each path. */
@@ -44,7 +50,7 @@ export const SANDBOX = 'on,obsolete=deny,elevateprivileges=deny,spawn=deny,resou
 export interface LaunchContext {
   accel: 'kvm' | 'tcg';
   /** Runtime files of this VM (see vmPaths). */
-  runtime: { qmpSocket: string; statusSocket: string; eventSocket: string; serialSocket: string; pidFile: string; consoleLog: string; guestAgentSocket?: string };
+  runtime: { qmpSocket: string; statusSocket: string; eventSocket: string; serialSocket: string; pidFile: string; consoleLog: string; guestAgentSocket?: string; vncSocket?: string };
   /** Every volume the definition names, resolved to a file and its format. */
   volumes: Record<string, ResolvedVolume>;
   /** Direct kernel boot, resolved from an image or from paths. */
@@ -108,6 +114,8 @@ export function buildQemuArgv(def: VmDefinition, ctx: LaunchContext): string[] {
   // Start paused: Vireo connects to QMP, subscribes to events, then resumes.
   push('-S');
   push('-msg', 'timestamp=on');
+  // Windows keeps local time in the RTC unless told otherwise (RealTimeIsUniversal); QEMU's default base is UTC.
+  if (def.clock === 'localtime') push('-rtc', 'base=localtime');
   if (ctx.incoming) push('-incoming', ctx.incoming);
   // A guest that breaks out of QEMU finds a process that can start nothing, change no privilege and use no obsolete call.
   push('-sandbox', SANDBOX);
@@ -142,7 +150,13 @@ export function buildQemuArgv(def: VmDefinition, ctx: LaunchContext): string[] {
   }
 
   if (def.vnc) {
-    push('-vnc', `${def.vnc.listen}:${def.vnc.display}`);
+    // A Unix socket only the daemon opens, and a password Vireo sets per session over QMP (set_password);
+    // until one is set, QEMU refuses every client. A TCP listener only when the spec asks, behind the same password.
+    const dirFd = ctx.passed?.vncDir;
+    const socket = dirFd !== undefined ? `/proc/self/fd/${dirFd}/vnc.sock` : (ctx.runtime.vncSocket ?? '');
+    const options = [`unix:${escapeKeyval(socket)}`, 'password=on'];
+    if (def.vnc.tcp) options.push(`vnc=${def.vnc.tcp.address}:${def.vnc.tcp.port - 5900}`);
+    push('-vnc', options.join(','));
     push('-device', json({ driver: 'VGA', id: 'video0' }));
   } else {
     push('-display', 'none');
@@ -160,6 +174,14 @@ export function buildQemuArgv(def: VmDefinition, ctx: LaunchContext): string[] {
   const busSlots = { sata: 0, ide: 0, scsi: 0 };
   const groups = new Set<string>();
   def.disks.forEach((disk, index) => {
+    if (disk.ejected) {
+      // An empty CD-ROM drive: the device without a medium (one can be inserted live).
+      const { drive: _drive, ...device } = diskDevice(disk, busSlots);
+      const boot = bootIndex.disks[index];
+      if (boot !== undefined) device.bootindex = boot;
+      push('-device', json(device));
+      return;
+    }
     const volume = ctx.volumes[disk.volume];
     if (!volume) throw new Error(`volume '${disk.volume}' was not resolved`);
     const group = throttleGroupOf(disk);

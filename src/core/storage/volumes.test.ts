@@ -268,7 +268,9 @@ test('resize grows; shrinking needs allowShrink; ISO images are fixed', async (t
   await assert.rejects(resizeVolume(paths, 'missing', 8 * MiB), fails('not_found'));
 
   const iso = join(outside, 'install.iso');
-  await writeFile(iso, Buffer.alloc(2 * MiB));
+  const bytes = Buffer.alloc(2 * MiB);
+  bytes.write('\x01CD001\x01', 32768, 'latin1');
+  await writeFile(iso, bytes);
   await importVolume(paths, { name: 'cd', file: iso });
   await assert.rejects(resizeVolume(paths, 'cd', 4 * MiB), fails('invalid_argument', 'name', /ISO/));
 });
@@ -358,7 +360,14 @@ test('imports a raw file and a qcow2 file, converting with the detected format',
 test('imports an ISO as a read-only cdrom volume', async (t) => {
   const { paths, outside } = await setup(t);
   const iso = join(outside, 'Install.ISO');
-  await writeFile(iso, Buffer.alloc(2 * MiB, 1));
+  const bytes = Buffer.alloc(2 * MiB, 1);
+  bytes.write('\x01CD001\x01', 32768, 'latin1');
+  await writeFile(iso, bytes);
+  // Anything else named .iso is refused, naming the field.
+  const notIso = join(outside, 'fake.iso');
+  await writeFile(notIso, Buffer.alloc(2 * MiB, 1));
+  await assert.rejects(importVolume(paths, { name: 'fake', file: notIso }), fails('invalid_argument', 'file', /not an ISO 9660 image/));
+  await assert.rejects(importVolume(paths, { name: 'fake', file: notIso, iso: { field: 'iso' } }), fails('invalid_argument', 'iso', /not an ISO 9660 image/));
   const cd = await importVolume(paths, { name: 'installer', file: iso });
   assert.equal(cd.path, join(paths.storage, 'installer.iso'));
   assert.equal(cd.format, 'raw');

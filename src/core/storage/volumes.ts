@@ -10,7 +10,7 @@
  * so a half-made volume is never visible and a failed one leaves nothing.
  */
 import { constants as fsConstants } from 'node:fs';
-import { chmod, copyFile, link, lstat, mkdir, readdir, realpath, rename, rm, stat } from 'node:fs/promises';
+import { chmod, copyFile, link, lstat, mkdir, open, readdir, realpath, rename, rm, stat } from 'node:fs/promises';
 import { basename, dirname, extname, isAbsolute, join, relative, resolve, sep } from 'node:path';
 import { alreadyExists, invalidArgument, invalidState, notFound, VireoError } from '../errors.js';
 import { checkName, formatSize, MiB, NAME_PATTERN } from '../model/units.js';
@@ -461,12 +461,19 @@ async function backingUsers(paths: VireoPaths, target: VolumeFile | undefined): 
   return users.filter((name): name is string => name !== undefined).sort();
 }
 
+/** Volumes whose qcow2 header names this file (outside storage too, e.g. an image's disk) as their backing file. */
+export async function volumesBackedBy(paths: VireoPaths, path: string): Promise<string[]> {
+  return backingUsers(paths, { name: '', ext: 'qcow2', path });
+}
+
 export interface ImportVolumeOptions {
   name: string;
   /** A raw or qcow2 image, or an ISO (*.iso, kept as is for CD-ROMs). */
   file: string;
   /** Format of the new volume (default qcow2); ignored for ISO images, which stay raw. */
   format?: VolumeFormat;
+  /** Import the file as an ISO (a read-only CD-ROM volume) whatever its name; the field named when it is not one. */
+  iso?: { field: string };
   onProgress?: (percent: number) => void;
 }
 
@@ -477,11 +484,13 @@ export async function importVolume(paths: VireoPaths, options: ImportVolumeOptio
   const source = await externalImage(paths, resolve(options.file), 'file');
   const sourceFormat = await qemuImg.detectFormat(source, { field: 'file' });
 
-  if (extname(source).toLowerCase() === '.iso') {
+  if (options.iso || extname(source).toLowerCase() === '.iso') {
+    const field = options.iso?.field ?? 'file';
     if (options.format !== undefined && options.format !== 'raw') {
       throw invalidArgument('format', 'an ISO image is imported as is (read-only raw)');
     }
-    if (sourceFormat !== 'raw') throw invalidArgument('file', `'${options.file}' is named .iso but is a ${sourceFormat} image`);
+    if (sourceFormat !== 'raw') throw invalidArgument(field, `'${options.file}' is named .iso but is a ${sourceFormat} image`);
+    if (!(await isIso9660(source))) throw invalidArgument(field, `'${options.file}' is not an ISO 9660 image (no CD001 volume descriptor at byte 32769)`);
     const target = join(storageDir(paths), `${name}.iso`);
     await ensureInsideStorage(paths, target, 'name');
     await publish(target, name, (temp) => copyFile(source, temp, fsConstants.COPYFILE_FICLONE));
@@ -495,6 +504,22 @@ export async function importVolume(paths: VireoPaths, options: ImportVolumeOptio
   const onProgress = options.onProgress;
   await publish(target, name, (temp) => qemuImg.convert(source, sourceFormat, temp, format, onProgress ? { onProgress } : {}));
   return getVolume(paths, name);
+}
+
+/**
+ * An ISO 9660 image (what CD/DVD images and hybrid installer ISOs are) has
+ * its volume descriptors from sector 16 on (byte 32768, 2048-byte sectors),
+ * each a type byte and then the identifier "CD001".
+ */
+export async function isIso9660(path: string): Promise<boolean> {
+  const handle = await open(path, 'r');
+  try {
+    const magic = Buffer.alloc(5);
+    const { bytesRead } = await handle.read(magic, 0, 5, 32769);
+    return bytesRead === 5 && magic.toString('latin1') === 'CD001';
+  } finally {
+    await handle.close();
+  }
 }
 
 /**

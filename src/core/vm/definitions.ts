@@ -78,7 +78,7 @@ const DEFINITIONS_AT_ONCE = 16;
 export async function volumeUsers(paths: VireoPaths): Promise<Map<string, string[]>> {
   const users = new Map<string, string[]>();
   for (const def of await listDefinitions(paths)) {
-    for (const volume of new Set(def.disks.map((disk) => disk.volume))) {
+    for (const volume of new Set(def.disks.filter((disk) => !disk.ejected).map((disk) => disk.volume))) {
       const list = users.get(volume);
       if (list) list.push(def.name);
       else users.set(volume, [def.name]);
@@ -89,7 +89,14 @@ export async function volumeUsers(paths: VireoPaths): Promise<Map<string, string
 
 /** Names of the VMs whose definition attaches the volume. */
 export async function vmsUsingVolume(paths: VireoPaths, volume: string): Promise<string[]> {
-  return (await listDefinitions(paths)).filter((def) => def.disks.some((disk) => disk.volume === volume)).map((def) => def.name);
+  // An ejected medium is not in use: it may be deleted (its drive stays, empty).
+  return (await listDefinitions(paths)).filter((def) => def.disks.some((disk) => disk.volume === volume && !disk.ejected)).map((def) => def.name);
+}
+
+/** Names of the VMs that attach any of these volumes. */
+export async function vmsUsingVolumes(paths: VireoPaths, volumes: string[]): Promise<string[]> {
+  const wanted = new Set(volumes);
+  return (await listDefinitions(paths)).filter((def) => def.disks.some((disk) => wanted.has(disk.volume) && !disk.ejected)).map((def) => def.name);
 }
 
 export async function vmsUsingImage(paths: VireoPaths, image: string): Promise<string[]> {

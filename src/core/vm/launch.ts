@@ -22,7 +22,7 @@
  */
 import { spawn, spawnSync } from 'node:child_process';
 import { constants, type Stats } from 'node:fs';
-import { chmod, chown, copyFile, link, open, readFile, rename, rm, stat, type FileHandle } from 'node:fs/promises';
+import { chmod, chown, copyFile, link, mkdir, open, readFile, rename, rm, stat, type FileHandle } from 'node:fs/promises';
 import { createServer, type Server } from 'node:net';
 import { dirname, join, relative, sep } from 'node:path';
 import { randomBytes } from 'node:crypto';
@@ -153,6 +153,20 @@ class Handoff {
     this.passed.sockets[role] = this.inherit(fd);
   }
 
+  /**
+   * The directory QEMU binds its VNC socket in: QEMU's own for the launch
+   * (it must create the socket), handed over as a descriptor so QEMU needs
+   * no way through the root-only directories above it. lockVnc takes it back.
+   */
+  async vncDirectory(path: string, identity: QemuIdentity | undefined): Promise<void> {
+    await rm(path, { recursive: true, force: true });
+    await mkdir(path, { mode: 0o700 });
+    if (identity) await chown(path, identity.uid, identity.gid);
+    const handle = await open(path, constants.O_RDONLY | constants.O_DIRECTORY | constants.O_NOFOLLOW);
+    this.handles.push(handle);
+    this.passed.vncDir = this.inherit(handle.fd);
+  }
+
   async output(path: string): Promise<number> {
     const handle = await open(path, constants.O_WRONLY | constants.O_APPEND | constants.O_CREAT | constants.O_TRUNC, 0o600);
     this.handles.push(handle);
@@ -177,7 +191,7 @@ class Handoff {
   }
 }
 
-async function prepareHandoff(def: VmDefinition, context: LaunchContext, runDir: string): Promise<{ handoff: Handoff; output: number }> {
+async function prepareHandoff(def: VmDefinition, context: LaunchContext, runDir: string, identity: QemuIdentity | undefined): Promise<{ handoff: Handoff; output: number }> {
   const handoff = new Handoff();
   try {
     const output = await handoff.output(join(runDir, QEMU_OUTPUT_FILE));
@@ -188,7 +202,9 @@ async function prepareHandoff(def: VmDefinition, context: LaunchContext, runDir:
     await handoff.socket('events', runtime.eventSocket);
     if (def.serial) await handoff.socket('serial', runtime.serialSocket);
     if (runtime.guestAgentSocket) await handoff.socket('guestAgent', runtime.guestAgentSocket);
+    if (def.vnc && runtime.vncSocket) await handoff.vncDirectory(dirname(runtime.vncSocket), identity);
     for (const disk of def.disks) {
+      if (disk.ejected) continue;
       const volume = context.volumes[disk.volume];
       if (!volume) continue;
       await handoff.fdset(volume.path, disk.readOnly ? constants.O_RDONLY : constants.O_RDWR);
@@ -224,7 +240,7 @@ export async function launchQemu(binary: string, def: VmDefinition, context: Lau
   if (identity && !setprivAvailable()) throw new VireoError('host_unsupported', 'setpriv (util-linux) is needed to start QEMU as an unprivileged user');
   // Vireo makes the taps (QEMU making them by name would take CAP_NET_ADMIN); QEMU attaches to them by name.
   if (identity) await makeTaps(context.taps ?? {}, identity, runDir);
-  const { handoff } = await prepareHandoff(def, context, runDir);
+  const { handoff } = await prepareHandoff(def, context, runDir, identity);
   let child;
   try {
     const argv = buildQemuArgv(def, { ...context, passed: handoff.passed });
@@ -258,7 +274,10 @@ export async function launchQemu(binary: string, def: VmDefinition, context: Lau
   });
   const outcome = await Promise.race([ready.then(() => 'ready' as const, (error: unknown) => error), exited.then((code) => ({ exited: code })), aborted]);
   if (onAbort) options.signal?.removeEventListener('abort', onAbort);
-  if (outcome === 'ready') return pid;
+  if (outcome === 'ready') {
+    if (def.vnc && context.runtime.vncSocket) await lockVnc(context.runtime.vncSocket);
+    return pid;
+  }
   ready.cancel();
   try {
     process.kill(pid, 'SIGKILL');
@@ -276,6 +295,21 @@ export async function launchQemu(binary: string, def: VmDefinition, context: Lau
     throw new VireoError('qemu_failed', `QEMU failed to start: ${message || `exit code ${outcome.exited}`}`, { exitCode: outcome.exited, stderr: log });
   }
   throw outcome instanceof VireoError ? outcome : new VireoError('qemu_failed', `QEMU failed to start: ${message || String(outcome)}`, { stderr: log });
+}
+
+/**
+ * QEMU has bound its VNC socket (its listener is up before its monitor
+ * answers): the socket and its directory become root's, mode 0600/0700, so
+ * that from now on only the daemon can connect; no other VM's QEMU, though
+ * it runs as the same user. QEMU keeps its listening descriptor.
+ */
+async function lockVnc(socket: string): Promise<void> {
+  const uid = process.getuid?.() ?? 0;
+  const gid = process.getgid?.() ?? 0;
+  await chown(socket, uid, gid);
+  await chmod(socket, 0o600);
+  await chown(dirname(socket), uid, gid);
+  await chmod(dirname(socket), 0o700);
 }
 
 /** Resolves once the monitor at path answers query-status (so QEMU's main loop runs, the machine is built). */

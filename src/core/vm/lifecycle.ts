@@ -51,6 +51,8 @@ export async function launchContext(paths: VireoPaths, def: VmDefinition): Promi
 
   const volumes: Record<string, ResolvedVolume> = {};
   for (const [index, disk] of def.disks.entries()) {
+    // An empty CD-ROM drive opens nothing (its last medium may be gone).
+    if (disk.ejected) continue;
     try {
       const volume = await resolveVolume(paths, disk.volume);
       volumes[disk.volume] = { path: volume.path, format: volume.format, backing: await backingChain(volume.path, volume.format) };
@@ -99,7 +101,7 @@ export async function launchContext(paths: VireoPaths, def: VmDefinition): Promi
   // Rebuilt from the definition at every start, so the seed is always attached and always current.
   const cloudInitSeed = def.cloudInit ? join(runtime.dir, 'cidata.iso') : undefined;
   if (def.cloudInit && cloudInitSeed) await writeSeedIso(buildSeed(def), cloudInitSeed, runtime.dir);
-  for (const socket of [runtime.qmpSocket, runtime.statusSocket, runtime.eventSocket, runtime.serialSocket, runtime.guestAgentSocket]) {
+  for (const socket of [runtime.qmpSocket, runtime.statusSocket, runtime.eventSocket, runtime.serialSocket, runtime.guestAgentSocket, runtime.vncSocket]) {
     if (Buffer.byteLength(socket) > MAX_SOCKET_PATH) {
       throw new VireoError('host_unsupported', `the socket path ${socket} is longer than ${MAX_SOCKET_PATH} bytes; set VIREO_HOME to a shorter directory`);
     }

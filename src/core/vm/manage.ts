@@ -17,10 +17,10 @@ import { join } from 'node:path';
 import { crashPoint } from '../crash-point.js';
 import { vmPaths } from '../paths.js';
 import { sameFile, type FileIdentity } from '../store/identity.js';
-import { checkVolumeDeletable, createVolume, deleteVolume, getVolume, volumeIdentity, type Volume } from '../storage/volumes.js';
+import { checkVolumeDeletable, createVolume, deleteVolume, getVolume, importVolume, volumeIdentity, type Volume } from '../storage/volumes.js';
 import { deleteDefinition, listDefinitions, loadDefinition, reserveVmDirectory, saveDefinition, vmsUsingVolume, withVmLock } from './definitions.js';
 import { mapLimited } from '../limit.js';
-import { checkHostFiles, type HostFilePolicy } from './host-files.js';
+import { checkHostFile, checkHostFiles, type HostFilePolicy } from './host-files.js';
 import { cleanRunDirectory, readRuntime, type RuntimeOptions, type VmRuntime } from './runtime.js';
 import { refuseTemplateWithClones } from './template.js';
 import type { ResourceUsage } from '../resources/view.js';
@@ -40,6 +40,13 @@ export interface CreateOptions {
   newDisks?: NewDisk[];
   /** Which host files the spec may name (default: any regular file; the daemon passes its allowed directories). */
   hostFiles?: HostFilePolicy;
+  /**
+   * An installer ISO (a host file): imported as the read-only volume <vm>-iso
+   * and attached as a CD-ROM after the other disks. The default boot order
+   * (disk, then cdrom) does the right thing: a blank disk is not bootable, so
+   * the firmware boots the CD until the installer has made the disk bootable.
+   */
+  iso?: string;
 }
 
 /** Checks that everything the spec refers to exists. */
@@ -59,6 +66,7 @@ async function checkReferences(paths: VireoPaths, spec: VmSpec, hostFiles: HostF
     }
   }
   for (const [index, disk] of spec.disks.entries()) {
+    if (disk.ejected) continue;
     let volume: Volume;
     try {
       volume = await getVolume(paths, disk.volume);
@@ -86,8 +94,16 @@ export async function createVm(paths: VireoPaths, input: unknown, options: Creat
   const spec = parseVmSpec(input);
   const newDisks = options.newDisks ?? [];
   const names = newDisks.map((_, index) => `${spec.name}-disk${index}`);
-  const withNew = parseVmSpec({ ...spec, disks: [...spec.disks, ...names.map((volume) => ({ volume }))] });
+  const isoVolume = options.iso !== undefined ? `${spec.name}-iso` : undefined;
+  if (isoVolume && spec.boot.kernel) {
+    throw invalidArgument('iso', 'an installer ISO is booted by the firmware; it cannot go with direct kernel boot (boot.kernel, --image of a kernel image)');
+  }
+  const withNew = parseVmSpec({ ...spec, disks: [...spec.disks, ...names.map((volume) => ({ volume })), ...(isoVolume ? [{ volume: isoVolume, media: 'cdrom' }] : [])] });
   await checkReferences(paths, spec, options.hostFiles);
+  const isoFile = options.iso !== undefined ? await checkHostFile('iso', options.iso, options.hostFiles) : undefined;
+  if (isoVolume && (await getVolume(paths, isoVolume).then(() => true, () => false))) {
+    throw new VireoError('already_exists', `iso: a volume named '${isoVolume}' already exists`, { field: 'iso', name: isoVolume });
+  }
   for (const [index, name] of names.entries()) {
     if (await getVolume(paths, name).then(() => true, () => false)) {
       throw new VireoError('already_exists', `disk ${index}: a volume named '${name}' already exists`, { field: `disks`, name });
@@ -110,6 +126,10 @@ export async function createVm(paths: VireoPaths, input: unknown, options: Creat
         throw inNewDisk(error, index);
       });
       reverter.add(() => deleteVolume(paths, name, { usedBy: async () => [] }));
+    }
+    if (isoVolume && isoFile) {
+      await importVolume(paths, { name: isoVolume, file: isoFile, iso: { field: 'iso' } });
+      reverter.add(() => deleteVolume(paths, isoVolume, { usedBy: async () => [] }));
     }
     const def = defineVm(withNew);
     await saveDefinition(paths, def);
