@@ -260,6 +260,53 @@ describe('web UI in chromium', { timeout: 900_000 }, () => {
     }
   });
 
+  test('the graphical console (noVNC) shows what SeaBIOS draws and types pasted text', async () => {
+    const gfx = `${VM}g`;
+    await daemon.api.request('POST', '/vms', { spec: { name: gfx, memory: '192M', boot: { kernel: { image: 'tiny' } }, vnc: {} } });
+    const started = await home.vireo(['vm', 'start', gfx, '--wait']);
+    assert.equal(started.code, 0, started.stderr);
+    try {
+      await page.goto(`${url}/#/vms/${gfx}/display`);
+      await page.getByTestId('vnc-status').filter({ hasText: 'connected' }).waitFor({ timeout: 60_000 });
+      // SeaBIOS's text stays on the VGA screen: the guest's kernel writes to its serial port only.
+      const lit = () => page.evaluate(() => {
+        const canvas = document.querySelector<HTMLCanvasElement>('[data-testid="vnc-screen"] canvas');
+        if (!canvas || canvas.width === 0) return 0;
+        const { data } = canvas.getContext('2d')!.getImageData(0, 0, canvas.width, canvas.height);
+        let count = 0;
+        for (let index = 0; index < data.length; index += 4) if (data[index]! + data[index + 1]! + data[index + 2]! > 96) count += 1;
+        return count;
+      });
+      await page.waitForFunction(() => {
+        const canvas = document.querySelector<HTMLCanvasElement>('[data-testid="vnc-screen"] canvas');
+        if (!canvas || canvas.width === 0) return false;
+        const { data } = canvas.getContext('2d')!.getImageData(0, 0, canvas.width, canvas.height);
+        let count = 0;
+        for (let index = 0; index < data.length; index += 4) if (data[index]! + data[index + 1]! + data[index + 2]! > 96) count += 1;
+        return count > 200;
+      }, undefined, { timeout: 120_000, polling: 250 });
+      assert.ok((await lit()) > 200);
+      await shot(page, 'vm-display');
+
+      // Paste as typing: a reader on the VGA console's tty gets the text as the keyboard typed it, Shift included.
+      const ready = await home.vireo(['vm', 'console', gfx, '--run', '(head -n 1 /dev/tty1 > /typed.txt) </dev/null >/dev/null 2>&1 & echo reading']);
+      assert.match(ready.stdout, /reading/, ready.stderr);
+      await page.getByLabel(/^Paste as typing/).fill('Hello_World-42! ok\n');
+      await page.getByTestId('vnc-type').click();
+      await page.getByTestId('vnc-type').filter({ hasText: /^Type it$/ }).waitFor({ timeout: 30_000 });
+      let typed = '';
+      for (let waited = 0; waited < 20_000 && !typed.includes('Hello_World-42! ok'); waited += 500) {
+        typed = (await home.vireo(['vm', 'console', gfx, '--run', 'cat /typed.txt 2>/dev/null; true'])).stdout;
+        await new Promise((resolve) => setTimeout(resolve, 500));
+      }
+      assert.match(typed, /Hello_World-42! ok/);
+      await shot(page, 'vm-display-typed');
+    } finally {
+      await home.vireo(['vm', 'kill', gfx]);
+      await daemon.api.request('DELETE', `/vms/${gfx}`).catch(() => {});
+    }
+  });
+
   test('a snapshot is taken and reverted from the snapshots tab', async () => {
     await page.goto(`${url}/#/vms/${VM}/snapshots`);
     await page.getByLabel('Name').fill('before');
