@@ -13,7 +13,6 @@ import { getHostFacts } from '../host/check.js';
 import { getImage } from '../image/store.js';
 import { defineVm, parseVmSpec, type VmDefinition } from '../model/vm.js';
 import { vmPaths, type VireoPaths } from '../paths.js';
-import { QmpClient } from '../qmp/client.js';
 import { cont, queryStatus } from '../qmp/commands.js';
 import { blockExportAddNbd, migrateIncoming, nbdServerStart, nbdServerStop, queryMigrate } from '../qmp/migration.js';
 import type { Reverter } from '../revert.js';
@@ -27,6 +26,7 @@ import { cleanRunDirectory, livePid, prepareRunDirectory, writeRuntimeRecord } f
 import { diskNames } from '../qemu/ids.js';
 import { applyAtStart } from '../resources/apply.js';
 import { configureDestination, type MigrationTuning } from './drive.js';
+import { withMonitor } from './monitor.js';
 
 export interface VolumeToCopy {
   name: string;
@@ -191,8 +191,7 @@ export async function prepareIncoming(paths: VireoPaths, request: IncomingReques
   if (pid === undefined) throw new VireoError('qemu_failed', 'the destination QEMU exited right after starting');
   await nics?.attach();
   await writeRuntimeRecord(paths, def.name, { pid, accel: context.accel, startedAt: new Date().toISOString() });
-  const client = await QmpClient.connect(vmPaths(paths, def.name).qmpSocket, { timeoutMs: 10_000 });
-  try {
+  return withMonitor(paths, def.name, async (client) => {
     // The received VM is held to its limits from its first instruction here too; the balloon target arrives with the migration.
     await applyAtStart(def, client, pid, reverter, { balloon: false });
     await configureDestination(client, request.tuning);
@@ -209,36 +208,23 @@ export async function prepareIncoming(paths: VireoPaths, request: IncomingReques
     if (!address?.port) throw new VireoError('qemu_failed', 'the destination QEMU did not report where it listens for the migration');
     endpoints.migrationPort = Number(address.port);
     return endpoints;
-  } finally {
-    await client.close();
-  }
+  });
 }
 
 /** The destination QEMU's view of the incoming stream: 'active', 'completed', 'failed'..., or 'gone'. */
 export async function incomingStatus(paths: VireoPaths, def: VmDefinition): Promise<string> {
   if ((await livePid(paths, def)) === undefined) return 'gone';
-  const client = await QmpClient.connect(vmPaths(paths, def.name).statusSocket, { timeoutMs: 5000 }).catch(() => undefined);
-  if (!client) return 'gone';
-  try {
-    return (await queryMigrate(client)).status ?? 'none';
-  } catch {
-    return 'gone';
-  } finally {
-    await client.close();
-  }
+  return withMonitor(paths, def.name, async (client) => (await queryMigrate(client)).status ?? 'none', { socket: 'status', timeoutMs: 5000 }).catch(() => 'gone');
 }
 
 /** Lets the received VM run here: the NBD exports go (the disks are the guest's alone now), then cont. */
 export async function startReceivedVm(paths: VireoPaths, def: VmDefinition, options: { copyStorage: boolean }): Promise<void> {
-  const client = await QmpClient.connect(vmPaths(paths, def.name).qmpSocket, { timeoutMs: 10_000 });
-  try {
+  await withMonitor(paths, def.name, async (client) => {
     if (options.copyStorage) await nbdServerStop(client).catch(() => undefined);
     const status = (await queryStatus(client)).status;
     if (status === 'inmigrate') throw invalidState(`VM '${def.name}' has not been fully received yet`);
     if (status !== 'running') await cont(client);
-  } finally {
-    await client.close();
-  }
+  });
   // The guest's clock is behind by the downtime of the switch: set it through its agent, when one answers.
   await syncGuestClock(vmPaths(paths, def.name).guestAgentSocket);
 }
@@ -251,8 +237,7 @@ export async function startReceivedVm(paths: VireoPaths, def: VmDefinition, opti
  * switch since it was started with -S) and then lets the guest run.
  */
 export async function startAtPostcopySwitch(paths: VireoPaths, def: VmDefinition, options: { timeoutMs: number; stopped?: () => boolean }): Promise<void> {
-  const client = await QmpClient.connect(vmPaths(paths, def.name).qmpSocket, { timeoutMs: 10_000 });
-  try {
+  await withMonitor(paths, def.name, async (client) => {
     const deadline = Date.now() + options.timeoutMs;
     while (Date.now() < deadline && !options.stopped?.()) {
       const status = (await queryStatus(client)).status;
@@ -265,9 +250,7 @@ export async function startAtPostcopySwitch(paths: VireoPaths, def: VmDefinition
       }
       await new Promise((resolve) => setTimeout(resolve, 20));
     }
-  } finally {
-    await client.close();
-  }
+  });
 }
 
 /** Removes every trace of an incoming VM: its QEMU, its directory, the disks created for it. */

@@ -2,13 +2,13 @@
  * The two machines of the migration state machines on this host, done with
  * QEMU: the source's (send, take back, remove) and the destination's
  * (check, prepare, run, remove). Every monitor connection of the migration
- * code goes through `withMonitor` below.
+ * code goes through `withMonitor` (./monitor.ts).
  */
 import { VireoError, isVireoError } from '../errors.js';
 import { getHostFacts } from '../host/check.js';
 import type { VmDefinition } from '../model/vm.js';
-import { vmPaths, type VireoPaths } from '../paths.js';
-import { QmpClient } from '../qmp/client.js';
+import type { VireoPaths } from '../paths.js';
+import type { QmpClient } from '../qmp/client.js';
 import { cont, queryStatus, quit } from '../qmp/commands.js';
 import { migrateStartPostcopy, queryMigrate } from '../qmp/migration.js';
 import { diskNames } from '../qemu/ids.js';
@@ -21,17 +21,8 @@ import type { DestinationMachine, IncomingVm } from './destination.js';
 import { cancelTransfer, configureSource, startMirrors, stopMirrors, transfer, type DiskMirror } from './drive.js';
 import { acceptDefinition, checkCompatibility, incomingStatus, prepareIncoming, removeIncoming, startAtPostcopySwitch, startReceivedVm, type IncomingRequest } from './incoming.js';
 import { copyVolumesOffline, receiveVolumesOffline } from './offline.js';
+import { withMonitor } from './monitor.js';
 import { mib, type SourceMachine } from './source.js';
-
-/** The VM's QEMU monitor for the length of work (one helper, until src/core/qmp has the shared one). */
-async function withMonitor<T>(paths: VireoPaths, vm: string, work: (client: QmpClient) => Promise<T>): Promise<T> {
-  const client = await QmpClient.connect(vmPaths(paths, vm).qmpSocket, { timeoutMs: 10_000 });
-  try {
-    return await work(client);
-  } finally {
-    await client.close();
-  }
-}
 
 async function resumeIfStopped(client: QmpClient): Promise<void> {
   const status = (await queryStatus(client)).status;

@@ -19,7 +19,8 @@ test('each running QEMU claims a uid of its own; the same run directory gets its
   assert.deepEqual(ia!.groups, [108]);
   assert.equal(ia!.gid, 995);
   assert.equal((await claimQemuIdentity(a, { dir, account })).uid, ia!.uid, 'a killed QEMU\'s run directory gets its uid back');
-  await assert.rejects(claimQemuIdentity(claimOwner('uuid-c', '/h1/vms/c/run'), { dir, account }), { code: 'host_unsupported' });
+  // All taken (leftovers already reclaimed once): a clear refusal.
+  await assert.rejects(claimQemuIdentity(claimOwner('uuid-c', '/h1/vms/c/run'), { dir, account, reclaimed: true }), { code: 'host_unsupported' });
   // Releasing with the wrong owner leaves the claim; the right one frees it for the next VM.
   await releaseQemuUid(ib!.uid, a, dir);
   assert.equal(await claimedUid(b, dir), ib!.uid);
@@ -39,4 +40,18 @@ test('the range comes from /etc/subuid; without it (or the user) QEMU does not s
   // A new range goes past every delegated range and every uid in use, on a 65,536 boundary.
   assert.deepEqual(freeSubuidRange('alice:100000:65536\n', passwd), { start: 196_608, count: 65_536 });
   assert.deepEqual(freeSubuidRange('', passwd), { start: 131_072, count: 65_536 });
+});
+
+test('when every uid is claimed, leftovers (run directory gone, no process with the uid) are reclaimed; live ones are not', async (t) => {
+  const dir = await mkdtemp(join(tmpdir(), 'vireo-uids-'));
+  t.after(() => rm(dir, { recursive: true, force: true }));
+  const range = { start: 300_000, count: 3 };
+  // A live run directory (this test's temporary one), and two leftovers of a deleted home.
+  await claimQemuIdentity(claimOwner('uuid-live', dir), { dir, account: { ...account, range } });
+  await claimQemuIdentity(claimOwner('uuid-gone1', '/nonexistent/vms/a/run'), { dir, account: { ...account, range } });
+  await claimQemuIdentity(claimOwner('uuid-gone2', '/nonexistent/vms/b/run'), { dir, account: { ...account, range } });
+  const next = await claimQemuIdentity(claimOwner('uuid-new', '/h/vms/n/run'), { dir, account: { ...account, range } });
+  assert.equal(next.uid, 300_001, 'the lowest leftover is reused');
+  assert.equal(await claimedUid(claimOwner('uuid-live', dir), dir), 300_000, 'a live claim stays');
+  assert.equal(await claimedUid(claimOwner('uuid-gone2', '/nonexistent/vms/b/run'), dir), undefined);
 });

@@ -18,7 +18,7 @@
  * reused by the same run directory after a crash; /run is emptied at boot,
  * as the QEMUs are.
  */
-import { mkdir, open, readFile, readdir, rm } from 'node:fs/promises';
+import { access, mkdir, open, readFile, readdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { VireoError } from '../errors.js';
 
@@ -106,7 +106,7 @@ export function claimOwner(uuid: string, runDir: string): string {
  * directory that was killed before it was cleaned up), else the lowest free
  * one of the range.
  */
-export async function claimQemuIdentity(owner: string, options: { dir?: string; account?: QemuAccount } = {}): Promise<QemuIdentity> {
+export async function claimQemuIdentity(owner: string, options: { dir?: string; account?: QemuAccount; reclaimed?: boolean } = {}): Promise<QemuIdentity> {
   const dir = options.dir ?? UID_CLAIMS_DIR;
   const account = options.account ?? (await qemuAccount());
   await mkdir(dir, { recursive: true, mode: 0o700 });
@@ -130,7 +130,58 @@ export async function claimQemuIdentity(owner: string, options: { dir?: string; 
       if ((error as NodeJS.ErrnoException).code !== 'EEXIST') throw error;
     }
   }
+  // Every uid claimed: some claims may be leftovers (a Vireo home deleted with its VMs running). Those whose
+  // run directory is gone and whose uid no process runs as are freed, one reclaimer at a time, and the claim retried.
+  if (!options.reclaimed && (await reclaimStale(dir)) > 0) return claimQemuIdentity(owner, { ...options, account, reclaimed: true });
   throw new VireoError('host_unsupported', `all ${count} uids of ${QEMU_USER}'s range are in use by running VMs`);
+}
+
+/**
+ * Removes claims left by QEMUs that are gone without their run directory
+ * being cleaned (a home deleted under running VMs): the run directory named
+ * in the claim no longer exists, and no process runs as its uid. A claim
+ * being written (empty) or whose directory exists is never touched: the
+ * directory exists from before a claim is made until after it is released.
+ * Reclaimers take turns through an O_EXCL lock file (a dead holder's is taken over).
+ */
+export async function reclaimStale(dir = UID_CLAIMS_DIR): Promise<number> {
+  const lock = join(dir, '.reclaim.lock');
+  for (let attempt = 0; ; attempt += 1) {
+    try {
+      const handle = await open(lock, 'wx', 0o600);
+      await handle.writeFile(String(process.pid));
+      await handle.close();
+      break;
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code !== 'EEXIST') throw error;
+      const holder = Number(await readFile(lock, 'utf8').catch(() => ''));
+      if (!(holder > 0) || !(await access(`/proc/${holder}`).then(() => true, () => false))) await rm(lock, { force: true });
+      else if (attempt > 100) return 0;
+      else await new Promise((resolve) => setTimeout(resolve, 50));
+    }
+  }
+  try {
+    const inUse = new Set<number>();
+    for (const pid of await readdir('/proc')) {
+      if (!/^\d+$/.test(pid)) continue;
+      const uid = Number(/^Uid:\s+(\d+)/m.exec(await readFile(`/proc/${pid}/status`, 'utf8').catch(() => ''))?.[1]);
+      if (Number.isInteger(uid)) inUse.add(uid);
+    }
+    let freed = 0;
+    for (const name of await readdir(dir)) {
+      const uid = Number(name);
+      if (!/^\d+$/.test(name) || inUse.has(uid)) continue;
+      const content = (await readFile(join(dir, name), 'utf8').catch(() => '')).trim();
+      if (!content) continue;
+      const runDir = content.includes(' ') ? content.slice(content.indexOf(' ') + 1) : undefined;
+      if (runDir && (await access(runDir).then(() => true, () => false))) continue;
+      await rm(join(dir, name), { force: true });
+      freed += 1;
+    }
+    return freed;
+  } finally {
+    await rm(lock, { force: true });
+  }
 }
 
 /** Gives the uid back, if this owner still holds it (another QEMU's claim of it is left alone). */
