@@ -21,6 +21,7 @@ import { benchDaemon } from './daemon.js';
 import { benchLibvirt } from './libvirt.js';
 import { benchSnapshots } from './snapshots.js';
 import { benchMigration } from './migration.js';
+import { benchLibvirtNetwork } from './libvirt-network.js';
 import { benchNetwork } from './network.js';
 import { benchStartTime } from './start-time.js';
 import { benchResources } from './resources.js';
@@ -133,7 +134,12 @@ if (wanted('network')) {
   process.stdout.write(`  start to address, user-mode                  ${fmt(median(network.startToAddressMs.user))}   (runs s: ${list(network.startToAddressMs.user.map((ms) => ms / 1000), 2)})\n`);
   process.stdout.write(`  VM-to-VM TCP (busybox nc, 32 MiB), bridge    ${median(network.throughputMiBps.bridge).toFixed(1)} MiB/s   (runs: ${list(network.throughputMiBps.bridge, 1)})\n`);
   process.stdout.write(`  VM-to-VM TCP, user-mode (via a host forward) ${median(network.throughputMiBps.user).toFixed(1)} MiB/s   (runs: ${list(network.throughputMiBps.user, 1)})\n`);
-  process.stdout.write('  (libvirt not compared: virsh net-start would make its bridge and rules in the machine\'s own namespace)\n');
+  const libvirt = await benchLibvirtNetwork({ runs: Math.min(runs, 5) });
+  if (libvirt.available) {
+    process.stdout.write(`  libvirt ${libvirt.version}: virsh net-define + net-start (isolated, DHCP)   ${median(libvirt.defineStartMs).toFixed(0)} ms   (runs ms: ${list(libvirt.defineStartMs, 0)}; net-destroy + net-undefine ${median(libvirt.destroyUndefineMs).toFixed(0)} ms)\n`);
+  } else {
+    process.stdout.write(`  libvirt not compared: ${libvirt.reason}\n`);
+  }
 }
 
 if (wanted('availability')) {

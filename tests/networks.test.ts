@@ -13,6 +13,7 @@
  */
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
+import { readFile } from 'node:fs/promises';
 import { after, before, test } from 'node:test';
 import { vmPaths } from '../src/core/paths.js';
 import { SerialConsole } from '../src/core/vm/console.js';
@@ -75,6 +76,10 @@ test('network create, bad input naming the field, nothing half-made', async () =
   const lan = await api.request<{ bridgeUp: boolean; dnsmasqPid?: number; address: string; domain: string }>('GET', '/networks/lan');
   assert.equal(lan.bridgeUp, true);
   assert.ok(lan.dnsmasqPid, 'dnsmasq runs');
+  // Not as root: it drops to its own account once its sockets and files are open (and still serves reservations, below).
+  const status = await readFile(`/proc/${lan.dnsmasqPid}/status`, 'utf8');
+  const uid = /^Uid:\s+(\d+)\s+(\d+)/m.exec(status);
+  assert.ok(uid && uid[1] !== '0' && uid[2] !== '0', `dnsmasq runs unprivileged: ${uid?.[0]}`);
   assert.equal(lan.address, '10.20.0.1');
   assert.equal(lan.domain, 'lan.vireo');
 

@@ -6,9 +6,11 @@
  * nftables rules are made there and never on the machine's own interfaces.
  */
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
-import { readdir, readFile } from 'node:fs/promises';
+import { readdir, readFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
+import { dnsmasqShared } from '../../src/core/network/paths.js';
+import type { VireoPaths } from '../../src/core/paths.js';
 import { startTestDaemon, type RunningDaemon } from './daemon.js';
 import { createTestHome, type TestHome } from './vireo.js';
 
@@ -37,6 +39,8 @@ let counter = 0;
 export async function killNetworkServers(homeDir: string): Promise<void> {
   const networks = join(homeDir, 'networks');
   for (const name of await readdir(networks).catch(() => [] as string[])) {
+    // Its reservations live outside the home (readable by dnsmasq's user): they go too.
+    await rm(dnsmasqShared({ home: homeDir } as VireoPaths, name), { recursive: true, force: true });
     const pid = Number((await readFile(join(networks, name, 'dnsmasq.pid'), 'utf8').catch(() => '')).trim());
     if (pid > 0) {
       try {

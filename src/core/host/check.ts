@@ -146,6 +146,10 @@ export function buildHostReport(facts: HostFacts): HostReport {
       packages.forEach(need);
     }
   }
+  if (facts.bridgeNetfilter !== undefined) {
+    add('bridge-netfilter', 'Firewall rule sets (br_netfilter)', facts.bridgeNetfilter ? 'ok' : 'warn',
+      facts.bridgeNetfilter ? 'bridged guest traffic reaches the IP hooks, with connection tracking' : 'br_netfilter is not loaded; Vireo loads it (modprobe br_netfilter) when a firewall rule set is first attached');
+  }
   if (facts.forwardDrop && facts.forwardDrop.length > 0) {
     add('forward-policy', 'Forwarding policy', 'warn', `${facts.forwardDrop.join('; ')} drop${facts.forwardDrop.length === 1 ? 's' : ''} forwarded traffic by default (Docker or firewalld?): NAT and port forwards of Vireo networks need those chains to accept the network bridges`);
   }

@@ -444,6 +444,8 @@ export interface HostFacts {
   networkTools?: ToolFacts[];
   /** Forward-hook chains of other tables whose policy drops (see probeForwardDrop); undefined when nft could not tell. */
   forwardDrop?: string[];
+  /** Whether bridged traffic can reach the IP hooks (br_netfilter: /proc/sys/net/bridge), which firewall rule sets use. */
+  bridgeNetfilter?: boolean;
 }
 
 export interface HostProbeOptions {
@@ -457,7 +459,7 @@ export interface HostProbeOptions {
 /** Runs every probe (concurrently: the QEMU queries dominate and are independent). */
 export async function probeHost(options: HostProbeOptions = {}): Promise<HostFacts> {
   const arch = options.arch ?? process.arch;
-  const [cpu, kvmDevice, qemu, firmware, tools, networkTools, forwardDrop] = await Promise.all([
+  const [cpu, kvmDevice, qemu, firmware, tools, networkTools, forwardDrop, bridgeNetfilter] = await Promise.all([
     probeCpu(options.cpuinfoPath),
     probeKvmDevice(options.kvmPath),
     probeQemu({ ...(options.pathEnv !== undefined ? { pathEnv: options.pathEnv } : {}), ...(options.run ? { run: options.run } : {}) }),
@@ -465,6 +467,7 @@ export async function probeHost(options: HostProbeOptions = {}): Promise<HostFac
     probeTools(options.pathEnv),
     probeTools(options.pathEnv, NETWORK_TOOLS),
     probeForwardDrop(options.run),
+    stat('/proc/sys/net/bridge').then(() => true, () => false),
   ]);
-  return { arch, cpu, kvmDevice, kvm: assessKvm(cpu, kvmDevice, arch), qemu, firmware, tools, networkTools, ...(forwardDrop ? { forwardDrop } : {}) };
+  return { arch, cpu, kvmDevice, kvm: assessKvm(cpu, kvmDevice, arch), qemu, firmware, tools, networkTools, ...(forwardDrop ? { forwardDrop } : {}), bridgeNetfilter };
 }

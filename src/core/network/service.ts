@@ -12,7 +12,7 @@
  */
 import { createServer } from 'node:net';
 import { runCommand } from '../host/probe.js';
-import { mkdir, readdir, rm, rmdir, stat, unlink, writeFile } from 'node:fs/promises';
+import { chmod, mkdir, readdir, readFile, rm, rmdir, stat, unlink, writeFile } from 'node:fs/promises';
 import { VireoError, alreadyExists, invalidArgument, isVireoError, notFound } from '../errors.js';
 import type { VmDefinition, VmSpec } from '../model/vm.js';
 import type { VireoPaths } from '../paths.js';
@@ -20,7 +20,7 @@ import { Reverter } from '../revert.js';
 import { readJsonIfExists, writeFileAtomic, writeJsonAtomic } from '../store/atomic.js';
 import { listDefinitions, loadDefinition, saveDefinition, vmExists, withVmLock } from '../vm/definitions.js';
 import { FirewallName, parseFirewallSpec, type FirewallDefinition, type FirewalledNic, type FirewallSpec } from './firewall.js';
-import { buildDnsmasqConfig, buildHosts6File, buildHostsFile, dnsmasqPid, readLeases, reloadDnsmasq, startDnsmasq, stopDnsmasq, type Allocation, type Lease } from './dnsmasq.js';
+import { buildDnsmasqConfig, buildHosts6File, buildHostsFile, dnsmasqAccount, dnsmasqPid, readLeases, reloadDnsmasq, startDnsmasq, stopDnsmasq, type Allocation, type Lease } from './dnsmasq.js';
 import { formatIpv4, parseIpv4 } from './ipv4.js';
 import { slaacAddress } from './ipv6.js';
 import { attachTap, deleteBridge, ensureBridge, linkExists, masterOf, tapName } from './links.js';
@@ -35,7 +35,7 @@ import {
   type NetworkSpec,
 } from './model.js';
 import { applyRuleset, buildRuleset, emptyRuleset, resolveForwards, type NetworkState, type ResolvedForward } from './nft.js';
-import { firewallFile, firewallsDir, networkPaths, networksDir, rulesetFile } from './paths.js';
+import { DNSMASQ_SHARED_ROOT, firewallFile, firewallsDir, networkPaths, networksDir, rulesetFile } from './paths.js';
 
 let queue: Promise<unknown> = Promise.resolve();
 
@@ -196,18 +196,28 @@ async function applyRules(paths: VireoPaths, all: NetworkState[], override: Fire
   if (all.some((state) => state.network.mode === 'nat' && state.network.subnet6 !== undefined)) await writeFile('/proc/sys/net/ipv6/conf/all/forwarding', '1\n');
 }
 
-async function writeDnsmasqFiles(paths: VireoPaths, network: NetworkSpec, allocations: Allocation[]): Promise<void> {
+/** Writes dnsmasq's files; true when its configuration changed (a running dnsmasq reads that only at start). */
+async function writeDnsmasqFiles(paths: VireoPaths, network: NetworkSpec, allocations: Allocation[]): Promise<boolean> {
   const files = networkPaths(paths, network.name);
-  await writeFileAtomic(files.dnsmasqConf, buildDnsmasqConfig(network, files));
-  await writeFileAtomic(files.hostsFile, buildHostsFile(allocations));
-  await writeFileAtomic(files.hosts6File, buildHosts6File(network, allocations));
+  const config = buildDnsmasqConfig(network, files, await dnsmasqAccount());
+  const changed = (await readFile(files.dnsmasqConf, 'utf8').catch(() => undefined)) !== config;
+  if (changed) await writeFileAtomic(files.dnsmasqConf, config);
+  // World-traversable, so that dnsmasq, no longer root, can re-read its reservations (see paths.ts).
+  await mkdir(DNSMASQ_SHARED_ROOT, { recursive: true, mode: 0o755 });
+  await mkdir(files.shared, { recursive: true, mode: 0o755 });
+  await chmod(files.shared, 0o755);
+  await writeFileAtomic(files.hostsFile, buildHostsFile(allocations), 0o644);
+  await writeFileAtomic(files.hosts6File, buildHosts6File(network, allocations), 0o644);
+  return changed;
 }
 
 /** Bridge up, dnsmasq running: what a network needs to serve (idempotent). */
 async function bringUp(paths: VireoPaths, network: NetworkSpec, allocations: Allocation[]): Promise<{ bridgeCreated: boolean; dnsmasqStarted: boolean }> {
   const { created } = await ensureBridge(network);
-  await writeDnsmasqFiles(paths, network, allocations);
+  const changed = await writeDnsmasqFiles(paths, network, allocations);
   const files = networkPaths(paths, network.name);
+  // A configuration written by an older Vireo (say, one that ran dnsmasq as root with its files elsewhere): restart once on the new one.
+  if (changed) await stopDnsmasq(files);
   let dnsmasqStarted = false;
   if (network.dhcp && (await dnsmasqPid(files)) === undefined) {
     await startDnsmasq(files, network.name);
@@ -236,6 +246,7 @@ export async function createNetwork(paths: VireoPaths, input: unknown): Promise<
       if (!parentExisted) reverter.add(() => rmdir(networksDir(paths)).catch(() => undefined));
       await mkdir(files.dir, { recursive: true });
       reverter.add(() => rm(files.dir, { recursive: true, force: true }));
+      reverter.add(() => rm(files.shared, { recursive: true, force: true }));
       reverter.add(() => stopDnsmasq(files));
       reverter.add(() => deleteBridge(spec));
       await bringUp(paths, spec, []);
@@ -297,6 +308,7 @@ export async function deleteNetwork(paths: VireoPaths, name: string): Promise<{ 
     await stopDnsmasq(files);
     await deleteBridge(def);
     await rm(files.dir, { recursive: true, force: true });
+    await rm(files.shared, { recursive: true, force: true });
     return { deleted: name };
   });
 }
