@@ -16,6 +16,7 @@ export const NetworkParams = z.strictObject({ name: NetworkName });
 
 /** What `network edit` may change; addressing (subnet, address, vxlan) only while no VM uses the network. */
 export const EditNetworkBody = NetworkSpecSchema.omit({ name: true, kind: true, forwards: true }).partial().strict();
+export type NetworkChanges = z.input<typeof EditNetworkBody>;
 
 export const ForwardBody = z.strictObject({
   protocol: z.enum(['tcp', 'udp']).default('tcp'),
@@ -33,6 +34,7 @@ const ForwardKey = z.strictObject({
 export const FirewallParams = z.strictObject({ name: FirewallName });
 /** A set's whole new content: defaults and rules (its name is the path's). */
 export const EditFirewallBody = FirewallSpecSchema.omit({ name: true }).strict();
+export type FirewallChanges = z.input<typeof EditFirewallBody>;
 export const AttachmentBody = z.strictObject({ vm: z.string(), nic: z.number().int().min(0).default(0) });
 
 export const networks = {

@@ -83,8 +83,13 @@ export class ApiCore {
 
   /** Calls an endpoint of the contract with its path parameters, query and body; answers what the endpoint answers. */
   async call<K extends ApiKey>(key: K, ...[input, options]: CallArgs<K>): Promise<ResponseOf<Api[K]>> {
+    return this.invoke(key, input ?? {}, options);
+  }
+
+  /** As call(), with the input always given: for code generic over the endpoint (a hook that calls any GET endpoint). */
+  async invoke<K extends ApiKey>(key: K, input: RequestOf<Api[K]> | Record<string, never>, options?: RequestOptions): Promise<ResponseOf<Api[K]>> {
     const { method, path } = splitKey(key);
-    const { params, query, body } = (input ?? {}) as { params?: Record<string, unknown>; query?: Record<string, unknown>; body?: unknown };
+    const { params, query, body } = input as { params?: Record<string, unknown>; query?: Record<string, unknown>; body?: unknown };
     return this.request<ResponseOf<Api[K]>>(method, pathOf(path, params, query), body, options);
   }
 

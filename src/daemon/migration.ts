@@ -32,7 +32,7 @@ function peerTimeoutMs(): number {
   return Number.isFinite(value) && value > 0 ? value : 60_000;
 }
 
-/** The tuning a POST /vms/:name/migrate body asks for. */
+/** The tuning asked for in the body of a POST /vms/:name/migrate. */
 export function tuningFrom(body: MigrateRequestBody): MigrationTuning {
   let bandwidth = DEFAULT_TUNING.bandwidthBytesPerSecond;
   if (body.bandwidth !== undefined) {

@@ -17,7 +17,6 @@ import fastifyRateLimit from '@fastify/rate-limit';
 import { peerCredentials, peerUid } from './peer.js';
 import { z } from 'zod';
 import { VireoError, asVireoError } from '../core/errors.js';
-import { zodToError } from '../core/model/vm.js';
 import { NameParams } from '../api/common.js';
 import { CONSOLE_CLOSE_CODES, closeFor, closeReason } from '../api/console-codes.js';
 import { EventsQuery } from '../api/events.js';
@@ -39,6 +38,7 @@ import { NetworkSupervisor } from './network-supervisor.js';
 import { recoveryHandlers } from './recovery.js';
 import { errorReply, frameworkError, sendHttpError, toHttpError } from './http-errors.js';
 import { Reply, type Route } from './route.js';
+import { validate } from './validate.js';
 import { routes } from './routes.js';
 import type { DaemonState } from './state.js';
 import { verifyToken } from './tokens.js';
@@ -72,31 +72,6 @@ export interface Daemon {
   socketPath: string;
   tcpPort?: number;
   close(): Promise<void>;
-}
-
-function validate<T>(schema: z.ZodType<T> | undefined, value: unknown, where: 'path' | 'query' | 'body'): T | undefined {
-  if (!schema) return undefined;
-  // No body at all means the defaults; a body of JSON null is a body, and not an object.
-  if (where === 'body' && value === null) throw new VireoError('invalid_argument', 'body: must be a JSON object, not null', { field: 'body' });
-  const result = schema.safeParse(value ?? {});
-  if (result.success) return result.data;
-  const error = zodToError(result.error);
-  const path = error.details.field === '(spec)' ? '' : (error.details.field ?? '');
-  const field = requestField(where, path);
-  const message = error.message.replace(/^[^:]+: /, '');
-  throw new VireoError('invalid_argument', `${field}: ${message}`, { field });
-}
-
-/**
- * The name of a request field as the user knows it. A VM spec is what the
- * user wrote (a file for the CLI, the spec for the API), so its fields are
- * named as in the spec, `boot.kernel.kernel`, the same with or without a
- * daemon; anything else names the part of the request: `body.size`,
- * `query.lines`, `path.name`.
- */
-function requestField(where: 'path' | 'query' | 'body', path: string): string {
-  if (where === 'body' && path.startsWith('spec.')) return path.slice('spec.'.length);
-  return path === '' ? where : `${where}.${path}`;
 }
 
 /**

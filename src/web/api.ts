@@ -6,23 +6,18 @@
  */
 import { useEffect, useState } from 'preact/hooks';
 import { BrowserClient } from '../client/browser.js';
-import type { Operation, VireoEvent } from '../client/api-core.js';
-import type { VmDefinition } from '../core/model/vm.js';
+import type { RequestOf, ResponseOf } from '../api/contract.js';
+import type { VireoEvent } from '../api/events.js';
+import type { Api, ApiKey } from '../api/index.js';
+import type { Operation } from '../api/operations.js';
+import type { UiSession } from '../api/ui.js';
+import type { VmInfo } from '../api/vms.js';
 
 export const api = new BrowserClient();
 
-export interface Vm {
-  definition: VmDefinition;
-  runtime: { state: string; pid?: number; accel?: string; startedAt?: string };
-}
-
-export interface Session {
-  csrf: string;
-  token?: { id: string; name: string };
-  listener: 'tls' | 'loopback';
-}
-
-export type LiveOperation = Operation & { target?: { vm?: string; image?: string; newVm?: string }; createdAt?: string };
+export type Vm = VmInfo;
+export type Session = UiSession;
+export type LiveOperation = Operation;
 
 type Listener = () => void;
 
@@ -55,7 +50,7 @@ class Live {
   async start(onLoggedOut: () => void): Promise<void> {
     this.stop();
     const controller = (this.controller = new AbortController());
-    const [vms, operations] = await Promise.all([api.request<Vm[]>('GET', '/vms'), api.request<LiveOperation[]>('GET', '/operations')]);
+    const [vms, operations] = await Promise.all([api.call('GET /vms'), api.call('GET /operations')]);
     this.vms = new Map(vms.map((vm) => [vm.definition.name, vm]));
     this.operations = new Map(operations.map((operation) => [operation.id, operation]));
     this.loaded = true;
@@ -106,7 +101,7 @@ class Live {
 
   async refresh(name: string): Promise<void> {
     try {
-      this.vms.set(name, await api.request<Vm>('GET', `/vms/${encodeURIComponent(name)}`));
+      this.vms.set(name, await api.call('GET /vms/:name', { params: { name } }));
     } catch {
       this.vms.delete(name);
     }
@@ -123,26 +118,22 @@ export function useLive(): Live {
   return live;
 }
 
-/** Fetches once (and again when `key` changes); reload() fetches again. */
-export function useFetch<T>(path: string | undefined, key: unknown[] = []): { data?: T; error?: Error; reload(): void } {
-  const [state, setState] = useState<{ data?: T; error?: Error }>({});
+/** Calls a GET endpoint once (and again when its input or `deps` change); reload() calls it again. */
+export function useCall<K extends ApiKey>(key: K, input?: RequestOf<Api[K]>, deps: unknown[] = []): { data?: ResponseOf<Api[K]>; error?: Error; reload(): void } {
+  const [state, setState] = useState<{ data?: ResponseOf<Api[K]>; error?: Error }>({});
   const [nonce, setNonce] = useState(0);
+  const inputKey = JSON.stringify(input ?? {});
   useEffect(() => {
-    if (!path) return;
     let current = true;
-    api.request<T>('GET', path).then(
+    api.invoke(key, input ?? {}).then(
       (data) => current && setState({ data }),
       (error: Error) => current && setState({ error }),
     );
     return () => {
       current = false;
     };
-  }, [path, nonce, ...key]);
+  }, [key, inputKey, nonce, ...deps]);
   return { ...state, reload: () => setNonce((value) => value + 1) };
-}
-
-export function vmPath(name: string, rest = ''): string {
-  return `/vms/${encodeURIComponent(name)}${rest}`;
 }
 
 export function formatBytes(bytes: number): string {

@@ -4,17 +4,10 @@
  */
 import uPlot from 'uplot';
 import { useEffect, useRef, useState } from 'preact/hooks';
-import { api, formatBytes, vmPath } from './api.js';
+import type { UsageSample } from '../api/ui.js';
+import { api, formatBytes } from './api.js';
 
-interface Sample {
-  t: number;
-  cpu: number;
-  memory: number;
-  diskRead: number;
-  diskWrite: number;
-  netReceive?: number;
-  netTransmit?: number;
-}
+type Sample = UsageSample;
 
 const CHARTS: { title: string; series: { label: string; value: (sample: Sample) => number; color: string }[]; format: (value: number) => string }[] = [
   { title: 'CPU', series: [{ label: 'CPU', value: (sample) => sample.cpu * 100, color: '#2563eb' }], format: (value) => `${value.toFixed(0)}%` },
@@ -85,7 +78,7 @@ export default function Graphs({ vm }: { vm: string }) {
     let all: Sample[] = [];
     const load = async () => {
       try {
-        const history = await api.request<{ samples: Sample[] }>('GET', vmPath(vm, `/history?after=${last}`));
+        const history = await api.call('GET /vms/:name/history', { params: { name: vm }, query: { after: last } });
         if (!current || history.samples.length === 0) return;
         last = history.samples[history.samples.length - 1]!.t;
         all = [...all, ...history.samples].slice(-1800);

@@ -39,7 +39,7 @@ function Login({ onLogin }: { onLogin: (session: Session) => void }) {
     setBusy(true);
     setError(undefined);
     try {
-      onLogin(await api.request<Session>('POST', '/ui/login', { token }));
+      onLogin(await api.call('POST /ui/login', { body: { token } }));
     } catch (failure) {
       setError(errorText(failure));
     } finally {
@@ -130,7 +130,7 @@ function App() {
     live.start(loggedOut).catch((failure: unknown) => setError(errorText(failure)));
   };
   useEffect(() => {
-    api.request<Session>('GET', '/ui/session').then(begin, (failure: unknown) => {
+    api.call('GET /ui/session').then(begin, (failure: unknown) => {
       if (failure instanceof VireoError && failure.code !== 'unauthorized') setError(errorText(failure));
       setSession(null);
     });
@@ -141,7 +141,7 @@ function App() {
     <>
       {error && <p class="error banner" role="alert">{error}</p>}
       <Shell session={session} onLogout={async () => {
-        await api.request('POST', '/ui/logout').catch(() => {});
+        await api.call('POST /ui/logout').catch(() => {});
         loggedOut();
       }} />
     </>

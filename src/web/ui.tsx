@@ -89,7 +89,7 @@ export function OperationRow({ operation }: { operation: LiveOperation }) {
         {' '}{operation.error?.message ?? operation.progress?.message ?? ''}
       </td>
       <td>{operation.createdAt ? new Date(operation.createdAt).toLocaleTimeString() : ''}</td>
-      <td>{operation.state === 'running' && <Action label="Cancel" run={() => api.request('POST', `/operations/${operation.id}/cancel`)} />}</td>
+      <td>{operation.state === 'running' && <Action label="Cancel" run={() => api.call('POST /operations/:id/cancel', { params: { id: operation.id } })} />}</td>
     </tr>
   );
 }

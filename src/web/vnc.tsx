@@ -9,7 +9,7 @@
  */
 import RFB from '@novnc/novnc';
 import { useEffect, useRef, useState } from 'preact/hooks';
-import { api, vmPath } from './api.js';
+import { api } from './api.js';
 import { errorText } from './ui.js';
 
 /** Keys of a US keyboard: the layout QEMU's guests assume unless told otherwise. */
@@ -72,7 +72,7 @@ export default function GraphicalConsole({ vm, running, hasVnc }: { vm: string; 
       setStatus('connecting…');
       let password: string;
       try {
-        ({ password } = await api.request<{ password: string }>('POST', vmPath(vm, '/vnc/password'), { validSeconds: 30 }));
+        ({ password } = await api.call('POST /vms/:name/vnc/password', { params: { name: vm }, body: { validSeconds: 30 } }));
       } catch (failure) {
         if (stopped) return;
         setStatus(`cannot connect: ${errorText(failure)}; retrying…`);

@@ -5,6 +5,7 @@
  * followed to its end with its progress; the console is the daemon's
  * WebSocket, wrapped as a stream.
  */
+import { unchecked } from '../../api/contract.js';
 import type { Operation } from '../../api/operations.js';
 import { closeError } from '../../api/console-codes.js';
 import type { ApiClient } from '../../client/api-client.js';
@@ -13,15 +14,6 @@ import { withoutShownFields } from '../../core/model/shown-fields.js';
 import type { VmSpecInput } from '../../core/model/vm.js';
 import { SerialConsole } from '../../core/vm/console.js';
 import type { Backend, ProgressSink } from './backend.js';
-
-/**
- * A spec as the user wrote it goes to the daemon unchecked: the daemon
- * validates it with the same schema and names the field at fault, as the
- * library does without a daemon.
- */
-function asSentSpec(spec: unknown): VmSpecInput {
-  return spec as VmSpecInput;
-}
 
 export function daemonBackend(api: ApiClient): Backend {
   /** Runs an operation to its end, reporting its progress; its result is returned, its failure thrown. */
@@ -53,14 +45,14 @@ export function daemonBackend(api: ApiClient): Backend {
       if (newDisks.some((disk) => disk.from?.includes('/'))) {
         throw invalidArgument('--disk-from', 'a daemon links new disks to volumes only, not to files (import the file first: vireo disk import)');
       }
-      return (await api.call('POST /vms', { body: { spec: asSentSpec(spec), newDisks, ...(options?.iso !== undefined ? { iso: options.iso } : {}) } })).definition;
+      return (await api.call('POST /vms', { body: { spec: unchecked<VmSpecInput>(spec), newDisks, ...(options?.iso !== undefined ? { iso: options.iso } : {}) } })).definition;
     },
     editVm: async (name, change) => {
       const { definition } = await api.call('GET /vms/:name', { params: { name } });
       const { uuid: _uuid, createdAt: _createdAt, template: _template, clonedFrom: _clonedFrom, ...spec } = definition;
       // The API takes a spec only: fields `vm show --json` adds are checked here and dropped, as the library does.
       const next = withoutShownFields(change(spec, definition), definition);
-      return (await api.call('PUT /vms/:name', { params: { name }, body: { spec: asSentSpec(next) } })).definition;
+      return (await api.call('PUT /vms/:name', { params: { name }, body: { spec: unchecked<VmSpecInput>(next) } })).definition;
     },
     setVm: (name, settings) => api.call('POST /vms/:name/resources', { params: { name }, body: settings }),
     attachDisk: (name, input) => api.call('POST /vms/:name/disks', { params: { name }, body: input }),

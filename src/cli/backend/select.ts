@@ -81,7 +81,7 @@ export async function selectBackend(paths: VireoPaths, choice: BackendChoice, en
   const { ApiClient } = await import('../../client/api-client.js');
   const api = new ApiClient({ socketPath });
   try {
-    await api.request('GET', '/', undefined, { timeoutMs: LOCAL_DAEMON_PROBE_MS, rateLimitWaitMs: 0 });
+    await api.call('GET /', {}, { timeoutMs: LOCAL_DAEMON_PROBE_MS, rateLimitWaitMs: 0 });
     return daemonBackend(api);
   } catch (error) {
     // A daemon that says 429 is alive and busy: go through it (each request waits its turn), never around it.

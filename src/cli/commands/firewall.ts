@@ -11,6 +11,8 @@ import { Command, Option } from 'commander';
 import { invalidArgument } from '../../core/errors.js';
 import type { CliContext } from '../context.js';
 import { note, printJson, printTable, printYaml } from '../output.js';
+import { unchecked } from '../../api/contract.js';
+import type { FirewallChanges } from '../../api/networks.js';
 
 interface RuleView {
   direction: 'in' | 'out';
@@ -20,13 +22,6 @@ interface RuleView {
   cidr?: string;
 }
 
-interface FirewallView {
-  name: string;
-  defaultIn: 'allow' | 'deny';
-  defaultOut: 'allow' | 'deny';
-  rules: RuleView[];
-  attachedTo: { vm: string; nic: number; network: string }[];
-}
 
 /** "in allow tcp/22 from 10.0.0.0/8" -> a rule object; the daemon checks the values themselves. */
 export function parseRuleText(text: string, field: string): RuleView {
@@ -68,7 +63,8 @@ interface SetFlags {
   file?: string;
 }
 
-async function bodyFromFlags(flags: SetFlags): Promise<Record<string, unknown>> {
+/** The set as the user gave it (a file, rule words): the daemon checks every value and names the one at fault. */
+async function bodyFromFlags(flags: SetFlags): Promise<FirewallChanges> {
   const body: Record<string, unknown> = {};
   if (flags.file !== undefined) {
     const text = await readFile(flags.file, 'utf8').catch(() => {
@@ -83,7 +79,7 @@ async function bodyFromFlags(flags: SetFlags): Promise<Record<string, unknown>> 
   if (flags.defaultIn) body.defaultIn = flags.defaultIn;
   if (flags.defaultOut) body.defaultOut = flags.defaultOut;
   if (flags.rule) body.rules = flags.rule.map((text, index) => parseRuleText(text, `--rule ${index + 1}`));
-  return body;
+  return unchecked<FirewallChanges>(body);
 }
 
 function addSetOptions(command: Command): Command {
@@ -105,7 +101,7 @@ export function firewallCommand(cli: CliContext): Command {
   addSetOptions(firewall.command('create <name>').description('create a rule set'))
     .option('--json', 'print the set as JSON')
     .action(async (name: string, flags: SetFlags & { json?: boolean }) => {
-      const created = await (await cli.daemon()).request<FirewallView>('POST', '/firewalls', { name, ...(await bodyFromFlags(flags)) });
+      const created = await (await cli.daemon()).call('POST /firewalls', { body: { name, ...(await bodyFromFlags(flags)) } });
       if (flags.json) return printJson(created);
       note(`created firewall rule set '${name}' (in: ${created.defaultIn}, out: ${created.defaultOut}, ${created.rules.length} rules)`);
     });
@@ -115,7 +111,7 @@ export function firewallCommand(cli: CliContext): Command {
     .description('rule sets and where they are attached')
     .option('--json', 'print as JSON')
     .action(async (flags: { json?: boolean }) => {
-      const sets = await (await cli.daemon()).request<FirewallView[]>('GET', '/firewalls');
+      const sets = await (await cli.daemon()).call('GET /firewalls');
       if (flags.json) return printJson(sets);
       printTable(
         ['NAME', 'IN', 'OUT', 'RULES', 'ATTACHED'],
@@ -128,7 +124,7 @@ export function firewallCommand(cli: CliContext): Command {
     .option('--json', 'print as JSON')
     .option('--yaml', 'print as YAML')
     .action(async (name: string, flags: { json?: boolean; yaml?: boolean }) => {
-      const set = await (await cli.daemon()).request<FirewallView>('GET', `/firewalls/${encodeURIComponent(name)}`);
+      const set = await (await cli.daemon()).call('GET /firewalls/:name', { params: { name } });
       if (flags.json) return printJson(set);
       if (flags.yaml) return printYaml(set);
       process.stdout.write(`name: ${set.name}\ndefault: in ${set.defaultIn}, out ${set.defaultOut}\nattached: ${set.attachedTo.map((entry) => `${entry.vm}/nic${entry.nic} (${entry.network})`).join(', ') || '-'}\nrules:\n`);
@@ -139,12 +135,12 @@ export function firewallCommand(cli: CliContext): Command {
     .option('--clear-rules', 'remove every rule')
     .action(async (name: string, flags: SetFlags & { clearRules?: boolean }) => {
       const daemon = await cli.daemon();
-      const current = await daemon.request<FirewallView>('GET', `/firewalls/${encodeURIComponent(name)}`);
+      const current = await daemon.call('GET /firewalls/:name', { params: { name } });
       const changes = await bodyFromFlags(flags);
       if (flags.clearRules) changes.rules = [];
       if (Object.keys(changes).length === 0) throw invalidArgument('name', 'nothing to change (see: vireo firewall edit --help)');
       const body = { defaultIn: current.defaultIn, defaultOut: current.defaultOut, rules: current.rules, ...changes };
-      await daemon.request('PUT', `/firewalls/${encodeURIComponent(name)}`, body);
+      await daemon.call('PUT /firewalls/:name', { params: { name }, body });
       note(`changed firewall rule set '${name}' (${Object.keys(changes).join(', ')})`);
     });
 
@@ -152,7 +148,7 @@ export function firewallCommand(cli: CliContext): Command {
     .alias('rm')
     .description('delete a rule set no NIC uses')
     .action(async (name: string) => {
-      await (await cli.daemon()).request('DELETE', `/firewalls/${encodeURIComponent(name)}`);
+      await (await cli.daemon()).call('DELETE /firewalls/:name', { params: { name } });
       note(`deleted firewall rule set '${name}'`);
     });
 
@@ -162,7 +158,7 @@ export function firewallCommand(cli: CliContext): Command {
       .requiredOption('--vm <vm>', 'the VM')
       .option('--nic <index>', 'the NIC (index in the VM spec)', '0')
       .action(async (name: string, flags: { vm: string; nic: string }) => {
-        await (await cli.daemon()).request('POST', `/firewalls/${encodeURIComponent(name)}/${verb}`, { vm: flags.vm, nic: nicIndex(flags.nic) });
+        await (await cli.daemon()).call(verb === 'attach' ? 'POST /firewalls/:name/attach' : 'POST /firewalls/:name/detach', { params: { name }, body: { vm: flags.vm, nic: nicIndex(flags.nic) } });
         note(`${verb === 'attach' ? 'attached' : 'detached'} firewall rule set '${name}' ${verb === 'attach' ? 'to' : 'from'} ${flags.vm} nic ${flags.nic}`);
       });
   }

@@ -23,18 +23,18 @@ export function parseDowntime(text: string): number {
 }
 
 /** Follows an operation to its end with a progress bar; the first Ctrl-C cancels it. */
-export async function followOperation(api: ApiClient, operation: Operation, label: string): Promise<Operation> {
+export async function followOperation<R>(api: ApiClient, operation: Operation<R>, label: string): Promise<Operation<R>> {
   const progress = new Progress();
   let cancelling = false;
   const onInterrupt = () => {
     if (cancelling) return;
     cancelling = true;
     note(`\ncancelling ${label} (operation ${operation.id})...`);
-    void api.request('POST', `/operations/${operation.id}/cancel`).catch(() => {});
+    void api.call('POST /operations/:id/cancel', { params: { id: operation.id } }).catch(() => {});
   };
   process.on('SIGINT', onInterrupt);
   try {
-    return await api.followOperation(operation.id, {
+    return await api.followOperation(operation, {
       onProgress: (current) => {
         if (current.state === 'running' && current.progress) progress.update(current.progress.message, current.progress.fraction ?? 0);
       },
@@ -77,14 +77,14 @@ export function migrateCommand(cli: CliContext): Command {
         multifd: flags.multifd ?? false,
         autoConverge: flags.autoConverge,
       };
-      const operation = await api.request<Operation>('POST', `/vms/${encodeURIComponent(name)}/migrate`, body);
+      const operation = await api.call('POST /vms/:name/migrate', { params: { name }, body });
       if (flags.detach) {
         process.stdout.write(`${operation.id}\n`);
         return;
       }
       note(`migrating VM '${name}' to ${flags.to} (operation ${operation.id}; Ctrl-C or \`vireo operation cancel ${operation.id}\` cancels)`);
       const done = await followOperation(api, operation, `the migration of '${name}'`);
-      const result = done.result as { totalTimeMs?: number; downtimeMs?: number; transferredBytes?: number } | undefined;
+      const result = done.result;
       if (flags.json) return printJson(done.result);
       const figures = [
         result?.totalTimeMs !== undefined ? `in ${(result.totalTimeMs / 1000).toFixed(1)} s` : '',

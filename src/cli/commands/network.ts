@@ -8,38 +8,7 @@ import { Command, Option } from 'commander';
 import { invalidArgument } from '../../core/errors.js';
 import type { CliContext } from '../context.js';
 import { note, printJson, printTable, printYaml } from '../output.js';
-
-interface NetworkView {
-  name: string;
-  subnet: string;
-  address: string;
-  mode: 'nat' | 'isolated';
-  dhcp: boolean;
-  dhcpRange: { start: string; end: string };
-  domain: string;
-  mtu: number;
-  bridgeUp: boolean;
-  dnsmasqPid?: number;
-  usedBy: string[];
-  forwardsResolved: ForwardView[];
-}
-
-interface ForwardView {
-  protocol: 'tcp' | 'udp';
-  hostAddress?: string;
-  hostPort: number;
-  vm: string;
-  port: number;
-  target?: string;
-}
-
-interface LeaseView {
-  mac: string;
-  ip: string;
-  hostname?: string;
-  expires?: string;
-  vm?: string;
-}
+import type { NetworkChanges } from '../../api/networks.js';
 
 function port(field: string, text: string): number {
   const value = Number(text);
@@ -81,9 +50,9 @@ function addNetworkOptions(command: Command): Command {
     .option('--vxlan-remote <ip>', 'another host of the overlay (repeatable)', collect);
 }
 
-function specFromFlags(flags: NetworkFlags): Record<string, unknown> {
+function specFromFlags(flags: NetworkFlags): NetworkChanges {
   if (flags.nat && flags.isolated) throw invalidArgument('--isolated', 'a network is either --nat or --isolated');
-  const spec: Record<string, unknown> = {};
+  const spec: NetworkChanges = {};
   if (flags.subnet !== undefined) spec.subnet = flags.subnet;
   if (flags.subnet6 !== undefined) spec.subnet6 = flags.subnet6;
   if (flags.address !== undefined) spec.address = flags.address;
@@ -98,6 +67,7 @@ function specFromFlags(flags: NetworkFlags): Record<string, unknown> {
   }
   if (flags.vxlanVni !== undefined || flags.vxlanLocal !== undefined || flags.vxlanRemote !== undefined) {
     if (flags.vxlanVni === undefined || !/^\d+$/.test(flags.vxlanVni)) throw invalidArgument('--vxlan-vni', 'an overlay needs a numeric --vxlan-vni');
+    if (flags.vxlanLocal === undefined) throw invalidArgument('--vxlan-local', 'an overlay needs this host\'s underlay address (--vxlan-local)');
     spec.vxlan = { vni: Number(flags.vxlanVni), local: flags.vxlanLocal, remotes: flags.vxlanRemote ?? [] };
   }
   return spec;
@@ -113,7 +83,7 @@ export function networkCommand(cli: CliContext): Command {
   )
     .option('--json', 'print the network as JSON')
     .action(async (name: string, flags: NetworkFlags & { json?: boolean }) => {
-      const created = await (await cli.daemon()).request<NetworkView>('POST', '/networks', { name, ...specFromFlags(flags) });
+      const created = await (await cli.daemon()).call('POST /networks', { body: { ...specFromFlags(flags), name, subnet: flags.subnet ?? '' } });
       if (flags.json) return printJson(created);
       note(`created network '${name}' (${created.subnet}, ${created.mode}, DHCP ${created.dhcpRange.start}-${created.dhcpRange.end}, domain ${created.domain})`);
     });
@@ -123,7 +93,7 @@ export function networkCommand(cli: CliContext): Command {
     .description('networks with their subnet, mode and state')
     .option('--json', 'print as JSON')
     .action(async (flags: { json?: boolean }) => {
-      const networks = await (await cli.daemon()).request<NetworkView[]>('GET', '/networks');
+      const networks = await (await cli.daemon()).call('GET /networks');
       if (flags.json) return printJson(networks);
       printTable(
         ['NAME', 'SUBNET', 'MODE', 'DHCP', 'STATE', 'VMS'],
@@ -142,7 +112,7 @@ export function networkCommand(cli: CliContext): Command {
     .description('one network')
     .option('--json', 'print as JSON')
     .action(async (name: string, flags: { json?: boolean }) => {
-      const found = await (await cli.daemon()).request<NetworkView>('GET', `/networks/${encodeURIComponent(name)}`);
+      const found = await (await cli.daemon()).call('GET /networks/:name', { params: { name } });
       if (flags.json) printJson(found);
       else await printYaml(found);
     });
@@ -151,7 +121,7 @@ export function networkCommand(cli: CliContext): Command {
     .action(async (name: string, flags: NetworkFlags) => {
       const changes = specFromFlags(flags);
       if (Object.keys(changes).length === 0) throw invalidArgument('name', 'nothing to change (see: vireo network edit --help)');
-      await (await cli.daemon()).request('PUT', `/networks/${encodeURIComponent(name)}`, changes);
+      await (await cli.daemon()).call('PUT /networks/:name', { params: { name }, body: changes });
       note(`changed network '${name}' (${Object.keys(changes).join(', ')})`);
     });
 
@@ -159,7 +129,7 @@ export function networkCommand(cli: CliContext): Command {
     .alias('rm')
     .description('delete a network no VM uses')
     .action(async (name: string) => {
-      await (await cli.daemon()).request('DELETE', `/networks/${encodeURIComponent(name)}`);
+      await (await cli.daemon()).call('DELETE /networks/:name', { params: { name } });
       note(`deleted network '${name}'`);
     });
 
@@ -167,7 +137,7 @@ export function networkCommand(cli: CliContext): Command {
     .description('DHCP leases on the network')
     .option('--json', 'print as JSON')
     .action(async (name: string, flags: { json?: boolean }) => {
-      const leases = await (await cli.daemon()).request<LeaseView[]>('GET', `/networks/${encodeURIComponent(name)}/leases`);
+      const leases = await (await cli.daemon()).call('GET /networks/:name/leases', { params: { name } });
       if (flags.json) return printJson(leases);
       printTable(['VM', 'ADDRESS', 'MAC', 'HOSTNAME', 'EXPIRES'], leases.map((lease) => [lease.vm ?? '-', lease.ip, lease.mac, lease.hostname ?? '-', lease.expires ?? 'never']));
     });
@@ -182,8 +152,8 @@ export function networkCommand(cli: CliContext): Command {
     .action(async (name: string, flags: { hostPort: string; to: string; protocol: 'tcp' | 'udp'; hostAddress?: string }) => {
       const match = /^([^:]+):(\d+)$/.exec(flags.to);
       if (!match) throw invalidArgument('--to', `'${flags.to}' must look like web:80`);
-      const body = { protocol: flags.protocol, hostPort: port('--host-port', flags.hostPort), vm: match[1], port: port('--to', match[2]!), ...(flags.hostAddress ? { hostAddress: flags.hostAddress } : {}) };
-      const added = await (await cli.daemon()).request<ForwardView>('POST', `/networks/${encodeURIComponent(name)}/forwards`, body);
+      const body = { protocol: flags.protocol, hostPort: port('--host-port', flags.hostPort), vm: match[1]!, port: port('--to', match[2]!), ...(flags.hostAddress ? { hostAddress: flags.hostAddress } : {}) };
+      const added = await (await cli.daemon()).call('POST /networks/:name/forwards', { params: { name }, body });
       note(`forwarding ${added.protocol} ${added.hostAddress ?? '*'}:${added.hostPort} to ${added.vm}:${added.port}${added.target ? ` (${added.target})` : ' (once the VM has started on the network)'}`);
     });
   forward.command('list <network>')
@@ -191,7 +161,7 @@ export function networkCommand(cli: CliContext): Command {
     .description('the network\'s forwards')
     .option('--json', 'print as JSON')
     .action(async (name: string, flags: { json?: boolean }) => {
-      const forwards = await (await cli.daemon()).request<ForwardView[]>('GET', `/networks/${encodeURIComponent(name)}/forwards`);
+      const forwards = await (await cli.daemon()).call('GET /networks/:name/forwards', { params: { name } });
       if (flags.json) return printJson(forwards);
       printTable(['PROTOCOL', 'HOST', 'TO', 'ADDRESS'], forwards.map((entry) => [entry.protocol, `${entry.hostAddress ?? '*'}:${entry.hostPort}`, `${entry.vm}:${entry.port}`, entry.target ?? 'pending']));
     });
@@ -202,8 +172,10 @@ export function networkCommand(cli: CliContext): Command {
     .addOption(new Option('--protocol <protocol>', 'tcp or udp').choices(['tcp', 'udp']).default('tcp'))
     .option('--host-address <ip>', 'the host address the forward is bound to')
     .action(async (name: string, flags: { hostPort: string; protocol: 'tcp' | 'udp'; hostAddress?: string }) => {
-      const query = flags.hostAddress ? `?hostAddress=${encodeURIComponent(flags.hostAddress)}` : '';
-      await (await cli.daemon()).request('DELETE', `/networks/${encodeURIComponent(name)}/forwards/${flags.protocol}/${port('--host-port', flags.hostPort)}${query}`);
+      await (await cli.daemon()).call('DELETE /networks/:name/forwards/:protocol/:hostPort', {
+        params: { name, protocol: flags.protocol, hostPort: port('--host-port', flags.hostPort) },
+        query: { hostAddress: flags.hostAddress },
+      });
       note(`removed the forward of ${flags.protocol} port ${flags.hostPort}`);
     });
 

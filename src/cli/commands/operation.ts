@@ -3,7 +3,6 @@
  * builds, and later snapshots and migrations): list, show, wait, cancel.
  */
 import { Command } from 'commander';
-import type { Operation } from '../../client/api-client.js';
 import { invalidArgument } from '../../core/errors.js';
 import type { CliContext } from '../context.js';
 import { Progress, note, printJson, printTable, printYaml } from '../output.js';
@@ -11,11 +10,6 @@ import { Progress, note, printJson, printTable, printYaml } from '../output.js';
 function operationId(text: string): string {
   if (!/^[0-9a-f]{16}$/.test(text)) throw invalidArgument('id', `'${text}' is not an operation id (16 hex digits, see: vireo operation list)`);
   return text;
-}
-
-interface OperationRecord extends Operation {
-  target: { vm?: string; image?: string };
-  createdAt: string;
 }
 
 export function operationCommand(cli: CliContext): Command {
@@ -26,7 +20,7 @@ export function operationCommand(cli: CliContext): Command {
     .description('recent operations, newest first')
     .option('--json', 'print as JSON')
     .action(async (flags: { json?: boolean }) => {
-      const operations = await (await cli.daemon()).request<OperationRecord[]>('GET', '/operations');
+      const operations = await (await cli.daemon()).call('GET /operations');
       if (flags.json) return printJson(operations);
       printTable(
         ['ID', 'KIND', 'TARGET', 'STATE', 'PROGRESS', 'CREATED'],
@@ -45,7 +39,7 @@ export function operationCommand(cli: CliContext): Command {
     .description('one operation')
     .option('--json', 'print as JSON')
     .action(async (id: string, flags: { json?: boolean }) => {
-      const found = await (await cli.daemon()).request<OperationRecord>('GET', `/operations/${operationId(id)}`);
+      const found = await (await cli.daemon()).call('GET /operations/:id', { params: { id: operationId(id) } });
       if (flags.json) printJson(found);
       else await printYaml(found);
     });
@@ -67,7 +61,7 @@ export function operationCommand(cli: CliContext): Command {
     .description('cancel a running operation (what it did is undone or left consistent)')
     .action(async (id: string) => {
       const api = await cli.daemon();
-      await api.request('POST', `/operations/${operationId(id)}/cancel`);
+      await api.call('POST /operations/:id/cancel', { params: { id: operationId(id) } });
       note(`cancelling operation ${id}`);
     });
 

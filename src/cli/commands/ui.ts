@@ -16,7 +16,7 @@ export function uiCommand(paths: () => VireoPaths): Command {
     .option('--open', 'also open the link with xdg-open')
     .action(async (flags: { open?: boolean }) => {
       const api = new ApiClient({ socketPath: paths().daemonSocket });
-      const link = await api.request<{ url: string; expiresInSeconds: number }>('POST', '/ui/links');
+      const link = await api.call('POST /ui/links');
       process.stdout.write(`${link.url}\n`);
       note(`open this link within ${Math.round(link.expiresInSeconds / 60)} minutes; it logs in one browser, once`);
       if (flags.open) spawn('xdg-open', [link.url], { stdio: 'ignore', detached: true }).on('error', () => note('xdg-open is not available; open the link yourself')).unref();

@@ -14,12 +14,12 @@ import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { gzip } from 'node:zlib';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
-import type { z } from 'zod';
 import { uiSessions, type UiSession } from '../../api/ui.js';
 import { VireoError } from '../../core/errors.js';
 import type { VireoPaths } from '../../core/paths.js';
 import type { QmpClient } from '../../core/qmp/client.js';
 import { verifyToken } from '../tokens.js';
+import { validate } from '../validate.js';
 import { UsageHistory } from './history.js';
 import { SessionStore, SESSION_LIFETIME_MS, type Listener, type Session } from './sessions.js';
 
@@ -153,15 +153,6 @@ function sessionBody(session: Session): UiSession {
   };
 }
 
-function parse<T>(schema: z.ZodType<T> | undefined, value: unknown, where: string): T {
-  if (!schema) throw new VireoError('internal', `no schema for the ${where}`);
-  const result = schema.safeParse(value ?? {});
-  if (result.success) return result.data;
-  const issue = result.error.issues[0]!;
-  const field = [where, ...issue.path.map(String)].join('.');
-  throw new VireoError('invalid_argument', `${field}: ${issue.message}`, { field });
-}
-
 /** The page, its assets, log-in and log-out: on the TLS and loopback listeners. Call before the auth hook is added. */
 export function registerUiPages(app: FastifyInstance, ui: WebUi, listener: Listener): void {
   const sendAsset = async (request: FastifyRequest, reply: FastifyReply, path: string): Promise<FastifyReply> => {
@@ -202,7 +193,7 @@ export function registerUiPages(app: FastifyInstance, ui: WebUi, listener: Liste
   });
 
   app.post('/ui/login', async (request, reply) => {
-    const body = parse(uiSessions['POST /ui/login'].body, request.body, 'body');
+    const body = validate(uiSessions['POST /ui/login'].body, request.body, 'body')!;
     const token = await verifyToken(ui.paths, body.token.trim());
     if (!token) throw new VireoError('unauthorized', 'that token is not valid (unknown, revoked or expired)', { field: 'body.token' });
     (request as SessionRequest).vireoLoginSucceeded?.();
@@ -211,7 +202,7 @@ export function registerUiPages(app: FastifyInstance, ui: WebUi, listener: Liste
     return sessionBody(session);
   });
   app.get('/ui/login/:code', async (request, reply) => {
-    const { code } = parse(uiSessions['GET /ui/login/:code'].params, request.params, 'path');
+    const { code } = validate(uiSessions['GET /ui/login/:code'].params, request.params, 'path')!;
     if (!ui.sessions.consumeLink(code, listener)) {
       // Said on the log-in page, which the browser goes to either way.
       return reply.redirect('/#/login?link=expired', 303);

@@ -5,12 +5,10 @@
  * error, which names the field too, lands next to the same input.
  */
 import { useState } from 'preact/hooks';
-import { VmSpecSchema } from '../../core/model/vm.js';
-import { api, live, useFetch, vmPath } from '../api.js';
+import { VmSpecSchema, type VmSpecInput } from '../../core/model/vm.js';
+import { api, live, useCall } from '../api.js';
 import { Card, Field, errorText } from '../ui.js';
 
-interface Image { name: string }
-interface Volume { name: string; media: string; virtualSize: number; users?: string[] }
 
 interface Form {
   name: string;
@@ -80,11 +78,11 @@ export default function CreateVm() {
   const [errors, setErrors] = useState<Partial<Record<keyof Form, string>>>({});
   const [failure, setFailure] = useState<string>();
   const [busy, setBusy] = useState(false);
-  const images = useFetch<Image[]>('/images');
-  const networks = useFetch<{ name: string }[]>('/networks');
-  const volumes = useFetch<Volume[]>('/disks');
-  const isos = (volumes.data ?? []).filter((volume) => volume.media === 'iso');
-  const disks = (volumes.data ?? []).filter((volume) => volume.media !== 'iso');
+  const images = useCall('GET /images');
+  const networks = useCall('GET /networks');
+  const volumes = useCall('GET /disks');
+  const isos = (volumes.data ?? []).filter((volume) => volume.media === 'cdrom');
+  const disks = (volumes.data ?? []).filter((volume) => volume.media !== 'cdrom');
   if (!form.image && images.data?.[0]) setForm({ ...form, image: images.data[0].name });
 
   const set = (key: keyof Form) => (event: Event) => {
@@ -116,9 +114,11 @@ export default function CreateVm() {
     if (!validate()) return;
     setBusy(true);
     try {
-      await api.request('POST', '/vms', { spec: buildSpec(form), newDisks: form.newDisk ? [{ size: form.newDisk }] : [] });
+      // validate() has checked it against the schema, so it is that schema's input.
+      const spec = buildSpec(form) as VmSpecInput;
+      await api.call('POST /vms', { body: { spec, newDisks: form.newDisk ? [{ size: form.newDisk }] : [] } });
       await live.refresh(form.name);
-      if (form.start) await api.request('POST', vmPath(form.name, '/start'), {});
+      if (form.start) await api.call('POST /vms/:name/start', { params: { name: form.name } });
       location.hash = `#/vms/${encodeURIComponent(form.name)}`;
     } catch (error) {
       const failure = error as { code?: string; details?: { field?: string } };

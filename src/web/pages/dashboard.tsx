@@ -1,14 +1,8 @@
 /** The dashboard: host capacity against what running VMs take, counts, recent operations and events. */
 import { useEffect, useState } from 'preact/hooks';
+import type { Summary } from '../../api/ui.js';
 import { api, formatBytes, timeAgo, useLive } from '../api.js';
 import { Card, Meter, OperationRow } from '../ui.js';
-
-interface Summary {
-  host: { cpus: number; memoryTotal: number; memoryAvailable?: number; storageSize: number; storageAvailable: number };
-  vms: { total: number; running: number; stopped: number; other: number };
-  allocated: { vcpus: number; memoryBytes: number };
-  defined: { vcpus: number; memoryBytes: number };
-}
 
 export function Dashboard() {
   const live = useLive();
@@ -16,7 +10,7 @@ export function Dashboard() {
   // Capacity figures are sampled by the daemon every 2 s; state counts below come from the event stream.
   useEffect(() => {
     let current = true;
-    const load = () => api.request<Summary>('GET', '/ui/summary').then((value) => current && setSummary(value), () => {});
+    const load = () => api.call('GET /ui/summary').then((value) => current && setSummary(value), () => {});
     void load();
     const timer = setInterval(load, 5000);
     return () => {

@@ -1,13 +1,12 @@
 /** The VM list: live states from the event stream, filter and sort, bulk start and stop. */
 import { useEffect, useState } from 'preact/hooks';
-import { api, formatBytes, useLive, vmPath, type Vm } from '../api.js';
+import type { Summary } from '../../api/ui.js';
+import { api, formatBytes, useLive, type Vm } from '../api.js';
 import { Action, StateBadge } from '../ui.js';
 
 type SortKey = 'name' | 'state' | 'cpus' | 'memory' | 'cpuUse' | 'memUse';
 
-interface Usage {
-  [vm: string]: { cpu: number; memory: number };
-}
+type Usage = Summary['usage'];
 
 function addresses(vm: Vm): string {
   const forwards = vm.definition.nics.flatMap((nic) => nic.forwards.map((forward) => `${forward.hostAddress}:${forward.hostPort}→${forward.guestPort}`));
@@ -25,7 +24,7 @@ export function VmList({ query }: { query: URLSearchParams }) {
   // CPU and memory use are sampled by the daemon every 2 s (read here at that pace); states come from the event stream.
   useEffect(() => {
     let current = true;
-    const load = () => api.request<{ usage: Usage }>('GET', '/ui/summary').then((summary) => current && setUsage(summary.usage), () => {});
+    const load = () => api.call('GET /ui/summary').then((summary) => current && setUsage(summary.usage), () => {});
     void load();
     const timer = setInterval(load, 2000);
     return () => {
@@ -72,7 +71,7 @@ export function VmList({ query }: { query: URLSearchParams }) {
   const chosen = rows.filter((vm) => selected.has(vm.definition.name));
   const bulk = (verb: 'start' | 'stop') => async () => {
     const targets = chosen.filter((vm) => (verb === 'start' ? vm.runtime.state === 'stopped' : vm.runtime.state !== 'stopped'));
-    const results = await Promise.allSettled(targets.map((vm) => api.request('POST', vmPath(vm.definition.name, `/${verb}`), {})));
+    const results = await Promise.allSettled(targets.map((vm) => api.call(verb === 'start' ? 'POST /vms/:name/start' : 'POST /vms/:name/stop', { params: { name: vm.definition.name } })));
     const failed = results.filter((result) => result.status === 'rejected');
     if (failed.length > 0) throw new Error(`${failed.length} of ${targets.length} could not ${verb}: ${(failed[0] as PromiseRejectedResult).reason instanceof Error ? ((failed[0] as PromiseRejectedResult).reason as Error).message : ''}`);
   };

@@ -1,13 +1,12 @@
 /** Disks, images, operations (the task log), events and tokens. */
 import { useState } from 'preact/hooks';
-import { api, formatBytes, timeAgo, useFetch, useLive } from '../api.js';
+import { api, formatBytes, timeAgo, useCall, useLive } from '../api.js';
 import { Action, Card, Field, OperationRow, StateBadge, errorText } from '../ui.js';
 import { eventSummary } from './dashboard.js';
 
-interface Volume { name: string; format: string; media: string; virtualSize: number; actualSize: number; users?: string[]; backingChain: unknown[] }
 
 export function Disks() {
-  const { data, error, reload } = useFetch<Volume[]>('/disks');
+  const { data, error, reload } = useCall('GET /disks');
   const [name, setName] = useState('');
   const [size, setSize] = useState('1G');
   const [resize, setResize] = useState<Record<string, string>>({});
@@ -19,7 +18,7 @@ export function Disks() {
           <Field id="disk-name" label="Name"><input id="disk-name" value={name} onInput={(event) => setName((event.target as HTMLInputElement).value)} /></Field>
           <Field id="disk-size" label="Size"><input id="disk-size" value={size} onInput={(event) => setSize((event.target as HTMLInputElement).value)} /></Field>
           <Action label="Create" disabled={!name} run={async () => {
-            await api.request('POST', '/disks', { name, size });
+            await api.call('POST /disks', { body: { name, size } });
             setName('');
             reload();
           }} />
@@ -38,16 +37,16 @@ export function Disks() {
                   <td>{volume.media}</td>
                   <td>{formatBytes(volume.virtualSize)}</td>
                   <td>{formatBytes(volume.actualSize)}</td>
-                  <td>{(volume.users ?? []).join(', ')}</td>
+                  <td>{volume.usedBy.join(', ')}</td>
                   <td>
                     <label class="inline"><span class="sr-only">New size of {volume.name}</span><input class="short" placeholder="e.g. 20G" value={resize[volume.name] ?? ''} onInput={(event) => setResize({ ...resize, [volume.name]: (event.target as HTMLInputElement).value })} /></label>
                     <Action label="Resize" disabled={!resize[volume.name]} run={async () => {
-                      await api.request('POST', `/disks/${encodeURIComponent(volume.name)}/resize`, { size: resize[volume.name] });
+                      await api.call('POST /disks/:name/resize', { params: { name: volume.name }, body: { size: resize[volume.name] ?? '' } });
                       reload();
                     }} />
                   </td>
                   <td><Action label="Delete" danger confirm={`Delete volume ${volume.name}?`} run={async () => {
-                    await api.request('DELETE', `/disks/${encodeURIComponent(volume.name)}`);
+                    await api.call('DELETE /disks/:name', { params: { name: volume.name } });
                     reload();
                   }} /></td>
                 </tr>
@@ -61,16 +60,14 @@ export function Disks() {
   );
 }
 
-interface Image { name: string; kind?: string; createdAt?: string; [key: string]: unknown }
 
 export function Images() {
-  const { data, error, reload } = useFetch<Image[]>('/images');
+  const { data, error, reload } = useCall('GET /images');
   return (
     <div class="page">
       <h1>Images</h1>
       <Card title="Images" actions={<Action label="Build the tiny image" run={async () => {
-        const operation = await api.request<{ id: string }>('POST', '/images', { kind: 'tiny' });
-        await api.waitForOperation(operation.id);
+        await api.waitForOperation(await api.call('POST /images', { body: { kind: 'tiny' } }));
         reload();
       }} />}>
         {error && <p class="error">{errorText(error)}</p>}
@@ -81,9 +78,9 @@ export function Images() {
               {(data ?? []).map((image) => (
                 <tr key={image.name}>
                   <td>{image.name}</td>
-                  <td>{timeAgo(typeof image.createdAt === 'string' ? image.createdAt : undefined)}</td>
+                  <td>{timeAgo(image.builtAt)}</td>
                   <td><Action label="Delete" danger confirm={`Delete image ${image.name}?`} run={async () => {
-                    await api.request('DELETE', `/images/${encodeURIComponent(image.name)}`);
+                    await api.call('DELETE /images/:name', { params: { name: image.name } });
                     reload();
                   }} /></td>
                 </tr>
@@ -142,10 +139,9 @@ export function Events() {
   );
 }
 
-interface Token { id: string; name: string; createdAt: string; expiresAt?: string; lastUsedAt?: string }
 
 export function Tokens({ currentToken }: { currentToken?: string }) {
-  const { data, error, reload } = useFetch<Token[]>('/tokens');
+  const { data, error, reload } = useCall('GET /tokens');
   const [name, setName] = useState('');
   const [expires, setExpires] = useState('');
   const [secret, setSecret] = useState<string>();
@@ -157,7 +153,7 @@ export function Tokens({ currentToken }: { currentToken?: string }) {
           <Field id="token-name" label="Name"><input id="token-name" value={name} onInput={(event) => setName((event.target as HTMLInputElement).value)} /></Field>
           <Field id="token-expires" label="Expires (optional)" hint="12h, 30d, 1y or a date"><input id="token-expires" value={expires} onInput={(event) => setExpires((event.target as HTMLInputElement).value)} /></Field>
           <Action label="Create" disabled={!name} run={async () => {
-            const created = await api.request<{ secret: string }>('POST', '/tokens', { name, ...(expires ? { expires } : {}) });
+            const created = await api.call('POST /tokens', { body: { name, ...(expires ? { expires } : {}) } });
             setSecret(created.secret);
             setName('');
             reload();
@@ -179,7 +175,7 @@ export function Tokens({ currentToken }: { currentToken?: string }) {
                   <td>{token.expiresAt ? new Date(token.expiresAt).toLocaleString() : 'never'}</td>
                   <td>{token.lastUsedAt ? timeAgo(token.lastUsedAt) : '–'}</td>
                   <td><Action label="Revoke" danger confirm={`Revoke ${token.name}? Its sessions end too.`} run={async () => {
-                    await api.request('DELETE', `/tokens/${encodeURIComponent(token.id)}`);
+                    await api.call('DELETE /tokens/:id', { params: { id: token.id } });
                     reload();
                   }} /></td>
                 </tr>

@@ -1,7 +1,8 @@
 /** One VM: overview and actions, graphs, serial console, snapshots, clone/template/migrate, settings. */
 import { lazy, Suspense } from 'preact/compat';
 import { useState } from 'preact/hooks';
-import { api, formatBytes, live, timeAgo, useFetch, useLive, vmPath, type Vm } from '../api.js';
+import type { SnapshotView } from '../../api/snapshots.js';
+import { api, formatBytes, live, timeAgo, useCall, useLive, type Vm } from '../api.js';
 import { Action, Card, Field, StateBadge, errorText } from '../ui.js';
 
 const SerialConsole = lazy(() => import('../console.js'));
@@ -35,18 +36,18 @@ export function VmPage({ name, tab }: { name: string; tab: string }) {
     );
   }
   const running = vm.runtime.state !== 'stopped';
-  const post = (verb: string, body: unknown = {}) => () => api.request('POST', vmPath(name, `/${verb}`), body);
+  const post = (key: 'POST /vms/:name/start' | 'POST /vms/:name/stop' | 'POST /vms/:name/pause' | 'POST /vms/:name/resume' | 'POST /vms/:name/reboot' | 'POST /vms/:name/kill') => () => api.call(key, { params: { name } });
   return (
     <div class="page">
       <div class="page-head">
         <h1>{name} <StateBadge state={vm.runtime.state} /></h1>
         <div class="actions">
-          {!running && <Action label="Start" run={post('start')} testId="vm-start" />}
-          {running && <Action label="Stop" run={post('stop')} testId="vm-stop" />}
-          {vm.runtime.state === 'running' && <Action label="Pause" run={post('pause')} />}
-          {vm.runtime.state === 'paused' && <Action label="Resume" run={post('resume')} />}
-          {running && <Action label="Reboot" run={post('reboot')} />}
-          {running && <Action label="Power off" danger confirm={`Power off ${name} at once, without a shutdown?`} run={post('kill')} />}
+          {!running && <Action label="Start" run={post('POST /vms/:name/start')} testId="vm-start" />}
+          {running && <Action label="Stop" run={post('POST /vms/:name/stop')} testId="vm-stop" />}
+          {vm.runtime.state === 'running' && <Action label="Pause" run={post('POST /vms/:name/pause')} />}
+          {vm.runtime.state === 'paused' && <Action label="Resume" run={post('POST /vms/:name/resume')} />}
+          {running && <Action label="Reboot" run={post('POST /vms/:name/reboot')} />}
+          {running && <Action label="Power off" danger confirm={`Power off ${name} at once, without a shutdown?`} run={post('POST /vms/:name/kill')} />}
         </div>
       </div>
       <nav class="tabs" aria-label="VM sections">
@@ -100,17 +101,8 @@ function Overview({ vm }: { vm: Vm }) {
   );
 }
 
-interface SnapshotView {
-  name: string;
-  parent?: string;
-  createdAt: string;
-  description?: string;
-  kind: string;
-  memory: boolean;
-}
-
 function Snapshots({ vm }: { vm: string }) {
-  const { data, error, reload } = useFetch<{ current?: string; snapshots: SnapshotView[] }>(vmPath(vm, '/snapshots'));
+  const { data, error, reload } = useCall('GET /vms/:name/snapshots', { params: { name: vm } });
   const [name, setName] = useState('');
   const [diskOnly, setDiskOnly] = useState(false);
   // Depth-first rows, children under their parent: the tree.
@@ -124,9 +116,8 @@ function Snapshots({ vm }: { vm: string }) {
     }
   };
   walk(undefined, 0);
-  const run = (work: () => Promise<unknown>) => async () => {
-    const operation = (await work()) as { id: string };
-    await api.waitForOperation(operation.id);
+  const run = (work: () => Promise<{ id: string }>) => async () => {
+    await api.waitForOperation((await work()).id);
     reload();
   };
   return (
@@ -136,7 +127,7 @@ function Snapshots({ vm }: { vm: string }) {
           <Field id="snapshot-name" label="Name"><input id="snapshot-name" value={name} onInput={(event) => setName((event.target as HTMLInputElement).value)} /></Field>
           <label class="check"><input type="checkbox" checked={diskOnly} onChange={(event) => setDiskOnly((event.target as HTMLInputElement).checked)} /> Disks only (no memory)</label>
           <Action label="Take snapshot" testId="snapshot-create" disabled={!name} run={run(async () => {
-            const operation = await api.request('POST', vmPath(vm, '/snapshots'), { name, diskOnly });
+            const operation = await api.call('POST /vms/:name/snapshots', { params: { name: vm }, body: { name, diskOnly } });
             setName('');
             return operation;
           })} />
@@ -150,8 +141,8 @@ function Snapshots({ vm }: { vm: string }) {
               <span class="tree-name">{depth > 0 ? '└ ' : ''}<strong>{snapshot.name}</strong></span>
               {data?.current === snapshot.name && <span class="badge">current</span>}
               <span class="muted small"> {snapshot.kind}{snapshot.memory ? ' + memory' : ''}, {timeAgo(snapshot.createdAt)}</span>
-              <Action label="Revert" testId={`revert-${snapshot.name}`} confirm={`Revert ${vm} to ${snapshot.name}? Changes since are lost.`} run={run(() => api.request('POST', vmPath(vm, `/snapshots/${encodeURIComponent(snapshot.name)}/revert`)))} />
-              <Action label="Delete" danger confirm={`Delete snapshot ${snapshot.name}?`} run={run(() => api.request('DELETE', vmPath(vm, `/snapshots/${encodeURIComponent(snapshot.name)}`)))} />
+              <Action label="Revert" testId={`revert-${snapshot.name}`} confirm={`Revert ${vm} to ${snapshot.name}? Changes since are lost.`} run={run(() => api.call('POST /vms/:name/snapshots/:snapshot/revert', { params: { name: vm, snapshot: snapshot.name } }))} />
+              <Action label="Delete" danger confirm={`Delete snapshot ${snapshot.name}?`} run={run(() => api.call('DELETE /vms/:name/snapshots/:snapshot', { params: { name: vm, snapshot: snapshot.name } }))} />
             </li>
           ))}
         </ul>
@@ -171,14 +162,17 @@ function Manage({ vm }: { vm: Vm }) {
   const [fraction, setFraction] = useState<number>();
   const migrate = async () => {
     setProgress('starting…');
-    const operation = await api.request<{ id: string }>('POST', vmPath(name, '/migrate'), {
-      to: { url: target.url, token: target.token, ...(target.fingerprint256 ? { fingerprint256: target.fingerprint256 } : {}) },
-      offline: stopped,
-      ...(target.bandwidth ? { bandwidth: target.bandwidth } : {}),
+    const operation = await api.call('POST /vms/:name/migrate', {
+      params: { name },
+      body: {
+        to: { url: target.url, token: target.token, ...(target.fingerprint256 ? { fingerprint256: target.fingerprint256 } : {}) },
+        offline: stopped,
+        ...(target.bandwidth ? { bandwidth: target.bandwidth } : {}),
+      },
     });
     movedTo.set(name, target.url);
     try {
-      await api.followOperation(operation.id, {
+      await api.followOperation(operation, {
         vm: name,
         onProgress: (update) => {
           setProgress(`${update.state}: ${update.progress?.message ?? ''}`);
@@ -201,8 +195,7 @@ function Manage({ vm }: { vm: Vm }) {
         <Field id="clone-name" label="New VM name"><input id="clone-name" value={clone} onInput={(event) => setClone((event.target as HTMLInputElement).value)} /></Field>
         <label class="check"><input type="checkbox" checked={linked} onChange={(event) => setLinked((event.target as HTMLInputElement).checked)} /> Linked clone (templates only)</label>
         <Action label="Clone" disabled={!stopped || !clone} run={async () => {
-          const operation = await api.request<{ id: string }>('POST', vmPath(name, '/clone'), { name: clone, linked });
-          await api.waitForOperation(operation.id);
+          await api.waitForOperation(await api.call('POST /vms/:name/clone', { params: { name }, body: { name: clone, linked } }));
           await live.refresh(clone);
           location.hash = `#/vms/${encodeURIComponent(clone)}`;
         }} />
@@ -210,7 +203,7 @@ function Manage({ vm }: { vm: Vm }) {
       <Card title="Template">
         <p class="muted">A template is frozen: it never starts, and linked clones share its disks.</p>
         <Action label="Make template" disabled={!stopped} confirm={`Freeze ${name} as a template?`} run={async () => {
-          await api.request('POST', vmPath(name, '/template'));
+          await api.call('POST /vms/:name/template', { params: { name } });
           await live.refresh(name);
         }} />
       </Card>
@@ -225,7 +218,7 @@ function Manage({ vm }: { vm: Vm }) {
       </Card>
       <Card title="Delete">
         <Action label="Delete VM and its disks" danger disabled={!stopped} confirm={`Delete ${name} and its disks? This cannot be undone.`} run={async () => {
-          await api.request('DELETE', vmPath(name, '?withDisks=true'));
+          await api.call('DELETE /vms/:name', { params: { name }, query: { withDisks: 'true' } });
           location.hash = '#/vms';
         }} />
       </Card>
@@ -283,10 +276,10 @@ function LiveSettings({ vm }: { vm: Vm }) {
     for (const key of Object.keys(next)) if (next[key] && Object.keys(next[key]!).length === 0) delete next[key];
     const said: string[] = [];
     try {
-      const set = await api.request<{ live: boolean }>('POST', vmPath(def.name, '/resources'), { resources: Object.keys(next).length > 0 ? next : null });
+      const set = await api.call('POST /vms/:name/resources', { params: { name: def.name }, body: { resources: Object.keys(next).length > 0 ? next : null } });
       said.push(set.live ? 'CPU and memory settings applied to the running VM' : 'CPU and memory settings saved for the next start');
       if (Number(form.vcpus) !== def.cpus.count) {
-        await api.request('POST', vmPath(def.name, '/cpus'), { count: Number(form.vcpus) });
+        await api.call('POST /vms/:name/cpus', { params: { name: def.name }, body: { count: Number(form.vcpus) } });
         said.push(running ? `vCPUs set to ${form.vcpus} live` : `vCPUs set to ${form.vcpus}`);
       }
     } catch (failure) {
@@ -317,14 +310,18 @@ function LiveSettings({ vm }: { vm: Vm }) {
   );
 }
 
+/** The NIC models the attach endpoint takes (the select offers only these). */
+const NIC_MODELS = ['virtio', 'e1000', 'e1000e', 'rtl8139'] as const;
+type NicModel = (typeof NIC_MODELS)[number];
+
 /** Disks and NICs attached or detached, live on a running VM (virtio on a free hot-plug port). */
 function Devices({ vm }: { vm: Vm }) {
   const def = vm.definition;
-  const volumes = useFetch<{ name: string; media: string; users?: string[] }[]>('/disks', [def.disks.length]);
+  const volumes = useCall('GET /disks', {}, [def.disks.length]);
   const used = new Set(def.disks.map((disk) => disk.volume));
-  const free = (volumes.data ?? []).filter((volume) => volume.media !== 'iso' && !used.has(volume.name) && (volume.users ?? []).length === 0);
+  const free = (volumes.data ?? []).filter((volume) => volume.media !== 'cdrom' && !used.has(volume.name) && volume.usedBy.length === 0);
   const [volume, setVolume] = useState('');
-  const [model, setModel] = useState('virtio');
+  const [model, setModel] = useState<NicModel>('virtio');
   const change = (work: () => Promise<unknown>) => async () => {
     await work();
     await live.refresh(def.name);
@@ -336,13 +333,13 @@ function Devices({ vm }: { vm: Vm }) {
         {def.disks.map((disk, index) => (
           <li key={disk.id ?? index}>
             <code>{disk.volume}</code> {disk.media} on {disk.bus}
-            {index > 0 && <Action label="Detach" danger confirm={`Detach ${disk.volume} from ${def.name}?`} run={change(() => api.request('DELETE', vmPath(def.name, `/disks/${encodeURIComponent(disk.id ?? disk.volume)}`)))} />}
+            {index > 0 && <Action label="Detach" danger confirm={`Detach ${disk.volume} from ${def.name}?`} run={change(() => api.call('DELETE /vms/:name/disks/:disk', { params: { name: def.name, disk: disk.id ?? disk.volume } }))} />}
           </li>
         ))}
         {def.nics.map((nic, index) => (
           <li key={nic.mac ?? index}>
             NIC {nic.model} on {nic.network}, <code>{nic.mac}</code>
-            <Action label="Detach" danger confirm={`Detach NIC ${nic.mac} from ${def.name}?`} run={change(() => api.request('DELETE', vmPath(def.name, `/nics/${encodeURIComponent(nic.id ?? nic.mac)}`)))} />
+            <Action label="Detach" danger confirm={`Detach NIC ${nic.mac} from ${def.name}?`} run={change(() => api.call('DELETE /vms/:name/nics/:nic', { params: { name: def.name, nic: nic.id ?? nic.mac } }))} />
           </li>
         ))}
       </ul>
@@ -354,17 +351,17 @@ function Devices({ vm }: { vm: Vm }) {
           </select>
         </Field>
         <Action label="Attach disk" disabled={!volume} run={change(async () => {
-          await api.request('POST', vmPath(def.name, '/disks'), { volume });
+          await api.call('POST /vms/:name/disks', { params: { name: def.name }, body: { volume } });
           setVolume('');
         })} />
       </form>
       <form class="inline-form" onSubmit={(event) => event.preventDefault()}>
         <Field id="attach-nic" label="Attach a NIC (user-mode network)">
-          <select id="attach-nic" value={model} onChange={(event) => setModel((event.target as HTMLSelectElement).value)}>
-            {['virtio', 'e1000', 'e1000e', 'rtl8139'].map((entry) => <option key={entry} value={entry}>{entry}</option>)}
+          <select id="attach-nic" value={model} onChange={(event) => setModel((event.target as HTMLSelectElement).value as NicModel)}>
+            {NIC_MODELS.map((entry) => <option key={entry} value={entry}>{entry}</option>)}
           </select>
         </Field>
-        <Action label="Attach NIC" run={change(() => api.request('POST', vmPath(def.name, '/nics'), { model }))} />
+        <Action label="Attach NIC" run={change(() => api.call('POST /vms/:name/nics', { params: { name: def.name }, body: { model } }))} />
       </form>
     </Card>
   );
@@ -392,7 +389,7 @@ function StoppedSettings({ vm }: { vm: Vm }) {
         <Action label="Save" disabled={!stopped} run={async () => {
           const { uuid: _uuid, createdAt: _createdAt, template: _template, clonedFrom: _clonedFrom, ...rest } = def;
           const spec = { ...rest, cpus: { ...def.cpus, count: Number(cpus), sockets: undefined, cores: undefined, threads: undefined }, memory, description: description || undefined };
-          await api.request('PUT', vmPath(def.name), { spec: JSON.parse(JSON.stringify(spec)) });
+          await api.call('PUT /vms/:name', { params: { name: def.name }, body: { spec: JSON.parse(JSON.stringify(spec)) } });
           await live.refresh(def.name);
           setSaved(true);
         }} />
