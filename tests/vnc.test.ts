@@ -163,4 +163,12 @@ describe('graphical console (VNC through the daemon)', () => {
     assert.notEqual(bad.code, 0);
     assert.match(bad.stderr, /--listen/);
   });
+
+  test('vm list has an AGENT column: \'-\' for a stopped VM, a verdict for a running one', async () => {
+    const listed = await home.vireo(['vm', 'list']);
+    assert.equal(listed.code, 0, listed.stderr);
+    assert.match(listed.stdout, /\sAGENT\s/);
+    assert.match(listed.stdout, /^plain\s+stopped\s.*\s-\s+-$/m);
+    assert.match(listed.stdout, /^gfx\s+running\s.*\s(answers|no|\?)\s/m);
+  });
 });

@@ -13,6 +13,8 @@ export type EventKind =
   | 'vm.defined'
   | 'vm.deleted'
   | 'vm.migration'
+  /** The guest stopped feeding its watchdog: data.action is what QEMU did (devices.watchdog.action). */
+  | 'vm.watchdog'
   /** A CD-ROM drive's medium ejected or inserted. */
   | 'vm.media'
   | 'operation'
@@ -53,12 +55,15 @@ export interface StreamEndpoint {
   description: string;
 }
 
+/** Which serial port: 0 the console (default), 1-3 an extra port (devices.serials). */
+export const ConsoleQuery = z.strictObject({ serial: z.coerce.number().int().min(0).max(3).optional() });
+
 export const streams = {
   'GET /events': {
     tag: 'events', summary: 'Server-sent events: VM states, QMP events, operation progress (resume with Last-Event-ID or ?after=)', query: EventsQuery, kind: 'events', description: 'An event stream',
   },
   'GET /metrics': { tag: 'metrics', summary: 'Prometheus metrics', kind: 'text', description: 'Prometheus text format 0.0.4' },
-  'GET /vms/:name/console': { tag: 'vms', summary: 'The serial console as a WebSocket (binary frames both ways)', params: NameParams, kind: 'websocket', description: 'Switching to the WebSocket protocol' },
+  'GET /vms/:name/console': { tag: 'vms', summary: 'The serial console as a WebSocket (binary frames both ways); ?serial=N for extra serial port N (devices.serials)', params: NameParams, query: ConsoleQuery, kind: 'websocket', description: 'Switching to the WebSocket protocol' },
   'GET /vms/:name/vnc': {
     tag: 'vms', summary: 'The graphical console as a WebSocket: the VNC server\'s RFB stream in binary frames both ways (VNC authentication with a password from POST /vms/{name}/vnc/password)',
     params: NameParams, kind: 'websocket', description: 'Switching to the WebSocket protocol',

@@ -33,7 +33,7 @@ export const StopBody = z.strictObject({ timeoutSeconds: Seconds.default(60), fo
 export const RebootBody = z.strictObject({ timeoutSeconds: Seconds.default(60), force: z.boolean().default(false) });
 export const AttachDiskBody = z.strictObject({
   volume: Name,
-  bus: z.enum(['virtio', 'scsi']).optional(),
+  bus: z.enum(['virtio', 'scsi', 'usb']).optional(),
   readOnly: z.boolean().optional(),
   cache: z.enum(['writeback', 'none', 'writethrough', 'directsync', 'unsafe']).optional(),
   serial: z.string().optional(),

@@ -95,8 +95,8 @@ export class ApiClient extends ApiCore {
   }
 
   /** Opens the VM's serial console WebSocket (ws is loaded only here: most commands never need it). */
-  console(vm: string): Promise<WebSocket> {
-    return this.webSocket(`/vms/${encodeURIComponent(vm)}/console`);
+  console(vm: string, serial = 0): Promise<WebSocket> {
+    return this.webSocket(`/vms/${encodeURIComponent(vm)}/console${serial > 0 ? `?serial=${serial}` : ''}`);
   }
 
   /** Opens the VM's graphical console WebSocket: the VNC server's RFB stream (see POST /vms/NAME/vnc/password). */

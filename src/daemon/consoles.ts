@@ -7,6 +7,7 @@
  */
 import { vmPaths, type VireoPaths } from '../core/paths.js';
 import { SerialConsole } from '../core/vm/console.js';
+import { serialSocketOf } from '../core/qemu/argv.js';
 
 export interface ConsoleClient {
   send(data: Buffer): void;
@@ -25,14 +26,15 @@ export class ConsoleHub {
   constructor(private readonly paths: VireoPaths) {}
 
   /** Attaches a client; returns functions to type into the console and to detach. */
-  async attach(vm: string, client: ConsoleClient): Promise<{ write(data: Buffer | string): void; detach(): void }> {
-    const session = await this.session(vm);
+  async attach(vm: string, serial: number, client: ConsoleClient): Promise<{ write(data: Buffer | string): void; detach(): void }> {
+    const key = serial === 0 ? vm : `${vm}#${serial}`;
+    const session = await this.session(key, serial === 0 ? vmPaths(this.paths, vm).serialSocket : serialSocketOf(vmPaths(this.paths, vm), serial));
     session.clients.add(client);
     return {
       write: (data) => session.console.write(data),
       detach: () => {
         session.clients.delete(client);
-        if (session.clients.size === 0) this.end(vm, session);
+        if (session.clients.size === 0) this.end(key, session);
       },
     };
   }
@@ -44,16 +46,17 @@ export class ConsoleHub {
     }
   }
 
-  private session(vm: string): Promise<Session> {
+  /** One connection per VM and port (vm, or vm#N for extra port N): QEMU's socket takes one client at a time. */
+  private session(vm: string, socket: string): Promise<Session> {
     let pending = this.sessions.get(vm);
     if (!pending) {
-      pending = SerialConsole.connect(vmPaths(this.paths, vm).serialSocket).then((console) => {
+      pending = SerialConsole.connect(socket).then((console) => {
         const session: Session = { console, clients: new Set() };
         console.onData((text) => {
           const data = Buffer.from(text, 'utf8');
           for (const client of session.clients) client.send(data);
         });
-        console.onClose(() => this.end(vm, session, `the console of VM '${vm}' closed (the VM stopped)`));
+        console.onClose(() => this.end(vm, session, `the console of VM '${vm.replace(/#.*/, '')}' closed (the VM stopped)`));
         return session;
       });
       pending.catch(() => this.sessions.delete(vm));

@@ -19,8 +19,9 @@ import { z } from 'zod';
 import { VireoError, asVireoError } from '../core/errors.js';
 import { NameParams } from '../api/common.js';
 import { CONSOLE_CLOSE_CODES, closeFor, closeReason } from '../api/console-codes.js';
-import { EventsQuery } from '../api/events.js';
-import type { VireoPaths } from '../core/paths.js';
+import { ConsoleQuery, EventsQuery } from '../api/events.js';
+import { vmPaths, type VireoPaths } from '../core/paths.js';
+import { consoleSocket } from '../core/devices/serials.js';
 import { killOrphanedGroups, recordProcessGroupsIn } from '../core/process/groups.js';
 import { sweepTemporaries } from '../core/store/sweep.js';
 import { warmBackingIndex } from '../core/storage/volumes.js';
@@ -285,10 +286,13 @@ async function buildApp(state: DaemonState, options: DaemonOptions, auth: 'socke
     }
     void (async () => {
       const params = validate(NameParams, request.params, 'path')!;
+      const query = validate(ConsoleQuery, request.query, 'query')!;
       const def = await loadDefinition(state.paths, params.name);
       if ((await livePid(state.paths, def)) === undefined) return closeWith(CONSOLE_CLOSE_CODES.invalid_state, `VM '${def.name}' is not running`);
-      if (!def.serial) return closeWith(CONSOLE_CLOSE_CODES.invalid_state, `VM '${def.name}' has no serial console`);
-      const session = await state.consoles.attach(def.name, {
+      const serial = query.serial ?? 0;
+      // Refused here, before a session, so the client reads why (the field and the ports the VM has; no console: invalid_state).
+      consoleSocket(vmPaths(state.paths, def.name), def, serial);
+      const session = await state.consoles.attach(def.name, serial, {
         send: (data) => socket.send(data),
         close: (reason, code) => closeWith(code ?? 1000, reason),
       });

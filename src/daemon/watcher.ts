@@ -26,7 +26,7 @@ import type { VmDefinition } from '../core/model/vm.js';
 import type { EventBus } from './events.js';
 
 /** QMP events after which the run state may have changed. */
-const STATE_EVENTS = new Set(['STOP', 'RESUME', 'SHUTDOWN', 'RESET', 'POWERDOWN', 'SUSPEND', 'WAKEUP', 'GUEST_PANICKED', 'GUEST_CRASHLOADED']);
+const STATE_EVENTS = new Set(['STOP', 'RESUME', 'SHUTDOWN', 'RESET', 'POWERDOWN', 'SUSPEND', 'WAKEUP', 'GUEST_PANICKED', 'GUEST_CRASHLOADED', 'WATCHDOG']);
 
 /**
  * QMP events a guest can send as often as it likes, each saying only what
@@ -178,6 +178,7 @@ export class VmWatcher {
     const device = typeof event.data?.['id'] === 'string' ? event.data['id'] : typeof event.data?.['name'] === 'string' ? event.data['name'] : '';
     const coalesce = NOISY_EVENTS.has(event.event) ? `qmp/${vm}/${event.event}/${String(device)}` : undefined;
     this.events.publish('vm.qmp', { event: event.event, ...(event.data ? { data: event.data } : {}), timestamp: event.timestamp }, vm, coalesce === undefined ? {} : { coalesce });
+    if (event.event === 'WATCHDOG') this.events.publish('vm.watchdog', { action: event.data?.['action'] ?? null, timestamp: event.timestamp }, vm);
     if (STATE_EVENTS.has(event.event)) void this.refreshState(vm, client);
   }
 

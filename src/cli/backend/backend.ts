@@ -79,8 +79,8 @@ export interface Backend {
   killVm(name: string): Promise<void>;
   pauseVm(name: string): Promise<void>;
   resumeVm(name: string): Promise<void>;
-  /** The VM's serial console, for a terminal or for running a command in the guest. */
-  openConsole(name: string): Promise<SerialConsole>;
+  /** The VM's serial console (serial 0, the default) or an extra serial port N (devices.serials), for a terminal or for running a command in the guest. */
+  openConsole(name: string, serial?: number): Promise<SerialConsole>;
   ejectMedia(name: string, drive?: string): Promise<{ drive: string; volume: string; live: boolean }>;
   insertMedia(name: string, input: { drive?: string; volume?: string; file?: string }): Promise<{ drive: string; volume: string; live: boolean }>;
   /** A connection to the VM's VNC server (RFB), through the daemon's WebSocket or the VM's socket. */

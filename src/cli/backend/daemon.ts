@@ -72,8 +72,8 @@ export function daemonBackend(api: ApiClient): Backend {
     killVm: async (name) => void (await api.call('POST /vms/:name/kill', { params: { name } })),
     pauseVm: async (name) => void (await api.call('POST /vms/:name/pause', { params: { name } })),
     resumeVm: async (name) => void (await api.call('POST /vms/:name/resume', { params: { name } })),
-    openConsole: async (name) => {
-      const socket = await api.console(name);
+    openConsole: async (name, serial) => {
+      const socket = await api.console(name, serial);
       await new Promise<void>((resolve, reject) => {
         socket.once('open', () => resolve());
         socket.once('close', (code: number, reason: Buffer) => reject(closeError(code, reason.toString('utf8')) ?? new VireoError('command_failed', `the daemon closed the console (${code})`)));

@@ -52,11 +52,11 @@ export function localBackend(paths: VireoPaths): Backend {
     killVm: async (name) => (await lifecycle()).killVm(paths, name),
     pauseVm: async (name) => (await lifecycle()).pauseVm(paths, name),
     resumeVm: async (name) => void (await (await lifecycle()).resumeVm(paths, name)),
-    openConsole: async (name) => {
+    openConsole: async (name, serial = 0) => {
       const info = await (await manage()).getVm(paths, name);
       if (info.runtime.state === 'stopped') throw invalidState(`VM '${name}' is not running`);
-      if (!info.definition.serial) throw invalidState(`VM '${name}' has no serial console (serial: false)`);
-      return (await consoles()).SerialConsole.connect(vmPaths(paths, name).serialSocket);
+      const { consoleSocket } = await import('../../core/devices/serials.js');
+      return (await consoles()).SerialConsole.connect(consoleSocket(vmPaths(paths, name), info.definition, serial));
     },
     ejectMedia: async (name, drive) => (await import('../../core/vm/media.js')).ejectMedia(paths, name, drive !== undefined ? { drive } : {}),
     insertMedia: async (name, input) => (await import('../../core/vm/media.js')).insertMedia(paths, name, input),

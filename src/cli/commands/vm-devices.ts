@@ -20,12 +20,12 @@ export function addDeviceCommands(vm: Command, cli: CliContext): void {
   disk
     .command('attach <vm> <volume>')
     .description('attach a volume as a disk (virtio when live); it gets a stable id (diskN)')
-    .addOption(new Option('--bus <bus>', 'bus (only virtio on a running VM)').choices(['virtio', 'scsi']))
+    .addOption(new Option('--bus <bus>', 'bus (virtio or usb on a running VM; usb needs devices.usb)').choices(['virtio', 'scsi', 'usb']))
     .option('--read-only', 'attach read-only')
     .addOption(new Option('--cache <mode>', 'cache mode').choices(['writeback', 'none', 'writethrough', 'directsync', 'unsafe']))
     .option('--limits <limits>', 'I/O limits, e.g. writeBps=2M,iops=100 (see vm set --disk-limit)')
     .option('--json', 'print the result as JSON')
-    .action(async (name: string, volume: string, flags: { bus?: 'virtio' | 'scsi'; readOnly?: boolean; cache?: 'none'; limits?: string; json?: boolean }) => {
+    .action(async (name: string, volume: string, flags: { bus?: 'virtio' | 'scsi' | 'usb'; readOnly?: boolean; cache?: 'none'; limits?: string; json?: boolean }) => {
       const limits = flags.limits === undefined ? undefined : parseDiskLimit(`${volume}:${flags.limits}`).limits ?? {};
       const result = await (await cli.backend()).attachDisk(name, { volume, ...(flags.bus ? { bus: flags.bus } : {}), ...(flags.readOnly ? { readOnly: true } : {}), ...(flags.cache ? { cache: flags.cache } : {}), ...(limits ? { limits } : {}) });
       if (flags.json) return printJson(result);

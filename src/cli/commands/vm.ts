@@ -258,13 +258,17 @@ export function vmCommand(cli: CliContext): Command {
       const vms = await backend.listVms();
       if (flags.json) return printJson(vms);
       // The address the guest agent reports; asked of running VMs only, all at once, and '-' when it does not answer.
-      const agentAddresses = await Promise.all(vms.map(async ({ definition, runtime }) => {
-        if (runtime.state !== 'running') return '-';
+      const guests = await Promise.all(vms.map(async ({ definition, runtime }) => {
+        if (runtime.state !== 'running') return { address: '-', agent: '-' };
         const info = await backend.guestInfo(definition.name).catch(() => undefined);
-        return info?.interfaces.flatMap((item) => item.addresses).find((item) => item.family === 'ipv4')?.address ?? '-';
+        return {
+          address: info?.interfaces.flatMap((item) => item.addresses).find((item) => item.family === 'ipv4')?.address ?? '-',
+          // Whether qemu-guest-agent answers: exec, cp, ip, clean shutdown and freeze need it.
+          agent: info === undefined ? '?' : info.agent ? 'answers' : 'no',
+        };
       }));
       printTable(
-        ['NAME', 'STATE', 'VCPUS', 'MEMORY', 'ACCEL', 'UPTIME', 'ADDRESSES', 'AUTOSTART'],
+        ['NAME', 'STATE', 'VCPUS', 'MEMORY', 'ACCEL', 'UPTIME', 'ADDRESSES', 'AGENT', 'AUTOSTART'],
         vms.map(({ definition, runtime, addresses }, index) => [
           definition.name,
           // A template never runs; saying so beats a plain 'stopped'.
@@ -274,7 +278,8 @@ export function vmCommand(cli: CliContext): Command {
           runtime.accel ?? definition.accelerator,
           uptime(runtime.startedAt),
           // Leased addresses on Vireo networks, as network=ip; else the address the guest agent reports (user-mode NICs included).
-          (addresses ?? []).filter((entry) => entry.ip).map((entry) => `${entry.network}=${entry.ip}`).join(',') || agentAddresses[index]!,
+          (addresses ?? []).filter((entry) => entry.ip).map((entry) => `${entry.network}=${entry.ip}`).join(',') || guests[index]!.address,
+          guests[index]!.agent,
           definition.autostart?.enabled ? `order ${definition.autostart.order}${definition.autostart.delay > 0 ? `+${definition.autostart.delay}s` : ''}` : '-',
         ]),
       );
@@ -284,9 +289,12 @@ export function vmCommand(cli: CliContext): Command {
     .description('show a VM\'s definition and state')
     .option('--json', 'print as JSON')
     .action(async (name: string, flags: { json?: boolean }) => {
-      const info = await (await cli.backend()).getVm(name);
+      const backend = await cli.backend();
+      const info = await backend.getVm(name);
+      // Whether the guest agent answers (running VMs only; the API's GET /vms/NAME/guest says the same).
+      const agent = info.runtime.state === 'running' ? await backend.guestInfo(name).then((guest) => guest.agent, () => undefined) : undefined;
       // Limits next to use belong to the running state, which `vm edit -f` ignores when fed this output.
-      const runtime = { ...info.runtime, ...(info.runtime.startedAt ? { uptime: uptime(info.runtime.startedAt) } : {}), ...(info.resources ? { resources: info.resources } : {}) };
+      const runtime = { ...info.runtime, ...(info.runtime.startedAt ? { uptime: uptime(info.runtime.startedAt) } : {}), ...(agent !== undefined ? { agent: agent ? 'answers' : 'does not answer' } : {}), ...(info.resources ? { resources: info.resources } : {}) };
       const view = { ...info.definition, runtime };
       if (flags.json) printJson(view);
       else await printYaml(view);
@@ -392,9 +400,10 @@ export function vmCommand(cli: CliContext): Command {
     .description('attach to the serial console (detach with Ctrl-])')
     .option('--run <command>', 'run one shell command in the guest\'s console shell, print its output, exit with its status')
     .option('--timeout <seconds>', 'with --run: seconds to wait for the command', '60')
-    .action(async (name: string, flags: { run?: string; timeout: string }) => {
+    .option('--serial <n>', 'an extra serial port (1-3, devices.serials) instead of the console')
+    .action(async (name: string, flags: { run?: string; timeout: string; serial?: string }) => {
       const timeoutMs = parseInteger('--timeout', flags.timeout) * 1000;
-      const console = await (await cli.backend()).openConsole(name);
+      const console = await (await cli.backend()).openConsole(name, flags.serial === undefined ? 0 : parseInteger('--serial', flags.serial));
       if (flags.run === undefined) {
         process.exitCode = await attachConsole(console, name);
         return;

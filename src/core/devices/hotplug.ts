@@ -78,7 +78,7 @@ async function withLiveVm<T>(paths: VireoPaths, name: string, work: (def: VmDefi
 
 export interface DiskAttachInput {
   volume: string;
-  bus?: 'virtio' | 'scsi';
+  bus?: 'virtio' | 'scsi' | 'usb';
   readOnly?: boolean;
   cache?: DiskSpec['cache'];
   serial?: string;
@@ -93,8 +93,10 @@ export async function attachDisk(paths: VireoPaths, name: string, input: DiskAtt
     });
     if (volume.media === 'cdrom') throw invalidArgument('volume', `'${input.volume}' is an ISO image; CD-ROMs cannot be attached live`);
     const bus = input.bus ?? 'virtio';
-    if (client && bus !== 'virtio') throw invalidArgument('bus', 'only virtio disks can be attached to a running VM (attach others while it is stopped)');
-    const port = client ? freePort(def, 'disk attach') : undefined;
+    if (client && bus !== 'virtio' && bus !== 'usb') throw invalidArgument('bus', 'only virtio and usb disks can be attached to a running VM (attach others while it is stopped)');
+    if (bus === 'usb' && !def.devices?.usb) throw invalidArgument('bus', `VM '${name}' has no USB controller (devices: {usb: {}}, takes effect at the next start)`);
+    // A USB disk goes on the USB controller, not on a PCI Express port.
+    const port = client && bus === 'virtio' ? freePort(def, 'disk attach') : undefined;
     const disk = { volume: input.volume, bus, ...(input.readOnly ? { readOnly: true } : {}), ...(input.cache ? { cache: input.cache } : {}), ...(input.serial ? { serial: input.serial } : {}), ...(input.limits ? { limits: input.limits } : {}), ...(port ? { port } : {}) };
     const next = defineVm(parseVmSpec({ ...specOf(def), disks: [...def.disks, disk] }), def);
     const added = next.disks[next.disks.length - 1]!;
@@ -142,7 +144,7 @@ export async function detachDisk(paths: VireoPaths, name: string, key: string): 
     if (bootDiskIndex(def) === index) throw invalidArgument('disk', `${disk.id} (volume '${disk.volume}') is the boot disk of VM '${name}' and cannot be detached`);
     const next = defineVm(parseVmSpec({ ...specOf(def), disks: def.disks.filter((_, position) => position !== index) }), def);
     if (client) {
-      if (disk.bus !== 'virtio') throw invalidArgument('disk', `${disk.id} is on the ${disk.bus} bus; only virtio disks can be detached from a running VM`);
+      if (disk.bus !== 'virtio' && disk.bus !== 'usb') throw invalidArgument('disk', `${disk.id} is on the ${disk.bus} bus; only virtio and usb disks can be detached from a running VM`);
       const names = diskNames(disk.id);
       await unplug(client, names.device);
       // The guest has let go: the nodes above the file go first.

@@ -109,6 +109,8 @@ const MODULES: readonly { name: string; required: boolean }[] = [
   { name: 'virtio_net', required: true },
   { name: 'virtio_rng', required: false },
   { name: 'virtio_balloon', required: false },
+  // Memory hot-added through a virtio-mem device (memory.max); the cloud kernel builds it as a module.
+  { name: 'virtio_mem', required: false },
   // The guest agent's channel (virtio-serial port org.qemu.guest_agent.0).
   { name: 'virtio_console', required: false },
   { name: 'evdev', required: true },

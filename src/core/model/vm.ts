@@ -12,6 +12,7 @@ import { CloudInitSchema } from './cloud-init.js';
 import { MiB, NAME_PATTERN, NAME_RULE, parseSize } from './units.js';
 import { assignIds } from '../qemu/ids.js';
 import { DiskLimitsSchema, ResourcesSchema } from '../resources/spec.js';
+import { DevicesSchema } from '../devices/spec.js';
 
 export const Name = z
   .string()
@@ -71,7 +72,8 @@ const CpuTopology = z
 
 const Cpus = z.union([z.number().int().min(1).max(255).transform((count) => ({ count })), z.unknown()]).pipe(CpuTopology);
 
-export const DISK_BUSES = ['virtio', 'scsi', 'sata', 'ide'] as const;
+/** usb: USB storage on the VM's USB controller (devices.usb), hot-pluggable like a USB stick. */
+export const DISK_BUSES = ['virtio', 'scsi', 'sata', 'ide', 'usb'] as const;
 
 const DEVICE_ID = (prefix: string) => z.string().regex(new RegExp(`^${prefix}\\d{1,4}$`), `must be '${prefix}' and a number (Vireo assigns it)`);
 
@@ -248,6 +250,8 @@ export const VmSpecSchema = z.strictObject({
   hotplug: z.strictObject({ pciPorts: z.number().int().min(0).max(16) }).optional(),
   readiness: Readiness.optional(),
   /** Started by the daemon when it starts after a host boot: in order (low first), waiting `delay` seconds before the next. */
+  /** TPM, watchdog, entropy rate limit, USB, extra serial ports, host device passthrough (src/core/devices/spec.ts). */
+  devices: DevicesSchema.optional(),
   autostart: z.strictObject({ enabled: z.boolean().default(true), order: z.number().int().min(0).max(9999).default(0), delay: z.number().int().min(0).max(3600).default(0) }).optional(),
 });
 
@@ -321,6 +325,12 @@ function checkSpecConsistency(spec: VmSpec): void {
       throw invalidArgument(`disks.${index}.bus`, 'the pc machine has no SATA controller; use ide or q35');
     }
   });
+  spec.disks.forEach((disk, index) => {
+    if (disk.bus !== 'usb') return;
+    if (!spec.devices?.usb) throw invalidArgument(`disks.${index}.bus`, 'a USB disk needs the USB controller (devices: {usb: {}})');
+    if (disk.media === 'cdrom') throw invalidArgument(`disks.${index}.bus`, 'a CD-ROM cannot be USB storage here; use scsi or sata');
+  });
+  checkDevices(spec);
   if (spec.disks.filter((disk) => disk.bus === 'ide').length > 4) {
     throw invalidArgument('disks', 'at most 4 IDE devices fit on the pc machine');
   }
@@ -385,6 +395,29 @@ function checkSpecConsistency(spec: VmSpec): void {
       hostPorts.add(key);
     });
   });
+}
+
+function checkDevices(spec: VmSpec): void {
+  const devices = spec.devices;
+  if (!devices) return;
+  if (devices.rng && !spec.rng) throw invalidArgument('devices.rng', 'a rate limit needs the entropy device (rng: true)');
+  const addresses = new Set<string>();
+  devices.passthrough?.pci.forEach((device, index) => {
+    if (addresses.has(device.address)) throw invalidArgument(`devices.passthrough.pci.${index}.address`, `${device.address} is passed through twice`);
+    addresses.add(device.address);
+  });
+  if ((devices.passthrough?.usb.length ?? 0) > 0 && !devices.usb) {
+    throw invalidArgument('devices.passthrough.usb', 'USB host devices need the USB controller (devices: {usb: {}})');
+  }
+  const usbKeys = new Set<string>();
+  devices.passthrough?.usb.forEach((device, index) => {
+    const key = 'vendor' in device ? `${device.vendor}:${device.product}` : `${device.bus}-${device.port}`;
+    if (usbKeys.has(key)) throw invalidArgument(`devices.passthrough.usb.${index}`, `USB device ${key} is passed through twice`);
+    usbKeys.add(key);
+  });
+  // USB has no hub here: the controller's ports hold the tablet, the USB disks and the host devices (qemu-xhci: 4 USB 2 + 4 USB 3).
+  const usbDevices = (devices.usb?.tablet ? 1 : 0) + spec.disks.filter((disk) => disk.bus === 'usb').length + (devices.passthrough?.usb.length ?? 0);
+  if (usbDevices > 8) throw invalidArgument('devices.usb', `${usbDevices} USB devices do not fit on the controller's 8 ports`);
 }
 
 function checkUnique(items: readonly { id?: string | undefined }[], field: string): void {

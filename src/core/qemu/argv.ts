@@ -31,7 +31,9 @@ export interface ResolvedVolume {
  */
 export interface PassedFiles {
   /** Listening sockets, by the chardev they serve. */
-  sockets: { qmp: number; status: number; events: number; serial?: number; guestAgent?: number };
+  sockets: { qmp: number; status: number; events: number; serial?: number; guestAgent?: number; serial1?: number; serial2?: number; serial3?: number };
+  /** A socket already connected to the VM's swtpm control channel (the TPM chardev). */
+  tpm?: number;
   /**
    * The directory QEMU's VNC server binds its socket in, as an open
    * descriptor: QEMU reaches it through /proc/self/fd/N/ without needing
@@ -63,6 +65,8 @@ export interface LaunchContext {
   incoming?: 'defer';
   /** The VM's cloud-init NoCloud seed (an ISO labelled cidata), attached as a read-only SCSI CD-ROM. */
   cloudInitSeed?: string;
+  /** The VM's swtpm control socket (devices.tpm); the product passes a connected descriptor instead (passed.tpm). */
+  tpmSocket?: string;
   /** Tap device names for NICs on Vireo networks, by NIC index (QEMU makes the tap; Vireo puts it on the bridge). */
   taps?: Record<number, string>;
 }
@@ -171,6 +175,11 @@ export function buildQemuArgv(def: VmDefinition, ctx: LaunchContext): string[] {
   if (def.disks.some((disk) => disk.bus === 'scsi') || ctx.cloudInitSeed) {
     push('-device', json({ driver: 'virtio-scsi-pci', id: 'scsi0' }));
   }
+  if (def.devices?.usb) {
+    // Before the disks: USB disks sit on it.
+    push('-device', json({ driver: 'qemu-xhci', id: USB_CONTROLLER }));
+    if (def.devices.usb.tablet) push('-device', json({ driver: 'usb-tablet', id: 'tablet0', bus: `${USB_CONTROLLER}.0` }));
+  }
   const busSlots = { sata: 0, ide: 0, scsi: 0 };
   const groups = new Set<string>();
   def.disks.forEach((disk, index) => {
@@ -219,13 +228,53 @@ export function buildQemuArgv(def: VmDefinition, ctx: LaunchContext): string[] {
 
   if (def.rng) {
     push('-object', json({ 'qom-type': 'rng-random', id: 'rng0', filename: '/dev/urandom' }));
-    push('-device', json({ driver: 'virtio-rng-pci', id: 'rng0-dev', rng: 'rng0' }));
+    const limit = def.devices?.rng ? { 'max-bytes': def.devices.rng.maxBytes, period: def.devices.rng.period } : {};
+    push('-device', json({ driver: 'virtio-rng-pci', id: 'rng0-dev', rng: 'rng0', ...limit }));
   }
   // A balloon lets the host read guest memory statistics and reclaim memory;
   // with free page reporting the guest hands back pages it does not use.
   push('-device', json({ driver: 'virtio-balloon-pci', id: 'balloon0', 'free-page-reporting': true }));
 
+  // After everything older specs had, so that a VM without devices keeps its PCI addresses.
+  pushDevices(def, ctx, push, socketAt);
   return argv;
+}
+
+/** The USB controller's id; its bus is `usb0.0`. */
+export const USB_CONTROLLER = 'usb0';
+
+/** Runtime socket of extra serial port N (1-3); the console is port 0. */
+export function serialSocketOf(runtime: { serialSocket: string }, index: number): string {
+  return runtime.serialSocket.replace(/serial\.sock$/, `serial${index}.sock`);
+}
+
+function pushDevices(def: VmDefinition, ctx: LaunchContext, push: (...items: string[]) => void, socketAt: (role: keyof PassedFiles['sockets'], path: string) => string): void {
+  const devices = def.devices;
+  if (!devices) return;
+  for (let index = 1; index <= devices.serials; index++) {
+    const role = `serial${index}` as 'serial1' | 'serial2' | 'serial3';
+    push('-chardev', `socket,id=serial${index},${socketAt(role, serialSocketOf(ctx.runtime, index))},server=on,wait=off`);
+    // A fixed index: port N is the guest's ttySN whether or not the console is on.
+    push('-device', json({ driver: 'isa-serial', chardev: `serial${index}`, id: `serial${index}-dev`, index }));
+  }
+  if (devices.tpm) {
+    const fd = ctx.passed?.tpm;
+    if (fd === undefined && !ctx.tpmSocket) throw new Error('devices.tpm is set but the launch context has no swtpm socket');
+    push('-chardev', `socket,id=tpm0-chr,${fd !== undefined ? `fd=${fd}` : `path=${escapeKeyval(ctx.tpmSocket!)}`}`);
+    push('-tpmdev', 'emulator,id=tpm0,chardev=tpm0-chr');
+    push('-device', json({ driver: devices.tpm.model === 'crb' ? 'tpm-crb' : 'tpm-tis', id: 'tpm0-dev', tpmdev: 'tpm0' }));
+  }
+  if (devices.watchdog) {
+    push('-device', json({ driver: devices.watchdog.model, id: 'watchdog0' }));
+    push('-action', `watchdog=${devices.watchdog.action}`);
+  }
+  devices.passthrough?.pci.forEach((device, index) => {
+    push('-device', json({ driver: 'vfio-pci', id: `hostpci${index}`, host: device.address }));
+  });
+  devices.passthrough?.usb.forEach((device, index) => {
+    const match = 'vendor' in device ? { vendorid: parseInt(device.vendor, 16), productid: parseInt(device.product, 16) } : { hostbus: device.bus, hostport: device.port };
+    push('-device', json({ driver: 'usb-host', id: `hostusb${index}`, bus: `${USB_CONTROLLER}.0`, ...match }));
+  });
 }
 
 /** Boot priority follows boot.order: each kind in turn, in definition order. */
@@ -333,5 +382,7 @@ export function diskDevice(disk: IdentifiedDisk, slots: { sata: number; ide: num
       const slot = slots.ide++;
       return { driver: cdrom ? 'ide-cd' : 'ide-hd', id, drive, bus: `ide.${Math.floor(slot / 2)}`, unit: slot % 2, 'write-cache': writeCache, ...serial };
     }
+    case 'usb':
+      return { driver: 'usb-storage', id, drive, bus: `${USB_CONTROLLER}.0`, 'write-cache': writeCache, ...serial };
   }
 }

@@ -31,6 +31,7 @@ import { diskNames } from '../qemu/ids.js';
 import { checkSnapshotName, readMetadata, withoutSnapshot, writeMetadata, type SnapshotMetadata, type SnapshotRecord } from './metadata.js';
 import { syncGuestClock, withQuiescedGuest } from '../vm/guest-agent.js';
 import { deleteInternalSnapshot, internalSnapshotTransaction, runSnapshotJob } from './qmp-jobs.js';
+import { forgetTpmState, restoreTpmState, saveTpmState } from '../devices/tpm.js';
 
 /** A disk that snapshots cover: its volume, file, and QEMU node name. */
 export interface SnapshotDisk {
@@ -86,6 +87,8 @@ export function hardwareFingerprint(def: VmDefinition): string {
     cpus: def.cpus, memory: def.memory, machine: def.machine, firmware: def.boot.firmware,
     disks: def.disks.map((disk) => [disk.volume, disk.bus, disk.media, disk.readOnly]),
     nics: def.nics.map((nic) => nic.model), serial: def.serial, vnc: def.vnc !== undefined, rng: def.rng,
+    // Absent (undefined, left out by JSON) for VMs without devices: their older snapshots keep their fingerprint.
+    devices: def.devices,
   };
   return createHash('sha256').update(JSON.stringify(hardware)).digest('hex').slice(0, 16);
 }
@@ -192,6 +195,8 @@ export async function createSnapshot(paths: VireoPaths, vm: string, options: Cre
     } catch (error) {
       throw explainFailure(error, await afterFailure(paths, def, pid), `snapshot '${name}' was not taken`);
     }
+    // A disk-only or stopped snapshot holds no device state: the TPM's goes beside it (full ones carry it in their vmstate).
+    if (!record.memory && def.devices?.tpm) await saveTpmState(vmPaths(paths, vm).dir, name);
     crashPoint('snapshot.create.taken');
     metadata = { ...metadata, snapshots: [...metadata.snapshots, record], current: name };
     delete metadata.pending;
@@ -255,6 +260,8 @@ export async function revertSnapshot(paths: VireoPaths, vm: string, name: string
     if (!record.memory) {
       options.onProgress?.('reverting stopped disks');
       for (const disk of disks) await qemuImg.snapshot(disk.path, 'apply', name);
+      // Root's until the next start hands the TPM directory to that start's QEMU uid.
+      if (def.devices?.tpm) await restoreTpmState(vmPaths(paths, vm).dir, name, undefined);
       crashPoint('snapshot.revert.applied');
       await finishRevert(paths, vm, name);
       return { done: true as const, record, checks: await checkDisks(disks) };
@@ -333,6 +340,7 @@ export async function deleteSnapshot(paths: VireoPaths, vm: string, name: string
       for (const disk of await disksHolding(disks, name)) await qemuImg.snapshot(disk.path, 'delete', name);
     }
     crashPoint('snapshot.delete.removed');
+    await forgetTpmState(vmPaths(paths, vm).dir, name);
     const next = withoutSnapshot(await readMetadata(paths, vm), name);
     delete next.pending;
     await writeMetadata(paths, vm, next);

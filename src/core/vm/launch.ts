@@ -28,7 +28,8 @@ import { dirname, join, relative, sep } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { VireoError } from '../errors.js';
 import type { VmDefinition } from '../model/vm.js';
-import { buildQemuArgv, type LaunchContext, type PassedFiles } from '../qemu/argv.js';
+import { buildQemuArgv, serialSocketOf, type LaunchContext, type PassedFiles } from '../qemu/argv.js';
+import { startSwtpm } from '../devices/tpm.js';
 import { QmpClient } from '../qmp/client.js';
 import { queryStatus } from '../qmp/commands.js';
 import { writeFileAtomic } from '../store/atomic.js';
@@ -84,6 +85,7 @@ export async function makeHotplugTap(uuid: string, runDir: string, tap: string):
 class Handoff {
   readonly stdio: (number | 'ignore')[] = ['ignore'];
   private readonly handles: FileHandle[] = [];
+  private readonly closers: (() => void)[] = [];
   private readonly servers: { server: Server; temporary: string; path: string }[] = [];
   readonly passed: PassedFiles = { sockets: { qmp: -1, status: -1, events: -1 }, fdsets: [], paths: {} };
   private nextSet = 1;
@@ -153,6 +155,13 @@ class Handoff {
     this.passed.sockets[role] = this.inherit(fd);
   }
 
+  /** The VM's swtpm, started now; QEMU gets the connected control socket. */
+  async tpm(vmDir: string, identity: QemuIdentity | undefined): Promise<void> {
+    const tpm = await startSwtpm(vmDir, [dirname(dirname(vmDir)), dirname(vmDir), vmDir], identity);
+    this.closers.push(tpm.close);
+    this.passed.tpm = this.inherit(tpm.fd);
+  }
+
   /**
    * The directory QEMU binds its VNC socket in: QEMU's own for the launch
    * (it must create the socket), handed over as a descriptor so QEMU needs
@@ -188,6 +197,7 @@ class Handoff {
       if (publish) await rename(hold, path);
     }
     await Promise.all(this.handles.splice(0).map((handle) => handle.close().catch(() => undefined)));
+    for (const close of this.closers.splice(0)) close();
   }
 }
 
@@ -202,6 +212,10 @@ async function prepareHandoff(def: VmDefinition, context: LaunchContext, runDir:
     await handoff.socket('events', runtime.eventSocket);
     if (def.serial) await handoff.socket('serial', runtime.serialSocket);
     if (runtime.guestAgentSocket) await handoff.socket('guestAgent', runtime.guestAgentSocket);
+    for (let index = 1; index <= (def.devices?.serials ?? 0); index++) {
+      await handoff.socket(`serial${index}` as 'serial1', serialSocketOf(runtime, index));
+    }
+    if (def.devices?.tpm) await handoff.tpm(dirname(runDir), identity);
     if (def.vnc && runtime.vncSocket) await handoff.vncDirectory(dirname(runtime.vncSocket), identity);
     for (const disk of def.disks) {
       if (disk.ejected) continue;

@@ -16,7 +16,9 @@ import { writeSeedIso } from '../cloudinit/iso.js';
 import { getImage, getKernelImage, imageFile } from '../image/store.js';
 import type { VmDefinition } from '../model/vm.js';
 import { MAX_SOCKET_PATH, vmPaths, type VireoPaths } from '../paths.js';
-import type { LaunchContext, ResolvedVolume } from '../qemu/argv.js';
+import { serialSocketOf, type LaunchContext, type ResolvedVolume } from '../qemu/argv.js';
+import { checkPassthrough } from '../devices/passthrough.js';
+import { tpmPaths } from '../devices/tpm.js';
 import * as qemuImg from '../storage/qemu-img.js';
 import { QmpClient } from '../qmp/client.js';
 import { cont, queryStatus, setAction, stop, systemPowerdown, systemReset } from '../qmp/commands.js';
@@ -101,7 +103,9 @@ export async function launchContext(paths: VireoPaths, def: VmDefinition): Promi
   // Rebuilt from the definition at every start, so the seed is always attached and always current.
   const cloudInitSeed = def.cloudInit ? join(runtime.dir, 'cidata.iso') : undefined;
   if (def.cloudInit && cloudInitSeed) await writeSeedIso(buildSeed(def), cloudInitSeed, runtime.dir);
-  for (const socket of [runtime.qmpSocket, runtime.statusSocket, runtime.eventSocket, runtime.serialSocket, runtime.guestAgentSocket, runtime.vncSocket]) {
+  await checkPassthrough(def.devices);
+  const deviceSockets = [...Array.from({ length: def.devices?.serials ?? 0 }, (_, index) => serialSocketOf(runtime, index + 1)), ...(def.devices?.tpm ? [tpmPaths(runtime.dir).socket] : [])];
+  for (const socket of [runtime.qmpSocket, runtime.statusSocket, runtime.eventSocket, runtime.serialSocket, runtime.guestAgentSocket, runtime.vncSocket, ...deviceSockets]) {
     if (Buffer.byteLength(socket) > MAX_SOCKET_PATH) {
       throw new VireoError('host_unsupported', `the socket path ${socket} is longer than ${MAX_SOCKET_PATH} bytes; set VIREO_HOME to a shorter directory`);
     }
