@@ -13,7 +13,7 @@
  */
 import { fileURLToPath } from 'node:url';
 import { join } from 'node:path';
-import { buildTinyImage } from '../src/core/image/tiny.js';
+import { buildTinyImage } from '../src/core/image/tiny/index.js';
 import { getKernelImage } from '../src/core/image/store.js';
 import { vireoPaths } from '../src/core/paths.js';
 import { benchAvailability } from './availability.js';

@@ -21,7 +21,7 @@ import { promisify } from 'node:util';
 import { getImage, getKernelImage, imageFile } from '../src/core/image/store.js';
 import { vireoPaths } from '../src/core/paths.js';
 import { QmpClient } from '../src/core/qmp/client.js';
-import { runSnapshotJob } from '../src/core/snapshot/qmp-jobs.js';
+import { runSnapshotJob } from '../src/core/qmp/snapshot-jobs.js';
 import { ensureDaemon } from './libvirt.js';
 
 const exec = promisify(execFile);

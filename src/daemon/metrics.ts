@@ -1,9 +1,8 @@
 /**
- * Prometheus metrics for the daemon's `GET /metrics`, in the text exposition
- * format 0.0.4. One scrape reads everything fresh: definitions from disk,
- * each running VM's QEMU over QMP (run state, vCPU threads, balloon, block
- * statistics), the QEMU process from /proc (vCPU thread and process CPU
- * time, resident memory), and the host's capacity and what the VMs take of it.
+ * Prometheus metrics for the daemon's `GET /metrics`: the families Vireo
+ * exports, filled from the VM and host statistics of the core
+ * (core/vm/stats.ts) and written in the text exposition format
+ * (prometheus.ts). One scrape reads everything fresh.
  *
  * A VM whose QEMU does not answer loses only its QMP-derived series and is
  * flagged with vireo_vm_scrape_error 1; the rest of the scrape goes on.
@@ -18,92 +17,20 @@
  * in. So user-mode NICs appear only as vireo_vm_nic_info, never with
  * invented numbers.
  */
-import { readFile, statfs } from 'node:fs/promises';
-import { cpus, totalmem } from 'node:os';
-import { dirname } from 'node:path';
-import { invalidArgument, isVireoError } from '../core/errors.js';
 import { mapLimited } from '../core/limit.js';
 import { MiB } from '../core/model/units.js';
 import type { VmDefinition } from '../core/model/vm.js';
-import { vmPaths, type VireoPaths } from '../core/paths.js';
-import { linkStatistics, tapName } from '../core/network/links.js';
-import { QmpClient } from '../core/qmp/client.js';
-import type { CpuInfoFast, StatusInfo } from '../core/qmp/commands.js';
-import { listDefinitions } from '../core/vm/definitions.js';
-import { isQemuOf, readPidFile } from '../core/vm/process.js';
-import { readRuntimeRecord } from '../core/vm/runtime.js';
-import { VmCgroup, type CgroupUsage } from '../core/resources/cgroups.js';
+import type { VireoPaths } from '../core/paths.js';
+import { diskIdOfNode } from '../core/qemu/ids.js';
+import type { GuestStats } from '../core/qmp/stats.js';
 import { throttleLimits } from '../core/resources/spec.js';
+import { listDefinitions } from '../core/vm/definitions.js';
+import { readHostStatistics, readVmStatistics, type StatsOptions, type VmStatistics } from '../core/vm/stats.js';
+import { counter, Exposition, gauge, type Labels, type MetricFamily } from './prometheus.js';
 
-export interface MetricsOptions {
-  /** A QMP client the daemon already holds open for a running VM; when absent, connect to the VM's status socket (vmPaths(paths,name).statusSocket) for the duration of the scrape and close it. */
-  clientFor?: (vmName: string) => QmpClient | undefined;
-  /** True for a VM the daemon already knows does not answer: its QMP series are skipped rather than waited for. */
-  knownUnresponsive?: (vmName: string) => boolean;
-}
-
-// ---------------------------------------------------------------------------
-// The exposition format
-
-export interface MetricFamily {
-  name: string;
-  type: 'gauge' | 'counter';
-  help: string;
-}
-
-export type Labels = Record<string, string>;
-
-/** Label values may hold any text; backslash, double quote and newline are escaped. */
-export function escapeLabelValue(value: string): string {
-  return value.replace(/\\/g, '\\\\').replace(/"/g, '\\"').replace(/\n/g, '\\n');
-}
-
-/** HELP text escapes backslash and newline only (quotes are literal there). */
-function escapeHelp(text: string): string {
-  return text.replace(/\\/g, '\\\\').replace(/\n/g, '\\n');
-}
-
-function formatValue(value: number): string {
-  if (Number.isNaN(value)) return 'NaN';
-  if (value === Infinity) return '+Inf';
-  if (value === -Infinity) return '-Inf';
-  return String(value);
-}
-
-function formatLabels(labels: Labels): string {
-  const pairs = Object.entries(labels).map(([name, value]) => `${name}="${escapeLabelValue(value)}"`);
-  return pairs.length === 0 ? '' : `{${pairs.join(',')}}`;
-}
-
-/**
- * Samples grouped by family: the format requires all samples of a family to
- * follow its one HELP and TYPE line, whatever order they were added in.
- * Families without samples are left out.
- */
-export class Exposition {
-  private readonly families = new Map<MetricFamily, { labels: Labels; value: number }[]>();
-
-  add(family: MetricFamily, labels: Labels, value: number): void {
-    const samples = this.families.get(family);
-    if (samples) samples.push({ labels, value });
-    else this.families.set(family, [{ labels, value }]);
-  }
-
-  render(): string {
-    const lines: string[] = [];
-    for (const [family, samples] of this.families) {
-      lines.push(`# HELP ${family.name} ${escapeHelp(family.help)}`, `# TYPE ${family.name} ${family.type}`);
-      for (const sample of samples) lines.push(`${family.name}${formatLabels(sample.labels)} ${formatValue(sample.value)}`);
-    }
-    return lines.length === 0 ? '' : `${lines.join('\n')}\n`;
-  }
-}
 
 // ---------------------------------------------------------------------------
 // What Vireo exports
-
-const gauge = (name: string, help: string): MetricFamily => ({ name, type: 'gauge', help });
-const counter = (name: string, help: string): MetricFamily => ({ name, type: 'counter', help });
 
 /** Every metric family Vireo exports. */
 export const METRICS = {
@@ -162,210 +89,9 @@ export const METRICS = {
 const COMMON_STATES = ['running', 'paused', 'stopped'];
 
 // ---------------------------------------------------------------------------
-// Reading QEMU
-
-/** Our argv gives the virtio-balloon-pci device this id (see qemu/argv.ts). */
-const BALLOON_PATH = '/machine/peripheral/balloon0';
-/** Our argv names each disk's format node by its stable id (disk<N>), and its throttle filter <id>-throttle. */
-const DISK_NODE = /^(disk\d+)(?:-throttle)?$/;
-/**
- * Short, so that one stuck VM cannot hold the scrape: QMP answers in
- * milliseconds even under TCG, and a VM that does not is left out with
- * vireo_vm_scrape_error 1 (the daemon skips VMs its watcher already found
- * unresponsive, so their cost is paid once, not on every scrape).
- */
-const CONNECT_TIMEOUT_MS = 1000;
-const COMMAND_TIMEOUT_MS = 1000;
-/**
- * /proc reports CPU times in USER_HZ clock ticks, which the kernel fixes at
- * 100 for user space on every architecture Vireo runs on (x86-64, arm64),
- * whatever its internal HZ. Node offers no sysconf(_SC_CLK_TCK) to ask.
- */
-const USER_HZ = 100;
-
-/** qapi/machine.json BalloonInfo. */
-interface BalloonInfo {
-  actual: number;
-}
-
-/** The virtio-balloon device's guest-stats property; a statistic the guest does not report is -1. */
-interface GuestStats {
-  stats: Partial<Record<'stat-swap-in' | 'stat-swap-out' | 'stat-major-faults' | 'stat-minor-faults' | 'stat-free-memory' | 'stat-total-memory' | 'stat-available-memory' | 'stat-disk-caches', number>>;
-  /** Seconds since the epoch of the guest's last report; 0 before the first. */
-  'last-update': number;
-}
-
-/** qapi/block-core.json BlockStats, abridged. */
-interface BlockStats {
-  'node-name'?: string;
-  stats: {
-    rd_bytes: number;
-    wr_bytes: number;
-    rd_operations: number;
-    wr_operations: number;
-    flush_operations: number;
-    rd_total_time_ns: number;
-    wr_total_time_ns: number;
-  };
-}
-
-interface QmpFacts {
-  status: StatusInfo;
-  vcpus: CpuInfoFast[];
-  blockStats: BlockStats[];
-  balloon?: BalloonInfo;
-  /** Present only while the guest reports statistics regularly (polling on and at least one report). */
-  guestStats?: GuestStats;
-}
-
-/**
- * Asks QEMU to have the guest's balloon driver report memory statistics every
- * intervalSeconds. Without it the guest reports once, when its driver loads,
- * and never again; collectMetrics leaves such stale numbers out. The setting
- * lasts as long as the QEMU process (a guest reboot keeps it).
- */
-export async function enableBalloonStats(client: QmpClient, intervalSeconds = 5): Promise<void> {
-  if (!Number.isSafeInteger(intervalSeconds) || intervalSeconds < 1) {
-    throw invalidArgument('intervalSeconds', `must be a whole number of seconds, at least 1, got ${intervalSeconds}`);
-  }
-  await client.execute('qom-set', { path: BALLOON_PATH, property: 'guest-stats-polling-interval', value: intervalSeconds }, { timeoutMs: COMMAND_TIMEOUT_MS });
-}
-
-function query<T>(client: QmpClient, command: string, args?: Record<string, unknown>): Promise<T> {
-  return client.execute<T>(command, args, { timeoutMs: COMMAND_TIMEOUT_MS });
-}
-
-/** For devices a VM may lack (a QEMU from before Vireo added the balloon): QEMU refusing the command means "absent". */
-async function queryOptional<T>(client: QmpClient, command: string, args?: Record<string, unknown>): Promise<T | undefined> {
-  try {
-    return await query<T>(client, command, args);
-  } catch (error) {
-    if (isVireoError(error, 'qemu_failed') && error.details.qmpClass !== undefined) return undefined;
-    throw error;
-  }
-}
-
-async function readQmpFacts(client: QmpClient): Promise<QmpFacts> {
-  // QMP matches replies to commands by id, so the queries can all be in flight at once.
-  const [status, vcpus, blockStats, balloon, guestStats, pollingInterval] = await Promise.all([
-    query<StatusInfo>(client, 'query-status'),
-    query<CpuInfoFast[]>(client, 'query-cpus-fast'),
-    query<BlockStats[]>(client, 'query-blockstats'),
-    queryOptional<BalloonInfo>(client, 'query-balloon'),
-    queryOptional<GuestStats>(client, 'qom-get', { path: BALLOON_PATH, property: 'guest-stats' }),
-    queryOptional<number>(client, 'qom-get', { path: BALLOON_PATH, property: 'guest-stats-polling-interval' }),
-  ]);
-  const reporting = guestStats !== undefined && guestStats['last-update'] > 0 && (pollingInterval ?? 0) > 0;
-  return { status, vcpus, blockStats, ...(balloon ? { balloon } : {}), ...(reporting ? { guestStats } : {}) };
-}
-
-/** Runs work on the daemon's open client for the VM, else on a connection to its status monitor made for this scrape. */
-async function withMonitor<T>(paths: VireoPaths, vm: string, options: MetricsOptions, work: (client: QmpClient) => Promise<T>): Promise<T> {
-  const held = options.clientFor?.(vm);
-  if (held && !held.closed) return work(held);
-  const client = await QmpClient.connect(vmPaths(paths, vm).statusSocket, { timeoutMs: CONNECT_TIMEOUT_MS });
-  try {
-    return await work(client);
-  } finally {
-    await client.close();
-  }
-}
-
-// ---------------------------------------------------------------------------
-// Reading /proc
-
-/** User plus system CPU time from a /proc/<pid>/stat or /proc/<pid>/task/<tid>/stat file. */
-async function readCpuSeconds(statPath: string): Promise<number> {
-  const stat = await readFile(statPath, 'utf8');
-  // Fields start after the parenthesised command name, which may itself contain ')' or spaces;
-  // the first of them is field 3 (state), so utime (field 14) and stime (15) are at 11 and 12.
-  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-  return (Number(fields[11]) + Number(fields[12])) / USER_HZ;
-}
-
-/** A "Key:   1234 kB" value of /proc/meminfo or /proc/<pid>/status, in bytes. */
-function kibibyteField(text: string, key: string): number | undefined {
-  const match = text.match(new RegExp(`^${key}:\\s+(\\d+) kB$`, 'm'));
-  return match ? Number(match[1]) * 1024 : undefined;
-}
-
-interface ProcessUsage {
-  cpuSeconds: number;
-  rssBytes?: number;
-}
-
-async function readProcessUsage(pid: number): Promise<ProcessUsage> {
-  const [cpuSeconds, status] = await Promise.all([readCpuSeconds(`/proc/${pid}/stat`), readFile(`/proc/${pid}/status`, 'utf8')]);
-  const rssBytes = kibibyteField(status, 'VmRSS');
-  return { cpuSeconds, ...(rssBytes !== undefined ? { rssBytes } : {}) };
-}
-
-// ---------------------------------------------------------------------------
 // One VM
 
-/** What could be read about a running QEMU; QMP facts are missing when it did not answer. */
-interface RunningFacts {
-  accel?: string;
-  startedAt?: string;
-  usage?: ProcessUsage;
-  qmp?: QmpFacts;
-  /** Host CPU seconds of each vCPU thread, by cpu-index. */
-  vcpuSeconds?: Map<number, number>;
-  /** Tap counters of NICs on Vireo networks, by NIC index. */
-  nicStats?: Map<number, NonNullable<Awaited<ReturnType<typeof linkStatistics>>>>;
-  cgroup?: CgroupUsage;
-}
-
-interface VmSnapshot {
-  def: VmDefinition;
-  state: string;
-  scrapeError: boolean;
-  /** Set while a QEMU of this VM runs. */
-  running?: RunningFacts;
-}
-
-/** Never throws: whatever cannot be read about a VM is flagged, not allowed to break the scrape. */
-async function snapshotVm(paths: VireoPaths, def: VmDefinition, options: MetricsOptions): Promise<VmSnapshot> {
-  try {
-    return await readVm(paths, def, options);
-  } catch {
-    return { def, state: 'unknown', scrapeError: true };
-  }
-}
-
-async function readVm(paths: VireoPaths, def: VmDefinition, options: MetricsOptions): Promise<VmSnapshot> {
-  // Read-only on purpose: unlike runtime.livePid, a scrape never cleans up a stale runtime directory.
-  const pid = await readPidFile(vmPaths(paths, def.name).pidFile);
-  if (pid === undefined || !(await isQemuOf(pid, def.uuid))) return { def, state: 'stopped', scrapeError: false };
-
-  const record = await readRuntimeRecord(paths, def.name);
-  const running: RunningFacts = record ? { accel: record.accel, startedAt: record.startedAt } : {};
-  try {
-    running.usage = await readProcessUsage(pid);
-  } catch {
-    // The process ended a moment ago; the QMP attempt below settles what to report.
-  }
-  for (const [index, nic] of def.nics.entries()) {
-    if (nic.network === 'user') continue;
-    const stats = await linkStatistics(tapName(def.uuid, index));
-    if (stats) (running.nicStats ??= new Map()).set(index, stats);
-  }
-  running.cgroup = await (await VmCgroup.of(def.name)).usage().catch(() => ({}));
-  if (options.knownUnresponsive?.(def.name)) return { def, state: 'unresponsive', scrapeError: true, running };
-  try {
-    const qmp = await withMonitor(paths, def.name, options, readQmpFacts);
-    const seconds = await Promise.all(qmp.vcpus.map((vcpu) => readCpuSeconds(`/proc/${pid}/task/${vcpu['thread-id']}/stat`)));
-    running.vcpuSeconds = new Map(qmp.vcpus.map((vcpu, index) => [vcpu['cpu-index'], seconds[index]!]));
-    running.qmp = qmp;
-    return { def, state: qmp.status.status, scrapeError: false, running };
-  } catch {
-    // QEMU may have exited between the pid check and the queries; that is a stop, not a failure.
-    if (!(await isQemuOf(pid, def.uuid))) return { def, state: 'stopped', scrapeError: false };
-    return { def, state: 'unresponsive', scrapeError: true, running };
-  }
-}
-
-function addVm(out: Exposition, snapshot: VmSnapshot): void {
+function addVm(out: Exposition, snapshot: VmStatistics): void {
   const { def, running } = snapshot;
   const vm = { vm: def.name };
   out.add(METRICS.vmInfo, { ...vm, uuid: def.uuid, machine: def.machine, accel: running?.accel ?? '' }, 1);
@@ -410,7 +136,7 @@ function addVm(out: Exposition, snapshot: VmSnapshot): void {
   if (qmp.guestStats) addGuestStats(out, vm, qmp.guestStats);
   for (const entry of qmp.blockStats) {
     // A disk with limits is seen through its throttle filter.
-    const node = DISK_NODE.exec(entry['node-name'] ?? '')?.[1];
+    const node = diskIdOfNode(entry['node-name']);
     const disk = node === undefined ? undefined : def.disks.find((candidate) => candidate.id === node);
     if (!disk) continue;
     const labels = { ...vm, disk: disk.id, volume: disk.volume };
@@ -445,30 +171,17 @@ function addGuestStats(out: Exposition, vm: Labels, report: GuestStats): void {
 // ---------------------------------------------------------------------------
 // The host
 
-/** The storage directory may not exist yet; volumes will land on the filesystem of its nearest existing ancestor. */
-async function statStorage(path: string): Promise<{ size: number; available: number }> {
-  for (let current = path; ; current = dirname(current)) {
-    try {
-      const info = await statfs(current);
-      return { size: info.blocks * info.bsize, available: info.bavail * info.bsize };
-    } catch (error) {
-      if ((error as NodeJS.ErrnoException).code !== 'ENOENT' || dirname(current) === current) throw error;
-    }
-  }
-}
-
-async function addHost(out: Exposition, paths: VireoPaths, snapshots: VmSnapshot[]): Promise<void> {
+async function addHost(out: Exposition, paths: VireoPaths, snapshots: VmStatistics[]): Promise<void> {
   const byState = new Map<string, number>(COMMON_STATES.map((state) => [state, 0]));
   for (const { state } of snapshots) byState.set(state, (byState.get(state) ?? 0) + 1);
   for (const [state, count] of byState) out.add(METRICS.vms, { state }, count);
 
-  out.add(METRICS.hostCpus, {}, cpus().length);
-  out.add(METRICS.hostMemoryTotal, {}, totalmem());
-  const available = kibibyteField(await readFile('/proc/meminfo', 'utf8'), 'MemAvailable');
-  if (available !== undefined) out.add(METRICS.hostMemoryAvailable, {}, available);
-  const storage = await statStorage(paths.storage);
-  out.add(METRICS.hostStorageSize, {}, storage.size);
-  out.add(METRICS.hostStorageAvailable, {}, storage.available);
+  const host = await readHostStatistics(paths);
+  out.add(METRICS.hostCpus, {}, host.cpus);
+  out.add(METRICS.hostMemoryTotal, {}, host.memoryTotal);
+  if (host.memoryAvailable !== undefined) out.add(METRICS.hostMemoryAvailable, {}, host.memoryAvailable);
+  out.add(METRICS.hostStorageSize, {}, host.storageSize);
+  out.add(METRICS.hostStorageAvailable, {}, host.storageAvailable);
 
   const running = snapshots.filter((snapshot) => snapshot.state !== 'stopped').map((snapshot) => snapshot.def);
   const defined = snapshots.map((snapshot) => snapshot.def);
@@ -480,76 +193,12 @@ async function addHost(out: Exposition, paths: VireoPaths, snapshots: VmSnapshot
 }
 
 /** One scrape: every defined VM (in parallel) and the host, as Prometheus text format 0.0.4. */
-export async function collectMetrics(paths: VireoPaths, options: MetricsOptions = {}): Promise<string> {
+export async function collectMetrics(paths: VireoPaths, options: StatsOptions = {}): Promise<string> {
   const defs = await listDefinitions(paths);
   // Each VM opens /proc files and maybe a socket: a bounded number of VMs at a time.
-  const snapshots = await mapLimited(defs, 16, (def) => snapshotVm(paths, def, options));
+  const snapshots = await mapLimited(defs, 16, (def) => readVmStatistics(paths, def, options));
   const out = new Exposition();
   for (const snapshot of snapshots) addVm(out, snapshot);
   await addHost(out, paths, snapshots);
   return out.render();
-}
-
-// ---------------------------------------------------------------------------
-// Usage figures for the web UI's graphs and dashboard (ui/history.ts samples these)
-
-export interface VmUsage {
-  vm: string;
-  state: string;
-  vcpus: number;
-  memoryBytes: number;
-  /** Present while its QEMU runs. */
-  cpuSeconds?: number;
-  /** When its QEMU started (ms since the epoch), if the runtime record says. */
-  startedAt?: number;
-  rssBytes?: number;
-  guestMemoryTotal?: number;
-  guestMemoryAvailable?: number;
-  diskReadBytes?: number;
-  diskWrittenBytes?: number;
-  /** Bytes the guest received and sent, summed over its NICs on Vireo networks (tap counters); absent without such NICs. */
-  netReceiveBytes?: number;
-  netTransmitBytes?: number;
-}
-
-export interface HostUsage {
-  cpus: number;
-  memoryTotal: number;
-  memoryAvailable?: number;
-  storageSize: number;
-  storageAvailable: number;
-}
-
-/** The same reads as a scrape, as numbers rather than exposition text. */
-export async function sampleUsage(paths: VireoPaths, options: MetricsOptions = {}): Promise<{ vms: VmUsage[]; host: HostUsage }> {
-  const defs = await listDefinitions(paths);
-  const snapshots = await Promise.all(defs.map((def) => snapshotVm(paths, def, options)));
-  const vms = snapshots.map(({ def, state, running }): VmUsage => {
-    const usage: VmUsage = { vm: def.name, state, vcpus: def.cpus.count, memoryBytes: def.memory * MiB };
-    if (running?.startedAt) usage.startedAt = Date.parse(running.startedAt);
-    if (running?.usage) {
-      usage.cpuSeconds = running.usage.cpuSeconds;
-      if (running.usage.rssBytes !== undefined) usage.rssBytes = running.usage.rssBytes;
-    }
-    const stats = running?.qmp?.guestStats?.stats;
-    if (stats?.['stat-total-memory'] !== undefined && stats['stat-total-memory'] >= 0) usage.guestMemoryTotal = stats['stat-total-memory'];
-    if (stats?.['stat-available-memory'] !== undefined && stats['stat-available-memory'] >= 0) usage.guestMemoryAvailable = stats['stat-available-memory'];
-    if (running?.qmp) {
-      const disks = running.qmp.blockStats.filter((entry) => DISK_NODE.test(entry['node-name'] ?? ''));
-      usage.diskReadBytes = disks.reduce((sum, entry) => sum + entry.stats.rd_bytes, 0);
-      usage.diskWrittenBytes = disks.reduce((sum, entry) => sum + entry.stats.wr_bytes, 0);
-    }
-    if (running?.nicStats && running.nicStats.size > 0) {
-      // Seen from the guest, as on /metrics: what its tap transmits, the guest receives.
-      usage.netReceiveBytes = [...running.nicStats.values()].reduce((sum, stats) => sum + stats.txBytes, 0);
-      usage.netTransmitBytes = [...running.nicStats.values()].reduce((sum, stats) => sum + stats.rxBytes, 0);
-    }
-    return usage;
-  });
-  const available = kibibyteField(await readFile('/proc/meminfo', 'utf8'), 'MemAvailable');
-  const storage = await statStorage(paths.storage);
-  return {
-    vms,
-    host: { cpus: cpus().length, memoryTotal: totalmem(), ...(available !== undefined ? { memoryAvailable: available } : {}), storageSize: storage.size, storageAvailable: storage.available },
-  };
 }

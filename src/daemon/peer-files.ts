@@ -14,12 +14,12 @@
  * later swap of the path (a symlink) gains anything. Costs one copy of the
  * data; root's requests take the direct path as before.
  */
-import { spawn } from 'node:child_process';
 import { constants } from 'node:fs';
 import { mkdir, open, rm } from 'node:fs/promises';
 import { basename, isAbsolute, join } from 'node:path';
 import { VireoError, invalidArgument } from '../core/errors.js';
 import type { VireoPaths } from '../core/paths.js';
+import { isProcessError, run, stderrTail } from '../core/process/run.js';
 import { tempName } from '../core/process/temp-name.js';
 import type { PeerCredentials } from './peer.js';
 
@@ -39,18 +39,18 @@ async function asPeer(identity: { uid: number; gid: number }, command: string[])
 }
 
 /** Runs a command with its stdin and stdout given as descriptors; rejects with what it printed on failure. */
-function runWith(argv: string[], stdin: number | 'ignore', stdout: number | 'ignore', field: string, what: string): Promise<void> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(argv[0]!, argv.slice(1), { stdio: [stdin, stdout, 'pipe'] });
-    let stderr = '';
-    child.stderr!.setEncoding('utf8').on('data', (chunk: string) => (stderr += chunk.slice(0, 2000)));
-    child.once('error', (error) => reject(new VireoError('host_unsupported', `cannot run ${argv[0]}: ${error.message}`)));
-    child.once('close', (code) => {
-      if (code === 0) return resolve();
-      const reason = stderr.trim().split('\n').at(-1)?.replace(/^\S+: /, '') || `exit ${code}`;
-      reject(invalidArgument(field, `${what}: ${reason}`));
+async function runWith(argv: string[], stdin: number | 'ignore', stdout: number | 'ignore', field: string, what: string): Promise<void> {
+  try {
+    await run(argv[0]!, argv.slice(1), {
+      ...(stdin !== 'ignore' ? { stdinFd: stdin } : {}),
+      ...(stdout !== 'ignore' ? { stdoutFd: stdout } : {}),
     });
-  });
+  } catch (error) {
+    // Not installed (host_unsupported), timed out or cancelled stay what they are; a refusal is the asker's file.
+    if (!isProcessError(error) || error.code !== 'command_failed') throw error;
+    const reason = stderrTail(error.failure.stderr, 1).replace(/^\S+: /, '') || `exit ${error.failure.exitCode}`;
+    throw invalidArgument(field, `${what}: ${reason}`);
+  }
 }
 
 /** A root-only scratch directory in the cache, swept like every temporary if the daemon dies. */

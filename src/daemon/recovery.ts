@@ -7,9 +7,10 @@
 import { VireoError } from '../core/errors.js';
 import { DEBIAN_IMAGE } from '../core/image/debian/build.js';
 import { removeStaleScratch } from '../core/image/install.js';
-import { TINY_IMAGE } from '../core/image/tiny.js';
+import { TINY_IMAGE } from '../core/image/tiny/contract.js';
 import { vmPaths, type VireoPaths } from '../core/paths.js';
-import { QmpClient } from '../core/qmp/client.js';
+import type { QmpClient } from '../core/qmp/client.js';
+import { openMonitor, withMonitor } from '../core/qmp/monitor.js';
 import { cont, queryStatus, setAction, systemReset } from '../core/qmp/commands.js';
 import { loadDefinition } from '../core/vm/definitions.js';
 import { finishInterruptedDelete, type DeleteIntent } from '../core/vm/manage.js';
@@ -18,17 +19,12 @@ import { cleanRunDirectory, livePid } from '../core/vm/runtime.js';
 import type { Operation, RecoveryHandler } from './operations.js';
 import { snapshotRecoveryHandlers } from './snapshot-recovery.js';
 
-async function withMonitor(paths: VireoPaths, vm: string, work: (client: QmpClient, pid: number) => Promise<void>): Promise<void> {
+async function withLiveMonitor(paths: VireoPaths, vm: string, work: (client: QmpClient, pid: number) => Promise<void>): Promise<void> {
   const def = await loadDefinition(paths, vm).catch(() => undefined);
   if (!def) return; // deleted meanwhile: nothing of it to fix
   const pid = await livePid(paths, def);
   if (pid === undefined) return;
-  const client = await QmpClient.connect(vmPaths(paths, vm).qmpSocket, { timeoutMs: 10_000 });
-  try {
-    await work(client, pid);
-  } finally {
-    await client.close();
-  }
+  await withMonitor(paths, vm, (client) => work(client, pid));
 }
 
 function vmOf(operation: Operation): string {
@@ -50,7 +46,7 @@ export function recoveryHandlers(paths: VireoPaths): Record<string, RecoveryHand
       const pid = await livePid(paths, def);
       let running = false;
       if (pid !== undefined) {
-        const client = await QmpClient.connect(qmpSocket, { timeoutMs: 10_000 }).catch(() => undefined);
+        const client = await openMonitor(paths, def.name, { timeoutMs: 10_000 }).catch(() => undefined);
         if (client) {
           try {
             running = (await queryStatus(client)).status !== 'prelaunch';
@@ -74,7 +70,7 @@ export function recoveryHandlers(paths: VireoPaths): Record<string, RecoveryHand
     // A graceful reboot sets QEMU to pause at guest shutdown; put that back,
     // and finish the reboot if the guest had already shut down.
     'vm.reboot': (operation) =>
-      withMonitor(paths, vmOf(operation), async (client) => {
+      withLiveMonitor(paths, vmOf(operation), async (client) => {
         await setAction(client, { shutdown: 'poweroff' });
         const status = await queryStatus(client);
         if (status.status === 'shutdown') {

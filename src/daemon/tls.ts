@@ -5,13 +5,13 @@
  * first use (`vireo remote add`), so it must not change from one start to the
  * next. The `openssl` command makes it; Node has no API to issue certificates.
  */
-import { execFile } from 'node:child_process';
 import { X509Certificate, createPrivateKey, type KeyObject } from 'node:crypto';
 import { chmod, mkdir, mkdtemp, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { VireoError, invalidArgument } from '../core/errors.js';
 import type { VireoPaths } from '../core/paths.js';
+import { run, stderrTail } from '../core/process/run.js';
 
 export interface TlsMaterial {
   /** PEM. */
@@ -117,22 +117,14 @@ async function generateSelfSigned(paths: VireoPaths, directory: string): Promise
   }
 }
 
-function runOpenssl(args: string[]): Promise<void> {
-  return new Promise((resolve, reject) => {
-    // An argv array and no shell: nothing in it is ever interpreted.
-    execFile('openssl', args, { timeout: 60_000 }, (error, _stdout, stderr) => {
-      if (!error) return resolve();
-      if ((error as NodeJS.ErrnoException).code === 'ENOENT') {
-        return reject(
-          new VireoError('host_unsupported', `the 'openssl' command is needed to make the daemon's TLS certificate: install the package openssl (apt-get install openssl), or pass --${CERT_OPTION} and --${KEY_OPTION}`, {
-            command: 'openssl',
-            package: 'openssl',
-          }, { cause: error }),
-        );
-      }
-      const detail = stderr.trim().split('\n').slice(-3).join('; ') || error.message;
-      reject(new VireoError('command_failed', `openssl could not make a TLS certificate: ${detail}`, { command: 'openssl', stderr }, { cause: error }));
-    });
+async function runOpenssl(args: string[]): Promise<void> {
+  // An argv array and no shell: nothing in it is ever interpreted.
+  await run('openssl', args, {
+    timeoutMs: 60_000,
+    describe: (failure) =>
+      failure.notInstalled
+        ? `the 'openssl' command is needed to make the daemon's TLS certificate: install the package openssl (apt-get install openssl), or pass --${CERT_OPTION} and --${KEY_OPTION}`
+        : `openssl could not make a TLS certificate: ${stderrTail(failure.stderr, 3).replaceAll('\n', '; ') || (failure.timedOut ? 'timed out' : `exit ${failure.exitCode}`)}`,
   });
 }
 

@@ -16,12 +16,13 @@
  */
 import { vmPaths, type VireoPaths } from '../core/paths.js';
 import { QmpClient, type QmpEvent } from '../core/qmp/client.js';
+import { openMonitor } from '../core/qmp/monitor.js';
 import { queryStatus } from '../core/qmp/commands.js';
 import { mapLimited } from '../core/limit.js';
 import type { StatusInfo } from '../core/qmp/commands.js';
 import { listDefinitions } from '../core/vm/definitions.js';
 import { waitForExit } from '../core/vm/process.js';
-import { livePid } from '../core/vm/runtime.js';
+import { livePid, reapStaleRuntime } from '../core/vm/runtime.js';
 import type { VmDefinition } from '../core/model/vm.js';
 import type { EventBus } from './events.js';
 
@@ -146,7 +147,7 @@ export class VmWatcher {
   private async attach(def: VmDefinition, pid: number): Promise<void> {
     let client: QmpClient;
     try {
-      client = await QmpClient.connect(vmPaths(this.paths, def.name).eventSocket, { timeoutMs: 5000 });
+      client = await openMonitor(this.paths, def.name, { monitor: 'events', timeoutMs: 5000 });
     } catch {
       // A QEMU started by an older Vireo (no event monitor) or one still starting: state from pidfile only.
       this.setState(def.name, (await livePid(this.paths, def)) === undefined ? 'stopped' : 'unresponsive');
@@ -186,8 +187,7 @@ export class VmWatcher {
   private probe(vm: string, client: QmpClient): void {
     if (this.probing.has(vm)) return;
     this.probing.add(vm);
-    client
-      .execute<StatusInfo>('query-status', undefined, { timeoutMs: PROBE_TIMEOUT_MS })
+    queryStatus(client, { timeoutMs: PROBE_TIMEOUT_MS })
       .then(
         (status) => {
           this.misses.delete(vm);
@@ -217,8 +217,8 @@ export class VmWatcher {
   private async afterExit(def: VmDefinition, pid: number): Promise<void> {
     // The monitor closes just before QEMU exits; give it a moment to be gone.
     await waitForExit(pid, 3000);
-    // livePid also cleans the runtime files of a QEMU that is gone.
-    const live = await livePid(this.paths, def).catch(() => undefined);
+    // Also cleans the runtime files of a QEMU that is gone.
+    const live = await reapStaleRuntime(this.paths, def).catch(() => undefined);
     if (live === undefined) this.setState(def.name, 'stopped');
     else await this.reconcileOne(def).catch(() => {});
   }

@@ -3,7 +3,7 @@
  * test home (a no-op when it is up to date), so VM tests do not each build it.
  */
 import { buildDebianImage } from '../../src/core/image/debian/build.js';
-import { buildTinyImage } from '../../src/core/image/tiny.js';
+import { buildTinyImage } from '../../src/core/image/tiny/index.js';
 import { vireoPaths } from '../../src/core/paths.js';
 import { sharedHome } from './vireo.js';
 

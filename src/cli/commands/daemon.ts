@@ -3,12 +3,12 @@
  * serves the API on its Unix socket and, with --listen, on TCP with TLS and
  * bearer tokens. Stopping it never stops a VM.
  */
-import { spawnSync } from 'node:child_process';
 import { realpathSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { Command } from 'commander';
 import type { VireoPaths } from '../../core/paths.js';
 import { VireoError, invalidArgument } from '../../core/errors.js';
+import { run, succeeds } from '../../core/process/run.js';
 import { writeFileAtomic } from '../../core/store/atomic.js';
 import { note } from '../output.js';
 import { VERSION } from '../version.js';
@@ -49,10 +49,8 @@ async function unitAction(flags: Parameters<typeof daemonArgs>[0] & { installUni
   }
   if (process.getuid?.() !== 0) throw new VireoError('host_unsupported', '--install-unit writes to /etc/systemd/system and needs root (sudo vireo daemon --install-unit)');
   // The socket is group-accessible (0660) to members of 'vireo': users added to it can use the CLI without root.
-  const group = spawnSync('getent', ['group', 'vireo']);
-  if (group.status !== 0) {
-    const added = spawnSync('groupadd', ['--system', 'vireo'], { encoding: 'utf8' });
-    if (added.status !== 0) throw new VireoError('command_failed', `groupadd --system vireo failed: ${(added.stderr || '').trim()}`);
+  if (!(await succeeds('getent', ['group', 'vireo']))) {
+    await run('groupadd', ['--system', 'vireo'], { timeoutMs: 30_000 });
     note('created the system group vireo (add users with: usermod -aG vireo USER)');
   }
   await writeFileAtomic('/etc/systemd/system/vireod.service', unit);

@@ -4,10 +4,10 @@
  * link, which this prints and, with --open, hands to the desktop's browser.
  * The link logs in one browser, once, within five minutes.
  */
-import { spawn } from 'node:child_process';
 import { Command } from 'commander';
 import { ApiClient } from '../../client/api-client.js';
 import type { VireoPaths } from '../../core/paths.js';
+import { start } from '../../core/process/run.js';
 import { note } from '../output.js';
 
 export function uiCommand(paths: () => VireoPaths): Command {
@@ -19,6 +19,10 @@ export function uiCommand(paths: () => VireoPaths): Command {
       const link = await api.call('POST /ui/links');
       process.stdout.write(`${link.url}\n`);
       note(`open this link within ${Math.round(link.expiresInSeconds / 60)} minutes; it logs in one browser, once`);
-      if (flags.open) spawn('xdg-open', [link.url], { stdio: 'ignore', detached: true }).on('error', () => note('xdg-open is not available; open the link yourself')).unref();
+      if (flags.open) {
+        // The browser may stay up long after this command: it outlives it.
+        const opener = start('xdg-open', [link.url], { outlive: true });
+        if (opener.pid === undefined) note('xdg-open is not available; open the link yourself');
+      }
     });
 }

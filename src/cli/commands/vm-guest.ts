@@ -2,7 +2,6 @@
  * `vireo vm ip | exec | cp | ssh`: reaching into a running guest, through
  * qemu-guest-agent (ip, exec, cp) or SSH with the key cloud-init was given.
  */
-import { spawn } from 'node:child_process';
 import { readdir, readFile, stat, writeFile, mkdir } from 'node:fs/promises';
 import { createServer, type AddressInfo } from 'node:net';
 import { homedir } from 'node:os';
@@ -10,6 +9,7 @@ import { join, resolve as resolvePath } from 'node:path';
 import type { Command } from 'commander';
 import { VireoError, invalidArgument, invalidState } from '../../core/errors.js';
 import type { VmDefinition } from '../../core/model/vm.js';
+import { start } from '../../core/process/run.js';
 import type { CliContext } from '../context.js';
 import { printJson, printTable } from '../output.js';
 
@@ -149,12 +149,10 @@ export function addGuestCommands(vm: Command, cli: CliContext): void {
         target.host,
         ...args,
       ];
-      const code = await new Promise<number>((resolve, reject) => {
-        const child = spawn('ssh', argv, { stdio: 'inherit' });
-        child.on('error', (error: NodeJS.ErrnoException) => reject(error.code === 'ENOENT' ? new VireoError('host_unsupported', 'ssh is not installed (apt-get install openssh-client)') : error));
-        child.on('close', (status, signal) => resolve(status ?? (signal ? 128 : 1)));
-      });
-      process.exitCode = code;
+      // In the foreground: ssh needs this terminal (and its Ctrl-C goes to the guest's shell, not to us).
+      const { code, signal, error } = await start('ssh', argv, { stdio: 'inherit', foreground: true }).exited;
+      if (error) throw error.code === 'ENOENT' ? new VireoError('host_unsupported', 'ssh is not installed (apt-get install openssh-client)') : error;
+      process.exitCode = code ?? (signal ? 128 : 1);
     });
 }
 

@@ -15,7 +15,8 @@ import { defineVm, hotplugPorts, parseVmSpec, type DiskSpec, type VmDefinition, 
 import { vmPaths, type VireoPaths } from '../paths.js';
 import { blockNodes, diskDevice, nicDevice, nicNetdev, throttleGroupOf } from '../qemu/argv.js';
 import { diskNames, nicNames } from '../qemu/ids.js';
-import { QmpClient } from '../qmp/client.js';
+import type { QmpClient } from '../qmp/client.js';
+import { withMonitor } from '../qmp/monitor.js';
 import { blockdevAdd, blockdevDel, deviceAdd, deviceDel, netdevAdd, netdevDel, objectAdd, objectDel, queryHotpluggableCpus } from '../qmp/resources.js';
 import { Reverter } from '../revert.js';
 import { throttleLimits } from '../resources/spec.js';
@@ -67,12 +68,7 @@ async function withLiveVm<T>(paths: VireoPaths, name: string, work: (def: VmDefi
     if (def.template) throw invalidState(`VM '${name}' is a template and cannot be changed; clone it`);
     const pid = await livePid(paths, def);
     if (pid === undefined) return work(def, undefined);
-    const client = await QmpClient.connect(vmPaths(paths, name).qmpSocket, { timeoutMs: 10_000 });
-    try {
-      return await work(def, client);
-    } finally {
-      await client.close();
-    }
+    return withMonitor(paths, name, (client) => work(def, client));
   });
 }
 

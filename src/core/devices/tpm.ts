@@ -19,11 +19,11 @@
  *    copies the state file beside the snapshot and puts it back on revert
  *    (saveTpmState / restoreTpmState).
  */
-import { spawn } from 'node:child_process';
 import { chmod, chown, copyFile, mkdir, rename, rm, stat } from 'node:fs/promises';
 import { connect, type Socket } from 'node:net';
 import { join } from 'node:path';
 import { VireoError } from '../errors.js';
+import { start } from '../process/run.js';
 import type { QemuIdentity } from '../vm/launch.js';
 
 /** swtpm's file for a TPM 2.0's permanent state, in its state directory. */
@@ -77,13 +77,13 @@ export async function startSwtpm(vmDir: string, ancestors: string[], identity: Q
   // As QEMU is started (launch.ts): the VM's own uid has no passwd entry, so its groups are given, not looked up.
   const groups = identity && identity.groups.length > 0 ? [`--groups=${identity.groups.join(',')}`] : ['--clear-groups'];
   const command = identity ? ['setpriv', `--reuid=${identity.uid}`, `--regid=${identity.gid}`, ...groups, '--inh-caps=-all', '--', ...swtpm] : swtpm;
-  const child = spawn(command[0]!, command.slice(1), { stdio: ['ignore', 'ignore', 'pipe'], detached: true });
+  // swtpm outlives the daemon, as the VM's QEMU does (it ends with QEMU's connection).
+  const { child } = start(command[0]!, command.slice(1), { stdio: ['ignore', 'ignore', 'pipe'], outlive: true });
   let stderr = '';
   child.stderr!.setEncoding('utf8').on('data', (text: string) => (stderr += text.slice(0, 4096)));
   let exited: string | undefined;
   child.once('error', (error) => (exited = (error as NodeJS.ErrnoException).code === 'ENOENT' ? 'swtpm is not installed (run: vireo host setup)' : error.message));
   child.once('exit', (code) => (exited ??= `swtpm exited (code ${code}): ${stderr.trim() || 'no message'}`));
-  child.unref();
   const deadline = Date.now() + (options.timeoutMs ?? 10_000);
   for (;;) {
     if (exited) throw new VireoError('host_unsupported', `devices.tpm: ${exited}`, { field: 'devices.tpm' });

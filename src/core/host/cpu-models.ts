@@ -4,8 +4,8 @@
  * does not have is refused when it is created or edited, with the field
  * named, rather than failing at every start with QEMU's own message.
  */
-import { execFile } from 'node:child_process';
 import { invalidArgument } from '../errors.js';
+import { run } from '../process/run.js';
 import { getHostFacts } from './check.js';
 
 /** Always accepted: 'host' needs KVM, which the start checks with its own message; 'max' is everything TCG can do. */
@@ -28,7 +28,7 @@ export function qemuCpuModels(): Promise<Set<string>> {
   cached ??= (async () => {
     const binary = (await getHostFacts()).qemu.binary;
     if (!binary) return new Set<string>();
-    const output = await new Promise<string>((resolve) => execFile(binary, ['-cpu', 'help'], { timeout: 20_000 }, (error, stdout) => resolve(error ? '' : stdout)));
+    const output = await run(binary, ['-cpu', 'help'], { timeoutMs: 20_000 }).then((result) => result.stdout, () => '');
     return parseCpuHelp(output);
   })();
   return cached;

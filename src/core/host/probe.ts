@@ -6,10 +6,10 @@
  * broken component: they report it, and the decision what that means (warn,
  * fail, fall back to TCG) is made in accel.ts and check.ts.
  */
-import { execFile, spawn } from 'node:child_process';
 import { constants } from 'node:fs';
 import { access, open, readFile, stat } from 'node:fs/promises';
 import { delimiter, join } from 'node:path';
+import { isProcessError, run } from '../process/run.js';
 
 /* ----------------------------- running tools ----------------------------- */
 
@@ -30,69 +30,29 @@ export interface RunOptions {
 /** Runs a program without a shell. Never rejects: failure is in the result, so probes stay total. */
 export type CommandRunner = (command: string, args: readonly string[], options?: RunOptions) => Promise<CommandResult>;
 
-export const runCommand: CommandRunner = (command, args, options = {}) =>
-  options.onLine ? runStreaming(command, args, options) : runBuffered(command, args, options);
-
-function runBuffered(command: string, args: readonly string[], options: RunOptions): Promise<CommandResult> {
-  return new Promise((resolve) => {
-    execFile(
-      command,
-      [...args],
-      { encoding: 'utf8', timeout: options.timeoutMs ?? 10_000, maxBuffer: 4 * 1024 * 1024, env: options.env ?? process.env },
-      (error, stdout, stderr) => {
-        if (!error) return resolve({ code: 0, stdout, stderr });
-        // 124 for a timeout, as timeout(1) says; 127 when it could not be started.
-        const code = typeof error.code === 'number' ? error.code : error.killed ? 124 : 127;
-        const timeout = options.timeoutMs ?? 10_000;
-        resolve({ code, stdout, stderr: stderr || (error.killed ? `${command} timed out after ${timeout} ms` : error.message) });
-      },
-    );
-  });
-}
-
-function runStreaming(command: string, args: readonly string[], options: RunOptions): Promise<CommandResult> {
-  return new Promise((resolve) => {
-    const child = spawn(command, [...args], { stdio: ['ignore', 'pipe', 'pipe'], env: options.env ?? process.env });
-    let stdout = '';
-    let stderr = '';
-    const emitter = () => {
-      let partial = '';
-      return {
-        push(chunk: string) {
-          const lines = (partial + chunk).split('\n');
-          partial = lines.pop() ?? '';
-          for (const line of lines) options.onLine?.(line.replace(/\r$/, ''));
-        },
-        flush() {
-          if (partial) options.onLine?.(partial);
-          partial = '';
-        },
-      };
-    };
-    const out = emitter();
-    const err = emitter();
-    // Installs print a lot; only the tails are kept, for error messages.
-    child.stdout.setEncoding('utf8').on('data', (chunk: string) => {
-      stdout = (stdout + chunk).slice(-16_384);
-      out.push(chunk);
+/**
+ * The process runner (core/process) seen as a total function: probes and
+ * setup read the exit code rather than catch. 124 for a timeout (as
+ * timeout(1) says), 127 when the program is not installed (as a shell says),
+ * 128 + n... is not reconstructed: a child killed by a signal gives 128.
+ */
+export const runCommand: CommandRunner = async (command, args, options = {}) => {
+  const timeoutMs = options.timeoutMs ?? (options.onLine ? undefined : 10_000);
+  try {
+    const { stdout, stderr } = await run(command, args, {
+      env: options.env ?? process.env,
+      ...(timeoutMs !== undefined ? { timeoutMs } : {}),
+      ...(options.onLine ? { onLine: options.onLine, maxOutput: 16_384, tail: true } : { maxOutput: 4 * 1024 * 1024 }),
     });
-    child.stderr.setEncoding('utf8').on('data', (chunk: string) => {
-      stderr = (stderr + chunk).slice(-16_384);
-      err.push(chunk);
-    });
-    const timer = options.timeoutMs ? setTimeout(() => child.kill('SIGTERM'), options.timeoutMs) : undefined;
-    child.on('error', (error) => {
-      if (timer) clearTimeout(timer);
-      resolve({ code: 127, stdout, stderr: stderr || error.message });
-    });
-    child.on('close', (code, signal) => {
-      if (timer) clearTimeout(timer);
-      out.flush();
-      err.flush();
-      resolve({ code: code ?? 128, stdout, stderr: code === null ? `${stderr}killed by ${signal}` : stderr });
-    });
-  });
-}
+    return { code: 0, stdout, stderr };
+  } catch (error) {
+    if (!isProcessError(error)) throw error;
+    const { failure } = error;
+    const code = failure.timedOut ? 124 : failure.notInstalled ? 127 : (failure.exitCode ?? 128);
+    const stderr = failure.timedOut ? failure.stderr || `${command} timed out after ${timeoutMs} ms` : failure.signal && failure.exitCode === null ? `${failure.stderr}killed by ${failure.signal}` : failure.stderr;
+    return { code, stdout: failure.stdout, stderr };
+  }
+};
 
 /** The first directory on PATH holding an executable file of that name. */
 export async function findInPath(name: string, pathEnv: string = process.env.PATH ?? ''): Promise<string | undefined> {
@@ -384,7 +344,7 @@ export interface ToolFacts {
   debianPackage: string;
 }
 
-/** Tools the tiny image build runs (see image/tiny.ts). */
+/** Tools the tiny image build runs (see image/tiny/tools.ts). */
 export const IMAGE_BUILD_TOOLS: readonly { name: string; debianPackage: string }[] = [
   { name: 'cpio', debianPackage: 'cpio' },
   { name: 'gzip', debianPackage: 'gzip' },

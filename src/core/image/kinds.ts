@@ -16,7 +16,7 @@ export function checkImageKind(kind: string): ImageKind {
 
 export interface KindBuildOptions {
   force?: boolean;
-  /** Cancels the build (tiny kills its running command; debian-12 stops at the next step); either cleans its scratch. */
+  /** Cancels the build: the running command's process group is ended and the scratch removed. */
   signal?: AbortSignal;
   /** A step name, how far along (0..1), and a detail line from the tool running. */
   onProgress?: (step: string, fraction: number, detail?: string) => void;
@@ -28,13 +28,11 @@ export async function buildImageOfKind(paths: VireoPaths, kind: ImageKind, optio
     const { buildDebianImage } = await import('./debian/build.js');
     return buildDebianImage(paths, {
       force: Boolean(options.force),
-      onProgress: ({ step, done, total, detail }) => {
-        options.signal?.throwIfAborted();
-        progress?.(detail ? `${step}: ${detail}` : step, total > 0 ? done / total : 0, detail);
-      },
+      ...(options.signal ? { signal: options.signal } : {}),
+      onProgress: ({ step, done, total, detail }) => progress?.(detail ? `${step}: ${detail}` : step, total > 0 ? done / total : 0, detail),
     });
   }
-  const { buildTinyImage } = await import('./tiny.js');
+  const { buildTinyImage } = await import('./tiny/index.js');
   return buildTinyImage(paths, {
     force: Boolean(options.force),
     ...(options.signal ? { signal: options.signal } : {}),

@@ -10,6 +10,7 @@ import { createServer } from 'node:net';
 import { readFile } from 'node:fs/promises';
 import { VireoError, invalidState, isVireoError } from '../errors.js';
 import { getHostFacts } from '../host/check.js';
+import { run } from '../process/run.js';
 import { getImage } from '../image/store.js';
 import { defineVm, parseVmSpec, type VmDefinition } from '../model/vm.js';
 import { vmPaths, type VireoPaths } from '../paths.js';
@@ -123,8 +124,7 @@ export async function checkCompatibility(paths: VireoPaths, request: IncomingReq
 
 /** Names QEMU prints for `-machine help` / `-cpu help` (first word of each line). */
 async function qemuHelpList(binary: string, args: string[]): Promise<Set<string>> {
-  const { execFile } = await import('node:child_process');
-  const output = await new Promise<string>((resolve) => execFile(binary, args, { timeout: 10_000 }, (error, stdout) => resolve(error ? '' : stdout)));
+  const output = await run(binary, args, { timeoutMs: 10_000 }).then((result) => result.stdout, () => '');
   const names = new Set<string>();
   for (const line of output.split('\n').slice(1)) {
     const words = line.trim().split(/\s+/);

@@ -5,10 +5,10 @@
  * volume's guest-visible content into it with `qemu-img convert -n`. The
  * same NBD protocol as a live storage copy, without a running guest.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
 import { VireoError } from '../errors.js';
 import type { VmDefinition } from '../model/vm.js';
 import type { VireoPaths } from '../paths.js';
+import { run, start, stderrTail, type Started } from '../process/run.js';
 import { resolveVolume } from '../storage/volumes.js';
 import { createProgressParser } from '../storage/qemu-img.js';
 import { freePort } from './incoming.js';
@@ -24,11 +24,11 @@ export interface OfflineReceiver {
   stop(): Promise<void>;
 }
 
-async function waitListening(child: ChildProcess, host: string, port: number): Promise<void> {
+async function waitListening(child: Started, host: string, port: number): Promise<void> {
   const { connect } = await import('node:net');
   const deadline = Date.now() + 10_000;
   while (Date.now() < deadline) {
-    if (child.exitCode !== null) throw new VireoError('command_failed', `qemu-nbd exited with code ${child.exitCode}`);
+    if (!child.running()) throw new VireoError('command_failed', `qemu-nbd exited with code ${child.child.exitCode}`);
     const ok = await new Promise<boolean>((resolve) => {
       const socket = connect(port, host);
       socket.once('connect', () => {
@@ -49,13 +49,10 @@ async function waitListening(child: ChildProcess, host: string, port: number): P
  * it); it is stopped explicitly at commit or abort.
  */
 export async function receiveVolumesOffline(paths: VireoPaths, def: VmDefinition, host: string): Promise<OfflineReceiver> {
-  const children: ChildProcess[] = [];
+  const children: Started[] = [];
+  // Each qemu-nbd runs in a process group of its own, ended at commit or abort, or with this process.
   const stop = async () => {
-    await Promise.all(children.map((child) => new Promise<void>((resolve) => {
-      if (child.exitCode !== null || child.signalCode !== null) return resolve();
-      child.once('exit', () => resolve());
-      child.kill('SIGTERM');
-    })));
+    await Promise.all(children.map((child) => child.stop()));
   };
   try {
     const exports: OfflineEndpoints['exports'] = [];
@@ -63,9 +60,8 @@ export async function receiveVolumesOffline(paths: VireoPaths, def: VmDefinition
       const volume = await resolveVolume(paths, disk.volume);
       const port = await freePort(host);
       const exportName = `disk${index}`;
-      const child = spawn('qemu-nbd', ['--persistent', '--shared=1', '-f', volume.format, '-b', host, '-p', String(port), '-x', exportName, '--cache=none', volume.path], { stdio: 'ignore' });
+      const child = start('qemu-nbd', ['--persistent', '--shared=1', '-f', volume.format, '-b', host, '-p', String(port), '-x', exportName, '--cache=none', volume.path]);
       children.push(child);
-      child.once('error', () => {});
       await waitListening(child, host, port);
       exports.push({ volume: disk.volume, exportName, port });
     }
@@ -84,21 +80,17 @@ export async function copyVolumesOffline(paths: VireoPaths, def: VmDefinition, h
     if (!target) throw new VireoError('internal', `the destination offers no export for volume '${disk.volume}'`);
     const volume = await resolveVolume(paths, disk.volume);
     const url = `nbd://${hostPart}:${target.port ?? endpoints.port}/${target.exportName}`;
-    await new Promise<void>((resolve, reject) => {
-      const child = spawn('qemu-img', ['convert', '-p', '-n', '-f', volume.format, '-O', 'raw', volume.path, url], { stdio: ['ignore', 'pipe', 'pipe'] });
-      let stderr = '';
-      const parse = createProgressParser((percent) => options.onProgress?.((index + percent / 100) / def.disks.length));
-      child.stdout.setEncoding('utf8').on('data', parse);
-      child.stderr.setEncoding('utf8').on('data', (chunk: string) => (stderr += chunk));
-      const onAbort = () => child.kill('SIGKILL');
-      options.signal?.addEventListener('abort', onAbort, { once: true });
-      child.once('error', (error) => reject(new VireoError('command_failed', `cannot run qemu-img: ${error.message}`)));
-      child.once('close', (code) => {
-        options.signal?.removeEventListener('abort', onAbort);
-        if (options.signal?.aborted) return reject(new VireoError('cancelled', 'the disk copy was cancelled'));
-        if (code === 0) return resolve();
-        reject(new VireoError('command_failed', `copying volume '${disk.volume}' failed: ${stderr.trim().split('\n').pop() ?? `exit code ${code}`}`));
-      });
+    await run('qemu-img', ['convert', '-p', '-n', '-f', volume.format, '-O', 'raw', volume.path, url], {
+      ...(options.signal ? { signal: options.signal } : {}),
+      onStdout: createProgressParser((percent) => options.onProgress?.((index + percent / 100) / def.disks.length)),
+      maxOutput: 4096,
+      tail: true,
+      describe: (failure) =>
+        failure.cancelled
+          ? 'the disk copy was cancelled'
+          : failure.notInstalled
+            ? 'cannot run qemu-img: it is not installed'
+            : `copying volume '${disk.volume}' failed: ${stderrTail(failure.stderr, 1) || `exit code ${failure.exitCode}`}`,
     });
   }
 }

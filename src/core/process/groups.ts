@@ -153,8 +153,3 @@ export async function killOrphanedGroups(dir: string): Promise<number[]> {
   return killed;
 }
 
-/** For tests: the groups this process has running. */
-export function liveGroups(): number[] {
-  return [...live];
-}
-

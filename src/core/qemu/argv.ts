@@ -10,7 +10,7 @@
 import { hotplugPorts, type DiskSpec, type NicSpec, type VmDefinition } from '../model/vm.js';
 import { TCG_TRANSLATION_CACHE_MIB } from '../resources/host.js';
 import { throttleLimits } from '../resources/spec.js';
-import { diskNames, nicNames } from './ids.js';
+import { BALLOON_DEVICE, diskNames, nicNames } from './ids.js';
 
 export interface ResolvedVolume {
   path: string;
@@ -233,7 +233,7 @@ export function buildQemuArgv(def: VmDefinition, ctx: LaunchContext): string[] {
   }
   // A balloon lets the host read guest memory statistics and reclaim memory;
   // with free page reporting the guest hands back pages it does not use.
-  push('-device', json({ driver: 'virtio-balloon-pci', id: 'balloon0', 'free-page-reporting': true }));
+  push('-device', json({ driver: 'virtio-balloon-pci', id: BALLOON_DEVICE, 'free-page-reporting': true }));
 
   // After everything older specs had, so that a VM without devices keeps its PCI addresses.
   pushDevices(def, ctx, push, socketAt);

@@ -22,11 +22,6 @@ export function assignIds<T extends WithId>(items: readonly T[], prefix: 'disk' 
   return items.map((item) => ({ ...item, id: item.id ?? `${prefix}${next++}` }));
 }
 
-/** The highest number used by any of these ids (-1 when none). */
-export function maxIdNumber(items: readonly WithId[], prefix: 'disk' | 'nic'): number {
-  return Math.max(-1, ...items.map((item) => numberOf(item.id, prefix) ?? -1));
-}
-
 /** Names derived from a disk id: block nodes and the guest device. */
 export const diskNames = (id: string) => ({
   file: `${id}-file`,
@@ -44,11 +39,12 @@ export const nicNames = (id: string) => ({
   device: id,
 });
 
-/** A definition's disk ids by position; old definitions without ids get the positional ones they always had. */
-export function diskId(disk: WithId, index: number): string {
-  return disk.id ?? `disk${index}`;
-}
 
-export function nicId(nic: WithId, index: number): string {
-  return nic.id ?? `nic${index}`;
+/** The id of the virtio balloon device (one per VM): its QOM path carries the guest's memory statistics. */
+export const BALLOON_DEVICE = 'balloon0';
+
+/** The disk id a block node belongs to (its format node, or the throttle filter above it), if any. */
+export function diskIdOfNode(nodeName: string | undefined): string | undefined {
+  const match = /^(disk\d+)(?:-throttle)?$/.exec(nodeName ?? '');
+  return match?.[1];
 }

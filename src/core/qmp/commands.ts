@@ -88,8 +88,8 @@ export interface ActionSettings {
 
 type Empty = Record<string, never>;
 
-export async function queryStatus(client: QmpClient): Promise<StatusInfo> {
-  return client.execute<StatusInfo>('query-status');
+export async function queryStatus(client: QmpClient, options: { timeoutMs?: number } = {}): Promise<StatusInfo> {
+  return client.execute<StatusInfo>('query-status', undefined, options);
 }
 
 export async function queryVersion(client: QmpClient): Promise<QmpVersion> {

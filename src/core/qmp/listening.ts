@@ -8,7 +8,8 @@
  * is retried until the socket answers, QEMU exits, or the deadline passes.
  */
 import { isVireoError } from '../errors.js';
-import { QmpClient } from './client.js';
+import type { QmpClient } from './client.js';
+import { connectMonitorAt } from './monitor.js';
 
 export interface ConnectWhenListeningOptions {
   /** The whole wait, from the first try (default 30 s: TCG on a loaded host starts slowly). */
@@ -21,7 +22,7 @@ export async function connectWhenListening(socketPath: string, options: ConnectW
   const deadline = Date.now() + (options.timeoutMs ?? 30_000);
   for (;;) {
     try {
-      return await QmpClient.connect(socketPath, { timeoutMs: Math.max(1000, deadline - Date.now()) });
+      return await connectMonitorAt(socketPath, { timeoutMs: Math.max(1000, deadline - Date.now()) });
     } catch (error) {
       // Missing (not yet bound) or refused (bound, not yet listening) are the two "not yet" answers.
       const notYet = isVireoError(error) && (error.details['errno'] === 'ENOENT' || error.details['errno'] === 'ECONNREFUSED');

@@ -70,8 +70,3 @@ export interface HotpluggableCpu {
 export async function queryHotpluggableCpus(client: QmpClient): Promise<HotpluggableCpu[]> {
   return client.execute<HotpluggableCpu[]>('query-hotpluggable-cpus');
 }
-
-/** qapi/block-core.json ThrottleLimits as QEMU reports them (for checks). */
-export async function throttleGroupLimits(client: QmpClient, group: string): Promise<Record<string, number>> {
-  return qomGet<Record<string, number>>(client, `/objects/${group}`, 'limits');
-}

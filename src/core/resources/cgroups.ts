@@ -318,17 +318,6 @@ function unsupported(field: string, what: string): VireoError {
   return new VireoError('host_unsupported', `${field}: this host has no ${what}, so the setting cannot be enforced`, { field });
 }
 
-/** Groups of VMs that no longer run (left by a crash of Vireo), for `host check`-style cleanups. */
-export async function listVmGroups(layout: CgroupLayout): Promise<string[]> {
-  const names = new Set<string>();
-  for (const mount of Object.values(layout.controllers)) {
-    for (const entry of await readdir(join(mount.root, 'vireo'), { withFileTypes: true }).catch(() => [])) {
-      if (entry.isDirectory()) names.add(entry.name);
-    }
-  }
-  return [...names];
-}
-
 /** Cgroup settings from a definition's resources, memory limit in bytes. */
 export function settingsOf(resources: { cpu?: { limit?: number | undefined; weight?: number | undefined } | undefined; memory?: { limit?: number | undefined } | undefined; io?: { weight?: number | undefined } | undefined } | undefined): CgroupSettings {
   return {

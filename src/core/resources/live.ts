@@ -9,7 +9,7 @@ import { z } from 'zod';
 import { VireoError, invalidArgument, invalidState } from '../errors.js';
 import { defineVm, parseVmSpec, zodToError, type VmDefinition, type VmSpec } from '../model/vm.js';
 import { vmPaths, type VireoPaths } from '../paths.js';
-import { QmpClient } from '../qmp/client.js';
+import { openMonitor } from '../qmp/monitor.js';
 import { Reverter } from '../revert.js';
 import { loadDefinition, saveDefinition, withVmLock } from '../vm/definitions.js';
 import { livePid, readRuntimeRecord } from '../vm/runtime.js';
@@ -67,7 +67,7 @@ export async function setVmResources(paths: VireoPaths, name: string, input: unk
       await saveDefinition(paths, next);
       return { definition: next, live: false };
     }
-    const client = await QmpClient.connect(vmPaths(paths, name).qmpSocket, { timeoutMs: 10_000 });
+    const client = await openMonitor(paths, name, { timeoutMs: 10_000 });
     try {
       await Reverter.run(async (reverter) => {
         await applyLive(current, next, client, pid, reverter);

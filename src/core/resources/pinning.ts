@@ -7,13 +7,10 @@
  * Threads QEMU starts later inherit the affinity of the thread that made
  * them, which is the main thread's (the emulator list).
  */
-import { execFile } from 'node:child_process';
 import { readdir, readFile } from 'node:fs/promises';
-import { promisify } from 'node:util';
 import { VireoError } from '../errors.js';
+import { run, stderrTail } from '../process/run.js';
 import { formatCpuList } from './spec.js';
-
-const run = promisify(execFile);
 
 export interface PinPlan {
   /** Host CPU list per vCPU index (undefined: all host CPUs). */
@@ -27,12 +24,10 @@ export interface VcpuThread {
 }
 
 export async function setAffinity(threadId: number, cpus: string): Promise<void> {
-  try {
-    await run('taskset', ['--pid', '--cpu-list', cpus, String(threadId)], { timeout: 10_000 });
-  } catch (error) {
-    const missing = (error as NodeJS.ErrnoException).code === 'ENOENT';
-    throw new VireoError(missing ? 'host_unsupported' : 'command_failed', missing ? 'taskset (util-linux) is not installed' : `taskset could not pin thread ${threadId} to ${cpus}: ${String((error as { stderr?: string }).stderr ?? error).trim()}`, {}, { cause: error });
-  }
+  await run('taskset', ['--pid', '--cpu-list', cpus, String(threadId)], {
+    timeoutMs: 10_000,
+    describe: (failure) => (failure.notInstalled ? 'taskset (util-linux) is not installed' : `taskset could not pin thread ${threadId} to ${cpus}: ${stderrTail(failure.stderr) || `exit ${failure.exitCode}`}`),
+  });
 }
 
 export async function threadsOf(pid: number): Promise<number[]> {

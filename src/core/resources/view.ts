@@ -8,9 +8,10 @@ import { MiB } from '../model/units.js';
 import type { VmDefinition } from '../model/vm.js';
 import { vmPaths, type VireoPaths } from '../paths.js';
 import { diskTopNode } from '../qemu/argv.js';
-import { QmpClient } from '../qmp/client.js';
+import { openMonitor } from '../qmp/monitor.js';
 import { queryCpusFast } from '../qmp/commands.js';
 import { queryBalloon } from '../qmp/resources.js';
+import { queryBlockStats } from '../qmp/stats.js';
 import { VmCgroup } from './cgroups.js';
 import { memoryOverheadMiB } from './host.js';
 import { allowedCpus, threadsOf } from './pinning.js';
@@ -48,11 +49,11 @@ export async function resourceUsage(paths: VireoPaths, def: VmDefinition, pid: n
     const dir = group.dir(controller);
     if (dir && (await group.exists())) groups[controller] = dir;
   }
-  const client = await QmpClient.connect(vmPaths(paths, def.name).statusSocket, { timeoutMs: 3000 });
+  const client = await openMonitor(paths, def.name, { monitor: 'status', timeoutMs: 3000 });
   try {
     const cpus = await queryCpusFast(client);
     const balloon = await queryBalloon(client).catch(() => undefined);
-    const stats = await client.execute<{ 'node-name'?: string; stats: { rd_bytes: number; wr_bytes: number } }[]>('query-blockstats').catch(() => []);
+    const stats = await queryBlockStats(client).catch(() => []);
     const vcpuThreads = new Set(cpus.map((cpu) => cpu['thread-id']));
     const vcpus = await Promise.all(cpus.map(async (cpu) => ({ index: cpu['cpu-index'], threadId: cpu['thread-id'], cpus: await allowedCpus(cpu['thread-id']).catch(() => '') })));
     const emulator = new Set<string>();

@@ -18,7 +18,8 @@ import { createHash } from 'node:crypto';
 import { VireoError, invalidArgument, invalidState, notFound } from '../errors.js';
 import type { VmDefinition } from '../model/vm.js';
 import { vmPaths, type VireoPaths } from '../paths.js';
-import { QmpClient } from '../qmp/client.js';
+import type { QmpClient } from '../qmp/client.js';
+import { openMonitor } from '../qmp/monitor.js';
 import { cont, queryStatus } from '../qmp/commands.js';
 import * as qemuImg from '../storage/qemu-img.js';
 import type { CheckResult, InternalSnapshot } from '../storage/qemu-img.js';
@@ -30,7 +31,7 @@ import { cleanRunDirectory, livePid } from '../vm/runtime.js';
 import { diskNames } from '../qemu/ids.js';
 import { checkSnapshotName, readMetadata, withoutSnapshot, writeMetadata, type SnapshotMetadata, type SnapshotRecord } from './metadata.js';
 import { syncGuestClock, withQuiescedGuest } from '../vm/guest-agent.js';
-import { deleteInternalSnapshot, internalSnapshotTransaction, runSnapshotJob } from './qmp-jobs.js';
+import { deleteInternalSnapshot, internalSnapshotTransaction, runSnapshotJob } from '../qmp/snapshot-jobs.js';
 import { forgetTpmState, restoreTpmState, saveTpmState } from '../devices/tpm.js';
 
 /** A disk that snapshots cover: its volume, file, and QEMU node name. */
@@ -94,7 +95,7 @@ export function hardwareFingerprint(def: VmDefinition): string {
 }
 
 async function connect(paths: VireoPaths, vm: string): Promise<QmpClient> {
-  return QmpClient.connect(vmPaths(paths, vm).qmpSocket, { timeoutMs: 10_000 });
+  return openMonitor(paths, vm, { timeoutMs: 10_000 });
 }
 
 function refuseTemplate(def: VmDefinition): void {

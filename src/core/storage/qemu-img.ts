@@ -6,12 +6,11 @@
  * detectFormat is the single, guarded exception, for images a user brings in.
  * Output is always read as JSON.
  */
-import { execFile } from 'node:child_process';
 import { availableParallelism } from 'node:os';
 import { isAbsolute } from 'node:path';
 import { invalidArgument, VireoError } from '../errors.js';
 import { limiter } from '../limit.js';
-import { spawnInGroup } from '../process/groups.js';
+import { run as runProcess } from '../process/run.js';
 
 export type ImageFormat = 'qcow2' | 'raw';
 
@@ -90,13 +89,13 @@ export async function convert(
   srcFormat: TransferFormat,
   dst: string,
   dstFormat: TransferFormat,
-  options: { onProgress?: (percent: number) => void } = {},
+  options: { onProgress?: (percent: number) => void; signal?: AbortSignal } = {},
 ): Promise<void> {
   requireImagePath(src);
   requireImagePath(dst);
   const argv = ['convert', ...(options.onProgress ? ['-p'] : []), '-f', srcFormat, '-O', dstFormat, src, dst];
   const onProgress = options.onProgress;
-  await run(argv, onProgress ? createProgressParser(onProgress) : undefined);
+  await run(argv, onProgress ? createProgressParser(onProgress) : undefined, options.signal);
 }
 
 export async function check(path: string, format: ImageFormat): Promise<CheckResult> {
@@ -176,11 +175,6 @@ export function createProgressParser(onProgress: (percent: number) => void): (ch
 
 /* ---------------------------------------------------------------- running */
 
-interface RunResult {
-  stdout: string;
-  stderr: string;
-}
-
 /**
  * How many qemu-img processes one Vireo process runs at once, whatever asks
  * for them (listings, deletions, imports): each is a process with its own
@@ -190,54 +184,25 @@ interface RunResult {
 export const QEMU_IMG_SLOTS = Math.max(4, availableParallelism());
 const slots = limiter(QEMU_IMG_SLOTS);
 
-function run(argv: string[], onStdout?: (chunk: string) => void): Promise<RunResult> {
-  return slots(() => (onStdout ? runStreaming(argv, onStdout) : runBuffered(argv)));
-}
-
-function runBuffered(argv: string[]): Promise<RunResult> {
-  return new Promise((resolve, reject) => {
-    execFile('qemu-img', argv, { maxBuffer: 64 * 1024 * 1024, encoding: 'utf8' }, (error, stdout, stderr) => {
-      if (!error) return resolve({ stdout, stderr });
-      const errno = (error as NodeJS.ErrnoException).code;
-      if (errno === 'ENOENT') return reject(new VireoError('host_unsupported', NOT_INSTALLED, {}, { cause: error }));
-      const exitCode = typeof error.code === 'number' ? error.code : null;
-      reject(commandFailed(argv, exitCode, stderr, stdout, error));
-    });
+/**
+ * Runs qemu-img through the process runner: in a group of its own (killed
+ * with the operation, or by the next daemon if this one dies mid-way),
+ * within the qemu-img slots. Failures keep the runner's fields (command,
+ * exitCode, stderr, stdout) and its code; only the message is qemu-img's.
+ */
+function run(argv: string[], onStdout?: (chunk: string) => void, signal?: AbortSignal): Promise<{ stdout: string; stderr: string }> {
+  return runProcess('qemu-img', argv, {
+    slots,
+    ...(signal ? { signal } : {}),
+    // Progress output is unbounded on huge images; only a tail is worth keeping.
+    ...(onStdout ? { onStdout, maxOutput: 4096, tail: true } : {}),
+    describe: (failure) => {
+      if (failure.notInstalled) return NOT_INSTALLED;
+      if (failure.cancelled) return `qemu-img ${argv[0]} was cancelled`;
+      const reason = firstLine(failure.stderr) || (failure.exitCode === null ? `killed by ${failure.signal}` : `exit code ${failure.exitCode}`);
+      return `qemu-img ${argv[0]} failed: ${reason}`;
+    },
   });
-}
-
-function runStreaming(argv: string[], onStdout: (chunk: string) => void): Promise<RunResult> {
-  return new Promise((resolve, reject) => {
-    // Long work (convert): a group of its own, killed by the next daemon if this one dies mid-way.
-    const child = spawnInGroup('qemu-img', argv, { stdio: ['ignore', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    child.stdout!.setEncoding('utf8');
-    child.stderr!.setEncoding('utf8');
-    child.stdout!.on('data', (chunk: string) => {
-      // Progress output is unbounded on huge images; only a tail is worth keeping.
-      stdout = (stdout + chunk).slice(-4096);
-      onStdout(chunk);
-    });
-    child.stderr!.on('data', (chunk: string) => {
-      stderr += chunk;
-    });
-    child.on('error', (error: NodeJS.ErrnoException) => {
-      if (error.code === 'ENOENT') reject(new VireoError('host_unsupported', NOT_INSTALLED, {}, { cause: error }));
-      else reject(commandFailed(argv, null, stderr, stdout, error));
-    });
-    child.on('close', (code, signal) => {
-      if (code === 0) return resolve({ stdout, stderr });
-      const cause = new Error(`qemu-img exited with ${code === null ? `signal ${signal}` : `code ${code}`}`);
-      reject(commandFailed(argv, code, stderr, stdout, cause));
-    });
-  });
-}
-
-function commandFailed(argv: string[], exitCode: number | null, stderr: string, stdout: string, cause: unknown): VireoError {
-  const command = ['qemu-img', ...argv];
-  const reason = firstLine(stderr) || (exitCode === null ? 'killed' : `exit code ${exitCode}`);
-  return new VireoError('command_failed', `qemu-img ${argv[0]} failed: ${reason}`, { command, exitCode, stderr, stdout }, { cause });
 }
 
 /** The first line that says what went wrong: qemu-img's own prefix and warnings are left out. */

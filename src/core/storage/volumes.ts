@@ -137,10 +137,6 @@ export async function resolveVolume(paths: VireoPaths, name: string): Promise<Re
   return { path: file.path, format: formatOf(file.ext), media: file.ext === 'iso' ? 'cdrom' : 'disk' };
 }
 
-export async function volumePath(paths: VireoPaths, name: string): Promise<string> {
-  return (await resolveVolume(paths, name)).path;
-}
-
 export async function getVolume(paths: VireoPaths, name: string): Promise<Volume> {
   return describe(await findVolumeFile(paths, name));
 }

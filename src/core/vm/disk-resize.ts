@@ -6,8 +6,8 @@
  */
 import { invalidArgument, invalidState } from '../errors.js';
 import { formatSize } from '../model/units.js';
-import { vmPaths, type VireoPaths } from '../paths.js';
-import { QmpClient } from '../qmp/client.js';
+import type { VireoPaths } from '../paths.js';
+import { withMonitor } from '../qmp/monitor.js';
 import { blockResize } from '../qmp/commands.js';
 import { getVolume, resizeVolume, type Volume } from '../storage/volumes.js';
 import { listDefinitions, withVmLock } from './definitions.js';
@@ -26,12 +26,7 @@ export async function resizeDisk(paths: VireoPaths, name: string, size: number, 
     if (size < current.virtualSize) throw invalidState(`volume '${name}' is in use by running VM '${def.name}'; it can only grow while running (${formatSize(current.virtualSize)} now)`);
     if (size % 512 !== 0) throw invalidArgument('size', `${size} bytes is not a multiple of 512`);
     return withVmLock(paths, def.name, async () => {
-      const client = await QmpClient.connect(vmPaths(paths, def.name).qmpSocket, { timeoutMs: 10_000 });
-      try {
-        await blockResize(client, diskNames(def.disks[index]!.id).format, size);
-      } finally {
-        await client.close();
-      }
+      await withMonitor(paths, def.name, (client) => blockResize(client, diskNames(def.disks[index]!.id).format, size));
       return { ...(await getVolume(paths, name)), live: def.name };
     });
   }

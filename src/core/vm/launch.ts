@@ -20,7 +20,6 @@
  * its status monitor answers a command (the main loop runs). Run as a normal
  * user, Vireo skips the user switch and keeps everything else.
  */
-import { spawn, spawnSync } from 'node:child_process';
 import { constants, type Stats } from 'node:fs';
 import { chmod, chown, copyFile, link, mkdir, open, readFile, rename, rm, stat, type FileHandle } from 'node:fs/promises';
 import { createServer, type Server } from 'node:net';
@@ -29,9 +28,10 @@ import { randomBytes } from 'node:crypto';
 import { VireoError } from '../errors.js';
 import type { VmDefinition } from '../model/vm.js';
 import { buildQemuArgv, serialSocketOf, type LaunchContext, type PassedFiles } from '../qemu/argv.js';
+import { connectMonitorAt } from '../qmp/monitor.js';
 import { startSwtpm } from '../devices/tpm.js';
-import { QmpClient } from '../qmp/client.js';
 import { queryStatus } from '../qmp/commands.js';
+import { start, succeeds } from '../process/run.js';
 import { writeFileAtomic } from '../store/atomic.js';
 import { makeTap } from '../network/links.js';
 import { QEMU_OUTPUT_FILE, waitForExit } from './process.js';
@@ -238,8 +238,11 @@ async function prepareHandoff(def: VmDefinition, context: LaunchContext, runDir:
   }
 }
 
-function setprivAvailable(): boolean {
-  return spawnSync('setpriv', ['--version'], { stdio: 'ignore' }).status === 0;
+let setprivChecked: Promise<boolean> | undefined;
+/** Asked once per process: util-linux does not come and go while Vireo runs. */
+function setprivAvailable(): Promise<boolean> {
+  setprivChecked ??= succeeds('setpriv', ['--version']);
+  return setprivChecked;
 }
 
 /**
@@ -251,7 +254,7 @@ export async function launchQemu(binary: string, def: VmDefinition, context: Lau
   options.signal?.throwIfAborted();
   const runDir = join(context.runtime.pidFile, '..');
   const identity = await identityFor(def, runDir);
-  if (identity && !setprivAvailable()) throw new VireoError('host_unsupported', 'setpriv (util-linux) is needed to start QEMU as an unprivileged user');
+  if (identity && !(await setprivAvailable())) throw new VireoError('host_unsupported', 'setpriv (util-linux) is needed to start QEMU as an unprivileged user');
   // Vireo makes the taps (QEMU making them by name would take CAP_NET_ADMIN); QEMU attaches to them by name.
   if (identity) await makeTaps(context.taps ?? {}, identity, runDir);
   const { handoff } = await prepareHandoff(def, context, runDir, identity);
@@ -261,18 +264,14 @@ export async function launchQemu(binary: string, def: VmDefinition, context: Lau
     const command = identity
       ? ['setpriv', `--reuid=${identity.uid}`, `--regid=${identity.gid}`, ...(identity.groups.length > 0 ? [`--groups=${identity.groups.join(',')}`] : ['--clear-groups']), '--inh-caps=-all', '--', binary, ...argv]
       : [binary, ...argv];
-    child = spawn(command[0]!, command.slice(1), { stdio: handoff.stdio, detached: true });
-    child.unref();
+    // QEMU outlives the daemon: a session of its own, never killed with the daemon's work.
+    child = start(command[0]!, command.slice(1), { stdio: handoff.stdio, outlive: true });
   } finally {
     // QEMU holds its own copies now (spawn returns once the child has exec'd, or failed to).
     await handoff.close(child?.pid !== undefined);
   }
   const pid = child.pid;
-  const exited = new Promise<number | null>((resolve) => {
-    if (child.exitCode !== null) resolve(child.exitCode);
-    child.once('exit', (code) => resolve(code));
-    child.once('error', () => resolve(-1));
-  });
+  const exited = child.exited.then(({ code, error }) => (error ? -1 : code));
   if (pid === undefined) {
     await exited;
     throw new VireoError('host_unsupported', `cannot run ${identity ? 'setpriv' : binary} (run: vireo host setup)`);
@@ -334,7 +333,7 @@ function waitUntilAnswering(path: string, timeoutMs: number): Promise<void> & { 
     for (;;) {
       if (cancelled) throw new VireoError('cancelled', 'launch abandoned');
       try {
-        const client = await QmpClient.connect(path, { timeoutMs: Math.max(1000, Math.min(10_000, deadline - Date.now())) });
+        const client = await connectMonitorAt(path, { timeoutMs: Math.max(1000, Math.min(10_000, deadline - Date.now())) });
         try {
           await queryStatus(client);
           return;

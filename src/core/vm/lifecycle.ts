@@ -13,15 +13,17 @@ import { getHostFacts } from '../host/check.js';
 import { buildSeed } from '../cloudinit/seed.js';
 import { secureBootFirmware } from '../guest/secure-boot.js';
 import { writeSeedIso } from '../cloudinit/iso.js';
-import { getImage, getKernelImage, imageFile } from '../image/store.js';
+import type { KernelImageManifest } from '../image/manifest.js';
+import { getKernelImage, imageFile } from '../image/store.js';
 import type { VmDefinition } from '../model/vm.js';
 import { MAX_SOCKET_PATH, vmPaths, type VireoPaths } from '../paths.js';
 import { serialSocketOf, type LaunchContext, type ResolvedVolume } from '../qemu/argv.js';
 import { checkPassthrough } from '../devices/passthrough.js';
 import { tpmPaths } from '../devices/tpm.js';
 import * as qemuImg from '../storage/qemu-img.js';
-import { QmpClient } from '../qmp/client.js';
-import { cont, queryStatus, setAction, stop, systemPowerdown, systemReset } from '../qmp/commands.js';
+import type { QmpClient } from '../qmp/client.js';
+import { openMonitor, withRunningMonitor } from '../qmp/monitor.js';
+import { cont, queryStatus, quit, setAction, stop, systemPowerdown, systemReset } from '../qmp/commands.js';
 import { Reverter } from '../revert.js';
 import { applyAtStart } from '../resources/apply.js';
 import { checkResourcesAgainstHost, hostCapacity } from '../resources/host.js';
@@ -45,8 +47,12 @@ export interface StartResult {
   pid: number;
 }
 
-/** Resolves everything the argv builder needs; fails before anything is started. */
-export async function launchContext(paths: VireoPaths, def: VmDefinition): Promise<{ context: LaunchContext; qemuBinary: string; notice?: string }> {
+/**
+ * Resolves everything the argv builder needs; fails before anything is
+ * started. `image` is the VM's kernel image when the caller resolved it
+ * already (a start resolves it once, for this and its readiness wait).
+ */
+export async function launchContext(paths: VireoPaths, def: VmDefinition, resolved: { image?: KernelImageManifest } = {}): Promise<{ context: LaunchContext; qemuBinary: string; notice?: string }> {
   const facts = await getHostFacts();
   const choice = chooseAccelerator(def.accelerator, facts);
   if (!facts.qemu.binary) throw new VireoError('host_unsupported', 'QEMU (qemu-system-x86_64) is not installed (run: vireo host setup)');
@@ -69,7 +75,7 @@ export async function launchContext(paths: VireoPaths, def: VmDefinition): Promi
   let kernel: LaunchContext['kernel'];
   const boot = def.boot.kernel;
   if (boot && 'image' in boot) {
-    const image = await getKernelImage(paths, boot.image, 'boot.kernel.image');
+    const image = resolved.image ?? (await getKernelImage(paths, boot.image, 'boot.kernel.image'));
     kernel = {
       kernel: imageFile(paths, image, image.kernel),
       initrd: imageFile(paths, image, image.initrd),
@@ -155,14 +161,22 @@ export interface StartOptions {
   beforeResume?: (client: QmpClient) => Promise<void>;
 }
 
+/**
+ * One pass, under the VM's lock: the definition is read there (an edit that
+ * lands meanwhile cannot be half-seen), liveness is checked once, the kernel
+ * image resolved once (for the argv and the readiness wait), then QEMU is
+ * launched and let run.
+ */
 export async function startVm(paths: VireoPaths, name: string, options: StartOptions = {}): Promise<StartResult> {
-  const def = await loadDefinition(paths, name);
-  // Decided (and a bad pattern refused) before anything is started.
-  const target = options.waitReady ? await readinessTarget(paths, def, options.waitReady.waitFor) : undefined;
   const result = await withVmLock(paths, name, async () => {
+    const def = await loadDefinition(paths, name);
     if ((await livePid(paths, def)) !== undefined) throw invalidState(`VM '${name}' is already running`);
     if (def.template) throw invalidState(`VM '${name}' is a template and cannot be started; clone it (vireo vm clone ${name} NEW)`);
-    const { context, qemuBinary, notice } = await launchContext(paths, def);
+    const boot = def.boot.kernel;
+    const image = boot && 'image' in boot ? await getKernelImage(paths, boot.image, 'boot.kernel.image') : undefined;
+    // Decided (and a bad pattern refused) before anything is made or started.
+    const target = options.waitReady ? await readinessTarget(paths, def, options.waitReady.waitFor, image) : undefined;
+    const { context, qemuBinary, notice } = await launchContext(paths, def, image ? { image } : {});
     checkResourcesAgainstHost(def, await hostCapacity(), context.accel);
     if (def.nics.some((nic) => nic.forwards.length > 0)) {
       const others = await Promise.all((await listDefinitions(paths)).filter((other) => other.name !== name).map(async (definition) => ({ definition, pid: await livePid(paths, definition) })));
@@ -186,7 +200,7 @@ export async function startVm(paths: VireoPaths, name: string, options: StartOpt
       const pid = await livePid(paths, def);
       if (pid === undefined) throw new VireoError('qemu_failed', 'QEMU exited right after starting');
       await nics?.attach();
-      const client = await QmpClient.connect(vmPaths(paths, name).qmpSocket, { timeoutMs: 10_000 });
+      const client = await openMonitor(paths, name, { timeoutMs: 10_000 });
       try {
         await writeRuntimeRecord(paths, name, { pid, accel: context.accel, startedAt: new Date().toISOString(), ...(notice ? { notice } : {}) });
         // Cgroups, pinning and balloon while QEMU is still paused: no guest instruction runs unconstrained.
@@ -198,10 +212,10 @@ export async function startVm(paths: VireoPaths, name: string, options: StartOpt
       } finally {
         await client.close();
       }
-      return { accel: context.accel, pid, logOffset, ...(notice ? { notice } : {}) };
+      return { accel: context.accel, pid, logOffset, def, target, ...(notice ? { notice } : {}) };
     });
   });
-  const { logOffset, ...started } = result;
+  const { logOffset, def, target, ...started } = result;
   options.onLaunched?.();
   if (options.waitReady && target) {
     const ready = await waitUntilReady(paths, def, target, {
@@ -227,16 +241,9 @@ export async function prepareNetworks(paths: VireoPaths, def: VmDefinition): Pro
   return { taps, attach: () => networks.attachVmNics(paths, def, taps) };
 }
 
-/** Connects to the VM's main monitor, failing clearly when it is not running. */
-async function withMonitor<T>(paths: VireoPaths, def: VmDefinition, work: (client: QmpClient, pid: number) => Promise<T>): Promise<T> {
-  const pid = await livePid(paths, def);
-  if (pid === undefined) throw invalidState(`VM '${def.name}' is not running`);
-  const client = await QmpClient.connect(vmPaths(paths, def.name).qmpSocket, { timeoutMs: 10_000 });
-  try {
-    return await work(client, pid);
-  } finally {
-    await client.close();
-  }
+/** The VM's control monitor, failing clearly when it is not running. */
+function withMonitor<T>(paths: VireoPaths, def: VmDefinition, work: (client: QmpClient, pid: number) => Promise<T>): Promise<T> {
+  return withRunningMonitor(paths, def, livePid, work);
 }
 
 /** Waits for QEMU to be gone after it was told to quit or the guest powered off. */
@@ -327,7 +334,7 @@ export async function stopVm(paths: VireoPaths, name: string, options: StopOptio
         }
         options.onProgress?.(`guest did not power off within ${timeoutMs / 1000} s; forcing power-off`);
         forced = true;
-        await client.execute('quit');
+        await quit(client);
       } finally {
         await done;
         await pressing;

@@ -11,7 +11,8 @@ import { defineVm, parseVmSpec, type VmDefinition } from '../model/vm.js';
 import { vmPaths, type VireoPaths } from '../paths.js';
 import { blockNodes } from '../qemu/argv.js';
 import { diskNames } from '../qemu/ids.js';
-import { QmpClient } from '../qmp/client.js';
+import type { QmpClient } from '../qmp/client.js';
+import { openMonitor } from '../qmp/monitor.js';
 import { blockdevAdd, blockdevDel } from '../qmp/resources.js';
 import { getVolume, importVolume, resolveVolume } from '../storage/volumes.js';
 import { loadDefinition, saveDefinition, withVmLock } from './definitions.js';
@@ -52,7 +53,7 @@ async function withVm<T>(paths: VireoPaths, name: string, work: (def: VmDefiniti
   return withVmLock(paths, name, async () => {
     if (def.template) throw invalidState(`VM '${name}' is a template and cannot be changed; clone it`);
     if ((await livePid(paths, def)) === undefined) return work(def, undefined);
-    const client = await QmpClient.connect(vmPaths(paths, name).qmpSocket, { timeoutMs: 10_000 });
+    const client = await openMonitor(paths, name, { timeoutMs: 10_000 });
     try {
       return await work(def, client);
     } finally {

@@ -10,6 +10,7 @@
  * error (code not_ready) says whether it still runs, and keeps it running.
  */
 import { VireoError } from '../errors.js';
+import type { ImageManifest } from '../image/manifest.js';
 import { getImage } from '../image/store.js';
 import type { VmDefinition } from '../model/vm.js';
 import { vmPaths, type VireoPaths } from '../paths.js';
@@ -30,7 +31,7 @@ export function escapeRegExp(text: string): string {
 }
 
 /** What to wait for; `waitFor` is the request's own choice ('agent', or a console pattern). */
-export async function readinessTarget(paths: VireoPaths, def: VmDefinition, waitFor?: string): Promise<ReadinessTarget> {
+export async function readinessTarget(paths: VireoPaths, def: VmDefinition, waitFor?: string, image?: ImageManifest): Promise<ReadinessTarget> {
   let console: RegExp | undefined;
   let agent = false;
   if (waitFor === 'agent') agent = true;
@@ -40,7 +41,8 @@ export async function readinessTarget(paths: VireoPaths, def: VmDefinition, wait
     agent = def.readiness.agent;
   } else {
     const boot = def.boot.kernel;
-    const readyLine = boot && 'image' in boot ? (await getImage(paths, boot.image)).readyLine : undefined;
+    // The caller may have resolved the image already (a start resolves it once).
+    const readyLine = boot && 'image' in boot ? (image ?? (await getImage(paths, boot.image))).readyLine : undefined;
     if (readyLine) console = new RegExp(escapeRegExp(readyLine));
     else agent = true;
   }

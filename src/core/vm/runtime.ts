@@ -1,14 +1,15 @@
 /**
  * What a VM is doing right now, read from QEMU itself (query-status over
  * the status monitor), never guessed from files. A pidfile whose process is
- * gone, or belongs to another program, is stale: the runtime directory is
- * cleaned and the VM is reported stopped.
+ * gone, or belongs to another program, is stale: reading the state cleans
+ * the runtime directory (reapStaleRuntime) and reports the VM stopped.
  */
 import { mkdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { VmDefinition } from '../model/vm.js';
 import { vmPaths, type VireoPaths } from '../paths.js';
-import { QmpClient } from '../qmp/client.js';
+import type { QmpClient } from '../qmp/client.js';
+import { openMonitor } from '../qmp/monitor.js';
 import { queryStatus } from '../qmp/commands.js';
 import { releaseVmGroups } from '../resources/cgroups.js';
 import { readJsonIfExists, writeJsonAtomic } from '../store/atomic.js';
@@ -70,13 +71,24 @@ export async function cleanRunDirectory(paths: VireoPaths, name: string): Promis
 }
 
 /**
- * The live QEMU process of this VM, if any. A pidfile naming a process that
- * is gone (or is not this VM's QEMU) is stale: the runtime directory is
- * cleaned. Without a pidfile nothing is touched, because a start may be
- * between making the directory and QEMU writing its pidfile; leftovers of a
- * QEMU that exited (it removes its pidfile) are replaced at the next start.
+ * The live QEMU process of this VM, if any: its pidfile names a process that
+ * runs and is this VM's QEMU (by UUID on its command line). Only reads: a
+ * stale pidfile is left for reapStaleRuntime.
  */
 export async function livePid(paths: VireoPaths, def: VmDefinition): Promise<number | undefined> {
+  const pid = await readPidFile(vmPaths(paths, def.name).pidFile);
+  if (pid === undefined) return undefined;
+  return (await isQemuOf(pid, def.uuid)) ? pid : undefined;
+}
+
+/**
+ * livePid, and when the pidfile names a process that is gone (or is not this
+ * VM's QEMU), removes the stale runtime directory. Without a pidfile nothing
+ * is touched, because a start may be between making the directory and QEMU
+ * writing its pidfile; leftovers of a QEMU that exited (it removes its
+ * pidfile) are replaced at the next start.
+ */
+export async function reapStaleRuntime(paths: VireoPaths, def: VmDefinition): Promise<number | undefined> {
   const pid = await readPidFile(vmPaths(paths, def.name).pidFile);
   if (pid === undefined) return undefined;
   if (await isQemuOf(pid, def.uuid)) return pid;
@@ -95,25 +107,22 @@ export interface RuntimeOptions {
 }
 
 export async function readRuntime(paths: VireoPaths, def: VmDefinition, options: RuntimeOptions = {}): Promise<VmRuntime> {
-  const pid = await livePid(paths, def);
+  // Reading the state is where a QEMU that died behind Vireo's back is noticed and its files go.
+  const pid = await reapStaleRuntime(paths, def);
   if (pid === undefined) return { state: 'stopped' };
   const record = await readRuntimeRecord(paths, def.name);
   const base = { pid, ...(record ? { accel: record.accel, startedAt: record.startedAt } : {}) };
   if (options.knownUnresponsive?.(def.name)) return { ...base, state: 'unresponsive' };
   let client: QmpClient | undefined;
   try {
-    client = await QmpClient.connect(vmPaths(paths, def.name).statusSocket, { timeoutMs: options.timeoutMs ?? 3000 });
+    client = await openMonitor(paths, def.name, { monitor: 'status', timeoutMs: options.timeoutMs ?? 3000 });
     const status = await queryStatus(client);
     return { ...base, state: status.status };
   } catch {
     // QEMU may have exited between the pid check and the query.
-    if ((await livePid(paths, def)) === undefined) return { state: 'stopped' };
+    if ((await reapStaleRuntime(paths, def)) === undefined) return { state: 'stopped' };
     return { ...base, state: 'unresponsive' };
   } finally {
     await client?.close();
   }
-}
-
-export function isActive(state: VmState): boolean {
-  return state !== 'stopped';
 }

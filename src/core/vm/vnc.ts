@@ -9,7 +9,8 @@ import { randomInt } from 'node:crypto';
 import { connect, type Socket } from 'node:net';
 import { invalidState, VireoError } from '../errors.js';
 import { vmPaths, type VireoPaths } from '../paths.js';
-import { QmpClient } from '../qmp/client.js';
+import type { QmpClient } from '../qmp/client.js';
+import { openMonitor } from '../qmp/monitor.js';
 import { loadDefinition } from './definitions.js';
 import { livePid } from './runtime.js';
 
@@ -41,7 +42,7 @@ export async function newVncPassword(paths: VireoPaths, name: string, validSecon
   await runningWithVnc(paths, name);
   let password = '';
   for (let index = 0; index < PASSWORD_LENGTH; index++) password += ALPHABET[randomInt(ALPHABET.length)];
-  const client = await QmpClient.connect(vmPaths(paths, name).statusSocket, { timeoutMs: 5000 });
+  const client = await openMonitor(paths, name, { monitor: 'status', timeoutMs: 5000 });
   try {
     await client.execute('set_password', { protocol: 'vnc', password });
     await client.execute('expire_password', { protocol: 'vnc', time: `+${validSeconds}` });

@@ -8,7 +8,7 @@
  */
 import type { VireoPaths } from '../../core/paths.js';
 import type { QmpClient } from '../../core/qmp/client.js';
-import { sampleUsage, type HostUsage, type VmUsage } from '../metrics.js';
+import { sampleUsage, type HostUsage, type VmUsage } from '../../core/vm/stats.js';
 
 export const INTERVAL_MS = 2000;
 /** One hour at INTERVAL_MS. */

@@ -14,11 +14,13 @@
  * removed whatever happens; the finished directory is renamed into place,
  * so a failed or killed build leaves no image, never half of one.
  */
+import { AsyncLocalStorage } from 'node:async_hooks';
 import { createHash } from 'node:crypto';
 import { chmod, cp, mkdir, open, readdir, readFile, readlink, rm, stat, symlink, truncate, unlink, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { VireoError } from '../../errors.js';
-import { findInPath, runCommand, type RunOptions } from '../../host/probe.js';
+import { findInPath, runCommand } from '../../host/probe.js';
+import { run as runProcess, stderrTail } from '../../process/run.js';
 import type { VireoPaths } from '../../paths.js';
 import { syncFile, writeJsonAtomic } from '../../store/atomic.js';
 import { installImage, makeScratch, removeStaleScratch } from '../install.js';
@@ -96,11 +98,19 @@ export interface DebianBuildProgress {
 export interface DebianBuildOptions {
   onProgress?: (progress: DebianBuildProgress) => void;
   force?: boolean;
+  /** Cancels the build: the running tool's process group is ended and the scratch removed. */
+  signal?: AbortSignal;
 }
 
 export async function buildDebianImage(paths: VireoPaths, options: DebianBuildOptions = {}): Promise<DiskImageManifest> {
+  return buildSignal.run(options.signal, () => build(paths, options));
+}
+
+async function build(paths: VireoPaths, options: DebianBuildOptions): Promise<DiskImageManifest> {
   const total = DEBIAN_STEPS.length;
   const report = (step: DebianBuildProgress['step'], detail?: string) => {
+    // Steps without a command (writing files, the GPT) stop here when cancelled.
+    if (options.signal?.aborted && step !== 'done' && step !== 'up to date') throw new VireoError('cancelled', 'the image build was cancelled');
     const done = step === 'up to date' || step === 'done' ? total : DEBIAN_STEPS.indexOf(step);
     options.onProgress?.({ step, done, total, ...(detail ? { detail } : {}) });
   };
@@ -395,9 +405,25 @@ async function exists(path: string): Promise<boolean> {
   return stat(path).then(() => true, () => false);
 }
 
-async function run(command: string, args: string[], options: RunOptions = {}): Promise<{ stdout: string }> {
-  const result = await runCommand(command, args, { timeoutMs: 120_000, ...options, env: { ...(options.env ?? process.env), LC_ALL: 'C' } });
-  if (result.code === 0) return { stdout: result.stdout };
-  const tail = result.stderr.trim().split('\n').slice(-6).join('\n');
-  throw new VireoError('command_failed', `${command} failed (exit ${result.code})${tail ? `: ${tail}` : ''}`, { command, exitCode: result.code });
+/** The signal of the build running in this async context, for run() (as in tiny). */
+const buildSignal = new AsyncLocalStorage<AbortSignal | undefined>();
+
+/** Runs a build tool through the process runner, cancelled with the build. */
+async function run(command: string, args: string[], options: { timeoutMs?: number; onLine?: (line: string) => void } = {}): Promise<{ stdout: string }> {
+  const signal = buildSignal.getStore();
+  const { stdout } = await runProcess(command, args, {
+    timeoutMs: 120_000,
+    ...options,
+    ...(options.onLine ? { maxOutput: 16_384, tail: true } : {}),
+    ...(signal ? { signal } : {}),
+    env: { ...process.env, LC_ALL: 'C' },
+    describe: (failure) => {
+      if (failure.notInstalled) return `${command} is not installed (run: vireo host setup)`;
+      if (failure.cancelled) return 'the image build was cancelled';
+      if (failure.timedOut) return `${command} did not finish within ${(options.timeoutMs ?? 120_000) / 1000} s`;
+      const tail = stderrTail(failure.stderr, 6);
+      return `${command} failed (${failure.signal ?? `exit ${failure.exitCode}`})${tail ? `: ${tail}` : ''}`;
+    },
+  });
+  return { stdout };
 }

@@ -16,14 +16,14 @@ import { tmpdir } from 'node:os';
 import { delimiter, join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
-import { VireoError } from '../errors.js';
-import { vireoPaths, type VireoPaths } from '../paths.js';
-import type { KernelImageManifest as ImageManifest } from './manifest.js';
-import { deleteImage, getImage, getKernelImage, imageFile, listImages } from './store.js';
-import { PROMPT_PATTERN, READY_LINE, TINY_CMDLINE, buildTinyImage, type BuildProgress } from './tiny.js';
-import { waitForConsoleLog } from '../vm/console.js';
+import { VireoError } from '../src/core/errors.js';
+import { vireoPaths, type VireoPaths } from '../src/core/paths.js';
+import type { KernelImageManifest as ImageManifest } from '../src/core/image/manifest.js';
+import { deleteImage, getImage, getKernelImage, imageFile, listImages } from '../src/core/image/store.js';
+import { PROMPT_PATTERN, READY_LINE, TINY_CMDLINE, buildTinyImage, type BuildProgress } from '../src/core/image/tiny/index.js';
+import { waitForConsoleLog } from '../src/core/vm/console.js';
 
-const repoRoot = fileURLToPath(new URL('../../../../', import.meta.url));
+const repoRoot = fileURLToPath(new URL('../../', import.meta.url));
 /** Shared with tests/harness and bench, so a test run downloads each package once. */
 const sharedDebs = join(repoRoot, '.vireo-dev', 'shared', 'cache', 'debs');
 
@@ -105,6 +105,40 @@ test('a second build is a no-op', async () => {
   assert.deepEqual(await fileTimes(), before, 'no file was rewritten');
   const last = progress.at(-1)!;
   assert.equal(last.done, last.total, 'progress reports done');
+});
+
+test('aborting its signal cancels a build: the running command\'s group ends, nothing of the build remains', { timeout: 300_000 }, async () => {
+  const before = await fileTimes();
+  const controller = new AbortController();
+  const building = buildTinyImage(paths, {
+    force: true,
+    signal: controller.signal,
+    // Abort while dpkg-deb unpacks the kernel (it takes seconds), not before it starts.
+    onProgress: (p) => {
+      if (p.step === 'extract kernel') setTimeout(() => controller.abort(), 300);
+    },
+  });
+  await assert.rejects(building, (error: unknown) => {
+    assert.ok(error instanceof VireoError);
+    assert.equal(error.code, 'cancelled');
+    return true;
+  });
+  assert.deepEqual(await leftovers(), [], 'the scratch directory is gone');
+  assert.deepEqual(await fileTimes(), before, 'the installed image is untouched');
+  // Live (non-zombie) processes with this home on their command line: what the build ran (dpkg-deb, tar).
+  const buildProcesses = async () => {
+    const found: number[] = [];
+    for (const entry of await readdir('/proc')) {
+      if (!/^\d+$/.test(entry)) continue;
+      const cmdline = await readFile(`/proc/${entry}/cmdline`, 'utf8').catch(() => '');
+      const state = (await readFile(`/proc/${entry}/stat`, 'utf8').catch(() => '')).split(') ')[1]?.[0];
+      if (cmdline.includes(home) && state !== 'Z') found.push(Number(entry));
+    }
+    return found;
+  };
+  const deadline = Date.now() + 5000;
+  while ((await buildProcesses()).length > 0 && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 50));
+  assert.deepEqual(await buildProcesses(), [], 'no process of the build is left');
 });
 
 test('a forced rebuild reuses the downloads and yields an identical image', { timeout: 300_000 }, async () => {

@@ -8,7 +8,7 @@
  */
 import { randomBytes } from 'node:crypto';
 import { VireoError } from '../errors.js';
-import type { QmpClient } from '../qmp/client.js';
+import type { QmpClient } from './client.js';
 
 /** qapi/job.json JobStatus. */
 export type JobStatus = 'undefined' | 'created' | 'running' | 'paused' | 'ready' | 'standby' | 'waiting' | 'pending' | 'aborting' | 'concluded' | 'null';

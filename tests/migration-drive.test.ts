@@ -10,12 +10,12 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test, type TestContext } from 'node:test';
-import { isVireoError } from '../errors.js';
-import type { QmpClient } from '../qmp/client.js';
-import { connectWhenListening } from '../qmp/listening.js';
-import { cont, queryStatus } from '../qmp/commands.js';
-import { migrateIncoming, queryMigrate } from '../qmp/migration.js';
-import { DEFAULT_TUNING, configureDestination, configureSource, transfer, type MigrationProgress } from './drive.js';
+import { isVireoError } from '../src/core/errors.js';
+import type { QmpClient } from '../src/core/qmp/client.js';
+import { connectWhenListening } from '../src/core/qmp/listening.js';
+import { cont, queryStatus } from '../src/core/qmp/commands.js';
+import { migrateIncoming, queryMigrate } from '../src/core/qmp/migration.js';
+import { DEFAULT_TUNING, configureDestination, configureSource, transfer, type MigrationProgress } from '../src/core/migration/drive.js';
 
 async function startQemu(t: TestContext, extra: string[]): Promise<QmpClient> {
   const dir = await mkdtemp(join(tmpdir(), 'vireo-mig-'));

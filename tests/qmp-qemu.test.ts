@@ -10,10 +10,10 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test, type TestContext } from 'node:test';
-import { isVireoError, type VireoError } from '../errors.js';
-import { QmpClient } from './client.js';
-import { connectWhenListening } from './listening.js';
-import { cont, queryBlock, queryCpusFast, queryStatus, queryVersion, quit, setAction, stop } from './commands.js';
+import { isVireoError, type VireoError } from '../src/core/errors.js';
+import { QmpClient } from '../src/core/qmp/client.js';
+import { connectWhenListening } from '../src/core/qmp/listening.js';
+import { cont, queryBlock, queryCpusFast, queryStatus, queryVersion, quit, setAction, stop } from '../src/core/qmp/commands.js';
 
 interface RunningQemu {
   child: ChildProcess;
