@@ -9,6 +9,7 @@ import assert from 'node:assert/strict';
 import { readFile } from 'node:fs/promises';
 import { request as httpsRequest } from 'node:https';
 import { join } from 'node:path';
+import { gunzipSync } from 'node:zlib';
 import { after, before, describe, test } from 'node:test';
 import type { BrowserContext, Page } from 'playwright-core';
 import WebSocket from 'ws';
@@ -259,6 +260,53 @@ describe('web UI in chromium', { timeout: 900_000 }, () => {
     }
   });
 
+  test('the graphical console (noVNC) shows what SeaBIOS draws and types pasted text', async () => {
+    const gfx = `${VM}g`;
+    await daemon.api.request('POST', '/vms', { spec: { name: gfx, memory: '192M', boot: { kernel: { image: 'tiny' } }, vnc: {} } });
+    const started = await home.vireo(['vm', 'start', gfx, '--wait']);
+    assert.equal(started.code, 0, started.stderr);
+    try {
+      await page.goto(`${url}/#/vms/${gfx}/display`);
+      await page.getByTestId('vnc-status').filter({ hasText: 'connected' }).waitFor({ timeout: 60_000 });
+      // SeaBIOS's text stays on the VGA screen: the guest's kernel writes to its serial port only.
+      const lit = () => page.evaluate(() => {
+        const canvas = document.querySelector<HTMLCanvasElement>('[data-testid="vnc-screen"] canvas');
+        if (!canvas || canvas.width === 0) return 0;
+        const { data } = canvas.getContext('2d')!.getImageData(0, 0, canvas.width, canvas.height);
+        let count = 0;
+        for (let index = 0; index < data.length; index += 4) if (data[index]! + data[index + 1]! + data[index + 2]! > 96) count += 1;
+        return count;
+      });
+      await page.waitForFunction(() => {
+        const canvas = document.querySelector<HTMLCanvasElement>('[data-testid="vnc-screen"] canvas');
+        if (!canvas || canvas.width === 0) return false;
+        const { data } = canvas.getContext('2d')!.getImageData(0, 0, canvas.width, canvas.height);
+        let count = 0;
+        for (let index = 0; index < data.length; index += 4) if (data[index]! + data[index + 1]! + data[index + 2]! > 96) count += 1;
+        return count > 200;
+      }, undefined, { timeout: 120_000, polling: 250 });
+      assert.ok((await lit()) > 200);
+      await shot(page, 'vm-display');
+
+      // Paste as typing: a reader on the VGA console's tty gets the text as the keyboard typed it, Shift included.
+      const ready = await home.vireo(['vm', 'console', gfx, '--run', '(head -n 1 /dev/tty1 > /typed.txt) </dev/null >/dev/null 2>&1 & echo reading']);
+      assert.match(ready.stdout, /reading/, ready.stderr);
+      await page.getByLabel(/^Paste as typing/).fill('Hello_World-42! ok\n');
+      await page.getByTestId('vnc-type').click();
+      await page.getByTestId('vnc-type').filter({ hasText: /^Type it$/ }).waitFor({ timeout: 30_000 });
+      let typed = '';
+      for (let waited = 0; waited < 20_000 && !typed.includes('Hello_World-42! ok'); waited += 500) {
+        typed = (await home.vireo(['vm', 'console', gfx, '--run', 'cat /typed.txt 2>/dev/null; true'])).stdout;
+        await new Promise((resolve) => setTimeout(resolve, 500));
+      }
+      assert.match(typed, /Hello_World-42! ok/);
+      await shot(page, 'vm-display-typed');
+    } finally {
+      await home.vireo(['vm', 'kill', gfx]);
+      await daemon.api.request('DELETE', `/vms/${gfx}`).catch(() => {});
+    }
+  });
+
   test('a snapshot is taken and reverted from the snapshots tab', async () => {
     await page.goto(`${url}/#/vms/${VM}/snapshots`);
     await page.getByLabel('Name').fill('before');
@@ -339,6 +387,25 @@ describe('web UI in chromium', { timeout: 900_000 }, () => {
     assert.deepEqual(disks.map((disk) => disk.name).filter((name) => name.startsWith('csrf-')), ['csrf-with']);
   });
 
+  test('JSON answers are gzipped for a browser that accepts it, and not otherwise', async () => {
+    const cookie = await sessionCookie(context);
+    const get = (encoding: string | undefined) =>
+      new Promise<{ encoding?: string; body: Buffer }>((resolve, reject) => {
+        const req = httpsRequest(`${url}/openapi.json`, { agent: false, rejectUnauthorized: false, headers: { cookie, ...(encoding ? { 'accept-encoding': encoding } : {}) } }, (response) => {
+          const chunks: Buffer[] = [];
+          response.on('data', (chunk: Buffer) => chunks.push(chunk)).on('end', () => resolve({ ...(response.headers['content-encoding'] ? { encoding: response.headers['content-encoding'] } : {}), body: Buffer.concat(chunks) }));
+        });
+        req.on('error', reject);
+        req.end();
+      });
+    const zipped = await get('gzip, deflate, br');
+    const plain = await get(undefined);
+    assert.equal(zipped.encoding, 'gzip', `${zipped.body.length} bytes`);
+    assert.equal(plain.encoding, undefined);
+    assert.deepEqual(JSON.parse(gunzipSync(zipped.body).toString('utf8')), JSON.parse(plain.body.toString('utf8')));
+    assert.ok(zipped.body.length < plain.body.length / 2, `gzip shrinks the API description (${zipped.body.length} of ${plain.body.length} bytes)`);
+  });
+
   test('the console WebSocket refuses a foreign origin, even with the cookie', async () => {
     const cookie = await sessionCookie(context);
     const wsUrl = `${url.replace('https:', 'wss:')}/vms/${VM}/console`;
@@ -373,6 +440,13 @@ describe('web UI in chromium', { timeout: 900_000 }, () => {
     await waitForTerminal(phone, /root@vireo-tiny/, 60_000);
     const box = await phone.getByTestId('terminal').boundingBox();
     assert.ok(box && box.x + box.width <= 390, 'the console fits the phone\'s width');
+    // A phone keyboard has no Ctrl: the key bar's Ctrl-C interrupts a running command.
+    await phone.locator('.xterm').click();
+    await phone.keyboard.type('sleep 300; echo not-interrupted\n', { delay: 20 });
+    await phone.getByRole('button', { name: 'Control C (interrupt)' }).click();
+    await phone.keyboard.type('echo after-$((3*3))\n', { delay: 20 });
+    await waitForTerminal(phone, /after-9/);
+    assert.doesNotMatch(await terminalText(phone), /not-interrupted/);
     await shot(phone, 'phone-vm-console');
     await phone.close();
   });

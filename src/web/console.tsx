@@ -10,9 +10,21 @@ import { FitAddon } from '@xterm/addon-fit';
 import { useEffect, useRef, useState } from 'preact/hooks';
 import { api } from './api.js';
 
+const KEYS: [string, string, string][] = [
+  ['Esc', 'Escape', '\x1b'],
+  ['Tab', 'Tab', '\t'],
+  ['Ctrl-C', 'Control C (interrupt)', '\x03'],
+  ['Ctrl-D', 'Control D (end of input)', '\x04'],
+  ['↑', 'Up arrow', '\x1b[A'],
+  ['↓', 'Down arrow', '\x1b[B'],
+  ['←', 'Left arrow', '\x1b[D'],
+  ['→', 'Right arrow', '\x1b[C'],
+];
+
 export default function SerialConsole({ vm, running }: { vm: string; running: boolean }) {
   const box = useRef<HTMLDivElement>(null);
   const [status, setStatus] = useState('connecting…');
+  const send = useRef<(data: string) => void>();
   useEffect(() => {
     if (!box.current || !running) return;
     // lineHeight above 1: xterm's DOM renderer clips each row at the measured cell height, and
@@ -45,9 +57,14 @@ export default function SerialConsole({ vm, running }: { vm: string; running: bo
       };
     };
     connect();
-    const input = terminal.onData((data) => {
+    const write = (data: string) => {
       if (socket?.readyState === WebSocket.OPEN) socket.send(encoder.encode(data));
-    });
+    };
+    send.current = (data) => {
+      write(data);
+      terminal.focus();
+    };
+    const input = terminal.onData(write);
     const resize = () => fit.fit();
     window.addEventListener('resize', resize);
     return () => {
@@ -63,6 +80,12 @@ export default function SerialConsole({ vm, running }: { vm: string; running: bo
   return (
     <div class="console">
       <p class="console-status" role="status" data-testid="console-status">Serial console: {status}</p>
+      {/* Keys a phone's on-screen keyboard lacks; sent as the terminal would send them. */}
+      <div class="key-bar" role="toolbar" aria-label="Special keys">
+        {KEYS.map(([label, name, sequence]) => (
+          <button type="button" key={label} aria-label={name} onClick={() => send.current?.(sequence)}>{label}</button>
+        ))}
+      </div>
       <div class="terminal" ref={box} data-testid="terminal" aria-label={`Serial console of ${vm}`} />
     </div>
   );

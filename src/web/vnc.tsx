@@ -80,10 +80,7 @@ export default function GraphicalConsole({ vm, running, hasVnc }: { vm: string; 
         return;
       }
       if (stopped || !box.current) return;
-      const url = new URL(`/vms/${encodeURIComponent(vm)}/vnc`, location.href);
-      url.protocol = location.protocol === 'https:' ? 'wss:' : 'ws:';
-      const socket = new WebSocket(url);
-      socket.binaryType = 'arraybuffer';
+      const socket = api.vnc(vm);
       let finalReason: string | undefined;
       socket.addEventListener('close', (event) => {
         finalReason = FINAL_CODES[event.code] ? `${FINAL_CODES[event.code]}${event.reason ? ` (${event.reason})` : ''}` : undefined;

@@ -11,6 +11,8 @@
 import { readFile } from 'node:fs/promises';
 import { extname, join, normalize } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { promisify } from 'node:util';
+import { gzip } from 'node:zlib';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { uiSessions, type UiSession } from '../../api/ui.js';
 import { VireoError } from '../../core/errors.js';
@@ -24,6 +26,9 @@ import { SessionStore, SESSION_LIFETIME_MS, type Listener, type Session } from '
 export { type Listener, type Session } from './sessions.js';
 
 const COOKIE = 'vireo_session';
+const gzipAsync = promisify(gzip);
+/** Below this, gzip's header and the work cost more than they save. */
+const COMPRESS_MIN_BYTES = 1024;
 export const CSRF_HEADER = 'x-vireo-csrf';
 /** dist/src/daemon/ui/index.js -> dist/web */
 const ASSETS = fileURLToPath(new URL('../../../web/', import.meta.url));
@@ -161,6 +166,17 @@ export function registerUiPages(app: FastifyInstance, ui: WebUi, listener: Liste
     if (path === 'index.html') void reply.header('content-security-policy', CSP).header('x-frame-options', 'DENY').header('referrer-policy', 'no-referrer');
     return reply.send(data);
   };
+
+  // JSON answers gzipped for browsers (the list of 200 VMs is ~90 KiB of JSON, ~8 KiB gzipped). Only here, on
+  // the listeners browsers use: CLI clients on the socket ask for no encoding. Assets are gzipped at build time
+  // (they carry their content-encoding already) and the event stream is hijacked, so neither passes through this.
+  app.addHook('onSend', async (request, reply, payload) => {
+    if (typeof payload !== 'string' || Buffer.byteLength(payload) < COMPRESS_MIN_BYTES) return payload;
+    if (reply.hasHeader('content-encoding') || !String(reply.getHeader('content-type') ?? '').includes('json')) return payload;
+    if (!/\bgzip\b/.test(String(request.headers['accept-encoding'] ?? ''))) return payload;
+    void reply.header('content-encoding', 'gzip').header('vary', 'accept-encoding').removeHeader('content-length');
+    return gzipAsync(payload, { level: 6 });
+  });
 
   // GET / is also the API's "who answers": browsers (Accept: text/html) get the page instead.
   app.addHook('onRequest', async (request, reply) => {

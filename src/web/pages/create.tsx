@@ -27,9 +27,10 @@ interface Form {
   start: boolean;
   ciUser: string;
   ciKeys: string;
+  vnc: boolean;
 }
 
-const INITIAL: Form = { name: '', description: '', source: 'image', image: '', iso: '', disk: '', cpus: '1', memory: '256M', newDisk: '', nicModel: 'virtio', network: 'user', forwardHost: '', forwardGuest: '22', start: false, ciUser: '', ciKeys: '' };
+const INITIAL: Form = { name: '', description: '', source: 'image', image: '', iso: '', disk: '', cpus: '1', memory: '256M', newDisk: '', nicModel: 'virtio', network: 'user', forwardHost: '', forwardGuest: '22', start: false, ciUser: '', ciKeys: '', vnc: false };
 
 /** Maps the spec's field paths (as zod and the daemon name them) to the form's inputs. */
 function inputFor(path: string): keyof Form {
@@ -68,6 +69,7 @@ function buildSpec(form: Form): Record<string, unknown> {
     disks,
     nics: form.nicModel === 'none' ? [] : [{ model: form.nicModel, network: form.network, forwards }],
     ...(Object.keys(cloudInit).length > 0 ? { cloudInit } : {}),
+    ...(form.vnc ? { vnc: {} } : {}),
   };
 }
 
@@ -180,6 +182,7 @@ export default function CreateVm() {
           <Field id="f-cpus" label="vCPUs" error={errors.cpus}>{input('cpus', { type: 'number', min: 1, max: 255 })}</Field>
           <Field id="f-memory" label="Memory" error={errors.memory} hint="e.g. 512M or 2G">{input('memory')}</Field>
           <Field id="f-newDisk" label="New empty disk (optional)" error={errors.newDisk} hint="Size, e.g. 10G; made as <name>-disk0">{input('newDisk')}</Field>
+          <label class="check"><input type="checkbox" checked={form.vnc} onChange={set('vnc')} /> Graphical console (VGA, reached through the daemon)</label>
         </Card>
         <Card title="4. Network">
           <Field id="f-nicModel" label="NIC" error={errors.nicModel}>
