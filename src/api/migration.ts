@@ -7,7 +7,7 @@
 import { z } from 'zod';
 import { DEFAULT_TUNING } from '../core/migration/drive.js';
 import type { IncomingEndpoints } from '../core/migration/incoming.js';
-import type { MigrationPhase } from '../core/migration/records.js';
+import type { MigrationPhase, MigrationRecord } from '../core/migration/records.js';
 import type { MigrationResult } from '../core/migration/source.js';
 import { DiskFormat, EmptyBody, Hex16Id, MigrationIdParams, NameParams } from './common.js';
 import { endpoint, returns } from './contract.js';
@@ -19,20 +19,7 @@ export type { IncomingEndpoints };
 export type { MigrationPhase, MigrationResult };
 
 /** A migration as GET /migrations lists it: the peer by its URL only (never its token). */
-export interface MigrationView {
-  id: string;
-  role: 'source' | 'destination';
-  vm: string;
-  uuid: string;
-  phase: MigrationPhase;
-  offline: boolean;
-  copyStorage: boolean;
-  postcopy?: boolean;
-  peer?: string;
-  createdVolumes?: string[];
-  createdAt: string;
-  updatedAt: string;
-}
+export type MigrationView = Omit<MigrationRecord, 'peer'> & { peer?: string };
 
 export interface MigrationStatus {
   id: string;

@@ -267,6 +267,15 @@ async function buildApp(state: DaemonState, options: DaemonOptions, auth: 'socke
   });
 
   // The serial console as a WebSocket: binary frames both ways.
+  // A WebSocket opened by a browser session closes with it (log-out, revoked token).
+  const endWithSession = (request: FastifyRequest, socket: { on(event: 'close', listener: () => void): unknown }, closeWith: (code: number, reason: string) => void) => {
+    const session = sessionOf(request);
+    if (!session) return;
+    const end = () => closeWith(CONSOLE_CLOSE_CODES.unauthorized, 'the session ended');
+    session.closers.add(end);
+    socket.on('close', () => session.closers.delete(end));
+  };
+
   // A WebSocket route asked without an upgrade answers like every other route: a JSON error, not an empty 404.
   const notAnUpgrade = (request: FastifyRequest) => {
     throw new VireoError('invalid_argument', `${request.routeOptions.url ?? request.url} is a WebSocket: connect with 'Upgrade: websocket'`);
@@ -284,12 +293,7 @@ async function buildApp(state: DaemonState, options: DaemonOptions, auth: 'socke
       closed = true;
       detach?.();
     });
-    const session = sessionOf(request);
-    if (session) {
-      const end = () => closeWith(CONSOLE_CLOSE_CODES.unauthorized, 'the session ended');
-      session.closers.add(end);
-      socket.on('close', () => session.closers.delete(end));
-    }
+    endWithSession(request, socket, closeWith);
     void (async () => {
       const params = validate(NameParams, request.params, 'path')!;
       const query = validate(ConsoleQuery, request.query, 'query')!;
@@ -325,12 +329,7 @@ async function buildApp(state: DaemonState, options: DaemonOptions, auth: 'socke
       closed = true;
       vnc?.destroy();
     });
-    const session = sessionOf(request);
-    if (session) {
-      const end = () => closeWith(CONSOLE_CLOSE_CODES.unauthorized, 'the session ended');
-      session.closers.add(end);
-      socket.on('close', () => session.closers.delete(end));
-    }
+    endWithSession(request, socket, closeWith);
     void (async () => {
       const params = validate(NameParams, request.params, 'path')!;
       const connection = await connectVnc(state.paths, params.name);
