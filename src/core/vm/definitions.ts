@@ -108,6 +108,8 @@ export async function vmsUsingImage(paths: VireoPaths, image: string): Promise<s
  * this fail at once with 'in_use' rather than wait unseen.
  */
 export async function withVmLock<T>(paths: VireoPaths, name: string, work: () => Promise<T>): Promise<T> {
+  // Checked before the name becomes a path: '../../etc' must never place a lock file outside Vireo's directory.
+  checkName('name', name);
   const lockPath = join(vmPaths(paths, name).dir, '.lock');
   await acquire(lockPath, name);
   try {
