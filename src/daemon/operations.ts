@@ -136,9 +136,12 @@ export class OperationManager {
     this.publish(operation);
 
     let lastPublished = 0;
+    let highest = 0;
     const context: OperationContext = {
       signal: controller.signal,
-      progress: (message, fraction) => {
+      progress: (message, reported) => {
+        // A progress bar never goes back: a migration's estimate shrinks a little when the guest dirties pages again.
+        const fraction = reported === undefined ? undefined : (highest = Math.max(highest, reported));
         operation.progress = { message, ...(fraction !== undefined ? { fraction } : {}) };
         operation.updatedAt = new Date().toISOString();
         // Progress is published (throttled) but not written: only state changes need to survive a crash.
