@@ -5,33 +5,14 @@
  * whose recorder still runs.
  */
 import { spawn } from 'node:child_process';
-import { mkdtemp, readdir, readFile, rm } from 'node:fs/promises';
+import { mkdtemp, readdir, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { killOrphanedGroups, spawnInGroup } from './groups.js';
+import { members, until } from './test-support.js';
 
-/** Live (non-zombie) members of a process group. */
-async function members(pgid: number): Promise<number[]> {
-  const found: number[] = [];
-  for (const entry of await readdir('/proc')) {
-    if (!/^\d+$/.test(entry)) continue;
-    const stat = await readFile(`/proc/${entry}/stat`, 'utf8').catch(() => '');
-    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-    if (fields[2] === String(pgid) && fields[0] !== 'Z') found.push(Number(entry));
-  }
-  return found;
-}
-
-async function until(check: () => Promise<boolean>, timeoutMs = 10_000): Promise<boolean> {
-  const deadline = Date.now() + timeoutMs;
-  while (Date.now() < deadline) {
-    if (await check()) return true;
-    await new Promise((resolve) => setTimeout(resolve, 25));
-  }
-  return check();
-}
 
 /** Runs a Node process that records a group (sh with two sleeps in the background) and reports it, then waits. */
 function recorder(dir: string): Promise<{ owner: ReturnType<typeof spawn>; pgid: number }> {

@@ -4,32 +4,12 @@
  * cancellation ending the whole group (grandchildren included) with SIGTERM
  * then SIGKILL, bounded concurrency, and long-lived children.
  */
-import { readdir, readFile } from 'node:fs/promises';
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { limiter } from '../limit.js';
 import { isProcessError, ProcessError, run, start, succeeds } from './run.js';
+import { members, until } from './test-support.js';
 
-/** Live (non-zombie) members of a process group. */
-async function members(pgid: number): Promise<number[]> {
-  const found: number[] = [];
-  for (const entry of await readdir('/proc')) {
-    if (!/^\d+$/.test(entry)) continue;
-    const stat = await readFile(`/proc/${entry}/stat`, 'utf8').catch(() => '');
-    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-    if (fields[2] === String(pgid) && fields[0] !== 'Z') found.push(Number(entry));
-  }
-  return found;
-}
-
-async function until(check: () => Promise<boolean>, timeoutMs = 10_000): Promise<boolean> {
-  const deadline = Date.now() + timeoutMs;
-  while (Date.now() < deadline) {
-    if (await check()) return true;
-    await new Promise((resolve) => setTimeout(resolve, 25));
-  }
-  return check();
-}
 
 async function failureOf(promise: Promise<unknown>): Promise<ProcessError> {
   try {
