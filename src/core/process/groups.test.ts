@@ -11,7 +11,7 @@ import { join } from 'node:path';
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { killOrphanedGroups, spawnInGroup } from './groups.js';
-import { members, until } from './test-support.js';
+import { members, until } from './group-probe.js';
 
 
 /** Runs a Node process that records a group (sh with two sleeps in the background) and reports it, then waits. */

@@ -8,7 +8,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { limiter } from '../limit.js';
 import { isProcessError, ProcessError, run, start, succeeds } from './run.js';
-import { members, until } from './test-support.js';
+import { members, until } from './group-probe.js';
 
 
 async function failureOf(promise: Promise<unknown>): Promise<ProcessError> {
