@@ -20,6 +20,8 @@ export const CreateVmBody = z.strictObject({
   newDisks: z.array(z.strictObject({ size: Size.optional(), format: DiskFormat.optional(), from: Name.optional(), image: Name.optional() })).max(8).default([]),
   /** An installer ISO on the daemon's host (in a directory it allows for host files): imported as <vm>-iso and attached as a CD-ROM. */
   iso: z.string().max(4096).optional(),
+  /** In a cluster: the member to create it on (default: placement picks one). */
+  host: z.string().regex(/^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/, 'must be a cluster member\'s name').optional(),
 });
 export const EditVmBody = z.strictObject({ spec: VmSpecSchema });
 export const StartBody = z.strictObject({
