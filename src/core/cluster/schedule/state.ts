@@ -96,7 +96,7 @@ export class ClusterState {
       });
     }
     // Measured load already includes the VMs that run there: account allocation only.
-    for (const vm of snapshot.vms) this.account(vm, vm.host, 1, false);
+    for (const vm of snapshot.vms) this.account(vm, vm.host, 1);
   }
 
   tally(host: string): HostTally | undefined {
@@ -107,14 +107,18 @@ export class ClusterState {
     return [...this.tallies.values()].filter((tally) => tally.host.state === 'up');
   }
 
-  /** Move a VM in this working copy: allocation, measured use and group members follow it. */
-  move(vm: VmSnapshot, to: string): void {
+  /**
+   * Move a VM in this working copy: allocation, measured use and group
+   * members follow it. `use` is what it will use at the target when that
+   * differs from what it uses now (a restarted guest may touch all its memory).
+   */
+  move(vm: VmSnapshot, to: string, use: Demand = demandOf(vm)): void {
     const from = this.hostOf.get(vm);
-    if (from !== undefined) this.account(vm, from, -1, true);
-    this.account(vm, to, 1, true);
+    if (from !== undefined) this.account(vm, from, -1, demandOf(vm));
+    this.account(vm, to, 1, use);
   }
 
-  private account(vm: VmSnapshot, hostName: string, sign: 1 | -1, withUse: boolean): void {
+  private account(vm: VmSnapshot, hostName: string, sign: 1 | -1, use?: Demand): void {
     const tally = this.tallies.get(hostName);
     if (sign === 1) this.hostOf.set(vm, hostName);
     else this.hostOf.delete(vm);
@@ -125,10 +129,9 @@ export class ClusterState {
     tally.allocatedCpus += sign * vm.cpus;
     tally.allocatedMemoryBytes += sign * vm.memoryBytes;
     if (vm.localDisk) tally.allocatedStorageBytes += sign * vm.diskBytes;
-    if (withUse) {
-      const demand = demandOf(vm);
-      tally.usedCores += sign * demand.cpuCores;
-      tally.usedMemoryBytes += sign * demand.memoryUseBytes;
+    if (use) {
+      tally.usedCores += sign * use.cpuCores;
+      tally.usedMemoryBytes += sign * use.memoryUseBytes;
     }
     for (const group of vm.antiAffinity ?? []) bump(tally.antiAffinity, group, sign);
     for (const group of vm.affinity ?? []) {
