@@ -125,6 +125,27 @@ describe('a cluster of three hosts on a three-member etcd', { timeout: 900_000 }
     assert.equal((await b.daemon.api.call('GET /vms/:name', { params: { name: 'cvm' } })).runtime.state, 'stopped');
   });
 
+  test('without --host placement picks a live member and says why; an unknown --host is a clear error; a delete through another member frees the name', async () => {
+    const placed = await b.home.vireo(['vm', 'create', 'pvm', '--image', 'tiny', '--memory', '128M']);
+    assert.equal(placed.code, 0, placed.stderr);
+    const match = /placed on '(h\d)': (.+)/.exec(placed.stderr);
+    assert.ok(match, placed.stderr);
+    const owner = cluster.hosts.find((host) => host.name === match[1])!;
+    assert.equal((await owner.daemon.api.call('GET /vms/:name', { params: { name: 'pvm' } })).definition.name, 'pvm');
+    for (const host of cluster.hosts) if (host !== owner) await assert.rejects(access(join(host.home.paths.vms, 'pvm')));
+    await rejects(a.daemon.api.request('POST', '/vms', { spec: { name: 'qvm', memory: '128M', boot: { kernel: { image: 'tiny' } } }, host: 'nosuch' }), 'not_found', 'body.host');
+    // Nothing fits: the scheduler's error says what is short.
+    await assert.rejects(a.daemon.api.request('POST', '/vms', { spec: { name: 'qvm', memory: '64G', boot: { kernel: { image: 'tiny' } } } }), (error: unknown) => isVireoError(error, 'invalid_state') && /memory/.test(error.message));
+    await assert.rejects(access(join(a.home.paths.vms, 'qvm')));
+
+    const other = cluster.hosts.find((host) => host !== owner)!;
+    await other.daemon.api.request('DELETE', '/vms/pvm');
+    await assert.rejects(access(join(owner.home.paths.vms, 'pvm')));
+    // The name is free again, on any member.
+    await other.daemon.api.request('POST', '/vms', { spec: { name: 'pvm', memory: '128M', boot: { kernel: { image: 'tiny' } } }, host: other.name });
+    await other.daemon.api.request('DELETE', '/vms/pvm');
+  });
+
   test('killing the etcd leader: cluster writes resume within 5 s', async () => {
     const status = await etcdStatus(a, cluster.etcdUrls[0]!);
     assert.ok(status);

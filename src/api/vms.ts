@@ -14,6 +14,9 @@ import { operation } from './operations.js';
 
 export type { VmInfo, StartResult, SetResult, DeviceChange };
 
+/** A VM just created; in a cluster, with the member placement chose and why. */
+export type CreatedVm = VmInfo & { placement?: { host: string; explanation: string } };
+
 export const CreateVmBody = z.strictObject({
   spec: VmSpecSchema,
   /** Disks to create and attach as <vm>-disk<N> (virtio). */
@@ -57,7 +60,7 @@ export interface ConsoleChunk {
 
 export const vms = {
   'GET /vms': endpoint({ tag: 'vms', summary: 'All VMs with their state', status: 200, response: returns<VmInfo[]>('Vm[]') }),
-  'POST /vms': endpoint({ tag: 'vms', summary: 'Define a VM (and create its new disks)', body: CreateVmBody, status: 201, response: returns<VmInfo>('Vm') }),
+  'POST /vms': endpoint({ tag: 'vms', summary: 'Define a VM (and create its new disks); in a cluster, on the member --host names or placement picks', body: CreateVmBody, status: 201, response: returns<CreatedVm>('CreatedVm') }),
   'GET /vms/:name': endpoint({ tag: 'vms', summary: 'One VM: definition and state', params: NameParams, status: 200, response: returns<VmInfo>('Vm') }),
   'PUT /vms/:name': endpoint({ tag: 'vms', summary: 'Replace the spec of a stopped VM (identity kept)', params: NameParams, body: EditVmBody, status: 200, response: returns<VmInfo>('Vm') }),
   'POST /vms/:name/resources': endpoint({

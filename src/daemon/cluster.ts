@@ -15,12 +15,14 @@ import { hostname } from 'node:os';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { rm } from 'node:fs/promises';
 import type { ClusterInitRequest, ClusterJoinRequest, ClusterJoined, ClusterStatus, MemberView } from '../api/cluster.js';
+import type { CreatedVm } from '../api/vms.js';
 import { ApiClient } from '../client/api-client.js';
 import type { TransportResponse } from '../client/api-core.js';
 import { pinnedAgentOptions } from '../client/endpoint.js';
 import { localEtcdDataDir, readClusterConfig, removeClusterConfig, writeClusterConfig, type ClusterConfig } from '../core/cluster/config.js';
 import type { LocalEtcdSupervisor } from '../core/cluster/etcd-local.js';
 import type { ClusterMember } from '../core/cluster/member.js';
+import { hostLoad, storageMiB } from '../core/cluster/load.js';
 import { chooseHost } from '../core/cluster/placement.js';
 import { MEMBER_NAME, type AliveRecord, type MemberRecord } from '../core/cluster/records.js';
 import type { ClusterStore } from '../core/cluster/store.js';
@@ -42,6 +44,8 @@ const FORWARD_TIMEOUT_MS = 330_000;
 const LIST_TIMEOUT_MS = 5000;
 /** How long a list waits for etcd (who is alive) before answering with this host's VMs only. */
 const LIST_ETCD_WAIT_MS = 1500;
+/** How often a member refreshes its alive record (allocation, load). */
+const PRESENCE_REFRESH_MS = 10_000;
 
 export interface SelfAddress {
   /** https://HOST:PORT the daemon listens on (from --listen), when any. */
@@ -68,6 +72,8 @@ export class ClusterService {
   private active: Active | undefined;
   private readonly clients = new Map<string, { url: string; client: ApiClient }>();
   private claimTimer: NodeJS.Timeout | undefined;
+  private refreshTimer: NodeJS.Timeout | undefined;
+  private readonly since = new Date().toISOString();
   private closed = false;
   /** Serialises init, join and leave. */
   private changing: Promise<unknown> = Promise.resolve();
@@ -118,15 +124,19 @@ export class ClusterService {
     });
     this.active = { config, store, member, ...(etcd ? { etcd } : {}) };
     member.start();
+    // What this member's VMs are given and how loaded it is, for placement: refreshed on its lease.
+    this.refreshTimer = setInterval(() => void member.refreshPresence().catch(() => undefined), PRESENCE_REFRESH_MS);
+    this.refreshTimer.unref();
   }
 
   /** What this member says about itself on its lease. */
   private async presence(): Promise<AliveRecord> {
     const allocation = await hostAllocation(this.paths);
     return {
-      since: new Date().toISOString(),
+      since: this.since,
       pid: process.pid,
       allocated: { vms: allocation.defined.vms, vcpus: allocation.defined.vcpus, memoryMiB: allocation.defined.memoryMiB },
+      load: await hostLoad(),
     };
   }
 
@@ -194,7 +204,7 @@ export class ClusterService {
       url,
       ...(this.self.fingerprint256 ? { fingerprint256: this.self.fingerprint256 } : {}),
       token,
-      capacity: { cpus: allocation.host.cpus, memoryMiB: allocation.host.memoryMiB },
+      capacity: { cpus: allocation.host.cpus, memoryMiB: allocation.host.memoryMiB, storageMiB: (await storageMiB(this.paths.storage)) || (await storageMiB(this.paths.home)) },
       labels,
       state: 'active',
       joinedAt: new Date().toISOString(),
@@ -465,7 +475,7 @@ export class ClusterService {
    * transaction: the name is the cluster's), then it is made on that host,
    * here or forwarded; if making it fails, the record goes again.
    */
-  async createVm(vm: string, request: { host?: string | undefined; vcpus: number; memoryMiB: number }, body: Record<string, unknown>, forwardedBy: string | undefined, local: () => Promise<VmInfo>): Promise<{ status: number; info: VmInfo }> {
+  async createVm(vm: string, request: { host?: string | undefined; vcpus: number; memoryMiB: number }, body: Record<string, unknown>, forwardedBy: string | undefined, local: () => Promise<VmInfo>): Promise<{ status: number; info: CreatedVm }> {
     const active = this.active;
     if (!active) {
       if (request.host !== undefined) throw invalidArgument('host', 'this daemon is not in a cluster, so there is no other host to create the VM on');
@@ -475,42 +485,32 @@ export class ClusterService {
     // The forwarding member recorded the owner already.
     if (forwardedBy !== undefined) {
       if (request.host !== undefined && request.host !== self) throw invalidArgument('host', `this member is '${self}', not '${request.host}'`);
-      return { status: 201, info: { ...(await local()), host: self } };
+      const info = { ...(await local()), host: self };
+      void active.member.refreshPresence().catch(() => undefined);
+      return { status: 201, info };
     }
-    let host = request.host;
-    if (host === undefined) {
-      const [members, alive] = await Promise.all([active.store.members(), active.store.alive()]);
-      const placed = this.place(members, alive, request);
-      host = placed.host;
-      this.log(`cluster: placing VM '${vm}' on '${host}': ${placed.reasons.join('; ')}`);
-    } else {
-      const member = await active.store.member(host);
-      if (!member) throw invalidArgument('host', `no cluster member is named '${host}'`);
-      if (host !== self && !(await active.store.isAlive(host))) throw new VireoError('unavailable', `cluster member '${host}' is down (its lease has expired)`, { field: 'host' });
-    }
+    const [members, alive] = await Promise.all([active.store.members(), active.store.alive()]);
+    const placement = chooseHost(members.map((member) => ({ member, ...(alive.has(member.name) ? { alive: alive.get(member.name)! } : {}) })), { name: vm, ...request, ...(request.host !== undefined ? { host: request.host } : {}) });
+    const host = placement.host;
+    this.log(`cluster: placing VM '${vm}' on '${host}': ${placement.explanation}`);
     await active.store.claimVm(vm, host);
     try {
-      if (host === self) return { status: 201, info: { ...(await local()), host: self } };
+      if (host === self) {
+        const info = { ...(await local()), host: self, placement };
+        void active.member.refreshPresence().catch(() => undefined);
+        return { status: 201, info };
+      }
       const answer = await this.forwardTo(host, 'POST', '/vms', { ...body, host });
       const json = JSON.parse(answer.text || 'null') as unknown;
       if (answer.status >= 400) {
         const error = (json as { error?: { code?: string; message?: string; field?: string } })?.error;
         throw new VireoError(isCode(error?.code) ? error.code : 'internal', error?.message ?? `HTTP ${answer.status} from '${host}'`, { ...(error?.field ? { field: error.field } : {}), host });
       }
-      return { status: answer.status, info: { ...(json as VmInfo), host } };
+      return { status: answer.status, info: { ...(json as VmInfo), host, placement } };
     } catch (error) {
       await active.store.releaseVm(vm, host).catch(() => undefined);
       throw error;
     }
-  }
-
-  /** Placement: one small function to swap for the scheduler's (src/core/cluster/schedule/). */
-  private place(members: MemberRecord[], alive: Map<string, AliveRecord>, request: { vcpus: number; memoryMiB: number }) {
-    const candidates = members.flatMap((member) => {
-      const live = alive.get(member.name);
-      return live ? [{ member, alive: live }] : [];
-    });
-    return chooseHost(candidates, request);
   }
 
   /** Before a change that needs the cluster (deleting a VM releases its record): etcd must answer. */
@@ -532,6 +532,8 @@ export class ClusterService {
     this.active = undefined;
     if (this.claimTimer) clearTimeout(this.claimTimer);
     this.claimTimer = undefined;
+    if (this.refreshTimer) clearInterval(this.refreshTimer);
+    this.refreshTimer = undefined;
     this.clients.clear();
     if (!active) return;
     await active.member.close();

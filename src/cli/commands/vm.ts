@@ -245,7 +245,12 @@ export function vmCommand(cli: CliContext): Command {
       if (flags.iso !== undefined && image && !diskImage) {
         throw invalidArgument('--iso', `an installer ISO is booted by the firmware; it cannot go with direct kernel boot (--image ${image.name})`);
       }
-      const def = await backend.createVm(spec, newDisks, { ...(flags.iso !== undefined ? { iso: resolve(flags.iso) } : {}), ...(flags.host !== undefined ? { host: flags.host } : {}) });
+      const def = await backend.createVm(spec, newDisks, {
+        ...(flags.iso !== undefined ? { iso: resolve(flags.iso) } : {}),
+        ...(flags.host !== undefined ? { host: flags.host } : {}),
+        // In a cluster: which member and why (to stderr, so --json stays one document).
+        onPlaced: (placement) => note(`placed on '${placement.host}': ${placement.explanation}`),
+      });
       if (flags.json) printJson(def);
       else note(`created VM '${def.name}' (${def.cpus.count} vCPU, ${formatSize(def.memory * MiB)}, ${def.disks.length} disk(s)); start it with: vireo vm start ${def.name}`);
     });

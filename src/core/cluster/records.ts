@@ -45,7 +45,12 @@ export const ClusterRecordSchema = z.object({
 });
 export type ClusterRecord = z.infer<typeof ClusterRecordSchema>;
 
-export const CapacitySchema = z.object({ cpus: z.number().int().nonnegative(), memoryMiB: z.number().int().nonnegative() });
+export const CapacitySchema = z.object({
+  cpus: z.number().int().nonnegative(),
+  memoryMiB: z.number().int().nonnegative(),
+  /** The size of the file system of its storage directory. */
+  storageMiB: z.number().int().nonnegative().optional(),
+});
 export type Capacity = z.infer<typeof CapacitySchema>;
 
 /** A member as etcd keeps it (persistent: a member that is down stays listed, as down). */
@@ -70,6 +75,8 @@ export const AliveRecordSchema = z.object({
   pid: z.number().int(),
   /** vCPUs and memory given to its defined VMs, refreshed as it renews. */
   allocated: z.object({ vms: z.number().int(), vcpus: z.number().int(), memoryMiB: z.number().int() }),
+  /** Measured: the host's CPU use as a fraction of its CPUs (load average over CPUs, capped at 1) and its memory in use. */
+  load: z.object({ cpuFraction: z.number().min(0).max(1), memoryUsedMiB: z.number().int().nonnegative() }).optional(),
 });
 export type AliveRecord = z.infer<typeof AliveRecordSchema>;
 
