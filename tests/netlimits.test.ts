@@ -236,7 +236,13 @@ test('a 1 Mbit/s limit holds both ways, is raised live, survives a restart and g
   // Limits removed live: nothing of them is left in the kernel.
   assert.equal((await host.home.vireo(['vm', 'set', 'bw', '--nic-limit', 'nic0:none'])).code, 0);
   assert.equal(await bucketRate(tap), undefined);
+  assert.equal(await linkThere(ifbName(tap)), false);
+  // An egress limit again, then a stop: the tap and its ifb go with the VM.
+  assert.equal((await host.home.vireo(['vm', 'set', 'bw', '--nic-limit', 'nic0:egress=2Mbit'])).code, 0);
+  assert.equal(await bucketRate(ifbName(tap)), 2e6);
   assert.equal((await host.home.vireo(['vm', 'stop', 'bw'])).code, 0);
+  assert.equal(await linkThere(tap), false);
+  assert.equal(await linkThere(ifbName(tap)), false, 'the ifb went with its tap');
 });
 
 test('a NIC attached live onto a Vireo network gets a tap on the bridge, a lease and its rules; detached, all go', { timeout: 900_000 }, async () => {
