@@ -96,7 +96,7 @@ export class ClusterState {
       });
     }
     // Measured load already includes the VMs that run there: account allocation only.
-    for (const vm of snapshot.vms) this.account(vm, vm.host, 1, false);
+    for (const vm of snapshot.vms) this.account(vm, vm.host, 1);
   }
 
   tally(host: string): HostTally | undefined {
@@ -107,14 +107,18 @@ export class ClusterState {
     return [...this.tallies.values()].filter((tally) => tally.host.state === 'up');
   }
 
-  /** Move a VM in this working copy: allocation, measured use and group members follow it. */
-  move(vm: VmSnapshot, to: string): void {
+  /**
+   * Move a VM in this working copy: allocation, measured use and group
+   * members follow it. `use` is what it will use at the target when that
+   * differs from what it uses now (a restarted guest may touch all its memory).
+   */
+  move(vm: VmSnapshot, to: string, use: Demand = demandOf(vm)): void {
     const from = this.hostOf.get(vm);
-    if (from !== undefined) this.account(vm, from, -1, true);
-    this.account(vm, to, 1, true);
+    if (from !== undefined) this.account(vm, from, -1, demandOf(vm));
+    this.account(vm, to, 1, use);
   }
 
-  private account(vm: VmSnapshot, hostName: string, sign: 1 | -1, withUse: boolean): void {
+  private account(vm: VmSnapshot, hostName: string, sign: 1 | -1, use?: Demand): void {
     const tally = this.tallies.get(hostName);
     if (sign === 1) this.hostOf.set(vm, hostName);
     else this.hostOf.delete(vm);
@@ -125,10 +129,9 @@ export class ClusterState {
     tally.allocatedCpus += sign * vm.cpus;
     tally.allocatedMemoryBytes += sign * vm.memoryBytes;
     if (vm.localDisk) tally.allocatedStorageBytes += sign * vm.diskBytes;
-    if (withUse) {
-      const demand = demandOf(vm);
-      tally.usedCores += sign * demand.cpuCores;
-      tally.usedMemoryBytes += sign * demand.memoryUseBytes;
+    if (use) {
+      tally.usedCores += sign * use.cpuCores;
+      tally.usedMemoryBytes += sign * use.memoryUseBytes;
     }
     for (const group of vm.antiAffinity ?? []) bump(tally.antiAffinity, group, sign);
     for (const group of vm.affinity ?? []) {
@@ -143,43 +146,64 @@ export class ClusterState {
    * VM being moved, whose own group memberships must not count against it.
    */
   rejections(tally: HostTally, demand: Demand, self?: VmSnapshot): Rejection[] {
-    const { host } = tally;
     const found: Rejection[] = [];
-    if (host.state !== 'up') found.push({ kind: 'state', message: `host is ${host.state}` });
+    this.check(tally, demand, self, (rejection) => {
+      found.push(rejection());
+      return true;
+    });
+    return found;
+  }
+
+  /** Whether `tally` can take `demand`: the same rules as rejections(), stopping at the first and building no message. */
+  fits(tally: HostTally, demand: Demand, self?: VmSnapshot): boolean {
+    let fits = true;
+    this.check(tally, demand, self, () => {
+      fits = false;
+      return false;
+    });
+    return fits;
+  }
+
+  /**
+   * The rules, once. `reject` gets each failed rule as a thunk (so the fast
+   * path formats no message) and returns whether to go on checking.
+   */
+  private check(tally: HostTally, demand: Demand, self: VmSnapshot | undefined, reject: (rejection: () => Rejection) => boolean): void {
+    const { host } = tally;
+    if (host.state !== 'up' && !reject(() => ({ kind: 'state', message: `host is ${host.state}` }))) return;
     for (const [key, value] of Object.entries(demand.hostLabels)) {
       const actual = host.labels[key];
       if (actual !== value) {
-        found.push({ kind: 'labels', name: key, message: actual === undefined ? `no label ${key} (needs ${key}=${value})` : `label ${key}=${actual}, needs ${key}=${value}` });
+        if (!reject(() => ({ kind: 'labels', name: key, message: actual === undefined ? `no label ${key} (needs ${key}=${value})` : `label ${key}=${actual}, needs ${key}=${value}` }))) return;
       }
     }
     const selfHere = self !== undefined && tally.vms.has(self);
     for (const group of demand.antiAffinity) {
       const members = (tally.antiAffinity.get(group) ?? 0) - (selfHere ? 1 : 0);
-      if (members > 0) found.push({ kind: 'anti_affinity', name: group, message: `anti-affinity group ${group} already has ${members} member${members === 1 ? '' : 's'} here` });
+      if (members > 0 && !reject(() => ({ kind: 'anti_affinity', name: group, message: `anti-affinity group ${group} already has ${members} member${members === 1 ? '' : 's'} here` }))) return;
     }
     for (const group of demand.affinity) {
       const selfOnUp = self !== undefined && this.hostOf.has(self) && this.tallies.get(this.hostOf.get(self)!)?.host.state === 'up';
       const elsewhere = (this.affinityOnUp.get(group) ?? 0) - (selfOnUp ? 1 : 0);
       const here = (tally.affinity.get(group) ?? 0) - (selfHere ? 1 : 0);
-      if (elsewhere > 0 && here === 0) found.push({ kind: 'affinity', name: group, message: `affinity group ${group} runs on other hosts, none of its members here` });
+      if (elsewhere > 0 && here === 0 && !reject(() => ({ kind: 'affinity', name: group, message: `affinity group ${group} runs on other hosts, none of its members here` }))) return;
     }
     const { overcommit, maxMemoryUse } = this.settings;
     const free = (capacity: number, ratio: number, allocated: number) => capacity * ratio - allocated;
     // When the VM is already here (a check of where it is), its own allocation is part of what it needs.
     const mine = (value: number) => (selfHere ? value : 0);
     const freeCpus = free(host.capacity.cpus, overcommit.cpu, tally.allocatedCpus - mine(demand.cpus));
-    if (demand.cpus > freeCpus) found.push({ kind: 'cpu', need: demand.cpus, free: freeCpus, message: `needs ${demand.cpus} vCPUs, ${Math.max(0, freeCpus)} free (${host.capacity.cpus} CPUs x ${overcommit.cpu} overcommit)` });
+    if (demand.cpus > freeCpus && !reject(() => ({ kind: 'cpu', need: demand.cpus, free: freeCpus, message: `needs ${demand.cpus} vCPUs, ${Math.max(0, freeCpus)} free (${host.capacity.cpus} CPUs x ${overcommit.cpu} overcommit)` }))) return;
     const freeMemory = free(host.capacity.memoryBytes, overcommit.memory, tally.allocatedMemoryBytes - mine(demand.memoryBytes));
-    if (demand.memoryBytes > freeMemory) found.push({ kind: 'memory', need: demand.memoryBytes, free: freeMemory, message: `needs ${formatSize(demand.memoryBytes)} memory, ${formatSize(Math.max(0, freeMemory))} free to allocate` });
+    if (demand.memoryBytes > freeMemory && !reject(() => ({ kind: 'memory', need: demand.memoryBytes, free: freeMemory, message: `needs ${formatSize(demand.memoryBytes)} memory, ${formatSize(Math.max(0, freeMemory))} free to allocate` }))) return;
     if (demand.localDisk) {
       const freeStorage = free(host.capacity.storageBytes, overcommit.storage, tally.allocatedStorageBytes - mine(demand.diskBytes));
-      if (demand.diskBytes > freeStorage) found.push({ kind: 'storage', need: demand.diskBytes, free: freeStorage, message: `needs ${formatSize(demand.diskBytes)} local storage, ${formatSize(Math.max(0, freeStorage))} free` });
+      if (demand.diskBytes > freeStorage && !reject(() => ({ kind: 'storage', need: demand.diskBytes, free: freeStorage, message: `needs ${formatSize(demand.diskBytes)} local storage, ${formatSize(Math.max(0, freeStorage))} free` }))) return;
     }
     const usable = host.capacity.memoryBytes * maxMemoryUse - (tally.usedMemoryBytes - mine(demand.memoryUseBytes));
     if (demand.memoryUseBytes > usable) {
-      found.push({ kind: 'memory_use', need: demand.memoryUseBytes, free: usable, message: `would use ${formatSize(demand.memoryUseBytes)} more memory, only ${formatSize(Math.max(0, usable))} left under the ${Math.round(maxMemoryUse * 100)}% ceiling of measured use` });
+      if (!reject(() => ({ kind: 'memory_use', need: demand.memoryUseBytes, free: usable, message: `would use ${formatSize(demand.memoryUseBytes)} more memory, only ${formatSize(Math.max(0, usable))} left under the ${Math.round(maxMemoryUse * 100)}% ceiling of measured use` }))) return;
     }
-    return found;
   }
 
   /**
