@@ -145,6 +145,11 @@ async function apiFailure(promise: Promise<unknown>): Promise<{ code: string; fi
   throw new Error('expected the request to fail');
 }
 
+async function stop(vm: string): Promise<void> {
+  const stopped = await host.home.vireo(['vm', 'stop', vm]);
+  assert.equal(stopped.code, 0, stopped.stderr);
+}
+
 function cliField(result: { code: number; stderr: string }): string | undefined {
   assert.notEqual(result.code, 0, 'the command must fail');
   // The CLI prints "error: FIELD: message"; through the daemon, a field of the request body is "body.FIELD".
@@ -221,7 +226,7 @@ test('a 1 Mbit/s limit holds both ways, is raised live, survives a restart and g
   assert.equal(await linkThere(ifbName(tap)), false, 'no egress limit: its ifb is gone');
   const stored = await api.request<{ definition: { nics: { limits?: unknown }[] } }>('GET', '/vms/bw');
   assert.deepEqual(stored.definition.nics[0]!.limits, { ingress: 1e6, ingressBurst: 32 * 1024 });
-  assert.equal((await host.home.vireo(['vm', 'stop', 'bw'])).code, 0);
+  await stop('bw');
   assert.equal(await linkThere(tap), false, 'stopped: the tap is gone');
   for (const console of consoles.values()) await console.close();
   consoles.clear();
@@ -240,7 +245,7 @@ test('a 1 Mbit/s limit holds both ways, is raised live, survives a restart and g
   // An egress limit again, then a stop: the tap and its ifb go with the VM.
   assert.equal((await host.home.vireo(['vm', 'set', 'bw', '--nic-limit', 'nic0:egress=2Mbit'])).code, 0);
   assert.equal(await bucketRate(ifbName(tap)), 2e6);
-  assert.equal((await host.home.vireo(['vm', 'stop', 'bw'])).code, 0);
+  await stop('bw');
   assert.equal(await linkThere(tap), false);
   assert.equal(await linkThere(ifbName(tap)), false, 'the ifb went with its tap');
 });
@@ -292,5 +297,5 @@ test('a NIC attached live onto a Vireo network gets a tap on the bridge, a lease
   assert.ok(!allocations.usedBy.includes('hp'), 'the VM no longer uses the network');
   const gone = await inGuest('hp', 'ls /sys/class/net');
   assert.doesNotMatch(gone.output, /eth1/);
-  assert.equal((await host.home.vireo(['vm', 'stop', 'hp'])).code, 0);
+  await stop('hp');
 });

@@ -53,8 +53,22 @@ export function ifbName(tap: string): string {
 /** Removes a tap makeTap() made, if it is still there, and its ifb (a bandwidth limit's) with it. */
 export async function deleteTap(name: string): Promise<void> {
   if (!isTapName(name)) return;
-  if (await linkExists(name)) await ip(['tuntap', 'del', 'dev', name, 'mode', 'tap']);
-  if (await linkExists(ifbName(name))) await ip(['link', 'del', ifbName(name)]);
+  await removeLink(name, ['tuntap', 'del', 'dev', name, 'mode', 'tap']);
+  await removeLink(ifbName(name), ['link', 'del', ifbName(name)]);
+}
+
+/**
+ * Deletes a link if it is there. Two cleaners may race for the same one (a
+ * stop, and the daemon's watcher seeing that QEMU exited): a delete that
+ * fails because the other got there first is not a failure.
+ */
+async function removeLink(name: string, args: string[]): Promise<void> {
+  if (!(await linkExists(name))) return;
+  try {
+    await ip(args);
+  } catch (error) {
+    if (await linkExists(name)) throw error;
+  }
 }
 
 export function vxlanName(vni: number): string {
