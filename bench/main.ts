@@ -9,7 +9,8 @@
  * (daemon memory after 10,000 requests and after listing 200 volumes of 100
  * VMs, GET / latency while the 200 volumes are deleted), network (network
  * create time, start-to-address and VM-to-VM throughput on a bridge network vs
- * user-mode networking).
+ * user-mode networking), cluster (place, balance and evacuation decisions on
+ * 100 simulated hosts and 10,000 VMs, and simulated balancing convergence).
  */
 import { fileURLToPath } from 'node:url';
 import { join } from 'node:path';
@@ -27,6 +28,7 @@ import { benchNetwork } from './network.js';
 import { benchStartTime } from './start-time.js';
 import { benchResources } from './resources.js';
 import { ensureDaemon, findExecutable, type LibvirtDaemon } from './libvirtd.js';
+import { benchCluster } from './cluster.js';
 
 const runsFlag = process.argv.indexOf('--runs');
 const runs = runsFlag === -1 ? 7 : Number(process.argv[runsFlag + 1]);
@@ -58,7 +60,9 @@ async function section(name: string, body: () => Promise<void>): Promise<void> {
 
 // One libvirt daemon for every comparison (fenced in a network namespace, see libvirtd.ts), stopped at the end.
 let libvirtd: LibvirtDaemon | undefined;
-if ((await findExecutable('virsh')) === undefined) process.stdout.write('libvirt: virsh not installed (no libvirt figures; docs/benchmarks.md says how to add them)\n');
+if (!wanted('daemon') && !wanted('snapshots')) {
+  // No section compares with libvirt.
+} else if ((await findExecutable('virsh')) === undefined) process.stdout.write('libvirt: virsh not installed (no libvirt figures; docs/benchmarks.md says how to add them)\n');
 else {
   const daemon = await ensureDaemon();
   if ('reason' in daemon) process.stdout.write(`libvirt: ${daemon.reason}\n`);
@@ -175,6 +179,19 @@ await section('network', async () => {
   } else {
     process.stdout.write(`  libvirt not compared: ${libvirt.reason}\n`);
   }
+});
+
+await section('cluster', async () => {
+  const cluster = benchCluster({ runs });
+  const ms = (values: number[]) => `${median(values).toFixed(2)} ms`;
+  const row = (label: string, timing: { wallMs: number[]; cpuMs: number[] }) =>
+    process.stdout.write(`  ${label.padEnd(34)}${ms(timing.wallMs).padEnd(12)}CPU ${ms(timing.cpuMs).padEnd(12)}(max wall ${Math.max(...timing.wallMs).toFixed(2)} ms; goal: under 100 ms)\n`);
+  process.stdout.write(`\ncluster scheduling, pure decisions on ${cluster.hosts} simulated hosts and ${cluster.vms} VMs (median of ${cluster.place.wallMs.length}; wall clock, then this process's CPU time)\n`);
+  row('place one VM', cluster.place);
+  row('plan one balancing cycle', cluster.balance);
+  row('plan a host evacuation', cluster.evacuate);
+  const c = cluster.convergence;
+  process.stdout.write(`  balancing convergence, ${c.hosts} hosts / ${c.vms} VMs, one move per cycle: imbalance ${c.before.toFixed(3)} -> ${c.after.toFixed(3)} in ${c.cycles} cycles (threshold ${c.threshold}${c.converged ? '' : '; stopped above it: no move left that helps'})\n`);
 });
 
 await section('availability', async () => {
