@@ -7,12 +7,14 @@ import type { DeviceChange } from '../core/devices/hotplug.js';
 import { VmSpecSchema } from '../core/model/vm.js';
 import { VmSettingsSchema, type SetResult } from '../core/resources/live.js';
 import type { StartResult } from '../core/vm/lifecycle.js';
+import type { AgentState } from '../core/guest/agent-ops.js';
 import type { VmInfo } from '../core/vm/manage.js';
 import { BooleanText, DiskFormat, Name, NameParams, Seconds, Size } from './common.js';
 import { endpoint, returns } from './contract.js';
 import { operation } from './operations.js';
 
-export type { VmInfo, StartResult, SetResult, DeviceChange };
+/** VmInfo.agent: a running VM's guest agent answers, runs but does not answer, or nothing in the guest holds its channel open. */
+export type { AgentState, VmInfo, StartResult, SetResult, DeviceChange };
 
 export const CreateVmBody = z.strictObject({
   spec: VmSpecSchema,

@@ -25,10 +25,9 @@ import { resizeDisk } from '../core/vm/disk-resize.js';
 import { exportVolume, importImage } from '../core/storage/transfer.js';
 import { loadDefinition, volumeUsers, vmsUsingImage, vmsUsingVolume, vmsUsingVolumes } from '../core/vm/definitions.js';
 import { killVm, pauseVm, rebootVm, resumeVm, startVm, stopVm } from '../core/vm/lifecycle.js';
-import { createVm, deleteVm, editVm, getVm, listVms } from '../core/vm/manage.js';
+import { createVm, deleteVm, editVm, getVm, listVms, type DescribeOptions } from '../core/vm/manage.js';
 import { setVmResources } from '../core/resources/live.js';
 import { attachDisk, attachNic, detachDisk, detachNic, setVcpus } from '../core/devices/hotplug.js';
-import type { RuntimeOptions } from '../core/vm/runtime.js';
 import { readConsoleLogFrom } from '../core/vm/console.js';
 import { guestRoutes } from './guest-routes.js';
 import { migrationRoutes } from './migration-routes.js';
@@ -44,8 +43,8 @@ import { uiRoutes } from './ui/routes.js';
  * QEMU) is reported so at once, and any other has a second to answer, so one
  * stuck VM never slows the listing of the rest.
  */
-function runtimeOptions(daemon: DaemonState): RuntimeOptions {
-  return { timeoutMs: 1000, knownUnresponsive: (vm) => daemon.watcher.stateOf(vm) === 'unresponsive' };
+function runtimeOptions(daemon: DaemonState): DescribeOptions {
+  return { timeoutMs: 1000, knownUnresponsive: (vm) => daemon.watcher.stateOf(vm) === 'unresponsive', monitorFor: (vm) => daemon.watcher.clientFor(vm) };
 }
 
 async function requireVm(daemon: DaemonState, name: string): Promise<void> {

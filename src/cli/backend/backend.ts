@@ -92,7 +92,7 @@ export interface Backend {
   /** Console output from byte offset `from` on (at most a few MiB), and the offset to ask from next time. */
   readLogsFrom(name: string, from: number): Promise<{ text: string; next: number }>;
 
-  createSnapshot(vm: string, input: { name: string; diskOnly: boolean; description?: string }, progress: ProgressSink): Promise<SnapshotResult>;
+  createSnapshot(vm: string, input: { name: string; diskOnly: boolean; description?: string; freezeTimeoutSeconds?: number }, progress: ProgressSink): Promise<SnapshotResult>;
   listSnapshots(vm: string): Promise<SnapshotListing>;
   revertSnapshot(vm: string, name: string, progress: ProgressSink): Promise<RevertResult>;
   deleteSnapshot(vm: string, name: string, progress: ProgressSink): Promise<{ deleted: string; checks: DiskCheck[] }>;

@@ -70,7 +70,13 @@ export function localBackend(paths: VireoPaths): Backend {
     readLogsFrom: async (name, from) => (await consoles()).readConsoleLogFrom(vmPaths(paths, name).consoleLog, from),
 
     createSnapshot: async (vm, input, progress) =>
-      (await snapshots()).createSnapshot(paths, vm, { ...input, onProgress: (message) => progress(message) }),
+      (await snapshots()).createSnapshot(paths, vm, {
+        name: input.name,
+        diskOnly: input.diskOnly,
+        ...(input.description !== undefined ? { description: input.description } : {}),
+        ...(input.freezeTimeoutSeconds !== undefined ? { freezeTimeoutMs: input.freezeTimeoutSeconds * 1000 } : {}),
+        onProgress: (message) => progress(message),
+      }),
     listSnapshots: async (vm) => (await snapshots()).listSnapshots(paths, vm),
     revertSnapshot: async (vm, name, progress) => (await snapshots()).revertSnapshot(paths, vm, name, { onProgress: (message) => progress(message) }),
     deleteSnapshot: async (vm, name, progress) => (await snapshots()).deleteSnapshot(paths, vm, name, { onProgress: (message) => progress(message) }),

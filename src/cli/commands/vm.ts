@@ -257,15 +257,13 @@ export function vmCommand(cli: CliContext): Command {
       const backend = await cli.backend();
       const vms = await backend.listVms();
       if (flags.json) return printJson(vms);
-      // The address the guest agent reports; asked of running VMs only, all at once, and '-' when it does not answer.
-      const guests = await Promise.all(vms.map(async ({ definition, runtime }) => {
-        if (runtime.state !== 'running') return { address: '-', agent: '-' };
+      // The address the guest agent reports: asked only of agents that answer, all at once; '-' otherwise.
+      const guests = await Promise.all(vms.map(async ({ definition, agent }) => {
+        // Whether qemu-guest-agent answers (exec, cp, ip, clean shutdown and freeze need it): the listing says, for running VMs.
+        const shown = agent ?? '-';
+        if (agent !== 'answers') return { address: '-', agent: shown };
         const info = await backend.guestInfo(definition.name).catch(() => undefined);
-        return {
-          address: info?.interfaces.flatMap((item) => item.addresses).find((item) => item.family === 'ipv4')?.address ?? '-',
-          // Whether qemu-guest-agent answers: exec, cp, ip, clean shutdown and freeze need it.
-          agent: info === undefined ? '?' : info.agent ? 'answers' : 'no',
-        };
+        return { address: info?.interfaces.flatMap((item) => item.addresses).find((item) => item.family === 'ipv4')?.address ?? '-', agent: shown };
       }));
       printTable(
         ['NAME', 'STATE', 'VCPUS', 'MEMORY', 'ACCEL', 'UPTIME', 'ADDRESSES', 'AGENT', 'AUTOSTART'],
@@ -291,10 +289,8 @@ export function vmCommand(cli: CliContext): Command {
     .action(async (name: string, flags: { json?: boolean }) => {
       const backend = await cli.backend();
       const info = await backend.getVm(name);
-      // Whether the guest agent answers (running VMs only; the API's GET /vms/NAME/guest says the same).
-      const agent = info.runtime.state === 'running' ? await backend.guestInfo(name).then((guest) => guest.agent, () => undefined) : undefined;
-      // Limits next to use belong to the running state, which `vm edit -f` ignores when fed this output.
-      const runtime = { ...info.runtime, ...(info.runtime.startedAt ? { uptime: uptime(info.runtime.startedAt) } : {}), ...(agent !== undefined ? { agent: agent ? 'answers' : 'does not answer' } : {}), ...(info.resources ? { resources: info.resources } : {}) };
+      // Limits next to use, and the guest agent's state, belong to the running state, which `vm edit -f` ignores when fed this output.
+      const runtime = { ...info.runtime, ...(info.runtime.startedAt ? { uptime: uptime(info.runtime.startedAt) } : {}), ...(info.agent !== undefined ? { agent: info.agent } : {}), ...(info.resources ? { resources: info.resources } : {}) };
       const view = { ...info.definition, runtime };
       if (flags.json) printJson(view);
       else await printYaml(view);
