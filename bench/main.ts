@@ -28,6 +28,7 @@ import { benchNetwork } from './network.js';
 import { benchStartTime } from './start-time.js';
 import { benchResources } from './resources.js';
 import { ensureDaemon, findExecutable, type LibvirtDaemon } from './libvirtd.js';
+import { benchLibvirtResources } from './libvirt-resources.js';
 import { benchCluster } from './cluster.js';
 
 const runsFlag = process.argv.indexOf('--runs');
@@ -60,7 +61,7 @@ async function section(name: string, body: () => Promise<void>): Promise<void> {
 
 // One libvirt daemon for every comparison (fenced in a network namespace, see libvirtd.ts), stopped at the end.
 let libvirtd: LibvirtDaemon | undefined;
-if (!wanted('daemon') && !wanted('snapshots')) {
+if (!wanted('daemon') && !wanted('snapshots') && !wanted('resources')) {
   // No section compares with libvirt.
 } else if ((await findExecutable('virsh')) === undefined) process.stdout.write('libvirt: virsh not installed (no libvirt figures; docs/benchmarks.md says how to add them)\n');
 else {
@@ -123,7 +124,17 @@ await section('resources', async () => {
   process.stdout.write(`  hotplug, command to visible in the guest (incl. ~0.3 s per console poll)\n`);
   process.stdout.write(`    disk ${fmt(resources.hotplugMs.disk)}   NIC ${fmt(resources.hotplugMs.nic)}   vCPU ${fmt(resources.hotplugMs.vcpu)}\n`);
   process.stdout.write(`  CPU cap 50%, busy guest     ${resources.cpuCap.usedCores.toFixed(3)} cores used over 10 s (target ${resources.cpuCap.targetCores})\n`);
-  process.stdout.write('  libvirt side by side (virsh setvcpus/attach-disk --live, schedinfo): not measured\n\n');
+  const manifest = await getKernelImage(vireoPaths(imageHome), 'tiny');
+  const image = join(imageHome, 'images', 'tiny');
+  const libvirt = await benchLibvirtResources({ runs, kernel: join(image, manifest.kernel), initrd: join(image, manifest.initrd), cmdline: manifest.cmdline });
+  const ms = (value: number) => `${value.toFixed(0)} ms`.padEnd(14);
+  process.stdout.write(`  live commands, spawned CLI to done     ${'vireo (CLI, no daemon)'.padEnd(26)}${libvirt.available ? `virsh (libvirt ${libvirt.version})` : 'virsh'}\n`);
+  process.stdout.write(`    CPU cap (vm set --cpu-limit | schedinfo --live global_quota)  ${ms(median(resources.commandMs.cpuCap))}${' '.repeat(12)}${libvirt.available ? ms(median(libvirt.schedinfoMs)) : '-'}\n`);
+  process.stdout.write(`    add a vCPU (vm set --cpus | setvcpus --live)                   ${ms(resources.commandMs.vcpu)}${' '.repeat(12)}${libvirt.available ? ms(libvirt.setvcpusMs) : '-'}\n`);
+  process.stdout.write(`    attach a disk (vm disk attach | attach-disk --live)            ${ms(resources.commandMs.disk)}${' '.repeat(12)}${libvirt.available ? ms(libvirt.attachDiskMs) : '-'}\n`);
+  if (!libvirt.available) process.stdout.write(`  (libvirt: ${libvirt.reason})\n`);
+  else for (const line of libvirt.notes) process.stdout.write(`  note: ${line}\n`);
+  process.stdout.write('\n');
 });
 
 /** Linked clones and live snapshots, next to qemu-img, plain QMP and virsh. */
