@@ -1,6 +1,6 @@
 /**
  * `npm run bench`: Vireo's figures next to the plain equivalent, in one run,
- * as medians. Usage: npm run bench [-- --runs N] [-- --only start,daemon,snapshots,migration,availability,network,resources]
+ * as medians. Usage: npm run bench [-- --runs N] [-- --only start,daemon,snapshots,migration,availability,network,resources,web-ui]
  *
  * Sections: start (vm start to readiness vs plain qemu), daemon (API latency
  * and daemon memory vs libvirtd where libvirt is installed), snapshots (linked
@@ -9,7 +9,9 @@
  * (daemon memory after 10,000 requests and after listing 200 volumes of 100
  * VMs, GET / latency while the 200 volumes are deleted), network (network
  * create time, start-to-address and VM-to-VM throughput on a bridge network vs
- * user-mode networking).
+ * user-mode networking), web-ui (cold load of the web UI with 200 VMs in
+ * chromium: gzipped bytes, time to an interactive list, and a VM state change
+ * to the list showing it).
  */
 import { fileURLToPath } from 'node:url';
 import { join } from 'node:path';
@@ -25,6 +27,7 @@ import { benchLibvirtNetwork } from './libvirt-network.js';
 import { benchNetwork } from './network.js';
 import { benchStartTime } from './start-time.js';
 import { benchResources } from './resources.js';
+import { benchWebUi, reportWebUi } from './web-ui.js';
 
 const runsFlag = process.argv.indexOf('--runs');
 const runs = runsFlag === -1 ? 7 : Number(process.argv[runsFlag + 1]);
@@ -152,4 +155,8 @@ if (wanted('availability')) {
   const latency = figures.rootLatencyMs;
   process.stdout.write(`  delete ${figures.deleted} volumes              ${figures.deleteSeconds.toFixed(1)} s (4 requests at a time)\n`);
   process.stdout.write(`  GET / meanwhile                 p50 ${latency.p50.toFixed(1)} ms, p95 ${latency.p95.toFixed(1)} ms, p99 ${latency.p99.toFixed(1)} ms, max ${latency.max.toFixed(1)} ms (${latency.samples} samples; goal: under 50 ms)\n`);
+}
+
+if (wanted('web-ui')) {
+  process.stdout.write(`\n${reportWebUi(await benchWebUi({ cli, imageHome }))}`);
 }

@@ -21,6 +21,8 @@ export interface RouteInput<P, Q, B> {
    * otherwise or when unknown.
    */
   peer?: PeerCredentials;
+  /** For upload endpoints: the request body as it arrives, and its announced length (checked against the endpoint's maxBytes). */
+  upload?: { stream: AsyncIterable<Uint8Array>; length: number };
 }
 
 /** An answer with another status than the endpoint's usual one, or as text. */

@@ -92,6 +92,22 @@ function inRequestTerms(route: Route, error: VireoError): VireoError {
   return new VireoError(error.code, message, { ...error.details, field: renamed }, { cause: error });
 }
 
+/** An upload's body as the handler gets it: raw bytes with a Content-Length no larger than the endpoint takes. */
+function uploadOf(request: FastifyRequest, maxBytes: number): { stream: AsyncIterable<Uint8Array>; length: number } {
+  const type = (request.headers['content-type'] ?? '').split(';')[0]!.trim().toLowerCase();
+  if (type !== 'application/octet-stream') {
+    throw new VireoError('invalid_argument', `header.content-type: an upload is the file's bytes, sent as application/octet-stream (not ${type || 'nothing'})`, { field: 'header.content-type' });
+  }
+  const length = request.headers['content-length'];
+  if (length === undefined || !/^\d{1,16}$/.test(length)) {
+    throw new VireoError('invalid_argument', 'header.content-length: an upload needs a Content-Length (the file\'s size), so that its progress and end are known', { field: 'header.content-length' });
+  }
+  if (Number(length) > maxBytes) {
+    throw new VireoError('invalid_argument', `header.content-length: ${length} bytes is more than the ${maxBytes} bytes an upload may be`, { field: 'header.content-length' });
+  }
+  return { stream: request.body as AsyncIterable<Uint8Array>, length: Number(length) };
+}
+
 function sseFrame(event: VireoEvent): string {
   return `id: ${event.seq}\nevent: ${event.kind}\ndata: ${JSON.stringify(event)}\n\n`;
 }
@@ -193,6 +209,9 @@ async function buildApp(state: DaemonState, options: DaemonOptions, auth: 'socke
     });
   }
   await app.register(fastifyWebsocket, { options: { maxPayload: 64 * 1024 } });
+  // Uploads (an ISO from the web UI): the body reaches the handler as a stream, unread, whatever its size;
+  // the upload endpoint checks the length. Elsewhere a stream is no JSON object and the body's schema refuses it.
+  app.addContentTypeParser('application/octet-stream', (_request, payload, done) => done(null, payload));
 
   for (const route of routes) {
     app.route({
@@ -205,11 +224,12 @@ async function buildApp(state: DaemonState, options: DaemonOptions, auth: 'socke
         }
         const params = validate(route.endpoint.params, request.params, 'path');
         const query = validate(route.endpoint.query, request.query, 'query');
-        const body = validate(route.endpoint.body, request.body, 'body');
+        const upload = route.endpoint.upload ? uploadOf(request, route.endpoint.upload.maxBytes) : undefined;
+        const body = upload ? undefined : validate(route.endpoint.body, request.body, 'body');
         let result: unknown;
         try {
           const peer = auth === 'socket' && route.endpoint.socketOnly ? await peerCredentials(request.socket) : undefined;
-          result = await route.handler({ params, query, body, daemon: state, ...(peer ? { peer } : {}) });
+          result = await route.handler({ params, query, body, daemon: state, ...(peer ? { peer } : {}), ...(upload ? { upload } : {}) });
         } catch (error) {
           throw error instanceof VireoError ? inRequestTerms(route, error) : error;
         }
