@@ -191,6 +191,8 @@ describe('web UI: ISO upload, live devices, keyboard only', { timeout: 1_200_000
     assert.deepEqual(errorOf(await rawUpload(`${url}/disks/upload?name=huge`, headers({ 'x-vireo-csrf': csrf, 'content-length': String(17 * 1024 ** 3) }), [])), [400, 'invalid_argument', 'header.content-length']);
     // A bad name, named as the query field.
     assert.deepEqual(errorOf(await rawUpload(`${url}/disks/upload?name=${encodeURIComponent('../x')}`, headers({ 'x-vireo-csrf': csrf, 'content-length': String(zeros.length) }), [zeros])), [400, 'invalid_argument', 'query.name']);
+    // Raw bytes to any other route: 415, as before uploads existed.
+    assert.deepEqual(errorOf(await rawUpload(`${url}/disks`, headers({ 'x-vireo-csrf': csrf, 'content-length': String(zeros.length) }), [zeros])), [415, 'invalid_argument', 'body']);
     // Cut off half-way: the daemon drops what arrived.
     const half = Math.floor(image.length / 2);
     const pieces = Array.from({ length: Math.ceil(image.length / 65536) }, (_, index) => image.subarray(index * 65536, (index + 1) * 65536));

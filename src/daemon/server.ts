@@ -11,7 +11,7 @@ import { randomBytes } from 'node:crypto';
 import { connect, type Socket } from 'node:net';
 import { chown, chmod, mkdir, rm } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
-import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
+import Fastify, { errorCodes, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
 import fastifyWebsocket from '@fastify/websocket';
 import fastifyRateLimit from '@fastify/rate-limit';
 import { peerCredentials, peerUid } from './peer.js';
@@ -210,8 +210,13 @@ async function buildApp(state: DaemonState, options: DaemonOptions, auth: 'socke
   }
   await app.register(fastifyWebsocket, { options: { maxPayload: 64 * 1024 } });
   // Uploads (an ISO from the web UI): the body reaches the handler as a stream, unread, whatever its size;
-  // the upload endpoint checks the length. Elsewhere a stream is no JSON object and the body's schema refuses it.
-  app.addContentTypeParser('application/octet-stream', (_request, payload, done) => done(null, payload));
+  // the upload endpoint checks the length.
+  const uploadUrls = new Set(routes.filter((route) => route.endpoint.upload).map((route) => route.path));
+  app.addContentTypeParser('application/octet-stream', (request, payload, done) => {
+    // Any other route answers raw bytes as it did before uploads existed: 415, the body must be JSON.
+    if (!uploadUrls.has(request.routeOptions.url ?? '')) return done(new errorCodes.FST_ERR_CTP_INVALID_MEDIA_TYPE('application/octet-stream'), undefined);
+    done(null, payload);
+  });
 
   for (const route of routes) {
     app.route({

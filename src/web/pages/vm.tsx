@@ -147,6 +147,7 @@ function Snapshots({ vm }: { vm: string }) {
             </li>
           ))}
         </ul>
+        {!data && !error && <p class="muted" role="status">Loading…</p>}
         {data && rows.length === 0 && <p class="muted">No snapshots.</p>}
       </Card>
     </div>
