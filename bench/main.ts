@@ -1,6 +1,6 @@
 /**
  * `npm run bench`: Vireo's figures next to the plain equivalent, in one run,
- * as medians. Usage: npm run bench [-- --runs N] [-- --only start,daemon,snapshots,migration,availability,network,resources,web-ui]
+ * as medians. Usage: npm run bench [-- --runs N] [-- --only start,daemon,snapshots,migration,availability,network,resources,cluster,web-ui]
  *
  * Sections: start (vm start to readiness vs plain qemu), daemon (API latency
  * and daemon memory vs libvirtd where libvirt is installed), snapshots (linked
@@ -9,9 +9,10 @@
  * (daemon memory after 10,000 requests and after listing 200 volumes of 100
  * VMs, GET / latency while the 200 volumes are deleted), network (network
  * create time, start-to-address and VM-to-VM throughput on a bridge network vs
- * user-mode networking), web-ui (cold load of the web UI with 200 VMs in
- * chromium: gzipped bytes, time to an interactive list, and a VM state change
- * to the list showing it).
+ * user-mode networking), cluster (place, balance and evacuation decisions on
+ * 100 simulated hosts and 10,000 VMs, and simulated balancing convergence),
+ * web-ui (cold load of the web UI with 200 VMs in chromium: gzipped bytes,
+ * time to an interactive list, and a VM state change to the list showing it).
  */
 import { fileURLToPath } from 'node:url';
 import { join } from 'node:path';
@@ -27,6 +28,7 @@ import { benchLibvirtNetwork } from './libvirt-network.js';
 import { benchNetwork } from './network.js';
 import { benchStartTime } from './start-time.js';
 import { benchResources } from './resources.js';
+import { benchCluster } from './cluster.js';
 import { benchWebUi, reportWebUi } from './web-ui.js';
 
 const runsFlag = process.argv.indexOf('--runs');
@@ -143,6 +145,19 @@ if (wanted('network')) {
   } else {
     process.stdout.write(`  libvirt not compared: ${libvirt.reason}\n`);
   }
+}
+
+if (wanted('cluster')) {
+  const cluster = benchCluster({ runs });
+  const ms = (values: number[]) => `${median(values).toFixed(2)} ms`;
+  const row = (label: string, timing: { wallMs: number[]; cpuMs: number[] }) =>
+    process.stdout.write(`  ${label.padEnd(34)}${ms(timing.wallMs).padEnd(12)}CPU ${ms(timing.cpuMs).padEnd(12)}(max wall ${Math.max(...timing.wallMs).toFixed(2)} ms; goal: under 100 ms)\n`);
+  process.stdout.write(`\ncluster scheduling, pure decisions on ${cluster.hosts} simulated hosts and ${cluster.vms} VMs (median of ${cluster.place.wallMs.length}; wall clock, then this process's CPU time)\n`);
+  row('place one VM', cluster.place);
+  row('plan one balancing cycle', cluster.balance);
+  row('plan a host evacuation', cluster.evacuate);
+  const c = cluster.convergence;
+  process.stdout.write(`  balancing convergence, ${c.hosts} hosts / ${c.vms} VMs, one move per cycle: imbalance ${c.before.toFixed(3)} -> ${c.after.toFixed(3)} in ${c.cycles} cycles (threshold ${c.threshold}${c.converged ? '' : '; stopped above it: no move left that helps'})\n`);
 }
 
 if (wanted('availability')) {

@@ -282,17 +282,32 @@ export async function editNetwork(paths: VireoPaths, name: string, change: (curr
     }
     if (next.mode === 'isolated' && next.forwards.length > 0) throw invalidArgument('mode', 'an isolated network cannot have port forwards; remove them first');
     const allocations = await readAllocations(paths, name);
-    await applyRules(paths, await states(paths, { name, network: next, allocations }));
     const def: NetworkDefinition = { ...next, createdAt };
-    await writeJsonAtomic(networkPaths(paths, name).definition, def);
-    const files = networkPaths(paths, name);
     // Addressing changes only with no VM attached (checked above), so the bridge can simply be made again.
-    if (ADDRESSING.some((field) => JSON.stringify(next[field]) !== JSON.stringify(current[field]))) await deleteBridge(current);
-    else if (current.subnet6 !== undefined && next.subnet6 !== current.subnet6) await deleteBridge(current);
-    await stopDnsmasq(files);
-    await bringUp(paths, next, allocations);
+    const remakeBridge =
+      ADDRESSING.some((field) => JSON.stringify(next[field]) !== JSON.stringify(current[field])) || (current.subnet6 !== undefined && next.subnet6 !== current.subnet6);
+    try {
+      await applyNetwork(paths, { from: current, to: next, definition: def, allocations, remakeBridge });
+    } catch (error) {
+      // Nothing half-applied: the network goes back to what it was (its rules, definition, bridge and dnsmasq), and the edit's error is the answer.
+      await applyNetwork(paths, { from: next, to: current, definition: current, allocations, remakeBridge }).catch(() => undefined);
+      throw error;
+    }
     return def;
   });
+}
+
+/** Moves a network from one spec to another: rules, definition, bridge, dnsmasq (an edit, or its undoing). */
+async function applyNetwork(
+  paths: VireoPaths,
+  change: { from: NetworkSpec; to: NetworkSpec; definition: NetworkDefinition; allocations: Allocation[]; remakeBridge: boolean },
+): Promise<void> {
+  const files = networkPaths(paths, change.to.name);
+  await applyRules(paths, await states(paths, { name: change.to.name, network: change.to, allocations: change.allocations }));
+  await writeJsonAtomic(files.definition, change.definition);
+  if (change.remakeBridge) await deleteBridge(change.from);
+  await stopDnsmasq(files);
+  await bringUp(paths, change.to, change.allocations);
 }
 
 export async function deleteNetwork(paths: VireoPaths, name: string): Promise<{ deleted: string }> {
