@@ -72,7 +72,8 @@ function rawUpload(url: string, headers: Record<string, string>, chunks: Buffer[
         req.destroy();
       });
     });
-    req.on('error', (error) => (cutAfter !== undefined ? resolve('cut') : reject(error)));
+    // A refusal may come while the body is still going out; the answer counts, not the write cut short after it.
+    req.on('error', (error) => (cutAfter !== undefined ? resolve('cut') : setTimeout(() => reject(new Error(`${url}: ${error.message}`)), 2000)));
     let sent = 0;
     for (const chunk of chunks) {
       if (cutAfter !== undefined && sent + chunk.length >= cutAfter) {
@@ -184,15 +185,17 @@ describe('web UI: ISO upload, live devices, keyboard only', { timeout: 1_200_000
     };
     // No CSRF token: refused before a byte is looked at.
     assert.deepEqual(errorOf(await rawUpload(`${url}/disks/upload?name=nocsrf`, headers({ 'content-length': String(image.length) }), [image])), [401, 'unauthorized', 'header.x-vireo-csrf']);
-    // Not an ISO 9660 image (64 KiB of zeros): refused by its first 32 KiB.
-    const zeros = Buffer.alloc(64 * 1024);
+    // Not an ISO 9660 image (4 MiB of zeros): refused by its first 32 KiB, while the rest is still on its way;
+    // the daemon reads and drops that rest, so the client gets the answer, not a reset connection.
+    const zeros = Buffer.alloc(4 * 1024 * 1024);
     assert.deepEqual(errorOf(await rawUpload(`${url}/disks/upload?name=zeros`, headers({ 'x-vireo-csrf': csrf, 'content-length': String(zeros.length) }), [zeros])), [400, 'invalid_argument', 'body']);
     // Larger than an upload may be: refused on its Content-Length, before the body.
     assert.deepEqual(errorOf(await rawUpload(`${url}/disks/upload?name=huge`, headers({ 'x-vireo-csrf': csrf, 'content-length': String(17 * 1024 ** 3) }), [])), [400, 'invalid_argument', 'header.content-length']);
     // A bad name, named as the query field.
     assert.deepEqual(errorOf(await rawUpload(`${url}/disks/upload?name=${encodeURIComponent('../x')}`, headers({ 'x-vireo-csrf': csrf, 'content-length': String(zeros.length) }), [zeros])), [400, 'invalid_argument', 'query.name']);
-    // Raw bytes to any other route: 415, as before uploads existed.
-    assert.deepEqual(errorOf(await rawUpload(`${url}/disks`, headers({ 'x-vireo-csrf': csrf, 'content-length': String(zeros.length) }), [zeros])), [415, 'invalid_argument', 'body']);
+    // Raw bytes to any other route: 415, as before uploads existed (a small body: fastify refuses it unread, as it always did).
+    const bytes = Buffer.from('not json at all');
+    assert.deepEqual(errorOf(await rawUpload(`${url}/disks`, headers({ 'x-vireo-csrf': csrf, 'content-length': String(bytes.length) }), [bytes])), [415, 'invalid_argument', 'body']);
     // Cut off half-way: the daemon drops what arrived.
     const half = Math.floor(image.length / 2);
     const pieces = Array.from({ length: Math.ceil(image.length / 65536) }, (_, index) => image.subarray(index * 65536, (index + 1) * 65536));

@@ -4,6 +4,7 @@ import { TRANSFER_FORMATS, type TransferFormat } from '../core/storage/qemu-img.
 import type { Volume } from '../core/storage/volumes.js';
 import { DiskFormat, HostPath, Name, NameParams, Size, deleted } from './common.js';
 import { endpoint, returns } from './contract.js';
+import { MAX_ISO_UPLOAD } from './limits.js';
 import { operation } from './operations.js';
 
 export type { Volume, TransferFormat };
@@ -23,8 +24,7 @@ export const CreateDiskBody = z.strictObject({
 export const ResizeDiskBody = z.strictObject({ size: Size, allowShrink: z.boolean().default(false) });
 export const ExportBody = z.strictObject({ file: HostPath, format: z.enum(TRANSFER_FORMATS).default('qcow2') });
 export const ImportBody = z.strictObject({ name: Name, file: HostPath, format: DiskFormat.optional() });
-/** The largest ISO an upload may be: a dual-layer DVD's worth and then some. */
-export const MAX_ISO_UPLOAD = 16 * 1024 ** 3;
+export { MAX_ISO_UPLOAD };
 export const UploadIsoQuery = z.strictObject({ name: Name });
 /** The endpoints whose body is a file's bytes (their `upload` is set): what the browser client's upload() sends to. */
 export type UploadKey = 'POST /disks/upload';

@@ -21,8 +21,11 @@ export interface RouteInput<P, Q, B> {
    * otherwise or when unknown.
    */
   peer?: PeerCredentials;
-  /** For upload endpoints: the request body as it arrives, and its announced length (checked against the endpoint's maxBytes). */
-  upload?: { stream: AsyncIterable<Uint8Array>; length: number };
+  /**
+   * For upload endpoints: the request body as it arrives, its announced length
+   * (checked against the endpoint's maxBytes), and discard() to drop the rest of a refused one.
+   */
+  upload?: { stream: AsyncIterable<Uint8Array>; length: number; discard(): void };
 }
 
 /** An answer with another status than the endpoint's usual one, or as text. */

@@ -188,6 +188,7 @@ const diskRoutes = implement(disks, {
       });
       return new Reply(201, volume);
     } catch (error) {
+      upload.discard();
       // The volume's name comes in the query: the core's 'name' is query.name here.
       if (error instanceof VireoError && error.details.field === 'name') throw new VireoError(error.code, error.message, { ...error.details, field: 'query.name' }, { cause: error });
       throw error;

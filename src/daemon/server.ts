@@ -9,6 +9,7 @@
  */
 import { randomBytes } from 'node:crypto';
 import { connect, type Socket } from 'node:net';
+import type { Readable } from 'node:stream';
 import { chown, chmod, mkdir, rm } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import Fastify, { errorCodes, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
@@ -93,7 +94,7 @@ function inRequestTerms(route: Route, error: VireoError): VireoError {
 }
 
 /** An upload's body as the handler gets it: raw bytes with a Content-Length no larger than the endpoint takes. */
-function uploadOf(request: FastifyRequest, maxBytes: number): { stream: AsyncIterable<Uint8Array>; length: number } {
+function uploadOf(request: FastifyRequest, maxBytes: number): { stream: AsyncIterable<Uint8Array>; length: number; discard(): void } {
   const type = (request.headers['content-type'] ?? '').split(';')[0]!.trim().toLowerCase();
   if (type !== 'application/octet-stream') {
     throw new VireoError('invalid_argument', `header.content-type: an upload is the file's bytes, sent as application/octet-stream (not ${type || 'nothing'})`, { field: 'header.content-type' });
@@ -105,7 +106,15 @@ function uploadOf(request: FastifyRequest, maxBytes: number): { stream: AsyncIte
   if (Number(length) > maxBytes) {
     throw new VireoError('invalid_argument', `header.content-length: ${length} bytes is more than the ${maxBytes} bytes an upload may be`, { field: 'header.content-length' });
   }
-  return { stream: request.body as AsyncIterable<Uint8Array>, length: Number(length) };
+  const body = request.body as Readable;
+  return {
+    // Not destroyed when the reader stops early (a refusal after 32 KiB): destroying it would cut the
+    // connection under a client still sending, which then sees a reset instead of the error answer.
+    stream: body.iterator({ destroyOnReturn: false }),
+    length: Number(length),
+    // The rest of a refused upload is read and dropped, so the answer reaches a client that reads it only once it has sent everything.
+    discard: () => void body.resume(),
+  };
 }
 
 function sseFrame(event: VireoEvent): string {

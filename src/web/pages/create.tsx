@@ -5,6 +5,7 @@
  * error, which names the field too, lands next to the same input.
  */
 import { useState } from 'preact/hooks';
+import { MAX_ISO_UPLOAD } from '../../api/limits.js';
 import { Name, VmSpecSchema, type VmSpecInput } from '../../core/model/vm.js';
 import { api, formatBytes, live, useCall } from '../api.js';
 import { Card, Field, errorText } from '../ui.js';
@@ -45,7 +46,9 @@ function IsoUpload(props: { taken: (name: string) => boolean; onUploaded: (name:
   const pick = async (event: Event) => {
     const file = (event.target as HTMLInputElement).files?.[0];
     if (!file) return setUpload({ name: upload.name, nameEdited: upload.nameEdited, busy: false });
-    const fileError = (await looksLikeIso(file)) ? undefined : `${file.name} is not an ISO 9660 image (no CD001 volume descriptor at byte 32769)`;
+    const fileError = file.size > MAX_ISO_UPLOAD
+      ? `${file.name} is ${formatBytes(file.size)}, more than the ${formatBytes(MAX_ISO_UPLOAD)} an upload may be`
+      : (await looksLikeIso(file)) ? undefined : `${file.name} is not an ISO 9660 image (no CD001 volume descriptor at byte 32769)`;
     setUpload({ file, name: upload.nameEdited ? upload.name : volumeNameFor(file.name), nameEdited: upload.nameEdited, busy: false, ...(fileError ? { fileError } : {}) });
   };
   const start = async () => {
