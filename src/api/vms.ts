@@ -7,12 +7,17 @@ import type { DeviceChange } from '../core/devices/hotplug.js';
 import { VmSpecSchema } from '../core/model/vm.js';
 import { VmSettingsSchema, type SetResult } from '../core/resources/live.js';
 import type { StartResult } from '../core/vm/lifecycle.js';
+import type { AgentState } from '../core/guest/agent-ops.js';
 import type { VmInfo } from '../core/vm/manage.js';
 import { BooleanText, DiskFormat, Name, NameParams, Seconds, Size } from './common.js';
 import { endpoint, returns } from './contract.js';
 import { operation } from './operations.js';
 
-export type { VmInfo, StartResult, SetResult, DeviceChange };
+/** VmInfo.agent: a running VM's guest agent answers, runs but does not answer, or nothing in the guest holds its channel open. */
+export type { AgentState, VmInfo, StartResult, SetResult, DeviceChange };
+
+/** A VM just created; in a cluster, with the member placement chose and why. */
+export type CreatedVm = VmInfo & { placement?: { host: string; explanation: string } };
 
 export const CreateVmBody = z.strictObject({
   spec: VmSpecSchema,
@@ -20,6 +25,8 @@ export const CreateVmBody = z.strictObject({
   newDisks: z.array(z.strictObject({ size: Size.optional(), format: DiskFormat.optional(), from: Name.optional(), image: Name.optional() })).max(8).default([]),
   /** An installer ISO on the daemon's host (in a directory it allows for host files): imported as <vm>-iso and attached as a CD-ROM. */
   iso: z.string().max(4096).optional(),
+  /** In a cluster: the member to create it on (default: placement picks one). */
+  host: z.string().regex(/^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/, 'must be a cluster member\'s name').optional(),
 });
 export const EditVmBody = z.strictObject({ spec: VmSpecSchema });
 export const StartBody = z.strictObject({
@@ -55,7 +62,7 @@ export interface ConsoleChunk {
 
 export const vms = {
   'GET /vms': endpoint({ tag: 'vms', summary: 'All VMs with their state', status: 200, response: returns<VmInfo[]>('Vm[]') }),
-  'POST /vms': endpoint({ tag: 'vms', summary: 'Define a VM (and create its new disks)', body: CreateVmBody, status: 201, response: returns<VmInfo>('Vm') }),
+  'POST /vms': endpoint({ tag: 'vms', summary: 'Define a VM (and create its new disks); in a cluster, on the member --host names or placement picks', body: CreateVmBody, status: 201, response: returns<CreatedVm>('CreatedVm') }),
   'GET /vms/:name': endpoint({ tag: 'vms', summary: 'One VM: definition and state', params: NameParams, status: 200, response: returns<VmInfo>('Vm') }),
   'PUT /vms/:name': endpoint({ tag: 'vms', summary: 'Replace the spec of a stopped VM (identity kept)', params: NameParams, body: EditVmBody, status: 200, response: returns<VmInfo>('Vm') }),
   'POST /vms/:name/resources': endpoint({

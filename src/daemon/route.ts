@@ -26,6 +26,8 @@ export interface RouteInput<P, Q, B> {
    * (checked against the endpoint's maxBytes), and discard() to drop the rest of a refused one.
    */
   upload?: { stream: AsyncIterable<Uint8Array>; length: number; discard(): void };
+  /** In a cluster: the member that forwarded this request (it is answered here, never forwarded again). */
+  forwardedBy?: string;
 }
 
 /** An answer with another status than the endpoint's usual one, or as text. */

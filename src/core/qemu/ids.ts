@@ -48,3 +48,6 @@ export function diskIdOfNode(nodeName: string | undefined): string | undefined {
   const match = /^(disk\d+)(?:-throttle)?$/.exec(nodeName ?? '');
   return match?.[1];
 }
+
+/** The guest agent's chardev (its socket) and virtio-serial port: argv makes them, query-chardev finds them by this label. */
+export const AGENT_CHARDEV = 'qga0';
