@@ -6,6 +6,7 @@ import { z } from 'zod';
 import type { DeviceChange } from '../core/devices/hotplug.js';
 import { VmSpecSchema } from '../core/model/vm.js';
 import { VmSettingsSchema, type SetResult } from '../core/resources/live.js';
+import { NicLimitsSchema } from '../core/resources/spec.js';
 import type { StartResult } from '../core/vm/lifecycle.js';
 import type { AgentState } from '../core/guest/agent-ops.js';
 import type { VmInfo } from '../core/vm/manage.js';
@@ -50,7 +51,14 @@ export const AttachNicBody = z.strictObject({
   model: z.enum(['virtio', 'e1000', 'e1000e', 'rtl8139']).optional(),
   mac: z.string().optional(),
   forwards: z.array(z.strictObject({ protocol: z.enum(['tcp', 'udp']).optional(), hostAddress: z.string().optional(), hostPort: z.number().int(), guestPort: z.number().int() })).optional(),
+  /** 'user' (default) or a Vireo network: live, the tap goes on its bridge with a reservation and its rules. */
+  network: z.string().optional(),
+  ip: z.string().optional(),
+  firewall: z.array(z.string()).optional(),
+  /** Bandwidth (Vireo networks): {ingress, egress, ingressBurst, egressBurst}, checked by the VM spec. */
+  limits: z.record(z.string(), z.unknown()).optional(),
 });
+export const NicLimitsBody = z.strictObject({ limits: NicLimitsSchema.nullable() });
 /** A device of a VM by its id (or a disk's volume, a NIC's MAC). */
 const DeviceKey = z.string().min(1).max(63);
 
@@ -79,8 +87,12 @@ export const vms = {
     params: z.strictObject({ name: Name, disk: DeviceKey }), status: 200, response: returns<DeviceChange>('DeviceChange'),
   }),
   'POST /vms/:name/nics': endpoint({
-    tag: 'vms', summary: 'Attach a NIC on the user-mode network: live on a running VM, else in the definition',
+    tag: 'vms', summary: 'Attach a NIC (user-mode or on a Vireo network): live on a running VM, else in the definition',
     params: NameParams, body: AttachNicBody, status: 200, response: returns<DeviceChange>('DeviceChange'),
+  }),
+  'PUT /vms/:name/nics/:nic/limits': endpoint({
+    tag: 'vms', summary: 'Set a NIC\'s bandwidth limits (null: none): live on a running VM (tc on its tap), rolled back on failure; else for its next start',
+    params: z.strictObject({ name: Name, nic: DeviceKey }), body: NicLimitsBody, status: 200, response: returns<SetResult>('SetResult'),
   }),
   'DELETE /vms/:name/nics/:nic': endpoint({
     tag: 'vms', summary: 'Detach a NIC (id or MAC): live after the guest releases it (DEVICE_DELETED)',
@@ -92,7 +104,7 @@ export const vms = {
   }),
   'DELETE /vms/:name': endpoint({
     tag: 'vms', summary: 'Delete a stopped VM (withDisks: its disks too)', params: NameParams,
-    query: z.strictObject({ withDisks: BooleanText.default(false) }), status: 200, response: returns<{ deletedVolumes: string[] }>('DeletedVm'),
+    query: z.strictObject({ withDisks: BooleanText.default(false) }), status: 200, response: returns<{ deletedVolumes: string[] }>('DeletedVm', { schema: z.object({ deletedVolumes: z.array(z.string()) }) }),
   }),
   'POST /vms/:name/start': endpoint({ tag: 'vms', summary: 'Start a VM (an operation)', params: NameParams, body: StartBody, status: 202, response: operation<StartResult>() }),
   'POST /vms/:name/stop': endpoint({

@@ -87,6 +87,11 @@ const vmRoutes = implement(vms, {
   'POST /vms/:name/disks': async ({ params, body, daemon }) => daemon.operations.exclusive(params.name, 'disk-attach', () => attachDisk(daemon.paths, params.name, body)),
   'DELETE /vms/:name/disks/:disk': async ({ params, daemon }) => daemon.operations.exclusive(params.name, 'disk-detach', () => detachDisk(daemon.paths, params.name, params.disk)),
   'POST /vms/:name/nics': async ({ params, body, daemon }) => daemon.operations.exclusive(params.name, 'nic-attach', () => attachNic(daemon.paths, params.name, body)),
+  'PUT /vms/:name/nics/:nic/limits': async ({ params, body, daemon }) => {
+    const result = await daemon.operations.exclusive(params.name, 'set', () => setVmResources(daemon.paths, params.name, { nicLimits: { [params.nic]: body.limits } }));
+    daemon.events.publish('vm.defined', { uuid: result.definition.uuid, changed: 'resources', live: result.live }, params.name);
+    return result;
+  },
   'DELETE /vms/:name/nics/:nic': async ({ params, daemon }) => daemon.operations.exclusive(params.name, 'nic-detach', () => detachNic(daemon.paths, params.name, params.nic)),
   'POST /vms/:name/cpus': async ({ params, body, daemon }) => daemon.operations.exclusive(params.name, 'cpus', () => setVcpus(daemon.paths, params.name, body.count)),
   'DELETE /vms/:name': async ({ params, query, daemon }) => {
