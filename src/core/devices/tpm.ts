@@ -24,7 +24,7 @@ import { connect, type Socket } from 'node:net';
 import { join } from 'node:path';
 import { VireoError } from '../errors.js';
 import { start } from '../process/run.js';
-import type { QemuIdentity } from '../vm/launch.js';
+import type { QemuIdentity } from '../vm/qemu-uid.js';
 
 /** swtpm's file for a TPM 2.0's permanent state, in its state directory. */
 const STATE_FILE = 'tpm2-00.permall';
