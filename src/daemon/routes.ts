@@ -27,7 +27,7 @@ import { loadDefinition, volumeUsers, vmsUsingImage, vmsUsingVolume, vmsUsingVol
 import { killVm, pauseVm, rebootVm, resumeVm, startVm, stopVm } from '../core/vm/lifecycle.js';
 import { createVm, deleteVm, editVm, getVm, listVms } from '../core/vm/manage.js';
 import { setVmResources } from '../core/resources/live.js';
-import { attachDisk, attachNic, detachDisk, detachNic, setVcpus } from '../core/devices/hotplug.js';
+import { attachDisk, attachNic, detachDisk, detachNic, setMemory, setVcpus } from '../core/devices/hotplug.js';
 import type { RuntimeOptions } from '../core/vm/runtime.js';
 import { readConsoleLogFrom } from '../core/vm/console.js';
 import { guestRoutes } from './guest-routes.js';
@@ -83,6 +83,7 @@ const vmRoutes = implement(vms, {
   'POST /vms/:name/nics': async ({ params, body, daemon }) => daemon.operations.exclusive(params.name, 'nic-attach', () => attachNic(daemon.paths, params.name, body)),
   'DELETE /vms/:name/nics/:nic': async ({ params, daemon }) => daemon.operations.exclusive(params.name, 'nic-detach', () => detachNic(daemon.paths, params.name, params.nic)),
   'POST /vms/:name/cpus': async ({ params, body, daemon }) => daemon.operations.exclusive(params.name, 'cpus', () => setVcpus(daemon.paths, params.name, body.count)),
+  'POST /vms/:name/memory': async ({ params, body, daemon }) => daemon.operations.exclusive(params.name, 'memory', () => setMemory(daemon.paths, params.name, body.size)),
   'DELETE /vms/:name': async ({ params, query, daemon }) => {
     await requireVm(daemon, params.name);
     // An operation (answered when done): its intent lets a daemon killed mid-way finish the delete at its next start.

@@ -48,3 +48,9 @@ export function diskIdOfNode(nodeName: string | undefined): string | undefined {
   const match = /^(disk\d+)(?:-throttle)?$/.exec(nodeName ?? '');
   return match?.[1];
 }
+
+/** Hot-pluggable memory: the virtio-mem device and the memory backend of its region. */
+export const VIRTIO_MEM_DEVICE = 'vmem0';
+export const HOTPLUG_MEMORY_BACKEND = 'mem-hot0';
+/** The boot RAM's backend when it is not QEMU's default (hugepages). */
+export const BOOT_MEMORY_BACKEND = 'ram0';
