@@ -13,7 +13,7 @@
 import { VireoError, invalidArgument, invalidState, isVireoError } from '../errors.js';
 import { defineVm, hotplugPorts, parseVmSpec, type DiskSpec, type VmDefinition, type VmSpec } from '../model/vm.js';
 import { vmPaths, type VireoPaths } from '../paths.js';
-import { blockNodes, diskDevice, nicDevice, nicNetdev, throttleGroupOf } from '../qemu/argv.js';
+import { blockNodes, diskDevice, nicDevice, nicNetdev, throttleGroupOf, virtioQueues } from '../qemu/argv.js';
 import { VIRTIO_MEM_DEVICE, diskNames, nicNames } from '../qemu/ids.js';
 import { VIRTIO_MEM_PATH } from '../qmp/resources.js';
 import { MiB, parseSize } from '../model/units.js';
@@ -122,7 +122,7 @@ export async function attachDisk(paths: VireoPaths, name: string, input: DiskAtt
         } finally {
           await giveBack();
         }
-        await deviceAdd(client, diskDevice(added, { sata: 0, ide: 0, scsi: 0 }));
+        await deviceAdd(client, diskDevice(added, { sata: 0, ide: 0, scsi: 0 }, virtioQueues(def)));
         reverter.add(() => deviceDel(client, diskNames(added.id).device));
         await saveDefinition(paths, next);
       });

@@ -19,7 +19,7 @@
  *    copies the state file beside the snapshot and puts it back on revert
  *    (saveTpmState / restoreTpmState).
  */
-import { chmod, chown, copyFile, mkdir, rename, rm, stat } from 'node:fs/promises';
+import { chmod, chown, copyFile, mkdir, readdir, rename, rm, stat } from 'node:fs/promises';
 import { connect, type Socket } from 'node:net';
 import { join } from 'node:path';
 import { VireoError } from '../errors.js';
@@ -28,6 +28,8 @@ import type { QemuIdentity } from '../vm/qemu-uid.js';
 
 /** swtpm's file for a TPM 2.0's permanent state, in its state directory. */
 const STATE_FILE = 'tpm2-00.permall';
+/** swtpm's file for volatile state (PCRs, sessions) it was handed, e.g. by an incoming migration. */
+const VOLATILE_FILE = 'tpm2-00.volatilestate';
 
 export function tpmPaths(vmDir: string) {
   const dir = join(vmDir, 'tpm');
@@ -58,10 +60,13 @@ export async function startSwtpm(vmDir: string, ancestors: string[], identity: Q
   const paths = tpmPaths(vmDir);
   await mkdir(paths.dir, { recursive: true, mode: 0o700 });
   await chmod(paths.dir, 0o700);
+  // A start is a power cycle: TPM volatile state (written by an swtpm that received a migration) must not come back.
+  await rm(join(paths.dir, VOLATILE_FILE), { force: true });
   if (identity) {
     await allowTraversal(ancestors);
     await chown(paths.dir, identity.uid, identity.gid);
-    for (const file of [paths.state, paths.log]) await chown(file, identity.uid, identity.gid).catch(() => undefined);
+    // Every file of the state: an swtpm of an earlier run (another uid) may have written more than the permanent state.
+    for (const file of await readdir(paths.dir)) await chown(join(paths.dir, file), identity.uid, identity.gid).catch(() => undefined);
   }
   await rm(paths.socket, { force: true });
   const swtpm = [

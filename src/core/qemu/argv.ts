@@ -180,8 +180,9 @@ export function buildQemuArgv(def: VmDefinition, ctx: LaunchContext): string[] {
   }
 
   const bootIndex = bootIndexes(def);
+  const queues = virtioQueues(def);
   if (def.disks.some((disk) => disk.bus === 'scsi') || ctx.cloudInitSeed) {
-    push('-device', json({ driver: 'virtio-scsi-pci', id: 'scsi0' }));
+    push('-device', json({ driver: 'virtio-scsi-pci', id: 'scsi0', ...(queues ? { num_queues: queues } : {}) }));
   }
   if (def.devices?.usb) {
     // Before the disks: USB disks sit on it.
@@ -193,7 +194,7 @@ export function buildQemuArgv(def: VmDefinition, ctx: LaunchContext): string[] {
   def.disks.forEach((disk, index) => {
     if (disk.ejected) {
       // An empty CD-ROM drive: the device without a medium (one can be inserted live).
-      const { drive: _drive, ...device } = diskDevice(disk, busSlots);
+      const { drive: _drive, ...device } = diskDevice(disk, busSlots, queues);
       const boot = bootIndex.disks[index];
       if (boot !== undefined) device.bootindex = boot;
       push('-device', json(device));
@@ -207,7 +208,7 @@ export function buildQemuArgv(def: VmDefinition, ctx: LaunchContext): string[] {
       push('-object', json({ 'qom-type': 'throttle-group', id: group, limits: throttleLimits(disk.limits!) }));
     }
     for (const node of blockNodes(disk, volume, file)) push('-blockdev', json(node));
-    const device = diskDevice(disk, busSlots);
+    const device = diskDevice(disk, busSlots, queues);
     const boot = bootIndex.disks[index];
     if (boot !== undefined) device.bootindex = boot;
     push('-device', json(device));
@@ -386,7 +387,20 @@ export function blockNodes(disk: IdentifiedDisk, volume: ResolvedVolume, file: (
   return nodes;
 }
 
-export function diskDevice(disk: IdentifiedDisk, slots: { sata: number; ide: number; scsi: number }): Json {
+/**
+ * The queue count of virtio disk controllers, fixed where vCPUs can be
+ * hot-added. QEMU's default is the vCPU count it was started with (-smp
+ * cpus), and with it the number of MSI-X vectors, a read-only part of the
+ * device's PCI config: a VM whose vCPUs were added live would reach a
+ * migration's destination (started with the new count) with a device that
+ * is not the same ("Bad config data" on the MSI-X message control). So with
+ * cpus.max the queues are cpus.max, whatever the count at any start.
+ */
+export function virtioQueues(def: Pick<VmDefinition, 'cpus'>): number | undefined {
+  return def.cpus.max;
+}
+
+export function diskDevice(disk: IdentifiedDisk, slots: { sata: number; ide: number; scsi: number }, queues?: number): Json {
   const id = diskNames(disk.id).device;
   const drive = diskTopNode(disk);
   const writeCache = disk.cache === 'writethrough' || disk.cache === 'directsync' ? 'off' : 'on';
@@ -394,7 +408,7 @@ export function diskDevice(disk: IdentifiedDisk, slots: { sata: number; ide: num
   const serial = disk.serial ? { serial: disk.serial } : {};
   switch (disk.bus) {
     case 'virtio':
-      return { driver: 'virtio-blk-pci', id, drive, 'write-cache': writeCache, ...serial, ...(disk.port ? { bus: disk.port } : {}) };
+      return { driver: 'virtio-blk-pci', id, drive, 'write-cache': writeCache, ...serial, ...(disk.port ? { bus: disk.port } : {}), ...(queues ? { 'num-queues': queues } : {}) };
     case 'scsi': {
       const lun = slots.scsi++;
       return { driver: cdrom ? 'scsi-cd' : 'scsi-hd', id, drive, bus: 'scsi0.0', channel: 0, 'scsi-id': 0, lun, 'write-cache': writeCache, ...serial };
