@@ -9,7 +9,8 @@
  * (daemon memory after 10,000 requests and after listing 200 volumes of 100
  * VMs, GET / latency while the 200 volumes are deleted), network (network
  * create time, start-to-address and VM-to-VM throughput on a bridge network vs
- * user-mode networking).
+ * user-mode networking), cluster (place, balance and evacuation decisions on
+ * 100 simulated hosts and 10,000 VMs, and simulated balancing convergence).
  */
 import { fileURLToPath } from 'node:url';
 import { join } from 'node:path';
@@ -25,6 +26,8 @@ import { benchLibvirtNetwork } from './libvirt-network.js';
 import { benchNetwork } from './network.js';
 import { benchStartTime } from './start-time.js';
 import { benchResources } from './resources.js';
+import { benchLibvirtResources } from './libvirt-resources.js';
+import { benchCluster } from './cluster.js';
 
 const runsFlag = process.argv.indexOf('--runs');
 const runs = runsFlag === -1 ? 7 : Number(process.argv[runsFlag + 1]);
@@ -91,7 +94,17 @@ if (wanted('resources')) {
   process.stdout.write(`  hotplug, command to visible in the guest (incl. ~0.3 s per console poll)\n`);
   process.stdout.write(`    disk ${fmt(resources.hotplugMs.disk)}   NIC ${fmt(resources.hotplugMs.nic)}   vCPU ${fmt(resources.hotplugMs.vcpu)}\n`);
   process.stdout.write(`  CPU cap 50%, busy guest     ${resources.cpuCap.usedCores.toFixed(3)} cores used over 10 s (target ${resources.cpuCap.targetCores})\n`);
-  process.stdout.write('  libvirt side by side (virsh setvcpus/attach-disk --live, schedinfo): not measured\n\n');
+  const manifest = await getKernelImage(vireoPaths(imageHome), 'tiny');
+  const image = join(imageHome, 'images', 'tiny');
+  const libvirt = await benchLibvirtResources({ runs, kernel: join(image, manifest.kernel), initrd: join(image, manifest.initrd), cmdline: manifest.cmdline });
+  const ms = (value: number) => `${value.toFixed(0)} ms`.padEnd(14);
+  process.stdout.write(`  live commands, spawned CLI to done     ${'vireo (CLI, no daemon)'.padEnd(26)}${libvirt.available ? `virsh (libvirt ${libvirt.version})` : 'virsh'}\n`);
+  process.stdout.write(`    CPU cap (vm set --cpu-limit | schedinfo --live global_quota)  ${ms(median(resources.commandMs.cpuCap))}${' '.repeat(12)}${libvirt.available ? ms(median(libvirt.schedinfoMs)) : '-'}\n`);
+  process.stdout.write(`    add a vCPU (vm set --cpus | setvcpus --live)                   ${ms(resources.commandMs.vcpu)}${' '.repeat(12)}${libvirt.available ? ms(libvirt.setvcpusMs) : '-'}\n`);
+  process.stdout.write(`    attach a disk (vm disk attach | attach-disk --live)            ${ms(resources.commandMs.disk)}${' '.repeat(12)}${libvirt.available ? ms(libvirt.attachDiskMs) : '-'}\n`);
+  if (!libvirt.available) process.stdout.write(`  (libvirt: ${libvirt.reason})\n`);
+  else for (const line of libvirt.notes) process.stdout.write(`  note: ${line}\n`);
+  process.stdout.write('\n');
 }
 
 /** Linked clones and live snapshots, next to qemu-img, plain QMP and virsh. */
@@ -140,6 +153,19 @@ if (wanted('network')) {
   } else {
     process.stdout.write(`  libvirt not compared: ${libvirt.reason}\n`);
   }
+}
+
+if (wanted('cluster')) {
+  const cluster = benchCluster({ runs });
+  const ms = (values: number[]) => `${median(values).toFixed(2)} ms`;
+  const row = (label: string, timing: { wallMs: number[]; cpuMs: number[] }) =>
+    process.stdout.write(`  ${label.padEnd(34)}${ms(timing.wallMs).padEnd(12)}CPU ${ms(timing.cpuMs).padEnd(12)}(max wall ${Math.max(...timing.wallMs).toFixed(2)} ms; goal: under 100 ms)\n`);
+  process.stdout.write(`\ncluster scheduling, pure decisions on ${cluster.hosts} simulated hosts and ${cluster.vms} VMs (median of ${cluster.place.wallMs.length}; wall clock, then this process's CPU time)\n`);
+  row('place one VM', cluster.place);
+  row('plan one balancing cycle', cluster.balance);
+  row('plan a host evacuation', cluster.evacuate);
+  const c = cluster.convergence;
+  process.stdout.write(`  balancing convergence, ${c.hosts} hosts / ${c.vms} VMs, one move per cycle: imbalance ${c.before.toFixed(3)} -> ${c.after.toFixed(3)} in ${c.cycles} cycles (threshold ${c.threshold}${c.converged ? '' : '; stopped above it: no move left that helps'})\n`);
 }
 
 if (wanted('availability')) {

@@ -12,7 +12,7 @@
  * rules working. Bad input fails naming the field and leaves nothing behind.
  */
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
 import { readFile } from 'node:fs/promises';
 import { after, before, test } from 'node:test';
 import { vmPaths } from '../src/core/paths.js';
@@ -52,6 +52,12 @@ async function apiError(promise: Promise<unknown>): Promise<{ code: string; fiel
     return { code: failure.code, message: failure.message, ...(field ? { field } : {}) };
   }
   throw new Error('expected the request to fail');
+}
+
+async function run(command: string, args: string[]): Promise<string> {
+  return new Promise((resolve, reject) => {
+    execFile(command, args, { encoding: 'utf8', timeout: 10_000 }, (error, stdout) => (error ? reject(error) : resolve(stdout)));
+  });
 }
 
 interface Lease {
@@ -98,6 +104,27 @@ test('network create, bad input naming the field, nothing half-made', async () =
   }
   const networks = await api.request<{ name: string }[]>('GET', '/networks');
   assert.deepEqual(networks.map((network) => network.name), ['lan'], 'no failed network was left half-made');
+
+  // An edit that cannot be applied leaves the network as it was, serving: here dnsmasq cannot bind the new address's DNS port, which something else holds.
+  await run('ip', ['-n', host.hostNs, 'addr', 'add', '10.40.0.1/32', 'dev', 'lo']);
+  const squatter = spawn('ip', ['netns', 'exec', host.hostNs, process.execPath, '-e', "require('net').createServer().listen(53, '10.40.0.1', () => console.log('listening'))"], { stdio: ['ignore', 'pipe', 'inherit'] });
+  try {
+    await new Promise<void>((resolve, reject) => {
+      squatter.stdout!.once('data', () => resolve());
+      squatter.once('exit', (code) => reject(new Error(`the port squatter exited with ${code}`)));
+    });
+    const refused = await apiError(api.request('PUT', '/networks/lan', { subnet: '10.40.0.0/24', address: '10.40.0.1', dhcpRange: '10.40.0.100-10.40.0.199' }));
+    assert.equal(refused.code, 'command_failed', refused.message);
+  } finally {
+    squatter.kill('SIGKILL');
+    await run('ip', ['-n', host.hostNs, 'addr', 'del', '10.40.0.1/32', 'dev', 'lo']);
+  }
+  const kept = await api.request<{ subnet: string; bridgeUp: boolean; dnsmasqPid?: number }>('GET', '/networks/lan');
+  assert.equal(kept.subnet, '10.20.0.0/24', 'the failed edit was undone in the definition');
+  assert.equal(kept.bridgeUp, true);
+  assert.ok(kept.dnsmasqPid, 'dnsmasq serves again after the failed edit');
+  const bridgeAddress = await run('ip', ['-n', host.hostNs, '-4', '-o', 'addr', 'show', 'dev', 'lan']);
+  assert.match(bridgeAddress, /inet 10\.20\.0\.1\/24/, 'the bridge has its old address back');
 
   const spec = (name: string, nic: Record<string, unknown>) => ({ spec: { name, memory: '160M', boot: { kernel: { image: 'tiny' } }, nics: [nic] } });
   let failure = await apiError(api.request('POST', '/vms', spec('x', { network: 'nowhere' })));

@@ -25,6 +25,8 @@ export const CreateSnapshotBody = z.strictObject({
   /** Disks only (crash-consistent), no memory. */
   diskOnly: z.boolean().default(false),
   description: z.string().max(1024).optional(),
+  /** A disk-only snapshot of a running VM: how long the guest agent may take to freeze the filesystems (default 30). */
+  freezeTimeoutSeconds: z.number().positive().max(600).optional(),
 });
 export const CloneBody = z.strictObject({
   name: Name,

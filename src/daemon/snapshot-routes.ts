@@ -14,7 +14,7 @@ export const snapshotRoutes = implement(snapshots, {
   'POST /vms/:name/snapshots': async ({ params, body, daemon }) => {
     await loadDefinition(daemon.paths, params.name);
     return accepted(await daemon.operations.start('snapshot.create', { vm: params.name }, async ({ progress }) =>
-      createSnapshot(daemon.paths, params.name, { name: body.name, diskOnly: body.diskOnly, ...(body.description !== undefined ? { description: body.description } : {}), onProgress: (message) => progress(message) }),
+      createSnapshot(daemon.paths, params.name, { name: body.name, diskOnly: body.diskOnly, ...(body.description !== undefined ? { description: body.description } : {}), ...(body.freezeTimeoutSeconds !== undefined ? { freezeTimeoutMs: body.freezeTimeoutSeconds * 1000 } : {}), onProgress: (message) => progress(message) }),
     ));
   },
   'POST /vms/:name/snapshots/:snapshot/revert': async ({ params, daemon }) => {

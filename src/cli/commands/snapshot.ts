@@ -3,6 +3,7 @@
  * snapshots. See docs/snapshots.md.
  */
 import { Command } from 'commander';
+import { invalidArgument } from '../../core/errors.js';
 import { formatSize } from '../../core/model/units.js';
 import { snapshotTree } from '../../core/snapshot/metadata.js';
 import type { DiskCheck } from '../../core/snapshot/snapshots.js';
@@ -22,11 +23,16 @@ export function snapshotCommand(cli: CliContext): Command {
     .description('take a snapshot (live on a running VM)')
     .option('--disk-only', 'disks only (crash-consistent), no memory')
     .option('--description <text>', 'a note kept with the snapshot')
+    .option('--freeze-timeout <seconds>', 'with --disk-only on a running VM: how long the guest agent may take to freeze the filesystems before the snapshot goes ahead crash-consistent (default 30)')
     .option('--json', 'print the result as JSON')
-    .action(async (vm: string, name: string, flags: { diskOnly?: boolean; description?: string; json?: boolean }) => {
+    .action(async (vm: string, name: string, flags: { diskOnly?: boolean; description?: string; freezeTimeout?: string; json?: boolean }) => {
+      const freezeTimeoutSeconds = flags.freezeTimeout === undefined ? undefined : Number(flags.freezeTimeout);
+      if (freezeTimeoutSeconds !== undefined && !(Number.isFinite(freezeTimeoutSeconds) && freezeTimeoutSeconds > 0 && freezeTimeoutSeconds <= 600)) {
+        throw invalidArgument('--freeze-timeout', `'${flags.freezeTimeout}' is not a number of seconds between 0 and 600`);
+      }
       const result = await (await cli.backend()).createSnapshot(
         vm,
-        { name, diskOnly: Boolean(flags.diskOnly), ...(flags.description !== undefined ? { description: flags.description } : {}) },
+        { name, diskOnly: Boolean(flags.diskOnly), ...(flags.description !== undefined ? { description: flags.description } : {}), ...(freezeTimeoutSeconds !== undefined ? { freezeTimeoutSeconds } : {}) },
         (message) => note(`${message}...`),
       );
       if (result.notice) note(`notice: ${result.notice}`);

@@ -8,7 +8,11 @@
 import { VireoError, invalidArgument, invalidState } from '../errors.js';
 import { vmPaths, type VireoPaths } from '../paths.js';
 import { loadDefinition } from '../vm/definitions.js';
-import { GuestAgent } from '../vm/guest-agent.js';
+import { AGENT_CHARDEV } from '../qemu/ids.js';
+import type { QmpClient } from '../qmp/client.js';
+import { queryChardev } from '../qmp/commands.js';
+import { withMonitor } from '../qmp/monitor.js';
+import { GuestAgent, heldSession } from '../vm/guest-agent.js';
 import { livePid } from '../vm/runtime.js';
 
 /** How long to wait for the agent's first answer: a loaded TCG host can take seconds. */
@@ -56,6 +60,36 @@ export async function agentAnswers(paths: VireoPaths, name: string, timeoutMs = 
   return true;
 }
 
+/**
+ * The guest agent of a running VM, as `vm list` and GET /vms show it:
+ * - answers: it answered just now;
+ * - not-answering: a program in the guest holds the agent's port open (an
+ *   agent runs) but it did not answer in time (hung, stopped, busy freezing);
+ * - no-channel: nothing in the guest holds the port open (no agent
+ *   installed or started, or not yet booted that far), or the VM has no
+ *   agent channel at all.
+ */
+export type AgentState = 'answers' | 'not-answering' | 'no-channel';
+
+/** How recent an answer on a session this process holds must be to count as answering. */
+const HELD_ANSWER_MS = 10_000;
+
+export async function agentState(paths: VireoPaths, name: string, options: { client?: QmpClient; timeoutMs?: number } = {}): Promise<AgentState> {
+  const timeoutMs = options.timeoutMs ?? 1500;
+  const socket = vmPaths(paths, name).guestAgentSocket;
+  // The channel takes one client at a time: while this process holds it (an exec, a thaw awaited), asking again would only wait.
+  const held = heldSession(socket);
+  if (held) return Date.now() - held.lastAnswer < HELD_ANSWER_MS ? 'answers' : 'not-answering';
+  // QEMU knows whether the guest has its end of the channel open, at once; an agentless guest then costs no timeout.
+  const ask = (client: QmpClient) => queryChardev(client, { timeoutMs });
+  const chardevs = await (options.client ? ask(options.client) : withMonitor(paths, name, ask, { monitor: 'status', timeoutMs })).catch(() => undefined);
+  if (chardevs !== undefined) {
+    const channel = chardevs.find((chardev) => chardev.label === AGENT_CHARDEV);
+    if (!channel?.['frontend-open']) return 'no-channel';
+  }
+  return (await agentAnswers(paths, name, timeoutMs)) ? 'answers' : 'not-answering';
+}
+
 interface RawInterface {
   name?: string;
   'hardware-address'?: string;
@@ -78,7 +112,15 @@ export function parseInterfaces(raw: unknown): GuestInterface[] {
 }
 
 export async function guestInterfaces(paths: VireoPaths, name: string): Promise<GuestInterface[]> {
-  return withAgent(paths, name, async (agent) => parseInterfaces(await agent.call('guest-network-get-interfaces')));
+  return withAgent(paths, name, async (agent) => {
+    try {
+      return parseInterfaces(await agent.call('guest-network-get-interfaces'));
+    } catch (error) {
+      // An agent without the command (the tiny guest's) answers, and knows no addresses.
+      if (error instanceof VireoError && error.details['agentError'] === 'CommandNotFound') return [];
+      throw error;
+    }
+  });
 }
 
 export interface ExecOptions {

@@ -13,6 +13,7 @@ import { readFile } from 'node:fs/promises';
 import { VireoError } from '../errors.js';
 import { runCommand } from '../host/probe.js';
 import { formatIpv4, netmask, parseIpv4 } from './ipv4.js';
+import { isProcessAlive } from '../vm/process.js';
 import { slaacAddress } from './ipv6.js';
 import type { NetworkSpec } from './model.js';
 import { subnetOf } from './model.js';
@@ -185,11 +186,16 @@ export async function stopDnsmasq(files: Pick<NetworkPaths, 'pidFile' | 'dnsmasq
   const pid = await dnsmasqPid(files);
   if (pid === undefined) return;
   process.kill(pid, 'SIGTERM');
-  const deadline = Date.now() + 5000;
-  while ((await dnsmasqPid(files)) !== undefined) {
+  // Wait on the process, not its pidfile: dnsmasq unlinks the pidfile as it begins to exit, while its
+  // sockets are still bound, and a dnsmasq started at that moment fails with "Address already in use".
+  let deadline = Date.now() + 5000;
+  let killed = false;
+  while (await isProcessAlive(pid)) {
     if (Date.now() > deadline) {
+      if (killed) throw new VireoError('command_failed', `dnsmasq (pid ${pid}) did not exit after SIGKILL`, { command: 'dnsmasq', pid });
       process.kill(pid, 'SIGKILL');
-      break;
+      killed = true;
+      deadline = Date.now() + 2000;
     }
     await new Promise((resolve) => setTimeout(resolve, 20));
   }

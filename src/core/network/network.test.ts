@@ -6,7 +6,7 @@
  * namespace of the test's own, so it is known to be accepted as written.
  */
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -16,7 +16,7 @@ import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { isVireoError } from '../errors.js';
 import { parseVmSpec } from '../model/vm.js';
-import { buildDnsmasqConfig, buildHosts6File, buildHostsFile, parseLeases, type Allocation } from './dnsmasq.js';
+import { buildDnsmasqConfig, buildHosts6File, buildHostsFile, parseLeases, stopDnsmasq, type Allocation } from './dnsmasq.js';
 import { parseAnyCidr, parseFirewallSpec, type FirewalledNic, type FirewallSpec } from './firewall.js';
 import { formatIpv6, ipv6Bits, slaacAddress } from './ipv6.js';
 import { formatIpv4, overlaps, parseCidr, parseIpv4 } from './ipv4.js';
@@ -313,5 +313,25 @@ test('IPv6: dnsmasq (router advertisements, names) and nftables (NAT, anti-spoof
     await exec('ip', ['netns', 'exec', netns, 'nft', '-c', '-f', join(goldenDir, 'ruleset6.nft')]);
   } finally {
     await exec('ip', ['netns', 'del', netns]);
+  }
+});
+
+test('stopping dnsmasq waits for the process, not its pidfile (dnsmasq unlinks it while its sockets are still bound)', async () => {
+  const dir = await mkdtemp(join(tmpdir(), 'vireo-dnsmasq-stop-'));
+  try {
+    const files = { pidFile: join(dir, 'pid'), dnsmasqConf: join(dir, 'dnsmasq.conf') };
+    // Stands in for dnsmasq: on SIGTERM it removes its pidfile first and exits 400 ms later.
+    const script = `trap 'rm -f ${files.pidFile}; sleep 0.4; exit 0' TERM; echo $$ > ${files.pidFile}; while :; do sleep 0.05; done`;
+    const child = spawn('sh', ['-c', script, 'sh', `--conf-file=${files.dnsmasqConf}`], { stdio: 'ignore' });
+    const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+    let exitedAt: number | undefined;
+    void exited.then(() => (exitedAt = Date.now()));
+    for (let tries = 0; tries < 100 && !(await readFile(files.pidFile, 'utf8').catch(() => '')).trim(); tries++) await new Promise((resolve) => setTimeout(resolve, 20));
+    await stopDnsmasq(files);
+    const returnedAt = Date.now();
+    await exited;
+    assert.ok(exitedAt !== undefined && exitedAt <= returnedAt + 50, `stopDnsmasq returned ${exitedAt === undefined ? 'before the process exited' : `${exitedAt - returnedAt} ms before it exited`}`);
+  } finally {
+    await rm(dir, { recursive: true, force: true });
   }
 });

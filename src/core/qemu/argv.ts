@@ -11,7 +11,7 @@ import { HUGEPAGE_SIZES, hotplugPorts, type DiskSpec, type NicSpec, type VmDefin
 import { MiB } from '../model/units.js';
 import { TCG_TRANSLATION_CACHE_MIB } from '../resources/host.js';
 import { throttleLimits } from '../resources/spec.js';
-import { BALLOON_DEVICE, BOOT_MEMORY_BACKEND, HOTPLUG_MEMORY_BACKEND, VIRTIO_MEM_DEVICE, diskNames, nicNames } from './ids.js';
+import { AGENT_CHARDEV, BALLOON_DEVICE, BOOT_MEMORY_BACKEND, HOTPLUG_MEMORY_BACKEND, VIRTIO_MEM_DEVICE, diskNames, nicNames } from './ids.js';
 
 export interface ResolvedVolume {
   path: string;
@@ -230,9 +230,9 @@ export function buildQemuArgv(def: VmDefinition, ctx: LaunchContext): string[] {
 
   if (ctx.runtime.guestAgentSocket) {
     // The guest agent's channel: quiesces filesystems for disk-only snapshots when the guest runs qemu-ga.
-    push('-chardev', `socket,id=qga0,${socketAt('guestAgent', ctx.runtime.guestAgentSocket)},server=on,wait=off`);
+    push('-chardev', `socket,id=${AGENT_CHARDEV},${socketAt('guestAgent', ctx.runtime.guestAgentSocket)},server=on,wait=off`);
     push('-device', json({ driver: 'virtio-serial-pci', id: 'vserial0' }));
-    push('-device', json({ driver: 'virtserialport', id: 'qga0-port', bus: 'vserial0.0', chardev: 'qga0', name: 'org.qemu.guest_agent.0' }));
+    push('-device', json({ driver: 'virtserialport', id: `${AGENT_CHARDEV}-port`, bus: 'vserial0.0', chardev: AGENT_CHARDEV, name: 'org.qemu.guest_agent.0' }));
   }
 
   if (def.rng) {

@@ -61,6 +61,14 @@ export interface BlockInfo {
   'io-status'?: 'ok' | 'failed' | 'nospace';
 }
 
+/** qapi/char.json ChardevInfo. */
+export interface ChardevInfo {
+  label: string;
+  filename: string;
+  /** Whether the device using it has it open: for a virtio-serial port, whether a program in the guest holds the port open. */
+  'frontend-open': boolean;
+}
+
 /** qapi/machine.json CpuInfoFast. */
 export interface CpuInfoFast {
   'cpu-index': number;
@@ -121,6 +129,10 @@ export async function quit(client: QmpClient): Promise<void> {
 
 export async function queryBlock(client: QmpClient): Promise<BlockInfo[]> {
   return client.execute<BlockInfo[]>('query-block');
+}
+
+export async function queryChardev(client: QmpClient, options: { timeoutMs?: number } = {}): Promise<ChardevInfo[]> {
+  return client.execute<ChardevInfo[]>('query-chardev', undefined, options);
 }
 
 export async function queryCpusFast(client: QmpClient): Promise<CpuInfoFast[]> {

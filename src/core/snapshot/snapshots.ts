@@ -30,7 +30,7 @@ import { waitForExit } from '../vm/process.js';
 import { cleanRunDirectory, livePid } from '../vm/runtime.js';
 import { diskNames } from '../qemu/ids.js';
 import { checkSnapshotName, readMetadata, withoutSnapshot, writeMetadata, type SnapshotMetadata, type SnapshotRecord } from './metadata.js';
-import { syncGuestClock, withQuiescedGuest } from '../vm/guest-agent.js';
+import { syncGuestClock, withQuiescedGuest, type FreezeReport } from '../vm/guest-agent.js';
 import { deleteInternalSnapshot, internalSnapshotTransaction, runSnapshotJob } from '../qmp/snapshot-jobs.js';
 import { forgetTpmState, restoreTpmState, saveTpmState } from '../devices/tpm.js';
 
@@ -52,6 +52,8 @@ export interface CreateSnapshotOptions {
   name: string;
   diskOnly?: boolean;
   description?: string;
+  /** How long the guest agent may take to freeze the filesystems of a running VM for a disk-only snapshot. */
+  freezeTimeoutMs?: number;
   onProgress?: (message: string) => void;
 }
 
@@ -61,6 +63,8 @@ export interface SnapshotResult {
   checks: DiskCheck[];
   /** For the user: e.g. that a disk-only snapshot is crash-consistent only. */
   notice?: string;
+  /** A disk-only snapshot of a running VM: how the freeze through the guest agent went. */
+  freeze?: FreezeReport;
 }
 
 /**
@@ -157,6 +161,7 @@ export async function createSnapshot(paths: VireoPaths, vm: string, options: Cre
     const pid = await livePid(paths, def);
     let record: SnapshotRecord;
     let notice: string | undefined;
+    let freeze: FreezeReport | undefined;
     try {
       const base = {
         name,
@@ -177,12 +182,14 @@ export async function createSnapshot(paths: VireoPaths, vm: string, options: Cre
           const status = await queryStatus(client);
           const vmState = status.running ? ('running' as const) : ('paused' as const);
           if (options.diskOnly) {
-            options.onProgress?.('snapshotting disks (atomic across disks)');
-            const { quiesced } = await withQuiescedGuest(vmPaths(paths, vm).guestAgentSocket, () => internalSnapshotTransaction(client, name, disks.map((disk) => disk.node)));
-            record = { ...base, memory: false, vmState, quiesced };
-            notice = quiesced
-              ? 'the guest\'s filesystems were frozen through its guest agent for the snapshot'
-              : 'crash-consistent disk snapshot (the guest\'s filesystems were not frozen: no guest agent answered)';
+            options.onProgress?.('freezing the guest\'s filesystems through its agent');
+            const outcome = await withQuiescedGuest(vmPaths(paths, vm).guestAgentSocket, () => {
+              options.onProgress?.('snapshotting disks (atomic across disks)');
+              return internalSnapshotTransaction(client, name, disks.map((disk) => disk.node));
+            }, { ...(options.freezeTimeoutMs !== undefined ? { freezeTimeoutMs: options.freezeTimeoutMs } : {}) });
+            freeze = outcome.freeze;
+            record = { ...base, memory: false, vmState, quiesced: outcome.quiesced };
+            notice = freezeNotice(outcome.freeze);
           } else {
             options.onProgress?.('saving memory, devices and disks (snapshot-save)');
             const vmstate = disks[0]!;
@@ -203,8 +210,26 @@ export async function createSnapshot(paths: VireoPaths, vm: string, options: Cre
     delete metadata.pending;
     await writeMetadata(paths, vm, metadata);
     const checks = pid === undefined ? await checkDisks(disks) : [];
-    return { snapshot: record, checks, ...(notice ? { notice } : {}) };
+    return { snapshot: record, checks, ...(notice ? { notice } : {}), ...(freeze ? { freeze } : {}) };
   });
+}
+
+/** What a disk-only snapshot of a running VM tells the user about the freeze around it. */
+export function freezeNotice(freeze: FreezeReport): string {
+  const seconds = `${Math.round(freeze.freezeTimeoutMs / 100) / 10} s`;
+  const thaw = freeze.thawed !== undefined
+    ? `thawed after (${freeze.thawed} thawed)`
+    : 'a thaw was sent and waits behind the agent\'s freeze: the guest is thawed as soon as its agent gets to it';
+  switch (freeze.outcome) {
+    case 'frozen':
+      return `the guest's filesystems were frozen through its guest agent for the snapshot (${freeze.frozen} frozen), ${thaw}`;
+    case 'no-agent':
+      return 'crash-consistent disk snapshot (the guest\'s filesystems were not frozen: no guest agent answered)';
+    case 'refused':
+      return 'crash-consistent disk snapshot (the guest\'s filesystems were not frozen: its guest agent refused the freeze)';
+    case 'timeout':
+      return `crash-consistent disk snapshot (the guest agent did not freeze the filesystems within ${seconds}; the snapshot was taken without it), ${thaw}`;
+  }
 }
 
 /* ---------------------------------------------------------------- revert */

@@ -8,18 +8,45 @@
  * The agent may have unread replies from an earlier client queued, so the
  * session starts with guest-sync-delimited: the agent answers with a 0xFF
  * byte and then the id we sent, and everything before that is discarded.
+ * Each command also carries an "id" that qemu-ga echoes in its reply, so a
+ * reply that comes after its command timed out (a hung freeze finishing
+ * late) is dropped instead of answering the next command. Agents that echo
+ * no id (the tiny guest's) are answered in order.
  */
 import { randomInt } from 'node:crypto';
 import { connect, type Socket } from 'node:net';
 import { VireoError } from '../errors.js';
 
+interface Waiter {
+  id: string;
+  onMessage: (message: AgentMessage) => void;
+}
+
+interface AgentMessage {
+  return?: unknown;
+  error?: { class?: string; desc?: string };
+  id?: unknown;
+}
+
+/** Ids of this process's commands: unique per process, and never a number (the tiny agent reads the last number after "id"). */
+let nextId = 0;
+
+/**
+ * Agent channels this process holds open now, and when each last answered:
+ * the channel takes one client at a time, so while this process holds it
+ * (a long exec, a thaw still waited for) a second connection would wait,
+ * and what this session saw is the truth about the agent.
+ */
+const sessions = new Map<string, Set<{ lastAnswer: number }>>();
+
 export class GuestAgent {
   private buffer = '';
-  private readonly waiters: ((line: string) => void)[] = [];
+  private readonly waiters: Waiter[] = [];
   /** Set once the sync reply's 0xFF delimiter arrived. */
   private delimited = false;
+  private readonly session = { lastAnswer: 0 };
 
-  private constructor(private readonly socket: Socket) {
+  private constructor(private readonly socket: Socket, private readonly socketPath: string) {
     socket.setEncoding('latin1');
     socket.on('data', (text: string) => {
       if (!this.delimited) {
@@ -35,7 +62,7 @@ export class GuestAgent {
         if (end === -1) break;
         const line = this.buffer.slice(0, end).trim();
         this.buffer = this.buffer.slice(end + 1);
-        if (line !== '') this.waiters.shift()?.(line);
+        if (line !== '') this.onLine(line);
       }
     });
     socket.on('error', () => undefined);
@@ -49,11 +76,14 @@ export class GuestAgent {
       candidate.once('error', () => resolve(undefined));
     });
     if (!socket) return undefined;
-    const agent = new GuestAgent(socket);
+    const agent = new GuestAgent(socket, socketPath);
     try {
       const id = randomInt(1, 2 ** 31);
       const reply = await agent.send('guest-sync-delimited', { id }, timeoutMs, true);
       if (reply !== id) throw new VireoError('qemu_failed', `the guest agent answered sync ${String(reply)} instead of ${id}`);
+      // Counted as held only once the agent answered: a connection still waiting for the channel holds nothing.
+      const held = sessions.get(socketPath) ?? new Set();
+      sessions.set(socketPath, held.add(agent.session));
       return agent;
     } catch {
       agent.close();
@@ -99,58 +129,165 @@ export class GuestAgent {
   }
 
   close(): void {
+    const held = sessions.get(this.socketPath);
+    held?.delete(this.session);
+    if (held?.size === 0) sessions.delete(this.socketPath);
     this.socket.destroy();
+  }
+
+  private onLine(line: string): void {
+    let message: AgentMessage;
+    try {
+      message = JSON.parse(line) as AgentMessage;
+    } catch {
+      // Not JSON: nothing to match it with; it fails the oldest command.
+      this.waiters.shift()?.onMessage({ error: { desc: 'the guest agent sent something that is not JSON' } });
+      return;
+    }
+    this.session.lastAnswer = Date.now();
+    if (message.id !== undefined) {
+      // A reply to a command that already timed out matches no waiter: dropped.
+      const index = this.waiters.findIndex((waiter) => waiter.id === message.id);
+      if (index !== -1) this.waiters.splice(index, 1)[0]!.onMessage(message);
+      return;
+    }
+    this.waiters.shift()?.onMessage(message);
   }
 
   private send(command: string, args: Record<string, unknown> | undefined, timeoutMs: number, delimit = false): Promise<unknown> {
     return new Promise((resolve, reject) => {
+      const id = `vireo-${process.pid}-${++nextId}`;
+      const waiter: Waiter = {
+        id,
+        onMessage: (message) => {
+          clearTimeout(timer);
+          if (message.error) {
+            // The agent's error class (CommandNotFound, GenericError...) is what callers decide on, never the text.
+            reject(new VireoError('qemu_failed', `the guest agent refused ${command}: ${message.error.desc ?? 'unknown error'}`, { agentError: message.error.class ?? 'unknown' }));
+          } else resolve(message.return);
+        },
+      };
       const timer = setTimeout(() => {
-        const index = this.waiters.indexOf(onLine);
+        const index = this.waiters.indexOf(waiter);
         if (index !== -1) this.waiters.splice(index, 1);
         reject(new VireoError('timeout', `the guest agent did not answer ${command} within ${timeoutMs} ms`));
       }, timeoutMs);
-      const onLine = (line: string): void => {
-        clearTimeout(timer);
-        let message: { return?: unknown; error?: { desc?: string } };
-        try {
-          message = JSON.parse(line) as typeof message;
-        } catch {
-          return reject(new VireoError('qemu_failed', `the guest agent sent something that is not JSON in reply to ${command}`));
-        }
-        if (message.error) return reject(new VireoError('qemu_failed', `the guest agent refused ${command}: ${message.error.desc ?? 'unknown error'}`));
-        resolve(message.return);
-      };
-      this.waiters.push(onLine);
+      this.waiters.push(waiter);
+      // The id first: the tiny agent finds guest-sync's argument as the last `"id": <number>` of the line.
       // A 0xFF before the sync command makes an agent drop any partial input it holds.
-      this.socket.write(`${delimit ? '\xff' : ''}${JSON.stringify({ execute: command, ...(args ? { arguments: args } : {}) })}\n`, 'latin1');
+      this.socket.write(`${delimit ? '\xff' : ''}${JSON.stringify({ id, execute: command, ...(args ? { arguments: args } : {}) })}\n`, 'latin1');
     });
   }
 }
 
+/** When the agent last answered on a session this process holds open on the channel; undefined when it holds none (see sessions). */
+export function heldSession(socketPath: string): { lastAnswer: number } | undefined {
+  const held = sessions.get(socketPath);
+  if (!held || held.size === 0) return undefined;
+  return { lastAnswer: Math.max(...[...held].map((session) => session.lastAnswer)) };
+}
+
+/** How long the agent has to freeze the guest's filesystems before the snapshot goes ahead without it. */
+export const DEFAULT_FREEZE_TIMEOUT_MS = 30_000;
+/** How long the work's caller waits for a thaw to be confirmed before leaving it to the background. */
+const THAW_WAIT_MS = 10_000;
+/**
+ * How long a session keeps waiting for a late thaw in the background. The
+ * process stays alive meanwhile (a CLI without a daemon exits once the thaw
+ * is answered); past this, the thaw still waits in the guest's channel and
+ * runs when the agent can next write to a client.
+ */
+const THAW_KEEP_MS = 5 * 60_000;
+
+/** What a freeze around some work came to. */
+export interface FreezeReport {
+  /** The filesystems were frozen while the work ran: the snapshot is consistent, not just crash-consistent. */
+  quiesced: boolean;
+  /**
+   * frozen: frozen and thawed through the agent; no-agent: nothing answered
+   * on the channel; refused: the agent answered the freeze with an error
+   * (it thaws whatever it froze itself); timeout: the agent did not answer
+   * the freeze in time (it may still freeze late: a thaw was sent after it).
+   */
+  outcome: 'frozen' | 'no-agent' | 'refused' | 'timeout';
+  /** Filesystems the agent froze. */
+  frozen?: number;
+  /** Filesystems the agent reported thawed afterwards (absent while the thaw is not confirmed). */
+  thawed?: number;
+  /** A thaw was sent and not yet answered: it waits in the agent's channel behind the hung freeze. */
+  thawPending?: boolean;
+  /** The freeze timeout used, in milliseconds. */
+  freezeTimeoutMs: number;
+}
+
+export interface QuiesceOptions {
+  /** How long to wait for the agent's first answer (default 1.5 s). */
+  timeoutMs?: number;
+  /** How long the freeze may take (default DEFAULT_FREEZE_TIMEOUT_MS). */
+  freezeTimeoutMs?: number;
+  /** How long to wait for a thaw's answer before leaving it to the background (default 10 s). */
+  thawWaitMs?: number;
+}
+
 /**
  * Runs work with the guest's filesystems frozen when an agent answers, else
- * without. Thawing happens whatever the work does: a guest left frozen would
- * hang on its next write.
+ * without. Whatever happens, a guest that may be frozen gets a thaw:
+ * - after the work, when the freeze succeeded (even if the work failed);
+ * - at once, when the freeze timed out: an agent stuck in its freeze (a
+ *   fsfreeze hook that hangs, a slow sync) may still freeze the filesystems
+ *   later, and with nothing behind that freeze the guest would stay frozen
+ *   (oVirt's hung freezes). The thaw waits in the channel and runs as soon
+ *   as the agent gets to it; the work goes ahead, crash-consistent.
+ * A thaw that is not answered within thawWaitMs is waited for in the
+ * background: the session stays open, so that the agent's late replies
+ * have a reader and nothing else holds the one-client channel meanwhile.
  */
-export async function withQuiescedGuest<T>(socketPath: string, work: () => Promise<T>, options: { timeoutMs?: number } = {}): Promise<{ result: T; quiesced: boolean }> {
+export async function withQuiescedGuest<T>(socketPath: string, work: () => Promise<T>, options: QuiesceOptions = {}): Promise<{ result: T; quiesced: boolean; freeze: FreezeReport }> {
+  const freezeTimeoutMs = options.freezeTimeoutMs ?? DEFAULT_FREEZE_TIMEOUT_MS;
   const agent = await GuestAgent.open(socketPath, options.timeoutMs);
-  if (!agent) return { result: await work(), quiesced: false };
+  if (!agent) {
+    const result = await work();
+    return { result, quiesced: false, freeze: { quiesced: false, outcome: 'no-agent', freezeTimeoutMs } };
+  }
+  let keep = false;
   try {
-    let frozen = false;
+    let frozen: number | undefined;
+    let outcome: FreezeReport['outcome'] = 'frozen';
+    let thaw: Promise<number> | undefined;
     try {
       await agent.ping();
-      await agent.freeze();
-      frozen = true;
-    } catch {
-      // An agent that cannot freeze (no fsfreeze support, or it stopped answering): crash-consistent it is.
+      frozen = await agent.freeze(freezeTimeoutMs);
+    } catch (error) {
+      if (error instanceof VireoError && error.code === 'timeout') {
+        outcome = 'timeout';
+        // Queued behind the freeze the agent is stuck in: it thaws right after that freeze, if it ever happens.
+        thaw = agent.thaw(THAW_KEEP_MS);
+      } else {
+        // Refused (no fsfreeze support, a hook that failed): qemu-ga thaws what it froze before answering.
+        outcome = 'refused';
+      }
     }
-    try {
-      return { result: await work(), quiesced: frozen };
-    } finally {
-      if (frozen) await agent.thaw();
+    // The work's failure is thrown only once the thaw is settled (or handed to the background).
+    const done = await work().then((value) => ({ ok: true as const, value }), (error: unknown) => ({ ok: false as const, error }));
+    if (frozen !== undefined) thaw = agent.thaw(THAW_KEEP_MS);
+    const report: FreezeReport = { quiesced: frozen !== undefined, outcome, ...(frozen !== undefined ? { frozen } : {}), freezeTimeoutMs };
+    if (thaw) {
+      let waited: (value: undefined) => void = () => undefined;
+      const wait = new Promise<undefined>((resolve) => (waited = resolve));
+      const timer = setTimeout(() => waited(undefined), options.thawWaitMs ?? THAW_WAIT_MS);
+      const thawed = await Promise.race([thaw.then((count) => count, () => undefined), wait]);
+      clearTimeout(timer);
+      if (thawed !== undefined) report.thawed = thawed;
+      else {
+        report.thawPending = true;
+        keep = true;
+        void thaw.catch(() => undefined).finally(() => agent.close());
+      }
     }
+    if (!done.ok) throw done.error;
+    return { result: done.value, quiesced: report.quiesced, freeze: report };
   } finally {
-    agent.close();
+    if (!keep) agent.close();
   }
 }
 

@@ -20,6 +20,8 @@ import { sameFile, type FileIdentity } from '../store/identity.js';
 import { checkVolumeDeletable, createVolume, deleteVolume, getVolume, importVolume, volumeIdentity, type Volume } from '../storage/volumes.js';
 import { deleteDefinition, listDefinitions, loadDefinition, reserveVmDirectory, saveDefinition, vmsUsingVolume, withVmLock } from './definitions.js';
 import { mapLimited } from '../limit.js';
+import { agentState, type AgentState } from '../guest/agent-ops.js';
+import type { QmpClient } from '../qmp/client.js';
 import { checkHostFile, checkHostFiles, type HostFilePolicy } from './host-files.js';
 import { cleanRunDirectory, readRuntime, type RuntimeOptions, type VmRuntime } from './runtime.js';
 import { refuseTemplateWithClones } from './template.js';
@@ -247,21 +249,34 @@ export async function finishInterruptedDelete(paths: VireoPaths, name: string, i
 export interface VmInfo {
   definition: VmDefinition;
   runtime: VmRuntime;
+  /** A running VM's guest agent: whether it answers (see agentState); absent when the VM is not running. */
+  agent?: AgentState;
   /** NICs on Vireo networks and the address each guest leased (absent when the VM has none). */
   addresses?: NicAddress[];
   /** A running VM's limits next to its use (one VM's view only, not in lists). */
   resources?: ResourceUsage;
+  /** In a cluster: the member that runs it (set by the daemon). */
+  host?: string;
 }
 
-async function describe(paths: VireoPaths, definition: VmDefinition, options: RuntimeOptions): Promise<VmInfo> {
+export interface DescribeOptions extends RuntimeOptions {
+  /** An open monitor of a running VM to ask (the daemon's watcher holds one per VM), instead of connecting. */
+  monitorFor?: (vm: string) => QmpClient | undefined;
+}
+
+async function describe(paths: VireoPaths, definition: VmDefinition, options: DescribeOptions): Promise<VmInfo> {
   const runtime = await readRuntime(paths, definition, options);
-  if (definition.nics.every((nic) => nic.network === 'user')) return { definition, runtime };
+  // Only a running guest can answer; a paused or unresponsive one would only cost the timeout.
+  const client = options.monitorFor?.(definition.name);
+  const agent = runtime.state === 'running' ? await agentState(paths, definition.name, { ...(client ? { client } : {}) }) : undefined;
+  const base = { definition, runtime, ...(agent ? { agent } : {}) };
+  if (definition.nics.every((nic) => nic.network === 'user')) return base;
   const addresses = await vmAddresses(paths, definition);
   // A lease outlives the guest that took it: a stopped VM holds no address.
-  return { definition, runtime, addresses: runtime.state === 'stopped' ? addresses.map(({ ip: _ip, ...rest }) => rest) : addresses };
+  return { ...base, addresses: runtime.state === 'stopped' ? addresses.map(({ ip: _ip, ...rest }) => rest) : addresses };
 }
 
-export async function getVm(paths: VireoPaths, name: string, options: RuntimeOptions = {}): Promise<VmInfo> {
+export async function getVm(paths: VireoPaths, name: string, options: DescribeOptions = {}): Promise<VmInfo> {
   const described = await describe(paths, await loadDefinition(paths, name), options);
   const { definition, runtime } = described;
   if (runtime.pid === undefined || runtime.state === 'unresponsive') return described;
@@ -271,7 +286,7 @@ export async function getVm(paths: VireoPaths, name: string, options: RuntimeOpt
   return { ...described, ...(resources ? { resources } : {}) };
 }
 
-export async function listVms(paths: VireoPaths, options: RuntimeOptions = {}): Promise<VmInfo[]> {
+export async function listVms(paths: VireoPaths, options: DescribeOptions = {}): Promise<VmInfo[]> {
   const defs = await listDefinitions(paths);
   // Each running VM costs a socket and a pidfile read: a bounded number at a time.
   return mapLimited(defs, 16, (definition) => describe(paths, definition, options));

@@ -1,0 +1,244 @@
+/**
+ * Scale groups: what to create and delete this cycle to keep a group of
+ * linked clones between min and max, sized to its CPU demand, whole, and on
+ * its current template. The cluster carries the actions out (placing each
+ * create with place(), whose `spread` spreads members across hosts) and
+ * records the times of scale-outs and scale-ins for the cooldowns.
+ *
+ * Order of concerns, each cycle:
+ * 1. replace members that died or were deleted (no cooldown: it is repair);
+ * 2. keep the count between min and max;
+ * 3. scale out when the group's average CPU has stayed above the target for
+ *    the hold period (by the ratio, as Kubernetes' autoscaler does: enough
+ *    members to bring the average back to the target), scale in by one when
+ *    it has stayed well below, each after its cooldown, never while a member
+ *    is still starting (its load is not in the average yet), and never a
+ *    scale-in that would push the average above the target (the next cycle
+ *    would scale out again: flapping);
+ * 4. roll to a new template one member at a time: create a replacement, and
+ *    delete the old member once the replacement runs (the group is one over
+ *    its count for the length of a boot).
+ */
+import { invalidArgument } from '../../errors.js';
+
+export interface ScaleGroup {
+  name: string;
+  /** The template new members are cloned from; members on another template are rolled to it. */
+  template: string;
+  min: number;
+  max: number;
+  /** Average CPU use of the members to aim for, as a fraction of their vCPUs (0.6 = 60%). */
+  targetCpu: number;
+  /** Scale in when the average stays under this; default half the target. */
+  scaleInBelow?: number;
+  holdMs: number;
+  scaleOutCooldownMs: number;
+  scaleInCooldownMs: number;
+  lastScaleOutAt?: number;
+  lastScaleInAt?: number;
+}
+
+export type MemberState = 'starting' | 'running' | 'stopped' | 'failed' | 'missing';
+
+export interface GroupMember {
+  name: string;
+  host?: string;
+  template: string;
+  /** missing: the group lists it but the VM is gone (deleted by hand, or its host died without HA). */
+  state: MemberState;
+  createdAt: number;
+  /** The member this one was created to replace during a roll. */
+  replaces?: string;
+}
+
+export interface GroupMetrics {
+  /** The members' average CPU use (fraction of their vCPUs), sampled over time. */
+  samples: { at: number; cpu: number }[];
+}
+
+export type ScaleAction =
+  | { kind: 'create'; reason: 'replace' | 'min' | 'scale_out' | 'roll'; template: string; spread: string[]; replaces?: string }
+  | { kind: 'delete'; member: string; reason: 'dead' | 'max' | 'scale_in' | 'roll' };
+
+export interface ScaleDecision {
+  actions: ScaleAction[];
+  /** Members the group should have once the actions are done (rolls aside). */
+  desired: number;
+  /** Set when this decision scales (the cluster records it as lastScaleOutAt / lastScaleInAt). */
+  scaled?: 'out' | 'in';
+  explanation: string[];
+}
+
+export function checkScaleGroup(group: ScaleGroup): ScaleGroup {
+  const whole = (field: keyof ScaleGroup, value: number) => {
+    if (!Number.isInteger(value) || value < 0) throw invalidArgument(field, `must be a whole number 0 or more, not ${value}`);
+  };
+  whole('min', group.min);
+  whole('max', group.max);
+  if (group.max < 1) throw invalidArgument('max', 'must be at least 1');
+  if (group.min > group.max) throw invalidArgument('min', `${group.min} is more than max (${group.max})`);
+  if (!(group.targetCpu > 0 && group.targetCpu <= 1)) throw invalidArgument('targetCpu', `must be a fraction above 0 and at most 1 (60% is 0.6), not ${group.targetCpu}`);
+  const below = group.scaleInBelow ?? group.targetCpu / 2;
+  if (!(below >= 0 && below < group.targetCpu)) throw invalidArgument('scaleInBelow', `must be under the target (${group.targetCpu}), not ${below}`);
+  for (const field of ['holdMs', 'scaleOutCooldownMs', 'scaleInCooldownMs'] as const) {
+    if (!(group[field] >= 0)) throw invalidArgument(field, `must be 0 or more, not ${group[field]}`);
+  }
+  return group;
+}
+
+const healthyStates: ReadonlySet<MemberState> = new Set(['starting', 'running']);
+const pct = (fraction: number) => `${Math.round(fraction * 100)}%`;
+
+export function planScaleGroup(group: ScaleGroup, members: GroupMember[], metrics: GroupMetrics, now: number): ScaleDecision {
+  checkScaleGroup(group);
+  const actions: ScaleAction[] = [];
+  const explanation: string[] = [];
+  const create = (reason: Extract<ScaleAction, { kind: 'create' }>['reason'], replaces?: string): ScaleAction =>
+    ({ kind: 'create', reason, template: group.template, spread: [group.name], ...(replaces ? { replaces } : {}) });
+
+  const dead = members.filter((member) => !healthyStates.has(member.state));
+  let healthy = members.filter((member) => healthyStates.has(member.state));
+  // A roll's replacement, while the member it replaces still runs, is one over the count, not a member to count.
+  const outdatedNames = new Set(healthy.filter((member) => member.template !== group.template).map((member) => member.name));
+  const isSurge = (member: GroupMember) => member.template === group.template && member.replaces !== undefined && outdatedNames.has(member.replaces);
+  for (const member of dead) {
+    actions.push({ kind: 'delete', member: member.name, reason: 'dead' });
+    explanation.push(`${member.name} is ${member.state}: removed from the group`);
+  }
+  // A replacement for each dead member (a dead roll replacement is not one: the roll starts it again),
+  // as far as max allows; the min rule below tops up the rest.
+  const settled = healthy.filter((member) => !isSurge(member));
+  const lost = dead.filter((member) => !isSurge(member)).length;
+  const replacements = Math.min(lost, Math.max(0, group.max - settled.length));
+  for (let index = 0; index < replacements; index += 1) actions.push(create('replace'));
+  if (replacements > 0) explanation.push(`${replacements} replacement(s) for the dead member(s)`);
+  let count = settled.length + replacements;
+
+  if (count < group.min) {
+    const missing = group.min - count;
+    for (let index = 0; index < missing; index += 1) actions.push(create('min'));
+    explanation.push(`${count} member(s), under the minimum ${group.min}: ${missing} more`);
+    count = group.min;
+  }
+  if (count > group.max) {
+    const extra = count - group.max;
+    const victims = pickVictims(settled, extra, group.template);
+    for (const victim of victims) actions.push({ kind: 'delete', member: victim.name, reason: 'max' });
+    healthy = healthy.filter((member) => !victims.includes(member));
+    explanation.push(`${count} member(s), over the maximum ${group.max}: ${extra} fewer (${victims.map((victim) => victim.name).join(', ')})`);
+    count = group.max;
+  }
+  if (actions.length > 0) return { actions, desired: count, explanation };
+
+  const starting = healthy.filter((member) => member.state === 'starting');
+  if (starting.length > 0) {
+    explanation.push(`waiting for ${starting.map((member) => member.name).join(', ')} to start before scaling or rolling`);
+    return { actions, desired: count, explanation };
+  }
+
+  const scaling = decideScaling(group, healthy.filter((member) => !isSurge(member)), metrics, now, explanation);
+  if (scaling) return { ...scaling, explanation };
+
+  // Rolling: finish a replacement that runs, else start the next one.
+  const outdated = healthy.filter((member) => member.template !== group.template);
+  const done = healthy.find(isSurge);
+  if (done) {
+    actions.push({ kind: 'delete', member: done.replaces!, reason: 'roll' });
+    explanation.push(`roll to ${group.template}: ${done.name} runs, so ${done.replaces} goes`);
+    return { actions, desired: count, explanation };
+  }
+  if (outdated.length > 0) {
+    const oldest = [...outdated].sort((a, b) => a.createdAt - b.createdAt || (a.name < b.name ? -1 : 1))[0]!;
+    actions.push(create('roll', oldest.name));
+    explanation.push(`roll to ${group.template}: a replacement for ${oldest.name} (${oldest.template}), ${outdated.length - 1} more to go after it`);
+    return { actions, desired: count, explanation };
+  }
+  return { actions, desired: count, explanation };
+}
+
+function decideScaling(group: ScaleGroup, healthy: GroupMember[], metrics: GroupMetrics, now: number, explanation: string[]): Omit<ScaleDecision, 'explanation'> | undefined {
+  const count = healthy.length;
+  const samples = [...metrics.samples].sort((a, b) => a.at - b.at);
+  const latest = samples.at(-1);
+  if (!latest || count === 0) {
+    explanation.push('no CPU samples yet: no scaling');
+    return undefined;
+  }
+  const below = group.scaleInBelow ?? group.targetCpu / 2;
+  const sustained = (test: (cpu: number) => boolean) => {
+    // The start of the latest unbroken run of samples passing the test.
+    let since = Infinity;
+    for (const sample of samples) since = test(sample.cpu) ? Math.min(since, sample.at) : Infinity;
+    return now - since >= group.holdMs;
+  };
+  const average = latest.cpu;
+  if (average > group.targetCpu) {
+    if (count >= group.max) {
+      explanation.push(`average CPU ${pct(average)} is above the target ${pct(group.targetCpu)}, but the group is at its maximum (${group.max})`);
+      return undefined;
+    }
+    if (!sustained((cpu) => cpu > group.targetCpu)) {
+      explanation.push(`average CPU ${pct(average)} is above the target ${pct(group.targetCpu)}, not yet for the hold period`);
+      return undefined;
+    }
+    const since = now - (group.lastScaleOutAt ?? -Infinity);
+    if (since < group.scaleOutCooldownMs) {
+      explanation.push(`average CPU ${pct(average)} is above the target, but the last scale-out was ${Math.round(since / 1000)} s ago (cooldown ${Math.round(group.scaleOutCooldownMs / 1000)} s)`);
+      return undefined;
+    }
+    const desired = Math.min(group.max, Math.max(count + 1, Math.ceil((count * average) / group.targetCpu)));
+    const actions: ScaleAction[] = [];
+    for (let index = count; index < desired; index += 1) actions.push({ kind: 'create', reason: 'scale_out', template: group.template, spread: [group.name] });
+    explanation.push(`average CPU ${pct(average)} above the target ${pct(group.targetCpu)} for the hold period: ${count} -> ${desired} members`);
+    return { actions, desired, scaled: 'out' };
+  }
+  if (average < below) {
+    if (count <= group.min) {
+      explanation.push(`average CPU ${pct(average)} is well below the target, but the group is at its minimum (${group.min})`);
+      return undefined;
+    }
+    if (!sustained((cpu) => cpu < below)) {
+      explanation.push(`average CPU ${pct(average)} is under ${pct(below)}, not yet for the hold period`);
+      return undefined;
+    }
+    // Scaling in waits for both cooldowns: right after a scale-out, shrinking again is flapping.
+    const last = Math.max(group.lastScaleInAt ?? -Infinity, group.lastScaleOutAt ?? -Infinity);
+    if (now - last < group.scaleInCooldownMs) {
+      explanation.push(`average CPU ${pct(average)} is under ${pct(below)}, but the group scaled ${Math.round((now - last) / 1000)} s ago (cooldown ${Math.round(group.scaleInCooldownMs / 1000)} s)`);
+      return undefined;
+    }
+    const after = (average * count) / (count - 1);
+    if (after > group.targetCpu) {
+      explanation.push(`average CPU ${pct(average)} is low, but one member fewer would put the rest at ${pct(after)}, above the target: staying`);
+      return undefined;
+    }
+    const [victim] = pickVictims(healthy, 1, group.template);
+    explanation.push(`average CPU ${pct(average)} under ${pct(below)} for the hold period: ${count} -> ${count - 1} members (${victim!.name} goes)`);
+    return { actions: [{ kind: 'delete', member: victim!.name, reason: 'scale_in' }], desired: count - 1, scaled: 'in' };
+  }
+  explanation.push(`average CPU ${pct(average)} is within ${pct(below)}..${pct(group.targetCpu)}: no scaling`);
+  return undefined;
+}
+
+/**
+ * Which members go when the group shrinks: those on an old template first,
+ * then those on the host with the most members (so the rest stay spread),
+ * then the newest (the old ones have proved they work), then by name.
+ */
+function pickVictims(members: GroupMember[], count: number, template: string): GroupMember[] {
+  const perHost = new Map<string, number>();
+  for (const member of members) if (member.host) perHost.set(member.host, (perHost.get(member.host) ?? 0) + 1);
+  const remaining = [...members];
+  const victims: GroupMember[] = [];
+  for (let index = 0; index < count && remaining.length > 0; index += 1) {
+    remaining.sort((a, b) =>
+      Number(b.template !== template) - Number(a.template !== template)
+      || (perHost.get(b.host ?? '') ?? 0) - (perHost.get(a.host ?? '') ?? 0)
+      || b.createdAt - a.createdAt
+      || (a.name < b.name ? -1 : 1));
+    const victim = remaining.shift()!;
+    victims.push(victim);
+    if (victim.host) perHost.set(victim.host, perHost.get(victim.host)! - 1);
+  }
+  return victims;
+}
