@@ -144,7 +144,7 @@ describe('hugepages', () => {
     }
     t.after(release);
     const name = `huge${process.pid}`;
-    await writeFile(join(home.home, 'huge.json'), JSON.stringify({ name, cpus: 1, memory: { size: '192M', max: '256M', hugepages: '2M' }, boot: { kernel: { image: 'tiny' } }, nics: [] }));
+    await writeFile(join(home.home, 'huge.json'), JSON.stringify({ name, cpus: 1, memory: { size: '192M', max: '320M', hugepages: '2M' }, boot: { kernel: { image: 'tiny' } }, nics: [] }));
     assert.equal((await home.vireo(['vm', 'create', '-f', join(home.home, 'huge.json')])).code, 0);
     const free = await availableHugepages();
     await start(home, name);

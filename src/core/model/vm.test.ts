@@ -110,6 +110,7 @@ test('bad hot-pluggable memory and hugepages are refused naming the field', () =
   assert.equal(fieldOf({ name: 'a', memory: { size: '1G', max: '512M' } }), 'memory.max');
   assert.equal(fieldOf({ name: 'a', memory: { size: '1G', max: '1G' } }), 'memory.max');
   assert.equal(fieldOf({ name: 'a', memory: { size: 512, max: 1025 } }), 'memory.max', 'the region must be whole 2 MiB blocks');
+  assert.equal(fieldOf({ name: 'a', memory: { size: 512, max: 576 } }), 'memory.max', 'a region smaller than a Linux memory section is of no use');
   assert.equal(fieldOf({ name: 'a', memory: { size: 512, max: 1024, colour: 1 } }), 'memory');
   assert.equal(fieldOf({ name: 'a', memory: { size: 513, max: 1024 }, memoryHotplug: { max: 1024, plugged: 1 } }), 'memory.size', 'what is plugged comes in blocks too');
   assert.equal(fieldOf({ name: 'a', memory: { size: 512, max: 1024 }, memoryHotplug: { max: 2048 } }), 'memory.max', 'two different maxima');

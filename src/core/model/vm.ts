@@ -43,6 +43,8 @@ const Hugepages = z.enum(['2M', '1G']);
 
 /** The block size virtio-mem plugs in (QEMU's default on x86, the THP size); hugepages raise it to their size. */
 export const VIRTIO_MEM_BLOCK_MIB = 2;
+/** Linux's memory block (section) size on x86-64: virtio-mem memory is added to the guest in these. */
+const LINUX_MEMORY_SECTION_MIB = 128;
 
 /**
  * Memory hot-plug: up to `max` MiB, of which `plugged` MiB sit in the
@@ -486,6 +488,8 @@ function checkMemoryLayout(spec: VmSpec): void {
     const boot = spec.memory - hotplug.plugged;
     if (hotplug.max === boot) throw invalidArgument('memory.max', `max must be above the boot memory (${boot} MiB) for memory to be hot-added`);
     if ((hotplug.max - boot) % block !== 0) throw invalidArgument('memory.max', `max - size (${hotplug.max - boot} MiB) must be a multiple of ${block} MiB, the block memory is hot-added in`);
+    // Linux (x86-64) adds memory in 128 MiB sections: a smaller region gives it nothing it can use.
+    if (hotplug.max - boot < LINUX_MEMORY_SECTION_MIB) throw invalidArgument('memory.max', `max - size (${hotplug.max - boot} MiB) must be at least ${LINUX_MEMORY_SECTION_MIB} MiB: guests add hot-plugged memory in ${LINUX_MEMORY_SECTION_MIB} MiB sections`);
     if (hotplug.plugged % block !== 0) throw invalidArgument('memory.size', `the memory added live (${hotplug.plugged} MiB) must be a multiple of ${block} MiB`);
   }
   if (spec.hugepages) {
