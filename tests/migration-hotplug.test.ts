@@ -3,7 +3,8 @@
  * daemons, shared storage; tests/harness/hosts.ts). A tiny guest with a TPM
  * gets a vCPU, a disk, a NIC and memory hot-added, writes to the new disk
  * and extends a PCR of its TPM; after the move the guest on the destination
- * still has all of it (the vCPU online, the disk with what was written, the
+ * still has all of it (and its TPM was manufactured with an EK certificate
+ * when it was created; the vCPU online, the disk with what was written, the
  * NIC, the memory in MemTotal, the PCR value and a TPM that was not reset),
  * and the destination's QEMU was started with those devices, in order, on the
  * ports they were plugged into. Then a restart there: the TPM's NVRAM was
@@ -113,6 +114,10 @@ describe('hot-added devices and TPM state across a live migration', () => {
     });
     const started = await runOperation(a.daemon.api, 'POST', `/vms/${VM}/start`, { waitReady: true, timeoutSeconds: 240 });
     assert.equal(started.state, 'succeeded', JSON.stringify(started.error));
+
+    // The TPM was manufactured at its creation: the EK certificate is in its NV index 0x01c00002 (TPM2_NV_ReadPublic answers).
+    const ekPublic = await tpmCommand(a, [0x80, 0x01, ...u32(14), ...u32(0x169), ...u32(0x01c00002)]);
+    assert.ok(ekPublic.length > 20, 'the EK certificate\'s NV index exists');
 
     // Everything added live, each through the API.
     await a.daemon.api.request('POST', `/vms/${VM}/cpus`, { count: 2 });

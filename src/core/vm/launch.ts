@@ -156,8 +156,8 @@ class Handoff {
   }
 
   /** The VM's swtpm, started now; QEMU gets the connected control socket. */
-  async tpm(vmDir: string, identity: QemuIdentity | undefined): Promise<void> {
-    const tpm = await startSwtpm(vmDir, [dirname(dirname(vmDir)), dirname(vmDir), vmDir], identity);
+  async tpm(vmDir: string, identity: QemuIdentity | undefined, incoming: boolean): Promise<void> {
+    const tpm = await startSwtpm(vmDir, [dirname(dirname(vmDir)), dirname(vmDir), vmDir], identity, { manufacture: !incoming });
     this.closers.push(tpm.close);
     this.passed.tpm = this.inherit(tpm.fd);
   }
@@ -215,7 +215,7 @@ async function prepareHandoff(def: VmDefinition, context: LaunchContext, runDir:
     for (let index = 1; index <= (def.devices?.serials ?? 0); index++) {
       await handoff.socket(`serial${index}` as 'serial1', serialSocketOf(runtime, index));
     }
-    if (def.devices?.tpm) await handoff.tpm(dirname(runDir), identity);
+    if (def.devices?.tpm) await handoff.tpm(dirname(runDir), identity, context.incoming !== undefined);
     if (def.vnc && runtime.vncSocket) await handoff.vncDirectory(dirname(runtime.vncSocket), identity);
     for (const disk of def.disks) {
       if (disk.ejected) continue;
