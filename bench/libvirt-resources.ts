@@ -7,7 +7,7 @@
  * Vireo side times the same three through its CLI (bench/resources.ts).
  * The domain (vireo-bench-res-<pid>) and its disk file are removed at the
  * end, on error too; a daemon this module had to start is stopped again
- * (libvirt.ts: ensureDaemon). Nothing is installed: without virsh the result
+ * (libvirtd.ts: ensureDaemon, shared by the bench's sections). Nothing is installed: without virsh the result
  * says so.
  */
 import { execFile } from 'node:child_process';
@@ -15,7 +15,7 @@ import { constants } from 'node:fs';
 import { access, chmod, copyFile, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { ensureDaemon } from './libvirt.js';
+import { ensureDaemon } from './libvirtd.js';
 
 export type LibvirtResourcesResult =
   | { available: true; version: string; schedinfoMs: number[]; setvcpusMs: number; attachDiskMs: number; notes: string[] }

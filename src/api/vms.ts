@@ -108,7 +108,7 @@ export const vms = {
   }),
   'DELETE /vms/:name': endpoint({
     tag: 'vms', summary: 'Delete a stopped VM (withDisks: its disks too)', params: NameParams,
-    query: z.strictObject({ withDisks: BooleanText.default(false) }), status: 200, response: returns<{ deletedVolumes: string[] }>('DeletedVm'),
+    query: z.strictObject({ withDisks: BooleanText.default(false) }), status: 200, response: returns<{ deletedVolumes: string[] }>('DeletedVm', { schema: z.object({ deletedVolumes: z.array(z.string()) }) }),
   }),
   'POST /vms/:name/start': endpoint({ tag: 'vms', summary: 'Start a VM (an operation)', params: NameParams, body: StartBody, status: 202, response: operation<StartResult>() }),
   'POST /vms/:name/stop': endpoint({
