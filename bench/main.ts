@@ -1,6 +1,6 @@
 /**
  * `npm run bench`: Vireo's figures next to the plain equivalent, in one run,
- * as medians. Usage: npm run bench [-- --runs N] [-- --only start,daemon,snapshots,migration,availability,network,resources]
+ * as medians. Usage: npm run bench [-- --runs N] [-- --only start,daemon,snapshots,migration,availability,network,resources,cluster,web-ui]
  *
  * Sections: start (vm start to readiness vs plain qemu), daemon (API latency
  * and daemon memory vs libvirtd where libvirt is installed), snapshots (linked
@@ -10,7 +10,9 @@
  * VMs, GET / latency while the 200 volumes are deleted), network (network
  * create time, start-to-address and VM-to-VM throughput on a bridge network vs
  * user-mode networking), cluster (place, balance and evacuation decisions on
- * 100 simulated hosts and 10,000 VMs, and simulated balancing convergence).
+ * 100 simulated hosts and 10,000 VMs, and simulated balancing convergence),
+ * web-ui (cold load of the web UI with 200 VMs in chromium: gzipped bytes,
+ * time to an interactive list, and a VM state change to the list showing it).
  */
 import { fileURLToPath } from 'node:url';
 import { join } from 'node:path';
@@ -30,6 +32,7 @@ import { benchResources } from './resources.js';
 import { ensureDaemon, findExecutable, type LibvirtDaemon } from './libvirtd.js';
 import { benchLibvirtResources } from './libvirt-resources.js';
 import { benchCluster } from './cluster.js';
+import { benchWebUi, reportWebUi } from './web-ui.js';
 
 const runsFlag = process.argv.indexOf('--runs');
 const runs = runsFlag === -1 ? 7 : Number(process.argv[runsFlag + 1]);
@@ -215,6 +218,10 @@ await section('availability', async () => {
   const latency = figures.rootLatencyMs;
   process.stdout.write(`  delete ${figures.deleted} volumes              ${figures.deleteSeconds.toFixed(1)} s (4 requests at a time)\n`);
   process.stdout.write(`  GET / meanwhile                 p50 ${latency.p50.toFixed(1)} ms, p95 ${latency.p95.toFixed(1)} ms, p99 ${latency.p99.toFixed(1)} ms, max ${latency.max.toFixed(1)} ms (${latency.samples} samples; goal: under 50 ms)\n`);
+});
+
+await section('web-ui', async () => {
+  process.stdout.write(`\n${reportWebUi(await benchWebUi({ cli, imageHome }))}`);
 });
 } finally {
   const problem = await libvirtd?.stop();
