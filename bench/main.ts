@@ -1,6 +1,6 @@
 /**
  * `npm run bench`: Vireo's figures next to the plain equivalent, in one run,
- * as medians. Usage: npm run bench [-- --runs N] [-- --only start,daemon,snapshots,migration,availability,network,resources]
+ * as medians. Usage: npm run bench [-- --runs N] [-- --only start,daemon,snapshots,migration,availability,network,resources,cluster,guests]
  *
  * Sections: start (vm start to readiness vs plain qemu), daemon (API latency
  * and daemon memory vs libvirtd where libvirt is installed), snapshots (linked
@@ -10,7 +10,9 @@
  * VMs, GET / latency while the 200 volumes are deleted), network (network
  * create time, start-to-address and VM-to-VM throughput on a bridge network vs
  * user-mode networking), cluster (place, balance and evacuation decisions on
- * 100 simulated hosts and 10,000 VMs, and simulated balancing convergence).
+ * 100 simulated hosts and 10,000 VMs, and simulated balancing convergence),
+ * guests (debian-12 image build cold and cached; vm create + start to SSH
+ * answering vs plain QEMU with the same disk and seed; at most 2 runs).
  */
 import { fileURLToPath } from 'node:url';
 import { join } from 'node:path';
@@ -27,6 +29,7 @@ import { benchNetwork } from './network.js';
 import { benchStartTime } from './start-time.js';
 import { benchResources } from './resources.js';
 import { benchCluster } from './cluster.js';
+import { benchGuests } from './guests.js';
 
 const runsFlag = process.argv.indexOf('--runs');
 const runs = runsFlag === -1 ? 7 : Number(process.argv[runsFlag + 1]);
@@ -167,4 +170,18 @@ if (wanted('availability')) {
   const latency = figures.rootLatencyMs;
   process.stdout.write(`  delete ${figures.deleted} volumes              ${figures.deleteSeconds.toFixed(1)} s (4 requests at a time)\n`);
   process.stdout.write(`  GET / meanwhile                 p50 ${latency.p50.toFixed(1)} ms, p95 ${latency.p95.toFixed(1)} ms, p99 ${latency.p99.toFixed(1)} ms, max ${latency.max.toFixed(1)} ms (${latency.samples} samples; goal: under 50 ms)\n`);
+}
+
+if (wanted('guests')) {
+  // A Debian boot under TCG takes minutes: at most two runs each side.
+  const figures = await benchGuests({ runs: Math.max(1, Math.min(runs, 2)), cli, imageHome });
+  const list = (values: number[]) => values.map((ms) => (ms / 1000).toFixed(1)).join(' ');
+  process.stdout.write(`\nreal guests: debian-12\n`);
+  process.stdout.write(`  image build, cold (new home)        ${fmt(figures.build.coldMs)}   (packages from: ${figures.build.sources})\n`);
+  process.stdout.write(`  image build, cached (same again)    ${fmt(figures.build.cachedMs)}\n`);
+  process.stdout.write(`  create + start to SSH answering (${figures.cpus} vCPU, ${figures.memoryMiB} MiB, ${figures.diskSize} disk, cloud-init first boot)\n`);
+  const vireoTotals = figures.vireo.map((run) => run.totalMs);
+  process.stdout.write(`    vireo vm create + vm start        ${fmt(median(vireoTotals))}   (runs s: ${list(vireoTotals)}; create ${list(figures.vireo.map((run) => run.createMs))}, start returned ${list(figures.vireo.map((run) => run.startMs))})\n`);
+  process.stdout.write(`    plain qemu-img overlay + qemu     ${fmt(median(figures.plainMs))}   (runs s: ${list(figures.plainMs)}; same base, same seed ISO)\n`);
+  process.stdout.write(`    ratio vireo/plain                 ${(median(vireoTotals) / median(figures.plainMs)).toFixed(3)}\n`);
 }
