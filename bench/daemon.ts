@@ -18,6 +18,10 @@ export interface DaemonFigures {
   listLatencyMs: { p50: number; p99: number; samples: number };
   rssIdleBytes: number;
   rssWith5RunningBytes: number;
+  /** After `requests` more API requests (a mix of listings, single VMs, the root and /metrics), 5 still running. */
+  rssAfterRequestsBytes: number;
+  requests: number;
+  requestsSeconds: number;
 }
 
 export interface DaemonBenchOptions {
@@ -86,11 +90,29 @@ export async function benchDaemon(options: DaemonBenchOptions): Promise<DaemonFi
     }
     await settle(2000);
     const rssWith5RunningBytes = await rssBytes(child.pid!);
+    // Growth check: 10,000 more requests, 4 at a time, then the same settling time.
+    const requests = 10_000;
+    const mix = ['/vms', '/', `/vms/${names[0]}`, '/operations', '/vms', '/networks', '/disks', '/vms', '/', '/metrics'];
+    let next = 0;
+    const requestsStarted = performance.now();
+    await Promise.all(Array.from({ length: 4 }, async () => {
+      while (next < requests) {
+        const path = mix[next % mix.length]!;
+        next += 1;
+        await api.request('GET', path);
+      }
+    }));
+    const requestsSeconds = (performance.now() - requestsStarted) / 1000;
+    await settle(2000);
+    const rssAfterRequestsBytes = await rssBytes(child.pid!);
     for (const name of names.slice(0, options.runningVms)) await api.request('POST', `/vms/${name}/kill`);
     return {
       listLatencyMs: { p50: percentile(samples, 50), p99: percentile(samples, 99), samples: samples.length },
       rssIdleBytes,
       rssWith5RunningBytes,
+      rssAfterRequestsBytes,
+      requests,
+      requestsSeconds,
     };
   } finally {
     child.kill('SIGTERM');

@@ -96,7 +96,10 @@ async function timePlain(dir: string, base: string, seed: string, key: string, i
     '-machine', 'q35', '-accel', 'tcg,thread=multi', '-cpu', 'max', '-m', String(MEMORY_MIB), '-smp', String(CPUS),
     '-nodefaults', '-display', 'none', '-serial', `file:${join(dir, `plain-${index}.log`)}`,
     '-drive', `file=${overlay},if=virtio,format=qcow2`,
-    '-drive', `file=${seed},media=cdrom,format=raw,readonly=on`,
+    // On virtio-scsi, as Vireo attaches it: Debian's cloud kernel has no AHCI driver, so q35's default SATA CD-ROM is invisible to it.
+    '-device', 'virtio-scsi-pci,id=scsi0',
+    '-drive', `file=${seed},if=none,id=cidata,media=cdrom,format=raw,readonly=on`,
+    '-device', 'scsi-cd,drive=cidata,bus=scsi0.0',
     '-nic', `user,model=virtio-net-pci,hostfwd=tcp:127.0.0.1:${port}-:22`,
     '-device', 'virtio-rng-pci',
   ], { stdio: 'ignore' });
@@ -121,6 +124,8 @@ export async function benchGuests(options: { runs: number; cli: string; imageHom
     const cachedStarted = performance.now();
     await buildDebianImage(buildHome);
     const cachedMs = performance.now() - cachedStarted;
+    // Each figure as it comes (a Debian boot takes minutes; an interrupted run keeps what it measured).
+    process.stderr.write(`# debian-12 build: cold ${(coldMs / 1000).toFixed(1)} s, cached ${(cachedMs / 1000).toFixed(3)} s\n`);
     const { aptSources } = await import('../src/core/image/debian/build.js');
     const sources = (await aptSources()).join('; ');
 
@@ -138,10 +143,12 @@ export async function benchGuests(options: { runs: number; cli: string; imageHom
     for (let index = 0; index < options.runs; index += 1) {
       const vireo = await timeVireo(options.cli, home, `g${index}`, key);
       figures.vireo.push({ totalMs: vireo.totalMs, createMs: vireo.createMs, startMs: vireo.startMs });
+      process.stderr.write(`# vireo create + start to SSH: ${(vireo.totalMs / 1000).toFixed(1)} s (create ${(vireo.createMs / 1000).toFixed(1)} s, start returned ${(vireo.startMs / 1000).toFixed(1)} s)\n`);
       // The very seed Vireo made for this VM: same user, key, hostname and instance-id.
       const seed = join(dir, `seed-${index}.iso`);
       await copyFile(vireo.seed, seed);
       figures.plainMs.push(await timePlain(dir, base, seed, key, index));
+      process.stderr.write(`# plain QEMU to SSH: ${(figures.plainMs.at(-1)! / 1000).toFixed(1)} s\n`);
     }
     return figures;
   } finally {

@@ -18,11 +18,12 @@
  * start is stopped again. Nothing is installed: without libvirt the result is
  * `{ available: false, reason }`.
  */
-import { execFile, spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
+import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
 import { constants } from 'node:fs';
-import { access, chmod, copyFile, mkdtemp, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { access, chmod, copyFile, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { ensureDaemon, errorText, findExecutable, run, type RunResult } from './libvirtd.js';
 import { tmpdir } from 'node:os';
-import { delimiter, join } from 'node:path';
+import { join } from 'node:path';
 
 export interface LibvirtFigures {
   available: true;
@@ -54,52 +55,18 @@ const NAME_PREFIX = 'vireo-bench-';
 const NAME_PATTERN = /^vireo-bench-\d+$/;
 /** Processes counted as "the libvirt daemon". */
 const DAEMON_NAMES = ['libvirtd', 'virtqemud', 'virtlogd'] as const;
-const SYSTEM_DIRS = ['/usr/local/sbin', '/usr/local/bin', '/usr/sbin', '/usr/bin', '/sbin', '/bin'];
 
-interface RunResult {
-  code: number;
-  stdout: string;
-  stderr: string;
-}
 
-function run(command: string, args: string[], timeoutMs = 60_000): Promise<RunResult> {
-  return new Promise((resolve) => {
-    execFile(command, args, { timeout: timeoutMs, maxBuffer: 16 * 1024 * 1024, env: { ...process.env, LC_ALL: 'C' } }, (error, stdout, stderr) => {
-      const code = error === null ? 0 : typeof error.code === 'number' ? error.code : -1;
-      const extra = error !== null && typeof error.code !== 'number' ? `${error.message}\n` : '';
-      resolve({ code, stdout: String(stdout), stderr: extra + String(stderr) });
-    });
-  });
-}
 
 function virsh(args: string[], timeoutMs?: number): Promise<RunResult> {
   return run('virsh', ['-c', URI, ...args], timeoutMs);
 }
 
-/** virsh's error lines, joined on one line ("error: failed to connect ... / error: <why>"). */
-function errorText(text: string): string {
-  const lines = text.split('\n').map((line) => line.trim()).filter((line) => line !== '');
-  const joined = lines.join(' / ');
-  return joined === '' ? '(no output)' : joined.length > 600 ? `${joined.slice(0, 600)}...` : joined;
-}
 
 function sleep(ms: number): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, ms));
 }
 
-async function findExecutable(name: string): Promise<string | undefined> {
-  const dirs = [...(process.env.PATH ?? '').split(delimiter).filter((dir) => dir !== ''), ...SYSTEM_DIRS];
-  for (const dir of dirs) {
-    const candidate = join(dir, name);
-    try {
-      await access(candidate, constants.X_OK);
-      return candidate;
-    } catch {
-      // next
-    }
-  }
-  return undefined;
-}
 
 /** Nearest-rank percentile of an ascending array. */
 function percentile(sorted: number[], p: number): number {
@@ -164,141 +131,6 @@ async function daemonRss(readings = 5): Promise<RssReading> {
   }
   samples.sort((a, b) => a.total - b.total);
   return samples[Math.floor(samples.length / 2)]!;
-}
-
-// ------------------------------------------------------------ daemon set-up
-
-export interface DaemonControl {
-  /** How the daemon was reached, for the notes. */
-  how: string;
-  /** Undo what was done to reach it (stop what was started). */
-  stop: () => Promise<string | undefined>;
-}
-
-async function reachable(): Promise<RunResult> {
-  return virsh(['uri'], 15_000);
-}
-
-async function waitReachable(timeoutMs: number): Promise<RunResult> {
-  const deadline = Date.now() + timeoutMs;
-  let last = await reachable();
-  while (last.code !== 0 && Date.now() < deadline) {
-    await sleep(250);
-    last = await reachable();
-  }
-  return last;
-}
-
-async function terminate(pids: number[]): Promise<void> {
-  for (const pid of pids) {
-    try {
-      process.kill(pid, 'SIGTERM');
-    } catch {
-      // already gone
-    }
-  }
-  const deadline = Date.now() + 10_000;
-  const alive = (pid: number) => {
-    try {
-      process.kill(pid, 0);
-      return true;
-    } catch {
-      return false;
-    }
-  };
-  while (pids.some(alive) && Date.now() < deadline) await sleep(100);
-  for (const pid of pids.filter(alive)) {
-    try {
-      process.kill(pid, 'SIGKILL');
-    } catch {
-      // gone
-    }
-  }
-}
-
-/** /dev/kvm is there but the CPU has no vmx/svm flags, so KVM cannot run ordinary guests. */
-async function kvmDeviceUnusable(): Promise<boolean> {
-  const cpuinfo = await readFile('/proc/cpuinfo', 'utf8').catch(() => '');
-  const extensions = /^flags\s*:.*\b(vmx|svm)\b/m.test(cpuinfo);
-  return !extensions && (await access('/dev/kvm').then(() => true, () => false));
-}
-
-export async function ensureDaemon(): Promise<DaemonControl | { reason: string }> {
-  const first = await reachable();
-  if (first.code === 0) {
-    return { how: `a libvirt daemon was already serving ${URI}; used as found and left running`, stop: async () => undefined };
-  }
-  const libvirtd = await findExecutable('libvirtd');
-  const virtqemud = await findExecutable('virtqemud');
-  const virtlogd = await findExecutable('virtlogd');
-  const main = libvirtd ?? virtqemud;
-  if (main === undefined) {
-    return { reason: `virsh is installed but no libvirt daemon (neither libvirtd nor virtqemud; Debian package libvirt-daemon-system), and ${URI} is unreachable: ${errorText(first.stderr)}` };
-  }
-  const tried: string[] = [];
-  const mainName = libvirtd !== undefined ? 'libvirtd' : 'virtqemud';
-
-  // systemd, when it is this machine's init.
-  const systemdBooted = await stat('/run/systemd/system').then((info) => info.isDirectory(), () => false);
-  if (systemdBooted && (await findExecutable('systemctl')) !== undefined) {
-    const units = mainName === 'libvirtd' ? ['libvirtd.service'] : ['virtlogd.socket', 'virtqemud.socket'];
-    const started = await run('systemctl', ['start', ...units]);
-    if (started.code === 0) {
-      const ready = await waitReachable(20_000);
-      if (ready.code === 0) {
-        return {
-          how: `started with \`systemctl start ${units.join(' ')}\`; stopped again at the end`,
-          stop: async () => {
-            const stopped = await run('systemctl', ['stop', ...(mainName === 'libvirtd' ? ['libvirtd.service'] : ['virtqemud.service'])]);
-            return stopped.code === 0 ? undefined : `systemctl stop failed: ${errorText(stopped.stderr)}`;
-          },
-        };
-      }
-      tried.push(`systemctl start ${units.join(' ')} succeeded but ${URI} stayed unreachable: ${errorText(ready.stderr)}`);
-    } else {
-      tried.push(`systemctl start ${units.join(' ')}: ${errorText(started.stderr)}`);
-    }
-  } else {
-    tried.push('systemd is not this machine\'s init (no /run/systemd/system)');
-  }
-
-  // Launched directly, as root.
-  if (typeof process.getuid === 'function' && process.getuid() !== 0) {
-    return { reason: `${URI} is unreachable (${errorText(first.stderr)}) and starting the system daemon needs root; ${tried.join('; ')}` };
-  }
-  const before = new Set((await daemonProcesses()).map((daemon) => daemon.pid));
-  const commands: string[] = [];
-  const running = new Set((await daemonProcesses()).map((daemon) => daemon.name));
-  // The QEMU driver hands console output to virtlogd (stdio_handler = "logd"),
-  // which is socket-activated under systemd and must be started by hand here.
-  if (virtlogd !== undefined && !running.has('virtlogd')) {
-    const log = await run(virtlogd, ['-d'], 20_000);
-    commands.push(`${virtlogd} -d`);
-    if (log.code !== 0) tried.push(`${virtlogd} -d exited ${log.code}: ${errorText(log.stderr)}`);
-  }
-  // On a host whose /dev/kvm cannot run guests (no vmx/svm: a nested paravirtual device), libvirtd's
-  // QEMU capability probe takes minutes per define; hidden in a private mount namespace, the host looks
-  // as a TCG-only host does, which is what it is.
-  const hideKvm = (await kvmDeviceUnusable()) && (await findExecutable('unshare')) !== undefined;
-  const launched = hideKvm
-    ? await run('unshare', ['-m', 'sh', '-c', 'mount --bind /dev/null /dev/kvm && exec "$0" -d', main], 30_000)
-    : await run(main, ['-d'], 30_000);
-  commands.push(hideKvm ? `${main} -d (in a private mount namespace with /dev/kvm hidden: this host's /dev/kvm cannot run guests)` : `${main} -d`);
-  const ready = launched.code === 0 ? await waitReachable(20_000) : launched;
-  const ours = (await daemonProcesses()).filter((daemon) => !before.has(daemon.pid));
-  const stop = async () => {
-    await terminate(ours.map((daemon) => daemon.pid));
-    return undefined;
-  };
-  if (ready.code !== 0) {
-    await stop();
-    tried.push(`${main} -d ${launched.code === 0 ? `ran but ${URI} stayed unreachable for 20 s` : `exited ${launched.code}`}: ${errorText(ready.stderr)}`);
-    return { reason: `libvirt is installed but its daemon could not be brought up: ${tried.join('; ')}` };
-  }
-  return {
-    how: `started directly with \`${commands.join(' && ')}\` (${tried.join('; ')}); stopped again at the end (SIGTERM to ${ours.map((daemon) => `${daemon.name}[${daemon.pid}]`).join(', ') || 'nothing new'})`,
-    stop,
-  };
 }
 
 // ------------------------------------------------------- interactive virsh
@@ -494,7 +326,7 @@ export async function benchLibvirt(options: LibvirtBenchOptions): Promise<Libvir
   if (options.runningVms > options.definedVms) throw new Error('runningVms must not exceed definedVms');
 
   if ((await findExecutable('virsh')) === undefined) {
-    return { available: false, reason: 'virsh not found (libvirt is not installed: Debian packages libvirt-daemon-system and libvirt-clients)' };
+    return { available: false, reason: 'virsh not installed (Debian packages libvirt-daemon, libvirt-daemon-driver-qemu and libvirt-clients; see docs/benchmarks.md)' };
   }
   const daemon = await ensureDaemon();
   if ('reason' in daemon) return { available: false, reason: daemon.reason };
@@ -527,18 +359,19 @@ export async function benchLibvirt(options: LibvirtBenchOptions): Promise<Libvir
     await chmod(join(dir, 'vmlinuz'), 0o644);
     await chmod(join(dir, 'initrd.img'), 0o644);
 
+    // One long-lived virsh for the defines too: a spawned virsh per define reconnects each time.
+    shell = VirshShell.open();
     const defined: string[] = [];
     const defineStarted = performance.now();
     for (const name of names) {
       const file = join(dir, `${name}.xml`);
       await writeFile(file, domainXml(name, dir, options));
-      const outcome = await virsh(['define', file]);
-      if (outcome.code !== 0) throw new Error(`virsh define ${name}: ${errorText(outcome.stderr)}`);
+      const reply = await shell.run(`define ${file}`, 300_000);
+      if (!reply.includes(`Domain '${name}' defined`)) throw new Error(`virsh define ${name}: ${errorText(reply)}`);
       defined.push(name);
     }
-    notes.push(`${defined.length} persistent domains defined with one spawned \`virsh define\` each in ${((performance.now() - defineStarted) / 1000).toFixed(2)} s (256 MiB, 1 vCPU, q35, direct kernel boot, serial console to a file, user-mode virtio NIC, virtio-rng, no disks)`);
+    notes.push(`${defined.length} persistent domains defined through one interactive virsh in ${((performance.now() - defineStarted) / 1000).toFixed(2)} s (256 MiB, 1 vCPU, q35, direct kernel boot, serial console to a file, user-mode virtio NIC, virtio-rng, no disks)`);
 
-    shell = VirshShell.open();
     const rssBefore = await daemonRss();
     const times = await timeList(shell, options.samples, names);
     const p50 = percentile(times, 50);

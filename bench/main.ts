@@ -11,11 +11,13 @@
  * create time, start-to-address and VM-to-VM throughput on a bridge network vs
  * user-mode networking), cluster (place, balance and evacuation decisions on
  * 100 simulated hosts and 10,000 VMs, and simulated balancing convergence),
- * guests (debian-12 image build cold and cached; vm create + start to SSH
- * answering vs plain QEMU with the same disk and seed; at most 2 runs).
+ * guests (only with --only guests: debian-12 image build cold and cached;
+ * vm create + start to SSH answering vs plain QEMU with the same disk and
+ * seed; at most 2 runs).
  */
 import { fileURLToPath } from 'node:url';
 import { join } from 'node:path';
+import { cpus, loadavg } from 'node:os';
 import { buildTinyImage } from '../src/core/image/tiny/index.js';
 import { getKernelImage } from '../src/core/image/store.js';
 import { vireoPaths } from '../src/core/paths.js';
@@ -28,6 +30,8 @@ import { benchLibvirtNetwork } from './libvirt-network.js';
 import { benchNetwork } from './network.js';
 import { benchStartTime } from './start-time.js';
 import { benchResources } from './resources.js';
+import { ensureDaemon, findExecutable, type LibvirtDaemon } from './libvirtd.js';
+import { benchLibvirtResources } from './libvirt-resources.js';
 import { benchCluster } from './cluster.js';
 import { benchGuests } from './guests.js';
 
@@ -46,21 +50,48 @@ function median(values: number[]): number {
   return sorted.length % 2 === 1 ? sorted[middle]! : (sorted[middle - 1]! + sorted[middle]!) / 2;
 }
 
+const benchStarted = performance.now();
 await buildTinyImage(vireoPaths(imageHome));
-process.stdout.write(`Vireo benchmarks (${runs} runs each, medians; TCG unless this host has usable KVM)\n\n`);
+process.stdout.write(`Vireo benchmarks (${runs} runs each, medians; TCG unless this host has usable KVM)\n`);
+process.stdout.write(`load average at the start: ${loadavg().map((value) => value.toFixed(2)).join(' ')} (${cpus().length} CPUs)\n`);
+
+/** Each section's wall time, printed after it: the whole bench must stay under 10 minutes. */
+async function section(name: string, body: () => Promise<void>): Promise<void> {
+  if (!wanted(name)) return;
+  const began = performance.now();
+  await body();
+  process.stdout.write(`  [section ${name}: ${((performance.now() - began) / 1000).toFixed(1)} s wall, load ${loadavg()[0]!.toFixed(2)}]\n\n`);
+}
+
+// One libvirt daemon for every comparison (fenced in a network namespace, see libvirtd.ts), stopped at the end.
+let libvirtd: LibvirtDaemon | undefined;
+if (!wanted('daemon') && !wanted('snapshots') && !wanted('resources')) {
+  // No section compares with libvirt.
+} else if ((await findExecutable('virsh')) === undefined) process.stdout.write('libvirt: virsh not installed (no libvirt figures; docs/benchmarks.md says how to add them)\n');
+else {
+  const daemon = await ensureDaemon();
+  if ('reason' in daemon) process.stdout.write(`libvirt: ${daemon.reason}\n`);
+  else {
+    libvirtd = daemon;
+    process.stdout.write(`libvirt: ${daemon.how}\n`);
+  }
+}
+process.stdout.write('\n');
+try {
+
 
 const fmt = (ms: number) => `${(ms / 1000).toFixed(3)} s`;
-if (wanted('start')) {
+await section('start', async () => {
   const start = await benchStartTime({ runs, cli, imageHome });
   const vireo = median(start.vireoMs);
   const plain = median(start.plainMs);
   process.stdout.write('start to guest readiness line (tiny image, 1 vCPU, 256 MiB)\n');
   process.stdout.write(`  vireo vm start         ${fmt(vireo)}   (runs: ${start.vireoMs.map((ms) => (ms / 1000).toFixed(2)).join(' ')})\n`);
   process.stdout.write(`  plain qemu-system      ${fmt(plain)}   (runs: ${start.plainMs.map((ms) => (ms / 1000).toFixed(2)).join(' ')})\n`);
-  process.stdout.write(`  ratio vireo/plain      ${(vireo / plain).toFixed(3)}   (goal: at most 1.10)\n\n`);
-}
+  process.stdout.write(`  ratio vireo/plain      ${(vireo / plain).toFixed(3)}   (goal: at most 1.05)\n\n`);
+});
 
-if (wanted('daemon')) {
+await section('daemon', async () => {
   const mib = (bytes: number) => `${(bytes / 1024 / 1024).toFixed(1)} MiB`;
   const ms = (value: number) => `${value.toFixed(2)} ms`;
   const vireod = await benchDaemon({ cli, imageHome, definedVms: 50, runningVms: 5, samples: 200 });
@@ -82,22 +113,33 @@ if (wanted('daemon')) {
   row('GET /vms p99', ms(vireod.listLatencyMs.p99), libvirt.available ? ms(libvirt.listLatencyMs.p99) : '-');
   row('RSS idle', mib(vireod.rssIdleBytes), libvirt.available ? mib(libvirt.rssIdleBytes) : '-');
   row('RSS with 5 running', mib(vireod.rssWith5RunningBytes), libvirt.available ? mib(libvirt.rssWith5RunningBytes) : '-');
+  row(`RSS after ${vireod.requests} more`, mib(vireod.rssAfterRequestsBytes), `(${vireod.requestsSeconds.toFixed(1)} s, 4 at a time; goal: RSS at most 55 MiB, growth a few MiB)`);
   if (!libvirt.available) process.stdout.write(`  (libvirt: ${libvirt.reason})\n`);
   else for (const line of libvirt.notes) process.stdout.write(`  note: ${line}\n`);
   process.stdout.write('\n');
-}
+});
 
-if (wanted('snapshots')) await reportSnapshots();
+await section('snapshots', reportSnapshots);
 
-if (wanted('resources')) {
+await section('resources', async () => {
   const resources = await benchResources({ runs, cli, imageHome });
   process.stdout.write(`resources (cgroups: ${resources.mode})\n`);
   process.stdout.write(`  cgroup set-up per VM start  ${median(resources.cgroupSetupMs).toFixed(2)} ms   (make groups, write cap/weight/limit, move QEMU in)\n`);
   process.stdout.write(`  hotplug, command to visible in the guest (incl. ~0.3 s per console poll)\n`);
   process.stdout.write(`    disk ${fmt(resources.hotplugMs.disk)}   NIC ${fmt(resources.hotplugMs.nic)}   vCPU ${fmt(resources.hotplugMs.vcpu)}\n`);
   process.stdout.write(`  CPU cap 50%, busy guest     ${resources.cpuCap.usedCores.toFixed(3)} cores used over 10 s (target ${resources.cpuCap.targetCores})\n`);
-  process.stdout.write('  libvirt side by side (virsh setvcpus/attach-disk --live, schedinfo): not measured\n\n');
-}
+  const manifest = await getKernelImage(vireoPaths(imageHome), 'tiny');
+  const image = join(imageHome, 'images', 'tiny');
+  const libvirt = await benchLibvirtResources({ runs, kernel: join(image, manifest.kernel), initrd: join(image, manifest.initrd), cmdline: manifest.cmdline });
+  const ms = (value: number) => `${value.toFixed(0)} ms`.padEnd(14);
+  process.stdout.write(`  live commands, spawned CLI to done     ${'vireo (CLI, no daemon)'.padEnd(26)}${libvirt.available ? `virsh (libvirt ${libvirt.version})` : 'virsh'}\n`);
+  process.stdout.write(`    CPU cap (vm set --cpu-limit | schedinfo --live global_quota)  ${ms(median(resources.commandMs.cpuCap))}${' '.repeat(12)}${libvirt.available ? ms(median(libvirt.schedinfoMs)) : '-'}\n`);
+  process.stdout.write(`    add a vCPU (vm set --cpus | setvcpus --live)                   ${ms(resources.commandMs.vcpu)}${' '.repeat(12)}${libvirt.available ? ms(libvirt.setvcpusMs) : '-'}\n`);
+  process.stdout.write(`    attach a disk (vm disk attach | attach-disk --live)            ${ms(resources.commandMs.disk)}${' '.repeat(12)}${libvirt.available ? ms(libvirt.attachDiskMs) : '-'}\n`);
+  if (!libvirt.available) process.stdout.write(`  (libvirt: ${libvirt.reason})\n`);
+  else for (const line of libvirt.notes) process.stdout.write(`  note: ${line}\n`);
+  process.stdout.write('\n');
+});
 
 /** Linked clones and live snapshots, next to qemu-img, plain QMP and virsh. */
 async function reportSnapshots(): Promise<void> {
@@ -108,16 +150,23 @@ async function reportSnapshots(): Promise<void> {
   process.stdout.write(line('vireo vm clone --linked', snapshots.linkedClone.vireoMs));
   process.stdout.write(line('qemu-img create -b (overlay only)', snapshots.linkedClone.qemuImgMs));
   process.stdout.write('\nlive snapshot of a running 256 MiB guest (memory + qcow2 disk)\n');
-  process.stdout.write(line('vireo snapshot create', snapshots.snapshotCreate.vireoMs));
+  const ratio = (ours: number[], plain: number[], goal: string) => `  ${'  ratio to the plain QMP job'.padEnd(34)} ${(median(ours) / median(plain)).toFixed(3)}   (${goal})\n`;
+  process.stdout.write(line('vireod API: POST .../snapshots', snapshots.snapshotCreate.apiMs));
+  process.stdout.write(ratio(snapshots.snapshotCreate.apiMs, snapshots.snapshotCreate.qmpMs, 'goal: at most 1.10'));
   process.stdout.write(line('plain QMP snapshot-save job', snapshots.snapshotCreate.qmpMs));
+  process.stdout.write(line('vireo snapshot create (via vireod)', snapshots.snapshotCreate.daemonCliMs));
+  process.stdout.write(line('vireo snapshot create (no daemon)', snapshots.snapshotCreate.vireoMs));
   process.stdout.write(line('virsh snapshot-create-as', snapshots.snapshotCreate.virshMs));
-  process.stdout.write(line('vireo snapshot revert', snapshots.snapshotRevert.vireoMs));
+  process.stdout.write(line('vireod API: POST .../revert', snapshots.snapshotRevert.apiMs));
+  process.stdout.write(ratio(snapshots.snapshotRevert.apiMs, snapshots.snapshotRevert.qmpMs, 'goal: at most 1.10'));
   process.stdout.write(line('plain QMP snapshot-load job', snapshots.snapshotRevert.qmpMs));
+  process.stdout.write(line('vireo snapshot revert (via vireod)', snapshots.snapshotRevert.daemonCliMs));
+  process.stdout.write(line('vireo snapshot revert (no daemon)', snapshots.snapshotRevert.vireoMs));
   process.stdout.write(line('virsh snapshot-revert', snapshots.snapshotRevert.virshMs));
   for (const note of snapshots.notes) process.stdout.write(`  note: ${note}\n`);
 }
 
-if (wanted('migration')) {
+await section('migration', async () => {
   // Each run moves the guest there and back, so half the runs are enough.
   const migrationRuns = Math.max(1, Math.ceil(runs / 2));
   for (const memoryMiB of [256, 1024]) {
@@ -128,9 +177,9 @@ if (wanted('migration')) {
     process.stdout.write(`  plain QMP migrate      total ${fmt(median(result.plain.totalMs))}   downtime ${Math.round(median(result.plain.downtimeMs))} ms   (totals ms: ${list(result.plain.totalMs)}; downtimes ms: ${list(result.plain.downtimeMs)})\n`);
     process.stdout.write(`  ratio total vireo/plain ${(median(result.vireo.totalMs) / median(result.plain.totalMs)).toFixed(3)}   (goal: at most 1.10; downtime goal: at most ${result.maxDowntimeMs} ms)\n`);
   }
-}
+});
 
-if (wanted('network')) {
+await section('network', async () => {
   const network = await benchNetwork({ runs: Math.min(runs, 5) });
   const list = (values: number[], digits: number) => values.map((value) => value.toFixed(digits)).join(' ');
   process.stdout.write('\nnetworks (daemon in a network namespace; tiny guests, 1 vCPU, 192 MiB)\n');
@@ -145,9 +194,9 @@ if (wanted('network')) {
   } else {
     process.stdout.write(`  libvirt not compared: ${libvirt.reason}\n`);
   }
-}
+});
 
-if (wanted('cluster')) {
+await section('cluster', async () => {
   const cluster = benchCluster({ runs });
   const ms = (values: number[]) => `${median(values).toFixed(2)} ms`;
   const row = (label: string, timing: { wallMs: number[]; cpuMs: number[] }) =>
@@ -158,9 +207,9 @@ if (wanted('cluster')) {
   row('plan a host evacuation', cluster.evacuate);
   const c = cluster.convergence;
   process.stdout.write(`  balancing convergence, ${c.hosts} hosts / ${c.vms} VMs, one move per cycle: imbalance ${c.before.toFixed(3)} -> ${c.after.toFixed(3)} in ${c.cycles} cycles (threshold ${c.threshold}${c.converged ? '' : '; stopped above it: no move left that helps'})\n`);
-}
+});
 
-if (wanted('availability')) {
+await section('availability', async () => {
   const mib = (bytes: number) => `${(bytes / 1024 / 1024).toFixed(1)} MiB`;
   const figures = await benchAvailability({ cli, imageHome });
   process.stdout.write('\ndaemon under load: 100 defined VMs, 200 qcow2 volumes (2 per VM), RLIMIT_NOFILE 1024\n');
@@ -170,18 +219,26 @@ if (wanted('availability')) {
   const latency = figures.rootLatencyMs;
   process.stdout.write(`  delete ${figures.deleted} volumes              ${figures.deleteSeconds.toFixed(1)} s (4 requests at a time)\n`);
   process.stdout.write(`  GET / meanwhile                 p50 ${latency.p50.toFixed(1)} ms, p95 ${latency.p95.toFixed(1)} ms, p99 ${latency.p99.toFixed(1)} ms, max ${latency.max.toFixed(1)} ms (${latency.samples} samples; goal: under 50 ms)\n`);
-}
+});
 
-if (wanted('guests')) {
-  // A Debian boot under TCG takes minutes: at most two runs each side.
-  const figures = await benchGuests({ runs: Math.max(1, Math.min(runs, 2)), cli, imageHome });
-  const list = (values: number[]) => values.map((ms) => (ms / 1000).toFixed(1)).join(' ');
-  process.stdout.write(`\nreal guests: debian-12\n`);
-  process.stdout.write(`  image build, cold (new home)        ${fmt(figures.build.coldMs)}   (packages from: ${figures.build.sources})\n`);
-  process.stdout.write(`  image build, cached (same again)    ${fmt(figures.build.cachedMs)}\n`);
-  process.stdout.write(`  create + start to SSH answering (${figures.cpus} vCPU, ${figures.memoryMiB} MiB, ${figures.diskSize} disk, cloud-init first boot)\n`);
-  const vireoTotals = figures.vireo.map((run) => run.totalMs);
-  process.stdout.write(`    vireo vm create + vm start        ${fmt(median(vireoTotals))}   (runs s: ${list(vireoTotals)}; create ${list(figures.vireo.map((run) => run.createMs))}, start returned ${list(figures.vireo.map((run) => run.startMs))})\n`);
-  process.stdout.write(`    plain qemu-img overlay + qemu     ${fmt(median(figures.plainMs))}   (runs s: ${list(figures.plainMs)}; same base, same seed ISO)\n`);
-  process.stdout.write(`    ratio vireo/plain                 ${(median(vireoTotals) / median(figures.plainMs)).toFixed(3)}\n`);
+// Opt-in only (--only guests): a cold Debian build and four Debian boots take 10+ minutes under TCG, past the whole bench's budget.
+if (only?.has('guests')) {
+  await section('guests', async () => {
+    // At most two runs each side.
+    const figures = await benchGuests({ runs: Math.max(1, Math.min(runs, 2)), cli, imageHome });
+    const list = (values: number[]) => values.map((ms) => (ms / 1000).toFixed(1)).join(' ');
+    process.stdout.write(`\nreal guests: debian-12\n`);
+    process.stdout.write(`  image build, cold (new home)        ${fmt(figures.build.coldMs)}   (packages from: ${figures.build.sources})\n`);
+    process.stdout.write(`  image build, cached (same again)    ${fmt(figures.build.cachedMs)}\n`);
+    process.stdout.write(`  create + start to SSH answering (${figures.cpus} vCPU, ${figures.memoryMiB} MiB, ${figures.diskSize} disk, cloud-init first boot)\n`);
+    const vireoTotals = figures.vireo.map((run) => run.totalMs);
+    process.stdout.write(`    vireo vm create + vm start        ${fmt(median(vireoTotals))}   (runs s: ${list(vireoTotals)}; create ${list(figures.vireo.map((run) => run.createMs))}, start returned ${list(figures.vireo.map((run) => run.startMs))})\n`);
+    process.stdout.write(`    plain qemu-img overlay + qemu     ${fmt(median(figures.plainMs))}   (runs s: ${list(figures.plainMs)}; same base, same seed ISO)\n`);
+    process.stdout.write(`    ratio vireo/plain                 ${(median(vireoTotals) / median(figures.plainMs)).toFixed(3)}\n`);
+  });
 }
+} finally {
+  const problem = await libvirtd?.stop();
+  if (problem !== undefined) process.stdout.write(`libvirt: stopping the daemon: ${problem}\n`);
+}
+process.stdout.write(`whole bench: ${((performance.now() - benchStarted) / 1000).toFixed(1)} s wall, load average now ${loadavg().map((value) => value.toFixed(2)).join(' ')}\n`);

@@ -14,6 +14,8 @@ import { vireoPaths, vmPaths } from '../src/core/paths.js';
 export interface ResourcesBench {
   cgroupSetupMs: number[];
   hotplugMs: { disk: number; nic: number; vcpu: number };
+  /** The CLI command alone (returns once QEMU has the device; the guest not waited for), for the side-by-side with virsh. */
+  commandMs: { cpuCap: number[]; vcpu: number; disk: number };
   cpuCap: { targetCores: number; usedCores: number };
   mode: string;
 }
@@ -78,16 +80,23 @@ export async function benchResources(options: { runs: number; cli: string; image
       await work();
       return Date.now() - begun;
     };
+    const commandMs = { cpuCap: [] as number[], vcpu: 0, disk: 0 };
+    for (let index = 0; index < options.runs; index++) {
+      commandMs.cpuCap.push(await time(async () => void (await must(options.cli, home, ['vm', 'set', vm, '--cpu-limit', index % 2 === 0 ? 'none' : '50%']))));
+    }
+    await must(options.cli, home, ['vm', 'set', vm, '--cpu-limit', '50%']);
+    let diskCommand = 0;
     const disk = await time(async () => {
-      await must(options.cli, home, ['vm', 'disk', 'attach', vm, 'extra']);
+      diskCommand = await time(async () => void (await must(options.cli, home, ['vm', 'disk', 'attach', vm, 'extra'])));
       await until(options.cli, home, vm, 'cat /proc/partitions', /\bvda\b/);
     });
+    commandMs.disk = diskCommand;
     const nic = await time(async () => {
       await must(options.cli, home, ['vm', 'nic', 'attach', vm]);
       await until(options.cli, home, vm, 'ls /sys/class/net', /eth1/);
     });
     const vcpu = await time(async () => {
-      await must(options.cli, home, ['vm', 'set', vm, '--cpus', '2']);
+      commandMs.vcpu = await time(async () => void (await must(options.cli, home, ['vm', 'set', vm, '--cpus', '2'])));
       await until(options.cli, home, vm, 'ls -d /sys/devices/system/cpu/cpu1 2>/dev/null; echo .', /cpu1/);
     });
     await must(options.cli, home, ['vm', 'console', vm, '--run', 'echo 1 > /sys/devices/system/cpu/cpu1/online; for i in 1 2; do (while :; do :; done) & done; echo spinning']);
@@ -97,7 +106,7 @@ export async function benchResources(options: { runs: number; cli: string; image
     await new Promise((resolve) => setTimeout(resolve, 10_000));
     const usedCores = ((await cpuSeconds(pid)) - start) / ((Date.now() - begun) / 1000);
     await run(options.cli, home, ['vm', 'kill', vm]);
-    return { cgroupSetupMs, hotplugMs: { disk, nic, vcpu }, cpuCap: { targetCores: 0.5, usedCores }, mode: layout.mode };
+    return { cgroupSetupMs, hotplugMs: { disk, nic, vcpu }, commandMs, cpuCap: { targetCores: 0.5, usedCores }, mode: layout.mode };
   } finally {
     await run(options.cli, home, ['vm', 'kill', vm]);
     await rm(home, { recursive: true, force: true });

@@ -22,14 +22,17 @@ import { getImage, getKernelImage, imageFile } from '../src/core/image/store.js'
 import { vireoPaths } from '../src/core/paths.js';
 import { QmpClient } from '../src/core/qmp/client.js';
 import { runSnapshotJob } from '../src/core/qmp/snapshot-jobs.js';
-import { ensureDaemon } from './libvirt.js';
+import { ensureDaemon } from './libvirtd.js';
+import { ApiClient, type Operation } from '../src/client/api-client.js';
+import { DAEMON_NODE_FLAGS } from '../src/daemon/systemd.js';
 
 const exec = promisify(execFile);
 
 export interface SnapshotBenchResult {
   linkedClone: { vireoMs: number[]; qemuImgMs: number[] };
-  snapshotCreate: { vireoMs: number[]; qmpMs: number[]; virshMs?: number[] };
-  snapshotRevert: { vireoMs: number[]; qmpMs: number[]; virshMs?: number[] };
+  /** vireoMs: the CLI on its own (no daemon); apiMs: POST to vireod and the operation awaited; daemonCliMs: the CLI through vireod. */
+  snapshotCreate: { vireoMs: number[]; apiMs: number[]; daemonCliMs: number[]; qmpMs: number[]; virshMs?: number[] };
+  snapshotRevert: { vireoMs: number[]; apiMs: number[]; daemonCliMs: number[]; qmpMs: number[]; virshMs?: number[] };
   notes: string[];
 }
 
@@ -55,8 +58,9 @@ export async function benchSnapshots(options: { runs: number; cli: string; image
   const notes: string[] = [];
   const env = { ...process.env, VIREO_HOME: home };
   const vireo = (...args: string[]) => timed(process.execPath, [options.cli, ...args], env);
-  const result: SnapshotBenchResult = { linkedClone: { vireoMs: [], qemuImgMs: [] }, snapshotCreate: { vireoMs: [], qmpMs: [] }, snapshotRevert: { vireoMs: [], qmpMs: [] }, notes };
+  const result: SnapshotBenchResult = { linkedClone: { vireoMs: [], qemuImgMs: [] }, snapshotCreate: { vireoMs: [], apiMs: [], daemonCliMs: [], qmpMs: [] }, snapshotRevert: { vireoMs: [], apiMs: [], daemonCliMs: [], qmpMs: [] }, notes };
   let plainQemu: ChildProcess | undefined;
+  let daemon: ChildProcess | undefined;
   try {
     const paths = vireoPaths(home);
     await mkdir(paths.images, { recursive: true });
@@ -112,7 +116,35 @@ export async function benchSnapshots(options: { runs: number; cli: string; image
       result.snapshotRevert.qmpMs.push(await qmp('snapshot-load', tag));
       await qmp('snapshot-delete', tag);
     }
+    // The same through vireod: the API call (POST, then the operation awaited with a long poll), and the CLI as a client.
+    daemon = spawn(process.execPath, [...DAEMON_NODE_FLAGS, options.cli, 'daemon', '--quiet', '--rate-limit', '0'], { env: { ...env, VIREO_SOCKET: '' }, stdio: 'ignore' });
+    const api = new ApiClient({ socketPath: paths.daemonSocket });
+    const deadline = Date.now() + 30_000;
+    while (!(await api.request('GET', '/').then(() => true, () => false))) {
+      if (Date.now() > deadline) throw new Error('vireod did not come up');
+      await new Promise((resolve) => setTimeout(resolve, 50));
+    }
+    const viaApi = async (method: 'POST' | 'DELETE', path: string, body?: unknown): Promise<number> => {
+      const started = performance.now();
+      const operation = await api.request<Operation>(method, path, body);
+      const done = await api.request<Operation>('GET', `/operations/${operation.id}?wait=300`, undefined, { timeoutMs: 310_000 });
+      if (done.state !== 'succeeded') throw new Error(`${method} ${path}: ${JSON.stringify(done.error)}`);
+      return performance.now() - started;
+    };
+    for (let index = 0; index < options.runs; index += 1) {
+      const tag = `api${index}`;
+      result.snapshotCreate.apiMs.push(await viaApi('POST', '/vms/snapvm/snapshots', { name: tag }));
+      result.snapshotRevert.apiMs.push(await viaApi('POST', `/vms/snapvm/snapshots/${tag}/revert`));
+      await viaApi('DELETE', `/vms/snapvm/snapshots/${tag}`);
+      const cliTag = `cli${index}`;
+      result.snapshotCreate.daemonCliMs.push(await vireo('snapshot', 'create', 'snapvm', cliTag));
+      result.snapshotRevert.daemonCliMs.push(await vireo('snapshot', 'revert', 'snapvm', cliTag));
+      await vireo('snapshot', 'delete', 'snapvm', cliTag);
+    }
     await vireo('vm', 'kill', 'snapvm');
+    daemon.kill('SIGTERM');
+    await new Promise((resolve) => daemon!.once('exit', resolve));
+    daemon = undefined;
     plainQemu.kill('SIGKILL');
     plainQemu = undefined;
 
@@ -126,6 +158,7 @@ export async function benchSnapshots(options: { runs: number; cli: string; image
     return result;
   } finally {
     plainQemu?.kill('SIGKILL');
+    daemon?.kill('SIGKILL');
     await exec(process.execPath, [options.cli, 'vm', 'kill', 'snapvm'], { env }).catch(() => undefined);
     await rm(home, { recursive: true, force: true });
   }

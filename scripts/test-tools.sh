@@ -2,11 +2,12 @@
 # Tools only the test suite needs, installed when missing (Debian/Ubuntu):
 # iproute2 for the two-host migration tests (network namespaces and veth),
 # e2fsprogs for reading guest disks on the host (debugfs), chromium for the
-# web UI tests (driven by playwright-core; no browser is ever downloaded).
+# web UI tests (driven by playwright-core; no browser is ever downloaded),
+# etcd-server for the cluster tests (a real 3-member etcd in namespaces).
 # Needs root when something is missing.
 set -euo pipefail
 missing=""
-for pkg in iproute2 e2fsprogs chromium; do
+for pkg in iproute2 e2fsprogs chromium etcd-server; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'ok installed' || missing="$missing $pkg"
 done
 if [ -n "$missing" ]; then

@@ -20,11 +20,7 @@ interface Listed {
 describe('autostart after a host boot', () => {
   let home: TestHome;
   let daemon: RunningDaemon | undefined;
-  const vireoOk = async (...args: string[]) => {
-    const result = await home.vireo(args);
-    assert.equal(result.code, 0, `vireo ${args.join(' ')}: ${result.stderr}`);
-    return result;
-  };
+  const vireoOk = (...args: string[]) => home.vireoOk(args);
   const list = async () => JSON.parse((await vireoOk('vm', 'list', '--json')).stdout) as Listed[];
   const waitRunning = async (names: string[]) => {
     for (let tries = 0; tries < 240; tries += 1) {

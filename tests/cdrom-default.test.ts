@@ -12,11 +12,7 @@ import { createTestHome, type TestHome } from './harness/vireo.js';
 
 describe('default CD-ROM bus', () => {
   let home: TestHome;
-  const vireoOk = async (...args: string[]) => {
-    const result = await home.vireo(args);
-    assert.equal(result.code, 0, `vireo ${args.join(' ')}: ${result.stderr}`);
-    return result;
-  };
+  const vireoOk = (...args: string[]) => home.vireoOk(args);
   const buses = async (vm: string) => (JSON.parse((await vireoOk('vm', 'show', vm, '--json')).stdout) as { disks: { media: string; bus: string }[] }).disks.map((disk) => `${disk.media}:${disk.bus}`);
 
   before(async () => {

@@ -26,11 +26,7 @@ interface Definition {
 
 describe('clones and templates', () => {
   let home: TestHome;
-  const vireoOk = async (...args: string[]) => {
-    const result = await home.vireo(args);
-    assert.equal(result.code, 0, `vireo ${args.join(' ')}: ${result.stderr}`);
-    return result;
-  };
+  const vireoOk = (...args: string[]) => home.vireoOk(args);
   const show = async (name: string): Promise<Definition> => JSON.parse((await vireoOk('vm', 'show', name, '--json')).stdout) as Definition;
   const imageInfo = async (volume: string) =>
     JSON.parse((await exec('qemu-img', ['info', '--output=json', '-U', '-f', 'qcow2', `${home.paths.storage}/${volume}.qcow2`])).stdout) as { 'backing-filename'?: string; 'backing-filename-format'?: string; 'virtual-size': number };

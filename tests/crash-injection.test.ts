@@ -26,7 +26,7 @@ import { promisify } from 'node:util';
 import type { Operation } from '../src/client/api-client.js';
 import { runOperation, startTestDaemon, type RunningDaemon } from './harness/daemon.js';
 import { startTwoHosts, stateOn, type TwoHosts } from './harness/hosts.js';
-import { createTestHome, listDir, qemuPidsOf, repoRoot, type TestHome } from './harness/vireo.js';
+import { createTestHome, listDir, qemuPidsOf, qemuPidsOfVm, repoRoot, type TestHome } from './harness/vireo.js';
 
 const exec = promisify(execFile);
 
@@ -65,14 +65,6 @@ async function strayProcesses(home: string): Promise<string[]> {
   return found;
 }
 
-async function qemusOf(uuid: string, home: string): Promise<number[]> {
-  const pids: number[] = [];
-  for (const pid of await qemuPidsOf(home)) {
-    const argv = (await readFile(`/proc/${pid}/cmdline`, 'utf8').catch(() => '')).split('\0');
-    if (argv.includes(uuid)) pids.push(pid);
-  }
-  return pids;
-}
 
 after(() => {
   const kinds = [...tally.byKind.entries()].map(([kind, count]) => `${kind} ${count}`).join(', ');
@@ -158,7 +150,7 @@ describe('crash injection: kill -9 of the daemon inside every kind of operation'
     const names = new Set(volumes.map((volume) => volume.name));
     let expectedQemus = 0;
     for (const vm of vms) {
-      const qemus = await qemusOf(vm.definition.uuid, home.home);
+      const qemus = await qemuPidsOfVm(vm.definition.uuid, home.home);
       assert.ok(qemus.length <= 1, `one QEMU at most for VM ${vm.definition.name}, found ${qemus.length}${at}`);
       assert.equal(qemus.length === 1, vm.runtime.state !== 'stopped', `VM ${vm.definition.name} is ${vm.runtime.state} with ${qemus.length} QEMU${at}`);
       expectedQemus += qemus.length;
@@ -349,7 +341,7 @@ describe('crash injection: migration (source and destination daemons)', () => {
     let last = '';
     for (;;) {
       const states = [await stateOn(hosts.a, 'mig'), await stateOn(hosts.b, 'mig')];
-      const qemus = (await qemusOf(uuid, hosts.a.home.home)).length + (await qemusOf(uuid, hosts.b.home.home)).length;
+      const qemus = (await qemuPidsOfVm(uuid, hosts.a.home.home)).length + (await qemuPidsOfVm(uuid, hosts.b.home.home)).length;
       const records = (await hosts.a.daemon.api.request<unknown[]>('GET', '/migrations')).length + (await hosts.b.daemon.api.request<unknown[]>('GET', '/migrations')).length;
       const running = [...(await hosts.a.daemon.api.request<Operation[]>('GET', '/operations')), ...(await hosts.b.daemon.api.request<Operation[]>('GET', '/operations'))].filter((operation) => operation.state === 'running').length;
       last = `states ${states.join('/')}, ${qemus} QEMU, ${records} migration records, ${running} running operations`;

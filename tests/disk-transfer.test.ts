@@ -21,11 +21,7 @@ describe('disk import, export and live resize', () => {
   let home: TestHome;
   let work: string;
   let original: string;
-  const vireoOk = async (...args: string[]) => {
-    const result = await home.vireo(args);
-    assert.equal(result.code, 0, `vireo ${args.join(' ')}: ${result.stderr}`);
-    return result;
-  };
+  const vireoOk = (...args: string[]) => home.vireoOk(args);
 
   before(async () => {
     home = await createTestHome();

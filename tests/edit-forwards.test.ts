@@ -36,11 +36,7 @@ for (const mode of ['local', 'daemon'] as const) {
   describe(`vm edit -f round trip and forwards (${mode})`, () => {
     let home: TestHome;
     let daemon: RunningDaemon | undefined;
-    const vireoOk = async (...args: string[]) => {
-      const result = await home.vireo(args);
-      assert.equal(result.code, 0, `vireo ${args.join(' ')}: ${result.stderr}`);
-      return result;
-    };
+    const vireoOk = (...args: string[]) => home.vireoOk(args);
     const show = async (name: string): Promise<Shown> => JSON.parse((await vireoOk('vm', 'show', name, '--json')).stdout) as Shown;
 
     before(async () => {

@@ -16,11 +16,7 @@ const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
 describe('power and clock through a real guest', () => {
   let home: TestHome;
-  const vireoOk = async (...args: string[]) => {
-    const result = await home.vireo(args);
-    assert.equal(result.code, 0, `vireo ${args.join(' ')}: ${result.stderr}`);
-    return result;
-  };
+  const vireoOk = (...args: string[]) => home.vireoOk(args);
   /** Host time minus guest time, in seconds (positive: the guest is behind). */
   const clockLag = async (vm: string): Promise<number> => {
     const result = await vireoOk('vm', 'console', vm, '--run', 'date +%s');

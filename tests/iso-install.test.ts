@@ -82,11 +82,7 @@ describe('installing from an ISO', () => {
   let home: TestHome;
   let fixtures: string;
   let installer: string;
-  const vireoOk = async (...args: string[]) => {
-    const result = await home.vireo(args, { timeoutMs: 600_000 });
-    assert.equal(result.code, 0, `vireo ${args.join(' ')}: ${result.stderr}`);
-    return result;
-  };
+  const vireoOk = (...args: string[]) => home.vireoOk(args, { timeoutMs: 600_000 });
   const consoleText = async (vm: string) => readFile(vmPaths(home.paths, vm).consoleLog, 'utf8').catch(() => '');
   /** Waits until the console log, from byte `from`, shows text. */
   const waitForConsole = async (vm: string, text: string, from: number, timeoutMs = 600_000) => {

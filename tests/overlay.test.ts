@@ -5,16 +5,21 @@
  * each host's DHCP server answering its own VMs only. A VM on each host gets
  * its lease and they ping each other across hosts; then one is live-migrated
  * to the other host while the other pings it at 20 per second: it keeps its
- * address and at most 1 s of pings is lost.
+ * address and at most 1 s of pings is lost, and its NIC's bandwidth limits
+ * are in force on the destination's tap (tc).
  */
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
+import { execFile } from 'node:child_process';
+import { promisify } from 'node:util';
+import { ifbName, nicNumber, tapName } from '../src/core/network/links.js';
 import { vmPaths } from '../src/core/paths.js';
 import { SerialConsole } from '../src/core/vm/console.js';
 import { runOperation } from './harness/daemon.js';
 import { migrateVia, startTwoHosts, stateOn, type TestHost, type TwoHosts } from './harness/hosts.js';
 import { killNetworkServers } from './harness/netns.js';
 
+const exec = promisify(execFile);
 let hosts: TwoHosts;
 const consoles: SerialConsole[] = [];
 
@@ -56,7 +61,8 @@ test('VMs on two hosts share one L2 segment over VXLAN, and a live migration acr
       '--vxlan-vni', '4242', '--vxlan-local', host.ip, '--vxlan-remote', other.ip, '--mtu', '1450']);
     assert.equal(created.code, 0, created.stderr);
   }
-  const spec = (name: string) => ({ spec: { name, memory: '192M', boot: { kernel: { image: 'tiny' } }, nics: [{ network: 'ov' }] }, newDisks: [{ size: '64M' }] });
+  // x's NIC has bandwidth limits (high enough not to disturb the ping flood): the destination must apply them too.
+  const spec = (name: string) => ({ spec: { name, memory: '192M', boot: { kernel: { image: 'tiny' } }, nics: [{ network: 'ov', ...(name === 'x' ? { limits: { ingress: '50Mbit', egress: '40Mbit' } } : {}) }] }, newDisks: [{ size: '64M' }] });
   await a.daemon.api.request('POST', '/vms', spec('x'));
   await b.daemon.api.request('POST', '/vms', spec('y'));
   for (const [host, vm] of [[a, 'x'], [b, 'y']] as const) {
@@ -94,4 +100,17 @@ test('VMs on two hosts share one L2 segment over VXLAN, and a live migration acr
   assert.equal(after, x, 'x kept its address on host b');
   result = await inGuest(b, 'x', `ping -c 2 -W 2 ${y} && ping -c 2 -W 2 10.66.0.2`);
   assert.equal(result.status, 0, `from host b, x reaches y and host b's address on the segment: ${result.output}`);
+
+  // The NIC's limits came along: tc on x's tap (and its ifb) in host b's namespace; host a has neither any more.
+  const { definition } = await b.daemon.api.request<{ definition: { uuid: string; nics: { id: string }[] } }>('GET', '/vms/x');
+  const tap = tapName(definition.uuid, nicNumber(definition.nics[0]!));
+  const rate = async (ns: string, dev: string) => {
+    const shown = await exec('ip', ['netns', 'exec', ns, 'tc', '-j', 'qdisc', 'show', 'dev', dev]).then((out) => JSON.parse(out.stdout || '[]') as { kind: string; root?: boolean; options?: { rate?: number } }[], () => undefined);
+    const bytes = shown?.find((qdisc) => qdisc.root && qdisc.kind === 'tbf')?.options?.rate;
+    return bytes === undefined ? undefined : bytes * 8;
+  };
+  assert.equal(await rate(hosts.namespaces!.b, tap), 50e6, 'to x on host b: 50 Mbit/s');
+  assert.equal(await rate(hosts.namespaces!.b, ifbName(tap)), 40e6, 'from x on host b: 40 Mbit/s');
+  assert.equal(await rate(hosts.namespaces!.a, tap), undefined, 'host a has no tap of x any more');
+  assert.equal(await rate(hosts.namespaces!.a, ifbName(tap)), undefined, 'nor its ifb');
 });

@@ -10,7 +10,7 @@
  * One VM, used by the tests in turn (the host has two cores).
  */
 import assert from 'node:assert/strict';
-import { access, readFile, writeFile } from 'node:fs/promises';
+import { access, readdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { detectCgroups, VmCgroup } from '../src/core/resources/cgroups.js';
@@ -235,5 +235,29 @@ describe('resources on a running VM', () => {
     assert.ok((await memTotalMiB(home)) < 150, 'the balloon target holds after a restart');
     assert.equal((await home.vireo(['vm', 'kill', VM])).code, 0);
     for (const controller of ['cpu', 'memory'] as const) assert.equal(await exists(cgroup.dir(controller)!), false);
+  });
+
+  test('a QEMU killed behind Vireo\'s back leaves nothing in the cgroup tree once Vireo notices', async () => {
+    const started = await home.vireo(['vm', 'start', VM], { timeoutMs: 240_000 });
+    assert.equal(started.code, 0, started.stderr);
+    const [pid] = await cgroup.pids('cpu');
+    assert.ok(pid, 'QEMU is in its group');
+    process.kill(pid, 'SIGKILL');
+    // Dead or a zombie waiting for the slow reaper: gone either way.
+    for (let tries = 0; tries < 200; tries++) {
+      const state = await readFile(`/proc/${pid}/stat`, 'utf8').then((text) => text.slice(text.lastIndexOf(')') + 2, text.lastIndexOf(')') + 3), () => 'gone');
+      if (state === 'gone' || state === 'Z') break;
+      await new Promise((resolve) => setTimeout(resolve, 50));
+    }
+    // Reading the VM's state is where a QEMU that died unwatched is noticed.
+    assert.equal((await showJson(home)).runtime?.state ?? 'stopped', 'stopped');
+    for (const controller of ['cpu', 'cpuacct', 'memory', 'io'] as const) {
+      const mount = cgroup.layout.controllers[controller];
+      if (!mount) continue;
+      assert.equal(await exists(cgroup.dir(controller)!), false, `${cgroup.dir(controller)} is removed`);
+      // Nothing of this VM anywhere under the hierarchy's vireo directory.
+      const left = await readdir(join(mount.root, 'vireo')).catch(() => [] as string[]);
+      assert.ok(!left.includes(VM), `${controller}: ${left.join(',')}`);
+    }
   });
 });

@@ -20,11 +20,7 @@ describe('disk full during a live snapshot', () => {
   let home: TestHome;
   let disk: string;
   let mounted = false;
-  const vireoOk = async (...args: string[]) => {
-    const result = await home.vireo(args);
-    assert.equal(result.code, 0, `vireo ${args.join(' ')}: ${result.stderr}`);
-    return result;
-  };
+  const vireoOk = (...args: string[]) => home.vireoOk(args);
   const guest = async (command: string) => (await vireoOk('vm', 'console', VM, '--run', command, '--timeout', '60')).stdout.trim();
 
   before(async () => {

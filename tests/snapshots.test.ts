@@ -37,11 +37,7 @@ describe('snapshots of a running guest', () => {
     assert.equal(result.code, 0, `guest command failed: ${command}\n${result.stdout}${result.stderr}`);
     return result.stdout.trim();
   };
-  const vireoOk = async (...args: string[]) => {
-    const result = await home.vireo(args);
-    assert.equal(result.code, 0, `vireo ${args.join(' ')}: ${result.stderr}`);
-    return result;
-  };
+  const vireoOk = (...args: string[]) => home.vireoOk(args);
   const listing = async (): Promise<Listing> => JSON.parse((await vireoOk('snapshot', 'list', VM, '--json')).stdout) as Listing;
   /** -U: the running QEMU holds the image; the guest's writer is frozen while this runs. */
   const assertCheckClean = async (shared: boolean) => {

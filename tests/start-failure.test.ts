@@ -12,25 +12,17 @@
  */
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
-import { chmod, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { chmod, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { promisify } from 'node:util';
 import type { Operation } from '../src/client/api-client.js';
 import { runOperation, startTestDaemon, type RunningDaemon } from './harness/daemon.js';
-import { createTestHome, qemuPidsOf, type TestHome } from './harness/vireo.js';
+import { createTestHome, qemuPidsOfVm, type TestHome } from './harness/vireo.js';
 
 const exec = promisify(execFile);
 
-async function qemusOf(uuid: string, home: string): Promise<number[]> {
-  const pids: number[] = [];
-  for (const pid of await qemuPidsOf(home)) {
-    const argv = (await readFile(`/proc/${pid}/cmdline`, 'utf8').catch(() => '')).split('\0');
-    if (argv.includes(uuid)) pids.push(pid);
-  }
-  return pids;
-}
 
 async function until(what: string, check: () => Promise<boolean>, timeoutMs = 60_000): Promise<void> {
   const deadline = Date.now() + timeoutMs;
@@ -82,34 +74,34 @@ exec '${real}' "$@"
       const started = await runOperation(daemon.api, 'POST', '/vms/stuck/start', { timeoutSeconds: 3 });
       assert.equal(started.state, 'failed', `attempt ${attempt}`);
       assert.equal(started.error?.code, 'timeout', JSON.stringify(started.error));
-      assert.deepEqual(await qemusOf(uuid, home.home), [], `no QEMU of the VM is left after attempt ${attempt}`);
+      assert.deepEqual(await qemuPidsOfVm(uuid, home.home), [], `no QEMU of the VM is left after attempt ${attempt}`);
       assert.equal((await daemon.api.request<{ runtime: { state: string } }>('GET', '/vms/stuck')).runtime.state, 'stopped');
     }
   });
 
   test('a cancelled start kills its QEMU', async () => {
     const operation = await daemon.api.request<Operation>('POST', '/vms/stuck/start', { timeoutSeconds: 120 });
-    await until('QEMU is launched and blocked', async () => (await qemusOf(uuid, home.home)).length > 0);
+    await until('QEMU is launched and blocked', async () => (await qemuPidsOfVm(uuid, home.home)).length > 0);
     await daemon.api.request('POST', `/operations/${operation.id}/cancel`);
     const ended = await daemon.api.request<Operation>('GET', `/operations/${operation.id}?wait=60`, undefined, { timeoutMs: 70_000 });
     assert.equal(ended.state, 'cancelled', JSON.stringify(ended.error));
-    assert.deepEqual(await qemusOf(uuid, home.home), []);
+    assert.deepEqual(await qemuPidsOfVm(uuid, home.home), []);
   });
 
   test('a daemon killed during the blocked start: the next one kills that QEMU', async () => {
     const operation = await daemon.api.request<Operation>('POST', '/vms/stuck/start', { timeoutSeconds: 120 });
-    await until('QEMU is launched and blocked', async () => (await qemusOf(uuid, home.home)).length > 0);
+    await until('QEMU is launched and blocked', async () => (await qemuPidsOfVm(uuid, home.home)).length > 0);
     await daemon.crash();
     // The daemonized QEMU and the launching process waiting for it both outlive the daemon.
-    assert.ok((await qemusOf(uuid, home.home)).length > 0, 'the QEMU outlived the daemon');
+    assert.ok((await qemuPidsOfVm(uuid, home.home)).length > 0, 'the QEMU outlived the daemon');
     daemon = await startTestDaemon(home, [], { env });
-    assert.deepEqual(await qemusOf(uuid, home.home), [], 'recovery killed it');
+    assert.deepEqual(await qemuPidsOfVm(uuid, home.home), [], 'recovery killed it');
     assert.equal((await daemon.api.request<Operation>('GET', `/operations/${operation.id}`)).state, 'failed');
     // And the VM starts normally once QEMU can read its initrd (no wrapper).
     await daemon.stop();
     daemon = await startTestDaemon(home);
     const started = await runOperation(daemon.api, 'POST', '/vms/stuck/start', {});
     assert.equal(started.state, 'succeeded', JSON.stringify(started.error));
-    assert.equal((await qemusOf(uuid, home.home)).length, 1);
+    assert.equal((await qemuPidsOfVm(uuid, home.home)).length, 1);
   });
 });

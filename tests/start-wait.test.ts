@@ -16,11 +16,7 @@ for (const mode of ['local', 'daemon'] as const) {
   describe(`vm start --wait without an image readiness line (${mode})`, () => {
     let home: TestHome;
     let daemon: RunningDaemon | undefined;
-    const vireoOk = async (...args: string[]) => {
-      const result = await home.vireo(args);
-      assert.equal(result.code, 0, `vireo ${args.join(' ')}: ${result.stderr}`);
-      return result;
-    };
+    const vireoOk = (...args: string[]) => home.vireoOk(args);
     const state = async (vm: string) => (JSON.parse((await vireoOk('vm', 'show', vm, '--json')).stdout) as { runtime: { state: string } }).runtime.state;
     /** A VM booting the tiny image's files as its own kernel and initrd, as a user's own kernel would. */
     const createOwnKernelVm = async (name: string, extra: Record<string, unknown> = {}) => {

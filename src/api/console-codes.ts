@@ -26,6 +26,7 @@ export const CONSOLE_CLOSE_CODES = {
   timeout: 4504,
   not_ready: 4505,
   no_space: 4507,
+  unavailable: 4503,
 } as const satisfies Record<ErrorCode, number>;
 
 /** The error code a console close code stands for; undefined for codes that are not errors (1000, 1001, ...). */

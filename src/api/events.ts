@@ -19,6 +19,9 @@ export type EventKind =
   | 'vm.media'
   | 'operation'
   | 'daemon'
+  /** The cluster's leader changed (data.leader; absent: none), this daemon won or lost the office (data.self), or its etcd connection changed (data.connection). */
+  | 'cluster.leader'
+  | 'cluster.connection'
   /** Networks: defined, changed (fields, forwards), deleted, brought back at daemon start, or their dnsmasq/bridge restored. */
   | 'network.defined'
   | 'network.changed'

@@ -41,10 +41,10 @@ export const guest = {
   }),
   'PUT /vms/:name/guest/file': endpoint({
     tag: 'guest', summary: 'Write a file in the guest through its agent', params: NameParams, body: WriteFileBody, bodyLimit: Math.ceil(MAX_COPY_BYTES / 3) * 4 + 64 * 1024, status: 200,
-    response: returns<{ path: string; bytes: number }>('Written'),
+    response: returns<{ path: string; bytes: number }>('Written', { schema: z.object({ path: z.string(), bytes: z.number().int() }) }),
   }),
   'GET /vms/:name/guest/file': endpoint({
-    tag: 'guest', summary: 'Read a file of the guest through its agent', params: NameParams, query: ReadFileQuery, status: 200, response: returns<{ path: string; data: string }>('FileData'),
+    tag: 'guest', summary: 'Read a file of the guest through its agent', params: NameParams, query: ReadFileQuery, status: 200, response: returns<{ path: string; data: string }>('FileData', { schema: z.object({ path: z.string(), data: z.string() }) }),
   }),
   'POST /vms/:name/vnc/password': endpoint({
     tag: 'vms', summary: 'A new one-time VNC password for the graphical console (GET /vms/{name}/vnc), admitting new connections during validSeconds; it replaces the previous one',

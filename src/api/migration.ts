@@ -73,14 +73,14 @@ export const migration = {
   }),
   'POST /migrations/:id/commit': endpoint({
     tag: 'migrations', summary: 'Destination: take ownership of the received VM and let it run (the decision point)', params: MigrationIdParams, body: EmptyBody, status: 200,
-    response: returns<{ committed: true }>('Committed'),
+    response: returns<{ committed: true }>('Committed', { schema: z.object({ committed: z.literal(true) }) }),
   }),
   'POST /migrations/:id/abort': endpoint({
     tag: 'migrations', summary: 'Destination: remove every trace of an uncommitted incoming VM (409 once committed)', params: MigrationIdParams, body: EmptyBody, status: 200,
-    response: returns<{ aborted: true }>('Aborted'),
+    response: returns<{ aborted: true }>('Aborted', { schema: z.object({ aborted: z.literal(true) }) }),
   }),
   'POST /migrations/:id/finish': endpoint({
     tag: 'migrations', summary: 'Destination: the source has cleaned up after a commit; forget the migration', params: MigrationIdParams, body: EmptyBody, status: 200,
-    response: returns<{ finished: true }>('Finished'),
+    response: returns<{ finished: true }>('Finished', { schema: z.object({ finished: z.literal(true) }) }),
   }),
 } as const;

@@ -36,14 +36,35 @@ export interface Operation<R = unknown> {
   finishedAt?: string;
 }
 
+/**
+ * An operation record as the wire carries it: for /openapi.json and for
+ * clients that want to check what they get. The daemon does not validate its
+ * own answers with it (that would cost every request); the unit test of the
+ * contract checks real records against it. `result` is left open here: its
+ * type is the endpoint's R.
+ */
+export const OperationSchema: z.ZodType<Operation> = z.object({
+  id: z.string(),
+  kind: z.string(),
+  target: z.object({ vm: z.string().optional(), image: z.string().optional(), newVm: z.string().optional() }),
+  state: z.enum(['running', 'succeeded', 'failed', 'cancelled']),
+  progress: z.object({ message: z.string(), fraction: z.number().optional() }).optional(),
+  intent: z.unknown().optional(),
+  result: z.unknown().optional(),
+  error: z.object({ code: z.string(), message: z.string(), field: z.string().optional() }).optional(),
+  createdAt: z.string(),
+  updatedAt: z.string(),
+  finishedAt: z.string().optional(),
+});
+
 /** The answer of an endpoint that starts an operation whose work returns R. */
-export const operation = <R>() => returns<Operation<R>>('Operation');
+export const operation = <R>() => returns<Operation<R>>('Operation', { schema: OperationSchema as z.ZodType<Operation<R>> });
 
 export const operations = {
   'GET /operations': endpoint({ tag: 'operations', summary: 'Recent operations, newest first', status: 200, response: returns<Operation[]>('Operation[]') }),
   'GET /operations/:id': endpoint({
     tag: 'operations', summary: 'One operation; wait=N waits up to N seconds for it to finish', params: OperationIdParams,
-    query: z.strictObject({ wait: z.coerce.number().int().min(0).max(600).optional() }), status: 200, response: returns<Operation>('Operation'),
+    query: z.strictObject({ wait: z.coerce.number().int().min(0).max(600).optional() }), status: 200, response: returns<Operation>('Operation', { schema: OperationSchema }),
   }),
-  'POST /operations/:id/cancel': endpoint({ tag: 'operations', summary: 'Cancel a running operation', params: OperationIdParams, status: 202, response: returns<Operation>('Operation') }),
+  'POST /operations/:id/cancel': endpoint({ tag: 'operations', summary: 'Cancel a running operation', params: OperationIdParams, status: 202, response: returns<Operation>('Operation', { schema: OperationSchema }) }),
 } as const;

@@ -32,7 +32,7 @@ export const ui = {
   'GET /ui/summary': endpoint({ tag: 'ui', summary: 'Host usage, VM counts and allocation for the dashboard', status: 200, response: returns<Summary>('Summary') }),
   'POST /ui/links': endpoint({
     tag: 'ui', socketOnly: true, summary: 'A one-time log-in link to the web UI on a loopback listener (vireo ui)', status: 200,
-    response: returns<{ url: string; expiresInSeconds: number }>('LoginLink'),
+    response: returns<{ url: string; expiresInSeconds: number }>('LoginLink', { schema: z.object({ url: z.string(), expiresInSeconds: z.number() }) }),
   }),
 } as const;
 
@@ -47,7 +47,7 @@ export const uiSessions = {
     response: returns<undefined>('Redirect'),
   }),
   'GET /ui/session': endpoint({ tag: 'ui', summary: 'The browser session this request belongs to', status: 200, response: returns<UiSession>('Session') }),
-  'POST /ui/logout': endpoint({ tag: 'ui', summary: 'End the browser session (its streams and consoles close)', status: 200, response: returns<{ loggedOut: true }>('LoggedOut') }),
+  'POST /ui/logout': endpoint({ tag: 'ui', summary: 'End the browser session (its streams and consoles close)', status: 200, response: returns<{ loggedOut: true }>('LoggedOut', { schema: z.object({ loggedOut: z.literal(true) }) }) }),
 } as const;
 
 

@@ -6,6 +6,7 @@ import { z } from 'zod';
 import type { DeviceChange } from '../core/devices/hotplug.js';
 import { VmSpecSchema } from '../core/model/vm.js';
 import { VmSettingsSchema, type SetResult } from '../core/resources/live.js';
+import { NicLimitsSchema } from '../core/resources/spec.js';
 import type { StartResult } from '../core/vm/lifecycle.js';
 import type { AgentState } from '../core/guest/agent-ops.js';
 import type { VmInfo } from '../core/vm/manage.js';
@@ -16,12 +17,17 @@ import { operation } from './operations.js';
 /** VmInfo.agent: a running VM's guest agent answers, runs but does not answer, or nothing in the guest holds its channel open. */
 export type { AgentState, VmInfo, StartResult, SetResult, DeviceChange };
 
+/** A VM just created; in a cluster, with the member placement chose and why. */
+export type CreatedVm = VmInfo & { placement?: { host: string; explanation: string } };
+
 export const CreateVmBody = z.strictObject({
   spec: VmSpecSchema,
   /** Disks to create and attach as <vm>-disk<N> (virtio). */
   newDisks: z.array(z.strictObject({ size: Size.optional(), format: DiskFormat.optional(), from: Name.optional(), image: Name.optional() })).max(8).default([]),
   /** An installer ISO on the daemon's host (in a directory it allows for host files): imported as <vm>-iso and attached as a CD-ROM. */
   iso: z.string().max(4096).optional(),
+  /** In a cluster: the member to create it on (default: placement picks one). */
+  host: z.string().regex(/^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/, 'must be a cluster member\'s name').optional(),
 });
 export const EditVmBody = z.strictObject({ spec: VmSpecSchema });
 export const StartBody = z.strictObject({
@@ -45,7 +51,14 @@ export const AttachNicBody = z.strictObject({
   model: z.enum(['virtio', 'e1000', 'e1000e', 'rtl8139']).optional(),
   mac: z.string().optional(),
   forwards: z.array(z.strictObject({ protocol: z.enum(['tcp', 'udp']).optional(), hostAddress: z.string().optional(), hostPort: z.number().int(), guestPort: z.number().int() })).optional(),
+  /** 'user' (default) or a Vireo network: live, the tap goes on its bridge with a reservation and its rules. */
+  network: z.string().optional(),
+  ip: z.string().optional(),
+  firewall: z.array(z.string()).optional(),
+  /** Bandwidth (Vireo networks): {ingress, egress, ingressBurst, egressBurst}, checked by the VM spec. */
+  limits: z.record(z.string(), z.unknown()).optional(),
 });
+export const NicLimitsBody = z.strictObject({ limits: NicLimitsSchema.nullable() });
 /** A device of a VM by its id (or a disk's volume, a NIC's MAC). */
 const DeviceKey = z.string().min(1).max(63);
 
@@ -57,7 +70,7 @@ export interface ConsoleChunk {
 
 export const vms = {
   'GET /vms': endpoint({ tag: 'vms', summary: 'All VMs with their state', status: 200, response: returns<VmInfo[]>('Vm[]') }),
-  'POST /vms': endpoint({ tag: 'vms', summary: 'Define a VM (and create its new disks)', body: CreateVmBody, status: 201, response: returns<VmInfo>('Vm') }),
+  'POST /vms': endpoint({ tag: 'vms', summary: 'Define a VM (and create its new disks); in a cluster, on the member --host names or placement picks', body: CreateVmBody, status: 201, response: returns<CreatedVm>('CreatedVm') }),
   'GET /vms/:name': endpoint({ tag: 'vms', summary: 'One VM: definition and state', params: NameParams, status: 200, response: returns<VmInfo>('Vm') }),
   'PUT /vms/:name': endpoint({ tag: 'vms', summary: 'Replace the spec of a stopped VM (identity kept)', params: NameParams, body: EditVmBody, status: 200, response: returns<VmInfo>('Vm') }),
   'POST /vms/:name/resources': endpoint({
@@ -74,8 +87,12 @@ export const vms = {
     params: z.strictObject({ name: Name, disk: DeviceKey }), status: 200, response: returns<DeviceChange>('DeviceChange'),
   }),
   'POST /vms/:name/nics': endpoint({
-    tag: 'vms', summary: 'Attach a NIC on the user-mode network: live on a running VM, else in the definition',
+    tag: 'vms', summary: 'Attach a NIC (user-mode or on a Vireo network): live on a running VM, else in the definition',
     params: NameParams, body: AttachNicBody, status: 200, response: returns<DeviceChange>('DeviceChange'),
+  }),
+  'PUT /vms/:name/nics/:nic/limits': endpoint({
+    tag: 'vms', summary: 'Set a NIC\'s bandwidth limits (null: none): live on a running VM (tc on its tap), rolled back on failure; else for its next start',
+    params: z.strictObject({ name: Name, nic: DeviceKey }), body: NicLimitsBody, status: 200, response: returns<SetResult>('SetResult'),
   }),
   'DELETE /vms/:name/nics/:nic': endpoint({
     tag: 'vms', summary: 'Detach a NIC (id or MAC): live after the guest releases it (DEVICE_DELETED)',
@@ -87,7 +104,7 @@ export const vms = {
   }),
   'DELETE /vms/:name': endpoint({
     tag: 'vms', summary: 'Delete a stopped VM (withDisks: its disks too)', params: NameParams,
-    query: z.strictObject({ withDisks: BooleanText.default(false) }), status: 200, response: returns<{ deletedVolumes: string[] }>('DeletedVm'),
+    query: z.strictObject({ withDisks: BooleanText.default(false) }), status: 200, response: returns<{ deletedVolumes: string[] }>('DeletedVm', { schema: z.object({ deletedVolumes: z.array(z.string()) }) }),
   }),
   'POST /vms/:name/start': endpoint({ tag: 'vms', summary: 'Start a VM (an operation)', params: NameParams, body: StartBody, status: 202, response: operation<StartResult>() }),
   'POST /vms/:name/stop': endpoint({

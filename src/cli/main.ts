@@ -10,6 +10,7 @@ import { vireoPaths, type VireoPaths } from '../core/paths.js';
 import type { Backend } from './backend/backend.js';
 import { selectBackend } from './backend/select.js';
 import type { CliContext } from './context.js';
+import { clusterCommand } from './commands/cluster.js';
 import { daemonCommand } from './commands/daemon.js';
 import { diskCommand } from './commands/disk.js';
 import { eventsCommand } from './commands/events.js';
@@ -49,6 +50,7 @@ const cli: CliContext = {
 };
 
 program.addCommand(hostCommand(cli));
+program.addCommand(clusterCommand(cli));
 program.addCommand(diskCommand(cli));
 program.addCommand(imageCommand(cli));
 program.addCommand(vmCommand(cli));

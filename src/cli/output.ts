@@ -21,6 +21,7 @@ export const EXIT_CODES: Record<ErrorCode, number> = {
   rate_limited: 13,
   no_space: 14,
   not_ready: 15,
+  unavailable: 16,
   internal: 70,
 };
 

@@ -16,7 +16,7 @@ export { retryDelayMs } from './api-core.js';
 export type ApiTarget =
   | { socketPath: string }
   /** tls: extra https options, e.g. the pinning agent from remotes.ts pinnedAgentOptions. */
-  | { url: string; token?: string; tls?: RequestOptions };
+  | { url: string; token?: string; tls?: RequestOptions; headers?: Record<string, string> };
 
 class NodeTransport implements Transport {
   constructor(private readonly target: ApiTarget) {}
@@ -33,7 +33,7 @@ class NodeTransport implements Transport {
       port: url.port,
       path: url.pathname + url.search,
       method,
-      headers: { ...headers, ...(this.target.token ? { authorization: `Bearer ${this.target.token}` } : {}) },
+      headers: { ...(this.target.headers ?? {}), ...headers, ...(this.target.token ? { authorization: `Bearer ${this.target.token}` } : {}) },
       ...(this.target.tls ?? {}),
     };
   }

@@ -118,6 +118,11 @@ export class ApiCore {
     return json as T;
   }
 
+  /** Sends a request and answers the response as it came (status, type, text): for a daemon forwarding a request to another. */
+  async raw(method: string, path: string, body: unknown, timeoutMs = DEFAULT_TIMEOUT_MS): Promise<TransportResponse> {
+    return this.transport.send(method, path, body, timeoutMs);
+  }
+
   /** Waits for an operation to finish; a failed one is thrown as its error. */
   async waitForOperation<R = unknown>(started: string | Operation<R>, onProgress?: (operation: Operation<R>) => void): Promise<Operation<R>> {
     const id = typeof started === 'string' ? started : started.id;

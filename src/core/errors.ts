@@ -24,6 +24,8 @@ export const ERROR_CODES = [
   'no_space',
   /** A VM was started but did not become ready in time; details.running says whether it still runs. */
   'not_ready',
+  /** A service the change needs cannot be reached (the cluster's etcd): nothing was changed; retry once it is back. */
+  'unavailable',
   'internal',
 ] as const;
 

@@ -25,6 +25,7 @@ export const HTTP_STATUS: Record<ErrorCode, number> = {
   rate_limited: 429,
   no_space: 507,
   not_ready: 504,
+  unavailable: 503,
   internal: 500,
 };
 

@@ -21,6 +21,8 @@ export interface RouteInput<P, Q, B> {
    * otherwise or when unknown.
    */
   peer?: PeerCredentials;
+  /** In a cluster: the member that forwarded this request (it is answered here, never forwarded again). */
+  forwardedBy?: string;
 }
 
 /** An answer with another status than the endpoint's usual one, or as text. */

@@ -8,12 +8,14 @@
  * images, host and operations, and the table.
  */
 import { readFile, stat } from 'node:fs/promises';
+import { cluster } from '../api/cluster.js';
 import { disks } from '../api/disks.js';
 import { host } from '../api/host.js';
 import { images } from '../api/images.js';
 import { operations } from '../api/operations.js';
 import { vms } from '../api/vms.js';
 import { invalidArgument } from '../core/errors.js';
+import { parseSize } from '../core/model/units.js';
 import { checkHost } from '../core/host/check.js';
 import { hostAllocation } from '../core/resources/allocation.js';
 import { deleteImage, listImages, getImage } from '../core/image/store.js';
@@ -58,13 +60,18 @@ const hostRoutes = implement(host, {
 });
 
 const vmRoutes = implement(vms, {
-  'GET /vms': async ({ daemon }) => listVms(daemon.paths, runtimeOptions(daemon)),
-  'POST /vms': async ({ body, daemon }) => {
-    const def = await daemon.operations.exclusive(body.spec.name, 'create', () =>
-      createVm(daemon.paths, body.spec, { newDisks: body.newDisks, hostFiles: daemon.hostFiles, ...(body.iso !== undefined ? { iso: body.iso } : {}) }),
-    );
-    daemon.events.publish('vm.defined', { uuid: def.uuid }, def.name);
-    return new Reply(201, await getVm(daemon.paths, def.name));
+  'GET /vms': async ({ daemon, forwardedBy }) => daemon.cluster.listVms(await listVms(daemon.paths, runtimeOptions(daemon)), forwardedBy),
+  'POST /vms': async ({ body, daemon, forwardedBy }) => {
+    const create = async () => {
+      const def = await daemon.operations.exclusive(body.spec.name, 'create', () =>
+        createVm(daemon.paths, body.spec, { newDisks: body.newDisks, hostFiles: daemon.hostFiles, ...(body.iso !== undefined ? { iso: body.iso } : {}) }),
+      );
+      daemon.events.publish('vm.defined', { uuid: def.uuid }, def.name);
+      return getVm(daemon.paths, def.name);
+    };
+    // In a cluster the VM's owner is recorded first, and it is made on the chosen member (here, or forwarded).
+    const { status, info } = await daemon.cluster.createVm(body.spec.name, { host: body.host, vcpus: body.spec.cpus?.count ?? 1, memoryMiB: specMemoryMiB(body.spec.memory) }, body, forwardedBy, create);
+    return new Reply(status, info);
   },
   'GET /vms/:name': async ({ params, daemon }) => getVm(daemon.paths, params.name, runtimeOptions(daemon)),
   'PUT /vms/:name': async ({ params, body, daemon }) => {
@@ -80,15 +87,23 @@ const vmRoutes = implement(vms, {
   'POST /vms/:name/disks': async ({ params, body, daemon }) => daemon.operations.exclusive(params.name, 'disk-attach', () => attachDisk(daemon.paths, params.name, body)),
   'DELETE /vms/:name/disks/:disk': async ({ params, daemon }) => daemon.operations.exclusive(params.name, 'disk-detach', () => detachDisk(daemon.paths, params.name, params.disk)),
   'POST /vms/:name/nics': async ({ params, body, daemon }) => daemon.operations.exclusive(params.name, 'nic-attach', () => attachNic(daemon.paths, params.name, body)),
+  'PUT /vms/:name/nics/:nic/limits': async ({ params, body, daemon }) => {
+    const result = await daemon.operations.exclusive(params.name, 'set', () => setVmResources(daemon.paths, params.name, { nicLimits: { [params.nic]: body.limits } }));
+    daemon.events.publish('vm.defined', { uuid: result.definition.uuid, changed: 'resources', live: result.live }, params.name);
+    return result;
+  },
   'DELETE /vms/:name/nics/:nic': async ({ params, daemon }) => daemon.operations.exclusive(params.name, 'nic-detach', () => detachNic(daemon.paths, params.name, params.nic)),
   'POST /vms/:name/cpus': async ({ params, body, daemon }) => daemon.operations.exclusive(params.name, 'cpus', () => setVcpus(daemon.paths, params.name, body.count)),
   'DELETE /vms/:name': async ({ params, query, daemon }) => {
     await requireVm(daemon, params.name);
+    // Its ownership record goes with it: refused, before anything is deleted, while etcd cannot be reached.
+    await daemon.cluster.requireReachable();
     // An operation (answered when done): its intent lets a daemon killed mid-way finish the delete at its next start.
     const result = await daemon.operations.run('vm.delete', { vm: params.name }, ({ record }) =>
       deleteVm(daemon.paths, params.name, { withDisks: query.withDisks, journal: record }),
     );
     daemon.watcher.forget(params.name);
+    await daemon.cluster.released(params.name);
     daemon.events.publish('vm.deleted', { deletedVolumes: result.deletedVolumes }, params.name);
     return result;
   },
@@ -216,6 +231,22 @@ const operationRoutes = implement(operations, {
   'POST /operations/:id/cancel': async ({ params, daemon }) => new Reply(202, daemon.operations.cancel(params.id)),
 });
 
+/** A spec's memory in MiB for placement (the spec validated it: a number of MiB or a size text). */
+function specMemoryMiB(memory: unknown): number {
+  if (typeof memory === 'number') return memory;
+  const bytes = typeof memory === 'string' ? parseSize(memory) : undefined;
+  return bytes === undefined ? 0 : Math.ceil(bytes / (1024 * 1024));
+}
+
+const clusterRoutes = implement(cluster, {
+  'GET /cluster': async ({ daemon }) => daemon.cluster.status(),
+  'GET /cluster/members': async ({ daemon }) => daemon.cluster.members(),
+  'POST /cluster/init': async ({ body, daemon }) => new Reply(201, await daemon.cluster.init(body)),
+  'POST /cluster/join': async ({ body, daemon }) => new Reply(201, await daemon.cluster.join(body)),
+  'POST /cluster/tokens': async ({ body, daemon }) => new Reply(201, await daemon.cluster.mintToken(body.ttlSeconds)),
+  'POST /cluster/leave': async ({ daemon }) => daemon.cluster.leave(),
+});
+
 /** Every route of the API, in the order /openapi.json lists them. */
 export const routes: Route[] = [
   ...hostRoutes,
@@ -227,5 +258,6 @@ export const routes: Route[] = [
   ...networkRoutes,
   ...operationRoutes,
   ...migrationRoutes,
+  ...clusterRoutes,
   ...uiRoutes,
 ];

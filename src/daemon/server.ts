@@ -29,6 +29,7 @@ import { loadDefinition } from '../core/vm/definitions.js';
 import { livePid } from '../core/vm/runtime.js';
 import { resolveAllowedDirs } from '../core/vm/host-files.js';
 import { connectVnc } from '../core/vm/vnc.js';
+import { ClusterService, FORWARDED_HEADER, fingerprintOf } from './cluster.js';
 import { ConsoleHub } from './consoles.js';
 import { EventBus, type VireoEvent } from './events.js';
 import { MigrationService } from './migration.js';
@@ -206,10 +207,17 @@ async function buildApp(state: DaemonState, options: DaemonOptions, auth: 'socke
         const params = validate(route.endpoint.params, request.params, 'path');
         const query = validate(route.endpoint.query, request.query, 'query');
         const body = validate(route.endpoint.body, request.body, 'body');
+        const forwardedHeader = request.headers[FORWARDED_HEADER];
+        const forwardedBy = typeof forwardedHeader === 'string' ? forwardedHeader : undefined;
+        // In a cluster, a request about a VM (or operation) another member has is answered by that member.
+        if (state.cluster.enabled && forwardedBy === undefined && !route.endpoint.socketOnly) {
+          const forwarded = await state.cluster.forwardRoute(route.path, route.method, params as Record<string, unknown> | undefined, request.url, request.body, (id) => knowsOperation(state, id));
+          if (forwarded) return reply.code(forwarded.status).type(forwarded.contentType || 'application/json').send(forwarded.text);
+        }
         let result: unknown;
         try {
           const peer = auth === 'socket' && route.endpoint.socketOnly ? await peerCredentials(request.socket) : undefined;
-          result = await route.handler({ params, query, body, daemon: state, ...(peer ? { peer } : {}) });
+          result = await route.handler({ params, query, body, daemon: state, ...(peer ? { peer } : {}), ...(forwardedBy !== undefined ? { forwardedBy } : {}) });
         } catch (error) {
           throw error instanceof VireoError ? inRequestTerms(route, error) : error;
         }
@@ -354,6 +362,15 @@ async function buildApp(state: DaemonState, options: DaemonOptions, auth: 'socke
   return app;
 }
 
+function knowsOperation(state: DaemonState, id: string): boolean {
+  try {
+    state.operations.get(id);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
 /** True when something answers on the socket (another daemon). */
 function socketAnswers(path: string): Promise<boolean> {
   return new Promise((resolve) => {
@@ -389,7 +406,8 @@ export async function startDaemon(options: DaemonOptions): Promise<Daemon> {
   const hostFiles = { allowedDirs: await resolveAllowedDirs([paths.images, ...(options.allowHostPaths ?? [])]) };
   const migrations = new MigrationService(paths, operations, watcher, events, hostFiles);
   const ui = new WebUi(paths, (vm) => watcher.clientFor(vm));
-  const state: DaemonState = { paths, version: options.version, events, operations, watcher, consoles, migrations, hostFiles, ui };
+  const cluster = new ClusterService(paths, events, (line) => (options.log ?? ((text: string) => process.stderr.write(`vireod: ${text}\n`)))(line));
+  const state: DaemonState = { paths, version: options.version, events, operations, watcher, consoles, migrations, hostFiles, ui, cluster };
   await migrations.start();
   await watcher.start();
   // Networks before the API: a VM start through it finds its bridge there.
@@ -427,6 +445,13 @@ export async function startDaemon(options: DaemonOptions): Promise<Daemon> {
         const address = app.server.address();
         return typeof address === 'object' && address ? address.port : 0;
       })());
+    if (options.tcp && tcpPort !== undefined) {
+      const host = options.tcp.host.includes(':') ? `[${options.tcp.host}]` : options.tcp.host;
+      const fingerprint256 = fingerprintOf(options.tcp.cert);
+      cluster.self = { url: `https://${host}:${tcpPort}`, ...(fingerprint256 ? { fingerprint256 } : {}) };
+    }
+    // After the listeners: other members forward requests here as soon as this one is present.
+    await cluster.start();
     events.publish('daemon', { started: true, pid: process.pid, interruptedOperations: interrupted.map((operation) => operation.id) });
     // After a host boot (not a daemon restart), marked VMs start, in order, in the background.
     const autostartAbort = new AbortController();
@@ -441,6 +466,7 @@ export async function startDaemon(options: DaemonOptions): Promise<Daemon> {
         autostartAbort.abort();
         await autostarting;
         networks.close();
+        await cluster.close();
         // Long-lived connections first, each with a proper end: event streams get a final
         // event, WebSockets (consoles and any other) close with 1001 "going away".
         for (const stream of [...longLived.streams]) stream.end();
@@ -458,6 +484,7 @@ export async function startDaemon(options: DaemonOptions): Promise<Daemon> {
     };
   } catch (error) {
     networks.close();
+    await cluster.close();
     await migrations.close();
     await ui.close();
     await watcher.close();

@@ -4,6 +4,7 @@
  */
 import type { VireoPaths } from '../core/paths.js';
 import type { HostFilePolicy } from '../core/vm/host-files.js';
+import type { ClusterService } from './cluster.js';
 import type { ConsoleHub } from './consoles.js';
 import type { EventBus } from './events.js';
 import type { MigrationService } from './migration.js';
@@ -23,4 +24,6 @@ export interface DaemonState {
   hostFiles: HostFilePolicy;
   /** Sessions, usage history and assets of the web UI. */
   ui: WebUi;
+  /** Membership of a cluster (inactive, and without the etcd client loaded, when there is none). */
+  cluster: ClusterService;
 }

@@ -3,6 +3,7 @@
  * since Unix socket paths are limited), sharing one tiny image built once
  * per run by prepare.ts, and runs the real `vireo` CLI in a child process.
  */
+import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { mkdtemp, readdir, readFile, readlink, rm, symlink, mkdir } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -20,6 +21,8 @@ export interface TestHome {
   paths: VireoPaths;
   /** Runs the vireo CLI against this home. */
   vireo(args: string[], options?: { input?: string; timeoutMs?: number; env?: NodeJS.ProcessEnv }): Promise<CliResult>;
+  /** The same, asserting exit code 0 (the message carries the command and its stderr). */
+  vireoOk(args: string[], options?: { input?: string; timeoutMs?: number; env?: NodeJS.ProcessEnv }): Promise<CliResult>;
   /** Kills every QEMU started from this home and removes it. */
   cleanup(): Promise<void>;
 }
@@ -41,6 +44,11 @@ export async function createTestHome(options: { withImage?: boolean } = {}): Pro
     home,
     paths,
     vireo: (args, runOptions) => runCli(home, args, runOptions),
+    vireoOk: async (args, runOptions) => {
+      const result = await runCli(home, args, runOptions);
+      assert.equal(result.code, 0, `vireo ${args.join(' ')}: ${result.stderr}`);
+      return result;
+    },
     cleanup: async () => {
       await killQemusOf(home);
       await rm(home, { recursive: true, force: true });
@@ -93,6 +101,16 @@ export async function qemuPidsOf(home: string): Promise<number[]> {
     } catch {
       // The process ended while we looked.
     }
+  }
+  return pids;
+}
+
+/** PIDs of the live QEMUs of this home that run the VM with this UUID (it is on their command line). */
+export async function qemuPidsOfVm(uuid: string, home: string): Promise<number[]> {
+  const pids: number[] = [];
+  for (const pid of await qemuPidsOf(home)) {
+    const argv = (await readFile(`/proc/${pid}/cmdline`, 'utf8').catch(() => '')).split('\0');
+    if (argv.includes(uuid)) pids.push(pid);
   }
   return pids;
 }

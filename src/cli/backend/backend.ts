@@ -62,7 +62,8 @@ export interface Backend {
 
   listVms(): Promise<VmInfo[]>;
   getVm(name: string): Promise<VmInfo>;
-  createVm(spec: unknown, newDisks: NewDisk[], options?: { iso?: string }): Promise<VmDefinition>;
+  /** host: in a cluster, the member to create it on (daemon only); placement: in a cluster, where it went and why. */
+  createVm(spec: unknown, newDisks: NewDisk[], options?: { iso?: string; host?: string; onPlaced?: (placement: { host: string; explanation: string }) => void }): Promise<VmDefinition>;
   editVm(name: string, change: (current: VmSpec, definition: VmDefinition) => unknown): Promise<VmDefinition>;
   /** Resources and disk limits (resources/live.ts): live on a running VM, else for its next start. */
   setVm(name: string, settings: VmSettingsInput): Promise<SetResult>;

@@ -45,7 +45,9 @@ export function daemonBackend(api: ApiClient): Backend {
       if (newDisks.some((disk) => disk.from?.includes('/'))) {
         throw invalidArgument('--disk-from', 'a daemon links new disks to volumes only, not to files (import the file first: vireo disk import)');
       }
-      return (await api.call('POST /vms', { body: { spec: unchecked<VmSpecInput>(spec), newDisks, ...(options?.iso !== undefined ? { iso: options.iso } : {}) } })).definition;
+      const created = await api.call('POST /vms', { body: { spec: unchecked<VmSpecInput>(spec), newDisks, ...(options?.iso !== undefined ? { iso: options.iso } : {}), ...(options?.host !== undefined ? { host: options.host } : {}) } });
+      if (created.placement) options?.onPlaced?.(created.placement);
+      return created.definition;
     },
     editVm: async (name, change) => {
       const { definition } = await api.call('GET /vms/:name', { params: { name } });

@@ -7,7 +7,7 @@
  * for what it uses only, and `vireo vm start` (whose overhead over plain QEMU
  * is benchmarked) loads no schema library at all.
  */
-import { invalidState } from '../../core/errors.js';
+import { invalidArgument, invalidState } from '../../core/errors.js';
 import { vmPaths, type VireoPaths } from '../../core/paths.js';
 import type { Backend } from './backend.js';
 
@@ -30,7 +30,10 @@ export function localBackend(paths: VireoPaths): Backend {
     onThisHost: true,
     listVms: async () => (await manage()).listVms(paths),
     getVm: async (name) => (await manage()).getVm(paths, name),
-    createVm: async (spec, newDisks, options) => (await manage()).createVm(paths, spec, { newDisks, ...(options?.iso !== undefined ? { iso: options.iso } : {}) }),
+    createVm: async (spec, newDisks, options) => {
+      if (options?.host !== undefined) throw invalidArgument('--host', 'placing a VM on a cluster member needs the daemon (it holds the membership); none runs here');
+      return (await manage()).createVm(paths, spec, { newDisks, ...(options?.iso !== undefined ? { iso: options.iso } : {}) });
+    },
     editVm: async (name, change) => (await manage()).editVm(paths, name, change),
     setVm: async (name, settings) => (await import('../../core/resources/live.js')).setVmResources(paths, name, settings),
     attachDisk: async (name, input) => (await hotplug()).attachDisk(paths, name, input),

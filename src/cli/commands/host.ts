@@ -35,6 +35,16 @@ ${line('defined', report.defined)}
 `);
     });
 
+  host.command('list')
+    .alias('ls')
+    .description('the hosts of the cluster this host is in: state, leader, capacity and allocation')
+    .option('--json', 'print as JSON')
+    .action(async (flags: { json?: boolean }) => {
+      const members = await (await cli.daemon()).call('GET /cluster/members');
+      if (flags.json) return printJson(members);
+      (await import('./cluster.js')).printMembers(members);
+    });
+
   host.command('setup')
     .description('install what is missing (QEMU, qemu-img, firmware...) with the package manager')
     .action(async () => {

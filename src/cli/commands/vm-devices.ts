@@ -7,7 +7,7 @@ import { Command, Option } from 'commander';
 import { invalidArgument } from '../../core/errors.js';
 import type { CliContext } from '../context.js';
 import { note, printJson } from '../output.js';
-import { parseDiskLimit } from './vm-set.js';
+import { parseDiskLimit, parseNicLimit } from './vm-set.js';
 
 const collect = (value: string, previous: string[] = []) => [...previous, value];
 
@@ -45,18 +45,31 @@ export function addDeviceCommands(vm: Command, cli: CliContext): void {
   const nic = new Command('nic').description('attach and detach network cards, live on a running VM');
   nic
     .command('attach <vm>')
-    .description('attach a NIC on the user-mode network; it gets a stable id (nicN) and MAC')
+    .description('attach a NIC (user-mode, or on a Vireo network: tap on its bridge, address, rules); it gets a stable id (nicN) and MAC')
     .addOption(new Option('--model <model>', 'model').choices(['virtio', 'e1000', 'e1000e', 'rtl8139']))
     .option('--mac <mac>', 'MAC address (default: generated)')
-    .option('--forward <host:guest>', 'forward a host TCP port to the guest (repeatable)', collect)
+    .option('--network <network>', "'user' (default) or a Vireo network (vireo network list)")
+    .option('--ip <address>', 'a fixed address on the Vireo network')
+    .option('--firewall <set>', 'a firewall rule set for the NIC (repeatable)', collect)
+    .option('--limits <limits>', 'bandwidth, e.g. ingress=1Mbit,egress=10Mbit (see vm set --nic-limit)')
+    .option('--forward <host:guest>', 'forward a host TCP port to the guest (user-mode; repeatable)', collect)
     .option('--json', 'print the result as JSON')
-    .action(async (name: string, flags: { model?: 'virtio'; mac?: string; forward?: string[]; json?: boolean }) => {
+    .action(async (name: string, flags: { model?: 'virtio'; mac?: string; network?: string; ip?: string; firewall?: string[]; limits?: string; forward?: string[]; json?: boolean }) => {
       const forwards = (flags.forward ?? []).map((text) => {
         const match = /^(\d+):(\d+)$/.exec(text);
         if (!match) throw invalidArgument('--forward', `'${text}' must look like 2222:22`);
         return { hostPort: Number(match[1]), guestPort: Number(match[2]) };
       });
-      const result = await (await cli.backend()).attachNic(name, { ...(flags.model ? { model: flags.model } : {}), ...(flags.mac ? { mac: flags.mac } : {}), forwards });
+      const limits = flags.limits === undefined ? undefined : parseNicLimit(`new:${flags.limits}`, '--limits').limits ?? undefined;
+      const result = await (await cli.backend()).attachNic(name, {
+        ...(flags.model ? { model: flags.model } : {}),
+        ...(flags.mac ? { mac: flags.mac } : {}),
+        ...(flags.network ? { network: flags.network } : {}),
+        ...(flags.ip ? { ip: flags.ip } : {}),
+        ...(flags.firewall ? { firewall: flags.firewall } : {}),
+        ...(limits ? { limits } : {}),
+        forwards,
+      });
       if (flags.json) return printJson(result);
       say(result, 'attached', name);
     });

@@ -21,6 +21,7 @@ interface SetFlags {
   balloon?: string;
   ioWeight?: string;
   diskLimit?: string[];
+  nicLimit?: string[];
   json?: boolean;
 }
 
@@ -57,6 +58,24 @@ export function parseDiskLimit(text: string): { disk: string; limits: Section | 
   return { disk, limits };
 }
 
+const NIC_LIMIT_KEYS = ['ingress', 'egress', 'ingressBurst', 'egressBurst'];
+
+/** "nic0:ingress=1Mbit,egress=10Mbit,egressBurst=64K", "nic0:none" (no limits). Values are checked by the spec. */
+export function parseNicLimit(text: string, flag = '--nic-limit'): { nic: string; limits: Section | null } {
+  const colon = text.indexOf(':');
+  if (colon <= 0) throw invalidArgument(flag, `'${text}' must look like NIC:ingress=1Mbit,egress=1Mbit (NIC is a NIC id or MAC) or NIC:none`);
+  const nic = text.slice(0, colon);
+  const rest = text.slice(colon + 1);
+  if (rest === 'none') return { nic, limits: null };
+  const limits: Section = {};
+  for (const pair of rest.split(',').filter(Boolean)) {
+    const [key, value] = pair.split('=');
+    if (!key || value === undefined || !NIC_LIMIT_KEYS.includes(key)) throw invalidArgument(flag, `'${pair}' must be KEY=VALUE with KEY one of ${NIC_LIMIT_KEYS.join(', ')}`);
+    limits[key] = /^\d+$/.test(value) ? Number(value) : value;
+  }
+  return { nic, limits };
+}
+
 export function addSetCommand(vm: Command, cli: CliContext): void {
   vm.command('set <name>')
     .description('change resources: live on a running VM (rolled back if any part fails), else for its next start')
@@ -68,6 +87,7 @@ export function addSetCommand(vm: Command, cli: CliContext): void {
     .option('--balloon <size>', 'balloon target: the memory the guest keeps, e.g. 128M, or none (all of it)')
     .option('--io-weight <n>', 'cgroup I/O weight, 1-10000 (default 100), or none')
     .option('--disk-limit <disk:limits>', 'I/O limits of a disk, e.g. disk0:writeBps=2M,iops=100, or disk0:none (repeatable)', collect)
+    .option('--nic-limit <nic:limits>', 'bandwidth of a NIC on a Vireo network, e.g. nic0:ingress=1Mbit,egress=10Mbit,egressBurst=64K, or nic0:none (repeatable)', collect)
     .option('--cpus <n>', 'vCPU count: up to cpus.max live (the guest brings new ones online), else from the next start')
     .option('--json', 'print the new definition as JSON')
     .action(async (name: string, flags: SetFlags) => {
@@ -113,7 +133,12 @@ export function addSetCommand(vm: Command, cli: CliContext): void {
         const { disk, limits } = parseDiskLimit(entry);
         diskLimits[disk] = limits;
       }
-      const result = await backend.setVm(name, { resources: next, ...(Object.keys(diskLimits).length > 0 ? { diskLimits } : {}) });
+      const nicLimits: Record<string, Section | null> = {};
+      for (const entry of flags.nicLimit ?? []) {
+        const { nic, limits } = parseNicLimit(entry);
+        nicLimits[nic] = limits;
+      }
+      const result = await backend.setVm(name, { resources: next, ...(Object.keys(diskLimits).length > 0 ? { diskLimits } : {}), ...(Object.keys(nicLimits).length > 0 ? { nicLimits } : {}) });
       if (flags.json) return printJson(result);
       note(result.live ? `VM '${name}' changed live (and in its definition)` : `VM '${name}' changed; the settings apply from its next start`);
     });

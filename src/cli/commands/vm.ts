@@ -219,8 +219,9 @@ export function vmCommand(cli: CliContext): Command {
     .option('--disk <size>', 'create a new qcow2 disk of this size and attach it (repeatable)', collect)
     .option('--disk-from <source>', 'create the first new disk as a linked clone of this volume or image file')
     .option('--iso <file>', 'install from this ISO: imported as the read-only volume NAME-iso and attached as a CD-ROM; the firmware boots it while the disk is blank, then the disk (eject it with: vireo vm media eject NAME)')
+    .option('--host <member>', 'in a cluster: create it on this member (default: placement picks one)')
     .option('--json', 'print the definition as JSON')
-    .action(async (name: string | undefined, flags: SpecFlags & { disk?: string[]; diskFrom?: string; iso?: string; json?: boolean }) => {
+    .action(async (name: string | undefined, flags: SpecFlags & { disk?: string[]; diskFrom?: string; iso?: string; host?: string; json?: boolean }) => {
       let spec: Spec = flags.file ? await readSpecFile(flags.file) : {};
       if (name !== undefined) spec.name = name;
       if (spec.name === undefined) throw invalidArgument('name', 'a VM name is required (vireo vm create NAME ...)');
@@ -244,7 +245,12 @@ export function vmCommand(cli: CliContext): Command {
       if (flags.iso !== undefined && image && !diskImage) {
         throw invalidArgument('--iso', `an installer ISO is booted by the firmware; it cannot go with direct kernel boot (--image ${image.name})`);
       }
-      const def = await backend.createVm(spec, newDisks, flags.iso !== undefined ? { iso: resolve(flags.iso) } : {});
+      const def = await backend.createVm(spec, newDisks, {
+        ...(flags.iso !== undefined ? { iso: resolve(flags.iso) } : {}),
+        ...(flags.host !== undefined ? { host: flags.host } : {}),
+        // In a cluster: which member and why (to stderr, so --json stays one document).
+        onPlaced: (placement) => note(`placed on '${placement.host}': ${placement.explanation}`),
+      });
       if (flags.json) printJson(def);
       else note(`created VM '${def.name}' (${def.cpus.count} vCPU, ${formatSize(def.memory * MiB)}, ${def.disks.length} disk(s)); start it with: vireo vm start ${def.name}`);
     });
@@ -265,10 +271,13 @@ export function vmCommand(cli: CliContext): Command {
         const info = await backend.guestInfo(definition.name).catch(() => undefined);
         return { address: info?.interfaces.flatMap((item) => item.addresses).find((item) => item.family === 'ipv4')?.address ?? '-', agent: shown };
       }));
+      // In a cluster each VM says which member runs it.
+      const clustered = vms.some((info) => info.host !== undefined);
       printTable(
-        ['NAME', 'STATE', 'VCPUS', 'MEMORY', 'ACCEL', 'UPTIME', 'ADDRESSES', 'AGENT', 'AUTOSTART'],
-        vms.map(({ definition, runtime, addresses }, index) => [
+        ['NAME', ...(clustered ? ['HOST'] : []), 'STATE', 'VCPUS', 'MEMORY', 'ACCEL', 'UPTIME', 'ADDRESSES', 'AGENT', 'AUTOSTART'],
+        vms.map(({ definition, runtime, addresses, host }, index) => [
           definition.name,
+          ...(clustered ? [host ?? '-'] : []),
           // A template never runs; saying so beats a plain 'stopped'.
           definition.template ? 'template' : runtime.state,
           String(definition.cpus.count),

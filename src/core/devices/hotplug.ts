@@ -23,7 +23,7 @@ import { throttleLimits } from '../resources/spec.js';
 import { getVolume, resolveVolume } from '../storage/volumes.js';
 import { loadDefinition, saveDefinition, withVmLock } from '../vm/definitions.js';
 import { livePid } from '../vm/runtime.js';
-import { grantToQemu } from '../vm/launch.js';
+import { grantToQemu, makeHotplugTap } from '../vm/launch.js';
 import { backingChain } from '../vm/lifecycle.js';
 
 /** How long a guest gets to release a device. */
@@ -174,17 +174,60 @@ export interface NicAttachInput {
   model?: 'virtio' | 'e1000' | 'e1000e' | 'rtl8139';
   mac?: string;
   forwards?: { protocol?: 'tcp' | 'udp'; hostAddress?: string; hostPort: number; guestPort: number }[];
+  /** 'user' (default) or a Vireo network. */
+  network?: string;
+  /** A fixed address on a Vireo network. */
+  ip?: string;
+  firewall?: string[];
+  limits?: Record<string, unknown>;
+}
+
+/** Errors about the new NIC name the request's own fields (`network`, `ip`, ...), not `nics.N.*`. */
+function asAttachField<T>(index: number, work: () => Promise<T>): Promise<T> {
+  return work().catch((error: unknown) => {
+    const field = isVireoError(error) ? (error.details as { field?: unknown } | undefined)?.field : undefined;
+    const prefix = `nics.${index}.`;
+    if (!isVireoError(error) || typeof field !== 'string' || !field.startsWith(prefix)) throw error;
+    const own = field.slice(prefix.length);
+    throw new VireoError(error.code, error.message.replace(`${prefix}${own}`, own), { ...(error.details as object), field: own }, { cause: error });
+  });
 }
 
 export async function attachNic(paths: VireoPaths, name: string, input: NicAttachInput): Promise<DeviceChange> {
   return withLiveVm(paths, name, async (def, client) => {
     const port = client ? freePort(def, 'nic attach') : undefined;
-    const nic = { ...(input.model ? { model: input.model } : {}), ...(input.mac ? { mac: input.mac } : {}), forwards: input.forwards ?? [], ...(port ? { port } : {}) };
-    const next = defineVm(parseVmSpec({ ...specOf(def), nics: [...def.nics, nic] }), def);
-    const added = next.nics[next.nics.length - 1]!;
+    const nic = {
+      ...(input.model ? { model: input.model } : {}),
+      ...(input.mac ? { mac: input.mac } : {}),
+      ...(input.network ? { network: input.network } : {}),
+      ...(input.ip ? { ip: input.ip } : {}),
+      ...(input.firewall ? { firewall: input.firewall } : {}),
+      ...(input.limits ? { limits: input.limits } : {}),
+      forwards: input.forwards ?? [],
+      ...(port ? { port } : {}),
+    };
+    const index = def.nics.length;
+    const next = await asAttachField(index, async () => defineVm(parseVmSpec({ ...specOf(def), nics: [...def.nics, nic] }), def));
+    const added = next.nics[index]!;
+    const onNetwork = added.network !== 'user';
+    const networks = onNetwork ? await import('../network/service.js') : undefined;
+    // The network exists, a fixed address is in it and free, the rule sets exist: checked before anything is made.
+    if (networks) await asAttachField(index, () => networks.checkVmNics(paths, next));
     if (client) {
       await Reverter.run(async (reverter) => {
-        await netdevAdd(client, nicNetdev(added));
+        let tap: string | undefined;
+        if (networks) {
+          // As at start: the reservation (dnsmasq answers the new MAC), the rules (anti-spoofing, its rule sets),
+          // then the tap, made for this QEMU's uid, paced by its limits and put on the bridge, all before QEMU opens it.
+          reverter.add(() => networks.releaseVmNic(paths, def, added));
+          const taps = await asAttachField(index, () => networks.prepareVmNics(paths, next));
+          tap = taps[index]!;
+          const { deleteTap } = await import('../network/links.js');
+          reverter.add(() => deleteTap(tap!));
+          await makeHotplugTap(def.uuid, vmPaths(paths, def.name).runDir, tap);
+          await asAttachField(index, () => networks.attachVmNics(paths, next, { [index]: tap! }));
+        }
+        await netdevAdd(client, nicNetdev(added, tap));
         reverter.add(() => netdevDel(client, nicNames(added.id).netdev));
         await deviceAdd(client, nicDevice(added));
         reverter.add(() => deviceDel(client, nicNames(added.id).device));
@@ -206,8 +249,14 @@ export async function detachNic(paths: VireoPaths, name: string, key: string): P
     if (client) {
       await unplug(client, nicNames(nic.id).device);
       await netdevDel(client, nicNames(nic.id).netdev);
+      if (nic.network !== 'user') {
+        const { deleteTap, nicNumber, tapName } = await import('../network/links.js');
+        await deleteTap(tapName(def.uuid, nicNumber(nic)));
+      }
     }
     await saveDefinition(paths, next);
+    // Its address goes back to the network (also for a stopped VM: the NIC is gone from the definition).
+    if (nic.network !== 'user') await (await import('../network/service.js')).releaseVmNic(paths, next, nic);
     return { definition: next, live: client !== undefined, id: nic.id };
   });
 }

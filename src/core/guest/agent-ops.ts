@@ -73,6 +73,11 @@ export type AgentState = 'answers' | 'not-answering' | 'no-channel';
 
 /** How recent an answer on a session this process holds must be to count as answering. */
 const HELD_ANSWER_MS = 10_000;
+/** How long an agent found not answering is reported so at once (and asked again in the background) rather than waited for. */
+const SILENT_MEMO_MS = 10_000;
+
+/** Agents this process last found not answering, by socket, and the background probe asking again. */
+const silent = new Map<string, { at: number; probing?: Promise<void> }>();
 
 export async function agentState(paths: VireoPaths, name: string, options: { client?: QmpClient; timeoutMs?: number } = {}): Promise<AgentState> {
   const timeoutMs = options.timeoutMs ?? 1500;
@@ -80,8 +85,24 @@ export async function agentState(paths: VireoPaths, name: string, options: { cli
   // The channel takes one client at a time: while this process holds it (an exec, a thaw awaited), asking again would only wait.
   const held = heldSession(socket);
   if (held) return Date.now() - held.lastAnswer < HELD_ANSWER_MS ? 'answers' : 'not-answering';
-  if ((await agentChannelOpen(paths, name, { timeoutMs, ...(options.client ? { client: options.client } : {}) })) === false) return 'no-channel';
-  return (await agentAnswers(paths, name, timeoutMs)) ? 'answers' : 'not-answering';
+  if ((await agentChannelOpen(paths, name, { timeoutMs, ...(options.client ? { client: options.client } : {}) })) === false) {
+    silent.delete(socket);
+    return 'no-channel';
+  }
+  const probe = async (): Promise<boolean> => {
+    const answers = await agentAnswers(paths, name, timeoutMs);
+    if (answers) silent.delete(socket);
+    else silent.set(socket, { at: Date.now() });
+    return answers;
+  };
+  // A stuck agent would make every listing wait out its timeout (a daemon's GET /vms waits for its slowest VM):
+  // for a while it is reported as last found, and asked again in the background, one probe at a time.
+  const memo = silent.get(socket);
+  if (memo && Date.now() - memo.at < SILENT_MEMO_MS) {
+    memo.probing ??= probe().then(() => undefined, () => undefined).finally(() => delete memo.probing);
+    return 'not-answering';
+  }
+  return (await probe()) ? 'answers' : 'not-answering';
 }
 
 /**

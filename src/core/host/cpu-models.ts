@@ -34,10 +34,14 @@ export function qemuCpuModels(): Promise<Set<string>> {
   return cached;
 }
 
-/** Refuses a CPU model this host's QEMU does not have (nothing to check against when QEMU is absent). */
-export async function checkCpuModel(model: string | undefined, field = 'cpus.model'): Promise<void> {
+/**
+ * Refuses a CPU model this host's QEMU does not have (nothing to check
+ * against when QEMU is absent). `listModels` is QEMU's listing; tests hand
+ * in a recorded one so that unit tests start no QEMU.
+ */
+export async function checkCpuModel(model: string | undefined, field = 'cpus.model', listModels: () => Promise<Set<string>> = qemuCpuModels): Promise<void> {
   if (model === undefined || ALWAYS.has(model)) return;
-  const models = await qemuCpuModels();
+  const models = await listModels();
   if (models.size === 0 || models.has(model)) return;
   throw invalidArgument(field, `QEMU has no CPU model '${model}' (see: qemu-system-x86_64 -cpu help; host and max always work)`);
 }

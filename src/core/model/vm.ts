@@ -11,7 +11,7 @@ import { invalidArgument } from '../errors.js';
 import { CloudInitSchema } from './cloud-init.js';
 import { MiB, NAME_PATTERN, NAME_RULE, parseSize } from './units.js';
 import { assignIds } from '../qemu/ids.js';
-import { DiskLimitsSchema, ResourcesSchema } from '../resources/spec.js';
+import { DiskLimitsSchema, NicLimitsSchema, ResourcesSchema } from '../resources/spec.js';
 import { DevicesSchema } from '../devices/spec.js';
 
 export const Name = z
@@ -145,6 +145,8 @@ const Nic = z.strictObject({
   forwards: z.array(PortForward).default([]),
   /** Firewall rule sets (vireo firewall list) applied to this NIC, in order; Vireo networks only. */
   firewall: z.array(z.string().regex(/^[a-z][a-z0-9-]{0,31}$/, 'must name a firewall rule set (vireo firewall list)')).max(8).optional(),
+  /** Bandwidth limits (tc on the NIC's tap; Vireo networks only), changeable live. */
+  limits: NicLimitsSchema.optional(),
 });
 
 const KernelBoot = z.union([
@@ -383,6 +385,11 @@ function checkSpecConsistency(spec: VmSpec): void {
     }
     if (nic.network === 'user' && nic.firewall !== undefined && nic.firewall.length > 0) {
       throw invalidArgument(`nics.${index}.firewall`, 'firewall rule sets need a Vireo network (user-mode networking has no bridge to filter on)');
+    }
+    if (nic.network === 'user' && nic.limits !== undefined && (nic.limits.ingress || nic.limits.egress)) {
+      // QEMU 7.2's network filters (filter-buffer, -mirror, -redirector, -rewriter, -dump) release packets at an interval or copy
+      // them; none paces by rate, and slirp itself has no limit: refused rather than silently ignored.
+      throw invalidArgument(`nics.${index}.limits`, 'bandwidth limits need a Vireo network (tc on its tap): QEMU 7.2 has no rate limit for user-mode networking');
     }
     if (nic.network !== 'user' && nic.forwards.length > 0) {
       throw invalidArgument(`nics.${index}.forwards`, `forwards on a Vireo network are the network's (vireo network forward add ${nic.network} ...)`);

@@ -20,6 +20,15 @@ export function tapName(uuid: string, nic: number): string {
   return `vt${uuid.replaceAll('-', '').slice(0, 8)}n${nic}`;
 }
 
+/**
+ * The number a NIC's tap and address reservation go by: that of its stable
+ * id (`nic3` -> 3), not its position, so that detaching a NIC live renames
+ * no other NIC's tap. For a VM that never lost a NIC the two are the same.
+ */
+export function nicNumber(nic: { id: string }): number {
+  return Number(nic.id.slice(3));
+}
+
 /** True for a name tapName() makes: the only links makeTap() may replace and deleteTap() may remove. */
 export function isTapName(name: string): boolean {
   return /^vt[0-9a-f]{8}n\d{1,4}$/.test(name);
@@ -36,10 +45,30 @@ export async function makeTap(name: string, uid: number): Promise<void> {
   await ip(['tuntap', 'add', 'dev', name, 'mode', 'tap', 'user', String(uid), 'vnet_hdr']);
 }
 
-/** Removes a tap makeTap() made, if it is still there. */
+/** The ifb device that paces what a tap's guest sends (bandwidth.ts): same VM and NIC, "vb" for "vt". */
+export function ifbName(tap: string): string {
+  return `vb${tap.slice(2)}`;
+}
+
+/** Removes a tap makeTap() made, if it is still there, and its ifb (a bandwidth limit's) with it. */
 export async function deleteTap(name: string): Promise<void> {
   if (!isTapName(name)) return;
-  if (await linkExists(name)) await ip(['tuntap', 'del', 'dev', name, 'mode', 'tap']);
+  await removeLink(name, ['tuntap', 'del', 'dev', name, 'mode', 'tap']);
+  await removeLink(ifbName(name), ['link', 'del', ifbName(name)]);
+}
+
+/**
+ * Deletes a link if it is there. Two cleaners may race for the same one (a
+ * stop, and the daemon's watcher seeing that QEMU exited): a delete that
+ * fails because the other got there first is not a failure.
+ */
+async function removeLink(name: string, args: string[]): Promise<void> {
+  if (!(await linkExists(name))) return;
+  try {
+    await ip(args);
+  } catch (error) {
+    if (await linkExists(name)) throw error;
+  }
 }
 
 export function vxlanName(vni: number): string {

@@ -23,7 +23,8 @@ import { FirewallName, parseFirewallSpec, type FirewallDefinition, type Firewall
 import { buildDnsmasqConfig, buildHosts6File, buildHostsFile, dnsmasqAccount, dnsmasqPid, readLeases, reloadDnsmasq, startDnsmasq, stopDnsmasq, type Allocation, type Lease } from './dnsmasq.js';
 import { formatIpv4, parseIpv4 } from './ipv4.js';
 import { slaacAddress } from './ipv6.js';
-import { attachTap, deleteBridge, ensureBridge, linkExists, masterOf, tapName } from './links.js';
+import { applyNicLimits } from './bandwidth.js';
+import { attachTap, deleteBridge, ensureBridge, linkExists, masterOf, nicNumber, tapName } from './links.js';
 import {
   checkAgainstOthers,
   checkForward,
@@ -164,13 +165,13 @@ async function firewalledNics(paths: VireoPaths, all: NetworkState[], override: 
   for (const vm of vms) {
     for (const [index, nic] of vm.nics.entries()) {
       if (nic.network === 'user' || !nic.firewall || nic.firewall.length === 0) continue;
-      const allocation = all.find((state) => state.network.name === nic.network)?.allocations.find((entry) => entry.uuid === vm.uuid && entry.nic === index);
+      const allocation = all.find((state) => state.network.name === nic.network)?.allocations.find((entry) => entry.uuid === vm.uuid && entry.nic === nicNumber(nic));
       // Never started on the network: no tap, no address, nothing to filter yet.
       if (!allocation) continue;
       const attached = nic.firewall.map((name) => sets.get(name)).filter((set): set is FirewallSpec => set !== undefined);
       const network = all.find((state) => state.network.name === nic.network)!.network;
       const ipv6 = network.subnet6 ? [slaacAddress(network.subnet6, allocation.mac)] : [];
-      nics.push({ tap: tapName(vm.uuid, index), vm: vm.name, nic: index, network: nic.network, ipv4: [allocation.ip], ipv6, sets: attached });
+      nics.push({ tap: tapName(vm.uuid, nicNumber(nic)), vm: vm.name, nic: nicNumber(nic), network: nic.network, ipv4: [allocation.ip], ipv6, sets: attached });
     }
   }
   return nics;
@@ -443,7 +444,7 @@ export async function prepareVmNics(paths: VireoPaths, def: VmDefinition): Promi
         touched.set(nic.network, entry);
       }
       const { network, allocations } = entry;
-      const mine = allocations.findIndex((candidate) => candidate.uuid === def.uuid && candidate.nic === index);
+      const mine = allocations.findIndex((candidate) => candidate.uuid === def.uuid && candidate.nic === nicNumber(nic));
       const previous = mine >= 0 && allocations[mine]!.mac === nic.mac ? allocations[mine]!.ip : undefined;
       if (mine >= 0) allocations.splice(mine, 1);
       const taken = new Set(allocations.map((candidate) => candidate.ip));
@@ -458,8 +459,8 @@ export async function prepareVmNics(paths: VireoPaths, def: VmDefinition): Promi
         ip = previous !== undefined && !taken.has(previous) && inRange(network, previous) ? previous : pickAddress(network, taken);
         if (!ip) throw new VireoError('in_use', `nics.${index}.network: network '${network.name}' has no free address left in ${network.dhcpRange.start}-${network.dhcpRange.end}`, { field: `nics.${index}.network` });
       }
-      allocations.push({ mac: nic.mac, ip, vm: def.name, nic: index, uuid: def.uuid, static: nic.ip !== undefined });
-      taps[index] = tapName(def.uuid, index);
+      allocations.push({ mac: nic.mac, ip, vm: def.name, nic: nicNumber(nic), uuid: def.uuid, static: nic.ip !== undefined });
+      taps[index] = tapName(def.uuid, nicNumber(nic));
       // On an overlay the address belongs to the VM wherever it runs: it goes into the spec, so that a live migration
       // carries it to the other host, which reserves the same address (the guest keeps its lease and connections).
       if (network.vxlan && nic.ip === undefined) pinned.set(index, ip);
@@ -474,8 +475,27 @@ export async function prepareVmNics(paths: VireoPaths, def: VmDefinition): Promi
       await writeJsonAtomic(networkPaths(paths, name).allocations, allocations);
       await reloadDnsmasq(networkPaths(paths, name));
     }
-    await applyRules(paths, await states(paths));
+    // The VM as given (at a live attach, with its new NIC, not yet saved): its NICs' rule sets are in force from the start.
+    await applyRules(paths, await states(paths), { vm: def });
     return taps;
+  });
+}
+
+/**
+ * A NIC of a VM leaves its network (detached, live or not): its reservation
+ * goes, dnsmasq forgets it, and its anti-spoofing and firewall rules go.
+ * `def` is the VM without that NIC.
+ */
+export async function releaseVmNic(paths: VireoPaths, def: VmDefinition, nic: { id: string; network: string }): Promise<void> {
+  if (nic.network === 'user') return;
+  await serialized(async () => {
+    const network = await getNetwork(paths, nic.network).catch(() => undefined);
+    if (!network) return;
+    const allocations = (await readAllocations(paths, nic.network)).filter((entry) => !(entry.uuid === def.uuid && entry.nic === nicNumber(nic)));
+    await writeJsonAtomic(networkPaths(paths, nic.network).allocations, allocations);
+    await writeDnsmasqFiles(paths, network, allocations);
+    await reloadDnsmasq(networkPaths(paths, nic.network));
+    await applyRules(paths, await states(paths), { vm: def });
   });
 }
 
@@ -498,7 +518,10 @@ function inRange(network: NetworkSpec, ip: string): boolean {
 /** Once QEMU has made its taps (paused, before the guest runs): each goes on its bridge. */
 export async function attachVmNics(paths: VireoPaths, def: VmDefinition, taps: TapMap): Promise<void> {
   for (const [index, tap] of Object.entries(taps)) {
-    const network = await getNetwork(paths, def.nics[Number(index)]!.network);
+    const nic = def.nics[Number(index)]!;
+    const network = await getNetwork(paths, nic.network);
+    // Limits before the tap joins the bridge: no frame passes unpaced (also after a restart or a migration, which start here).
+    if (nic.limits) await applyNicLimits(tap, nic.limits, `nics.${index}.limits`);
     await attachTap(tap, network);
   }
 }
@@ -533,7 +556,7 @@ export async function reconcileNetworks(paths: VireoPaths): Promise<ReconcileRep
         for (const vm of vms) {
           for (const [index, nic] of vm.nics.entries()) {
             if (nic.network !== network.name) continue;
-            const tap = tapName(vm.uuid, index);
+            const tap = tapName(vm.uuid, nicNumber(nic));
             if ((await linkExists(tap)) && (await masterOf(tap)) !== network.name) {
               await attachTap(tap, network);
               report.tapsReattached.push(tap);

@@ -107,6 +107,17 @@ export async function applyLive(current: VmDefinition, next: VmDefinition, clien
     reverter.add(() => qomSet(client, `/objects/${group}`, 'limits', limits.before));
   }
 
+  // NIC bandwidth: tc on the tap (a user-mode NIC cannot have limits: the spec refuses them).
+  for (const [index, nic] of next.nics.entries()) {
+    const before = current.nics.find((candidate) => candidate.id === nic.id);
+    if (!before || nic.network === 'user' || same(before.limits, nic.limits)) continue;
+    const { applyNicLimits } = await import('../network/bandwidth.js');
+    const { linkExists, nicNumber, tapName } = await import('../network/links.js');
+    const tap = tapName(next.uuid, nicNumber(nic));
+    if (!(await linkExists(tap))) throw new VireoError('invalid_state', `nics.${index}.limits: NIC ${nic.id} has no tap on this host (was the VM started by this Vireo?); restart the VM`, { field: `nics.${index}.limits` });
+    reverter.add(() => applyNicLimits(tap, before.limits, `nics.${index}.limits`));
+    await applyNicLimits(tap, nic.limits, `nics.${index}.limits`);
+  }
 
   const balloonBefore = current.resources?.memory?.balloon ?? current.memory;
   const balloonAfter = next.resources?.memory?.balloon ?? next.memory;

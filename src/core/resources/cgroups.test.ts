@@ -116,19 +116,23 @@ test('v2 placement and removal on a real cgroup2 hierarchy (private mount namesp
     const root = ${JSON.stringify(mountPoint)};
     const layout = { mode: 'v2', systemd: false, controllers: { cpu: { version: 2, root } } };
     const group = new VmCgroup(layout, 'vm-' + process.pid);
-    const child = spawn('sleep', ['30']);
+    // A busy process: cpu.stat (usage_usec) exists in every v2 group, even without the cpu controller, so usage() is real here.
+    const child = spawn('sh', ['-c', 'while :; do :; done']);
     await group.create(child.pid, {});
     const procs = (await group.pids()).join(',');
     const own = (await readFile('/proc/' + child.pid + '/cgroup', 'utf8')).trim();
+    await new Promise((resolve) => setTimeout(resolve, 600));
+    const cpuSeconds = (await group.usage()).cpuSeconds;
     child.kill('SIGKILL');
     await new Promise((resolve) => child.once('exit', resolve));
     await group.remove();
     const gone = await access(group.dir('cpu')).then(() => false, () => true);
-    console.log(JSON.stringify({ pid: child.pid, procs, own, gone, name: 'vm-' + process.pid }));
+    console.log(JSON.stringify({ pid: child.pid, procs, own, gone, cpuSeconds, name: 'vm-' + process.pid }));
   `;
   try {
     const { stdout } = await promisify(execFile)('unshare', ['--mount', '--propagation', 'private', 'sh', '-c', `mount -t cgroup2 none "$1" && exec "$2" --input-type=module -e "$3"`, 'sh', mountPoint, process.execPath, script], { timeout: 30_000 });
-    const result = JSON.parse(stdout.trim()) as { pid: number; procs: string; own: string; gone: boolean; name: string };
+    const result = JSON.parse(stdout.trim()) as { pid: number; procs: string; own: string; gone: boolean; cpuSeconds?: number; name: string };
+    assert.ok((result.cpuSeconds ?? 0) > 0.05, `the group's CPU time is read from the real v2 cpu.stat: ${result.cpuSeconds}`);
     assert.equal(result.procs, String(result.pid), 'the process is in the group');
     assert.match(result.own, new RegExp(`^0::/vireo/${result.name}$`, 'm'), 'the kernel reports the group as the process\'s v2 cgroup');
     assert.equal(result.gone, true, 'the group is removed once its process is gone');

@@ -11,14 +11,28 @@
  * touches cgroups (it may run sandboxed with resourcecontrol=deny); Vireo
  * does all of it from outside.
  *
- * On a v2 host whose PID 1 is systemd the groups are still made directly
- * in the tree (under /vireo), which systemd tolerates for paths it does not
- * manage; a transient scope through systemd's D-Bus API is not done (yet).
+ * On a v2 host whose PID 1 is systemd, systemd owns the tree: the group is
+ * a transient scope `vireo-<vm>.scope` in `vireo.slice`, made, changed and
+ * removed through systemd's D-Bus API (systemd-scope.ts), never by writing
+ * the files; they are only read (usage).
  */
 import { access, mkdir, readFile, readdir, rmdir, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { VireoError } from '../errors.js';
 import { MiB } from '../model/units.js';
+import { run } from '../process/run.js';
+import { VIREO_SLICE, scopeName, setScopeArgs, startScopeArgs, stopScopeArgs } from './systemd-scope.js';
+
+/** Runs busctl with the given argv (tests pass a fake). */
+export type SystemdBus = (args: string[]) => Promise<void>;
+
+const busctl: SystemdBus = async (args) => {
+  try {
+    await run('busctl', args, { timeoutMs: 30_000 });
+  } catch (error) {
+    throw new VireoError('host_unsupported', `systemd refused the VM's scope (busctl ${args.slice(5, 7).join(' ')}): ${(error as Error).message}`, { field: 'resources' }, { cause: error });
+  }
+};
 
 export type Controller = 'cpu' | 'cpuacct' | 'memory' | 'io';
 
@@ -120,7 +134,16 @@ const exists = (path: string) => access(path).then(() => true, () => false);
 
 /** The group of one VM under every controller Vireo drives. */
 export class VmCgroup {
-  constructor(readonly layout: CgroupLayout, readonly vm: string) {}
+  private readonly bus: SystemdBus;
+
+  constructor(readonly layout: CgroupLayout, readonly vm: string, options: { bus?: SystemdBus } = {}) {
+    this.bus = options.bus ?? busctl;
+  }
+
+  /** A v2 host run by systemd: the group is a transient scope that systemd makes and writes (systemd-scope.ts). */
+  get scoped(): boolean {
+    return this.layout.systemd && this.layout.mode === 'v2';
+  }
 
   static async of(vm: string): Promise<VmCgroup> {
     return new VmCgroup(await detectCgroups(), vm);
@@ -129,7 +152,8 @@ export class VmCgroup {
   /** The directory of this VM's group under a controller (several controllers may share a hierarchy). */
   dir(controller: Controller): string | undefined {
     const mount = this.layout.controllers[controller];
-    return mount ? join(mount.root, 'vireo', this.vm) : undefined;
+    if (!mount) return undefined;
+    return this.scoped ? join(mount.root, VIREO_SLICE, scopeName(this.vm)) : join(mount.root, 'vireo', this.vm);
   }
 
   private directories(): string[] {
@@ -141,6 +165,18 @@ export class VmCgroup {
    * thread) in. Throws a VireoError naming the field a host cannot honour.
    */
   async create(pid: number, settings: CgroupSettings): Promise<void> {
+    if (this.scoped) {
+      this.checkControllers(settings);
+      await this.bus(startScopeArgs(this.vm, pid, settings));
+      // systemd moves the process when its job runs: wait for it, so that QEMU is in its scope before `cont`.
+      const deadline = Date.now() + 10_000;
+      while (!(await this.pids()).includes(pid)) {
+        if (Date.now() > deadline) throw new VireoError('host_unsupported', `systemd did not put QEMU (pid ${pid}) in ${scopeName(this.vm)} within 10 s`, { field: 'resources' });
+        await new Promise((resolve) => setTimeout(resolve, 20));
+      }
+      await this.checkIoWeight(settings);
+      return;
+    }
     for (const mount of new Set(Object.values(this.layout.controllers))) {
       if (mount.version === 2) await this.enableV2Controllers(mount.root);
     }
@@ -163,8 +199,30 @@ export class VmCgroup {
     await writeFile(join(root, 'vireo', 'cgroup.subtree_control'), wanted);
   }
 
+  /** The refusals of apply(), for a scope (whose files systemd writes). */
+  private checkControllers(settings: CgroupSettings): void {
+    const { cpu, memory, io } = this.layout.controllers;
+    if (!cpu && settings.cpuLimit !== undefined) throw unsupported('resources.cpu.limit', 'the cpu cgroup controller');
+    if (!cpu && settings.cpuWeight !== undefined) throw unsupported('resources.cpu.weight', 'the cpu cgroup controller');
+    if (!memory && settings.memoryLimit !== undefined) throw unsupported('resources.memory.limit', 'the memory cgroup controller');
+    if (!io && settings.ioWeight !== undefined) throw unsupported('resources.io.weight', 'the io/blkio cgroup controller');
+  }
+
+  private async checkIoWeight(settings: CgroupSettings): Promise<void> {
+    const io = this.layout.controllers.io;
+    const dir = this.dir('io');
+    if (settings.ioWeight === undefined || !io || !dir) return;
+    if (!(await this.ioWeightFile(io.version, dir))) throw unsupported('resources.io.weight', 'an I/O scheduler with weights (BFQ) in the io/blkio controller');
+  }
+
   /** Writes every setting (unset ones back to "no limit"), so a live change is one call. */
   async apply(settings: CgroupSettings): Promise<void> {
+    if (this.scoped) {
+      this.checkControllers(settings);
+      await this.checkIoWeight(settings);
+      await this.bus(setScopeArgs(this.vm, settings));
+      return;
+    }
     // A default need not be written where the file is missing (a controller the tree lacks); a setting must.
     const put = async (path: string, value: string, required: boolean) => {
       if (!required && !(await exists(path))) return;
@@ -253,6 +311,16 @@ export class VmCgroup {
    */
   async remove(timeoutMs = 3000): Promise<void> {
     const deadline = Date.now() + timeoutMs;
+    if (this.scoped) {
+      // Its processes gone, systemd collects the scope by itself; StopUnit covers a scope still there (and fails harmlessly when gone).
+      if (!(await this.exists())) return;
+      await this.bus(stopScopeArgs(this.vm)).catch(() => undefined);
+      while (await this.exists()) {
+        if (Date.now() > deadline) throw new VireoError('internal', `systemd did not remove ${scopeName(this.vm)} within ${timeoutMs / 1000} s`);
+        await new Promise((resolve) => setTimeout(resolve, 50));
+      }
+      return;
+    }
     for (const dir of this.directories()) {
       for (;;) {
         try {

@@ -17,12 +17,14 @@ import { chooseAccelerator } from '../host/accel.js';
 import { getHostFacts } from '../host/check.js';
 import { applyLive } from './apply.js';
 import { checkResourcesAgainstHost, hostCapacity } from './host.js';
-import { DiskLimitsSchema, ResourcesSchema } from './spec.js';
+import { DiskLimitsSchema, NicLimitsSchema, ResourcesSchema } from './spec.js';
 
 /** A change: `resources` replaces the whole section (null clears it); disk limits by disk id or volume name (null removes them). */
 export const VmSettingsSchema = z.strictObject({
   resources: ResourcesSchema.nullable().optional(),
   diskLimits: z.record(z.string(), DiskLimitsSchema.nullable()).optional(),
+  /** NIC bandwidth by NIC id or MAC (null removes the limits). */
+  nicLimits: z.record(z.string(), NicLimitsSchema.nullable()).optional(),
 });
 export type VmSettingsInput = z.input<typeof VmSettingsSchema>;
 
@@ -50,6 +52,16 @@ export function applySettings(current: VmDefinition, input: unknown): VmSpec {
       else disk.limits = limits;
     }
     next.disks = disks;
+  }
+  if (settings.nicLimits) {
+    const nics = current.nics.map((nic) => ({ ...nic }));
+    for (const [key, limits] of Object.entries(settings.nicLimits)) {
+      const nic = nics.find((candidate) => candidate.id === key || candidate.mac === key.toLowerCase());
+      if (!nic) throw invalidArgument(`nicLimits.${key}`, `VM '${current.name}' has no NIC with id or MAC '${key}'`);
+      if (limits === null) delete nic.limits;
+      else nic.limits = limits;
+    }
+    next.nics = nics;
   }
   return parseVmSpec(next);
 }

@@ -174,3 +174,66 @@ export function throttleLimits(limits: DiskLimits): Record<string, number> {
   for (const [field, key] of Object.entries(THROTTLE_KEYS)) out[key] = limits[field as keyof typeof THROTTLE_KEYS] ?? 0;
   return out;
 }
+
+/**
+ * A network rate in bits/s, as tc and link speeds are given: "1Mbit", "500kbit",
+ * "2Gbit" (SI: 1Mbit = 1,000,000 bit/s), or a number of bits/s; 0 = no limit.
+ */
+const NetRate = z.union([z.string(), z.number()]).transform((value, ctx) => {
+  let bits: number;
+  if (typeof value === 'number') bits = value;
+  else {
+    const match = /^\s*(\d+(?:\.\d+)?)\s*(bit|kbit|mbit|gbit)(?:\/s)?\s*$/i.exec(value);
+    if (!match) {
+      ctx.addIssue({ code: 'custom', message: `'${value}' is not a rate in bits/s (units: bit, kbit, Mbit, Gbit; examples: 1Mbit, 500kbit, or a number of bits/s)` });
+      return z.NEVER;
+    }
+    bits = Number(match[1]) * { bit: 1, kbit: 1e3, mbit: 1e6, gbit: 1e9 }[match[2]!.toLowerCase() as 'bit']!;
+  }
+  if (!Number.isFinite(bits) || bits < 0) {
+    ctx.addIssue({ code: 'custom', message: `${value} must not be negative (0 means no limit)` });
+    return z.NEVER;
+  }
+  // tc cannot pace usefully below 8 kbit/s (one full frame takes 1.5 s); 100 Gbit/s is above any tap.
+  if (bits !== 0 && (bits < 8000 || bits > 100e9)) {
+    ctx.addIssue({ code: 'custom', message: `${value} is out of range (8kbit to 100Gbit, or 0 for no limit)` });
+    return z.NEVER;
+  }
+  return Math.round(bits);
+});
+
+/** A burst in bytes ("32K", "1M", a number of bytes): at least one full frame. */
+const NetBurst = z.union([z.string(), z.number()]).transform((value, ctx) => {
+  const bytes = parseSize(value);
+  if (bytes === undefined) {
+    ctx.addIssue({ code: 'custom', message: `'${value}' is not a size in bytes (examples: 32K, 1M, 65536)` });
+    return z.NEVER;
+  }
+  if (bytes < 2048 || bytes > 1024 ** 3) {
+    ctx.addIssue({ code: 'custom', message: `${value} is out of range (2K, above one full frame, to 1G)` });
+    return z.NEVER;
+  }
+  return bytes;
+});
+
+/**
+ * Per-NIC bandwidth, from the guest's point of view: `ingress` is what the
+ * guest receives (host to guest), `egress` what it sends. Rates in bits/s,
+ * bursts in bytes; a burst needs its rate.
+ */
+export const NicLimitsSchema = z
+  .strictObject({
+    ingress: NetRate.optional(),
+    egress: NetRate.optional(),
+    ingressBurst: NetBurst.optional(),
+    egressBurst: NetBurst.optional(),
+  })
+  .superRefine((limits, ctx) => {
+    for (const direction of ['ingress', 'egress'] as const) {
+      if (limits[`${direction}Burst`] !== undefined && !limits[direction]) {
+        ctx.addIssue({ code: 'custom', path: [`${direction}Burst`], message: `a burst needs a ${direction} rate as well` });
+      }
+    }
+  });
+
+export type NicLimits = z.output<typeof NicLimitsSchema>;

@@ -15,6 +15,8 @@ import { queryBlockStats } from '../qmp/stats.js';
 import { VmCgroup } from './cgroups.js';
 import { memoryOverheadMiB } from './host.js';
 import { allowedCpus, threadsOf } from './pinning.js';
+import { readNicLimits, type AppliedLimits } from '../network/bandwidth.js';
+import { linkStatistics, nicNumber, tapName } from '../network/links.js';
 
 export interface ResourceUsage {
   cgroups: { mode: string; groups: Record<string, string> };
@@ -37,6 +39,11 @@ export interface ResourceUsage {
     balloonActualMiB?: number;
   };
   disks: { id: string; volume: string; limits?: Record<string, unknown>; readBytes?: number; writtenBytes?: number }[];
+  /**
+   * NICs on Vireo networks: the limits asked for (bits/s, bytes), those the
+   * kernel applies on the tap (tc), and the bytes the guest received and sent.
+   */
+  nics: { id: string; network: string; limits?: Record<string, unknown>; applied: AppliedLimits; receivedBytes?: number; sentBytes?: number }[];
 }
 
 const mib = (bytes: number | undefined) => (bytes === undefined ? undefined : Math.round((bytes / MiB) * 10) / 10);
@@ -62,7 +69,22 @@ export async function resourceUsage(paths: VireoPaths, def: VmDefinition, pid: n
     }
     emulator.delete('');
     const resources = def.resources;
+    const nics: ResourceUsage['nics'] = [];
+    for (const nic of def.nics) {
+      if (nic.network === 'user') continue;
+      const tap = tapName(def.uuid, nicNumber(nic));
+      const counters = await linkStatistics(tap);
+      nics.push({
+        id: nic.id,
+        network: nic.network,
+        ...(nic.limits ? { limits: { ...nic.limits } } : {}),
+        applied: await readNicLimits(tap).catch(() => ({})),
+        // The tap's transmit is what the guest receives.
+        ...(counters ? { receivedBytes: counters.txBytes, sentBytes: counters.rxBytes } : {}),
+      });
+    }
     return {
+      nics,
       cgroups: { mode: group.layout.mode, groups },
       cpu: {
         ...(resources?.cpu?.limit !== undefined ? { limitCores: resources.cpu.limit } : {}),

@@ -3,7 +3,7 @@
  * atomically, and a lock file so that two Vireo processes never change the
  * same VM at once. A lock whose holder died is taken over.
  */
-import { mkdir, open, readdir, readFile, rm, unlink } from 'node:fs/promises';
+import { mkdir, open, readdir, readFile, rm, stat, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import { VireoError, alreadyExists, notFound } from '../errors.js';
 import { mapLimited } from '../limit.js';
@@ -14,9 +14,50 @@ import { vmPaths, type VireoPaths } from '../paths.js';
 import { readJsonIfExists, writeJsonAtomic } from '../store/atomic.js';
 import { isProcessAlive } from './process.js';
 
+/**
+ * The text of definition files by path, with what identifies that version
+ * of the file (inode, size, modification time). A listing then costs one
+ * stat per VM instead of open, stat, read and close (GET /vms and /metrics
+ * read every definition each time). Writes are atomic renames, so a changed
+ * definition is a new inode; and, as git does with its index, a file
+ * modified within the last two seconds is never served from here, so that
+ * a coarse clock and a reused inode number cannot make a rewrite look
+ * unchanged. The text is parsed at each read: callers get their own objects.
+ */
+const definitionTexts = new Map<string, { version: string; text: string }>();
+const RACY_MS = 2000n;
+
+async function readDefinitionFile(path: string): Promise<unknown | undefined> {
+  let version: string;
+  let recent: boolean;
+  try {
+    const info = await stat(path, { bigint: true });
+    version = `${info.ino}:${info.size}:${info.mtimeNs}:${info.ctimeNs}`;
+    recent = BigInt(Date.now()) - info.mtimeNs / 1_000_000n < RACY_MS || BigInt(Date.now()) - info.ctimeNs / 1_000_000n < RACY_MS;
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code !== 'ENOENT') throw error;
+    definitionTexts.delete(path);
+    return undefined;
+  }
+  const cached = definitionTexts.get(path);
+  if (cached !== undefined && cached.version === version && !recent) return JSON.parse(cached.text) as unknown;
+  let text: string;
+  try {
+    text = await readFile(path, 'utf8');
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code !== 'ENOENT') throw error;
+    definitionTexts.delete(path);
+    return undefined;
+  }
+  const value = JSON.parse(text) as unknown;
+  // The version read by stat may be older than the text (a rename in between): the next read stats again and finds it stale.
+  definitionTexts.set(path, { version, text });
+  return value;
+}
+
 export async function loadDefinition(paths: VireoPaths, name: string): Promise<VmDefinition> {
   checkName('name', name);
-  const value = await readJsonIfExists(vmPaths(paths, name).definition);
+  const value = await readDefinitionFile(vmPaths(paths, name).definition);
   if (value === undefined) throw notFound('VM', name);
   return withIds(value as VmDefinition);
 }
@@ -63,12 +104,13 @@ export async function listDefinitions(paths: VireoPaths): Promise<VmDefinition[]
   }
   // Several at a time: one after another, each small file costs thread-pool round trips in turn;
   // all at once, a host with many VMs runs the daemon out of file descriptors (EMFILE).
-  const values = await mapLimited(names.sort(), DEFINITIONS_AT_ONCE, (name) => readJsonIfExists(vmPaths(paths, name).definition));
+  const values = await mapLimited(names.sort(), DEFINITIONS_AT_ONCE, (name) => readDefinitionFile(vmPaths(paths, name).definition));
   return values.filter((value): value is VmDefinition => value !== undefined).map(withIds);
 }
 
 export async function deleteDefinition(paths: VireoPaths, name: string): Promise<void> {
   await rm(vmPaths(paths, name).dir, { recursive: true, force: true });
+  definitionTexts.delete(vmPaths(paths, name).definition);
 }
 
 /** Definition files read at once by a listing. */

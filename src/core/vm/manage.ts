@@ -255,6 +255,8 @@ export interface VmInfo {
   addresses?: NicAddress[];
   /** A running VM's limits next to its use (one VM's view only, not in lists). */
   resources?: ResourceUsage;
+  /** In a cluster: the member that runs it (set by the daemon). */
+  host?: string;
 }
 
 export interface DescribeOptions extends RuntimeOptions {

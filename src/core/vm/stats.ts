@@ -16,7 +16,7 @@ import { invalidArgument } from '../errors.js';
 import { MiB } from '../model/units.js';
 import type { VmDefinition } from '../model/vm.js';
 import { vmPaths, type VireoPaths } from '../paths.js';
-import { linkStatistics, tapName } from '../network/links.js';
+import { linkStatistics, nicNumber, tapName } from '../network/links.js';
 import { diskIdOfNode } from '../qemu/ids.js';
 import type { QmpClient } from '../qmp/client.js';
 import { withMonitor } from '../qmp/monitor.js';
@@ -144,7 +144,7 @@ async function readVm(paths: VireoPaths, def: VmDefinition, options: StatsOption
   }
   for (const [index, nic] of def.nics.entries()) {
     if (nic.network === 'user') continue;
-    const stats = await linkStatistics(tapName(def.uuid, index));
+    const stats = await linkStatistics(tapName(def.uuid, nicNumber(nic)));
     if (stats) (running.nicStats ??= new Map()).set(index, stats);
   }
   running.cgroup = await (await VmCgroup.of(def.name)).usage().catch(() => ({}));

@@ -6,7 +6,7 @@
  * code gathers a snapshot, calls these, and carries out what they return.
  */
 export * from './types.js';
-export { place, placeError, type PlaceRequest, type PlaceResult, type PlaceFailure, type PlaceFailureReason, type HostVerdict, type Shortage } from './place.js';
+export { place, placeError, explainPlacement, type PlaceRequest, type PlaceResult, type PlaceFailure, type PlaceFailureReason, type HostVerdict, type Shortage } from './place.js';
 export type { Rejection, RejectionKind } from './state.js';
 export { planBalance, explainBalance, type BalanceHistory, type BalancePlan, type BalanceOutcome, type ImbalanceSample, type MoveRecord, type PlannedMove } from './balance.js';
 export type { Imbalance } from './imbalance.js';

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { isVireoError } from '../../errors.js';
-import { place, placeError, type PlaceRequest } from './place.js';
+import { explainPlacement, place, placeError, type PlaceRequest } from './place.js';
 import { GiB, host, vm, withMeasuredLoad } from './simulate.js';
 import { scheduleSettings, type ClusterSnapshot } from './types.js';
 
@@ -127,4 +127,11 @@ test('measured memory: a host whose real use is near its ceiling is passed over 
   assert.ok(result.ok);
   assert.equal(result.host, 'b');
   assert.deepEqual(verdict(result, 'a').rejections.map((r) => r.kind), ['memory_use']);
+});
+
+test('the choice and its reasons in words: the chosen host first, then the others that fit, then the rejected', () => {
+  const snapshot = withMeasuredLoad({ hosts: [host('a'), host('b', { state: 'maintenance' }), host('c')], vms: [vm('a1', 'a', { memoryBytes: 32 * GiB })] });
+  const lines = explainPlacement(place(snapshot, request()));
+  assert.match(lines[0]!, /^placed on c: spread policy \(the emptiest host that fits\), 6% full with it, score 0\.9375; 2 of 3 hosts fit$/);
+  assert.deepEqual(lines.slice(1), ['* c: fits, score 0.9375 (6% full with it)', '  a: fits, score 0.4375 (56% full with it)', '  b: host is maintenance']);
 });

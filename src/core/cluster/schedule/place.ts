@@ -145,7 +145,7 @@ export function placeIn(state: ClusterState, demand: Demand, options: { pin?: st
     host: best.host,
     score: best.score!,
     hosts,
-    explanation: `${best.host}: ${state.settings.policy} policy, ${fitWords(best)}; ${fitting} of ${hosts.length} hosts fit`,
+    explanation: `${state.settings.policy} policy (the ${state.settings.policy === 'pack' ? 'fullest' : 'emptiest'} host that fits), ${fitWords(best)}; ${fitting} of ${hosts.length} hosts fit`,
   };
 }
 
@@ -214,4 +214,18 @@ export function placeError(failure: PlaceFailure, request: Pick<PlaceRequest, 'h
   }
   const field = failure.reason === 'pinned_host_unfit' ? 'host' : undefined;
   return invalidState(failure.message, { reason: failure.reason, short: failure.short, ...(field ? { field } : {}) });
+}
+
+/** The choice and its reasons, one line per host: what `vireo vm create` shows (the chosen host first, then by score). */
+export function explainPlacement(result: PlaceResult): string[] {
+  const lines = [result.ok ? `placed on ${result.host}: ${result.explanation}` : result.failure.message];
+  const chosen = result.ok ? result.host : undefined;
+  const sorted = [...result.hosts].sort((a, b) => Number(b.host === chosen) - Number(a.host === chosen) || Number(b.fits) - Number(a.fits) || (b.score ?? 0) - (a.score ?? 0) || (a.host < b.host ? -1 : 1));
+  for (const verdict of sorted) {
+    const mark = verdict.host === chosen ? '*' : ' ';
+    lines.push(verdict.fits
+      ? `${mark} ${verdict.host}: fits, score ${verdict.score} (${Math.round((verdict.fullness ?? 0) * 100)}% full with it${verdict.spreadMembers ? `, ${verdict.spreadMembers} of its spread group there` : ''})`
+      : `${mark} ${verdict.host}: ${verdict.rejections.map((rejection) => rejection.message).join('; ')}`);
+  }
+  return lines;
 }

@@ -219,6 +219,39 @@ test('balancing cycles on 100 hosts / 10,000 VMs with shifting load: imbalance n
   }
 });
 
+test('load that jumps every cycle on small clusters: the best move keeps changing, yet no VM moves again within its cooldown', () => {
+  const minute = 60_000;
+  const rules = scheduleSettings({ balance: { enabled: true, threshold: 0.02, holdMs: 0, cooldownMs: 10 * minute, memoryWeight: 0 } });
+  let moves = 0;
+  for (let seed = 1; seed <= 20; seed += 1) {
+    const random = prng(seed);
+    const hosts = ['a', 'b', 'c'].map((name) => ({ name, state: 'up' as const, labels: {}, capacity: { cpus: 16, memoryBytes: 64 * GiB, storageBytes: 1024 * GiB }, load: { cpuFraction: 0, memoryUsedBytes: 0 } }));
+    const vms: VmSnapshot[] = Array.from({ length: 6 }, (_, index) => ({
+      name: `v${index}`, host: hosts[index % 3]!.name, running: true, cpus: 4, memoryBytes: 4 * GiB, diskBytes: 0, localDisk: false, ha: false,
+      usage: { cpuCores: 0, memoryUsedBytes: 2 * GiB },
+    }));
+    const history: BalanceHistory = { samples: [], moves: [] };
+    const lastMove = new Map<string, number>();
+    for (let cycle = 1; cycle <= 100; cycle += 1) {
+      const now = cycle * minute;
+      // Every VM's load is drawn afresh: whatever was just moved may be the best one to move back.
+      for (const machine of vms) machine.usage!.cpuCores = Math.floor(random() * 8);
+      for (const entry of hosts) entry.load.cpuFraction = vms.filter((machine) => machine.host === entry.name).reduce((sum, machine) => sum + machine.usage!.cpuCores, 0) / entry.capacity.cpus;
+      const plan = planBalance({ hosts, vms }, rules, now, history);
+      history.samples.push(plan.sample);
+      if (!plan.move) continue;
+      const previous = lastMove.get(plan.move.vm);
+      assert.ok(previous === undefined || now - previous >= rules.balance.cooldownMs, `seed ${seed}, cycle ${cycle}: ${plan.move.vm} again after ${(now - previous!) / minute} min`);
+      assert.ok(plan.move.imbalanceAfter < plan.imbalance.value);
+      vms.find((machine) => machine.name === plan.move!.vm)!.host = plan.move.to;
+      lastMove.set(plan.move.vm, now);
+      history.moves.push({ vm: plan.move.vm, from: plan.move.from, to: plan.move.to, at: now });
+      moves += 1;
+    }
+  }
+  assert.ok(moves >= 200, `moves: ${moves}`);
+});
+
 test('with a hold period, a move is followed by at least a hold period without one', () => {
   const minute = 60_000;
   const rules = scheduleSettings({ balance: { enabled: true, threshold: 0.02, holdMs: 3 * minute, cooldownMs: 30 * minute } });

@@ -8,6 +8,7 @@
  * Units: CPUs are counts of logical CPUs (vCPUs for a VM), memory and storage
  * are bytes, times are milliseconds since the epoch, durations milliseconds.
  */
+import { invalidArgument } from '../../errors.js';
 
 export type HostState = 'up' | 'maintenance' | 'down';
 
@@ -130,5 +131,53 @@ export function scheduleSettings(partial: Partial<Omit<ScheduleSettings, 'overco
     ...partial,
     overcommit: { ...DEFAULT_SETTINGS.overcommit, ...partial.overcommit },
     balance: { ...DEFAULT_SETTINGS.balance, ...partial.balance },
+  };
+}
+
+/**
+ * Settings as a user or an API request gives them, checked: each bad value is
+ * an invalid_argument naming its field (`balance.threshold`), and the rest
+ * come from `base` (the defaults, or the settings in force).
+ */
+export function checkScheduleSettings(input: unknown, base: ScheduleSettings = DEFAULT_SETTINGS): ScheduleSettings {
+  if (typeof input !== 'object' || input === null || Array.isArray(input)) throw invalidArgument('settings', 'must be an object');
+  const given = input as Record<string, unknown>;
+  const known = (object: Record<string, unknown>, fields: readonly string[], prefix: string) => {
+    for (const key of Object.keys(object)) if (!fields.includes(key)) throw invalidArgument(`${prefix}${key}`, `unknown setting (known: ${fields.join(', ')})`);
+  };
+  const section = (key: string): Record<string, unknown> => {
+    const value = given[key];
+    if (value === undefined) return {};
+    if (typeof value !== 'object' || value === null || Array.isArray(value)) throw invalidArgument(key, 'must be an object');
+    return value as Record<string, unknown>;
+  };
+  const number = (field: string, value: unknown, fallback: number, check: (value: number) => boolean, rule: string): number => {
+    if (value === undefined) return fallback;
+    if (typeof value !== 'number' || !Number.isFinite(value) || !check(value)) throw invalidArgument(field, `must be ${rule}, not ${JSON.stringify(value)}`);
+    return value;
+  };
+  known(given, ['policy', 'overcommit', 'maxMemoryUse', 'balance'], '');
+  const overcommit = section('overcommit');
+  known(overcommit, ['cpu', 'memory', 'storage'], 'overcommit.');
+  const balance = section('balance');
+  known(balance, Object.keys(DEFAULT_SETTINGS.balance), 'balance.');
+  const policy = given.policy ?? base.policy;
+  if (policy !== 'spread' && policy !== 'pack') throw invalidArgument('policy', `must be spread or pack, not ${JSON.stringify(policy)}`);
+  const ratio = (key: 'cpu' | 'memory' | 'storage') => number(`overcommit.${key}`, overcommit[key], base.overcommit[key], (value) => value > 0 && value <= 64, 'a ratio above 0 and at most 64');
+  const duration = (key: 'holdMs' | 'cooldownMs') => number(`balance.${key}`, balance[key], base.balance[key], (value) => value >= 0 && value <= 30 * 24 * 3_600_000, 'milliseconds from 0 to 30 days');
+  if (balance.enabled !== undefined && typeof balance.enabled !== 'boolean') throw invalidArgument('balance.enabled', 'must be true or false');
+  return {
+    policy,
+    overcommit: { cpu: ratio('cpu'), memory: ratio('memory'), storage: ratio('storage') },
+    maxMemoryUse: number('maxMemoryUse', given.maxMemoryUse, base.maxMemoryUse, (value) => value > 0 && value <= 1, 'a fraction above 0 and at most 1'),
+    balance: {
+      enabled: (balance.enabled as boolean | undefined) ?? base.balance.enabled,
+      threshold: number('balance.threshold', balance.threshold, base.balance.threshold, (value) => value > 0 && value < 1, 'a fraction above 0 and under 1 (0.1: hosts about 10 points from the mean)'),
+      holdMs: duration('holdMs'),
+      cooldownMs: duration('cooldownMs'),
+      minGain: number('balance.minGain', balance.minGain, base.balance.minGain, (value) => value > 0 && value < 1, 'above 0 and under 1'),
+      migrationBytesPerSecond: number('balance.migrationBytesPerSecond', balance.migrationBytesPerSecond, base.balance.migrationBytesPerSecond, (value) => value > 0, 'a rate above 0'),
+      memoryWeight: number('balance.memoryWeight', balance.memoryWeight, base.balance.memoryWeight, (value) => value >= 0 && value <= 10, 'from 0 (CPU only) to 10'),
+    },
   };
 }

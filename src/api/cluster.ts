@@ -1,0 +1,96 @@
+/**
+ * The cluster on the wire: init, join and leave this daemon's membership,
+ * mint join tokens, and the cluster's status (members, leader, health,
+ * capacity against allocation). See docs/cluster.md.
+ */
+import { z } from 'zod';
+import type { Capacity, MemberRecord } from '../core/cluster/records.js';
+import { LEASE_TTL_RANGE } from '../core/cluster/limits.js';
+import { EmptyBody } from './common.js';
+import { endpoint, returns } from './contract.js';
+
+const EtcdUrl = z.string().regex(/^https?:\/\/[^/\s,]+(:\d+)?\/?$/, 'must be an etcd client URL, http://HOST:PORT');
+const MemberName = z.string().regex(/^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/, 'must be a host name: lower-case letters, digits and dashes');
+const ApiUrl = z.string().regex(/^https:\/\/[^/\s]+(:\d+)?\/?$/, 'must be https://HOST:PORT of this daemon as other members reach it');
+const Labels = z.record(z.string().regex(/^[A-Za-z0-9_./-]{1,63}$/), z.string().max(253)).refine((labels) => Object.keys(labels).length <= 32, 'at most 32 labels');
+
+/** How this member is known to the others (defaults: the host name, the daemon's --listen address). */
+const Identity = {
+  name: MemberName.optional(),
+  url: ApiUrl.optional(),
+  labels: Labels.default({}),
+};
+
+export const ClusterInitBody = z.strictObject({
+  ...Identity,
+  /** An existing etcd cluster's client URLs... */
+  etcd: z.array(EtcdUrl).min(1).max(16).optional(),
+  /** ...or a local etcd member run by this daemon, listening for clients on this address (HOST:PORT; peers on PORT+1). */
+  etcdLocal: z.string().regex(/^[A-Za-z0-9.:[\]-]+:\d{1,5}$/, 'must be HOST:PORT for the local etcd member\'s clients').optional(),
+  leaseTtlSeconds: z.number().int().min(LEASE_TTL_RANGE.min).max(LEASE_TTL_RANGE.max).default(10),
+});
+export type ClusterInitRequest = z.output<typeof ClusterInitBody>;
+
+export const ClusterJoinBody = z.strictObject({
+  ...Identity,
+  /** The cluster's etcd client URLs (what init printed). */
+  etcd: z.array(EtcdUrl).min(1).max(16),
+  token: z.string().min(1).max(256),
+});
+export type ClusterJoinRequest = z.output<typeof ClusterJoinBody>;
+
+export const JoinTokenBody = z.strictObject({ ttlSeconds: z.number().int().min(60).max(30 * 24 * 3600).optional() });
+
+export interface MemberView {
+  name: string;
+  url: string;
+  state: MemberRecord['state'];
+  /** Its daemon renews its lease: up. */
+  alive: boolean;
+  leader: boolean;
+  labels: Record<string, string>;
+  capacity: Capacity;
+  /** What its defined VMs are given (absent while it is down). */
+  allocated?: { vms: number; vcpus: number; memoryMiB: number };
+  since?: string;
+}
+
+export interface ClusterStatus {
+  /** False: this daemon is not in a cluster (the other fields are absent). */
+  enabled: boolean;
+  clusterId?: string;
+  self?: string;
+  /** Whether this daemon can reach etcd now. */
+  etcd?: { endpoints: string[]; reachable: boolean; error?: string; local?: { clientUrl: string; running: boolean } };
+  /** This daemon's presence lease: held ('connected') or lost. */
+  connection?: 'connected' | 'disconnected';
+  /** The leader as etcd says now (or as last seen, when etcd cannot be reached). */
+  leader?: string;
+  /** Whether this daemon holds the leader office. */
+  leading?: boolean;
+  leaseTtlSeconds?: number;
+  members?: MemberView[];
+  /** Sums over live members. */
+  totals?: { capacity: Capacity; allocated: { vms: number; vcpus: number; memoryMiB: number } };
+}
+
+export interface ClusterJoined {
+  clusterId: string;
+  member: string;
+  etcd: string[];
+  /** init only: a join token for the next hosts, and the command to run there. */
+  token?: string;
+  joinCommand?: string;
+}
+
+export const cluster = {
+  'GET /cluster': endpoint({ tag: 'cluster', summary: 'The cluster as this member sees it: members, leader, health, capacity against allocation', status: 200, response: returns<ClusterStatus>('ClusterStatus') }),
+  'GET /cluster/members': endpoint({ tag: 'cluster', summary: 'The cluster\'s hosts (vireo host list)', status: 200, response: returns<MemberView[]>('Member[]') }),
+  'POST /cluster/init': endpoint({
+    tag: 'cluster', summary: 'Make a new cluster with this daemon as its first member (on an etcd, or a local etcd member this daemon runs)',
+    body: ClusterInitBody, status: 201, response: returns<ClusterJoined>('ClusterJoined'),
+  }),
+  'POST /cluster/join': endpoint({ tag: 'cluster', summary: 'Join an existing cluster through its etcd, with a join token', body: ClusterJoinBody, status: 201, response: returns<ClusterJoined>('ClusterJoined') }),
+  'POST /cluster/tokens': endpoint({ tag: 'cluster', summary: 'Mint a join token for another host', body: JoinTokenBody, status: 201, response: returns<{ token: string; expiresAt?: string }>('JoinToken') }),
+  'POST /cluster/leave': endpoint({ tag: 'cluster', summary: 'Leave the cluster (its VMs must have moved off first)', body: EmptyBody, status: 200, response: returns<{ left: string }>('Left') }),
+} as const;

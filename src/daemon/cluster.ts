@@ -1,0 +1,552 @@
+/**
+ * The daemon as a cluster member: init, join and leave (persisted in
+ * <home>/cluster/config.json), its presence and part in the leader election
+ * (src/core/cluster/member.ts), the cluster's status, and requests about
+ * VMs other members own forwarded to them.
+ *
+ * Nothing here loads the etcd client until a cluster is configured: a daemon
+ * on its own stays as small as it was. When etcd cannot be reached, what
+ * reads local state goes on (lists show this host's VMs), and what needs the
+ * cluster (creating or deleting a VM, which records its owner) is refused
+ * with `unavailable` (HTTP 503); running VMs are never touched.
+ */
+import { randomBytes, X509Certificate } from 'node:crypto';
+import { hostname } from 'node:os';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { rm } from 'node:fs/promises';
+import type { ClusterInitRequest, ClusterJoinRequest, ClusterJoined, ClusterStatus, MemberView } from '../api/cluster.js';
+import type { CreatedVm } from '../api/vms.js';
+import { ApiClient } from '../client/api-client.js';
+import type { TransportResponse } from '../client/api-core.js';
+import { pinnedAgentOptions } from '../client/endpoint.js';
+import { localEtcdDataDir, readClusterConfig, removeClusterConfig, writeClusterConfig, type ClusterConfig } from '../core/cluster/config.js';
+import type { LocalEtcdSupervisor } from '../core/cluster/etcd-local.js';
+import type { ClusterMember } from '../core/cluster/member.js';
+import { hostLoad, storageMiB } from '../core/cluster/load.js';
+import { chooseHost } from '../core/cluster/placement.js';
+import { MEMBER_NAME, type AliveRecord, type MemberRecord } from '../core/cluster/records.js';
+import type { ClusterStore } from '../core/cluster/store.js';
+import { ERROR_CODES, VireoError, invalidArgument, invalidState, isVireoError, notFound, type ErrorCode } from '../core/errors.js';
+import type { VireoPaths } from '../core/paths.js';
+import { hostAllocation } from '../core/resources/allocation.js';
+import { Reverter } from '../core/revert.js';
+import { listDefinitions, loadDefinition } from '../core/vm/definitions.js';
+import type { VmInfo } from '../core/vm/manage.js';
+import type { EventBus } from './events.js';
+import { createToken, revokeToken } from './tokens.js';
+
+/** Set on requests one member forwards to another: they are answered there, never forwarded again. */
+export const FORWARDED_HEADER = 'x-vireo-forwarded-by';
+
+/** How long a forwarded request may take (an operation waited on with ?wait= is the longest). */
+const FORWARD_TIMEOUT_MS = 330_000;
+/** How long a list asks each other member before leaving it out. */
+const LIST_TIMEOUT_MS = 5000;
+/** How long a list waits for etcd (who is alive) before answering with this host's VMs only. */
+const LIST_ETCD_WAIT_MS = 1500;
+/** How often a member refreshes its alive record (allocation, load). */
+const PRESENCE_REFRESH_MS = 10_000;
+
+export interface SelfAddress {
+  /** https://HOST:PORT the daemon listens on (from --listen), when any. */
+  url?: string;
+  fingerprint256?: string;
+}
+
+export function fingerprintOf(certPem: string): string | undefined {
+  try {
+    return new X509Certificate(certPem).fingerprint256;
+  } catch {
+    return undefined;
+  }
+}
+
+interface Active {
+  config: ClusterConfig;
+  store: ClusterStore;
+  member: ClusterMember;
+  etcd?: LocalEtcdSupervisor;
+}
+
+export class ClusterService {
+  private active: Active | undefined;
+  private readonly clients = new Map<string, { url: string; client: ApiClient }>();
+  private claimTimer: NodeJS.Timeout | undefined;
+  private refreshTimer: NodeJS.Timeout | undefined;
+  private readonly since = new Date().toISOString();
+  private closed = false;
+  /** Serialises init, join and leave. */
+  private changing: Promise<unknown> = Promise.resolve();
+  self: SelfAddress = {};
+
+  constructor(
+    private readonly paths: VireoPaths,
+    private readonly events: EventBus,
+    private readonly log: (line: string) => void,
+  ) {}
+
+  get enabled(): boolean {
+    return this.active !== undefined;
+  }
+
+  /** This member's name in the cluster (undefined outside one). */
+  get name(): string | undefined {
+    return this.active?.config.name;
+  }
+
+  /** At daemon start: rejoin the configured cluster, if any (etcd need not be up: presence is retried). */
+  async start(): Promise<void> {
+    const config = await readClusterConfig(this.paths);
+    if (config) await this.activate(config);
+  }
+
+  private async activate(config: ClusterConfig, preparedStore?: ClusterStore, preparedEtcd?: LocalEtcdSupervisor): Promise<void> {
+    let etcd = preparedEtcd;
+    if (!etcd && config.localEtcd) {
+      const { LocalEtcdSupervisor } = await import('../core/cluster/etcd-local.js');
+      etcd = new LocalEtcdSupervisor({ ...config.localEtcd, dataDir: localEtcdDataDir(this.paths), log: this.log });
+      await etcd.start();
+    }
+    const { ClusterStore } = await import('../core/cluster/store.js');
+    const { ClusterMember } = await import('../core/cluster/member.js');
+    const store = preparedStore ?? (await ClusterStore.connect({ endpoints: config.etcd }));
+    const member = new ClusterMember(store, config.name, config.leaseTtlSeconds, () => this.presence(), {
+      onLeader: (leader) => this.events.publish('cluster.leader', { leader: leader ?? null, self: config.name }),
+      onSelfLeader: (leading) => {
+        this.log(`cluster: ${leading ? 'this member now leads' : 'this member no longer leads'}`);
+        this.events.publish('cluster.leader', { self: config.name, leading });
+      },
+      onConnection: (state) => {
+        this.events.publish('cluster.connection', { self: config.name, connection: state });
+        if (state === 'connected') this.scheduleClaims(0);
+      },
+      log: this.log,
+    });
+    this.active = { config, store, member, ...(etcd ? { etcd } : {}) };
+    member.start();
+    // What this member's VMs are given and how loaded it is, for placement: refreshed on its lease.
+    this.refreshTimer = setInterval(() => void member.refreshPresence().catch(() => undefined), PRESENCE_REFRESH_MS);
+    this.refreshTimer.unref();
+  }
+
+  /** What this member says about itself on its lease. */
+  private async presence(): Promise<AliveRecord> {
+    const allocation = await hostAllocation(this.paths);
+    return {
+      since: this.since,
+      pid: process.pid,
+      allocated: { vms: allocation.defined.vms, vcpus: allocation.defined.vcpus, memoryMiB: allocation.defined.memoryMiB },
+      load: await hostLoad(),
+    };
+  }
+
+  /**
+   * Records this host as the owner of its VMs that have none yet (those made
+   * before it joined, or while etcd was away), retried until etcd answers.
+   * A VM another member owns is reported, never taken.
+   */
+  private scheduleClaims(delayMs: number): void {
+    if (this.claimTimer || this.closed) return;
+    this.claimTimer = setTimeout(() => {
+      this.claimTimer = undefined;
+      void this.claimLocalVms().catch((error: unknown) => {
+        if (!isVireoError(error, 'unavailable')) this.log(`cluster: recording VM owners: ${String(error)}`);
+        this.scheduleClaims(5000);
+      });
+    }, delayMs);
+    this.claimTimer.unref();
+  }
+
+  private async claimLocalVms(): Promise<void> {
+    const active = this.active;
+    if (!active) return;
+    const owners = await active.store.owners();
+    for (const def of await listDefinitions(this.paths)) {
+      const owner = owners.get(def.name);
+      if (owner?.host === active.config.name) continue;
+      if (owner) {
+        this.log(`cluster: VM '${def.name}' is defined here but owned by '${owner.host}' in the cluster; left as it is`);
+        continue;
+      }
+      await active.store.claimVm(def.name, active.config.name).catch((error: unknown) => {
+        if (isVireoError(error, 'unavailable')) throw error;
+        this.log(`cluster: cannot record VM '${def.name}': ${String(error)}`);
+      });
+    }
+  }
+
+  private requireActive(): Active {
+    if (!this.active) throw invalidState('this daemon is not in a cluster (vireo cluster init, or vireo cluster join)');
+    return this.active;
+  }
+
+  private serial<T>(work: () => Promise<T>): Promise<T> {
+    const next = this.changing.then(work, work);
+    this.changing = next.catch(() => undefined);
+    return next;
+  }
+
+  /** Who this member is to the others: name, API URL (checked), labels. */
+  private identity(body: { name?: string | undefined; url?: string | undefined }): { name: string; url: string } {
+    const name = body.name ?? hostname().toLowerCase().split('.')[0]!;
+    if (!MEMBER_NAME.test(name)) throw invalidArgument('name', `'${name}' is not usable as a member name (give one: lower-case letters, digits and dashes)`);
+    const url = body.url ?? this.self.url;
+    if (url === undefined) throw invalidArgument('url', 'the daemon listens on no TCP address, so other members cannot reach it: run it with --listen HOST:PORT (or give the URL they reach it at)');
+    const host = new URL(url).hostname;
+    if (host === '0.0.0.0' || host === '[::]' || host === '::') throw invalidArgument('url', `the daemon listens on every address (${url}): give the URL other members reach it at (--url https://ADDRESS:PORT)`);
+    return { name, url: url.replace(/\/$/, '') };
+  }
+
+  private async memberRecord(name: string, url: string, labels: Record<string, string>, token: string): Promise<MemberRecord> {
+    const allocation = await hostAllocation(this.paths);
+    return {
+      name,
+      url,
+      ...(this.self.fingerprint256 ? { fingerprint256: this.self.fingerprint256 } : {}),
+      token,
+      capacity: { cpus: allocation.host.cpus, memoryMiB: allocation.host.memoryMiB, storageMiB: (await storageMiB(this.paths.storage)) || (await storageMiB(this.paths.home)) },
+      labels,
+      state: 'active',
+      joinedAt: new Date().toISOString(),
+    };
+  }
+
+  /** The API token other members present here; a previous one of the same cluster is replaced. */
+  private async memberToken(reverter: Reverter, clusterId: string): Promise<{ id: string; secret: string }> {
+    const name = `cluster-${clusterId}`;
+    await revokeToken(this.paths, name).catch(() => undefined);
+    const created = await createToken(this.paths, { name });
+    reverter.add(() => revokeToken(this.paths, created.record.id));
+    return { id: created.record.id, secret: created.secret };
+  }
+
+  init(body: ClusterInitRequest): Promise<ClusterJoined> {
+    return this.serial(async () => {
+      if (this.active) throw new VireoError('already_exists', `this daemon is already in cluster ${this.active.config.clusterId} (as '${this.active.config.name}')`);
+      if ((body.etcd === undefined) === (body.etcdLocal === undefined)) throw invalidArgument('etcd', 'give either the etcd endpoints (--etcd URL,...) or --etcd-local, one of the two');
+      const { name, url } = this.identity(body);
+      const { ClusterStore } = await import('../core/cluster/store.js');
+      return Reverter.run(async (reverter) => {
+        let etcd: LocalEtcdSupervisor | undefined;
+        let localEtcd: ClusterConfig['localEtcd'];
+        let endpoints = body.etcd;
+        if (body.etcdLocal !== undefined) {
+          const match = /^(.*):(\d+)$/.exec(body.etcdLocal)!;
+          const port = Number(match[2]);
+          if (port < 1 || port > 65534) throw invalidArgument('etcdLocal', `port ${port} is out of range (the peer port is the next one)`);
+          const address = match[1]!;
+          localEtcd = { name, clientUrl: `http://${address}:${port}`, peerUrl: `http://${address}:${port + 1}` };
+          endpoints = [localEtcd.clientUrl];
+          const { LocalEtcdSupervisor } = await import('../core/cluster/etcd-local.js');
+          // Not in a cluster, so what a previous local member left is stale: it starts afresh.
+          await rm(localEtcdDataDir(this.paths), { recursive: true, force: true });
+          etcd = new LocalEtcdSupervisor({ ...localEtcd, dataDir: localEtcdDataDir(this.paths), log: this.log });
+          reverter.add(async () => {
+            await etcd!.stop();
+            await rm(localEtcdDataDir(this.paths), { recursive: true, force: true });
+          });
+          await etcd.start();
+        }
+        const store = await ClusterStore.connect({ endpoints: endpoints!, field: localEtcd ? 'etcdLocal' : 'etcd' });
+        reverter.add(() => store.close());
+        // A fresh local etcd takes a moment to elect itself; an external one answers at once or is down.
+        const deadline = Date.now() + (localEtcd ? 20_000 : 0);
+        for (;;) {
+          try {
+            await store.cluster();
+            break;
+          } catch (error) {
+            if (Date.now() >= deadline) throw error;
+            await new Promise((resolve) => setTimeout(resolve, 250));
+          }
+        }
+        const clusterId = randomBytes(8).toString('hex');
+        await store.initCluster({ id: clusterId, createdAt: new Date().toISOString(), leaseTtlSeconds: body.leaseTtlSeconds });
+        reverter.add(() => store.client.delete().prefix('/vireo/').exec());
+        const token = await this.memberToken(reverter, clusterId);
+        await store.putMember(await this.memberRecord(name, url, body.labels, token.secret));
+        const join = await store.mintJoinToken(clusterId, name);
+        const config: ClusterConfig = {
+          version: 1, clusterId, name, url, ...(this.self.fingerprint256 ? { fingerprint256: this.self.fingerprint256 } : {}),
+          etcd: endpoints!, leaseTtlSeconds: body.leaseTtlSeconds, labels: body.labels, tokenId: token.id, ...(localEtcd ? { localEtcd } : {}),
+        };
+        await writeClusterConfig(this.paths, config);
+        reverter.add(() => removeClusterConfig(this.paths));
+        await this.activate(config, store, etcd);
+        this.scheduleClaims(0);
+        this.log(`cluster: initialised cluster ${clusterId} as '${name}' on etcd ${endpoints!.join(',')}`);
+        return { clusterId, member: name, etcd: endpoints!, token: join.token, joinCommand: `vireo cluster join ${endpoints!.join(',')} --token ${join.token}` };
+      });
+    });
+  }
+
+  join(body: ClusterJoinRequest): Promise<ClusterJoined> {
+    return this.serial(async () => {
+      if (this.active) throw new VireoError('already_exists', `this daemon is already in cluster ${this.active.config.clusterId} (as '${this.active.config.name}')`);
+      const { name, url } = this.identity(body);
+      const { parseJoinToken } = await import('../core/cluster/token.js');
+      parseJoinToken(body.token, 'token');
+      const { ClusterStore } = await import('../core/cluster/store.js');
+      return Reverter.run(async (reverter) => {
+        const store = await ClusterStore.connect({ endpoints: body.etcd, field: 'etcd' });
+        reverter.add(() => store.close());
+        const cluster = await store.verifyJoinToken(body.token, 'token');
+        const existing = await store.member(name);
+        if (existing && existing.url !== url && (await store.isAlive(name))) throw new VireoError('already_exists', `a live member named '${name}' is already in the cluster (at ${existing.url}): give this host another --name`, { field: 'name' });
+        const token = await this.memberToken(reverter, cluster.id);
+        await store.putMember(await this.memberRecord(name, url, body.labels, token.secret));
+        reverter.add(() => store.removeMember(name));
+        const config: ClusterConfig = {
+          version: 1, clusterId: cluster.id, name, url, ...(this.self.fingerprint256 ? { fingerprint256: this.self.fingerprint256 } : {}),
+          etcd: body.etcd, leaseTtlSeconds: cluster.leaseTtlSeconds, labels: body.labels, tokenId: token.id,
+        };
+        await writeClusterConfig(this.paths, config);
+        reverter.add(() => removeClusterConfig(this.paths));
+        await this.activate(config, store);
+        this.scheduleClaims(0);
+        this.log(`cluster: joined cluster ${cluster.id} as '${name}'`);
+        return { clusterId: cluster.id, member: name, etcd: body.etcd };
+      });
+    });
+  }
+
+  leave(): Promise<{ left: string }> {
+    return this.serial(async () => {
+      const active = this.requireActive();
+      const owners = await active.store.owners();
+      const mine = [...owners.entries()].filter(([, owner]) => owner.host === active.config.name).map(([vm]) => vm);
+      if (mine.length > 0) throw invalidState(`this member still owns ${mine.length} VM(s) (${mine.slice(0, 5).join(', ')}): move or delete them first`, { vms: mine });
+      await active.store.removeMember(active.config.name);
+      await this.deactivate();
+      await revokeToken(this.paths, active.config.tokenId).catch(() => undefined);
+      await removeClusterConfig(this.paths);
+      return { left: active.config.clusterId };
+    });
+  }
+
+  async mintToken(ttlSeconds: number | undefined): Promise<{ token: string; expiresAt?: string }> {
+    const active = this.requireActive();
+    return active.store.mintJoinToken(active.config.clusterId, active.config.name, ttlSeconds);
+  }
+
+  async members(): Promise<MemberView[]> {
+    const active = this.requireActive();
+    const [members, alive, leader] = await Promise.all([active.store.members(), active.store.alive(), active.store.leader()]);
+    return members.map((member) => {
+      const live = alive.get(member.name);
+      return {
+        name: member.name,
+        url: member.url,
+        state: member.state,
+        alive: live !== undefined,
+        leader: member.name === leader,
+        labels: member.labels,
+        capacity: member.capacity,
+        ...(live ? { allocated: live.allocated, since: live.since } : {}),
+      };
+    });
+  }
+
+  async status(): Promise<ClusterStatus> {
+    const active = this.active;
+    if (!active) return { enabled: false };
+    const local = this.localEtcdStatus();
+    const seen = active.member.current();
+    const base: ClusterStatus = {
+      enabled: true,
+      clusterId: active.config.clusterId,
+      self: active.config.name,
+      connection: seen.connection,
+      leading: seen.leading,
+      leaseTtlSeconds: active.config.leaseTtlSeconds,
+    };
+    try {
+      const members = await this.members();
+      const live = members.filter((member) => member.alive);
+      const sum = (pick: (member: MemberView) => number) => live.reduce((total, member) => total + pick(member), 0);
+      const leader = members.find((member) => member.leader)?.name;
+      return {
+        ...base,
+        etcd: { endpoints: active.config.etcd, reachable: true, ...(local ? { local } : {}) },
+        ...(leader ? { leader } : {}),
+        members,
+        totals: {
+          capacity: { cpus: sum((member) => member.capacity.cpus), memoryMiB: sum((member) => member.capacity.memoryMiB) },
+          allocated: { vms: sum((member) => member.allocated?.vms ?? 0), vcpus: sum((member) => member.allocated?.vcpus ?? 0), memoryMiB: sum((member) => member.allocated?.memoryMiB ?? 0) },
+        },
+      };
+    } catch (error) {
+      return {
+        ...base,
+        etcd: { endpoints: active.config.etcd, reachable: false, error: (error as Error).message, ...(local ? { local } : {}) },
+        ...(seen.leader ? { leader: seen.leader } : {}),
+      };
+    }
+  }
+
+  private localEtcdStatus(): { clientUrl: string; running: boolean } | undefined {
+    const active = this.active;
+    if (!active?.config.localEtcd || !active.etcd) return undefined;
+    return { clientUrl: active.config.localEtcd.clientUrl, running: active.etcd.pid() !== undefined };
+  }
+
+  /** A client for another member's API, pinned to its certificate, marking requests as forwarded. */
+  private async clientFor(host: string): Promise<ApiClient> {
+    const active = this.requireActive();
+    const member = await active.store.member(host);
+    if (!member) throw notFound('cluster member', host);
+    const cached = this.clients.get(host);
+    if (cached && cached.url === member.url) return cached.client;
+    const client = new ApiClient({
+      url: member.url,
+      token: member.token,
+      tls: pinnedAgentOptions({ url: member.url, ...(member.fingerprint256 ? { fingerprint256: member.fingerprint256 } : {}) }),
+      headers: { [FORWARDED_HEADER]: active.config.name },
+    });
+    this.clients.set(host, { url: member.url, client });
+    return client;
+  }
+
+  async forwardTo(host: string, method: string, url: string, body: unknown, timeoutMs = FORWARD_TIMEOUT_MS): Promise<TransportResponse> {
+    const client = await this.clientFor(host);
+    try {
+      return await client.raw(method, url, method === 'GET' || method === 'DELETE' ? undefined : body, timeoutMs);
+    } catch (error) {
+      if (isVireoError(error, 'timeout')) throw error;
+      throw new VireoError('unavailable', `cluster member '${host}' cannot be reached: ${(error as Error).message}`, { field: 'host', host }, { cause: error });
+    }
+  }
+
+  /**
+   * Where a request goes in a cluster: a VM defined here, or one no member
+   * owns, is answered here; a VM another member owns goes to that member; an
+   * operation this daemon does not know is asked of the others. Undefined:
+   * answer locally.
+   */
+  async forwardRoute(path: string, method: string, params: Record<string, unknown> | undefined, url: string, body: unknown, localOperation: (id: string) => boolean): Promise<TransportResponse | undefined> {
+    const active = this.active;
+    if (!active) return undefined;
+    if (path.startsWith('/vms/:name') && typeof params?.['name'] === 'string') {
+      const vm = params['name'];
+      const here = await loadDefinition(this.paths, vm).then(() => true, () => false);
+      if (here) return undefined;
+      // etcd away: the request is answered here (a VM not defined here is not_found), never guessed.
+      const owner = await active.store.owner(vm).catch(() => undefined);
+      if (!owner || owner.host === active.config.name) return undefined;
+      return this.forwardTo(owner.host, method, url, body);
+    }
+    if (path.startsWith('/operations/:id') && typeof params?.['id'] === 'string') {
+      if (localOperation(params['id'])) return undefined;
+      const members = await active.store.members().catch(() => []);
+      for (const member of members) {
+        if (member.name === active.config.name) continue;
+        const answer = await this.forwardTo(member.name, method, url, body).catch(() => undefined);
+        if (answer && answer.status !== 404) return answer;
+      }
+    }
+    return undefined;
+  }
+
+  /** GET /vms in a cluster: this host's VMs and every live member's, each with its host. */
+  async listVms(local: VmInfo[], forwardedBy: string | undefined): Promise<VmInfo[]> {
+    const active = this.active;
+    if (!active) return local;
+    const mine = local.map((info) => ({ ...info, host: active.config.name }));
+    if (forwardedBy !== undefined) return mine;
+    // A list must stay quick when etcd is away: this host's VMs are answered after a short wait at most.
+    const alive = await Promise.race([active.store.alive().catch(() => undefined), sleep(LIST_ETCD_WAIT_MS, undefined, { ref: false })]);
+    if (!alive) return mine;
+    const others = [...alive.keys()].filter((name) => name !== active.config.name).sort();
+    const lists = await Promise.all(others.map(async (host) => {
+      try {
+        const answer = await this.forwardTo(host, 'GET', '/vms', undefined, LIST_TIMEOUT_MS);
+        if (answer.status !== 200) return [];
+        return (JSON.parse(answer.text) as VmInfo[]).map((info) => ({ ...info, host }));
+      } catch (error) {
+        this.log(`cluster: listing VMs of '${host}': ${(error as Error).message}`);
+        return [];
+      }
+    }));
+    return [...mine, ...lists.flat()].sort((a, b) => a.definition.name.localeCompare(b.definition.name));
+  }
+
+  /**
+   * POST /vms in a cluster: the VM's owner is recorded first (one
+   * transaction: the name is the cluster's), then it is made on that host,
+   * here or forwarded; if making it fails, the record goes again.
+   */
+  async createVm(vm: string, request: { host?: string | undefined; vcpus: number; memoryMiB: number }, body: Record<string, unknown>, forwardedBy: string | undefined, local: () => Promise<VmInfo>): Promise<{ status: number; info: CreatedVm }> {
+    const active = this.active;
+    if (!active) {
+      if (request.host !== undefined) throw invalidArgument('host', 'this daemon is not in a cluster, so there is no other host to create the VM on');
+      return { status: 201, info: await local() };
+    }
+    const self = active.config.name;
+    // The forwarding member recorded the owner already.
+    if (forwardedBy !== undefined) {
+      if (request.host !== undefined && request.host !== self) throw invalidArgument('host', `this member is '${self}', not '${request.host}'`);
+      const info = { ...(await local()), host: self };
+      void active.member.refreshPresence().catch(() => undefined);
+      return { status: 201, info };
+    }
+    const [members, alive] = await Promise.all([active.store.members(), active.store.alive()]);
+    const placement = chooseHost(members.map((member) => ({ member, ...(alive.has(member.name) ? { alive: alive.get(member.name)! } : {}) })), { name: vm, ...request, ...(request.host !== undefined ? { host: request.host } : {}) });
+    const host = placement.host;
+    this.log(`cluster: placing VM '${vm}' on '${host}': ${placement.explanation}`);
+    await active.store.claimVm(vm, host);
+    try {
+      if (host === self) {
+        const info = { ...(await local()), host: self, placement };
+        void active.member.refreshPresence().catch(() => undefined);
+        return { status: 201, info };
+      }
+      const answer = await this.forwardTo(host, 'POST', '/vms', { ...body, host });
+      const json = JSON.parse(answer.text || 'null') as unknown;
+      if (answer.status >= 400) {
+        const error = (json as { error?: { code?: string; message?: string; field?: string } })?.error;
+        throw new VireoError(isCode(error?.code) ? error.code : 'internal', error?.message ?? `HTTP ${answer.status} from '${host}'`, { ...(error?.field ? { field: error.field } : {}), host });
+      }
+      return { status: answer.status, info: { ...(json as VmInfo), host, placement } };
+    } catch (error) {
+      await active.store.releaseVm(vm, host).catch(() => undefined);
+      throw error;
+    }
+  }
+
+  /** Before a change that needs the cluster (deleting a VM releases its record): etcd must answer. */
+  async requireReachable(): Promise<void> {
+    const active = this.active;
+    if (!active) return;
+    await active.store.cluster();
+  }
+
+  /** After a VM is deleted here: its ownership record goes (best effort: a stale record names a host without the VM). */
+  async released(vm: string): Promise<void> {
+    const active = this.active;
+    if (!active) return;
+    await active.store.releaseVm(vm, active.config.name).catch((error: unknown) => this.log(`cluster: releasing VM '${vm}': ${String(error)}`));
+  }
+
+  private async deactivate(): Promise<void> {
+    const active = this.active;
+    this.active = undefined;
+    if (this.claimTimer) clearTimeout(this.claimTimer);
+    this.claimTimer = undefined;
+    if (this.refreshTimer) clearInterval(this.refreshTimer);
+    this.refreshTimer = undefined;
+    this.clients.clear();
+    if (!active) return;
+    await active.member.close();
+    active.store.close();
+    await active.etcd?.stop();
+  }
+
+  async close(): Promise<void> {
+    this.closed = true;
+    await this.deactivate();
+  }
+}
+
+function isCode(code: string | undefined): code is ErrorCode {
+  return ERROR_CODES.includes(code as ErrorCode);
+}
