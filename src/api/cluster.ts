@@ -8,6 +8,7 @@ import type { Capacity, MemberRecord } from '../core/cluster/records.js';
 import { LEASE_TTL_RANGE } from '../core/cluster/limits.js';
 import { EmptyBody } from './common.js';
 import { endpoint, returns } from './contract.js';
+import { operation } from './operations.js';
 
 const EtcdUrl = z.string().regex(/^https?:\/\/[^/\s,]+(:\d+)?\/?$/, 'must be an etcd client URL, http://HOST:PORT');
 const MemberName = z.string().regex(/^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/, 'must be a host name: lower-case letters, digits and dashes');
@@ -19,6 +20,8 @@ const Identity = {
   name: MemberName.optional(),
   url: ApiUrl.optional(),
   labels: Labels.default({}),
+  /** This member's storage directory is shared with the others (VIREO_STORAGE on one mount): its VMs with disks can migrate. */
+  sharedStorage: z.boolean().default(false),
 };
 
 export const ClusterInitBody = z.strictObject({
@@ -83,6 +86,15 @@ export interface ClusterJoined {
   joinCommand?: string;
 }
 
+export interface EvacuationResult {
+  host: string;
+  moved: { vm: string; to: string; kind: 'live' | 'cold' | 'restart' }[];
+  /** VMs that stay, with why: a disk only this host reaches, nothing fits, a pinned VM, or a migration that failed. */
+  blocked: { vm: string; reason: string; message: string }[];
+}
+
+const MemberParams = z.strictObject({ name: MemberName });
+
 export const cluster = {
   'GET /cluster': endpoint({ tag: 'cluster', summary: 'The cluster as this member sees it: members, leader, health, capacity against allocation', status: 200, response: returns<ClusterStatus>('ClusterStatus') }),
   'GET /cluster/members': endpoint({ tag: 'cluster', summary: 'The cluster\'s hosts (vireo host list)', status: 200, response: returns<MemberView[]>('Member[]') }),
@@ -92,5 +104,10 @@ export const cluster = {
   }),
   'POST /cluster/join': endpoint({ tag: 'cluster', summary: 'Join an existing cluster through its etcd, with a join token', body: ClusterJoinBody, status: 201, response: returns<ClusterJoined>('ClusterJoined') }),
   'POST /cluster/tokens': endpoint({ tag: 'cluster', summary: 'Mint a join token for another host', body: JoinTokenBody, status: 201, response: returns<{ token: string; expiresAt?: string }>('JoinToken') }),
+  'POST /cluster/members/:name/evacuate': endpoint({
+    tag: 'cluster', summary: 'Put a member in maintenance and migrate its VMs to the others (an operation; the result lists what moved and what cannot, with why)',
+    params: MemberParams, body: EmptyBody, status: 202, response: operation<EvacuationResult>(),
+  }),
+  'POST /cluster/members/:name/restore': endpoint({ tag: 'cluster', summary: 'Put a member back in service: it takes new VMs again', params: MemberParams, body: EmptyBody, status: 200, response: returns<MemberView>('Member') }),
   'POST /cluster/leave': endpoint({ tag: 'cluster', summary: 'Leave the cluster (its VMs must have moved off first)', body: EmptyBody, status: 200, response: returns<{ left: string }>('Left') }),
 } as const;

@@ -12,7 +12,6 @@ import { createServer } from 'node:tls';
 import { fileURLToPath } from 'node:url';
 import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
-import { VireoError, type ErrorCode } from '../core/errors.js';
 import { vireoPaths } from '../core/paths.js';
 import { ensureTlsMaterial, type TlsMaterial } from '../daemon/tls.js';
 import {
@@ -28,6 +27,7 @@ import {
   removeRemote,
   setDefaultRemote,
 } from './remotes.js';
+import { rejectsWith } from '../test-support/errors.js';
 
 const FINGERPRINT = Array.from({ length: 32 }, (_, i) => i.toString(16).padStart(2, '0').toUpperCase()).join(':');
 const cliMain = fileURLToPath(new URL('./main.js', import.meta.url));
@@ -38,14 +38,6 @@ async function setup(t: TestContext): Promise<{ root: string; dir: string }> {
   return { root, dir: join(root, 'config', 'vireo') };
 }
 
-function rejectsWith(code: ErrorCode, field?: string) {
-  return (error: unknown) => {
-    assert.ok(error instanceof VireoError, `expected a VireoError, got ${String(error)}`);
-    assert.equal(error.code, code, error.message);
-    if (field !== undefined) assert.equal(error.details.field, field, error.message);
-    return true;
-  };
-}
 
 /** A TLS server with a Vireo-made certificate, answering nothing. */
 async function tlsServer(t: TestContext, root: string): Promise<{ port: number; material: TlsMaterial }> {

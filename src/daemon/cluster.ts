@@ -14,7 +14,7 @@ import { randomBytes, X509Certificate } from 'node:crypto';
 import { hostname } from 'node:os';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { rm } from 'node:fs/promises';
-import type { ClusterInitRequest, ClusterJoinRequest, ClusterJoined, ClusterStatus, MemberView } from '../api/cluster.js';
+import type { ClusterInitRequest, ClusterJoinRequest, ClusterJoined, ClusterStatus, EvacuationResult, MemberView } from '../api/cluster.js';
 import type { CreatedVm } from '../api/vms.js';
 import { ApiClient } from '../client/api-client.js';
 import type { TransportResponse } from '../client/api-core.js';
@@ -23,7 +23,8 @@ import { localEtcdDataDir, readClusterConfig, removeClusterConfig, writeClusterC
 import type { LocalEtcdSupervisor } from '../core/cluster/etcd-local.js';
 import type { ClusterMember } from '../core/cluster/member.js';
 import { hostLoad, storageMiB } from '../core/cluster/load.js';
-import { chooseHost } from '../core/cluster/placement.js';
+import { chooseHost, clusterSnapshot } from '../core/cluster/placement.js';
+import { MiB } from '../core/model/units.js';
 import { MEMBER_NAME, type AliveRecord, type MemberRecord } from '../core/cluster/records.js';
 import type { ClusterStore } from '../core/cluster/store.js';
 import { ERROR_CODES, VireoError, invalidArgument, invalidState, isVireoError, notFound, type ErrorCode } from '../core/errors.js';
@@ -197,7 +198,7 @@ export class ClusterService {
     return { name, url: url.replace(/\/$/, '') };
   }
 
-  private async memberRecord(name: string, url: string, labels: Record<string, string>, token: string): Promise<MemberRecord> {
+  private async memberRecord(name: string, url: string, labels: Record<string, string>, token: string, sharedStorage: boolean): Promise<MemberRecord> {
     const allocation = await hostAllocation(this.paths);
     return {
       name,
@@ -206,6 +207,7 @@ export class ClusterService {
       token,
       capacity: { cpus: allocation.host.cpus, memoryMiB: allocation.host.memoryMiB, storageMiB: (await storageMiB(this.paths.storage)) || (await storageMiB(this.paths.home)) },
       labels,
+      sharedStorage,
       state: 'active',
       joinedAt: new Date().toISOString(),
     };
@@ -264,7 +266,7 @@ export class ClusterService {
         await store.initCluster({ id: clusterId, createdAt: new Date().toISOString(), leaseTtlSeconds: body.leaseTtlSeconds });
         reverter.add(() => store.client.delete().prefix('/vireo/').exec());
         const token = await this.memberToken(reverter, clusterId);
-        await store.putMember(await this.memberRecord(name, url, body.labels, token.secret));
+        await store.putMember(await this.memberRecord(name, url, body.labels, token.secret, body.sharedStorage));
         const join = await store.mintJoinToken(clusterId, name);
         const config: ClusterConfig = {
           version: 1, clusterId, name, url, ...(this.self.fingerprint256 ? { fingerprint256: this.self.fingerprint256 } : {}),
@@ -294,7 +296,7 @@ export class ClusterService {
         const existing = await store.member(name);
         if (existing && existing.url !== url && (await store.isAlive(name))) throw new VireoError('already_exists', `a live member named '${name}' is already in the cluster (at ${existing.url}): give this host another --name`, { field: 'name' });
         const token = await this.memberToken(reverter, cluster.id);
-        await store.putMember(await this.memberRecord(name, url, body.labels, token.secret));
+        await store.putMember(await this.memberRecord(name, url, body.labels, token.secret, body.sharedStorage));
         reverter.add(() => store.removeMember(name));
         const config: ClusterConfig = {
           version: 1, clusterId: cluster.id, name, url, ...(this.self.fingerprint256 ? { fingerprint256: this.self.fingerprint256 } : {}),
@@ -513,11 +515,108 @@ export class ClusterService {
     }
   }
 
+  /** Puts a member in maintenance (takes no new VMs) or back in service. */
+  async setMemberState(name: string, state: MemberRecord['state']): Promise<MemberView> {
+    const active = this.requireActive();
+    const member = await active.store.member(name);
+    if (!member) throw new VireoError('not_found', `no cluster member is named '${name}'`, { field: 'name', kind: 'cluster member', name });
+    if (member.state !== state) await active.store.putMember({ ...member, state });
+    const view = (await this.members()).find((entry) => entry.name === name);
+    if (!view) throw notFound('cluster member', name);
+    return view;
+  }
+
+  /**
+   * Empties a member before maintenance: puts it in maintenance, plans where
+   * each of its VMs goes (the scheduler's planEvacuation, biggest first,
+   * against what earlier moves take), then migrates them one at a time
+   * (live when running, offline when stopped) through that member's API.
+   * VMs that cannot move are reported with the reason, once; a migration
+   * that fails is reported too, never retried in a loop.
+   */
+  async evacuate(name: string, progress: (message: string, fraction?: number) => void): Promise<EvacuationResult> {
+    const active = this.requireActive();
+    const [members, alive] = await Promise.all([active.store.members(), active.store.alive()]);
+    const source = members.find((member) => member.name === name);
+    if (!source) throw new VireoError('not_found', `no cluster member is named '${name}'`, { field: 'name', kind: 'cluster member', name });
+    if (!alive.has(name)) throw new VireoError('unavailable', `cluster member '${name}' is down: its VMs cannot be migrated off it`, { field: 'name' });
+    const answer = await this.forwardTo(name, 'GET', '/vms', undefined, LIST_TIMEOUT_MS * 6);
+    if (answer.status !== 200) throw new VireoError('unavailable', `cluster member '${name}' did not list its VMs (HTTP ${answer.status})`, { field: 'name' });
+    const vms = (JSON.parse(answer.text) as VmInfo[]).filter((info) => !info.definition.template);
+    const { planEvacuation, explainEvacuation } = await import('../core/cluster/schedule/index.js');
+    const candidates = members.map((member) => ({ member: member.name === name ? { ...member, state: 'maintenance' as const } : member, ...(alive.has(member.name) ? { alive: alive.get(member.name)! } : {}) }));
+    const snapshot = clusterSnapshot(candidates.map((candidate) => (candidate.member.name === name ? { member: candidate.member } : candidate)));
+    // The member being emptied: its own VMs one by one (the others' as their allocation).
+    snapshot.hosts = snapshot.hosts.map((host) => (host.name === name ? { ...host, state: 'up' as const } : host));
+    snapshot.vms.push(...vms.map((info) => ({
+      name: info.definition.name,
+      host: name,
+      running: info.runtime.state === 'running' || info.runtime.state === 'paused',
+      cpus: info.definition.cpus.count,
+      memoryBytes: info.definition.memory * MiB,
+      diskBytes: 0,
+      // A disk the others cannot reach: only with storage shared by the members can a VM with disks move.
+      localDisk: info.definition.disks.some((disk) => disk.media !== 'cdrom') && !source.sharedStorage,
+      ha: false,
+    })));
+    const plan = planEvacuation(snapshot, name);
+    if (plan.failure) throw new VireoError('invalid_state', plan.failure.message, { field: 'name', reason: plan.failure.reason });
+    await this.setMemberState(name, 'maintenance');
+    for (const line of explainEvacuation(plan)) this.log(`cluster: ${line}`);
+    const result: EvacuationResult = { host: name, moved: [], blocked: plan.blocked.map((entry) => ({ vm: entry.vm, reason: entry.reason, message: entry.message })) };
+    const byName = new Map(members.map((member) => [member.name, member]));
+    for (const [index, move] of plan.moves.entries()) {
+      progress(`migrating ${move.vm} to ${move.to}`, index / Math.max(1, plan.moves.length));
+      const target = byName.get(move.to)!;
+      try {
+        const started = await this.forwardTo(name, 'POST', `/vms/${encodeURIComponent(move.vm)}/migrate`, {
+          to: { url: target.url, token: target.token, ...(target.fingerprint256 ? { fingerprint256: target.fingerprint256 } : {}) },
+          offline: move.kind === 'cold',
+        });
+        const operation = JSON.parse(started.text) as { id?: string; error?: { code: string; message: string } };
+        if (started.status !== 202 || !operation.id) throw new VireoError('command_failed', operation.error?.message ?? `HTTP ${started.status}`);
+        for (;;) {
+          const polled = await this.forwardTo(name, 'GET', `/operations/${operation.id}?wait=60`, undefined, 90_000);
+          const state = JSON.parse(polled.text) as { state: string; error?: { message: string } };
+          if (state.state === 'running') continue;
+          if (state.state !== 'succeeded') throw new VireoError('command_failed', state.error?.message ?? `the migration ended ${state.state}`);
+          break;
+        }
+        result.moved.push({ vm: move.vm, to: move.to, kind: move.kind });
+      } catch (error) {
+        result.blocked.push({ vm: move.vm, reason: 'migration_failed', message: `the migration to ${move.to} failed: ${(error as Error).message}` });
+      }
+    }
+    progress('done', 1);
+    return result;
+  }
+
   /** Before a change that needs the cluster (deleting a VM releases its record): etcd must answer. */
   async requireReachable(): Promise<void> {
     const active = this.active;
     if (!active) return;
     await active.store.cluster();
+  }
+
+  /**
+   * A VM migrated here has committed: this member owns it now. Recorded at
+   * once, or retried in the background until etcd answers (the migration
+   * itself never waits on etcd once decided).
+   */
+  adopt(vm: string): void {
+    const active = this.active;
+    if (!active) return;
+    const attempt = (delayMs: number) => {
+      if (this.closed || this.active !== active) return;
+      active.store.setOwner(vm, active.config.name).then(
+        () => void active.member.refreshPresence().catch(() => undefined),
+        (error: unknown) => {
+          this.log(`cluster: recording '${active.config.name}' as owner of migrated VM '${vm}': ${(error as Error).message}; retrying`);
+          setTimeout(() => attempt(Math.min(delayMs * 2, 30_000)), delayMs).unref();
+        },
+      );
+    };
+    attempt(1000);
   }
 
   /** After a VM is deleted here: its ownership record goes (best effort: a stale record names a host without the VM). */

@@ -244,6 +244,9 @@ const clusterRoutes = implement(cluster, {
   'POST /cluster/init': async ({ body, daemon }) => new Reply(201, await daemon.cluster.init(body)),
   'POST /cluster/join': async ({ body, daemon }) => new Reply(201, await daemon.cluster.join(body)),
   'POST /cluster/tokens': async ({ body, daemon }) => new Reply(201, await daemon.cluster.mintToken(body.ttlSeconds)),
+  'POST /cluster/members/:name/evacuate': async ({ params, daemon }) =>
+    accepted(await daemon.operations.start('host.evacuate', {}, ({ progress }) => daemon.cluster.evacuate(params.name, progress))),
+  'POST /cluster/members/:name/restore': async ({ params, daemon }) => daemon.cluster.setMemberState(params.name, 'active'),
   'POST /cluster/leave': async ({ daemon }) => daemon.cluster.leave(),
 });
 

@@ -11,10 +11,10 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
-import { VireoError, type ErrorCode } from '../core/errors.js';
 import { vireoPaths, type VireoPaths } from '../core/paths.js';
 import { pinnedAgentOptions } from '../client/endpoint.js';
 import { ensureTlsMaterial, type TlsMaterial } from './tls.js';
+import { rejectsWith } from '../test-support/errors.js';
 
 async function setup(t: TestContext): Promise<{ root: string; paths: VireoPaths }> {
   const root = await mkdtemp(join(tmpdir(), 'vireo-tls-'));
@@ -22,14 +22,6 @@ async function setup(t: TestContext): Promise<{ root: string; paths: VireoPaths 
   return { root, paths: vireoPaths(join(root, 'home')) };
 }
 
-function rejectsWith(code: ErrorCode, field?: string) {
-  return (error: unknown) => {
-    assert.ok(error instanceof VireoError, `expected a VireoError, got ${String(error)}`);
-    assert.equal(error.code, code, error.message);
-    if (field !== undefined) assert.equal(error.details.field, field, error.message);
-    return true;
-  };
-}
 
 test('a self-signed certificate is made once, then reused', async (t) => {
   const { paths } = await setup(t);

@@ -11,9 +11,9 @@ import { join } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
-import { VireoError, type ErrorCode } from '../core/errors.js';
 import { vireoPaths, type VireoPaths } from '../core/paths.js';
 import { createToken, listTokens, parseExpiry, revokeToken, tokensFile, verifyToken } from './tokens.js';
+import { rejectsWith } from '../test-support/errors.js';
 
 const tokensModule = pathToFileURL(fileURLToPath(new URL('./tokens.js', import.meta.url))).href;
 const pathsModule = pathToFileURL(fileURLToPath(new URL('../core/paths.js', import.meta.url))).href;
@@ -25,14 +25,6 @@ async function setup(t: TestContext): Promise<VireoPaths> {
   return vireoPaths(join(root, 'home'));
 }
 
-function rejectsWith(code: ErrorCode, field?: string) {
-  return (error: unknown) => {
-    assert.ok(error instanceof VireoError, `expected a VireoError, got ${String(error)}`);
-    assert.equal(error.code, code, error.message);
-    if (field !== undefined) assert.equal(error.details.field, field);
-    return true;
-  };
-}
 
 /** Runs a script in another Node process with the given modules importable. */
 function runNode(script: string): Promise<{ stdout: string; stderr: string }> {

@@ -64,9 +64,10 @@ export function clusterCommand(cli: CliContext): Command {
     .option('--name <name>', 'this member\'s name (default: the host name)')
     .option('--url <url>', 'https://HOST:PORT other members reach this daemon at (default: its --listen address)')
     .option('--label <key=value>', 'a label for placement (repeatable)', collect)
+    .option('--shared-storage', 'this host\'s storage directory is shared with the other members (VMs with disks can then migrate)')
     .option('--lease-ttl <seconds>', 'how long a member may go silent before it counts as down', '10')
     .option('--json', 'print as JSON')
-    .action(async (flags: { etcd?: string; etcdLocal?: string; name?: string; url?: string; label?: string[]; leaseTtl?: string; json?: boolean }) => {
+    .action(async (flags: { etcd?: string; etcdLocal?: string; name?: string; url?: string; label?: string[]; sharedStorage?: boolean; leaseTtl?: string; json?: boolean }) => {
       const api = await cli.daemon();
       const joined = await api.call('POST /cluster/init', {
         body: {
@@ -75,6 +76,7 @@ export function clusterCommand(cli: CliContext): Command {
           ...(flags.name !== undefined ? { name: flags.name } : {}),
           ...(flags.url !== undefined ? { url: flags.url } : {}),
           labels: labels(flags.label),
+          sharedStorage: flags.sharedStorage ?? false,
           leaseTtlSeconds: ttl(flags.leaseTtl) ?? 10,
         },
       }, { timeoutMs: 60_000 });
@@ -89,8 +91,9 @@ export function clusterCommand(cli: CliContext): Command {
     .option('--name <name>', 'this member\'s name (default: the host name)')
     .option('--url <url>', 'https://HOST:PORT other members reach this daemon at (default: its --listen address)')
     .option('--label <key=value>', 'a label for placement (repeatable)', collect)
+    .option('--shared-storage', 'this host\'s storage directory is shared with the other members (VMs with disks can then migrate)')
     .option('--json', 'print as JSON')
-    .action(async (etcd: string, flags: { token: string; name?: string; url?: string; label?: string[]; json?: boolean }) => {
+    .action(async (etcd: string, flags: { token: string; name?: string; url?: string; label?: string[]; sharedStorage?: boolean; json?: boolean }) => {
       const api = await cli.daemon();
       const joined = await api.call('POST /cluster/join', {
         body: {
@@ -99,6 +102,7 @@ export function clusterCommand(cli: CliContext): Command {
           ...(flags.name !== undefined ? { name: flags.name } : {}),
           ...(flags.url !== undefined ? { url: flags.url } : {}),
           labels: labels(flags.label),
+          sharedStorage: flags.sharedStorage ?? false,
         },
       }, { timeoutMs: 60_000 });
       if (flags.json) return printJson(joined);

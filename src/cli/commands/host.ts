@@ -45,6 +45,29 @@ ${line('defined', report.defined)}
       (await import('./cluster.js')).printMembers(members);
     });
 
+  host.command('evacuate <member>')
+    .description('cluster: put a member in maintenance and live-migrate its VMs to the others; lists what cannot move and why')
+    .option('--json', 'print the result as JSON')
+    .action(async (member: string, flags: { json?: boolean }) => {
+      const api = await cli.daemon();
+      const started = await api.call('POST /cluster/members/:name/evacuate', { params: { name: member }, body: {} });
+      const done = await api.waitForOperation(started);
+      const result = done.result!;
+      // Some VMs stayed: the host is not empty, which scripts must see.
+      if (result.blocked.length > 0) process.exitCode = 5;
+      if (flags.json) return printJson(result);
+      for (const moved of result.moved) process.stdout.write(`${moved.vm} -> ${moved.to} (${moved.kind})\n`);
+      for (const blocked of result.blocked) process.stdout.write(`${blocked.vm} stays on ${member}: ${blocked.message}\n`);
+      note(`${member} is in maintenance: ${result.moved.length} VM(s) moved, ${result.blocked.length} could not move (vireo host restore ${member} to take VMs again)`);
+    });
+
+  host.command('restore <member>')
+    .description('cluster: put a member back in service after maintenance (it takes new VMs again)')
+    .action(async (member: string) => {
+      const view = await (await cli.daemon()).call('POST /cluster/members/:name/restore', { params: { name: member }, body: {} });
+      note(`${view.name} is ${view.state}`);
+    });
+
   host.command('setup')
     .description('install what is missing (QEMU, qemu-img, firmware...) with the package manager')
     .action(async () => {

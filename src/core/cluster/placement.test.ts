@@ -4,7 +4,7 @@ import { isVireoError } from '../errors.js';
 import { chooseHost, type Candidate } from './placement.js';
 
 const candidate = (name: string, memoryMiB: number, allocatedMiB: number, options: { state?: 'active' | 'maintenance'; down?: boolean } = {}): Candidate => ({
-  member: { name, url: `https://${name}:1`, token: 't', capacity: { cpus: 4, memoryMiB }, labels: {}, state: options.state ?? 'active', joinedAt: '' },
+  member: { name, url: `https://${name}:1`, token: 't', capacity: { cpus: 4, memoryMiB }, labels: {}, sharedStorage: false, state: options.state ?? 'active', joinedAt: '' },
   ...(options.down ? {} : { alive: { since: '', pid: 1, allocated: { vms: allocatedMiB > 0 ? 1 : 0, vcpus: allocatedMiB > 0 ? 1 : 0, memoryMiB: allocatedMiB } } }),
 });
 

@@ -63,6 +63,8 @@ export const MemberRecordSchema = z.object({
   token: z.string(),
   capacity: CapacitySchema,
   labels: z.record(z.string(), z.string()).default({}),
+  /** Its VMs' disks are on storage every member reaches (VIREO_STORAGE on a shared mount): VMs with disks can move. */
+  sharedStorage: z.boolean().default(false),
   /** 'maintenance': takes no new VMs (host evacuate); 'active' otherwise. */
   state: z.enum(['active', 'maintenance']).default('active'),
   joinedAt: z.string(),

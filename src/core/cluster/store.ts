@@ -175,6 +175,15 @@ export class ClusterStore {
     return result.succeeded;
   }
 
+  /**
+   * Makes `host` the VM's owner whoever owned it: for the destination of a
+   * migration once it has committed (the decision is made; the record follows).
+   */
+  async setOwner(vm: string, host: string): Promise<void> {
+    const record: OwnerRecord = { host, since: new Date().toISOString() };
+    await this.call('record the VM\'s new owner', () => this.client.put(keys.vm(vm)).value(JSON.stringify(record)).exec());
+  }
+
   async owner(vm: string): Promise<OwnerRecord | undefined> {
     const key = keys.vm(vm);
     const text = await this.call('read the VM\'s owner', () => this.client.get(key).string());

@@ -127,6 +127,17 @@ export async function quit(client: QmpClient): Promise<void> {
   await client.execute<Empty>('quit');
 }
 
+/**
+ * The internal snapshots of one block node's image as the running QEMU sees
+ * them (query-named-block-nodes), or undefined when QEMU has no such node:
+ * asking QEMU spares a qemu-img process beside it.
+ */
+export async function queryNodeSnapshots(client: QmpClient, nodeName: string): Promise<{ id: string; name: string }[] | undefined> {
+  const nodes = await client.execute<{ 'node-name'?: string; image?: { snapshots?: { id: string; name: string }[] } }[]>('query-named-block-nodes', { flat: true });
+  const node = nodes.find((entry) => entry['node-name'] === nodeName);
+  return node === undefined ? undefined : (node.image?.snapshots ?? []);
+}
+
 export async function queryBlock(client: QmpClient): Promise<BlockInfo[]> {
   return client.execute<BlockInfo[]>('query-block');
 }

@@ -20,7 +20,7 @@ import type { VmDefinition } from '../model/vm.js';
 import { vmPaths, type VireoPaths } from '../paths.js';
 import type { QmpClient } from '../qmp/client.js';
 import { openMonitor } from '../qmp/monitor.js';
-import { cont, queryStatus } from '../qmp/commands.js';
+import { cont, queryNodeSnapshots, queryStatus } from '../qmp/commands.js';
 import * as qemuImg from '../storage/qemu-img.js';
 import type { CheckResult, InternalSnapshot } from '../storage/qemu-img.js';
 import { resolveVolume } from '../storage/volumes.js';
@@ -149,68 +149,77 @@ export async function createSnapshot(paths: VireoPaths, vm: string, options: Cre
     const disks = await snapshotDisks(paths, def);
     let metadata = await readMetadata(paths, vm);
     if (metadata.snapshots.some((snapshot) => snapshot.name === name)) throw new VireoError('already_exists', `snapshot '${name}' of VM '${vm}' already exists`, { field: 'name' });
-    for (const disk of disks) {
-      if ((await qemuImg.listSnapshots(disk.path)).some((tag) => tag.name === name || tag.id === name)) {
-        throw new VireoError('already_exists', `name: disk '${disk.volume}' already has an internal snapshot '${name}' (made outside Vireo); choose another name`, { field: 'name' });
-      }
-    }
-    metadata = { ...metadata, pending: { op: 'create', name, startedAt: new Date().toISOString() } };
-    await writeMetadata(paths, vm, metadata);
-    crashPoint('snapshot.create.pending');
-
     const pid = await livePid(paths, def);
-    let record: SnapshotRecord;
-    let notice: string | undefined;
-    let freeze: FreezeReport | undefined;
+    // A running QEMU is asked for its disks' tags over the connection the snapshot then uses (a qemu-img
+    // process per disk cost more than the rest of the request); if it does not answer, qemu-img is.
+    const early = pid === undefined ? undefined : await connect(paths, vm).catch(() => undefined);
     try {
-      const base = {
-        name,
-        createdAt: new Date().toISOString(),
-        kind: options.diskOnly ? ('disk-only' as const) : ('full' as const),
-        disks: disks.map((disk) => disk.volume),
-        ...(metadata.current !== undefined ? { parent: metadata.current } : {}),
-        ...(options.description !== undefined ? { description: options.description } : {}),
-      };
-      if (pid === undefined) {
-        options.onProgress?.('snapshotting stopped disks');
-        for (const disk of disks) await qemuImg.snapshot(disk.path, 'create', name);
-        record = { ...base, memory: false, vmState: 'stopped' };
-        if (!options.diskOnly) notice = 'the VM is stopped, so the snapshot holds its disks only';
-      } else {
-        const client = await connect(paths, vm);
-        try {
-          const status = await queryStatus(client);
-          const vmState = status.running ? ('running' as const) : ('paused' as const);
-          if (options.diskOnly) {
-            options.onProgress?.('freezing the guest\'s filesystems through its agent');
-            const outcome = await withQuiescedGuest(vmPaths(paths, vm).guestAgentSocket, () => {
-              options.onProgress?.('snapshotting disks (atomic across disks)');
-              return internalSnapshotTransaction(client, name, disks.map((disk) => disk.node));
-            }, { ...(options.freezeTimeoutMs !== undefined ? { freezeTimeoutMs: options.freezeTimeoutMs } : {}) });
-            freeze = outcome.freeze;
-            record = { ...base, memory: false, vmState, quiesced: outcome.quiesced };
-            notice = freezeNotice(outcome.freeze);
-          } else {
-            options.onProgress?.('saving memory, devices and disks (snapshot-save)');
-            const vmstate = disks[0]!;
-            await runSnapshotJob(client, 'snapshot-save', { tag: name, vmstate: vmstate.node, devices: disks.map((disk) => disk.node) });
-            record = { ...base, memory: true, vmState, vmstateDisk: vmstate.volume, hardware: hardwareFingerprint(def) };
-          }
-        } finally {
-          await client.close();
+      for (const disk of disks) {
+        const tags = (early ? await queryNodeSnapshots(early, disk.node).catch(() => undefined) : undefined) ?? (await qemuImg.listSnapshots(disk.path));
+        if (tags.some((tag) => tag.name === name || tag.id === name)) {
+          throw new VireoError('already_exists', `name: disk '${disk.volume}' already has an internal snapshot '${name}' (made outside Vireo); choose another name`, { field: 'name' });
         }
       }
-    } catch (error) {
-      throw explainFailure(error, await afterFailure(paths, def, pid), `snapshot '${name}' was not taken`);
+      metadata = { ...metadata, pending: { op: 'create', name, startedAt: new Date().toISOString() } };
+      await writeMetadata(paths, vm, metadata);
+      crashPoint('snapshot.create.pending');
+
+      let record: SnapshotRecord;
+      let notice: string | undefined;
+      let freeze: FreezeReport | undefined;
+      try {
+        const base = {
+          name,
+          createdAt: new Date().toISOString(),
+          kind: options.diskOnly ? ('disk-only' as const) : ('full' as const),
+          disks: disks.map((disk) => disk.volume),
+          ...(metadata.current !== undefined ? { parent: metadata.current } : {}),
+          ...(options.description !== undefined ? { description: options.description } : {}),
+        };
+        if (pid === undefined) {
+          options.onProgress?.('snapshotting stopped disks');
+          for (const disk of disks) await qemuImg.snapshot(disk.path, 'create', name);
+          record = { ...base, memory: false, vmState: 'stopped' };
+          if (!options.diskOnly) notice = 'the VM is stopped, so the snapshot holds its disks only';
+        } else {
+          const client = early ?? (await connect(paths, vm));
+          try {
+            const status = await queryStatus(client);
+            const vmState = status.running ? ('running' as const) : ('paused' as const);
+            if (options.diskOnly) {
+              options.onProgress?.('freezing the guest\'s filesystems through its agent');
+              const outcome = await withQuiescedGuest(vmPaths(paths, vm).guestAgentSocket, () => {
+                options.onProgress?.('snapshotting disks (atomic across disks)');
+                return internalSnapshotTransaction(client, name, disks.map((disk) => disk.node));
+              }, { ...(options.freezeTimeoutMs !== undefined ? { freezeTimeoutMs: options.freezeTimeoutMs } : {}) });
+              freeze = outcome.freeze;
+              record = { ...base, memory: false, vmState, quiesced: outcome.quiesced };
+              notice = freezeNotice(outcome.freeze);
+            } else {
+              options.onProgress?.('saving memory, devices and disks (snapshot-save)');
+              const vmstate = disks[0]!;
+              await runSnapshotJob(client, 'snapshot-save', { tag: name, vmstate: vmstate.node, devices: disks.map((disk) => disk.node) });
+              record = { ...base, memory: true, vmState, vmstateDisk: vmstate.volume, hardware: hardwareFingerprint(def) };
+            }
+          } finally {
+            await client.close();
+          }
+        }
+      } catch (error) {
+        throw explainFailure(error, await afterFailure(paths, def, pid), `snapshot '${name}' was not taken`);
+      }
+      // A disk-only or stopped snapshot holds no device state: the TPM's goes beside it (full ones carry it in their vmstate).
+      if (!record.memory && def.devices?.tpm) await saveTpmState(vmPaths(paths, vm).dir, name);
+      crashPoint('snapshot.create.taken');
+      metadata = { ...metadata, snapshots: [...metadata.snapshots, record], current: name };
+      delete metadata.pending;
+      await writeMetadata(paths, vm, metadata);
+      const checks = pid === undefined ? await checkDisks(disks) : [];
+      return { snapshot: record, checks, ...(notice ? { notice } : {}), ...(freeze ? { freeze } : {}) };
+    } finally {
+      // Closed already when the snapshot used it; not when a check refused first.
+      await early?.close();
     }
-    // A disk-only or stopped snapshot holds no device state: the TPM's goes beside it (full ones carry it in their vmstate).
-    if (!record.memory && def.devices?.tpm) await saveTpmState(vmPaths(paths, vm).dir, name);
-    crashPoint('snapshot.create.taken');
-    metadata = { ...metadata, snapshots: [...metadata.snapshots, record], current: name };
-    delete metadata.pending;
-    await writeMetadata(paths, vm, metadata);
-    const checks = pid === undefined ? await checkDisks(disks) : [];
-    return { snapshot: record, checks, ...(notice ? { notice } : {}), ...(freeze ? { freeze } : {}) };
   });
 }
 

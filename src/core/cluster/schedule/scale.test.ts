@@ -2,6 +2,7 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { isVireoError } from '../../errors.js';
 import { checkScaleGroup, planScaleGroup, type GroupMember, type ScaleAction, type ScaleGroup } from './scale.js';
+import { prng } from './simulate.js';
 
 const minute = 60_000;
 const now = 10_000 * minute;
@@ -117,4 +118,67 @@ test('roll to a new template one member at a time: replacement first, old member
   // A replacement that dies is not replaced itself: the roll starts it again.
   const died = [member('w2', { createdAt: 2 }), member('w3', { template: 'web-v2' }), member('w4', { template: 'web-v2', replaces: 'w2', state: 'failed' })];
   assert.deepEqual(kinds(planScaleGroup(g, died, steady(0.4), now).actions), ['delete:w4:dead']);
+});
+
+test('a long run with random demand, deaths and template changes: count within min..max, cooldowns kept, one roll at a time, rolls finish', () => {
+  let outs = 0;
+  let ins = 0;
+  for (let seed = 1; seed <= 10; seed += 1) {
+    const random = prng(seed);
+    const g = group({ min: 2, max: 8, lastScaleOutAt: undefined, lastScaleInAt: undefined });
+    let members: GroupMember[] = [];
+    const samples: { at: number; cpu: number }[] = [];
+    let demand = 1.5;
+    let serial = 0;
+    let lastOut = -Infinity;
+    let lastIn = -Infinity;
+    let templateChangedAt = -Infinity;
+    for (let cycle = 1; cycle <= 400; cycle += 1) {
+      const at = cycle * minute;
+      // Demand in members' worth of CPU, a random walk; the average is spread over the running members.
+      demand = Math.min(10, Math.max(0.2, demand + (random() - 0.5) * 0.6));
+      const running = members.filter((entry) => entry.state === 'running').length;
+      samples.push({ at, cpu: running === 0 ? 1 : Math.min(1, demand / running) });
+      if (random() < 0.03 && members.length > 0) members[Math.floor(random() * members.length)]!.state = random() < 0.5 ? 'failed' : 'missing';
+      if (cycle % 100 === 50) {
+        g.template = `web-v${cycle}`;
+        templateChangedAt = cycle;
+      }
+      const decision = planScaleGroup(g, members, { samples: samples.slice(-20) }, at);
+      const creates = decision.actions.filter((action) => action.kind === 'create');
+      for (const action of decision.actions) {
+        if (action.kind === 'delete' && action.reason === 'roll') {
+          assert.ok(members.some((entry) => entry.replaces === action.member && entry.state === 'running'), `seed ${seed}, cycle ${cycle}: ${action.member} rolled away before its replacement runs`);
+        }
+      }
+      if (decision.scaled === 'out') {
+        assert.ok(at - lastOut >= g.scaleOutCooldownMs, `seed ${seed}, cycle ${cycle}: scale-out in its cooldown`);
+        lastOut = at;
+        g.lastScaleOutAt = at;
+        outs += 1;
+      }
+      if (decision.scaled === 'in') {
+        assert.ok(at - Math.max(lastIn, lastOut) >= g.scaleInCooldownMs, `seed ${seed}, cycle ${cycle}: scale-in in its cooldown`);
+        lastIn = at;
+        g.lastScaleInAt = at;
+        ins += 1;
+      }
+      // Members that started last cycle are running now; then the actions take effect.
+      members = members.map((entry) => (entry.state === 'starting' ? { ...entry, state: 'running' } : entry));
+      const deleted = new Set(decision.actions.flatMap((action) => (action.kind === 'delete' ? [action.member] : [])));
+      members = members.filter((entry) => !deleted.has(entry.name));
+      for (const action of creates) {
+        serial += 1;
+        members.push({ name: `m${serial}`, host: `h${serial % 3}`, template: action.template, state: 'starting', createdAt: at, ...(action.replaces ? { replaces: action.replaces } : {}) });
+      }
+      const outdated = new Set(members.filter((entry) => entry.template !== g.template).map((entry) => entry.name));
+      const surge = members.filter((entry) => entry.replaces !== undefined && outdated.has(entry.replaces));
+      assert.ok(surge.length <= 1, `seed ${seed}, cycle ${cycle}: ${surge.length} roll replacements at once`);
+      const counted = members.length - surge.length;
+      assert.ok(counted >= g.min && counted <= g.max, `seed ${seed}, cycle ${cycle}: ${counted} members`);
+      // Rolls finish within 40 cycles of a template change (one member per two cycles, with room for repairs).
+      if (cycle - templateChangedAt === 40) assert.equal(outdated.size, 0, `seed ${seed}, cycle ${cycle}: still on the old template: ${[...outdated].join(', ')}`);
+    }
+  }
+  assert.ok(outs >= 10 && ins >= 10, `the runs scaled out ${outs} and in ${ins} times`);
 });
