@@ -15,6 +15,7 @@ import { after, before, describe, test } from 'node:test';
 import type { ClusterStatus } from '../src/api/cluster.js';
 import { isVireoError } from '../src/core/errors.js';
 import { etcdStatus, startCluster, until, type ClusterHost, type TestCluster } from './harness/cluster.js';
+import { collectEvents } from './harness/daemon.js';
 import { qemuPidsOf } from './harness/vireo.js';
 
 const TTL = 4;
@@ -202,6 +203,7 @@ describe('a cluster of three hosts on a three-member etcd', { timeout: 900_000 }
     const leader = cluster.hosts[statuses.findIndex((status) => status.leading)]!;
     assert.ok(leader);
     const others = cluster.hosts.filter((host) => host !== leader);
+    const streams = others.map((host) => collectEvents(host.daemon.api));
     const killedAt = Date.now();
     await leader.daemon.crash();
     const after = await until('exactly one new leader', () => Promise.all(others.map(statusOf)), (list) =>
@@ -210,6 +212,11 @@ describe('a cluster of three hosts on a three-member etcd', { timeout: 900_000 }
     process.stdout.write(`# Vireo leader killed: new leader after ${electedMs} ms (lease TTL ${TTL} s)\n`);
     assert.ok(electedMs <= (TTL + 2) * 1000, `new leader after ${electedMs} ms`);
     assert.equal(after.filter((status) => status.leading).length, 1);
+    // Both survivors' event streams said who leads now; the winner's also that it won.
+    const winner = after.find((status) => status.leading)!.self!;
+    for (const stream of streams) await stream.waitFor((event) => event.kind === 'cluster.leader' && event.data['leader'] === winner, 10_000);
+    await streams[others.findIndex((host) => host.name === winner)]!.waitFor((event) => event.kind === 'cluster.leader' && event.data['leading'] === true, 10_000);
+    for (const stream of streams) stream.stop();
     // The dead member is shown down, then up again once its daemon is back.
     const seen = await until('the old leader shown down', () => statusOf(others[0]!), (status) => status.members?.find((member) => member.name === leader.name)?.alive === false, 10_000);
     assert.equal(seen.members!.filter((member) => member.alive).length, 2);

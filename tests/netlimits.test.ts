@@ -234,6 +234,9 @@ test('a 1 Mbit/s limit holds both ways, is raised live, survives a restart and g
   assert.equal(restarted.state, 'succeeded', JSON.stringify(restarted.error));
   assert.equal(await bucketRate(tap), 1e6, 'restarted: the limit is back on the new tap');
   assert.equal((await qdiscsOf(tap)).find((qdisc) => qdisc.kind === 'tbf')?.options?.burst, 32 * 1024);
+  // vm show: the limits as asked and as the kernel applies them.
+  const shown = await api.request<{ resources: { nics: { id: string; limits?: { ingress?: number }; applied: { ingress?: { rate: number; burst: number }; egress?: unknown } }[] } }>('GET', '/vms/bw');
+  assert.deepEqual(shown.resources.nics.map((entry) => [entry.id, entry.limits?.ingress, entry.applied]), [['nic0', 1e6, { ingress: { rate: 1e6, burst: 32 * 1024 } }]]);
   await inGuest('bw', 'for i in $(seq 1 30); do ip -4 addr show dev eth0 | grep -q inet && break; sleep 1; done');
   const again = await download('bw');
   assert.ok(again >= floor, `after the restart, host to guest took ${again} ms, at least ${floor} ms expected`);
