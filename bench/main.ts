@@ -1,6 +1,6 @@
 /**
  * `npm run bench`: Vireo's figures next to the plain equivalent, in one run,
- * as medians. Usage: npm run bench [-- --runs N] [-- --only start,daemon,snapshots,migration,availability,network,resources,cluster,guests]
+ * as medians. Usage: npm run bench [-- --runs N] [-- --only start,daemon,snapshots,migration,availability,network,resources,cluster,web-ui,guests]
  *
  * Sections: start (vm start to readiness vs plain qemu), daemon (API latency
  * and daemon memory vs libvirtd where libvirt is installed), snapshots (linked
@@ -11,6 +11,8 @@
  * create time, start-to-address and VM-to-VM throughput on a bridge network vs
  * user-mode networking), cluster (place, balance and evacuation decisions on
  * 100 simulated hosts and 10,000 VMs, and simulated balancing convergence),
+ * web-ui (cold load of the web UI with 200 VMs in chromium: gzipped bytes,
+ * time to an interactive list, and a VM state change to the list showing it),
  * guests (only with --only guests: debian-12 image build cold and cached;
  * vm create + start to SSH answering vs plain QEMU with the same disk and
  * seed; at most 2 runs).
@@ -33,6 +35,7 @@ import { benchResources } from './resources.js';
 import { ensureDaemon, findExecutable, type LibvirtDaemon } from './libvirtd.js';
 import { benchLibvirtResources } from './libvirt-resources.js';
 import { benchCluster } from './cluster.js';
+import { benchWebUi, reportWebUi } from './web-ui.js';
 import { benchGuests } from './guests.js';
 
 const runsFlag = process.argv.indexOf('--runs');
@@ -219,6 +222,10 @@ await section('availability', async () => {
   const latency = figures.rootLatencyMs;
   process.stdout.write(`  delete ${figures.deleted} volumes              ${figures.deleteSeconds.toFixed(1)} s (4 requests at a time)\n`);
   process.stdout.write(`  GET / meanwhile                 p50 ${latency.p50.toFixed(1)} ms, p95 ${latency.p95.toFixed(1)} ms, p99 ${latency.p99.toFixed(1)} ms, max ${latency.max.toFixed(1)} ms (${latency.samples} samples; goal: under 50 ms)\n`);
+});
+
+await section('web-ui', async () => {
+  process.stdout.write(`\n${reportWebUi(await benchWebUi({ cli, imageHome }))}`);
 });
 
 // Opt-in only (--only guests): a cold Debian build and four Debian boots take 10+ minutes under TCG, past the whole bench's budget.

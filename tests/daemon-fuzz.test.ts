@@ -229,7 +229,8 @@ type JsonSchema = {
 
 interface OpenApiOperation {
   parameters?: { name: string; in: 'path' | 'query'; required: boolean; schema: JsonSchema }[];
-  requestBody?: { content: { 'application/json': { schema: JsonSchema } } };
+  /** JSON, or raw bytes for an upload (application/octet-stream), which is fuzzed with JSON bodies and none. */
+  requestBody?: { content: { 'application/json'?: { schema: JsonSchema }; 'application/octet-stream'?: { schema: JsonSchema } } };
 }
 
 /** Values that fit a schema (mostly: patterns and ranges are honoured, cross-field rules are not). */
@@ -339,7 +340,7 @@ function requestsFor(openapi: { paths: Record<string, Record<string, OpenApiOper
         Object.fromEntries(query.map((parameter) => [parameter.name, fc.oneof(fromSchema(parameter.schema).map((value) => String(value)), fc.string({ maxLength: 12 }))])),
         { requiredKeys: [] },
       );
-      const bodySchema = operation.requestBody?.content['application/json'].schema;
+      const bodySchema = operation.requestBody?.content['application/json']?.schema;
       choices.push(
         fc
           .record({

@@ -321,6 +321,8 @@ describe('web UI in chromium', { timeout: 900_000 }, () => {
     await page.keyboard.type('touch /after-snapshot && echo made-$((1+1))\n', { delay: 20 });
     await waitForTerminal(page, /made-2/);
     await page.goto(`${url}/#/vms/${VM}/snapshots`);
+    // The tree is read when the tab opens: the picture shows it, not its loading.
+    await page.locator('[data-snapshot="before"]').waitFor({ timeout: 60_000 });
     await shot(page, 'vm-snapshots');
     await page.getByTestId('revert-before').click();
     await page.getByTestId('revert-before').filter({ hasText: /^Revert$/ }).waitFor({ timeout: 300_000 });

@@ -10,7 +10,8 @@ import { EmptyBody } from './common.js';
 import { endpoint, returns } from './contract.js';
 import { operation } from './operations.js';
 
-const EtcdUrl = z.string().regex(/^https?:\/\/[^/\s,]+(:\d+)?\/?$/, 'must be an etcd client URL, http://HOST:PORT');
+// The pattern alone lets through hosts no URL parser takes (https://a"<[b): those are refused here, not a 500 later.
+const EtcdUrl = z.string().regex(/^https?:\/\/[^/\s,]+(:\d+)?\/?$/, 'must be an etcd client URL, http://HOST:PORT').refine((value) => URL.canParse(value), 'must be an etcd client URL, http://HOST:PORT');
 const MemberName = z.string().regex(/^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/, 'must be a host name: lower-case letters, digits and dashes');
 const ApiUrl = z.string().regex(/^https:\/\/[^/\s]+(:\d+)?\/?$/, 'must be https://HOST:PORT of this daemon as other members reach it');
 const Labels = z.record(z.string().regex(/^[A-Za-z0-9_./-]{1,63}$/), z.string().max(253)).refine((labels) => Object.keys(labels).length <= 32, 'at most 32 labels');

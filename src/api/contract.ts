@@ -60,6 +60,12 @@ export interface Endpoint<P extends Schema = Schema, Q extends Schema = Schema, 
   socketOnly?: boolean;
   /** A larger request body than the server's default (file contents sent to a guest). */
   bodyLimit?: number;
+  /**
+   * The request body is raw bytes (application/octet-stream, with a
+   * Content-Length of at most maxBytes), streamed to the handler as it
+   * arrives rather than parsed: an upload. Such an endpoint has no body schema.
+   */
+  upload?: { maxBytes: number };
 }
 
 /** Any endpoint, its types forgotten (what the daemon's router and the OpenAPI generator walk). */

@@ -4,6 +4,7 @@ import { TRANSFER_FORMATS, type TransferFormat } from '../core/storage/qemu-img.
 import type { Volume } from '../core/storage/volumes.js';
 import { DiskFormat, HostPath, Name, NameParams, Size, deleted } from './common.js';
 import { endpoint, returns } from './contract.js';
+import { MAX_ISO_UPLOAD } from './limits.js';
 import { operation } from './operations.js';
 
 export type { Volume, TransferFormat };
@@ -23,6 +24,10 @@ export const CreateDiskBody = z.strictObject({
 export const ResizeDiskBody = z.strictObject({ size: Size, allowShrink: z.boolean().default(false) });
 export const ExportBody = z.strictObject({ file: HostPath, format: z.enum(TRANSFER_FORMATS).default('qcow2') });
 export const ImportBody = z.strictObject({ name: Name, file: HostPath, format: DiskFormat.optional() });
+export { MAX_ISO_UPLOAD };
+export const UploadIsoQuery = z.strictObject({ name: Name });
+/** The endpoints whose body is a file's bytes (their `upload` is set): what the browser client's upload() sends to. */
+export type UploadKey = 'POST /disks/upload';
 
 export const disks = {
   'GET /disks': endpoint({ tag: 'disks', summary: 'All volumes in the storage directory', status: 200, response: returns<VolumeWithUsers[]>('Volume[]') }),
@@ -35,6 +40,11 @@ export const disks = {
   'POST /disks/import': endpoint({
     tag: 'disks', socketOnly: true, summary: 'Import an image file (raw, qcow2, vmdk, vdi, vhdx, ISO) as a volume (an operation)', body: ImportBody, status: 202,
     response: operation<Volume & { sourceFormat: TransferFormat }>(),
+  }),
+  'POST /disks/upload': endpoint({
+    tag: 'disks',
+    summary: 'Upload an installer ISO as a read-only CD-ROM volume: the body is the image (application/octet-stream, Content-Length required); progress on the event stream as a disk.upload operation',
+    query: UploadIsoQuery, upload: { maxBytes: MAX_ISO_UPLOAD }, status: 201, response: returns<Volume>('Volume'),
   }),
   'POST /disks/:name/export': endpoint({
     tag: 'disks', socketOnly: true, summary: 'Write a volume to a new file in qcow2, raw, vmdk, vdi or vhdx (an operation)', params: NameParams, body: ExportBody, status: 202,

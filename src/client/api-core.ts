@@ -110,6 +110,11 @@ export class ApiCore {
       await new Promise((resolve) => setTimeout(resolve, wait));
       response = await this.transport.send(method, path, body, options.timeoutMs ?? DEFAULT_TIMEOUT_MS);
     }
+    return this.decode<T>(response);
+  }
+
+  /** An answer's body: JSON parsed, text as is; an error status thrown as the VireoError it describes. */
+  protected decode<T>(response: TransportResponse): T {
     const json = response.contentType.includes('application/json') ? (JSON.parse(response.text || 'null') as unknown) : response.text;
     if (response.status >= 400) {
       const error = (json as { error?: { code?: string; message?: string; field?: string } } | undefined)?.error;

@@ -5,7 +5,10 @@
  * ApiCore parses it as in Node, resuming after a drop).
  */
 import { VireoError } from '../core/errors.js';
-import { ApiCore, type Transport, type TransportResponse } from './api-core.js';
+import { splitKey, type RequestOf, type ResponseOf } from '../api/contract.js';
+import type { UploadKey } from '../api/disks.js';
+import type { Api } from '../api/index.js';
+import { ApiCore, pathOf, type Transport, type TransportResponse } from './api-core.js';
 
 export const CSRF_HEADER = 'x-vireo-csrf';
 
@@ -74,6 +77,35 @@ export class BrowserClient extends ApiCore {
 
   set csrf(value: string | undefined) {
     this.fetchTransport.csrf = value;
+  }
+
+  /**
+   * Sends a file to an upload endpoint of the contract as the request body.
+   * XMLHttpRequest, not fetch: only it reports how much of a request body has
+   * gone out. onProgress gets the bytes sent and the total; the signal aborts
+   * the upload (the daemon then keeps nothing of it).
+   */
+  upload<K extends UploadKey>(key: K, input: RequestOf<Api[K]>, file: Blob, options: { onProgress?: (sent: number, total: number) => void; signal?: AbortSignal } = {}): Promise<ResponseOf<Api[K]>> {
+    const { method, path } = splitKey(key);
+    const { params, query } = input as { params?: Record<string, unknown>; query?: Record<string, unknown> };
+    return new Promise((resolve, reject) => {
+      const request = new XMLHttpRequest();
+      request.open(method, pathOf(path, params, query));
+      request.setRequestHeader('content-type', 'application/octet-stream');
+      if (this.fetchTransport.csrf) request.setRequestHeader(CSRF_HEADER, this.fetchTransport.csrf);
+      request.upload.onprogress = (event) => options.onProgress?.(event.loaded, event.lengthComputable ? event.total : file.size);
+      request.onload = () => {
+        try {
+          resolve(this.decode<ResponseOf<Api[K]>>({ status: request.status, text: request.responseText, contentType: request.getResponseHeader('content-type') ?? '' }));
+        } catch (error) {
+          reject(error);
+        }
+      };
+      request.onerror = () => reject(new VireoError('command_failed', 'the upload was cut off (the connection to the daemon dropped)'));
+      request.onabort = () => reject(new VireoError('cancelled', 'the upload was cancelled'));
+      options.signal?.addEventListener('abort', () => request.abort(), { once: true });
+      request.send(file);
+    });
   }
 
   /** The serial console WebSocket (the cookie goes with it; the daemon checks the Origin). */

@@ -83,6 +83,7 @@ export function buildOpenApi(version: string): Record<string, unknown> {
         '4XX': { description: 'The request is wrong; the body names the field', content: { 'application/json': { schema: { $ref: '#/components/schemas/Error' } } } },
       },
     };
+    if (endpoint.upload) operation['requestBody'] = { required: true, content: { 'application/octet-stream': { schema: { type: 'string', format: 'binary', maxLength: endpoint.upload.maxBytes } } } };
     if (endpoint.body) operation['requestBody'] = { required: true, content: { 'application/json': { schema: jsonSchema(endpoint.body) } } };
     (paths[path] ??= {})[method.toLowerCase()] = operation;
   }

@@ -21,6 +21,11 @@ export interface RouteInput<P, Q, B> {
    * otherwise or when unknown.
    */
   peer?: PeerCredentials;
+  /**
+   * For upload endpoints: the request body as it arrives, its announced length
+   * (checked against the endpoint's maxBytes), and discard() to drop the rest of a refused one.
+   */
+  upload?: { stream: AsyncIterable<Uint8Array>; length: number; discard(): void };
   /** In a cluster: the member that forwarded this request (it is answered here, never forwarded again). */
   forwardedBy?: string;
 }

@@ -9,12 +9,12 @@
  */
 import { readFile, stat } from 'node:fs/promises';
 import { cluster } from '../api/cluster.js';
-import { disks } from '../api/disks.js';
+import { MAX_ISO_UPLOAD, disks } from '../api/disks.js';
 import { host } from '../api/host.js';
 import { images } from '../api/images.js';
 import { operations } from '../api/operations.js';
 import { vms } from '../api/vms.js';
-import { invalidArgument } from '../core/errors.js';
+import { VireoError, invalidArgument } from '../core/errors.js';
 import { parseSize } from '../core/model/units.js';
 import { checkHost } from '../core/host/check.js';
 import { hostAllocation } from '../core/resources/allocation.js';
@@ -22,7 +22,7 @@ import { deleteImage, listImages, getImage } from '../core/image/store.js';
 import { buildImageOfKind } from '../core/image/kinds.js';
 import { importDiskImage } from '../core/image/import.js';
 import { vmPaths } from '../core/paths.js';
-import { createVolume, deleteVolume, getVolume, listVolumes } from '../core/storage/volumes.js';
+import { createVolume, deleteVolume, getVolume, listVolumes, receiveIsoVolume } from '../core/storage/volumes.js';
 import { resizeDisk } from '../core/vm/disk-resize.js';
 import { exportVolume, importImage } from '../core/storage/transfer.js';
 import { loadDefinition, volumeUsers, vmsUsingImage, vmsUsingVolume, vmsUsingVolumes } from '../core/vm/definitions.js';
@@ -189,6 +189,25 @@ const diskRoutes = implement(disks, {
         importImage(daemon.paths, { name: body.name, file, ...(body.format ? { format: body.format } : {}), onProgress: (percent) => progress(`importing ${body.file}`, percent / 100) }),
       ),
     )),
+  // The bytes arrive with the request; the operation is there for its progress (events) and so a crash mid-way is recorded.
+  'POST /disks/upload': async ({ query, daemon, upload }) => {
+    if (!upload) throw invalidArgument('body', 'the ISO image is the request body');
+    try {
+      const volume = await daemon.operations.run('disk.upload', {}, async ({ progress }) => {
+        progress(`receiving ${query.name}.iso`, 0);
+        return receiveIsoVolume(daemon.paths, {
+          name: query.name, source: upload.stream, expectedBytes: upload.length, maxBytes: MAX_ISO_UPLOAD, field: 'body',
+          onProgress: (received) => progress(`received ${received} of ${upload.length} bytes`, received / upload.length),
+        });
+      });
+      return new Reply(201, volume);
+    } catch (error) {
+      upload.discard();
+      // The volume's name comes in the query: the core's 'name' is query.name here.
+      if (error instanceof VireoError && error.details.field === 'name') throw new VireoError(error.code, error.message, { ...error.details, field: 'query.name' }, { cause: error });
+      throw error;
+    }
+  },
   'POST /disks/:name/export': async ({ params, body, daemon, peer }) =>
     accepted(await daemon.operations.start('disk.export', {}, async ({ progress }) =>
       writtenByPeer(daemon.paths, peer, body.file, 'file', async (file) => ({

@@ -9,9 +9,10 @@
  */
 import { randomBytes } from 'node:crypto';
 import { connect, type Socket } from 'node:net';
+import type { Readable } from 'node:stream';
 import { chown, chmod, mkdir, rm } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
-import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
+import Fastify, { errorCodes, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
 import fastifyWebsocket from '@fastify/websocket';
 import fastifyRateLimit from '@fastify/rate-limit';
 import { peerCredentials, peerUid } from './peer.js';
@@ -91,6 +92,30 @@ function inRequestTerms(route: Route, error: VireoError): VireoError {
   const renamed = `body.${field}`;
   const message = error.message.startsWith(`${field}: `) ? `${renamed}: ${error.message.slice(field.length + 2)}` : error.message;
   return new VireoError(error.code, message, { ...error.details, field: renamed }, { cause: error });
+}
+
+/** An upload's body as the handler gets it: raw bytes with a Content-Length no larger than the endpoint takes. */
+function uploadOf(request: FastifyRequest, maxBytes: number): { stream: AsyncIterable<Uint8Array>; length: number; discard(): void } {
+  const type = (request.headers['content-type'] ?? '').split(';')[0]!.trim().toLowerCase();
+  if (type !== 'application/octet-stream') {
+    throw new VireoError('invalid_argument', `header.content-type: an upload is the file's bytes, sent as application/octet-stream (not ${type || 'nothing'})`, { field: 'header.content-type' });
+  }
+  const length = request.headers['content-length'];
+  if (length === undefined || !/^\d{1,16}$/.test(length)) {
+    throw new VireoError('invalid_argument', 'header.content-length: an upload needs a Content-Length (the file\'s size), so that its progress and end are known', { field: 'header.content-length' });
+  }
+  if (Number(length) > maxBytes) {
+    throw new VireoError('invalid_argument', `header.content-length: ${length} bytes is more than the ${maxBytes} bytes an upload may be`, { field: 'header.content-length' });
+  }
+  const body = request.body as Readable;
+  return {
+    // Not destroyed when the reader stops early (a refusal after 32 KiB): destroying it would cut the
+    // connection under a client still sending, which then sees a reset instead of the error answer.
+    stream: body.iterator({ destroyOnReturn: false }),
+    length: Number(length),
+    // The rest of a refused upload is read and dropped, so the answer reaches a client that reads it only once it has sent everything.
+    discard: () => void body.resume(),
+  };
 }
 
 function sseFrame(event: VireoEvent): string {
@@ -194,6 +219,14 @@ async function buildApp(state: DaemonState, options: DaemonOptions, auth: 'socke
     });
   }
   await app.register(fastifyWebsocket, { options: { maxPayload: 64 * 1024 } });
+  // Uploads (an ISO from the web UI): the body reaches the handler as a stream, unread, whatever its size;
+  // the upload endpoint checks the length.
+  const uploadUrls = new Set(routes.filter((route) => route.endpoint.upload).map((route) => route.path));
+  app.addContentTypeParser('application/octet-stream', (request, payload, done) => {
+    // Any other route answers raw bytes as it did before uploads existed: 415, the body must be JSON.
+    if (!uploadUrls.has(request.routeOptions.url ?? '')) return done(new errorCodes.FST_ERR_CTP_INVALID_MEDIA_TYPE('application/octet-stream'), undefined);
+    done(null, payload);
+  });
 
   for (const route of routes) {
     app.route({
@@ -206,18 +239,20 @@ async function buildApp(state: DaemonState, options: DaemonOptions, auth: 'socke
         }
         const params = validate(route.endpoint.params, request.params, 'path');
         const query = validate(route.endpoint.query, request.query, 'query');
-        const body = validate(route.endpoint.body, request.body, 'body');
+        const upload = route.endpoint.upload ? uploadOf(request, route.endpoint.upload.maxBytes) : undefined;
+        const body = upload ? undefined : validate(route.endpoint.body, request.body, 'body');
         const forwardedHeader = request.headers[FORWARDED_HEADER];
         const forwardedBy = typeof forwardedHeader === 'string' ? forwardedHeader : undefined;
         // In a cluster, a request about a VM (or operation) another member has is answered by that member.
-        if (state.cluster.enabled && forwardedBy === undefined && !route.endpoint.socketOnly) {
+        // An upload is not forwarded: its body is a stream for this daemon's own storage.
+        if (state.cluster.enabled && forwardedBy === undefined && !route.endpoint.socketOnly && !upload) {
           const forwarded = await state.cluster.forwardRoute(route.path, route.method, params as Record<string, unknown> | undefined, request.url, request.body, (id) => knowsOperation(state, id));
           if (forwarded) return reply.code(forwarded.status).type(forwarded.contentType || 'application/json').send(forwarded.text);
         }
         let result: unknown;
         try {
           const peer = auth === 'socket' && route.endpoint.socketOnly ? await peerCredentials(request.socket) : undefined;
-          result = await route.handler({ params, query, body, daemon: state, ...(peer ? { peer } : {}), ...(forwardedBy !== undefined ? { forwardedBy } : {}) });
+          result = await route.handler({ params, query, body, daemon: state, ...(peer ? { peer } : {}), ...(forwardedBy !== undefined ? { forwardedBy } : {}), ...(upload ? { upload } : {}) });
         } catch (error) {
           throw error instanceof VireoError ? inRequestTerms(route, error) : error;
         }

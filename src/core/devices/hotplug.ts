@@ -11,6 +11,7 @@
  * button" first), and only then are its block nodes or netdev removed.
  */
 import { VireoError, invalidArgument, invalidState, isVireoError } from '../errors.js';
+import { bootDiskIndex } from '../model/boot-disk.js';
 import { defineVm, hotplugPorts, parseVmSpec, type DiskSpec, type VmDefinition, type VmSpec } from '../model/vm.js';
 import { vmPaths, type VireoPaths } from '../paths.js';
 import { blockNodes, diskDevice, nicDevice, nicNetdev, throttleGroupOf } from '../qemu/argv.js';
@@ -49,17 +50,6 @@ function freePort(def: VmDefinition, field: string): string | undefined {
   const used = new Set([...def.disks, ...def.nics].map((device) => device.port).filter(Boolean));
   for (let port = 0; port < hotplugPorts(def); port++) if (!used.has(`hp${port}`)) return `hp${port}`;
   throw new VireoError('invalid_state', `hotplug.pciPorts: ${field}: all ${hotplugPorts(def)} hotplug ports of VM '${def.name}' are taken; raise hotplug.pciPorts (takes effect at the next start) or detach a device attached live`, { field: 'hotplug.pciPorts' });
-}
-
-/** The disk that firmware boots: the first in boot order, when the VM does not boot a kernel directly. */
-export function bootDiskIndex(def: VmDefinition): number | undefined {
-  if (def.boot.kernel) return undefined;
-  for (const kind of def.boot.order) {
-    if (kind === 'network') continue;
-    const index = def.disks.findIndex((disk) => disk.media === kind);
-    if (index !== -1) return index;
-  }
-  return undefined;
 }
 
 async function withLiveVm<T>(paths: VireoPaths, name: string, work: (def: VmDefinition, client: QmpClient | undefined) => Promise<T>): Promise<T> {

@@ -502,6 +502,64 @@ export async function importVolume(paths: VireoPaths, options: ImportVolumeOptio
   return getVolume(paths, name);
 }
 
+export interface ReceiveIsoOptions {
+  name: string;
+  /** The image's bytes as they arrive (an HTTP request body). */
+  source: AsyncIterable<Uint8Array>;
+  /** How many bytes the sender announced; exactly that many must arrive. */
+  expectedBytes: number;
+  /** The largest image taken. */
+  maxBytes: number;
+  /** The field named when the bytes are not an ISO 9660 image, or not as many as announced. */
+  field: string;
+  onProgress?: (received: number) => void;
+}
+
+/** Where the volume descriptor's "CD001" ends: enough bytes to tell an ISO 9660 image. */
+const ISO_MAGIC_END = 32769 + 5;
+
+/**
+ * A new read-only CD-ROM volume `<name>.iso` from a stream (an upload): the
+ * bytes go to a temporary file in the storage directory and the volume
+ * appears only once all of them arrived and they are an ISO 9660 image. Too
+ * many bytes, too few (a dropped upload), or not an ISO: nothing is left.
+ * The image is refused as soon as its first 32 KiB show it is not an ISO.
+ */
+export async function receiveIsoVolume(paths: VireoPaths, options: ReceiveIsoOptions): Promise<Volume> {
+  const name = checkName('name', options.name);
+  if (options.expectedBytes > options.maxBytes) throw invalidArgument(options.field, `the image is ${formatSize(options.expectedBytes)}, more than the ${formatSize(options.maxBytes)} an upload may be`);
+  if (options.expectedBytes < ISO_MAGIC_END) throw invalidArgument(options.field, `${options.expectedBytes} bytes cannot be an ISO 9660 image (its first volume descriptor ends at byte ${ISO_MAGIC_END})`);
+  await mkdir(storageDir(paths), { recursive: true });
+  await refuseExisting(paths, name);
+  const target = join(storageDir(paths), `${name}.iso`);
+  await ensureInsideStorage(paths, target, 'name');
+  await publish(target, name, async (temp) => {
+    const handle = await open(temp, 'wx', 0o600);
+    try {
+      let received = 0;
+      let head: Buffer | undefined = Buffer.alloc(0);
+      for await (const chunk of options.source) {
+        received += chunk.byteLength;
+        if (received > options.expectedBytes) throw invalidArgument(options.field, `more bytes arrived than the ${options.expectedBytes} announced`);
+        if (head) {
+          head = Buffer.concat([head, chunk.subarray(0, ISO_MAGIC_END - head.length)]);
+          if (head.length >= ISO_MAGIC_END) {
+            if (head.toString('latin1', 32769, ISO_MAGIC_END) !== 'CD001') throw invalidArgument(options.field, 'not an ISO 9660 image (no CD001 volume descriptor at byte 32769)');
+            head = undefined;
+          }
+        }
+        await handle.write(chunk);
+        options.onProgress?.(received);
+      }
+      if (received !== options.expectedBytes) throw invalidArgument(options.field, `the upload ended after ${received} of ${options.expectedBytes} bytes`);
+      await handle.sync();
+    } finally {
+      await handle.close();
+    }
+  });
+  return getVolume(paths, name);
+}
+
 /**
  * An ISO 9660 image (what CD/DVD images and hybrid installer ISOs are) has
  * its volume descriptors from sector 16 on (byte 32768, 2048-byte sectors),

@@ -5,9 +5,99 @@
  * error, which names the field too, lands next to the same input.
  */
 import { useState } from 'preact/hooks';
-import { VmSpecSchema, type VmSpecInput } from '../../core/model/vm.js';
-import { api, live, useCall } from '../api.js';
+import { MAX_ISO_UPLOAD } from '../../api/limits.js';
+import { Name, VmSpecSchema, type VmSpecInput } from '../../core/model/vm.js';
+import { api, formatBytes, live, useCall } from '../api.js';
 import { Card, Field, errorText } from '../ui.js';
+
+/** An ISO 9660 image has "CD001" at byte 32769 (its first volume descriptor): checked before a byte is sent. */
+async function looksLikeIso(file: File): Promise<boolean> {
+  const magic = new Uint8Array(await file.slice(32769, 32774).arrayBuffer());
+  return String.fromCharCode(...magic) === 'CD001';
+}
+
+/** A volume name from a file name: "debian-12.5.0-amd64-netinst.iso" → "debian-12.5.0-amd64-netinst". */
+function volumeNameFor(file: string): string {
+  return file.replace(/\.iso$/i, '').replace(/[^A-Za-z0-9._-]+/g, '-').replace(/^[^A-Za-z0-9]+/, '').slice(0, 63) || 'installer';
+}
+
+interface Upload {
+  file?: File;
+  name: string;
+  /** The user typed the name: a file picked afterwards keeps it (else the name follows the file's). */
+  nameEdited?: boolean;
+  sent?: number;
+  total?: number;
+  busy: boolean;
+  fileError?: string;
+  nameError?: string;
+  failure?: string;
+  done?: string;
+  controller?: AbortController;
+}
+
+/**
+ * Uploading an installer ISO from this computer into the daemon's storage:
+ * the file's first bytes and the volume's name are checked here, the bytes
+ * go out with a progress bar, and the new volume is chosen for the VM.
+ */
+function IsoUpload(props: { taken: (name: string) => boolean; onUploaded: (name: string) => void }) {
+  const [upload, setUpload] = useState<Upload>({ name: '', busy: false });
+  const pick = async (event: Event) => {
+    const file = (event.target as HTMLInputElement).files?.[0];
+    if (!file) return setUpload({ name: upload.name, nameEdited: upload.nameEdited, busy: false });
+    const fileError = file.size > MAX_ISO_UPLOAD
+      ? `${file.name} is ${formatBytes(file.size)}, more than the ${formatBytes(MAX_ISO_UPLOAD)} an upload may be`
+      : (await looksLikeIso(file)) ? undefined : `${file.name} is not an ISO 9660 image (no CD001 volume descriptor at byte 32769)`;
+    setUpload({ file, name: upload.nameEdited ? upload.name : volumeNameFor(file.name), nameEdited: upload.nameEdited, busy: false, ...(fileError ? { fileError } : {}) });
+  };
+  const start = async () => {
+    const file = upload.file;
+    if (!file) return setUpload({ ...upload, fileError: 'choose an ISO file first' });
+    const checked = Name.safeParse(upload.name);
+    const nameError = !checked.success ? checked.error.issues[0]?.message ?? 'not a valid name' : props.taken(upload.name) ? `a volume named ${upload.name} already exists` : undefined;
+    if (nameError || upload.fileError) return setUpload({ ...upload, ...(nameError ? { nameError } : {}) });
+    const controller = new AbortController();
+    setUpload({ file, name: upload.name, nameEdited: upload.nameEdited, busy: true, sent: 0, total: file.size, controller });
+    try {
+      const volume = await api.upload('POST /disks/upload', { query: { name: upload.name } }, file, {
+        signal: controller.signal,
+        onProgress: (sent, total) => setUpload((current) => ({ ...current, sent, total })),
+      });
+      setUpload({ name: '', busy: false, done: `Uploaded ${volume.name} (${formatBytes(volume.actualSize)}); it is the VM's ISO now.` });
+      props.onUploaded(volume.name);
+    } catch (error) {
+      const field = (error as { details?: { field?: string } }).details?.field;
+      const message = errorText(error).replace(/^[^:]+: /, '');
+      setUpload({ file, name: upload.name, nameEdited: upload.nameEdited, busy: false, ...(field === 'query.name' ? { nameError: message } : field === 'body' ? { fileError: message } : { failure: errorText(error) }) });
+    }
+  };
+  const fraction = upload.total ? (upload.sent ?? 0) / upload.total : 0;
+  return (
+    <div class="iso-upload" data-testid="iso-upload">
+      <h3>Or upload an ISO from this computer</h3>
+      <Field id="f-isoFile" label="ISO file" error={upload.fileError} hint="Kept in the daemon's storage as a read-only CD-ROM volume">
+        <input id="f-isoFile" type="file" accept=".iso,application/x-iso9660-image" onChange={pick} disabled={upload.busy} aria-invalid={upload.fileError ? 'true' : undefined} aria-describedby={upload.fileError ? 'f-isoFile-error' : undefined} />
+      </Field>
+      <Field id="f-isoName" label="Volume name for it" error={upload.nameError}>
+        <input id="f-isoName" value={upload.name} autocomplete="off" disabled={upload.busy} onInput={(event) => setUpload({ ...upload, name: (event.target as HTMLInputElement).value, nameEdited: true, nameError: undefined })} aria-invalid={upload.nameError ? 'true' : undefined} aria-describedby={upload.nameError ? 'f-isoName-error' : undefined} />
+      </Field>
+      <div class="upload-actions">
+        {upload.busy
+          ? <button type="button" onClick={() => upload.controller?.abort()}>Cancel upload</button>
+          : <button type="button" onClick={start} data-testid="iso-upload-start">Upload ISO</button>}
+        {upload.busy && (
+          <>
+            <progress id="iso-progress" max={1} value={fraction} aria-label="Upload progress" data-testid="iso-progress" data-sent={upload.sent ?? 0} />
+            <span role="status" aria-live="polite">{Math.floor(fraction * 100)}% ({formatBytes(upload.sent ?? 0)} of {formatBytes(upload.total ?? 0)})</span>
+          </>
+        )}
+        {upload.done && <span role="status" data-testid="iso-upload-done">{upload.done}</span>}
+        {upload.failure && <span class="error" role="alert">{upload.failure}</span>}
+      </div>
+    </div>
+  );
+}
 
 
 interface Form {
@@ -162,12 +252,22 @@ export default function CreateVm() {
             </Field>
           )}
           {form.source === 'iso' && (
-            <Field id="f-iso" label="ISO volume" error={errors.iso}>
-              <select id="f-iso" value={form.iso} onChange={set('iso')}>
-                <option value="">Choose…</option>
-                {isos.map((volume) => <option key={volume.name} value={volume.name}>{volume.name}</option>)}
-              </select>
-            </Field>
+            <>
+              <Field id="f-iso" label="ISO volume" error={errors.iso}>
+                <select id="f-iso" value={form.iso} onChange={set('iso')} aria-invalid={errors.iso ? 'true' : undefined} aria-describedby={errors.iso ? 'f-iso-error' : undefined}>
+                  <option value="">Choose…</option>
+                  {isos.map((volume) => <option key={volume.name} value={volume.name}>{volume.name}</option>)}
+                </select>
+              </Field>
+              <IsoUpload
+                taken={(name) => (volumes.data ?? []).some((volume) => volume.name === name)}
+                onUploaded={(name) => {
+                  volumes.reload();
+                  setForm((current) => ({ ...current, iso: name }));
+                  setErrors((current) => ({ ...current, iso: undefined }));
+                }}
+              />
+            </>
           )}
           {form.source === 'disk' && (
             <Field id="f-disk" label="Volume" error={errors.disk}>

@@ -2,6 +2,7 @@
 import { lazy, Suspense } from 'preact/compat';
 import { useState } from 'preact/hooks';
 import type { SnapshotView } from '../../api/snapshots.js';
+import { bootDiskIndex } from '../../core/model/boot-disk.js';
 import { api, formatBytes, live, timeAgo, useCall, useLive, type Vm } from '../api.js';
 import { Action, Card, Field, StateBadge, errorText } from '../ui.js';
 
@@ -146,6 +147,7 @@ function Snapshots({ vm }: { vm: string }) {
             </li>
           ))}
         </ul>
+        {!data && !error && <p class="muted" role="status">Loading…</p>}
         {data && rows.length === 0 && <p class="muted">No snapshots.</p>}
       </Card>
     </div>
@@ -319,6 +321,8 @@ function Devices({ vm }: { vm: Vm }) {
   const def = vm.definition;
   const volumes = useCall('GET /disks', {}, [def.disks.length]);
   const used = new Set(def.disks.map((disk) => disk.volume));
+  // The daemon refuses to detach the disk the firmware boots; no button is offered for it.
+  const boot = bootDiskIndex(def);
   const free = (volumes.data ?? []).filter((volume) => volume.media !== 'cdrom' && !used.has(volume.name) && volume.usedBy.length === 0);
   const [volume, setVolume] = useState('');
   const [model, setModel] = useState<NicModel>('virtio');
@@ -331,13 +335,13 @@ function Devices({ vm }: { vm: Vm }) {
       <p class="muted">Attached and detached live while the VM runs (the guest must release a device before it goes).</p>
       <ul class="device-list">
         {def.disks.map((disk, index) => (
-          <li key={disk.id ?? index}>
-            <code>{disk.volume}</code> {disk.media} on {disk.bus}
-            {index > 0 && <Action label="Detach" danger confirm={`Detach ${disk.volume} from ${def.name}?`} run={change(() => api.call('DELETE /vms/:name/disks/:disk', { params: { name: def.name, disk: disk.id ?? disk.volume } }))} />}
+          <li key={disk.id ?? index} data-disk={disk.volume}>
+            <code>{disk.volume}</code> {disk.media} on {disk.bus}{index === boot ? ' (boot disk)' : ''}
+            {index !== boot && <Action label="Detach" danger confirm={`Detach ${disk.volume} from ${def.name}?`} run={change(() => api.call('DELETE /vms/:name/disks/:disk', { params: { name: def.name, disk: disk.id ?? disk.volume } }))} />}
           </li>
         ))}
         {def.nics.map((nic, index) => (
-          <li key={nic.mac ?? index}>
+          <li key={nic.mac ?? index} data-nic={nic.id ?? nic.mac}>
             NIC {nic.model} on {nic.network}, <code>{nic.mac}</code>
             <Action label="Detach" danger confirm={`Detach NIC ${nic.mac} from ${def.name}?`} run={change(() => api.call('DELETE /vms/:name/nics/:nic', { params: { name: def.name, nic: nic.id ?? nic.mac } }))} />
           </li>
