@@ -116,7 +116,7 @@ await section('daemon', async () => {
   row('GET /vms p99', ms(vireod.listLatencyMs.p99), libvirt.available ? ms(libvirt.listLatencyMs.p99) : '-');
   row('RSS idle', mib(vireod.rssIdleBytes), libvirt.available ? mib(libvirt.rssIdleBytes) : '-');
   row('RSS with 5 running', mib(vireod.rssWith5RunningBytes), libvirt.available ? mib(libvirt.rssWith5RunningBytes) : '-');
-  row(`RSS after ${vireod.requests} more`, mib(vireod.rssAfterRequestsBytes), `(${vireod.requestsSeconds.toFixed(1)} s, 4 at a time; goal: RSS at most 55 MiB, growth a few MiB)`);
+  row(`RSS after ${vireod.requests} more`, mib(vireod.rssAfterRequestsBytes), `(the 5 stopped; ${vireod.requestsSeconds.toFixed(1)} s, 4 at a time; goal: RSS at most 55 MiB, growth a few MiB)`);
   if (!libvirt.available) process.stdout.write(`  (libvirt: ${libvirt.reason})\n`);
   else for (const line of libvirt.notes) process.stdout.write(`  note: ${line}\n`);
   process.stdout.write('\n');
