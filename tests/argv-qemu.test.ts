@@ -20,6 +20,8 @@ import { buildQemuArgv, type LaunchContext, type ResolvedVolume } from '../src/c
 import { connectWhenListening } from '../src/core/qmp/listening.js';
 import { queryStatus } from '../src/core/qmp/commands.js';
 import { isProcessAlive } from '../src/core/vm/process.js';
+import { HUGEPAGE_SIZES } from '../src/core/model/vm.js';
+import { reserveHugepages } from './harness/hugepages.js';
 
 const goldenDir = fileURLToPath(new URL('../../src/core/qemu/golden/', import.meta.url));
 
@@ -36,6 +38,7 @@ for (const file of (await readdir(goldenDir)).filter((name) => name.endsWith('.j
     const home = await mkdtemp(join(tmpdir(), 'vireo-g-'));
     const facts = await getHostFacts();
     let swtpm: ChildProcess | undefined;
+    let releaseHugepages: (() => Promise<void>) | undefined;
     try {
       const paths = vireoPaths(home);
       await mkdir(paths.storage, { recursive: true });
@@ -85,6 +88,12 @@ for (const file of (await readdir(goldenDir)).filter((name) => name.endsWith('.j
         swtpm = spawn('swtpm', ['socket', '--tpm2', '--tpmstate', `dir=${tpmDir}`, '--ctrl', `type=unixio,path=${context.tpmSocket}`], { stdio: 'ignore' });
         await waitForSocket(context.tpmSocket);
       }
+      // Hugepage-backed RAM comes from the host's pool, reserved for this run (QEMU maps the boot RAM at start).
+      if (def.hugepages) {
+        const pages = (def.memory - (def.memoryHotplug?.plugged ?? 0)) / HUGEPAGE_SIZES[def.hugepages];
+        releaseHugepages = await reserveHugepages(pages);
+        assert.ok(releaseHugepages, `this host lets root reserve ${pages} hugepages (/proc/sys/vm/nr_hugepages)`);
+      }
       const argv = buildQemuArgv(def, context);
       const command = [...(netns ? ['ip', 'netns', 'exec', netns] : []), facts.qemu.binary ?? 'qemu-system-x86_64', ...argv];
       const child = spawn(command[0]!, command.slice(1), { stdio: ['ignore', 'ignore', 'pipe'] });
@@ -106,6 +115,12 @@ for (const file of (await readdir(goldenDir)).filter((name) => name.endsWith('.j
             const tpms = (await client.execute('query-tpm')) as { id: string }[];
             assert.deepEqual(tpms.map((tpm) => tpm.id), ['tpm0'], 'the TPM is there, backed by the swtpm');
           }
+          if (def.memoryHotplug) {
+            const devices = (await client.execute('query-memory-devices')) as { type: string; data: { id?: string; size: number; 'max-size': number } }[];
+            const vmem = devices.find((device) => device.type === 'virtio-mem');
+            assert.equal(vmem?.data.id, 'vmem0', 'the virtio-mem device is there');
+            assert.equal(vmem?.data['max-size'], (def.memoryHotplug.max - def.memory + def.memoryHotplug.plugged) * 1024 * 1024, 'its region reaches memory.max');
+          }
           if (context.cloudInitSeed) assert.ok(block.some((entry) => entry.qdev?.includes('cidata-dev')), 'the cloud-init seed is attached');
           if (netns) {
             for (const tap of Object.values(golden.context.taps ?? {})) {
@@ -123,6 +138,7 @@ for (const file of (await readdir(goldenDir)).filter((name) => name.endsWith('.j
       }
     } finally {
       swtpm?.kill('SIGKILL');
+      await releaseHugepages?.();
       await rm(home, { recursive: true, force: true });
     }
   });

@@ -102,6 +102,10 @@ export const vms = {
     tag: 'vms', summary: 'Set the vCPU count: up to cpus.max live (hot-added; the guest onlines them), else for the next start',
     params: NameParams, body: z.strictObject({ count: z.number().int().min(1).max(255) }), status: 200, response: returns<DeviceChange>('DeviceChange'),
   }),
+  'POST /vms/:name/memory': endpoint({
+    tag: 'vms', summary: 'Set the memory size ("768M" or MiB): up to memory.max live (virtio-mem; answered once the guest has plugged it, else taken back), else for the next start',
+    params: NameParams, body: z.strictObject({ size: z.union([z.string().max(32), z.number().int().min(1)]) }), status: 200, response: returns<DeviceChange>('DeviceChange'),
+  }),
   'DELETE /vms/:name': endpoint({
     tag: 'vms', summary: 'Delete a stopped VM (withDisks: its disks too)', params: NameParams,
     query: z.strictObject({ withDisks: BooleanText.default(false) }), status: 200, response: returns<{ deletedVolumes: string[] }>('DeletedVm', { schema: z.object({ deletedVolumes: z.array(z.string()) }) }),

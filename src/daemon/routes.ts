@@ -29,7 +29,7 @@ import { loadDefinition, volumeUsers, vmsUsingImage, vmsUsingVolume, vmsUsingVol
 import { killVm, pauseVm, rebootVm, resumeVm, startVm, stopVm } from '../core/vm/lifecycle.js';
 import { createVm, deleteVm, editVm, getVm, listVms, type DescribeOptions } from '../core/vm/manage.js';
 import { setVmResources } from '../core/resources/live.js';
-import { attachDisk, attachNic, detachDisk, detachNic, setVcpus } from '../core/devices/hotplug.js';
+import { attachDisk, attachNic, detachDisk, detachNic, setMemory, setVcpus } from '../core/devices/hotplug.js';
 import { readConsoleLogFrom } from '../core/vm/console.js';
 import { guestRoutes } from './guest-routes.js';
 import { migrationRoutes } from './migration-routes.js';
@@ -94,6 +94,7 @@ const vmRoutes = implement(vms, {
   },
   'DELETE /vms/:name/nics/:nic': async ({ params, daemon }) => daemon.operations.exclusive(params.name, 'nic-detach', () => detachNic(daemon.paths, params.name, params.nic)),
   'POST /vms/:name/cpus': async ({ params, body, daemon }) => daemon.operations.exclusive(params.name, 'cpus', () => setVcpus(daemon.paths, params.name, body.count)),
+  'POST /vms/:name/memory': async ({ params, body, daemon }) => daemon.operations.exclusive(params.name, 'memory', () => setMemory(daemon.paths, params.name, body.size)),
   'DELETE /vms/:name': async ({ params, query, daemon }) => {
     await requireVm(daemon, params.name);
     // Its ownership record goes with it: refused, before anything is deleted, while etcd cannot be reached.

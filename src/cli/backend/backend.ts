@@ -73,6 +73,8 @@ export interface Backend {
   attachNic(name: string, input: NicAttachInput): Promise<DeviceChange>;
   detachNic(name: string, nic: string): Promise<DeviceChange>;
   setVcpus(name: string, count: number): Promise<DeviceChange>;
+  /** Memory size: up to memory.max live (virtio-mem), else for the next start. */
+  setMemory(name: string, size: string): Promise<DeviceChange>;
   deleteVm(name: string, withDisks: boolean): Promise<{ deletedVolumes: string[] }>;
   startVm(name: string, options: { waitReadySeconds?: number; waitFor?: string }, progress: ProgressSink): Promise<StartResult>;
   stopVm(name: string, options: { timeoutSeconds: number; force: boolean }, progress: ProgressSink): Promise<{ forced: boolean }>;

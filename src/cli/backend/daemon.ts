@@ -62,6 +62,7 @@ export function daemonBackend(api: ApiClient): Backend {
     attachNic: (name, input) => api.call('POST /vms/:name/nics', { params: { name }, body: input }),
     detachNic: (name, nic) => api.call('DELETE /vms/:name/nics/:nic', { params: { name, nic } }),
     setVcpus: (name, count) => api.call('POST /vms/:name/cpus', { params: { name }, body: { count } }),
+    setMemory: (name, size) => api.call('POST /vms/:name/memory', { params: { name }, body: { size } }),
     deleteVm: (name, withDisks) => api.call('DELETE /vms/:name', { params: { name }, query: { withDisks: withDisks ? 'true' : 'false' } }),
     startVm: async (name, options, progress) => {
       const body = options.waitReadySeconds === undefined ? {} : { waitReady: true, timeoutSeconds: options.waitReadySeconds, ...(options.waitFor !== undefined ? { waitFor: options.waitFor } : {}) };

@@ -41,6 +41,7 @@ export function localBackend(paths: VireoPaths): Backend {
     attachNic: async (name, input) => (await hotplug()).attachNic(paths, name, input),
     detachNic: async (name, nic) => (await hotplug()).detachNic(paths, name, nic),
     setVcpus: async (name, count) => (await hotplug()).setVcpus(paths, name, count),
+    setMemory: async (name, size) => (await hotplug()).setMemory(paths, name, size),
     deleteVm: async (name, withDisks) => (await manage()).deleteVm(paths, name, { withDisks }),
     startVm: async (name, options, progress) =>
       (await lifecycle()).startVm(paths, name, {

@@ -13,6 +13,7 @@ type Section = Record<string, unknown>;
 
 interface SetFlags {
   cpus?: string;
+  memory?: string;
   cpuLimit?: string;
   cpuWeight?: string;
   pin?: string[];
@@ -89,6 +90,7 @@ export function addSetCommand(vm: Command, cli: CliContext): void {
     .option('--disk-limit <disk:limits>', 'I/O limits of a disk, e.g. disk0:writeBps=2M,iops=100, or disk0:none (repeatable)', collect)
     .option('--nic-limit <nic:limits>', 'bandwidth of a NIC on a Vireo network, e.g. nic0:ingress=1Mbit,egress=10Mbit,egressBurst=64K, or nic0:none (repeatable)', collect)
     .option('--cpus <n>', 'vCPU count: up to cpus.max live (the guest brings new ones online), else from the next start')
+    .option('--memory <size>', 'memory size, e.g. 768M: up to memory.max live (virtio-mem, the guest plugs it), else from the next start')
     .option('--json', 'print the new definition as JSON')
     .action(async (name: string, flags: SetFlags) => {
       const backend = await cli.backend();
@@ -96,7 +98,14 @@ export function addSetCommand(vm: Command, cli: CliContext): void {
         const count = wholeNumber('--cpus')(flags.cpus) as number;
         const result = await backend.setVcpus(name, count);
         note(result.live ? `VM '${name}' has ${count} vCPUs now (and in its definition)` : `VM '${name}' will have ${count} vCPUs from its next start`);
-        const others = Object.entries(flags).filter(([key, value]) => key !== 'cpus' && key !== 'json' && value !== undefined);
+      }
+      if (flags.memory !== undefined) {
+        const result = await backend.setMemory(name, flags.memory);
+        if (flags.json) printJson(result);
+        else note(result.live ? `VM '${name}' has ${result.definition.memory} MiB of memory now (and in its definition)` : `VM '${name}' will have ${result.definition.memory} MiB of memory from its next start`);
+      }
+      if (flags.cpus !== undefined || flags.memory !== undefined) {
+        const others = Object.entries(flags).filter(([key, value]) => key !== 'cpus' && key !== 'memory' && key !== 'json' && value !== undefined);
         if (others.length === 0) return;
       }
       const { definition } = await backend.getVm(name);

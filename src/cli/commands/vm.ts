@@ -31,6 +31,8 @@ interface SpecFlags {
   cmdline?: string;
   cpus?: string;
   memory?: string;
+  memoryMax?: string;
+  hugepages?: string;
   machine?: string;
   firmware?: string;
   accel?: string;
@@ -59,6 +61,8 @@ function addSpecOptions(command: Command): Command {
     .option('--cmdline <text>', 'kernel command line for direct kernel boot')
     .option('--cpus <n>', 'number of vCPUs')
     .option('--memory <size>', 'memory, e.g. 512M or 2G')
+    .option('--memory-max <size>', 'memory can be hot-added up to this while the VM runs (virtio-mem; `vm set --memory`), or none')
+    .option('--hugepages <size>', 'back guest RAM with the host\'s reserved hugepages: 2M or 1G, or none')
     .addOption(new Option('--machine <type>', 'machine type').choices(['q35', 'pc']))
     .addOption(new Option('--firmware <type>', 'firmware').choices(['bios', 'uefi']))
     .addOption(new Option('--accel <accel>', 'accelerator (auto picks KVM when usable, else TCG)').choices(['auto', 'kvm', 'tcg']))
@@ -155,7 +159,15 @@ function applySpecFlags(base: Spec, flags: SpecFlags): Spec {
   const spec: Spec = { ...base };
   const boot = { ...((spec.boot as Spec | undefined) ?? {}) };
   if (flags.cpus !== undefined) spec.cpus = parseInteger('cpus', flags.cpus);
-  if (flags.memory !== undefined) spec.memory = flags.memory;
+  if (flags.memory !== undefined) {
+    spec.memory = flags.memory;
+    // A new size given while stopped is all boot memory (the hot-added part is folded in).
+    if (spec.memoryHotplug) spec.memoryHotplug = { ...(spec.memoryHotplug as Spec), plugged: 0 };
+  }
+  if (flags.memoryMax === 'none') delete spec.memoryHotplug;
+  else if (flags.memoryMax !== undefined) spec.memoryHotplug = { ...((spec.memoryHotplug as Spec | undefined) ?? {}), max: flags.memoryMax, plugged: 0 };
+  if (flags.hugepages === 'none') delete spec.hugepages;
+  else if (flags.hugepages !== undefined) spec.hugepages = flags.hugepages;
   if (flags.machine !== undefined) spec.machine = flags.machine;
   if (flags.accel !== undefined) spec.accelerator = flags.accel;
   if (flags.firmware !== undefined) boot.firmware = flags.firmware;

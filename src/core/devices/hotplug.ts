@@ -14,11 +14,16 @@ import { VireoError, invalidArgument, invalidState, isVireoError } from '../erro
 import { bootDiskIndex } from '../model/boot-disk.js';
 import { defineVm, hotplugPorts, parseVmSpec, type DiskSpec, type VmDefinition, type VmSpec } from '../model/vm.js';
 import { vmPaths, type VireoPaths } from '../paths.js';
-import { blockNodes, diskDevice, nicDevice, nicNetdev, throttleGroupOf } from '../qemu/argv.js';
-import { diskNames, nicNames } from '../qemu/ids.js';
+import { blockNodes, diskDevice, nicDevice, nicNetdev, throttleGroupOf, virtioQueues } from '../qemu/argv.js';
+import { VIRTIO_MEM_DEVICE, diskNames, nicNames } from '../qemu/ids.js';
+import { VIRTIO_MEM_PATH } from '../qmp/resources.js';
+import { MiB, parseSize } from '../model/units.js';
+import { checkHugepages } from '../resources/hugepages.js';
+import { checkResourcesAgainstHost, hostCapacity } from '../resources/host.js';
+import { readRuntimeRecord } from '../vm/runtime.js';
 import type { QmpClient } from '../qmp/client.js';
 import { withMonitor } from '../qmp/monitor.js';
-import { blockdevAdd, blockdevDel, deviceAdd, deviceDel, netdevAdd, netdevDel, objectAdd, objectDel, queryHotpluggableCpus } from '../qmp/resources.js';
+import { blockdevAdd, blockdevDel, deviceAdd, deviceDel, netdevAdd, netdevDel, objectAdd, objectDel, qomGet, qomSet, queryHotpluggableCpus } from '../qmp/resources.js';
 import { Reverter } from '../revert.js';
 import { throttleLimits } from '../resources/spec.js';
 import { getVolume, resolveVolume } from '../storage/volumes.js';
@@ -29,6 +34,8 @@ import { backingChain } from '../vm/lifecycle.js';
 
 /** How long a guest gets to release a device. */
 const UNPLUG_TIMEOUT_MS = 60_000;
+/** How long a guest gets to plug or unplug the memory its virtio-mem device is asked for (TCG: ~1 s per 256 MiB). */
+const MEMORY_RESIZE_TIMEOUT_MS = 60_000;
 
 export interface DeviceChange {
   definition: VmDefinition;
@@ -96,7 +103,7 @@ export async function attachDisk(paths: VireoPaths, name: string, input: DiskAtt
           reverter.add(() => objectDel(client, group));
         }
         // QEMU runs unprivileged and opens what it is added by name: the files are its uid's only while it opens them.
-        const giveBack = await grantToQemu(paths.home, def.uuid, vmPaths(paths, def.name).runDir, [resolved.path, ...backing.map((base) => base.path)]);
+        const giveBack = await grantToQemu([paths.home, paths.storage], def.uuid, vmPaths(paths, def.name).runDir, [resolved.path, ...backing.map((base) => base.path)]);
         try {
           for (const node of blockNodes(added, { path: resolved.path, format: resolved.format, backing })) {
             await blockdevAdd(client, node);
@@ -105,7 +112,7 @@ export async function attachDisk(paths: VireoPaths, name: string, input: DiskAtt
         } finally {
           await giveBack();
         }
-        await deviceAdd(client, diskDevice(added, { sata: 0, ide: 0, scsi: 0 }));
+        await deviceAdd(client, diskDevice(added, { sata: 0, ide: 0, scsi: 0 }, virtioQueues(def)));
         reverter.add(() => deviceDel(client, diskNames(added.id).device));
         await saveDefinition(paths, next);
       });
@@ -288,4 +295,64 @@ export async function setVcpus(paths: VireoPaths, name: string, count: number): 
 
 function topologyKey(props: { 'socket-id'?: number; 'die-id'?: number; 'core-id'?: number; 'thread-id'?: number }): number {
   return (((props['socket-id'] ?? 0) * 256 + (props['die-id'] ?? 0)) * 256 + (props['core-id'] ?? 0)) * 256 + (props['thread-id'] ?? 0);
+}
+
+
+/** A memory size as the CLI or API gives it ("768M", "1G", or MiB as a number). */
+function memorySizeMiB(value: number | string): number {
+  const bytes = typeof value === 'number' ? value * MiB : parseSize(value);
+  if (bytes === undefined || !Number.isInteger(bytes / MiB) || bytes <= 0) throw invalidArgument('memory.size', `'${value}' is not a memory size in whole MiB (examples: 768M, 2G)`);
+  return bytes / MiB;
+}
+
+/**
+ * Sets the memory a VM has. Running: up to memory.max, through its
+ * virtio-mem device (qom-set requested-size), then waits until the guest
+ * has plugged (or unplugged) it; a guest that does not (no virtio_mem
+ * driver, memory it cannot give back) gets the old request back and the
+ * definition keeps the old size. Below the boot memory is refused: that is
+ * not the device's to remove. Stopped: the whole size is boot memory from
+ * the next start.
+ */
+export async function setMemory(paths: VireoPaths, name: string, value: number | string): Promise<DeviceChange> {
+  return withLiveVm(paths, name, async (def, client) => {
+    const size = memorySizeMiB(value);
+    const hotplug = def.memoryHotplug;
+    if (hotplug && size > hotplug.max) throw invalidArgument('memory.size', `${size} MiB is above memory.max (${hotplug.max} MiB)${client ? '; raise max while the VM is stopped' : ''}`);
+    const record = client ? await readRuntimeRecord(paths, name) : undefined;
+    const check = async (next: VmDefinition) => checkResourcesAgainstHost(next, await hostCapacity(), record?.accel ?? 'tcg');
+    if (!client) {
+      const next = defineVm(parseVmSpec({ ...specOf(def), memory: size, ...(hotplug ? { memoryHotplug: { max: hotplug.max, plugged: 0 } } : {}) }), def);
+      await check(next);
+      await saveDefinition(paths, next);
+      return { definition: next, live: false, id: 'memory' };
+    }
+    if (!hotplug) throw invalidArgument('memory.max', `VM '${name}' runs without memory.max, so it has no memory to hot-add; set memory: {size, max} while it is stopped`);
+    const boot = def.memory - hotplug.plugged;
+    if (size < boot) throw invalidArgument('memory.size', `${size} MiB is below the boot memory (${boot} MiB), which cannot be removed while the VM runs`);
+    const plugged = size - boot;
+    const next = defineVm(parseVmSpec({ ...specOf(def), memory: size, memoryHotplug: { max: hotplug.max, plugged } }), def);
+    await check(next);
+    if (plugged > hotplug.plugged) await checkHugepages(def, plugged - hotplug.plugged, `adding ${plugged - hotplug.plugged} MiB to VM '${name}'`);
+    await Reverter.run(async (reverter) => {
+      await qomSet(client, VIRTIO_MEM_PATH, 'requested-size', plugged * MiB);
+      reverter.add(() => qomSet(client, VIRTIO_MEM_PATH, 'requested-size', hotplug.plugged * MiB));
+      await waitForPluggedMemory(client, plugged * MiB);
+      await saveDefinition(paths, next);
+    });
+    return { definition: next, live: true, id: VIRTIO_MEM_DEVICE };
+  });
+}
+
+/** Polls the device's plugged size until the guest has done what was asked. */
+async function waitForPluggedMemory(client: QmpClient, bytes: number): Promise<void> {
+  const deadline = Date.now() + MEMORY_RESIZE_TIMEOUT_MS;
+  for (;;) {
+    const size = await qomGet<number>(client, VIRTIO_MEM_PATH, 'size');
+    if (size === bytes) return;
+    if (Date.now() > deadline) {
+      throw new VireoError('timeout', `memory.size: the guest has ${size / MiB} MiB of its hot-pluggable memory plugged, not the ${bytes / MiB} MiB asked, after ${MEMORY_RESIZE_TIMEOUT_MS / 1000} s (does it load the virtio_mem driver and online new memory?); the request was taken back`, { field: 'memory.size', pluggedMiB: size / MiB });
+    }
+    await new Promise((resolve) => setTimeout(resolve, 200));
+  }
 }

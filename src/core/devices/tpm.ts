@@ -19,15 +19,17 @@
  *    copies the state file beside the snapshot and puts it back on revert
  *    (saveTpmState / restoreTpmState).
  */
-import { chmod, chown, copyFile, mkdir, rename, rm, stat } from 'node:fs/promises';
+import { chmod, chown, copyFile, mkdir, readdir, rename, rm, stat } from 'node:fs/promises';
 import { connect, type Socket } from 'node:net';
 import { join } from 'node:path';
 import { VireoError } from '../errors.js';
-import { start } from '../process/run.js';
-import type { QemuIdentity } from '../vm/launch.js';
+import { run, start, stderrTail } from '../process/run.js';
+import type { QemuIdentity } from '../vm/qemu-uid.js';
 
 /** swtpm's file for a TPM 2.0's permanent state, in its state directory. */
 const STATE_FILE = 'tpm2-00.permall';
+/** swtpm's file for volatile state (PCRs, sessions) it was handed, e.g. by an incoming migration. */
+const VOLATILE_FILE = 'tpm2-00.volatilestate';
 
 export function tpmPaths(vmDir: string) {
   const dir = join(vmDir, 'tpm');
@@ -54,14 +56,18 @@ export interface RunningTpm {
  * from the Vireo home down to the VM directory. Fails clearly (and leaves no
  * swtpm) when swtpm is missing or does not come up.
  */
-export async function startSwtpm(vmDir: string, ancestors: string[], identity: QemuIdentity | undefined, options: { binary?: string; timeoutMs?: number } = {}): Promise<RunningTpm> {
+export async function startSwtpm(vmDir: string, ancestors: string[], identity: QemuIdentity | undefined, options: { binary?: string; timeoutMs?: number; manufacture?: boolean } = {}): Promise<RunningTpm> {
   const paths = tpmPaths(vmDir);
   await mkdir(paths.dir, { recursive: true, mode: 0o700 });
   await chmod(paths.dir, 0o700);
+  if (options.manufacture !== false && !(await exists(paths.state))) await manufacture(paths.dir);
+  // A start is a power cycle: TPM volatile state (written by an swtpm that received a migration) must not come back.
+  await rm(join(paths.dir, VOLATILE_FILE), { force: true });
   if (identity) {
     await allowTraversal(ancestors);
     await chown(paths.dir, identity.uid, identity.gid);
-    for (const file of [paths.state, paths.log]) await chown(file, identity.uid, identity.gid).catch(() => undefined);
+    // Every file of the state: an swtpm of an earlier run (another uid) may have written more than the permanent state.
+    for (const file of await readdir(paths.dir)) await chown(join(paths.dir, file), identity.uid, identity.gid).catch(() => undefined);
   }
   await rm(paths.socket, { force: true });
   const swtpm = [
@@ -105,6 +111,28 @@ export async function startSwtpm(vmDir: string, ancestors: string[], identity: Q
     }
     await new Promise((resolve) => setTimeout(resolve, 50));
   }
+}
+
+async function exists(path: string): Promise<boolean> {
+  return stat(path).then(() => true, () => false);
+}
+
+/**
+ * A new TPM is manufactured before its first start, as a real one leaves
+ * the factory: swtpm_setup creates its endorsement keys (RSA and ECC) and
+ * stores their certificates, signed by the host's local CA (swtpm_localca,
+ * /var/lib/swtpm-localca), and a platform certificate, in NV indexes the
+ * guest can read (0x01c00002 RSA, 0x01c0000a ECC) and not overwrite
+ * (--lock-nvram). Guests that check for a manufactured TPM (Windows 11's
+ * attestation, some disk-encryption set-ups) want them. Not for a
+ * migration's destination: its state comes with the stream.
+ */
+async function manufacture(dir: string): Promise<void> {
+  await run('swtpm_setup', ['--tpm2', '--tpmstate', dir, '--create-ek-cert', '--create-platform-cert', '--lock-nvram', '--not-overwrite'], {
+    timeoutMs: 60_000,
+    describe: (failure) =>
+      failure.notInstalled ? 'devices.tpm: swtpm_setup (swtpm-tools) is not installed (run: vireo host setup)' : `devices.tpm: swtpm_setup could not manufacture the TPM: ${stderrTail(failure.stderr, 2) || `exit code ${failure.exitCode}`}`,
+  });
 }
 
 function tryConnect(path: string): Promise<Socket | undefined> {

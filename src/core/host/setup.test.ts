@@ -77,7 +77,7 @@ function options(run: CommandRunner, overrides: Partial<SetupOptions> = {}): Set
 }
 
 /** What networks, TPMs and a cluster's local etcd need (installed in most cases below, so they show what else is missing). */
-const NETWORK_PACKAGES = ['iproute2', 'dnsmasq-base', 'nftables', 'swtpm', 'etcd-server'];
+const NETWORK_PACKAGES = ['iproute2', 'dnsmasq-base', 'nftables', 'swtpm', 'swtpm-tools', 'etcd-server'];
 
 test('computes the missing packages with dpkg-query and installs exactly those, after one apt-get update', async () => {
   const debian = fakeDebian(['qemu-system-x86', 'seabios', 'gzip', 'openssl', ...NETWORK_PACKAGES, ...GUEST_PACKAGES]);

@@ -26,8 +26,8 @@ import { freeSubuidRange, QEMU_USER, subuidRange } from '../vm/qemu-uid.js';
 import { resetHostFactsCache } from './check.js';
 import { findInPath, runCommand, type CommandResult, type CommandRunner } from './probe.js';
 
-/** Debian packages Vireo needs: QEMU, qemu-img, UEFI and BIOS firmware, the image build's archivers, openssl for the daemon's TLS certificate, iproute2, dnsmasq and nftables for networks, swtpm for VMs with a TPM, and etcd-server for a cluster's local etcd member (vireo cluster init --etcd-local). */
-export const BASE_PACKAGES: readonly string[] = ['qemu-system-x86', 'qemu-utils', 'ovmf', 'seabios', 'cpio', 'gzip', 'openssl', 'iproute2', 'dnsmasq-base', 'nftables', 'swtpm', 'etcd-server'];
+/** Debian packages Vireo needs: QEMU, qemu-img, UEFI and BIOS firmware, the image build's archivers, openssl for the daemon's TLS certificate, iproute2, dnsmasq and nftables for networks, swtpm for VMs with a TPM (swtpm-tools: swtpm_setup manufactures it with EK certificates), and etcd-server for a cluster's local etcd member (vireo cluster init --etcd-local). */
+export const BASE_PACKAGES: readonly string[] = ['qemu-system-x86', 'qemu-utils', 'ovmf', 'seabios', 'cpio', 'gzip', 'openssl', 'iproute2', 'dnsmasq-base', 'nftables', 'swtpm', 'swtpm-tools', 'etcd-server'];
 
 /**
  * Real guests: building debian-12 (mmdebstrap, mke2fs, FAT tools, GRUB for

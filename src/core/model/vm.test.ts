@@ -92,3 +92,30 @@ test('defineVm gives stable identity: a UUID and locally administered MACs', () 
   assert.equal(again.uuid, def.uuid);
   assert.deepEqual(again.nics.map((nic) => nic.mac), def.nics.map((nic) => nic.mac));
 });
+
+test('memory: {size, max, hugepages} is flattened to memory, memoryHotplug and hugepages, and parses again to the same', () => {
+  const spec = parseVmSpec({ name: 'a', memory: { size: '512M', max: '2G', hugepages: '2M' } });
+  assert.equal(spec.memory, 512);
+  assert.deepEqual(spec.memoryHotplug, { max: 2048, plugged: 0 });
+  assert.equal(spec.hugepages, '2M');
+  assert.deepEqual(parseVmSpec(spec), spec, 'the stored form is a valid spec with the same meaning');
+  // Memory added live: the boot memory is what is left.
+  const grown = parseVmSpec({ ...spec, memory: 768, memoryHotplug: { max: 2048, plugged: 256 } });
+  assert.deepEqual([grown.memory, grown.memoryHotplug], [768, { max: 2048, plugged: 256 }]);
+  assert.equal(parseVmSpec({ name: 'a', memory: { size: 256 } }).memoryHotplug, undefined);
+});
+
+test('bad hot-pluggable memory and hugepages are refused naming the field', () => {
+  assert.equal(fieldOf({ name: 'a', memory: { size: 'lots' } }), 'memory.size');
+  assert.equal(fieldOf({ name: 'a', memory: { size: '1G', max: '512M' } }), 'memory.max');
+  assert.equal(fieldOf({ name: 'a', memory: { size: '1G', max: '1G' } }), 'memory.max');
+  assert.equal(fieldOf({ name: 'a', memory: { size: 512, max: 1025 } }), 'memory.max', 'the region must be whole 2 MiB blocks');
+  assert.equal(fieldOf({ name: 'a', memory: { size: 512, max: 576 } }), 'memory.max', 'a region smaller than a Linux memory section is of no use');
+  assert.equal(fieldOf({ name: 'a', memory: { size: 512, max: 1024, colour: 1 } }), 'memory');
+  assert.equal(fieldOf({ name: 'a', memory: { size: 513, max: 1024 }, memoryHotplug: { max: 1024, plugged: 1 } }), 'memory.size', 'what is plugged comes in blocks too');
+  assert.equal(fieldOf({ name: 'a', memory: { size: 512, max: 1024 }, memoryHotplug: { max: 2048 } }), 'memory.max', 'two different maxima');
+  assert.equal(fieldOf({ name: 'a', memory: { size: 512, hugepages: '4M' } }), 'memory.hugepages');
+  assert.equal(fieldOf({ name: 'a', memory: { size: 513, hugepages: '2M' } }), 'memory.size', 'whole hugepages');
+  assert.equal(fieldOf({ name: 'a', memory: { size: 1536, hugepages: '1G' } }), 'memory.size');
+  assert.equal(fieldOf({ name: 'a', memory: { size: 512, max: 2560, hugepages: '1G' } }), 'memory.size', 'boot memory in whole 1G pages');
+});

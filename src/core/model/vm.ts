@@ -37,6 +37,45 @@ const MemoryMiB = z.union([z.string(), z.number()]).transform((value, ctx) => {
   return mib;
 });
 
+/** Hugepage sizes QEMU can back guest RAM with (x86: 2 MiB, and 1 GiB where the CPU has pdpe1gb). */
+export const HUGEPAGE_SIZES = { '2M': 2, '1G': 1024 } as const;
+const Hugepages = z.enum(['2M', '1G']);
+
+/** The block size virtio-mem plugs in (QEMU's default on x86, the THP size); hugepages raise it to their size. */
+export const VIRTIO_MEM_BLOCK_MIB = 2;
+/** Linux's memory block (section) size on x86-64: virtio-mem memory is added to the guest in these. */
+const LINUX_MEMORY_SECTION_MIB = 128;
+
+/**
+ * Memory hot-plug: up to `max` MiB, of which `plugged` MiB sit in the
+ * virtio-mem device (the rest, memory - plugged, is the boot RAM QEMU starts
+ * with). Stored in the definition as Vireo keeps it; users write
+ * `memory: {size, max}`.
+ */
+const MemoryHotplug = z.strictObject({
+  max: MemoryMiB,
+  plugged: z.number().int().min(0).max(4 * 1024 * 1024).default(0),
+});
+
+const MemoryObject = z.strictObject({
+  /** What the guest has (boot RAM, plus memory hot-added later). */
+  size: MemoryMiB,
+  /** Memory can be hot-added up to this (virtio-mem). */
+  max: MemoryMiB.optional(),
+  /** Back guest RAM with the host's reserved hugepages of this size. */
+  hugepages: Hugepages.optional(),
+});
+
+/** memory: '512M', 512, or {size, max, hugepages}; always {size, ...} out (parseVmSpec flattens it). */
+const Memory = z.union([z.string(), z.number(), z.looseObject({})]).transform((value, ctx) => {
+  const parsed = typeof value === 'object' ? MemoryObject.safeParse(value) : MemoryMiB.transform((size) => ({ size })).safeParse(value);
+  if (!parsed.success) {
+    for (const issue of parsed.error.issues) ctx.addIssue({ ...issue });
+    return z.NEVER;
+  }
+  return parsed.data as { size: number; max?: number; hugepages?: z.output<typeof Hugepages> };
+});
+
 const CpuTopology = z
   .strictObject({
     count: z.number().int().min(1).max(255),
@@ -233,7 +272,12 @@ export const VmSpecSchema = z.strictObject({
   name: Name,
   description: z.string().max(1024).optional(),
   cpus: Cpus.default({ count: 1, sockets: 1, cores: 1, threads: 1 }),
-  memory: MemoryMiB.default(512),
+  /** '512M', or {size, max, hugepages}: normalized to memory (MiB), memoryHotplug and hugepages. */
+  memory: Memory.default({ size: 512 }),
+  /** Where memory can be hot-added (set from memory.max; plugged is kept by Vireo as memory is added live). */
+  memoryHotplug: MemoryHotplug.optional(),
+  /** Guest RAM on the host's hugepages of this size (memory.hugepages). */
+  hugepages: Hugepages.optional(),
   machine: z.enum(['q35', 'pc']).default('q35'),
   accelerator: z.enum(['auto', 'kvm', 'tcg']).default('auto'),
   boot: Boot.default({ firmware: 'bios', order: ['disk', 'cdrom', 'network'] }),
@@ -260,8 +304,12 @@ export const VmSpecSchema = z.strictObject({
 export type VmSpecInput = z.input<typeof VmSpecSchema>;
 export type PortForwardInput = z.input<typeof PortForward>;
 type ParsedSpec = z.output<typeof VmSpecSchema>;
-/** A validated spec with every default applied (a CD-ROM's bus too, which depends on the machine type). */
-export type VmSpec = Omit<ParsedSpec, 'disks'> & { disks: (ParsedSpec['disks'][number] & { bus: (typeof DISK_BUSES)[number] })[] };
+/**
+ * A validated spec with every default applied (a CD-ROM's bus too, which
+ * depends on the machine type), memory flattened: `memory` is the MiB the
+ * guest has, whatever form the input gave it in.
+ */
+export type VmSpec = Omit<ParsedSpec, 'disks' | 'memory'> & { memory: number; disks: (ParsedSpec['disks'][number] & { bus: (typeof DISK_BUSES)[number] })[] };
 
 /**
  * A CD-ROM's default bus is one the guests Vireo builds and common cloud
@@ -270,7 +318,26 @@ export type VmSpec = Omit<ParsedSpec, 'disks'> & { disks: (ParsedSpec['disks'][n
  * machine; ata_piix is in every kernel).
  */
 function withDefaultBuses(spec: ParsedSpec): VmSpec {
-  return { ...spec, disks: spec.disks.map((disk) => ({ ...disk, bus: disk.bus ?? (spec.machine === 'pc' ? ('ide' as const) : ('scsi' as const)) })) };
+  return { ...withFlatMemory(spec), disks: spec.disks.map((disk) => ({ ...disk, bus: disk.bus ?? (spec.machine === 'pc' ? ('ide' as const) : ('scsi' as const)) })) };
+}
+
+/**
+ * `memory: {size, max, hugepages}` becomes `memory` (MiB), `memoryHotplug`
+ * and `hugepages`, the form definitions keep (and the API has always shown
+ * `memory` as a number). A max given twice must agree.
+ */
+function withFlatMemory(spec: ParsedSpec): Omit<ParsedSpec, 'memory'> & { memory: number } {
+  const { memory, ...rest } = spec;
+  const out: Omit<ParsedSpec, 'memory'> & { memory: number } = { ...rest, memory: memory.size };
+  if (memory.max !== undefined) {
+    if (spec.memoryHotplug && spec.memoryHotplug.max !== memory.max) throw invalidArgument('memory.max', `memory.max (${memory.max} MiB) and memoryHotplug.max (${spec.memoryHotplug.max} MiB) disagree; give one`);
+    out.memoryHotplug = { max: memory.max, plugged: spec.memoryHotplug?.plugged ?? 0 };
+  }
+  if (memory.hugepages !== undefined) {
+    if (spec.hugepages && spec.hugepages !== memory.hugepages) throw invalidArgument('memory.hugepages', `memory.hugepages (${memory.hugepages}) and hugepages (${spec.hugepages}) disagree; give one`);
+    out.hugepages = memory.hugepages;
+  }
+  return out;
 }
 export type DiskSpec = VmSpec['disks'][number];
 export type NicSpec = VmSpec['nics'][number];
@@ -357,6 +424,7 @@ function checkSpecConsistency(spec: VmSpec): void {
   if (cpu?.pin && cpu.pin.length > possible) {
     throw invalidArgument(`resources.cpu.pin.${possible}`, `the VM has ${possible} possible vCPU(s) (0-${possible - 1}); there is no vCPU ${possible}`);
   }
+  checkMemoryLayout(spec);
   const memory = spec.resources?.memory;
   if (memory?.balloon !== undefined && memory.balloon > spec.memory) {
     throw invalidArgument('resources.memory.balloon', `the balloon target (${memory.balloon} MiB) cannot exceed memory (${spec.memory} MiB)`);
@@ -402,6 +470,32 @@ function checkSpecConsistency(spec: VmSpec): void {
       hostPorts.add(key);
     });
   });
+}
+
+/**
+ * What QEMU would refuse about hot-pluggable memory and hugepages, refused
+ * first, naming the field: the boot RAM (memory - plugged) and the virtio-mem
+ * region (max - boot RAM) come whole in blocks, and hugepage-backed RAM in
+ * whole hugepages.
+ */
+function checkMemoryLayout(spec: VmSpec): void {
+  const page = spec.hugepages ? HUGEPAGE_SIZES[spec.hugepages] : 1;
+  const hotplug = spec.memoryHotplug;
+  if (hotplug) {
+    const block = Math.max(VIRTIO_MEM_BLOCK_MIB, page);
+    if (hotplug.max < spec.memory) throw invalidArgument('memory.max', `max (${hotplug.max} MiB) must be at least size (${spec.memory} MiB)`);
+    if (hotplug.plugged > spec.memory - 32) throw invalidArgument('memoryHotplug.plugged', `${hotplug.plugged} MiB plugged leaves less than 32 MiB of boot memory out of ${spec.memory} MiB`);
+    const boot = spec.memory - hotplug.plugged;
+    if (hotplug.max === boot) throw invalidArgument('memory.max', `max must be above the boot memory (${boot} MiB) for memory to be hot-added`);
+    if ((hotplug.max - boot) % block !== 0) throw invalidArgument('memory.max', `max - size (${hotplug.max - boot} MiB) must be a multiple of ${block} MiB, the block memory is hot-added in`);
+    // Linux (x86-64) adds memory in 128 MiB sections: a smaller region gives it nothing it can use.
+    if (hotplug.max - boot < LINUX_MEMORY_SECTION_MIB) throw invalidArgument('memory.max', `max - size (${hotplug.max - boot} MiB) must be at least ${LINUX_MEMORY_SECTION_MIB} MiB: guests add hot-plugged memory in ${LINUX_MEMORY_SECTION_MIB} MiB sections`);
+    if (hotplug.plugged % block !== 0) throw invalidArgument('memory.size', `the memory added live (${hotplug.plugged} MiB) must be a multiple of ${block} MiB`);
+  }
+  if (spec.hugepages) {
+    const boot = spec.memory - (hotplug?.plugged ?? 0);
+    if (boot % page !== 0) throw invalidArgument('memory.size', `${boot} MiB is not a whole number of ${spec.hugepages} hugepages`);
+  }
 }
 
 function checkDevices(spec: VmSpec): void {

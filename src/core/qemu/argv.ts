@@ -7,10 +7,11 @@
  * takes in keyval form (-machine, -accel, -smp, -chardev, -name) receive
  * enum values, numbers, validated names or escaped paths only.
  */
-import { hotplugPorts, type DiskSpec, type NicSpec, type VmDefinition } from '../model/vm.js';
+import { HUGEPAGE_SIZES, hotplugPorts, type DiskSpec, type NicSpec, type VmDefinition } from '../model/vm.js';
+import { MiB } from '../model/units.js';
 import { TCG_TRANSLATION_CACHE_MIB } from '../resources/host.js';
 import { throttleLimits } from '../resources/spec.js';
-import { AGENT_CHARDEV, BALLOON_DEVICE, diskNames, nicNames } from './ids.js';
+import { AGENT_CHARDEV, BALLOON_DEVICE, BOOT_MEMORY_BACKEND, HOTPLUG_MEMORY_BACKEND, VIRTIO_MEM_DEVICE, diskNames, nicNames } from './ids.js';
 
 export interface ResolvedVolume {
   path: string;
@@ -106,6 +107,8 @@ export function buildQemuArgv(def: VmDefinition, ctx: LaunchContext): string[] {
   if (ctx.uefi) machine.push('pflash0=fw-code', 'pflash1=fw-vars');
   // Secure Boot firmware keeps its variables safe from the OS only with SMM and a secure flash.
   if (ctx.uefi?.secureBoot) machine.push('smm=on');
+  // Hugepages: the boot RAM is an explicit backend on the host's hugetlb pool.
+  if (def.hugepages) machine.push(`memory-backend=${BOOT_MEMORY_BACKEND}`);
   push('-machine', machine.join(','));
   if (ctx.uefi?.secureBoot) push('-global', 'driver=cfi.pflash01,property=secure,value=on');
   // Under a memory limit TCG's translation cache is bounded, so QEMU's overhead is known (resources/host.ts).
@@ -114,7 +117,12 @@ export function buildQemuArgv(def: VmDefinition, ctx: LaunchContext): string[] {
   push('-cpu', def.cpus.model ?? (ctx.accel === 'kvm' ? 'host' : 'max'));
   const { count, max, sockets, cores, threads } = def.cpus;
   push('-smp', `cpus=${count},${max !== undefined ? `maxcpus=${max},` : ''}sockets=${sockets},cores=${cores},threads=${threads}`);
-  push('-m', `size=${def.memory}M`);
+  const hotplug = def.memoryHotplug;
+  const bootMiB = def.memory - (hotplug?.plugged ?? 0);
+  // With hot-pluggable memory QEMU reserves address space up to maxmem; the virtio-mem region fills it.
+  push('-m', `size=${bootMiB}M${hotplug ? `,maxmem=${hotplug.max}M` : ''}`);
+  if (def.hugepages) push('-object', json(memoryBackend(BOOT_MEMORY_BACKEND, bootMiB, def.hugepages)));
+  if (hotplug) push('-object', json(memoryBackend(HOTPLUG_MEMORY_BACKEND, hotplug.max - bootMiB, def.hugepages)));
   // Start paused: Vireo connects to QMP, subscribes to events, then resumes.
   push('-S');
   push('-msg', 'timestamp=on');
@@ -172,8 +180,9 @@ export function buildQemuArgv(def: VmDefinition, ctx: LaunchContext): string[] {
   }
 
   const bootIndex = bootIndexes(def);
+  const queues = virtioQueues(def);
   if (def.disks.some((disk) => disk.bus === 'scsi') || ctx.cloudInitSeed) {
-    push('-device', json({ driver: 'virtio-scsi-pci', id: 'scsi0' }));
+    push('-device', json({ driver: 'virtio-scsi-pci', id: 'scsi0', ...(queues ? { num_queues: queues } : {}) }));
   }
   if (def.devices?.usb) {
     // Before the disks: USB disks sit on it.
@@ -185,7 +194,7 @@ export function buildQemuArgv(def: VmDefinition, ctx: LaunchContext): string[] {
   def.disks.forEach((disk, index) => {
     if (disk.ejected) {
       // An empty CD-ROM drive: the device without a medium (one can be inserted live).
-      const { drive: _drive, ...device } = diskDevice(disk, busSlots);
+      const { drive: _drive, ...device } = diskDevice(disk, busSlots, queues);
       const boot = bootIndex.disks[index];
       if (boot !== undefined) device.bootindex = boot;
       push('-device', json(device));
@@ -199,7 +208,7 @@ export function buildQemuArgv(def: VmDefinition, ctx: LaunchContext): string[] {
       push('-object', json({ 'qom-type': 'throttle-group', id: group, limits: throttleLimits(disk.limits!) }));
     }
     for (const node of blockNodes(disk, volume, file)) push('-blockdev', json(node));
-    const device = diskDevice(disk, busSlots);
+    const device = diskDevice(disk, busSlots, queues);
     const boot = bootIndex.disks[index];
     if (boot !== undefined) device.bootindex = boot;
     push('-device', json(device));
@@ -237,7 +246,26 @@ export function buildQemuArgv(def: VmDefinition, ctx: LaunchContext): string[] {
 
   // After everything older specs had, so that a VM without devices keeps its PCI addresses.
   pushDevices(def, ctx, push, socketAt);
+  if (hotplug) push('-device', json(virtioMemDevice(hotplug.plugged, def.hugepages)));
   return argv;
+}
+
+/**
+ * A RAM backend: anonymous memory, or with hugepages a memfd on the host's
+ * hugetlb pool (no hugetlbfs mount to find or to let QEMU open by name). A
+ * hugetlb mapping takes its pages from the reserved pool when it is made, so
+ * a short pool fails QEMU's start instead of the guest later; the virtio-mem
+ * region is only reserved as it is plugged (reserve off, the device preallocates).
+ */
+function memoryBackend(id: string, mib: number, hugepages: VmDefinition['hugepages']): Json {
+  if (!hugepages) return { 'qom-type': 'memory-backend-ram', id, size: mib * MiB };
+  const hotplugRegion = id === HOTPLUG_MEMORY_BACKEND;
+  return { 'qom-type': 'memory-backend-memfd', id, size: mib * MiB, hugetlb: true, hugetlbsize: HUGEPAGE_SIZES[hugepages] * MiB, ...(hotplugRegion ? { reserve: false } : {}) };
+}
+
+/** The virtio-mem device: `requested-size` is what the guest is asked to plug (qom-set live). */
+export function virtioMemDevice(pluggedMiB: number, hugepages?: VmDefinition['hugepages']): Json {
+  return { driver: 'virtio-mem-pci', id: VIRTIO_MEM_DEVICE, memdev: HOTPLUG_MEMORY_BACKEND, 'requested-size': pluggedMiB * MiB, ...(hugepages ? { prealloc: true } : {}) };
 }
 
 /** The USB controller's id; its bus is `usb0.0`. */
@@ -359,7 +387,20 @@ export function blockNodes(disk: IdentifiedDisk, volume: ResolvedVolume, file: (
   return nodes;
 }
 
-export function diskDevice(disk: IdentifiedDisk, slots: { sata: number; ide: number; scsi: number }): Json {
+/**
+ * The queue count of virtio disk controllers, fixed where vCPUs can be
+ * hot-added. QEMU's default is the vCPU count it was started with (-smp
+ * cpus), and with it the number of MSI-X vectors, a read-only part of the
+ * device's PCI config: a VM whose vCPUs were added live would reach a
+ * migration's destination (started with the new count) with a device that
+ * is not the same ("Bad config data" on the MSI-X message control). So with
+ * cpus.max the queues are cpus.max, whatever the count at any start.
+ */
+export function virtioQueues(def: Pick<VmDefinition, 'cpus'>): number | undefined {
+  return def.cpus.max;
+}
+
+export function diskDevice(disk: IdentifiedDisk, slots: { sata: number; ide: number; scsi: number }, queues?: number): Json {
   const id = diskNames(disk.id).device;
   const drive = diskTopNode(disk);
   const writeCache = disk.cache === 'writethrough' || disk.cache === 'directsync' ? 'off' : 'on';
@@ -367,7 +408,7 @@ export function diskDevice(disk: IdentifiedDisk, slots: { sata: number; ide: num
   const serial = disk.serial ? { serial: disk.serial } : {};
   switch (disk.bus) {
     case 'virtio':
-      return { driver: 'virtio-blk-pci', id, drive, 'write-cache': writeCache, ...serial, ...(disk.port ? { bus: disk.port } : {}) };
+      return { driver: 'virtio-blk-pci', id, drive, 'write-cache': writeCache, ...serial, ...(disk.port ? { bus: disk.port } : {}), ...(queues ? { 'num-queues': queues } : {}) };
     case 'scsi': {
       const lun = slots.scsi++;
       return { driver: cdrom ? 'scsi-cd' : 'scsi-hd', id, drive, bus: 'scsi0.0', channel: 0, 'scsi-id': 0, lun, 'write-cache': writeCache, ...serial };

@@ -51,3 +51,9 @@ export function diskIdOfNode(nodeName: string | undefined): string | undefined {
 
 /** The guest agent's chardev (its socket) and virtio-serial port: argv makes them, query-chardev finds them by this label. */
 export const AGENT_CHARDEV = 'qga0';
+
+/** Hot-pluggable memory: the virtio-mem device and the memory backend of its region. */
+export const VIRTIO_MEM_DEVICE = 'vmem0';
+export const HOTPLUG_MEMORY_BACKEND = 'mem-hot0';
+/** The boot RAM's backend when it is not QEMU's default (hugepages). */
+export const BOOT_MEMORY_BACKEND = 'ram0';

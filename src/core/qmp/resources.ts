@@ -4,6 +4,7 @@
  * plug/unplug, objects, netdevs and hot-pluggable CPUs.
  */
 import type { QmpClient } from './client.js';
+import { VIRTIO_MEM_DEVICE } from '../qemu/ids.js';
 
 type Empty = Record<string, never>;
 
@@ -69,4 +70,14 @@ export interface HotpluggableCpu {
 
 export async function queryHotpluggableCpus(client: QmpClient): Promise<HotpluggableCpu[]> {
   return client.execute<HotpluggableCpu[]>('query-hotpluggable-cpus');
+}
+
+/** The virtio-mem device's QOM path (its requested-size is set live, its size is what the guest has plugged). */
+export const VIRTIO_MEM_PATH = `/machine/peripheral/${VIRTIO_MEM_DEVICE}`;
+
+/** Hot-pluggable memory as the virtio-mem device sees it, in bytes: plugged by the guest, and asked of it. */
+export async function queryVirtioMem(client: QmpClient): Promise<{ plugged: number; requested: number }> {
+  const plugged = await qomGet<number>(client, VIRTIO_MEM_PATH, 'size');
+  const requested = await qomGet<number>(client, VIRTIO_MEM_PATH, 'requested-size');
+  return { plugged, requested };
 }

@@ -73,4 +73,5 @@ export function checkResourcesAgainstHost(spec: VmSpec, host: HostCapacity, acce
     }
   }
   if (spec.memory > host.memoryMiB) throw invalidArgument('memory', `${spec.memory} MiB is more than this host has (${host.memoryMiB} MiB)`);
+  if (spec.memoryHotplug && spec.memoryHotplug.max > host.memoryMiB) throw invalidArgument('memory.max', `${spec.memoryHotplug.max} MiB is more than this host has (${host.memoryMiB} MiB)`);
 }

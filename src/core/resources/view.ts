@@ -10,7 +10,7 @@ import { vmPaths, type VireoPaths } from '../paths.js';
 import { diskTopNode } from '../qemu/argv.js';
 import { openMonitor } from '../qmp/monitor.js';
 import { queryCpusFast } from '../qmp/commands.js';
-import { queryBalloon } from '../qmp/resources.js';
+import { queryBalloon, queryVirtioMem } from '../qmp/resources.js';
 import { queryBlockStats } from '../qmp/stats.js';
 import { VmCgroup } from './cgroups.js';
 import { memoryOverheadMiB } from './host.js';
@@ -37,6 +37,8 @@ export interface ResourceUsage {
     peakMiB?: number;
     balloonTargetMiB?: number;
     balloonActualMiB?: number;
+    /** Hot-pluggable memory (memory.max): the most the guest can have, and what its virtio-mem device holds plugged and is asked for. */
+    hotplug?: { maxMiB: number; bootMiB: number; pluggedMiB: number; requestedMiB: number };
   };
   disks: { id: string; volume: string; limits?: Record<string, unknown>; readBytes?: number; writtenBytes?: number }[];
   /**
@@ -61,6 +63,7 @@ export async function resourceUsage(paths: VireoPaths, def: VmDefinition, pid: n
     const cpus = await queryCpusFast(client);
     const balloon = await queryBalloon(client).catch(() => undefined);
     const stats = await queryBlockStats(client).catch(() => []);
+    const virtioMem = def.memoryHotplug ? await queryVirtioMem(client).catch(() => undefined) : undefined;
     const vcpuThreads = new Set(cpus.map((cpu) => cpu['thread-id']));
     const vcpus = await Promise.all(cpus.map(async (cpu) => ({ index: cpu['cpu-index'], threadId: cpu['thread-id'], cpus: await allowedCpus(cpu['thread-id']).catch(() => '') })));
     const emulator = new Set<string>();
@@ -102,6 +105,9 @@ export async function resourceUsage(paths: VireoPaths, def: VmDefinition, pid: n
         ...(usage.memoryPeakBytes !== undefined ? { peakMiB: mib(usage.memoryPeakBytes)! } : {}),
         ...(resources?.memory?.balloon !== undefined ? { balloonTargetMiB: resources.memory.balloon } : {}),
         ...(balloon ? { balloonActualMiB: mib(balloon.actual)! } : {}),
+        ...(def.memoryHotplug && virtioMem
+          ? { hotplug: { maxMiB: def.memoryHotplug.max, bootMiB: def.memory - def.memoryHotplug.plugged, pluggedMiB: mib(virtioMem.plugged)!, requestedMiB: mib(virtioMem.requested)! } }
+          : {}),
       },
       disks: def.disks.map((disk) => {
         const entry = stats.find((candidate) => candidate['node-name'] === diskTopNode(disk));

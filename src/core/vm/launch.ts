@@ -156,8 +156,8 @@ class Handoff {
   }
 
   /** The VM's swtpm, started now; QEMU gets the connected control socket. */
-  async tpm(vmDir: string, identity: QemuIdentity | undefined): Promise<void> {
-    const tpm = await startSwtpm(vmDir, [dirname(dirname(vmDir)), dirname(vmDir), vmDir], identity);
+  async tpm(vmDir: string, identity: QemuIdentity | undefined, incoming: boolean): Promise<void> {
+    const tpm = await startSwtpm(vmDir, [dirname(dirname(vmDir)), dirname(vmDir), vmDir], identity, { manufacture: !incoming });
     this.closers.push(tpm.close);
     this.passed.tpm = this.inherit(tpm.fd);
   }
@@ -215,7 +215,7 @@ async function prepareHandoff(def: VmDefinition, context: LaunchContext, runDir:
     for (let index = 1; index <= (def.devices?.serials ?? 0); index++) {
       await handoff.socket(`serial${index}` as 'serial1', serialSocketOf(runtime, index));
     }
-    if (def.devices?.tpm) await handoff.tpm(dirname(runDir), identity);
+    if (def.devices?.tpm) await handoff.tpm(dirname(runDir), identity, context.incoming !== undefined);
     if (def.vnc && runtime.vncSocket) await handoff.vncDirectory(dirname(runtime.vncSocket), identity);
     for (const disk of def.disks) {
       if (disk.ejected) continue;
@@ -355,12 +355,13 @@ function waitUntilAnswering(path: string, timeoutMs: number): Promise<void> & { 
  * handed over (that needs SCM_RIGHTS, which Node cannot send). Each file is
  * given to that VM's own uid (no other VM's QEMU runs as it) until `restore`
  * gives it back to its owner, right after QEMU opened it; QEMU keeps the
- * descriptor. The directories from the Vireo home down to each file get the
- * search bit for others (never the read bit), so that the path can be
- * followed; the files themselves stay 0600. Without a user switch (user-mode
- * Vireo) there is nothing to grant.
+ * descriptor. The directories from the root holding each file (the Vireo
+ * home, or a storage directory elsewhere: VIREO_STORAGE, shared storage)
+ * down to the file get the search bit for others (never the read bit), so
+ * that the path can be followed; the files themselves stay 0600. Without a
+ * user switch (user-mode Vireo) there is nothing to grant.
  */
-export async function grantToQemu(home: string, uuid: string, runDir: string, files: string[]): Promise<() => Promise<void>> {
+export async function grantToQemu(roots: string[], uuid: string, runDir: string, files: string[]): Promise<() => Promise<void>> {
   if (process.getuid?.() !== 0) return async () => undefined;
   const uid = await claimedUid(claimOwner(uuid, runDir));
   if (uid === undefined) throw new VireoError('invalid_state', 'the VM\'s QEMU runs under no uid of its own (started before this version of Vireo): stop and start it to attach disks live');
@@ -371,8 +372,9 @@ export async function grantToQemu(home: string, uuid: string, runDir: string, fi
   };
   try {
     for (const file of files) {
-      const rel = relative(home, dirname(file));
-      if (!rel.startsWith('..')) {
+      const home = roots.find((root) => !relative(root, dirname(file)).startsWith('..'));
+      const rel = home === undefined ? '..' : relative(home, dirname(file));
+      if (home !== undefined) {
         let dir = home;
         for (const part of ['', ...(rel ? rel.split(sep) : [])]) {
           dir = part ? join(dir, part) : dir;

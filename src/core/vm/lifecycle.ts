@@ -19,6 +19,7 @@ import type { VmDefinition } from '../model/vm.js';
 import { MAX_SOCKET_PATH, vmPaths, type VireoPaths } from '../paths.js';
 import { serialSocketOf, type LaunchContext, type ResolvedVolume } from '../qemu/argv.js';
 import { checkPassthrough } from '../devices/passthrough.js';
+import { checkHugepages } from '../resources/hugepages.js';
 import { tpmPaths } from '../devices/tpm.js';
 import * as qemuImg from '../storage/qemu-img.js';
 import type { QmpClient } from '../qmp/client.js';
@@ -110,6 +111,8 @@ export async function launchContext(paths: VireoPaths, def: VmDefinition, resolv
   const cloudInitSeed = def.cloudInit ? join(runtime.dir, 'cidata.iso') : undefined;
   if (def.cloudInit && cloudInitSeed) await writeSeedIso(buildSeed(def), cloudInitSeed, runtime.dir);
   await checkPassthrough(def.devices);
+  // Boot RAM and what the guest plugs at boot come from the hugetlb pool; memory added later is checked as it is added.
+  await checkHugepages(def, def.memory, `VM '${def.name}' (${def.memory} MiB)`);
   const deviceSockets = [...Array.from({ length: def.devices?.serials ?? 0 }, (_, index) => serialSocketOf(runtime, index + 1)), ...(def.devices?.tpm ? [tpmPaths(runtime.dir).socket] : [])];
   for (const socket of [runtime.qmpSocket, runtime.statusSocket, runtime.eventSocket, runtime.serialSocket, runtime.guestAgentSocket, runtime.vncSocket, ...deviceSockets]) {
     if (Buffer.byteLength(socket) > MAX_SOCKET_PATH) {

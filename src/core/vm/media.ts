@@ -123,7 +123,7 @@ export async function insertMedia(paths: VireoPaths, name: string, options: { dr
       else await client.execute('blockdev-open-tray', { id: device, force: true });
       const resolved = await resolveVolume(paths, volumeName!);
       // QEMU runs unprivileged and opens what it is given live by name: the file is its own only while it opens it.
-      const giveBack = await grantToQemu(paths.home, def.uuid, vmPaths(paths, def.name).runDir, [resolved.path]);
+      const giveBack = await grantToQemu([paths.home, paths.storage], def.uuid, vmPaths(paths, def.name).runDir, [resolved.path]);
       try {
         for (const node of blockNodes(next.disks[index]!, { path: resolved.path, format: 'raw' })) await blockdevAdd(client, node);
       } finally {
