@@ -1,6 +1,6 @@
 /**
  * `npm run bench`: Vireo's figures next to the plain equivalent, in one run,
- * as medians. Usage: npm run bench [-- --runs N] [-- --only start,daemon,snapshots,migration,availability,network,resources,cluster,web-ui]
+ * as medians. Usage: npm run bench [-- --runs N] [-- --only start,daemon,snapshots,migration,availability,network,resources,cluster,web-ui,guests]
  *
  * Sections: start (vm start to readiness vs plain qemu), daemon (API latency
  * and daemon memory vs libvirtd where libvirt is installed), snapshots (linked
@@ -12,7 +12,10 @@
  * user-mode networking), cluster (place, balance and evacuation decisions on
  * 100 simulated hosts and 10,000 VMs, and simulated balancing convergence),
  * web-ui (cold load of the web UI with 200 VMs in chromium: gzipped bytes,
- * time to an interactive list, and a VM state change to the list showing it).
+ * time to an interactive list, and a VM state change to the list showing it),
+ * guests (only with --only guests: debian-12 image build cold and cached;
+ * vm create + start to SSH answering vs plain QEMU with the same disk and
+ * seed; at most 2 runs).
  */
 import { fileURLToPath } from 'node:url';
 import { join } from 'node:path';
@@ -33,6 +36,7 @@ import { ensureDaemon, findExecutable, type LibvirtDaemon } from './libvirtd.js'
 import { benchLibvirtResources } from './libvirt-resources.js';
 import { benchCluster } from './cluster.js';
 import { benchWebUi, reportWebUi } from './web-ui.js';
+import { benchGuests } from './guests.js';
 
 const runsFlag = process.argv.indexOf('--runs');
 const runs = runsFlag === -1 ? 7 : Number(process.argv[runsFlag + 1]);
@@ -223,6 +227,23 @@ await section('availability', async () => {
 await section('web-ui', async () => {
   process.stdout.write(`\n${reportWebUi(await benchWebUi({ cli, imageHome }))}`);
 });
+
+// Opt-in only (--only guests): a cold Debian build and four Debian boots take 10+ minutes under TCG, past the whole bench's budget.
+if (only?.has('guests')) {
+  await section('guests', async () => {
+    // At most two runs each side.
+    const figures = await benchGuests({ runs: Math.max(1, Math.min(runs, 2)), cli, imageHome });
+    const list = (values: number[]) => values.map((ms) => (ms / 1000).toFixed(1)).join(' ');
+    process.stdout.write(`\nreal guests: debian-12\n`);
+    process.stdout.write(`  image build, cold (new home)        ${fmt(figures.build.coldMs)}   (packages from: ${figures.build.sources})\n`);
+    process.stdout.write(`  image build, cached (same again)    ${fmt(figures.build.cachedMs)}\n`);
+    process.stdout.write(`  create + start to SSH answering (${figures.cpus} vCPU, ${figures.memoryMiB} MiB, ${figures.diskSize} disk, cloud-init first boot)\n`);
+    const vireoTotals = figures.vireo.map((run) => run.totalMs);
+    process.stdout.write(`    vireo vm create + vm start        ${fmt(median(vireoTotals))}   (runs s: ${list(vireoTotals)}; create ${list(figures.vireo.map((run) => run.createMs))}, start returned ${list(figures.vireo.map((run) => run.startMs))})\n`);
+    process.stdout.write(`    plain qemu-img overlay + qemu     ${fmt(median(figures.plainMs))}   (runs s: ${list(figures.plainMs)}; same base, same seed ISO)\n`);
+    process.stdout.write(`    ratio vireo/plain                 ${(median(vireoTotals) / median(figures.plainMs)).toFixed(3)}\n`);
+  });
+}
 } finally {
   const problem = await libvirtd?.stop();
   if (problem !== undefined) process.stdout.write(`libvirt: stopping the daemon: ${problem}\n`);

@@ -12,7 +12,7 @@ import { AGENT_CHARDEV } from '../qemu/ids.js';
 import type { QmpClient } from '../qmp/client.js';
 import { queryChardev } from '../qmp/commands.js';
 import { withMonitor } from '../qmp/monitor.js';
-import { GuestAgent, heldSession } from '../vm/guest-agent.js';
+import { GuestAgent, heldSession, syncGuestClock } from '../vm/guest-agent.js';
 import { livePid } from '../vm/runtime.js';
 
 /** How long to wait for the agent's first answer: a loaded TCG host can take seconds. */
@@ -73,6 +73,11 @@ export type AgentState = 'answers' | 'not-answering' | 'no-channel';
 
 /** How recent an answer on a session this process holds must be to count as answering. */
 const HELD_ANSWER_MS = 10_000;
+/** How long an agent found not answering is reported so at once (and asked again in the background) rather than waited for. */
+const SILENT_MEMO_MS = 10_000;
+
+/** Agents this process last found not answering, by socket, and the background probe asking again. */
+const silent = new Map<string, { at: number; probing?: Promise<void> }>();
 
 export async function agentState(paths: VireoPaths, name: string, options: { client?: QmpClient; timeoutMs?: number } = {}): Promise<AgentState> {
   const timeoutMs = options.timeoutMs ?? 1500;
@@ -80,14 +85,51 @@ export async function agentState(paths: VireoPaths, name: string, options: { cli
   // The channel takes one client at a time: while this process holds it (an exec, a thaw awaited), asking again would only wait.
   const held = heldSession(socket);
   if (held) return Date.now() - held.lastAnswer < HELD_ANSWER_MS ? 'answers' : 'not-answering';
-  // QEMU knows whether the guest has its end of the channel open, at once; an agentless guest then costs no timeout.
-  const ask = (client: QmpClient) => queryChardev(client, { timeoutMs });
-  const chardevs = await (options.client ? ask(options.client) : withMonitor(paths, name, ask, { monitor: 'status', timeoutMs })).catch(() => undefined);
-  if (chardevs !== undefined) {
-    const channel = chardevs.find((chardev) => chardev.label === AGENT_CHARDEV);
-    if (!channel?.['frontend-open']) return 'no-channel';
+  if ((await agentChannelOpen(paths, name, { timeoutMs, ...(options.client ? { client: options.client } : {}) })) === false) {
+    silent.delete(socket);
+    return 'no-channel';
   }
-  return (await agentAnswers(paths, name, timeoutMs)) ? 'answers' : 'not-answering';
+  const probe = async (): Promise<boolean> => {
+    const answers = await agentAnswers(paths, name, timeoutMs);
+    if (answers) silent.delete(socket);
+    else silent.set(socket, { at: Date.now() });
+    return answers;
+  };
+  // A stuck agent would make every listing wait out its timeout (a daemon's GET /vms waits for its slowest VM):
+  // for a while it is reported as last found, and asked again in the background, one probe at a time.
+  const memo = silent.get(socket);
+  if (memo && Date.now() - memo.at < SILENT_MEMO_MS) {
+    memo.probing ??= probe().then(() => undefined, () => undefined).finally(() => delete memo.probing);
+    return 'not-answering';
+  }
+  return (await probe()) ? 'answers' : 'not-answering';
+}
+
+/**
+ * Whether a program in the guest holds the agent's port open, as QEMU knows
+ * at once (query-chardev's frontend-open): false means no agent to wait for.
+ * Undefined when QEMU cannot be asked.
+ */
+export async function agentChannelOpen(paths: VireoPaths, name: string, options: { client?: QmpClient; timeoutMs?: number } = {}): Promise<boolean | undefined> {
+  const ask = (client: QmpClient) => queryChardev(client, { timeoutMs: options.timeoutMs ?? 1500 });
+  const chardevs = await (options.client ? ask(options.client) : withMonitor(paths, name, ask, { monitor: 'status', timeoutMs: options.timeoutMs ?? 1500 })).catch(() => undefined);
+  if (chardevs === undefined) return undefined;
+  return chardevs.find((chardev) => chardev.label === AGENT_CHARDEV)?.['frontend-open'] ?? false;
+}
+
+/** How long the clock set after a move keeps asking an agent that holds its port but does not answer yet. */
+const CLOCK_AFTER_MOVE_MS = 20_000;
+
+/**
+ * Sets the guest's clock after a migration's hand-over, in the background
+ * of it: the guest already runs on this host, and the operation does not
+ * wait. An agent that holds its port is asked until it answers (a loaded
+ * host may delay a just-resumed guest's agent for seconds), at most once
+ * set; a guest whose port nothing holds is not waited for at all.
+ */
+export async function syncClockAfterMove(paths: VireoPaths, name: string): Promise<boolean> {
+  if ((await agentChannelOpen(paths, name)) === false) return false;
+  return syncGuestClock(vmPaths(paths, name).guestAgentSocket, { timeoutMs: 3000, withinMs: CLOCK_AFTER_MOVE_MS });
 }
 
 interface RawInterface {

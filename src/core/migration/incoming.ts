@@ -11,9 +11,10 @@ import { readFile } from 'node:fs/promises';
 import { VireoError, invalidState, isVireoError } from '../errors.js';
 import { getHostFacts } from '../host/check.js';
 import { run } from '../process/run.js';
+import { syncClockAfterMove } from '../guest/agent-ops.js';
 import { getImage } from '../image/store.js';
 import { defineVm, parseVmSpec, type VmDefinition } from '../model/vm.js';
-import { vmPaths, type VireoPaths } from '../paths.js';
+import type { VireoPaths } from '../paths.js';
 import { cont, queryStatus } from '../qmp/commands.js';
 import { blockExportAddNbd, migrateIncoming, nbdServerStart, nbdServerStop, queryMigrate } from '../qmp/migration.js';
 import type { Reverter } from '../revert.js';
@@ -21,7 +22,6 @@ import { createVolume, deleteVolume, getVolume } from '../storage/volumes.js';
 import { deleteDefinition, reserveVmDirectory, saveDefinition, vmExists } from '../vm/definitions.js';
 import { launchContext, prepareNetworks } from '../vm/lifecycle.js';
 import { launchQemu } from '../vm/launch.js';
-import { syncGuestClock } from '../vm/guest-agent.js';
 import { waitForExit } from '../vm/process.js';
 import { cleanRunDirectory, livePid, prepareRunDirectory, writeRuntimeRecord } from '../vm/runtime.js';
 import { diskNames } from '../qemu/ids.js';
@@ -226,7 +226,8 @@ export async function startReceivedVm(paths: VireoPaths, def: VmDefinition, opti
     if (status !== 'running') await cont(client);
   });
   // The guest's clock is behind by the downtime of the switch: set it through its agent, when one answers.
-  await syncGuestClock(vmPaths(paths, def.name).guestAgentSocket);
+  // In the background: the guest runs here already, and the hand-over does not wait on its agent.
+  void syncClockAfterMove(paths, def.name).catch(() => false);
 }
 
 /**
@@ -245,7 +246,7 @@ export async function startAtPostcopySwitch(paths: VireoPaths, def: VmDefinition
       if (status !== 'inmigrate') {
         await cont(client);
         // Not awaited: the guest still pulls its memory from the source, and nothing here should wait on it.
-        void syncGuestClock(vmPaths(paths, def.name).guestAgentSocket);
+        void syncClockAfterMove(paths, def.name).catch(() => false);
         return;
       }
       await new Promise((resolve) => setTimeout(resolve, 20));

@@ -12,7 +12,7 @@ import { createServer, type Server, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
-import { GuestAgent, heldSession, withQuiescedGuest } from './guest-agent.js';
+import { GuestAgent, heldSession, syncGuestClock, withQuiescedGuest } from './guest-agent.js';
 
 type Command = { execute: string; arguments?: { id?: number }; id?: unknown };
 
@@ -162,6 +162,29 @@ test('a thaw still unanswered after the wait is kept waiting for in the backgrou
     assert.ok(agent.state.thawedAt > 0, 'the queued thaw ran after the late freeze');
     assert.equal(agent.state.frozen, false);
     assert.equal(heldSession(agent.path), undefined, 'the background session closed once the thaw was answered');
+  } finally {
+    await agent.done();
+  }
+});
+
+test('the clock set asks again while the agent is slow to answer, and sets the clock once', async () => {
+  // The first two connections get no answer (a just-resumed guest on a loaded host), the third does.
+  let connection = 0;
+  let current: Socket | undefined;
+  const agent = await fakeAgent((command, socket) => {
+    if (socket !== current) {
+      current = socket;
+      connection += 1;
+    }
+    if (connection <= 2) return;
+    agentReplies(command, socket);
+  });
+  try {
+    assert.equal(await syncGuestClock(agent.path, { timeoutMs: 200 }), false, 'one try only by default');
+    current = undefined;
+    connection = 0;
+    assert.equal(await syncGuestClock(agent.path, { timeoutMs: 200, withinMs: 5000 }), true);
+    assert.equal(agent.log.filter((command) => command === 'guest-set-time').length, 1);
   } finally {
     await agent.done();
   }

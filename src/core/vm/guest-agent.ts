@@ -298,16 +298,26 @@ export async function withQuiescedGuest<T>(socketPath: string, work: () => Promi
  * without an agent (or one that refuses) keeps its clock, which is not an
  * error.
  */
-export async function syncGuestClock(socketPath: string, timeoutMs = 1500): Promise<boolean> {
-  const agent = await GuestAgent.open(socketPath, timeoutMs);
-  if (!agent) return false;
-  try {
-    await agent.setTime(Date.now() * 1e6);
-    return true;
-  } catch {
-    return false;
-  } finally {
-    agent.close();
+export async function syncGuestClock(socketPath: string, options: { timeoutMs?: number; withinMs?: number } = {}): Promise<boolean> {
+  const timeoutMs = options.timeoutMs ?? 1500;
+  // A loaded host may keep a just-resumed guest's agent from answering in time: ask again until withinMs has passed.
+  const deadline = Date.now() + (options.withinMs ?? 0);
+  for (;;) {
+    const agent = await GuestAgent.open(socketPath, timeoutMs);
+    if (agent) {
+      try {
+        // Read the host's time now, not before a slow open: the guest gets the time it is set at.
+        await agent.setTime(Date.now() * 1e6);
+        return true;
+      } catch {
+        // Sent but not answered: it may have been applied, and setting it twice would be two jumps. Not asked again.
+        return false;
+      } finally {
+        agent.close();
+      }
+    }
+    if (Date.now() + timeoutMs > deadline) return false;
+    await new Promise((resolve) => setTimeout(resolve, 500));
   }
 }
 
