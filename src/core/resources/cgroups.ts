@@ -21,6 +21,7 @@ import { join } from 'node:path';
 import { VireoError } from '../errors.js';
 import { MiB } from '../model/units.js';
 import { run } from '../process/run.js';
+import type { CgroupSettings } from './cgroup-settings.js';
 import { VIREO_SLICE, scopeName, setScopeArgs, startScopeArgs, stopScopeArgs } from './systemd-scope.js';
 
 /** Runs busctl with the given argv (tests pass a fake). */
@@ -104,16 +105,7 @@ export function detectCgroups(): Promise<CgroupLayout> {
 }
 
 /** What a VM's group is told; undefined means "no limit" (the controller's default). */
-export interface CgroupSettings {
-  /** Cores of CPU time per period. */
-  cpuLimit?: number | undefined;
-  /** v2 scale 1-10000 (100 = default). */
-  cpuWeight?: number | undefined;
-  /** Bytes. */
-  memoryLimit?: number | undefined;
-  /** v2 scale 1-10000 (100 = default). */
-  ioWeight?: number | undefined;
-}
+export type { CgroupSettings } from './cgroup-settings.js';
 
 export interface CgroupUsage {
   /** CPU time used by QEMU (guest and emulator), in seconds. */

@@ -19,7 +19,7 @@
  * The argv is built here from data and unit-tested; this development host's
  * PID 1 is not systemd, so it never ran against a real systemd here.
  */
-import type { CgroupSettings } from './cgroups.js';
+import type { CgroupSettings } from './cgroup-settings.js';
 
 export const VIREO_SLICE = 'vireo.slice';
 
