@@ -251,9 +251,11 @@ const operationRoutes = implement(operations, {
   'POST /operations/:id/cancel': async ({ params, daemon }) => new Reply(202, daemon.operations.cancel(params.id)),
 });
 
-/** A spec's memory in MiB for placement (the spec validated it: a number of MiB or a size text). */
+/** A spec's memory in MiB for placement (the spec validated it: a number of MiB, a size text, or {size, ...}). */
 function specMemoryMiB(memory: unknown): number {
   if (typeof memory === 'number') return memory;
+  // The parsed spec's memory is {size, max?, hugepages?} (hot-pluggable memory): its size is what the VM starts with.
+  if (typeof memory === 'object' && memory !== null && 'size' in memory) return specMemoryMiB((memory as { size: unknown }).size);
   const bytes = typeof memory === 'string' ? parseSize(memory) : undefined;
   return bytes === undefined ? 0 : Math.ceil(bytes / (1024 * 1024));
 }
