@@ -68,8 +68,9 @@ export async function benchLibvirtResources(options: { runs: number; kernel: str
   <on_poweroff>destroy</on_poweroff>
   <devices>
     <controller type='usb' model='none'/>
-    <controller type='pci' model='pcie-root-port'/>
-    <controller type='pci' model='pcie-root-port'/>
+    <controller type='pci' index='0' model='pcie-root'/>
+    <controller type='pci' index='1' model='pcie-root-port'/>
+    <controller type='pci' index='2' model='pcie-root-port'/>
     <serial type='file'><source path='${join(dir, 'console.log')}'/><target port='0'/></serial>
     <memballoon model='none'/>
   </devices>

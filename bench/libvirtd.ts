@@ -25,7 +25,7 @@
  */
 import { execFile } from 'node:child_process';
 import { constants } from 'node:fs';
-import { access, appendFile, copyFile, mkdir, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { access, appendFile, copyFile, mkdir, mkdtemp, readdir, readFile, rm, rmdir, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { delimiter, join } from 'node:path';
 
@@ -177,6 +177,19 @@ async function startFenced(): Promise<LibvirtDaemon | { reason: string }> {
   }
   await writeFile(join(config, 'qemu.conf'), 'user = "root"\ngroup = "root"\nsecurity_driver = "none"\nnamespaces = []\n');
   const mounts = [`mount --bind ${config} /etc/libvirt`];
+  // libvirt (without systemd) makes a 'machine' group in each hierarchy for its domains: the ones it makes go at the end.
+  const machineGroups: string[] = [];
+  // `ip netns exec` mounts a fresh /sys for the namespace, which hides the host's cgroup trees: mount them again,
+  // as the host has them (v1, hybrid or v2), or libvirt finds no CPU controller for schedinfo and the like.
+  for (const line of (await readFile('/proc/mounts', 'utf8')).split('\n')) {
+    const [, target, type, options] = line.split(' ');
+    if (!target?.startsWith('/sys/fs/cgroup')) continue;
+    const controllers = (options ?? '').split(',').filter((option) => !['rw', 'ro', 'relatime', 'nosuid', 'nodev', 'noexec'].includes(option));
+    if (type === 'tmpfs') mounts.push(`mount -t tmpfs -o mode=755 tmpfs ${target}`);
+    else if (type === 'cgroup') mounts.push(`mkdir -p ${target} && mount -t cgroup -o ${controllers.join(',')} cgroup ${target}`);
+    else if (type === 'cgroup2') mounts.push(`mkdir -p ${target} && mount -t cgroup2 cgroup2 ${target}`);
+    if ((type === 'cgroup' || type === 'cgroup2') && !(await access(join(target, 'machine')).then(() => true, () => false))) machineGroups.push(join(target, 'machine'));
+  }
   const passwd = await readFile('/etc/passwd', 'utf8');
   if (!/^libvirt-qemu:/m.test(passwd)) {
     await copyFile('/etc/passwd', join(dir, 'passwd'));
@@ -214,6 +227,7 @@ async function startFenced(): Promise<LibvirtDaemon | { reason: string }> {
   const ours = async () => [...(await pidsNamed(['libvirtd', 'virtlogd'])).keys()].filter((pid) => !before.has(pid));
   const stop = async () => {
     await terminate(await ours());
+    for (const group of machineGroups) await rmdir(group).catch(() => undefined);
     await cleanUp();
     return undefined;
   };
