@@ -169,6 +169,6 @@ describe('graphical console (VNC through the daemon)', () => {
     assert.equal(listed.code, 0, listed.stderr);
     assert.match(listed.stdout, /\sAGENT\s/);
     assert.match(listed.stdout, /^plain\s+stopped\s.*\s-\s+-$/m);
-    assert.match(listed.stdout, /^gfx\s+running\s.*\s(answers|no|\?)\s/m);
+    assert.match(listed.stdout, /^gfx\s+running\s.*\s(answers|not-answering|no-channel)\s/m);
   });
 });
