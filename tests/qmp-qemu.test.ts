@@ -10,10 +10,10 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test, type TestContext } from 'node:test';
-import { isVireoError, type VireoError } from '../src/core/errors.js';
 import { QmpClient } from '../src/core/qmp/client.js';
 import { connectWhenListening } from '../src/core/qmp/listening.js';
 import { cont, queryBlock, queryCpusFast, queryStatus, queryVersion, quit, setAction, stop } from '../src/core/qmp/commands.js';
+import { rejectionOf } from '../src/test-support/errors.js';
 
 interface RunningQemu {
   child: ChildProcess;
@@ -57,17 +57,6 @@ async function startQemu(t: TestContext): Promise<RunningQemu> {
   return { child, socketPath, exited, client };
 }
 
-async function rejectsWith(promise: Promise<unknown>, code: VireoError['code']): Promise<VireoError> {
-  try {
-    await promise;
-  } catch (error) {
-    assert.ok(isVireoError(error), `expected a VireoError, got ${String(error)}`);
-    assert.equal(error.code, code, `expected code ${code}, got ${error.code}: ${error.message}`);
-    return error;
-  }
-  assert.fail(`expected a rejection with code ${code}, but the promise resolved`);
-}
-
 test('real QEMU: negotiate, query, run, pause, fail a bogus command and quit', { timeout: 30_000 }, async (t) => {
   const qemu = await startQemu(t);
   const { client } = qemu;
@@ -99,7 +88,7 @@ test('real QEMU: negotiate, query, run, pause, fail a bogus command and quit', {
   assert.equal(afterStop.status, 'paused');
   assert.equal(afterStop.running, false);
 
-  const unknown = await rejectsWith(client.execute('vireo-no-such-command'), 'qemu_failed');
+  const unknown = await rejectionOf(client.execute('vireo-no-such-command'), 'qemu_failed');
   assert.equal(unknown.details.qmpClass, 'CommandNotFound');
   assert.match(unknown.message, /^vireo-no-such-command: /);
   assert.equal(client.closed, false);
@@ -120,10 +109,10 @@ test('real QEMU: SIGKILL while a command and an event wait are pending rejects b
   const { client } = qemu;
   assert.equal((await queryStatus(client)).status, 'prelaunch');
 
-  const shutdown = rejectsWith(client.waitForEvent('SHUTDOWN'), 'qemu_failed');
+  const shutdown = rejectionOf(client.waitForEvent('SHUTDOWN'), 'qemu_failed');
   // A frozen QEMU cannot answer, so the command is certainly still pending when the kill lands.
   qemu.child.kill('SIGSTOP');
-  const status = rejectsWith(client.execute('query-status'), 'qemu_failed');
+  const status = rejectionOf(client.execute('query-status'), 'qemu_failed');
   await new Promise((resolve) => setTimeout(resolve, 100));
   qemu.child.kill('SIGKILL');
 
@@ -137,7 +126,7 @@ test('real QEMU: SIGKILL while a command and an event wait are pending rejects b
 
   // The dead QEMU leaves its socket file behind; connecting to it must say so, not hang.
   assert.ok(existsSync(qemu.socketPath));
-  const stale = await rejectsWith(QmpClient.connect(qemu.socketPath, { timeoutMs: 2000 }), 'qemu_failed');
+  const stale = await rejectionOf(QmpClient.connect(qemu.socketPath, { timeoutMs: 2000 }), 'qemu_failed');
   assert.match(stale.message, /nothing is listening/);
   assert.equal(stale.details.errno, 'ECONNREFUSED');
 });

@@ -4,7 +4,7 @@
  * the compiled file for a test file.
  */
 import assert from 'node:assert/strict';
-import { VireoError, type ErrorCode } from '../core/errors.js';
+import { VireoError, isVireoError, type ErrorCode } from '../core/errors.js';
 
 /** For assert.rejects/throws: a VireoError with this code and, when given, this field. */
 export function rejectsWith(code: ErrorCode, field?: string): (error: unknown) => true {
@@ -14,4 +14,16 @@ export function rejectsWith(code: ErrorCode, field?: string): (error: unknown) =
     if (field !== undefined) assert.equal(error.details.field, field, error.message);
     return true;
   };
+}
+
+/** Awaits a promise that must reject with a VireoError of this code; returns the error for further checks. */
+export async function rejectionOf(promise: Promise<unknown>, code: ErrorCode): Promise<VireoError> {
+  try {
+    await promise;
+  } catch (error) {
+    assert.ok(isVireoError(error), `expected a VireoError, got ${String(error)}`);
+    assert.equal(error.code, code, `expected code ${code}, got ${error.code}: ${error.message}`);
+    return error;
+  }
+  assert.fail(`expected a rejection with code ${code}, but the promise resolved`);
 }

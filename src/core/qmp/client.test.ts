@@ -9,10 +9,10 @@ import { createServer, type Server, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test, type TestContext } from 'node:test';
-import { isVireoError, VireoError } from '../errors.js';
 import { QmpClient } from './client.js';
 import { quit, stop } from './commands.js';
 import type { QmpEvent } from './protocol.js';
+import { rejectionOf } from '../../test-support/errors.js';
 
 interface ReceivedCommand {
   execute: string;
@@ -121,18 +121,6 @@ class FakeMonitor {
   }
 }
 
-/** Asserts that the promise rejects with a VireoError of this code; returns it for further checks. */
-async function rejectsWith(promise: Promise<unknown>, code: VireoError['code']): Promise<VireoError> {
-  try {
-    await promise;
-  } catch (error) {
-    assert.ok(isVireoError(error), `expected a VireoError, got ${String(error)}`);
-    assert.equal(error.code, code, `expected code ${code}, got ${error.code}: ${error.message}`);
-    return error;
-  }
-  assert.fail(`expected a rejection with code ${code}, but the promise resolved`);
-}
-
 test('connect reads the greeting, negotiates capabilities and exposes the version', async (t) => {
   const monitor = await FakeMonitor.start(t);
   const connecting = QmpClient.connect(monitor.path);
@@ -209,7 +197,7 @@ test('an error reply rejects with qemu_failed carrying the QMP error class', asy
   const running = client.execute('blockdev-del', { 'node-name': 'nope' });
   const command = await connection.nextCommand();
   connection.send({ error: { class: 'GenericError', desc: "Failed to find node with node-name='nope'" }, id: command.id });
-  const error = await rejectsWith(running, 'qemu_failed');
+  const error = await rejectionOf(running, 'qemu_failed');
   assert.equal(error.message, "blockdev-del: Failed to find node with node-name='nope'");
   assert.equal(error.details.qmpClass, 'GenericError');
   assert.equal(error.details.command, 'blockdev-del');
@@ -222,7 +210,7 @@ test('a monitor that never greets makes connect time out, naming the socket', as
   const started = Date.now();
   const connecting = QmpClient.connect(monitor.path, { timeoutMs: 300 });
   const connection = await monitor.accept();
-  const error = await rejectsWith(connecting, 'timeout');
+  const error = await rejectionOf(connecting, 'timeout');
   assert.ok(Date.now() - started < 2000);
   assert.match(error.message, /no QMP greeting/);
   assert.ok(error.message.includes(monitor.path));
@@ -234,7 +222,7 @@ test('a monitor that hangs up before the greeting fails connect with qemu_failed
   const monitor = await FakeMonitor.start(t);
   const connecting = QmpClient.connect(monitor.path, { timeoutMs: 2000 });
   (await monitor.accept()).socket.end();
-  const error = await rejectsWith(connecting, 'qemu_failed');
+  const error = await rejectionOf(connecting, 'qemu_failed');
   assert.match(error.message, /before sending its greeting/);
 });
 
@@ -248,15 +236,15 @@ test('a garbage line rejects the pending command with a protocol error and close
   const command = await connection.nextCommand();
   // The garbage comes before the real reply in the same write: nothing after it may be trusted.
   connection.send('this is {not json\r\n', { return: { status: 'running', running: true }, id: command.id });
-  const error = await rejectsWith(running, 'qemu_failed');
+  const error = await rejectionOf(running, 'qemu_failed');
   assert.match(error.message, /QMP protocol error.*not JSON.*while running query-status/);
   assert.equal(error.details.command, 'query-status');
-  const waitError = await rejectsWith(waiting, 'qemu_failed');
+  const waitError = await rejectionOf(waiting, 'qemu_failed');
   assert.match(waitError.message, /while waiting for event SHUTDOWN/);
   assert.equal(client.closed, true);
   assert.equal(closes, 1);
 
-  const late = await rejectsWith(client.execute('query-status'), 'qemu_failed');
+  const late = await rejectionOf(client.execute('query-status'), 'qemu_failed');
   assert.match(late.message, /is closed/);
   await client.close();
 });
@@ -270,7 +258,7 @@ test('the monitor closing mid-command rejects every pending command with qemu_fa
   await connection.nextCommand();
   await connection.nextCommand();
   connection.socket.end();
-  const errors = await Promise.all([rejectsWith(first, 'qemu_failed'), rejectsWith(second, 'qemu_failed')]);
+  const errors = await Promise.all([rejectionOf(first, 'qemu_failed'), rejectionOf(second, 'qemu_failed')]);
   assert.equal(errors[0].message, 'QEMU closed the monitor connection while running query-status');
   assert.equal(errors[1].message, 'QEMU closed the monitor connection while running query-block');
   await closed;
@@ -283,7 +271,7 @@ test('a command without a reply times out, a late reply is ignored and the clien
   const started = Date.now();
   const slow = client.execute('query-slow', undefined, { timeoutMs: 150 });
   const slowCommand = await connection.nextCommand();
-  const error = await rejectsWith(slow, 'timeout');
+  const error = await rejectionOf(slow, 'timeout');
   assert.ok(Date.now() - started >= 140);
   assert.match(error.message, /did not answer query-slow within 150 ms/);
 
@@ -298,7 +286,7 @@ test('a command without a reply times out, a late reply is ignored and the clien
 test('connecting to a missing socket fails at once with a clear qemu_failed error', async (t) => {
   const monitor = await FakeMonitor.start(t);
   const missing = join(monitor.dir, 'no-such.sock');
-  const error = await rejectsWith(QmpClient.connect(missing, { timeoutMs: 2000 }), 'qemu_failed');
+  const error = await rejectionOf(QmpClient.connect(missing, { timeoutMs: 2000 }), 'qemu_failed');
   assert.equal(error.message, `QMP socket ${missing} does not exist (is QEMU running?)`);
   assert.equal(error.details.socket, missing);
   assert.equal(error.details.errno, 'ENOENT');
@@ -328,19 +316,19 @@ test('waitForEvent filters by predicate, times out, can be aborted and fails on 
   connection.send(event('SHUTDOWN', { guest: false, reason: 'host-qmp-quit' }), event('SHUTDOWN', { guest: true, reason: 'guest-shutdown' }));
   assert.equal((await guestShutdown).data.reason, 'guest-shutdown');
 
-  const timedOut = await rejectsWith(client.waitForEvent('RESET', { timeoutMs: 100 }), 'timeout');
+  const timedOut = await rejectionOf(client.waitForEvent('RESET', { timeoutMs: 100 }), 'timeout');
   assert.match(timedOut.message, /RESET did not arrive within 100 ms/);
 
   const controller = new AbortController();
   const aborted = client.waitForEvent('RESET', { signal: controller.signal });
   controller.abort();
-  await rejectsWith(aborted, 'cancelled');
+  await rejectionOf(aborted, 'cancelled');
 
   const pending = client.waitForEvent('RESET');
   connection.socket.destroy();
-  const closed = await rejectsWith(pending, 'qemu_failed');
+  const closed = await rejectionOf(pending, 'qemu_failed');
   assert.equal(closed.message, 'QEMU closed the monitor connection while waiting for event RESET');
-  await rejectsWith(client.waitForEvent('RESET'), 'qemu_failed');
+  await rejectionOf(client.waitForEvent('RESET'), 'qemu_failed');
 });
 
 test('quit succeeds when the monitor closes instead of replying', async (t) => {
@@ -363,7 +351,7 @@ test('close is idempotent and rejects what is still pending', async (t) => {
   const { client, connection } = await monitor.connectClient();
   let closes = 0;
   client.onClose(() => closes++);
-  const running = rejectsWith(client.execute('query-status'), 'qemu_failed');
+  const running = rejectionOf(client.execute('query-status'), 'qemu_failed');
   await connection.nextCommand();
   await Promise.all([client.close(), client.close()]);
   await client.close();
@@ -383,7 +371,7 @@ test('an abandoned waitForEvent rejecting on close is not an unhandled rejection
   void client.waitForEvent('SHUTDOWN');
   const powerdown = client.execute('system_powerdown');
   connection.send({ error: { class: 'GenericError', desc: 'no ACPI' }, id: (await connection.nextCommand()).id });
-  await rejectsWith(powerdown, 'qemu_failed');
+  await rejectionOf(powerdown, 'qemu_failed');
   await client.close();
   // Give the runner's unhandled-rejection tracking a turn of the event loop to notice (it fails the test if so).
   await new Promise((resolve) => setTimeout(resolve, 20));
