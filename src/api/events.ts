@@ -22,6 +22,8 @@ export type EventKind =
   /** The cluster's leader changed (data.leader; absent: none), this daemon won or lost the office (data.self), or its etcd connection changed (data.connection). */
   | 'cluster.leader'
   | 'cluster.connection'
+  /** High availability (data.phase): this member fenced an HA VM, or the leader is restarting / restarted / could not restart a dead member's HA VM. */
+  | 'cluster.ha'
   /** Networks: defined, changed (fields, forwards), deleted, brought back at daemon start, or their dnsmasq/bridge restored. */
   | 'network.defined'
   | 'network.changed'

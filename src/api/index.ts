@@ -5,6 +5,7 @@
  * values.
  */
 import { cluster } from './cluster.js';
+import { clusterHa } from './cluster-ha.js';
 import { disks } from './disks.js';
 import { streams } from './events.js';
 import { guest } from './guest.js';
@@ -18,9 +19,9 @@ import { tokens } from './tokens.js';
 import { ui, uiSessions } from './ui.js';
 import { vms } from './vms.js';
 
-export const contracts = { host, vms, disks, images, snapshots, guest, networks, operations, migration, cluster, tokens, ui, uiSessions } as const;
+export const contracts = { host, vms, disks, images, snapshots, guest, networks, operations, migration, cluster, clusterHa, tokens, ui, uiSessions } as const;
 
-export const api = { ...host, ...vms, ...disks, ...images, ...snapshots, ...guest, ...networks, ...operations, ...migration, ...cluster, ...tokens, ...ui, ...uiSessions } as const;
+export const api = { ...host, ...vms, ...disks, ...images, ...snapshots, ...guest, ...networks, ...operations, ...migration, ...cluster, ...clusterHa, ...tokens, ...ui, ...uiSessions } as const;
 
 export { streams };
 

@@ -14,6 +14,7 @@ import { randomBytes, X509Certificate } from 'node:crypto';
 import { hostname } from 'node:os';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { rm } from 'node:fs/promises';
+import type { PeerHealth } from '../api/cluster-ha.js';
 import type { ClusterInitRequest, ClusterJoinRequest, ClusterJoined, ClusterStatus, EvacuationResult, MemberView } from '../api/cluster.js';
 import type { CreatedVm } from '../api/vms.js';
 import { ApiClient } from '../client/api-client.js';
@@ -33,6 +34,7 @@ import { hostAllocation } from '../core/resources/allocation.js';
 import { Reverter } from '../core/revert.js';
 import { listDefinitions, loadDefinition } from '../core/vm/definitions.js';
 import type { VmInfo } from '../core/vm/manage.js';
+import type { HaService } from './cluster-ha.js';
 import type { EventBus } from './events.js';
 import { createToken, revokeToken } from './tokens.js';
 
@@ -66,7 +68,14 @@ interface Active {
   config: ClusterConfig;
   store: ClusterStore;
   member: ClusterMember;
+  ha: HaService;
   etcd?: LocalEtcdSupervisor;
+}
+
+/** What the server lends the cluster for HA: its operations and its way of starting a VM (the watcher follows it). */
+export interface HaHooks {
+  operation?(kind: string, work: (progress: (message: string) => void) => Promise<unknown>): Promise<void>;
+  startLocal?(vm: string): Promise<number | undefined>;
 }
 
 export class ClusterService {
@@ -75,6 +84,9 @@ export class ClusterService {
   private claimTimer: NodeJS.Timeout | undefined;
   private refreshTimer: NodeJS.Timeout | undefined;
   private readonly since = new Date().toISOString();
+  /** The members as last read from etcd: the fencing watchdog asks them when etcd is away. */
+  private memberCache: MemberRecord[] = [];
+  haHooks: HaHooks = {};
   private closed = false;
   /** Serialises init, join and leave. */
   private changing: Promise<unknown> = Promise.resolve();
@@ -88,6 +100,11 @@ export class ClusterService {
 
   get enabled(): boolean {
     return this.active !== undefined;
+  }
+
+  /** High availability (fencing, restarts), while in a cluster. */
+  get ha(): HaService | undefined {
+    return this.active?.ha;
   }
 
   /** This member's name in the cluster (undefined outside one). */
@@ -111,20 +128,47 @@ export class ClusterService {
     const { ClusterStore } = await import('../core/cluster/store.js');
     const { ClusterMember } = await import('../core/cluster/member.js');
     const store = preparedStore ?? (await ClusterStore.connect({ endpoints: config.etcd }));
-    const member = new ClusterMember(store, config.name, config.leaseTtlSeconds, () => this.presence(), {
+    const { HaService } = await import('./cluster-ha.js');
+    let member: ClusterMember;
+    const ha = new HaService({
+      paths: this.paths,
+      events: this.events,
+      log: this.log,
+      name: config.name,
+      ttlSeconds: config.leaseTtlSeconds,
+      store,
+      connected: () => member.current().connection === 'connected',
+      leading: () => member.current().leading,
+      members: () => this.memberCache,
+      refreshMembers: async () => (this.memberCache = await store.members()),
+      askPeer: async (peer, timeoutMs) => {
+        const answer = await this.clientOf(config.name, peer).raw('GET', '/cluster/ha/peer', undefined, timeoutMs);
+        if (answer.status !== 200) throw new VireoError('unavailable', `HTTP ${answer.status}`);
+        return JSON.parse(answer.text) as PeerHealth;
+      },
+      forward: (host, method, url, body, timeoutMs) => this.forwardTo(host, method, url, body, timeoutMs),
+      operation: (kind, work) => (this.haHooks.operation ? this.haHooks.operation(kind, work) : work(() => undefined).then(() => undefined)),
+      startLocal: (vm) => (this.haHooks.startLocal ? this.haHooks.startLocal(vm) : Promise.reject(new Error('no way to start a VM here'))),
+    });
+    member = new ClusterMember(store, config.name, config.leaseTtlSeconds, () => this.presence(), {
       onLeader: (leader) => this.events.publish('cluster.leader', { leader: leader ?? null, self: config.name }),
       onSelfLeader: (leading) => {
         this.log(`cluster: ${leading ? 'this member now leads' : 'this member no longer leads'}`);
         this.events.publish('cluster.leader', { self: config.name, leading });
+        ha.onLeading(leading);
       },
       onConnection: (state) => {
         this.events.publish('cluster.connection', { self: config.name, connection: state });
+        ha.onConnection(state === 'connected');
         if (state === 'connected') this.scheduleClaims(0);
       },
+      onRenewal: (sentAt, ttlSeconds) => ha.renewed(sentAt, ttlSeconds),
       log: this.log,
     });
-    this.active = { config, store, member, ...(etcd ? { etcd } : {}) };
+    this.active = { config, store, member, ha, ...(etcd ? { etcd } : {}) };
+    this.memberCache = await store.members().catch(() => []);
     member.start();
+    ha.start();
     // What this member's VMs are given and how loaded it is, for placement: refreshed on its lease.
     this.refreshTimer = setInterval(() => void member.refreshPresence().catch(() => undefined), PRESENCE_REFRESH_MS);
     this.refreshTimer.unref();
@@ -397,15 +441,20 @@ export class ClusterService {
     const active = this.requireActive();
     const member = await active.store.member(host);
     if (!member) throw notFound('cluster member', host);
-    const cached = this.clients.get(host);
+    return this.clientOf(active.config.name, member);
+  }
+
+  /** The same, from a member record already read (the fencing watchdog asks peers while etcd is away). */
+  private clientOf(self: string, member: MemberRecord): ApiClient {
+    const cached = this.clients.get(member.name);
     if (cached && cached.url === member.url) return cached.client;
     const client = new ApiClient({
       url: member.url,
       token: member.token,
       tls: pinnedAgentOptions({ url: member.url, ...(member.fingerprint256 ? { fingerprint256: member.fingerprint256 } : {}) }),
-      headers: { [FORWARDED_HEADER]: active.config.name },
+      headers: { [FORWARDED_HEADER]: self },
     });
-    this.clients.set(host, { url: member.url, client });
+    this.clients.set(member.name, { url: member.url, client });
     return client;
   }
 
@@ -479,8 +528,10 @@ export class ClusterService {
    */
   async createVm(vm: string, request: { host?: string | undefined; vcpus: number; memoryMiB: number }, body: Record<string, unknown>, forwardedBy: string | undefined, local: () => Promise<VmInfo>): Promise<{ status: number; info: CreatedVm }> {
     const active = this.active;
+    const haDisk = haDiskField(body);
     if (!active) {
       if (request.host !== undefined) throw invalidArgument('host', 'this daemon is not in a cluster, so there is no other host to create the VM on');
+      if (haDisk !== undefined) throw invalidArgument('ha', 'ha: true needs a cluster (vireo cluster init or join): there is no other host to restart the VM on');
       return { status: 201, info: await local() };
     }
     const self = active.config.name;
@@ -491,7 +542,15 @@ export class ClusterService {
       void active.member.refreshPresence().catch(() => undefined);
       return { status: 201, info };
     }
-    const [members, alive] = await Promise.all([active.store.members(), active.store.alive()]);
+    const [all, alive] = await Promise.all([active.store.members(), active.store.alive()]);
+    // An HA VM's disks must be reachable wherever it is restarted: only members on shared storage take one with disks.
+    let members = all;
+    if (haDisk !== null && haDisk !== undefined) {
+      const pinned = request.host !== undefined ? all.find((member) => member.name === request.host) : undefined;
+      if (pinned && !pinned.sharedStorage) throw invalidArgument(haDisk, `ha: true needs the VM's disks on storage every member reaches, and member '${pinned.name}' did not join with --shared-storage`);
+      members = all.filter((member) => member.sharedStorage);
+      if (members.length === 0) throw invalidArgument(haDisk, 'ha: true needs the VM\'s disks on storage every member reaches, and no member joined with --shared-storage');
+    }
     const placement = chooseHost(members.map((member) => ({ member, ...(alive.has(member.name) ? { alive: alive.get(member.name)! } : {}) })), { name: vm, ...request, ...(request.host !== undefined ? { host: request.host } : {}) });
     const host = placement.host;
     this.log(`cluster: placing VM '${vm}' on '${host}': ${placement.explanation}`);
@@ -513,6 +572,28 @@ export class ClusterService {
       await active.store.releaseVm(vm, host).catch(() => undefined);
       throw error;
     }
+  }
+
+  /**
+   * Before an edit that makes (or keeps) a VM `ha`: it needs a cluster, and
+   * with disks, this member's storage shared with the others.
+   */
+  async checkHaHere(spec: unknown): Promise<void> {
+    const field = haDiskField({ spec });
+    if (field === undefined) return;
+    const active = this.active;
+    if (!active) throw invalidArgument('ha', 'ha: true needs a cluster (vireo cluster init or join): there is no other host to restart the VM on');
+    if (field === null) return;
+    const self = this.memberCache.find((member) => member.name === active.config.name) ?? (await active.store.member(active.config.name));
+    if (!self?.sharedStorage) throw invalidArgument(field, `ha: true needs the VM's disks on storage every member reaches, and this member ('${active.config.name}') did not join with --shared-storage`);
+  }
+
+  /** Before a VM starts here: an HA VM starts only while this member holds its lease. */
+  async checkStart(vm: string): Promise<void> {
+    const active = this.active;
+    if (!active) return;
+    const def = await loadDefinition(this.paths, vm);
+    if (def.ha) active.ha.checkStart();
   }
 
   /** Puts a member in maintenance (takes no new VMs) or back in service. */
@@ -624,6 +705,7 @@ export class ClusterService {
     const active = this.active;
     if (!active) return;
     await active.store.releaseVm(vm, active.config.name).catch((error: unknown) => this.log(`cluster: releasing VM '${vm}': ${String(error)}`));
+    await active.ha.released(vm);
   }
 
   private async deactivate(): Promise<void> {
@@ -635,6 +717,9 @@ export class ClusterService {
     this.refreshTimer = undefined;
     this.clients.clear();
     if (!active) return;
+    // A clean stop with HA VMs running here: they keep running, and the leader must not restart them elsewhere.
+    await Promise.race([active.ha.suspend(), sleep(2000, undefined, { ref: false })]);
+    active.ha.close();
     await active.member.close();
     active.store.close();
     await active.etcd?.stop();
@@ -644,6 +729,20 @@ export class ClusterService {
     this.closed = true;
     await this.deactivate();
   }
+}
+
+/**
+ * For a create (or edit) body asking for `ha: true`: the field to blame if
+ * its disks cannot be on shared storage (its first disk, new disk or ISO),
+ * null when it has none; undefined when it is not `ha`.
+ */
+function haDiskField(body: Record<string, unknown>): string | null | undefined {
+  const spec = (body['spec'] ?? {}) as { ha?: unknown; disks?: unknown };
+  if (spec.ha !== true) return undefined;
+  if (Array.isArray(spec.disks) && spec.disks.length > 0) return 'disks.0.volume';
+  if (Array.isArray(body['newDisks']) && body['newDisks'].length > 0) return 'newDisks.0';
+  if (body['iso'] !== undefined) return 'iso';
+  return null;
 }
 
 function isCode(code: string | undefined): code is ErrorCode {

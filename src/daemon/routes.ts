@@ -9,13 +9,15 @@
  */
 import { readFile, stat } from 'node:fs/promises';
 import { cluster } from '../api/cluster.js';
+import { clusterHa } from '../api/cluster-ha.js';
 import { MAX_ISO_UPLOAD, disks } from '../api/disks.js';
 import { host } from '../api/host.js';
 import { images } from '../api/images.js';
 import { operations } from '../api/operations.js';
 import { vms } from '../api/vms.js';
-import { VireoError, invalidArgument } from '../core/errors.js';
+import { VireoError, invalidArgument, invalidState } from '../core/errors.js';
 import { parseSize } from '../core/model/units.js';
+import type { VmDefinition } from '../core/model/vm.js';
 import { checkHost } from '../core/host/check.js';
 import { hostAllocation } from '../core/resources/allocation.js';
 import { deleteImage, listImages, getImage } from '../core/image/store.js';
@@ -75,6 +77,7 @@ const vmRoutes = implement(vms, {
   },
   'GET /vms/:name': async ({ params, daemon }) => getVm(daemon.paths, params.name, runtimeOptions(daemon)),
   'PUT /vms/:name': async ({ params, body, daemon }) => {
+    await daemon.cluster.checkHaHere(body.spec);
     await daemon.operations.exclusive(params.name, 'edit', () => editVm(daemon.paths, params.name, () => body.spec, { hostFiles: daemon.hostFiles }));
     return getVm(daemon.paths, params.name);
   },
@@ -110,6 +113,7 @@ const vmRoutes = implement(vms, {
   },
   'POST /vms/:name/start': async ({ params, body, daemon }) => {
     await requireVm(daemon, params.name);
+    await daemon.cluster.checkStart(params.name);
     return accepted(await daemon.operations.start('vm.start', { vm: params.name }, async ({ signal, progress }) => {
       progress('launching QEMU');
       const result = await startVm(daemon.paths, params.name, {
@@ -272,6 +276,29 @@ const clusterRoutes = implement(cluster, {
   'POST /cluster/leave': async ({ daemon }) => daemon.cluster.leave(),
 });
 
+const clusterHaRoutes = implement(clusterHa, {
+  'GET /cluster/ha': async ({ daemon }) => (daemon.cluster.ha ? daemon.cluster.ha.status() : { enabled: false }),
+  'GET /cluster/ha/peer': async ({ daemon }) => {
+    if (!daemon.cluster.ha) throw invalidState('this daemon is not in a cluster');
+    return daemon.cluster.ha.peerHealth();
+  },
+  'POST /cluster/ha/restart': async ({ body, daemon }) => {
+    const ha = daemon.cluster.ha;
+    if (!ha) throw invalidState('this daemon is not in a cluster');
+    const definition = body.definition as unknown as VmDefinition;
+    return daemon.operations.exclusive(definition.name, 'ha-restart', () => ha.acceptRestart(definition, (vm) => startHere(daemon, vm)));
+  },
+});
+
+/** Starts a VM of this host as POST /vms/NAME/start does (the watcher follows it); its QEMU's pid. */
+export async function startHere(daemon: DaemonState, vm: string): Promise<number | undefined> {
+  const result = await startVm(daemon.paths, vm, {
+    onLaunched: () => void daemon.watcher.reconcile(),
+  });
+  await daemon.watcher.reconcile();
+  return result.pid;
+}
+
 /** Every route of the API, in the order /openapi.json lists them. */
 export const routes: Route[] = [
   ...hostRoutes,
@@ -284,5 +311,6 @@ export const routes: Route[] = [
   ...operationRoutes,
   ...migrationRoutes,
   ...clusterRoutes,
+  ...clusterHaRoutes,
   ...uiRoutes,
 ];

@@ -43,7 +43,7 @@ import { recoveryHandlers } from './recovery.js';
 import { errorReply, frameworkError, sendHttpError, toHttpError } from './http-errors.js';
 import { Reply, type Route } from './route.js';
 import { validate } from './validate.js';
-import { routes } from './routes.js';
+import { routes, startHere } from './routes.js';
 import type { DaemonState } from './state.js';
 import { verifyToken } from './tokens.js';
 import { AuthFailureLimiter, clientAddress, connectionKey, redactUrl, type AuthFailureLimit } from './access.js';
@@ -443,6 +443,13 @@ export async function startDaemon(options: DaemonOptions): Promise<Daemon> {
   const ui = new WebUi(paths, (vm) => watcher.clientFor(vm));
   const cluster = new ClusterService(paths, events, (line) => (options.log ?? ((text: string) => process.stderr.write(`vireod: ${text}\n`)))(line));
   const state: DaemonState = { paths, version: options.version, events, operations, watcher, consoles, migrations, hostFiles, ui, cluster };
+  // HA restarts run as this daemon's operations; a fenced VM started again here goes through the watcher like any start.
+  cluster.haHooks = {
+    operation: async (kind, work) => {
+      await operations.start(kind, {}, ({ progress }) => work((message) => progress(message)));
+    },
+    startLocal: (vm) => startHere(state, vm),
+  };
   await migrations.start();
   await watcher.start();
   // Networks before the API: a VM start through it finds its bridge there.

@@ -48,6 +48,7 @@ interface SpecFlags {
   hostname?: string;
   cloudInitFile?: string;
   autostart?: string | boolean;
+  ha?: boolean;
 }
 
 function collect(value: string, previous: string[] = []): string[] {
@@ -76,6 +77,8 @@ function addSpecOptions(command: Command): Command {
     .option('--no-vnc', 'no graphical console')
     .option('--autostart [order[:delay]]', 'start when the daemon starts after a host boot, in this order (low first), then wait delay seconds')
     .option('--no-autostart', 'do not start after a host boot')
+    .option('--ha', 'in a cluster: restart on another member if its host dies (disks on shared storage)')
+    .option('--no-ha', 'not highly available')
     .option('--ssh-key <file>', 'cloud-init: authorize this SSH public key (repeatable)', collect)
     .option('--user <name>', 'cloud-init: create this user (sudo, the SSH keys) instead of using the image\'s default one')
     .option('--hostname <name>', 'cloud-init: the guest\'s host name (default: the VM name)')
@@ -216,6 +219,8 @@ function applySpecFlags(base: Spec, flags: SpecFlags): Spec {
     if (!match) throw invalidArgument('--autostart', `'${String(flags.autostart)}' must be ORDER or ORDER:DELAY_SECONDS, e.g. 1 or 2:30`);
     spec.autostart = { enabled: true, ...(match[1] !== undefined ? { order: Number(match[1]) } : {}), ...(match[2] !== undefined ? { delay: Number(match[2]) } : {}) };
   }
+  if (flags.ha === false) delete spec.ha;
+  else if (flags.ha === true) spec.ha = true;
   return spec;
 }
 

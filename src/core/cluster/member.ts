@@ -22,6 +22,12 @@ export interface MemberCallbacks {
   onSelfLeader?(leading: boolean): void;
   /** Its presence lease is held, or was lost. */
   onConnection?(state: Connection): void;
+  /**
+   * The lease was granted or renewed: `sentAt` is when the request that etcd
+   * answered was sent (etcd started counting `ttlSeconds` after that, never
+   * before), for the fencing watchdog.
+   */
+  onRenewal?(sentAt: number, ttlSeconds: number): void;
   log?(line: string): void;
 }
 
@@ -86,8 +92,14 @@ export class ClusterMember {
 
   /** Grants a lease and writes the alive key on it; on loss, starts over. */
   private async holdPresence(): Promise<void> {
+    const grantSentAt = Date.now();
     const lease = this.store.ns.lease(this.ttlSeconds);
     this.lease = lease;
+    // The oldest keepalive sent and not yet answered: an answer renews the lease from no earlier than that.
+    let pendingSince: number | undefined;
+    lease.on('keepaliveFired', () => {
+      pendingSince ??= Date.now();
+    });
     lease.on('lost', (error) => {
       if (this.closed || this.lease !== lease) return;
       this.callbacks.log?.(`cluster: presence lease lost (${error.message}); retrying`);
@@ -95,12 +107,16 @@ export class ClusterMember {
       lease.release();
       this.later(() => void this.holdPresence());
     });
-    lease.on('keepaliveSucceeded', () => {
+    lease.on('keepaliveSucceeded', (response) => {
       this.status.lastRenewal = Date.now();
+      if (pendingSince !== undefined && this.lease === lease) this.callbacks.onRenewal?.(pendingSince, Number(response.TTL) || this.ttlSeconds);
+      pendingSince = undefined;
       this.setConnection('connected');
     });
     try {
       const record = await this.presence();
+      await lease.grant();
+      if (this.lease === lease && !this.closed) this.callbacks.onRenewal?.(grantSentAt, this.ttlSeconds);
       await lease.put(relative(keys.alive(this.name))).value(JSON.stringify(record));
       this.status.lastRenewal = Date.now();
       this.setConnection('connected');

@@ -299,6 +299,11 @@ export const VmSpecSchema = z.strictObject({
   /** TPM, watchdog, entropy rate limit, USB, extra serial ports, host device passthrough (src/core/devices/spec.ts). */
   devices: DevicesSchema.optional(),
   autostart: z.strictObject({ enabled: z.boolean().default(true), order: z.number().int().min(0).max(9999).default(0), delay: z.number().int().min(0).max(3600).default(0) }).optional(),
+  /**
+   * High availability (in a cluster): restarted on another member when its host dies, and killed by its own host
+   * when that host loses the cluster (fencing). Its disks must be on storage every member reaches (docs/cluster.md).
+   */
+  ha: z.boolean().optional(),
 });
 
 export type VmSpecInput = z.input<typeof VmSpecSchema>;
