@@ -32,8 +32,10 @@ export interface HaStatus {
 
 export interface PeerHealth {
   member: string;
-  /** This member read from etcd just now (a quorum read). */
+  /** This member reaches etcd: its lease was renewed within half a TTL, or it read from etcd just now (a quorum read). */
   etcd: boolean;
+  /** Its HA VMs whose QEMU runs now: the leader never restarts those elsewhere. */
+  haRunning: string[];
 }
 
 export interface HaRestarted {

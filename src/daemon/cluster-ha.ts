@@ -44,6 +44,7 @@ const WATCHDOG_MS = 200;
 const SYNC_MS = 1000;
 const LEADER_MS = 500;
 const PEER_TIMEOUT_MS = 1000;
+const RENEW_TIMEOUT_MS = 600;
 const RESTART_TIMEOUT_MS = 180_000;
 
 /** Members whose daemon was stopped cleanly with HA VMs running: the leader leaves those VMs alone. */
@@ -63,6 +64,8 @@ export interface HaContext {
   members(): MemberRecord[];
   refreshMembers(): Promise<MemberRecord[]>;
   askPeer(member: MemberRecord, timeoutMs: number): Promise<PeerHealth>;
+  /** A keepalive now, outside the lease's stream (member.ts renewNow). */
+  renewNow(timeoutMs: number): Promise<boolean>;
   forward(host: string, method: string, url: string, body: unknown, timeoutMs: number): Promise<TransportResponse>;
   /** Runs work as one of the daemon's operations (set by the server). */
   operation?(kind: string, work: (progress: (message: string) => void) => Promise<unknown>): Promise<void>;
@@ -145,6 +148,7 @@ export class HaService {
     if (this.closed) return;
     const verdict = this.watchdog.verdict(Date.now(), this.poll);
     if (verdict.action === 'wait') return;
+    void this.tryRenew();
     if (verdict.action === 'ask-peers') return void this.pollPeers();
     if (verdict.action === 'hold') {
       if (!this.holdLogged) this.ctx.log(`cluster ha: lease not renewed, not fencing: ${verdict.reason}`);
@@ -153,6 +157,22 @@ export class HaService {
     }
     void this.pollPeers();
     await this.fence(verdict.reason);
+  }
+
+  /**
+   * Overdue: two keepalives at once, each to a host the pool picks, so one
+   * dead etcd member (the one the lease's stream sits on) does not cost
+   * this member its lease and its HA VMs.
+   */
+  private renewing = false;
+  private async tryRenew(): Promise<void> {
+    if (this.renewing) return;
+    this.renewing = true;
+    try {
+      await Promise.all([this.ctx.renewNow(RENEW_TIMEOUT_MS), this.ctx.renewNow(RENEW_TIMEOUT_MS)]);
+    } finally {
+      this.renewing = false;
+    }
   }
 
   private async pollPeers(): Promise<void> {
@@ -187,16 +207,37 @@ export class HaService {
       const at = Date.now();
       this.fenced.set(def.name, { at, reason });
       const fenceAt = this.watchdog.fenceAt();
+      const expiry = this.watchdog.expiresNoEarlierThan();
       this.ctx.log(`cluster ha: fenced VM '${def.name}' (QEMU pid ${pid} killed): ${reason}`);
-      this.ctx.events.publish('cluster.ha', { phase: 'fenced', host: this.ctx.name, pid, at, ...(fenceAt !== undefined ? { deadline: fenceAt } : {}), reason }, def.name);
+      this.ctx.events.publish('cluster.ha', {
+        phase: 'fenced', host: this.ctx.name, pid, at, reason,
+        ...(fenceAt !== undefined ? { deadline: fenceAt } : {}),
+        ...(expiry !== undefined ? { leaseExpiresNoEarlierThan: expiry } : {}),
+      }, def.name);
     }
   }
 
-  /** GET /cluster/ha/peer: a quorum read, bounded, so a peer about to fence gets its answer in time. */
+  /**
+   * GET /cluster/ha/peer: whether this member reaches etcd (a fresh renewal,
+   * else a quorum read, bounded so a peer about to fence gets its answer in
+   * time), and which of its HA VMs run.
+   */
   async peerHealth(): Promise<PeerHealth> {
-    const read = this.ctx.store.cluster().then(() => true, () => false);
-    const timeout = new Promise<boolean>((resolve) => setTimeout(() => resolve(false), PEER_TIMEOUT_MS - 200).unref());
-    return { member: this.ctx.name, etcd: await Promise.race([read, timeout]) };
+    const running = this.runningHa();
+    const renewedAt = this.watchdog.renewedAt();
+    let etcd = renewedAt !== undefined && Date.now() - renewedAt < (this.ctx.ttlSeconds * 1000) / 2;
+    if (!etcd) {
+      const read = this.ctx.store.cluster().then(() => true, () => false);
+      const timeout = new Promise<boolean>((resolve) => setTimeout(() => resolve(false), PEER_TIMEOUT_MS - 300).unref());
+      etcd = await Promise.race([read, timeout]);
+    }
+    return { member: this.ctx.name, etcd, haRunning: await running };
+  }
+
+  private async runningHa(): Promise<string[]> {
+    const names: string[] = [];
+    for (const def of await listDefinitions(this.ctx.paths)) if (def.ha && (await livePid(this.ctx.paths, def)) !== undefined) names.push(def.name);
+    return names;
   }
 
   /* ------------------------------------------------------------- records */
@@ -219,8 +260,9 @@ export class HaService {
         if (pid !== undefined) this.fenced.delete(def.name);
         const owner = owners.get(def.name)?.host;
         if (owner !== undefined && owner !== self) {
-          // The cluster restarted it elsewhere while this member was cut off: the definition here is stale.
-          if (pid === undefined && entry !== undefined && entry.record.host === owner) {
+          // This member fenced it and the cluster restarted it elsewhere meanwhile: the definition here is stale.
+          // (Only a VM fenced here: one being restarted or migrated here has no pidfile yet for a moment.)
+          if (this.fenced.has(def.name) && pid === undefined && entry !== undefined && entry.record.host === owner) {
             await deleteDefinition(paths, def.name);
             this.fenced.delete(def.name);
             this.ctx.log(`cluster ha: VM '${def.name}' was restarted on '${owner}' while this member was cut off; its definition here is removed (its disks stay)`);
@@ -309,7 +351,14 @@ export class HaService {
           this.once(`suspended-${host}`, `cluster ha: member '${host}' stopped its daemon cleanly with HA VMs running: they are not restarted elsewhere`);
           continue;
         }
-        await this.restartHostVms(host, since, due, members, alive);
+        // Its lease is gone, but its daemon may still answer (it lost etcd, not the network): a VM it says runs is never restarted.
+        const record = members.find((member) => member.name === host);
+        const health = record ? await this.ctx.askPeer(record, PEER_TIMEOUT_MS).catch(() => undefined) : undefined;
+        const runningThere = new Set(health?.haRunning ?? []);
+        const restartable = due.filter(([vm]) => !runningThere.has(vm));
+        if (restartable.length < due.length) this.once(`answers-${host}`, `cluster ha: member '${host}' lost its lease but answers, and runs ${[...runningThere].join(', ')}: not restarted elsewhere`);
+        if (restartable.length === 0) continue;
+        await this.restartHostVms(host, since, restartable, members, alive);
       }
     } finally {
       this.leaderBusy = false;

@@ -142,10 +142,17 @@ export class ClusterService {
       members: () => this.memberCache,
       refreshMembers: async () => (this.memberCache = await store.members()),
       askPeer: async (peer, timeoutMs) => {
-        const answer = await this.clientOf(config.name, peer).raw('GET', '/cluster/ha/peer', undefined, timeoutMs);
+        // A hard deadline: a peer whose link is down never completes the TCP handshake, and a socket timeout alone waits on SYN retries.
+        const answer = await Promise.race([
+          this.clientOf(config.name, peer).raw('GET', '/cluster/ha/peer', undefined, timeoutMs),
+          sleep(timeoutMs, undefined, { ref: false }).then(() => {
+            throw new VireoError('timeout', `member '${peer.name}' did not answer within ${timeoutMs} ms`);
+          }),
+        ]);
         if (answer.status !== 200) throw new VireoError('unavailable', `HTTP ${answer.status}`);
         return JSON.parse(answer.text) as PeerHealth;
       },
+      renewNow: (timeoutMs) => member.renewNow(timeoutMs),
       forward: (host, method, url, body, timeoutMs) => this.forwardTo(host, method, url, body, timeoutMs),
       operation: (kind, work) => (this.haHooks.operation ? this.haHooks.operation(kind, work) : work(() => undefined).then(() => undefined)),
       startLocal: (vm) => (this.haHooks.startLocal ? this.haHooks.startLocal(vm) : Promise.reject(new Error('no way to start a VM here'))),

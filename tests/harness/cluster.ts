@@ -118,6 +118,9 @@ export async function startCluster(options: { hosts: number; etcd: boolean; env?
         '--listen-peer-urls', `http://${ip}:${ETCD_PEER_PORT}`, '--initial-advertise-peer-urls', `http://${ip}:${ETCD_PEER_PORT}`,
         '--initial-cluster', initialCluster, '--initial-cluster-state', 'new', '--initial-cluster-token', `vireo-test-${tag}`,
         '--log-level', 'error',
+        // A member cut off and brought back must not depose the leader with its inflated term (and make etcd
+        // unavailable to every daemon for a moment, as if it were lost): Raft's pre-vote, off by default in 3.4.
+        '--pre-vote',
       ];
       const member: EtcdMember = {
         name,

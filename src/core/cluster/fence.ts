@@ -69,6 +69,16 @@ export class LeaseWatchdog {
     }
   }
 
+  /** When the latest renewal etcd answered was sent. */
+  renewedAt(): number | undefined {
+    return this.anchor;
+  }
+
+  /** The earliest etcd can let the lease expire, from the renewals answered so far. */
+  expiresNoEarlierThan(): number | undefined {
+    return this.anchor === undefined ? undefined : this.anchor + this.ttlSeconds * 1000;
+  }
+
   /** When the fence fires if nothing is renewed (undefined: no lease was ever held). */
   fenceAt(): number | undefined {
     return this.deadline;

@@ -129,6 +129,30 @@ export class ClusterMember {
     }
   }
 
+  /**
+   * One keepalive outside the lease's own stream, which can sit on a dead
+   * etcd member until its timeout (a TTL) while the others would answer:
+   * each call goes through the client's pool, to a host it picks, with a
+   * deadline. The fencing watchdog calls it when a renewal is overdue.
+   */
+  async renewNow(timeoutMs: number): Promise<boolean> {
+    const lease = this.lease;
+    if (!lease || this.closed) return false;
+    const sentAt = Date.now();
+    try {
+      const response = await Promise.race([
+        lease.keepaliveOnce({ deadline: new Date(sentAt + timeoutMs) }),
+        new Promise<never>((_, reject) => setTimeout(() => reject(new Error('keepalive timed out')), timeoutMs + 100).unref()),
+      ]);
+      if (this.lease !== lease || this.closed) return false;
+      this.status.lastRenewal = Date.now();
+      this.callbacks.onRenewal?.(sentAt, Number(response.TTL) || this.ttlSeconds);
+      return true;
+    } catch {
+      return false;
+    }
+  }
+
   /** Refreshes the alive record (the allocation it carries) on the current lease. */
   async refreshPresence(): Promise<void> {
     const lease = this.lease;

@@ -40,6 +40,10 @@ export class ClusterStore {
       dialTimeout: timeout,
       // Streams (watches, lease keep-alives) live on; single calls get a deadline.
       defaultCallOptions: (context) => (context.isStream ? {} : { deadline: Date.now() + timeout }),
+      // A connection to an etcd member whose host was cut off drops packets rather than closing: without
+      // pings, the watches on it (the election's among them) would wait forever. etcd refuses pings more
+      // often than every 5 s (--grpc-keepalive-min-time), so a dead connection is noticed within ~7 s.
+      grpcOptions: { 'grpc.keepalive_time_ms': 5000, 'grpc.keepalive_timeout_ms': 2000, 'grpc.keepalive_permit_without_calls': 1 },
     });
     return new ClusterStore(client, client.namespace(PREFIX), options.endpoints, options.field ?? 'etcd');
   }
