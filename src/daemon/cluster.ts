@@ -545,7 +545,8 @@ export class ClusterService {
     if (forwardedBy !== undefined) {
       if (request.host !== undefined && request.host !== self) throw invalidArgument('host', `this member is '${self}', not '${request.host}'`);
       const info = { ...(await local()), host: self };
-      void active.member.refreshPresence().catch(() => undefined);
+      // Awaited: the next placement must see this VM in this member's allocation, or a batch of creates all lands on one host.
+      await active.member.refreshPresence().catch(() => undefined);
       return { status: 201, info };
     }
     const [members, alive] = await Promise.all([active.store.members(), active.store.alive()]);
@@ -556,7 +557,7 @@ export class ClusterService {
     try {
       if (host === self) {
         const info = { ...(await local()), host: self, placement };
-        void active.member.refreshPresence().catch(() => undefined);
+        await active.member.refreshPresence().catch(() => undefined);
         return { status: 201, info };
       }
       const answer = await this.forwardTo(host, 'POST', '/vms', { ...body, host });
