@@ -354,6 +354,24 @@ export interface VmDefinition extends VmSpec {
   clonedFrom?: string;
 }
 
+/**
+ * The schema of a stored definition as the API shows it: the spec's fields in
+ * their normalized form plus the identity Vireo gave it. Built on request
+ * (the wire contract's answers, /openapi.json, tests), never on the daemon's
+ * request path.
+ */
+export function vmDefinitionSchema(): z.ZodType<VmDefinition> {
+  return VmSpecSchema.extend({
+    memory: z.number().int().positive(),
+    disks: z.array(Disk.and(z.object({ id: z.string(), bus: z.enum(DISK_BUSES) }))),
+    nics: z.array(Nic.and(z.object({ id: z.string(), mac: z.string() }))),
+    uuid: z.uuid(),
+    createdAt: z.string(),
+    template: z.boolean().optional(),
+    clonedFrom: z.string().optional(),
+  });
+}
+
 /** Validates a spec; the first problem becomes an error naming its field. */
 export function parseVmSpec(input: unknown): VmSpec {
   const result = VmSpecSchema.safeParse(input);

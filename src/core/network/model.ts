@@ -29,7 +29,7 @@ export const NetworkName = z
   .refine((name) => name !== 'user', "'user' means QEMU user-mode networking and cannot name a network")
   .refine((name) => !RESERVED_NAMES.test(name), "has the shape of Vireo's own tap and VXLAN device names");
 
-const Forward = z.strictObject({
+export const ForwardSchema = z.strictObject({
   protocol: z.enum(['tcp', 'udp']).default('tcp'),
   /** Only packets to this host address are forwarded; absent: any address of the host. */
   hostAddress: Ipv4.optional(),
@@ -70,12 +70,12 @@ export const NetworkSpecSchema = z.strictObject({
     .optional(),
   mtu: z.number().int().min(576).max(9000).default(1500),
   vxlan: Vxlan.optional(),
-  forwards: z.array(Forward).max(1024).default([]),
+  forwards: z.array(ForwardSchema).max(1024).default([]),
 });
 
 export type NetworkSpecInput = z.input<typeof NetworkSpecSchema>;
-export type ForwardSpec = z.output<typeof Forward>;
-export type ForwardInput = z.input<typeof Forward>;
+export type ForwardSpec = z.output<typeof ForwardSchema>;
+export type ForwardInput = z.input<typeof ForwardSchema>;
 
 /** A network with every default filled in and its numbers worked out. */
 export interface NetworkSpec extends Omit<z.output<typeof NetworkSpecSchema>, 'address' | 'dhcpRange' | 'domain'> {
@@ -91,7 +91,7 @@ export interface NetworkDefinition extends NetworkSpec {
 }
 
 export function parseForward(input: unknown): ForwardSpec {
-  const result = Forward.safeParse(input);
+  const result = ForwardSchema.safeParse(input);
   if (!result.success) throw zodToError(result.error);
   return result.data;
 }
