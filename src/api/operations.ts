@@ -34,6 +34,8 @@ export interface Operation<R = unknown> {
   createdAt: string;
   updatedAt: string;
   finishedAt?: string;
+  /** In a cluster, in GET /operations: the member the operation runs on. */
+  host?: string;
 }
 
 /**
@@ -56,6 +58,8 @@ export function operationSchema<R extends z.ZodType>(result: R) {
     createdAt: z.string(),
     updatedAt: z.string(),
     finishedAt: z.string().optional(),
+    /** In a cluster's lists: the member it runs on. */
+    host: z.string().optional(),
   });
 }
 
@@ -66,7 +70,7 @@ export const OperationSchema = lazy((): z.ZodType<Operation> => operationSchema(
 export const operation = <R extends z.ZodType>(result: () => R) => returns('Operation', (): z.ZodType<Operation<z.output<R>>> => operationSchema(result()));
 
 export const operations = {
-  'GET /operations': endpoint({ tag: 'operations', summary: 'Recent operations, newest first', status: 200, response: returns('Operation[]', () => z.array(OperationSchema())) }),
+  'GET /operations': endpoint({ tag: 'operations', summary: 'Recent operations, newest first; in a cluster, every live member\'s, each with its host', status: 200, response: returns('Operation[]', () => z.array(OperationSchema())) }),
   'GET /operations/:id': endpoint({
     tag: 'operations', summary: 'One operation; wait=N waits up to N seconds for it to finish', params: OperationIdParams,
     query: z.strictObject({ wait: z.coerce.number().int().min(0).max(600).optional() }), status: 200, response: returns('Operation', OperationSchema),
