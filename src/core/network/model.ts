@@ -10,7 +10,7 @@
  */
 import { z } from 'zod';
 import { invalidArgument } from '../errors.js';
-import { zodToError } from '../model/vm.js';
+import { Name, zodToError } from '../model/vm.js';
 import { broadcast, formatIpv4, isHostIn, overlaps, parseCidr, parseIpv4, type Subnet } from './ipv4.js';
 import { hostAddress6, parseSubnet6 } from './ipv6.js';
 
@@ -35,7 +35,7 @@ export const ForwardSchema = z.strictObject({
   hostAddress: Ipv4.optional(),
   hostPort: z.number().int().min(1).max(65535),
   /** The VM (its NIC on this network) and port that receive the traffic. */
-  vm: z.string().regex(/^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$/, 'must be a VM name'),
+  vm: Name,
   port: z.number().int().min(1).max(65535),
 });
 
