@@ -53,11 +53,24 @@ export const HaRestartBody = z.strictObject({
   from: z.string().min(1).max(63),
 });
 
+/* The answers' schemas, built on first use (see vms.ts). */
+const HaStatusSchema = (): z.ZodType<HaStatus> => z.strictObject({
+  enabled: z.boolean(),
+  self: z.string().optional(),
+  fenceAt: z.number().optional(),
+  leaseTtlMs: z.number().optional(),
+  graceMs: z.number().optional(),
+  fenced: z.array(z.strictObject({ vm: z.string(), at: z.number(), reason: z.string() })).optional(),
+  vms: z.array(z.strictObject({ vm: z.string(), host: z.string(), running: z.boolean(), updatedAt: z.string() })).optional(),
+});
+const PeerHealthSchema = (): z.ZodType<PeerHealth> => z.strictObject({ member: z.string(), etcd: z.boolean(), haRunning: z.array(z.string()) });
+const HaRestartedSchema = (): z.ZodType<HaRestarted> => z.strictObject({ vm: z.string(), host: z.string(), pid: z.number().int(), startedAt: z.number() });
+
 export const clusterHa = {
-  'GET /cluster/ha': endpoint({ tag: 'cluster', summary: 'High availability as this member sees it: its fencing deadline, the VMs it fenced, the HA VMs of the cluster', status: 200, response: returns<HaStatus>('HaStatus') }),
-  'GET /cluster/ha/peer': endpoint({ tag: 'cluster', summary: 'Member to member: can this member read from etcd now (asked by a member about to fence itself)', status: 200, response: returns<PeerHealth>('PeerHealth') }),
+  'GET /cluster/ha': endpoint({ tag: 'cluster', summary: 'High availability as this member sees it: its fencing deadline, the VMs it fenced, the HA VMs of the cluster', status: 200, response: returns('HaStatus', HaStatusSchema) }),
+  'GET /cluster/ha/peer': endpoint({ tag: 'cluster', summary: 'Member to member: can this member read from etcd now (asked by a member about to fence itself)', status: 200, response: returns('PeerHealth', PeerHealthSchema) }),
   'POST /cluster/ha/restart': endpoint({
     tag: 'cluster', summary: 'Member to member: the leader restarts a dead member\'s HA VM here (its definition from etcd; its disks on shared storage)',
-    body: HaRestartBody, status: 200, response: returns<HaRestarted>('HaRestarted'),
+    body: HaRestartBody, status: 200, response: returns('HaRestarted', HaRestartedSchema),
   }),
 } as const;

@@ -4,11 +4,12 @@
  */
 import { Command } from 'commander';
 import { invalidArgument } from '../../core/errors.js';
+import { HEX16_ID } from '../../core/model/patterns.js';
 import type { CliContext } from '../context.js';
 import { Progress, note, printJson, printTable, printYaml } from '../output.js';
 
 function operationId(text: string): string {
-  if (!/^[0-9a-f]{16}$/.test(text)) throw invalidArgument('id', `'${text}' is not an operation id (16 hex digits, see: vireo operation list)`);
+  if (!HEX16_ID.test(text)) throw invalidArgument('id', `'${text}' is not an operation id (16 hex digits, see: vireo operation list)`);
   return text;
 }
 
@@ -17,15 +18,18 @@ export function operationCommand(cli: CliContext): Command {
 
   operation.command('list')
     .alias('ls')
-    .description('recent operations, newest first')
+    .description('recent operations, newest first (in a cluster: every member\'s, with its HOST)')
     .option('--json', 'print as JSON')
     .action(async (flags: { json?: boolean }) => {
       const operations = await (await cli.daemon()).call('GET /operations');
       if (flags.json) return printJson(operations);
+      // In a cluster the list is every member's: each line says where it runs.
+      const clustered = operations.some((entry) => entry.host !== undefined);
       printTable(
-        ['ID', 'KIND', 'TARGET', 'STATE', 'PROGRESS', 'CREATED'],
+        ['ID', ...(clustered ? ['HOST'] : []), 'KIND', 'TARGET', 'STATE', 'PROGRESS', 'CREATED'],
         operations.map((entry) => [
           entry.id,
+          ...(clustered ? [entry.host ?? '-'] : []),
           entry.kind,
           entry.target.vm ?? entry.target.image ?? '-',
           entry.state,
