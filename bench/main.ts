@@ -37,6 +37,7 @@ import { ensureDaemon, findExecutable, type LibvirtDaemon } from './libvirtd.js'
 import { benchLibvirtResources } from './libvirt-resources.js';
 import { benchCluster } from './cluster.js';
 import { benchClusterPlace, reportClusterPlace } from './cluster-place.js';
+import { benchClusterHa, reportClusterHa } from './cluster-ha.js';
 import { benchWebUi, reportWebUi } from './web-ui.js';
 import { benchGuests } from './guests.js';
 
@@ -214,6 +215,8 @@ await section('cluster', async () => {
   process.stdout.write(`  balancing convergence, ${c.hosts} hosts / ${c.vms} VMs, one move per cycle: imbalance ${c.before.toFixed(3)} -> ${c.after.toFixed(3)} in ${c.cycles} cycles (threshold ${c.threshold}${c.converged ? '' : '; stopped above it: no move left that helps'})\n`);
   // A real 3-host cluster (bench/cluster-place.ts): at most two runs, each boots 6 guests.
   process.stdout.write(reportClusterPlace(await benchClusterPlace({ runs: Math.max(1, Math.min(runs, 2)), vms: 6 })));
+  // HA: a host cut off, its HA VM fenced there and restarted elsewhere (bench/cluster-ha.ts): at most two runs, a fresh cluster each.
+  process.stdout.write(reportClusterHa(await benchClusterHa({ runs: Math.max(1, Math.min(runs, 2)) })));
 });
 
 await section('availability', async () => {

@@ -37,6 +37,8 @@ export async function autostartVms(state: DaemonState, log: (line: string) => vo
     if (signal?.aborted) break;
     if ((await livePid(state.paths, def)) !== undefined) continue;
     try {
+      // An HA VM starts only where the cluster says it runs (it may have been restarted elsewhere while this host was down).
+      if (def.ha) await state.cluster.checkStart(def.name);
       await state.operations.exclusive(def.name, 'autostart', () => startVm(state.paths, def.name, signal ? { signal } : {}));
       started.push(def.name);
       log(`autostart: started VM '${def.name}' (order ${def.autostart!.order})`);

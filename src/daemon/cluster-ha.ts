@@ -121,6 +121,9 @@ export class HaService {
   }
 
   renewed(sentAt: number, ttlSeconds: number): void {
+    // Renewed after the fence deadline had passed: back from a cut, whether or not the lease survived it.
+    const deadline = this.watchdog.fenceAt();
+    if (deadline !== undefined && Date.now() >= deadline) this.connectedAt = Date.now();
     this.watchdog.renewed(sentAt, ttlSeconds);
     this.holdLogged = false;
   }
@@ -273,7 +276,8 @@ export class HaService {
         const running = pid !== undefined || this.fenced.has(def.name);
         if (this.fenced.has(def.name) && entry?.record.host !== undefined && entry.record.host === self) await this.restartFencedHere(def.name);
         if (entry && entry.record.host === self && entry.record.running === running && JSON.stringify(entry.record.definition) === JSON.stringify(def)) continue;
-        if (entry && entry.record.host !== self) continue;
+        // The owner record decides: a VM migrated here takes its HA record over; with no owner recorded, another host's record is left alone.
+        if (entry && entry.record.host !== self && owner !== self) continue;
         const record: HaRecord = { host: self, running, updatedAt: new Date().toISOString(), definition: def };
         await writeHaRecord(store, def.name, record, entry);
       }

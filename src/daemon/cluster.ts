@@ -673,7 +673,11 @@ export class ClusterService {
     const active = this.active;
     if (!active) return;
     const def = await loadDefinition(this.paths, vm);
-    if (def.ha) active.ha.checkStart();
+    if (!def.ha) return;
+    active.ha.checkStart();
+    // A definition left here after the cluster restarted the VM elsewhere (this host was down) must not start a second copy.
+    const owner = await active.store.owner(vm);
+    if (owner && owner.host !== active.config.name) throw new VireoError('invalid_state', `HA VM '${vm}' runs on '${owner.host}' now (the cluster restarted it there); this host's definition of it is stale`, { field: 'name', host: owner.host });
   }
 
   /** Puts a member in maintenance (takes no new VMs) or back in service. */

@@ -32,7 +32,8 @@ export async function statusOf(host: ClusterHost): Promise<ClusterStatus> {
 export async function startHaCluster(ttlSeconds: number): Promise<HaCluster> {
   const root = await mkdtemp(join(tmpdir(), 'vireo-ha-'));
   const storage = join(root, 'storage');
-  const cluster = await startCluster({ hosts: 3, etcd: true, env: { VIREO_STORAGE: storage } });
+  // With pre-vote: B's etcd member, back from the cut, must not make etcd unavailable to A and C for a moment.
+  const cluster = await startCluster({ hosts: 3, etcd: true, env: { VIREO_STORAGE: storage }, preVote: true });
   try {
     const [a, b, c] = cluster.hosts as [ClusterHost, ClusterHost, ClusterHost];
     await until('etcd has a leader', () => etcdStatus(a, cluster.etcdUrls[0]!), (status) => status !== undefined && status.leader !== '0', 60_000, 250);

@@ -78,7 +78,7 @@ export async function until<T>(what: string, probe: () => Promise<T>, check: (va
   }
 }
 
-export async function startCluster(options: { hosts: number; etcd: boolean; env?: Record<string, string> }): Promise<TestCluster> {
+export async function startCluster(options: { hosts: number; etcd: boolean; env?: Record<string, string>; preVote?: boolean }): Promise<TestCluster> {
   counter += 1;
   const tag = `${process.pid % 10000}${counter}`;
   const switchNs = `vcs${tag}`;
@@ -120,7 +120,7 @@ export async function startCluster(options: { hosts: number; etcd: boolean; env?
         '--log-level', 'error',
         // A member cut off and brought back must not depose the leader with its inflated term (and make etcd
         // unavailable to every daemon for a moment, as if it were lost): Raft's pre-vote, off by default in 3.4.
-        '--pre-vote',
+        ...(options.preVote ? ['--pre-vote'] : []),
       ];
       const member: EtcdMember = {
         name,
