@@ -25,7 +25,7 @@ import { vmPaths, type VireoPaths } from '../core/paths.js';
 import { consoleSocket } from '../core/devices/serials.js';
 import { killOrphanedGroups, recordProcessGroupsIn } from '../core/process/groups.js';
 import { sweepTemporaries } from '../core/store/sweep.js';
-import { settleInterruptedDeviceChanges } from '../core/devices/change-journal.js';
+import { settleInterruptedLiveChanges } from '../core/devices/change-journal.js';
 import { warmBackingIndex } from '../core/storage/volumes.js';
 import { loadDefinition } from '../core/vm/definitions.js';
 import { livePid } from '../core/vm/runtime.js';
@@ -456,7 +456,7 @@ export async function startDaemon(options: DaemonOptions): Promise<Daemon> {
   const networks = new NetworkSupervisor(paths, events, (line) => process.stderr.write(`vireod: ${line}\n`));
   await networks.start();
   // A live device change (attach, detach, vCPUs, memory) a dead process left half-done: kept if QEMU has it, else undone.
-  const settled = await settleInterruptedDeviceChanges(paths).catch((error: unknown) => {
+  const settled = await settleInterruptedLiveChanges(paths).catch((error: unknown) => {
     options.log?.(`could not settle interrupted device changes: ${describeCause(error)}`);
     return [];
   });

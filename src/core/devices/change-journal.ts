@@ -1,5 +1,6 @@
 /**
- * The intent record of a live device change, and its recovery.
+ * The intent record of a change to a running VM (devices, vCPUs, memory,
+ * resource settings), and its recovery.
  *
  * Attaching a NIC live is several steps (an address reservation, firewall
  * rules, a tap, QEMU's netdev and device) and the definition is written only
@@ -8,7 +9,7 @@
  * reservation or block nodes nobody owns, or a definition that no longer says
  * what the running QEMU has, which a restart or a live migration would then
  * get wrong. So before the first live step the change writes what it is about
- * to do to `device-change.json` in the VM's directory, and removes the record
+ * to do to `live-change.json` in the VM's directory, and removes the record
  * when the definition is saved (or when its own rollback has run).
  *
  * Recovery (under the VM's lock: at the next change of the VM, at its next
@@ -30,11 +31,13 @@ import { listDefinitions, loadDefinition, saveDefinition, withVmLock } from '../
 import { livePid } from '../vm/runtime.js';
 import { withMonitor } from '../qmp/monitor.js';
 import { MiB } from '../model/units.js';
+import { applyLive } from '../resources/apply.js';
+import { Reverter } from '../revert.js';
 
 type DiskDefinition = VmDefinition['disks'][number];
 type NicDefinition = VmDefinition['nics'][number];
 
-export type DeviceChangeIntent =
+export type LiveChangeIntent =
   | {
       kind: 'disk.attach';
       uuid: string;
@@ -50,20 +53,22 @@ export type DeviceChangeIntent =
   | { kind: 'disk.detach'; uuid: string; next: VmDefinition; disk: DiskDefinition; group?: string }
   | { kind: 'nic.detach'; uuid: string; next: VmDefinition; nic: NicDefinition; tap?: string }
   | { kind: 'cpus'; uuid: string; next: VmDefinition; from: number; to: number }
-  | { kind: 'memory'; uuid: string; next: VmDefinition; fromPluggedMiB: number; toPluggedMiB: number };
+  | { kind: 'memory'; uuid: string; next: VmDefinition; fromPluggedMiB: number; toPluggedMiB: number }
+  /** `vm set` on a running VM: cgroups, pinning, throttle groups, NIC bandwidth, the balloon. */
+  | { kind: 'resources'; uuid: string; next: VmDefinition };
 
 export interface RecoveryOutcome {
-  kind: DeviceChangeIntent['kind'];
+  kind: LiveChangeIntent['kind'];
   /** 'completed': QEMU had the change and the definition now says so; 'undone': what the change made was removed. */
   outcome: 'completed' | 'undone';
 }
 
 function journalPath(paths: VireoPaths, vm: string): string {
-  return join(vmPaths(paths, vm).dir, 'device-change.json');
+  return join(vmPaths(paths, vm).dir, 'live-change.json');
 }
 
-export async function readDeviceChange(paths: VireoPaths, vm: string): Promise<DeviceChangeIntent | undefined> {
-  return (await readJsonIfExists(journalPath(paths, vm))) as DeviceChangeIntent | undefined;
+export async function readLiveChange(paths: VireoPaths, vm: string): Promise<LiveChangeIntent | undefined> {
+  return (await readJsonIfExists(journalPath(paths, vm))) as LiveChangeIntent | undefined;
 }
 
 /**
@@ -71,18 +76,18 @@ export async function readDeviceChange(paths: VireoPaths, vm: string): Promise<D
  * removed once the work has returned or thrown (its own rollback has run by
  * then). `update` lets the work add to the record what it made as it goes.
  */
-export async function withDeviceChange<T>(
+export async function withLiveChange<T>(
   paths: VireoPaths,
   vm: string,
-  intent: DeviceChangeIntent,
-  work: (update: (more: Partial<DeviceChangeIntent>) => Promise<void>) => Promise<T>,
+  intent: LiveChangeIntent,
+  work: (update: (more: Partial<LiveChangeIntent>) => Promise<void>) => Promise<T>,
 ): Promise<T> {
   const file = journalPath(paths, vm);
   let current = intent;
   await writeJsonAtomic(file, current);
   try {
     return await work(async (more) => {
-      current = { ...current, ...more } as DeviceChangeIntent;
+      current = { ...current, ...more } as LiveChangeIntent;
       await writeJsonAtomic(file, current);
     });
   } finally {
@@ -130,9 +135,9 @@ function hostSideOf(paths: VireoPaths): () => Promise<HostSide> {
  * not run (its QEMU, and with it every device it had, is gone). Returns
  * undefined when no change was left.
  */
-export async function settleDeviceChange(paths: VireoPaths, vm: string, client: QmpClient | undefined): Promise<RecoveryOutcome | undefined> {
+export async function settleLiveChange(paths: VireoPaths, vm: string, client: QmpClient | undefined): Promise<RecoveryOutcome | undefined> {
   const host = hostSideOf(paths);
-  const intent = await readDeviceChange(paths, vm);
+  const intent = await readLiveChange(paths, vm);
   if (!intent) return undefined;
   const def = await loadDefinition(paths, vm).catch(() => undefined);
   if (!def || def.uuid !== intent.uuid) {
@@ -145,7 +150,7 @@ export async function settleDeviceChange(paths: VireoPaths, vm: string, client: 
   return { kind: intent.kind, outcome };
 }
 
-async function settle(paths: VireoPaths, def: VmDefinition, intent: DeviceChangeIntent, client: QmpClient | undefined, host: () => Promise<HostSide>): Promise<RecoveryOutcome['outcome']> {
+async function settle(paths: VireoPaths, def: VmDefinition, intent: LiveChangeIntent, client: QmpClient | undefined, host: () => Promise<HostSide>): Promise<RecoveryOutcome['outcome']> {
   const devices = client ? await peripheralIds(client) : new Set<string>();
   switch (intent.kind) {
     case 'disk.attach': {
@@ -211,6 +216,13 @@ async function settle(paths: VireoPaths, def: VmDefinition, intent: DeviceChange
       await qomSet(client, VIRTIO_MEM_PATH, 'requested-size', intent.fromPluggedMiB * MiB);
       return 'undone';
     }
+    case 'resources': {
+      // Some settings may have been applied, the definition was not written: the VM goes back to what it says
+      // (applying "next -> definition" sets every setting that differs). A stopped VM gets them at its start.
+      const pid = client ? await livePid(paths, def) : undefined;
+      if (client && pid !== undefined) await applyLive(intent.next, def, client, pid, new Reverter());
+      return 'undone';
+    }
   }
 }
 
@@ -222,13 +234,13 @@ export function baseNodes(present: Set<string>, diskId: string): string[] {
 }
 
 /** At daemon start: settles every VM's change that a dead process left behind. */
-export async function settleInterruptedDeviceChanges(paths: VireoPaths): Promise<{ vm: string; outcome: RecoveryOutcome }[]> {
+export async function settleInterruptedLiveChanges(paths: VireoPaths): Promise<{ vm: string; outcome: RecoveryOutcome }[]> {
   const settled: { vm: string; outcome: RecoveryOutcome }[] = [];
   for (const def of await listDefinitions(paths)) {
-    if (!(await readDeviceChange(paths, def.name))) continue;
+    if (!(await readLiveChange(paths, def.name))) continue;
     const outcome = await withVmLock(paths, def.name, async () => {
       const pid = await livePid(paths, await loadDefinition(paths, def.name));
-      return pid === undefined ? settleDeviceChange(paths, def.name, undefined) : withMonitor(paths, def.name, (client) => settleDeviceChange(paths, def.name, client));
+      return pid === undefined ? settleLiveChange(paths, def.name, undefined) : withMonitor(paths, def.name, (client) => settleLiveChange(paths, def.name, client));
     });
     if (outcome) settled.push({ vm: def.name, outcome });
   }

@@ -26,7 +26,7 @@ import { withMonitor } from '../qmp/monitor.js';
 import { blockdevAdd, blockdevDel, deviceAdd, deviceDel, netdevAdd, netdevDel, objectAdd, objectDel, qomGet, qomSet, queryHotpluggableCpus } from '../qmp/resources.js';
 import { Reverter } from '../revert.js';
 import { crashPoint } from '../crash-point.js';
-import { baseNodes, settleDeviceChange, withDeviceChange } from './change-journal.js';
+import { baseNodes, settleLiveChange, withLiveChange } from './change-journal.js';
 import { throttleLimits } from '../resources/spec.js';
 import { getVolume, resolveVolume } from '../storage/volumes.js';
 import { loadDefinition, saveDefinition, withVmLock } from '../vm/definitions.js';
@@ -74,9 +74,9 @@ async function withLiveVm<T>(paths: VireoPaths, name: string, work: (def: VmDefi
     if (def.template) throw invalidState(`VM '${name}' is a template and cannot be changed; clone it`);
     const pid = await livePid(paths, def);
     if (pid === undefined) {
-      return (await settleDeviceChange(paths, name, undefined)) ? work(await loadDefinition(paths, name), undefined) : work(def, undefined);
+      return (await settleLiveChange(paths, name, undefined)) ? work(await loadDefinition(paths, name), undefined) : work(def, undefined);
     }
-    return withMonitor(paths, name, async (client) => ((await settleDeviceChange(paths, name, client)) ? work(await loadDefinition(paths, name), client) : work(def, client)));
+    return withMonitor(paths, name, async (client) => ((await settleLiveChange(paths, name, client)) ? work(await loadDefinition(paths, name), client) : work(def, client)));
   });
 }
 
@@ -111,7 +111,7 @@ export async function attachDisk(paths: VireoPaths, name: string, input: DiskAtt
       const group = throttleGroupOf(added);
       const newGroup = group && !def.disks.some((other) => throttleGroupOf(other) === group) ? group : undefined;
       const intent = { kind: 'disk.attach' as const, uuid: def.uuid, next, disk: added, nodes: nodes.map((node) => node['node-name'] as string), ...(newGroup ? { group: newGroup } : {}) };
-      await withDeviceChange(paths, name, intent, () => Reverter.run(async (reverter) => {
+      await withLiveChange(paths, name, intent, () => Reverter.run(async (reverter) => {
         if (newGroup) {
           await objectAdd(client, { 'qom-type': 'throttle-group', id: newGroup, limits: throttleLimits(added.limits!) });
           reverter.add(() => objectDel(client, newGroup));
@@ -156,7 +156,7 @@ export async function detachDisk(paths: VireoPaths, name: string, key: string): 
       const names = diskNames(disk.id);
       const group = throttleGroupOf(disk);
       const lastOfGroup = group && !next.disks.some((other) => throttleGroupOf(other) === group) ? group : undefined;
-      await withDeviceChange(paths, name, { kind: 'disk.detach', uuid: def.uuid, next, disk, ...(lastOfGroup ? { group: lastOfGroup } : {}) }, async () => {
+      await withLiveChange(paths, name, { kind: 'disk.detach', uuid: def.uuid, next, disk, ...(lastOfGroup ? { group: lastOfGroup } : {}) }, async () => {
         await unplug(client, names.device);
         crashPoint('device.detach.unplugged');
         // The guest has let go: the nodes above the file go first, then its backing chain's (a linked clone's bases).
@@ -233,7 +233,7 @@ export async function attachNic(paths: VireoPaths, name: string, input: NicAttac
     // The network exists, a fixed address is in it and free, the rule sets exist: checked before anything is made.
     if (networks) await asAttachField(index, () => networks.checkVmNics(paths, next));
     if (client) {
-      await withDeviceChange(paths, name, { kind: 'nic.attach', uuid: def.uuid, next, nic: added }, (update) => Reverter.run(async (reverter) => {
+      await withLiveChange(paths, name, { kind: 'nic.attach', uuid: def.uuid, next, nic: added }, (update) => Reverter.run(async (reverter) => {
         let tap: string | undefined;
         if (networks) {
           // As at start: the reservation (dnsmasq answers the new MAC), the rules (anti-spoofing, its rule sets),
@@ -271,7 +271,7 @@ export async function detachNic(paths: VireoPaths, name: string, key: string): P
     if (client) {
       const { nicNumber, tapName } = await import('../network/links.js');
       const tap = nic.network !== 'user' ? tapName(def.uuid, nicNumber(nic)) : undefined;
-      await withDeviceChange(paths, name, { kind: 'nic.detach', uuid: def.uuid, next, nic, ...(tap ? { tap } : {}) }, async () => {
+      await withLiveChange(paths, name, { kind: 'nic.detach', uuid: def.uuid, next, nic, ...(tap ? { tap } : {}) }, async () => {
         await unplug(client, nicNames(nic.id).device);
         crashPoint('device.detach.unplugged');
         await netdevDel(client, nicNames(nic.id).netdev);
@@ -302,7 +302,7 @@ export async function setVcpus(paths: VireoPaths, name: string, count: number): 
     const next = defineVm(parseVmSpec({ ...specOf(def), cpus: topology }), def);
     if (client) {
       if (count < def.cpus.count) throw invalidState(`cpus.count: vCPUs cannot be removed from a running VM (it has ${def.cpus.count}); stop it first`, { field: 'cpus.count' });
-      await withDeviceChange(paths, name, { kind: 'cpus', uuid: def.uuid, next, from: def.cpus.count, to: count }, () => Reverter.run(async (reverter) => {
+      await withLiveChange(paths, name, { kind: 'cpus', uuid: def.uuid, next, from: def.cpus.count, to: count }, () => Reverter.run(async (reverter) => {
         const slots = (await queryHotpluggableCpus(client)).filter((slot) => slot['qom-path'] === undefined);
         // QEMU lists free slots highest first; plug in topology order.
         slots.sort((a, b) => topologyKey(a.props) - topologyKey(b.props));
@@ -364,7 +364,7 @@ export async function setMemory(paths: VireoPaths, name: string, value: number |
     const next = defineVm(parseVmSpec({ ...specOf(def), memory: size, memoryHotplug: { max: hotplug.max, plugged } }), def);
     await check(next);
     if (plugged > hotplug.plugged) await checkHugepages(def, plugged - hotplug.plugged, `adding ${plugged - hotplug.plugged} MiB to VM '${name}'`);
-    await withDeviceChange(paths, name, { kind: 'memory', uuid: def.uuid, next, fromPluggedMiB: hotplug.plugged, toPluggedMiB: plugged }, () => Reverter.run(async (reverter) => {
+    await withLiveChange(paths, name, { kind: 'memory', uuid: def.uuid, next, fromPluggedMiB: hotplug.plugged, toPluggedMiB: plugged }, () => Reverter.run(async (reverter) => {
       await qomSet(client, VIRTIO_MEM_PATH, 'requested-size', plugged * MiB);
       reverter.add(() => qomSet(client, VIRTIO_MEM_PATH, 'requested-size', hotplug.plugged * MiB));
       await waitForPluggedMemory(client, plugged * MiB);

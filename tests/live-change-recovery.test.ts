@@ -1,9 +1,9 @@
 /**
- * A live device change cut short by a crash is settled by the next daemon:
+ * A change to a running VM cut short by a crash is settled by the next daemon:
  * kept when QEMU had completed it, undone when it had not, and only what
  * that change made is removed (change-journal.ts). The daemon dies at named
  * points (VIREO_CRASH_AT_FILE) in the middle of a NIC attach onto a Vireo
- * network, a disk attach and a disk detach; the VM runs on throughout.
+ * network, a disk attach, a disk detach and a `vm set`; the VM runs on throughout.
  */
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
@@ -24,7 +24,7 @@ let armed: string;
 interface Definition {
   uuid: string;
   disks: { id: string; volume: string }[];
-  nics: { id: string; network: string }[];
+  nics: { id: string; network: string; limits?: unknown }[];
 }
 
 /** The definition as it is on disk (readable while the daemon is dead). */
@@ -42,7 +42,7 @@ async function crashDuring(point: string, method: string, path: string, body?: u
 }
 
 async function journalThere(): Promise<boolean> {
-  return access(join(vmPaths(host.home.paths, 'dc').dir, 'device-change.json')).then(() => true, () => false);
+  return access(join(vmPaths(host.home.paths, 'dc').dir, 'live-change.json')).then(() => true, () => false);
 }
 
 /** What QEMU has: its devices' ids and its named block nodes. */
@@ -129,4 +129,21 @@ test('a disk detach cut short after the guest let go is completed: the disk leav
   // The volume is free again: another attach of it works.
   await host.daemon.api.request('POST', '/vms/dc/disks', { volume: 'extra' });
   assert.ok((await definition()).disks.some((candidate) => candidate.volume === 'extra'));
+});
+
+test('a vm set cut short after its NIC limit was applied is undone: the tap goes back to what the definition says', { timeout: 300_000 }, async () => {
+  const nic = (await definition()).nics.find((candidate) => candidate.network === 'lan')!;
+  const tap = tapName((await definition()).uuid, nicNumber(nic));
+  const rate = async () => {
+    const { stdout } = await exec('ip', ['netns', 'exec', host.hostNs, 'tc', '-j', 'qdisc', 'show', 'dev', tap]);
+    const bucket = (JSON.parse(stdout || '[]') as { kind: string; root?: boolean; options?: { rate?: number } }[]).find((qdisc) => qdisc.root && qdisc.kind === 'tbf');
+    return bucket?.options?.rate === undefined ? undefined : bucket.options.rate * 8;
+  };
+  assert.equal(await rate(), undefined, 'no limit to begin with');
+  await crashDuring('resources.applied', 'POST', '/vms/dc/resources', { nicLimits: { [nic.id]: { ingress: '10Mbit' } } });
+  assert.equal(await rate(), 10e6, 'the cut-short change had applied its limit');
+  assert.equal((await definition()).nics.find((candidate) => candidate.id === nic.id)!.limits, undefined, 'but not written it');
+  await host.restartDaemon();
+  assert.equal(await journalThere(), false);
+  assert.equal(await rate(), undefined, 'the tap has what the definition says again');
 });
