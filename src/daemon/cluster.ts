@@ -19,6 +19,7 @@ import type { Operation } from '../api/operations.js';
 import type { CreatedVm } from '../api/vms.js';
 import { ApiClient } from '../client/api-client.js';
 import type { TransportResponse } from '../client/api-core.js';
+import type WebSocket from 'ws';
 import { pinnedAgentOptions } from '../client/endpoint.js';
 import { localEtcdDataDir, readClusterConfig, removeClusterConfig, writeClusterConfig, type ClusterConfig } from '../core/cluster/config.js';
 import type { LocalEtcdSupervisor } from '../core/cluster/etcd-local.js';
@@ -35,6 +36,7 @@ import { Reverter } from '../core/revert.js';
 import { listDefinitions, loadDefinition } from '../core/vm/definitions.js';
 import type { VmInfo } from '../core/vm/manage.js';
 import { advertiseDecision, readvertiseMember } from './cluster-advertise.js';
+import { ClusterEventRelay } from './cluster-events.js';
 import type { EventBus } from './events.js';
 import { createToken, revokeToken } from './tokens.js';
 
@@ -81,12 +83,24 @@ export class ClusterService {
   /** Serialises init, join and leave. */
   private changing: Promise<unknown> = Promise.resolve();
   self: SelfAddress = {};
+  /** Other members' events, followed while a cluster-wide event stream is open. */
+  readonly relay: ClusterEventRelay;
 
   constructor(
     private readonly paths: VireoPaths,
     private readonly events: EventBus,
     private readonly log: (line: string) => void,
-  ) {}
+  ) {
+    this.relay = new ClusterEventRelay({
+      others: async () => {
+        const active = this.active;
+        if (!active) return [];
+        const alive = await active.store.alive();
+        return [...alive.keys()].filter((name) => name !== active.config.name);
+      },
+      client: (host) => this.clientFor(host),
+    }, log);
+  }
 
   get enabled(): boolean {
     return this.active !== undefined;
@@ -371,7 +385,7 @@ export class ClusterService {
         leader: member.name === leader,
         labels: member.labels,
         capacity: member.capacity,
-        ...(live ? { allocated: live.allocated, since: live.since } : {}),
+        ...(live ? { allocated: live.allocated, since: live.since, ...(live.load ? { load: live.load } : {}) } : {}),
       };
     });
   }
@@ -476,6 +490,20 @@ export class ClusterService {
     return undefined;
   }
 
+  /**
+   * A WebSocket about a VM (console, VNC) asked here for a VM another member
+   * owns: the same WebSocket opened on the owner (see socket-proxy.ts);
+   * undefined: answer here.
+   */
+  async forwardSocket(vm: string, forwardedBy: string | undefined, open: (client: ApiClient) => Promise<WebSocket>): Promise<WebSocket | undefined> {
+    const active = this.active;
+    if (!active || forwardedBy !== undefined) return undefined;
+    if (await loadDefinition(this.paths, vm).then(() => true, () => false)) return undefined;
+    const owner = await active.store.owner(vm).catch(() => undefined);
+    if (!owner || owner.host === active.config.name) return undefined;
+    return open(await this.clientFor(owner.host));
+  }
+
   /** GET /vms in a cluster: this host's VMs and every live member's, each with its host. */
   async listVms(local: VmInfo[], forwardedBy: string | undefined): Promise<VmInfo[]> {
     const all = await this.gather('/vms', 'VMs', local, forwardedBy);
@@ -532,7 +560,8 @@ export class ClusterService {
     if (forwardedBy !== undefined) {
       if (request.host !== undefined && request.host !== self) throw invalidArgument('host', `this member is '${self}', not '${request.host}'`);
       const info = { ...(await local()), host: self };
-      void active.member.refreshPresence().catch(() => undefined);
+      // Awaited: the next placement must see this VM in this member's allocation, or a batch of creates all lands on one host.
+      await active.member.refreshPresence().catch(() => undefined);
       return { status: 201, info };
     }
     const [members, alive] = await Promise.all([active.store.members(), active.store.alive()]);
@@ -543,7 +572,7 @@ export class ClusterService {
     try {
       if (host === self) {
         const info = { ...(await local()), host: self, placement };
-        void active.member.refreshPresence().catch(() => undefined);
+        await active.member.refreshPresence().catch(() => undefined);
         return { status: 201, info };
       }
       const answer = await this.forwardTo(host, 'POST', '/vms', { ...body, host });
@@ -686,6 +715,7 @@ export class ClusterService {
 
   async close(): Promise<void> {
     this.closed = true;
+    this.relay.close();
     await this.deactivate();
   }
 }
