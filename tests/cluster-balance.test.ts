@@ -130,10 +130,11 @@ describe('per-VM records and the load balancer on three hosts', { timeout: 1_200
     for (const vm of vms) assert.equal(await hostOf(vm), a.name);
 
     // The threshold between one move and two: three equal loads on one host of three have an imbalance I;
-    // one moved leaves about 0.58 I when each guest keeps the share of the cores it had, two leave ~0: 0.45 I is under the first.
+    // two moved leave ~0, one moved leaves 0.58 I when each guest keeps its share of the cores, about 0.45 I
+    // when the kernel shares the cores between the hosts' daemons' groups first (as here): 0.3 I is under both.
     const before = await view();
     // (How much of the cores the guests get depends on what else this machine runs: a floor keeps the setting valid.)
-    const threshold = Math.max(0.005, Math.round(before.imbalance * 0.45 * 1000) / 1000);
+    const threshold = Math.max(0.005, Math.round(before.imbalance * 0.3 * 1000) / 1000);
     const on = await a.home.vireo(['cluster', 'settings', 'balance.enabled=true', `balance.threshold=${threshold}`]);
     assert.equal(on.code, 0, on.stderr);
     const enabledAt = Date.now();
@@ -144,9 +145,7 @@ describe('per-VM records and the load balancer on three hosts', { timeout: 1_200
     const moves = balanced.recentMoves;
     // No VM moved twice within its cooldown; every move was off the loaded host.
     assert.equal(new Set(moves.map((move) => move.vm)).size, moves.length, JSON.stringify(moves));
-    // Three busy guests share the machine's two cores with whatever else runs, so what each gets varies:
-    // one move may already bring imbalance under the threshold, or it takes the second.
-    assert.ok(moves.length >= 1 && moves.length <= 2, JSON.stringify(moves));
+    assert.equal(moves.length, 2, JSON.stringify(moves));
     for (const move of moves) assert.equal(move.from, a.name);
     // One per cycle: the second waited the hold period after the first (its effect measured first).
     for (let index = 1; index < moves.length; index++) assert.ok(moves[index]!.at - moves[index - 1]!.at >= HOLD_MS, JSON.stringify(moves));
@@ -161,13 +160,11 @@ describe('per-VM records and the load balancer on three hosts', { timeout: 1_200
     assert.deepEqual(phases, moves.flatMap(() => ['start', 'done']));
     assert.ok(balanceEvents().filter((event) => event.data['outcome'] === 'move').length >= moves.length);
 
-    // Balanced: cycles go on and nothing moves back. (If what the guests get of the shared cores shifts, the
-    // VM still on a may yet move, once; the two already moved are in their cooldown.)
+    // Balanced, one busy guest per host: cycles go on and nothing moves (back or anywhere).
     await new Promise((resolve) => setTimeout(resolve, HOLD_MS + INTERVAL_MS * 4));
     const later = await view(c);
-    assert.ok(later.recentMoves.length <= 2, JSON.stringify(later.recentMoves));
-    assert.equal(new Set(later.recentMoves.map((move) => move.vm)).size, later.recentMoves.length, JSON.stringify(later.recentMoves));
-    for (const move of later.recentMoves) assert.equal(move.from, a.name);
+    assert.deepEqual(later.recentMoves, moves);
+    assert.deepEqual(later.hosts.map((host) => host.vms), [1, 1, 1]);
     process.stdout.write(`balancing converged in ${convergedSeconds.toFixed(1)} s with ${moves.length} move(s); imbalance ${before.imbalance.toFixed(3)} -> ${balanced.imbalance.toFixed(3)} (threshold ${threshold})\n`);
     const text = await c.home.vireo(['cluster', 'balance', '--dry-run']);
     assert.equal(text.code, 0, text.stderr);

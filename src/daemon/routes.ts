@@ -81,7 +81,11 @@ const vmRoutes = implement(vms, {
     }, body, forwardedBy, create);
     return new Reply(status, info);
   },
-  'GET /vms/:name': async ({ params, daemon }) => getVm(daemon.paths, params.name, runtimeOptions(daemon)),
+  'GET /vms/:name': async ({ params, daemon }) => {
+    const info = await getVm(daemon.paths, params.name, runtimeOptions(daemon));
+    // In a cluster the answer says which member runs it (as GET /vms does), wherever it was asked.
+    return daemon.cluster.name !== undefined ? { ...info, host: daemon.cluster.name } : info;
+  },
   'PUT /vms/:name': async ({ params, body, daemon }) => {
     await daemon.operations.exclusive(params.name, 'edit', () => editVm(daemon.paths, params.name, () => body.spec, { hostFiles: daemon.hostFiles }));
     return getVm(daemon.paths, params.name);
@@ -254,7 +258,7 @@ const imageRoutes = implement(images, {
 });
 
 const operationRoutes = implement(operations, {
-  'GET /operations': async ({ daemon }) => daemon.operations.list(),
+  'GET /operations': async ({ daemon, forwardedBy }) => daemon.cluster.listOperations(daemon.operations.list(), forwardedBy),
   'GET /operations/:id': async ({ params, query, daemon }) => (query.wait ? daemon.operations.wait(params.id, query.wait * 1000) : daemon.operations.get(params.id)),
   'POST /operations/:id/cancel': async ({ params, daemon }) => new Reply(202, daemon.operations.cancel(params.id)),
 });

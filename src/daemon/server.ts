@@ -32,6 +32,7 @@ import { resolveAllowedDirs } from '../core/vm/host-files.js';
 import { connectVnc } from '../core/vm/vnc.js';
 import { ClusterService, FORWARDED_HEADER, fingerprintOf } from './cluster.js';
 import { ConsoleHub } from './consoles.js';
+import { drainBody, hasDrainableBody } from './refused-body.js';
 import { EventBus, type VireoEvent } from './events.js';
 import { MigrationService } from './migration.js';
 import { enableBalloonStats } from '../core/vm/stats.js';
@@ -281,10 +282,23 @@ async function buildApp(state: DaemonState, options: DaemonOptions, auth: 'socke
     const raw = reply.raw;
     raw.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache', connection: 'keep-alive', 'x-vireo-epoch': state.events.epoch });
     raw.write(`: vireod events, epoch ${state.events.epoch}, last ${state.events.lastSeq}\n\n`);
-    const unsubscribe = state.events.subscribe((event) => {
+    // ?cluster=true in a cluster: this member's events marked with its name, and the other members' passed on live.
+    const self = query.cluster ? state.cluster.name : undefined;
+    const unsubscribeLocal = state.events.subscribe((event) => {
       if (query.vm !== undefined && event.vm !== query.vm) return;
-      raw.write(sseFrame(event));
+      raw.write(sseFrame(self !== undefined ? { ...event, host: self } : event));
     }, after);
+    const unsubscribeRelay = self !== undefined
+      ? state.cluster.relay.subscribe((event) => {
+        if (query.vm !== undefined && event.vm !== query.vm) return;
+        // No id: line, so a reconnecting client resumes after this member's own events only.
+        raw.write(`event: ${event.kind}\ndata: ${JSON.stringify(event)}\n\n`);
+      })
+      : undefined;
+    const unsubscribe = () => {
+      unsubscribeLocal();
+      unsubscribeRelay?.();
+    };
     const keepAlive = setInterval(() => raw.write(': keep-alive\n\n'), 15_000);
     const stream = {
       // The daemon is stopping: a last event says so (clients tell it from a broken connection), then the response ends.
@@ -389,6 +403,11 @@ async function buildApp(state: DaemonState, options: DaemonOptions, auth: 'socke
       closeWith(code, reason);
     });
   } });
+
+  // A refusal sent while the client is still sending its body would be lost to a connection reset: drain first (bounded).
+  app.addHook('onSend', async (request, reply) => {
+    if (reply.statusCode >= 400 && hasDrainableBody(request.raw)) await drainBody(request.raw);
+  });
 
   app.addHook('onResponse', async (request, reply) => {
     // Credentials never reach the log, even when a client sends them in the query string.
