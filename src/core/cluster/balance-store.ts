@@ -40,7 +40,15 @@ export async function readScheduleSettings(store: ClusterStore): Promise<Schedul
 export async function changeScheduleSettings(store: ClusterStore, patch: unknown): Promise<ScheduleSettings> {
   for (let attempt = 0; attempt < 5; attempt++) {
     const text = await store.call('read the cluster\'s settings', () => store.client.get(balanceKeys.settings).string());
-    const current = text === null ? DEFAULT_SETTINGS : checkScheduleSettings(JSON.parse(text));
+    // A stored value that no longer passes is replaced by the defaults plus this change, rather than blocking every change.
+    let current = DEFAULT_SETTINGS;
+    if (text !== null) {
+      try {
+        current = checkScheduleSettings(JSON.parse(text));
+      } catch {
+        current = DEFAULT_SETTINGS;
+      }
+    }
     const next = checkScheduleSettings(patch, current);
     const value = JSON.stringify(next);
     const result = await store.call('change the cluster\'s settings', () =>
@@ -59,7 +67,13 @@ const HistorySchema = z.object({
 export async function readBalanceHistory(store: ClusterStore): Promise<BalanceHistory> {
   const text = await store.call('read the balancer\'s history', () => store.client.get(balanceKeys.history).string());
   if (text === null) return { samples: [], moves: [] };
-  const parsed = HistorySchema.safeParse(JSON.parse(text));
+  let json: unknown;
+  try {
+    json = JSON.parse(text);
+  } catch {
+    return { samples: [], moves: [] };
+  }
+  const parsed = HistorySchema.safeParse(json);
   // A history Vireo cannot read is only memory: the balancer starts it afresh rather than stop.
   return parsed.success ? parsed.data : { samples: [], moves: [] };
 }

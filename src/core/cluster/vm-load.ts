@@ -129,7 +129,13 @@ export async function loadRecords(store: import('./store.js').ClusterStore): Pro
   const all = await store.call('read the members\' load', () => store.client.getAll().prefix(loadKeys.prefix).strings());
   const result = new Map<string, LoadRecord>();
   for (const [key, text] of Object.entries(all)) {
-    const parsed = LoadRecordSchema.safeParse(JSON.parse(text));
+    let json: unknown;
+    try {
+      json = JSON.parse(text);
+    } catch {
+      continue;
+    }
+    const parsed = LoadRecordSchema.safeParse(json);
     // A load record is a measurement, refreshed every cycle: a bad one is skipped (the member counts unmeasured), never fatal.
     if (parsed.success) result.set(key.slice(loadKeys.prefix.length), parsed.data);
   }
