@@ -17,7 +17,9 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import type { BalanceView } from '../src/api/balance.js';
+import type { ScheduleSettings } from '../src/core/cluster/schedule/index.js';
 import type { VireoEvent } from '../src/api/events.js';
+import { api } from '../src/api/index.js';
 import { isVireoError } from '../src/core/errors.js';
 import { balanceView, formCluster, loadHost, tinySpec as tiny, untilMeasuredBusy } from './harness/balance.js';
 import { startCluster, until, type ClusterHost, type TestCluster } from './harness/cluster.js';
@@ -102,7 +104,7 @@ describe('per-VM records and the load balancer on three hosts', { timeout: 1_200
     assert.equal(set.code, 0, set.stderr);
     assert.match(set.stdout, /balance\.hold\s+6s/);
     // Every member reads the same settings.
-    const seen = await c.daemon.api.request<{ balance: { holdMs: number; intervalMs: number; enabled: boolean } }>('GET', '/cluster/settings');
+    const seen = api['GET /cluster/settings'].response.schema().parse(await c.daemon.api.request<unknown>('GET', '/cluster/settings')) as ScheduleSettings;
     assert.deepEqual([seen.balance.enabled, seen.balance.holdMs, seen.balance.intervalMs], [false, HOLD_MS, INTERVAL_MS]);
   });
 

@@ -7,6 +7,7 @@
  */
 import assert from 'node:assert/strict';
 import type { BalanceView } from '../../src/api/balance.js';
+import { api } from '../../src/api/index.js';
 import { etcdStatus, until, type ClusterHost, type TestCluster } from './cluster.js';
 
 export const BUSY_LOOP = '(while :; do :; done) >/dev/null 2>&1 &';
@@ -40,7 +41,11 @@ export async function loadHost(host: ClusterHost, vms: string[]): Promise<void> 
   }
 }
 
-export const balanceView = (host: ClusterHost) => host.daemon.api.request<BalanceView>('GET', '/cluster/balance', undefined, { timeoutMs: 30_000 });
+/** The dry run, its answer checked against the contract's schema (what /openapi.json shows). */
+export async function balanceView(host: ClusterHost): Promise<BalanceView> {
+  const answer = await host.daemon.api.request<unknown>('GET', '/cluster/balance', undefined, { timeoutMs: 30_000 });
+  return api['GET /cluster/balance'].response.schema().parse(answer) as BalanceView;
+}
 
 /** Waits until the balancer sees `host` carrying at least `cores` of its VMs' CPU and every member measured. */
 export function untilMeasuredBusy(host: ClusterHost, cores: number): Promise<BalanceView> {
