@@ -11,7 +11,9 @@
  * create time, start-to-address and VM-to-VM throughput on a bridge network vs
  * user-mode networking), cluster (place, balance and evacuation decisions on
  * 100 simulated hosts and 10,000 VMs, simulated balancing convergence, and
- * the time to place and start 6 VMs across a real 3-host cluster),
+ * on a real 3-host cluster the time to place and start 6 VMs, and balancing
+ * convergence time: three busy guests on one host until the leader's
+ * balancer has spread them by live migration),
  * web-ui (cold load of the web UI with 200 VMs in chromium: gzipped bytes,
  * time to an interactive list, and a VM state change to the list showing it),
  * guests (only with --only guests: debian-12 image build cold and cached;
