@@ -31,6 +31,7 @@ import { livePid } from '../core/vm/runtime.js';
 import { resolveAllowedDirs } from '../core/vm/host-files.js';
 import { connectVnc } from '../core/vm/vnc.js';
 import { ClusterService, FORWARDED_HEADER, fingerprintOf } from './cluster.js';
+import { pipeToUpstream } from './socket-proxy.js';
 import { ConsoleHub } from './consoles.js';
 import { drainBody, hasDrainableBody } from './refused-body.js';
 import { EventBus, type VireoEvent } from './events.js';
@@ -356,6 +357,13 @@ async function buildApp(state: DaemonState, options: DaemonOptions, auth: 'socke
     void (async () => {
       const params = validate(NameParams, request.params, 'path')!;
       const query = validate(ConsoleQuery, request.query, 'query')!;
+      // In a cluster, the console of a VM another member runs is that member's, passed through.
+      const upstream = await state.cluster.forwardSocket(params.name, forwardedOf(request), (client) => client.console(params.name, query.serial ?? 0));
+      if (upstream) {
+        if (closed) return upstream.close();
+        write = await pipeToUpstream(socket, upstream, early, closeWith);
+        return;
+      }
       const def = await loadDefinition(state.paths, params.name);
       if ((await livePid(state.paths, def)) === undefined) return closeWith(CONSOLE_CLOSE_CODES.invalid_state, `VM '${def.name}' is not running`);
       const serial = query.serial ?? 0;
@@ -383,7 +391,8 @@ async function buildApp(state: DaemonState, options: DaemonOptions, auth: 'socke
     const early: Buffer[] = [];
     let vnc: Socket | undefined;
     let closed = false;
-    socket.on('message', (data: Buffer) => (vnc ? vnc.write(data) : early.push(data)));
+    let forward: ((data: Buffer) => void) | undefined;
+    socket.on('message', (data: Buffer) => (vnc ? vnc.write(data) : forward ? forward(data) : early.push(data)));
     socket.on('close', () => {
       closed = true;
       vnc?.destroy();
@@ -391,6 +400,13 @@ async function buildApp(state: DaemonState, options: DaemonOptions, auth: 'socke
     endWithSession(request, socket, closeWith);
     void (async () => {
       const params = validate(NameParams, request.params, 'path')!;
+      // In a cluster, the VNC server of a VM another member runs is reached through that member.
+      const upstream = await state.cluster.forwardSocket(params.name, forwardedOf(request), (client) => client.vnc(params.name));
+      if (upstream) {
+        if (closed) return upstream.close();
+        forward = await pipeToUpstream(socket, upstream, early, closeWith);
+        return;
+      }
       const connection = await connectVnc(state.paths, params.name);
       if (closed) return void connection.destroy();
       vnc = connection;
@@ -416,6 +432,12 @@ async function buildApp(state: DaemonState, options: DaemonOptions, auth: 'socke
     options.log?.(`${request.method} ${redactUrl(request.url)} ${reply.statusCode} ${reply.elapsedTime.toFixed(1)}ms`);
   });
   return app;
+}
+
+/** The member that forwarded this request, if one did. */
+function forwardedOf(request: FastifyRequest): string | undefined {
+  const header = request.headers[FORWARDED_HEADER];
+  return typeof header === 'string' ? header : undefined;
 }
 
 function knowsOperation(state: DaemonState, id: string): boolean {
