@@ -25,6 +25,7 @@ import { vmPaths, type VireoPaths } from '../core/paths.js';
 import { consoleSocket } from '../core/devices/serials.js';
 import { killOrphanedGroups, recordProcessGroupsIn } from '../core/process/groups.js';
 import { sweepTemporaries } from '../core/store/sweep.js';
+import { settleInterruptedLiveChanges } from '../core/devices/change-journal.js';
 import { warmBackingIndex } from '../core/storage/volumes.js';
 import { loadDefinition } from '../core/vm/definitions.js';
 import { livePid } from '../core/vm/runtime.js';
@@ -491,6 +492,12 @@ export async function startDaemon(options: DaemonOptions): Promise<Daemon> {
   // Networks before the API: a VM start through it finds its bridge there.
   const networks = new NetworkSupervisor(paths, events, (line) => process.stderr.write(`vireod: ${line}\n`));
   await networks.start();
+  // A live device change (attach, detach, vCPUs, memory) a dead process left half-done: kept if QEMU has it, else undone.
+  const settled = await settleInterruptedLiveChanges(paths).catch((error: unknown) => {
+    options.log?.(`could not settle interrupted device changes: ${describeCause(error)}`);
+    return [];
+  });
+  for (const { vm, outcome } of settled) options.log?.(`recovered: VM '${vm}': an interrupted ${outcome.kind} was ${outcome.outcome}`);
   ui.start();
   // Read every qcow2 header once now, in the background (qemu-img is rate-limited), so deletions find backing users by stat alone.
   void warmBackingIndex(paths).catch((error: unknown) => options.log?.(`could not index backing files: ${describeCause(error)}`));
