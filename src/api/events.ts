@@ -26,6 +26,8 @@ export type EventKind =
   | 'cluster.connection'
   /** High availability (data.phase): this member fenced an HA VM, or the leader is restarting / restarted / could not restart a dead member's HA VM. */
   | 'cluster.ha'
+  /** The leader's balancer: each decision (data.outcome, data.imbalance, data.lines) and each move it starts and ends (data.phase: 'start' | 'done' | 'failed'). */
+  | 'cluster.balance'
   /** Networks: defined, changed (fields, forwards), deleted, brought back at daemon start, or their dnsmasq/bridge restored. */
   | 'network.defined'
   | 'network.changed'

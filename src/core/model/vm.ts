@@ -7,6 +7,7 @@
  */
 import { randomBytes, randomUUID } from 'node:crypto';
 import { z } from 'zod';
+import { PlacementSchema, VmLabels } from './placement.js';
 import { invalidArgument } from '../errors.js';
 import { CloudInitSchema } from './cloud-init.js';
 import { MiB, NAME_PATTERN, NAME_RULE, parseSize } from './units.js';
@@ -306,6 +307,10 @@ export const VmSpecSchema = z.strictObject({
    * when that host loses the cluster (fencing). Its disks must be on storage every member reaches (docs/cluster.md).
    */
   ha: z.boolean().optional(),
+  /** Its own labels (KEY: VALUE), for people and for the cluster (src/core/model/placement.ts). */
+  labels: VmLabels.optional(),
+  /** In a cluster: affinity and anti-affinity groups, spread groups, the host labels it needs. */
+  placement: PlacementSchema.optional(),
 });
 
 export type VmSpecInput = z.input<typeof VmSpecSchema>;
