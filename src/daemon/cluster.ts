@@ -19,6 +19,7 @@ import type { Operation } from '../api/operations.js';
 import type { CreatedVm } from '../api/vms.js';
 import { ApiClient } from '../client/api-client.js';
 import type { TransportResponse } from '../client/api-core.js';
+import type WebSocket from 'ws';
 import { pinnedAgentOptions } from '../client/endpoint.js';
 import { localEtcdDataDir, readClusterConfig, removeClusterConfig, writeClusterConfig, type ClusterConfig } from '../core/cluster/config.js';
 import type { LocalEtcdSupervisor } from '../core/cluster/etcd-local.js';
@@ -487,6 +488,20 @@ export class ClusterService {
       }
     }
     return undefined;
+  }
+
+  /**
+   * A WebSocket about a VM (console, VNC) asked here for a VM another member
+   * owns: the same WebSocket opened on the owner (see socket-proxy.ts);
+   * undefined: answer here.
+   */
+  async forwardSocket(vm: string, forwardedBy: string | undefined, open: (client: ApiClient) => Promise<WebSocket>): Promise<WebSocket | undefined> {
+    const active = this.active;
+    if (!active || forwardedBy !== undefined) return undefined;
+    if (await loadDefinition(this.paths, vm).then(() => true, () => false)) return undefined;
+    const owner = await active.store.owner(vm).catch(() => undefined);
+    if (!owner || owner.host === active.config.name) return undefined;
+    return open(await this.clientFor(owner.host));
   }
 
   /** GET /vms in a cluster: this host's VMs and every live member's, each with its host. */
