@@ -24,6 +24,8 @@ export type EventKind =
   /** The cluster's leader changed (data.leader; absent: none), this daemon won or lost the office (data.self), or its etcd connection changed (data.connection). */
   | 'cluster.leader'
   | 'cluster.connection'
+  /** The leader's balancer: each decision (data.outcome, data.imbalance, data.lines) and each move it starts and ends (data.phase: 'start' | 'done' | 'failed'). */
+  | 'cluster.balance'
   /** Networks: defined, changed (fields, forwards), deleted, brought back at daemon start, or their dnsmasq/bridge restored. */
   | 'network.defined'
   | 'network.changed'
