@@ -22,6 +22,13 @@ export type EventKind =
   /** The cluster's leader changed (data.leader; absent: none), this daemon won or lost the office (data.self), or its etcd connection changed (data.connection). */
   | 'cluster.leader'
   | 'cluster.connection'
+  /** Scale groups: defined, changed (a new template: rolling), deleted; scaled out or in (data.from, data.to, data.explanation); a member creating/ready/failed/deleted (data.member, data.reason); an error the controller hit (data.field names what is wrong, e.g. template). */
+  | 'group.defined'
+  | 'group.changed'
+  | 'group.deleted'
+  | 'group.scaled'
+  | 'group.member'
+  | 'group.error'
   /** Networks: defined, changed (fields, forwards), deleted, brought back at daemon start, or their dnsmasq/bridge restored. */
   | 'network.defined'
   | 'network.changed'

@@ -7,6 +7,7 @@
 import { cluster } from './cluster.js';
 import { disks } from './disks.js';
 import { streams } from './events.js';
+import { groups } from './groups.js';
 import { guest } from './guest.js';
 import { host } from './host.js';
 import { images } from './images.js';
@@ -18,9 +19,9 @@ import { tokens } from './tokens.js';
 import { ui, uiSessions } from './ui.js';
 import { vms } from './vms.js';
 
-export const contracts = { host, vms, disks, images, snapshots, guest, networks, operations, migration, cluster, tokens, ui, uiSessions } as const;
+export const contracts = { host, vms, disks, images, snapshots, guest, networks, operations, migration, cluster, groups, tokens, ui, uiSessions } as const;
 
-export const api = { ...host, ...vms, ...disks, ...images, ...snapshots, ...guest, ...networks, ...operations, ...migration, ...cluster, ...tokens, ...ui, ...uiSessions } as const;
+export const api = { ...host, ...vms, ...disks, ...images, ...snapshots, ...guest, ...networks, ...operations, ...migration, ...cluster, ...groups, ...tokens, ...ui, ...uiSessions } as const;
 
 export { streams };
 

@@ -95,6 +95,30 @@ export class ClusterService {
     return this.active?.config.name;
   }
 
+  /** The cluster's etcd store while in a cluster (scale groups keep their records there). */
+  get store(): ClusterStore | undefined {
+    return this.active?.store;
+  }
+
+  /** Whether this member holds the leader office now (the leader runs the scale groups' controller). */
+  get leading(): boolean {
+    return this.active?.member.current().leading ?? false;
+  }
+
+  /**
+   * A VM made here outside POST /vms (a clone): this member owns it. Claimed
+   * at once, so requests about it reach this member from any other; when
+   * etcd is away, the claim is left to the next connection (scheduleClaims).
+   */
+  async recordOwner(vm: string): Promise<void> {
+    const active = this.active;
+    if (!active) return;
+    await active.store.claimVm(vm, active.config.name).catch((error: unknown) => {
+      this.log(`cluster: recording '${active.config.name}' as owner of VM '${vm}': ${(error as Error).message}`);
+      if (isVireoError(error, 'unavailable')) this.scheduleClaims(5000);
+    });
+  }
+
   /** At daemon start: rejoin the configured cluster, if any (etcd need not be up: presence is retried). */
   async start(): Promise<void> {
     const config = await readClusterConfig(this.paths);
