@@ -9,11 +9,14 @@
  * a bad CPU target) is refused naming the field, and makes nothing.
  */
 import assert from 'node:assert/strict';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import type { GroupView } from '../src/api/groups.js';
 import type { VireoEvent } from '../src/client/api-client.js';
 import { isVireoError } from '../src/core/errors.js';
-import { until } from './harness/cluster.js';
+import { etcdStatus, startCluster, until, type ClusterHost, type TestCluster } from './harness/cluster.js';
 import { collectEvents, startTestDaemon, type RunningDaemon } from './harness/daemon.js';
 import { createTestHome, type TestHome } from './harness/vireo.js';
 
@@ -168,5 +171,67 @@ describe('scale groups on a host', { timeout: 1_500_000 }, () => {
     const names = await vmNames();
     for (const member of members) assert.ok(!names.includes(member), member);
     assert.deepEqual(await daemon.api.call('GET /groups'), []);
+  });
+});
+
+/**
+ * The same controller on a cluster: two hosts with a real two-member etcd
+ * and one storage directory shared by both (VIREO_STORAGE). The group lives
+ * in etcd (any member answers for it), the leader's controller makes the
+ * members, and they spread: each is cloned on the template's host and, the
+ * storage being shared, moved as its definition to the host with fewer
+ * members of the group.
+ */
+describe('a scale group on a cluster of two hosts', { timeout: 900_000 }, () => {
+  let cluster: TestCluster;
+  let a: ClusterHost;
+  let b: ClusterHost;
+  let shared: string;
+
+  before(async () => {
+    shared = await mkdtemp(join(tmpdir(), 'vireo-groups-shared-'));
+    cluster = await startCluster({ hosts: 2, etcd: true, env: { VIREO_STORAGE: shared, VIREO_GROUP_INTERVAL_MS: '1000' } });
+    [a, b] = cluster.hosts as [ClusterHost, ClusterHost];
+    await until('etcd has a leader', () => etcdStatus(a, cluster.etcdUrls[0]!), (status) => status !== undefined && status.leader !== '0', 60_000, 250);
+    const init = await a.home.vireo(['cluster', 'init', '--etcd', cluster.etcdUrls.join(','), '--name', a.name, '--lease-ttl', '4', '--shared-storage']);
+    assert.equal(init.code, 0, init.stderr);
+    const token = /--token (\S+)/.exec(init.stdout)![1]!;
+    const joined = await b.home.vireo(['cluster', 'join', cluster.etcdUrls.join(','), '--token', token, '--name', b.name, '--shared-storage']);
+    assert.equal(joined.code, 0, joined.stderr);
+    await until('two live members', () => a.daemon.api.call('GET /cluster/members'), (members) => members.length === 2 && members.every((member) => member.alive), 30_000, 200);
+  });
+
+  after(async () => {
+    await cluster?.cleanup();
+    if (shared) await rm(shared, { recursive: true, force: true });
+  });
+
+  test('the group is kept in etcd, made through either member, and its members spread over both hosts', async () => {
+    await a.home.vireoOk(['disk', 'create', 'ctpl-data', '--size', '16M']);
+    await a.daemon.api.call('POST /vms', { body: { spec: { name: 'ctpl', memory: '128M', boot: { kernel: { image: 'tiny' } }, nics: [], disks: [{ volume: 'ctpl-data' }] }, host: a.name } } as never);
+    await a.home.vireoOk(['vm', 'template', 'ctpl']);
+    // Made through B; the template is A's.
+    await b.home.vireoOk(['group', 'create', 'cweb', '--template', 'ctpl', '--min', '2', '--max', '2']);
+    const view = await until('two ready members', () => a.daemon.api.call('GET /groups/:name', { params: { name: 'cweb' } }, { timeoutMs: 60_000 }),
+      (current) => current.status.members.filter((member) => member.state === 'running').length === 2, 600_000, 1000);
+    assert.equal(view.store, 'etcd');
+    const hosts = view.status.members.map((member) => member.host).sort();
+    assert.deepEqual(hosts, [a.name, b.name], JSON.stringify(view.status.members));
+    for (const member of view.status.members) {
+      const host = cluster.hosts.find((entry) => entry.name === member.host)!;
+      // Each runs where the group says, and answers there.
+      assert.equal((await host.daemon.api.call('GET /vms/:name', { params: { name: member.name } })).runtime.state, 'running');
+      const answer = await host.home.vireo(['vm', 'console', member.name, '--run', 'echo pong-$((6*7))'], { timeoutMs: 120_000 });
+      assert.equal(answer.code, 0, answer.stderr);
+      assert.match(answer.stdout, /pong-42/);
+    }
+    // B sees the same group (etcd), with the same members.
+    const fromB = await b.daemon.api.call('GET /groups', undefined, { timeoutMs: 60_000 });
+    assert.deepEqual(fromB.map((entry) => entry.status.members.map((member) => member.name).sort()), [view.status.members.map((member) => member.name).sort()]);
+
+    const deleted = await a.home.vireoOk(['group', 'delete', 'cweb', '--json'], { timeoutMs: 300_000 });
+    assert.equal((JSON.parse(deleted.stdout) as { deletedMembers: string[] }).deletedMembers.length, 2);
+    const left = (await a.daemon.api.call('GET /vms', undefined, { timeoutMs: 60_000 })).map((info) => info.definition.name);
+    assert.deepEqual(left, ['ctpl']);
   });
 });

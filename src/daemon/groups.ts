@@ -274,7 +274,11 @@ export class GroupService {
     const deletes = decision.actions.filter((action): action is Extract<ScaleAction, { kind: 'delete' }> => action.kind === 'delete');
     const creates = decision.actions.filter((action): action is Extract<ScaleAction, { kind: 'create' }> => action.kind === 'create');
     for (const action of deletes) {
-      await this.removeVm(action.member);
+      // A dead member on a host that cannot be reached (down, cut off) is let go: its record goes, the VM stays there.
+      await this.removeVm(action.member).catch((error: unknown) => {
+        if (action.reason !== 'dead' || !isVireoError(error, 'unavailable')) throw error;
+        this.log(`groups: '${spec.name}': member '${action.member}' cannot be reached to delete it (${(error as Error).message}); dropped from the group`);
+      });
       saver.update((current) => ({ ...current, members: current.members.filter((member) => member.name !== action.member) }));
       await saver.save();
       this.memberCpu.delete(action.member);
