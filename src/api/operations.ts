@@ -34,6 +34,8 @@ export interface Operation<R = unknown> {
   createdAt: string;
   updatedAt: string;
   finishedAt?: string;
+  /** In a cluster, in GET /operations: the member the operation runs on. */
+  host?: string;
 }
 
 /**
@@ -55,13 +57,14 @@ export const OperationSchema: z.ZodType<Operation> = z.object({
   createdAt: z.string(),
   updatedAt: z.string(),
   finishedAt: z.string().optional(),
+  host: z.string().optional(),
 });
 
 /** The answer of an endpoint that starts an operation whose work returns R. */
 export const operation = <R>() => returns<Operation<R>>('Operation', { schema: OperationSchema as z.ZodType<Operation<R>> });
 
 export const operations = {
-  'GET /operations': endpoint({ tag: 'operations', summary: 'Recent operations, newest first', status: 200, response: returns<Operation[]>('Operation[]') }),
+  'GET /operations': endpoint({ tag: 'operations', summary: 'Recent operations, newest first; in a cluster, every live member\'s, each with its host', status: 200, response: returns<Operation[]>('Operation[]') }),
   'GET /operations/:id': endpoint({
     tag: 'operations', summary: 'One operation; wait=N waits up to N seconds for it to finish', params: OperationIdParams,
     query: z.strictObject({ wait: z.coerce.number().int().min(0).max(600).optional() }), status: 200, response: returns<Operation>('Operation', { schema: OperationSchema }),

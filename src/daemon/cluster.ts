@@ -15,6 +15,7 @@ import { hostname } from 'node:os';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { rm } from 'node:fs/promises';
 import type { ClusterInitRequest, ClusterJoinRequest, ClusterJoined, ClusterStatus, EvacuationResult, MemberView } from '../api/cluster.js';
+import type { Operation } from '../api/operations.js';
 import type { CreatedVm } from '../api/vms.js';
 import { ApiClient } from '../client/api-client.js';
 import type { TransportResponse } from '../client/api-core.js';
@@ -33,6 +34,7 @@ import { hostAllocation } from '../core/resources/allocation.js';
 import { Reverter } from '../core/revert.js';
 import { listDefinitions, loadDefinition } from '../core/vm/definitions.js';
 import type { VmInfo } from '../core/vm/manage.js';
+import { advertiseDecision, readvertiseMember } from './cluster-advertise.js';
 import type { EventBus } from './events.js';
 import { createToken, revokeToken } from './tokens.js';
 
@@ -122,7 +124,32 @@ export class ClusterService {
   /** At daemon start: rejoin the configured cluster, if any (etcd need not be up: presence is retried). */
   async start(): Promise<void> {
     const config = await readClusterConfig(this.paths);
-    if (config) await this.activate(config);
+    if (!config) return;
+    // Restarted on another --listen address: the others must be sent to the new one.
+    const decision = advertiseDecision(config, this.self);
+    if (decision.note) this.log(`cluster: ${decision.note}`);
+    if (!decision.change) return this.activate(config);
+    const { fingerprint256: _old, ...rest } = config;
+    const moved: ClusterConfig = { ...rest, url: decision.url, ...(this.self.url !== undefined ? { listenUrl: this.self.url } : {}), ...(decision.fingerprint256 !== undefined ? { fingerprint256: decision.fingerprint256 } : {}) };
+    await writeClusterConfig(this.paths, moved);
+    await this.activate(moved);
+    this.scheduleReadvertise(moved, 0);
+  }
+
+  /** The new URL into etcd's member record, retried until etcd answers (the daemon starts without waiting for it). */
+  private scheduleReadvertise(config: ClusterConfig, delayMs: number): void {
+    const timer = setTimeout(() => {
+      const active = this.active;
+      if (this.closed || active?.config !== config) return;
+      readvertiseMember(active.store, config.name, { url: config.url, ...(config.fingerprint256 !== undefined ? { fingerprint256: config.fingerprint256 } : {}) }).then(
+        (written) => this.log(written ? `cluster: member '${config.name}' advertised at ${config.url}` : `cluster: no member record for '${config.name}' to re-advertise`),
+        (error: unknown) => {
+          this.log(`cluster: re-advertising '${config.name}' at ${config.url}: ${(error as Error).message}; retrying`);
+          this.scheduleReadvertise(config, Math.min(Math.max(delayMs * 2, 1000), 30_000));
+        },
+      );
+    }, delayMs);
+    timer.unref();
   }
 
   private async activate(config: ClusterConfig, preparedStore?: ClusterStore, preparedEtcd?: LocalEtcdSupervisor): Promise<void> {
@@ -293,7 +320,7 @@ export class ClusterService {
         await store.putMember(await this.memberRecord(name, url, body.labels, token.secret, body.sharedStorage));
         const join = await store.mintJoinToken(clusterId, name);
         const config: ClusterConfig = {
-          version: 1, clusterId, name, url, ...(this.self.fingerprint256 ? { fingerprint256: this.self.fingerprint256 } : {}),
+          version: 1, clusterId, name, url, ...(this.self.url !== undefined ? { listenUrl: this.self.url } : {}), ...(this.self.fingerprint256 ? { fingerprint256: this.self.fingerprint256 } : {}),
           etcd: endpoints!, leaseTtlSeconds: body.leaseTtlSeconds, labels: body.labels, tokenId: token.id, ...(localEtcd ? { localEtcd } : {}),
         };
         await writeClusterConfig(this.paths, config);
@@ -323,7 +350,7 @@ export class ClusterService {
         await store.putMember(await this.memberRecord(name, url, body.labels, token.secret, body.sharedStorage));
         reverter.add(() => store.removeMember(name));
         const config: ClusterConfig = {
-          version: 1, clusterId: cluster.id, name, url, ...(this.self.fingerprint256 ? { fingerprint256: this.self.fingerprint256 } : {}),
+          version: 1, clusterId: cluster.id, name, url, ...(this.self.url !== undefined ? { listenUrl: this.self.url } : {}), ...(this.self.fingerprint256 ? { fingerprint256: this.self.fingerprint256 } : {}),
           etcd: body.etcd, leaseTtlSeconds: cluster.leaseTtlSeconds, labels: body.labels, tokenId: token.id,
         };
         await writeClusterConfig(this.paths, config);
@@ -475,25 +502,42 @@ export class ClusterService {
 
   /** GET /vms in a cluster: this host's VMs and every live member's, each with its host. */
   async listVms(local: VmInfo[], forwardedBy: string | undefined): Promise<VmInfo[]> {
+    const all = await this.gather('/vms', 'VMs', local, forwardedBy);
+    return all.sort((a, b) => a.definition.name.localeCompare(b.definition.name));
+  }
+
+  /** GET /operations in a cluster: this host's and every live member's, each with its host, newest first. */
+  async listOperations(local: Operation[], forwardedBy: string | undefined): Promise<Operation[]> {
+    const all = await this.gather('/operations', 'operations', local, forwardedBy);
+    return all.sort((a, b) => b.createdAt.localeCompare(a.createdAt) || a.id.localeCompare(b.id));
+  }
+
+  /**
+   * A list answered by every live member: this host's entries and each
+   * other's (asked with GET path), each marked with its host. A forwarded
+   * request is answered with this host's only (so lists never recurse); a
+   * member that does not answer in time is left out, with a line in the log.
+   */
+  private async gather<T extends object>(path: string, what: string, local: T[], forwardedBy: string | undefined): Promise<(T & { host: string })[]> {
     const active = this.active;
-    if (!active) return local;
-    const mine = local.map((info) => ({ ...info, host: active.config.name }));
+    if (!active) return local as (T & { host: string })[];
+    const mine = local.map((entry) => ({ ...entry, host: active.config.name }));
     if (forwardedBy !== undefined) return mine;
-    // A list must stay quick when etcd is away: this host's VMs are answered after a short wait at most.
+    // A list must stay quick when etcd is away: this host's entries are answered after a short wait at most.
     const alive = await Promise.race([active.store.alive().catch(() => undefined), sleep(LIST_ETCD_WAIT_MS, undefined, { ref: false })]);
     if (!alive) return mine;
     const others = [...alive.keys()].filter((name) => name !== active.config.name).sort();
     const lists = await Promise.all(others.map(async (host) => {
       try {
-        const answer = await this.forwardTo(host, 'GET', '/vms', undefined, LIST_TIMEOUT_MS);
+        const answer = await this.forwardTo(host, 'GET', path, undefined, LIST_TIMEOUT_MS);
         if (answer.status !== 200) return [];
-        return (JSON.parse(answer.text) as VmInfo[]).map((info) => ({ ...info, host }));
+        return (JSON.parse(answer.text) as T[]).map((entry) => ({ ...entry, host }));
       } catch (error) {
-        this.log(`cluster: listing VMs of '${host}': ${(error as Error).message}`);
+        this.log(`cluster: listing ${what} of '${host}': ${(error as Error).message}`);
         return [];
       }
     }));
-    return [...mine, ...lists.flat()].sort((a, b) => a.definition.name.localeCompare(b.definition.name));
+    return [...mine, ...lists.flat()];
   }
 
   /**

@@ -247,7 +247,7 @@ const imageRoutes = implement(images, {
 });
 
 const operationRoutes = implement(operations, {
-  'GET /operations': async ({ daemon }) => daemon.operations.list(),
+  'GET /operations': async ({ daemon, forwardedBy }) => daemon.cluster.listOperations(daemon.operations.list(), forwardedBy),
   'GET /operations/:id': async ({ params, query, daemon }) => (query.wait ? daemon.operations.wait(params.id, query.wait * 1000) : daemon.operations.get(params.id)),
   'POST /operations/:id/cancel': async ({ params, daemon }) => new Reply(202, daemon.operations.cancel(params.id)),
 });

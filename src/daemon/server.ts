@@ -33,6 +33,7 @@ import { connectVnc } from '../core/vm/vnc.js';
 import { ClusterService, FORWARDED_HEADER, fingerprintOf } from './cluster.js';
 import { GroupService } from './groups.js';
 import { ConsoleHub } from './consoles.js';
+import { drainBody, hasDrainableBody } from './refused-body.js';
 import { EventBus, type VireoEvent } from './events.js';
 import { MigrationService } from './migration.js';
 import { enableBalloonStats } from '../core/vm/stats.js';
@@ -390,6 +391,11 @@ async function buildApp(state: DaemonState, options: DaemonOptions, auth: 'socke
       closeWith(code, reason);
     });
   } });
+
+  // A refusal sent while the client is still sending its body would be lost to a connection reset: drain first (bounded).
+  app.addHook('onSend', async (request, reply) => {
+    if (reply.statusCode >= 400 && hasDrainableBody(request.raw)) await drainBody(request.raw);
+  });
 
   app.addHook('onResponse', async (request, reply) => {
     // Credentials never reach the log, even when a client sends them in the query string.

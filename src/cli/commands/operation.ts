@@ -17,15 +17,18 @@ export function operationCommand(cli: CliContext): Command {
 
   operation.command('list')
     .alias('ls')
-    .description('recent operations, newest first')
+    .description('recent operations, newest first (in a cluster: every member\'s, with its HOST)')
     .option('--json', 'print as JSON')
     .action(async (flags: { json?: boolean }) => {
       const operations = await (await cli.daemon()).call('GET /operations');
       if (flags.json) return printJson(operations);
+      // In a cluster the list is every member's: each line says where it runs.
+      const clustered = operations.some((entry) => entry.host !== undefined);
       printTable(
-        ['ID', 'KIND', 'TARGET', 'STATE', 'PROGRESS', 'CREATED'],
+        ['ID', ...(clustered ? ['HOST'] : []), 'KIND', 'TARGET', 'STATE', 'PROGRESS', 'CREATED'],
         operations.map((entry) => [
           entry.id,
+          ...(clustered ? [entry.host ?? '-'] : []),
           entry.kind,
           entry.target.vm ?? entry.target.image ?? '-',
           entry.state,

@@ -25,6 +25,8 @@ export const ClusterConfigSchema = z.object({
   name: z.string(),
   /** Its daemon's API, as other members reach it. */
   url: z.string(),
+  /** The daemon's --listen URL when this was written: `url` came from it when the two are equal (see daemon/cluster-advertise.ts). */
+  listenUrl: z.string().optional(),
   fingerprint256: z.string().optional(),
   etcd: z.array(z.string()).min(1),
   leaseTtlSeconds: z.number().int(),
