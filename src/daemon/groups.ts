@@ -327,7 +327,9 @@ export class GroupService {
     try {
       const cloned = await this.api.call('POST /vms/:name/clone', { params: { name: action.template }, body: { name, linked: true } }, { timeoutMs: 60_000 });
       await this.api.waitForOperation(cloned);
-      const clone = await this.api.call('GET /vms/:name', { params: { name } }, { timeoutMs: 30_000 });
+      // The list says which member holds each VM (one VM's own answer does not).
+      const clone = (await this.vms()).get(name);
+      if (!clone) throw new VireoError('internal', `the clone '${name}' of '${action.template}' is not listed after it was made`);
       let host = clone.host;
       const target = host !== undefined ? await this.placeMember(spec.name, clone, host, saver.status.members) : undefined;
       if (target) {
