@@ -325,8 +325,11 @@ export class GroupService {
     await saver.save();
     this.events.publish('group.member', { group: spec.name, member: name, action: 'creating', reason: action.reason, template: action.template, ...(action.replaces ? { replaces: action.replaces } : {}) });
     try {
-      const cloned = await this.api.call('POST /vms/:name/clone', { params: { name: action.template }, body: { name, linked: true } }, { timeoutMs: 60_000 });
-      await this.api.waitForOperation(cloned);
+      // One clone of a template at a time (a clone holds its source's lock); the boots then overlap.
+      await this.serially(async () => {
+        const cloned = await this.api.call('POST /vms/:name/clone', { params: { name: action.template }, body: { name, linked: true } }, { timeoutMs: 60_000 });
+        await this.api.waitForOperation(cloned);
+      });
       // The list says which member holds each VM (one VM's own answer does not).
       const clone = (await this.vms()).get(name);
       if (!clone) throw new VireoError('internal', `the clone '${name}' of '${action.template}' is not listed after it was made`);
@@ -389,6 +392,14 @@ export class GroupService {
     if (result.host === clonedOn) return undefined;
     this.log(`groups: '${group}': member '${clone.definition.name}' goes to '${result.host}': ${result.explanation}`);
     return records.find((member) => member.name === result.host);
+  }
+
+  private cloning: Promise<unknown> = Promise.resolve();
+
+  private serially<T>(work: () => Promise<T>): Promise<T> {
+    const next = this.cloning.then(work, work);
+    this.cloning = next.catch(() => undefined);
+    return next;
   }
 
   /** Kills and deletes a VM with its disks; one already gone is fine. */
