@@ -10,7 +10,8 @@
  * VMs, GET / latency while the 200 volumes are deleted), network (network
  * create time, start-to-address and VM-to-VM throughput on a bridge network vs
  * user-mode networking), cluster (place, balance and evacuation decisions on
- * 100 simulated hosts and 10,000 VMs, and simulated balancing convergence),
+ * 100 simulated hosts and 10,000 VMs, simulated balancing convergence, and
+ * the time to place and start 6 VMs across a real 3-host cluster),
  * web-ui (cold load of the web UI with 200 VMs in chromium: gzipped bytes,
  * time to an interactive list, and a VM state change to the list showing it),
  * guests (only with --only guests: debian-12 image build cold and cached;
@@ -35,6 +36,7 @@ import { benchResources } from './resources.js';
 import { ensureDaemon, findExecutable, type LibvirtDaemon } from './libvirtd.js';
 import { benchLibvirtResources } from './libvirt-resources.js';
 import { benchCluster } from './cluster.js';
+import { benchClusterPlace, reportClusterPlace } from './cluster-place.js';
 import { benchWebUi, reportWebUi } from './web-ui.js';
 import { benchGuests } from './guests.js';
 
@@ -210,6 +212,8 @@ await section('cluster', async () => {
   row('plan a host evacuation', cluster.evacuate);
   const c = cluster.convergence;
   process.stdout.write(`  balancing convergence, ${c.hosts} hosts / ${c.vms} VMs, one move per cycle: imbalance ${c.before.toFixed(3)} -> ${c.after.toFixed(3)} in ${c.cycles} cycles (threshold ${c.threshold}${c.converged ? '' : '; stopped above it: no move left that helps'})\n`);
+  // A real 3-host cluster (bench/cluster-place.ts): at most two runs, each boots 6 guests.
+  process.stdout.write(reportClusterPlace(await benchClusterPlace({ runs: Math.max(1, Math.min(runs, 2)), vms: 6 })));
 });
 
 await section('availability', async () => {

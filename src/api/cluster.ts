@@ -56,6 +56,8 @@ export interface MemberView {
   capacity: Capacity;
   /** What its defined VMs are given (absent while it is down). */
   allocated?: { vms: number; vcpus: number; memoryMiB: number };
+  /** Measured on it: CPU use as a fraction of its CPUs, memory in use (absent while it is down). */
+  load?: { cpuFraction: number; memoryUsedMiB: number };
   since?: string;
 }
 

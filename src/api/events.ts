@@ -4,7 +4,7 @@
  * whose close codes carry errors: see console-codes.ts).
  */
 import { z } from 'zod';
-import { Name, NameParams } from './common.js';
+import { BooleanText, Name, NameParams } from './common.js';
 import type { Schema } from './contract.js';
 
 export type EventKind =
@@ -51,9 +51,13 @@ export interface VireoEvent {
   kind: EventKind;
   vm?: string;
   data: Record<string, unknown>;
+  /** In a cluster-wide stream (?cluster=true): the member it happened on. */
+  host?: string;
+  /** In a cluster-wide stream: an event of another member, passed on live (its seq is that member's; it is not replayed on reconnection). */
+  relayed?: boolean;
 }
 
-export const EventsQuery = z.strictObject({ vm: Name.optional(), after: z.coerce.number().int().min(0).optional() });
+export const EventsQuery = z.strictObject({ vm: Name.optional(), after: z.coerce.number().int().min(0).optional(), cluster: BooleanText.optional() });
 
 export interface StreamEndpoint {
   summary: string;
@@ -70,7 +74,7 @@ export const ConsoleQuery = z.strictObject({ serial: z.coerce.number().int().min
 
 export const streams = {
   'GET /events': {
-    tag: 'events', summary: 'Server-sent events: VM states, QMP events, operation progress (resume with Last-Event-ID or ?after=)', query: EventsQuery, kind: 'events', description: 'An event stream',
+    tag: 'events', summary: 'Server-sent events: VM states, QMP events, operation progress (resume with Last-Event-ID or ?after=); ?cluster=true in a cluster: every member\'s, each with its host', query: EventsQuery, kind: 'events', description: 'An event stream',
   },
   'GET /metrics': { tag: 'metrics', summary: 'Prometheus metrics', kind: 'text', description: 'Prometheus text format 0.0.4' },
   'GET /vms/:name/console': { tag: 'vms', summary: 'The serial console as a WebSocket (binary frames both ways); ?serial=N for extra serial port N (devices.serials)', params: NameParams, query: ConsoleQuery, kind: 'websocket', description: 'Switching to the WebSocket protocol' },

@@ -172,10 +172,10 @@ export class ApiCore {
    * connection without losing events. onConnection reports each (re)connection
    * and drop, for a UI that says so.
    */
-  async *events(options: { vm?: string; after?: number; signal?: AbortSignal; onConnection?: (connected: boolean) => void } = {}): AsyncGenerator<VireoEvent> {
+  async *events(options: { vm?: string; after?: number; cluster?: boolean; signal?: AbortSignal; onConnection?: (connected: boolean) => void } = {}): AsyncGenerator<VireoEvent> {
     let after = options.after;
     while (!options.signal?.aborted) {
-      const query = new URLSearchParams({ ...(options.vm ? { vm: options.vm } : {}), ...(after !== undefined ? { after: String(after) } : {}) });
+      const query = new URLSearchParams({ ...(options.vm ? { vm: options.vm } : {}), ...(after !== undefined ? { after: String(after) } : {}), ...(options.cluster ? { cluster: 'true' } : {}) });
       let stream: AsyncIterable<string> | undefined;
       try {
         stream = await this.transport.openStream(`/events${query.size > 0 ? `?${query}` : ''}`, options.signal);
@@ -200,7 +200,8 @@ export class ApiCore {
             // The daemon's last word before it stops: not an event of the stream (no seq); the stream ends right after it.
             if (!data || frame.split('\n').includes('event: daemon.shutdown')) continue;
             const event = JSON.parse(data) as VireoEvent;
-            after = event.seq;
+            // Another member's event (cluster-wide stream): its seq is not this daemon's.
+            if (!event.relayed) after = event.seq;
             yield event;
           }
         }

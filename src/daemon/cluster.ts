@@ -35,6 +35,7 @@ import { Reverter } from '../core/revert.js';
 import { listDefinitions, loadDefinition } from '../core/vm/definitions.js';
 import type { VmInfo } from '../core/vm/manage.js';
 import { advertiseDecision, readvertiseMember } from './cluster-advertise.js';
+import { ClusterEventRelay } from './cluster-events.js';
 import type { EventBus } from './events.js';
 import { createToken, revokeToken } from './tokens.js';
 
@@ -81,12 +82,24 @@ export class ClusterService {
   /** Serialises init, join and leave. */
   private changing: Promise<unknown> = Promise.resolve();
   self: SelfAddress = {};
+  /** Other members' events, followed while a cluster-wide event stream is open. */
+  readonly relay: ClusterEventRelay;
 
   constructor(
     private readonly paths: VireoPaths,
     private readonly events: EventBus,
     private readonly log: (line: string) => void,
-  ) {}
+  ) {
+    this.relay = new ClusterEventRelay({
+      others: async () => {
+        const active = this.active;
+        if (!active) return [];
+        const alive = await active.store.alive();
+        return [...alive.keys()].filter((name) => name !== active.config.name);
+      },
+      client: (host) => this.clientFor(host),
+    }, log);
+  }
 
   get enabled(): boolean {
     return this.active !== undefined;
@@ -395,7 +408,7 @@ export class ClusterService {
         leader: member.name === leader,
         labels: member.labels,
         capacity: member.capacity,
-        ...(live ? { allocated: live.allocated, since: live.since } : {}),
+        ...(live ? { allocated: live.allocated, since: live.since, ...(live.load ? { load: live.load } : {}) } : {}),
       };
     });
   }
@@ -556,7 +569,8 @@ export class ClusterService {
     if (forwardedBy !== undefined) {
       if (request.host !== undefined && request.host !== self) throw invalidArgument('host', `this member is '${self}', not '${request.host}'`);
       const info = { ...(await local()), host: self };
-      void active.member.refreshPresence().catch(() => undefined);
+      // Awaited: the next placement must see this VM in this member's allocation, or a batch of creates all lands on one host.
+      await active.member.refreshPresence().catch(() => undefined);
       return { status: 201, info };
     }
     const [members, alive] = await Promise.all([active.store.members(), active.store.alive()]);
@@ -567,7 +581,7 @@ export class ClusterService {
     try {
       if (host === self) {
         const info = { ...(await local()), host: self, placement };
-        void active.member.refreshPresence().catch(() => undefined);
+        await active.member.refreshPresence().catch(() => undefined);
         return { status: 201, info };
       }
       const answer = await this.forwardTo(host, 'POST', '/vms', { ...body, host });
@@ -710,6 +724,7 @@ export class ClusterService {
 
   async close(): Promise<void> {
     this.closed = true;
+    this.relay.close();
     await this.deactivate();
   }
 }

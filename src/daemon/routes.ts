@@ -74,7 +74,11 @@ const vmRoutes = implement(vms, {
     const { status, info } = await daemon.cluster.createVm(body.spec.name, { host: body.host, vcpus: body.spec.cpus?.count ?? 1, memoryMiB: specMemoryMiB(body.spec.memory) }, body, forwardedBy, create);
     return new Reply(status, info);
   },
-  'GET /vms/:name': async ({ params, daemon }) => getVm(daemon.paths, params.name, runtimeOptions(daemon)),
+  'GET /vms/:name': async ({ params, daemon }) => {
+    const info = await getVm(daemon.paths, params.name, runtimeOptions(daemon));
+    // In a cluster the answer says which member runs it (as GET /vms does), wherever it was asked.
+    return daemon.cluster.name !== undefined ? { ...info, host: daemon.cluster.name } : info;
+  },
   'PUT /vms/:name': async ({ params, body, daemon }) => {
     await daemon.operations.exclusive(params.name, 'edit', () => editVm(daemon.paths, params.name, () => body.spec, { hostFiles: daemon.hostFiles }));
     return getVm(daemon.paths, params.name);

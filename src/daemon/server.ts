@@ -283,10 +283,23 @@ async function buildApp(state: DaemonState, options: DaemonOptions, auth: 'socke
     const raw = reply.raw;
     raw.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache', connection: 'keep-alive', 'x-vireo-epoch': state.events.epoch });
     raw.write(`: vireod events, epoch ${state.events.epoch}, last ${state.events.lastSeq}\n\n`);
-    const unsubscribe = state.events.subscribe((event) => {
+    // ?cluster=true in a cluster: this member's events marked with its name, and the other members' passed on live.
+    const self = query.cluster ? state.cluster.name : undefined;
+    const unsubscribeLocal = state.events.subscribe((event) => {
       if (query.vm !== undefined && event.vm !== query.vm) return;
-      raw.write(sseFrame(event));
+      raw.write(sseFrame(self !== undefined ? { ...event, host: self } : event));
     }, after);
+    const unsubscribeRelay = self !== undefined
+      ? state.cluster.relay.subscribe((event) => {
+        if (query.vm !== undefined && event.vm !== query.vm) return;
+        // No id: line, so a reconnecting client resumes after this member's own events only.
+        raw.write(`event: ${event.kind}\ndata: ${JSON.stringify(event)}\n\n`);
+      })
+      : undefined;
+    const unsubscribe = () => {
+      unsubscribeLocal();
+      unsubscribeRelay?.();
+    };
     const keepAlive = setInterval(() => raw.write(': keep-alive\n\n'), 15_000);
     const stream = {
       // The daemon is stopping: a last event says so (clients tell it from a broken connection), then the response ends.

@@ -2,12 +2,14 @@
  * The UI's one client (the shared typed client over fetch) and the live
  * state every page reads: the VM list, recent operations and events, all
  * kept current by a single event stream (no polling), reconnecting after a
- * drop and saying so.
+ * drop and saying so. In a cluster the stream is the cluster's (every
+ * member's events, each naming its host) and the lists are every member's.
  */
 import { useEffect, useState } from 'preact/hooks';
 import { BrowserClient } from '../client/browser.js';
 import type { RequestOf, ResponseOf } from '../api/contract.js';
 import type { VireoEvent } from '../api/events.js';
+import type { ClusterStatus } from '../api/cluster.js';
 import type { Api, ApiKey } from '../api/index.js';
 import type { Operation } from '../api/operations.js';
 import type { UiSession } from '../api/ui.js';
@@ -28,6 +30,8 @@ class Live {
   events: VireoEvent[] = [];
   connected = false;
   loaded = false;
+  /** The cluster as this daemon sees it (enabled: false outside one); re-read on cluster events and by the Hosts page. */
+  cluster: ClusterStatus = { enabled: false };
   private readonly listeners = new Set<Listener>();
   private controller: AbortController | undefined;
   private scheduled = false;
@@ -50,7 +54,8 @@ class Live {
   async start(onLoggedOut: () => void): Promise<void> {
     this.stop();
     const controller = (this.controller = new AbortController());
-    const [vms, operations] = await Promise.all([api.call('GET /vms'), api.call('GET /operations')]);
+    const [vms, operations, cluster] = await Promise.all([api.call('GET /vms'), api.call('GET /operations'), api.call('GET /cluster').catch(() => ({ enabled: false }))]);
+    this.cluster = cluster;
     this.vms = new Map(vms.map((vm) => [vm.definition.name, vm]));
     this.operations = new Map(operations.map((operation) => [operation.id, operation]));
     this.loaded = true;
@@ -58,6 +63,7 @@ class Live {
     void (async () => {
       try {
         const stream = api.events({
+          cluster: true,
           signal: controller.signal,
           onConnection: (connected) => {
             this.connected = connected;
@@ -82,27 +88,50 @@ class Live {
     this.events.unshift(event);
     if (this.events.length > 500) this.events.pop();
     const name = event.vm;
+    const vm = name ? this.vms.get(name) : undefined;
+    // In a cluster a VM that migrated has events from two hosts: only its current host's say what it is now.
+    const elsewhere = vm !== undefined && event.host !== undefined && vm.host !== undefined && vm.host !== event.host;
     if (event.kind === 'vm.state' && name) {
-      const vm = this.vms.get(name);
-      if (vm) this.vms.set(name, { ...vm, runtime: { ...vm.runtime, state: String(event.data['state']) } });
-      else void this.refresh(name);
+      if (vm && !elsewhere) this.vms.set(name, { ...vm, runtime: { ...vm.runtime, state: String(event.data['state']) } });
+      else if (!vm || event.data['state'] !== 'stopped') void this.refresh(name, event.host);
     } else if (event.kind === 'vm.defined' && name) {
-      void this.refresh(name);
+      void this.refresh(name, event.host);
     } else if (event.kind === 'vm.deleted' && name) {
-      this.vms.delete(name);
+      if (!elsewhere) this.vms.delete(name);
     } else if (event.kind === 'operation') {
-      const operation = event.data as unknown as LiveOperation;
+      const operation = { ...(event.data as unknown as LiveOperation), ...(event.host !== undefined ? { host: event.host } : {}) };
       this.operations.set(operation.id, operation);
       // Clones, templates and edits change definitions without a vm.defined event.
       if (operation.state !== 'running' && operation.target?.newVm) void this.refresh(operation.target.newVm);
+      // A migration that ended moved the VM to another host (in a cluster, its owner record with it).
+      if (operation.state === 'succeeded' && operation.kind === 'vm.migrate' && operation.target?.vm && this.cluster.enabled) void this.refresh(operation.target.vm);
+    } else if (event.kind.startsWith('cluster.')) {
+      void this.refreshCluster();
     }
     this.changed();
   }
 
-  async refresh(name: string): Promise<void> {
+  async refreshCluster(): Promise<void> {
     try {
-      this.vms.set(name, await api.call('GET /vms/:name', { params: { name } }));
+      this.cluster = await api.call('GET /cluster');
     } catch {
+      // Kept as it was: the Hosts page says when the daemon cannot be asked.
+    }
+    this.changed();
+  }
+
+  /** Reads one VM again (in a cluster, from the member that has it: the request is forwarded there); `host`: where an event said it is. */
+  async refresh(name: string, host?: string, retried = false): Promise<void> {
+    try {
+      const vm = await api.call('GET /vms/:name', { params: { name } });
+      const known = vm.host ?? host;
+      this.vms.set(name, known !== undefined ? { ...vm, host: known } : vm);
+    } catch {
+      // Just migrated: for a moment its old host has let it go and the cluster has not yet recorded the new one.
+      if (this.cluster.enabled && !retried) {
+        setTimeout(() => void this.refresh(name, host, true), 1500);
+        return;
+      }
       this.vms.delete(name);
     }
     this.changed();

@@ -12,6 +12,7 @@ import { useEffect, useState } from 'preact/hooks';
 import { VireoError } from '../core/errors.js';
 import { api, live, useLive, type Session } from './api.js';
 import { Dashboard } from './pages/dashboard.js';
+import { Hosts } from './pages/hosts.js';
 import { VmList } from './pages/list.js';
 import { Disks, Events, Images, Operations, Tokens } from './pages/resources.js';
 import { VmPage } from './pages/vm.js';
@@ -63,6 +64,7 @@ function Login({ onLogin }: { onLogin: (session: Session) => void }) {
 
 const NAV: [string, string][] = [
   ['#/', 'Dashboard'],
+  ['#/hosts', 'Hosts'],
   ['#/vms', 'VMs'],
   ['#/create', 'Create'],
   ['#/disks', 'Disks'],
@@ -85,6 +87,7 @@ function Shell({ session, onLogout }: { session: Session; onLogout: () => void }
   }, [hash]);
   let page;
   if (section === '' ) page = <Dashboard />;
+  else if (section === 'hosts') page = <Hosts />;
   else if (section === 'vms' && parts[1]) page = <VmPage name={parts[1]} tab={parts[2] ?? 'overview'} />;
   else if (section === 'vms') page = <VmList query={query} />;
   else if (section === 'create') page = <CreateVm />;
@@ -101,7 +104,7 @@ function Shell({ session, onLogout }: { session: Session; onLogout: () => void }
       <header class="top">
         <a class="brand" href="#/"><span class="logo" aria-hidden="true">◆</span> Vireo</a>
         <nav aria-label="Main">
-          {NAV.map(([href, label]) => <a key={href} href={href} aria-current={active(href) ? 'page' : undefined}>{label}</a>)}
+          {NAV.filter(([href]) => href !== '#/hosts' || state.cluster.enabled).map(([href, label]) => <a key={href} href={href} aria-current={active(href) ? 'page' : undefined}>{label}</a>)}
         </nav>
         <span class="spacer" />
         <span class={`conn ${state.connected ? 'up' : 'down'}`} role="status" data-testid="connection">{state.connected ? 'Live' : 'Reconnecting…'}</span>

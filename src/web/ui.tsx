@@ -77,10 +77,11 @@ export function Field(props: { label: string; error?: string | undefined; childr
   );
 }
 
-export function OperationRow({ operation }: { operation: LiveOperation }) {
+export function OperationRow({ operation, showHost = false }: { operation: LiveOperation; showHost?: boolean }) {
   const target = operation.target?.vm ?? operation.target?.image ?? '';
   return (
-    <tr>
+    <tr data-operation={operation.id}>
+      {showHost && <td data-testid="operation-host">{operation.host ?? ''}</td>}
       <td><code>{operation.kind}</code></td>
       <td>{target}</td>
       <td><StateBadge state={operation.state} /></td>

@@ -58,7 +58,7 @@ export function Dashboard() {
       <Card title="Recent events" actions={<a href="#/events">All events</a>}>
         <ul class="events">
           {live.events.filter((event) => event.kind !== 'vm.qmp').slice(0, 8).map((event) => (
-            <li key={event.seq}><time>{timeAgo(event.time)}</time> <code>{event.kind}</code> {event.vm} {eventSummary(event.data)}</li>
+            <li key={`${event.host ?? ""}:${event.epoch}:${event.seq}`}><time>{timeAgo(event.time)}</time> <code>{event.kind}</code> {event.vm} {eventSummary(event.data)}</li>
           ))}
           {live.events.length === 0 && <li class="muted">None since this page opened.</li>}
         </ul>

@@ -4,7 +4,7 @@ import type { Summary } from '../../api/ui.js';
 import { api, formatBytes, useLive, type Vm } from '../api.js';
 import { Action, StateBadge } from '../ui.js';
 
-type SortKey = 'name' | 'state' | 'cpus' | 'memory' | 'cpuUse' | 'memUse';
+type SortKey = 'name' | 'host' | 'state' | 'cpus' | 'memory' | 'cpuUse' | 'memUse';
 
 type Usage = Summary['usage'];
 
@@ -38,6 +38,7 @@ export function VmList({ query }: { query: URLSearchParams }) {
     const value = (vm: Vm): string | number => {
       switch (sort.key) {
         case 'name': return vm.definition.name;
+        case 'host': return vm.host ?? '';
         case 'state': return vm.runtime.state;
         case 'cpus': return vm.definition.cpus.count;
         case 'memory': return vm.definition.memory;
@@ -68,6 +69,8 @@ export function VmList({ query }: { query: URLSearchParams }) {
     else next.add(name);
     setSelected(next);
   };
+  // In a cluster the list is every member's VMs, each with the host that runs it.
+  const clustered = live.cluster.enabled;
   const chosen = rows.filter((vm) => selected.has(vm.definition.name));
   const bulk = (verb: 'start' | 'stop') => async () => {
     const targets = chosen.filter((vm) => (verb === 'start' ? vm.runtime.state === 'stopped' : vm.runtime.state !== 'stopped'));
@@ -109,6 +112,7 @@ export function VmList({ query }: { query: URLSearchParams }) {
                 <input type="checkbox" aria-label="Select all shown" checked={rows.length > 0 && chosen.length === rows.length} onChange={(event) => setSelected((event.target as HTMLInputElement).checked ? new Set(rows.map((vm) => vm.definition.name)) : new Set())} />
               </th>
               {header('name', 'Name')}
+              {clustered && header('host', 'Host')}
               {header('state', 'State')}
               {header('cpus', 'vCPUs', 'wide')}
               {header('memory', 'Memory')}
@@ -121,11 +125,13 @@ export function VmList({ query }: { query: URLSearchParams }) {
             {rows.map((vm) => {
               const name = vm.definition.name;
               const use = usage[name];
-              const running = vm.runtime.state === 'running';
+              // Use is sampled by each host for its own VMs: this daemon has figures for its VMs only.
+              const running = vm.runtime.state === 'running' && (!clustered || vm.host === live.cluster.self);
               return (
                 <tr key={name} data-vm={name}>
                   <td><input type="checkbox" aria-label={`Select ${name}`} checked={selected.has(name)} onChange={() => toggle(name)} /></td>
                   <td><a href={`#/vms/${encodeURIComponent(name)}`}>{name}</a>{vm.definition.description && <div class="muted small">{vm.definition.description}</div>}</td>
+                  {clustered && <td data-testid="vm-host">{vm.host ?? '–'}</td>}
                   <td><StateBadge state={vm.runtime.state} /></td>
                   <td class="wide">{vm.definition.cpus.count}</td>
                   <td>{formatBytes(vm.definition.memory * 1024 * 1024)}</td>

@@ -101,8 +101,8 @@ export function Operations() {
       <h1>Operations</h1>
       <div class="table-wrap">
         <table>
-          <thead><tr><th>Kind</th><th>Target</th><th>State</th><th>Progress</th><th>Started</th><th /></tr></thead>
-          <tbody>{operations.map((operation) => <OperationRow key={operation.id} operation={operation} />)}</tbody>
+          <thead><tr>{live.cluster.enabled && <th>Host</th>}<th>Kind</th><th>Target</th><th>State</th><th>Progress</th><th>Started</th><th /></tr></thead>
+          <tbody>{operations.map((operation) => <OperationRow key={operation.id} operation={operation} showHost={live.cluster.enabled} />)}</tbody>
         </table>
       </div>
     </div>
@@ -120,17 +120,17 @@ export function Events() {
         <label class="inline">Kind{' '}
           <select value={kind} onChange={(event) => setKind((event.target as HTMLSelectElement).value)}>
             <option value="">All</option>
-            {['vm.state', 'vm.defined', 'vm.deleted', 'vm.qmp', 'vm.migration', 'operation', 'daemon'].map((entry) => <option key={entry}>{entry}</option>)}
+            {['vm.state', 'vm.defined', 'vm.deleted', 'vm.qmp', 'vm.migration', 'operation', 'daemon', ...(live.cluster.enabled ? ['cluster.leader', 'cluster.connection'] : [])].map((entry) => <option key={entry}>{entry}</option>)}
           </select>
         </label>
         <span class="muted">Live since this page opened.</span>
       </div>
       <div class="table-wrap">
         <table>
-          <thead><tr><th>#</th><th>Time</th><th>Kind</th><th>VM</th><th>What</th></tr></thead>
+          <thead><tr><th>#</th><th>Time</th>{live.cluster.enabled && <th>Host</th>}<th>Kind</th><th>VM</th><th>What</th></tr></thead>
           <tbody>
             {events.map((event) => (
-              <tr key={event.seq}><td>{event.seq}</td><td>{new Date(event.time).toLocaleTimeString()}</td><td><code>{event.kind}</code></td><td>{event.vm ?? ''}</td><td>{eventSummary(event.data)}</td></tr>
+              <tr key={`${event.host ?? ''}:${event.epoch}:${event.seq}`} data-host={event.host}><td>{event.seq}</td><td>{new Date(event.time).toLocaleTimeString()}</td>{live.cluster.enabled && <td>{event.host ?? ''}</td>}<td><code>{event.kind}</code></td><td>{event.vm ?? ''}</td><td>{eventSummary(event.data)}</td></tr>
             ))}
           </tbody>
         </table>

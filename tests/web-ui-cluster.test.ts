@@ -1,0 +1,130 @@
+/**
+ * The web UI of a cluster, in Debian's chromium run inside host h1's
+ * namespace, logged in to h1 only: the Hosts page shows both members (up,
+ * the leader, labels, capacity against what their VMs are given, state);
+ * the VM list shows every member's VMs with their host, and a VM made and
+ * started on h2 (through h2's own socket, never through h1) appears and
+ * turns running without a reload, from h2's events relayed by h1; the
+ * Operations and Events pages name h2; evacuating h2 from the Hosts page
+ * live-migrates its VM to h1, shows what moved and h2 in maintenance, and
+ * Restore puts it back in service.
+ */
+import assert from 'node:assert/strict';
+import { join } from 'node:path';
+import { after, before, describe, test } from 'node:test';
+import type { BrowserContext, Page } from 'playwright-core';
+import { artifactsDir, launchBrowser, type TestBrowser } from './harness/browser.js';
+import { etcdStatus, startCluster, until, type ClusterHost, type TestCluster } from './harness/cluster.js';
+import { runOperation } from './harness/daemon.js';
+
+const TTL = 4;
+const tag = process.pid % 10000;
+const ON_A = `ua${tag}`;
+const ON_B = `ub${tag}`;
+
+describe('web UI of a two-host cluster', { timeout: 900_000 }, () => {
+  let cluster: TestCluster;
+  let a: ClusterHost;
+  let b: ClusterHost;
+  let browser: TestBrowser;
+  let context: BrowserContext;
+  let page: Page;
+  let url: string;
+
+  const row = (table: string, attribute: string, value: string) => page.locator(`[data-testid="${table}"] tr[${attribute}="${value}"]`);
+  const waitForText = async (locator: ReturnType<Page['locator']>, pattern: RegExp, timeoutMs = 30_000) => {
+    await until(`text ${pattern}`, () => locator.innerText({ timeout: 2000 }), (text) => pattern.test(text), timeoutMs, 250);
+  };
+
+  before(async () => {
+    cluster = await startCluster({ hosts: 2, etcd: true });
+    [a, b] = cluster.hosts as [ClusterHost, ClusterHost];
+    await until('etcd has a leader', () => etcdStatus(a, cluster.etcdUrls[0]!), (status) => status !== undefined && status.leader !== '0', 60_000, 250);
+    const init = await a.home.vireoOk(['cluster', 'init', '--etcd', cluster.etcdUrls.join(','), '--name', a.name, '--lease-ttl', String(TTL), '--label', 'zone=a']);
+    const joinToken = /--token (\S+)/.exec(init.stdout)![1]!;
+    await b.home.vireoOk(['cluster', 'join', cluster.etcdUrls.join(','), '--token', joinToken, '--name', b.name, '--label', 'zone=b', '--label', 'disk=ssd']);
+    const members = await until('both members alive', () => a.daemon.api.call('GET /cluster/members'), (list) => list.length === 2 && list.every((member) => member.alive), 30_000, 200);
+    url = members.find((member) => member.name === a.name)!.url;
+    const token = (await a.home.vireoOk(['token', 'create', 'ui'])).stdout.trim();
+    await a.daemon.api.request('POST', '/vms', { spec: { name: ON_A, memory: '128M', cpus: 2, boot: { kernel: { image: 'tiny' } } }, host: a.name });
+
+    browser = await launchBrowser({ netns: a.ns });
+    context = await browser.browser.newContext({ ignoreHTTPSErrors: true, viewport: { width: 1400, height: 900 } });
+    page = await context.newPage();
+    page.on('dialog', (dialog) => void dialog.accept());
+    await page.goto(`${url}/#/hosts`);
+    await page.getByLabel('API token').fill(token);
+    await page.getByRole('button', { name: 'Log in' }).click();
+    await page.getByRole('heading', { name: 'Hosts' }).waitFor({ timeout: 30_000 });
+  });
+
+  after(async () => {
+    await page?.screenshot({ path: join(artifactsDir, 'cluster-hosts.png'), fullPage: true }).catch(() => undefined);
+    await browser?.close();
+    for (const host of cluster?.hosts ?? []) for (const vm of [ON_A, ON_B]) await host.home.vireo(['vm', 'kill', vm]).catch(() => undefined);
+    await cluster?.cleanup();
+  });
+
+  test('the Hosts page shows both members: up, the leader, labels, capacity against allocation, state', async () => {
+    await page.getByRole('link', { name: 'Hosts' }).waitFor();
+    for (const host of [a, b]) {
+      const line = row('hosts-table', 'data-host', host.name);
+      await waitForText(line.getByTestId('health'), /^up/);
+      await waitForText(line.getByTestId('member-state'), /^active$/);
+    }
+    const status = await a.daemon.api.call('GET /cluster');
+    assert.ok(status.leader);
+    await waitForText(page.getByTestId('cluster-leader'), new RegExp(`^${status.leader}$`));
+    assert.equal(await page.getByTestId('leader').count(), 1, 'one leader badge');
+    assert.equal(await row('hosts-table', 'data-host', status.leader).getByTestId('leader').count(), 1);
+    assert.match(await row('hosts-table', 'data-host', b.name).getByTestId('labels').innerText(), /zone=b[\s\S]*disk=ssd|disk=ssd[\s\S]*zone=b/);
+    assert.match(await row('hosts-table', 'data-host', a.name).getByTestId('labels').innerText(), /zone=a/);
+    // h1's 2-vCPU VM is counted against its CPUs: the capacity cell says so, with the VM count.
+    const members = await a.daemon.api.call('GET /cluster/members');
+    const self = members.find((member) => member.name === a.name)!;
+    const capacity = row('hosts-table', 'data-host', a.name).getByTestId('capacity');
+    await waitForText(capacity, new RegExp(`\\b2 / ${self.capacity.cpus}\\b[\\s\\S]*1 VM\\b`), 30_000);
+  });
+
+  test('the VM list shows every member\'s VMs with their host; a VM made and started on h2 appears and turns running live', async () => {
+    await page.getByRole('link', { name: 'VMs', exact: true }).click();
+    await page.getByRole('heading', { name: 'Virtual machines' }).waitFor();
+    await waitForText(row('vm-table', 'data-vm', ON_A).getByTestId('vm-host'), new RegExp(`^${a.name}$`));
+    // Made and started through h2's own socket: h1 hears of it only through h2's event stream.
+    await b.daemon.api.request('POST', '/vms', { spec: { name: ON_B, memory: '128M', boot: { kernel: { image: 'tiny' } } }, host: b.name });
+    const line = row('vm-table', 'data-vm', ON_B);
+    await waitForText(line.getByTestId('vm-host'), new RegExp(`^${b.name}$`), 30_000);
+    await waitForText(line.locator('.state'), /^stopped$/);
+    const started = await runOperation(b.daemon.api, 'POST', `/vms/${ON_B}/start`, {});
+    assert.equal(started.state, 'succeeded', JSON.stringify(started.error));
+    await waitForText(line.locator('.state'), /^running$/, 30_000);
+
+    // Operations and events: h2's, named as h2's.
+    await page.getByRole('link', { name: 'Operations' }).click();
+    await waitForText(page.locator(`tr[data-operation="${started.id}"]`), new RegExp(`${b.name}\\s+vm\\.start\\s+${ON_B}`));
+    await page.getByRole('link', { name: 'Events' }).click();
+    await page.locator(`tr[data-host="${b.name}"]`).first().waitFor({ timeout: 10_000 });
+  });
+
+  test('Evacuate on the Hosts page live-migrates h2\'s VM to h1, shows h2 in maintenance; Restore puts it back', async () => {
+    await page.getByRole('link', { name: 'Hosts' }).click();
+    await page.getByTestId(`evacuate-${b.name}`).click();
+    const result = page.getByTestId(`evacuation-${b.name}`);
+    await waitForText(result, new RegExp(`${ON_B} → ${a.name} \\(live\\)`), 300_000);
+    await waitForText(row('hosts-table', 'data-host', b.name).getByTestId('member-state'), /^maintenance$/, 10_000);
+    assert.equal((await a.daemon.api.call('GET /vms/:name', { params: { name: ON_B } })).runtime.state, 'running');
+    // The migration's events, from h2, among the cluster's events.
+    await row('cluster-events', 'data-host', b.name).first().waitFor({ timeout: 10_000 });
+
+    await page.getByRole('link', { name: 'VMs', exact: true }).click();
+    const line = row('vm-table', 'data-vm', ON_B);
+    await waitForText(line.getByTestId('vm-host'), new RegExp(`^${a.name}$`), 30_000);
+    await waitForText(line.locator('.state'), /^running$/, 30_000);
+
+    await page.getByRole('link', { name: 'Hosts' }).click();
+    await page.getByTestId(`restore-${b.name}`).click();
+    await waitForText(row('hosts-table', 'data-host', b.name).getByTestId('member-state'), /^active$/, 15_000);
+    const members = await a.daemon.api.call('GET /cluster/members');
+    assert.equal(members.find((member) => member.name === b.name)?.state, 'active');
+  });
+});
