@@ -11,7 +11,8 @@
  * with `unavailable` (HTTP 503); running VMs are never touched.
  */
 import { randomBytes, X509Certificate } from 'node:crypto';
-import { hostname } from 'node:os';
+import { isIP } from 'node:net';
+import { hostname, networkInterfaces } from 'node:os';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { rm } from 'node:fs/promises';
 import type { ClusterInitRequest, ClusterJoinRequest, ClusterJoined, ClusterStatus, EvacuationResult, MemberView } from '../api/cluster.js';
@@ -301,6 +302,10 @@ export class ClusterService {
           const port = Number(match[2]);
           if (port < 1 || port > 65534) throw invalidArgument('etcdLocal', `port ${port} is out of range (the peer port is the next one)`);
           const address = match[1]!;
+          // etcd listens on IP addresses only, and only on this host's: anything else would fail to bind and look like an etcd that is down.
+          const bare = address.replace(/^\[(.*)\]$/, '$1');
+          const own = Object.values(networkInterfaces()).flat().some((entry) => entry?.address === bare);
+          if (!isIP(bare) || !own) throw invalidArgument('etcdLocal', `'${address}' is not an IP address of this host (the local etcd member listens there)`);
           localEtcd = { name, clientUrl: `http://${address}:${port}`, peerUrl: `http://${address}:${port + 1}` };
           endpoints = [localEtcd.clientUrl];
           const { LocalEtcdSupervisor } = await import('../core/cluster/etcd-local.js');
