@@ -11,7 +11,7 @@ import { execFileSync, spawn } from 'node:child_process';
 import { copyFile, mkdir, mkdtemp, readFile, rm, symlink } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { ApiClient } from '../src/client/api-client.js';
+import { TestApiClient as ApiClient } from '../src/test-support/api-client.js';
 import { vireoPaths } from '../src/core/paths.js';
 import { DAEMON_NODE_FLAGS } from '../src/daemon/systemd.js';
 import { percentile } from './daemon.js';

@@ -10,7 +10,8 @@ import { spawn } from 'node:child_process';
 import { mkdir, mkdtemp, readFile, rm, symlink } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { ApiClient, type Operation } from '../src/client/api-client.js';
+import type { Operation } from '../src/client/api-client.js';
+import { TestApiClient as ApiClient } from '../src/test-support/api-client.js';
 import { vireoPaths } from '../src/core/paths.js';
 import { DAEMON_NODE_FLAGS } from '../src/daemon/systemd.js';
 

@@ -15,7 +15,7 @@ import { spawn, execFileSync, type ChildProcess } from 'node:child_process';
 import { access, mkdir, mkdtemp, readlink, rm, symlink } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { ApiClient } from '../src/client/api-client.js';
+import { TestApiClient as ApiClient } from '../src/test-support/api-client.js';
 import { getImage, getKernelImage, imageFile } from '../src/core/image/store.js';
 import { vireoPaths, type VireoPaths } from '../src/core/paths.js';
 import { QmpClient } from '../src/core/qmp/client.js';

@@ -23,7 +23,8 @@ import { vireoPaths } from '../src/core/paths.js';
 import { QmpClient } from '../src/core/qmp/client.js';
 import { runSnapshotJob } from '../src/core/qmp/snapshot-jobs.js';
 import { ensureDaemon } from './libvirtd.js';
-import { ApiClient, type Operation } from '../src/client/api-client.js';
+import type { Operation } from '../src/client/api-client.js';
+import { TestApiClient as ApiClient } from '../src/test-support/api-client.js';
 import { DAEMON_NODE_FLAGS } from '../src/daemon/systemd.js';
 
 const exec = promisify(execFile);

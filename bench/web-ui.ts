@@ -16,7 +16,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { chromium, type Browser } from 'playwright-core';
-import { ApiClient } from '../src/client/api-client.js';
+import { TestApiClient as ApiClient } from '../src/test-support/api-client.js';
 import { vireoPaths } from '../src/core/paths.js';
 import { createToken } from '../src/daemon/tokens.js';
 

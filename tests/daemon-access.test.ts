@@ -9,7 +9,7 @@ import { chmod, chown, mkdir, readFile, readdir, stat, writeFile } from 'node:fs
 import { Agent, request as httpRequest } from 'node:http';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { ApiClient } from '../src/client/api-client.js';
+import { TestApiClient } from '../src/test-support/api-client.js';
 import { pinnedAgentOptions } from '../src/cli/remotes.js';
 import { isVireoError } from '../src/core/errors.js';
 import { startTestDaemon, type RunningDaemon } from './harness/daemon.js';
@@ -54,18 +54,18 @@ describe('TLS and bearer tokens on TCP', () => {
 
   test('without a valid token: 401; with one: served; revoked: 401 at once', async () => {
     const tls = pinnedAgentOptions({ url, fingerprint256: fingerprint });
-    const anonymous = new ApiClient({ url, tls });
+    const anonymous = new TestApiClient({ url, tls });
     const missing = await failure(anonymous.request('GET', '/vms'));
     assert.deepEqual([missing.status, missing.code], [401, 'unauthorized']);
     assert.match(missing.message, /bearer token/);
-    const wrong = await failure(new ApiClient({ url, token: 'vireo_not-a-real-token', tls }).request('GET', '/vms'));
+    const wrong = await failure(new TestApiClient({ url, token: 'vireo_not-a-real-token', tls }).request('GET', '/vms'));
     assert.equal(wrong.status, 401);
 
     const created = await home.vireo(['token', 'create', 'ci']);
     assert.equal(created.code, 0, created.stderr);
     const secret = created.stdout.trim();
     assert.match(secret, /^vireo_/);
-    const client = new ApiClient({ url, token: secret, tls: pinnedAgentOptions({ url, fingerprint256: fingerprint }) });
+    const client = new TestApiClient({ url, token: secret, tls: pinnedAgentOptions({ url, fingerprint256: fingerprint }) });
     assert.deepEqual(await client.request('GET', '/vms'), []);
     assert.equal((await client.request<{ name: string }>('GET', '/')).name, 'vireod');
     // Routes that name files on the daemon's host are not served to token holders.
@@ -80,7 +80,7 @@ describe('TLS and bearer tokens on TCP', () => {
     assert.equal(daemon.log().includes(secret), false);
 
     assert.equal((await home.vireo(['token', 'revoke', 'ci'])).code, 0);
-    const revoked = await failure(new ApiClient({ url, token: secret, tls: pinnedAgentOptions({ url, fingerprint256: fingerprint }) }).request('GET', '/vms'));
+    const revoked = await failure(new TestApiClient({ url, token: secret, tls: pinnedAgentOptions({ url, fingerprint256: fingerprint }) }).request('GET', '/vms'));
     assert.equal(revoked.status, 401);
   });
 
@@ -89,12 +89,12 @@ describe('TLS and bearer tokens on TCP', () => {
     assert.equal(created.code, 0, created.stderr);
     const secret = created.stdout.trim();
     const tls = pinnedAgentOptions({ url, fingerprint256: fingerprint });
-    const client = new ApiClient({ url, token: secret, tls });
+    const client = new TestApiClient({ url, token: secret, tls });
     // A client that puts its token in the URL, as the report found; also under other names and in the path.
     await client.request('GET', `/vms?token=${secret}`).catch(() => undefined);
     await client.request('GET', `/vms?access_token=${encodeURIComponent(secret)}&lines=3`).catch(() => undefined);
     await client.request('GET', `/vms/${secret}`).catch(() => undefined);
-    await new ApiClient({ url, tls }).request('GET', `/?api_key=${secret}`).catch(() => undefined);
+    await new TestApiClient({ url, tls }).request('GET', `/?api_key=${secret}`).catch(() => undefined);
     const deadline = Date.now() + 5000;
     while (!daemon.log().includes('api_key=REDACTED') && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 20));
     const log = daemon.log();
@@ -109,7 +109,7 @@ describe('TLS and bearer tokens on TCP', () => {
 
   test('a client pinning another certificate never sends its request', async () => {
     const other = fingerprint.replace(/^[0-9A-F]{2}/, (pair) => (pair === '00' ? '01' : '00'));
-    const result = await failure(new ApiClient({ url, token: 'vireo_x', tls: pinnedAgentOptions({ url, fingerprint256: other }) }).request('GET', '/vms'));
+    const result = await failure(new TestApiClient({ url, token: 'vireo_x', tls: pinnedAgentOptions({ url, fingerprint256: other }) }).request('GET', '/vms'));
     assert.match(result.message, /does not match the pinned fingerprint/);
   });
 });
@@ -220,7 +220,7 @@ describe('rate limits', () => {
 
   test('the API client waits out 429 as Retry-After says, unless told not to wait', async () => {
     await new Promise((resolve) => setTimeout(resolve, 1100));
-    const api = new ApiClient({ socketPath: home.paths.daemonSocket });
+    const api = new TestApiClient({ socketPath: home.paths.daemonSocket });
     // The client's kept-alive connection is one client: 60 at once go over its budget of 20, and all are served in the end.
     const results = await Promise.all(Array.from({ length: 30 }, () => api.request<{ name: string }>('GET', '/')));
     assert.ok(results.every((result) => result.name === 'vireod'));
@@ -340,7 +340,7 @@ describe('failed authentication on TCP', () => {
     const created = await home.vireo(['token', 'create', 'right']);
     assert.equal(created.code, 0, created.stderr);
     const secret = created.stdout.trim();
-    const from = (localAddress: string, token: string) => new ApiClient({ url, token, tls: { ...pinnedAgentOptions({ url, fingerprint256: fingerprint }), localAddress } });
+    const from = (localAddress: string, token: string) => new TestApiClient({ url, token, tls: { ...pinnedAgentOptions({ url, fingerprint256: fingerprint }), localAddress } });
     const guesses = await Promise.allSettled(
       Array.from({ length: 150 }, (_, index) => from('127.0.0.1', `vireo_${String(index).padStart(43, 'x')}`).request('GET', '/vms', undefined, { rateLimitWaitMs: 0 })),
     );

@@ -10,6 +10,7 @@ import assert from 'node:assert/strict';
 import { readFile } from 'node:fs/promises';
 import { after, before, describe, test } from 'node:test';
 import { vmPaths } from '../src/core/paths.js';
+import { collectEvents, runOperation, startTestDaemon } from './harness/daemon.js';
 import { createTestHome, type TestHome } from './harness/vireo.js';
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
@@ -78,5 +79,28 @@ describe('power and clock through a real guest', () => {
     assert.ok(Math.abs(lag) <= 3, `guest clock ${lag} s behind after reverting to a snapshot 15 s old`);
     const agentLog = await vireoOk('vm', 'console', 'clock', '--run', 'cat /run/vireo-ga.log');
     assert.match(agentLog.stdout, /set-time \d+/);
+  });
+
+  test('through the daemon, a revert answers once the guest runs from the snapshot, and its clock is set right after (vm.clock)', async () => {
+    const daemon = await startTestDaemon(home);
+    try {
+      const created = await runOperation(daemon.api, 'POST', '/vms/clock/snapshots', { name: 'then-api' });
+      assert.equal(created.state, 'succeeded', JSON.stringify(created.error));
+      await sleep(15_000);
+      const events = collectEvents(daemon.api, { vm: 'clock' });
+      const reverted = await runOperation(daemon.api, 'POST', '/vms/clock/snapshots/then-api/revert');
+      assert.equal(reverted.state, 'succeeded', JSON.stringify(reverted.error));
+      const result = reverted.result as { state: string; clockAfter?: boolean; clockSynced?: boolean };
+      assert.equal(result.state, 'running');
+      assert.equal(result.clockAfter, true, 'the clock is left to after the answer');
+      assert.equal(result.clockSynced, undefined);
+      const clock = await events.waitFor((event) => event.kind === 'vm.clock', 60_000);
+      events.stop();
+      assert.deepEqual(clock.data, { synced: true, snapshot: 'then-api' });
+      const lag = await clockLag('clock');
+      assert.ok(Math.abs(lag) <= 3, `guest clock ${lag} s behind after reverting through the daemon to a snapshot 15 s old`);
+    } finally {
+      await daemon.stop();
+    }
   });
 });

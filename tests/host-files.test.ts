@@ -11,7 +11,7 @@ import { execFileSync } from 'node:child_process';
 import { copyFile, mkdir, readdir, rm, symlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { ApiClient } from '../src/client/api-client.js';
+import { TestApiClient } from '../src/test-support/api-client.js';
 import { pinnedAgentOptions } from '../src/cli/remotes.js';
 import { isVireoError } from '../src/core/errors.js';
 import { startTestDaemon, type RunningDaemon } from './harness/daemon.js';
@@ -29,7 +29,7 @@ const tinyInitrd = join(sharedHome, 'images', 'tiny', 'initrd.img');
 describe('host files through the daemon', () => {
   let home: TestHome;
   let daemon: RunningDaemon;
-  let tcp: ApiClient;
+  let tcp: TestApiClient;
   let allowed: string;
   before(async () => {
     home = await createTestHome({ withImage: false });
@@ -44,7 +44,7 @@ describe('host files through the daemon', () => {
     const fingerprint256 = /fingerprint ([0-9A-F:]{95})/.exec(log)![1]!;
     const created = await home.vireo(['token', 'create', 'holder']);
     assert.equal(created.code, 0, created.stderr);
-    tcp = new ApiClient({ url, token: created.stdout.trim(), tls: pinnedAgentOptions({ url, fingerprint256 }) });
+    tcp = new TestApiClient({ url, token: created.stdout.trim(), tls: pinnedAgentOptions({ url, fingerprint256 }) });
   });
   after(async () => {
     await daemon?.stop();

@@ -4,16 +4,15 @@
  * capacity against allocation). See docs/cluster.md.
  */
 import { z } from 'zod';
-import type { Capacity, MemberRecord } from '../core/cluster/records.js';
+import { CapacitySchema, type Capacity, type MemberRecord } from '../core/cluster/records.js';
 import { LEASE_TTL_RANGE } from '../core/cluster/limits.js';
-import { EmptyBody } from './common.js';
-import { endpoint, returns } from './contract.js';
+import { DaemonUrl, EmptyBody, MemberName } from './common.js';
+import { endpoint, lazy, returns } from './contract.js';
 import { operation } from './operations.js';
 
 // The pattern alone lets through hosts no URL parser takes (https://a"<[b): those are refused here, not a 500 later.
 const EtcdUrl = z.string().regex(/^https?:\/\/[^/\s,]+(:\d+)?\/?$/, 'must be an etcd client URL, http://HOST:PORT').refine((value) => URL.canParse(value), 'must be an etcd client URL, http://HOST:PORT');
-const MemberName = z.string().regex(/^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/, 'must be a host name: lower-case letters, digits and dashes');
-const ApiUrl = z.string().regex(/^https:\/\/[^/\s]+(:\d+)?\/?$/, 'must be https://HOST:PORT of this daemon as other members reach it');
+const ApiUrl = DaemonUrl('this daemon as other members reach it');
 const Labels = z.record(z.string().regex(/^[A-Za-z0-9_./-]{1,63}$/), z.string().max(253)).refine((labels) => Object.keys(labels).length <= 32, 'at most 32 labels');
 
 /** How this member is known to the others (defaults: the host name, the daemon's --listen address). */
@@ -98,19 +97,58 @@ export interface EvacuationResult {
 
 const MemberParams = z.strictObject({ name: MemberName });
 
+/* The answers' schemas, built on first use (see vms.ts). */
+const Allocated = () => z.strictObject({ vms: z.number().int(), vcpus: z.number().int(), memoryMiB: z.number() });
+const MemberViewSchema = lazy((): z.ZodType<MemberView> => z.strictObject({
+  name: z.string(),
+  url: z.string(),
+  state: z.enum(['active', 'maintenance']),
+  alive: z.boolean(),
+  leader: z.boolean(),
+  labels: z.record(z.string(), z.string()),
+  capacity: CapacitySchema.strict(),
+  allocated: Allocated().optional(),
+  since: z.string().optional(),
+}));
+const ClusterStatusSchema = (): z.ZodType<ClusterStatus> => z.strictObject({
+  enabled: z.boolean(),
+  clusterId: z.string().optional(),
+  self: z.string().optional(),
+  etcd: z.strictObject({
+    endpoints: z.array(z.string()),
+    reachable: z.boolean(),
+    error: z.string().optional(),
+    local: z.strictObject({ clientUrl: z.string(), running: z.boolean() }).optional(),
+  }).optional(),
+  connection: z.enum(['connected', 'disconnected']).optional(),
+  leader: z.string().optional(),
+  leading: z.boolean().optional(),
+  leaseTtlSeconds: z.number().int().optional(),
+  members: z.array(MemberViewSchema()).optional(),
+  totals: z.strictObject({ capacity: CapacitySchema.strict(), allocated: Allocated() }).optional(),
+});
+const ClusterJoinedSchema = lazy((): z.ZodType<ClusterJoined> => z.strictObject({
+  clusterId: z.string(), member: z.string(), etcd: z.array(z.string()), token: z.string().optional(), joinCommand: z.string().optional(),
+}));
+const EvacuationSchema = (): z.ZodType<EvacuationResult> => z.strictObject({
+  host: z.string(),
+  moved: z.array(z.strictObject({ vm: z.string(), to: z.string(), kind: z.enum(['live', 'cold', 'restart']) })),
+  blocked: z.array(z.strictObject({ vm: z.string(), reason: z.string(), message: z.string() })),
+});
+
 export const cluster = {
-  'GET /cluster': endpoint({ tag: 'cluster', summary: 'The cluster as this member sees it: members, leader, health, capacity against allocation', status: 200, response: returns<ClusterStatus>('ClusterStatus') }),
-  'GET /cluster/members': endpoint({ tag: 'cluster', summary: 'The cluster\'s hosts (vireo host list)', status: 200, response: returns<MemberView[]>('Member[]') }),
+  'GET /cluster': endpoint({ tag: 'cluster', summary: 'The cluster as this member sees it: members, leader, health, capacity against allocation', status: 200, response: returns('ClusterStatus', ClusterStatusSchema) }),
+  'GET /cluster/members': endpoint({ tag: 'cluster', summary: 'The cluster\'s hosts (vireo host list)', status: 200, response: returns('Member[]', () => z.array(MemberViewSchema())) }),
   'POST /cluster/init': endpoint({
     tag: 'cluster', summary: 'Make a new cluster with this daemon as its first member (on an etcd, or a local etcd member this daemon runs)',
-    body: ClusterInitBody, status: 201, response: returns<ClusterJoined>('ClusterJoined'),
+    body: ClusterInitBody, status: 201, response: returns('ClusterJoined', ClusterJoinedSchema),
   }),
-  'POST /cluster/join': endpoint({ tag: 'cluster', summary: 'Join an existing cluster through its etcd, with a join token', body: ClusterJoinBody, status: 201, response: returns<ClusterJoined>('ClusterJoined') }),
-  'POST /cluster/tokens': endpoint({ tag: 'cluster', summary: 'Mint a join token for another host', body: JoinTokenBody, status: 201, response: returns<{ token: string; expiresAt?: string }>('JoinToken') }),
+  'POST /cluster/join': endpoint({ tag: 'cluster', summary: 'Join an existing cluster through its etcd, with a join token', body: ClusterJoinBody, status: 201, response: returns('ClusterJoined', ClusterJoinedSchema) }),
+  'POST /cluster/tokens': endpoint({ tag: 'cluster', summary: 'Mint a join token for another host', body: JoinTokenBody, status: 201, response: returns('JoinToken', () => z.strictObject({ token: z.string(), expiresAt: z.string().optional() })) }),
   'POST /cluster/members/:name/evacuate': endpoint({
     tag: 'cluster', summary: 'Put a member in maintenance and migrate its VMs to the others (an operation; the result lists what moved and what cannot, with why)',
-    params: MemberParams, body: EmptyBody, status: 202, response: operation<EvacuationResult>(),
+    params: MemberParams, body: EmptyBody, status: 202, response: operation(EvacuationSchema),
   }),
-  'POST /cluster/members/:name/restore': endpoint({ tag: 'cluster', summary: 'Put a member back in service: it takes new VMs again', params: MemberParams, body: EmptyBody, status: 200, response: returns<MemberView>('Member') }),
-  'POST /cluster/leave': endpoint({ tag: 'cluster', summary: 'Leave the cluster (its VMs must have moved off first)', body: EmptyBody, status: 200, response: returns<{ left: string }>('Left') }),
+  'POST /cluster/members/:name/restore': endpoint({ tag: 'cluster', summary: 'Put a member back in service: it takes new VMs again', params: MemberParams, body: EmptyBody, status: 200, response: returns('Member', MemberViewSchema) }),
+  'POST /cluster/leave': endpoint({ tag: 'cluster', summary: 'Leave the cluster (its VMs must have moved off first)', body: EmptyBody, status: 200, response: returns('Left', () => z.strictObject({ left: z.string() })) }),
 } as const;

@@ -7,15 +7,21 @@
 import { z } from 'zod';
 import { Name } from '../core/model/vm.js';
 import { parseSize } from '../core/model/units.js';
+import { DAEMON_URL, HEX16_ID, MEMBER_NAME } from '../core/model/patterns.js';
 import { returns } from './contract.js';
 
-export { Name };
+export { Name, HEX16_ID };
+
+/** A cluster member's name (a host name). */
+export const MemberName = z.string().regex(MEMBER_NAME, 'must be a host name: lower-case letters, digits and dashes');
+/** A daemon's API URL as others reach it. */
+export const DaemonUrl = (what: string) => z.string().regex(DAEMON_URL, `must be https://HOST:PORT of ${what}`);
 
 /** Path parameters of a named object: /vms/:name, /disks/:name, /images/:name. */
 export const NameParams = z.strictObject({ name: Name });
 
 /** The ids the daemon makes for operations and migrations (randomBytes(8) as hex). */
-export const Hex16Id = (what: string) => z.string().regex(/^[0-9a-f]{16}$/, `must be ${what} id (16 hex digits)`);
+export const Hex16Id = (what: string) => z.string().regex(HEX16_ID, `must be ${what} id (16 hex digits)`);
 export const OperationIdParams = z.strictObject({ id: Hex16Id('an operation') });
 export const MigrationIdParams = z.strictObject({ id: Hex16Id('a migration') });
 
@@ -46,5 +52,4 @@ export const DiskFormat = z.enum(['qcow2', 'raw']);
 export interface Deleted {
   deleted: string;
 }
-export const DeletedSchema = z.strictObject({ deleted: z.string() });
-export const deleted = returns<Deleted>('Deleted', { schema: DeletedSchema });
+export const deleted = returns('Deleted', (): z.ZodType<Deleted> => z.strictObject({ deleted: z.string() }));

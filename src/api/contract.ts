@@ -8,7 +8,8 @@
  * - the API client (src/client/api-core.ts) takes a key and an input typed
  *   from these schemas and returns the endpoint's response type: it imports
  *   this table as types only, so no zod (and nothing of Node) reaches the
- *   browser bundle of the web UI;
+ *   browser bundle of the web UI; its answer types are the outputs of the
+ *   endpoints' response schemas, never a type the caller picks;
  * - /openapi.json (src/daemon/openapi.ts) is generated from the same table.
  *
  * This module itself imports nothing at run time: the resource modules
@@ -23,22 +24,45 @@ export type EndpointKey = `${HttpMethod} /${string}`;
 export type Schema = z.ZodType | undefined;
 
 /**
- * What an endpoint answers: a name for people and the OpenAPI document, its
- * TypeScript type (most answers are the core's result types, which have no
- * schema of their own), and a zod schema where there is one, which the
- * OpenAPI document then shows.
+ * What an endpoint answers: a name for people and the OpenAPI document, and
+ * the zod schema of its body, from which its TypeScript type comes (the
+ * client's answer types are these schemas' outputs; a handler must return a
+ * value of that type). The schema is built on first use only (lazy): the
+ * daemon never validates its own answers (that would cost every request),
+ * so it builds them only for /openapi.json; tests check real answers
+ * against them (tests/wire-answers.test.ts).
  */
 export interface ResponseShape<T> {
   readonly name: string;
-  readonly schema?: z.ZodType<T>;
-  /** text/plain (else JSON). */
+  readonly schema: () => z.ZodType;
+  /**
+   * text/plain (the schema then says what the text is; an endpoint that also
+   * answers JSON on some queries has a union of string and that JSON).
+   */
   readonly text?: boolean;
+  /** A redirect (303 and a Location header): no body at all. */
+  readonly redirect?: boolean;
   /** Carries the type only; never set. */
   readonly type?: T;
 }
 
-export function returns<T>(name: string, options: { schema?: z.ZodType<T>; text?: boolean } = {}): ResponseShape<T> {
-  return { name, ...options };
+/**
+ * Builds a schema once, when first asked: the answers' schemas are many and
+ * the daemon needs them only for /openapi.json.
+ */
+export function lazy<S>(build: () => S): () => S {
+  let built: S | undefined;
+  return () => (built ??= build());
+}
+
+/** What an endpoint answers: the schema of its JSON body (built lazily), whose output type is the answer's type. */
+export function returns<S extends z.ZodType>(name: string, schema: () => S, options: { text?: boolean } = {}): ResponseShape<z.output<S>> {
+  return { name, schema: lazy(schema), ...options };
+}
+
+/** A 303 redirect: no body. */
+export function redirects(name: string, schema: () => z.ZodType<undefined>): ResponseShape<undefined> {
+  return { name, schema: lazy(schema), redirect: true };
 }
 
 export interface Endpoint<P extends Schema = Schema, Q extends Schema = Schema, B extends Schema = Schema, R = unknown> {

@@ -17,6 +17,8 @@ export type EventKind =
   | 'vm.watchdog'
   /** A CD-ROM drive's medium ejected or inserted. */
   | 'vm.media'
+  /** After a revert to a snapshot with memory: whether the guest's clock was set through its agent (data.synced; data.snapshot). */
+  | 'vm.clock'
   | 'operation'
   | 'daemon'
   /** The cluster's leader changed (data.leader; absent: none), this daemon won or lost the office (data.self), or its etcd connection changed (data.connection). */

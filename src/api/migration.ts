@@ -9,7 +9,7 @@ import { DEFAULT_TUNING } from '../core/migration/drive.js';
 import type { IncomingEndpoints } from '../core/migration/incoming.js';
 import type { MigrationPhase, MigrationRecord } from '../core/migration/records.js';
 import type { MigrationResult } from '../core/migration/source.js';
-import { DiskFormat, EmptyBody, Hex16Id, MigrationIdParams, NameParams } from './common.js';
+import { DaemonUrl, DiskFormat, EmptyBody, Hex16Id, MigrationIdParams, NameParams } from './common.js';
 import { endpoint, returns } from './contract.js';
 import { operation } from './operations.js';
 
@@ -43,7 +43,7 @@ export type IncomingRequestBody = z.output<typeof IncomingBody>;
 
 export const MigrateBody = z.strictObject({
   to: z.strictObject({
-    url: z.string().regex(/^https:\/\/[^/\s]+(:\d+)?\/?$/, 'must be https://HOST:PORT of the destination daemon'),
+    url: DaemonUrl('the destination daemon'),
     token: z.string().min(1).max(512),
     fingerprint256: z.string().optional(),
   }),
@@ -58,29 +58,62 @@ export const MigrateBody = z.strictObject({
 });
 export type MigrateRequestBody = z.output<typeof MigrateBody>;
 
+/* The answers' schemas, built on first use (see vms.ts). */
+const Phase = () => z.enum(['preparing', 'transferring', 'committing', 'committed', 'incoming']);
+const MigrationViewSchema = (): z.ZodType<MigrationView> => z.strictObject({
+  id: z.string(),
+  role: z.enum(['source', 'destination']),
+  vm: z.string(),
+  uuid: z.string(),
+  phase: Phase(),
+  offline: z.boolean(),
+  copyStorage: z.boolean(),
+  postcopy: z.boolean().optional(),
+  peer: z.string().optional(),
+  createdVolumes: z.array(z.string()).optional(),
+  createdAt: z.string(),
+  updatedAt: z.string(),
+});
+const MigrationResultSchema = (): z.ZodType<MigrationResult> => z.strictObject({
+  vm: z.string(),
+  migration: z.string(),
+  movedTo: z.string(),
+  offline: z.boolean(),
+  copyStorage: z.boolean(),
+  totalTimeMs: z.number().optional(),
+  downtimeMs: z.number().optional(),
+  transferredBytes: z.number().optional(),
+  setupTimeMs: z.number().optional(),
+});
+const IncomingSchema = (): z.ZodType<IncomingEndpoints & { operation: string }> => z.strictObject({
+  migrationPort: z.number().int().optional(),
+  nbd: z.strictObject({ port: z.number().int(), exports: z.array(z.strictObject({ volume: z.string(), exportName: z.string() })) }).optional(),
+  operation: z.string(),
+});
+
 export const migration = {
   'POST /vms/:name/migrate': endpoint({
     tag: 'migrations', summary: 'Move a VM to another daemon: live (running VM) or offline (stopped VM), shared or copied storage (an operation)',
-    params: NameParams, body: MigrateBody, status: 202, response: operation<MigrationResult>(),
+    params: NameParams, body: MigrateBody, status: 202, response: operation(MigrationResultSchema),
   }),
-  'GET /migrations': endpoint({ tag: 'migrations', summary: 'Migrations this daemon takes part in that are not finished (never the peer token)', status: 200, response: returns<MigrationView[]>('Migration[]') }),
+  'GET /migrations': endpoint({ tag: 'migrations', summary: 'Migrations this daemon takes part in that are not finished (never the peer token)', status: 200, response: returns('Migration[]', () => z.array(MigrationViewSchema())) }),
   'POST /migrations/incoming': endpoint({
     tag: 'migrations', summary: 'Destination: check compatibility, reserve the VM and wait for it (QEMU -incoming, NBD exports for a storage copy)',
-    body: IncomingBody, status: 201, response: returns<IncomingEndpoints & { operation: string }>('IncomingEndpoints'),
+    body: IncomingBody, status: 201, response: returns('IncomingEndpoints', IncomingSchema),
   }),
   'GET /migrations/:id': endpoint({
-    tag: 'migrations', summary: 'Destination: the phase of a migration (also the source\'s heartbeat); 404 once aborted', params: MigrationIdParams, status: 200, response: returns<MigrationStatus>('MigrationStatus'),
+    tag: 'migrations', summary: 'Destination: the phase of a migration (also the source\'s heartbeat); 404 once aborted', params: MigrationIdParams, status: 200, response: returns('MigrationStatus', (): z.ZodType<MigrationStatus> => z.strictObject({ id: z.string(), phase: Phase(), vm: z.string(), incoming: z.string().optional() })),
   }),
   'POST /migrations/:id/commit': endpoint({
     tag: 'migrations', summary: 'Destination: take ownership of the received VM and let it run (the decision point)', params: MigrationIdParams, body: EmptyBody, status: 200,
-    response: returns<{ committed: true }>('Committed', { schema: z.object({ committed: z.literal(true) }) }),
+    response: returns('Committed', () => z.strictObject({ committed: z.literal(true) })),
   }),
   'POST /migrations/:id/abort': endpoint({
     tag: 'migrations', summary: 'Destination: remove every trace of an uncommitted incoming VM (409 once committed)', params: MigrationIdParams, body: EmptyBody, status: 200,
-    response: returns<{ aborted: true }>('Aborted', { schema: z.object({ aborted: z.literal(true) }) }),
+    response: returns('Aborted', () => z.strictObject({ aborted: z.literal(true) })),
   }),
   'POST /migrations/:id/finish': endpoint({
     tag: 'migrations', summary: 'Destination: the source has cleaned up after a commit; forget the migration', params: MigrationIdParams, body: EmptyBody, status: 200,
-    response: returns<{ finished: true }>('Finished', { schema: z.object({ finished: z.literal(true) }) }),
+    response: returns('Finished', () => z.strictObject({ finished: z.literal(true) })),
   }),
 } as const;

@@ -4,11 +4,11 @@
  */
 import { z } from 'zod';
 import type { ResolvedForward } from '../core/network/nft.js';
-import { NetworkName, NetworkSpecSchema, type ForwardSpec } from '../core/network/model.js';
+import { ForwardSchema, NetworkName, NetworkSpecSchema, type ForwardSpec } from '../core/network/model.js';
 import { FirewallName, FirewallSpecSchema } from '../core/network/firewall.js';
 import type { FirewallAttachment, FirewallView, LeaseView, NetworkView } from '../core/network/service.js';
 import { deleted } from './common.js';
-import { endpoint, returns } from './contract.js';
+import { endpoint, lazy, returns } from './contract.js';
 
 export type { NetworkView, LeaseView, ResolvedForward, ForwardSpec, FirewallView, FirewallAttachment };
 
@@ -37,38 +37,57 @@ export const EditFirewallBody = FirewallSpecSchema.omit({ name: true }).strict()
 export type FirewallChanges = z.input<typeof EditFirewallBody>;
 export const AttachmentBody = z.strictObject({ vm: z.string(), nic: z.number().int().min(0).default(0) });
 
+/* The answers' schemas, built on first use (see vms.ts). */
+const ResolvedForwardSchema = lazy((): z.ZodType<ResolvedForward> => ForwardSchema.extend({ network: z.string(), target: z.string().optional() }));
+const NetworkViewSchema = lazy((): z.ZodType<NetworkView> => NetworkSpecSchema.extend({
+  address: z.string(),
+  address6: z.string().optional(),
+  dhcpRange: z.strictObject({ start: z.string(), end: z.string() }),
+  domain: z.string(),
+  createdAt: z.string(),
+  bridgeUp: z.boolean(),
+  dnsmasqPid: z.number().int().optional(),
+  usedBy: z.array(z.string()),
+  forwardsResolved: z.array(ResolvedForwardSchema()),
+}));
+const LeaseViewSchema = (): z.ZodType<LeaseView> => z.strictObject({
+  mac: z.string(), ip: z.string(), hostname: z.string().optional(), expires: z.string().optional(), vm: z.string().optional(), nic: z.number().int().optional(),
+});
+const AttachmentSchema = lazy((): z.ZodType<FirewallAttachment> => z.strictObject({ vm: z.string(), nic: z.number().int(), network: z.string() }));
+const FirewallViewSchema = lazy((): z.ZodType<FirewallView> => FirewallSpecSchema.extend({ createdAt: z.string(), attachedTo: z.array(AttachmentSchema()) }));
+
 export const networks = {
-  'GET /networks': endpoint({ tag: 'networks', summary: 'All networks, with their bridge and DHCP server state and the VMs on them', status: 200, response: returns<NetworkView[]>('Network[]') }),
-  'POST /networks': endpoint({ tag: 'networks', summary: 'Create a network: bridge, DHCP/DNS server and rules, all or nothing', body: NetworkSpecSchema, status: 201, response: returns<NetworkView>('Network') }),
-  'GET /networks/:name': endpoint({ tag: 'networks', summary: 'One network', params: NetworkParams, status: 200, response: returns<NetworkView>('Network') }),
+  'GET /networks': endpoint({ tag: 'networks', summary: 'All networks, with their bridge and DHCP server state and the VMs on them', status: 200, response: returns('Network[]', () => z.array(NetworkViewSchema())) }),
+  'POST /networks': endpoint({ tag: 'networks', summary: 'Create a network: bridge, DHCP/DNS server and rules, all or nothing', body: NetworkSpecSchema, status: 201, response: returns('Network', NetworkViewSchema) }),
+  'GET /networks/:name': endpoint({ tag: 'networks', summary: 'One network', params: NetworkParams, status: 200, response: returns('Network', NetworkViewSchema) }),
   'PUT /networks/:name': endpoint({
-    tag: 'networks', summary: 'Change a network (given fields only); the rules change atomically or not at all', params: NetworkParams, body: EditNetworkBody, status: 200, response: returns<NetworkView>('Network'),
+    tag: 'networks', summary: 'Change a network (given fields only); the rules change atomically or not at all', params: NetworkParams, body: EditNetworkBody, status: 200, response: returns('Network', NetworkViewSchema),
   }),
   'DELETE /networks/:name': endpoint({ tag: 'networks', summary: 'Delete a network no VM uses (rules, DHCP server, bridge)', params: NetworkParams, status: 200, response: deleted }),
   'GET /networks/:name/leases': endpoint({
-    tag: 'networks', summary: 'DHCP leases on the network (from its server\'s lease file), with the VM of each', params: NetworkParams, status: 200, response: returns<LeaseView[]>('Lease[]'),
+    tag: 'networks', summary: 'DHCP leases on the network (from its server\'s lease file), with the VM of each', params: NetworkParams, status: 200, response: returns('Lease[]', () => z.array(LeaseViewSchema())),
   }),
   'GET /networks/:name/forwards': endpoint({
-    tag: 'networks', summary: 'Port forwards of the network and the address each goes to', params: NetworkParams, status: 200, response: returns<ResolvedForward[]>('Forward[]'),
+    tag: 'networks', summary: 'Port forwards of the network and the address each goes to', params: NetworkParams, status: 200, response: returns('Forward[]', () => z.array(ResolvedForwardSchema())),
   }),
   'POST /networks/:name/forwards': endpoint({
-    tag: 'networks', summary: 'Forward a host port to a VM on the network (nftables DNAT)', params: NetworkParams, body: ForwardBody, status: 201, response: returns<ResolvedForward>('Forward'),
+    tag: 'networks', summary: 'Forward a host port to a VM on the network (nftables DNAT)', params: NetworkParams, body: ForwardBody, status: 201, response: returns('Forward', ResolvedForwardSchema),
   }),
   'DELETE /networks/:name/forwards/:protocol/:hostPort': endpoint({
     tag: 'networks', summary: 'Remove a port forward (hostAddress: the one bound to that address)', params: ForwardKey,
-    query: z.strictObject({ hostAddress: z.string().optional() }), status: 200, response: returns<ForwardSpec>('Forward'),
+    query: z.strictObject({ hostAddress: z.string().optional() }), status: 200, response: returns('Forward', (): z.ZodType<ForwardSpec> => ForwardSchema),
   }),
-  'GET /firewalls': endpoint({ tag: 'networks', summary: 'Firewall rule sets, with the NICs each is attached to', status: 200, response: returns<FirewallView[]>('Firewall[]') }),
-  'POST /firewalls': endpoint({ tag: 'networks', summary: 'Create a firewall rule set (a security group); attach it to NICs afterwards', body: FirewallSpecSchema, status: 201, response: returns<FirewallView>('Firewall') }),
-  'GET /firewalls/:name': endpoint({ tag: 'networks', summary: 'One firewall rule set', params: FirewallParams, status: 200, response: returns<FirewallView>('Firewall') }),
+  'GET /firewalls': endpoint({ tag: 'networks', summary: 'Firewall rule sets, with the NICs each is attached to', status: 200, response: returns('Firewall[]', () => z.array(FirewallViewSchema())) }),
+  'POST /firewalls': endpoint({ tag: 'networks', summary: 'Create a firewall rule set (a security group); attach it to NICs afterwards', body: FirewallSpecSchema, status: 201, response: returns('Firewall', FirewallViewSchema) }),
+  'GET /firewalls/:name': endpoint({ tag: 'networks', summary: 'One firewall rule set', params: FirewallParams, status: 200, response: returns('Firewall', FirewallViewSchema) }),
   'PUT /firewalls/:name': endpoint({
-    tag: 'networks', summary: 'Replace a rule set\'s defaults and rules; applied atomically, a refused update leaves the old rules in force', params: FirewallParams, body: EditFirewallBody, status: 200, response: returns<FirewallView>('Firewall'),
+    tag: 'networks', summary: 'Replace a rule set\'s defaults and rules; applied atomically, a refused update leaves the old rules in force', params: FirewallParams, body: EditFirewallBody, status: 200, response: returns('Firewall', FirewallViewSchema),
   }),
   'DELETE /firewalls/:name': endpoint({ tag: 'networks', summary: 'Delete a rule set no NIC uses', params: FirewallParams, status: 200, response: deleted }),
   'POST /firewalls/:name/attach': endpoint({
-    tag: 'networks', summary: 'Attach a rule set to a VM\'s NIC (running or not); the rules apply at once', params: FirewallParams, body: AttachmentBody, status: 200, response: returns<FirewallAttachment>('Attachment'),
+    tag: 'networks', summary: 'Attach a rule set to a VM\'s NIC (running or not); the rules apply at once', params: FirewallParams, body: AttachmentBody, status: 200, response: returns('Attachment', AttachmentSchema),
   }),
   'POST /firewalls/:name/detach': endpoint({
-    tag: 'networks', summary: 'Detach a rule set from a VM\'s NIC', params: FirewallParams, body: AttachmentBody, status: 200, response: returns<FirewallAttachment>('Attachment'),
+    tag: 'networks', summary: 'Detach a rule set from a VM\'s NIC', params: FirewallParams, body: AttachmentBody, status: 200, response: returns('Attachment', AttachmentSchema),
   }),
 } as const;

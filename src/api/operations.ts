@@ -5,8 +5,8 @@
  * work returns when it succeeds: endpoints that start one say which.
  */
 import { z } from 'zod';
-import { OperationIdParams } from './common.js';
-import { endpoint, returns } from './contract.js';
+import { HEX16_ID, OperationIdParams } from './common.js';
+import { endpoint, lazy, returns } from './contract.js';
 
 export type OperationState = 'running' | 'succeeded' | 'failed' | 'cancelled';
 
@@ -39,35 +39,41 @@ export interface Operation<R = unknown> {
 }
 
 /**
- * An operation record as the wire carries it: for /openapi.json and for
- * clients that want to check what they get. The daemon does not validate its
- * own answers with it (that would cost every request); the unit test of the
- * contract checks real records against it. `result` is left open here: its
- * type is the endpoint's R.
+ * An operation record as the wire carries it, its `result` described by
+ * `result` (what the operation's work returns). For /openapi.json and for
+ * clients that want to check what they get: the daemon does not validate
+ * its own answers with it (that would cost every request); the tests check
+ * real records against it.
  */
-export const OperationSchema: z.ZodType<Operation> = z.object({
-  id: z.string(),
-  kind: z.string(),
-  target: z.object({ vm: z.string().optional(), image: z.string().optional(), newVm: z.string().optional() }),
-  state: z.enum(['running', 'succeeded', 'failed', 'cancelled']),
-  progress: z.object({ message: z.string(), fraction: z.number().optional() }).optional(),
-  intent: z.unknown().optional(),
-  result: z.unknown().optional(),
-  error: z.object({ code: z.string(), message: z.string(), field: z.string().optional() }).optional(),
-  createdAt: z.string(),
-  updatedAt: z.string(),
-  finishedAt: z.string().optional(),
-  host: z.string().optional(),
-});
+export function operationSchema<R extends z.ZodType>(result: R) {
+  return z.strictObject({
+    id: z.string().regex(HEX16_ID),
+    kind: z.string(),
+    target: z.strictObject({ vm: z.string().optional(), image: z.string().optional(), newVm: z.string().optional() }),
+    state: z.enum(['running', 'succeeded', 'failed', 'cancelled']),
+    progress: z.strictObject({ message: z.string(), fraction: z.number().optional() }).optional(),
+    intent: z.unknown().optional(),
+    result: result.optional(),
+    error: z.strictObject({ code: z.string(), message: z.string(), field: z.string().optional() }).optional(),
+    createdAt: z.string(),
+    updatedAt: z.string(),
+    finishedAt: z.string().optional(),
+    /** In a cluster's lists: the member it runs on. */
+    host: z.string().optional(),
+  });
+}
 
-/** The answer of an endpoint that starts an operation whose work returns R. */
-export const operation = <R>() => returns<Operation<R>>('Operation', { schema: OperationSchema as z.ZodType<Operation<R>> });
+/** Any operation, its result left open. */
+export const OperationSchema = lazy((): z.ZodType<Operation> => operationSchema(z.unknown()));
+
+/** The answer of an endpoint that starts an operation whose work returns what `result` describes. */
+export const operation = <R extends z.ZodType>(result: () => R) => returns('Operation', (): z.ZodType<Operation<z.output<R>>> => operationSchema(result()));
 
 export const operations = {
-  'GET /operations': endpoint({ tag: 'operations', summary: 'Recent operations, newest first; in a cluster, every live member\'s, each with its host', status: 200, response: returns<Operation[]>('Operation[]') }),
+  'GET /operations': endpoint({ tag: 'operations', summary: 'Recent operations, newest first; in a cluster, every live member\'s, each with its host', status: 200, response: returns('Operation[]', () => z.array(OperationSchema())) }),
   'GET /operations/:id': endpoint({
     tag: 'operations', summary: 'One operation; wait=N waits up to N seconds for it to finish', params: OperationIdParams,
-    query: z.strictObject({ wait: z.coerce.number().int().min(0).max(600).optional() }), status: 200, response: returns<Operation>('Operation', { schema: OperationSchema }),
+    query: z.strictObject({ wait: z.coerce.number().int().min(0).max(600).optional() }), status: 200, response: returns('Operation', OperationSchema),
   }),
-  'POST /operations/:id/cancel': endpoint({ tag: 'operations', summary: 'Cancel a running operation', params: OperationIdParams, status: 202, response: returns<Operation>('Operation', { schema: OperationSchema }) }),
+  'POST /operations/:id/cancel': endpoint({ tag: 'operations', summary: 'Cancel a running operation', params: OperationIdParams, status: 202, response: returns('Operation', OperationSchema) }),
 } as const;

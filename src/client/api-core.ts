@@ -90,18 +90,20 @@ export class ApiCore {
   async invoke<K extends ApiKey>(key: K, input: RequestOf<Api[K]> | Record<string, never>, options?: RequestOptions): Promise<ResponseOf<Api[K]>> {
     const { method, path } = splitKey(key);
     const { params, query, body } = input as { params?: Record<string, unknown>; query?: Record<string, unknown>; body?: unknown };
-    return this.request<ResponseOf<Api[K]>>(method, pathOf(path, params, query), body, options);
+    // The one place an answer takes a type: the endpoint's, whose schema describes what the daemon sends (tests/wire-answers.test.ts).
+    return (await this.request(method, pathOf(path, params, query), body, options)) as ResponseOf<Api[K]>;
   }
 
   /**
    * Sends any request, outside the contract: for tests that send what no
-   * schema allows and for probes. Code that uses the API calls call().
+   * schema allows and for probes. Code that uses the API calls call(): the
+   * answer here is unknown, never a type the caller picks.
    * A JSON error body is thrown as the VireoError it describes.
    * A 429 is waited out (as long as Retry-After says, within rateLimitWaitMs
    * in all) and the request sent again: a busy daemon slows a client down, it
    * never makes the CLI act behind the daemon's back.
    */
-  async request<T = unknown>(method: string, path: string, body?: unknown, options: RequestOptions = {}): Promise<T> {
+  async request(method: string, path: string, body?: unknown, options: RequestOptions = {}): Promise<unknown> {
     const waitBudgetEnds = Date.now() + (options.rateLimitWaitMs ?? DEFAULT_RATE_LIMIT_WAIT_MS);
     let response = await this.transport.send(method, path, body, options.timeoutMs ?? DEFAULT_TIMEOUT_MS);
     for (let attempt = 0; response.status === 429; attempt++) {
@@ -110,17 +112,17 @@ export class ApiCore {
       await new Promise((resolve) => setTimeout(resolve, wait));
       response = await this.transport.send(method, path, body, options.timeoutMs ?? DEFAULT_TIMEOUT_MS);
     }
-    return this.decode<T>(response);
+    return this.decode(response);
   }
 
   /** An answer's body: JSON parsed, text as is; an error status thrown as the VireoError it describes. */
-  protected decode<T>(response: TransportResponse): T {
+  protected decode(response: TransportResponse): unknown {
     const json = response.contentType.includes('application/json') ? (JSON.parse(response.text || 'null') as unknown) : response.text;
     if (response.status >= 400) {
       const error = (json as { error?: { code?: string; message?: string; field?: string } } | undefined)?.error;
       throw new VireoError(codeOf(error?.code), error?.message ?? `HTTP ${response.status}`, { ...(error?.field ? { field: error.field } : {}), status: response.status });
     }
-    return json as T;
+    return json;
   }
 
   /** Sends a request and answers the response as it came (status, type, text): for a daemon forwarding a request to another. */

@@ -96,7 +96,8 @@ export class BrowserClient extends ApiCore {
       request.upload.onprogress = (event) => options.onProgress?.(event.loaded, event.lengthComputable ? event.total : file.size);
       request.onload = () => {
         try {
-          resolve(this.decode<ResponseOf<Api[K]>>({ status: request.status, text: request.responseText, contentType: request.getResponseHeader('content-type') ?? '' }));
+          // The upload endpoint's answer, as its schema in the contract describes it.
+          resolve(this.decode({ status: request.status, text: request.responseText, contentType: request.getResponseHeader('content-type') ?? '' }) as ResponseOf<Api[K]>);
         } catch (error) {
           reject(error);
         }

@@ -51,10 +51,21 @@ function operationId(method: string, path: string): string {
   return `${method.toLowerCase()}${path.replace(/[{}]/g, '').replace(/\/(\w)/g, (_, letter: string) => letter.toUpperCase()).replace(/\W/g, '')}`;
 }
 
+/** What an endpoint answers on success, from its response schema (built here, on the first request for this document). */
 function success(endpoint: AnyEndpoint): Record<string, unknown> {
   const { response } = endpoint;
-  if (response.text) return { description: response.name, content: { 'text/plain': { schema: { type: 'string' } } } };
-  return { description: response.name, content: { 'application/json': { schema: response.schema ? jsonSchema(response.schema, 'output') : {} } } };
+  if (response.redirect) return { description: response.name, headers: { Location: { description: 'Where to go next', schema: { type: 'string' } } } };
+  const schema = response.schema();
+  if (!response.text) return { description: response.name, content: { 'application/json': { schema: jsonSchema(schema, 'output') } } };
+  // Text, and on some queries JSON: the schema is a union of a string and the JSON answers.
+  const json = schema instanceof z.ZodUnion ? (schema.options as z.ZodType[]).filter((option) => !(option instanceof z.ZodString)) : [];
+  return {
+    description: response.name,
+    content: {
+      'text/plain': { schema: { type: 'string' } },
+      ...(json.length > 0 ? { 'application/json': { schema: jsonSchema(json.length === 1 ? json[0]! : z.union(json), 'output') } } : {}),
+    },
+  };
 }
 
 function streamOperation(method: string, path: string, endpoint: StreamEndpoint): Record<string, unknown> {
@@ -68,7 +79,15 @@ function streamOperation(method: string, path: string, endpoint: StreamEndpoint)
   };
 }
 
+let built: { version: string; document: Record<string, unknown> } | undefined;
+
+/** The document, made on the first request for it (it builds every answer's schema) and kept. */
 export function buildOpenApi(version: string): Record<string, unknown> {
+  if (built?.version !== version) built = { version, document: makeOpenApi(version) };
+  return built.document;
+}
+
+function makeOpenApi(version: string): Record<string, unknown> {
   const paths: Record<string, Record<string, unknown>> = {};
   for (const [key, endpoint] of Object.entries(api) as [string, AnyEndpoint][]) {
     const { method, path: template } = splitKey(key);

@@ -43,8 +43,8 @@ test('operation records, running, succeeded and failed, match the wire schema th
     }).catch(() => undefined);
     const records = [running, ...manager.list()].map((record) => JSON.parse(JSON.stringify(record)) as unknown);
     assert.deepEqual(records.map((record) => (record as { state: string }).state).sort(), ['failed', 'running', 'succeeded']);
-    for (const record of records) OperationSchema.parse(record);
-    assert.throws(() => OperationSchema.parse({ ...(records[1] as object), state: 'exploded' }));
+    for (const record of records) OperationSchema().parse(record);
+    assert.throws(() => OperationSchema().parse({ ...(records[1] as object), state: 'exploded' }));
 
     const document = buildOpenApi('test') as { paths: Record<string, Record<string, { responses: Record<string, { content?: Record<string, { schema: { properties?: Record<string, { enum?: string[] }> } }> }> }>> };
     const started = document.paths['/vms/{name}/start']!['post']!.responses['202']!.content!['application/json']!.schema;

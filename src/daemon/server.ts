@@ -9,7 +9,7 @@
  */
 import { randomBytes } from 'node:crypto';
 import { connect, type Socket } from 'node:net';
-import type { Readable } from 'node:stream';
+import { Readable } from 'node:stream';
 import { chown, chmod, mkdir, rm } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import Fastify, { errorCodes, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
@@ -109,7 +109,9 @@ function uploadOf(request: FastifyRequest, maxBytes: number): { stream: AsyncIte
   if (Number(length) > maxBytes) {
     throw new VireoError('invalid_argument', `header.content-length: ${length} bytes is more than the ${maxBytes} bytes an upload may be`, { field: 'header.content-length' });
   }
-  const body = request.body as Readable;
+  const body = request.body;
+  // The octet-stream parser hands the request's own stream through (see addContentTypeParser below).
+  if (!(body instanceof Readable)) throw new VireoError('internal', 'an upload reached its route without its byte stream');
   return {
     // Not destroyed when the reader stops early (a refusal after 32 KiB): destroying it would cut the
     // connection under a client still sending, which then sees a reset instead of the error answer.

@@ -3,7 +3,7 @@
  * Long work runs as operations with progress.
  */
 import { snapshots } from '../api/snapshots.js';
-import { createSnapshot, deleteSnapshot, listSnapshots, revertSnapshot } from '../core/snapshot/snapshots.js';
+import { createSnapshot, deleteSnapshot, listSnapshots, revertSnapshot, setClockAfterRevert } from '../core/snapshot/snapshots.js';
 import { loadDefinition } from '../core/vm/definitions.js';
 import { cloneVm, makeTemplate } from '../core/vm/template.js';
 import { getVm } from '../core/vm/manage.js';
@@ -20,7 +20,14 @@ export const snapshotRoutes = implement(snapshots, {
   'POST /vms/:name/snapshots/:snapshot/revert': async ({ params, daemon }) => {
     await loadDefinition(daemon.paths, params.name);
     return accepted(await daemon.operations.start('snapshot.revert', { vm: params.name }, async ({ progress }) => {
-      const result = await revertSnapshot(daemon.paths, params.name, params.snapshot, { onProgress: (message) => progress(message) });
+      // The operation ends when the guest runs from the snapshot; its clock is set right after (see RevertOptions.clock).
+      const result = await revertSnapshot(daemon.paths, params.name, params.snapshot, { clock: 'after', onProgress: (message) => progress(message) });
+      if (result.clockAfter) {
+        void setClockAfterRevert(daemon.paths, params.name).then(
+          (synced) => daemon.events.publish('vm.clock', { synced, snapshot: params.snapshot }, params.name),
+          () => undefined,
+        );
+      }
       await daemon.watcher.reconcile();
       return result;
     }));

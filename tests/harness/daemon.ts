@@ -4,12 +4,13 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { access } from 'node:fs/promises';
-import { ApiClient, type Operation, type VireoEvent } from '../../src/client/api-client.js';
+import type { ApiClient, Operation, VireoEvent } from '../../src/client/api-client.js';
+import { TestApiClient } from '../../src/test-support/api-client.js';
 import { cliPath, type TestHome } from './vireo.js';
 
 export interface RunningDaemon {
   child: ChildProcess;
-  api: ApiClient;
+  api: TestApiClient;
   /** What the daemon wrote to stderr (its log). */
   log(): string;
   /** SIGTERM and wait. */
@@ -35,7 +36,7 @@ export async function startTestDaemon(home: TestHome, extraArgs: string[] = [], 
   child.stderr!.setEncoding('utf8').on('data', (text: string) => (stderr += text));
   child.stdout!.resume();
   const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
-  const api = new ApiClient({ socketPath: home.paths.daemonSocket });
+  const api = new TestApiClient({ socketPath: home.paths.daemonSocket });
   const deadline = Date.now() + 20_000;
   for (;;) {
     if (child.exitCode !== null) throw new Error(`vireo daemon exited with ${child.exitCode}: ${stderr}`);
@@ -99,7 +100,7 @@ export function collectEvents(api: ApiClient, options: { vm?: string; after?: nu
   };
 }
 
-export async function runOperation(api: ApiClient, method: string, path: string, body?: unknown): Promise<Operation> {
+export async function runOperation(api: TestApiClient, method: string, path: string, body?: unknown): Promise<Operation> {
   const operation = await api.request<Operation>(method, path, body ?? {});
   return api.request<Operation>('GET', `/operations/${operation.id}?wait=120`, undefined, { timeoutMs: 130_000 });
 }

@@ -15,7 +15,7 @@ import { mkdir, mkdtemp } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
-import { ApiClient } from '../../src/client/api-client.js';
+import type { TestApiClient } from '../../src/test-support/api-client.js';
 import { isVireoError } from '../../src/core/errors.js';
 import { startTestDaemon, type RunningDaemon } from './daemon.js';
 import { createTestHome, type TestHome } from './vireo.js';
@@ -146,7 +146,7 @@ export async function migrateVia(from: TestHost, to: TestHost, vm: string, body:
   return from.daemon.api.request('GET', `/operations/${operation.id}?wait=300`, undefined, { timeoutMs: 310_000 });
 }
 
-export function apiOf(host: TestHost): ApiClient {
+export function apiOf(host: TestHost): TestApiClient {
   return host.daemon.api;
 }
 

@@ -4,11 +4,12 @@
  */
 import { Command } from 'commander';
 import { invalidArgument } from '../../core/errors.js';
+import { HEX16_ID } from '../../core/model/patterns.js';
 import type { CliContext } from '../context.js';
 import { Progress, note, printJson, printTable, printYaml } from '../output.js';
 
 function operationId(text: string): string {
-  if (!/^[0-9a-f]{16}$/.test(text)) throw invalidArgument('id', `'${text}' is not an operation id (16 hex digits, see: vireo operation list)`);
+  if (!HEX16_ID.test(text)) throw invalidArgument('id', `'${text}' is not an operation id (16 hex digits, see: vireo operation list)`);
   return text;
 }
 

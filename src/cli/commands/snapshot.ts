@@ -68,7 +68,7 @@ export function snapshotCommand(cli: CliContext): Command {
     .description('return the disks (and, for a snapshot with memory, the running state) to a snapshot')
     .action(async (vm: string, name: string) => {
       const result = await (await cli.backend()).revertSnapshot(vm, name, (message) => note(`${message}...`));
-      note(`VM '${vm}' reverted to snapshot '${name}' (${result.state})${checksLine(result.checks)}`);
+      note(`VM '${vm}' reverted to snapshot '${name}' (${result.state})${result.clockAfter ? '; the daemon sets its clock through the guest agent, when one answers, right after' : ''}${checksLine(result.checks)}`);
     });
 
   snapshot.command('delete <vm> <name>')

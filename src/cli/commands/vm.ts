@@ -9,7 +9,6 @@ import { Command, Option } from 'commander';
 import { VireoError, invalidArgument } from '../../core/errors.js';
 import { requireSize, formatSize, MiB } from '../../core/model/units.js';
 import type { VmSpec } from '../../core/model/vm.js';
-import { publicKeyProblem, userDataProblem } from '../../core/model/cloud-init.js';
 import type { NewDisk } from '../../core/vm/manage.js';
 import type { Backend } from '../backend/backend.js';
 import type { CliContext } from '../context.js';
@@ -93,6 +92,8 @@ async function applyCloudInitFlags(spec: Spec, flags: SpecFlags): Promise<Spec> 
       throw invalidArgument(flag, `cannot read ${file}: ${(error as NodeJS.ErrnoException).code ?? String(error)}`);
     }
   };
+  // Loaded here: the checks bring yaml and zod, which most commands never need at start-up.
+  const { publicKeyProblem, userDataProblem } = await import('../../core/model/cloud-init.js');
   for (const file of flags.sshKey ?? []) {
     const key = await read('--ssh-key', file);
     const problem = publicKeyProblem(key);

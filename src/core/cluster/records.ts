@@ -16,6 +16,7 @@
  */
 import { z } from 'zod';
 import { VireoError } from '../errors.js';
+import { HEX16_ID, MEMBER_NAME } from '../model/patterns.js';
 
 export const PREFIX = '/vireo/';
 
@@ -39,7 +40,7 @@ export function relative(key: string): string {
 export const LEADER_ELECTION = 'leader';
 
 export const ClusterRecordSchema = z.object({
-  id: z.string().regex(/^[0-9a-f]{16}$/),
+  id: z.string().regex(HEX16_ID),
   createdAt: z.string(),
   leaseTtlSeconds: z.number().int().min(2).max(300),
 });
@@ -102,4 +103,4 @@ export function parseRecord<T>(schema: z.ZodType<T>, key: string, text: string):
 }
 
 /** Member names are host names: they become etcd keys and appear in URLs and messages. */
-export const MEMBER_NAME = /^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/;
+export { MEMBER_NAME };

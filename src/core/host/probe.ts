@@ -82,8 +82,8 @@ async function isReadableFile(path: string): Promise<boolean> {
 /* ---------------------------------- CPU ---------------------------------- */
 
 export interface CpuFacts {
-  /** The hardware virtualization flag every CPU reports, if any. */
-  extension: 'vmx' | 'svm' | undefined;
+  /** The hardware virtualization flag every CPU reports, if any (absent: none). */
+  extension?: 'vmx' | 'svm';
   /** 'Intel VT-x', 'AMD-V' or 'none'. */
   name: string;
   /** The CPU says it runs under a hypervisor (a VM or cloud instance). */

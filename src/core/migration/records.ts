@@ -7,6 +7,7 @@
  */
 import { chmod, mkdir, readdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
+import { HEX16_ID } from '../model/patterns.js';
 import { readJsonIfExists, writeJsonAtomic } from '../store/atomic.js';
 
 /**
@@ -45,7 +46,8 @@ export interface MigrationRecord {
   updatedAt: string;
 }
 
-const RECORD_FILE = /^[0-9a-f]{16}\.json$/;
+/** A record's file: its migration id and .json. */
+const isRecordFile = (name: string) => name.endsWith('.json') && HEX16_ID.test(name.slice(0, -'.json'.length));
 
 export class MigrationRecords {
   private readonly locks = new Map<string, Promise<unknown>>();
@@ -81,7 +83,7 @@ export class MigrationRecords {
   async list(): Promise<MigrationRecord[]> {
     const files = await readdir(this.dir).catch(() => [] as string[]);
     const records: MigrationRecord[] = [];
-    for (const file of files.filter((name) => RECORD_FILE.test(name))) {
+    for (const file of files.filter(isRecordFile)) {
       const record = (await readJsonIfExists(join(this.dir, file)).catch(() => undefined)) as MigrationRecord | undefined;
       if (record?.id) records.push(record);
     }

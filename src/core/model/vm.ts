@@ -114,6 +114,8 @@ const Cpus = z.union([z.number().int().min(1).max(255).transform((count) => ({ c
 /** usb: USB storage on the VM's USB controller (devices.usb), hot-pluggable like a USB stick. */
 export const DISK_BUSES = ['virtio', 'scsi', 'sata', 'ide', 'usb'] as const;
 
+/** The hotplug port (hp<N>) a device attached live sits on (set by Vireo). */
+const HotplugPort = z.string().regex(/^hp\d{1,2}$/, "must be a hotplug port id such as 'hp0' (Vireo sets it)");
 const DEVICE_ID = (prefix: string) => z.string().regex(new RegExp(`^${prefix}\\d{1,4}$`), `must be '${prefix}' and a number (Vireo assigns it)`);
 
 const Disk = z
@@ -133,7 +135,7 @@ const Disk = z
     /** I/O limits through a QEMU throttle group; present (even empty) means they can change live. */
     limits: DiskLimitsSchema.optional(),
     /** The hotplug port (hp<N>) a disk attached live sits on, so a restart or migration keeps it there (set by Vireo). */
-    port: z.string().regex(/^hp\d{1,2}$/, "must be a hotplug port id such as 'hp0' (Vireo sets it)").optional(),
+    port: HotplugPort.optional(),
     /** A CD-ROM drive with its tray empty (vireo vm media eject); volume is the medium it last held. */
     ejected: z.boolean().optional(),
   })
@@ -166,7 +168,7 @@ export const NIC_MODELS = ['virtio', 'e1000', 'e1000e', 'rtl8139'] as const;
 const Nic = z.strictObject({
   id: DEVICE_ID('nic').optional(),
   /** The hotplug port a NIC attached live sits on (set by Vireo). */
-  port: z.string().regex(/^hp\d{1,2}$/, "must be a hotplug port id such as 'hp0' (Vireo sets it)").optional(),
+  port: HotplugPort.optional(),
   model: z.enum(NIC_MODELS).default('virtio'),
   /** 'user': QEMU user-mode networking; otherwise a Vireo network (`vireo network list`), whose name is an interface name. */
   network: z
@@ -352,6 +354,24 @@ export interface VmDefinition extends VmSpec {
   template?: boolean;
   /** The template or VM this one was cloned from. */
   clonedFrom?: string;
+}
+
+/**
+ * The schema of a stored definition as the API shows it: the spec's fields in
+ * their normalized form plus the identity Vireo gave it. Built on request
+ * (the wire contract's answers, /openapi.json, tests), never on the daemon's
+ * request path.
+ */
+export function vmDefinitionSchema(): z.ZodType<VmDefinition> {
+  return VmSpecSchema.extend({
+    memory: z.number().int().positive(),
+    disks: z.array(Disk.and(z.object({ id: z.string(), bus: z.enum(DISK_BUSES) }))),
+    nics: z.array(Nic.and(z.object({ id: z.string(), mac: z.string() }))),
+    uuid: z.uuid(),
+    createdAt: z.string(),
+    template: z.boolean().optional(),
+    clonedFrom: z.string().optional(),
+  });
 }
 
 /** Validates a spec; the first problem becomes an error naming its field. */

@@ -10,7 +10,7 @@
  */
 import { z } from 'zod';
 import { invalidArgument } from '../errors.js';
-import { zodToError } from '../model/vm.js';
+import { Name, zodToError } from '../model/vm.js';
 import { broadcast, formatIpv4, isHostIn, overlaps, parseCidr, parseIpv4, type Subnet } from './ipv4.js';
 import { hostAddress6, parseSubnet6 } from './ipv6.js';
 
@@ -29,13 +29,13 @@ export const NetworkName = z
   .refine((name) => name !== 'user', "'user' means QEMU user-mode networking and cannot name a network")
   .refine((name) => !RESERVED_NAMES.test(name), "has the shape of Vireo's own tap and VXLAN device names");
 
-const Forward = z.strictObject({
+export const ForwardSchema = z.strictObject({
   protocol: z.enum(['tcp', 'udp']).default('tcp'),
   /** Only packets to this host address are forwarded; absent: any address of the host. */
   hostAddress: Ipv4.optional(),
   hostPort: z.number().int().min(1).max(65535),
   /** The VM (its NIC on this network) and port that receive the traffic. */
-  vm: z.string().regex(/^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$/, 'must be a VM name'),
+  vm: Name,
   port: z.number().int().min(1).max(65535),
 });
 
@@ -70,12 +70,12 @@ export const NetworkSpecSchema = z.strictObject({
     .optional(),
   mtu: z.number().int().min(576).max(9000).default(1500),
   vxlan: Vxlan.optional(),
-  forwards: z.array(Forward).max(1024).default([]),
+  forwards: z.array(ForwardSchema).max(1024).default([]),
 });
 
 export type NetworkSpecInput = z.input<typeof NetworkSpecSchema>;
-export type ForwardSpec = z.output<typeof Forward>;
-export type ForwardInput = z.input<typeof Forward>;
+export type ForwardSpec = z.output<typeof ForwardSchema>;
+export type ForwardInput = z.input<typeof ForwardSchema>;
 
 /** A network with every default filled in and its numbers worked out. */
 export interface NetworkSpec extends Omit<z.output<typeof NetworkSpecSchema>, 'address' | 'dhcpRange' | 'domain'> {
@@ -91,7 +91,7 @@ export interface NetworkDefinition extends NetworkSpec {
 }
 
 export function parseForward(input: unknown): ForwardSpec {
-  const result = Forward.safeParse(input);
+  const result = ForwardSchema.safeParse(input);
   if (!result.success) throw zodToError(result.error);
   return result.data;
 }

@@ -250,9 +250,24 @@ export interface RevertResult {
   checks: DiskCheck[];
   /** The guest's clock was set to the host's through its agent (it was behind by the time since the snapshot). */
   clockSynced?: boolean;
+  /** The clock was left to the caller, which sets it right after answering (clock: 'after'; the daemon reports it as a vm.clock event). */
+  clockAfter?: true;
 }
 
-export async function revertSnapshot(paths: VireoPaths, vm: string, name: string, options: { onProgress?: (message: string) => void } = {}): Promise<RevertResult> {
+export interface RevertOptions {
+  onProgress?: (message: string) => void;
+  /**
+   * now (default): set a running guest's clock through its agent before
+   * returning; after: leave it to the caller (setClockAfterRevert), which
+   * answers first. An agent can take a while to answer a just-loaded guest
+   * (the tiny guest's polls its port every 200 ms), longer than the
+   * snapshot-load itself: the daemon answers when the guest runs from the
+   * snapshot, and sets its clock right after.
+   */
+  clock?: 'now' | 'after';
+}
+
+export async function revertSnapshot(paths: VireoPaths, vm: string, name: string, options: RevertOptions = {}): Promise<RevertResult> {
   checkSnapshotName('name', name);
   const def = await loadDefinition(paths, vm);
   refuseTemplate(def);
@@ -327,12 +342,17 @@ export async function revertSnapshot(paths: VireoPaths, vm: string, name: string
   return { snapshot: record, state: record.vmState, checks: [], ...(await clockAfterRevert(paths, vm, record.vmState, options)) };
 }
 
-/** A guest running again from a snapshot's memory has the clock it had then: set it through its agent. */
-async function clockAfterRevert(paths: VireoPaths, vm: string, state: string, options: { onProgress?: (message: string) => void }): Promise<{ clockSynced?: boolean }> {
+async function clockAfterRevert(paths: VireoPaths, vm: string, state: string, options: RevertOptions): Promise<{ clockSynced?: boolean; clockAfter?: true }> {
   if (state !== 'running') return {};
-  const clockSynced = await syncGuestClock(vmPaths(paths, vm).guestAgentSocket);
+  if (options.clock === 'after') return { clockAfter: true };
+  const clockSynced = await setClockAfterRevert(paths, vm);
   options.onProgress?.(clockSynced ? 'set the guest clock through its agent' : 'no guest agent answered: the guest clock is as it was in the snapshot');
   return { clockSynced };
+}
+
+/** A guest running again from a snapshot's memory has the clock it had then: set it through its agent; returns whether it was set. */
+export async function setClockAfterRevert(paths: VireoPaths, vm: string): Promise<boolean> {
+  return syncGuestClock(vmPaths(paths, vm).guestAgentSocket);
 }
 
 /** Not an error: stops startVm from resuming a guest whose snapshot was taken paused. */
