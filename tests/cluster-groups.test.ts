@@ -14,11 +14,19 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import type { GroupView } from '../src/api/groups.js';
+import { api, type ApiKey } from '../src/api/index.js';
+import type { AnyEndpoint } from '../src/api/contract.js';
 import type { VireoEvent } from '../src/client/api-client.js';
 import { isVireoError } from '../src/core/errors.js';
 import { etcdStatus, startCluster, until, type ClusterHost, type TestCluster } from './harness/cluster.js';
 import { collectEvents, startTestDaemon, type RunningDaemon } from './harness/daemon.js';
 import { createTestHome, type TestHome } from './harness/vireo.js';
+
+/** The answer passes its endpoint's response schema (the one /openapi.json shows). */
+function matchesSchema(key: ApiKey, answer: unknown): void {
+  const result = (api[key] as AnyEndpoint).response.schema().safeParse(answer);
+  assert.ok(result.success, `${key}: ${result.success ? '' : result.error.issues.map((issue) => `${issue.path.join('.')}: ${issue.message}`).join('; ')}: ${JSON.stringify(answer).slice(0, 1000)}`);
+}
 
 /** Busy loop in the guest's console shell, its PID kept to stop it. */
 const LOAD = '(while :; do :; done) & echo $! > /tmp/busy.pid';
@@ -90,6 +98,8 @@ describe('scale groups on a host', { timeout: 1_500_000 }, () => {
     assert.match(member!.name, /^web-[0-9a-f]{5}$/);
     assert.equal(member!.template, 'tpl-a');
     assert.match((await run(member!.name, 'cat /mnt/disk/template')).stdout, /from-a/);
+    matchesSchema('GET /groups/:name', view);
+    matchesSchema('GET /groups', await daemon.api.call('GET /groups'));
     const list = await home.vireoOk(['group', 'list']);
     assert.match(list.stdout, /^web\s+tpl-a\s+1\s+1\s+1\s+3\s/m);
   });
@@ -157,6 +167,7 @@ describe('scale groups on a host', { timeout: 1_500_000 }, () => {
       return current;
     }, (current) => current.status.members.length === 2 && ready(current).length === 2 && current.status.members.every((member) => member.template === 'tpl-b'), 600_000, 500);
     assert.ok(most <= 3, `one over the count at most during the roll, not ${most}`);
+    matchesSchema('PUT /groups/:name', await daemon.api.call('PUT /groups/:name', { params: { name: 'web' }, body: { holdSeconds: 3 } }));
     assert.ok(view.status.members.every((member) => !old.has(member.name)));
     // In order: a replacement ready, then the member it replaces deleted, then the next.
     const steps = events.events.slice(from).filter((event: VireoEvent) => event.kind === 'group.member').map((event) => `${event.data['action']}:${event.data['reason']}`);
@@ -167,6 +178,7 @@ describe('scale groups on a host', { timeout: 1_500_000 }, () => {
   test('deleting the group deletes its members', async () => {
     const members = (await group()).status.members.map((member) => member.name);
     const result = await home.vireoOk(['group', 'delete', 'web', '--json']);
+    matchesSchema('DELETE /groups/:name', JSON.parse(result.stdout));
     assert.deepEqual((JSON.parse(result.stdout) as { deletedMembers: string[] }).deletedMembers.sort(), [...members].sort());
     const names = await vmNames();
     for (const member of members) assert.ok(!names.includes(member), member);
@@ -215,6 +227,7 @@ describe('a scale group on a cluster of two hosts', { timeout: 900_000 }, () => 
     const view = await until('two ready members', () => a.daemon.api.call('GET /groups/:name', { params: { name: 'cweb' } }, { timeoutMs: 60_000 }),
       (current) => current.status.members.filter((member) => member.state === 'running').length === 2, 600_000, 1000);
     assert.equal(view.store, 'etcd');
+    matchesSchema('GET /groups/:name', view);
     const hosts = view.status.members.map((member) => member.host).sort();
     assert.deepEqual(hosts, [a.name, b.name], JSON.stringify(view.status.members));
     for (const member of view.status.members) {

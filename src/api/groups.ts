@@ -7,8 +7,8 @@
  */
 import { z } from 'zod';
 import { Name } from './common.js';
-import { endpoint, returns } from './contract.js';
-import type { GroupMemberRecord, GroupSpec, GroupStatus } from '../core/cluster/groups.js';
+import { endpoint, lazy, returns } from './contract.js';
+import { GroupMemberRecordSchema, GroupSpecSchema, GroupStatusSchema, type GroupMemberRecord, type GroupSpec, type GroupStatus } from '../core/cluster/groups.js';
 
 /** Group names prefix their members' names (<group>-<5 hex digits>), so they are VM names with room for the suffix. */
 export const GroupName = z.string().regex(/^[A-Za-z0-9][A-Za-z0-9_-]{0,49}$/, 'must be 1-50 letters, digits, "_" or "-", starting with a letter or digit');
@@ -97,10 +97,21 @@ export interface DeletedGroup {
   keptMembers: string[];
 }
 
+/* The answers' schemas, built on first use (see vms.ts). */
+const GroupViewSchema = lazy((): z.ZodType<GroupView> => z.strictObject({
+  spec: GroupSpecSchema.strict(),
+  status: GroupStatusSchema.omit({ members: true }).extend({
+    members: z.array(GroupMemberRecordSchema.extend({ state: z.string(), cpu: z.number().optional() }).strict()),
+  }).strict(),
+  store: z.string(),
+  controller: z.string().optional(),
+}));
+const DeletedGroupSchema = (): z.ZodType<DeletedGroup> => z.strictObject({ name: z.string(), deletedMembers: z.array(z.string()), keptMembers: z.array(z.string()) });
+
 export const groups = {
-  'GET /groups': endpoint({ tag: 'groups', summary: 'Scale groups with their members', status: 200, response: returns<GroupView[]>('Group[]') }),
-  'POST /groups': endpoint({ tag: 'groups', summary: 'Make a scale group: min..max linked clones of a template, scaled on their CPU (its controller makes the members)', body: CreateGroupBody, status: 201, response: returns<GroupView>('Group') }),
-  'GET /groups/:name': endpoint({ tag: 'groups', summary: 'One scale group: spec, members, last decision', params: GroupParams, status: 200, response: returns<GroupView>('Group') }),
-  'PUT /groups/:name': endpoint({ tag: 'groups', summary: 'Change a scale group (absent fields are kept); a new template rolls the members one at a time', params: GroupParams, body: EditGroupBody, status: 200, response: returns<GroupView>('Group') }),
-  'DELETE /groups/:name': endpoint({ tag: 'groups', summary: 'Delete a scale group and (unless members=keep) its members', params: GroupParams, query: DeleteGroupQuery, status: 200, response: returns<DeletedGroup>('DeletedGroup') }),
+  'GET /groups': endpoint({ tag: 'groups', summary: 'Scale groups with their members', status: 200, response: returns('Group[]', () => z.array(GroupViewSchema())) }),
+  'POST /groups': endpoint({ tag: 'groups', summary: 'Make a scale group: min..max linked clones of a template, scaled on their CPU (its controller makes the members)', body: CreateGroupBody, status: 201, response: returns('Group', GroupViewSchema) }),
+  'GET /groups/:name': endpoint({ tag: 'groups', summary: 'One scale group: spec, members, last decision', params: GroupParams, status: 200, response: returns('Group', GroupViewSchema) }),
+  'PUT /groups/:name': endpoint({ tag: 'groups', summary: 'Change a scale group (absent fields are kept); a new template rolls the members one at a time', params: GroupParams, body: EditGroupBody, status: 200, response: returns('Group', GroupViewSchema) }),
+  'DELETE /groups/:name': endpoint({ tag: 'groups', summary: 'Delete a scale group and (unless members=keep) its members', params: GroupParams, query: DeleteGroupQuery, status: 200, response: returns('DeletedGroup', DeletedGroupSchema) }),
 } as const;
