@@ -11,7 +11,9 @@
  * create time, start-to-address and VM-to-VM throughput on a bridge network vs
  * user-mode networking), cluster (place, balance and evacuation decisions on
  * 100 simulated hosts and 10,000 VMs, simulated balancing convergence, and
- * the time to place and start 6 VMs across a real 3-host cluster),
+ * on a real 3-host cluster the time to place and start 6 VMs, and balancing
+ * convergence time: three busy guests on one host until the leader's
+ * balancer has spread them by live migration),
  * web-ui (cold load of the web UI with 200 VMs in chromium: gzipped bytes,
  * time to an interactive list, and a VM state change to the list showing it),
  * guests (only with --only guests: debian-12 image build cold and cached;
@@ -36,6 +38,7 @@ import { benchResources } from './resources.js';
 import { ensureDaemon, findExecutable, type LibvirtDaemon } from './libvirtd.js';
 import { benchLibvirtResources } from './libvirt-resources.js';
 import { benchCluster } from './cluster.js';
+import { benchBalanceConvergence } from './cluster-balance.js';
 import { benchClusterPlace, reportClusterPlace } from './cluster-place.js';
 import { benchWebUi, reportWebUi } from './web-ui.js';
 import { benchGuests } from './guests.js';
@@ -214,6 +217,10 @@ await section('cluster', async () => {
   process.stdout.write(`  balancing convergence, ${c.hosts} hosts / ${c.vms} VMs, one move per cycle: imbalance ${c.before.toFixed(3)} -> ${c.after.toFixed(3)} in ${c.cycles} cycles (threshold ${c.threshold}${c.converged ? '' : '; stopped above it: no move left that helps'})\n`);
   // A real 3-host cluster (bench/cluster-place.ts): at most two runs, each boots 6 guests.
   process.stdout.write(reportClusterPlace(await benchClusterPlace({ runs: Math.max(1, Math.min(runs, 2)), vms: 6 })));
+  // On real hosts: three namespaced daemons, one loaded with busy guests, the leader's balancer live-migrating.
+  const real = await benchBalanceConvergence();
+  const moves = real.moves.map((move) => `${move.vm} ${move.from}->${move.to} ${move.seconds.toFixed(1)} s`).join(', ');
+  process.stdout.write(`  balancing convergence time, 3 real hosts, 3 busy guests on one: ${real.seconds.toFixed(1)} s to under the threshold (imbalance ${real.imbalanceBefore.toFixed(3)} -> ${real.imbalanceAfter.toFixed(3)}, threshold ${real.threshold}; ${real.moves.length} live migration(s): ${moves}; interval ${real.intervalMs / 1000} s, hold ${real.holdMs / 1000} s)\n`);
 });
 
 await section('availability', async () => {

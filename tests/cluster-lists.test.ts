@@ -9,7 +9,12 @@ import assert from 'node:assert/strict';
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
+import type WebSocket from 'ws';
+import { CONSOLE_CLOSE_CODES } from '../src/api/console-codes.js';
+import type { AnyEndpoint } from '../src/api/contract.js';
+import { api, type ApiKey } from '../src/api/index.js';
 import type { Operation } from '../src/api/operations.js';
+import { ByteQueue, rfbHandshake } from './harness/rfb.js';
 import { etcdStatus, startCluster, until, type ClusterHost, type TestCluster } from './harness/cluster.js';
 import { runOperation, startTestDaemon } from './harness/daemon.js';
 
@@ -17,6 +22,27 @@ const TTL = 4;
 const tag = process.pid % 10000;
 const VM_A = `ola${tag}`;
 const VM_B = `olb${tag}`;
+const VM_V = `olv${tag}`;
+
+/** A cluster answer passes its endpoint's response schema (the one /openapi.json shows). */
+function conforms(key: ApiKey, answer: unknown): void {
+  const result = (api[key] as AnyEndpoint).response.schema().safeParse(answer);
+  assert.ok(result.success, `${key}: ${result.success ? '' : JSON.stringify(result.error.issues.slice(0, 3))}`);
+}
+
+async function opened(socket: WebSocket): Promise<{ queue: ByteQueue; send(data: Buffer): void; closed: Promise<{ code: number; reason: string }> }> {
+  const queue = new ByteQueue();
+  socket.on('message', (data: Buffer) => queue.push(data));
+  const closed = new Promise<{ code: number; reason: string }>((resolve) => socket.once('close', (code: number, reason: Buffer) => {
+    queue.end(`closed ${code}`);
+    resolve({ code, reason: reason.toString('utf8') });
+  }));
+  await new Promise<void>((resolve, reject) => {
+    socket.once('open', () => resolve());
+    socket.once('error', reject);
+  });
+  return { queue, send: (data) => socket.send(data), closed };
+}
 
 describe('cluster-wide lists and a member that moves its listener', { timeout: 600_000 }, () => {
   let cluster: TestCluster;
@@ -34,7 +60,7 @@ describe('cluster-wide lists and a member that moves its listener', { timeout: 6
   });
 
   after(async () => {
-    for (const host of cluster?.hosts ?? []) for (const vm of [VM_A, VM_B]) await host.home.vireo(['vm', 'kill', vm]).catch(() => undefined);
+    for (const host of cluster?.hosts ?? []) for (const vm of [VM_A, VM_B, VM_V]) await host.home.vireo(['vm', 'kill', vm]).catch(() => undefined);
     await cluster?.cleanup();
   });
 
@@ -53,6 +79,11 @@ describe('cluster-wide lists and a member that moves its listener', { timeout: 6
       assert.equal(found(onA.id)?.host, a.name, `asked of ${host.name}: ${JSON.stringify(list)}`);
       assert.equal(found(onB.id)?.host, b.name, `asked of ${host.name}: ${JSON.stringify(list)}`);
       assert.ok(list.every((entry) => entry.host === a.name || entry.host === b.name));
+      conforms('GET /operations', await host.daemon.api.request('GET', '/operations'));
+      conforms('GET /cluster', await host.daemon.api.request('GET', '/cluster'));
+      conforms('GET /cluster/members', await host.daemon.api.request('GET', '/cluster/members'));
+      conforms('GET /vms', await host.daemon.api.request('GET', '/vms'));
+      conforms('GET /vms/:name', await host.daemon.api.request('GET', `/vms/${VM_B}`));
       // Newest first, across members.
       const times = list.map((entry) => entry.createdAt);
       assert.deepEqual(times, [...times].sort().reverse());
@@ -61,6 +92,28 @@ describe('cluster-wide lists and a member that moves its listener', { timeout: 6
     assert.match(table.stdout, /^ID\s+HOST\s+KIND/m);
     assert.match(table.stdout, new RegExp(`^${onA.id}\\s+${a.name}\\s+vm\\.start\\s+${VM_A}`, 'm'));
     assert.match(table.stdout, new RegExp(`^${onB.id}\\s+${b.name}\\s+vm\\.start\\s+${VM_B}`, 'm'));
+  });
+
+  test('WebSockets through a member: the console of a stopped VM on B closes with B\'s code; B\'s VM\'s VNC server answers a real RFB session through A', async () => {
+    await b.daemon.api.request('POST', '/vms', { spec: { name: VM_V, memory: '128M', boot: { kernel: { image: 'tiny' } }, vnc: {} } });
+    const members = await a.daemon.api.call('GET /vms');
+    const host = members.find((info) => info.definition.name === VM_V)?.host;
+    assert.ok(host, 'listed');
+    // Made on whichever member B's placement chose: the other one is where we ask.
+    const asked = host === a.name ? b : a;
+    const stopped = await opened(await asked.daemon.api.console(VM_V));
+    assert.equal((await stopped.closed).code, CONSOLE_CLOSE_CODES.invalid_state);
+
+    const started = await runOperation(asked.daemon.api, 'POST', `/vms/${VM_V}/start`, {});
+    assert.equal(started.state, 'succeeded', JSON.stringify(started.error));
+    // The password is set on the owner's QEMU (the request is forwarded), the RFB stream passes through the asked member.
+    const { password } = await asked.daemon.api.request<{ password: string }>('POST', `/vms/${VM_V}/vnc/password`, { validSeconds: 120 });
+    const vnc = await opened(await asked.daemon.api.vnc(VM_V));
+    const session = await rfbHandshake(vnc.queue, vnc.send, password);
+    assert.equal(session.banner, 'RFB 003.008\n');
+    assert.equal(session.securityResult, 0, session.reason);
+    assert.match(session.name!, new RegExp(VM_V));
+    await asked.daemon.api.request('POST', `/vms/${VM_V}/kill`, {});
   });
 
   test('a member restarted on another --listen port re-advertises its URL; forwarding reaches it there', async () => {

@@ -5,7 +5,8 @@
  * the VM list shows every member's VMs with their host, and a VM made and
  * started on h2 (through h2's own socket, never through h1) appears and
  * turns running without a reload, from h2's events relayed by h1; the
- * Operations and Events pages name h2; evacuating h2 from the Hosts page
+ * Operations and Events pages name h2; its serial console opened through
+ * h1 answers (h1 passes the WebSocket through to h2); evacuating h2 from the Hosts page
  * live-migrates its VM to h1, shows what moved and h2 in maintenance, and
  * Restore puts it back in service.
  */
@@ -98,6 +99,17 @@ describe('web UI of a two-host cluster', { timeout: 900_000 }, () => {
     const started = await runOperation(b.daemon.api, 'POST', `/vms/${ON_B}/start`, {});
     assert.equal(started.state, 'succeeded', JSON.stringify(started.error));
     await waitForText(line.locator('.state'), /^running$/, 30_000);
+
+    // Its serial console, opened through h1: h1 passes the WebSocket through to h2, both ways.
+    await page.goto(`${url}/#/vms/${ON_B}/console`);
+    await page.getByTestId('console-status').filter({ hasText: 'connected' }).waitFor({ timeout: 30_000 });
+    await page.waitForFunction(() => /\S/.test(document.querySelector('.xterm-rows')?.textContent ?? ''), undefined, { timeout: 120_000, polling: 250 });
+    await page.locator('.xterm').click();
+    const terminal = () => page.locator('.xterm-rows').innerText();
+    await until('the guest answers through h1', async () => {
+      await page.keyboard.type('echo on-$((40+2))-b\n', { delay: 20 });
+      return terminal();
+    }, (text) => /on-42-b/.test(text), 120_000, 3000);
 
     // Operations and events: h2's, named as h2's.
     await page.getByRole('link', { name: 'Operations' }).click();

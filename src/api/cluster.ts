@@ -108,6 +108,7 @@ const MemberViewSchema = lazy((): z.ZodType<MemberView> => z.strictObject({
   labels: z.record(z.string(), z.string()),
   capacity: CapacitySchema.strict(),
   allocated: Allocated().optional(),
+  load: z.strictObject({ cpuFraction: z.number(), memoryUsedMiB: z.number() }).optional(),
   since: z.string().optional(),
 }));
 const ClusterStatusSchema = (): z.ZodType<ClusterStatus> => z.strictObject({

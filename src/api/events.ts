@@ -31,6 +31,8 @@ export type EventKind =
   | 'group.scaled'
   | 'group.member'
   | 'group.error'
+  /** The leader's balancer: each decision (data.outcome, data.imbalance, data.lines) and each move it starts and ends (data.phase: 'start' | 'done' | 'failed'). */
+  | 'cluster.balance'
   /** Networks: defined, changed (fields, forwards), deleted, brought back at daemon start, or their dnsmasq/bridge restored. */
   | 'network.defined'
   | 'network.changed'

@@ -109,6 +109,7 @@ export class ApiClient extends ApiCore {
     if ('socketPath' in this.target) return new WebSocket(`ws+unix://${this.target.socketPath}:${path}`);
     const url = new URL(path, this.target.url);
     url.protocol = 'wss:';
-    return new WebSocket(url, { ...(this.target.token ? { headers: { authorization: `Bearer ${this.target.token}` } } : {}), ...((this.target.tls ?? {}) as object) });
+    const headers = { ...(this.target.headers ?? {}), ...(this.target.token ? { authorization: `Bearer ${this.target.token}` } : {}) };
+    return new WebSocket(url, { ...(Object.keys(headers).length > 0 ? { headers } : {}), ...((this.target.tls ?? {}) as object) });
   }
 }

@@ -130,9 +130,18 @@ export class ApiCore {
     return this.transport.send(method, path, body, timeoutMs);
   }
 
-  /** Waits for an operation to finish; a failed one is thrown as its error. */
-  async waitForOperation<R = unknown>(started: string | Operation<R>, onProgress?: (operation: Operation<R>) => void): Promise<Operation<R>> {
-    const id = typeof started === 'string' ? started : started.id;
+  /**
+   * Waits for an operation to finish; a failed one is thrown as its error.
+   * Its result has the type of the record it started with (the starting
+   * endpoint's answer); by id alone, it is unknown.
+   */
+  async waitForOperation<R>(started: Operation<R>, onProgress?: (operation: Operation<R>) => void): Promise<Operation<R>>;
+  async waitForOperation(id: string, onProgress?: (operation: Operation) => void): Promise<Operation>;
+  async waitForOperation<R>(started: string | Operation<R>, onProgress?: (operation: Operation<R>) => void): Promise<Operation<R>> {
+    return this.pollOperation(typeof started === 'string' ? started : started.id, onProgress);
+  }
+
+  private async pollOperation<R>(id: string, onProgress?: (operation: Operation<R>) => void): Promise<Operation<R>> {
     for (;;) {
       // The record of the operation `started` is: its result is what that operation's work returns.
       const operation = (await this.call('GET /operations/:id', { params: { id }, query: { wait: 2 } }, { timeoutMs: 10_000 })) as Operation<R>;
@@ -149,7 +158,9 @@ export class ApiCore {
    * it happens; the end is decided by long-polling the operation itself, so an
    * event lost on the way can never leave the caller waiting forever.
    */
-  async followOperation<R = unknown>(started: string | Operation<R>, options: { vm?: string; onProgress?: (operation: Operation<R>) => void } = {}): Promise<Operation<R>> {
+  async followOperation<R>(started: Operation<R>, options?: { vm?: string; onProgress?: (operation: Operation<R>) => void }): Promise<Operation<R>>;
+  async followOperation(id: string, options?: { vm?: string; onProgress?: (operation: Operation) => void }): Promise<Operation>;
+  async followOperation<R>(started: string | Operation<R>, options: { vm?: string; onProgress?: (operation: Operation<R>) => void } = {}): Promise<Operation<R>> {
     const id = typeof started === 'string' ? started : started.id;
     const controller = new AbortController();
     const watching = (async () => {
@@ -162,7 +173,7 @@ export class ApiCore {
       }
     })();
     try {
-      return await this.waitForOperation<R>(id, options.onProgress);
+      return await this.pollOperation(id, options.onProgress);
     } finally {
       controller.abort();
       await watching;

@@ -20,6 +20,7 @@ import type { Operation } from '../api/operations.js';
 import type { CreatedVm } from '../api/vms.js';
 import { ApiClient } from '../client/api-client.js';
 import type { TransportResponse } from '../client/api-core.js';
+import type WebSocket from 'ws';
 import { pinnedAgentOptions } from '../client/endpoint.js';
 import { localEtcdDataDir, readClusterConfig, removeClusterConfig, writeClusterConfig, type ClusterConfig } from '../core/cluster/config.js';
 import type { LocalEtcdSupervisor } from '../core/cluster/etcd-local.js';
@@ -38,6 +39,12 @@ import type { VmInfo } from '../core/vm/manage.js';
 import { advertiseDecision, readvertiseMember } from './cluster-advertise.js';
 import { ClusterEventRelay } from './cluster-events.js';
 import type { EventBus } from './events.js';
+import type { BalanceView } from '../api/balance.js';
+import type { ScheduleSettings } from '../core/cluster/schedule/index.js';
+import { loadKeys, VmLoadSampler } from '../core/cluster/vm-load.js';
+import { deleteVmRecord, localVmRecord, putVmRecord, sameVmRecord, vmRecordOf, clusterVms, type VmRecord } from '../core/cluster/vm-records.js';
+import type { VmPlacement } from '../core/model/placement.js';
+import type { Balancer } from './balancer.js';
 import { createToken, revokeToken } from './tokens.js';
 
 /** Set on requests one member forwards to another: they are answered there, never forwarded again. */
@@ -71,6 +78,19 @@ interface Active {
   store: ClusterStore;
   member: ClusterMember;
   etcd?: LocalEtcdSupervisor;
+  /** Runs while this member leads. */
+  balancer?: Balancer;
+}
+
+/** What a VM being created asks of the cluster (from its spec), for placement and its record. */
+export interface CreateRequest {
+  host?: string | undefined;
+  vcpus: number;
+  memoryMiB: number;
+  labels?: Record<string, string> | undefined;
+  placement?: VmPlacement | undefined;
+  /** It gets disks (not CD-ROMs). */
+  hasDisks: boolean;
 }
 
 export class ClusterService {
@@ -78,6 +98,9 @@ export class ClusterService {
   private readonly clients = new Map<string, { url: string; client: ApiClient }>();
   private claimTimer: NodeJS.Timeout | undefined;
   private refreshTimer: NodeJS.Timeout | undefined;
+  private reportTimer: NodeJS.Timeout | undefined;
+  /** The VM records this member wrote last, by VM (JSON without updatedAt): only changes are written again. */
+  private readonly written = new Map<string, VmRecord>();
   private readonly since = new Date().toISOString();
   private closed = false;
   /** Serialises init, join and leave. */
@@ -181,9 +204,12 @@ export class ClusterService {
       onSelfLeader: (leading) => {
         this.log(`cluster: ${leading ? 'this member now leads' : 'this member no longer leads'}`);
         this.events.publish('cluster.leader', { self: config.name, leading });
+        void this.lead(leading);
       },
       onConnection: (state) => {
         this.events.publish('cluster.connection', { self: config.name, connection: state });
+        // A new lease: what was on the old one (the load record) and what etcd may have missed is written again.
+        this.written.clear();
         if (state === 'connected') this.scheduleClaims(0);
       },
       log: this.log,
@@ -193,6 +219,91 @@ export class ClusterService {
     // What this member's VMs are given and how loaded it is, for placement: refreshed on its lease.
     this.refreshTimer = setInterval(() => void member.refreshPresence().catch(() => undefined), PRESENCE_REFRESH_MS);
     this.refreshTimer.unref();
+    this.scheduleReport(1000);
+  }
+
+  /** Starts or stops the balancer as this member wins or loses the office. */
+  private async lead(leading: boolean): Promise<void> {
+    const active = this.active;
+    if (!active) return;
+    if (!leading) {
+      active.balancer?.stop();
+      return;
+    }
+    if (!active.balancer) {
+      const { Balancer } = await import('./balancer.js');
+      if (this.active !== active) return;
+      active.balancer = new Balancer({
+        store: active.store,
+        migrate: (vm, from, to) => this.migrateBetween(vm, from, to),
+        publish: (data) => this.events.publish('cluster.balance', { ...data, leader: active.config.name }, typeof data['vm'] === 'string' ? data['vm'] : undefined),
+        log: this.log,
+      });
+    }
+    if (active.member.current().leading) active.balancer.start();
+  }
+
+  /**
+   * What this member reports of its VMs, every few seconds (half the
+   * balancing interval, between 1 and 10 s): their measured load, on its
+   * lease, and their records where a definition changed (a create, an edit,
+   * a live change of CPUs or memory: every path, without each having to say).
+   */
+  private scheduleReport(delayMs: number): void {
+    if (this.reportTimer || this.closed) return;
+    this.reportTimer = setTimeout(() => {
+      this.reportTimer = undefined;
+      void this.report().then(
+        (next) => this.scheduleReport(next),
+        (error: unknown) => {
+          if (!isVireoError(error, 'unavailable')) this.log(`cluster: reporting load and VM records: ${String(error)}`);
+          this.scheduleReport(5000);
+        },
+      );
+    }, delayMs);
+    this.reportTimer.unref();
+  }
+
+  private sampler: VmLoadSampler | undefined;
+
+  private async report(): Promise<number> {
+    const active = this.active;
+    if (!active) return 10_000;
+    const { readScheduleSettings } = await import('../core/cluster/balance-store.js');
+    const settings = await readScheduleSettings(active.store);
+    this.sampler ??= new VmLoadSampler(this.paths);
+    const load = await this.sampler.sample();
+    await active.member.putOnLease(loadKeys.member(active.config.name), JSON.stringify(load));
+    await this.syncVmRecords();
+    return Math.min(10_000, Math.max(1000, settings.balance.intervalMs / 2));
+  }
+
+  /** Writes the records of the VMs this member owns whose definition changed since it last wrote them. */
+  private async syncVmRecords(): Promise<void> {
+    const active = this.active;
+    if (!active) return;
+    const owners = await active.store.owners();
+    for (const def of await listDefinitions(this.paths)) {
+      if (owners.get(def.name)?.host !== active.config.name) continue;
+      const previous = this.written.get(def.name);
+      const record = await localVmRecord(this.paths, def, previous?.movedAt !== undefined ? { movedAt: previous.movedAt } : {});
+      if (previous && sameVmRecord(previous, record)) continue;
+      await this.writeRecord(def.name, record, previous === undefined);
+    }
+  }
+
+  /** Writes a VM's record; when this member has not written it before, the movedAt etcd holds is kept. */
+  private async writeRecord(vm: string, record: VmRecord, keepMovedAt: boolean): Promise<void> {
+    const active = this.active;
+    if (!active) return;
+    let value = record;
+    if (keepMovedAt && record.movedAt === undefined) {
+      const { vmRecord } = await import('../core/cluster/vm-records.js');
+      const existing = await vmRecord(active.store, vm).catch(() => undefined);
+      if (existing?.movedAt !== undefined) value = { ...record, movedAt: existing.movedAt };
+    }
+    await putVmRecord(active.store, vm, value);
+    this.written.set(vm, value);
   }
 
   /** What this member says about itself on its lease. */
@@ -518,6 +629,20 @@ export class ClusterService {
     return undefined;
   }
 
+  /**
+   * A WebSocket about a VM (console, VNC) asked here for a VM another member
+   * owns: the same WebSocket opened on the owner (see socket-proxy.ts);
+   * undefined: answer here.
+   */
+  async forwardSocket(vm: string, forwardedBy: string | undefined, open: (client: ApiClient) => Promise<WebSocket>): Promise<WebSocket | undefined> {
+    const active = this.active;
+    if (!active || forwardedBy !== undefined) return undefined;
+    if (await loadDefinition(this.paths, vm).then(() => true, () => false)) return undefined;
+    const owner = await active.store.owner(vm).catch(() => undefined);
+    if (!owner || owner.host === active.config.name) return undefined;
+    return open(await this.clientFor(owner.host));
+  }
+
   /** GET /vms in a cluster: this host's VMs and every live member's, each with its host. */
   async listVms(local: VmInfo[], forwardedBy: string | undefined): Promise<VmInfo[]> {
     const all = await this.gather('/vms', 'VMs', local, forwardedBy);
@@ -563,7 +688,7 @@ export class ClusterService {
    * transaction: the name is the cluster's), then it is made on that host,
    * here or forwarded; if making it fails, the record goes again.
    */
-  async createVm(vm: string, request: { host?: string | undefined; vcpus: number; memoryMiB: number }, body: Record<string, unknown>, forwardedBy: string | undefined, local: () => Promise<VmInfo>): Promise<{ status: number; info: CreatedVm }> {
+  async createVm(vm: string, request: CreateRequest, body: Record<string, unknown>, forwardedBy: string | undefined, local: () => Promise<VmInfo>): Promise<{ status: number; info: CreatedVm }> {
     const active = this.active;
     if (!active) {
       if (request.host !== undefined) throw invalidArgument('host', 'this daemon is not in a cluster, so there is no other host to create the VM on');
@@ -576,17 +701,32 @@ export class ClusterService {
       const info = { ...(await local()), host: self };
       // Awaited: the next placement must see this VM in this member's allocation, or a batch of creates all lands on one host.
       await active.member.refreshPresence().catch(() => undefined);
+      void this.recordLocalVm(vm);
       return { status: 201, info };
     }
-    const [members, alive] = await Promise.all([active.store.members(), active.store.alive()]);
-    const placement = chooseHost(members.map((member) => ({ member, ...(alive.has(member.name) ? { alive: alive.get(member.name)! } : {}) })), { name: vm, ...request, ...(request.host !== undefined ? { host: request.host } : {}) });
+    const { readScheduleSettings } = await import('../core/cluster/balance-store.js');
+    const [members, alive, vms, settings] = await Promise.all([active.store.members(), active.store.alive(), clusterVms(active.store), readScheduleSettings(active.store)]);
+    const rules = request.placement ?? {};
+    const placement = chooseHost(members.map((member) => ({ member, ...(alive.has(member.name) ? { alive: alive.get(member.name)! } : {}) })), {
+      name: vm,
+      vcpus: request.vcpus,
+      memoryMiB: request.memoryMiB,
+      ...(request.host !== undefined ? { host: request.host } : {}),
+      ...(rules.affinity ? { affinity: rules.affinity } : {}),
+      ...(rules.antiAffinity ? { antiAffinity: rules.antiAffinity } : {}),
+      ...(rules.spread ? { spread: rules.spread } : {}),
+      ...(rules.hostLabels ? { hostLabels: rules.hostLabels } : {}),
+    }, vms, settings);
     const host = placement.host;
     this.log(`cluster: placing VM '${vm}' on '${host}': ${placement.explanation}`);
     await active.store.claimVm(vm, host);
     try {
+      // With its owner, at once: the next placement must see its groups (anti-affinity) and size, before the VM even exists.
+      await putVmRecord(active.store, vm, vmRecordOf({ cpus: { count: request.vcpus }, memory: request.memoryMiB, disks: request.hasDisks ? [{ media: 'disk' }] : [], labels: request.labels, placement: request.placement }));
       if (host === self) {
         const info = { ...(await local()), host: self, placement };
         await active.member.refreshPresence().catch(() => undefined);
+        void this.recordLocalVm(vm);
         return { status: 201, info };
       }
       const answer = await this.forwardTo(host, 'POST', '/vms', { ...body, host });
@@ -597,9 +737,64 @@ export class ClusterService {
       }
       return { status: answer.status, info: { ...(json as VmInfo), host, placement } };
     } catch (error) {
-      await active.store.releaseVm(vm, host).catch(() => undefined);
+      if (await active.store.releaseVm(vm, host).catch(() => false)) await deleteVmRecord(active.store, vm).catch(() => undefined);
       throw error;
     }
+  }
+
+  /** The record of a VM just made here, measured from its definition (best effort: the periodic pass writes it otherwise). */
+  private async recordLocalVm(vm: string, extra: { movedAt?: string } = {}): Promise<void> {
+    try {
+      const def = await loadDefinition(this.paths, vm);
+      await this.writeRecord(vm, await localVmRecord(this.paths, def, extra), extra.movedAt === undefined);
+    } catch (error) {
+      this.log(`cluster: recording VM '${vm}': ${(error as Error).message}`);
+    }
+  }
+
+  /**
+   * Live-migrates a VM from one member to another through the source's API
+   * (the same route `vireo vm migrate` takes), waiting until it has
+   * committed. For the balancer and evacuation.
+   */
+  async migrateBetween(vm: string, from: string, to: string, offline = false): Promise<void> {
+    const active = this.requireActive();
+    const target = await active.store.member(to);
+    if (!target) throw notFound('cluster member', to);
+    const started = await this.forwardTo(from, 'POST', `/vms/${encodeURIComponent(vm)}/migrate`, {
+      to: { url: target.url, token: target.token, ...(target.fingerprint256 ? { fingerprint256: target.fingerprint256 } : {}) },
+      offline,
+    });
+    const operation = JSON.parse(started.text) as { id?: string; error?: { code: string; message: string } };
+    if (started.status !== 202 || !operation.id) throw new VireoError('command_failed', operation.error?.message ?? `HTTP ${started.status}`);
+    for (;;) {
+      const polled = await this.forwardTo(from, 'GET', `/operations/${operation.id}?wait=60`, undefined, 90_000);
+      const state = JSON.parse(polled.text) as { state: string; error?: { message: string } };
+      if (state.state === 'running') continue;
+      if (state.state !== 'succeeded') throw new VireoError('command_failed', state.error?.message ?? `the migration ended ${state.state}`);
+      return;
+    }
+  }
+
+  async settings(): Promise<ScheduleSettings> {
+    const active = this.requireActive();
+    const { readScheduleSettings } = await import('../core/cluster/balance-store.js');
+    return readScheduleSettings(active.store);
+  }
+
+  async changeSettings(patch: Record<string, unknown>): Promise<ScheduleSettings> {
+    const active = this.requireActive();
+    const { changeScheduleSettings } = await import('../core/cluster/balance-store.js');
+    const settings = await changeScheduleSettings(active.store, patch);
+    this.log(`cluster: settings changed: ${JSON.stringify(patch)}`);
+    return settings;
+  }
+
+  /** What the balancer would do now and why (nothing moves). */
+  async balanceDryRun(): Promise<BalanceView> {
+    const active = this.requireActive();
+    const { balanceView } = await import('./balancer.js');
+    return (await balanceView(active.store)).view;
   }
 
   /** Puts a member in maintenance (takes no new VMs) or back in service. */
@@ -651,24 +846,10 @@ export class ClusterService {
     await this.setMemberState(name, 'maintenance');
     for (const line of explainEvacuation(plan)) this.log(`cluster: ${line}`);
     const result: EvacuationResult = { host: name, moved: [], blocked: plan.blocked.map((entry) => ({ vm: entry.vm, reason: entry.reason, message: entry.message })) };
-    const byName = new Map(members.map((member) => [member.name, member]));
     for (const [index, move] of plan.moves.entries()) {
       progress(`migrating ${move.vm} to ${move.to}`, index / Math.max(1, plan.moves.length));
-      const target = byName.get(move.to)!;
       try {
-        const started = await this.forwardTo(name, 'POST', `/vms/${encodeURIComponent(move.vm)}/migrate`, {
-          to: { url: target.url, token: target.token, ...(target.fingerprint256 ? { fingerprint256: target.fingerprint256 } : {}) },
-          offline: move.kind === 'cold',
-        });
-        const operation = JSON.parse(started.text) as { id?: string; error?: { code: string; message: string } };
-        if (started.status !== 202 || !operation.id) throw new VireoError('command_failed', operation.error?.message ?? `HTTP ${started.status}`);
-        for (;;) {
-          const polled = await this.forwardTo(name, 'GET', `/operations/${operation.id}?wait=60`, undefined, 90_000);
-          const state = JSON.parse(polled.text) as { state: string; error?: { message: string } };
-          if (state.state === 'running') continue;
-          if (state.state !== 'succeeded') throw new VireoError('command_failed', state.error?.message ?? `the migration ended ${state.state}`);
-          break;
-        }
+        await this.migrateBetween(move.vm, name, move.to, move.kind === 'cold');
         result.moved.push({ vm: move.vm, to: move.to, kind: move.kind });
       } catch (error) {
         result.blocked.push({ vm: move.vm, reason: 'migration_failed', message: `the migration to ${move.to} failed: ${(error as Error).message}` });
@@ -696,7 +877,11 @@ export class ClusterService {
     const attempt = (delayMs: number) => {
       if (this.closed || this.active !== active) return;
       active.store.setOwner(vm, active.config.name).then(
-        () => void active.member.refreshPresence().catch(() => undefined),
+        () => {
+          void active.member.refreshPresence().catch(() => undefined);
+          // Its record moves with it: written by its new owner, with when it arrived (the balancer's cooldown).
+          void this.recordLocalVm(vm, { movedAt: new Date().toISOString() });
+        },
         (error: unknown) => {
           this.log(`cluster: recording '${active.config.name}' as owner of migrated VM '${vm}': ${(error as Error).message}; retrying`);
           setTimeout(() => attempt(Math.min(delayMs * 2, 30_000)), delayMs).unref();
@@ -710,7 +895,12 @@ export class ClusterService {
   async released(vm: string): Promise<void> {
     const active = this.active;
     if (!active) return;
-    await active.store.releaseVm(vm, active.config.name).catch((error: unknown) => this.log(`cluster: releasing VM '${vm}': ${String(error)}`));
+    const released = await active.store.releaseVm(vm, active.config.name).catch((error: unknown) => {
+      this.log(`cluster: releasing VM '${vm}': ${String(error)}`);
+      return false;
+    });
+    this.written.delete(vm);
+    if (released) await deleteVmRecord(active.store, vm).catch((error: unknown) => this.log(`cluster: removing the record of VM '${vm}': ${String(error)}`));
   }
 
   private async deactivate(): Promise<void> {
@@ -720,6 +910,10 @@ export class ClusterService {
     this.claimTimer = undefined;
     if (this.refreshTimer) clearInterval(this.refreshTimer);
     this.refreshTimer = undefined;
+    if (this.reportTimer) clearTimeout(this.reportTimer);
+    this.reportTimer = undefined;
+    this.written.clear();
+    active?.balancer?.stop();
     this.clients.clear();
     if (!active) return;
     await active.member.close();

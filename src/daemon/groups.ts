@@ -371,16 +371,21 @@ export class GroupService {
   private async placeMember(group: string, clone: VmInfo, clonedOn: string, members: GroupMemberRecord[]): Promise<MemberRecord | undefined> {
     const store = this.cluster.store;
     if (!store) return undefined;
-    const [records, alive] = await Promise.all([store.members(), store.alive()]);
+    const { clusterVms } = await import('../core/cluster/vm-records.js');
+    const [records, alive, vms] = await Promise.all([store.members(), store.alive(), clusterVms(store)]);
     if (!records.find((member) => member.name === clonedOn)?.sharedStorage) return undefined;
     const candidates = records.map((member) => ({
       // Members without the shared storage cannot open the clone's disks: out of the choice.
       member: member.name === clonedOn || member.sharedStorage ? member : { ...member, state: 'maintenance' as const },
       ...(alive.has(member.name) ? { alive: alive.get(member.name)! } : {}),
     }));
-    const snapshot = clusterSnapshot(candidates);
-    // The group's members, for spreading only: their size is already in their hosts' allocation.
-    snapshot.vms.push(...members.filter((member) => member.host !== undefined && member.name !== clone.definition.name).map((member) => ({
+    // Each VM by its record (size, groups: the cluster's per-VM records); the new clone is not placed yet.
+    const snapshot = clusterSnapshot(candidates, vms.filter((vm) => vm.name !== clone.definition.name));
+    // The group's members are its spread group: marked on their own entries, or (not recorded yet) added with no size.
+    const inGroup = new Set(members.map((member) => member.name));
+    snapshot.vms = snapshot.vms.map((vm) => (inGroup.has(vm.name) ? { ...vm, spread: [...(vm.spread ?? []), group] } : vm));
+    const seen = new Set(snapshot.vms.map((vm) => vm.name));
+    snapshot.vms.push(...members.filter((member) => member.host !== undefined && member.name !== clone.definition.name && !seen.has(member.name)).map((member) => ({
       name: member.name, host: member.host!, running: true, cpus: 0, memoryBytes: 0, diskBytes: 0, localDisk: false, ha: false, spread: [group],
     })));
     const { place } = await import('../core/cluster/schedule/index.js');

@@ -8,6 +8,7 @@
  * images, host and operations, and the table.
  */
 import { readFile, stat } from 'node:fs/promises';
+import { balance } from '../api/balance.js';
 import { cluster } from '../api/cluster.js';
 import { MAX_ISO_UPLOAD, disks } from '../api/disks.js';
 import { host } from '../api/host.js';
@@ -71,7 +72,14 @@ const vmRoutes = implement(vms, {
       return getVm(daemon.paths, def.name);
     };
     // In a cluster the VM's owner is recorded first, and it is made on the chosen member (here, or forwarded).
-    const { status, info } = await daemon.cluster.createVm(body.spec.name, { host: body.host, vcpus: body.spec.cpus?.count ?? 1, memoryMiB: specMemoryMiB(body.spec.memory) }, body, forwardedBy, create);
+    const { status, info } = await daemon.cluster.createVm(body.spec.name, {
+      host: body.host,
+      vcpus: body.spec.cpus?.count ?? 1,
+      memoryMiB: specMemoryMiB(body.spec.memory),
+      labels: body.spec.labels,
+      placement: body.spec.placement,
+      hasDisks: body.spec.disks.some((disk) => disk.media !== 'cdrom') || (body.newDisks?.length ?? 0) > 0,
+    }, body, forwardedBy, create);
     return new Reply(status, info);
   },
   'GET /vms/:name': async ({ params, daemon }) => {
@@ -277,6 +285,12 @@ const clusterRoutes = implement(cluster, {
   'POST /cluster/leave': async ({ daemon }) => daemon.cluster.leave(),
 });
 
+const balanceRoutes = implement(balance, {
+  'GET /cluster/settings': async ({ daemon }) => daemon.cluster.settings(),
+  'PUT /cluster/settings': async ({ body, daemon }) => daemon.cluster.changeSettings(body),
+  'GET /cluster/balance': async ({ daemon }) => daemon.cluster.balanceDryRun(),
+});
+
 /** Every route of the API, in the order /openapi.json lists them. */
 export const routes: Route[] = [
   ...hostRoutes,
@@ -290,5 +304,6 @@ export const routes: Route[] = [
   ...migrationRoutes,
   ...clusterRoutes,
   ...groupRoutes,
+  ...balanceRoutes,
   ...uiRoutes,
 ];

@@ -25,6 +25,7 @@ import { vmPaths, type VireoPaths } from '../core/paths.js';
 import { consoleSocket } from '../core/devices/serials.js';
 import { killOrphanedGroups, recordProcessGroupsIn } from '../core/process/groups.js';
 import { sweepTemporaries } from '../core/store/sweep.js';
+import { settleInterruptedLiveChanges } from '../core/devices/change-journal.js';
 import { warmBackingIndex } from '../core/storage/volumes.js';
 import { loadDefinition } from '../core/vm/definitions.js';
 import { livePid } from '../core/vm/runtime.js';
@@ -32,6 +33,7 @@ import { resolveAllowedDirs } from '../core/vm/host-files.js';
 import { connectVnc } from '../core/vm/vnc.js';
 import { ClusterService, FORWARDED_HEADER, fingerprintOf } from './cluster.js';
 import { GroupService } from './groups.js';
+import { pipeToUpstream } from './socket-proxy.js';
 import { ConsoleHub } from './consoles.js';
 import { drainBody, hasDrainableBody } from './refused-body.js';
 import { EventBus, type VireoEvent } from './events.js';
@@ -357,6 +359,13 @@ async function buildApp(state: DaemonState, options: DaemonOptions, auth: 'socke
     void (async () => {
       const params = validate(NameParams, request.params, 'path')!;
       const query = validate(ConsoleQuery, request.query, 'query')!;
+      // In a cluster, the console of a VM another member runs is that member's, passed through.
+      const upstream = await state.cluster.forwardSocket(params.name, forwardedOf(request), (client) => client.console(params.name, query.serial ?? 0));
+      if (upstream) {
+        if (closed) return upstream.close();
+        write = await pipeToUpstream(socket, upstream, early, closeWith);
+        return;
+      }
       const def = await loadDefinition(state.paths, params.name);
       if ((await livePid(state.paths, def)) === undefined) return closeWith(CONSOLE_CLOSE_CODES.invalid_state, `VM '${def.name}' is not running`);
       const serial = query.serial ?? 0;
@@ -384,7 +393,8 @@ async function buildApp(state: DaemonState, options: DaemonOptions, auth: 'socke
     const early: Buffer[] = [];
     let vnc: Socket | undefined;
     let closed = false;
-    socket.on('message', (data: Buffer) => (vnc ? vnc.write(data) : early.push(data)));
+    let forward: ((data: Buffer) => void) | undefined;
+    socket.on('message', (data: Buffer) => (vnc ? vnc.write(data) : forward ? forward(data) : early.push(data)));
     socket.on('close', () => {
       closed = true;
       vnc?.destroy();
@@ -392,6 +402,13 @@ async function buildApp(state: DaemonState, options: DaemonOptions, auth: 'socke
     endWithSession(request, socket, closeWith);
     void (async () => {
       const params = validate(NameParams, request.params, 'path')!;
+      // In a cluster, the VNC server of a VM another member runs is reached through that member.
+      const upstream = await state.cluster.forwardSocket(params.name, forwardedOf(request), (client) => client.vnc(params.name));
+      if (upstream) {
+        if (closed) return upstream.close();
+        forward = await pipeToUpstream(socket, upstream, early, closeWith);
+        return;
+      }
       const connection = await connectVnc(state.paths, params.name);
       if (closed) return void connection.destroy();
       vnc = connection;
@@ -417,6 +434,12 @@ async function buildApp(state: DaemonState, options: DaemonOptions, auth: 'socke
     options.log?.(`${request.method} ${redactUrl(request.url)} ${reply.statusCode} ${reply.elapsedTime.toFixed(1)}ms`);
   });
   return app;
+}
+
+/** The member that forwarded this request, if one did. */
+function forwardedOf(request: FastifyRequest): string | undefined {
+  const header = request.headers[FORWARDED_HEADER];
+  return typeof header === 'string' ? header : undefined;
 }
 
 function knowsOperation(state: DaemonState, id: string): boolean {
@@ -471,6 +494,12 @@ export async function startDaemon(options: DaemonOptions): Promise<Daemon> {
   // Networks before the API: a VM start through it finds its bridge there.
   const networks = new NetworkSupervisor(paths, events, (line) => process.stderr.write(`vireod: ${line}\n`));
   await networks.start();
+  // A live device change (attach, detach, vCPUs, memory) a dead process left half-done: kept if QEMU has it, else undone.
+  const settled = await settleInterruptedLiveChanges(paths).catch((error: unknown) => {
+    options.log?.(`could not settle interrupted device changes: ${describeCause(error)}`);
+    return [];
+  });
+  for (const { vm, outcome } of settled) options.log?.(`recovered: VM '${vm}': an interrupted ${outcome.kind} was ${outcome.outcome}`);
   ui.start();
   // Read every qcow2 header once now, in the background (qemu-img is rate-limited), so deletions find backing users by stat alone.
   void warmBackingIndex(paths).catch((error: unknown) => options.log?.(`could not index backing files: ${describeCause(error)}`));

@@ -10,6 +10,7 @@ import { invalidArgument } from '../../core/errors.js';
 import type { CliContext } from '../context.js';
 import { formatSize, MiB } from '../../core/model/units.js';
 import { note, printJson, printTable } from '../output.js';
+import { addBalanceCommands } from './cluster-balance.js';
 
 function endpoints(field: string, text: string): string[] {
   const list = text.split(',').map((entry) => entry.trim()).filter((entry) => entry !== '');
@@ -142,5 +143,6 @@ export function clusterCommand(cli: CliContext): Command {
       note(`left cluster ${left.left}`);
     });
 
+  addBalanceCommands(cluster, cli);
   return cluster;
 }

@@ -47,6 +47,10 @@ interface SpecFlags {
   hostname?: string;
   cloudInitFile?: string;
   autostart?: string | boolean;
+  label?: string[];
+  affinity?: string[];
+  antiAffinity?: string[];
+  hostLabel?: string[];
 }
 
 function collect(value: string, previous: string[] = []): string[] {
@@ -78,7 +82,22 @@ function addSpecOptions(command: Command): Command {
     .option('--ssh-key <file>', 'cloud-init: authorize this SSH public key (repeatable)', collect)
     .option('--user <name>', 'cloud-init: create this user (sudo, the SSH keys) instead of using the image\'s default one')
     .option('--hostname <name>', 'cloud-init: the guest\'s host name (default: the VM name)')
-    .option('--cloud-init-file <file>', 'cloud-init: user-data file (#cloud-config YAML or a script)');
+    .option('--cloud-init-file <file>', 'cloud-init: user-data file (#cloud-config YAML or a script)')
+    .option('--label <key=value>', 'a label of the VM (repeatable)', collect)
+    .option('--affinity <group>', 'in a cluster: run only where the other members of this group run (repeatable)', collect)
+    .option('--anti-affinity <group>', 'in a cluster: never on a host with another member of this group (repeatable)', collect)
+    .option('--host-label <key=value>', 'in a cluster: only on hosts with this label (repeatable)', collect);
+}
+
+/** KEY=VALUE flags as a record; a malformed one is named by its flag. */
+function keyValues(flag: string, list: string[]): Record<string, string> {
+  const result: Record<string, string> = {};
+  for (const entry of list) {
+    const at = entry.indexOf('=');
+    if (at <= 0) throw invalidArgument(flag, `'${entry}' is not KEY=VALUE`);
+    result[entry.slice(0, at)] = entry.slice(at + 1);
+  }
+  return result;
 }
 
 /** Reads the cloud-init flags' files here (they are on this machine), checking them so a bad file is named by its flag. */
@@ -216,6 +235,14 @@ function applySpecFlags(base: Spec, flags: SpecFlags): Spec {
     const match = flags.autostart === true ? [] : /^(\d+)(?::(\d+))?$/.exec(flags.autostart);
     if (!match) throw invalidArgument('--autostart', `'${String(flags.autostart)}' must be ORDER or ORDER:DELAY_SECONDS, e.g. 1 or 2:30`);
     spec.autostart = { enabled: true, ...(match[1] !== undefined ? { order: Number(match[1]) } : {}), ...(match[2] !== undefined ? { delay: Number(match[2]) } : {}) };
+  }
+  if (flags.label !== undefined) spec.labels = { ...((spec.labels as Record<string, string> | undefined) ?? {}), ...keyValues('--label', flags.label) };
+  if (flags.affinity !== undefined || flags.antiAffinity !== undefined || flags.hostLabel !== undefined) {
+    const placement = { ...((spec.placement as Spec | undefined) ?? {}) };
+    if (flags.affinity !== undefined) placement.affinity = flags.affinity;
+    if (flags.antiAffinity !== undefined) placement.antiAffinity = flags.antiAffinity;
+    if (flags.hostLabel !== undefined) placement.hostLabels = keyValues('--host-label', flags.hostLabel);
+    spec.placement = placement;
   }
   return spec;
 }

@@ -121,6 +121,17 @@ export class ClusterMember {
     await lease.put(relative(keys.alive(this.name))).value(JSON.stringify(record)).catch(() => undefined);
   }
 
+  /**
+   * Puts a value on this member's presence lease (it goes when the lease
+   * does): false when no lease is held now (the caller tries again later).
+   */
+  async putOnLease(key: string, value: string): Promise<boolean> {
+    const lease = this.lease;
+    if (!lease || this.status.connection !== 'connected') return false;
+    await this.store.call('publish on the member\'s lease', () => lease.put(relative(key)).value(value).exec());
+    return true;
+  }
+
   private runCampaign(): void {
     if (this.closed) return;
     const campaign = this.store.ns.election(LEADER_ELECTION, this.ttlSeconds).campaign(this.name);

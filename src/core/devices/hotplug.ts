@@ -25,6 +25,8 @@ import type { QmpClient } from '../qmp/client.js';
 import { withMonitor } from '../qmp/monitor.js';
 import { blockdevAdd, blockdevDel, deviceAdd, deviceDel, netdevAdd, netdevDel, objectAdd, objectDel, qomGet, qomSet, queryHotpluggableCpus } from '../qmp/resources.js';
 import { Reverter } from '../revert.js';
+import { crashPoint } from '../crash-point.js';
+import { baseNodes, settleLiveChange, withLiveChange } from './change-journal.js';
 import { throttleLimits } from '../resources/spec.js';
 import { getVolume, resolveVolume } from '../storage/volumes.js';
 import { loadDefinition, saveDefinition, withVmLock } from '../vm/definitions.js';
@@ -59,13 +61,22 @@ function freePort(def: VmDefinition, field: string): string | undefined {
   throw new VireoError('invalid_state', `hotplug.pciPorts: ${field}: all ${hotplugPorts(def)} hotplug ports of VM '${def.name}' are taken; raise hotplug.pciPorts (takes effect at the next start) or detach a device attached live`, { field: 'hotplug.pciPorts' });
 }
 
+/**
+ * Runs a change under the VM's lock, with the definition read there and the
+ * running QEMU's monitor (undefined for a stopped VM). A change a dead process
+ * left half-done is settled first (change-journal.ts), so this one starts
+ * from the truth.
+ */
 async function withLiveVm<T>(paths: VireoPaths, name: string, work: (def: VmDefinition, client: QmpClient | undefined) => Promise<T>): Promise<T> {
-  const def = await loadDefinition(paths, name);
+  await loadDefinition(paths, name); // a VM that does not exist is not_found before any lock file is made
   return withVmLock(paths, name, async () => {
+    const def = await loadDefinition(paths, name);
     if (def.template) throw invalidState(`VM '${name}' is a template and cannot be changed; clone it`);
     const pid = await livePid(paths, def);
-    if (pid === undefined) return work(def, undefined);
-    return withMonitor(paths, name, (client) => work(def, client));
+    if (pid === undefined) {
+      return (await settleLiveChange(paths, name, undefined)) ? work(await loadDefinition(paths, name), undefined) : work(def, undefined);
+    }
+    return withMonitor(paths, name, async (client) => ((await settleLiveChange(paths, name, client)) ? work(await loadDefinition(paths, name), client) : work(def, client)));
   });
 }
 
@@ -94,18 +105,21 @@ export async function attachDisk(paths: VireoPaths, name: string, input: DiskAtt
     const next = defineVm(parseVmSpec({ ...specOf(def), disks: [...def.disks, disk] }), def);
     const added = next.disks[next.disks.length - 1]!;
     if (client) {
-      await Reverter.run(async (reverter) => {
-        const resolved = await resolveVolume(paths, added.volume);
-        const backing = resolved.format === 'qcow2' || resolved.format === 'raw' ? await backingChain(resolved.path, resolved.format) : [];
-        const group = throttleGroupOf(added);
-        if (group && !def.disks.some((other) => throttleGroupOf(other) === group)) {
-          await objectAdd(client, { 'qom-type': 'throttle-group', id: group, limits: throttleLimits(added.limits!) });
-          reverter.add(() => objectDel(client, group));
+      const resolved = await resolveVolume(paths, added.volume);
+      const backing = resolved.format === 'qcow2' || resolved.format === 'raw' ? await backingChain(resolved.path, resolved.format) : [];
+      const nodes = blockNodes(added, { path: resolved.path, format: resolved.format, backing });
+      const group = throttleGroupOf(added);
+      const newGroup = group && !def.disks.some((other) => throttleGroupOf(other) === group) ? group : undefined;
+      const intent = { kind: 'disk.attach' as const, uuid: def.uuid, next, disk: added, nodes: nodes.map((node) => node['node-name'] as string), ...(newGroup ? { group: newGroup } : {}) };
+      await withLiveChange(paths, name, intent, () => Reverter.run(async (reverter) => {
+        if (newGroup) {
+          await objectAdd(client, { 'qom-type': 'throttle-group', id: newGroup, limits: throttleLimits(added.limits!) });
+          reverter.add(() => objectDel(client, newGroup));
         }
         // QEMU runs unprivileged and opens what it is added by name: the files are its uid's only while it opens them.
         const giveBack = await grantToQemu([paths.home, paths.storage], def.uuid, vmPaths(paths, def.name).runDir, [resolved.path, ...backing.map((base) => base.path)]);
         try {
-          for (const node of blockNodes(added, { path: resolved.path, format: resolved.format, backing })) {
+          for (const node of nodes) {
             await blockdevAdd(client, node);
             reverter.add(() => blockdevDel(client, node['node-name'] as string));
           }
@@ -114,8 +128,9 @@ export async function attachDisk(paths: VireoPaths, name: string, input: DiskAtt
         }
         await deviceAdd(client, diskDevice(added, { sata: 0, ide: 0, scsi: 0 }, virtioQueues(def)));
         reverter.add(() => deviceDel(client, diskNames(added.id).device));
+        crashPoint('device.attach.plugged');
         await saveDefinition(paths, next);
-      });
+      }));
     } else {
       await saveDefinition(paths, next);
     }
@@ -139,16 +154,23 @@ export async function detachDisk(paths: VireoPaths, name: string, key: string): 
     if (client) {
       if (disk.bus !== 'virtio' && disk.bus !== 'usb') throw invalidArgument('disk', `${disk.id} is on the ${disk.bus} bus; only virtio and usb disks can be detached from a running VM`);
       const names = diskNames(disk.id);
-      await unplug(client, names.device);
-      // The guest has let go: the nodes above the file go first.
-      for (const node of [names.throttle, names.format, names.file]) {
-        if (node === names.throttle && !disk.limits) continue;
-        await blockdevDel(client, node);
-      }
       const group = throttleGroupOf(disk);
-      if (group && !next.disks.some((other) => throttleGroupOf(other) === group)) await objectDel(client, group);
+      const lastOfGroup = group && !next.disks.some((other) => throttleGroupOf(other) === group) ? group : undefined;
+      await withLiveChange(paths, name, { kind: 'disk.detach', uuid: def.uuid, next, disk, ...(lastOfGroup ? { group: lastOfGroup } : {}) }, async () => {
+        await unplug(client, names.device);
+        crashPoint('device.detach.unplugged');
+        // The guest has let go: the nodes above the file go first, then its backing chain's (a linked clone's bases).
+        const present = new Set((await client.execute<{ 'node-name'?: string }[]>('query-named-block-nodes', { flat: true })).map((node) => node['node-name']).filter((node): node is string => node !== undefined));
+        for (const node of [names.throttle, names.format, names.file, ...baseNodes(present, disk.id)]) {
+          if (node === names.throttle && !disk.limits) continue;
+          await blockdevDel(client, node);
+        }
+        if (lastOfGroup) await objectDel(client, lastOfGroup);
+        await saveDefinition(paths, next);
+      });
+    } else {
+      await saveDefinition(paths, next);
     }
-    await saveDefinition(paths, next);
     return { definition: next, live: client !== undefined, id: disk.id };
   });
 }
@@ -211,7 +233,7 @@ export async function attachNic(paths: VireoPaths, name: string, input: NicAttac
     // The network exists, a fixed address is in it and free, the rule sets exist: checked before anything is made.
     if (networks) await asAttachField(index, () => networks.checkVmNics(paths, next));
     if (client) {
-      await Reverter.run(async (reverter) => {
+      await withLiveChange(paths, name, { kind: 'nic.attach', uuid: def.uuid, next, nic: added }, (update) => Reverter.run(async (reverter) => {
         let tap: string | undefined;
         if (networks) {
           // As at start: the reservation (dnsmasq answers the new MAC), the rules (anti-spoofing, its rule sets),
@@ -219,6 +241,7 @@ export async function attachNic(paths: VireoPaths, name: string, input: NicAttac
           reverter.add(() => networks.releaseVmNic(paths, def, added));
           const taps = await asAttachField(index, () => networks.prepareVmNics(paths, next));
           tap = taps[index]!;
+          await update({ tap });
           const { deleteTap } = await import('../network/links.js');
           reverter.add(() => deleteTap(tap!));
           await makeHotplugTap(def.uuid, vmPaths(paths, def.name).runDir, tap);
@@ -226,10 +249,12 @@ export async function attachNic(paths: VireoPaths, name: string, input: NicAttac
         }
         await netdevAdd(client, nicNetdev(added, tap));
         reverter.add(() => netdevDel(client, nicNames(added.id).netdev));
+        crashPoint('nic.attach.netdev-added');
         await deviceAdd(client, nicDevice(added));
         reverter.add(() => deviceDel(client, nicNames(added.id).device));
+        crashPoint('device.attach.plugged');
         await saveDefinition(paths, next);
-      });
+      }));
     } else {
       await saveDefinition(paths, next);
     }
@@ -244,14 +269,18 @@ export async function detachNic(paths: VireoPaths, name: string, key: string): P
     const nic = def.nics[index]!;
     const next = defineVm(parseVmSpec({ ...specOf(def), nics: def.nics.filter((_, position) => position !== index) }), def);
     if (client) {
-      await unplug(client, nicNames(nic.id).device);
-      await netdevDel(client, nicNames(nic.id).netdev);
-      if (nic.network !== 'user') {
-        const { deleteTap, nicNumber, tapName } = await import('../network/links.js');
-        await deleteTap(tapName(def.uuid, nicNumber(nic)));
-      }
+      const { nicNumber, tapName } = await import('../network/links.js');
+      const tap = nic.network !== 'user' ? tapName(def.uuid, nicNumber(nic)) : undefined;
+      await withLiveChange(paths, name, { kind: 'nic.detach', uuid: def.uuid, next, nic, ...(tap ? { tap } : {}) }, async () => {
+        await unplug(client, nicNames(nic.id).device);
+        crashPoint('device.detach.unplugged');
+        await netdevDel(client, nicNames(nic.id).netdev);
+        if (tap) await (await import('../network/links.js')).deleteTap(tap);
+        await saveDefinition(paths, next);
+      });
+    } else {
+      await saveDefinition(paths, next);
     }
-    await saveDefinition(paths, next);
     // Its address goes back to the network (also for a stopped VM: the NIC is gone from the definition).
     if (nic.network !== 'user') await (await import('../network/service.js')).releaseVmNic(paths, next, nic);
     return { definition: next, live: client !== undefined, id: nic.id };
@@ -273,7 +302,7 @@ export async function setVcpus(paths: VireoPaths, name: string, count: number): 
     const next = defineVm(parseVmSpec({ ...specOf(def), cpus: topology }), def);
     if (client) {
       if (count < def.cpus.count) throw invalidState(`cpus.count: vCPUs cannot be removed from a running VM (it has ${def.cpus.count}); stop it first`, { field: 'cpus.count' });
-      await Reverter.run(async (reverter) => {
+      await withLiveChange(paths, name, { kind: 'cpus', uuid: def.uuid, next, from: def.cpus.count, to: count }, () => Reverter.run(async (reverter) => {
         const slots = (await queryHotpluggableCpus(client)).filter((slot) => slot['qom-path'] === undefined);
         // QEMU lists free slots highest first; plug in topology order.
         slots.sort((a, b) => topologyKey(a.props) - topologyKey(b.props));
@@ -284,8 +313,9 @@ export async function setVcpus(paths: VireoPaths, name: string, count: number): 
           await deviceAdd(client, { driver: slot.type, id, ...slot.props });
           reverter.add(() => deviceDel(client, id));
         }
+        crashPoint('device.attach.plugged');
         await saveDefinition(paths, next);
-      });
+      }));
     } else {
       await saveDefinition(paths, next);
     }
@@ -334,12 +364,13 @@ export async function setMemory(paths: VireoPaths, name: string, value: number |
     const next = defineVm(parseVmSpec({ ...specOf(def), memory: size, memoryHotplug: { max: hotplug.max, plugged } }), def);
     await check(next);
     if (plugged > hotplug.plugged) await checkHugepages(def, plugged - hotplug.plugged, `adding ${plugged - hotplug.plugged} MiB to VM '${name}'`);
-    await Reverter.run(async (reverter) => {
+    await withLiveChange(paths, name, { kind: 'memory', uuid: def.uuid, next, fromPluggedMiB: hotplug.plugged, toPluggedMiB: plugged }, () => Reverter.run(async (reverter) => {
       await qomSet(client, VIRTIO_MEM_PATH, 'requested-size', plugged * MiB);
       reverter.add(() => qomSet(client, VIRTIO_MEM_PATH, 'requested-size', hotplug.plugged * MiB));
       await waitForPluggedMemory(client, plugged * MiB);
+      crashPoint('device.attach.plugged');
       await saveDefinition(paths, next);
-    });
+    }));
     return { definition: next, live: true, id: VIRTIO_MEM_DEVICE };
   });
 }

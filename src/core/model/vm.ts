@@ -7,6 +7,7 @@
  */
 import { randomBytes, randomUUID } from 'node:crypto';
 import { z } from 'zod';
+import { PlacementSchema, VmLabels } from './placement.js';
 import { invalidArgument } from '../errors.js';
 import { CloudInitSchema } from './cloud-init.js';
 import { MiB, NAME_PATTERN, NAME_RULE, parseSize } from './units.js';
@@ -301,6 +302,10 @@ export const VmSpecSchema = z.strictObject({
   /** TPM, watchdog, entropy rate limit, USB, extra serial ports, host device passthrough (src/core/devices/spec.ts). */
   devices: DevicesSchema.optional(),
   autostart: z.strictObject({ enabled: z.boolean().default(true), order: z.number().int().min(0).max(9999).default(0), delay: z.number().int().min(0).max(3600).default(0) }).optional(),
+  /** Its own labels (KEY: VALUE), for people and for the cluster (src/core/model/placement.ts). */
+  labels: VmLabels.optional(),
+  /** In a cluster: affinity and anti-affinity groups, spread groups, the host labels it needs. */
+  placement: PlacementSchema.optional(),
 });
 
 export type VmSpecInput = z.input<typeof VmSpecSchema>;

@@ -5,11 +5,13 @@
  * it has all taken; a failure rolls back what was applied. On a stopped VM
  * it is validated and stored for the next start.
  */
+import { settleLiveChange, withLiveChange } from '../devices/change-journal.js';
+import { crashPoint } from '../crash-point.js';
 import { z } from 'zod';
 import { VireoError, invalidArgument, invalidState } from '../errors.js';
 import { defineVm, parseVmSpec, zodToError, type VmDefinition, type VmSpec } from '../model/vm.js';
 import { vmPaths, type VireoPaths } from '../paths.js';
-import { openMonitor } from '../qmp/monitor.js';
+import { openMonitor, withMonitor } from '../qmp/monitor.js';
 import { Reverter } from '../revert.js';
 import { loadDefinition, saveDefinition, withVmLock } from '../vm/definitions.js';
 import { livePid, readRuntimeRecord } from '../vm/runtime.js';
@@ -67,8 +69,13 @@ export function applySettings(current: VmDefinition, input: unknown): VmSpec {
 }
 
 export async function setVmResources(paths: VireoPaths, name: string, input: unknown): Promise<SetResult> {
-  const current = await loadDefinition(paths, name);
+  await loadDefinition(paths, name); // a VM that does not exist is not_found before any lock file is made
   return withVmLock(paths, name, async () => {
+    let current = await loadDefinition(paths, name);
+    const running = await livePid(paths, current);
+    // A change a dead process left half-applied is settled first, so this one starts from the truth.
+    const settled = running === undefined ? await settleLiveChange(paths, name, undefined) : await withMonitor(paths, name, (client) => settleLiveChange(paths, name, client));
+    if (settled) current = await loadDefinition(paths, name);
     if (current.template) throw invalidState(`VM '${name}' is a template and cannot be changed; clone it`);
     const next = defineVm(applySettings(current, input), current);
     const pid = await livePid(paths, current);
@@ -81,10 +88,11 @@ export async function setVmResources(paths: VireoPaths, name: string, input: unk
     }
     const client = await openMonitor(paths, name, { timeoutMs: 10_000 });
     try {
-      await Reverter.run(async (reverter) => {
+      await withLiveChange(paths, name, { kind: 'resources', uuid: current.uuid, next }, () => Reverter.run(async (reverter) => {
         await applyLive(current, next, client, pid, reverter);
+        crashPoint('resources.applied');
         await saveDefinition(paths, next);
-      });
+      }));
     } catch (error) {
       if (error instanceof VireoError) throw error;
       throw new VireoError('internal', `changing VM '${name}' failed and was rolled back: ${(error as Error).message}`, {}, { cause: error });

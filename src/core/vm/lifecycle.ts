@@ -5,6 +5,7 @@
  * through QMP, and the outcome is taken from QMP events and the monitor
  * closing, not from PIDs (an exited QEMU may linger as a zombie).
  */
+import { settleLiveChange } from '../devices/change-journal.js';
 import { access, copyFile, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { VireoError, invalidState } from '../errors.js';
@@ -172,8 +173,10 @@ export interface StartOptions {
  */
 export async function startVm(paths: VireoPaths, name: string, options: StartOptions = {}): Promise<StartResult> {
   const result = await withVmLock(paths, name, async () => {
-    const def = await loadDefinition(paths, name);
+    let def = await loadDefinition(paths, name);
     if ((await livePid(paths, def)) !== undefined) throw invalidState(`VM '${name}' is already running`);
+    // A live device change its QEMU did not outlive: its leftovers go (a tap, a reservation) before this start makes its own.
+    if (await settleLiveChange(paths, name, undefined)) def = await loadDefinition(paths, name);
     if (def.template) throw invalidState(`VM '${name}' is a template and cannot be started; clone it (vireo vm clone ${name} NEW)`);
     const boot = def.boot.kernel;
     const image = boot && 'image' in boot ? await getKernelImage(paths, boot.image, 'boot.kernel.image') : undefined;

@@ -10,7 +10,6 @@
  */
 import { useEffect, useState } from 'preact/hooks';
 import type { EvacuationResult, MemberView } from '../../api/cluster.js';
-import type { Operation } from '../../api/operations.js';
 import { api, formatBytes, timeAgo, useLive } from '../api.js';
 import { Action, Card, Meter, StateBadge } from '../ui.js';
 import { eventSummary } from './dashboard.js';
@@ -70,7 +69,7 @@ function HostRow({ member, onChanged, onEvacuated, upCount }: { member: MemberVi
             run={async () => {
               const started = await api.call('POST /cluster/members/:name/evacuate', { params: { name: member.name }, body: {} });
               onChanged();
-              const done = (await api.waitForOperation(started.id)) as Operation<EvacuationResult>;
+              const done = await api.waitForOperation(started);
               if (done.result) onEvacuated(done.result);
               onChanged();
             }} />

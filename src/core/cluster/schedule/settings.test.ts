@@ -31,3 +31,11 @@ test('settings: each bad value is refused naming its field', () => {
     assert.throws(() => checkScheduleSettings(input), (error) => isVireoError(error, 'invalid_argument') && error.details.field === field, JSON.stringify(input));
   }
 });
+
+test('settings: the balancing interval is a setting, from 1 s to a day', () => {
+  assert.equal(checkScheduleSettings({ balance: { intervalMs: 2000 } }).balance.intervalMs, 2000);
+  assert.equal(checkScheduleSettings({}).balance.intervalMs, DEFAULT_SETTINGS.balance.intervalMs);
+  for (const intervalMs of [999, 0, 25 * 3_600_000, '5s']) {
+    assert.throws(() => checkScheduleSettings({ balance: { intervalMs } }), (error) => isVireoError(error, 'invalid_argument') && error.details.field === 'balance.intervalMs');
+  }
+});

@@ -77,6 +77,8 @@ export type PlacementPolicy = 'spread' | 'pack';
 
 export interface BalanceSettings {
   enabled: boolean;
+  /** How often the leader runs a balancing cycle (and members publish their load). */
+  intervalMs: number;
   /** Act only when imbalance (see imbalance.ts) is above this, e.g. 0.1 = hosts' loads 10 points apart on average. */
   threshold: number;
   /** ...and has stayed above it this long (and this long since the last move, whose effect must show first). */
@@ -112,6 +114,7 @@ export const DEFAULT_SETTINGS: ScheduleSettings = {
   maxMemoryUse: 0.9,
   balance: {
     enabled: false,
+    intervalMs: 60_000,
     threshold: 0.1,
     holdMs: 5 * 60_000,
     cooldownMs: 60 * 60_000,
@@ -164,6 +167,7 @@ export function checkScheduleSettings(input: unknown, base: ScheduleSettings = D
   const policy = given.policy ?? base.policy;
   if (policy !== 'spread' && policy !== 'pack') throw invalidArgument('policy', `must be spread or pack, not ${JSON.stringify(policy)}`);
   const ratio = (key: 'cpu' | 'memory' | 'storage') => number(`overcommit.${key}`, overcommit[key], base.overcommit[key], (value) => value > 0 && value <= 64, 'a ratio above 0 and at most 64');
+  const interval = number('balance.intervalMs', balance.intervalMs, base.balance.intervalMs, (value) => value >= 1000 && value <= 24 * 3_600_000, 'milliseconds from 1 s to 1 day');
   const duration = (key: 'holdMs' | 'cooldownMs') => number(`balance.${key}`, balance[key], base.balance[key], (value) => value >= 0 && value <= 30 * 24 * 3_600_000, 'milliseconds from 0 to 30 days');
   if (balance.enabled !== undefined && typeof balance.enabled !== 'boolean') throw invalidArgument('balance.enabled', 'must be true or false');
   return {
@@ -172,6 +176,7 @@ export function checkScheduleSettings(input: unknown, base: ScheduleSettings = D
     maxMemoryUse: number('maxMemoryUse', given.maxMemoryUse, base.maxMemoryUse, (value) => value > 0 && value <= 1, 'a fraction above 0 and at most 1'),
     balance: {
       enabled: (balance.enabled as boolean | undefined) ?? base.balance.enabled,
+      intervalMs: interval,
       threshold: number('balance.threshold', balance.threshold, base.balance.threshold, (value) => value > 0 && value < 1, 'a fraction above 0 and under 1 (0.1: hosts about 10 points from the mean)'),
       holdMs: duration('holdMs'),
       cooldownMs: duration('cooldownMs'),
