@@ -21,7 +21,7 @@
 import { readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { join, relative, sep } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { build, type Plugin } from 'esbuild';
+import { build, type Metafile, type Plugin } from 'esbuild';
 
 const root = fileURLToPath(new URL('../../', import.meta.url));
 const cliDir = join(root, 'dist', 'src', 'cli');
@@ -43,6 +43,23 @@ const ownUrl: Plugin = {
     });
   },
 };
+
+/**
+ * With code splitting, esbuild gives `await import(pkg)` of a CommonJS
+ * package its default export only (Node also gives the named ones), so
+ * `const { parse } = await import('yaml')` found parse undefined in the
+ * bundle alone. Such an import fails the build; a static import in a small
+ * module of ours that is imported dynamically works in both (src/cli/yaml.ts).
+ */
+function refuseDynamicCommonJs(metafile: Metafile): void {
+  const wrong: string[] = [];
+  for (const [file, input] of Object.entries(metafile.inputs)) {
+    for (const imported of input.imports) {
+      if (imported.kind === 'dynamic-import' && !imported.external && metafile.inputs[imported.path]?.format === 'cjs') wrong.push(`${file}: import('${imported.original ?? imported.path}')`);
+    }
+  }
+  if (wrong.length > 0) throw new Error(`dynamic imports of CommonJS modules lose their named exports in the bundle; import them statically from a module that is imported dynamically:\n  ${wrong.join('\n  ')}`);
+}
 
 export async function bundleCli(options: { minify?: boolean; metafile?: boolean } = {}): Promise<{ bytes: number; files: number }> {
   // tsc wrote a fresh main.js (the build runs tsc first): keep it as the input; without tsc, the earlier copy is the input.
@@ -71,10 +88,11 @@ export async function bundleCli(options: { minify?: boolean; metafile?: boolean 
     // Bundled CommonJS packages (fastify's) call require() for Node's own modules.
     banner: { js: `${BANNER_MARK}\nimport { createRequire as __vireoCreateRequire } from 'node:module'; const require = __vireoCreateRequire(import.meta.url);` },
     plugins: [ownUrl],
-    metafile: options.metafile ?? false,
+    metafile: true,
     logLevel: 'warning',
   });
-  if (options.metafile && result.metafile) await writeFile(join(root, 'dist', 'cli-meta.json'), JSON.stringify(result.metafile));
+  refuseDynamicCommonJs(result.metafile);
+  if (options.metafile) await writeFile(join(root, 'dist', 'cli-meta.json'), JSON.stringify(result.metafile));
   let bytes = 0;
   let files = 0;
   for (const file of await readdir(cliDir)) {

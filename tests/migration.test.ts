@@ -12,9 +12,10 @@ import { after, before, describe, test } from 'node:test';
 import { migrateVia, startTwoHosts, stateOn, type TestHost, type TwoHosts } from './harness/hosts.js';
 import { collectEvents, runOperation } from './harness/daemon.js';
 import { qemuPidsOf, listDir } from './harness/vireo.js';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { randomBytes } from 'node:crypto';
+import { mkdir, mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { COUNTER_LOOP, STOP_LOOP, assertContiguous, counters, followConsole, waitForCounter } from './harness/workload.js';
 import type { SerialConsole } from '../src/core/vm/console.js';
 
@@ -259,12 +260,23 @@ describe('live migration with shared storage', () => {
     const stopped = await runOperation(a.daemon.api, 'POST', '/vms/mig/stop', {});
     assert.equal(stopped.state, 'succeeded', JSON.stringify(stopped.error));
     const before = await a.daemon.api.request<{ definition: unknown }>('GET', '/vms/mig');
+    // Its TPM state and UEFI variables (a VM that had them: random stand-ins here) have no stream to ride: they go with the offer.
+    const stateFiles = { 'tpm/tpm2-00.permall': randomBytes(9000), 'OVMF_VARS.fd': randomBytes(540_672) };
+    for (const [name, content] of Object.entries(stateFiles)) {
+      await mkdir(dirname(join(a.home.paths.vms, 'mig', name)), { recursive: true });
+      await writeFile(join(a.home.paths.vms, 'mig', name), content);
+    }
     const moved = await migrateVia(a, b, 'mig', { offline: true });
     assert.equal(moved.state, 'succeeded', JSON.stringify(moved.error));
     assert.equal(await stateOn(a, 'mig'), 'absent');
     const after = await b.daemon.api.request<{ definition: unknown; runtime: { state: string } }>('GET', '/vms/mig');
     assert.equal(after.runtime.state, 'stopped');
     assert.deepEqual(after.definition, before.definition, 'the same VM: identity and spec kept');
+    for (const [name, content] of Object.entries(stateFiles)) {
+      const path = join(b.home.paths.vms, 'mig', name);
+      assert.ok((await readFile(path)).equals(content), `${name} arrived whole`);
+      assert.equal((await stat(path)).mode & 0o777, 0o600, `${name} is the owner's only`);
+    }
     const disks = await b.daemon.api.request<{ name: string }[]>('GET', '/disks');
     assert.deepEqual(disks.map((disk) => disk.name), ['mig-disk0'], 'the destination sees the shared disk, untouched');
     assert.deepEqual(await b.daemon.api.request('GET', '/migrations'), []);

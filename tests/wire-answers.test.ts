@@ -9,11 +9,16 @@
  * code is caught.
  */
 import assert from 'node:assert/strict';
+import { readdir, readFile } from 'node:fs/promises';
+import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import { api, type ApiKey } from '../src/api/index.js';
 import type { AnyEndpoint } from '../src/api/contract.js';
 import type { ApiClient } from '../src/client/api-client.js';
+import { until } from './harness/cluster.js';
+import { startTestDaemon } from './harness/daemon.js';
 import { startNetnsHost, type NetnsHost } from './harness/netns.js';
+import { createTestHome } from './harness/vireo.js';
 
 let host: NetnsHost;
 let client: ApiClient;
@@ -120,10 +125,41 @@ test('a network, a firewall, a volume and a running VM on them match their schem
   check('DELETE /networks/:name', await client.call('DELETE /networks/:name', { params: { name: net } }));
 });
 
+/** PIDs of etcd processes whose data directory is under `home` (live ones: Z is dead). */
+async function etcdPidsOf(home: string): Promise<number[]> {
+  const pids: number[] = [];
+  for (const entry of await readdir('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    const stat = await readFile(`/proc/${entry}/stat`, 'utf8').catch(() => '');
+    if (stat === '' || stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3) === 'Z') continue;
+    const cmdline = (await readFile(`/proc/${entry}/cmdline`, 'utf8').catch(() => '')).split('\0');
+    if (cmdline[0]?.endsWith('etcd') && cmdline.includes(join(home, 'cluster', 'etcd'))) pids.push(Number(entry));
+  }
+  return pids;
+}
+
+test('a one-member cluster (its own local etcd) matches the cluster schemas', { timeout: 300_000 }, async () => {
+  const home = await createTestHome({ withImage: false });
+  const daemon = await startTestDaemon(home, ['--listen', '127.0.0.1:0', '--quiet']);
+  try {
+    // etcd's client port and the next (its peers), on loopback.
+    const port = 40000 + (process.pid % 9000) * 2;
+    check('POST /cluster/init', await daemon.api.call('POST /cluster/init', { body: { etcdLocal: `127.0.0.1:${port}`, name: 'wa-solo', leaseTtlSeconds: 3 } }, { timeoutMs: 120_000 }));
+    const status = await until('the member is up and leads', () => daemon.api.call('GET /cluster', {}, { timeoutMs: 15_000 }), (seen) => seen.leading === true && seen.members?.[0]?.alive === true, 60_000, 250);
+    check('GET /cluster', status);
+    check('GET /cluster/members', await daemon.api.call('GET /cluster/members'));
+    check('POST /cluster/tokens', await daemon.api.call('POST /cluster/tokens', { body: { ttlSeconds: 600 } }));
+  } finally {
+    await daemon.stop().catch(() => undefined);
+    for (const pid of await etcdPidsOf(home.home)) process.kill(pid, 'SIGKILL');
+    await home.cleanup();
+  }
+});
+
 test('tokens match their schemas', async () => {
   const created = await client.call('POST /tokens', { body: { name: `wa-token${suffix}`, expires: '1d' } });
   check('POST /tokens', created);
   check('GET /tokens', await client.call('GET /tokens'));
   check('DELETE /tokens/:id', await client.call('DELETE /tokens/:id', { params: { id: created.id } }));
-  assert.ok(checked.size >= 45, `${checked.size} endpoints' answers checked`);
+  assert.ok(checked.size >= 50, `${checked.size} endpoints' answers checked`);
 });

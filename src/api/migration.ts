@@ -4,6 +4,7 @@
  * (see docs/migration.md for the protocol): incoming, status (also the
  * heartbeat), commit, abort and finish, plus a list for people.
  */
+import { MAX_STATE_FILE_BYTES, VM_STATE_FILES } from '../core/migration/state-files.js';
 import { z } from 'zod';
 import { DEFAULT_TUNING } from '../core/migration/drive.js';
 import type { IncomingEndpoints } from '../core/migration/incoming.js';
@@ -29,6 +30,9 @@ export interface MigrationStatus {
   incoming?: string;
 }
 
+/** An offer with every state file at its largest, base64, and the rest of the offer. */
+const STATE_FILES_BODY_LIMIT = VM_STATE_FILES.length * Math.ceil(MAX_STATE_FILE_BYTES / 3) * 4 + 1024 * 1024;
+
 export const IncomingBody = z.strictObject({
   id: Hex16Id('a migration'),
   definition: z.record(z.string(), z.unknown()),
@@ -38,6 +42,11 @@ export const IncomingBody = z.strictObject({
   tuning: z.strictObject({ postcopy: z.boolean().default(false), multifd: z.boolean().default(false) }).default({ postcopy: false, multifd: false }),
   listenHost: z.string().regex(/^[A-Za-z0-9.:-]{1,253}$/, 'must be a host name or IP address'),
   sourceQemu: z.strictObject({ major: z.number().int(), minor: z.number().int(), micro: z.number().int() }).optional(),
+  /** Offline only: the TPM state and UEFI variables, by their fixed names (never a path of the sender's choosing). */
+  stateFiles: z.array(z.strictObject({
+    name: z.enum(VM_STATE_FILES),
+    data: z.base64().max(Math.ceil(MAX_STATE_FILE_BYTES / 3) * 4, `must be at most ${MAX_STATE_FILE_BYTES} bytes`),
+  })).max(VM_STATE_FILES.length).optional(),
 });
 export type IncomingRequestBody = z.output<typeof IncomingBody>;
 
@@ -99,7 +108,7 @@ export const migration = {
   'GET /migrations': endpoint({ tag: 'migrations', summary: 'Migrations this daemon takes part in that are not finished (never the peer token)', status: 200, response: returns('Migration[]', () => z.array(MigrationViewSchema())) }),
   'POST /migrations/incoming': endpoint({
     tag: 'migrations', summary: 'Destination: check compatibility, reserve the VM and wait for it (QEMU -incoming, NBD exports for a storage copy)',
-    body: IncomingBody, status: 201, response: returns('IncomingEndpoints', IncomingSchema),
+    body: IncomingBody, bodyLimit: STATE_FILES_BODY_LIMIT, status: 201, response: returns('IncomingEndpoints', IncomingSchema),
   }),
   'GET /migrations/:id': endpoint({
     tag: 'migrations', summary: 'Destination: the phase of a migration (also the source\'s heartbeat); 404 once aborted', params: MigrationIdParams, status: 200, response: returns('MigrationStatus', (): z.ZodType<MigrationStatus> => z.strictObject({ id: z.string(), phase: Phase(), vm: z.string(), incoming: z.string().optional() })),

@@ -39,7 +39,7 @@ export function printJson(value: unknown): void {
 
 /** YAML is loaded on demand: it is only for humans, and every command's start-up time counts. */
 export async function printYaml(value: unknown): Promise<void> {
-  const { stringify } = await import('yaml');
+  const { stringify } = await import('./yaml.js');
   process.stdout.write(stringify(value));
 }
 

@@ -139,7 +139,7 @@ async function readSpecFile(file: string): Promise<Spec> {
   }
   try {
     // YAML is a superset of JSON, so one parser reads both.
-    const { parse: parseYaml } = await import('yaml');
+    const { parse: parseYaml } = await import('../yaml.js');
     const value = parseYaml(text) as unknown;
     if (typeof value !== 'object' || value === null || Array.isArray(value)) throw new Error('the spec must be a mapping of fields');
     return value as Spec;

@@ -6,6 +6,7 @@
  * NBD, and later either let it run (commit) or remove every trace (abort).
  * Who decides between commit and abort is ./destination.ts.
  */
+import { writeStateFiles, type VmStateFile } from './state-files.js';
 import { createServer } from 'node:net';
 import { readFile } from 'node:fs/promises';
 import { VireoError, invalidState, isVireoError } from '../errors.js';
@@ -14,7 +15,7 @@ import { run } from '../process/run.js';
 import { syncClockAfterMove } from '../guest/agent-ops.js';
 import { getImage } from '../image/store.js';
 import { defineVm, parseVmSpec, type VmDefinition } from '../model/vm.js';
-import type { VireoPaths } from '../paths.js';
+import { vmPaths, type VireoPaths } from '../paths.js';
 import { cont, queryStatus } from '../qmp/commands.js';
 import { blockExportAddNbd, migrateIncoming, nbdServerStart, nbdServerStop, queryMigrate } from '../qmp/migration.js';
 import type { Reverter } from '../revert.js';
@@ -47,6 +48,8 @@ export interface IncomingRequest {
   listenHost: string;
   /** The source's QEMU, for the version check. */
   sourceQemu?: { major: number; minor: number; micro: number };
+  /** Offline: the TPM state and UEFI variables, written beside the definition. */
+  stateFiles?: VmStateFile[];
 }
 
 export interface IncomingEndpoints {
@@ -170,6 +173,8 @@ export async function prepareIncoming(paths: VireoPaths, request: IncomingReques
       reverter.add(() => deleteVolume(paths, volume.name, { usedBy: async () => [] }));
     }
   }
+  // In the reserved directory: a failure or an abort removes them with it.
+  if (request.offline && request.stateFiles) await writeStateFiles(vmPaths(paths, def.name).dir, request.stateFiles);
   await saveDefinition(paths, def);
   if (request.offline) return {};
 

@@ -4,10 +4,11 @@
  * (check, prepare, run, remove). Every monitor connection of the migration
  * code goes through `withMonitor` (./monitor.ts).
  */
+import { readStateFiles } from './state-files.js';
 import { VireoError, isVireoError } from '../errors.js';
 import { getHostFacts } from '../host/check.js';
 import type { VmDefinition } from '../model/vm.js';
-import type { VireoPaths } from '../paths.js';
+import { vmPaths, type VireoPaths } from '../paths.js';
 import type { QmpClient } from '../qmp/client.js';
 import { cont, queryStatus, quit } from '../qmp/commands.js';
 import { migrateStartPostcopy, queryMigrate } from '../qmp/migration.js';
@@ -47,6 +48,7 @@ export function localSource(paths: VireoPaths): SourceMachine {
       const version = (await getHostFacts()).qemu.version;
       return { volumes, ...(version ? { qemu: { major: version.major, minor: version.minor, micro: version.micro } } : {}) };
     },
+    stateFiles: (def) => readStateFiles(vmPaths(paths, def.name).dir),
     async copyOffline(def, host, endpoints, options) {
       if (endpoints.nbd) await copyVolumesOffline(paths, def, host, endpoints.nbd, options);
     },
@@ -145,6 +147,7 @@ export function localDestination(paths: VireoPaths, hostFiles: HostFilePolicy = 
         tuning: offer.tuning,
         listenHost: offer.listenHost,
         ...(offer.sourceQemu ? { sourceQemu: offer.sourceQemu } : {}),
+        ...(offer.offline && offer.stateFiles ? { stateFiles: offer.stateFiles } : {}),
       };
       for (const [index, volume] of request.volumes.entries()) {
         if (!definition.disks.some((disk) => disk.volume === volume.name)) throw new VireoError('invalid_argument', `body.volumes.${index}.name: '${volume.name}' is not a disk of the VM`, { field: `body.volumes.${index}.name` });

@@ -12,6 +12,7 @@ import { isVireoError } from '../errors.js';
 import type { IncomingEndpoints, VolumeToCopy } from './incoming.js';
 import type { MigrationTuning } from './drive.js';
 import type { MigrationPhase } from './records.js';
+import type { VmStateFile } from './state-files.js';
 
 /** What the source offers: the VM's definition and how it will come. */
 export interface IncomingOffer {
@@ -25,6 +26,8 @@ export interface IncomingOffer {
   /** The destination's address the source reached: its QEMU and NBD exports listen there. */
   listenHost: string;
   sourceQemu?: { major: number; minor: number; micro: number };
+  /** Offline: the TPM state and UEFI variables, which no stream carries (state-files.ts). */
+  stateFiles?: VmStateFile[];
 }
 
 export interface PreparedIncoming extends IncomingEndpoints {

@@ -16,6 +16,7 @@
  *   peer.commit -> record 'committed' -> remove the local copy ->
  *   peer.finish -> forget the record
  */
+import type { VmStateFile } from './state-files.js';
 import { randomBytes } from 'node:crypto';
 import { VireoError, asVireoError, invalidState, isVireoError } from '../errors.js';
 import { crashPoint } from '../crash-point.js';
@@ -73,6 +74,8 @@ export interface SourceMachine {
   exclusive<T>(def: VmDefinition, work: () => Promise<T>): Promise<T>;
   /** The volumes to create on the destination (storage copy) and this host's QEMU version. */
   describe(def: VmDefinition, copyStorage: boolean): Promise<{ volumes: VolumeToCopy[]; qemu?: { major: number; minor: number; micro: number } }>;
+  /** The TPM state and UEFI variables an offline migration sends with the offer (no stream carries them). */
+  stateFiles?(def: VmDefinition): Promise<VmStateFile[]>;
   /** Offline storage copy: writes each volume into the destination's export of it. */
   copyOffline(def: VmDefinition, host: string, endpoints: IncomingEndpoints, options: { signal: AbortSignal; onProgress: (fraction: number) => void }): Promise<void>;
   /**
@@ -210,6 +213,7 @@ export class MigrationSource {
         tuning: { postcopy: options.tuning.postcopy, multifd: options.tuning.multifd },
         listenHost: peer.host,
         ...(described.qemu ? { sourceQemu: described.qemu } : {}),
+        ...(options.offline && this.machine.stateFiles ? { stateFiles: await this.machine.stateFiles(def) } : {}),
       });
       record.phase = 'transferring';
       await this.records.save(record);
