@@ -9,27 +9,34 @@
  */
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
+import { execFile } from 'node:child_process';
+import { mkdtemp, readdir, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { connect } from 'node:tls';
+import { promisify } from 'node:util';
 import { startTestDaemon, type RunningDaemon } from './harness/daemon.js';
 import { createTestHome, type TestHome } from './harness/vireo.js';
 
+const exec = promisify(execFile);
 let home: TestHome;
 let daemon: RunningDaemon;
-let port: number;
+let daemonPort: number;
 
 before(async () => {
   home = await createTestHome();
   daemon = await startTestDaemon(home, ['--listen', '127.0.0.1:0']);
-  port = Number(/https:\/\/127\.0\.0\.1:(\d+)/.exec(daemon.log())![1]);
+  daemonPort = Number(/https:\/\/127\.0\.0\.1:(\d+)/.exec(daemon.log())![1]);
 });
 after(async () => {
   await daemon?.stop();
   await home?.cleanup();
 });
 
-/** Sends a Connection: close POST with an 8 MiB body in two parts, a pause between them, and reads the answer only after. */
-function uploadReadingLate(path: string, headers: string[]): Promise<{ answer: string; error?: string }> {
-  const body = Buffer.alloc(8 * 1024 * 1024, 0x41);
+/** Sends a Connection: close POST with a body (8 MiB unless told) in two parts, a pause between them, and reads the answer only after. */
+function uploadReadingLate(path: string, headers: string[], options: { bytes?: number; port?: number } = {}): Promise<{ answer: string; error?: string }> {
+  const body = Buffer.alloc(options.bytes ?? 8 * 1024 * 1024, 0x41);
+  const port = options.port ?? daemonPort;
   return new Promise((resolve) => {
     const socket = connect({ host: '127.0.0.1', port, rejectUnauthorized: false }, () => {
       socket.pause();
@@ -61,4 +68,26 @@ test('a bad query field refused before the body is read: its 400 names the field
   const { answer, error } = await uploadReadingLate(`/disks/upload?name=${encodeURIComponent('../x')}`, [`authorization: Bearer ${secret}`]);
   assert.match(answer, /^HTTP\/1\.1 400 /, `no answer (${error ?? 'closed'})`);
   assert.match(answer, /"field":"query\.name"/);
+});
+
+test('an upload larger than the storage\'s free space is refused before a byte is stored: no_space (507), nothing left', { timeout: 120_000 }, async () => {
+  const storage = await mkdtemp(join(tmpdir(), 'vireo-small-storage-'));
+  await exec('mount', ['-t', 'tmpfs', '-o', 'size=16m', 'tmpfs', storage]);
+  const small = await createTestHome();
+  let smallDaemon: RunningDaemon | undefined;
+  try {
+    smallDaemon = await startTestDaemon(small, ['--listen', '127.0.0.1:0'], { env: { VIREO_STORAGE: storage } });
+    const port = Number(/https:\/\/127\.0\.0\.1:(\d+)/.exec(smallDaemon.log())![1]);
+    const secret = (await small.vireo(['token', 'create', 'uploader'])).stdout.trim();
+    const { answer, error } = await uploadReadingLate('/disks/upload?name=big', [`authorization: Bearer ${secret}`], { bytes: 24 * 1024 * 1024, port });
+    assert.match(answer, /^HTTP\/1\.1 507 /, `no answer (${error ?? 'closed'})`);
+    assert.match(answer, /"code":"no_space"/);
+    assert.match(answer, /"field":"body"/);
+    assert.deepEqual(await readdir(storage), [], 'no volume and no temporary file');
+  } finally {
+    await smallDaemon?.stop();
+    await small.cleanup();
+    await exec('umount', [storage]);
+    await rm(storage, { recursive: true, force: true });
+  }
 });

@@ -85,6 +85,9 @@ describe('web UI of a two-host cluster', { timeout: 900_000 }, () => {
     const self = members.find((member) => member.name === a.name)!;
     const capacity = row('hosts-table', 'data-host', a.name).getByTestId('capacity');
     await waitForText(capacity, new RegExp(`\\b2 / ${self.capacity.cpus}\\b[\\s\\S]*1 VM\\b`), 30_000);
+    // The dashboard sums the cluster up.
+    await page.getByRole('link', { name: 'Dashboard' }).click();
+    await waitForText(page.getByTestId('dashboard-cluster'), new RegExp(`2 of 2 hosts up · leader ${status.leader}`));
   });
 
   test('the VM list shows every member\'s VMs with their host; a VM made and started on h2 appears and turns running live', async () => {

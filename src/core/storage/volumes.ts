@@ -10,7 +10,7 @@
  * so a half-made volume is never visible and a failed one leaves nothing.
  */
 import { constants as fsConstants } from 'node:fs';
-import { chmod, copyFile, link, lstat, mkdir, open, readdir, realpath, rename, rm, stat } from 'node:fs/promises';
+import { chmod, copyFile, link, lstat, mkdir, open, readdir, realpath, rename, rm, stat, statfs } from 'node:fs/promises';
 import { basename, dirname, extname, isAbsolute, join, relative, resolve, sep } from 'node:path';
 import { alreadyExists, invalidArgument, invalidState, notFound, VireoError } from '../errors.js';
 import { checkName, formatSize, MiB, NAME_PATTERN } from '../model/units.js';
@@ -515,6 +515,9 @@ export interface ReceiveIsoOptions {
   onProgress?: (received: number) => void;
 }
 
+/** Space an upload leaves free on the storage filesystem, so that running VMs' disks can still grow. */
+const UPLOAD_SPACE_RESERVE_BYTES = 64 * MiB;
+
 /** Where the volume descriptor's "CD001" ends: enough bytes to tell an ISO 9660 image. */
 const ISO_MAGIC_END = 32769 + 5;
 
@@ -531,6 +534,12 @@ export async function receiveIsoVolume(paths: VireoPaths, options: ReceiveIsoOpt
   if (options.expectedBytes < ISO_MAGIC_END) throw invalidArgument(options.field, `${options.expectedBytes} bytes cannot be an ISO 9660 image (its first volume descriptor ends at byte ${ISO_MAGIC_END})`);
   await mkdir(storageDir(paths), { recursive: true });
   await refuseExisting(paths, name);
+  // Refused before a byte is read, rather than after minutes of uploading into a disk that fills up.
+  const { bavail, bsize } = await statfs(storageDir(paths));
+  const free = bavail * bsize;
+  if (options.expectedBytes + UPLOAD_SPACE_RESERVE_BYTES > free) {
+    throw new VireoError('no_space', `${options.field}: the image is ${formatSize(options.expectedBytes)} and the storage has ${formatSize(free)} free (${formatSize(UPLOAD_SPACE_RESERVE_BYTES)} of it is kept free); free space and upload again`, { field: options.field, neededBytes: options.expectedBytes, freeBytes: free });
+  }
   const target = join(storageDir(paths), `${name}.iso`);
   await ensureInsideStorage(paths, target, 'name');
   await publish(target, name, async (temp) => {

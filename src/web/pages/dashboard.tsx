@@ -1,4 +1,4 @@
-/** The dashboard: host capacity against what running VMs take, counts, recent operations and events. */
+/** The dashboard: host capacity against what running VMs take, counts, recent operations and events; in a cluster, the cluster's summary too. */
 import { useEffect, useState } from 'preact/hooks';
 import type { Summary } from '../../api/ui.js';
 import { api, formatBytes, timeAgo, useLive } from '../api.js';
@@ -33,7 +33,17 @@ export function Dashboard() {
             <span class="count"><strong>{vms.length - running - stopped}</strong> other</span>
           </div>
         </Card>
-        <Card title="Host capacity">
+        {live.cluster.enabled && live.cluster.totals && (
+          <Card title="Cluster" actions={<a href="#/hosts">Hosts</a>}>
+            <p data-testid="dashboard-cluster">
+              {(live.cluster.members ?? []).filter((member) => member.alive).length} of {(live.cluster.members ?? []).length} hosts up · leader <strong>{live.cluster.leader ?? 'none'}</strong>
+              {(live.cluster.members ?? []).some((member) => member.state === 'maintenance') && ` · in maintenance: ${(live.cluster.members ?? []).filter((member) => member.state === 'maintenance').map((member) => member.name).join(', ')}`}
+            </p>
+            <Meter label="vCPUs given / cluster CPUs" used={live.cluster.totals.allocated.vcpus} total={live.cluster.totals.capacity.cpus} format={String} />
+            <Meter label="Memory given / cluster memory" used={live.cluster.totals.allocated.memoryMiB * 1024 * 1024} total={live.cluster.totals.capacity.memoryMiB * 1024 * 1024} format={formatBytes} />
+          </Card>
+        )}
+        <Card title={live.cluster.enabled && live.cluster.self ? `This host's capacity (${live.cluster.self})` : 'Host capacity'}>
           {summary ? (
             <>
               <Meter label="vCPUs of running VMs / host CPUs" used={summary.allocated.vcpus} total={summary.host.cpus} format={String} />
@@ -49,8 +59,8 @@ export function Dashboard() {
       <Card title="Recent operations" actions={<a href="#/operations">All operations</a>}>
         <div class="table-wrap">
           <table>
-            <thead><tr><th>Kind</th><th>Target</th><th>State</th><th>Progress</th><th>Started</th><th /></tr></thead>
-            <tbody>{operations.map((operation) => <OperationRow key={operation.id} operation={operation} />)}</tbody>
+            <thead><tr>{live.cluster.enabled && <th>Host</th>}<th>Kind</th><th>Target</th><th>State</th><th>Progress</th><th>Started</th><th /></tr></thead>
+            <tbody>{operations.map((operation) => <OperationRow key={operation.id} operation={operation} showHost={live.cluster.enabled} />)}</tbody>
           </table>
         </div>
       </Card>
