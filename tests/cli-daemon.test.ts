@@ -185,7 +185,7 @@ describe('the CLI with no daemon, or a dead one', () => {
     assert.equal(printed.code, 0, printed.stderr);
     const unit = printed.stdout;
     assert.match(unit, /^KillMode=process$/m);
-    assert.match(unit, new RegExp(`^ExecStart=${process.execPath.replace(/[.*+?^${}()|[\]\\/]/g, '\\$&')} --max-semi-space-size=2 --optimize-for-size --no-opt \\S+/dist/src/cli/main\\.js daemon --listen 0\\.0\\.0\\.0:8443$`, 'm'));
+    assert.match(unit, new RegExp(`^ExecStart=${process.execPath.replace(/[.*+?^${}()|[\]\\/]/g, '\\$&')} --max-semi-space-size=2 --optimize-for-size \\S+/dist/src/cli/main\\.js daemon --listen 0\\.0\\.0\\.0:8443$`, 'm'));
     assert.match(unit, new RegExp(`^Environment=VIREO_HOME=${home.home.replace(/[.*+?^${}()|[\]\\/]/g, '\\$&')}$`, 'm'));
     assert.match(unit, /^WantedBy=multi-user\.target$/m);
     // systemd's own checker, where systemd is installed.

@@ -14,15 +14,14 @@
  * 230 MiB over 10,000 requests while the live heap stayed at 19 MiB (heap
  * snapshots before and after); with it, 81 to 83 MiB, and idle with 50 VMs
  * about 80 instead of 90 MiB, GET /vms latency unchanged within noise.
- * --no-opt leaves out V8's optimizing compiler (TurboFan; the baseline
- * compiler still runs): its compiled code and its own code pages in the node
- * binary cost 6 to 11 MiB (with 50 VMs 69 to 75 MiB instead of 78 to 82),
- * and a daemon that mostly waits on files, sockets and QEMU barely used it:
- * GET /vms p50 moved within the machine's noise (docs/benchmarks.md).
- * --lite-mode saves as much but also drops the baseline compiler and lazy
- * feedback: GET /vms p50 went from 8 to 47 ms, so it is not used.
+ * --lite-mode (no optimizing compiler) saves 12 MiB more but doubled GET
+ * /vms p50 (7 to 15 ms with 50 VMs), so it is not used. --no-opt (no
+ * TurboFan, the baseline compiler kept) saves 6 to 11 MiB, but each GET /vms
+ * with 50 VMs cost 10 to 11 ms of CPU instead of 6 to 8 and its p50 rose by
+ * about 2 ms (docs/benchmarks.md): not used either, as the latency goal
+ * (p99 no higher than virsh's) matters on a loaded host.
  */
-export const DAEMON_NODE_FLAGS: readonly string[] = ['--max-semi-space-size=2', '--optimize-for-size', '--no-opt'];
+export const DAEMON_NODE_FLAGS: readonly string[] = ['--max-semi-space-size=2', '--optimize-for-size'];
 
 export interface UnitOptions {
   /** Absolute path of the node binary. */
