@@ -22,7 +22,7 @@ export interface RouteInput<P, Q, B> {
    */
   peer?: PeerCredentials;
   /**
-   * For upload endpoints: the request body as it arrives, its announced length
+   * For upload endpoints: the request's bytes as they arrive, its announced length
    * (checked against the endpoint's maxBytes), and discard() to drop the rest of a refused one.
    */
   upload?: { stream: AsyncIterable<Uint8Array>; length: number; discard(): void };

@@ -97,7 +97,7 @@ function inRequestTerms(route: Route, error: VireoError): VireoError {
   return new VireoError(error.code, message, { ...error.details, field: renamed }, { cause: error });
 }
 
-/** An upload's body as the handler gets it: raw bytes with a Content-Length no larger than the endpoint takes. */
+/** What an upload's handler gets: the body's raw bytes with a Content-Length no larger than the endpoint takes. */
 function uploadOf(request: FastifyRequest, maxBytes: number): { stream: AsyncIterable<Uint8Array>; length: number; discard(): void } {
   const type = (request.headers['content-type'] ?? '').split(';')[0]!.trim().toLowerCase();
   if (type !== 'application/octet-stream') {
