@@ -24,6 +24,13 @@ export type EventKind =
   /** The cluster's leader changed (data.leader; absent: none), this daemon won or lost the office (data.self), or its etcd connection changed (data.connection). */
   | 'cluster.leader'
   | 'cluster.connection'
+  /** Scale groups: defined, changed (a new template: rolling), deleted; scaled out or in (data.from, data.to, data.explanation); a member creating/ready/failed/deleted (data.member, data.reason); an error the controller hit (data.field names what is wrong, e.g. template). */
+  | 'group.defined'
+  | 'group.changed'
+  | 'group.deleted'
+  | 'group.scaled'
+  | 'group.member'
+  | 'group.error'
   /** The leader's balancer: each decision (data.outcome, data.imbalance, data.lines) and each move it starts and ends (data.phase: 'start' | 'done' | 'failed'). */
   | 'cluster.balance'
   /** Networks: defined, changed (fields, forwards), deleted, brought back at daemon start, or their dnsmasq/bridge restored. */

@@ -8,6 +8,7 @@ import { balance } from './balance.js';
 import { cluster } from './cluster.js';
 import { disks } from './disks.js';
 import { streams } from './events.js';
+import { groups } from './groups.js';
 import { guest } from './guest.js';
 import { host } from './host.js';
 import { images } from './images.js';
@@ -19,9 +20,9 @@ import { tokens } from './tokens.js';
 import { ui, uiSessions } from './ui.js';
 import { vms } from './vms.js';
 
-export const contracts = { host, vms, disks, images, snapshots, guest, networks, operations, migration, cluster, balance, tokens, ui, uiSessions } as const;
+export const contracts = { host, vms, disks, images, snapshots, guest, networks, operations, migration, cluster, balance, groups, tokens, ui, uiSessions } as const;
 
-export const api = { ...host, ...vms, ...disks, ...images, ...snapshots, ...guest, ...networks, ...operations, ...migration, ...cluster, ...balance, ...tokens, ...ui, ...uiSessions } as const;
+export const api = { ...host, ...vms, ...disks, ...images, ...snapshots, ...guest, ...networks, ...operations, ...migration, ...cluster, ...balance, ...groups, ...tokens, ...ui, ...uiSessions } as const;
 
 export { streams };
 
