@@ -65,7 +65,7 @@ describe('per-VM records and the load balancer on three hosts', { timeout: 1_200
     await cluster?.cleanup();
   });
 
-  test('anti-affinity is honoured by real placement across creates through different members; a pin onto the group\'s host is refused', async () => {
+  test('anti-affinity is honoured by real placement across creates through different members; a pin onto the group\'s host is refused; an edit or a delete frees the place', async () => {
     const first = await a.home.vireo(['vm', 'create', 'aa1', '--image', 'tiny', '--memory', '128M', '--no-nic', '--anti-affinity', 'web', '--label', 'tier=web']);
     assert.equal(first.code, 0, first.stderr);
     const host1 = /placed on '(h\d)'/.exec(first.stderr)?.[1];
@@ -88,7 +88,12 @@ describe('per-VM records and the load balancer on three hosts', { timeout: 1_200
     await a.daemon.api.request('DELETE', `/vms/aa1`);
     const again = await c.daemon.api.request<{ host: string }>('POST', '/vms', { spec: tiny('aa4', { placement: { antiAffinity: ['web'] } }) });
     assert.equal(again.host, host1);
-    for (const vm of ['aa2', 'aa3', 'aa4', 'aa5']) await a.daemon.api.request('DELETE', `/vms/${vm}`);
+    // An edit changes the record too (its owner writes it on its next report, within 10 s by default):
+    // aa2 leaves the group, and its host takes a member of it again.
+    await rejects(a.daemon.api.request('POST', '/vms', { spec: tiny('aa6', { placement: { antiAffinity: ['web'] } }), host: second.host }), 'invalid_state', 'body.host', /web/);
+    await a.daemon.api.request('PUT', '/vms/aa2', { spec: tiny('aa2') });
+    await until('aa2\'s host takes a member of web again', () => a.daemon.api.request<{ host: string }>('POST', '/vms', { spec: tiny('aa6', { placement: { antiAffinity: ['web'] } }), host: second.host }).then((created) => created.host, () => undefined), (host) => host === second.host, 60_000, 1000);
+    for (const vm of ['aa2', 'aa3', 'aa4', 'aa5', 'aa6']) await a.daemon.api.request('DELETE', `/vms/${vm}`);
   });
 
   test('settings: shown and changed by the CLI; bad values are refused naming the field', async () => {
@@ -147,7 +152,9 @@ describe('per-VM records and the load balancer on three hosts', { timeout: 1_200
     const moves = balanced.recentMoves;
     // No VM moved twice within its cooldown; every move was off the loaded host.
     assert.equal(new Set(moves.map((move) => move.vm)).size, moves.length, JSON.stringify(moves));
-    assert.equal(moves.length, 2, JSON.stringify(moves));
+    // Usually two moves; what each busy guest gets of the two shared cores also varies with everything else this
+    // machine runs, and now and then one move already leaves imbalance under the threshold.
+    assert.ok(moves.length === 1 || moves.length === 2, JSON.stringify(moves));
     for (const move of moves) assert.equal(move.from, a.name);
     // One per cycle: the second waited the hold period after the first (its effect measured first).
     for (let index = 1; index < moves.length; index++) assert.ok(moves[index]!.at - moves[index - 1]!.at >= HOLD_MS, JSON.stringify(moves));
@@ -162,11 +169,15 @@ describe('per-VM records and the load balancer on three hosts', { timeout: 1_200
     assert.deepEqual(phases, moves.flatMap(() => ['start', 'done']));
     assert.ok(balanceEvents().filter((event) => event.data['outcome'] === 'move').length >= moves.length);
 
-    // Balanced, one busy guest per host: cycles go on and nothing moves (back or anywhere).
+    // Balanced: cycles go on and nothing moves back. With one guest per host no move can help; after one move,
+    // the guest still on a may yet move if its share of the cores shifts (once: the moved two cool down).
     await new Promise((resolve) => setTimeout(resolve, HOLD_MS + INTERVAL_MS * 4));
     const later = await view(c);
-    assert.deepEqual(later.recentMoves, moves);
-    assert.deepEqual(later.hosts.map((host) => host.vms), [1, 1, 1]);
+    if (moves.length === 2) assert.deepEqual(later.recentMoves, moves);
+    assert.ok(later.recentMoves.length <= 2, JSON.stringify(later.recentMoves));
+    assert.equal(new Set(later.recentMoves.map((move) => move.vm)).size, later.recentMoves.length, JSON.stringify(later.recentMoves));
+    for (const move of later.recentMoves) assert.equal(move.from, a.name);
+    for (let index = 1; index < later.recentMoves.length; index++) assert.ok(later.recentMoves[index]!.at - later.recentMoves[index - 1]!.at >= HOLD_MS);
     process.stdout.write(`balancing converged in ${convergedSeconds.toFixed(1)} s with ${moves.length} move(s); imbalance ${before.imbalance.toFixed(3)} -> ${balanced.imbalance.toFixed(3)} (threshold ${threshold})\n`);
     const text = await c.home.vireo(['cluster', 'balance', '--dry-run']);
     assert.equal(text.code, 0, text.stderr);

@@ -26,6 +26,13 @@ export type EventKind =
   | 'cluster.connection'
   /** High availability (data.phase): this member fenced an HA VM, or the leader is restarting / restarted / could not restart a dead member's HA VM. */
   | 'cluster.ha'
+  /** Scale groups: defined, changed (a new template: rolling), deleted; scaled out or in (data.from, data.to, data.explanation); a member creating/ready/failed/deleted (data.member, data.reason); an error the controller hit (data.field names what is wrong, e.g. template). */
+  | 'group.defined'
+  | 'group.changed'
+  | 'group.deleted'
+  | 'group.scaled'
+  | 'group.member'
+  | 'group.error'
   /** The leader's balancer: each decision (data.outcome, data.imbalance, data.lines) and each move it starts and ends (data.phase: 'start' | 'done' | 'failed'). */
   | 'cluster.balance'
   /** Networks: defined, changed (fields, forwards), deleted, brought back at daemon start, or their dnsmasq/bridge restored. */

@@ -9,6 +9,7 @@ import { cluster } from './cluster.js';
 import { clusterHa } from './cluster-ha.js';
 import { disks } from './disks.js';
 import { streams } from './events.js';
+import { groups } from './groups.js';
 import { guest } from './guest.js';
 import { host } from './host.js';
 import { images } from './images.js';
@@ -20,9 +21,9 @@ import { tokens } from './tokens.js';
 import { ui, uiSessions } from './ui.js';
 import { vms } from './vms.js';
 
-export const contracts = { host, vms, disks, images, snapshots, guest, networks, operations, migration, cluster, clusterHa, balance, tokens, ui, uiSessions } as const;
+export const contracts = { host, vms, disks, images, snapshots, guest, networks, operations, migration, cluster, clusterHa, balance, groups, tokens, ui, uiSessions } as const;
 
-export const api = { ...host, ...vms, ...disks, ...images, ...snapshots, ...guest, ...networks, ...operations, ...migration, ...cluster, ...clusterHa, ...balance, ...tokens, ...ui, ...uiSessions } as const;
+export const api = { ...host, ...vms, ...disks, ...images, ...snapshots, ...guest, ...networks, ...operations, ...migration, ...cluster, ...clusterHa, ...balance, ...groups, ...tokens, ...ui, ...uiSessions } as const;
 
 export { streams };
 

@@ -11,6 +11,7 @@ import type { Backend } from './backend/backend.js';
 import { selectBackend } from './backend/select.js';
 import type { CliContext } from './context.js';
 import { clusterCommand } from './commands/cluster.js';
+import { groupCommand } from './commands/group.js';
 import { daemonCommand } from './commands/daemon.js';
 import { diskCommand } from './commands/disk.js';
 import { eventsCommand } from './commands/events.js';
@@ -51,6 +52,7 @@ const cli: CliContext = {
 
 program.addCommand(hostCommand(cli));
 program.addCommand(clusterCommand(cli));
+program.addCommand(groupCommand(cli));
 program.addCommand(diskCommand(cli));
 program.addCommand(imageCommand(cli));
 program.addCommand(vmCommand(cli));

@@ -11,7 +11,8 @@
  * with `unavailable` (HTTP 503); running VMs are never touched.
  */
 import { randomBytes, X509Certificate } from 'node:crypto';
-import { hostname } from 'node:os';
+import { isIP } from 'node:net';
+import { hostname, networkInterfaces } from 'node:os';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { rm } from 'node:fs/promises';
 import type { PeerHealth } from '../api/cluster-ha.js';
@@ -148,6 +149,30 @@ export class ClusterService {
   /** This member's name in the cluster (undefined outside one). */
   get name(): string | undefined {
     return this.active?.config.name;
+  }
+
+  /** The cluster's etcd store while in a cluster (scale groups keep their records there). */
+  get store(): ClusterStore | undefined {
+    return this.active?.store;
+  }
+
+  /** Whether this member holds the leader office now (the leader runs the scale groups' controller). */
+  get leading(): boolean {
+    return this.active?.member.current().leading ?? false;
+  }
+
+  /**
+   * A VM made here outside POST /vms (a clone): this member owns it. Claimed
+   * at once, so requests about it reach this member from any other; when
+   * etcd is away, the claim is left to the next connection (scheduleClaims).
+   */
+  async recordOwner(vm: string): Promise<void> {
+    const active = this.active;
+    if (!active) return;
+    await active.store.claimVm(vm, active.config.name).catch((error: unknown) => {
+      this.log(`cluster: recording '${active.config.name}' as owner of VM '${vm}': ${(error as Error).message}`);
+      if (isVireoError(error, 'unavailable')) this.scheduleClaims(5000);
+    });
   }
 
   /** At daemon start: rejoin the configured cluster, if any (etcd need not be up: presence is retried). */
@@ -439,6 +464,10 @@ export class ClusterService {
           const port = Number(match[2]);
           if (port < 1 || port > 65534) throw invalidArgument('etcdLocal', `port ${port} is out of range (the peer port is the next one)`);
           const address = match[1]!;
+          // etcd listens on IP addresses only, and only on this host's: anything else would fail to bind and look like an etcd that is down.
+          const bare = address.replace(/^\[(.*)\]$/, '$1');
+          const own = Object.values(networkInterfaces()).flat().some((entry) => entry?.address === bare);
+          if (!isIP(bare) || !own) throw invalidArgument('etcdLocal', `'${address}' is not an IP address of this host (the local etcd member listens there)`);
           localEtcd = { name, clientUrl: `http://${address}:${port}`, peerUrl: `http://${address}:${port + 1}` };
           endpoints = [localEtcd.clientUrl];
           const { LocalEtcdSupervisor } = await import('../core/cluster/etcd-local.js');

@@ -34,6 +34,7 @@ import { createVm, deleteVm, editVm, getVm, listVms, type DescribeOptions } from
 import { setVmResources } from '../core/resources/live.js';
 import { attachDisk, attachNic, detachDisk, detachNic, setMemory, setVcpus } from '../core/devices/hotplug.js';
 import { readConsoleLogFrom } from '../core/vm/console.js';
+import { groupRoutes } from './group-routes.js';
 import { guestRoutes } from './guest-routes.js';
 import { migrationRoutes } from './migration-routes.js';
 import { networkRoutes } from './network-routes.js';
@@ -330,6 +331,7 @@ export const routes: Route[] = [
   ...migrationRoutes,
   ...clusterRoutes,
   ...clusterHaRoutes,
+  ...groupRoutes,
   ...balanceRoutes,
   ...uiRoutes,
 ];

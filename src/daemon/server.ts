@@ -32,6 +32,7 @@ import { livePid } from '../core/vm/runtime.js';
 import { resolveAllowedDirs } from '../core/vm/host-files.js';
 import { connectVnc } from '../core/vm/vnc.js';
 import { ClusterService, FORWARDED_HEADER, fingerprintOf } from './cluster.js';
+import { GroupService } from './groups.js';
 import { pipeToUpstream } from './socket-proxy.js';
 import { ConsoleHub } from './consoles.js';
 import { drainBody, hasDrainableBody } from './refused-body.js';
@@ -486,7 +487,8 @@ export async function startDaemon(options: DaemonOptions): Promise<Daemon> {
   const migrations = new MigrationService(paths, operations, watcher, events, hostFiles);
   const ui = new WebUi(paths, (vm) => watcher.clientFor(vm));
   const cluster = new ClusterService(paths, events, (line) => (options.log ?? ((text: string) => process.stderr.write(`vireod: ${text}\n`)))(line));
-  const state: DaemonState = { paths, version: options.version, events, operations, watcher, consoles, migrations, hostFiles, ui, cluster };
+  const scaleGroups = new GroupService(paths, events, cluster, (line) => (options.log ?? ((text: string) => process.stderr.write(`vireod: ${text}\n`)))(line));
+  const state: DaemonState = { paths, version: options.version, events, operations, watcher, consoles, migrations, hostFiles, ui, cluster, groups: scaleGroups };
   // HA restarts run as this daemon's operations; a fenced VM started again here goes through the watcher like any start.
   cluster.haHooks = {
     operation: async (kind, work) => {
@@ -544,6 +546,8 @@ export async function startDaemon(options: DaemonOptions): Promise<Daemon> {
     }
     // After the listeners: other members forward requests here as soon as this one is present.
     await cluster.start();
+    // The scale groups' controller acts through this daemon's own socket, so after the listeners.
+    scaleGroups.start();
     events.publish('daemon', { started: true, pid: process.pid, interruptedOperations: interrupted.map((operation) => operation.id) });
     // After a host boot (not a daemon restart), marked VMs start, in order, in the background.
     const autostartAbort = new AbortController();
@@ -558,6 +562,7 @@ export async function startDaemon(options: DaemonOptions): Promise<Daemon> {
         autostartAbort.abort();
         await autostarting;
         networks.close();
+        await scaleGroups.close();
         await cluster.close();
         // Long-lived connections first, each with a proper end: event streams get a final
         // event, WebSockets (consoles and any other) close with 1001 "going away".
@@ -576,6 +581,7 @@ export async function startDaemon(options: DaemonOptions): Promise<Daemon> {
     };
   } catch (error) {
     networks.close();
+    await scaleGroups.close();
     await cluster.close();
     await migrations.close();
     await ui.close();

@@ -43,6 +43,8 @@ export const snapshotRoutes = implement(snapshots, {
     return accepted(await daemon.operations.start('vm.clone', { vm: params.name, newVm: body.name }, async ({ progress, record }) => {
       const result = await cloneVm(daemon.paths, params.name, body.name, { linked: body.linked, ...(body.forwards !== undefined ? { forwards: body.forwards } : {}), onProgress: (message, fraction) => progress(message, fraction), journal: record });
       daemon.events.publish('vm.defined', { uuid: result.definition.uuid, clonedFrom: params.name }, body.name);
+      // In a cluster the clone is this member's, as a VM created here is: other members find it by its owner record.
+      await daemon.cluster.recordOwner(body.name);
       return result;
     }));
   },

@@ -7,6 +7,7 @@ import type { HostFilePolicy } from '../core/vm/host-files.js';
 import type { ClusterService } from './cluster.js';
 import type { ConsoleHub } from './consoles.js';
 import type { EventBus } from './events.js';
+import type { GroupService } from './groups.js';
 import type { MigrationService } from './migration.js';
 import type { OperationManager } from './operations.js';
 import type { VmWatcher } from './watcher.js';
@@ -26,4 +27,6 @@ export interface DaemonState {
   ui: WebUi;
   /** Membership of a cluster (inactive, and without the etcd client loaded, when there is none). */
   cluster: ClusterService;
+  /** Scale groups: their routes, and the controller (on the leader, or on a host alone). */
+  groups: GroupService;
 }

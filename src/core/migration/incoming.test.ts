@@ -15,6 +15,13 @@ test('a definition round-trips with its identity kept', () => {
   assert.deepEqual(received, original);
 });
 
+test('a clone keeps where it came from (clonedFrom is identity, not spec): a linked clone can migrate', () => {
+  const original = { ...defineVm(parseVmSpec({ name: 'web-1', memory: '128M', boot: { kernel: { image: 'tiny' } } })), clonedFrom: 'web-tpl' };
+  const received = acceptDefinition(JSON.parse(JSON.stringify(original)));
+  assert.deepEqual(received, original);
+  assert.throws(() => acceptDefinition({ ...original, clonedFrom: 7 }), (error: unknown) => isVireoError(error, 'invalid_argument') && error.details.field === 'definition.clonedFrom');
+});
+
 test('bad definitions are refused naming the field', () => {
   const original = defineVm(parseVmSpec({ name: 'web', memory: '256M', boot: { kernel: { image: 'tiny' } } }));
   const cases: [unknown, RegExp][] = [

@@ -62,10 +62,12 @@ export interface IncomingEndpoints {
 /** Rebuilds the definition from the source's, validating it like any spec (the identity is kept). */
 export function acceptDefinition(value: unknown): VmDefinition {
   if (typeof value !== 'object' || value === null) throw new VireoError('invalid_argument', 'definition: must be an object', { field: 'definition' });
-  const { uuid, createdAt, ...spec } = value as Record<string, unknown>;
+  // clonedFrom is identity as uuid is (a clone keeps saying where it came from), not part of the spec.
+  const { uuid, createdAt, clonedFrom, ...spec } = value as Record<string, unknown>;
   if (typeof uuid !== 'string' || !/^[0-9a-f-]{36}$/.test(uuid)) throw new VireoError('invalid_argument', 'definition.uuid: must be a UUID', { field: 'definition.uuid' });
+  if (clonedFrom !== undefined && typeof clonedFrom !== 'string') throw new VireoError('invalid_argument', 'definition.clonedFrom: must be a VM name', { field: 'definition.clonedFrom' });
   const parsed = parseVmSpec(spec);
-  return defineVm(parsed, { uuid, createdAt: typeof createdAt === 'string' ? createdAt : new Date().toISOString(), nics: parsed.nics } as unknown as VmDefinition);
+  return defineVm(parsed, { uuid, createdAt: typeof createdAt === 'string' ? createdAt : new Date().toISOString(), nics: parsed.nics, ...(clonedFrom !== undefined ? { clonedFrom } : {}) } as unknown as VmDefinition);
 }
 
 async function memAvailableMiB(): Promise<number> {

@@ -62,12 +62,22 @@ export async function deleteTap(name: string): Promise<void> {
  * stop, and the daemon's watcher seeing that QEMU exited): a delete that
  * fails because the other got there first is not a failure.
  */
+/** How long a link still held open (a tap whose QEMU is exiting: EBUSY) is asked again to go. */
+const REMOVE_RETRY_MS = 5000;
+
 async function removeLink(name: string, args: string[]): Promise<void> {
-  if (!(await linkExists(name))) return;
-  try {
-    await ip(args);
-  } catch (error) {
-    if (await linkExists(name)) throw error;
+  const deadline = Date.now() + REMOVE_RETRY_MS;
+  for (;;) {
+    if (!(await linkExists(name))) return;
+    try {
+      await ip(args);
+      return;
+    } catch (error) {
+      // A QEMU that is still closing its descriptors holds its tap for a moment after its monitor closed.
+      if (!(await linkExists(name))) return;
+      if (Date.now() > deadline) throw error;
+      await new Promise((resolve) => setTimeout(resolve, 250));
+    }
   }
 }
 
