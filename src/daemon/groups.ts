@@ -333,15 +333,20 @@ export class GroupService {
       // The list says which member holds each VM (one VM's own answer does not).
       const clone = (await this.vms()).get(name);
       if (!clone) throw new VireoError('internal', `the clone '${name}' of '${action.template}' is not listed after it was made`);
-      let host = clone.host;
-      const target = host !== undefined ? await this.placeMember(spec.name, clone, host, saver.status.members) : undefined;
-      if (target) {
-        // Shared storage: the stopped clone moves as its definition; its disks stay where they are.
-        const moving = await this.api.call('POST /vms/:name/migrate', { params: { name }, body: { to: { url: target.url, token: target.token, ...(target.fingerprint256 ? { fingerprint256: target.fingerprint256 } : {}) }, offline: true } }, { timeoutMs: 60_000 });
-        await this.api.waitForOperation(moving);
-        host = target.name;
-      }
-      if (host) saver.update((current) => ({ ...current, members: current.members.map((member) => (member.name === name ? { ...member, host } : member)) }));
+      // Placed one member at a time, each after the last one has reached its host: two members made in
+      // one cycle would otherwise each be placed without seeing the other, and land on the same host.
+      const host = await this.placingSerially(async () => {
+        let placed = clone.host;
+        const target = placed !== undefined ? await this.placeMember(spec.name, clone, placed, saver.status.members) : undefined;
+        if (target) {
+          // Shared storage: the stopped clone moves as its definition; its disks stay where they are.
+          const moving = await this.api.call('POST /vms/:name/migrate', { params: { name }, body: { to: { url: target.url, token: target.token, ...(target.fingerprint256 ? { fingerprint256: target.fingerprint256 } : {}) }, offline: true } }, { timeoutMs: 60_000 });
+          await this.api.waitForOperation(moving);
+          placed = target.name;
+        }
+        if (placed) saver.update((current) => ({ ...current, members: current.members.map((member) => (member.name === name ? { ...member, host: placed } : member)) }));
+        return placed;
+      });
       const started = await this.api.call('POST /vms/:name/start', { params: { name }, body: { waitReady: true, timeoutSeconds: READY_TIMEOUT_SECONDS } }, { timeoutMs: 60_000 });
       await this.api.waitForOperation(started);
       // The group may have gone while the member booted: then the member goes too.
@@ -383,7 +388,9 @@ export class GroupService {
     const snapshot = clusterSnapshot(candidates, vms.filter((vm) => vm.name !== clone.definition.name));
     // The group's members are its spread group: marked on their own entries, or (not recorded yet) added with no size.
     const inGroup = new Set(members.map((member) => member.name));
-    snapshot.vms = snapshot.vms.map((vm) => (inGroup.has(vm.name) ? { ...vm, spread: [...(vm.spread ?? []), group] } : vm));
+    // Where the group put a member is where it is, even before its per-VM record says so (written after a move).
+    const placedOn = new Map(members.filter((member) => member.host !== undefined).map((member) => [member.name, member.host!]));
+    snapshot.vms = snapshot.vms.map((vm) => (inGroup.has(vm.name) ? { ...vm, host: placedOn.get(vm.name) ?? vm.host, spread: [...(vm.spread ?? []), group] } : vm));
     const seen = new Set(snapshot.vms.map((vm) => vm.name));
     snapshot.vms.push(...members.filter((member) => member.host !== undefined && member.name !== clone.definition.name && !seen.has(member.name)).map((member) => ({
       name: member.name, host: member.host!, running: true, cpus: 0, memoryBytes: 0, diskBytes: 0, localDisk: false, ha: false, spread: [group],
@@ -400,6 +407,13 @@ export class GroupService {
   }
 
   private cloning: Promise<unknown> = Promise.resolve();
+  private placing: Promise<unknown> = Promise.resolve();
+
+  private placingSerially<T>(work: () => Promise<T>): Promise<T> {
+    const next = this.placing.then(work, work);
+    this.placing = next.catch(() => undefined);
+    return next;
+  }
 
   private serially<T>(work: () => Promise<T>): Promise<T> {
     const next = this.cloning.then(work, work);
