@@ -14,7 +14,7 @@ import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import type { BrowserContext, Page } from 'playwright-core';
-import { artifactsDir, launchBrowser, type TestBrowser } from './harness/browser.js';
+import { artifactsDir, gotoSettled, launchBrowser, type TestBrowser } from './harness/browser.js';
 import { etcdStatus, startCluster, until, type ClusterHost, type TestCluster } from './harness/cluster.js';
 import { runOperation } from './harness/daemon.js';
 
@@ -53,7 +53,7 @@ describe('web UI of a two-host cluster', { timeout: 900_000 }, () => {
     context = await browser.browser.newContext({ ignoreHTTPSErrors: true, viewport: { width: 1400, height: 900 } });
     page = await context.newPage();
     page.on('dialog', (dialog) => void dialog.accept());
-    await page.goto(`${url}/#/hosts`);
+    await gotoSettled(page, `${url}/#/hosts`);
     await page.getByLabel('API token').fill(token);
     await page.getByRole('button', { name: 'Log in' }).click();
     await page.getByRole('heading', { name: 'Hosts' }).waitFor({ timeout: 30_000 });
@@ -104,7 +104,7 @@ describe('web UI of a two-host cluster', { timeout: 900_000 }, () => {
     await waitForText(line.locator('.state'), /^running$/, 30_000);
 
     // Its serial console, opened through h1: h1 passes the WebSocket through to h2, both ways.
-    await page.goto(`${url}/#/vms/${ON_B}/console`);
+    await gotoSettled(page, `${url}/#/vms/${ON_B}/console`);
     await page.getByTestId('console-status').filter({ hasText: 'connected' }).waitFor({ timeout: 30_000 });
     await page.waitForFunction(() => /\S/.test(document.querySelector('.xterm-rows')?.textContent ?? ''), undefined, { timeout: 120_000, polling: 250 });
     await page.locator('.xterm').click();

@@ -10,7 +10,7 @@ import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import type { BrowserContext, Page } from 'playwright-core';
-import { artifactsDir, launchBrowser, type TestBrowser } from './harness/browser.js';
+import { artifactsDir, gotoSettled, launchBrowser, type TestBrowser } from './harness/browser.js';
 import { runOperation } from './harness/daemon.js';
 import { killNetworkServers } from './harness/netns.js';
 import { startTwoHosts, stateOn, type TestHost, type TwoHosts } from './harness/hosts.js';
@@ -36,7 +36,7 @@ describe('web UI across two hosts', { timeout: 900_000 }, () => {
     context = await browser.browser.newContext({ ignoreHTTPSErrors: true, viewport: { width: 1280, height: 800 } });
     page = await context.newPage();
     page.on('dialog', (dialog) => void dialog.accept());
-    await page.goto(`${hosts.a.remote.url}/#/vms`);
+    await gotoSettled(page, `${hosts.a.remote.url}/#/vms`);
     await logIn(page, hosts.a);
     await page.getByRole('heading', { name: 'Virtual machines' }).waitFor();
   });
@@ -55,7 +55,7 @@ describe('web UI across two hosts', { timeout: 900_000 }, () => {
     const started = await runOperation(a.daemon.api, 'POST', `/vms/${MIG}/start`, { waitReady: true });
     assert.equal(started.state, 'succeeded', JSON.stringify(started.error));
 
-    await page.goto(`${a.remote.url}/#/vms/${MIG}/manage`);
+    await gotoSettled(page, `${a.remote.url}/#/vms/${MIG}/manage`);
     await page.getByLabel('Destination daemon (https://HOST:PORT)').fill(b.remote.url);
     await page.getByLabel('Destination token').fill(b.remote.token);
     await page.getByLabel('Certificate SHA-256 fingerprint (optional)').fill(b.remote.fingerprint256);
@@ -105,7 +105,7 @@ describe('web UI across two hosts', { timeout: 900_000 }, () => {
     const ping = await a.home.vireo(['vm', 'console', NET, '--run', 'ping -s 1200 -c 600 -i 0.2 10.20.0.1 >/dev/null 2>&1 & echo pinging']);
     assert.match(ping.stdout, /pinging/, ping.stderr);
 
-    await page.goto(`${a.remote.url}/#/vms/${NET}/graphs`);
+    await gotoSettled(page, `${a.remote.url}/#/vms/${NET}/graphs`);
     const chart = page.getByTestId('chart-Network-I-O');
     await chart.waitFor({ timeout: 30_000 });
     const first = Number(await chart.getAttribute('data-points'));

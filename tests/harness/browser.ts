@@ -7,7 +7,7 @@
 import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { chromium, type Browser } from 'playwright-core';
+import { chromium, type Browser, type Page } from 'playwright-core';
 import { repoRoot } from './vireo.js';
 
 export const CHROMIUM = process.env.VIREO_CHROMIUM ?? '/usr/bin/chromium';
@@ -45,4 +45,23 @@ export async function launchBrowser(options: { netns?: string } = {}): Promise<T
       if (wrapperDir) await rm(wrapperDir, { recursive: true, force: true });
     },
   };
+}
+
+/**
+ * page.goto for a browser in a namespace the test is still changing: a
+ * link or address that appears there (a daemon's bridge, IPv6 finishing
+ * duplicate address detection on a fresh veth) makes chromium abort the
+ * navigation with net::ERR_NETWORK_CHANGED, which says nothing about the page.
+ * Such a navigation is tried again, a few times.
+ */
+export async function gotoSettled(page: Page, url: string): Promise<void> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      await page.goto(url);
+      return;
+    } catch (error) {
+      if (attempt >= 4 || !String((error as Error).message).includes('ERR_NETWORK_CHANGED')) throw error;
+      await new Promise((resolve) => setTimeout(resolve, 500));
+    }
+  }
 }
