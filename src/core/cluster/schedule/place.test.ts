@@ -135,23 +135,3 @@ test('the choice and its reasons in words: the chosen host first, then the other
   assert.match(lines[0]!, /^placed on c: spread policy \(the emptiest host that fits\), 6% full with it, score 0\.9375; 2 of 3 hosts fit$/);
   assert.deepEqual(lines.slice(1), ['* c: fits, score 0.9375 (6% full with it)', '  a: fits, score 0.4375 (56% full with it)', '  b: host is maintenance']);
 });
-
-test('equal scores (the same measured load dominating) are broken by allocation: spread takes the least given-out host, pack the most', () => {
-  // Three hosts on one busy machine: each reports the same 60% CPU, which outweighs what their few VMs were given.
-  const busy = { load: { cpuFraction: 0.6 } };
-  const snapshot: ClusterSnapshot = {
-    hosts: [host('h1', busy), host('h2', busy), host('h3', busy)],
-    vms: [vm('one', 'h1', { cpus: 1, memoryBytes: 1 * GiB }), vm('two', 'h1', { cpus: 1, memoryBytes: 1 * GiB }), vm('three', 'h3', { cpus: 1, memoryBytes: 1 * GiB })],
-  };
-  const spread = place(snapshot, request({ cpus: 1, memoryBytes: 1 * GiB }));
-  assert.ok(spread.ok);
-  assert.equal(verdict(spread, 'h1').score, verdict(spread, 'h2').score, 'the load makes the scores equal');
-  assert.equal(spread.host, 'h2', 'the host with nothing given out, not the first by name');
-  const pack = place(snapshot, request({ cpus: 1, memoryBytes: 1 * GiB }), scheduleSettings({ policy: 'pack' }));
-  assert.ok(pack.ok);
-  assert.equal(pack.host, 'h1');
-  // All equal: the name decides, so the choice stays deterministic.
-  const even = place({ hosts: snapshot.hosts, vms: [] }, request({ cpus: 1, memoryBytes: 1 * GiB }));
-  assert.ok(even.ok);
-  assert.equal(even.host, 'h1');
-});
