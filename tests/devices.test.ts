@@ -133,7 +133,9 @@ describe('devices in a real guest', () => {
     assert.equal(bytes, 4096);
     const seconds = end - begin;
     console.log(`# virtio-rng at 1024 B/s: 4096 bytes read in ${seconds.toFixed(2)} s (guest clock)`);
-    assert.ok(seconds >= 2.8, `4 KiB took only ${seconds} s under a 1 KiB/s limit`);
+    // Ideally >= 3 s, but the guest's clock under TCG on a loaded host loses time (CI saw 2.58 s);
+    // an unlimited device hands over 4 KiB in milliseconds, so 2 s still shows the limit.
+    assert.ok(seconds >= 2, `4 KiB took only ${seconds} s under a 1 KiB/s limit`);
   });
 
   test('USB: the controller and tablet are there; a USB disk is hot-plugged, in the definition, and unplugged', async () => {
