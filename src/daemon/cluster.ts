@@ -762,6 +762,10 @@ export class ClusterService {
       void this.recordLocalVm(vm);
       return { status: 201, info };
     }
+    // A name the cluster already has is refused before placing: placed on its owner, the claim below would
+    // pass (an owner may re-claim its own name) and the owner's own create refuse it without naming the field.
+    const owner = await active.store.owner(vm);
+    if (owner) throw new VireoError('already_exists', `VM '${vm}' already exists in the cluster, on host '${owner.host}'`, { field: 'name', kind: 'vm', name: vm, host: owner.host });
     const { readScheduleSettings } = await import('../core/cluster/balance-store.js');
     const [all, alive, vms, settings] = await Promise.all([active.store.members(), active.store.alive(), clusterVms(active.store), readScheduleSettings(active.store)]);
     // An HA VM's disks must be reachable wherever it is restarted: only members on shared storage take one with disks.
