@@ -233,7 +233,8 @@ export class HaService {
     this.closed = true;
     this.recovery.close();
     if (!wasClosed) {
-      if (options.disarm) await this.link.disarm().catch((error: unknown) => this.ctx.log(`cluster ha: disarming the watchdog process: ${(error as Error).message}`));
+      // Tried twice (the link reconnects): an armed watchdog left behind by a clean stop would kill VMs the cluster will not restart.
+      if (options.disarm) await this.link.disarm().catch(() => this.link.disarm()).catch((error: unknown) => this.ctx.log(`cluster ha: disarming the watchdog process: ${(error as Error).message}`));
       else this.ctx.log('cluster ha: the watchdog process stays armed: this member\'s HA VMs are fenced before its lease can expire, since the cluster could not be told they keep running here');
       this.link.close();
     }
