@@ -12,10 +12,11 @@
  *
  * Each run is done twice: placed by the scheduler, and pinned round-robin
  * (host given), so the start figure is one of VMs spread over the 3 hosts
- * even when placement puts them together. It may: the 3 "hosts" are one
- * machine, so their measured CPU load is the same, and spread compares each
- * host's most-used resource, where that load dominates an allocation of a
- * few small VMs; equal scores go to the first host by name.
+ * even when placement puts them together. The 3 "hosts" are one machine, so
+ * their measured CPU load is the same, and spread compares each host's
+ * most-used resource, where that load dominates an allocation of a few small
+ * VMs: the scores are equal, and the tie goes to the host that has given out
+ * the least (then the name), which deals the VMs round the hosts.
  */
 import type { Operation } from '../src/api/operations.js';
 import { etcdStatus, startCluster, until, type ClusterHost } from '../tests/harness/cluster.js';
@@ -90,7 +91,7 @@ export function reportClusterPlace(bench: ClusterPlaceBench): string {
     lines.push(`         per VM: create (placement + define on its host) median ${median(run.createMs).toFixed(0)} ms, max ${Math.max(...run.createMs).toFixed(0)} ms; start to ready median ${s(median(run.startMs))}, max ${s(Math.max(...run.startMs))}`);
   }
   if (bench.runs.some((run) => run.mode === 'placed' && Object.keys(run.perHost).length === 1)) {
-    lines.push('  (the scheduler put every VM on one host: the 3 hosts are one machine with one measured CPU load, which outweighs a few small VMs\' allocation in spread\'s score; ties go to the first host by name)');
+    lines.push('  (the scheduler put every VM on one host: the 3 hosts are one machine with one measured CPU load, which outweighs a few small VMs\' allocation in spread\'s score, and the allocation tie-break did not tell them apart)');
   }
   return `${lines.join('\n')}\n`;
 }

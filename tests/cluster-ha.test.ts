@@ -12,23 +12,14 @@ import { access } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import type { HaStatus } from '../src/api/cluster-ha.js';
-import { isVireoError } from '../src/core/errors.js';
 import { fenceMarginMs } from '../src/core/cluster/fence.js';
 import { until } from './harness/cluster.js';
 import { cutAndRestart, processGone, runVm, startHaCluster, statusOf, type HaCluster } from './harness/cluster-ha.js';
 import { qemuPidsOfVm } from './harness/vireo.js';
+import { rejectsWith } from '../src/test-support/errors.js';
 
 const TTL = 4;
 const tiny = (name: string, extra: Record<string, unknown> = {}) => ({ name, memory: '128M', boot: { kernel: { image: 'tiny' } }, ...extra });
-
-async function rejects(work: Promise<unknown>, code: string, field: string): Promise<void> {
-  await assert.rejects(work, (error: unknown) => {
-    assert.ok(isVireoError(error), String(error));
-    assert.equal(error.code, code, error.message);
-    assert.equal(error.details.field, field, error.message);
-    return true;
-  });
-}
 
 describe('HA with fencing on three hosts', { timeout: 900_000 }, () => {
   let setup: HaCluster;
@@ -43,14 +34,14 @@ describe('HA with fencing on three hosts', { timeout: 900_000 }, () => {
 
   test('ha: true with a disk on a member without shared storage is refused naming the field, nothing made; outside shared storage placement never picks such a member', async () => {
     const { a, c } = setup;
-    await rejects(a.daemon.api.request('POST', '/vms', { spec: tiny('bad', { ha: true }), newDisks: [{ size: '16M' }], host: c.name }), 'invalid_argument', 'body.newDisks.0');
+    await assert.rejects(a.daemon.api.request('POST', '/vms', { spec: tiny('bad', { ha: true }), newDisks: [{ size: '16M' }], host: c.name }), rejectsWith('invalid_argument', 'body.newDisks.0'));
     await assert.rejects(access(join(c.home.paths.vms, 'bad')), 'no definition on C');
     const owners = await a.daemon.api.call('GET /vms');
     assert.ok(!owners.some((info) => info.definition.name === 'bad'));
     // Editing a VM of C into an HA VM with a disk: refused the same way (the field is its first disk).
     await c.daemon.api.request('POST', '/vms', { spec: tiny('cdisk'), newDisks: [{ size: '16M' }], host: c.name });
     const defined = await c.daemon.api.call('GET /vms/:name', { params: { name: 'cdisk' } });
-    await rejects(c.daemon.api.request('PUT', '/vms/cdisk', { spec: { ...tiny('cdisk', { ha: true }), disks: defined.definition.disks.map((disk) => ({ volume: disk.volume })) } }), 'invalid_argument', 'disks.0.volume');
+    await assert.rejects(c.daemon.api.request('PUT', '/vms/cdisk', { spec: { ...tiny('cdisk', { ha: true }), disks: defined.definition.disks.map((disk) => ({ volume: disk.volume })) } }), rejectsWith('invalid_argument', 'disks.0.volume'));
     assert.notEqual((await c.daemon.api.call('GET /vms/:name', { params: { name: 'cdisk' } })).definition.ha, true);
     await c.daemon.api.request('DELETE', '/vms/cdisk?withDisks=true');
     // Without --host, an HA VM with a disk goes to a member with shared storage.

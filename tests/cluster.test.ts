@@ -17,20 +17,12 @@ import { isVireoError } from '../src/core/errors.js';
 import { etcdStatus, startCluster, until, type ClusterHost, type TestCluster } from './harness/cluster.js';
 import { collectEvents } from './harness/daemon.js';
 import { qemuPidsOf } from './harness/vireo.js';
+import { rejectsWith } from '../src/test-support/errors.js';
 
 const TTL = 4;
 
 async function statusOf(host: ClusterHost): Promise<ClusterStatus> {
   return host.daemon.api.request<ClusterStatus>('GET', '/cluster', undefined, { timeoutMs: 15_000 });
-}
-
-async function rejects(work: Promise<unknown>, code: string, field: string): Promise<void> {
-  await assert.rejects(work, (error: unknown) => {
-    assert.ok(isVireoError(error), String(error));
-    assert.equal(error.code, code, error.message);
-    assert.equal(error.details.field, field, error.message);
-    return true;
-  });
 }
 
 describe('a cluster of three hosts on a three-member etcd', { timeout: 900_000 }, () => {
@@ -60,10 +52,10 @@ describe('a cluster of three hosts on a three-member etcd', { timeout: 900_000 }
     assert.equal(command[1], cluster.etcdUrls.join(','));
 
     const wrong = token.slice(0, -4) + (token.endsWith('AAAA') ? 'BBBB' : 'AAAA');
-    await rejects(b.daemon.api.call('POST /cluster/join', { body: { etcd: cluster.etcdUrls, token: wrong, name: b.name, labels: {} } }), 'unauthorized', 'body.token');
+    await assert.rejects(b.daemon.api.call('POST /cluster/join', { body: { etcd: cluster.etcdUrls, token: wrong, name: b.name, labels: {} } }), rejectsWith('unauthorized', 'body.token'));
     // A port nothing listens on, on a live address: refused at once.
-    await rejects(b.daemon.api.call('POST /cluster/join', { body: { etcd: [`http://${a.ip}:2999`], token, name: b.name, labels: {} } }, { timeoutMs: 60_000 }), 'unavailable', 'body.etcd');
-    await rejects(b.daemon.api.call('POST /cluster/join', { body: { etcd: cluster.etcdUrls, token: 'not-a-token', name: b.name, labels: {} } }), 'invalid_argument', 'body.token');
+    await assert.rejects(b.daemon.api.call('POST /cluster/join', { body: { etcd: [`http://${a.ip}:2999`], token, name: b.name, labels: {} } }, { timeoutMs: 60_000 }), rejectsWith('unavailable', 'body.etcd'));
+    await assert.rejects(b.daemon.api.call('POST /cluster/join', { body: { etcd: cluster.etcdUrls, token: 'not-a-token', name: b.name, labels: {} } }), rejectsWith('invalid_argument', 'body.token'));
     // The CLI says it with a non-zero exit and the field's name.
     const cli = await b.home.vireo(['cluster', 'join', cluster.etcdUrls.join(','), '--token', wrong, '--name', b.name]);
     assert.notEqual(cli.code, 0);
@@ -105,7 +97,7 @@ describe('a cluster of three hosts on a three-member etcd', { timeout: 900_000 }
     assert.equal((await c.daemon.api.call('GET /vms/:name', { params: { name: 'cvm' } })).definition.name, 'cvm');
     await assert.rejects(access(join(a.home.paths.vms, 'cvm')));
     // The name is the cluster's: the same name elsewhere is refused.
-    await rejects(b.daemon.api.request('POST', '/vms', { spec: { name: 'cvm', memory: '128M', boot: { kernel: { image: 'tiny' } } } }), 'already_exists', 'name');
+    await assert.rejects(b.daemon.api.request('POST', '/vms', { spec: { name: 'cvm', memory: '128M', boot: { kernel: { image: 'tiny' } } } }), rejectsWith('already_exists', 'name'));
 
     const listed = await b.home.vireo(['vm', 'list', '--json']);
     assert.equal(listed.code, 0, listed.stderr);
@@ -134,7 +126,7 @@ describe('a cluster of three hosts on a three-member etcd', { timeout: 900_000 }
     const owner = cluster.hosts.find((host) => host.name === match[1])!;
     assert.equal((await owner.daemon.api.call('GET /vms/:name', { params: { name: 'pvm' } })).definition.name, 'pvm');
     for (const host of cluster.hosts) if (host !== owner) await assert.rejects(access(join(host.home.paths.vms, 'pvm')));
-    await rejects(a.daemon.api.request('POST', '/vms', { spec: { name: 'qvm', memory: '128M', boot: { kernel: { image: 'tiny' } } }, host: 'nosuch' }), 'not_found', 'body.host');
+    await assert.rejects(a.daemon.api.request('POST', '/vms', { spec: { name: 'qvm', memory: '128M', boot: { kernel: { image: 'tiny' } } }, host: 'nosuch' }), rejectsWith('not_found', 'body.host'));
     // Nothing fits: the scheduler's error says what is short.
     await assert.rejects(a.daemon.api.request('POST', '/vms', { spec: { name: 'qvm', memory: '64G', boot: { kernel: { image: 'tiny' } } } }), (error: unknown) => isVireoError(error, 'invalid_state') && /memory/.test(error.message));
     await assert.rejects(access(join(a.home.paths.vms, 'qvm')));
@@ -169,7 +161,7 @@ describe('a cluster of three hosts on a three-member etcd', { timeout: 900_000 }
     // In maintenance: placement passes B over, --host B is refused.
     const members = await a.daemon.api.call('GET /cluster/members');
     assert.equal(members.find((member) => member.name === b.name)?.state, 'maintenance');
-    await rejects(a.daemon.api.request('POST', '/vms', { spec: { name: 'mvm', memory: '128M', boot: { kernel: { image: 'tiny' } } }, host: b.name }), 'invalid_state', 'body.host');
+    await assert.rejects(a.daemon.api.request('POST', '/vms', { spec: { name: 'mvm', memory: '128M', boot: { kernel: { image: 'tiny' } } }, host: b.name }), rejectsWith('invalid_state', 'body.host'));
     const restored = await a.home.vireo(['host', 'restore', b.name]);
     assert.equal(restored.code, 0, restored.stderr);
     await a.daemon.api.request('POST', '/vms', { spec: { name: 'mvm', memory: '128M', boot: { kernel: { image: 'tiny' } } }, host: b.name });
@@ -247,9 +239,9 @@ describe('a cluster of three hosts on a three-member etcd', { timeout: 900_000 }
       const refused = await a.home.vireo(['vm', 'create', 'avm2', '--image', 'tiny', '--memory', '128M'], { timeoutMs: 60_000 });
       assert.equal(refused.code, 16, `exit code of unavailable; stderr: ${refused.stderr}`);
       assert.match(refused.stderr, /etcd/);
-      await rejects(a.daemon.api.request('POST', '/vms', { spec: { name: 'avm2', memory: '128M', boot: { kernel: { image: 'tiny' } } } }, { timeoutMs: 60_000 }), 'unavailable', 'etcd');
+      await assert.rejects(a.daemon.api.request('POST', '/vms', { spec: { name: 'avm2', memory: '128M', boot: { kernel: { image: 'tiny' } } } }, { timeoutMs: 60_000 }), rejectsWith('unavailable', 'etcd'));
       await assert.rejects(access(join(a.home.paths.vms, 'avm2')), 'nothing half-created');
-      await rejects(a.daemon.api.request('DELETE', '/vms/avm', undefined, { timeoutMs: 60_000 }), 'unavailable', 'etcd');
+      await assert.rejects(a.daemon.api.request('DELETE', '/vms/avm', undefined, { timeoutMs: 60_000 }), rejectsWith('unavailable', 'etcd'));
 
       const status = await statusOf(a);
       assert.equal(status.etcd?.reachable, false);

@@ -135,3 +135,44 @@ test('the choice and its reasons in words: the chosen host first, then the other
   assert.match(lines[0]!, /^placed on c: spread policy \(the emptiest host that fits\), 6% full with it, score 0\.9375; 2 of 3 hosts fit$/);
   assert.deepEqual(lines.slice(1), ['* c: fits, score 0.9375 (6% full with it)', '  a: fits, score 0.4375 (56% full with it)', '  b: host is maintenance']);
 });
+
+test('equal scores (the same measured load dominating) are broken by allocation: spread takes the least given-out host, pack the most', () => {
+  // Three hosts on one busy machine: each reports the same 60% CPU, which outweighs what their few VMs were given.
+  const busy = { load: { cpuFraction: 0.6 } };
+  const snapshot: ClusterSnapshot = {
+    hosts: [host('h1', busy), host('h2', busy), host('h3', busy)],
+    vms: [vm('one', 'h1', { cpus: 1, memoryBytes: 1 * GiB }), vm('two', 'h1', { cpus: 1, memoryBytes: 1 * GiB }), vm('three', 'h3', { cpus: 1, memoryBytes: 1 * GiB })],
+  };
+  const spread = place(snapshot, request({ cpus: 1, memoryBytes: 1 * GiB }));
+  assert.ok(spread.ok);
+  assert.equal(verdict(spread, 'h1').score, verdict(spread, 'h2').score, 'the load makes the scores equal');
+  assert.equal(spread.host, 'h2', 'the host with nothing given out, not the first by name');
+  const pack = place(snapshot, request({ cpus: 1, memoryBytes: 1 * GiB }), scheduleSettings({ policy: 'pack' }));
+  assert.ok(pack.ok);
+  assert.equal(pack.host, 'h1');
+  // All equal: the name decides, so the choice stays deterministic.
+  const even = place({ hosts: snapshot.hosts, vms: [] }, request({ cpus: 1, memoryBytes: 1 * GiB }));
+  assert.ok(even.ok);
+  assert.equal(even.host, 'h1');
+});
+
+test('six equal hosts on one busy machine and six creates under spread: one VM per host, not all on the first by name', () => {
+  // The bench's case: the hosts share one machine, so each measures the same load, which dominates what a few small VMs
+  // were given; every score is equal and only the allocation tie-break tells the hosts apart.
+  const busy = { load: { cpuFraction: 0.9, memoryUsedBytes: 40 * GiB } };
+  const snapshot: ClusterSnapshot = { hosts: ['h1', 'h2', 'h3', 'h4', 'h5', 'h6'].map((name) => host(name, busy)), vms: [] };
+  const placed: string[] = [];
+  for (let index = 0; index < 6; index += 1) {
+    const result = place(snapshot, request({ name: `vm${index}`, cpus: 1, memoryBytes: 128 * 1024 ** 2 }));
+    assert.ok(result.ok);
+    assert.equal(new Set(result.hosts.map((entry) => entry.score)).size, 1, 'the measured load makes every score equal');
+    placed.push(result.host);
+    // As the cluster records it: the next placement sees this VM in its host's allocation.
+    snapshot.vms.push(vm(`vm${index}`, result.host, { cpus: 1, memoryBytes: 128 * 1024 ** 2 }));
+  }
+  assert.deepEqual(placed, ['h1', 'h2', 'h3', 'h4', 'h5', 'h6'], 'one per host, in name order among the equally allocated');
+  // A seventh goes to the first by name again: all six are now equally allocated.
+  const seventh = place(snapshot, request({ name: 'vm6', cpus: 1, memoryBytes: 128 * 1024 ** 2 }));
+  assert.ok(seventh.ok);
+  assert.equal(seventh.host, 'h1');
+});

@@ -9,7 +9,10 @@
  * memory under its ceiling. Among the hosts that pass, the policy decides:
  * spread takes the emptiest (by its most used resource), pack the fullest
  * that still fits. Members of a spread group go first to the hosts with the
- * fewest members of it. Ties go to the host name, so the choice is repeatable.
+ * fewest members of it. Equal scores (hosts on one machine measure the same
+ * load, which can outweigh what a few VMs were given) go to the host that has
+ * given out the least (spread) or the most (pack), then to the host name, so
+ * the choice is repeatable.
  */
 import { invalidState, notFound, VireoError } from '../../errors.js';
 import { formatSize } from '../../model/units.js';
@@ -40,6 +43,12 @@ export interface HostVerdict {
   score?: number;
   /** How full the host would be with the VM, by its most used resource (0..1). */
   fullness?: number;
+  /**
+   * How much of its allocatable CPU and memory would be given out with the VM
+   * (0..1), the tie-break between equal scores: hosts whose measured load is
+   * the same (or dominates) still spread (or pack) by what they were given.
+   */
+  allocated?: number;
   spreadMembers?: number;
 }
 
@@ -83,6 +92,13 @@ export function requestDemand(request: PlaceRequest): Demand {
   };
 }
 
+/** Higher score wins; on a tie, the less (spread) or more (pack) allocated host; then the host name, for determinism. */
+function better(candidate: HostVerdict, best: HostVerdict, policy: string): boolean {
+  if (candidate.score !== best.score) return candidate.score! > best.score!;
+  if (candidate.allocated !== best.allocated) return policy === 'pack' ? candidate.allocated! > best.allocated! : candidate.allocated! < best.allocated!;
+  return candidate.host < best.host;
+}
+
 export function place(snapshot: ClusterSnapshot, request: PlaceRequest, settings: ScheduleSettings = DEFAULT_SETTINGS): PlaceResult {
   return placeIn(new ClusterState(snapshot, settings), requestDemand(request), { pin: request.host });
 }
@@ -94,7 +110,7 @@ export function judge(state: ClusterState, tally: HostTally, demand: Demand, sel
   const fullness = state.fullnessWith(tally, demand);
   const spreadMembers = state.spreadCount(tally, demand, self);
   const policyScore = state.settings.policy === 'pack' ? fullness : 1 - fullness;
-  return { host: tally.host.name, fits: true, rejections: [], score: round(policyScore - spreadMembers), fullness: round(fullness), spreadMembers };
+  return { host: tally.host.name, fits: true, rejections: [], score: round(policyScore - spreadMembers), fullness: round(fullness), allocated: round(state.allocationWith(tally, demand)), spreadMembers };
 }
 
 const round = (value: number) => Math.round(value * 1e4) / 1e4;
@@ -130,7 +146,7 @@ export function placeIn(state: ClusterState, demand: Demand, options: { pin?: st
     if (tally.host.name === exclude) continue;
     const verdict = judge(state, tally, demand, self);
     hosts.push(verdict);
-    if (verdict.fits && (best === undefined || verdict.score! > best.score! || (verdict.score === best.score && verdict.host < best.host))) best = verdict;
+    if (verdict.fits && (best === undefined || better(verdict, best, state.settings.policy))) best = verdict;
   }
   if (hosts.length === 0) {
     return { ok: false, hosts, failure: { reason: 'no_hosts', short: [], message: `no other host in the cluster to place ${describe(demand)} on` } };

@@ -222,6 +222,16 @@ export class ClusterState {
     );
   }
 
+  /** The larger of the host's CPU and memory allocation with the demand added, against overcommitted capacity (0..1). */
+  allocationWith(tally: HostTally, demand: Demand): number {
+    const { host } = tally;
+    const { overcommit } = this.settings;
+    return Math.max(
+      (tally.allocatedCpus + demand.cpus) / (host.capacity.cpus * overcommit.cpu),
+      (tally.allocatedMemoryBytes + demand.memoryBytes) / (host.capacity.memoryBytes * overcommit.memory),
+    );
+  }
+
   /** Members of the demand's spread groups already on the host (the soft anti-affinity of scale groups). */
   spreadCount(tally: HostTally, demand: Demand, self?: VmSnapshot): number {
     let count = 0;
