@@ -1,7 +1,9 @@
 /**
- * vireod: the HTTP server. One app is built per listener (the Unix socket,
- * and optionally TCP with TLS and bearer tokens) over the same routes and
- * the same daemon state.
+ * vireod: the HTTP server. One app (http/app.ts, on node:http) is built per
+ * listener (the Unix socket, optionally TCP with TLS and bearer tokens, and
+ * the loopback listener of `vireo ui`) over the same routes and the same
+ * daemon state; this file says what each listener serves and how it
+ * authenticates, the http/ folder how requests are served.
  *
  * Every failure becomes a JSON body {"error": {code, message, field?}} with
  * a 4xx status for the caller's mistakes and 5xx for ours; nothing a client

@@ -16,7 +16,6 @@
  */
 import { createServer as createHttpServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { createServer as createHttpsServer } from 'node:https';
-import type { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import type { WebSocket } from 'ws';
 import { VireoError } from '../../core/errors.js';
@@ -202,9 +201,4 @@ function newExchange(request: IncomingMessage, response: ServerResponse | undefi
 
 export function errorAnswer(status: number, error: VireoError, headers: Record<string, string> = {}): Answer {
   return { status, body: httpErrorBody(error), headers: { ...errorHeaders(error), ...headers } };
-}
-
-/** The socket of a request (the Unix socket's peer credentials are read from it). */
-export function socketOf(exchange: Exchange): Socket {
-  return exchange.request.socket;
 }
