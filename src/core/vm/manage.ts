@@ -21,7 +21,6 @@ import { checkVolumeDeletable, createVolume, deleteVolume, getVolume, importVolu
 import { deleteDefinition, listDefinitions, loadDefinition, reserveVmDirectory, saveDefinition, vmsUsingVolume, withVmLock } from './definitions.js';
 import { mapLimited } from '../limit.js';
 import { agentState, type AgentState } from '../guest/agent-ops.js';
-import type { QmpClient } from '../qmp/client.js';
 import { checkHostFile, checkHostFiles, type HostFilePolicy } from './host-files.js';
 import { cleanRunDirectory, readRuntime, type RuntimeOptions, type VmRuntime } from './runtime.js';
 import { refuseTemplateWithClones } from './template.js';
@@ -259,10 +258,7 @@ export interface VmInfo {
   host?: string;
 }
 
-export interface DescribeOptions extends RuntimeOptions {
-  /** An open monitor of a running VM to ask (the daemon's watcher holds one per VM), instead of connecting. */
-  monitorFor?: (vm: string) => QmpClient | undefined;
-}
+export type DescribeOptions = RuntimeOptions;
 
 async function describe(paths: VireoPaths, definition: VmDefinition, options: DescribeOptions): Promise<VmInfo> {
   const runtime = await readRuntime(paths, definition, options);

@@ -176,3 +176,24 @@ test('six equal hosts on one busy machine and six creates under spread: one VM p
   assert.ok(seventh.ok);
   assert.equal(seventh.host, 'h1');
 });
+
+test('measured loads a few points apart (members sample at different moments) still tie: three hosts take six creates two each', () => {
+  // The bench's second run: h3 had sampled a busier moment; compared exactly, h1 and h2 took three each and h3 none.
+  const snapshot: ClusterSnapshot = {
+    hosts: [host('h1', { load: { cpuFraction: 0.9 } }), host('h2', { load: { cpuFraction: 0.91 } }), host('h3', { load: { cpuFraction: 0.93 } })],
+    vms: [],
+  };
+  const counts: Record<string, number> = {};
+  for (let index = 0; index < 6; index += 1) {
+    const result = place(snapshot, request({ name: `vm${index}`, cpus: 1, memoryBytes: 128 * 1024 ** 2 }));
+    assert.ok(result.ok);
+    if (index > 0) assert.match(result.explanation, /within 0\.05 of the best score count as equal, and it has given out the least/);
+    counts[result.host] = (counts[result.host] ?? 0) + 1;
+    snapshot.vms.push(vm(`vm${index}`, result.host, { cpus: 1, memoryBytes: 128 * 1024 ** 2 }));
+  }
+  assert.deepEqual(counts, { h1: 2, h2: 2, h3: 2 });
+  // A real difference still counts: a host 20 points busier than the others is passed over.
+  const busier = place({ hosts: [host('a', { load: { cpuFraction: 0.9 } }), host('b', { load: { cpuFraction: 0.7 } })], vms: [vm('x', 'b')] }, request());
+  assert.ok(busier.ok);
+  assert.equal(busier.host, 'b');
+});

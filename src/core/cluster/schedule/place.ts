@@ -9,10 +9,10 @@
  * memory under its ceiling. Among the hosts that pass, the policy decides:
  * spread takes the emptiest (by its most used resource), pack the fullest
  * that still fits. Members of a spread group go first to the hosts with the
- * fewest members of it. Equal scores (hosts on one machine measure the same
- * load, which can outweigh what a few VMs were given) go to the host that has
- * given out the least (spread) or the most (pack), then to the host name, so
- * the choice is repeatable.
+ * fewest members of it. Scores within SCORE_TOLERANCE count as equal (hosts on
+ * one machine measure about the same load, which can outweigh what a few VMs
+ * were given): they go to the host that has given out the least (spread) or
+ * the most (pack), then to the host name, so the choice is repeatable.
  */
 import { invalidState, notFound, VireoError } from '../../errors.js';
 import { formatSize } from '../../model/units.js';
@@ -92,10 +92,25 @@ export function requestDemand(request: PlaceRequest): Demand {
   };
 }
 
-/** Higher score wins; on a tie, the less (spread) or more (pack) allocated host; then the host name, for determinism. */
+/**
+ * Scores this close count as equal. Each member measures its load when it
+ * refreshes its record, so hosts sharing one machine (or equally busy ones)
+ * report figures a few points apart that say nothing about which is emptier:
+ * compared exactly, the one that happened to sample a quieter moment took
+ * every VM (3 of 3 hosts got 3, 3 and 0 of 6 in the bench). Well under one
+ * spread-group member (1.0), so spreading a group is never outweighed.
+ */
+export const SCORE_TOLERANCE = 0.05;
+
+/**
+ * Among hosts within the tolerance of the best score: the less (spread) or
+ * more (pack) allocated; then the higher score; then the host name, for
+ * determinism. (Measured from the best score, not pairwise, so a chain of
+ * near-ties cannot drift to a host far below the best.)
+ */
 function better(candidate: HostVerdict, best: HostVerdict, policy: string): boolean {
-  if (candidate.score !== best.score) return candidate.score! > best.score!;
   if (candidate.allocated !== best.allocated) return policy === 'pack' ? candidate.allocated! > best.allocated! : candidate.allocated! < best.allocated!;
+  if (candidate.score !== best.score) return candidate.score! > best.score!;
   return candidate.host < best.host;
 }
 
@@ -141,12 +156,16 @@ export function placeIn(state: ClusterState, demand: Demand, options: { pin?: st
     return { ok: true, host: pin, score: verdict.score!, hosts: [verdict], explanation: `pinned to ${pin} with --host; it fits (${fitWords(verdict)})` };
   }
   const hosts: HostVerdict[] = [];
-  let best: HostVerdict | undefined;
+  let top = -Infinity;
   for (const tally of state.tallies.values()) {
     if (tally.host.name === exclude) continue;
     const verdict = judge(state, tally, demand, self);
     hosts.push(verdict);
-    if (verdict.fits && (best === undefined || better(verdict, best, state.settings.policy))) best = verdict;
+    if (verdict.fits && verdict.score! > top) top = verdict.score!;
+  }
+  let best: HostVerdict | undefined;
+  for (const verdict of hosts) {
+    if (verdict.fits && verdict.score! >= top - SCORE_TOLERANCE && (best === undefined || better(verdict, best, state.settings.policy))) best = verdict;
   }
   if (hosts.length === 0) {
     return { ok: false, hosts, failure: { reason: 'no_hosts', short: [], message: `no other host in the cluster to place ${describe(demand)} on` } };
@@ -156,12 +175,14 @@ export function placeIn(state: ClusterState, demand: Demand, options: { pin?: st
     return { ok: false, hosts, failure: { reason: 'nothing_fits', short, message: `no host can take ${describe(demand)}: ${short.map(shortageWords).join('; ')}` } };
   }
   const fitting = hosts.filter((verdict) => verdict.fits).length;
+  const tied = hosts.filter((verdict) => verdict.fits && verdict !== best && verdict.score! >= top - SCORE_TOLERANCE).length;
+  const tieWords = tied > 0 ? `; ${tied} other host(s) within ${SCORE_TOLERANCE} of the best score count as equal, and it has given out the ${state.settings.policy === 'pack' ? 'most' : 'least'} of them (${Math.round((best.allocated ?? 0) * 100)}% allocated with it)` : '';
   return {
     ok: true,
     host: best.host,
     score: best.score!,
     hosts,
-    explanation: `${state.settings.policy} policy (the ${state.settings.policy === 'pack' ? 'fullest' : 'emptiest'} host that fits), ${fitWords(best)}; ${fitting} of ${hosts.length} hosts fit`,
+    explanation: `${state.settings.policy} policy (the ${state.settings.policy === 'pack' ? 'fullest' : 'emptiest'} host that fits), ${fitWords(best)}${tieWords}; ${fitting} of ${hosts.length} hosts fit`,
   };
 }
 

@@ -13,7 +13,7 @@ import { test } from 'node:test';
 import fc from 'fast-check';
 import { planBalance, type BalanceHistory } from './balance.js';
 import { planEvacuation } from './evacuate.js';
-import { place, type PlaceRequest } from './place.js';
+import { place, SCORE_TOLERANCE, type PlaceRequest } from './place.js';
 import { GiB, prng, randomCluster } from './simulate.js';
 import { scheduleSettings, type ClusterSnapshot, type HostSnapshot, type ScheduleSettings, type VmSnapshot } from './types.js';
 
@@ -365,8 +365,15 @@ test('fast-check, small clusters: place() agrees with the rules host by host, an
       assert.deepEqual(result.hosts.filter((verdict) => verdict.fits).map((verdict) => verdict.host), expected);
       assert.equal(result.ok, expected.length > 0);
       if (result.ok) {
-        // The policy's choice: no fitting host scores higher.
-        for (const verdict of result.hosts) if (verdict.fits) assert.ok(verdict.score! <= result.score);
+        // The policy's choice: no fitting host scores higher by more than the tolerance, and none within it of
+        // the best score has given out less (spread) or more (pack).
+        const chosen = result.hosts.find((verdict) => verdict.host === result.host)!;
+        const top = Math.max(...result.hosts.filter((verdict) => verdict.fits).map((verdict) => verdict.score!));
+        assert.ok(result.score >= top - SCORE_TOLERANCE);
+        for (const verdict of result.hosts) {
+          if (!verdict.fits || verdict.score! < top - SCORE_TOLERANCE) continue;
+          assert.ok(spec.pack ? verdict.allocated! <= chosen.allocated! : verdict.allocated! >= chosen.allocated!);
+        }
       } else if (request.host !== undefined && candidates.length === 0) {
         assert.equal(result.failure.reason, 'pinned_host_unknown');
       } else {
