@@ -27,6 +27,9 @@ import { qemuPidsOfVm } from './harness/vireo.js';
 const TTL = 10;
 const tiny = (name: string, extra: Record<string, unknown> = {}) => ({ name, memory: '128M', boot: { kernel: { image: 'tiny' } }, ...extra });
 const haEvent = (vm: string, phase: string) => (event: VireoEvent) => event.kind === 'cluster.ha' && event.vm === vm && event.data['phase'] === phase;
+/** The first event any of the streams got that matches (polled: a losing waitFor's long timer would keep the process alive). */
+const firstOf = (streams: { events: VireoEvent[] }[], match: (event: VireoEvent) => boolean) =>
+  until('a matching event', async () => streams.flatMap((stream) => stream.events).find(match), (event) => event !== undefined, 180_000, 100) as Promise<VireoEvent>;
 
 describe('the HA watchdog process when a daemon crashes', { timeout: 900_000 }, () => {
   let setup: HaCluster;
@@ -77,7 +80,7 @@ describe('the HA watchdog process when a daemon crashes', { timeout: 900_000 }, 
       await new Promise((resolve) => setTimeout(resolve, 300));
       const crashAt = Date.now();
       b.daemon.child.kill('SIGKILL');
-      const restarted = await Promise.any(streams.map((stream) => stream.waitFor(haEvent('wvm', 'restarted'), 180_000)));
+      const restarted = await firstOf(streams, haEvent('wvm', 'restarted'));
       const target = restarted.data['to'] as string;
       const startedHere = await streams[others.findIndex((host) => host.name === target)]!.waitFor(haEvent('wvm', 'started-here'), 10_000);
       await until('the old QEMU seen dead', async () => oldDeadAt, (at) => at > 0, 10_000, 20);
@@ -167,7 +170,7 @@ describe('the HA watchdog process when a daemon crashes', { timeout: 900_000 }, 
       b.daemon.child.kill('SIGSTOP');
       let resumed = false;
       try {
-        const restarted = await Promise.any(streams.map((stream) => stream.waitFor(haEvent('svm', 'restarted'), 180_000)));
+        const restarted = await firstOf(streams, haEvent('svm', 'restarted'));
         assert.equal(restarted.data['to'], a.name);
         assert.ok(await processGone(ha.pid), 'the old QEMU is dead');
         const state = JSON.parse(await readFile(watchdogFiles(b.home.paths).state, 'utf8')) as { kills: WatchdogKill[] };

@@ -161,10 +161,11 @@ export class HaService {
   /** Tells the watchdog which HA QEMUs run (when that changed, or it was restarted). */
   private async pushProcesses(): Promise<void> {
     const list = await this.haProcesses();
-    const text = JSON.stringify(list);
+    // Keyed by the connection too: a watchdog process started anew (the old one died) knows nothing yet.
+    const text = `${this.link.generation} ${JSON.stringify(list)}`;
     if (text === this.lastProcesses) return;
     const status = await this.link.setProcesses(list);
-    this.lastProcesses = text;
+    this.lastProcesses = `${this.link.generation} ${JSON.stringify(list)}`;
     if (status.kills.length > 0) this.adoptKills(status.kills);
   }
 

@@ -36,6 +36,8 @@ export class WatchdogLink {
   private buffer = '';
   private readonly waiting: { resolve(status: WatchdogStatus): void; reject(error: Error): void }[] = [];
   private closed = false;
+  /** Counts connections: a new one may be a new watchdog process, which must be told everything again. */
+  generation = 0;
   private readonly files: { socket: string; state: string; log: string };
 
   constructor(
@@ -136,6 +138,7 @@ export class WatchdogLink {
     });
     socket.on('error', () => undefined);
     this.socket = socket;
+    this.generation += 1;
     return socket;
   }
 
