@@ -3,6 +3,7 @@
  * delete, list and show. Everything is validated before anything is made,
  * and a failure part-way undoes what was made (disks, directory).
  */
+import type { HaRecoveryView } from '../cluster/ha-recovery.js';
 import { VireoError, invalidArgument, invalidState, isVireoError } from '../errors.js';
 import { checkCpuModel } from '../host/cpu-models.js';
 import { getDiskImage, getImage, imageFile } from '../image/store.js';
@@ -256,6 +257,8 @@ export interface VmInfo {
   resources?: ResourceUsage;
   /** In a cluster: the member that runs it (set by the daemon). */
   host?: string;
+  /** An HA VM that crashed: what its host did about it (set by the daemon; docs/cluster.md, "A crashed HA VM"). */
+  ha?: HaRecoveryView;
 }
 
 export type DescribeOptions = RuntimeOptions;
