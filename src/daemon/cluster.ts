@@ -44,6 +44,7 @@ import type { EventBus } from './events.js';
 import type { BalanceView } from '../api/balance.js';
 import type { ScheduleSettings } from '../core/cluster/schedule/index.js';
 import { loadKeys, VmLoadSampler } from '../core/cluster/vm-load.js';
+import { DirtyRateSampler, qemuDirtyRate } from '../core/cluster/dirty-rate.js';
 import { deleteVmRecord, localVmRecord, putVmRecord, sameVmRecord, vmRecordOf, clusterVms, type VmRecord } from '../core/cluster/vm-records.js';
 import type { VmPlacement } from '../core/model/placement.js';
 import type { Balancer } from './balancer.js';
@@ -322,7 +323,7 @@ export class ClusterService {
     if (!active) return 10_000;
     const { readScheduleSettings } = await import('../core/cluster/balance-store.js');
     const settings = await readScheduleSettings(active.store);
-    this.sampler ??= new VmLoadSampler(this.paths);
+    this.sampler ??= new VmLoadSampler(this.paths, new DirtyRateSampler(qemuDirtyRate(this.paths), this.log));
     const load = await this.sampler.sample();
     await active.member.putOnLease(loadKeys.member(active.config.name), JSON.stringify(load));
     await this.syncVmRecords();

@@ -84,7 +84,7 @@ export function clusterSnapshot(candidates: Candidate[], vms: ClusterVm[] = [], 
       // A disk the other members cannot reach: only with shared storage can a VM with disks move.
       localDisk: record.hasDisks && !candidate.member.sharedStorage,
       ha: false,
-      ...(measured ? { usage: { cpuCores: measured.cpuCores, memoryUsedBytes: measured.memoryUsedMiB * MiB } } : {}),
+      ...(measured ? { usage: { cpuCores: measured.cpuCores, memoryUsedBytes: measured.memoryUsedMiB * MiB, ...(measured.dirtyBytesPerSecond !== undefined ? { dirtyBytesPerSecond: measured.dirtyBytesPerSecond } : {}) } } : {}),
       ...(record.affinity.length > 0 ? { affinity: record.affinity } : {}),
       ...(record.antiAffinity.length > 0 ? { antiAffinity: record.antiAffinity } : {}),
       ...(record.spread.length > 0 ? { spread: record.spread } : {}),
