@@ -840,7 +840,7 @@ export class ClusterService {
   }
 
   /** The record of a VM just made here, measured from its definition (best effort: the periodic pass writes it otherwise). */
-  private async recordLocalVm(vm: string, extra: { movedAt?: string } = {}): Promise<void> {
+  async recordLocalVm(vm: string, extra: { movedAt?: string } = {}): Promise<void> {
     try {
       const def = await loadDefinition(this.paths, vm);
       await this.writeRecord(vm, await localVmRecord(this.paths, def, extra), extra.movedAt === undefined);

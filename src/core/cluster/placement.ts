@@ -90,6 +90,8 @@ export function clusterSnapshot(candidates: Candidate[], vms: ClusterVm[] = [], 
       ...(record.spread.length > 0 ? { spread: record.spread } : {}),
       ...(Object.keys(record.hostLabels).length > 0 ? { hostLabels: record.hostLabels } : {}),
       ...(record.movedAt !== undefined ? { lastMovedAt: Date.parse(record.movedAt) } : {}),
+      // Pinned to wherever it runs now: a person who migrates it moves the pin with it.
+      ...(record.pinned ? { pinnedHost: vm.owner.host } : {}),
     });
   }
   for (const { member, alive } of candidates) {
