@@ -18,7 +18,7 @@ import { DAEMON_NODE_FLAGS } from '../src/daemon/systemd.js';
 const repoRoot = fileURLToPath(new URL('../../', import.meta.url));
 
 /** The daemon's dependencies in the order it loads them, then its own code. */
-const DEFAULT_MODULES = ['fastify', '@fastify/websocket', 'zod', 'yaml', 'dist/src/api/index.js', 'dist/src/daemon/server.js', '@fastify/rate-limit'];
+const DEFAULT_MODULES = ['find-my-way', 'ws', 'zod', 'yaml', 'dist/src/api/index.js', 'dist/src/daemon/server.js'];
 
 const rssMiB = () => Number(/^VmRSS:\s+(\d+) kB$/m.exec(readFileSync('/proc/self/status', 'utf8'))?.[1]) / 1024;
 

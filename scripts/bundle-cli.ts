@@ -85,7 +85,7 @@ export async function bundleCli(options: { minify?: boolean; metafile?: boolean 
     legalComments: 'none',
     // etcd3 (gRPC) loads its .proto files from its own directory, and ws's native helpers are optional: loaded from node_modules at run time.
     external: ['etcd3', 'bufferutil', 'utf-8-validate'],
-    // Bundled CommonJS packages (fastify's) call require() for Node's own modules.
+    // Bundled CommonJS packages (find-my-way, ws, commander...) call require() for Node's own modules.
     banner: { js: `${BANNER_MARK}\nimport { createRequire as __vireoCreateRequire } from 'node:module'; const require = __vireoCreateRequire(import.meta.url);` },
     plugins: [ownUrl],
     metafile: true,

@@ -1,5 +1,5 @@
 /**
- * The wire contract of vireod: each endpoint is a key "METHOD /path" (Fastify
+ * The wire contract of vireod: each endpoint is a key "METHOD /path" (router
  * style, /vms/:name) with the zod schemas of its path parameters, query and
  * body, its success status and what it answers. One table, three users:
  *

@@ -124,6 +124,14 @@ const vmInfoFields = () => ({
   addresses: z.array(z.strictObject({ nic: z.number().int(), network: z.string(), mac: z.string(), ip: Optional.string(), ip6: Optional.string() })).optional(),
   resources: ResourceUsageSchema().optional(),
   host: Optional.string(),
+  ha: z.strictObject({
+    phase: z.enum(['restarting', 'restarted', 'relocating', 'relocated', 'failed']),
+    message: z.string(),
+    crashes: z.number().int(),
+    restarts: z.number().int(),
+    relocations: z.number().int(),
+    updatedAt: z.string(),
+  }).optional(),
 });
 export const VmInfoSchema = lazy((): z.ZodType<VmInfo> => z.strictObject(vmInfoFields()));
 const CreatedVmSchema = (): z.ZodType<CreatedVm> => z.strictObject({ ...vmInfoFields(), placement: z.strictObject({ host: z.string(), explanation: z.string() }).optional() });

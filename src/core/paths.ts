@@ -69,21 +69,24 @@ export interface VmPaths {
 
 export function vmPaths(paths: VireoPaths, name: string): VmPaths {
   const dir = join(paths.vms, name);
-  const runDir = join(dir, 'run');
+  // dir is normalized by join: appending fixed names to it gives what join would, at a fraction of
+  // the cost (a listing computes this for every VM; join was a tenth of GET /vms's CPU time).
+  const under = (base: string, file: string) => (base.endsWith('/') ? `${base}${file}` : `${base}/${file}`);
+  const runDir = under(dir, 'run');
   return {
     dir,
-    definition: join(dir, 'vm.json'),
+    definition: under(dir, 'vm.json'),
     runDir,
-    qmpSocket: join(runDir, 'qmp.sock'),
-    statusSocket: join(runDir, 'status.sock'),
-    eventSocket: join(runDir, 'events.sock'),
-    serialSocket: join(runDir, 'serial.sock'),
-    guestAgentSocket: join(runDir, 'qga.sock'),
-    vncDir: join(runDir, 'vnc'),
-    vncSocket: join(runDir, 'vnc', 'vnc.sock'),
-    pidFile: join(runDir, 'qemu.pid'),
-    consoleLog: join(dir, 'console.log'),
-    runtimeState: join(runDir, 'state.json'),
+    qmpSocket: under(runDir, 'qmp.sock'),
+    statusSocket: under(runDir, 'status.sock'),
+    eventSocket: under(runDir, 'events.sock'),
+    serialSocket: under(runDir, 'serial.sock'),
+    guestAgentSocket: under(runDir, 'qga.sock'),
+    vncDir: under(runDir, 'vnc'),
+    vncSocket: under(runDir, 'vnc/vnc.sock'),
+    pidFile: under(runDir, 'qemu.pid'),
+    consoleLog: under(dir, 'console.log'),
+    runtimeState: under(runDir, 'state.json'),
   };
 }
 

@@ -26,7 +26,7 @@
  */
 import type { HaRestarted, HaStatus, PeerHealth } from '../api/cluster-ha.js';
 import type { TransportResponse } from '../client/api-core.js';
-import { LeaseWatchdog, haGraceMs, leaderHasMajority, type PeerPoll } from '../core/cluster/fence.js';
+import { LeaseWatchdog, haGraceMs, leaderHasMajority, type FenceVerdict, type PeerPoll } from '../core/cluster/fence.js';
 import { readHaRecords, removeHaRecord, writeHaRecord, type HaEntry, type HaRecord } from '../core/cluster/ha-records.js';
 import { clusterSnapshot } from '../core/cluster/placement.js';
 import { PREFIX, type AliveRecord, type MemberRecord } from '../core/cluster/records.js';
@@ -39,6 +39,10 @@ import type { VireoPaths } from '../core/paths.js';
 import { deleteDefinition, listDefinitions, loadDefinition, saveDefinition, vmExists } from '../core/vm/definitions.js';
 import { livePid } from '../core/vm/runtime.js';
 import type { EventBus } from './events.js';
+import { HaRecovery } from './cluster-ha-recover.js';
+import { WatchdogLink, processOf } from './watchdog-link.js';
+import type { HaProcess, WatchdogKill } from '../watchdog/logic.js';
+import type { HaRecoveryView } from '../core/cluster/ha-recovery.js';
 
 const WATCHDOG_MS = 200;
 const SYNC_MS = 1000;
@@ -91,9 +95,106 @@ export class HaService {
   private readonly reported = new Set<string>();
   private readonly localStarting = new Set<string>();
   private closed = false;
+  /** Crashed HA VMs of this member: restarted here, then moved (cluster-ha-recover.ts). */
+  private readonly recovery: HaRecovery;
 
   constructor(private readonly ctx: HaContext) {
     this.watchdog = new LeaseWatchdog(ctx.ttlSeconds);
+    this.recovery = new HaRecovery(ctx, {
+      mayStartHa: () => this.mayStartHa(),
+      isFenced: (vm) => this.fenced.has(vm),
+      killedByWatchdog: (vm, pid) => this.killedByWatchdog(vm, pid),
+    });
+    this.link = new WatchdogLink(ctx.paths, ctx.log, (kills) => this.adoptKills(kills));
+  }
+
+  /* ------------------------------------------------- the watchdog process */
+
+  /** The watchdog process (src/watchdog/main.ts): fences this member's HA VMs if this daemon dies or hangs. */
+  private readonly link: WatchdogLink;
+  private lastFeed: { deadline: number; at: number } | undefined;
+  private lastProcesses = '';
+  private readonly adopted = new Set<number>();
+
+  /**
+   * What the watchdog process killed while no daemon fed it (this one's
+   * predecessor crashed, or this one hung): fenced, as if this daemon had
+   * fenced them itself, so the records say they should run (the leader
+   * restarts them elsewhere) and this member drops or restarts them as
+   * for any fenced VM. Each is reported once, as a `cluster.ha` event.
+   */
+  private adoptKills(kills: WatchdogKill[]): void {
+    const fresh = kills.filter((kill) => !this.adopted.has(kill.id));
+    for (const kill of fresh) {
+      this.adopted.add(kill.id);
+      const reason = 'the watchdog process fenced it: the daemon stopped feeding it (crashed or hung) before its lease could expire';
+      this.fenced.set(kill.vm, { at: kill.at, reason });
+      this.ctx.log(`cluster ha: the watchdog process killed QEMU pid ${kill.pid} of HA VM '${kill.vm}' at ${new Date(kill.at).toISOString()} (the daemon had stopped feeding it)`);
+      this.ctx.events.publish('cluster.ha', {
+        phase: 'fenced', by: 'watchdog', host: this.ctx.name, pid: kill.pid, at: kill.at, reason, overdueMs: kill.overdueMs,
+        ...(kill.leaseExpiresNoEarlierThan !== undefined ? { leaseExpiresNoEarlierThan: kill.leaseExpiresNoEarlierThan } : {}),
+      }, kill.vm);
+    }
+    if (fresh.length > 0) void this.link.ack(fresh.map((kill) => kill.id)).catch(() => undefined);
+  }
+
+  /** Whether the watchdog process killed this QEMU (asked before a crash is recovered: a fence is not a crash). */
+  private async killedByWatchdog(vm: string, pid: number | undefined): Promise<boolean> {
+    if (this.fenced.has(vm)) return true;
+    const status = await this.link.status().catch(() => undefined);
+    if (status) this.adoptKills(status.kills);
+    return this.fenced.has(vm) || (pid !== undefined && (status?.kills.some((kill) => kill.pid === pid) ?? false));
+  }
+
+  /** The HA VMs whose QEMU runs here, each with its start time. */
+  private async haProcesses(): Promise<HaProcess[]> {
+    const out: HaProcess[] = [];
+    for (const def of await listDefinitions(this.ctx.paths)) {
+      if (!def.ha) continue;
+      const pid = await livePid(this.ctx.paths, def);
+      const proc = pid === undefined ? undefined : await processOf(def.name, pid);
+      if (proc) out.push(proc);
+    }
+    return out;
+  }
+
+  /** Tells the watchdog which HA QEMUs run (when that changed, or it was restarted). */
+  private async pushProcesses(): Promise<void> {
+    const list = await this.haProcesses();
+    const text = JSON.stringify(list);
+    if (text === this.lastProcesses) return;
+    const status = await this.link.setProcesses(list);
+    this.lastProcesses = text;
+    if (status.kills.length > 0) this.adoptKills(status.kills);
+  }
+
+  /**
+   * Feeds the watchdog process the deadline this daemon's own fencing
+   * holds to: the lease's (never later), or, while it holds its fire because
+   * etcd is down for a majority, until those answers grow stale. Nothing is
+   * sent when fencing is due: the watchdog then fires too.
+   */
+  private async feedWatchdog(verdict: FenceVerdict, now: number): Promise<void> {
+    const fenceAt = this.watchdog.fenceAt();
+    const holdUntil = this.poll ? this.poll.at + Math.max(1500, (this.ctx.ttlSeconds * 1000) / 2) : undefined;
+    let deadline: number | undefined;
+    if (verdict.action === 'wait' || verdict.action === 'ask-peers') {
+      deadline = fenceAt;
+      // Would hold at the deadline (the peers' answers are in, etcd is down for a majority): the watchdog must
+      // not fire in the moment before this daemon's next look says so, or losing etcd would fence everyone.
+      if (fenceAt !== undefined && holdUntil !== undefined && this.watchdog.verdict(Math.max(now, fenceAt), this.poll).action === 'hold') deadline = Math.max(fenceAt, holdUntil);
+    } else if (verdict.action === 'hold') deadline = holdUntil;
+    if (deadline === undefined) return;
+    // Sent when the deadline moved, and at least every second (a restarted watchdog learns it again).
+    if (this.lastFeed && this.lastFeed.deadline === deadline && now - this.lastFeed.at < 1000) return;
+    const expires = this.watchdog.expiresNoEarlierThan();
+    await this.link.feed(deadline - now, expires);
+    this.lastFeed = { deadline, at: now };
+  }
+
+  /** What `vireo vm show` says of an HA VM's crash recovery (undefined: none recorded). */
+  recoveryOf(vm: string): Promise<HaRecoveryView | undefined> {
+    return this.recovery.view(vm);
   }
 
   get graceMs(): number {
@@ -109,13 +210,33 @@ export class HaService {
       timer.unref();
       this.timers.push(timer);
     };
+    this.recovery.start();
+    // The watchdog process first: kills it made while no daemon fed it are fenced VMs, not crashes.
+    void this.link.attach().then(
+      (status) => this.ctx.log(`cluster ha: attached to the watchdog process (pid ${status.pid}, ${status.state})`),
+      (error: unknown) => this.ctx.log(`cluster ha: the watchdog process: ${(error as Error).message}`),
+    );
+    every(SYNC_MS, () => this.pushProcesses());
     every(WATCHDOG_MS, () => this.watch());
     every(SYNC_MS, () => this.sync());
     every(LEADER_MS, () => this.lead());
   }
 
-  close(): void {
+  /**
+   * `disarm`: a clean stop that made sure the leader will not restart this
+   * member's HA VMs (suspend() wrote its mark), or left none running: the
+   * watchdog process is disarmed. Otherwise it stays armed and fences at the
+   * deadline, as for a crash, since the cluster may restart them elsewhere.
+   */
+  async close(options: { disarm: boolean } = { disarm: true }): Promise<void> {
+    const wasClosed = this.closed;
     this.closed = true;
+    this.recovery.close();
+    if (!wasClosed) {
+      if (options.disarm) await this.link.disarm().catch((error: unknown) => this.ctx.log(`cluster ha: disarming the watchdog process: ${(error as Error).message}`));
+      else this.ctx.log('cluster ha: the watchdog process stays armed: this member\'s HA VMs are fenced before its lease can expire, since the cluster could not be told they keep running here');
+      this.link.close();
+    }
     for (const timer of this.timers) clearInterval(timer);
     this.timers = [];
   }
@@ -149,7 +270,9 @@ export class HaService {
 
   private async watch(): Promise<void> {
     if (this.closed) return;
-    const verdict = this.watchdog.verdict(Date.now(), this.poll);
+    const now = Date.now();
+    const verdict = this.watchdog.verdict(now, this.poll);
+    await this.feedWatchdog(verdict, now).catch((error: unknown) => this.once('watchdog-feed', `cluster ha: feeding the watchdog process: ${(error as Error).message}`));
     if (verdict.action === 'wait') return;
     void this.tryRenew();
     if (verdict.action === 'ask-peers') return void this.pollPeers();
@@ -249,6 +372,8 @@ export class HaService {
     if (this.closed || this.syncing || !this.ctx.connected()) return;
     this.syncing = true;
     try {
+      // The watchdog process knows of a VM before its record says it should run (before the cluster would restart it).
+      await this.pushProcesses().catch(() => undefined);
       const { store, name: self, paths } = this.ctx;
       await this.ctx.refreshMembers();
       const [records, owners] = await Promise.all([readHaRecords(store), store.owners()]);
@@ -310,15 +435,17 @@ export class HaService {
   /** Called when a VM is deleted here: its HA record goes with it. */
   async released(vm: string): Promise<void> {
     await removeHaRecord(this.ctx.store, vm, this.ctx.name).catch(() => undefined);
+    await this.recovery.released(vm);
   }
 
   /** At a clean daemon stop: if HA VMs keep running here, the leader must not restart them elsewhere. */
-  async suspend(): Promise<void> {
+  /** True when no HA VM runs here or the mark was written (then the watchdog process may be disarmed). */
+  async suspend(): Promise<boolean> {
     let running = 0;
     for (const def of await listDefinitions(this.ctx.paths)) if (def.ha && (await livePid(this.ctx.paths, def)) !== undefined) running++;
-    if (running === 0) return;
+    if (running === 0) return true;
     const value = JSON.stringify({ since: new Date().toISOString(), running });
-    await this.ctx.store.call('mark HA suspended', () => this.ctx.store.client.put(haSuspendedKey(this.ctx.name)).value(value).exec()).catch(() => undefined);
+    return this.ctx.store.call('mark HA suspended', () => this.ctx.store.client.put(haSuspendedKey(this.ctx.name)).value(value).exec()).then(() => true, () => false);
   }
 
   /* -------------------------------------------------------------- leader */

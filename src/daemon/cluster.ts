@@ -1015,8 +1015,8 @@ export class ClusterService {
     this.clients.clear();
     if (!active) return;
     // A clean stop with HA VMs running here: they keep running, and the leader must not restart them elsewhere.
-    await Promise.race([active.ha.suspend(), sleep(2000, undefined, { ref: false })]);
-    active.ha.close();
+    const suspended = await Promise.race([active.ha.suspend(), sleep(2000, false, { ref: false })]);
+    await active.ha.close({ disarm: suspended });
     await active.member.close();
     active.store.close();
     await active.etcd?.stop();

@@ -24,7 +24,8 @@ import { randomBytes } from 'node:crypto';
 import type { CreateGroupRequest, DeletedGroup, EditGroupRequest, GroupMemberView, GroupView } from '../api/groups.js';
 import { ApiClient } from '../client/api-client.js';
 import { EtcdGroupStore, FileGroupStore, type GroupMemberRecord, type GroupSpec, type GroupStatus, type GroupStore } from '../core/cluster/groups.js';
-import { checkScaleGroup, planScaleGroup, type GroupMember, type ScaleAction, type ScaleGroup } from '../core/cluster/schedule/scale.js';
+import { checkScaleGroup, type GroupMember, type ScaleAction } from '../core/cluster/schedule/scale.js';
+import { decideGroupCycle, scaleGroupOf } from './group-decide.js';
 import { VireoError, invalidArgument, isVireoError, notFound } from '../core/errors.js';
 import type { VireoPaths } from '../core/paths.js';
 import type { VmInfo } from '../core/vm/manage.js';
@@ -39,15 +40,9 @@ const DEFAULT_INTERVAL_MS = 10_000;
 /** How long a member may take to boot until ready before it counts as failed. */
 const READY_TIMEOUT_SECONDS = 600;
 
-interface Sample {
-  at: number;
-  cpu: number;
-}
-
 export class GroupService {
   private timer: NodeJS.Timeout | undefined;
   private readonly busy = new Map<string, Promise<void>>();
-  private readonly samples = new Map<string, Sample[]>();
   private readonly memberCpu = new Map<string, number>();
   private readonly api: ApiClient;
   private closed = false;
@@ -156,7 +151,6 @@ export class GroupService {
     const status = await store.status(name);
     // The spec first: the controller stops acting on the group before its members go.
     await store.delete(name);
-    this.samples.delete(name);
     const result: DeletedGroup = { name, deletedMembers: [], keptMembers: [] };
     // Work the controller has under way on it here ends first; a member it was making is then in no record: removed too.
     await this.busy.get(name);
@@ -217,8 +211,6 @@ export class GroupService {
     if (this.closed || !this.controlling) return;
     const store = this.store();
     const specs = await store.list();
-    const known = new Set(specs.map((spec) => spec.name));
-    for (const name of this.samples.keys()) if (!known.has(name)) this.samples.delete(name);
     for (const spec of specs) {
       if (this.busy.has(spec.name)) continue;
       const work = this.cycle(store, spec)
@@ -243,34 +235,15 @@ export class GroupService {
       ...(member.replaces ? { replaces: member.replaces } : {}),
     }));
     const average = await this.sampleCpu(status.members, vms, now);
-    const samples = this.samples.get(spec.name) ?? [];
-    if (average !== undefined) samples.push({ at: now, cpu: average });
-    // Enough history for the hold period (and a margin); older samples decide nothing.
-    const keep = spec.holdSeconds * 1000 * 2 + 60_000;
-    this.samples.set(spec.name, samples.filter((sample) => sample.at >= now - keep));
-
-    const group = scaleGroupOf(spec, status);
-    const decision = planScaleGroup(group, members, { samples: this.samples.get(spec.name)! }, now);
-    const next: GroupStatus = {
-      ...status,
-      explanation: decision.explanation,
-      ...(average !== undefined ? { averageCpu: average } : {}),
-      ...(decision.scaled === 'out' ? { lastScaleOutAt: now } : {}),
-      ...(decision.scaled === 'in' ? { lastScaleInAt: now } : {}),
-    };
-    if (decision.actions.length === 0) {
-      // A group with nothing to do is as asked: an error of an earlier cycle is over.
-      delete next.error;
-      await store.putStatus(spec.name, next);
-      return;
-    }
+    // The hold memory and cooldowns come from the stored status and go back to it before anything is done.
+    const { decision, status: next } = await decideGroupCycle(store, spec, status, members, average, now);
+    if (decision.actions.length === 0) return;
     const healthy = members.filter((member) => member.state === 'starting' || member.state === 'running').length;
     if (decision.scaled) {
       this.log(`groups: '${spec.name}' scales ${decision.scaled}: ${decision.explanation.join('; ')}`);
       this.events.publish('group.scaled', { group: spec.name, direction: decision.scaled, from: healthy, to: decision.desired, averageCpu: average ?? null, explanation: decision.explanation });
     }
     const saver = new StatusSaver(store, spec.name, next);
-    await saver.save();
     const deletes = decision.actions.filter((action): action is Extract<ScaleAction, { kind: 'delete' }> => action.kind === 'delete');
     const creates = decision.actions.filter((action): action is Extract<ScaleAction, { kind: 'create' }> => action.kind === 'create');
     for (const action of deletes) {
@@ -488,22 +461,6 @@ function stateOf(member: GroupMemberRecord, info: VmInfo | undefined, making: bo
   if (state === 'running' || state === 'paused') return 'running';
   if (state === 'stopped') return 'stopped';
   return 'failed';
-}
-
-function scaleGroupOf(spec: GroupSpec, status: Partial<GroupStatus>): ScaleGroup {
-  return {
-    name: spec.name,
-    template: spec.template,
-    min: spec.min,
-    max: spec.max,
-    targetCpu: spec.targetCpu,
-    ...(spec.scaleInBelow !== undefined ? { scaleInBelow: spec.scaleInBelow } : {}),
-    holdMs: spec.holdSeconds * 1000,
-    scaleOutCooldownMs: spec.scaleOutCooldownSeconds * 1000,
-    scaleInCooldownMs: spec.scaleInCooldownSeconds * 1000,
-    ...(status.lastScaleOutAt !== undefined ? { lastScaleOutAt: status.lastScaleOutAt } : {}),
-    ...(status.lastScaleInAt !== undefined ? { lastScaleInAt: status.lastScaleInAt } : {}),
-  };
 }
 
 function dropUndefined<T extends object>(object: T): { [K in keyof T]: Exclude<T[K], undefined> } {

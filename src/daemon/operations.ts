@@ -71,7 +71,7 @@ export class OperationManager {
       }
       loaded.push(operation);
     }
-    loaded.sort((a, b) => a.createdAt.localeCompare(b.createdAt));
+    loaded.sort((a, b) => byTime(a.createdAt, b.createdAt));
     for (const operation of loaded) {
       this.operations.set(operation.id, operation);
       if (operation.state !== 'running') continue;
@@ -102,7 +102,7 @@ export class OperationManager {
   }
 
   list(): Operation[] {
-    return [...this.operations.values()].sort((a, b) => b.createdAt.localeCompare(a.createdAt));
+    return [...this.operations.values()].sort((a, b) => byTime(b.createdAt, a.createdAt));
   }
 
   /** Claims a VM for a short synchronous change (pause, edit, delete...), refusing while it is busy. */
@@ -283,4 +283,13 @@ export class OperationManager {
       await rm(join(this.dir, `${operation.id}.json`), { force: true });
     }
   }
+}
+
+/**
+ * ISO timestamps order as plain strings. Not localeCompare: its first call
+ * loads ICU's collation data, about 2 MiB of the daemon's resident memory,
+ * for an order that is the same.
+ */
+function byTime(a: string, b: string): number {
+  return a < b ? -1 : a > b ? 1 : 0;
 }

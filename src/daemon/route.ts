@@ -56,7 +56,7 @@ export type Handlers<C extends Contract> = { [K in keyof C]: Handler<C[K]> };
 /** A route as the server registers it: the endpoint's types forgotten (the server validates with its schemas). */
 export interface Route {
   method: HttpMethod;
-  /** Fastify style: /vms/:name */
+  /** In the router's style (find-my-way): /vms/:name */
   path: string;
   endpoint: AnyEndpoint;
   handler(input: RouteInput<unknown, unknown, unknown>): Promise<unknown>;

@@ -89,8 +89,10 @@ const vmRoutes = implement(vms, {
   },
   'GET /vms/:name': async ({ params, daemon }) => {
     const info = await getVm(daemon.paths, params.name, runtimeOptions(daemon));
-    // In a cluster the answer says which member runs it (as GET /vms does), wherever it was asked.
-    return daemon.cluster.name !== undefined ? { ...info, host: daemon.cluster.name } : info;
+    // In a cluster the answer says which member runs it (as GET /vms does), wherever it was asked; an HA VM, what crash recovery did.
+    if (daemon.cluster.name === undefined) return info;
+    const ha = info.definition.ha ? await daemon.cluster.ha?.recoveryOf(params.name) : undefined;
+    return { ...info, host: daemon.cluster.name, ...(ha ? { ha } : {}) };
   },
   'PUT /vms/:name': async ({ params, body, daemon }) => {
     await daemon.cluster.checkHaHere(body.spec);

@@ -20,7 +20,10 @@ import { openMonitor } from '../core/qmp/monitor.js';
 import { queryStatus } from '../core/qmp/commands.js';
 import { mapLimited } from '../core/limit.js';
 import type { StatusInfo } from '../core/qmp/commands.js';
+import { readFile } from 'node:fs/promises';
+import { join } from 'node:path';
 import { listDefinitions } from '../core/vm/definitions.js';
+import { isProcessAlive } from '../core/vm/process.js';
 import { waitForExit } from '../core/vm/process.js';
 import { livePid, reapStaleRuntime } from '../core/vm/runtime.js';
 import type { VmDefinition } from '../core/model/vm.js';
@@ -41,7 +44,20 @@ interface Watched {
   uuid: string;
   pid: number;
   client: QmpClient;
+  /** QEMU's SHUTDOWN event on this attachment, if it sent one (it does before any orderly exit). */
+  shutdown?: Record<string, unknown>;
 }
+
+/**
+ * Why a QEMU the watcher followed exited, published with its 'stopped'
+ * state (data.exit), so HA can tell a crash from a stop:
+ * - requested: an operation on the VM held its lock (stop, kill, delete,
+ *   migration), or QEMU was told to quit or sent a signal to exit cleanly;
+ * - guest-shutdown: the guest powered itself off;
+ * - crashed: QEMU died without a SHUTDOWN event while nothing held the
+ *   VM's lock (SIGKILL, OOM kill, a QEMU crash), or the guest panicked.
+ */
+export type VmExit = 'requested' | 'guest-shutdown' | 'crashed';
 
 /** How long an attached QEMU has to answer the liveness probe before it is 'unresponsive'. */
 export const PROBE_TIMEOUT_MS = 1000;
@@ -57,6 +73,8 @@ export class VmWatcher {
   private readonly watched = new Map<string, Watched>();
   private readonly states = new Map<string, string>();
   private readonly attaching = new Set<string>();
+  /** VMs whose QEMU's monitor closed and whose exit is being classified: afterExit publishes their stop, with why. */
+  private readonly exiting = new Set<string>();
   private readonly probing = new Set<string>();
   /** Probes in a row each VM left unanswered. */
   private readonly misses = new Map<string, number>();
@@ -130,7 +148,7 @@ export class VmWatcher {
       this.probe(def.name, current.client);
       return;
     }
-    if (this.attaching.has(def.name)) return;
+    if (this.attaching.has(def.name) || this.exiting.has(def.name)) return;
     const pid = await livePid(this.paths, def);
     if (pid === undefined) {
       this.setState(def.name, 'stopped');
@@ -159,10 +177,19 @@ export class VmWatcher {
     }
     const watched: Watched = { uuid: def.uuid, pid, client };
     this.watched.set(def.name, watched);
-    client.onEvent((event) => this.onQmpEvent(def.name, client, event));
+    client.onEvent((event) => {
+      if (event.event === 'SHUTDOWN') watched.shutdown = event.data ?? {};
+      this.onQmpEvent(def.name, client, event);
+    });
     client.onClose(() => {
       if (this.watched.get(def.name) === watched) this.watched.delete(def.name);
-      if (!this.closed) void this.afterExit(def, pid);
+      // Classified at once: a kill holds the VM's lock only until it has seen QEMU gone.
+      if (this.closed) return;
+      this.exiting.add(def.name);
+      void classifyExit(this.paths, def.name, watched.shutdown)
+        .then((exit) => this.afterExit(def, pid, exit))
+        .catch(() => undefined)
+        .finally(() => this.exiting.delete(def.name));
     });
     await this.refreshState(def.name, client);
     await this.options.onAttach?.(def.name, client).catch(() => {});
@@ -214,19 +241,30 @@ export class VmWatcher {
     }
   }
 
-  private async afterExit(def: VmDefinition, pid: number): Promise<void> {
+  private async afterExit(def: VmDefinition, pid: number, exit: VmExit): Promise<void> {
     // The monitor closes just before QEMU exits; give it a moment to be gone.
     await waitForExit(pid, 3000);
     // Also cleans the runtime files of a QEMU that is gone.
     const live = await reapStaleRuntime(this.paths, def).catch(() => undefined);
-    if (live === undefined) this.setState(def.name, 'stopped');
-    else await this.reconcileOne(def).catch(() => {});
+    if (live === undefined) this.setState(def.name, 'stopped', { exit, pid });
+    else {
+      this.exiting.delete(def.name);
+      await this.reconcileOne(def).catch(() => {});
+    }
   }
 
-  private setState(vm: string, state: string): void {
+  private setState(vm: string, state: string, extra: Record<string, unknown> = {}): void {
     const previous = this.states.get(vm);
     if (previous === state) return;
     this.states.set(vm, state);
-    this.events.publish('vm.state', { state, ...(previous !== undefined ? { previous } : {}) }, vm);
+    this.events.publish('vm.state', { state, ...(previous !== undefined ? { previous } : {}), ...extra }, vm);
   }
+}
+
+/** Why a followed QEMU exited (see VmExit), from its SHUTDOWN event and whether an operation holds the VM's lock now. */
+export async function classifyExit(paths: VireoPaths, vm: string, shutdown: Record<string, unknown> | undefined): Promise<VmExit> {
+  const holder = Number.parseInt(await readFile(join(vmPaths(paths, vm).dir, '.lock'), 'utf8').catch(() => ''), 10);
+  if (Number.isSafeInteger(holder) && holder > 0 && (await isProcessAlive(holder))) return 'requested';
+  if (shutdown === undefined || shutdown['reason'] === 'guest-panic') return 'crashed';
+  return shutdown['guest'] === true ? 'guest-shutdown' : 'requested';
 }

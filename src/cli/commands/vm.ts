@@ -344,7 +344,7 @@ export function vmCommand(cli: CliContext): Command {
       const backend = await cli.backend();
       const info = await backend.getVm(name);
       // Limits next to use, and the guest agent's state, belong to the running state, which `vm edit -f` ignores when fed this output.
-      const runtime = { ...info.runtime, ...(info.runtime.startedAt ? { uptime: uptime(info.runtime.startedAt) } : {}), ...(info.agent !== undefined ? { agent: info.agent } : {}), ...(info.resources ? { resources: info.resources } : {}) };
+      const runtime = { ...info.runtime, ...(info.runtime.startedAt ? { uptime: uptime(info.runtime.startedAt) } : {}), ...(info.agent !== undefined ? { agent: info.agent } : {}), ...(info.resources ? { resources: info.resources } : {}), ...(info.ha ? { ha: info.ha } : {}) };
       const view = { ...info.definition, runtime };
       if (flags.json) printJson(view);
       else await printYaml(view);

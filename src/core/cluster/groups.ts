@@ -67,6 +67,18 @@ export const GroupStatusSchema = z.object({
   explanation: z.array(z.string()).default([]),
   /** The average CPU of the members at the last cycle (fraction of their vCPUs). */
   averageCpu: z.number().optional(),
+  /**
+   * The CPU history the hold periods need, summed up (HoldMemory in
+   * schedule/scale.ts): a new controller continues the holds from it.
+   */
+  hold: z.object({
+    above: z.number(),
+    below: z.number(),
+    aboveSince: z.number().optional(),
+    belowSince: z.number().optional(),
+    lastAt: z.number(),
+    lastCpu: z.number(),
+  }).optional(),
   /** Why the group cannot be kept as asked (e.g. its template is missing), until a cycle succeeds. */
   error: z.object({ code: z.string(), message: z.string(), field: z.string().optional(), at: z.string() }).optional(),
 });
@@ -88,6 +100,21 @@ export interface GroupStore {
 }
 
 const emptyStatus = (): GroupStatus => ({ members: [], explanation: [] });
+
+/**
+ * A status about to be written over the stored one: the times of the last
+ * scalings never go back. A controller that lost the lead while it was
+ * still making a member (a boot takes minutes) writes the status it began
+ * with; without this, that write would take back a scaling the new leader
+ * recorded meanwhile, and with it the cooldown.
+ */
+export function mergeStatus(stored: GroupStatus | undefined, next: GroupStatus): GroupStatus {
+  const later = (field: 'lastScaleOutAt' | 'lastScaleInAt') => {
+    const values = [stored?.[field], next[field]].filter((value): value is number => value !== undefined);
+    return values.length > 0 ? { [field]: Math.max(...values) } : {};
+  };
+  return { ...next, ...later('lastScaleOutAt'), ...later('lastScaleInAt') };
+}
 
 /** Groups of a cluster, in its etcd. */
 export class EtcdGroupStore implements GroupStore {
@@ -132,11 +159,34 @@ export class EtcdGroupStore implements GroupStore {
   }
 
   async putStatus(name: string, status: GroupStatus): Promise<void> {
-    // Only while the group exists: a group deleted meanwhile does not get its status back.
-    await this.store.call('record the scale group', () =>
-      this.store.client.if(groupKeys.spec(name), 'Create', '>', 0).then(this.store.client.put(groupKeys.status(name)).value(JSON.stringify(status))).commit(),
-    );
+    const key = groupKeys.status(name);
+    // Against the value read (another writer between the read and the write: read again), and only while the
+    // group exists: a group deleted meanwhile does not get its status back.
+    for (let attempt = 0; attempt < 5; attempt++) {
+      const text = await this.store.call('read a scale group', () => this.store.client.get(key).string());
+      // A stored status Vireo cannot read is replaced (only the controller writes it; it is rebuilt from here).
+      let stored: GroupStatus | undefined;
+      try {
+        stored = text === null ? undefined : GroupStatusSchema.safeParse(JSON.parse(text)).data;
+      } catch {
+        stored = undefined;
+      }
+      const value = JSON.stringify(mergeStatus(stored, status));
+      if (value === text) return;
+      const result = await this.store.call('record the scale group', () =>
+        this.store.client
+          .if(groupKeys.spec(name), 'Create', '>', 0)
+          .and(key, text === null ? 'Create' : 'Value', '==', text === null ? 0 : text)
+          .then(this.store.client.put(key).value(value))
+          .commit(),
+      );
+      if (result.succeeded) return;
+      // Failed: the group is gone, or the status changed since it was read.
+      if (!(await this.get(name))) return;
+    }
+    throw new VireoError('unavailable', `the status of scale group '${name}' kept changing under this write: try again`, { group: name });
   }
+
 }
 
 /** Groups of a host on its own: files under <home>/groups/, written atomically (one daemon writes them). */
@@ -206,6 +256,6 @@ export class FileGroupStore implements GroupStore {
     // The group may have been deleted meanwhile: its status is not brought back.
     if (!(await this.get(name))) return;
     await mkdir(this.dir, { recursive: true });
-    await writeJsonAtomic(this.statusFile(name), status);
+    await writeJsonAtomic(this.statusFile(name), mergeStatus(await this.read(GroupStatusSchema, this.statusFile(name)).catch(() => undefined), status));
   }
 }

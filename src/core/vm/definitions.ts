@@ -3,10 +3,10 @@
  * atomically, and a lock file so that two Vireo processes never change the
  * same VM at once. A lock whose holder died is taken over.
  */
-import { mkdir, open, readdir, readFile, rm, stat, unlink } from 'node:fs/promises';
+import { readdirSync, readFileSync, statSync } from 'node:fs';
+import { mkdir, open, readFile, rm, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import { VireoError, alreadyExists, notFound } from '../errors.js';
-import { mapLimited } from '../limit.js';
 import { checkName } from '../model/units.js';
 import type { VmDefinition } from '../model/vm.js';
 import { assignIds } from '../qemu/ids.js';
@@ -23,27 +23,32 @@ import { isProcessAlive } from './process.js';
  * modified within the last two seconds is never served from here, so that
  * a coarse clock and a reused inode number cannot make a rewrite look
  * unchanged. The text is parsed at each read: callers get their own objects.
+ *
+ * The stat and the read are synchronous: a definition is a small file in
+ * the page cache, and for each VM of a listing an asynchronous stat cost
+ * more CPU in its own bookkeeping (a promise, a thread-pool round trip, an
+ * exception object for a missing file) than the system call itself
+ * (docs/benchmarks.md).
  */
 const definitionTexts = new Map<string, { version: string; text: string }>();
-const RACY_MS = 2000n;
+const RACY_MS = 2000;
 
-async function readDefinitionFile(path: string): Promise<unknown | undefined> {
-  let version: string;
-  let recent: boolean;
-  try {
-    const info = await stat(path, { bigint: true });
-    version = `${info.ino}:${info.size}:${info.mtimeNs}:${info.ctimeNs}`;
-    recent = BigInt(Date.now()) - info.mtimeNs / 1_000_000n < RACY_MS || BigInt(Date.now()) - info.ctimeNs / 1_000_000n < RACY_MS;
-  } catch (error) {
-    if ((error as NodeJS.ErrnoException).code !== 'ENOENT') throw error;
+function readDefinitionFile(path: string): unknown | undefined {
+  // Not bigint: that costs several times as much, and millisecond times with their fraction
+  // (sub-microsecond steps) next to the inode, within the racy window's guard, tell versions apart.
+  const info = statSync(path, { throwIfNoEntry: false });
+  if (info === undefined) {
     definitionTexts.delete(path);
     return undefined;
   }
+  const version = `${info.ino}:${info.size}:${info.mtimeMs}:${info.ctimeMs}`;
+  const now = Date.now();
+  const recent = now - info.mtimeMs < RACY_MS || now - info.ctimeMs < RACY_MS;
   const cached = definitionTexts.get(path);
   if (cached !== undefined && cached.version === version && !recent) return JSON.parse(cached.text) as unknown;
   let text: string;
   try {
-    text = await readFile(path, 'utf8');
+    text = readFileSync(path, 'utf8');
   } catch (error) {
     if ((error as NodeJS.ErrnoException).code !== 'ENOENT') throw error;
     definitionTexts.delete(path);
@@ -57,7 +62,7 @@ async function readDefinitionFile(path: string): Promise<unknown | undefined> {
 
 export async function loadDefinition(paths: VireoPaths, name: string): Promise<VmDefinition> {
   checkName('name', name);
-  const value = await readDefinitionFile(vmPaths(paths, name).definition);
+  const value = readDefinitionFile(vmPaths(paths, name).definition);
   if (value === undefined) throw notFound('VM', name);
   return withIds(value as VmDefinition);
 }
@@ -97,14 +102,13 @@ export async function reserveVmDirectory(paths: VireoPaths, name: string): Promi
 export async function listDefinitions(paths: VireoPaths): Promise<VmDefinition[]> {
   let names: string[];
   try {
-    names = await readdir(paths.vms);
+    // Synchronous, as the reads below: see readDefinitionFile.
+    names = readdirSync(paths.vms);
   } catch (error) {
     if ((error as NodeJS.ErrnoException).code === 'ENOENT') return [];
     throw error;
   }
-  // Several at a time: one after another, each small file costs thread-pool round trips in turn;
-  // all at once, a host with many VMs runs the daemon out of file descriptors (EMFILE).
-  const values = await mapLimited(names.sort(), DEFINITIONS_AT_ONCE, (name) => readDefinitionFile(vmPaths(paths, name).definition));
+  const values = names.sort().map((name) => readDefinitionFile(vmPaths(paths, name).definition));
   return values.filter((value): value is VmDefinition => value !== undefined).map(withIds);
 }
 
@@ -112,9 +116,6 @@ export async function deleteDefinition(paths: VireoPaths, name: string): Promise
   await rm(vmPaths(paths, name).dir, { recursive: true, force: true });
   definitionTexts.delete(vmPaths(paths, name).definition);
 }
-
-/** Definition files read at once by a listing. */
-const DEFINITIONS_AT_ONCE = 16;
 
 /** For every volume some VM attaches, the names of those VMs: one pass over the definitions for a whole listing. */
 export async function volumeUsers(paths: VireoPaths): Promise<Map<string, string[]>> {

@@ -3,6 +3,7 @@
  * delete, list and show. Everything is validated before anything is made,
  * and a failure part-way undoes what was made (disks, directory).
  */
+import type { HaRecoveryView } from '../cluster/ha-recovery.js';
 import { VireoError, invalidArgument, invalidState, isVireoError } from '../errors.js';
 import { checkCpuModel } from '../host/cpu-models.js';
 import { getDiskImage, getImage, imageFile } from '../image/store.js';
@@ -21,7 +22,6 @@ import { checkVolumeDeletable, createVolume, deleteVolume, getVolume, importVolu
 import { deleteDefinition, listDefinitions, loadDefinition, reserveVmDirectory, saveDefinition, vmsUsingVolume, withVmLock } from './definitions.js';
 import { mapLimited } from '../limit.js';
 import { agentState, type AgentState } from '../guest/agent-ops.js';
-import type { QmpClient } from '../qmp/client.js';
 import { checkHostFile, checkHostFiles, type HostFilePolicy } from './host-files.js';
 import { cleanRunDirectory, readRuntime, type RuntimeOptions, type VmRuntime } from './runtime.js';
 import { refuseTemplateWithClones } from './template.js';
@@ -257,12 +257,11 @@ export interface VmInfo {
   resources?: ResourceUsage;
   /** In a cluster: the member that runs it (set by the daemon). */
   host?: string;
+  /** An HA VM that crashed: what its host did about it (set by the daemon; docs/cluster.md, "A crashed HA VM"). */
+  ha?: HaRecoveryView;
 }
 
-export interface DescribeOptions extends RuntimeOptions {
-  /** An open monitor of a running VM to ask (the daemon's watcher holds one per VM), instead of connecting. */
-  monitorFor?: (vm: string) => QmpClient | undefined;
-}
+export type DescribeOptions = RuntimeOptions;
 
 async function describe(paths: VireoPaths, definition: VmDefinition, options: DescribeOptions): Promise<VmInfo> {
   const runtime = await readRuntime(paths, definition, options);

@@ -5,6 +5,7 @@
  * on QMP events and socket closure for the moment of exit, on this only to
  * decide whether a pidfile is stale.
  */
+import { closeSync, openSync, readSync, statSync } from 'node:fs';
 import { readdir, readFile, readlink } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { VireoError } from '../errors.js';
@@ -12,34 +13,66 @@ import { VireoError } from '../errors.js';
 /** QEMU's stdout and stderr, in the VM's run directory (beside the pidfile): its messages, and the mark of whose QEMU it is. */
 export const QEMU_OUTPUT_FILE = 'qemu.log';
 
-export async function readPidFile(path: string): Promise<number | undefined> {
+/**
+ * The whole of a small file (a pidfile, /proc/PID/stat or cmdline), or
+ * undefined when it does not exist. Synchronous on purpose: these are read
+ * for every VM of each listing (GET /vms, /metrics, the watcher's passes),
+ * where a thread-pool round trip per file and an exception per missing
+ * pidfile were most of the daemon's CPU time (docs/benchmarks.md); a read of
+ * a few hundred bytes from /proc or the page cache takes microseconds, less
+ * than the asynchronous call's own bookkeeping.
+ */
+function readSmallFile(path: string): string | undefined {
+  let fd: number;
   try {
-    const pid = Number.parseInt((await readFile(path, 'utf8')).trim(), 10);
-    return Number.isSafeInteger(pid) && pid > 0 ? pid : undefined;
+    fd = openSync(path, 'r');
   } catch (error) {
-    if ((error as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+    const code = (error as NodeJS.ErrnoException).code;
+    if (code === 'ENOENT' || code === 'ESRCH') return undefined;
     throw error;
   }
+  try {
+    const chunks: Buffer[] = [];
+    for (;;) {
+      const chunk = Buffer.allocUnsafe(4096);
+      const read = readSync(fd, chunk, 0, chunk.length, null);
+      if (read === 0) break;
+      chunks.push(chunk.subarray(0, read));
+    }
+    return Buffer.concat(chunks).toString('utf8');
+  } finally {
+    closeSync(fd);
+  }
+}
+
+export async function readPidFile(path: string): Promise<number | undefined> {
+  // A stopped VM has no pidfile: found without the cost of an exception.
+  if (statSync(path, { throwIfNoEntry: false }) === undefined) return undefined;
+  const text = readSmallFile(path);
+  if (text === undefined) return undefined;
+  const pid = Number.parseInt(text.trim(), 10);
+  return Number.isSafeInteger(pid) && pid > 0 ? pid : undefined;
 }
 
 /** True when the process exists and is not a zombie. */
 export async function isProcessAlive(pid: number): Promise<boolean> {
+  let stat: string | undefined;
   try {
-    const stat = await readFile(`/proc/${pid}/stat`, 'utf8');
-    // The state follows the parenthesised command name, which may itself contain ')'.
-    const state = stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3);
-    return state !== 'Z' && state !== 'X' && state !== '';
+    stat = readSmallFile(`/proc/${pid}/stat`);
   } catch {
     return false;
   }
+  if (stat === undefined) return false;
+  // The state follows the parenthesised command name, which may itself contain ')'.
+  const state = stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3);
+  return state !== 'Z' && state !== 'X' && state !== '';
 }
 
 /** True when pid is a live QEMU started for the VM with this UUID (guards against PID reuse). */
 export async function isQemuOf(pid: number, uuid: string): Promise<boolean> {
   if (!(await isProcessAlive(pid))) return false;
   try {
-    const cmdline = (await readFile(`/proc/${pid}/cmdline`, 'utf8')).split('\0');
-    return cmdline.includes(uuid);
+    return (readSmallFile(`/proc/${pid}/cmdline`) ?? '').split('\0').includes(uuid);
   } catch {
     return false;
   }

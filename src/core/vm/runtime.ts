@@ -104,6 +104,11 @@ export interface RuntimeOptions {
    * each VM): it is reported unresponsive at once rather than waited for.
    */
   knownUnresponsive?: (vm: string) => boolean;
+  /**
+   * An open monitor of a running VM to ask (the daemon's watcher holds one
+   * per VM), instead of connecting to its status monitor for each read.
+   */
+  monitorFor?: (vm: string) => QmpClient | undefined;
 }
 
 export async function readRuntime(paths: VireoPaths, def: VmDefinition, options: RuntimeOptions = {}): Promise<VmRuntime> {
@@ -113,8 +118,10 @@ export async function readRuntime(paths: VireoPaths, def: VmDefinition, options:
   const record = await readRuntimeRecord(paths, def.name);
   const base = { pid, ...(record ? { accel: record.accel, startedAt: record.startedAt } : {}) };
   if (options.knownUnresponsive?.(def.name)) return { ...base, state: 'unresponsive' };
+  const held = options.monitorFor?.(def.name);
   let client: QmpClient | undefined;
   try {
+    if (held) return { ...base, state: (await queryStatus(held, { timeoutMs: options.timeoutMs ?? 3000 })).status };
     client = await openMonitor(paths, def.name, { monitor: 'status', timeoutMs: options.timeoutMs ?? 3000 });
     const status = await queryStatus(client);
     return { ...base, state: status.status };

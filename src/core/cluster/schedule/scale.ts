@@ -51,9 +51,37 @@ export interface GroupMember {
   replaces?: string;
 }
 
+export interface CpuSample {
+  at: number;
+  cpu: number;
+}
+
+/**
+ * What the hold periods need of the CPU history, in a few numbers: when the
+ * current unbroken run of samples above the target (and under the scale-in
+ * threshold) began, and the latest sample. The controller keeps it with the
+ * group's status (etcd, or the host's state dir), so a new controller (a new
+ * leader, a restarted daemon) continues a hold where the last one was,
+ * instead of starting every hold period again; its size does not grow with
+ * the hold period, as a window of samples would.
+ */
+export interface HoldMemory {
+  /** The thresholds the runs were measured against: another target starts them again. */
+  above: number;
+  below: number;
+  /** Start of the unbroken run of samples above `above` that includes the latest one. */
+  aboveSince?: number;
+  /** Start of the unbroken run of samples under `below` that includes the latest one. */
+  belowSince?: number;
+  lastAt: number;
+  lastCpu: number;
+}
+
 export interface GroupMetrics {
   /** The members' average CPU use (fraction of their vCPUs), sampled over time. */
-  samples: { at: number; cpu: number }[];
+  samples?: CpuSample[];
+  /** Or the same history summed up (rememberCpu): what a controller keeps between cycles. */
+  hold?: HoldMemory;
 }
 
 export type ScaleAction =
@@ -84,6 +112,34 @@ export function checkScaleGroup(group: ScaleGroup): ScaleGroup {
     if (!(group[field] >= 0)) throw invalidArgument(field, `must be 0 or more, not ${group[field]}`);
   }
   return group;
+}
+
+/**
+ * How long a hold may go without a sample before it counts as broken: the
+ * history is too old to say the condition held all along (the window of
+ * samples the controller used to keep in memory was as long).
+ */
+export function holdStaleAfterMs(group: Pick<ScaleGroup, 'holdMs'>): number {
+  return group.holdMs * 2 + 60_000;
+}
+
+/** The hold memory with one more sample (samples older than the latest one are ignored). */
+export function rememberCpu(memory: HoldMemory | undefined, group: ScaleGroup, sample: CpuSample): HoldMemory {
+  const above = group.targetCpu;
+  const below = group.scaleInBelow ?? group.targetCpu / 2;
+  const fresh = memory !== undefined && memory.above === above && memory.below === below && sample.at - memory.lastAt <= holdStaleAfterMs(group);
+  if (memory && fresh && sample.at < memory.lastAt) return memory;
+  const since = (test: boolean, previous: number | undefined) => (test ? (fresh && previous !== undefined ? previous : sample.at) : undefined);
+  const aboveSince = since(sample.cpu > above, memory?.aboveSince);
+  const belowSince = since(sample.cpu < below, memory?.belowSince);
+  return { above, below, ...(aboveSince !== undefined ? { aboveSince } : {}), ...(belowSince !== undefined ? { belowSince } : {}), lastAt: sample.at, lastCpu: sample.cpu };
+}
+
+/** A window of samples summed up as the controller keeps it. */
+export function holdOf(group: ScaleGroup, samples: CpuSample[]): HoldMemory | undefined {
+  let memory: HoldMemory | undefined;
+  for (const sample of [...samples].sort((a, b) => a.at - b.at)) memory = rememberCpu(memory, group, sample);
+  return memory;
 }
 
 const healthyStates: ReadonlySet<MemberState> = new Set(['starting', 'running']);
@@ -158,26 +214,22 @@ export function planScaleGroup(group: ScaleGroup, members: GroupMember[], metric
 
 function decideScaling(group: ScaleGroup, healthy: GroupMember[], metrics: GroupMetrics, now: number, explanation: string[]): Omit<ScaleDecision, 'explanation'> | undefined {
   const count = healthy.length;
-  const samples = [...metrics.samples].sort((a, b) => a.at - b.at);
-  const latest = samples.at(-1);
-  if (!latest || count === 0) {
+  const memory = metrics.hold ?? holdOf(group, metrics.samples ?? []);
+  if (!memory || count === 0 || now - memory.lastAt > holdStaleAfterMs(group)) {
     explanation.push('no CPU samples yet: no scaling');
     return undefined;
   }
   const below = group.scaleInBelow ?? group.targetCpu / 2;
-  const sustained = (test: (cpu: number) => boolean) => {
-    // The start of the latest unbroken run of samples passing the test.
-    let since = Infinity;
-    for (const sample of samples) since = test(sample.cpu) ? Math.min(since, sample.at) : Infinity;
-    return now - since >= group.holdMs;
-  };
-  const average = latest.cpu;
+  // A memory measured against other thresholds (the group was just edited) holds no run yet.
+  const current = memory.above === group.targetCpu && memory.below === below;
+  const sustained = (since: number | undefined) => current && since !== undefined && now - since >= group.holdMs;
+  const average = memory.lastCpu;
   if (average > group.targetCpu) {
     if (count >= group.max) {
       explanation.push(`average CPU ${pct(average)} is above the target ${pct(group.targetCpu)}, but the group is at its maximum (${group.max})`);
       return undefined;
     }
-    if (!sustained((cpu) => cpu > group.targetCpu)) {
+    if (!sustained(memory.aboveSince)) {
       explanation.push(`average CPU ${pct(average)} is above the target ${pct(group.targetCpu)}, not yet for the hold period`);
       return undefined;
     }
@@ -197,7 +249,7 @@ function decideScaling(group: ScaleGroup, healthy: GroupMember[], metrics: Group
       explanation.push(`average CPU ${pct(average)} is well below the target, but the group is at its minimum (${group.min})`);
       return undefined;
     }
-    if (!sustained((cpu) => cpu < below)) {
+    if (!sustained(memory.belowSince)) {
       explanation.push(`average CPU ${pct(average)} is under ${pct(below)}, not yet for the hold period`);
       return undefined;
     }

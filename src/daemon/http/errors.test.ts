@@ -1,8 +1,8 @@
 import assert from 'node:assert/strict';
 import { open } from 'node:fs/promises';
 import { test } from 'node:test';
-import { VireoError, asVireoError } from '../core/errors.js';
-import { frameworkError, toHttpError } from './http-errors.js';
+import { VireoError, asVireoError } from '../../core/errors.js';
+import { HttpRefusal, protocolError, toHttpError } from './errors.js';
 
 /** A real system error from Node, as fs would throw it. */
 function systemError(code: string, errno: number, syscall: string, path: string): NodeJS.ErrnoException {
@@ -35,11 +35,15 @@ test('a real errno error from the file system maps by its code', async () => {
   assert.match(mapped.error.message, /^no such file or directory \(open \/nonexistent\/vireo\/file\)$/);
 });
 
-test("Fastify's and the parser's errors map by code; VireoErrors by theirs", () => {
-  assert.equal(frameworkError({ code: 'FST_ERR_CTP_INVALID_JSON_BODY', statusCode: 400 }).error.details.field, 'body');
-  assert.equal(frameworkError({ code: 'FST_ERR_CTP_BODY_TOO_LARGE', statusCode: 413 }).status, 413);
-  assert.equal(frameworkError({ code: 'HPE_HEADER_OVERFLOW' }).status, 431);
-  assert.equal(frameworkError({ code: 'HPE_SOMETHING_NEW' }).status, 400);
+test("the HTTP layer's and the parser's errors map by code; VireoErrors by theirs", () => {
+  assert.equal(toHttpError(new HttpRefusal('INVALID_JSON_BODY')).error.details.field, 'body');
+  assert.equal(toHttpError(new HttpRefusal('BODY_TOO_LARGE')).status, 413);
+  assert.equal(toHttpError(new HttpRefusal('INVALID_MEDIA_TYPE')).status, 415);
+  assert.equal(toHttpError(new HttpRefusal('MAX_PARAM_LENGTH')).status, 414);
+  assert.equal(protocolError({ code: 'HPE_HEADER_OVERFLOW' }).status, 431);
+  assert.equal(protocolError({ code: 'HPE_SOMETHING_NEW' }).status, 400);
+  // A code that merely looks like ours (or an Object.prototype key) is not one of ours.
+  assert.equal(protocolError({ code: 'toString' }).status, 500);
   assert.equal(toHttpError(new VireoError('in_use', 'busy')).status, 409);
   assert.equal(toHttpError(new VireoError('rate_limited', 'slow down')).status, 429);
 });
