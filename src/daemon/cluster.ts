@@ -998,6 +998,9 @@ export class ClusterService {
     });
     this.written.delete(vm);
     if (released) await deleteVmRecord(active.store, vm).catch((error: unknown) => this.log(`cluster: removing the record of VM '${vm}': ${String(error)}`));
+    // Awaited, as after a create: with its record gone, what the alive record still counts for it would stand as an
+    // unrecorded VM of this member until the next refresh, and placements right after a delete would avoid this member.
+    await active.member.refreshPresence().catch(() => undefined);
     await active.ha.released(vm);
   }
 
