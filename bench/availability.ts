@@ -87,7 +87,7 @@ export async function benchAvailability(options: { cli: string; imageHome: strin
       await api.request(method, path, body).catch(() => undefined);
     }
     const requestsSeconds = (performance.now() - began) / 1000;
-    await settle(2000);
+    if (requestCount > 0) await settle(2000);
     const rssAfterRequestsBytes = (await memory(pid)).rss;
 
     const listingMs: number[] = [];

@@ -17,6 +17,8 @@ import { DAEMON_NODE_FLAGS } from '../src/daemon/systemd.js';
 
 export interface DaemonFigures {
   listLatencyMs: { p50: number; p99: number; samples: number };
+  /** The daemon's CPU time (user + system, all its threads) per timed GET /vms: steadier than latency on a loaded host. */
+  listCpuMs: number;
   rssIdleBytes: number;
   rssWith5RunningBytes: number;
   /** After `requests` more API requests (a mix of listings, single VMs, the root and /metrics), the 5 stopped again. */
@@ -46,6 +48,13 @@ async function rssBytes(pid: number): Promise<number> {
   return kib * 1024;
 }
 
+/** A process's CPU time so far (user + system, all threads), in ms. */
+async function cpuMs(pid: number): Promise<number> {
+  const stat = await readFile(`/proc/${pid}/stat`, 'utf8');
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  return ((Number(fields[11]) + Number(fields[12])) * 1000) / 100;
+}
+
 /** Lets the daemon settle (garbage collection, timers) before its memory is read. */
 const settle = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
@@ -73,12 +82,14 @@ export async function benchDaemon(options: DaemonBenchOptions): Promise<DaemonFi
     // Warm-up, then timed requests one after another.
     for (let index = 0; index < 20; index += 1) await api.request('GET', '/vms');
     const samples: number[] = [];
+    const cpuBefore = await cpuMs(child.pid!);
     for (let index = 0; index < options.samples; index += 1) {
       const began = performance.now();
       const vms = await api.request<unknown[]>('GET', '/vms');
       samples.push(performance.now() - began);
       if (vms.length !== options.definedVms) throw new Error(`GET /vms returned ${vms.length} VMs`);
     }
+    const listCpuMs = ((await cpuMs(child.pid!)) - cpuBefore) / options.samples;
     await settle(2000);
     const rssIdleBytes = await rssBytes(child.pid!);
 
@@ -111,6 +122,7 @@ export async function benchDaemon(options: DaemonBenchOptions): Promise<DaemonFi
     const rssAfterRequestsBytes = await rssBytes(child.pid!);
     return {
       listLatencyMs: { p50: percentile(samples, 50), p99: percentile(samples, 99), samples: samples.length },
+      listCpuMs,
       rssIdleBytes,
       rssWith5RunningBytes,
       rssAfterRequestsBytes,

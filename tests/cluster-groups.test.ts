@@ -188,64 +188,144 @@ describe('scale groups on a host', { timeout: 1_500_000 }, () => {
 });
 
 /**
- * The same controller on a cluster: two hosts with a real two-member etcd
- * and one storage directory shared by both (VIREO_STORAGE). The group lives
- * in etcd (any member answers for it), the leader's controller makes the
- * members, and they spread: each is cloned on the template's host and, the
- * storage being shared, moved as its definition to the host with fewer
- * members of the group.
+ * The same controller on a cluster: three hosts with a real three-member
+ * etcd and one storage directory shared by all (VIREO_STORAGE). The group
+ * lives in etcd (any member answers for it), the leader's controller makes
+ * the members, and they spread: each is cloned on the template's host and,
+ * the storage being shared, moved as its definition to the host with the
+ * fewest members of the group.
+ *
+ * In order: the leader is killed in the middle of a hold period, and the
+ * new leader scales out when the hold that began under the old one ends
+ * (not a hold period after it took over); min 3 puts one member on each
+ * host; a host lost (cut off) has its member replaced on the others, still
+ * spread (2 + 1).
  */
-describe('a scale group on a cluster of two hosts', { timeout: 900_000 }, () => {
+describe('a scale group on a cluster of three hosts', { timeout: 1_500_000 }, () => {
+  const HOLD = 30;
   let cluster: TestCluster;
-  let a: ClusterHost;
-  let b: ClusterHost;
   let shared: string;
+  let templateHost: ClusterHost;
+  /** VMs left on a host that was cut off (dropped from the group while it could not be reached). */
+  const orphans: { host: ClusterHost; vm: string }[] = [];
+
+  const hostOf = (name: string | undefined) => cluster.hosts.find((host) => host.name === name)!;
+  const groupVia = (host: ClusterHost) => host.daemon.api.call('GET /groups/:name', { params: { name: 'cweb' } }, { timeoutMs: 60_000 });
+  const running = (view: GroupView) => view.status.members.filter((member) => member.state === 'running');
+  const leaderOf = async (host: ClusterHost) => (await host.daemon.api.call('GET /cluster')).leader;
 
   before(async () => {
     shared = await mkdtemp(join(tmpdir(), 'vireo-groups-shared-'));
-    cluster = await startCluster({ hosts: 2, etcd: true, env: { VIREO_STORAGE: shared, VIREO_GROUP_INTERVAL_MS: '1000' } });
-    [a, b] = cluster.hosts as [ClusterHost, ClusterHost];
+    cluster = await startCluster({ hosts: 3, etcd: true, preVote: true, env: { VIREO_STORAGE: shared, VIREO_GROUP_INTERVAL_MS: '1000' } });
+    const [a, ...rest] = cluster.hosts as [ClusterHost, ...ClusterHost[]];
     await until('etcd has a leader', () => etcdStatus(a, cluster.etcdUrls[0]!), (status) => status !== undefined && status.leader !== '0', 60_000, 250);
     const init = await a.home.vireo(['cluster', 'init', '--etcd', cluster.etcdUrls.join(','), '--name', a.name, '--lease-ttl', '4', '--shared-storage']);
     assert.equal(init.code, 0, init.stderr);
     const token = /--token (\S+)/.exec(init.stdout)![1]!;
-    const joined = await b.home.vireo(['cluster', 'join', cluster.etcdUrls.join(','), '--token', token, '--name', b.name, '--shared-storage']);
-    assert.equal(joined.code, 0, joined.stderr);
-    await until('two live members', () => a.daemon.api.call('GET /cluster/members'), (members) => members.length === 2 && members.every((member) => member.alive), 30_000, 200);
+    for (const host of rest) {
+      const joined = await host.home.vireo(['cluster', 'join', cluster.etcdUrls.join(','), '--token', token, '--name', host.name, '--shared-storage']);
+      assert.equal(joined.code, 0, joined.stderr);
+    }
+    await until('three live members', () => a.daemon.api.call('GET /cluster/members'), (members) => members.length === 3 && members.every((member) => member.alive), 30_000, 200);
   });
 
   after(async () => {
+    for (const { host, vm } of orphans) await host.home.vireo(['vm', 'kill', vm]).catch(() => undefined);
     await cluster?.cleanup();
     if (shared) await rm(shared, { recursive: true, force: true });
   });
 
-  test('the group is kept in etcd, made through either member, and its members spread over both hosts', async () => {
-    await a.home.vireoOk(['disk', 'create', 'ctpl-data', '--size', '16M']);
-    await a.daemon.api.call('POST /vms', { body: { spec: { name: 'ctpl', memory: '128M', boot: { kernel: { image: 'tiny' } }, nics: [], disks: [{ volume: 'ctpl-data' }] }, host: a.name } } as never);
-    await a.home.vireoOk(['vm', 'template', 'ctpl']);
-    // Made through B; the template is A's.
-    await b.home.vireoOk(['group', 'create', 'cweb', '--template', 'ctpl', '--min', '2', '--max', '2']);
-    const view = await until('two ready members', () => a.daemon.api.call('GET /groups/:name', { params: { name: 'cweb' } }, { timeoutMs: 60_000 }),
-      (current) => current.status.members.filter((member) => member.state === 'running').length === 2, 600_000, 1000);
-    assert.equal(view.store, 'etcd');
-    matchesSchema('GET /groups/:name', view);
+  test('the leader killed mid-hold: the new leader scales out when the hold that began under the old one ends', async () => {
+    const leader = hostOf(await leaderOf(cluster.hosts[0]!));
+    const others = cluster.hosts.filter((host) => host !== leader);
+    // The template, and so every clone, on a host that stays up; the first member on neither the leader's host
+    // (killing the leader must not take the member's host away, which would make it a member to replace).
+    templateHost = others[0]!;
+    await templateHost.home.vireoOk(['disk', 'create', 'ctpl-data', '--size', '16M']);
+    await templateHost.daemon.api.call('POST /vms', { body: { spec: { name: 'ctpl', memory: '128M', boot: { kernel: { image: 'tiny' } }, nics: [], disks: [{ volume: 'ctpl-data' }] }, host: templateHost.name } } as never);
+    await templateHost.home.vireoOk(['vm', 'template', 'ctpl']);
+    await others[1]!.home.vireoOk(['host', 'evacuate', leader.name], { timeoutMs: 120_000 });
+    // Made through a member that is not the leader (the group lives in etcd).
+    await others[1]!.home.vireoOk(['group', 'create', 'cweb', '--template', 'ctpl', '--min', '1', '--max', '2', '--target-cpu', '5%', '--scale-in-below', '1%',
+      '--hold', `${HOLD}s`, '--scale-out-cooldown', '600s', '--scale-in-cooldown', '600s']);
+    const first = await until('one ready member', () => groupVia(templateHost), (view) => running(view).length === 1, 600_000, 1000);
+    assert.equal(first.store, 'etcd');
+    matchesSchema('GET /groups/:name', first);
+    const member = running(first)[0]!;
+    assert.notEqual(member.host, leader.name);
+    await others[1]!.home.vireoOk(['host', 'restore', leader.name]);
+
+    // Load: a busy loop in the member (a busy TCG guest is well over 5% of its vCPU, an idle one about 1%).
+    const memberHost = hostOf(member.host);
+    await memberHost.home.vireoOk(['vm', 'console', member.name, '--run', LOAD], { timeoutMs: 120_000 });
+    const holding = await until('the hold period begun', () => groupVia(templateHost), (view) => view.status.hold?.aboveSince !== undefined, 120_000, 500);
+    const since = holding.status.hold!.aboveSince!;
+    await until('a third of the hold period gone', async () => (await groupVia(templateHost)).status.hold, (hold) => hold?.lastAt !== undefined && hold.lastAt - since >= (HOLD / 3) * 1000, 60_000, 500);
+    assert.equal((await groupVia(templateHost)).status.lastScaleOutAt, undefined);
+
+    const crashedAt = Date.now();
+    await leader.daemon.crash();
+    const newLeader = await until('a new leader', () => leaderOf(templateHost), (name) => name !== undefined && name !== leader.name, 30_000, 200);
+    // The new leader's controller continues the hold: its own samples extend the run that began under the old one.
+    const continued = await until('a cycle of the new controller', () => groupVia(templateHost), (view) => (view.status.hold?.lastAt ?? 0) > crashedAt + 1000 || view.status.lastScaleOutAt !== undefined, 120_000, 500);
+    assert.equal(continued.status.hold?.aboveSince, since, `the hold began at ${since}: ${JSON.stringify(continued.status.hold)}`);
+    const scaled = await until('the scale-out', () => groupVia(templateHost), (view) => view.status.lastScaleOutAt !== undefined, 180_000, 500);
+    const scaledAt = scaled.status.lastScaleOutAt!;
+    process.stdout.write(`# leader ${leader.name} killed ${Math.round((crashedAt - since) / 1000)} s into a ${HOLD} s hold; ${newLeader} scaled out ${Math.round((scaledAt - since) / 1000)} s after the hold began (${Math.round((scaledAt - crashedAt) / 1000)} s after the kill)\n`);
+    assert.ok(scaledAt - since >= HOLD * 1000, 'not before the hold period');
+    // A new leader that started the hold again would have waited a whole hold period after taking over.
+    assert.ok(scaledAt - since < (HOLD + 15) * 1000, `scaled out ${scaledAt - since} ms after the hold began`);
+    await leader.restartDaemon();
+    await until('three live members', () => templateHost.daemon.api.call('GET /cluster/members'), (members) => members.length === 3 && members.every((entry) => entry.alive), 60_000, 500);
+    const two = await until('two ready members', () => groupVia(templateHost), (view) => running(view).length === 2 && view.status.members.length === 2, 600_000, 1000);
+    assert.notEqual(two.status.members[0]!.host, two.status.members[1]!.host, JSON.stringify(two.status.members));
+    await memberHost.home.vireoOk(['vm', 'console', member.name, '--run', IDLE], { timeoutMs: 120_000 });
+  });
+
+  test('min 3 on three hosts: one member on each; a host lost has its member replaced on the others, still spread', async () => {
+    await cluster.hosts[1]!.home.vireoOk(['group', 'edit', 'cweb', '--min', '3', '--max', '3']);
+    const view = await until('three ready members', () => groupVia(templateHost), (current) => running(current).length === 3 && current.status.members.length === 3, 600_000, 1000);
     const hosts = view.status.members.map((member) => member.host).sort();
-    assert.deepEqual(hosts, [a.name, b.name], JSON.stringify(view.status.members));
+    assert.deepEqual(hosts, cluster.hosts.map((host) => host.name).sort(), JSON.stringify(view.status.members));
     for (const member of view.status.members) {
-      const host = cluster.hosts.find((entry) => entry.name === member.host)!;
+      const host = hostOf(member.host);
       // Each runs where the group says, and answers there.
       assert.equal((await host.daemon.api.call('GET /vms/:name', { params: { name: member.name } })).runtime.state, 'running');
       const answer = await host.home.vireo(['vm', 'console', member.name, '--run', 'echo pong-$((6*7))'], { timeoutMs: 120_000 });
       assert.equal(answer.code, 0, answer.stderr);
       assert.match(answer.stdout, /pong-42/);
     }
-    // B sees the same group (etcd), with the same members.
-    const fromB = await b.daemon.api.call('GET /groups', undefined, { timeoutMs: 60_000 });
-    assert.deepEqual(fromB.map((entry) => entry.status.members.map((member) => member.name).sort()), [view.status.members.map((member) => member.name).sort()]);
+    // Every member sees the same group (etcd), with the same members.
+    for (const host of cluster.hosts) {
+      const list = await host.daemon.api.call('GET /groups', undefined, { timeoutMs: 60_000 });
+      assert.deepEqual(list.map((entry) => entry.status.members.map((member) => member.name).sort()), [view.status.members.map((member) => member.name).sort()]);
+    }
 
-    const deleted = await a.home.vireoOk(['group', 'delete', 'cweb', '--json'], { timeoutMs: 300_000 });
-    assert.equal((JSON.parse(deleted.stdout) as { deletedMembers: string[] }).deletedMembers.length, 2);
-    const left = (await a.daemon.api.call('GET /vms', undefined, { timeoutMs: 60_000 })).map((info) => info.definition.name);
-    assert.deepEqual(left, ['ctpl']);
+    // Lose a host that holds neither the template nor the lead: its member is replaced on the two left, one each side of 2 + 1.
+    const leader = await leaderOf(templateHost);
+    const lost = cluster.hosts.find((host) => host !== templateHost && host.name !== leader)!;
+    const gone = view.status.members.find((member) => member.host === lost.name)!;
+    orphans.push({ host: lost, vm: gone.name });
+    await cluster.cut(lost);
+    try {
+      const healed = await until('a replacement on the hosts left', () => groupVia(templateHost),
+        (current) => running(current).length === 3 && current.status.members.length === 3 && current.status.members.every((member) => member.host !== lost.name), 600_000, 1000);
+      assert.ok(!healed.status.members.some((member) => member.name === gone.name));
+      const perHost = new Map<string, number>();
+      for (const member of healed.status.members) perHost.set(member.host!, (perHost.get(member.host!) ?? 0) + 1);
+      assert.deepEqual([...perHost.values()].sort(), [1, 2], JSON.stringify(healed.status.members));
+      const replacement = healed.status.members.find((member) => !view.status.members.some((old) => old.name === member.name))!;
+      const answer = await hostOf(replacement.host).home.vireo(['vm', 'console', replacement.name, '--run', 'echo back-$((6*7))'], { timeoutMs: 120_000 });
+      assert.match(answer.stdout, /back-42/);
+    } finally {
+      await cluster.restore(lost);
+    }
+    await until('the lost host back', () => templateHost.daemon.api.call('GET /cluster/members'), (members) => members.every((member) => member.alive), 60_000, 500);
+
+    const deleted = await templateHost.home.vireoOk(['group', 'delete', 'cweb', '--json'], { timeoutMs: 300_000 });
+    assert.equal((JSON.parse(deleted.stdout) as { deletedMembers: string[] }).deletedMembers.length, 3);
+    const left = (await templateHost.daemon.api.call('GET /vms', undefined, { timeoutMs: 60_000 })).map((info) => info.definition.name);
+    // The template, and the member dropped while its host was cut off (it stays on that host).
+    assert.deepEqual(left.sort(), ['ctpl', gone.name].sort());
   });
 });

@@ -8,7 +8,11 @@
  * Operations and Events pages name h2; its serial console opened through
  * h1 answers (h1 passes the WebSocket through to h2); evacuating h2 from the Hosts page
  * live-migrates its VM to h1, shows what moved and h2 in maintenance, and
- * Restore puts it back in service.
+ * Restore puts it back in service. The VM's Migrate form offers h2 by name
+ * (health, free capacity, the scheduler's pick marked with its reasons; no
+ * URL or token field): picking it moves the VM live and the list shows its
+ * new host. `vireo vm migrate --host` moves it back through h1, and the API
+ * refuses a bad member naming the field.
  */
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
@@ -141,5 +145,56 @@ describe('web UI of a two-host cluster', { timeout: 900_000 }, () => {
     await waitForText(row('hosts-table', 'data-host', b.name).getByTestId('member-state'), /^active$/, 15_000);
     const members = await a.daemon.api.call('GET /cluster/members');
     assert.equal(members.find((member) => member.name === b.name)?.state, 'active');
+  });
+
+  test('the migrate form offers the other members by name, no token: picking h2 moves the VM live and the list shows its new host', async () => {
+    // ON_B runs on h1 since the evacuation; a file in its RAM-backed /tmp tells a live move from a restart.
+    await a.home.vireoOk(['vm', 'console', ON_B, '--run', 'echo kept-$((6*7)) > /tmp/live-marker'], { timeoutMs: 120_000 });
+    await gotoSettled(page, `${url}/#/vms/${ON_B}/manage`);
+    const form = page.getByRole('region', { name: 'Migrate' });
+    const choice = form.locator(`[data-member="${b.name}"]`);
+    await choice.waitFor({ timeout: 30_000 });
+    assert.equal(await form.locator(`[data-member="${a.name}"]`).count(), 0, 'its own host is not offered');
+    await waitForText(form.getByTestId('migrate-from'), new RegExp(`^${a.name}$`));
+    await waitForText(choice.getByTestId('member-health'), /^up$/);
+    await waitForText(choice.getByTestId('member-free'), /^free: -?\d+ vCPUs, [\d.]+ [KMG]iB/);
+    // The scheduler's pick (the only other host) is marked, with its reasons.
+    await choice.getByTestId('suggested').waitFor({ timeout: 10_000 });
+    await waitForText(choice.getByTestId('member-verdict'), /^fits: \d+% full with it/);
+    await waitForText(form.getByTestId('suggestion-reason'), new RegExp(`${b.name}: \\w+ policy`));
+    // No URL, token or fingerprint to type in a cluster.
+    assert.equal(await form.locator('input[type="password"], #migrate-url, #migrate-token, #migrate-fp').count(), 0, 'no token field in cluster mode');
+
+    await choice.getByRole('radio', { name: b.name }).check();
+    await form.getByTestId('migrate-member').click();
+    await waitForText(form.getByTestId('migration-progress'), new RegExp(`finished: ${ON_B} now runs on ${b.name}`), 300_000);
+    const moved = await b.daemon.api.call('GET /vms/:name', { params: { name: ON_B } });
+    assert.equal(moved.runtime.state, 'running');
+    assert.match((await b.home.vireoOk(['vm', 'console', ON_B, '--run', 'cat /tmp/live-marker'], { timeoutMs: 120_000 })).stdout, /kept-42/, 'the guest kept running: a live migration');
+    await waitForText(form.getByTestId('migrate-from'), new RegExp(`^${b.name}$`), 30_000);
+    await page.getByRole('link', { name: 'VMs', exact: true }).click();
+    const line = row('vm-table', 'data-vm', ON_B);
+    await waitForText(line.getByTestId('vm-host'), new RegExp(`^${b.name}$`), 30_000);
+    await waitForText(line.locator('.state'), /^running$/, 30_000);
+  });
+
+  test('the migrate API takes a member by name: an unknown member, its own host and url with member are refused naming the field; the CLI\'s --host moves it back', async () => {
+    const refused = async (to: Record<string, unknown>, code: string, field: string) => {
+      const answer = await a.daemon.api.request('POST', `/vms/${ON_A}/migrate`, { to }).then(() => undefined, (error: unknown) => error as { code?: string; details?: Record<string, unknown> });
+      assert.ok(answer, `${JSON.stringify(to)} was accepted`);
+      assert.equal(answer.code, code, JSON.stringify(answer));
+      assert.equal(answer.details?.['field'], field, JSON.stringify(answer));
+    };
+    await refused({ member: 'nosuch' }, 'not_found', 'body.to.member');
+    await refused({ member: a.name }, 'invalid_argument', 'body.to.member');
+    await refused({ member: b.name, url: 'https://10.0.0.1:8443', token: 'x' }, 'invalid_argument', 'body.to.member');
+    await refused({}, 'invalid_argument', 'body.to.url');
+    assert.equal((await a.daemon.api.call('GET /vms/:name', { params: { name: ON_A } })).runtime.state, 'stopped');
+    // The CLI through h1, for a VM on h2: forwarded to h2, which finds h1 by name.
+    const back = await a.home.vireo(['vm', 'migrate', ON_B, '--host', a.name], { timeoutMs: 300_000 });
+    assert.equal(back.code, 0, back.stderr);
+    assert.match(back.stderr, new RegExp(`now runs on ${a.name}`));
+    assert.equal((await a.daemon.api.call('GET /vms/:name', { params: { name: ON_B } })).runtime.state, 'running');
+    assert.match((await a.home.vireoOk(['vm', 'console', ON_B, '--run', 'cat /tmp/live-marker'], { timeoutMs: 120_000 })).stdout, /kept-42/);
   });
 });

@@ -7,6 +7,7 @@
 import { balance } from './balance.js';
 import { cluster } from './cluster.js';
 import { clusterHa } from './cluster-ha.js';
+import { destinations } from './destinations.js';
 import { disks } from './disks.js';
 import { streams } from './events.js';
 import { groups } from './groups.js';
@@ -22,9 +23,9 @@ import { tokens } from './tokens.js';
 import { ui, uiSessions } from './ui.js';
 import { vms } from './vms.js';
 
-export const contracts = { host, vms, placement, disks, images, snapshots, guest, networks, operations, migration, cluster, clusterHa, balance, groups, tokens, ui, uiSessions } as const;
+export const contracts = { host, vms, placement, disks, images, snapshots, guest, networks, operations, migration, destinations, cluster, clusterHa, balance, groups, tokens, ui, uiSessions } as const;
 
-export const api = { ...host, ...vms, ...placement, ...disks, ...images, ...snapshots, ...guest, ...networks, ...operations, ...migration, ...cluster, ...clusterHa, ...balance, ...groups, ...tokens, ...ui, ...uiSessions } as const;
+export const api = { ...host, ...vms, ...placement, ...disks, ...images, ...snapshots, ...guest, ...networks, ...operations, ...migration, ...destinations, ...cluster, ...clusterHa, ...balance, ...groups, ...tokens, ...ui, ...uiSessions } as const;
 
 export { streams };
 

@@ -10,7 +10,7 @@ import { DEFAULT_TUNING } from '../core/migration/drive.js';
 import type { IncomingEndpoints } from '../core/migration/incoming.js';
 import type { MigrationPhase, MigrationRecord } from '../core/migration/records.js';
 import type { MigrationResult } from '../core/migration/source.js';
-import { DaemonUrl, DiskFormat, EmptyBody, Hex16Id, MigrationIdParams, NameParams } from './common.js';
+import { DaemonUrl, DiskFormat, MemberName, EmptyBody, Hex16Id, MigrationIdParams, NameParams } from './common.js';
 import { endpoint, returns } from './contract.js';
 import { operation } from './operations.js';
 
@@ -51,10 +51,16 @@ export const IncomingBody = z.strictObject({
 export type IncomingRequestBody = z.output<typeof IncomingBody>;
 
 export const MigrateBody = z.strictObject({
+  /**
+   * The destination daemon: its URL and a token of it (pinned by its
+   * certificate's fingerprint), or, in a cluster, a member by name alone (its
+   * address and credentials come from the cluster's records).
+   */
   to: z.strictObject({
-    url: DaemonUrl('the destination daemon'),
-    token: z.string().min(1).max(512),
+    url: DaemonUrl('the destination daemon').optional(),
+    token: z.string().min(1).max(512).optional(),
     fingerprint256: z.string().optional(),
+    member: MemberName.optional(),
   }),
   offline: z.boolean().default(false),
   copyStorage: z.boolean().default(false),

@@ -37,6 +37,7 @@ import { readConsoleLogFrom } from '../core/vm/console.js';
 import { groupRoutes } from './group-routes.js';
 import { guestRoutes } from './guest-routes.js';
 import { migrationRoutes } from './migration-routes.js';
+import { destinationRoutes } from './destinations.js';
 import { networkRoutes } from './network-routes.js';
 import { placementRoutes } from './placement-routes.js';
 import { pinnedByHost } from '../core/vm/placement.js';
@@ -335,6 +336,7 @@ export const routes: Route[] = [
   ...networkRoutes,
   ...operationRoutes,
   ...migrationRoutes,
+  ...destinationRoutes,
   ...clusterRoutes,
   ...clusterHaRoutes,
   ...groupRoutes,

@@ -1,5 +1,5 @@
 /**
- * `vireo vm migrate VM --to REMOTE`: moves a VM to another Vireo daemon.
+ * `vireo vm migrate VM --to REMOTE` (or, in a cluster, `--host MEMBER`): moves a VM to another Vireo daemon.
  * Migration is daemon-to-daemon by nature (the source daemon drives it and
  * the destination daemon receives it), so this command talks to the daemon
  * the CLI targets (the local one, or --remote), handing it the destination's
@@ -45,11 +45,23 @@ export async function followOperation<R>(api: ApiClient, operation: Operation<R>
   }
 }
 
+/** A remote's URL, token and pinned fingerprint: what a migration to a daemon outside the cluster needs. */
+async function remoteDestination(to: string): Promise<{ url: string; token: string; fingerprint256: string }> {
+  // Loaded here: the remotes store brings the schema library, which `vireo vm start` need not load.
+  const { getRemote, remoteEndpoint } = await import('../remotes.js');
+  const remote = await getRemote(to);
+  if (remoteEndpoint(remote).kind !== 'https') throw invalidArgument('to', `remote '${to}' is a local socket; a migration goes to another daemon over https`);
+  if (!remote.token) throw invalidArgument('to', `remote '${to}' has no token; add one with \`vireo remote add ${to} ${remote.url} --token ...\``);
+  if (!remote.fingerprint256) throw invalidArgument('to', `remote '${to}' is trusted through a CA; a migration needs its certificate fingerprint pinned (vireo remote add ... --fingerprint)`);
+  return { url: remote.url, token: remote.token, fingerprint256: remote.fingerprint256 };
+}
+
 export function migrateCommand(cli: CliContext): Command {
   return new Command('migrate')
     .argument('<name>', 'the VM')
     .description('move a VM to another Vireo daemon: live when it runs, --offline when it is stopped (needs the local daemon)')
-    .requiredOption('--to <remote>', 'the destination: a remote added with `vireo remote add` (https, with a token)')
+    .option('--to <remote>', 'the destination: a remote added with `vireo remote add` (https, with a token)')
+    .option('--host <member>', 'in a cluster: the member to move it to, by name (the daemons find its address and credentials)')
     .option('--offline', 'move a stopped VM (definition, and disks with --copy-storage)')
     .option('--copy-storage', 'copy the disks to the destination while the VM runs (non-shared storage)')
     .option('--max-downtime <duration>', 'longest pause of the guest at the switch, e.g. 50ms (default 300ms)')
@@ -59,16 +71,12 @@ export function migrateCommand(cli: CliContext): Command {
     .option('--no-auto-converge', 'do not throttle a guest that dirties memory faster than it can be sent')
     .option('--detach', 'print the operation id and return at once')
     .option('--json', 'print the result as JSON')
-    .action(async (name: string, flags: { to: string; offline?: boolean; copyStorage?: boolean; maxDowntime?: string; bandwidth?: string; postcopy?: boolean; multifd?: boolean; autoConverge: boolean; detach?: boolean; json?: boolean }) => {
-      // Loaded here: the remotes store brings the schema library, which `vireo vm start` need not load.
-      const { getRemote, remoteEndpoint } = await import('../remotes.js');
-      const remote = await getRemote(flags.to);
-      if (remoteEndpoint(remote).kind !== 'https') throw invalidArgument('to', `remote '${flags.to}' is a local socket; a migration goes to another daemon over https`);
-      if (!remote.token) throw invalidArgument('to', `remote '${flags.to}' has no token; add one with \`vireo remote add ${flags.to} ${remote.url} --token ...\``);
-      if (!remote.fingerprint256) throw invalidArgument('to', `remote '${flags.to}' is trusted through a CA; a migration needs its certificate fingerprint pinned (vireo remote add ... --fingerprint)`);
+    .action(async (name: string, flags: { to?: string; host?: string; offline?: boolean; copyStorage?: boolean; maxDowntime?: string; bandwidth?: string; postcopy?: boolean; multifd?: boolean; autoConverge: boolean; detach?: boolean; json?: boolean }) => {
+      if (flags.to !== undefined && flags.host !== undefined) throw invalidArgument('host', 'give --to (a remote) or --host (a cluster member), not both');
+      if (flags.to === undefined && flags.host === undefined) throw invalidArgument('to', 'required: --to REMOTE, or in a cluster --host MEMBER');
       const api = await cli.daemon();
       const body = {
-        to: { url: remote.url, token: remote.token, fingerprint256: remote.fingerprint256 },
+        to: flags.host !== undefined ? { member: flags.host } : await remoteDestination(flags.to!),
         offline: flags.offline ?? false,
         copyStorage: flags.copyStorage ?? false,
         ...(flags.maxDowntime !== undefined ? { maxDowntimeMs: parseDowntime(flags.maxDowntime) } : {}),
@@ -82,7 +90,8 @@ export function migrateCommand(cli: CliContext): Command {
         process.stdout.write(`${operation.id}\n`);
         return;
       }
-      note(`migrating VM '${name}' to ${flags.to} (operation ${operation.id}; Ctrl-C or \`vireo operation cancel ${operation.id}\` cancels)`);
+      const where = flags.host ?? flags.to!;
+      note(`migrating VM '${name}' to ${where} (operation ${operation.id}; Ctrl-C or \`vireo operation cancel ${operation.id}\` cancels)`);
       const done = await followOperation(api, operation, `the migration of '${name}'`);
       const result = done.result;
       if (flags.json) return printJson(done.result);
@@ -91,6 +100,6 @@ export function migrateCommand(cli: CliContext): Command {
         result?.downtimeMs !== undefined ? `downtime ${result.downtimeMs} ms` : '',
         result?.transferredBytes !== undefined ? `${Math.round(result.transferredBytes / 1024 / 1024)} MiB sent` : '',
       ].filter(Boolean);
-      note(`VM '${name}' now runs on ${flags.to}${figures.length > 0 ? ` (${figures.join(', ')})` : ''}`);
+      note(`VM '${name}' now runs on ${where}${figures.length > 0 ? ` (${figures.join(', ')})` : ''}`);
     });
 }

@@ -6,7 +6,7 @@
  * decide whether a pidfile is stale.
  */
 import { closeSync, openSync, readSync, statSync } from 'node:fs';
-import { readdir, readFile, readlink } from 'node:fs/promises';
+import { readdir, readlink } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { VireoError } from '../errors.js';
 
@@ -92,7 +92,9 @@ export async function findQemus(uuid: string, pidFile: string): Promise<number[]
     const pid = Number(entry);
     if (pid === process.pid) continue;
     try {
-      const argv = (await readFile(`/proc/${entry}/cmdline`, 'utf8')).split('\0');
+      // Synchronous (see readSmallFile): a start scans every process of the host, and one asynchronous
+      // read after another made the scan a good part of a second on a loaded host.
+      const argv = (readSmallFile(`/proc/${entry}/cmdline`) ?? '').split('\0');
       // setpriv (the user switch) execs QEMU at once; either may be seen.
       const qemu = argv[0]?.includes('qemu-system') || (argv[0]?.endsWith('setpriv') && argv.some((arg) => arg.includes('qemu-system')));
       if (!qemu || !argv.includes(uuid)) continue;
@@ -113,6 +115,8 @@ export async function findQemus(uuid: string, pidFile: string): Promise<number[]
  */
 export async function killQemus(uuid: string, pidFile: string, timeoutMs = 10_000): Promise<number[]> {
   const pids = await findQemus(uuid, pidFile);
+  // None to kill (every start asks): no second scan needed to prove none is left.
+  if (pids.length === 0) return [];
   for (const pid of pids) {
     try {
       process.kill(pid, 'SIGKILL');

@@ -18,6 +18,7 @@
  * reused by the same run directory after a crash; /run is emptied at boot,
  * as the QEMUs are.
  */
+import { readFileSync } from 'node:fs';
 import { access, mkdir, open, readFile, readdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { VireoError } from '../errors.js';
@@ -116,7 +117,7 @@ export async function claimQemuIdentity(owner: string, options: { dir?: string; 
     const uid = Number(name);
     if (!Number.isSafeInteger(uid)) continue;
     taken.add(uid);
-    if ((await readFile(join(dir, name), 'utf8').catch(() => '')).trim() === owner) return identity(uid);
+    if (readClaim(join(dir, name)) === owner) return identity(uid);
   }
   const { start, count } = account.range;
   for (let uid = start; uid < start + count; uid += 1) {
@@ -193,7 +194,21 @@ export async function releaseQemuUid(uid: number, owner: string, dir = UID_CLAIM
 /** The uid a running QEMU has, from its claim; undefined when it has none (user-mode Vireo, or not running). */
 export async function claimedUid(owner: string, dir = UID_CLAIMS_DIR): Promise<number | undefined> {
   for (const name of await readdir(dir).catch(() => [] as string[])) {
-    if ((await readFile(join(dir, name), 'utf8').catch(() => '')).trim() === owner) return Number(name);
+    if (readClaim(join(dir, name)) === owner) return Number(name);
   }
   return undefined;
+}
+
+/**
+ * A claim's owner ('' when unreadable). Synchronous: each start reads every
+ * claim of the host (hundreds where many VMs ran), and one asynchronous read
+ * after another cost a good part of a second of the start on a loaded host;
+ * a claim is a line in a tmpfs file.
+ */
+function readClaim(path: string): string {
+  try {
+    return readFileSync(path, 'utf8').trim();
+  } catch {
+    return '';
+  }
 }

@@ -1,6 +1,6 @@
 /** One VM: overview and actions, graphs, serial console, snapshots, clone/template/migrate, settings. */
 import { lazy, Suspense } from 'preact/compat';
-import { useState } from 'preact/hooks';
+import { useEffect, useState } from 'preact/hooks';
 import type { SnapshotView } from '../../api/snapshots.js';
 import { bootDiskIndex } from '../../core/model/boot-disk.js';
 import { api, formatBytes, live, timeAgo, useCall, useLive, type Vm } from '../api.js';
@@ -13,6 +13,40 @@ const Graphs = lazy(() => import('../graphs.js'));
 /** Where this tab migrated VMs to, so their page says where they went once they vanish from this host's list. */
 const movedTo = new Map<string, string>();
 
+/**
+ * Migrations to a cluster member this tab started, by VM, with their
+ * progress. Kept outside the form: while the VM is between hosts (its old
+ * host has let it go, the cluster has not yet listed it on the new one) its
+ * page has no VM to show for a moment, and the form unmounts and comes back.
+ */
+interface ClusterMove {
+  to: string;
+  progress: string;
+  fraction?: number;
+  /** Still under way (another move of it waits). */
+  active: boolean;
+}
+const clusterMoves = new Map<string, ClusterMove>();
+const moveListeners = new Set<() => void>();
+
+function setClusterMove(name: string, move: ClusterMove | undefined): void {
+  if (move) clusterMoves.set(name, move);
+  else clusterMoves.delete(name);
+  for (const listener of moveListeners) listener();
+}
+
+function useClusterMove(name: string): ClusterMove | undefined {
+  const [, setTick] = useState(0);
+  useEffect(() => {
+    const listener = () => setTick((tick) => tick + 1);
+    moveListeners.add(listener);
+    return () => {
+      moveListeners.delete(listener);
+    };
+  }, []);
+  return clusterMoves.get(name);
+}
+
 const TABS = ['overview', 'graphs', 'console', 'display', 'snapshots', 'manage', 'settings'] as const;
 const TAB_LABELS: Record<string, string> = { console: 'Serial console', display: 'Graphical console' };
 type Tab = (typeof TABS)[number];
@@ -21,12 +55,15 @@ export function VmPage({ name, tab }: { name: string; tab: string }) {
   const state = useLive();
   const vm = state.vms.get(name);
   const current: Tab = (TABS as readonly string[]).includes(tab) ? (tab as Tab) : 'overview';
+  const moving = useClusterMove(name);
   if (!vm) {
     const moved = movedTo.get(name);
     return (
       <div class="page">
         <h1>{name}</h1>
-        {moved ? (
+        {moving ? (
+          <p role="status" data-testid="moving">{name} is migrating to {moving.to}: {moving.progress}</p>
+        ) : moved ? (
           <p role="status" data-testid="moved">
             {name} was migrated and now runs on {moved}. <a href={`${moved.replace(/\/$/, '')}/#/vms/${encodeURIComponent(name)}`} data-testid="moved-link">Open it there</a> (log in to that daemon's web UI with one of its tokens).
           </p>
@@ -209,15 +246,17 @@ function Manage({ vm }: { vm: Vm }) {
           await live.refresh(name);
         }} />
       </Card>
-      <Card title="Migrate">
-        <p class="muted">{stopped ? 'Offline: the definition and disks move.' : 'Live: the VM keeps running while its memory moves.'}</p>
-        <Field id="migrate-url" label="Destination daemon (https://HOST:PORT)"><input id="migrate-url" value={target.url} onInput={(event) => setTarget({ ...target, url: (event.target as HTMLInputElement).value })} /></Field>
-        <Field id="migrate-token" label="Destination token"><input id="migrate-token" type="password" autocomplete="off" value={target.token} onInput={(event) => setTarget({ ...target, token: (event.target as HTMLInputElement).value })} /></Field>
-        <Field id="migrate-fp" label="Certificate SHA-256 fingerprint (optional)"><input id="migrate-fp" value={target.fingerprint256} onInput={(event) => setTarget({ ...target, fingerprint256: (event.target as HTMLInputElement).value })} /></Field>
-        <Field id="migrate-bandwidth" label="Bandwidth limit (optional, bytes/s: 50M, 1G)"><input id="migrate-bandwidth" class="short" value={target.bandwidth} onInput={(event) => setTarget({ ...target, bandwidth: (event.target as HTMLInputElement).value })} /></Field>
-        <Action label="Migrate" disabled={!target.url || !target.token} run={migrate} />
-        {progress && <p role="status" data-testid="migration-progress">{fraction !== undefined && <progress max={1} value={fraction} aria-label="Migration progress" />} {progress}</p>}
-      </Card>
+      {live.cluster.enabled ? <ClusterMigrate vm={vm} /> : (
+        <Card title="Migrate">
+          <p class="muted">{stopped ? 'Offline: the definition and disks move.' : 'Live: the VM keeps running while its memory moves.'}</p>
+          <Field id="migrate-url" label="Destination daemon (https://HOST:PORT)"><input id="migrate-url" value={target.url} onInput={(event) => setTarget({ ...target, url: (event.target as HTMLInputElement).value })} /></Field>
+          <Field id="migrate-token" label="Destination token"><input id="migrate-token" type="password" autocomplete="off" value={target.token} onInput={(event) => setTarget({ ...target, token: (event.target as HTMLInputElement).value })} /></Field>
+          <Field id="migrate-fp" label="Certificate SHA-256 fingerprint (optional)"><input id="migrate-fp" value={target.fingerprint256} onInput={(event) => setTarget({ ...target, fingerprint256: (event.target as HTMLInputElement).value })} /></Field>
+          <Field id="migrate-bandwidth" label="Bandwidth limit (optional, bytes/s: 50M, 1G)"><input id="migrate-bandwidth" class="short" value={target.bandwidth} onInput={(event) => setTarget({ ...target, bandwidth: (event.target as HTMLInputElement).value })} /></Field>
+          <Action label="Migrate" disabled={!target.url || !target.token} run={migrate} />
+          {progress && <p role="status" data-testid="migration-progress">{fraction !== undefined && <progress max={1} value={fraction} aria-label="Migration progress" />} {progress}</p>}
+        </Card>
+      )}
       <Card title="Delete">
         <Action label="Delete VM and its disks" danger disabled={!stopped} confirm={`Delete ${name} and its disks? This cannot be undone.`} run={async () => {
           await api.call('DELETE /vms/:name', { params: { name }, query: { withDisks: 'true' } });
@@ -225,6 +264,77 @@ function Manage({ vm }: { vm: Vm }) {
         }} />
       </Card>
     </div>
+  );
+}
+
+/**
+ * Migrate in a cluster: the other members by name, with their health, free
+ * capacity and the scheduler's verdict for this VM (its pick marked, with
+ * its reasons); the daemon finds the chosen member's address and
+ * credentials itself, so no URL or token is asked for.
+ */
+function ClusterMigrate({ vm }: { vm: Vm }) {
+  const name = vm.definition.name;
+  const stopped = vm.runtime.state === 'stopped';
+  // Judged again when the VM moves or changes state (its host and its demand are the scheduler's input).
+  const { data, error, reload } = useCall('GET /vms/:name/destinations', { params: { name } }, [vm.host, vm.runtime.state]);
+  const [chosen, setChosen] = useState<string>();
+  const [bandwidth, setBandwidth] = useState('');
+  const move = useClusterMove(name);
+  const selectable = (member: { alive: boolean; state: string }) => member.alive && member.state === 'active';
+  const members = data?.members ?? [];
+  const target = chosen !== undefined && members.some((member) => member.name === chosen && selectable(member)) ? chosen : data?.suggestion;
+  const migrate = async () => {
+    if (!target) return;
+    setClusterMove(name, { to: target, progress: 'starting…', active: true });
+    try {
+      const operation = await api.call('POST /vms/:name/migrate', {
+        params: { name },
+        body: { to: { member: target }, offline: stopped, ...(bandwidth ? { bandwidth } : {}) },
+      });
+      await api.followOperation(operation, {
+        vm: name,
+        onProgress: (update) => {
+          const progress = `${update.state}: ${update.progress?.message ?? ''}`;
+          setClusterMove(name, { to: target, progress, active: true, ...(update.progress?.fraction !== undefined ? { fraction: update.progress.fraction } : {}) });
+        },
+      });
+    } catch (failure) {
+      // Failed or cancelled: the VM stays where it was (the Action shows why).
+      setClusterMove(name, undefined);
+      throw failure;
+    }
+    setClusterMove(name, { to: target, progress: `finished: ${name} now runs on ${target}`, fraction: 1, active: false });
+    setChosen(undefined);
+    await live.refresh(name);
+    reload();
+  };
+  return (
+    <Card title="Migrate">
+      <p class="muted">{stopped ? 'Offline: the VM moves to another host of the cluster while stopped.' : 'Live: the VM keeps running while its memory moves to another host of the cluster.'} It is on <strong data-testid="migrate-from">{vm.host ?? data?.host ?? '…'}</strong> now.</p>
+      {error && <p class="error" role="alert">{errorText(error)}</p>}
+      {!data && !error && <p class="muted" role="status">Loading the hosts…</p>}
+      {data && (
+        <fieldset class="destinations" data-testid="migrate-members">
+          <legend>Destination host</legend>
+          {members.length === 0 && <p class="muted">No other host in the cluster.</p>}
+          {members.map((member) => (
+            <label key={member.name} class="check destination" data-member={member.name}>
+              <input type="radio" name={`migrate-member-${name}`} value={member.name} checked={target === member.name} disabled={!selectable(member)} onChange={() => setChosen(member.name)} aria-label={member.name} />
+              <strong>{member.name}</strong>
+              <span data-testid="member-health" class={member.alive ? 'ok' : 'error'}>{member.alive ? (member.state === 'active' ? 'up' : 'maintenance') : 'down'}</span>
+              {member.free && <span class="muted small" data-testid="member-free">free: {member.free.vcpus} vCPUs, {formatBytes(member.free.memoryMiB * 1024 * 1024)}{member.cpuLoad !== undefined ? `, CPU ${Math.round(member.cpuLoad * 100)}% busy` : ''}</span>}
+              {member.suggested && <span class="badge" data-testid="suggested">suggested</span>}
+              <span class="muted small" data-testid="member-verdict">{member.fits ? `fits: ${Math.round((member.fullness ?? 0) * 100)}% full with it, score ${member.score}` : member.reasons.join('; ')}</span>
+            </label>
+          ))}
+        </fieldset>
+      )}
+      {data && <p class="muted small" data-testid="suggestion-reason">{data.suggestion ? `Scheduler's choice: ${data.explanation}` : `No host fits: ${data.explanation}`}</p>}
+      <Field id="migrate-bandwidth" label="Bandwidth limit (optional, bytes/s: 50M, 1G)"><input id="migrate-bandwidth" class="short" value={bandwidth} onInput={(event) => setBandwidth((event.target as HTMLInputElement).value)} /></Field>
+      <Action label={target ? `Migrate to ${target}` : 'Migrate'} disabled={!target || move?.active === true} run={migrate} testId="migrate-member" />
+      {move && <p role="status" data-testid="migration-progress">{move.fraction !== undefined && <progress max={1} value={move.fraction} aria-label="Migration progress" />} {move.progress}</p>}
+    </Card>
   );
 }
 
