@@ -25,7 +25,7 @@ export interface ClusterPlaceBench {
   hosts: number;
   vms: number;
   /** Each run: the time to create (place) every VM, one after the other, and to start them all, in ms. */
-  runs: { mode: 'placed' | 'pinned'; createMs: number[]; startMs: number[]; placeAllMs: number; startAllMs: number; totalMs: number; perHost: Record<string, number> }[];
+  runs: { mode: 'placed' | 'pinned'; createMs: number[]; startMs: number[]; placeAllMs: number; startAllMs: number; totalMs: number; perHost: Record<string, number>; explanations: string[] }[];
 }
 
 export async function benchClusterPlace(options: { runs: number; vms: number }): Promise<ClusterPlaceBench> {
@@ -45,12 +45,14 @@ export async function benchClusterPlace(options: { runs: number; vms: number }):
       const names = Array.from({ length: options.vms }, (_, vm) => `bp${run}${mode[1]}${vm}`);
       const createMs: number[] = [];
       const perHost: Record<string, number> = {};
+      const explanations: string[] = [];
       const began = performance.now();
       for (const [vm, name] of names.entries()) {
         const started = performance.now();
         const pin = mode === 'pinned' ? { host: hostNames[vm % hostNames.length]! } : {};
-        const created = await a.daemon.api.request<{ host?: string }>('POST', '/vms', { spec: { name, memory: '128M', boot: { kernel: { image: 'tiny' } } }, ...pin }, { timeoutMs: 60_000 });
+        const created = await a.daemon.api.request<{ host?: string; placement?: { explanation: string } }>('POST', '/vms', { spec: { name, memory: '128M', boot: { kernel: { image: 'tiny' } } }, ...pin }, { timeoutMs: 60_000 });
         createMs.push(performance.now() - started);
+        explanations.push(`${created.host ?? '?'}: ${created.placement?.explanation ?? '-'}`);
         perHost[created.host ?? '?'] = (perHost[created.host ?? '?'] ?? 0) + 1;
       }
       const placed = performance.now();
@@ -62,7 +64,7 @@ export async function benchClusterPlace(options: { runs: number; vms: number }):
         return performance.now() - started;
       }));
       const ended = performance.now();
-      result.runs.push({ mode, createMs, startMs, placeAllMs: placed - began, startAllMs: ended - placed, totalMs: ended - began, perHost });
+      result.runs.push({ mode, createMs, startMs, placeAllMs: placed - began, startAllMs: ended - placed, totalMs: ended - began, perHost, explanations });
       // Leave the next run an empty cluster (deletes are forwarded to each VM's owner too).
       for (const name of names) {
         await a.daemon.api.request('POST', `/vms/${name}/kill`, {}, { timeoutMs: 60_000 }).catch(() => undefined);
@@ -92,6 +94,7 @@ export function reportClusterPlace(bench: ClusterPlaceBench): string {
   }
   if (bench.runs.some((run) => run.mode === 'placed' && Object.keys(run.perHost).length === 1)) {
     lines.push('  (the scheduler put every VM on one host: the 3 hosts are one machine with one measured CPU load, which outweighs a few small VMs\' allocation in spread\'s score, and the allocation tie-break did not tell them apart)');
+    for (const run of bench.runs.filter((entry) => entry.mode === 'placed')) lines.push(...run.explanations.map((line) => `    ${line}`));
   }
   return `${lines.join('\n')}\n`;
 }

@@ -132,7 +132,7 @@ await section('daemon', async () => {
   const row = (label: string, ours: string, theirs: string) => process.stdout.write(`  ${label.padEnd(23)}${ours.padEnd(22)}${theirs}\n`);
   row('GET /vms p50', ms(vireod.listLatencyMs.p50), libvirt.available ? ms(libvirt.listLatencyMs.p50) : '-');
   row('GET /vms p99', ms(vireod.listLatencyMs.p99), libvirt.available ? ms(libvirt.listLatencyMs.p99) : '-');
-  row('daemon CPU per GET /vms', ms(vireod.listCpuMs), '(vireod\'s user + system time over the timed requests)');
+  row('GET /vms daemon CPU', ms(vireod.listCpuMs), '(vireod\'s user + system time over the timed requests)');
   row('RSS idle', mib(vireod.rssIdleBytes), libvirt.available ? mib(libvirt.rssIdleBytes) : '-');
   row('RSS with 5 running', mib(vireod.rssWith5RunningBytes), libvirt.available ? mib(libvirt.rssWith5RunningBytes) : '-');
   row(`RSS after ${vireod.requests} more`, mib(vireod.rssAfterRequestsBytes), `(the 5 stopped; ${vireod.requestsSeconds.toFixed(1)} s, 4 at a time; goal: RSS at most 55 MiB, growth a few MiB)`);

@@ -107,7 +107,31 @@ export async function bundleCli(options: { minify?: boolean; metafile?: boolean 
 /** In the bundle's first lines (after the shebang esbuild keeps): tells a bundle from tsc's main.js. */
 const BANNER_MARK = '// vireo: bundled by scripts/bundle-cli.ts';
 
+/**
+ * The HA watchdog process (src/watchdog/main.ts) on its own: one small file
+ * with Node's modules only, nothing of the CLI's bundle, so it starts fast
+ * and holds little. The daemon runs it when it is there (else tsc's main.js).
+ */
+export async function bundleWatchdog(): Promise<number> {
+  const dir = join(root, 'dist', 'src', 'watchdog');
+  await build({
+    entryPoints: { 'vireo-watchdog': join(dir, 'main.js') },
+    bundle: true,
+    format: 'esm',
+    platform: 'node',
+    target: 'node20',
+    outdir: dir,
+    allowOverwrite: true,
+    minify: false,
+    sourcemap: false,
+    legalComments: 'none',
+    logLevel: 'warning',
+  });
+  return (await readFile(join(dir, 'vireo-watchdog.js'))).length;
+}
+
 if (process.argv[1] && fileURLToPath(import.meta.url) === process.argv[1]) {
   const { bytes, files } = await bundleCli({ minify: !process.argv.includes('--no-minify'), metafile: process.argv.includes('--metafile') });
   process.stdout.write(`vireo CLI: bundled into ${files} files in ${relative(root, cliDir)}, ${(bytes / 1024).toFixed(0)} KiB\n`);
+  process.stdout.write(`vireo-watchdog: ${((await bundleWatchdog()) / 1024).toFixed(1)} KiB in one file\n`);
 }

@@ -9,8 +9,12 @@
  *    each console): with balancing off nothing moves; switched on, the leader
  *    makes one real live migration per cycle, imbalance falls under the
  *    threshold within a few cycles, no VM moves twice within its cooldown,
- *    and once balanced nothing moves back (no flip-flop);
- *  - `vireo cluster balance --dry-run` says what it would do and why.
+ *    and once balanced nothing moves back (no flip-flop); a busy guest pinned
+ *    to the hot host (created with a host) is never moved while unpinned ones
+ *    are, one of them unpinned by `vireo vm set --pinned no` through another
+ *    member; the moves' costs carry the guests' measured dirty page rates;
+ *  - `vireo cluster balance --dry-run` says what it would do and why, and
+ *    names the pinned guest.
  *
  * Two shared cores: three 128 MiB guests at most, settings in seconds.
  */
@@ -113,9 +117,14 @@ describe('per-VM records and the load balancer on three hosts', { timeout: 1_200
     assert.deepEqual([seen.balance.enabled, seen.balance.holdMs, seen.balance.intervalMs], [false, HOLD_MS, INTERVAL_MS]);
   });
 
-  test('one host loaded with busy guests: off, nothing moves; on, one live migration per cycle until imbalance is under the threshold, no VM twice, no flip-flop', async () => {
+  test('one host loaded with busy guests: off, nothing moves; on, one live migration per cycle until imbalance is under the threshold, no VM twice, no flip-flop; the pinned one never moves', async () => {
     const vms = ['hot1', 'hot2', 'hot3'];
-    await loadHost(a, vms);
+    // hot1 stays pinned to a; hot3 is created pinned too, then unpinned through another member (forwarded to its owner).
+    await loadHost(a, vms, { pinned: ['hot1', 'hot3'] });
+    const unpin = await b.home.vireo(['vm', 'set', 'hot3', '--pinned', 'no']);
+    assert.equal(unpin.code, 0, unpin.stderr);
+    assert.equal((await c.daemon.api.call('GET /vms/:name', { params: { name: 'hot3' } })).definition.placement?.pinned, false);
+    assert.equal((await c.daemon.api.call('GET /vms/:name', { params: { name: 'hot1' } })).definition.placement?.pinned, true);
     // The load a's VMs carry, as members publish it: well above idle (three busy loops share two cores).
     const loaded = await untilMeasuredBusy(a, 0.6);
     assert.equal(loaded.outcome, 'disabled');
@@ -124,6 +133,9 @@ describe('per-VM records and the load balancer on three hosts', { timeout: 1_200
     assert.equal(dry.code, 0, dry.stderr);
     assert.match(dry.stdout, /balancer: off/);
     assert.match(dry.stdout, /switched off: nothing moves/);
+    // The pinned guest is named, whatever the outcome; the unpinned ones are not.
+    assert.match(dry.stdout, new RegExp(`pinned, never moved by the balancer: hot1 \\(on ${a.name}\\)\n`));
+    assert.deepEqual(loaded.unmovable.filter((entry) => entry.reason === 'pinned'), [{ vm: 'hot1', host: a.name, reason: 'pinned' }]);
     assert.match(dry.stdout, new RegExp(`^${a.name}\\s+up\\s+\\d+\\s+[\\d.]+`, 'm'));
     const noFlag = await b.home.vireo(['cluster', 'balance']);
     assert.notEqual(noFlag.code, 0);
@@ -156,6 +168,13 @@ describe('per-VM records and the load balancer on three hosts', { timeout: 1_200
     // machine runs, and now and then one move already leaves imbalance under the threshold.
     assert.ok(moves.length === 1 || moves.length === 2, JSON.stringify(moves));
     for (const move of moves) assert.equal(move.from, a.name);
+    // The pinned guest, as busy as the others, never moved.
+    for (const move of moves) assert.notEqual(move.vm, 'hot1', JSON.stringify(moves));
+    assert.equal(await hostOf('hot1'), a.name);
+    // The moves were costed with the guests' dirty rates, measured by QEMU on their host (a busy loop of `:` dirties next to nothing).
+    const decided = balanceEvents().filter((event) => event.data['outcome'] === 'move').map((event) => event.data['move'] as { vm: string; dirtyBytesPerSecond?: number; transferBytes: number });
+    assert.ok(decided.some((move) => typeof move.dirtyBytesPerSecond === 'number'), `a move's dirty rate was measured: ${JSON.stringify(decided)}`);
+    for (const move of decided) assert.ok(move.dirtyBytesPerSecond === undefined || move.dirtyBytesPerSecond < 64 * 1024 * 1024, JSON.stringify(move));
     // One per cycle: the second waited the hold period after the first (its effect measured first).
     for (let index = 1; index < moves.length; index++) assert.ok(moves[index]!.at - moves[index - 1]!.at >= HOLD_MS, JSON.stringify(moves));
     // Real live migrations: each moved VM runs on its new host, and the guests kept running throughout.
@@ -177,6 +196,7 @@ describe('per-VM records and the load balancer on three hosts', { timeout: 1_200
     assert.ok(later.recentMoves.length <= 2, JSON.stringify(later.recentMoves));
     assert.equal(new Set(later.recentMoves.map((move) => move.vm)).size, later.recentMoves.length, JSON.stringify(later.recentMoves));
     for (const move of later.recentMoves) assert.equal(move.from, a.name);
+    for (const move of later.recentMoves) assert.notEqual(move.vm, 'hot1');
     for (let index = 1; index < later.recentMoves.length; index++) assert.ok(later.recentMoves[index]!.at - later.recentMoves[index - 1]!.at >= HOLD_MS);
     process.stdout.write(`balancing converged in ${convergedSeconds.toFixed(1)} s with ${moves.length} move(s); imbalance ${before.imbalance.toFixed(3)} -> ${balanced.imbalance.toFixed(3)} (threshold ${threshold})\n`);
     const text = await c.home.vireo(['cluster', 'balance', '--dry-run']);

@@ -6,7 +6,9 @@
  * expire, the leader restarts it on A after expiry + grace, the disk is
  * never open twice, B's VM without HA keeps running, and B's daemon, back,
  * reports the kill and drops its stale definition. Then B's daemon is killed
- * and restarted at once: nothing is killed or moved.
+ * and restarted at once: nothing is killed or moved. Last, B's daemon hangs
+ * (SIGSTOP): the same fence and restart, and B, resumed, takes the kill for
+ * a fence, not for a crash to recover.
  */
 import assert from 'node:assert/strict';
 import { access, readFile } from 'node:fs/promises';
@@ -25,16 +27,23 @@ import { qemuPidsOfVm } from './harness/vireo.js';
 const TTL = 10;
 const tiny = (name: string, extra: Record<string, unknown> = {}) => ({ name, memory: '128M', boot: { kernel: { image: 'tiny' } }, ...extra });
 const haEvent = (vm: string, phase: string) => (event: VireoEvent) => event.kind === 'cluster.ha' && event.vm === vm && event.data['phase'] === phase;
+/** The first event any of the streams got that matches (polled: a losing waitFor's long timer would keep the process alive). */
+const firstOf = (streams: { events: VireoEvent[] }[], match: (event: VireoEvent) => boolean) =>
+  until('a matching event', async () => streams.flatMap((stream) => stream.events).find(match), (event) => event !== undefined, 180_000, 100) as Promise<VireoEvent>;
 
 describe('the HA watchdog process when a daemon crashes', { timeout: 900_000 }, () => {
   let setup: HaCluster;
 
   before(async () => {
+    const began = Date.now();
     setup = await startHaCluster(TTL);
+    process.stdout.write(`# cluster up in ${Date.now() - began} ms\n`);
   });
 
   after(async () => {
+    const began = Date.now();
     await setup?.cleanup();
+    process.stdout.write(`# cluster cleaned up in ${Date.now() - began} ms\n`);
   });
 
   /** B's watchdog, asked directly (a second client; status only). */
@@ -71,7 +80,7 @@ describe('the HA watchdog process when a daemon crashes', { timeout: 900_000 }, 
       await new Promise((resolve) => setTimeout(resolve, 300));
       const crashAt = Date.now();
       b.daemon.child.kill('SIGKILL');
-      const restarted = await Promise.any(streams.map((stream) => stream.waitFor(haEvent('wvm', 'restarted'), 180_000)));
+      const restarted = await firstOf(streams, haEvent('wvm', 'restarted'));
       const target = restarted.data['to'] as string;
       const startedHere = await streams[others.findIndex((host) => host.name === target)]!.waitFor(haEvent('wvm', 'started-here'), 10_000);
       await until('the old QEMU seen dead', async () => oldDeadAt, (at) => at > 0, 10_000, 20);
@@ -146,5 +155,46 @@ describe('the HA watchdog process when a daemon crashes', { timeout: 900_000 }, 
       for (const stream of streams) stream.stop();
     }
     await b.daemon.api.request('POST', '/vms/qvm/kill', {});
+  });
+
+  test('B\'s daemon hangs (SIGSTOP): its watchdog kills its HA VM before the lease can expire, the leader restarts it on A; B, resumed, treats it as fenced (not as a crash to restart) and drops its definition', async () => {
+    const { a, b, c } = setup;
+    const ha = await runVm(b, tiny('svm', { ha: true }), { newDisks: [{ size: '16M' }] });
+    await until('svm recorded in etcd', () => a.daemon.api.request<HaStatus>('GET', '/cluster/ha'), (status) => status.vms?.some((vm) => vm.vm === 'svm' && vm.host === b.name && vm.running) === true, 30_000, 200);
+    await armedWith('svm', ha.pid);
+    const streams = [a, c].map((host) => collectEvents(host.daemon.api));
+    const bStream = collectEvents(b.daemon.api);
+    try {
+      await new Promise((resolve) => setTimeout(resolve, 300));
+      const hangAt = Date.now();
+      b.daemon.child.kill('SIGSTOP');
+      let resumed = false;
+      try {
+        const restarted = await firstOf(streams, haEvent('svm', 'restarted'));
+        assert.equal(restarted.data['to'], a.name);
+        assert.ok(await processGone(ha.pid), 'the old QEMU is dead');
+        const state = JSON.parse(await readFile(watchdogFiles(b.home.paths).state, 'utf8')) as { kills: WatchdogKill[] };
+        const kill = state.kills.find((entry) => entry.vm === 'svm');
+        assert.ok(kill, JSON.stringify(state));
+        process.stdout.write(`# daemon hang: SIGSTOP at 0, watchdog killed the VM +${kill.at - hangAt} ms (lease could expire no earlier than +${(kill.leaseExpiresNoEarlierThan ?? 0) - hangAt} ms), leader saw the lease gone +${(restarted.data['leaseExpiredSeenAt'] as number) - hangAt} ms, restarted on A +${(restarted.data['at'] as number) - hangAt} ms\n`);
+        assert.ok(kill.leaseExpiresNoEarlierThan !== undefined && kill.at < kill.leaseExpiresNoEarlierThan, 'killed before the lease could expire');
+        assert.ok((restarted.data['leaseExpiredSeenAt'] as number) > kill.at);
+        b.daemon.child.kill('SIGCONT');
+        resumed = true;
+      } finally {
+        if (!resumed) b.daemon.child.kill('SIGCONT');
+      }
+      await until('B dropped its stale definition of svm', () => access(join(b.home.paths.vms, 'svm')).then(() => false, () => true), (gone) => gone, 60_000, 250);
+      await bStream.waitFor((event) => haEvent('svm', 'fenced')(event) || haEvent('svm', 'released')(event), 30_000);
+      // Never taken for a crash to recover on B: no restart there, and A runs it.
+      assert.ok(!bStream.events.some((event) => haEvent('svm', 'crashed')(event) && event.data['action'] !== 'none'), JSON.stringify(bStream.events.filter(haEvent('svm', 'crashed'))));
+      assert.ok(!bStream.events.some(haEvent('svm', 'recovered')));
+      assert.deepEqual(await qemuPidsOfVm(ha.uuid, b.home.home), []);
+      const [onA] = await qemuPidsOfVm(ha.uuid, a.home.home);
+      assert.ok(onA, 'svm runs on A');
+    } finally {
+      for (const stream of [...streams, bStream]) stream.stop();
+    }
+    await a.daemon.api.request('POST', '/vms/svm/kill', {});
   });
 });

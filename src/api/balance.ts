@@ -5,7 +5,7 @@
  * would do now and why (vireo cluster balance --dry-run). See docs/cluster.md.
  */
 import { z } from 'zod';
-import type { BalanceOutcome, MoveRecord, PlannedMove, ScheduleSettings } from '../core/cluster/schedule/index.js';
+import type { BalanceOutcome, MoveRecord, PlannedMove, ScheduleSettings, UnmovableVm } from '../core/cluster/schedule/index.js';
 import { endpoint, lazy, returns } from './contract.js';
 
 /** Some settings, nested as ScheduleSettings is ({balance: {enabled: false}}); each value is checked by the core, which names the field. */
@@ -24,6 +24,8 @@ export interface BalanceView {
   hosts: { name: string; state: string; cpus: number; cpuCores: number; cpuFraction: number; memoryFraction: number; vms: number }[];
   /** The moves of the last cooldown period, oldest first (ms since the epoch). */
   recentMoves: MoveRecord[];
+  /** Running VMs it will not move whatever the load: pinned, or dirtying memory faster than a migration converges. */
+  unmovable: UnmovableVm[];
   settings: ScheduleSettings['balance'];
 }
 
@@ -58,11 +60,15 @@ const BalanceViewSchema = (): z.ZodType<BalanceView> => z.strictObject({
     imbalanceBefore: z.number(),
     imbalanceAfter: z.number(),
     costSeconds: z.number(),
+    transferBytes: z.number(),
+    memoryBytes: z.number(),
+    dirtyBytesPerSecond: z.number().optional(),
     fromLoad: z.tuple([z.number(), z.number()]),
     toLoad: z.tuple([z.number(), z.number()]),
   }).optional(),
   hosts: z.array(z.strictObject({ name: z.string(), state: z.string(), cpus: z.number(), cpuCores: z.number(), cpuFraction: z.number(), memoryFraction: z.number(), vms: z.number().int() })),
   recentMoves: z.array(MoveSchema()),
+  unmovable: z.array(z.strictObject({ vm: z.string(), host: z.string(), reason: z.enum(['pinned', 'dirty_rate']), dirtyBytesPerSecond: z.number().optional() })),
   settings: BalanceSettingsSchema(),
 });
 

@@ -17,14 +17,15 @@ import { images } from './images.js';
 import { migration } from './migration.js';
 import { networks } from './networks.js';
 import { operations } from './operations.js';
+import { placement } from './placement.js';
 import { snapshots } from './snapshots.js';
 import { tokens } from './tokens.js';
 import { ui, uiSessions } from './ui.js';
 import { vms } from './vms.js';
 
-export const contracts = { host, vms, disks, images, snapshots, guest, networks, operations, migration, destinations, cluster, clusterHa, balance, groups, tokens, ui, uiSessions } as const;
+export const contracts = { host, vms, placement, disks, images, snapshots, guest, networks, operations, migration, destinations, cluster, clusterHa, balance, groups, tokens, ui, uiSessions } as const;
 
-export const api = { ...host, ...vms, ...disks, ...images, ...snapshots, ...guest, ...networks, ...operations, ...migration, ...destinations, ...cluster, ...clusterHa, ...balance, ...groups, ...tokens, ...ui, ...uiSessions } as const;
+export const api = { ...host, ...vms, ...placement, ...disks, ...images, ...snapshots, ...guest, ...networks, ...operations, ...migration, ...destinations, ...cluster, ...clusterHa, ...balance, ...groups, ...tokens, ...ui, ...uiSessions } as const;
 
 export { streams };
 

@@ -140,7 +140,7 @@ const SetResultSchema = (): z.ZodType<SetResult> => z.strictObject({ definition:
 export const DeviceChangeSchema = lazy((): z.ZodType<DeviceChange> => z.strictObject({ definition: VmDefinitionSchema(), live: z.boolean(), id: z.string() }));
 const StartResultSchema = (): z.ZodType<StartResult> => z.strictObject({ accel: Accel(), ready: Optional.string(), notice: Optional.string(), pid: z.number().int() });
 const ForcedSchema = () => z.strictObject({ forced: z.boolean() });
-const VmAnswer = returns('Vm', VmInfoSchema);
+export const VmAnswer = returns('Vm', VmInfoSchema);
 
 export const vms = {
   'GET /vms': endpoint({ tag: 'vms', summary: 'All VMs with their state', status: 200, response: returns('Vm[]', () => z.array(VmInfoSchema())) }),

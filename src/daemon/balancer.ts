@@ -51,6 +51,7 @@ export async function balanceView(store: ClusterStore, now = Date.now()): Promis
       vms: tally.vms.size,
     })),
     recentMoves: history.moves.filter((move) => now - move.at <= settings.balance.cooldownMs).sort((a, b) => a.at - b.at),
+    unmovable: plan.unmovable,
     settings: settings.balance,
   };
   return { view, plan, settings, snapshot };

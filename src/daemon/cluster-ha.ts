@@ -161,10 +161,11 @@ export class HaService {
   /** Tells the watchdog which HA QEMUs run (when that changed, or it was restarted). */
   private async pushProcesses(): Promise<void> {
     const list = await this.haProcesses();
-    const text = JSON.stringify(list);
+    // Keyed by the connection too: a watchdog process started anew (the old one died) knows nothing yet.
+    const text = `${this.link.generation} ${JSON.stringify(list)}`;
     if (text === this.lastProcesses) return;
     const status = await this.link.setProcesses(list);
-    this.lastProcesses = text;
+    this.lastProcesses = `${this.link.generation} ${JSON.stringify(list)}`;
     if (status.kills.length > 0) this.adoptKills(status.kills);
   }
 
@@ -233,7 +234,8 @@ export class HaService {
     this.closed = true;
     this.recovery.close();
     if (!wasClosed) {
-      if (options.disarm) await this.link.disarm().catch((error: unknown) => this.ctx.log(`cluster ha: disarming the watchdog process: ${(error as Error).message}`));
+      // Tried twice (the link reconnects): an armed watchdog left behind by a clean stop would kill VMs the cluster will not restart.
+      if (options.disarm) await this.link.disarm().catch(() => this.link.disarm()).catch((error: unknown) => this.ctx.log(`cluster ha: disarming the watchdog process: ${(error as Error).message}`));
       else this.ctx.log('cluster ha: the watchdog process stays armed: this member\'s HA VMs are fenced before its lease can expire, since the cluster could not be told they keep running here');
       this.link.close();
     }

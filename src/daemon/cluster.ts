@@ -44,6 +44,7 @@ import type { EventBus } from './events.js';
 import type { BalanceView } from '../api/balance.js';
 import type { ScheduleSettings } from '../core/cluster/schedule/index.js';
 import { loadKeys, VmLoadSampler } from '../core/cluster/vm-load.js';
+import { DirtyRateSampler, qemuDirtyRate } from '../core/cluster/dirty-rate.js';
 import { deleteVmRecord, localVmRecord, putVmRecord, sameVmRecord, vmRecordOf, clusterVms, type VmRecord } from '../core/cluster/vm-records.js';
 import type { VmPlacement } from '../core/model/placement.js';
 import type { Balancer } from './balancer.js';
@@ -322,7 +323,7 @@ export class ClusterService {
     if (!active) return 10_000;
     const { readScheduleSettings } = await import('../core/cluster/balance-store.js');
     const settings = await readScheduleSettings(active.store);
-    this.sampler ??= new VmLoadSampler(this.paths);
+    this.sampler ??= new VmLoadSampler(this.paths, new DirtyRateSampler(qemuDirtyRate(this.paths), this.log));
     const load = await this.sampler.sample();
     await active.member.putOnLease(loadKeys.member(active.config.name), JSON.stringify(load));
     await this.syncVmRecords();
@@ -839,7 +840,7 @@ export class ClusterService {
   }
 
   /** The record of a VM just made here, measured from its definition (best effort: the periodic pass writes it otherwise). */
-  private async recordLocalVm(vm: string, extra: { movedAt?: string } = {}): Promise<void> {
+  async recordLocalVm(vm: string, extra: { movedAt?: string } = {}): Promise<void> {
     try {
       const def = await loadDefinition(this.paths, vm);
       await this.writeRecord(vm, await localVmRecord(this.paths, def, extra), extra.movedAt === undefined);
@@ -997,6 +998,9 @@ export class ClusterService {
     });
     this.written.delete(vm);
     if (released) await deleteVmRecord(active.store, vm).catch((error: unknown) => this.log(`cluster: removing the record of VM '${vm}': ${String(error)}`));
+    // Awaited, as after a create: with its record gone, what the alive record still counts for it would stand as an
+    // unrecorded VM of this member until the next refresh, and placements right after a delete would avoid this member.
+    await active.member.refreshPresence().catch(() => undefined);
     await active.ha.released(vm);
   }
 

@@ -39,6 +39,8 @@ import { guestRoutes } from './guest-routes.js';
 import { migrationRoutes } from './migration-routes.js';
 import { destinationRoutes } from './destinations.js';
 import { networkRoutes } from './network-routes.js';
+import { placementRoutes } from './placement-routes.js';
+import { pinnedByHost } from '../core/vm/placement.js';
 import { readableByPeer, writtenByPeer } from './peer-files.js';
 import { Reply, accepted, implement, type Route } from './route.js';
 import { snapshotRoutes } from './snapshot-routes.js';
@@ -66,7 +68,8 @@ const hostRoutes = implement(host, {
 
 const vmRoutes = implement(vms, {
   'GET /vms': async ({ daemon, forwardedBy }) => daemon.cluster.listVms(await listVms(daemon.paths, runtimeOptions(daemon)), forwardedBy),
-  'POST /vms': async ({ body, daemon, forwardedBy }) => {
+  'POST /vms': async ({ body: given, daemon, forwardedBy }) => {
+    const body = pinnedByHost(given, forwardedBy);
     const create = async () => {
       const def = await daemon.operations.exclusive(body.spec.name, 'create', () =>
         createVm(daemon.paths, body.spec, { newDisks: body.newDisks, hostFiles: daemon.hostFiles, ...(body.iso !== undefined ? { iso: body.iso } : {}) }),
@@ -325,6 +328,7 @@ const balanceRoutes = implement(balance, {
 export const routes: Route[] = [
   ...hostRoutes,
   ...vmRoutes,
+  ...placementRoutes,
   ...diskRoutes,
   ...imageRoutes,
   ...snapshotRoutes,

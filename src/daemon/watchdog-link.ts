@@ -6,7 +6,7 @@
  * QEMUs run, disarms it on a clean stop, and hands over what it killed while
  * no daemon was feeding it.
  */
-import { closeSync, mkdirSync, openSync } from 'node:fs';
+import { closeSync, existsSync, mkdirSync, openSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { connect, type Socket } from 'node:net';
 import { dirname, join } from 'node:path';
@@ -36,6 +36,8 @@ export class WatchdogLink {
   private buffer = '';
   private readonly waiting: { resolve(status: WatchdogStatus): void; reject(error: Error): void }[] = [];
   private closed = false;
+  /** Counts connections: a new one may be a new watchdog process, which must be told everything again. */
+  generation = 0;
   private readonly files: { socket: string; state: string; log: string };
 
   constructor(
@@ -136,6 +138,7 @@ export class WatchdogLink {
     });
     socket.on('error', () => undefined);
     this.socket = socket;
+    this.generation += 1;
     return socket;
   }
 
@@ -160,7 +163,9 @@ export class WatchdogLink {
 
   /** Starts the watchdog in a session of its own: it must outlive this daemon, crash or not. */
   private spawn(): void {
-    const main = fileURLToPath(new URL('../watchdog/main.js', import.meta.url));
+    // The one-file build (scripts/bundle-cli.ts) when there, else tsc's output.
+    const bundled = fileURLToPath(new URL('../watchdog/vireo-watchdog.js', import.meta.url));
+    const main = existsSync(bundled) ? bundled : fileURLToPath(new URL('../watchdog/main.js', import.meta.url));
     mkdirSync(dirname(this.files.socket), { recursive: true });
     const logFd = openSync(this.files.log, 'a');
     try {

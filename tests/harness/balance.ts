@@ -28,9 +28,13 @@ export async function formCluster(cluster: TestCluster, leaseTtlSeconds = 4): Pr
   await until('every member alive', () => first!.daemon.api.call('GET /cluster/members'), (members) => members.length === cluster.hosts.length && members.every((member) => member.alive), 30_000, 200);
 }
 
-/** Creates the VMs on `host`, starts them, and sets each one's busy loop going. */
-export async function loadHost(host: ClusterHost, vms: string[]): Promise<void> {
-  for (const vm of vms) await host.daemon.api.request('POST', '/vms', { spec: tinySpec(vm), host: host.name });
+/**
+ * Creates the VMs on `host`, starts them, and sets each one's busy loop going.
+ * Created with a host, a VM is pinned there unless its spec says: only those
+ * in `pinned` are.
+ */
+export async function loadHost(host: ClusterHost, vms: string[], options: { pinned?: string[] } = {}): Promise<void> {
+  for (const vm of vms) await host.daemon.api.request('POST', '/vms', { spec: tinySpec(vm, { placement: { pinned: options.pinned?.includes(vm) ?? false } }), host: host.name });
   for (const vm of vms) {
     const started = await host.home.vireo(['vm', 'start', vm, '--wait', '240'], { timeoutMs: 300_000 });
     assert.equal(started.code, 0, started.stderr);

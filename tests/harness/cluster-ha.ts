@@ -118,7 +118,8 @@ export async function cutAndRestart(setup: HaCluster, vm: string, oldPid: number
     const bStream = streams[cluster.hosts.indexOf(b)]!;
     const isHa = (phase: string) => (event: VireoEvent) => event.kind === 'cluster.ha' && event.vm === vm && event.data['phase'] === phase;
     const fenced = await bStream.waitFor(isHa('fenced'), 60_000);
-    const restarted = await Promise.any(others.map((host) => streams[cluster.hosts.indexOf(host)]!.waitFor(isHa('restarted'), 180_000)));
+    // Polled, not Promise.any over waitFor: the loser's 180 s timer would keep the test process alive that long.
+    const restarted = (await until('the VM restarted elsewhere', async () => others.flatMap((host) => streams[cluster.hosts.indexOf(host)]!.events).find(isHa('restarted')), (event) => event !== undefined, 180_000, 100))!;
     const target = restarted.data['to'] as string;
     const targetStream = streams[cluster.hosts.findIndex((host) => host.name === target)]!;
     const startedHere = await targetStream.waitFor(isHa('started-here'), 10_000);

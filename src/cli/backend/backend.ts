@@ -16,6 +16,7 @@ export interface GuestInfo {
   interfaces: GuestInterface[];
 }
 import type { VmDefinition, VmSpec } from '../../core/model/vm.js';
+import type { VmPlacement } from '../../core/model/placement.js';
 import type { Volume } from '../../core/storage/volumes.js';
 import type { Duplex } from 'node:stream';
 import type { SerialConsole } from '../../core/vm/console.js';
@@ -67,6 +68,8 @@ export interface Backend {
   editVm(name: string, change: (current: VmSpec, definition: VmDefinition) => unknown): Promise<VmDefinition>;
   /** Resources and disk limits (resources/live.ts): live on a running VM, else for its next start. */
   setVm(name: string, settings: VmSettingsInput): Promise<SetResult>;
+  /** Placement rules replaced, running or not (core/vm/placement.ts): pinned, groups, host labels. */
+  setPlacement(name: string, placement: VmPlacement): Promise<VmDefinition>;
   /** Devices and vCPUs, live on a running VM (devices/hotplug.ts), else in the definition. */
   attachDisk(name: string, input: DiskAttachInput): Promise<DeviceChange>;
   detachDisk(name: string, disk: string): Promise<DeviceChange>;

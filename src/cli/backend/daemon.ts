@@ -57,6 +57,7 @@ export function daemonBackend(api: ApiClient): Backend {
       return (await api.call('PUT /vms/:name', { params: { name }, body: { spec: unchecked<VmSpecInput>(next) } })).definition;
     },
     setVm: (name, settings) => api.call('POST /vms/:name/resources', { params: { name }, body: settings }),
+    setPlacement: async (name, placement) => (await api.call('PUT /vms/:name/placement', { params: { name }, body: placement })).definition,
     attachDisk: (name, input) => api.call('POST /vms/:name/disks', { params: { name }, body: input }),
     detachDisk: (name, disk) => api.call('DELETE /vms/:name/disks/:disk', { params: { name, disk } }),
     attachNic: (name, input) => api.call('POST /vms/:name/nics', { params: { name }, body: input }),

@@ -36,6 +36,7 @@ export function localBackend(paths: VireoPaths): Backend {
     },
     editVm: async (name, change) => (await manage()).editVm(paths, name, change),
     setVm: async (name, settings) => (await import('../../core/resources/live.js')).setVmResources(paths, name, settings),
+    setPlacement: async (name, placement) => (await import('../../core/vm/placement.js')).setVmPlacement(paths, name, placement),
     attachDisk: async (name, input) => (await hotplug()).attachDisk(paths, name, input),
     detachDisk: async (name, disk) => (await hotplug()).detachDisk(paths, name, disk),
     attachNic: async (name, input) => (await hotplug()).attachNic(paths, name, input),

@@ -80,12 +80,15 @@ export async function selectBackend(paths: VireoPaths, choice: BackendChoice, en
   if (!(await exists(socketPath))) return local(paths);
   const { ApiClient } = await import('../../client/api-client.js');
   const api = new ApiClient({ socketPath });
+  // The daemon backend's module loads while the daemon answers the probe (a socket that exists usually has a daemon).
+  const loading = import('./daemon.js');
+  loading.catch(() => undefined);
   try {
     await api.call('GET /', {}, { timeoutMs: LOCAL_DAEMON_PROBE_MS, rateLimitWaitMs: 0 });
-    return daemonBackend(api);
+    return (await loading).daemonBackend(api);
   } catch (error) {
     // A daemon that says 429 is alive and busy: go through it (each request waits its turn), never around it.
-    if (isVireoError(error, 'rate_limited')) return daemonBackend(api);
+    if (isVireoError(error, 'rate_limited')) return (await loading).daemonBackend(api);
     // A socket left by a daemon that died refuses connections: nothing to say, act directly.
     const errno = isVireoError(error) ? (error.cause as NodeJS.ErrnoException | undefined)?.code : undefined;
     const refused = errno === 'ECONNREFUSED' || errno === 'ENOENT';

@@ -2,7 +2,8 @@
  * `vireo vm set NAME ...`: resources of a VM, live when it runs (applied,
  * then saved; rolled back if any part fails) and stored for the next start
  * when it does not. Each flag maps to one field of the spec's `resources`
- * section or of a disk's `limits`; "none" clears a setting.
+ * section or of a disk's `limits`; "none" clears a setting. --pinned changes
+ * the spec's placement.pinned (src/core/vm/placement.ts), running or not.
  */
 import type { Command } from 'commander';
 import { invalidArgument } from '../../core/errors.js';
@@ -23,6 +24,7 @@ interface SetFlags {
   ioWeight?: string;
   diskLimit?: string[];
   nicLimit?: string[];
+  pinned?: string;
   json?: boolean;
 }
 
@@ -77,6 +79,12 @@ export function parseNicLimit(text: string, flag = '--nic-limit'): { nic: string
   return { nic, limits };
 }
 
+function yesNo(field: string, text: string): boolean {
+  if (['yes', 'true', 'on'].includes(text)) return true;
+  if (['no', 'false', 'off'].includes(text)) return false;
+  throw invalidArgument(field, `'${text}' must be yes or no`);
+}
+
 export function addSetCommand(vm: Command, cli: CliContext): void {
   vm.command('set <name>')
     .description('change resources: live on a running VM (rolled back if any part fails), else for its next start')
@@ -91,9 +99,19 @@ export function addSetCommand(vm: Command, cli: CliContext): void {
     .option('--nic-limit <nic:limits>', 'bandwidth of a NIC on a Vireo network, e.g. nic0:ingress=1Mbit,egress=10Mbit,egressBurst=64K, or nic0:none (repeatable)', collect)
     .option('--cpus <n>', 'vCPU count: up to cpus.max live (the guest brings new ones online), else from the next start')
     .option('--memory <size>', 'memory size, e.g. 768M: up to memory.max live (virtio-mem, the guest plugs it), else from the next start')
+    .option('--pinned <yes|no>', 'in a cluster: keep the VM on the host it runs on (yes: the balancer never moves it, evacuation reports it) or let the cluster move it (no); a create with --host pins it')
     .option('--json', 'print the new definition as JSON')
     .action(async (name: string, flags: SetFlags) => {
       const backend = await cli.backend();
+      if (flags.pinned !== undefined) {
+        const pinned = yesNo('--pinned', flags.pinned);
+        const { definition } = await backend.getVm(name);
+        const def = await backend.setPlacement(name, { ...definition.placement, pinned });
+        if (flags.json) printJson(def);
+        else note(pinned ? `VM '${name}' is pinned to its host: the balancer leaves it there, and evacuating the host reports it` : `VM '${name}' is no longer pinned: the balancer and evacuation may move it`);
+        const others = Object.entries(flags).filter(([key, value]) => key !== 'pinned' && key !== 'json' && value !== undefined);
+        if (others.length === 0) return;
+      }
       if (flags.cpus !== undefined) {
         const count = wholeNumber('--cpus')(flags.cpus) as number;
         const result = await backend.setVcpus(name, count);

@@ -84,12 +84,14 @@ export function clusterSnapshot(candidates: Candidate[], vms: ClusterVm[] = [], 
       // A disk the other members cannot reach: only with shared storage can a VM with disks move.
       localDisk: record.hasDisks && !candidate.member.sharedStorage,
       ha: false,
-      ...(measured ? { usage: { cpuCores: measured.cpuCores, memoryUsedBytes: measured.memoryUsedMiB * MiB } } : {}),
+      ...(measured ? { usage: { cpuCores: measured.cpuCores, memoryUsedBytes: measured.memoryUsedMiB * MiB, ...(measured.dirtyBytesPerSecond !== undefined ? { dirtyBytesPerSecond: measured.dirtyBytesPerSecond } : {}) } } : {}),
       ...(record.affinity.length > 0 ? { affinity: record.affinity } : {}),
       ...(record.antiAffinity.length > 0 ? { antiAffinity: record.antiAffinity } : {}),
       ...(record.spread.length > 0 ? { spread: record.spread } : {}),
       ...(Object.keys(record.hostLabels).length > 0 ? { hostLabels: record.hostLabels } : {}),
       ...(record.movedAt !== undefined ? { lastMovedAt: Date.parse(record.movedAt) } : {}),
+      // Pinned to wherever it runs now: a person who migrates it moves the pin with it.
+      ...(record.pinned ? { pinnedHost: vm.owner.host } : {}),
     });
   }
   for (const { member, alive } of candidates) {

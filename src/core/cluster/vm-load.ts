@@ -2,7 +2,7 @@
  * What each member measures of its VMs for the balancer, and publishes on
  * its lease (so a member that is gone stops counting at once):
  *
- *   /vireo/load/<member>   { at, cpuCores, memoryUsedMiB, vms: { <name>: { cpuCores, memoryUsedMiB } } }
+ *   /vireo/load/<member>   { at, cpuCores, memoryUsedMiB, vms: { <name>: { cpuCores, memoryUsedMiB, dirtyBytesPerSecond? } } }
  *
  * CPU is each VM's QEMU process CPU time (user + system, from
  * /proc/PID/stat) over the time between two samples, in cores; memory is
@@ -10,13 +10,16 @@
  * the load the balancer can move. (The host-wide figures in the alive
  * record, load average and MemAvailable, include what no migration can move,
  * and on hosts sharing one machine, as the tests' namespaces do, they are one
- * figure for all.)
+ * figure for all.) The dirty page rate, when measured (./dirty-rate.ts: a
+ * short QEMU sample, one VM at a time, each every minute or two), is what a
+ * live migration of the VM must outpace: the balancer's cost of moving it.
  */
 import { readFile } from 'node:fs/promises';
 import { z } from 'zod';
 import { vmPaths, type VireoPaths } from '../paths.js';
 import { isQemuOf, readPidFile } from '../vm/process.js';
 import { listDefinitions } from '../vm/definitions.js';
+import type { DirtyRateSampler } from './dirty-rate.js';
 import { PREFIX } from './records.js';
 
 export const loadKeys = {
@@ -27,6 +30,8 @@ export const loadKeys = {
 export const VmLoadSchema = z.object({
   cpuCores: z.number().nonnegative(),
   memoryUsedMiB: z.number().nonnegative(),
+  /** Absent until measured (and from members that do not measure it). */
+  dirtyBytesPerSecond: z.number().nonnegative().optional(),
 });
 export type VmLoad = z.output<typeof VmLoadSchema>;
 
@@ -78,11 +83,12 @@ export class VmLoadSampler {
   /** Each VM's recent samples, oldest first, back to one older than the window. */
   private previous = new Map<string, Sample[]>();
 
-  constructor(private readonly paths: VireoPaths) {}
+  constructor(private readonly paths: VireoPaths, private readonly dirty?: DirtyRateSampler) {}
 
   async sample(now = Date.now()): Promise<LoadRecord> {
     const vms: Record<string, VmLoad> = {};
     const next = new Map<string, Sample[]>();
+    const running = new Map<string, number>();
     for (const def of await listDefinitions(this.paths)) {
       const pid = await readPidFile(vmPaths(this.paths, def.name).pidFile).catch(() => undefined);
       if (pid === undefined || !(await isQemuOf(pid, def.uuid))) continue;
@@ -98,8 +104,13 @@ export class VmLoadSampler {
       const cores = start ? (usage.cpuSeconds - start.cpuSeconds) / ((now - start.at) / 1000) : usage.cpuSeconds / Math.max(1, await processAgeSeconds(pid));
       next.set(def.name, [...history.slice(startIndex), { pid, cpuSeconds: usage.cpuSeconds, at: now }]);
       vms[def.name] = { cpuCores: Math.max(0, round(cores)), memoryUsedMiB: Math.round(usage.rssBytes / (1024 * 1024)) };
+      running.set(def.name, pid);
     }
     this.previous = next;
+    if (this.dirty) {
+      // The figures so far; a measurement it starts now shows in a later report.
+      for (const [vm, rate] of this.dirty.sample(running, now).rates) vms[vm] = { ...vms[vm]!, dirtyBytesPerSecond: rate.bytesPerSecond };
+    }
     const values = Object.values(vms);
     return {
       at: new Date(now).toISOString(),

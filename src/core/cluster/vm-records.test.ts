@@ -12,7 +12,7 @@ test('a VM record carries its size, groups and labels from the spec, and reads b
   const record = vmRecordOf(spec, { diskBytes: 1234 });
   assert.deepEqual({ ...record, updatedAt: '' }, {
     vcpus: 2, memoryMiB: 256, diskBytes: 1234, hasDisks: true, labels: { tier: 'web' },
-    affinity: ['db'], antiAffinity: ['web'], spread: ['g'], hostLabels: { zone: 'a' }, template: false, updatedAt: '',
+    affinity: ['db'], antiAffinity: ['web'], spread: ['g'], hostLabels: { zone: 'a' }, pinned: false, template: false, updatedAt: '',
   });
   assert.deepEqual(VmRecordSchema.parse(JSON.parse(JSON.stringify(record))), record);
   // Only a change of what it says counts, not the time it was written.

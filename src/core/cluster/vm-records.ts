@@ -43,6 +43,8 @@ export const VmRecordSchema = z.object({
   antiAffinity: Groups,
   spread: Groups,
   hostLabels: z.record(z.string(), z.string()).default({}),
+  /** Pinned to its owner (spec placement.pinned): the balancer leaves it, evacuation reports it. */
+  pinned: z.boolean().default(false),
   template: z.boolean().default(false),
   /** When it last arrived on a member by migration (ISO time). */
   movedAt: z.string().optional(),
@@ -80,6 +82,7 @@ export function vmRecordOf(spec: RecordSource, extra: { diskBytes?: number; move
     antiAffinity: placement.antiAffinity ?? [],
     spread: placement.spread ?? [],
     hostLabels: placement.hostLabels ?? {},
+    pinned: placement.pinned ?? false,
     template: spec.template ?? false,
     ...(extra.movedAt !== undefined ? { movedAt: extra.movedAt } : {}),
     updatedAt: new Date().toISOString(),

@@ -2,7 +2,8 @@
  * Where a VM may run in a cluster, as part of its spec (so it is kept with
  * the definition, travels with it when it migrates, and changes with an
  * edit): its affinity and anti-affinity groups, the soft spread groups scale
- * groups use, the host labels it needs, and its own labels. Outside a
+ * groups use, the host labels it needs, whether it is pinned to its host,
+ * and its own labels. Outside a
  * cluster these are kept and ignored. The cluster's scheduler
  * (src/core/cluster/schedule/) reads them from the VM's record in etcd
  * (src/core/cluster/vm-records.ts).
@@ -30,5 +31,12 @@ export const PlacementSchema = z.strictObject({
   spread: Groups.optional(),
   /** Host labels the VM needs (each key must match exactly). */
   hostLabels: VmLabels.optional(),
+  /**
+   * Pinned to the host it runs on: the balancer never moves it, and host
+   * evacuation reports it instead of moving it (docs/cluster.md). Set by a
+   * create with --host (unless the spec says false); a person may still
+   * migrate it, and it stays pinned where it lands.
+   */
+  pinned: z.boolean().optional(),
 });
 export type VmPlacement = z.output<typeof PlacementSchema>;

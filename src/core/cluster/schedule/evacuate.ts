@@ -90,8 +90,11 @@ function blockedBefore(vm: VmSnapshot, mode: EvacuationMode, hostName: string): 
   if (vm.localDisk) {
     return { vm: vm.name, reason: 'local_disk', message: `its ${formatSize(vm.diskBytes)} disk is on ${hostName}'s local storage, which no other host can reach` };
   }
-  if (vm.pinnedHost !== undefined) {
-    return { vm: vm.name, reason: 'pinned', message: `pinned to ${vm.pinnedHost} (--host); unpin it or move it by hand` };
+  // A pin is the user's word that the VM stays on its host: an evacuation reports it rather than break it (the
+  // user decides: unpin and evacuate again, or migrate it by hand, or stop it). A restart is another matter: the
+  // host is dead, and an HA VM left pinned to it would stay down, which ha: true asks never to happen.
+  if (vm.pinnedHost !== undefined && mode === 'live') {
+    return { vm: vm.name, reason: 'pinned', message: `pinned to ${vm.pinnedHost}: unpin it (vireo vm set ${vm.name} --pinned no) and evacuate again, or migrate it by hand` };
   }
   return undefined;
 }

@@ -8,7 +8,7 @@
 export * from './types.js';
 export { place, placeError, explainPlacement, type PlaceRequest, type PlaceResult, type PlaceFailure, type PlaceFailureReason, type HostVerdict, type Shortage } from './place.js';
 export type { Rejection, RejectionKind } from './state.js';
-export { planBalance, explainBalance, type BalanceHistory, type BalancePlan, type BalanceOutcome, type ImbalanceSample, type MoveRecord, type PlannedMove } from './balance.js';
+export { planBalance, explainBalance, type BalanceHistory, type BalancePlan, type BalanceOutcome, type ImbalanceSample, type MoveRecord, type PlannedMove, type UnmovableVm, migrationEstimate, CONVERGE_SHARE } from './balance.js';
 export type { Imbalance } from './imbalance.js';
 export { planEvacuation, explainEvacuation, type EvacuationPlan, type EvacuationMode, type EvacuationMove, type BlockedVm, type BlockedReason } from './evacuate.js';
 export { planScaleGroup, checkScaleGroup, rememberCpu, holdOf, holdStaleAfterMs, type HoldMemory, type CpuSample, type ScaleGroup, type GroupMember, type GroupMetrics, type MemberState, type ScaleAction, type ScaleDecision } from './scale.js';
