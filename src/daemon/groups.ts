@@ -223,9 +223,20 @@ export class GroupService {
   }
 
   private async cycle(store: GroupStore, spec: GroupSpec): Promise<void> {
-    const status = await store.status(spec.name);
+    let status = await store.status(spec.name);
     const vms = await this.vms();
     const now = Date.now();
+    // A lost member whose host has left the cluster will never be seen again: its record goes.
+    const clusterStore = this.cluster.enabled ? this.cluster.store : undefined;
+    if (clusterStore && status.members.some((member) => member.lostAt !== undefined)) {
+      const hosts = new Set((await clusterStore.members()).map((member) => member.name));
+      const forgotten = status.members.filter((member) => member.lostAt !== undefined && !vms.has(member.name) && member.host !== undefined && !hosts.has(member.host));
+      if (forgotten.length > 0) {
+        status = { ...status, members: status.members.filter((member) => !forgotten.includes(member)) };
+        await store.putStatus(spec.name, status);
+        for (const member of forgotten) this.events.publish('group.member', { group: spec.name, member: member.name, action: 'forgotten', reason: 'host_removed', host: member.host! });
+      }
+    }
     const members: GroupMember[] = status.members.map((member) => ({
       name: member.name,
       template: member.template,
@@ -233,6 +244,7 @@ export class GroupService {
       state: stateOf(member, vms.get(member.name), this.making.has(member.name)) as GroupMember['state'],
       ...(vms.get(member.name)?.host ?? member.host ? { host: vms.get(member.name)?.host ?? member.host! } : {}),
       ...(member.replaces ? { replaces: member.replaces } : {}),
+      ...(member.lostAt !== undefined ? { lostAt: member.lostAt } : {}),
     }));
     const average = await this.sampleCpu(status.members, vms, now);
     // The hold memory and cooldowns come from the stored status and go back to it before anything is done.
@@ -247,15 +259,38 @@ export class GroupService {
     const deletes = decision.actions.filter((action): action is Extract<ScaleAction, { kind: 'delete' }> => action.kind === 'delete');
     const creates = decision.actions.filter((action): action is Extract<ScaleAction, { kind: 'create' }> => action.kind === 'create');
     for (const action of deletes) {
-      // A dead member on a host that cannot be reached (down, cut off) is let go: its record goes, the VM stays there.
-      await this.removeVm(action.member).catch((error: unknown) => {
+      // A dead member on a host that cannot be reached (down, cut off) is kept on record as lost (the plan
+      // replaces it): if its host comes back with it, the group takes it back and removes the surplus.
+      const reached = await this.removeVm(action.member).then(() => true, (error: unknown) => {
         if (action.reason !== 'dead' || !isVireoError(error, 'unavailable')) throw error;
-        this.log(`groups: '${spec.name}': member '${action.member}' cannot be reached to delete it (${(error as Error).message}); dropped from the group`);
+        this.log(`groups: '${spec.name}': member '${action.member}' cannot be reached to delete it (${(error as Error).message}); kept as lost, replaced`);
+        return false;
       });
+      this.memberCpu.delete(action.member);
+      if (!reached) {
+        const host = members.find((member) => member.name === action.member)?.host;
+        saver.update((current) => ({ ...current, members: current.members.map((member) => (member.name === action.member ? { ...member, lostAt: now, ...(host ? { host } : {}) } : member)) }));
+        await saver.save();
+        this.events.publish('group.member', { group: spec.name, member: action.member, action: 'lost', ...(host ? { host } : {}) });
+        continue;
+      }
       saver.update((current) => ({ ...current, members: current.members.filter((member) => member.name !== action.member) }));
       await saver.save();
-      this.memberCpu.delete(action.member);
       this.events.publish('group.member', { group: spec.name, member: action.member, action: 'deleted', reason: action.reason });
+    }
+    for (const action of decision.actions) {
+      if (action.kind !== 'adopt') continue;
+      const host = vms.get(action.member)?.host;
+      saver.update((current) => ({
+        ...current,
+        members: current.members.map((member) => {
+          if (member.name !== action.member) return member;
+          const { lostAt: _lostAt, ...kept } = member;
+          return { ...kept, ...(host ? { host } : {}) };
+        }),
+      }));
+      await saver.save();
+      this.events.publish('group.member', { group: spec.name, member: action.member, action: 'adopted', ...(host ? { host } : {}) });
     }
     if (creates.length === 0) {
       delete saver.status.error;

@@ -56,6 +56,13 @@ export const GroupMemberRecordSchema = z.object({
   /** Set once it has booted and answered (readiness): until then it is 'starting'. */
   readyAt: z.number().optional(),
   replaces: z.string().optional(),
+  /**
+   * When the controller found it gone with its host unreachable (down, cut
+   * off) and replaced it: it stays the group's (host above), so that when
+   * the host comes back and the VM is seen again it is taken back and the
+   * surplus removed, instead of running on outside any group.
+   */
+  lostAt: z.number().optional(),
 });
 export type GroupMemberRecord = z.infer<typeof GroupMemberRecordSchema>;
 

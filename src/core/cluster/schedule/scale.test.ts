@@ -20,7 +20,7 @@ const group = (fields: Partial<ScaleGroup> = {}): ScaleGroup => ({
 const member = (name: string, fields: Partial<GroupMember> = {}): GroupMember => ({ name, host: 'h1', template: 'web-v1', state: 'running', createdAt: 0, ...fields });
 /** The average CPU held at `cpu` for the last ten minutes. */
 const steady = (cpu: number) => ({ samples: [0, 2, 4, 6, 8, 10].map((ago) => ({ at: now - ago * minute, cpu })) });
-const kinds = (actions: ScaleAction[]) => actions.map((action) => (action.kind === 'create' ? `create:${action.reason}` : `delete:${action.member}:${action.reason}`));
+const kinds = (actions: ScaleAction[]) => actions.map((action) => (action.kind === 'create' ? `create:${action.reason}` : action.kind === 'adopt' ? `adopt:${action.member}` : `delete:${action.member}:${action.reason}`));
 
 test('bad groups are refused naming the field', () => {
   for (const [fields, field] of [

@@ -49,6 +49,13 @@ export interface GroupMember {
   createdAt: number;
   /** The member this one was created to replace during a roll. */
   replaces?: string;
+  /**
+   * Set when the member was lost with its host (unreachable) and replaced:
+   * while it is still missing it is kept on record but neither counted nor
+   * replaced again; seen again (starting/running) it has returned and is
+   * taken back, the surplus removed one member per cycle.
+   */
+  lostAt?: number;
 }
 
 export interface CpuSample {
@@ -86,7 +93,9 @@ export interface GroupMetrics {
 
 export type ScaleAction =
   | { kind: 'create'; reason: 'replace' | 'min' | 'scale_out' | 'roll'; template: string; spread: string[]; replaces?: string }
-  | { kind: 'delete'; member: string; reason: 'dead' | 'max' | 'scale_in' | 'roll' };
+  | { kind: 'delete'; member: string; reason: 'dead' | 'max' | 'scale_in' | 'roll' | 'surplus' }
+  /** A lost member seen again: it is the group's again (the controller clears its lostAt). */
+  | { kind: 'adopt'; member: string };
 
 export interface ScaleDecision {
   actions: ScaleAction[];
@@ -152,11 +161,18 @@ export function planScaleGroup(group: ScaleGroup, members: GroupMember[], metric
   const create = (reason: Extract<ScaleAction, { kind: 'create' }>['reason'], replaces?: string): ScaleAction =>
     ({ kind: 'create', reason, template: group.template, spread: [group.name], ...(replaces ? { replaces } : {}) });
 
-  const dead = members.filter((member) => !healthyStates.has(member.state));
-  let healthy = members.filter((member) => healthyStates.has(member.state));
+  // Lost members still away: kept on record, already replaced, so neither counted nor replaced again.
+  const away = members.filter((member) => member.lostAt !== undefined && member.state === 'missing');
+  for (const member of away) explanation.push(`${member.name} lost with host ${member.host ?? '?'} since ${new Date(member.lostAt!).toISOString()}: kept on record, replaced`);
+  const dead = members.filter((member) => !healthyStates.has(member.state) && !away.includes(member));
+  // Lost members seen again: taken back below, once nothing else is to be done.
+  const returned = members.filter((member) => member.lostAt !== undefined && healthyStates.has(member.state));
+  let healthy = members.filter((member) => healthyStates.has(member.state) && member.lostAt === undefined);
   // A roll's replacement, while the member it replaces still runs, is one over the count, not a member to count.
   const outdatedNames = new Set(healthy.filter((member) => member.template !== group.template).map((member) => member.name));
   const isSurge = (member: GroupMember) => member.template === group.template && member.replaces !== undefined && outdatedNames.has(member.replaces);
+  // A lost member back but not running was replaced already: it goes without a replacement.
+  const deadReturned = dead.filter((member) => member.lostAt !== undefined);
   for (const member of dead) {
     actions.push({ kind: 'delete', member: member.name, reason: 'dead' });
     explanation.push(`${member.name} is ${member.state}: removed from the group`);
@@ -164,17 +180,18 @@ export function planScaleGroup(group: ScaleGroup, members: GroupMember[], metric
   // A replacement for each dead member (a dead roll replacement is not one: the roll starts it again),
   // as far as max allows; the min rule below tops up the rest.
   const settled = healthy.filter((member) => !isSurge(member));
-  const lost = dead.filter((member) => !isSurge(member)).length;
+  const lost = dead.filter((member) => !isSurge(member) && !deadReturned.includes(member)).length;
   const replacements = Math.min(lost, Math.max(0, group.max - settled.length));
   for (let index = 0; index < replacements; index += 1) actions.push(create('replace'));
   if (replacements > 0) explanation.push(`${replacements} replacement(s) for the dead member(s)`);
   let count = settled.length + replacements;
 
-  if (count < group.min) {
-    const missing = group.min - count;
+  // Returned members count towards the minimum: they are taken back rather than made anew.
+  if (count + returned.length < group.min) {
+    const missing = group.min - count - returned.length;
     for (let index = 0; index < missing; index += 1) actions.push(create('min'));
-    explanation.push(`${count} member(s), under the minimum ${group.min}: ${missing} more`);
-    count = group.min;
+    explanation.push(`${count + returned.length} member(s), under the minimum ${group.min}: ${missing} more`);
+    count += missing;
   }
   if (count > group.max) {
     const extra = count - group.max;
@@ -184,9 +201,13 @@ export function planScaleGroup(group: ScaleGroup, members: GroupMember[], metric
     explanation.push(`${count} member(s), over the maximum ${group.max}: ${extra} fewer (${victims.map((victim) => victim.name).join(', ')})`);
     count = group.max;
   }
-  if (actions.length > 0) return { actions, desired: count, explanation };
+  if (actions.length > 0) {
+    if (returned.length > 0) explanation.push(`${returned.map((member) => member.name).join(', ')} seen again: taken back once the rest is done`);
+    return { actions, desired: count, explanation };
+  }
 
   const starting = healthy.filter((member) => member.state === 'starting');
+  if (returned.length > 0) return takeBack(group, healthy.filter((member) => !isSurge(member)), returned, starting, count, explanation);
   if (starting.length > 0) {
     explanation.push(`waiting for ${starting.map((member) => member.name).join(', ')} to start before scaling or rolling`);
     return { actions, desired: count, explanation };
@@ -210,6 +231,37 @@ export function planScaleGroup(group: ScaleGroup, members: GroupMember[], metric
     return { actions, desired: count, explanation };
   }
   return { actions, desired: count, explanation };
+}
+
+/**
+ * Lost members seen again (their host is back): they are the group's again,
+ * and the group is brought back to the size it had without them (within
+ * min..max), one deletion per cycle, through the normal delete. Which member
+ * goes is pickVictims' choice among the members and the returned ones alike:
+ * one on an old template, else one on the host with the most of the group's
+ * members, else the newest (usually the replacement made while the host was
+ * away). A returned member that is not chosen is taken back in the same step,
+ * so the surplus shrinks by one each cycle whichever goes.
+ */
+function takeBack(group: ScaleGroup, settled: GroupMember[], returned: GroupMember[], starting: GroupMember[], count: number, explanation: string[]): ScaleDecision {
+  const names = returned.map((member) => member.name).join(', ');
+  if (starting.length > 0) {
+    explanation.push(`${names} seen again: taken back once ${starting.map((member) => member.name).join(', ')} has started`);
+    return { actions: [], desired: count, explanation };
+  }
+  const target = Math.min(group.max, Math.max(group.min, settled.length));
+  const total = settled.length + returned.length;
+  const ordered = [...returned].sort((a, b) => a.createdAt - b.createdAt || (a.name < b.name ? -1 : 1));
+  if (total <= target) {
+    explanation.push(`${names} seen again with its host: taken back (${total} member(s))`);
+    return { actions: ordered.map((member) => ({ kind: 'adopt' as const, member: member.name })), desired: total, explanation };
+  }
+  const [victim] = pickVictims([...settled, ...returned], 1, group.template);
+  const actions: ScaleAction[] = [{ kind: 'delete', member: victim!.name, reason: 'surplus' }];
+  const adopted = returned.includes(victim!) ? undefined : ordered[0]!;
+  if (adopted) actions.push({ kind: 'adopt', member: adopted.name });
+  explanation.push(`${names} seen again with its host: ${total} member(s) for ${target}, so ${victim!.name} goes${adopted ? ` and ${adopted.name} is taken back` : ''}`);
+  return { actions, desired: total - 1, explanation };
 }
 
 function decideScaling(group: ScaleGroup, healthy: GroupMember[], metrics: GroupMetrics, now: number, explanation: string[]): Omit<ScaleDecision, 'explanation'> | undefined {
