@@ -159,8 +159,12 @@ export class GroupService {
         result.keptMembers.push(member.name);
         continue;
       }
-      await this.removeVm(member.name);
-      result.deletedMembers.push(member.name);
+      // A member lost with its host that is still away cannot be deleted: it is reported kept (it stays on that host).
+      const reached = await this.removeVm(member.name).then(() => true, (error: unknown) => {
+        if (member.lostAt === undefined || !isVireoError(error, 'unavailable')) throw error;
+        return false;
+      });
+      (reached ? result.deletedMembers : result.keptMembers).push(member.name);
     }
     this.events.publish('group.deleted', { group: name, ...result });
     return result;
@@ -184,7 +188,8 @@ export class GroupService {
       const cpu = this.memberCpu.get(member.name);
       // Only the controller knows which unready members it is still making; elsewhere they show as starting.
       const state = !vms || (member.readyAt === undefined && !this.controlling) ? (member.readyAt ? 'running' : 'starting') : stateOf(member, vms.get(member.name), this.making.has(member.name));
-      return { ...member, state, ...(cpu !== undefined ? { cpu } : {}) };
+      // Lost with its host and not seen since: kept on record (host and lostAt), replaced.
+      return { ...member, state: state === 'missing' && member.lostAt !== undefined ? 'lost' : state, ...(cpu !== undefined ? { cpu } : {}) };
     });
     const leader = this.cluster.enabled ? (await this.cluster.store?.leader().catch(() => undefined)) : undefined;
     return { spec, status: { ...status, members }, store: store.where, ...(this.cluster.enabled ? (leader ? { controller: leader } : {}) : { controller: 'this host' }) };

@@ -40,7 +40,8 @@ function printGroup(view: GroupView): void {
   if (status.members.length > 0) {
     process.stdout.write('\n');
     printTable(['MEMBER', 'STATE', 'HOST', 'TEMPLATE', 'CPU', 'REPLACES'], status.members.map((member) => [
-      member.name, member.state, member.host ?? '-', member.template, pct(member.cpu), member.replaces ?? '-',
+      // A lost member shows since when: it stays recorded until its host is back, removed, or the group deleted.
+      member.name, member.state === 'lost' && member.lostAt !== undefined ? `lost since ${new Date(member.lostAt).toISOString()}` : member.state, member.host ?? '-', member.template, pct(member.cpu), member.replaces ?? '-',
     ]));
   }
 }
