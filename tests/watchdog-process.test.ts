@@ -113,3 +113,19 @@ test('fed in time by a restarted daemon, or disarmed by a clean stop: nothing is
   assert.deepEqual(idle.kills, []);
   third.close();
 });
+
+test('a watchdog process that dies is started again by the link at its next message, as a new connection (the daemon then tells it everything again)', { timeout: 60_000 }, async () => {
+  const paths = await home();
+  const link = new WatchdogLink(paths, () => undefined, () => undefined);
+  const first = await link.attach();
+  const generation = link.generation;
+  process.kill(first.pid, 'SIGKILL');
+  for (let waited = 0; !(await gone(first.pid)) && waited < 5000; waited += 20) await new Promise((resolve) => setTimeout(resolve, 20));
+  // The first message after its death may find the old connection just closing: the next one starts a new watchdog.
+  const status = await link.status().catch(() => link.status());
+  assert.notEqual(status.pid, first.pid);
+  assert.equal(status.state, 'idle', 'a new watchdog starts disarmed, with nothing to kill until told');
+  assert.deepEqual(status.vms, []);
+  assert.ok(link.generation > generation, 'a new connection, so the HA QEMUs are sent again');
+  link.close();
+});

@@ -164,6 +164,7 @@ describe('web UI of a two-host cluster', { timeout: 900_000 }, () => {
     await waitForText(form.getByTestId('suggestion-reason'), new RegExp(`${b.name}: \\w+ policy`));
     // No URL, token or fingerprint to type in a cluster.
     assert.equal(await form.locator('input[type="password"], #migrate-url, #migrate-token, #migrate-fp').count(), 0, 'no token field in cluster mode');
+    await page.screenshot({ path: join(artifactsDir, 'cluster-migrate.png'), fullPage: true });
 
     await choice.getByRole('radio', { name: b.name }).check();
     await form.getByTestId('migrate-member').click();

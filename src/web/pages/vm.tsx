@@ -323,8 +323,8 @@ function ClusterMigrate({ vm }: { vm: Vm }) {
               <input type="radio" name={`migrate-member-${name}`} value={member.name} checked={target === member.name} disabled={!selectable(member)} onChange={() => setChosen(member.name)} aria-label={member.name} />
               <strong>{member.name}</strong>
               <span data-testid="member-health" class={member.alive ? 'ok' : 'error'}>{member.alive ? (member.state === 'active' ? 'up' : 'maintenance') : 'down'}</span>
-              {member.free && <span class="muted small" data-testid="member-free">free: {member.free.vcpus} vCPUs, {formatBytes(member.free.memoryMiB * 1024 * 1024)}{member.cpuLoad !== undefined ? `, CPU ${Math.round(member.cpuLoad * 100)}% busy` : ''}</span>}
               {member.suggested && <span class="badge" data-testid="suggested">suggested</span>}
+              {member.free && <span class="muted small" data-testid="member-free">free: {member.free.vcpus} vCPUs, {formatBytes(member.free.memoryMiB * 1024 * 1024)}{member.cpuLoad !== undefined ? `, CPU ${Math.round(member.cpuLoad * 100)}% busy` : ''}</span>}
               <span class="muted small" data-testid="member-verdict">{member.fits ? `fits: ${Math.round((member.fullness ?? 0) * 100)}% full with it, score ${member.score}` : member.reasons.join('; ')}</span>
             </label>
           ))}
