@@ -29,6 +29,8 @@ import { livePid } from '../core/vm/runtime.js';
 import type { HaContext } from './cluster-ha.js';
 
 const RELOCATE_TIMEOUT_MS = 180_000;
+/** How long a daemon just started waits for its lease before recovering a VM that crashed while it was down. */
+const DOWNTIME_LEASE_WAIT_MS = 60_000;
 
 export interface RecoveryHost {
   /** This member holds its lease (else the cluster could start the VM elsewhere too). */
@@ -41,6 +43,7 @@ export interface RecoveryHost {
 
 export class HaRecovery {
   private unsubscribe: (() => void) | undefined;
+  private closed = false;
   private readonly busy = new Set<string>();
   /** The last record this member wrote per VM, so a user's start after `abandoned` can be noted without reading etcd on every start. */
   private readonly lastPhase = new Map<string, string>();
@@ -78,6 +81,7 @@ export class HaRecovery {
   }
 
   close(): void {
+    this.closed = true;
     this.unsubscribe?.();
     this.unsubscribe = undefined;
   }
@@ -96,7 +100,26 @@ export class HaRecovery {
     await removeRecovery(this.ctx.store, vm).catch(() => undefined);
   }
 
-  private async onCrash(vm: string, pid: number | undefined): Promise<void> {
+  /**
+   * An HA VM that, by its record, ran here when the last daemon stopped,
+   * and whose QEMU is gone now (it crashed while no daemon ran, or the host
+   * restarted): a crash like any other, once this member holds its lease.
+   */
+  async recoverAfterDowntime(vm: string): Promise<void> {
+    const deadline = Date.now() + DOWNTIME_LEASE_WAIT_MS;
+    while (!this.host.mayStartHa()) {
+      if (this.closed) return;
+      if (Date.now() > deadline) {
+        this.ctx.log(`cluster ha: HA VM '${vm}' exited while the daemon was down, and this member did not get its lease within ${DOWNTIME_LEASE_WAIT_MS / 1000} s: not restarted here`);
+        return;
+      }
+      await new Promise((resolve) => setTimeout(resolve, 250));
+    }
+    if (this.closed) return;
+    await this.onCrash(vm, undefined, true);
+  }
+
+  private async onCrash(vm: string, pid: number | undefined, whileDown = false): Promise<void> {
     if (this.busy.has(vm)) return;
     const { paths, name: self } = this.ctx;
     const def = await loadDefinition(paths, vm).catch(() => undefined);
@@ -115,8 +138,8 @@ export class HaRecovery {
       const record = (await readRecovery(this.ctx.store, vm).catch(() => undefined)) ?? emptyRecovery(now);
       record.crashes.push({ at: now, host: self });
       const decision = decideRecovery(record, self, now, policy);
-      this.ctx.log(`cluster ha: HA VM '${vm}' crashed (QEMU${pid !== undefined ? ` pid ${pid}` : ''} exited without a stop): ${decision.reason}`);
-      this.ctx.events.publish('cluster.ha', { phase: 'crashed', host: self, ...(pid !== undefined ? { pid } : {}), action: decision.action, reason: decision.reason, at: now }, vm);
+      this.ctx.log(`cluster ha: HA VM '${vm}' crashed (QEMU${pid !== undefined ? ` pid ${pid}` : ''} exited without a stop${whileDown ? ', while the daemon was down' : ''}): ${decision.reason}`);
+      this.ctx.events.publish('cluster.ha', { phase: 'crashed', host: self, ...(pid !== undefined ? { pid } : {}), ...(whileDown ? { whileDaemonDown: true } : {}), action: decision.action, reason: decision.reason, at: now }, vm);
       if (decision.action === 'restart') {
         await this.save(vm, { ...record, phase: 'restarting', message: decision.reason, updatedAt: now });
         const started = await this.restartHere(vm, record);
