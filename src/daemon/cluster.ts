@@ -937,6 +937,8 @@ export class ClusterService {
       // A disk the others cannot reach: only with storage shared by the members can a VM with disks move.
       localDisk: info.definition.disks.some((disk) => disk.media !== 'cdrom') && !source.sharedStorage,
       ha: false,
+      // Moved all the same (the operator asked for the host to be emptied); the plan says the pin goes with it.
+      ...(info.definition.placement?.pinned ? { pinnedHost: name } : {}),
     })));
     const plan = planEvacuation(snapshot, name);
     if (plan.failure) throw new VireoError('invalid_state', plan.failure.message, { field: 'name', reason: plan.failure.reason });

@@ -99,7 +99,7 @@ export function addSetCommand(vm: Command, cli: CliContext): void {
     .option('--nic-limit <nic:limits>', 'bandwidth of a NIC on a Vireo network, e.g. nic0:ingress=1Mbit,egress=10Mbit,egressBurst=64K, or nic0:none (repeatable)', collect)
     .option('--cpus <n>', 'vCPU count: up to cpus.max live (the guest brings new ones online), else from the next start')
     .option('--memory <size>', 'memory size, e.g. 768M: up to memory.max live (virtio-mem, the guest plugs it), else from the next start')
-    .option('--pinned <yes|no>', 'in a cluster: keep the VM on the host it runs on (yes: the balancer never moves it, evacuation reports it) or let the cluster move it (no); a create with --host pins it')
+    .option('--pinned <yes|no>', 'in a cluster: keep the VM on the host it runs on (yes: the balancer never moves it; evacuating its host still does) or let the cluster move it (no); a create with --host pins it')
     .option('--json', 'print the new definition as JSON')
     .action(async (name: string, flags: SetFlags) => {
       const backend = await cli.backend();
@@ -108,7 +108,7 @@ export function addSetCommand(vm: Command, cli: CliContext): void {
         const { definition } = await backend.getVm(name);
         const def = await backend.setPlacement(name, { ...definition.placement, pinned });
         if (flags.json) printJson(def);
-        else note(pinned ? `VM '${name}' is pinned to its host: the balancer leaves it there, and evacuating the host reports it` : `VM '${name}' is no longer pinned: the balancer and evacuation may move it`);
+        else note(pinned ? `VM '${name}' is pinned to its host: the balancer leaves it there (evacuating the host still moves it)` : `VM '${name}' is no longer pinned: the balancer may move it`);
         const others = Object.entries(flags).filter(([key, value]) => key !== 'pinned' && key !== 'json' && value !== undefined);
         if (others.length === 0) return;
       }

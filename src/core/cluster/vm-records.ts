@@ -43,7 +43,7 @@ export const VmRecordSchema = z.object({
   antiAffinity: Groups,
   spread: Groups,
   hostLabels: z.record(z.string(), z.string()).default({}),
-  /** Pinned to its owner (spec placement.pinned): the balancer leaves it, evacuation reports it. */
+  /** Pinned to its owner (spec placement.pinned): the balancer leaves it (evacuation still moves it). */
   pinned: z.boolean().default(false),
   template: z.boolean().default(false),
   /** When it last arrived on a member by migration (ISO time). */

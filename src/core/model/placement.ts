@@ -32,8 +32,9 @@ export const PlacementSchema = z.strictObject({
   /** Host labels the VM needs (each key must match exactly). */
   hostLabels: VmLabels.optional(),
   /**
-   * Pinned to the host it runs on: the balancer never moves it, and host
-   * evacuation reports it instead of moving it (docs/cluster.md). Set by a
+   * Pinned to the host it runs on: the balancer never moves it; evacuating
+   * its host (a person's request) still does, and the pin goes with it
+   * (docs/cluster.md). Set by a
    * create with --host (unless the spec says false); a person may still
    * migrate it, and it stays pinned where it lands.
    */

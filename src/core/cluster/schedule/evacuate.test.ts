@@ -20,9 +20,11 @@ test('every VM that can move gets a host; the ones that cannot are reported with
   const plan = planEvacuation(snapshot, 'b');
   assert.equal(plan.complete, false);
   assert.equal(plan.failure, undefined);
-  assert.deepEqual(plan.moves.map((move) => [move.vm, move.kind]).sort(), [['off', 'cold'], ['web1', 'live']]);
+  assert.deepEqual(plan.moves.map((move) => [move.vm, move.kind]).sort(), [['off', 'cold'], ['pinned', 'live'], ['web1', 'live']]);
   assert.ok(plan.moves.every((move) => move.to !== 'b'));
-  assert.deepEqual(Object.fromEntries(plan.blocked.map((entry) => [entry.vm, entry.reason])), { local: 'local_disk', pinned: 'pinned', huge: 'nothing_fits' });
+  // Pinned, it moves all the same: the operator asked for the host to be emptied; the pin goes with it.
+  assert.deepEqual(Object.fromEntries(plan.blocked.map((entry) => [entry.vm, entry.reason])), { local: 'local_disk', huge: 'nothing_fits' });
+  assert.match(plan.moves.find((move) => move.vm === 'pinned')!.explanation, /pinned, it stays pinned on [ac]$/);
   const huge = plan.blocked.find((entry) => entry.vm === 'huge')!;
   assert.equal(huge.short?.[0]?.kind, 'memory');
   assert.match(huge.message, /most free: 48 GiB/);

@@ -77,7 +77,8 @@ export function planEvacuation(snapshot: ClusterSnapshot, hostName: string, sett
     }
     state.move(vm, placed.host, demand);
     const kind = mode === 'restart' ? 'restart' : vm.running ? 'live' : 'cold';
-    plan.moves.push({ vm: vm.name, to: placed.host, kind, explanation: placed.explanation });
+    const pin = vm.pinnedHost !== undefined ? `; pinned, it stays pinned on ${placed.host}` : '';
+    plan.moves.push({ vm: vm.name, to: placed.host, kind, explanation: `${placed.explanation}${pin}` });
   }
   plan.complete = plan.blocked.length === 0;
   return plan;
@@ -90,12 +91,8 @@ function blockedBefore(vm: VmSnapshot, mode: EvacuationMode, hostName: string): 
   if (vm.localDisk) {
     return { vm: vm.name, reason: 'local_disk', message: `its ${formatSize(vm.diskBytes)} disk is on ${hostName}'s local storage, which no other host can reach` };
   }
-  // A pin is the user's word that the VM stays on its host: an evacuation reports it rather than break it (the
-  // user decides: unpin and evacuate again, or migrate it by hand, or stop it). A restart is another matter: the
-  // host is dead, and an HA VM left pinned to it would stay down, which ha: true asks never to happen.
-  if (vm.pinnedHost !== undefined && mode === 'live') {
-    return { vm: vm.name, reason: 'pinned', message: `pinned to ${vm.pinnedHost}: unpin it (vireo vm set ${vm.name} --pinned no) and evacuate again, or migrate it by hand` };
-  }
+  // A pinned VM moves too: a pin keeps the balancer's hands off, but evacuating (or restarting after a death) is a
+  // person asking for the host to be emptied, and the pin, which is to wherever the VM runs, goes with it.
   return undefined;
 }
 

@@ -63,7 +63,7 @@ export interface VmSnapshot {
   /** Host labels the VM needs (every key must match exactly). */
   hostLabels?: Record<string, string>;
   ha: boolean;
-  /** Pinned with `--host`: the balancer never moves it, evacuation reports it. */
+  /** Pinned (a create with `--host`, or placement.pinned): the balancer never moves it; evacuation and HA restarts still do. */
   pinnedHost?: string;
   lastMovedAt?: number;
 }
