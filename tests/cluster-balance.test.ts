@@ -109,6 +109,7 @@ describe('per-VM records and the load balancer on three hosts', { timeout: 1_200
     assert.match(unknown.stderr, /balance\.treshold/);
     await rejects(a.daemon.api.request('PUT', '/cluster/settings', { balance: { enabled: 'yes' } }), 'invalid_argument', 'balance.enabled');
     await rejects(a.daemon.api.request('PUT', '/cluster/settings', { balance: { intervalMs: 10 } }), 'invalid_argument', 'balance.intervalMs');
+    await rejects(a.daemon.api.request('PUT', '/cluster/settings', { ha: { maxRestart: -1 } }), 'invalid_argument', 'ha.maxRestart');
     const set = await b.home.vireo(['cluster', 'settings', 'balance.enabled=false', `balance.interval=${INTERVAL_MS / 1000}s`, `balance.hold=${HOLD_MS / 1000}s`, `balance.cooldown=${COOLDOWN_MS / 60_000}m`, 'balance.memoryWeight=0']);
     assert.equal(set.code, 0, set.stderr);
     assert.match(set.stdout, /balance\.hold\s+6s/);

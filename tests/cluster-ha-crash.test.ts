@@ -5,7 +5,8 @@
  * console; killed again within the window, it is moved (placed by the
  * scheduler) to A, the only other member with shared storage; `vm show`
  * says what happened. A VM without HA killed the same way stays stopped,
- * and an HA VM whose guest powers itself off stays stopped too.
+ * and an HA VM whose guest powers itself off stays stopped too. An HA VM
+ * whose QEMU dies while B's daemon is stopped is restarted when it is back.
  */
 import assert from 'node:assert/strict';
 import { access, readFile } from 'node:fs/promises';
@@ -129,5 +130,36 @@ describe('a crashed HA VM on a healthy member', { timeout: 900_000 }, () => {
     } finally {
       events.stop();
     }
+  });
+  test('an HA VM whose QEMU dies while its daemon is stopped is restarted when the daemon comes back; one a user stopped before stays stopped', async () => {
+    const { b } = setup;
+    const ha = await runVm(b, tiny('dvm', { ha: true }));
+    const stopped = await runVm(b, tiny('svm', { ha: true }));
+    await b.daemon.api.request('POST', '/vms/svm/kill', {});
+    await until('svm stopped', () => processGone(stopped.pid), (gone) => gone, 30_000, 100);
+    await booted(b, 'dvm', 0);
+    // The member's records (synced each second) say dvm runs on B, svm does not.
+    await new Promise((resolve) => setTimeout(resolve, 3000));
+    // A clean stop leaves VMs running; then dvm's QEMU dies while no daemon watches.
+    await b.daemon.stop();
+    assert.equal(await processGone(ha.pid), false, 'the clean stop left dvm running');
+    process.kill(ha.pid, 'SIGKILL');
+    await until('dvm\'s QEMU gone', () => processGone(ha.pid), (gone) => gone, 30_000, 100);
+    const bootsBefore = await boots(b, 'dvm');
+    await b.restartDaemon();
+    const [again] = await until('dvm running again on B', () => qemuPidsOfVm(ha.uuid, b.home.home), (pids) => pids.length > 0 && pids[0] !== ha.pid, 120_000, 250);
+    assert.ok(again !== undefined);
+    await booted(b, 'dvm', bootsBefore);
+    const shown = await until('dvm\'s recovery recorded', () => b.daemon.api.call('GET /vms/:name', { params: { name: 'dvm' } }), (info) => info.ha?.phase === 'restarted', 60_000, 250);
+    assert.equal(shown.runtime.state, 'running');
+    assert.equal(shown.ha?.crashes, 1, JSON.stringify(shown.ha));
+    assert.equal(shown.ha?.restarts, 1);
+    assert.match(b.daemon.log(), /HA VM 'dvm' crashed \(QEMU exited without a stop, while the daemon was down\)/);
+    // The VM a user had stopped is not a crash.
+    await new Promise((resolve) => setTimeout(resolve, 3000));
+    assert.equal((await b.daemon.api.call('GET /vms/:name', { params: { name: 'svm' } })).runtime.state, 'stopped');
+    assert.deepEqual(await qemuPidsOfVm(stopped.uuid, b.home.home), []);
+    assert.doesNotMatch(b.daemon.log(), /HA VM 'svm' crashed/);
+    await b.daemon.api.request('POST', '/vms/dvm/kill', {});
   });
 });

@@ -45,6 +45,7 @@ const ScheduleSettingsSchema = lazy((): z.ZodType<ScheduleSettings> => z.strictO
   overcommit: z.strictObject({ cpu: z.number(), memory: z.number(), storage: z.number() }),
   maxMemoryUse: z.number(),
   balance: BalanceSettingsSchema(),
+  ha: z.strictObject({ maxRestart: z.number().int(), maxRelocate: z.number().int(), windowMs: z.number() }),
 }));
 const MoveSchema = () => z.strictObject({ vm: z.string(), from: z.string(), to: z.string(), at: z.number() });
 const BalanceViewSchema = (): z.ZodType<BalanceView> => z.strictObject({
@@ -75,7 +76,7 @@ const BalanceViewSchema = (): z.ZodType<BalanceView> => z.strictObject({
 export const balance = {
   'GET /cluster/settings': endpoint({ tag: 'cluster', summary: 'The cluster\'s scheduler settings: placement policy, overcommit, and the load balancer\'s', status: 200, response: returns('ScheduleSettings', ScheduleSettingsSchema) }),
   'PUT /cluster/settings': endpoint({
-    tag: 'cluster', summary: 'Change some of the cluster\'s scheduler settings (the rest stay); each bad value is refused naming its field (balance.threshold)',
+    tag: 'cluster', summary: 'Change some of the cluster\'s scheduler settings (the rest stay); each bad value is refused naming its field (balance.threshold, ha.maxRestart)',
     body: SettingsPatchBody, status: 200, response: returns('ScheduleSettings', ScheduleSettingsSchema),
   }),
   'GET /cluster/balance': endpoint({ tag: 'cluster', summary: 'What the load balancer would do now and why (a dry run: nothing moves)', status: 200, response: returns('BalanceView', BalanceViewSchema) }),

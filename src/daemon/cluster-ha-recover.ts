@@ -17,9 +17,10 @@
  * for `vireo vm show` (runtime.ha).
  */
 import { readHaRecord, writeHaRecord, type HaRecord } from '../core/cluster/ha-records.js';
-import { DEFAULT_RECOVERY, decideRecovery, emptyRecovery, readRecovery, recoveryView, removeRecovery, writeRecovery, type HaRecoveryView, type RecoveryPolicy, type RecoveryRecord } from '../core/cluster/ha-recovery.js';
+import { decideRecovery, emptyRecovery, readRecovery, recoveryView, removeRecovery, writeRecovery, type HaRecoveryView, type RecoveryPolicy, type RecoveryRecord } from '../core/cluster/ha-recovery.js';
 import { clusterSnapshot } from '../core/cluster/placement.js';
-import { DEFAULT_SETTINGS, planEvacuation } from '../core/cluster/schedule/index.js';
+import { readScheduleSettings } from '../core/cluster/balance-store.js';
+import { DEFAULT_SETTINGS, planEvacuation, type ScheduleSettings } from '../core/cluster/schedule/index.js';
 import { VireoError } from '../core/errors.js';
 import { MiB } from '../core/model/units.js';
 import type { VmDefinition } from '../core/model/vm.js';
@@ -28,6 +29,8 @@ import { livePid } from '../core/vm/runtime.js';
 import type { HaContext } from './cluster-ha.js';
 
 const RELOCATE_TIMEOUT_MS = 180_000;
+/** How long a daemon just started waits for its lease before recovering a VM that crashed while it was down. */
+const DOWNTIME_LEASE_WAIT_MS = 60_000;
 
 export interface RecoveryHost {
   /** This member holds its lease (else the cluster could start the VM elsewhere too). */
@@ -40,6 +43,7 @@ export interface RecoveryHost {
 
 export class HaRecovery {
   private unsubscribe: (() => void) | undefined;
+  private closed = false;
   private readonly busy = new Set<string>();
   /** The last record this member wrote per VM, so a user's start after `abandoned` can be noted without reading etcd on every start. */
   private readonly lastPhase = new Map<string, string>();
@@ -47,8 +51,22 @@ export class HaRecovery {
   constructor(
     private readonly ctx: HaContext,
     private readonly host: RecoveryHost,
-    private readonly policy: RecoveryPolicy = DEFAULT_RECOVERY,
   ) {}
+
+  /**
+   * The cluster's settings now (ha.maxRestart, ha.maxRelocate, ha.windowMs,
+   * and placement's for a move): read at each use, so a change made with
+   * `vireo cluster settings` takes effect at the next crash. Settings etcd
+   * cannot give are the defaults, said in the log.
+   */
+  private async settings(): Promise<ScheduleSettings> {
+    try {
+      return await readScheduleSettings(this.ctx.store);
+    } catch (error) {
+      this.ctx.log(`cluster ha: reading the cluster's settings: ${(error as Error).message}; using the default recovery limits`);
+      return DEFAULT_SETTINGS;
+    }
+  }
 
   start(): void {
     this.unsubscribe = this.ctx.events.subscribe((event) => {
@@ -63,6 +81,7 @@ export class HaRecovery {
   }
 
   close(): void {
+    this.closed = true;
     this.unsubscribe?.();
     this.unsubscribe = undefined;
   }
@@ -70,7 +89,9 @@ export class HaRecovery {
   /** For `vireo vm show`: the VM's recovery record, when it has one (undefined also when etcd does not answer in time). */
   async view(vm: string): Promise<HaRecoveryView | undefined> {
     const record = await readRecovery(this.ctx.store, vm).catch(() => undefined);
-    return record ? recoveryView(record, Date.now(), this.policy) : undefined;
+    if (!record) return undefined;
+    const policy: RecoveryPolicy = (await readScheduleSettings(this.ctx.store).catch(() => DEFAULT_SETTINGS)).ha;
+    return recoveryView(record, Date.now(), policy);
   }
 
   /** The VM was deleted: its record goes. */
@@ -79,7 +100,26 @@ export class HaRecovery {
     await removeRecovery(this.ctx.store, vm).catch(() => undefined);
   }
 
-  private async onCrash(vm: string, pid: number | undefined): Promise<void> {
+  /**
+   * An HA VM that, by its record, ran here when the last daemon stopped,
+   * and whose QEMU is gone now (it crashed while no daemon ran, or the host
+   * restarted): a crash like any other, once this member holds its lease.
+   */
+  async recoverAfterDowntime(vm: string): Promise<void> {
+    const deadline = Date.now() + DOWNTIME_LEASE_WAIT_MS;
+    while (!this.host.mayStartHa()) {
+      if (this.closed) return;
+      if (Date.now() > deadline) {
+        this.ctx.log(`cluster ha: HA VM '${vm}' exited while the daemon was down, and this member did not get its lease within ${DOWNTIME_LEASE_WAIT_MS / 1000} s: not restarted here`);
+        return;
+      }
+      await new Promise((resolve) => setTimeout(resolve, 250));
+    }
+    if (this.closed) return;
+    await this.onCrash(vm, undefined, true);
+  }
+
+  private async onCrash(vm: string, pid: number | undefined, whileDown = false): Promise<void> {
     if (this.busy.has(vm)) return;
     const { paths, name: self } = this.ctx;
     const def = await loadDefinition(paths, vm).catch(() => undefined);
@@ -92,21 +132,23 @@ export class HaRecovery {
     }
     this.busy.add(vm);
     try {
+      const settings = await this.settings();
+      const policy: RecoveryPolicy = settings.ha;
       const now = Date.now();
       const record = (await readRecovery(this.ctx.store, vm).catch(() => undefined)) ?? emptyRecovery(now);
       record.crashes.push({ at: now, host: self });
-      const decision = decideRecovery(record, self, now, this.policy);
-      this.ctx.log(`cluster ha: HA VM '${vm}' crashed (QEMU${pid !== undefined ? ` pid ${pid}` : ''} exited without a stop): ${decision.reason}`);
-      this.ctx.events.publish('cluster.ha', { phase: 'crashed', host: self, ...(pid !== undefined ? { pid } : {}), action: decision.action, reason: decision.reason, at: now }, vm);
+      const decision = decideRecovery(record, self, now, policy);
+      this.ctx.log(`cluster ha: HA VM '${vm}' crashed (QEMU${pid !== undefined ? ` pid ${pid}` : ''} exited without a stop${whileDown ? ', while the daemon was down' : ''}): ${decision.reason}`);
+      this.ctx.events.publish('cluster.ha', { phase: 'crashed', host: self, ...(pid !== undefined ? { pid } : {}), ...(whileDown ? { whileDaemonDown: true } : {}), action: decision.action, reason: decision.reason, at: now }, vm);
       if (decision.action === 'restart') {
         await this.save(vm, { ...record, phase: 'restarting', message: decision.reason, updatedAt: now });
         const started = await this.restartHere(vm, record);
         if (started) return;
-        const next = decideRecovery(record, self, Date.now(), this.policy, true);
-        if (next.action === 'relocate') return void (await this.relocate(def, record, next.reason));
+        const next = decideRecovery(record, self, Date.now(), policy, true);
+        if (next.action === 'relocate') return void (await this.relocate(def, record, next.reason, settings));
         return void (await this.abandon(vm, record, next.reason));
       }
-      if (decision.action === 'relocate') return void (await this.relocate(def, record, decision.reason));
+      if (decision.action === 'relocate') return void (await this.relocate(def, record, decision.reason, settings));
       await this.abandon(vm, record, decision.reason);
     } finally {
       this.busy.delete(vm);
@@ -141,7 +183,7 @@ export class HaRecovery {
    * leader's restart does), and the records follow; this member's
    * definition goes (not its disks, which the target now uses).
    */
-  private async relocate(def: VmDefinition, record: RecoveryRecord, reason: string): Promise<void> {
+  private async relocate(def: VmDefinition, record: RecoveryRecord, reason: string, settings: ScheduleSettings): Promise<void> {
     const { store, name: self, paths } = this.ctx;
     const vm = def.name;
     await this.save(vm, { ...record, phase: 'relocating', message: reason, updatedAt: Date.now() });
@@ -154,7 +196,7 @@ export class HaRecovery {
       }));
       const snapshot = clusterSnapshot(candidates);
       snapshot.vms.push({ name: vm, host: self, running: true, cpus: def.cpus.count, memoryBytes: def.memory * MiB, diskBytes: 0, localDisk: false, ha: true });
-      const plan = planEvacuation(snapshot, self, DEFAULT_SETTINGS, 'restart');
+      const plan = planEvacuation(snapshot, self, settings, 'restart');
       const move = plan.moves.find((entry) => entry.vm === vm);
       if (!move) {
         const blocked = plan.blocked.find((entry) => entry.vm === vm);

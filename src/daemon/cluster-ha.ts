@@ -85,6 +85,8 @@ export class HaService {
   private holdLogged = false;
   private timers: NodeJS.Timeout[] = [];
   private syncing = false;
+  /** The first sync after this daemon started looks for HA VMs that crashed while no daemon ran here (see sync()). */
+  private downtimeChecked = false;
   private leaderBusy = false;
   private connectedAt: number | undefined;
   private leaderSince: number | undefined;
@@ -379,6 +381,8 @@ export class HaService {
       const { store, name: self, paths } = this.ctx;
       await this.ctx.refreshMembers();
       const [records, owners] = await Promise.all([readHaRecords(store), store.owners()]);
+      const firstPass = !this.downtimeChecked;
+      this.downtimeChecked = true;
       for (const def of await listDefinitions(paths)) {
         if (def.template) continue;
         const entry = records.get(def.name);
@@ -398,6 +402,15 @@ export class HaService {
             this.ctx.log(`cluster ha: VM '${def.name}' was restarted on '${owner}' while this member was cut off; its definition here is removed (its disks stay)`);
             this.ctx.events.publish('cluster.ha', { phase: 'released', host: self, to: owner }, def.name);
           }
+          continue;
+        }
+        // Its record, written while the last daemon ran, says it runs here, and its QEMU is gone: it
+        // exited while no daemon watched (a crash, or a host restart). The daemon's clean stop leaves
+        // VMs running and a stop asked of Vireo records running: false, so this is no stop anyone
+        // asked for; a VM fenced here (or killed by the watchdog process, checked in the recovery) is
+        // the leader's to restart. The record stays as it is until the recovery has decided.
+        if (firstPass && pid === undefined && !this.fenced.has(def.name) && entry?.record.host === self && entry.record.running) {
+          void this.recovery.recoverAfterDowntime(def.name).catch((error: unknown) => this.ctx.log(`cluster ha: recovering '${def.name}', which exited while the daemon was down: ${(error as Error).message}`));
           continue;
         }
         const running = pid !== undefined || this.fenced.has(def.name);

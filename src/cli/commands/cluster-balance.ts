@@ -10,8 +10,8 @@ import { invalidArgument } from '../../core/errors.js';
 import type { CliContext } from '../context.js';
 import { printJson, printTable } from '../output.js';
 
-/** Short names for the duration settings: balance.hold=5m is balance.holdMs=300000. */
-const DURATION_ALIASES: Record<string, string> = { 'balance.hold': 'balance.holdMs', 'balance.cooldown': 'balance.cooldownMs', 'balance.interval': 'balance.intervalMs' };
+/** Short names for the duration settings: balance.hold=5m is balance.holdMs=300000, ha.window=30m is ha.windowMs=1800000. */
+const DURATION_ALIASES: Record<string, string> = { 'balance.hold': 'balance.holdMs', 'balance.cooldown': 'balance.cooldownMs', 'balance.interval': 'balance.intervalMs', 'ha.window': 'ha.windowMs' };
 const UNITS: Record<string, number> = { ms: 1, s: 1000, m: 60_000, min: 60_000, h: 3_600_000, d: 86_400_000 };
 
 /** A duration in ms: a number (ms) or a number with a unit (500ms, 30s, 5m, 2h, 1d). */
@@ -70,12 +70,15 @@ function printSettings(settings: ScheduleSettings): void {
     ['balance.minGain', String(balance.minGain)],
     ['balance.memoryWeight', String(balance.memoryWeight)],
     ['balance.migrationBytesPerSecond', String(balance.migrationBytesPerSecond)],
+    ['ha.maxRestart', String(settings.ha.maxRestart)],
+    ['ha.maxRelocate', String(settings.ha.maxRelocate)],
+    ['ha.window', seconds(settings.ha.windowMs)],
   ]);
 }
 
 export function addBalanceCommands(cluster: Command, cli: CliContext): void {
   cluster.command('settings [pairs...]')
-    .description('show the cluster\'s scheduler settings, or change some: KEY=VALUE ... (balance.enabled=true balance.threshold=0.15 balance.hold=5m balance.cooldown=1h balance.interval=1m policy=pack)')
+    .description('show the cluster\'s scheduler settings, or change some: KEY=VALUE ... (balance.enabled=true balance.threshold=0.15 balance.hold=5m balance.cooldown=1h balance.interval=1m policy=pack ha.maxRestart=2 ha.maxRelocate=1 ha.window=30m)')
     .option('--json', 'print as JSON')
     .action(async (pairs: string[], flags: { json?: boolean }) => {
       const api = await cli.daemon();

@@ -17,17 +17,16 @@
 import { z } from 'zod';
 import { PREFIX, parseRecord } from './records.js';
 import type { ClusterStore } from './store.js';
+import { DEFAULT_SETTINGS, type HaSettings } from './schedule/types.js';
 
-export interface RecoveryPolicy {
-  /** Restarts in place on one member within the window (Proxmox's max_restart, default 1). */
-  maxRestart: number;
-  /** Moves to another member within the window (max_relocate, default 1). */
-  maxRelocate: number;
-  /** Crashes older than this are forgotten (ms). */
-  windowMs: number;
-}
+/**
+ * maxRestart (Proxmox's max_restart, default 1), maxRelocate (max_relocate,
+ * default 1), windowMs (30 min): the cluster settings `ha.*`
+ * (schedule/types.ts), read from etcd at each crash.
+ */
+export type RecoveryPolicy = HaSettings;
 
-export const DEFAULT_RECOVERY: RecoveryPolicy = { maxRestart: 1, maxRelocate: 1, windowMs: 30 * 60_000 };
+export const DEFAULT_RECOVERY: RecoveryPolicy = DEFAULT_SETTINGS.ha;
 
 /** What a crashed HA VM is doing now, for `vireo vm show` (runtime.ha). */
 export type RecoveryPhase = 'restarting' | 'restarted' | 'relocating' | 'relocated' | 'failed';

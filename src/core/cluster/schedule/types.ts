@@ -99,6 +99,20 @@ export interface BalanceSettings {
   memoryWeight: number;
 }
 
+/**
+ * How a member recovers a crashed `ha` VM (ha-recovery.ts, Proxmox's
+ * max_restart and max_relocate): read from etcd at each crash, so a change
+ * takes effect without restarting any daemon.
+ */
+export interface HaSettings {
+  /** Restarts in place on one member within the window (0: move it at once). */
+  maxRestart: number;
+  /** Moves to another member within the window (0: never moved, left stopped after the restarts). */
+  maxRelocate: number;
+  /** Crashes, restarts and moves older than this are forgotten (ms). */
+  windowMs: number;
+}
+
 export interface ScheduleSettings {
   policy: PlacementPolicy;
   /** Allocation may reach capacity times these (cpu 4 = four vCPUs per host CPU). */
@@ -106,6 +120,7 @@ export interface ScheduleSettings {
   /** Measured memory in use on a host may not pass this fraction of its memory after a placement or move. */
   maxMemoryUse: number;
   balance: BalanceSettings;
+  ha: HaSettings;
 }
 
 export const DEFAULT_SETTINGS: ScheduleSettings = {
@@ -122,18 +137,21 @@ export const DEFAULT_SETTINGS: ScheduleSettings = {
     migrationBytesPerSecond: 1024 ** 3,
     memoryWeight: 0.5,
   },
+  ha: { maxRestart: 1, maxRelocate: 1, windowMs: 30 * 60_000 },
 };
 
 /** Settings with some fields given and the rest from the defaults. */
-export function scheduleSettings(partial: Partial<Omit<ScheduleSettings, 'overcommit' | 'balance'>> & {
+export function scheduleSettings(partial: Partial<Omit<ScheduleSettings, 'overcommit' | 'balance' | 'ha'>> & {
   overcommit?: Partial<ScheduleSettings['overcommit']>;
   balance?: Partial<BalanceSettings>;
+  ha?: Partial<HaSettings>;
 } = {}): ScheduleSettings {
   return {
     ...DEFAULT_SETTINGS,
     ...partial,
     overcommit: { ...DEFAULT_SETTINGS.overcommit, ...partial.overcommit },
     balance: { ...DEFAULT_SETTINGS.balance, ...partial.balance },
+    ha: { ...DEFAULT_SETTINGS.ha, ...partial.ha },
   };
 }
 
@@ -159,11 +177,16 @@ export function checkScheduleSettings(input: unknown, base: ScheduleSettings = D
     if (typeof value !== 'number' || !Number.isFinite(value) || !check(value)) throw invalidArgument(field, `must be ${rule}, not ${JSON.stringify(value)}`);
     return value;
   };
-  known(given, ['policy', 'overcommit', 'maxMemoryUse', 'balance'], '');
+  known(given, ['policy', 'overcommit', 'maxMemoryUse', 'balance', 'ha'], '');
   const overcommit = section('overcommit');
   known(overcommit, ['cpu', 'memory', 'storage'], 'overcommit.');
   const balance = section('balance');
   known(balance, Object.keys(DEFAULT_SETTINGS.balance), 'balance.');
+  const ha = section('ha');
+  known(ha, Object.keys(DEFAULT_SETTINGS.ha), 'ha.');
+  // Settings written before the ha section existed have none: the defaults fill it.
+  const haBase = base.ha ?? DEFAULT_SETTINGS.ha;
+  const count = (key: 'maxRestart' | 'maxRelocate') => number(`ha.${key}`, ha[key], haBase[key], (value) => Number.isInteger(value) && value >= 0 && value <= 100, 'a whole number from 0 to 100');
   const policy = given.policy ?? base.policy;
   if (policy !== 'spread' && policy !== 'pack') throw invalidArgument('policy', `must be spread or pack, not ${JSON.stringify(policy)}`);
   const ratio = (key: 'cpu' | 'memory' | 'storage') => number(`overcommit.${key}`, overcommit[key], base.overcommit[key], (value) => value > 0 && value <= 64, 'a ratio above 0 and at most 64');
@@ -183,6 +206,11 @@ export function checkScheduleSettings(input: unknown, base: ScheduleSettings = D
       minGain: number('balance.minGain', balance.minGain, base.balance.minGain, (value) => value > 0 && value < 1, 'above 0 and under 1'),
       migrationBytesPerSecond: number('balance.migrationBytesPerSecond', balance.migrationBytesPerSecond, base.balance.migrationBytesPerSecond, (value) => value > 0, 'a rate above 0'),
       memoryWeight: number('balance.memoryWeight', balance.memoryWeight, base.balance.memoryWeight, (value) => value >= 0 && value <= 10, 'from 0 (CPU only) to 10'),
+    },
+    ha: {
+      maxRestart: count('maxRestart'),
+      maxRelocate: count('maxRelocate'),
+      windowMs: number('ha.windowMs', ha.windowMs, haBase.windowMs, (value) => value >= 1000 && value <= 30 * 24 * 3_600_000, 'milliseconds from 1 s to 30 days'),
     },
   };
 }
