@@ -25,6 +25,7 @@ import { join } from 'node:path';
 import { listDefinitions } from '../core/vm/definitions.js';
 import { isProcessAlive, waitForExit } from '../core/vm/process.js';
 import { livePid, reapStaleRuntime } from '../core/vm/runtime.js';
+import { wasExitRequested } from '../core/vm/exit-request.js';
 import type { VmDefinition } from '../core/model/vm.js';
 import type { EventBus } from './events.js';
 
@@ -185,7 +186,7 @@ export class VmWatcher {
       // Classified at once: a kill holds the VM's lock only until it has seen QEMU gone.
       if (this.closed) return;
       this.exiting.add(def.name);
-      void classifyExit(this.paths, def.name, watched.shutdown)
+      void classifyExit(this.paths, def.name, watched.shutdown, pid)
         .then((exit) => this.afterExit(def, pid, exit))
         .catch(() => undefined)
         .finally(() => this.exiting.delete(def.name));
@@ -260,8 +261,12 @@ export class VmWatcher {
   }
 }
 
-/** Why a followed QEMU exited (see VmExit), from its SHUTDOWN event and whether an operation holds the VM's lock now. */
-export async function classifyExit(paths: VireoPaths, vm: string, shutdown: Record<string, unknown> | undefined): Promise<VmExit> {
+/**
+ * Why a followed QEMU exited (see VmExit): a stop or kill marked it, an
+ * operation holds the VM's lock now, or else its SHUTDOWN event says.
+ */
+export async function classifyExit(paths: VireoPaths, vm: string, shutdown: Record<string, unknown> | undefined, pid: number): Promise<VmExit> {
+  if (await wasExitRequested(paths, vm, pid)) return 'requested';
   const holder = Number.parseInt(await readFile(join(vmPaths(paths, vm).dir, '.lock'), 'utf8').catch(() => ''), 10);
   if (Number.isSafeInteger(holder) && holder > 0 && (await isProcessAlive(holder))) return 'requested';
   if (shutdown === undefined || shutdown['reason'] === 'guest-panic') return 'crashed';

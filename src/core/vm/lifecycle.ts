@@ -35,6 +35,7 @@ import { checkForwardedPorts } from './host-ports.js';
 import { readinessTarget, waitUntilReady } from './readiness.js';
 import { askAgentToPowerOff, syncGuestClock } from './guest-agent.js';
 import { launchQemu } from './launch.js';
+import { clearExitRequest, markExitRequested } from './exit-request.js';
 import { killQemus, waitForExit } from './process.js';
 import { crashPoint } from '../crash-point.js';
 import { checkHostFiles } from './host-files.js';
@@ -193,6 +194,7 @@ export async function startVm(paths: VireoPaths, name: string, options: StartOpt
     const { pidFile } = vmPaths(paths, name);
     // No valid pidfile, yet a QEMU of this VM: one a failed start lost track of. One QEMU per VM, ever.
     await killQemus(def.uuid, pidFile);
+    await clearExitRequest(paths, name);
     return Reverter.run(async (reverter) => {
       await prepareRunDirectory(paths, name);
       reverter.add(() => cleanRunDirectory(paths, name));
@@ -296,6 +298,7 @@ export async function stopVm(paths: VireoPaths, name: string, options: StopOptio
   const agentSocket = vmPaths(paths, name).guestAgentSocket;
   return withVmLock(paths, name, () =>
     withMonitor(paths, def, async (client, pid) => {
+      await markExitRequested(paths, name, pid);
       const status = await queryStatus(client);
       // A paused guest cannot answer the power button; let it run to do so.
       if (status.status === 'paused') await cont(client);
@@ -357,6 +360,7 @@ export async function killVm(paths: VireoPaths, name: string): Promise<void> {
   await withVmLock(paths, name, async () => {
     const pid = await livePid(paths, def);
     if (pid === undefined) throw invalidState(`VM '${name}' is not running`);
+    await markExitRequested(paths, name, pid);
     process.kill(pid, 'SIGKILL');
     if (!(await waitForExit(pid, 10_000))) throw new VireoError('timeout', `QEMU (pid ${pid}) did not die after SIGKILL`);
     await cleanRunDirectory(paths, name);
