@@ -10,7 +10,6 @@
  * sends can crash the daemon or reach a stack trace in a response.
  */
 import { randomBytes } from 'node:crypto';
-import { connect } from 'node:net';
 import { chown, chmod, mkdir, rm } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import type { WebSocket } from 'ws';
@@ -49,6 +48,7 @@ import { AuthFailureLimiter, clientAddress, connectionKey, type AuthFailureLimit
 import { VmWatcher } from './watcher.js';
 import { WebUi, authenticateBrowser, registerUiPages, type Listener } from './ui/index.js';
 import { autostartVms, hostBootedSinceLastRun } from './autostart.js';
+import { socketAnswers } from '../core/socket-answers.js';
 
 export interface DaemonOptions {
   paths: VireoPaths;
@@ -258,17 +258,6 @@ function knowsOperation(state: DaemonState, id: string): boolean {
   }
 }
 
-/** True when something answers on the socket (another daemon). */
-function socketAnswers(path: string): Promise<boolean> {
-  return new Promise((resolve) => {
-    const socket = connect(path);
-    socket.once('connect', () => {
-      socket.destroy();
-      resolve(true);
-    });
-    socket.once('error', () => resolve(false));
-  });
-}
 
 export async function startDaemon(options: DaemonOptions): Promise<Daemon> {
   const { paths } = options;

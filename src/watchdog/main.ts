@@ -19,8 +19,9 @@
  */
 import { existsSync } from 'node:fs';
 import { readFile, rename, rm, writeFile } from 'node:fs/promises';
-import { connect, createServer, type Socket } from 'node:net';
+import { createServer, type Socket } from 'node:net';
 import { performance } from 'node:perf_hooks';
+import { socketAnswers } from '../core/socket-answers.js';
 import { WatchdogCore, parseStat, type HaProcess, type WatchdogKill, type WatchdogRequest, type WatchdogStatus } from './logic.js';
 
 const TICK_MS = 50;
@@ -170,19 +171,8 @@ const server = createServer((socket) => {
   socket.on('error', () => undefined);
 });
 
-/** Another watchdog answers on the socket already: this one is not needed. */
-function answers(path: string): Promise<boolean> {
-  return new Promise((resolve) => {
-    const probe = connect(path);
-    probe.once('connect', () => {
-      probe.destroy();
-      resolve(true);
-    });
-    probe.once('error', () => resolve(false));
-  });
-}
 
-if (await answers(socketPath)) {
+if (await socketAnswers(socketPath)) {
   log(`another watchdog answers on ${socketPath}`);
   process.exit(0);
 }

@@ -213,10 +213,8 @@ export class ClusterState {
    */
   fullnessWith(tally: HostTally, demand: Demand): number {
     const { host } = tally;
-    const { overcommit } = this.settings;
     return Math.max(
-      (tally.allocatedCpus + demand.cpus) / (host.capacity.cpus * overcommit.cpu),
-      (tally.allocatedMemoryBytes + demand.memoryBytes) / (host.capacity.memoryBytes * overcommit.memory),
+      this.allocationWith(tally, demand),
       (tally.usedCores + demand.cpuCores) / host.capacity.cpus,
       (tally.usedMemoryBytes + demand.memoryUseBytes) / host.capacity.memoryBytes,
     );
