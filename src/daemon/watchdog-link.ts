@@ -166,7 +166,8 @@ export class WatchdogLink {
     // The one-file build (scripts/bundle-cli.ts) when there, else tsc's output.
     const bundled = fileURLToPath(new URL('../watchdog/vireo-watchdog.js', import.meta.url));
     const main = existsSync(bundled) ? bundled : fileURLToPath(new URL('../watchdog/main.js', import.meta.url));
-    mkdirSync(dirname(this.files.socket), { recursive: true });
+    // Root's alone: whoever can reach the socket can tell the watchdog which processes to kill.
+    mkdirSync(dirname(this.files.socket), { recursive: true, mode: 0o700 });
     const logFd = openSync(this.files.log, 'a');
     try {
       const started = start(process.execPath, [main, '--socket', this.files.socket, '--state', this.files.state], { outlive: true, stdio: ['ignore', logFd, logFd] });
