@@ -10,6 +10,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { vireoPaths, type VireoPaths } from '../../src/core/paths.js';
+import { trackHome } from './reaper.js';
 
 export const repoRoot = fileURLToPath(new URL('../../../', import.meta.url));
 export const cliPath = join(repoRoot, 'dist', 'src', 'cli', 'main.js');
@@ -35,6 +36,8 @@ export interface CliResult {
 
 export async function createTestHome(options: { withImage?: boolean } = {}): Promise<TestHome> {
   const home = await mkdtemp(join(tmpdir(), 'vireo-t-'));
+  // Reaped with this process if the runner cancels the file (tests/harness/reaper.ts).
+  trackHome(home);
   const paths = vireoPaths(home);
   if (options.withImage !== false) {
     await mkdir(paths.images, { recursive: true });
