@@ -5,14 +5,13 @@
  * over QMP whether it came up with the devices we asked for.
  */
 import assert from 'node:assert/strict';
-import { execFile, spawn, type ChildProcess } from 'node:child_process';
+import { spawn, type ChildProcess } from 'node:child_process';
 import { connect } from 'node:net';
 import { copyFile, mkdir, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { fileURLToPath } from 'node:url';
-import { promisify } from 'node:util';
 import { getHostFacts } from '../src/core/host/check.js';
 import { defineVm, parseVmSpec } from '../src/core/model/vm.js';
 import { vireoPaths, vmPaths } from '../src/core/paths.js';
@@ -22,6 +21,7 @@ import { queryStatus } from '../src/core/qmp/commands.js';
 import { isProcessAlive } from '../src/core/vm/process.js';
 import { HUGEPAGE_SIZES } from '../src/core/model/vm.js';
 import { reserveHugepages } from './harness/hugepages.js';
+import { execWithin } from './harness/within.js';
 
 const goldenDir = fileURLToPath(new URL('../../src/core/qemu/golden/', import.meta.url));
 
@@ -30,7 +30,7 @@ interface GoldenCase {
   context: { volumes: Record<string, ResolvedVolume>; uefi?: unknown; kernel?: unknown; cloudInitSeed?: string; taps?: Record<number, string>; tpmSocket?: string };
 }
 
-const exec = promisify(execFile);
+const exec = execWithin;
 
 for (const file of (await readdir(goldenDir)).filter((name) => name.endsWith('.json'))) {
   test(`QEMU accepts the golden argv of ${file}`, async () => {
@@ -47,7 +47,7 @@ for (const file of (await readdir(goldenDir)).filter((name) => name.endsWith('.j
         const path = join(paths.storage, `${name}.${volume.format === 'raw' ? 'raw' : 'qcow2'}`);
         if (volume.format === 'qcow2') {
           const { execFileSync } = await import('node:child_process');
-          execFileSync('qemu-img', ['create', '-q', '-f', 'qcow2', path, '16M']);
+          execFileSync('qemu-img', ['create', '-q', '-f', 'qcow2', path, '16M'], { timeout: 60_000 });
         } else {
           await writeFile(path, Buffer.alloc(1024 * 1024));
         }

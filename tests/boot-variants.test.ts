@@ -6,14 +6,13 @@
  *   stop timeout, and refused with --no-force.
  */
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
 import { copyFile, mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { promisify } from 'node:util';
 import { after, before, describe, test } from 'node:test';
 import { createTestHome, qemuPidsOf, sharedHome, type TestHome } from './harness/vireo.js';
+import { execWithin } from './harness/within.js';
 
-const run = promisify(execFile);
+const run = execWithin;
 
 async function waitForLog(home: TestHome, name: string, pattern: RegExp, timeoutMs: number): Promise<string> {
   const deadline = Date.now() + timeoutMs;

@@ -14,6 +14,7 @@ import { after, before, describe, test } from 'node:test';
 import type { Operation } from '../src/client/api-client.js';
 import { collectEvents, startTestDaemon, type RunningDaemon } from './harness/daemon.js';
 import { cliPath, createTestHome, qemuPidsOf, type TestHome } from './harness/vireo.js';
+import { within, withinOrKill } from './harness/within.js';
 
 describe('the CLI through a running daemon', () => {
   let home: TestHome;
@@ -52,10 +53,10 @@ describe('the CLI through a running daemon', () => {
 
       // The console goes through the daemon's WebSocket; a browser-like client may hold it at the same time.
       const shared = await daemon.api.console('via');
-      await new Promise((resolve, reject) => {
+      await within(new Promise((resolve, reject) => {
         shared.once('open', resolve);
         shared.once('error', reject);
-      });
+      }), 30_000, 'the console WebSocket opening');
       let seenByOther = '';
       shared.on('message', (data: Buffer) => (seenByOther += data.toString('utf8')));
       const ran = await home.vireo(['vm', 'console', 'via', '--run', 'echo "through-the-$((6*7))-daemon"']);
@@ -69,12 +70,17 @@ describe('the CLI through a running daemon', () => {
       let screen = '';
       interactive.stdout.setEncoding('utf8').on('data', (text: string) => (screen += text));
       const detached = new Promise<number | null>((resolve) => interactive.on('close', resolve));
-      interactive.stdin.write('echo typed-$((40+3))\n');
-      const deadline = Date.now() + 20_000;
-      while (!screen.includes('typed-43') && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 50));
-      assert.match(screen, /typed-43/);
-      interactive.stdin.write(Buffer.from([0x1d]));
-      assert.equal(await detached, 0);
+      try {
+        interactive.stdin.write('echo typed-$((40+3))\n');
+        const deadline = Date.now() + 20_000;
+        while (!screen.includes('typed-43') && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 50));
+        assert.match(screen, /typed-43/);
+        interactive.stdin.write(Buffer.from([0x1d]));
+        assert.equal(await withinOrKill(detached, interactive, 30_000, 'vm console detaching on Ctrl-]'), 0);
+      } finally {
+        // A console left attached would hold this file open until the runner cancels it.
+        interactive.kill('SIGKILL');
+      }
 
       const logs = await home.vireo(['vm', 'logs', 'via', '-n', '50']);
       assert.match(logs.stdout, /vireo-guest: ready/);
@@ -112,7 +118,7 @@ describe('the CLI through a running daemon', () => {
     } finally {
       child.kill('SIGINT');
     }
-    assert.equal(await exited, 0, 'vireo events ends cleanly on Ctrl-C');
+    assert.equal(await withinOrKill(exited, child, 30_000, 'vireo events exiting on SIGINT'), 0, 'vireo events ends cleanly on Ctrl-C');
 
     const listed = await home.vireo(['operation', 'list']);
     assert.equal(listed.code, 0, listed.stderr);
@@ -191,7 +197,7 @@ describe('the CLI with no daemon, or a dead one', () => {
     // systemd's own checker, where systemd is installed.
     const file = join(home.home, 'vireod.service');
     await writeFile(file, unit);
-    const verify = spawnSync('systemd-analyze', ['verify', file], { encoding: 'utf8' });
+    const verify = spawnSync('systemd-analyze', ['verify', file], { encoding: 'utf8', timeout: 120_000 });
     if (!verify.error) assert.equal(verify.status, 0, verify.stderr);
   });
 });

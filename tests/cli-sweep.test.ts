@@ -10,6 +10,7 @@ import { readdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import { createTestHome, type TestHome } from './harness/vireo.js';
+import { within } from './harness/within.js';
 
 let home: TestHome;
 before(async () => {
@@ -27,7 +28,7 @@ test('a command without a daemon sweeps the temporaries of dead makers, and only
   await new Promise((resolve) => killed.once('spawn', resolve));
   const deadPid = killed.pid!;
   killed.kill('SIGKILL');
-  await new Promise((resolve) => killed.once('exit', resolve));
+  await within(new Promise((resolve) => killed.once('exit', resolve)), 30_000, 'a child exiting on SIGKILL');
   const live = spawn('sleep', ['60']);
   await new Promise((resolve) => live.once('spawn', resolve));
   try {

@@ -7,13 +7,12 @@
  * template's data and writes only to its own overlay.
  */
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
 import { stat } from 'node:fs/promises';
-import { promisify } from 'node:util';
 import { after, before, describe, test } from 'node:test';
 import { createTestHome, type TestHome } from './harness/vireo.js';
+import { execWithin } from './harness/within.js';
 
-const exec = promisify(execFile);
+const exec = execWithin;
 
 interface Definition {
   name: string;

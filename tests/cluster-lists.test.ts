@@ -16,6 +16,7 @@ import { ByteQueue, rfbHandshake } from './harness/rfb.js';
 import { etcdStatus, startCluster, until, type ClusterHost, type TestCluster } from './harness/cluster.js';
 import { runOperation, startTestDaemon } from './harness/daemon.js';
 import { assertMatchesSchema } from './harness/schemas.js';
+import { within } from './harness/within.js';
 
 const TTL = 4;
 const tag = process.pid % 10000;
@@ -30,10 +31,10 @@ async function opened(socket: WebSocket): Promise<{ queue: ByteQueue; send(data:
     queue.end(`closed ${code}`);
     resolve({ code, reason: reason.toString('utf8') });
   }));
-  await new Promise<void>((resolve, reject) => {
+  await within(new Promise<void>((resolve, reject) => {
     socket.once('open', () => resolve());
     socket.once('error', reject);
-  });
+  }), 30_000, 'a WebSocket opening');
   return { queue, send: (data) => socket.send(data), closed };
 }
 
@@ -95,7 +96,7 @@ describe('cluster-wide lists and a member that moves its listener', { timeout: 6
     // Made on whichever member B's placement chose: the other one is where we ask.
     const asked = host === a.name ? b : a;
     const stopped = await opened(await asked.daemon.api.console(VM_V));
-    assert.equal((await stopped.closed).code, CONSOLE_CLOSE_CODES.invalid_state);
+    assert.equal((await within(stopped.closed, 30_000, 'the console WebSocket of a stopped VM closing')).code, CONSOLE_CLOSE_CODES.invalid_state);
 
     const started = await runOperation(asked.daemon.api, 'POST', `/vms/${VM_V}/start`, {});
     assert.equal(started.state, 'succeeded', JSON.stringify(started.error));

@@ -17,18 +17,17 @@
  * crashes injected and survived is printed at the end.
  */
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { cp, mkdir, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { promisify } from 'node:util';
 import type { Operation } from '../src/client/api-client.js';
 import { runOperation, startTestDaemon, type RunningDaemon } from './harness/daemon.js';
 import { startTwoHosts, stateOn, type TwoHosts } from './harness/hosts.js';
 import { createTestHome, listDir, qemuPidsOf, qemuPidsOfVm, repoRoot, type TestHome } from './harness/vireo.js';
+import { execWithin } from './harness/within.js';
 
-const exec = promisify(execFile);
+const exec = execWithin;
 
 interface VmView {
   definition: { name: string; uuid: string; disks: { volume: string }[] };

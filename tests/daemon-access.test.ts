@@ -149,6 +149,7 @@ function oneConnection(socketPath: string): { get(path: string): Promise<{ statu
           });
         });
         req.on('error', reject);
+        req.setTimeout(60_000, () => req.destroy(new Error(`GET ${path}: no answer within 60 s`)));
         req.end();
       }),
     close: () => agent.destroy(),

@@ -11,6 +11,7 @@ import { VmSpecSchema } from '../src/core/model/vm.js';
 import { isVireoError, type VireoError } from '../src/core/errors.js';
 import { collectEvents, runOperation, startTestDaemon, type RunningDaemon } from './harness/daemon.js';
 import { createTestHome, qemuPidsOf, type TestHome } from './harness/vireo.js';
+import { within } from './harness/within.js';
 
 interface VmView {
   definition: { name: string; uuid: string; memory: number };
@@ -70,10 +71,10 @@ describe('vireod API', () => {
     const socket = await daemon.api.console('api1');
     let output = '';
     socket.on('message', (data: Buffer) => (output += data.toString('utf8')));
-    await new Promise((resolve, reject) => {
+    await within(new Promise((resolve, reject) => {
       socket.once('open', resolve);
       socket.once('error', reject);
-    });
+    }), 30_000, 'the console WebSocket opening');
     socket.send('echo ws-$((6*7))\n');
     const deadline = Date.now() + 20_000;
     while (!output.includes('ws-42') && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 50));
@@ -105,7 +106,10 @@ describe('vireod API', () => {
     const socket = await daemon.api.console('api1');
     let output = '';
     socket.on('message', (data: Buffer) => (output += data.toString('utf8')));
-    await new Promise((resolve) => socket.once('open', resolve));
+    await within(new Promise((resolve, reject) => {
+      socket.once('open', resolve);
+      socket.once('error', reject);
+    }), 30_000, 'the console WebSocket opening');
     // The guest's echo (computed, so not the typed line) proves acpid is gone; a fixed wait raced a slow TCG guest.
     socket.send('killall acpid; echo acpid-$((40+2))\n');
     const deadline = Date.now() + 30_000;

@@ -18,7 +18,7 @@ import { createTestHome, type TestHome } from './harness/vireo.js';
 async function makeVolumes(home: TestHome, names: string[]): Promise<void> {
   await mkdir(home.paths.storage, { recursive: true });
   const template = join(home.home, 'template.qcow2');
-  execFileSync('qemu-img', ['create', '-q', '-f', 'qcow2', template, '16M']);
+  execFileSync('qemu-img', ['create', '-q', '-f', 'qcow2', template, '16M'], { timeout: 60_000 });
   for (const name of names) await copyFile(template, join(home.paths.storage, `${name}.qcow2`));
 }
 
@@ -106,7 +106,7 @@ describe('deleting many volumes', () => {
     const bin = join(home.home, 'bin');
     log = join(home.home, 'qemu-img.log');
     await mkdir(bin);
-    const real = execFileSync('sh', ['-c', 'command -v qemu-img'], { encoding: 'utf8' }).trim();
+    const real = execFileSync('sh', ['-c', 'command -v qemu-img'], { encoding: 'utf8', timeout: 60_000 }).trim();
     await writeFile(join(bin, 'qemu-img'), `#!/bin/sh\necho "$*" >> '${log}'\nexec '${real}' "$@"\n`);
     await chmod(join(bin, 'qemu-img'), 0o755);
     daemon = await startTestDaemon(home, ['--rate-limit', '0'], { env: { PATH: `${bin}:${process.env.PATH ?? ''}` } });

@@ -33,6 +33,8 @@ function httpRequest(socketPath: string, method: string, path: string, options: 
       response.on('end', () => resolve({ status: response.statusCode ?? 0, contentType: String(response.headers['content-type'] ?? ''), body: Buffer.concat(chunks).toString('utf8') }));
     });
     req.on('error', reject);
+    // A daemon that does not answer fails the request (naming it) instead of holding the file.
+    req.setTimeout(60_000, () => req.destroy(new Error(`${method} ${path}: no answer within 60 s`)));
     if (options.body !== undefined) req.write(options.body);
     req.end();
   });
@@ -44,6 +46,8 @@ function rawExchange(socketPath: string, text: string): Promise<Reply> {
     const socket = connect(socketPath);
     const chunks: Buffer[] = [];
     socket.on('connect', () => socket.write(text));
+    // The daemon answers and closes; one that does neither fails the step instead of holding the file.
+    socket.setTimeout(30_000, () => socket.destroy(new Error(`${text.split('\r\n')[0]}: no answer and close within 30 s`)));
     socket.on('data', (chunk: Buffer) => chunks.push(chunk));
     socket.on('error', reject);
     socket.on('close', () => {

@@ -10,20 +10,19 @@
  * rejected request must change nothing on disk.
  */
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { request } from 'node:http';
 import { readdir, readFile, lstat } from 'node:fs/promises';
 import { join, relative } from 'node:path';
-import { promisify } from 'node:util';
 import { after, before, test } from 'node:test';
 import fc from 'fast-check';
 import { ERROR_CODES } from '../src/core/errors.js';
 import { startTestDaemon, type RunningDaemon } from './harness/daemon.js';
 import { killNetworkServers } from './harness/netns.js';
 import { createTestHome, type TestHome } from './harness/vireo.js';
+import { execWithin } from './harness/within.js';
 
-const execFileAsync = promisify(execFile);
+const execFileAsync = execWithin;
 
 interface RawResponse {
   status: number;
@@ -45,6 +44,8 @@ function raw(socketPath: string, method: string, path: string, body?: string | B
       if (error.code === 'EPIPE' || error.code === 'ECONNRESET') resolve({ status: 0, contentType: '', body: '' });
       else reject(error);
     });
+    // A daemon that does not answer fails the request (naming it) instead of holding the file.
+    req.setTimeout(60_000, () => req.destroy(new Error(`${method} ${path}: no answer within 60 s`)));
     if (body !== undefined) req.write(body);
     req.end();
   });

@@ -9,6 +9,7 @@ import { request } from 'node:http';
 import { after, before, describe, test } from 'node:test';
 import { startTestDaemon, type RunningDaemon } from './harness/daemon.js';
 import { createTestHome, qemuPidsOf, type TestHome } from './harness/vireo.js';
+import { within } from './harness/within.js';
 
 describe('daemon shutdown with clients connected', () => {
   let home: TestHome;
@@ -42,10 +43,10 @@ describe('daemon shutdown with clients connected', () => {
     });
     // A console WebSocket.
     const console = await daemon.api.console('stay');
-    await new Promise((resolve, reject) => {
+    await within(new Promise((resolve, reject) => {
       console.once('open', resolve);
       console.once('error', reject);
-    });
+    }), 30_000, 'the console WebSocket opening');
     const consoleClosed = new Promise<{ code: number; reason: string }>((resolve) => console.once('close', (code: number, reason: Buffer) => resolve({ code, reason: reason.toString('utf8') })));
     // Let the stream deliver its greeting, so it is surely open.
     for (let tries = 0; tries < 100 && !streamText.includes('vireod events'); tries += 1) await new Promise((resolve) => setTimeout(resolve, 50));
@@ -60,9 +61,9 @@ describe('daemon shutdown with clients connected', () => {
     assert.equal(code, 0);
     assert.ok(seconds < 5.5, `the daemon took ${seconds.toFixed(1)} s to exit`);
 
-    assert.equal(await streamEnded, 'end', 'the event stream ended cleanly');
+    assert.equal(await within(streamEnded, 30_000, 'the event stream ending after the daemon exited'), 'end', 'the event stream ended cleanly');
     assert.match(streamText, /event: daemon\.shutdown\ndata: \{"kind":"daemon\.shutdown"/);
-    const closed = await consoleClosed;
+    const closed = await within(consoleClosed, 30_000, 'the console WebSocket closing after the daemon exited');
     assert.equal(closed.code, 1001);
     assert.match(closed.reason, /shutting down/);
     assert.equal((await qemuPidsOf(home.home)).length, 1, 'the VM keeps running');

@@ -81,7 +81,7 @@ before(async () => {
   await symlink(join(sharedHome, 'images', 'debian-12'), join(home.paths.images, 'debian-12'));
   user = join(home.home, 'user');
   await mkdir(join(user, '.ssh'), { recursive: true, mode: 0o700 });
-  execFileSync('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-C', 'vireo-test', '-f', join(user, '.ssh', 'id_ed25519')]);
+  execFileSync('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-C', 'vireo-test', '-f', join(user, '.ssh', 'id_ed25519')], { timeout: 60_000 });
 });
 
 after(async () => {
@@ -170,7 +170,7 @@ test('debian-12 with cloud-init: user-data applied, SSH, exec, ip, cp, grown roo
   const payload = Buffer.from(Array.from({ length: 200_000 }, (_, index) => (index * 7) % 256));
   await writeFile(local, payload);
   await ok(['vm', 'cp', local, 'web:/root/payload.bin']);
-  assert.equal((await exec('web', ['sha256sum', '/root/payload.bin'])).stdout.split(' ')[0], execFileSync('sha256sum', [local], { encoding: 'utf8' }).split(' ')[0]);
+  assert.equal((await exec('web', ['sha256sum', '/root/payload.bin'])).stdout.split(' ')[0], execFileSync('sha256sum', [local], { encoding: 'utf8', timeout: 60_000 }).split(' ')[0]);
   await ok(['vm', 'cp', 'web:/etc/hostname', join(user, 'hostname')]);
   assert.equal(await readFile(join(user, 'hostname'), 'utf8'), 'web-host\n');
   const missing = await home.vireo(['vm', 'cp', 'web:/nonexistent', join(user, 'x')], { env: env() });

@@ -6,15 +6,15 @@
  * running VM's disk that the guest sees at once.
  */
 import assert from 'node:assert/strict';
-import { execFile, spawn } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { access, mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { promisify } from 'node:util';
 import { after, before, describe, test } from 'node:test';
 import { cliPath, createTestHome, type TestHome } from './harness/vireo.js';
+import { within, execWithin } from './harness/within.js';
 
-const exec = promisify(execFile);
+const exec = execWithin;
 const qemuImg = (...args: string[]) => exec('qemu-img', args);
 
 describe('disk import, export and live resize', () => {
@@ -91,7 +91,7 @@ describe('disk import, export and live resize', () => {
         await new Promise((resolve) => setTimeout(resolve, 20));
       }
       child.kill('SIGKILL');
-      await new Promise((resolve) => child.once('exit', resolve));
+      await within(new Promise((resolve) => child.once('exit', resolve)), 30_000, `vireo ${args[0]} ${args[1]} exiting on SIGKILL`);
       // The orphaned qemu-img may still finish its temporary file; nothing links it into place.
       await exec('pkill', ['-KILL', '-f', `qemu-img convert .*${marker}`]).catch(() => undefined);
       await new Promise((resolve) => setTimeout(resolve, 500));

@@ -24,7 +24,7 @@ test('this host: QEMU and qemu-img are found, with the versions they print', asy
   assert.ok(facts.qemu.binary, 'qemu-system-x86_64 found');
   assert.ok(facts.qemu.img, 'qemu-img found');
   assert.ok(facts.qemu.version && facts.qemu.version.major >= 7, `QEMU 7 or newer (found ${facts.qemu.version?.text})`);
-  assert.ok(execFileSync(facts.qemu.binary, ['--version'], { encoding: 'utf8' }).includes(`version ${facts.qemu.version.text}`));
+  assert.ok(execFileSync(facts.qemu.binary, ['--version'], { encoding: 'utf8', timeout: 60_000 }).includes(`version ${facts.qemu.version.text}`));
   assert.ok(facts.qemu.imgVersion, 'qemu-img version parsed');
   assert.ok(facts.qemu.accelerators?.includes('tcg'), 'QEMU has TCG');
 });

@@ -9,17 +9,16 @@
  * Bad input: a file that is not ISO 9660, and --iso with a kernel boot.
  */
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
 import { chmod, copyFile, mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { promisify } from 'node:util';
 import { after, before, describe, test } from 'node:test';
 import { QmpClient } from '../src/core/qmp/client.js';
 import { vmPaths } from '../src/core/paths.js';
 import { createTestHome, sharedHome, type TestHome } from './harness/vireo.js';
+import { execWithin } from './harness/within.js';
 
-const exec = promisify(execFile);
+const exec = execWithin;
 
 /** What each boot prints (GRUB's echo, on the serial console through the firmware's console). */
 const INSTALLER_MARK = 'VIREO-INSTALLER-GRUB';

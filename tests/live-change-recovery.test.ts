@@ -6,18 +6,17 @@
  * network, a disk attach, a disk detach and a `vm set`; the VM runs on throughout.
  */
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
 import { access, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
-import { promisify } from 'node:util';
 import { nicNumber, tapName } from '../src/core/network/links.js';
 import { vmPaths } from '../src/core/paths.js';
 import { withMonitor } from '../src/core/qmp/monitor.js';
 import { runOperation } from './harness/daemon.js';
 import { startNetnsHost, type NetnsHost } from './harness/netns.js';
+import { within, execWithin } from './harness/within.js';
 
-const exec = promisify(execFile);
+const exec = execWithin;
 let host: NetnsHost;
 let armed: string;
 
@@ -37,7 +36,7 @@ async function crashDuring(point: string, method: string, path: string, body?: u
   await writeFile(armed, point);
   const exited = new Promise((resolve) => host.daemon.child.once('exit', resolve));
   await assert.rejects(host.daemon.api.request(method, path, body));
-  await exited;
+  await within(exited, 60_000, `the daemon dying at crash point ${point}`);
   await writeFile(armed, '');
 }
 

@@ -16,6 +16,7 @@ import { connectWhenListening } from '../src/core/qmp/listening.js';
 import { cont, queryStatus } from '../src/core/qmp/commands.js';
 import { migrateIncoming, queryMigrate } from '../src/core/qmp/migration.js';
 import { DEFAULT_TUNING, configureDestination, configureSource, transfer, type MigrationProgress } from '../src/core/migration/drive.js';
+import { within } from './harness/within.js';
 
 async function startQemu(t: TestContext, extra: string[]): Promise<QmpClient> {
   const dir = await mkdtemp(join(tmpdir(), 'vireo-mig-'));
@@ -26,7 +27,7 @@ async function startQemu(t: TestContext, extra: string[]): Promise<QmpClient> {
   t.after(async () => {
     if (child.exitCode === null && child.signalCode === null) {
       child.kill('SIGKILL');
-      await exited;
+      await within(exited, 30_000, 'QEMU exiting on SIGKILL');
     }
     await rm(dir, { recursive: true, force: true });
   });

@@ -8,19 +8,18 @@
  * migration of the stopped VM with its disk, which boots on the destination.
  */
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { promisify } from 'node:util';
 import { isVireoError } from '../src/core/errors.js';
 import { runOperation } from './harness/daemon.js';
 import { migrateVia, startTwoHosts, type TwoHosts, stateOn } from './harness/hosts.js';
 import { listDir, qemuPidsOf } from './harness/vireo.js';
 import { COUNTER_LOOP, STOP_LOOP, assertContiguous, counters, followConsole, waitForCounter } from './harness/workload.js';
+import { execWithin } from './harness/within.js';
 
-const exec = promisify(execFile);
+const exec = execWithin;
 
 
 /** The counts in /ctr of the ext2 file system on a stopped VM's volume, read on the host. */

@@ -16,16 +16,16 @@
  * detaching removes all three.
  */
 import assert from 'node:assert/strict';
-import { execFile, spawn, type ChildProcess } from 'node:child_process';
+import { spawn, type ChildProcess } from 'node:child_process';
 import { after, before, test } from 'node:test';
-import { promisify } from 'node:util';
 import { ifbName, nicNumber, tapName } from '../src/core/network/links.js';
 import { vmPaths } from '../src/core/paths.js';
 import { SerialConsole } from '../src/core/vm/console.js';
 import { runOperation } from './harness/daemon.js';
 import { startNetnsHost, type NetnsHost } from './harness/netns.js';
+import { execWithin } from './harness/within.js';
 
-const exec = promisify(execFile);
+const exec = execWithin;
 const GATEWAY = '10.41.0.1';
 const BYTES = 512 * 1024;
 const SINK_PORT = 5001;

@@ -19,6 +19,7 @@ import { vmPaths } from '../src/core/paths.js';
 import { SerialConsole } from '../src/core/vm/console.js';
 import { collectEvents, runOperation } from './harness/daemon.js';
 import { HOST_UPLINK_IP, UPLINK_IP, startNetnsHost, uplinkGet, watchUntilDown, type NetnsHost } from './harness/netns.js';
+import { within } from './harness/within.js';
 
 let host: NetnsHost;
 const consoles = new Map<string, SerialConsole>();
@@ -109,10 +110,10 @@ test('network create, bad input naming the field, nothing half-made', async () =
   await run('ip', ['-n', host.hostNs, 'addr', 'add', '10.40.0.1/32', 'dev', 'lo']);
   const squatter = spawn('ip', ['netns', 'exec', host.hostNs, process.execPath, '-e', "require('net').createServer().listen(53, '10.40.0.1', () => console.log('listening'))"], { stdio: ['ignore', 'pipe', 'inherit'] });
   try {
-    await new Promise<void>((resolve, reject) => {
+    await within(new Promise<void>((resolve, reject) => {
       squatter.stdout!.once('data', () => resolve());
       squatter.once('exit', (code) => reject(new Error(`the port squatter exited with ${code}`)));
-    });
+    }), 30_000, 'the port squatter listening');
     const refused = await apiError(api.request('PUT', '/networks/lan', { subnet: '10.40.0.0/24', address: '10.40.0.1', dhcpRange: '10.40.0.100-10.40.0.199' }));
     assert.equal(refused.code, 'command_failed', refused.message);
   } finally {

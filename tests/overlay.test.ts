@@ -10,16 +10,15 @@
  */
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
-import { execFile } from 'node:child_process';
-import { promisify } from 'node:util';
 import { ifbName, nicNumber, tapName } from '../src/core/network/links.js';
 import { vmPaths } from '../src/core/paths.js';
 import { SerialConsole } from '../src/core/vm/console.js';
 import { runOperation } from './harness/daemon.js';
 import { migrateVia, startTwoHosts, stateOn, type TestHost, type TwoHosts } from './harness/hosts.js';
 import { killNetworkServers } from './harness/netns.js';
+import { execWithin } from './harness/within.js';
 
-const exec = promisify(execFile);
+const exec = execWithin;
 let hosts: TwoHosts;
 const consoles: SerialConsole[] = [];
 

@@ -14,6 +14,7 @@ import { QmpClient } from '../src/core/qmp/client.js';
 import { connectWhenListening } from '../src/core/qmp/listening.js';
 import { cont, queryBlock, queryCpusFast, queryStatus, queryVersion, quit, setAction, stop } from '../src/core/qmp/commands.js';
 import { rejectionOf } from '../src/test-support/errors.js';
+import { within } from './harness/within.js';
 
 interface RunningQemu {
   child: ChildProcess;
@@ -45,7 +46,7 @@ async function startQemu(t: TestContext): Promise<RunningQemu> {
   t.after(async () => {
     if (child.exitCode === null && child.signalCode === null) {
       child.kill('SIGKILL');
-      await exited;
+      await within(exited, 30_000, 'QEMU exiting on SIGKILL');
     }
     await rm(dir, { recursive: true, force: true });
   });
@@ -99,9 +100,9 @@ test('real QEMU: negotiate, query, run, pause, fail a bogus command and quit', {
   const event = await shutdown;
   assert.equal(event.data.guest, false);
   assert.equal(event.data.reason, 'host-qmp-quit');
-  await closed;
+  await within(closed, 30_000, 'QEMU closing its monitor after quit');
   assert.equal(client.closed, true);
-  assert.deepEqual(await qemu.exited, { code: 0, signal: null });
+  assert.deepEqual(await within(qemu.exited, 30_000, 'QEMU exiting after quit'), { code: 0, signal: null });
 });
 
 test('real QEMU: SIGKILL while a command and an event wait are pending rejects both', { timeout: 30_000 }, async (t) => {

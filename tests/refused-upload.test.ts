@@ -9,16 +9,15 @@
  */
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
-import { execFile } from 'node:child_process';
 import { mkdtemp, readdir, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { connect } from 'node:tls';
-import { promisify } from 'node:util';
 import { startTestDaemon, type RunningDaemon } from './harness/daemon.js';
 import { createTestHome, type TestHome } from './harness/vireo.js';
+import { execWithin } from './harness/within.js';
 
-const exec = promisify(execFile);
+const exec = execWithin;
 let home: TestHome;
 let daemon: RunningDaemon;
 let daemonPort: number;
@@ -51,6 +50,11 @@ function uploadReadingLate(path: string, headers: string[], options: { bytes?: n
     let error: string | undefined;
     socket.setEncoding('utf8').on('data', (text: string) => (answer += text));
     socket.on('error', (failure: NodeJS.ErrnoException) => (error = failure.code ?? failure.message));
+    // A daemon that neither answers nor closes fails the test (with what came) instead of holding the file.
+    socket.setTimeout(30_000, () => {
+      error = 'no answer and close within 30 s';
+      socket.destroy();
+    });
     socket.on('close', () => resolve({ answer, ...(error ? { error } : {}) }));
   });
 }

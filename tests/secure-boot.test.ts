@@ -61,9 +61,9 @@ async function espDisk(name: string, efi: string): Promise<void> {
   const esp = join(home.home, `${name}-esp.img`);
   await writeFile(esp, '');
   await truncate(esp, (layout.esp.lastLba - layout.esp.firstLba + 1) * SECTOR);
-  execFileSync('mkfs.fat', ['-F', '32', '-s', '1', esp], { stdio: 'ignore' });
-  execFileSync('mmd', ['-i', esp, '::/EFI', '::/EFI/BOOT']);
-  execFileSync('mcopy', ['-i', esp, efi, '::/EFI/BOOT/BOOTX64.EFI']);
+  execFileSync('mkfs.fat', ['-F', '32', '-s', '1', esp], { stdio: 'ignore', timeout: 60_000 });
+  execFileSync('mmd', ['-i', esp, '::/EFI', '::/EFI/BOOT'], { timeout: 60_000 });
+  execFileSync('mcopy', ['-i', esp, efi, '::/EFI/BOOT/BOOTX64.EFI'], { timeout: 60_000 });
   const gpt = buildGpt({ sectors: bytes / SECTOR, diskGuid: derivedGuid(name, 'disk'), partitions: [layout.esp] });
   await makeVolumeFile(home.paths, name, 'raw', async (temp) => {
     await writeFile(temp, '');

@@ -6,14 +6,13 @@
  * qemu-img check must find the disk clean.
  */
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
 import { mkdir } from 'node:fs/promises';
-import { promisify } from 'node:util';
 import { after, before, describe, test } from 'node:test';
 import { listSnapshots } from '../src/core/storage/qemu-img.js';
 import { createTestHome, type TestHome } from './harness/vireo.js';
+import { execWithin } from './harness/within.js';
 
-const exec = promisify(execFile);
+const exec = execWithin;
 const VM = 'full';
 
 describe('disk full during a live snapshot', () => {

@@ -8,15 +8,14 @@
  * the middle of a snapshot-save, and `qemu-img check` clean after each step.
  */
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
-import { promisify } from 'node:util';
 import { after, before, describe, test } from 'node:test';
 import { vmPaths } from '../src/core/paths.js';
 import { QmpClient } from '../src/core/qmp/client.js';
 import { listSnapshots } from '../src/core/storage/qemu-img.js';
 import { createTestHome, type TestHome } from './harness/vireo.js';
+import { execWithin } from './harness/within.js';
 
-const exec = promisify(execFile);
+const exec = execWithin;
 const VM = 'snap';
 
 interface Listing {

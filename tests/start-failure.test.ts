@@ -11,17 +11,16 @@
  *   the next daemon's recovery kills it.
  */
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
 import { chmod, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { promisify } from 'node:util';
 import type { Operation } from '../src/client/api-client.js';
 import { runOperation, startTestDaemon, type RunningDaemon } from './harness/daemon.js';
 import { createTestHome, qemuPidsOfVm, type TestHome } from './harness/vireo.js';
+import { execWithin } from './harness/within.js';
 
-const exec = promisify(execFile);
+const exec = execWithin;
 
 
 async function until(what: string, check: () => Promise<boolean>, timeoutMs = 60_000): Promise<void> {

@@ -22,6 +22,7 @@ import type { KernelImageManifest as ImageManifest } from '../src/core/image/man
 import { deleteImage, getImage, getKernelImage, imageFile, listImages } from '../src/core/image/store.js';
 import { PROMPT_PATTERN, READY_LINE, TINY_CMDLINE, buildTinyImage, type BuildProgress } from '../src/core/image/tiny/index.js';
 import { waitForConsoleLog } from '../src/core/vm/console.js';
+import { within } from './harness/within.js';
 
 const repoRoot = fileURLToPath(new URL('../../', import.meta.url));
 /** Shared with tests/harness and bench, so a test run downloads each package once. */
@@ -193,7 +194,7 @@ test('boots under TCG: ready line, shell, DHCP, persistent disk, ACPI poweroff',
     assert.equal(await first.console.run(`echo ${marker} > /mnt/disk/marker && sync && cat /mnt/disk/marker`), `${marker}\n`);
 
     const powerdownAt = Date.now();
-    await qmpPowerdown(first.qmp);
+    await within(qmpPowerdown(first.qmp), 30_000, 'QMP system_powerdown answering');
     const exit = await Promise.race([first.exited, sleep(20_000, undefined, { ref: false })]);
     assert.ok(exit, 'QEMU exited by itself within 20 s of system_powerdown');
     assert.equal(exit.code, 0);
@@ -214,7 +215,7 @@ test('boots under TCG: ready line, shell, DHCP, persistent disk, ACPI poweroff',
     assert.equal(await second.console.run('cat /mnt/disk/marker'), `${marker}\n`);
   } finally {
     second.stop();
-    await second.exited;
+    await within(second.exited, 30_000, 'QEMU exiting on SIGKILL');
   }
 });
 

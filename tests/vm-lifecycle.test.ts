@@ -11,6 +11,7 @@ import { access, readFile, rm } from 'node:fs/promises';
 import { after, before, describe, test } from 'node:test';
 import { vmPaths } from '../src/core/paths.js';
 import { cliPath, createTestHome, listDir, qemuPidsOf, type TestHome } from './harness/vireo.js';
+import { withinOrKill } from './harness/within.js';
 
 async function state(home: TestHome, name: string): Promise<string> {
   const result = await home.vireo(['vm', 'show', name, '--json']);
@@ -73,12 +74,17 @@ describe('a VM from create to delete', () => {
     let stdout = '';
     child.stdout.setEncoding('utf8').on('data', (text: string) => (stdout += text));
     const exited = new Promise<number | null>((resolve) => child.on('close', resolve));
-    child.stdin.write('echo console-$((40+2))\n');
-    const deadline = Date.now() + 20_000;
-    while (!stdout.includes('console-42') && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 50));
-    assert.match(stdout, /console-42/);
-    child.stdin.write(Buffer.from([0x1d]));
-    assert.equal(await exited, 0);
+    try {
+      child.stdin.write('echo console-$((40+2))\n');
+      const deadline = Date.now() + 20_000;
+      while (!stdout.includes('console-42') && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 50));
+      assert.match(stdout, /console-42/);
+      child.stdin.write(Buffer.from([0x1d]));
+      assert.equal(await withinOrKill(exited, child, 30_000, 'vm console detaching on Ctrl-]'), 0);
+    } finally {
+      // A console left attached would hold this file open until the runner cancels it.
+      child.kill('SIGKILL');
+    }
   });
 
   test('guest writes to its virtio disk', async () => {

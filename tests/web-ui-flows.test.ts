@@ -17,19 +17,18 @@
  * Screenshots land in test-artifacts/web.
  */
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
 import { copyFile, mkdir, mkdtemp, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { request as httpsRequest } from 'node:https';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { promisify } from 'node:util';
 import { after, before, describe, test } from 'node:test';
 import type { BrowserContext, Page } from 'playwright-core';
 import { artifactsDir, launchBrowser, type TestBrowser } from './harness/browser.js';
 import { collectEvents, startTestDaemon, type RunningDaemon } from './harness/daemon.js';
 import { createTestHome, sharedHome, type TestHome } from './harness/vireo.js';
+import { execWithin } from './harness/within.js';
 
-const exec = promisify(execFile);
+const exec = execWithin;
 const SUFFIX = process.pid % 10000;
 /** Booted from the uploaded ISO. */
 const ISO_VM = `iso${SUFFIX}`;
@@ -86,6 +85,8 @@ function rawUpload(url: string, headers: Record<string, string>, chunks: Buffer[
       req.write(chunk);
       sent += chunk.length;
     }
+    // A daemon that does not answer fails the request (naming it) instead of holding the file.
+    req.setTimeout(60_000, () => req.destroy(new Error('no answer within 60 s')));
     req.end();
   });
 }

@@ -36,6 +36,8 @@ function rawRequest(url: string, options: { method?: string; cookie?: string; he
       response.setEncoding('utf8').on('data', (chunk: string) => (body += chunk)).on('end', () => resolve({ status: response.statusCode ?? 0, body }));
     });
     req.on('error', reject);
+    // A daemon that does not answer fails the request (naming it) instead of holding the file.
+    req.setTimeout(60_000, () => req.destroy(new Error(`${options.method ?? 'GET'} ${url}: no answer within 60 s`)));
     req.end(options.body);
   });
 }
@@ -398,6 +400,7 @@ describe('web UI in chromium', { timeout: 900_000 }, () => {
           response.on('data', (chunk: Buffer) => chunks.push(chunk)).on('end', () => resolve({ ...(response.headers['content-encoding'] ? { encoding: response.headers['content-encoding'] } : {}), body: Buffer.concat(chunks) }));
         });
         req.on('error', reject);
+        req.setTimeout(60_000, () => req.destroy(new Error(`GET /openapi.json: no answer within 60 s`)));
         req.end();
       });
     const zipped = await get('gzip, deflate, br');
@@ -413,7 +416,7 @@ describe('web UI in chromium', { timeout: 900_000 }, () => {
     const wsUrl = `${url.replace('https:', 'wss:')}/vms/${VM}/console`;
     const outcome = (origin: string) =>
       new Promise<string>((resolve) => {
-        const socket = new WebSocket(wsUrl, { headers: { cookie, origin }, rejectUnauthorized: false });
+        const socket = new WebSocket(wsUrl, { headers: { cookie, origin }, rejectUnauthorized: false, handshakeTimeout: 30_000 });
         socket.on('open', () => {
           socket.terminate();
           resolve('open');

@@ -9,6 +9,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { chromium, type Browser, type Page } from 'playwright-core';
 import { repoRoot } from './vireo.js';
+import { within } from './within.js';
 
 export const CHROMIUM = process.env.VIREO_CHROMIUM ?? '/usr/bin/chromium';
 /** Screenshots and other test artifacts (gitignored). */
@@ -41,7 +42,7 @@ export async function launchBrowser(options: { netns?: string } = {}): Promise<T
   return {
     browser,
     close: async () => {
-      await browser.close().catch(() => {});
+      await within(browser.close(), 60_000, 'chromium closing').catch(() => {});
       if (wrapperDir) await rm(wrapperDir, { recursive: true, force: true });
     },
   };

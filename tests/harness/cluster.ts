@@ -14,11 +14,11 @@ import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { promisify } from 'node:util';
 import { startTestDaemon, type RunningDaemon } from './daemon.js';
 import { createTestHome, type TestHome } from './vireo.js';
+import { within, execWithin } from './within.js';
 
-const exec = promisify(execFile);
+const exec = execWithin;
 
 export const ETCD_CLIENT_PORT = 2379;
 export const ETCD_PEER_PORT = 2380;
@@ -131,7 +131,7 @@ export async function startCluster(options: { hosts: number; etcd: boolean; env?
           if (!member.running()) return;
           const exited = new Promise((resolve) => member.child.once('exit', resolve));
           member.child.kill('SIGKILL');
-          await exited;
+          await within(exited, 30_000, `etcd ${name} exiting after SIGKILL`);
         },
         restart: async () => {
           member.child = spawn('ip', args, { stdio: ['ignore', 'ignore', 'pipe'] });

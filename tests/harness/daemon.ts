@@ -60,13 +60,13 @@ export async function startTestDaemon(home: TestHome, extraArgs: string[] = [], 
         await within(exited, 30_000, `vireo daemon (pid ${child.pid}) exiting after SIGTERM`);
       } catch (error) {
         child.kill('SIGKILL');
-        await exited;
+        await within(exited, 30_000, `vireo daemon (pid ${child.pid}) exiting after SIGKILL`);
         throw new Error(`${(error as Error).message}; killed. Its log ends: ${stderr.slice(-2000)}`);
       }
     },
     crash: async () => {
       child.kill('SIGKILL');
-      await exited;
+      await within(exited, 30_000, `vireo daemon (pid ${child.pid}) exiting after SIGKILL`);
     },
   };
 }

@@ -10,17 +10,16 @@
  * Shared storage is honest sharing: both daemons get the same storage
  * directory through VIREO_STORAGE, as two hosts mounting one NFS export would.
  */
-import { execFile } from 'node:child_process';
 import { mkdir, mkdtemp } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { promisify } from 'node:util';
 import type { TestApiClient } from '../../src/test-support/api-client.js';
 import { isVireoError } from '../../src/core/errors.js';
 import { startTestDaemon, type RunningDaemon } from './daemon.js';
 import { createTestHome, type TestHome } from './vireo.js';
+import { execWithin } from './within.js';
 
-const exec = promisify(execFile);
+const exec = execWithin;
 
 export interface TestHost {
   label: 'a' | 'b';

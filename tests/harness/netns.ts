@@ -8,13 +8,13 @@
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import { readdir, readFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
-import { promisify } from 'node:util';
 import { dnsmasqShared } from '../../src/core/network/paths.js';
 import type { VireoPaths } from '../../src/core/paths.js';
 import { startTestDaemon, type RunningDaemon } from './daemon.js';
 import { createTestHome, type TestHome } from './vireo.js';
+import { within, execWithin } from './within.js';
 
-const exec = promisify(execFile);
+const exec = execWithin;
 
 export const HOST_UPLINK_IP = '192.168.77.1';
 export const UPLINK_IP = '192.168.77.2';
@@ -86,10 +86,10 @@ export async function startNetnsHost(): Promise<NetnsHost> {
       const script = `require('http').createServer((q, r) => r.end(q.socket.remoteAddress.replace('::ffff:', ''))).listen(${port}, () => console.log('listening'))`;
       const child = spawn('ip', ['netns', 'exec', uplinkNs, process.execPath, '-e', script], { stdio: ['ignore', 'pipe', 'inherit'] });
       children.push(child);
-      await new Promise<void>((resolve, reject) => {
+      await within(new Promise<void>((resolve, reject) => {
         child.stdout!.once('data', () => resolve());
         child.once('exit', (code) => reject(new Error(`the uplink HTTP server exited with ${code}`)));
-      });
+      }), 30_000, 'the uplink HTTP server listening');
     },
     cleanup: async () => {
       for (const child of children) child.kill('SIGKILL');
