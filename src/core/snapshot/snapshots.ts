@@ -183,6 +183,8 @@ export async function createSnapshot(paths: VireoPaths, vm: string, options: Cre
       let freeze: FreezeReport | undefined;
       /** The metadata naming the new snapshot, prepared while QEMU took it (full snapshots of a running VM). */
       let taken: Promise<PreparedFile> | undefined;
+      /** Whether that metadata is in place. */
+      let recorded = false;
       try {
         const base = {
           name,
@@ -216,11 +218,18 @@ export async function createSnapshot(paths: VireoPaths, vm: string, options: Cre
               const vmstate = disks[0]!;
               record = { ...base, memory: true, vmState, vmstateDisk: vmstate.volume, hardware: hardwareFingerprint(def) };
               // Everything the record says is known before the job: it is written while QEMU works, and only put in place after.
-              taken = settleLater(prepareMetadata(paths, vm, withRecord(metadata, record)));
-              await runSnapshotJob(client, 'snapshot-save', { tag: name, vmstate: vmstate.node, devices: disks.map((disk) => disk.node) });
+              const prepared = (taken = settleLater(prepareMetadata(paths, vm, withRecord(metadata, record))));
+              await runSnapshotJob(client, 'snapshot-save', { tag: name, vmstate: vmstate.node, devices: disks.map((disk) => disk.node) }, {
+                // Put in place as soon as QEMU says the job succeeded, alongside its dismissal.
+                afterSuccess: async () => {
+                  crashPoint('snapshot.create.taken');
+                  await (await prepared).commit();
+                  recorded = true;
+                },
+              });
             }
           } finally {
-            // Closed while the record is put in place.
+            // Not waited for here: the lock is let go only once it is closed (below).
             closing = client.close();
           }
         }
@@ -229,11 +238,12 @@ export async function createSnapshot(paths: VireoPaths, vm: string, options: Cre
         await closing;
         throw explainFailure(error, await afterFailure(paths, def, pid), `snapshot '${name}' was not taken`);
       }
-      // A disk-only or stopped snapshot holds no device state: the TPM's goes beside it (full ones carry it in their vmstate).
-      if (!record.memory && def.devices?.tpm) await saveTpmState(vmPaths(paths, vm).dir, name);
-      crashPoint('snapshot.create.taken');
-      if (taken) await (await taken).commit();
-      else await writeMetadata(paths, vm, withRecord(metadata, record));
+      if (!recorded) {
+        // A disk-only or stopped snapshot holds no device state: the TPM's goes beside it (full ones carry it in their vmstate).
+        if (!record.memory && def.devices?.tpm) await saveTpmState(vmPaths(paths, vm).dir, name);
+        crashPoint('snapshot.create.taken');
+        await writeMetadata(paths, vm, withRecord(metadata, record));
+      }
       const checks = pid === undefined ? await checkDisks(disks) : [];
       return { snapshot: record, checks, ...(notice ? { notice } : {}), ...(freeze ? { freeze } : {}) };
     } finally {
