@@ -176,12 +176,29 @@ async function createLocked(paths: VireoPaths, def: VmDefinition, name: string, 
   const earlyStatus = early ? settleLater(queryStatus(early)) : undefined;
   let closing: Promise<void> | undefined;
   let committed = false;
+  /** A full snapshot's record, and the metadata naming it written ahead (see below). */
+  let planned: { record: SnapshotRecord; taken: Promise<PreparedFile> } | undefined;
   try {
     for (const disk of disks) {
       const tags = (early ? await queryNodeSnapshots(early, disk.node).catch(() => undefined) : undefined) ?? (await qemuImg.listSnapshots(disk.path));
       if (tags.some((tag) => tag.name === name || tag.id === name)) {
         throw new VireoError('already_exists', `name: disk '${disk.volume}' already has an internal snapshot '${name}' (made outside Vireo); choose another name`, { field: 'name' });
       }
+    }
+    const base = {
+      name,
+      createdAt: new Date().toISOString(),
+      kind: options.diskOnly ? ('disk-only' as const) : ('full' as const),
+      disks: disks.map((disk) => disk.volume),
+      ...(metadata.current !== undefined ? { parent: metadata.current } : {}),
+      ...(options.description !== undefined ? { description: options.description } : {}),
+    };
+    if (earlyStatus && !options.diskOnly) {
+      // A full snapshot of a running VM: its record is known now (the state came with the tags). It is written to a
+      // fsynced temporary beside the intent, before the job (no sync of ours then competes with QEMU's writes), and
+      // put in place once the job has succeeded.
+      const record = fullRecord(base, (await earlyStatus).running, disks, def);
+      planned = { record, taken: settleLater(prepareMetadata(paths, vm, withRecord(metadata, record))) };
     }
     await options.beforeChange?.();
     await (await intent).commit();
@@ -191,19 +208,9 @@ async function createLocked(paths: VireoPaths, def: VmDefinition, name: string, 
     let record: SnapshotRecord;
     let notice: string | undefined;
     let freeze: FreezeReport | undefined;
-    /** The metadata naming the new snapshot, prepared while QEMU took it (full snapshots of a running VM). */
-    let taken: Promise<PreparedFile> | undefined;
-    /** Whether that metadata is in place. */
+    /** Whether the record is in place. */
     let recorded = false;
     try {
-      const base = {
-        name,
-        createdAt: new Date().toISOString(),
-        kind: options.diskOnly ? ('disk-only' as const) : ('full' as const),
-        disks: disks.map((disk) => disk.volume),
-        ...(metadata.current !== undefined ? { parent: metadata.current } : {}),
-        ...(options.description !== undefined ? { description: options.description } : {}),
-      };
       if (pid === undefined) {
         options.onProgress?.('snapshotting stopped disks');
         for (const disk of disks) await qemuImg.snapshot(disk.path, 'create', name);
@@ -225,11 +232,14 @@ async function createLocked(paths: VireoPaths, def: VmDefinition, name: string, 
             notice = freezeNotice(outcome.freeze);
           } else {
             options.onProgress?.('saving memory, devices and disks (snapshot-save)');
-            const vmstate = disks[0]!;
-            record = { ...base, memory: true, vmState, vmstateDisk: vmstate.volume, hardware: hardwareFingerprint(def) };
-            // Everything the record says is known before the job: it is written while QEMU works, and only put in place after.
-            const prepared = (taken = settleLater(prepareMetadata(paths, vm, withRecord(metadata, record))));
-            await runSnapshotJob(client, 'snapshot-save', { tag: name, vmstate: vmstate.node, devices: disks.map((disk) => disk.node) }, {
+            if (!planned) {
+              // The state did not come with the tags (a connection made late): written while the job runs.
+              const late = fullRecord(base, status.running, disks, def);
+              planned = { record: late, taken: settleLater(prepareMetadata(paths, vm, withRecord(metadata, late))) };
+            }
+            record = planned.record;
+            const prepared = planned.taken;
+            await runSnapshotJob(client, 'snapshot-save', { tag: name, vmstate: disks[0]!.node, devices: disks.map((disk) => disk.node) }, {
               // Put in place as soon as QEMU says the job succeeded, alongside its dismissal.
               afterSuccess: async () => {
                 crashPoint('snapshot.create.taken');
@@ -244,7 +254,6 @@ async function createLocked(paths: VireoPaths, def: VmDefinition, name: string, 
         }
       }
     } catch (error) {
-      if (taken) await discard(taken);
       await closing;
       throw explainFailure(error, await afterFailure(paths, def, pid), `snapshot '${name}' was not taken`);
     }
@@ -258,9 +267,16 @@ async function createLocked(paths: VireoPaths, def: VmDefinition, name: string, 
     return { snapshot: record, checks, ...(notice ? { notice } : {}), ...(freeze ? { freeze } : {}) };
   } finally {
     if (!committed) await discard(intent);
+    // Not put in place (the job failed, or a check refused first): dropped. After a commit, this does nothing.
+    if (planned) await discard(planned.taken);
     // Closed already when the snapshot used it; not when a check refused first.
     await (closing ?? early?.close());
   }
+}
+
+/** The record of a full snapshot of a running VM (memory in the first disk). */
+function fullRecord(base: Omit<SnapshotRecord, 'memory' | 'vmState'>, running: boolean, disks: SnapshotDisk[], def: VmDefinition): SnapshotRecord {
+  return { ...base, memory: true, vmState: running ? 'running' : 'paused', vmstateDisk: disks[0]!.volume, hardware: hardwareFingerprint(def) };
 }
 
 /** The metadata once a snapshot is taken: recorded, current, nothing pending. */
