@@ -8,12 +8,30 @@ import { basename, dirname, join } from 'node:path';
 import { tempName } from '../process/temp-name.js';
 
 export async function writeFileAtomic(path: string, data: string | Uint8Array, mode = 0o644): Promise<void> {
+  await replaceFile(path, data, mode, true);
+}
+
+/**
+ * writeFileAtomic without the fsyncs, for the files of a running QEMU in
+ * its run directory (pidfile, its uid's and taps' records, the runtime
+ * record): what they describe does not survive the host going down, so
+ * neither need they; a crash of Vireo itself still leaves the old content
+ * or the new (the rename is atomic without them), and their readers check
+ * what they name (a pidfile's process must be this VM's QEMU, a uid claim
+ * is released only by its owner). Each fsync costs milliseconds on a busy
+ * disk, and a start wrote three such files.
+ */
+export async function writeRuntimeFile(path: string, data: string | Uint8Array, mode = 0o644): Promise<void> {
+  await replaceFile(path, data, mode, false);
+}
+
+async function replaceFile(path: string, data: string | Uint8Array, mode: number, durable: boolean): Promise<void> {
   const tmp = join(dirname(path), tempName(basename(path)));
   try {
     const handle = await open(tmp, 'wx', mode);
     try {
       await handle.writeFile(data);
-      await handle.sync();
+      if (durable) await handle.sync();
     } finally {
       await handle.close();
     }
@@ -24,7 +42,7 @@ export async function writeFileAtomic(path: string, data: string | Uint8Array, m
     if (error instanceof Error && (error as NodeJS.ErrnoException).errno !== undefined && (error as NodeJS.ErrnoException).path === undefined) (error as NodeJS.ErrnoException).path = path;
     throw error;
   }
-  await syncFile(dirname(path));
+  if (durable) await syncFile(dirname(path));
 }
 
 export async function writeJsonAtomic(path: string, value: unknown): Promise<void> {
