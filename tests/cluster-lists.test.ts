@@ -11,24 +11,17 @@ import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import type WebSocket from 'ws';
 import { CONSOLE_CLOSE_CODES } from '../src/api/console-codes.js';
-import type { AnyEndpoint } from '../src/api/contract.js';
-import { api, type ApiKey } from '../src/api/index.js';
 import type { Operation } from '../src/api/operations.js';
 import { ByteQueue, rfbHandshake } from './harness/rfb.js';
 import { etcdStatus, startCluster, until, type ClusterHost, type TestCluster } from './harness/cluster.js';
 import { runOperation, startTestDaemon } from './harness/daemon.js';
+import { assertMatchesSchema } from './harness/schemas.js';
 
 const TTL = 4;
 const tag = process.pid % 10000;
 const VM_A = `ola${tag}`;
 const VM_B = `olb${tag}`;
 const VM_V = `olv${tag}`;
-
-/** A cluster answer passes its endpoint's response schema (the one /openapi.json shows). */
-function conforms(key: ApiKey, answer: unknown): void {
-  const result = (api[key] as AnyEndpoint).response.schema().safeParse(answer);
-  assert.ok(result.success, `${key}: ${result.success ? '' : JSON.stringify(result.error.issues.slice(0, 3))}`);
-}
 
 async function opened(socket: WebSocket): Promise<{ queue: ByteQueue; send(data: Buffer): void; closed: Promise<{ code: number; reason: string }> }> {
   const queue = new ByteQueue();
@@ -79,11 +72,11 @@ describe('cluster-wide lists and a member that moves its listener', { timeout: 6
       assert.equal(found(onA.id)?.host, a.name, `asked of ${host.name}: ${JSON.stringify(list)}`);
       assert.equal(found(onB.id)?.host, b.name, `asked of ${host.name}: ${JSON.stringify(list)}`);
       assert.ok(list.every((entry) => entry.host === a.name || entry.host === b.name));
-      conforms('GET /operations', await host.daemon.api.request('GET', '/operations'));
-      conforms('GET /cluster', await host.daemon.api.request('GET', '/cluster'));
-      conforms('GET /cluster/members', await host.daemon.api.request('GET', '/cluster/members'));
-      conforms('GET /vms', await host.daemon.api.request('GET', '/vms'));
-      conforms('GET /vms/:name', await host.daemon.api.request('GET', `/vms/${VM_B}`));
+      assertMatchesSchema('GET /operations', await host.daemon.api.request('GET', '/operations'));
+      assertMatchesSchema('GET /cluster', await host.daemon.api.request('GET', '/cluster'));
+      assertMatchesSchema('GET /cluster/members', await host.daemon.api.request('GET', '/cluster/members'));
+      assertMatchesSchema('GET /vms', await host.daemon.api.request('GET', '/vms'));
+      assertMatchesSchema('GET /vms/:name', await host.daemon.api.request('GET', `/vms/${VM_B}`));
       // Newest first, across members.
       const times = list.map((entry) => entry.createdAt);
       assert.deepEqual(times, [...times].sort().reverse());

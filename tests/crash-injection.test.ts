@@ -221,10 +221,16 @@ describe('crash injection: kill -9 of the daemon inside every kind of operation'
   test('snapshot create, revert and delete (stopped VM)', async () => {
     const taken = await runOperation(daemon.api, 'POST', '/vms/web/snapshots', { name: 's1' });
     assert.equal(taken.state, 'succeeded', JSON.stringify(taken.error));
-    for (const point of ['snapshot.create.pending', 'snapshot.create.taken']) {
+    // told: the success was published, the finished record not yet written (publishBeforeRecord).
+    for (const point of ['snapshot.create.pending', 'snapshot.create.taken', 'snapshot.create.told']) {
       await crashAt('snapshot.create', point, (d) => d.api.request('POST', '/vms/web/snapshots', { name: 's2' }));
       assert.deepEqual(await snapshotNames('web'), await snapshotsOnDisk('web-disk0'), 'the snapshot list and the disk agree');
       assert.ok((await snapshotNames('web')).includes('s1'), 'older snapshots survive');
+      const recovered = await lastOperation('snapshot.create');
+      if (point === 'snapshot.create.told') {
+        assert.equal(recovered.state, 'succeeded', 'a create told as succeeded is recovered as succeeded');
+        assert.ok((await snapshotNames('web')).includes('s2'), 'its snapshot is kept');
+      } else assert.equal(recovered.state, 'failed');
     }
     for (const point of ['snapshot.revert.pending', 'snapshot.revert.applied']) {
       await crashAt('snapshot.revert', point, (d) => d.api.request('POST', '/vms/web/snapshots/s1/revert'));

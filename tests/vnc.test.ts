@@ -7,7 +7,7 @@
 import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
 import { readFile, stat } from 'node:fs/promises';
-import { connect, createServer, type AddressInfo } from 'node:net';
+import { connect, createServer, type Socket } from 'node:net';
 import { after, before, describe, test } from 'node:test';
 import type WebSocket from 'ws';
 import { vmPaths } from '../src/core/paths.js';
@@ -15,6 +15,7 @@ import { isVireoError } from '../src/core/errors.js';
 import { runOperation, startTestDaemon, type RunningDaemon } from './harness/daemon.js';
 import { ByteQueue, rfbHandshake } from './harness/rfb.js';
 import { cliPath, createTestHome, type TestHome } from './harness/vireo.js';
+import { within } from './harness/within.js';
 
 /** A TCP port nobody listens on now, in VNC's range (5900 + display). */
 async function freeVncPort(): Promise<number> {
@@ -39,10 +40,11 @@ async function openWebSocket(socket: WebSocket): Promise<{ queue: ByteQueue; sen
       resolve({ code, reason: reason.toString('utf8') });
     }),
   );
-  await new Promise<void>((resolve, reject) => {
+  await within(new Promise<void>((resolve, reject) => {
     socket.once('open', () => resolve());
     socket.once('error', reject);
-  });
+    socket.once('close', (code: number) => reject(new Error(`closed (${code}) before it opened`)));
+  }), 30_000, 'the VNC WebSocket opening');
   return { queue, send: (data) => socket.send(data), close: () => socket.close(), closed };
 }
 
@@ -60,8 +62,11 @@ describe('graphical console (VNC through the daemon)', () => {
     assert.equal(started.state, 'succeeded', JSON.stringify(started.error));
   });
   after(async () => {
-    await daemon?.stop();
-    await home?.cleanup();
+    try {
+      await daemon?.stop();
+    } finally {
+      await home?.cleanup();
+    }
   });
 
   test('the VNC socket is root\'s alone: not even the VM\'s own QEMU uid can connect', async () => {
@@ -79,7 +84,8 @@ describe('graphical console (VNC through the daemon)', () => {
     const qemuUid = Number(/^Uid:\s+(\d+)/m.exec(status)![1]);
     assert.notEqual(qemuUid, 0, 'QEMU runs unprivileged');
     const probe = spawnSync('setpriv', [`--reuid=${qemuUid}`, `--regid=${qemuUid}`, '--clear-groups', '--', process.execPath, '-e',
-      `require('net').connect(${JSON.stringify(vncSocket)}).on('connect',()=>{console.log('connected');process.exit(0)}).on('error',(e)=>{console.log(e.code);process.exit(0)})`], { encoding: 'utf8' });
+      `require('net').connect(${JSON.stringify(vncSocket)}).on('connect',()=>{console.log('connected');process.exit(0)}).on('error',(e)=>{console.log(e.code);process.exit(0)})`], { encoding: 'utf8', timeout: 60_000 });
+    assert.equal(probe.error, undefined, `the probe as QEMU's uid: ${String(probe.error)}`);
     assert.match(probe.stdout, /^EACCES/, probe.stdout + probe.stderr);
   });
 
@@ -126,6 +132,7 @@ describe('graphical console (VNC through the daemon)', () => {
     child.stdout.setEncoding('utf8').on('data', (text: string) => (stdout += text));
     child.stderr.setEncoding('utf8').on('data', (text: string) => (stderr += text));
     const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
+    let viewer: Socket | undefined;
     try {
       const deadline = Date.now() + 30_000;
       while (!/password: \S+/.test(stdout)) {
@@ -134,17 +141,26 @@ describe('graphical console (VNC through the daemon)', () => {
       }
       const port = Number(/connect a viewer to 127\.0\.0\.1:(\d+)/.exec(stdout)![1]);
       const password = /password: (\S+)/.exec(stdout)![1]!;
-      const viewer = connect({ host: '127.0.0.1', port });
+      viewer = connect({ host: '127.0.0.1', port });
       const queue = new ByteQueue();
       viewer.on('data', (data: Buffer) => queue.push(data));
+      const viewerClosed = new Promise<void>((resolve) => viewer!.once('close', () => resolve()));
       viewer.on('close', () => queue.end('closed'));
-      const session = await rfbHandshake(queue, (data) => viewer.write(data), password);
+      viewer.on('error', () => undefined);
+      const session = await rfbHandshake(queue, (data) => viewer!.write(data), password);
       assert.equal(session.securityResult, 0, session.reason);
       assert.match(session.name!, /gfx/);
-      viewer.destroy();
-    } finally {
+      // Stopped while a viewer is still connected (Ctrl-C with a viewer open): it exits, cutting the viewer off.
       child.kill('SIGTERM');
-      assert.equal(await exited, 0, stderr);
+      assert.equal(await within(exited, 20_000, `vireo vm vnc exiting on SIGTERM with a viewer connected (stderr: ${stderr})`), 0, stderr);
+      await within(viewerClosed, 10_000, 'the viewer\'s connection closing after vireo vm vnc stopped');
+    } finally {
+      // Whatever failed above, nothing here is left to hold the file open: the viewer is closed, the bridge killed.
+      viewer?.destroy();
+      if (child.exitCode === null && child.signalCode === null) {
+        child.kill('SIGKILL');
+        await within(exited, 10_000, 'vireo vm vnc exiting on SIGKILL');
+      }
     }
   });
 
@@ -154,7 +170,7 @@ describe('graphical console (VNC through the daemon)', () => {
     assert.equal(noVnc.details['status'], 409);
     assert.equal(noVnc.details['field'], 'vnc');
     const socket = await daemon.api.vnc('plain');
-    const closed = await new Promise<number>((resolve) => socket.once('close', (code: number) => resolve(code)));
+    const closed = await within(new Promise<number>((resolve) => socket.once('close', (code: number) => resolve(code))), 30_000, 'the daemon closing the VNC WebSocket of a VM without one');
     assert.equal(closed, 4409);
     const cli = await home.vireo(['vm', 'vnc', 'plain']);
     assert.notEqual(cli.code, 0);

@@ -12,10 +12,10 @@ import assert from 'node:assert/strict';
 import { readdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
-import { api, type ApiKey } from '../src/api/index.js';
-import type { AnyEndpoint } from '../src/api/contract.js';
+import type { ApiKey } from '../src/api/index.js';
 import type { ApiClient } from '../src/client/api-client.js';
 import { until } from './harness/cluster.js';
+import { assertMatchesSchema } from './harness/schemas.js';
 import { startTestDaemon } from './harness/daemon.js';
 import { startNetnsHost, type NetnsHost } from './harness/netns.js';
 import { createTestHome } from './harness/vireo.js';
@@ -31,11 +31,7 @@ const firewall = `wa-fw${suffix}`;
 
 /** The answer passes its endpoint's response schema; the failure names the path in the answer that does not. */
 function check<K extends ApiKey>(key: K, answer: unknown): void {
-  const result = (api[key] as AnyEndpoint).response.schema().safeParse(answer);
-  if (!result.success) {
-    const issues = result.error.issues.map((issue) => `${issue.path.join('.')}: ${issue.message}`).join('; ');
-    assert.fail(`${key}: the answer does not match its schema (${issues}): ${JSON.stringify(answer).slice(0, 2000)}`);
-  }
+  assertMatchesSchema(key, answer);
   checked.add(key);
 }
 

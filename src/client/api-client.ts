@@ -18,6 +18,9 @@ export type ApiTarget =
   /** tls: extra https options, e.g. the pinning agent from remotes.ts pinnedAgentOptions. */
   | { url: string; token?: string; tls?: RequestOptions; headers?: Record<string, string> };
 
+/** How long a WebSocket's opening handshake (the console, VNC) may take before it fails. */
+export const WEBSOCKET_HANDSHAKE_TIMEOUT_MS = 30_000;
+
 class NodeTransport implements Transport {
   constructor(private readonly target: ApiTarget) {}
 
@@ -106,10 +109,12 @@ export class ApiClient extends ApiCore {
 
   private async webSocket(path: string): Promise<WebSocket> {
     const { default: WebSocket } = await import('ws');
-    if ('socketPath' in this.target) return new WebSocket(`ws+unix://${this.target.socketPath}:${path}`);
+    // Like every request, the handshake has a deadline: a daemon that accepts the connection but never answers is an error, not a hang.
+    const handshakeTimeout = WEBSOCKET_HANDSHAKE_TIMEOUT_MS;
+    if ('socketPath' in this.target) return new WebSocket(`ws+unix://${this.target.socketPath}:${path}`, { handshakeTimeout });
     const url = new URL(path, this.target.url);
     url.protocol = 'wss:';
     const headers = { ...(this.target.headers ?? {}), ...(this.target.token ? { authorization: `Bearer ${this.target.token}` } : {}) };
-    return new WebSocket(url, { ...(Object.keys(headers).length > 0 ? { headers } : {}), ...((this.target.tls ?? {}) as object) });
+    return new WebSocket(url, { handshakeTimeout, ...(Object.keys(headers).length > 0 ? { headers } : {}), ...((this.target.tls ?? {}) as object) });
   }
 }

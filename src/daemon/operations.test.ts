@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { readFileSync } from 'node:fs';
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
@@ -49,6 +50,74 @@ test('operation records, running, succeeded and failed, match the wire schema th
     const document = buildOpenApi('test') as { paths: Record<string, Record<string, { responses: Record<string, { content?: Record<string, { schema: { properties?: Record<string, { enum?: string[] }> } }> }> }>> };
     const started = document.paths['/vms/{name}/start']!['post']!.responses['202']!.content!['application/json']!.schema;
     assert.deepEqual(started.properties?.['state']?.enum, ['running', 'succeeded', 'failed', 'cancelled']);
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+});
+
+test('workWhileRecording: the work runs while the first record is written, and the caller is answered once it is on disk', async () => {
+  const dir = await mkdtemp(join(tmpdir(), 'vireo-ops-'));
+  try {
+    const manager = new OperationManager(dir, new EventBus('test'));
+    await manager.recover({});
+    let release!: () => void;
+    const gate = new Promise<void>((resolve) => (release = resolve));
+    const seen: string[] = [];
+    const operation = await manager.start('test.early', { vm: 'alpha' }, async (context) => {
+      seen.push('work began');
+      await context.recorded;
+      // What recovery would find, had the daemon died now: the record, running, with its intent.
+      const id = manager.list().find((candidate) => candidate.kind === 'test.early')!.id;
+      const onDisk = JSON.parse(await readFile(join(dir, `${id}.json`), 'utf8')) as { state: string; intent?: unknown };
+      seen.push(`recorded ${onDisk.state} ${JSON.stringify(onDisk.intent)}`);
+      await gate;
+      return { done: true };
+    }, { intent: { snapshot: 's1' }, workWhileRecording: true });
+    assert.equal(seen[0], 'work began', 'the work had begun before start() answered');
+    await assert.rejects(manager.start('test.other', { vm: 'alpha' }, async () => undefined), (error: unknown) => error instanceof VireoError && error.code === 'in_use');
+    release();
+    const done = await manager.wait(operation.id, 10_000);
+    assert.equal(done.state, 'succeeded');
+    assert.deepEqual(seen, ['work began', 'recorded running {"snapshot":"s1"}'], 'the record was on disk, with its intent, when the work had awaited it');
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+});
+
+test('publishBeforeRecord: a success is told (and the VM freed) before the finished record is written, which it then is', async () => {
+  const dir = await mkdtemp(join(tmpdir(), 'vireo-ops-'));
+  try {
+    const events = new EventBus('test');
+    const manager = new OperationManager(dir, events);
+    await manager.recover({});
+    const operation = await manager.start('test.told', { vm: 'alpha' }, async () => ({ done: true }), { publishBeforeRecord: true });
+    const told = await manager.wait(operation.id, 10_000);
+    assert.equal(told.state, 'succeeded');
+    // Told at once: the VM takes the next operation, with no busy window behind the write.
+    const next = await manager.start('test.next', { vm: 'alpha' }, async () => undefined);
+    assert.equal((await manager.wait(next.id, 10_000)).state, 'succeeded');
+    // The finished record follows.
+    const deadline = Date.now() + 10_000;
+    let onDisk: { state: string; result?: unknown };
+    while ((onDisk = JSON.parse(await readFile(join(dir, `${operation.id}.json`), 'utf8')) as typeof onDisk).state === 'running' && Date.now() < deadline) {
+      await new Promise((resolve) => setTimeout(resolve, 5));
+    }
+    assert.equal(onDisk.state, 'succeeded');
+    assert.deepEqual(onDisk.result, { done: true });
+
+    // A failure is still written before it is told.
+    const failing = await manager.start('test.fails', { vm: 'alpha' }, async () => {
+      throw new VireoError('invalid_state', 'no');
+    }, { publishBeforeRecord: true });
+    let stateOnDiskWhenTold: string | undefined;
+    const unsubscribe = events.subscribe((event) => {
+      if (event.kind === 'operation' && event.data['id'] === failing.id && event.data['state'] !== 'running') {
+        stateOnDiskWhenTold = (JSON.parse(readFileSync(join(dir, `${failing.id}.json`), 'utf8')) as { state: string }).state;
+      }
+    });
+    assert.equal((await manager.wait(failing.id, 10_000)).state, 'failed');
+    unsubscribe();
+    assert.equal(stateOnDiskWhenTold, 'failed');
   } finally {
     await rm(dir, { recursive: true, force: true });
   }

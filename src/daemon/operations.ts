@@ -15,6 +15,7 @@
 import { randomBytes } from 'node:crypto';
 import { mkdir, readdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
+import { crashPoint } from '../core/crash-point.js';
 import { VireoError, asVireoError, notFound } from '../core/errors.js';
 import { readJsonIfExists, writeJsonAtomic } from '../core/store/atomic.js';
 import type { EventBus } from './events.js';
@@ -25,6 +26,12 @@ export type { Operation, OperationError, OperationState };
 
 export interface OperationContext {
   signal: AbortSignal;
+  /**
+   * Resolves once the operation's first record is on disk (at once unless
+   * the operation was started with `workWhileRecording`): work must await it
+   * before its first change that recovery would have to find.
+   */
+  recorded: Promise<void>;
   progress(message: string, fraction?: number): void;
   /** Replaces the operation's intent and writes the record to disk before returning. */
   record(intent: unknown): Promise<void>;
@@ -37,6 +44,27 @@ export interface OperationContext {
  * marked succeeded instead of failed.
  */
 export type RecoveryHandler = (operation: Operation) => Promise<void | { result: unknown }>;
+
+export interface StartOptions {
+  /** The intent the first record holds (what recovery reads; the work may replace it with record()). */
+  intent?: unknown;
+  /**
+   * The work starts while the first record is written instead of after it
+   * (the caller is still answered only once it is on disk): for work that
+   * awaits `context.recorded` before its first change, and spends the wait
+   * on checks.
+   */
+  workWhileRecording?: boolean;
+  /**
+   * A success is published (to GET /operations/ID?wait and the event
+   * stream) before the finished record is written, which it still is: for
+   * kinds whose recovery, finding the record still running after a crash
+   * in between, recognizes the finished work from the record's intent and
+   * returns { result } (RecoveryHandler), so that the operation ends as its
+   * waiters were told. Its work's own records are on disk by then.
+   */
+  publishBeforeRecord?: boolean;
+}
 
 /** Finished operations kept for GET /operations. */
 const KEEP_FINISHED = 200;
@@ -118,27 +146,33 @@ export class OperationManager {
   /**
    * Starts an operation and returns its record at once. The VM named in the
    * target is claimed before anything starts, so a busy VM fails here, with
-   * nothing begun.
+   * nothing begun. The record is on disk before this returns.
    */
-  async start<R>(kind: string, target: Operation['target'], work: (context: OperationContext) => Promise<R>): Promise<Operation<R>> {
+  async start<R>(kind: string, target: Operation['target'], work: (context: OperationContext) => Promise<R>, options: StartOptions = {}): Promise<Operation<R>> {
     const now = new Date().toISOString();
-    const operation: Operation<R> = { id: randomBytes(8).toString('hex'), kind, target, state: 'running', createdAt: now, updatedAt: now };
+    const operation: Operation<R> = { id: randomBytes(8).toString('hex'), kind, target, state: 'running', createdAt: now, updatedAt: now, ...(options.intent !== undefined ? { intent: options.intent } : {}) };
     const release = target.vm !== undefined ? this.claim(target.vm, { id: operation.id, kind }) : () => {};
-    try {
-      await this.save(operation);
-    } catch (error) {
-      release();
-      throw error;
+    const recorded = this.save(operation);
+    if (!options.workWhileRecording) {
+      try {
+        await recorded;
+      } catch (error) {
+        release();
+        throw error;
+      }
     }
     this.operations.set(operation.id, operation);
     const controller = new AbortController();
     this.controllers.set(operation.id, controller);
-    this.publish(operation);
+    // Running is announced once it is on disk, before the work's first progress; a failed first write is
+    // reported to the caller below, and to the work where it awaits it.
+    const announced = options.workWhileRecording ? recorded.then(() => this.publish(operation), () => undefined) : Promise.resolve(this.publish(operation));
 
     let lastPublished = 0;
     let highest = 0;
     const context: OperationContext = {
       signal: controller.signal,
+      recorded,
       progress: (message, reported) => {
         // A progress bar never goes back: a migration's estimate shrinks a little when the guest dirties pages again.
         const fraction = reported === undefined ? undefined : (highest = Math.max(highest, reported));
@@ -152,27 +186,44 @@ export class OperationManager {
         }
       },
       record: async (intent) => {
+        await recorded;
         operation.intent = intent;
         operation.updatedAt = new Date().toISOString();
         await this.save(operation);
       },
     };
     const done = (async () => {
+      let outcome: { state: OperationState; result?: unknown; error?: OperationError };
       try {
         const result = await work(context);
-        await this.finish(operation, 'succeeded', result === undefined ? {} : { result });
+        outcome = { state: 'succeeded', ...(result === undefined ? {} : { result }) };
       } catch (error) {
         const failure = asVireoError(error);
         const cancelled = controller.signal.aborted && (failure.code === 'cancelled' || failure.code === 'timeout');
-        await this.finish(operation, cancelled ? 'cancelled' : 'failed', {
+        outcome = {
+          state: cancelled ? 'cancelled' : 'failed',
           error: { code: failure.code, message: failure.message, ...(failure.details.field ? { field: failure.details.field } : {}) },
-        });
+        };
+      }
+      try {
+        // The first record is written before the last one: never two writes of one record at once.
+        await announced;
+        // The VM is free once the end is told: a waiter's next request must not find it busy.
+        await this.finish(operation, outcome.state, outcome, { publishFirst: options.publishBeforeRecord === true && outcome.state === 'succeeded', published: release });
       } finally {
         this.controllers.delete(operation.id);
         release();
       }
     })();
     this.finishedIndex.set(operation.id, this.finished.push(done) - 1);
+    try {
+      await recorded;
+    } catch (error) {
+      // The work has begun but may change nothing (it awaits the record): let it end, then refuse.
+      controller.abort();
+      await done;
+      throw error;
+    }
     return operation;
   }
 
@@ -253,18 +304,27 @@ export class OperationManager {
     };
   }
 
-  private async finish(operation: Operation, state: OperationState, outcome: { result?: unknown; error?: OperationError }): Promise<void> {
+  private async finish(operation: Operation, state: OperationState, outcome: { result?: unknown; error?: OperationError }, options: { publishFirst?: boolean; published?: () => void } = {}): Promise<void> {
     const now = new Date().toISOString();
-    operation.state = state;
-    operation.updatedAt = now;
-    operation.finishedAt = now;
-    if (outcome.result !== undefined) operation.result = outcome.result;
-    if (outcome.error) operation.error = outcome.error;
-    if (state === 'succeeded') operation.progress = { message: 'done', fraction: 1 };
-    await this.save(operation).catch(() => {
+    const finished: Operation = { ...operation, state, updatedAt: now, finishedAt: now };
+    if (outcome.result !== undefined) finished.result = outcome.result;
+    if (outcome.error) finished.error = outcome.error;
+    if (state === 'succeeded') finished.progress = { message: 'done', fraction: 1 };
+    // The record in memory (what GET /operations answers) turns finished when the end is published and the VM
+    // freed, in one step: whoever sees it finished finds the VM free.
+    const tell = () => {
+      Object.assign(operation, finished);
+      this.publish(operation);
+      options.published?.();
+    };
+    if (options.publishFirst) {
+      tell();
+      crashPoint(`${operation.kind}.told`);
+    }
+    await this.save(finished).catch(() => {
       // The record on disk stays "running" and is recovered at the next start; nothing better to do.
     });
-    this.publish(operation);
+    if (!options.publishFirst) tell();
     await this.prune();
   }
 

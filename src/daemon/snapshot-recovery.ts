@@ -1,14 +1,21 @@
 /**
  * Recovery after a daemon crash for snapshot and clone operations: a
  * snapshot operation's recorded intent is finished or undone (reconcile),
+ * a create whose snapshot was recorded ends as succeeded,
  * and a clone that never got its definition written is removed with the
  * disks it recorded making (and nothing else).
  */
 import { isVireoError } from '../core/errors.js';
 import type { VireoPaths } from '../core/paths.js';
+import { readMetadata, type SnapshotRecord } from '../core/snapshot/metadata.js';
 import { reconcileSnapshots } from '../core/snapshot/snapshots.js';
 import { undoInterruptedClone, type CloneIntent } from '../core/vm/template.js';
 import type { Operation, RecoveryHandler } from './operations.js';
+
+/** What a snapshot.create operation records at its start: the snapshot it takes. */
+export interface SnapshotCreateIntent {
+  snapshot: string;
+}
 
 export function snapshotRecoveryHandlers(paths: VireoPaths): Record<string, RecoveryHandler> {
   const reconcile = async (operation: Operation): Promise<void> => {
@@ -17,8 +24,22 @@ export function snapshotRecoveryHandlers(paths: VireoPaths): Record<string, Reco
       if (!isVireoError(error, 'not_found')) throw error;
     });
   };
+  /** The snapshot a create operation took, if it is recorded. */
+  const takenBy = async (operation: Operation): Promise<SnapshotRecord | undefined> => {
+    const intent = operation.intent as SnapshotCreateIntent | undefined;
+    if (operation.target.vm === undefined || typeof intent?.snapshot !== 'string') return undefined;
+    const metadata = await readMetadata(paths, operation.target.vm).catch(() => undefined);
+    // Made by this operation, not one of that name it was refused for: taken after it began.
+    return metadata?.snapshots.find((snapshot) => snapshot.name === intent.snapshot && snapshot.createdAt >= operation.createdAt);
+  };
   return {
-    'snapshot.create': reconcile,
+    // A create whose snapshot is recorded was told to its waiters as succeeded (publishBeforeRecord): it succeeded.
+    'snapshot.create': async (operation) => {
+      // Looked up before reconciling, which may finish a later operation's delete of this very snapshot.
+      const record = await takenBy(operation);
+      await reconcile(operation);
+      return record ? { result: { snapshot: record, checks: [] } } : undefined;
+    },
     'snapshot.revert': reconcile,
     'snapshot.delete': reconcile,
     // Only what the clone recorded making (by file identity) is removed; see undoInterruptedClone.

@@ -8,14 +8,18 @@ import { loadDefinition } from '../core/vm/definitions.js';
 import { cloneVm, makeTemplate } from '../core/vm/template.js';
 import { getVm } from '../core/vm/manage.js';
 import { accepted, implement } from './route.js';
+import type { SnapshotCreateIntent } from './snapshot-recovery.js';
 
 export const snapshotRoutes = implement(snapshots, {
   'GET /vms/:name/snapshots': async ({ params, daemon }) => listSnapshots(daemon.paths, params.name),
   'POST /vms/:name/snapshots': async ({ params, body, daemon }) => {
     await loadDefinition(daemon.paths, params.name);
-    return accepted(await daemon.operations.start('snapshot.create', { vm: params.name }, async ({ progress }) =>
-      createSnapshot(daemon.paths, params.name, { name: body.name, diskOnly: body.diskOnly, ...(body.description !== undefined ? { description: body.description } : {}), ...(body.freezeTimeoutSeconds !== undefined ? { freezeTimeoutMs: body.freezeTimeoutSeconds * 1000 } : {}), onProgress: (message) => progress(message) }),
-    ));
+    // The operation's record is written while the snapshot's checks run, and its success is told before its
+    // finished record is written: its recovery (snapshot-recovery.ts) knows a taken snapshot by the intent.
+    const intent: SnapshotCreateIntent = { snapshot: body.name };
+    return accepted(await daemon.operations.start('snapshot.create', { vm: params.name }, async ({ progress, recorded }) =>
+      createSnapshot(daemon.paths, params.name, { name: body.name, diskOnly: body.diskOnly, ...(body.description !== undefined ? { description: body.description } : {}), ...(body.freezeTimeoutSeconds !== undefined ? { freezeTimeoutMs: body.freezeTimeoutSeconds * 1000 } : {}), onProgress: (message) => progress(message), beforeChange: () => recorded }),
+    { intent, workWhileRecording: true, publishBeforeRecord: true }));
   },
   'POST /vms/:name/snapshots/:snapshot/revert': async ({ params, daemon }) => {
     await loadDefinition(daemon.paths, params.name);

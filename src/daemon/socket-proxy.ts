@@ -15,19 +15,22 @@ export async function pipeToUpstream(
   early: Buffer[],
   closeWith: (code: number, reason: string) => void,
 ): Promise<(data: Buffer) => void> {
+  // Listening before the owner answers: its first frame (a VNC server speaks first) can arrive in the same read as
+  // the handshake's answer and is emitted at once, before anything awaiting 'open' could add a listener.
+  upstream.on('message', (data: Buffer, isBinary: boolean) => downstream.send(data, { binary: isBinary }));
+  upstream.on('error', () => undefined);
+  // A client gone while the owner is still being asked: the upstream goes too (closing it unopened fails the wait below).
+  downstream.on('close', () => upstream.close());
   await new Promise<void>((resolve, reject) => {
     upstream.once('open', () => resolve());
     upstream.once('error', reject);
     upstream.once('unexpected-response', (_request, response) => reject(new Error(`HTTP ${response.statusCode} from the member that runs the VM`)));
   });
-  upstream.on('error', () => undefined);
-  upstream.on('message', (data: Buffer, isBinary: boolean) => downstream.send(data, { binary: isBinary }));
   upstream.on('close', (code: number, reason: Buffer) => {
     // 1005/1006 (no code, connection lost) cannot be sent in a close frame: said as the member being unavailable.
     const sendable = code === 1000 || (code >= 3000 && code <= 4999);
     closeWith(sendable ? code : CONSOLE_CLOSE_CODES.unavailable, closeReason(reason.toString() || 'the member that runs the VM closed the connection'));
   });
-  downstream.on('close', () => upstream.close());
   for (const data of early.splice(0)) upstream.send(data);
   return (data) => upstream.send(data);
 }

@@ -7,13 +7,14 @@ import { access } from 'node:fs/promises';
 import type { ApiClient, Operation, VireoEvent } from '../../src/client/api-client.js';
 import { TestApiClient } from '../../src/test-support/api-client.js';
 import { cliPath, type TestHome } from './vireo.js';
+import { within } from './within.js';
 
 export interface RunningDaemon {
   child: ChildProcess;
   api: TestApiClient;
   /** What the daemon wrote to stderr (its log). */
   log(): string;
-  /** SIGTERM and wait. */
+  /** SIGTERM and wait (bounded: a daemon not gone after 30 s is killed and reported). */
   stop(): Promise<void>;
   /** SIGKILL and wait: the crash the daemon must survive. */
   crash(): Promise<void>;
@@ -54,7 +55,14 @@ export async function startTestDaemon(home: TestHome, extraArgs: string[] = [], 
     log: () => stderr,
     stop: async () => {
       child.kill('SIGTERM');
-      await exited;
+      // The daemon bounds its own shutdown (5 s); one still running well after that is a bug to report, not to wait on.
+      try {
+        await within(exited, 30_000, `vireo daemon (pid ${child.pid}) exiting after SIGTERM`);
+      } catch (error) {
+        child.kill('SIGKILL');
+        await exited;
+        throw new Error(`${(error as Error).message}; killed. Its log ends: ${stderr.slice(-2000)}`);
+      }
     },
     crash: async () => {
       child.kill('SIGKILL');

@@ -56,3 +56,8 @@ export async function waitForCounter(console: SerialConsole, after: number, time
     await new Promise((resolve) => setTimeout(resolve, 50));
   }
 }
+
+/** A busy loop in the guest's console shell (one vCPU at 100 %), its PID kept to stop it. */
+export const BUSY_LOOP = '(while :; do :; done) & echo $! > /tmp/busy.pid';
+
+export const STOP_BUSY_LOOP = 'kill $(cat /tmp/busy.pid)';

@@ -5,6 +5,8 @@
  * followed to its end with its progress; the console is the daemon's
  * WebSocket, wrapped as a stream.
  */
+import type { Duplex } from 'node:stream';
+import type WebSocket from 'ws';
 import { unchecked } from '../../api/contract.js';
 import type { Operation } from '../../api/operations.js';
 import { closeError } from '../../api/console-codes.js';
@@ -33,6 +35,30 @@ export function daemonBackend(api: ApiClient): Backend {
     // A succeeded operation carries its work's result (the contract's R).
     return done.result as R;
   };
+
+  /**
+   * The WebSocket as a stream from the moment it exists, before its handshake
+   * is answered: a VNC server speaks first (its version line), and what comes
+   * in the same read as the handshake's answer is emitted as a message at
+   * once; without a listener then it was dropped, and `vireo vm vnc`'s viewer
+   * waited for the banner forever (seen on a loaded machine). Until `done`,
+   * an error is the open's to report (the stream's own 'error' would
+   * otherwise be unhandled); afterwards it is the caller's.
+   */
+  const listening = async (socket: WebSocket): Promise<{ socket: WebSocket; duplex: Duplex; done(): void }> => {
+    const { createWebSocketStream } = await import('ws');
+    const duplex = createWebSocketStream(socket);
+    const ignore = () => undefined;
+    duplex.on('error', ignore);
+    return { socket, duplex, done: () => duplex.off('error', ignore) };
+  };
+  /** Resolves once the daemon has accepted the WebSocket; its refusal (a close with an error code) or no answer rejects. */
+  const opened = (socket: WebSocket, names: { closed: string; reached: string }): Promise<void> =>
+    new Promise<void>((resolve, reject) => {
+      socket.once('open', () => resolve());
+      socket.once('close', (code: number, reason: Buffer) => reject(closeError(code, reason.toString('utf8')) ?? new VireoError('command_failed', `the daemon closed ${names.closed} (${code})`)));
+      socket.once('error', (error: Error) => reject(new VireoError('command_failed', `cannot reach ${names.reached} through ${api.description} (${error.message})`)));
+    });
 
   return {
     kind: 'daemon',
@@ -77,35 +103,39 @@ export function daemonBackend(api: ApiClient): Backend {
     pauseVm: async (name) => void (await api.call('POST /vms/:name/pause', { params: { name } })),
     resumeVm: async (name) => void (await api.call('POST /vms/:name/resume', { params: { name } })),
     openConsole: async (name, serial) => {
-      const socket = await api.console(name, serial);
-      await new Promise<void>((resolve, reject) => {
-        socket.once('open', () => resolve());
-        socket.once('close', (code: number, reason: Buffer) => reject(closeError(code, reason.toString('utf8')) ?? new VireoError('command_failed', `the daemon closed the console (${code})`)));
-        socket.once('error', (error: Error) => reject(new VireoError('command_failed', `cannot reach the console through ${api.description} (${error.message})`)));
-      });
-      // A refusal (VM not running) arrives as a close right after the handshake; wait a moment for it.
-      const refused = await new Promise<VireoError | undefined>((resolve) => {
-        const timer = setTimeout(() => resolve(undefined), 150);
-        socket.once('close', (code: number, reason: Buffer) => {
-          clearTimeout(timer);
-          resolve(closeError(code, reason.toString('utf8')));
+      const stream = await listening(await api.console(name, serial));
+      try {
+        await opened(stream.socket, { closed: 'the console', reached: 'the console' });
+        // A refusal (VM not running) arrives as a close right after the handshake; wait a moment for it.
+        const refused = await new Promise<VireoError | undefined>((resolve) => {
+          const timer = setTimeout(() => resolve(undefined), 150);
+          stream.socket.once('close', (code: number, reason: Buffer) => {
+            clearTimeout(timer);
+            resolve(closeError(code, reason.toString('utf8')));
+          });
         });
-      });
-      if (refused) throw refused;
-      const { createWebSocketStream } = await import('ws');
-      return new SerialConsole(createWebSocketStream(socket));
+        if (refused) throw refused;
+      } catch (error) {
+        stream.duplex.destroy();
+        throw error;
+      } finally {
+        stream.done();
+      }
+      return new SerialConsole(stream.duplex);
     },
     ejectMedia: (name, drive) => api.call('POST /vms/:name/media/eject', { params: { name }, body: drive !== undefined ? { drive } : {} }),
     insertMedia: (name, input) => api.call('POST /vms/:name/media/insert', { params: { name }, body: input }),
     openVnc: async (name) => {
-      const socket = await api.vnc(name);
-      await new Promise<void>((resolve, reject) => {
-        socket.once('open', () => resolve());
-        socket.once('close', (code: number, reason: Buffer) => reject(closeError(code, reason.toString('utf8')) ?? new VireoError('command_failed', `the daemon closed the VNC connection (${code})`)));
-        socket.once('error', (error: Error) => reject(new VireoError('command_failed', `cannot reach the VNC console through ${api.description} (${error.message})`)));
-      });
-      const { createWebSocketStream } = await import('ws');
-      return createWebSocketStream(socket);
+      const stream = await listening(await api.vnc(name));
+      try {
+        await opened(stream.socket, { closed: 'the VNC connection', reached: 'the VNC console' });
+      } catch (error) {
+        stream.duplex.destroy();
+        throw error;
+      } finally {
+        stream.done();
+      }
+      return stream.duplex;
     },
     vncPassword: (name, validSeconds) => api.call('POST /vms/:name/vnc/password', { params: { name }, body: { validSeconds } }),
     readLogs: async (name, lines) => {

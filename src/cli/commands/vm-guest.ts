@@ -3,9 +3,10 @@
  * qemu-guest-agent (ip, exec, cp) or SSH with the key cloud-init was given.
  */
 import { readdir, readFile, stat, writeFile, mkdir } from 'node:fs/promises';
-import { createServer, type AddressInfo } from 'node:net';
+import { createServer, type AddressInfo, type Socket } from 'node:net';
 import { homedir } from 'node:os';
 import { join, resolve as resolvePath } from 'node:path';
+import type { Duplex } from 'node:stream';
 import type { Command } from 'commander';
 import { VireoError, invalidArgument, invalidState } from '../../core/errors.js';
 import type { VmDefinition } from '../../core/model/vm.js';
@@ -97,12 +98,22 @@ export function addGuestCommands(vm: Command, cli: CliContext): void {
       const backend = await cli.backend();
       // Asked first: a VM without VNC, or not running, is refused before anything listens.
       const { password, expiresAt } = await backend.vncPassword(name, validSeconds);
+      // Each viewer's connection and its WebSocket through the daemon, so that stopping ends them (see below).
+      const bridges = new Set<{ viewer: Socket; vnc?: Duplex }>();
       const server = createServer((viewer) => {
         viewer.on('error', () => undefined);
+        const bridge: { viewer: Socket; vnc?: Duplex } = { viewer };
+        bridges.add(bridge);
+        viewer.on('close', () => {
+          bridges.delete(bridge);
+          bridge.vnc?.destroy();
+        });
         backend.openVnc(name).then(
           (vnc) => {
+            // A viewer gone while the daemon was asked: its connection to the VNC server is not kept open for nobody.
+            if (viewer.destroyed) return void vnc.destroy();
+            bridge.vnc = vnc;
             vnc.on('error', () => viewer.destroy());
-            viewer.on('close', () => vnc.destroy());
             vnc.on('close', () => viewer.destroy());
             viewer.pipe(vnc).pipe(viewer);
           },
@@ -120,7 +131,16 @@ export function addGuestCommands(vm: Command, cli: CliContext): void {
       const shown = address.family === 'IPv6' ? `[${address.address}]:${address.port}` : `${address.address}:${address.port}`;
       process.stdout.write(`VNC console of VM '${name}': connect a viewer to ${shown}\npassword: ${password} (admits new connections until ${expiresAt})\nCtrl-C to stop.\n`);
       await new Promise<void>((resolve) => {
-        const stop = () => server.close(() => resolve());
+        // Interrupted: viewers still connected are cut, not waited for (server.close alone waits for every
+        // connection to end, so a viewer left open kept the command running after Ctrl-C or SIGTERM).
+        const stop = () => {
+          server.close();
+          for (const { viewer, vnc } of bridges) {
+            viewer.destroy();
+            vnc?.destroy();
+          }
+          resolve();
+        };
         process.once('SIGINT', stop);
         process.once('SIGTERM', stop);
       });

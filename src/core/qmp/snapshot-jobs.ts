@@ -46,8 +46,9 @@ export async function jobDismiss(client: QmpClient, id: string): Promise<void> {
 /**
  * Runs one snapshot job to its end and dismisses it. Completion is taken
  * from JOB_STATUS_CHANGE (subscribed before the job starts) and confirmed
- * with query-jobs, which carries the error of a failed job. QEMU dying
- * mid-job closes the monitor, which rejects the wait: never a hang.
+ * with query-jobs, which carries the error of a failed job (asked in the
+ * same breath as the dismissal). QEMU dying mid-job closes the monitor,
+ * which rejects the wait: never a hang.
  */
 export async function runSnapshotJob(client: QmpClient, kind: SnapshotJobKind, args: SnapshotJobArgs, options: { timeoutMs?: number } = {}): Promise<void> {
   const id = `vireo-${kind}-${randomBytes(4).toString('hex')}`;
@@ -59,8 +60,9 @@ export async function runSnapshotJob(client: QmpClient, kind: SnapshotJobKind, a
   if (kind !== 'snapshot-delete') body.vmstate = args.vmstate;
   await client.execute<Empty>(kind, body);
   await concluded;
-  const job = (await queryJobs(client)).find((candidate) => candidate.id === id);
-  await jobDismiss(client, id);
+  // Sent together: QEMU runs a monitor's commands in order, so the list still holds the job (and its error).
+  const [jobs] = await Promise.all([queryJobs(client), jobDismiss(client, id)]);
+  const job = jobs.find((candidate) => candidate.id === id);
   if (job?.error !== undefined) {
     throw new VireoError('qemu_failed', `QEMU's ${kind} of '${args.tag}' failed: ${job.error}`, { job: id, tag: args.tag });
   }

@@ -12,7 +12,7 @@ import { join } from 'node:path';
 import { invalidArgument } from '../errors.js';
 import { checkName } from '../model/units.js';
 import { vmPaths, type VireoPaths } from '../paths.js';
-import { readJsonIfExists, writeJsonAtomic } from '../store/atomic.js';
+import { prepareJsonAtomic, readJsonIfExists, writeJsonAtomic, type PreparedFile } from '../store/atomic.js';
 
 export interface SnapshotRecord {
   name: string;
@@ -60,6 +60,11 @@ export async function readMetadata(paths: VireoPaths, vm: string): Promise<Snaps
 
 export async function writeMetadata(paths: VireoPaths, vm: string, metadata: SnapshotMetadata): Promise<void> {
   await writeJsonAtomic(metadataPath(paths, vm), metadata);
+}
+
+/** writeMetadata in two halves: the content is written and fsynced now, and takes effect at commit() (store/atomic.ts). */
+export function prepareMetadata(paths: VireoPaths, vm: string, metadata: SnapshotMetadata): Promise<PreparedFile> {
+  return prepareJsonAtomic(metadataPath(paths, vm), metadata);
 }
 
 /**

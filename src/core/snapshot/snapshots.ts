@@ -29,7 +29,8 @@ import { startVm } from '../vm/lifecycle.js';
 import { waitForExit } from '../vm/process.js';
 import { cleanRunDirectory, livePid } from '../vm/runtime.js';
 import { diskNames } from '../qemu/ids.js';
-import { checkSnapshotName, readMetadata, withoutSnapshot, writeMetadata, type SnapshotMetadata, type SnapshotRecord } from './metadata.js';
+import { checkSnapshotName, prepareMetadata, readMetadata, withoutSnapshot, writeMetadata, type SnapshotMetadata, type SnapshotRecord } from './metadata.js';
+import type { PreparedFile } from '../store/atomic.js';
 import { syncGuestClock, withQuiescedGuest, type FreezeReport } from '../vm/guest-agent.js';
 import { deleteInternalSnapshot, internalSnapshotTransaction, runSnapshotJob } from '../qmp/snapshot-jobs.js';
 import { forgetTpmState, restoreTpmState, saveTpmState } from '../devices/tpm.js';
@@ -55,6 +56,12 @@ export interface CreateSnapshotOptions {
   /** How long the guest agent may take to freeze the filesystems of a running VM for a disk-only snapshot. */
   freezeTimeoutMs?: number;
   onProgress?: (message: string) => void;
+  /**
+   * Awaited before the first change (the intent written to the metadata):
+   * the daemon's operation record, written meanwhile, must be on disk
+   * first, so that recovery after a crash finds the operation.
+   */
+  beforeChange?: () => Promise<void>;
 }
 
 export interface SnapshotResult {
@@ -147,12 +154,18 @@ export async function createSnapshot(paths: VireoPaths, vm: string, options: Cre
   return withVmLock(paths, vm, async () => {
     await reconcileLocked(paths, def);
     const disks = await snapshotDisks(paths, def);
-    let metadata = await readMetadata(paths, vm);
+    const metadata = await readMetadata(paths, vm);
     if (metadata.snapshots.some((snapshot) => snapshot.name === name)) throw new VireoError('already_exists', `snapshot '${name}' of VM '${vm}' already exists`, { field: 'name' });
     const pid = await livePid(paths, def);
+    // The intent is written (to a fsynced temporary) while the checks below run, and put in place once they pass.
+    const intent = settleLater(prepareMetadata(paths, vm, { ...metadata, pending: { op: 'create', name, startedAt: new Date().toISOString() } }));
     // A running QEMU is asked for its disks' tags over the connection the snapshot then uses (a qemu-img
     // process per disk cost more than the rest of the request); if it does not answer, qemu-img is.
     const early = pid === undefined ? undefined : await connect(paths, vm).catch(() => undefined);
+    // Asked together with the tags (QEMU answers in order): the state the snapshot records.
+    const earlyStatus = early ? settleLater(queryStatus(early)) : undefined;
+    let closing: Promise<void> | undefined;
+    let committed = false;
     try {
       for (const disk of disks) {
         const tags = (early ? await queryNodeSnapshots(early, disk.node).catch(() => undefined) : undefined) ?? (await qemuImg.listSnapshots(disk.path));
@@ -160,13 +173,16 @@ export async function createSnapshot(paths: VireoPaths, vm: string, options: Cre
           throw new VireoError('already_exists', `name: disk '${disk.volume}' already has an internal snapshot '${name}' (made outside Vireo); choose another name`, { field: 'name' });
         }
       }
-      metadata = { ...metadata, pending: { op: 'create', name, startedAt: new Date().toISOString() } };
-      await writeMetadata(paths, vm, metadata);
+      await options.beforeChange?.();
+      await (await intent).commit();
+      committed = true;
       crashPoint('snapshot.create.pending');
 
       let record: SnapshotRecord;
       let notice: string | undefined;
       let freeze: FreezeReport | undefined;
+      /** The metadata naming the new snapshot, prepared while QEMU took it (full snapshots of a running VM). */
+      let taken: Promise<PreparedFile> | undefined;
       try {
         const base = {
           name,
@@ -184,7 +200,7 @@ export async function createSnapshot(paths: VireoPaths, vm: string, options: Cre
         } else {
           const client = early ?? (await connect(paths, vm));
           try {
-            const status = await queryStatus(client);
+            const status = await (earlyStatus ?? queryStatus(client));
             const vmState = status.running ? ('running' as const) : ('paused' as const);
             if (options.diskOnly) {
               options.onProgress?.('freezing the guest\'s filesystems through its agent');
@@ -198,29 +214,56 @@ export async function createSnapshot(paths: VireoPaths, vm: string, options: Cre
             } else {
               options.onProgress?.('saving memory, devices and disks (snapshot-save)');
               const vmstate = disks[0]!;
-              await runSnapshotJob(client, 'snapshot-save', { tag: name, vmstate: vmstate.node, devices: disks.map((disk) => disk.node) });
               record = { ...base, memory: true, vmState, vmstateDisk: vmstate.volume, hardware: hardwareFingerprint(def) };
+              // Everything the record says is known before the job: it is written while QEMU works, and only put in place after.
+              taken = settleLater(prepareMetadata(paths, vm, withRecord(metadata, record)));
+              await runSnapshotJob(client, 'snapshot-save', { tag: name, vmstate: vmstate.node, devices: disks.map((disk) => disk.node) });
             }
           } finally {
-            await client.close();
+            // Closed while the record is put in place.
+            closing = client.close();
           }
         }
       } catch (error) {
+        if (taken) await discard(taken);
+        await closing;
         throw explainFailure(error, await afterFailure(paths, def, pid), `snapshot '${name}' was not taken`);
       }
       // A disk-only or stopped snapshot holds no device state: the TPM's goes beside it (full ones carry it in their vmstate).
       if (!record.memory && def.devices?.tpm) await saveTpmState(vmPaths(paths, vm).dir, name);
       crashPoint('snapshot.create.taken');
-      metadata = { ...metadata, snapshots: [...metadata.snapshots, record], current: name };
-      delete metadata.pending;
-      await writeMetadata(paths, vm, metadata);
+      if (taken) await (await taken).commit();
+      else await writeMetadata(paths, vm, withRecord(metadata, record));
       const checks = pid === undefined ? await checkDisks(disks) : [];
       return { snapshot: record, checks, ...(notice ? { notice } : {}), ...(freeze ? { freeze } : {}) };
     } finally {
+      if (!committed) await discard(intent);
       // Closed already when the snapshot used it; not when a check refused first.
-      await early?.close();
+      await (closing ?? early?.close());
     }
   });
+}
+
+/** The metadata once a snapshot is taken: recorded, current, nothing pending. */
+function withRecord(metadata: SnapshotMetadata, record: SnapshotRecord): SnapshotMetadata {
+  const next: SnapshotMetadata = { ...metadata, snapshots: [...metadata.snapshots, record], current: record.name };
+  delete next.pending;
+  return next;
+}
+
+/**
+ * A promise awaited later, maybe never (a check refuses first): marked
+ * handled now, so that its failure is reported where it is awaited rather
+ * than as an unhandled rejection.
+ */
+function settleLater<T>(promise: Promise<T>): Promise<T> {
+  promise.catch(() => undefined);
+  return promise;
+}
+
+/** Drops a prepared write that will not be put in place (if preparing it failed, that no longer matters). */
+async function discard(prepared: Promise<PreparedFile>): Promise<void> {
+  await prepared.then((file) => file.discard(), () => undefined);
 }
 
 /** What a disk-only snapshot of a running VM tells the user about the freeze around it. */

@@ -5,10 +5,11 @@
  */
 import { open, rename, rm, readFile } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
+import { VireoError } from '../errors.js';
 import { tempName } from '../process/temp-name.js';
 
 export async function writeFileAtomic(path: string, data: string | Uint8Array, mode = 0o644): Promise<void> {
-  await replaceFile(path, data, mode, true);
+  await (await prepareFileAtomic(path, data, mode)).commit();
 }
 
 /**
@@ -22,11 +23,32 @@ export async function writeFileAtomic(path: string, data: string | Uint8Array, m
  * disk, and a start wrote three such files.
  */
 export async function writeRuntimeFile(path: string, data: string | Uint8Array, mode = 0o644): Promise<void> {
-  await replaceFile(path, data, mode, false);
+  await (await prepare(path, data, mode, false)).commit();
 }
 
-async function replaceFile(path: string, data: string | Uint8Array, mode: number, durable: boolean): Promise<void> {
+/** A file written and fsynced under a temporary name, not yet in place: commit() puts it there, discard() drops it. */
+export interface PreparedFile {
+  /** Renames the temporary over the target and fsyncs the directory: from then on the new content survives a crash. */
+  commit(): Promise<void>;
+  /** Removes the temporary (the target keeps its content); safe to call after a failed prepare or commit. */
+  discard(): Promise<void>;
+}
+
+/**
+ * The first half of writeFileAtomic: the content is written to a temporary
+ * beside the target and fsynced, the target untouched. Work whose next state
+ * is known before it can be entered (a record written once a QEMU job ends)
+ * prepares it while it waits, so that entering it costs only the rename and
+ * the directory's fsync. The temporary is named as every other
+ * (process/temp-name.ts), so one left by a dead process is swept.
+ */
+export function prepareFileAtomic(path: string, data: string | Uint8Array, mode = 0o644): Promise<PreparedFile> {
+  return prepare(path, data, mode, true);
+}
+
+async function prepare(path: string, data: string | Uint8Array, mode: number, durable: boolean): Promise<PreparedFile> {
   const tmp = join(dirname(path), tempName(basename(path)));
+  const discard = () => rm(tmp, { force: true });
   try {
     const handle = await open(tmp, 'wx', mode);
     try {
@@ -35,18 +57,46 @@ async function replaceFile(path: string, data: string | Uint8Array, mode: number
     } finally {
       await handle.close();
     }
-    await rename(tmp, path);
   } catch (error) {
-    await rm(tmp, { force: true });
-    // A failed write on an open file names no file ("ENOSPC ... write"); say which one.
-    if (error instanceof Error && (error as NodeJS.ErrnoException).errno !== undefined && (error as NodeJS.ErrnoException).path === undefined) (error as NodeJS.ErrnoException).path = path;
-    throw error;
+    await discard();
+    throw named(error, path);
   }
-  if (durable) await syncFile(dirname(path));
+  let committed = false;
+  return {
+    commit: async () => {
+      if (committed) throw new VireoError('internal', `${path}: prepared content committed twice`);
+      committed = true;
+      try {
+        await rename(tmp, path);
+      } catch (error) {
+        await discard();
+        throw named(error, path);
+      }
+      if (durable) await syncFile(dirname(path));
+    },
+    discard: async () => {
+      if (!committed) await discard();
+    },
+  };
+}
+
+/** A failed write on an open file names no file ("ENOSPC ... write"); say which one. */
+function named(error: unknown, path: string): unknown {
+  if (error instanceof Error && (error as NodeJS.ErrnoException).errno !== undefined && (error as NodeJS.ErrnoException).path === undefined) (error as NodeJS.ErrnoException).path = path;
+  return error;
 }
 
 export async function writeJsonAtomic(path: string, value: unknown): Promise<void> {
-  await writeFileAtomic(path, `${JSON.stringify(value, null, 2)}\n`);
+  await writeFileAtomic(path, jsonText(value));
+}
+
+/** writeJsonAtomic in two halves (prepareFileAtomic). */
+export function prepareJsonAtomic(path: string, value: unknown): Promise<PreparedFile> {
+  return prepareFileAtomic(path, jsonText(value));
+}
+
+function jsonText(value: unknown): string {
+  return `${JSON.stringify(value, null, 2)}\n`;
 }
 
 /** Reads JSON, or returns undefined when the file does not exist. */
