@@ -113,11 +113,10 @@ export async function benchSnapshots(options: { runs: number; cli: string; image
       result.snapshotCreate.vireoMs.push(await vireo('snapshot', 'create', 'snapvm', tag));
       result.snapshotRevert.vireoMs.push(await vireo('snapshot', 'revert', 'snapvm', tag));
       await vireo('snapshot', 'delete', 'snapvm', tag);
-      result.snapshotCreate.qmpMs.push(await qmp('snapshot-save', tag));
-      result.snapshotRevert.qmpMs.push(await qmp('snapshot-load', tag));
-      await qmp('snapshot-delete', tag);
     }
-    // The same through vireod: the API call (POST, then the operation awaited with a long poll), and the CLI as a client.
+    // The same through vireod: the API call (POST, then the operation awaited with a long poll), and the CLI as a
+    // client. The plain QMP job is timed in the same loop, right beside each API call (which of the two goes first
+    // alternates), so that a machine whose load changes during the bench weighs on both alike.
     daemon = spawn(process.execPath, [...DAEMON_NODE_FLAGS, options.cli, 'daemon', '--quiet', '--rate-limit', '0'], { env: { ...env, VIREO_SOCKET: '' }, stdio: 'ignore' });
     const api = new ApiClient({ socketPath: paths.daemonSocket });
     const deadline = Date.now() + 30_000;
@@ -134,9 +133,18 @@ export async function benchSnapshots(options: { runs: number; cli: string; image
     };
     for (let index = 0; index < options.runs; index += 1) {
       const tag = `api${index}`;
-      result.snapshotCreate.apiMs.push(await viaApi('POST', '/vms/snapvm/snapshots', { name: tag }));
-      result.snapshotRevert.apiMs.push(await viaApi('POST', `/vms/snapvm/snapshots/${tag}/revert`));
-      await viaApi('DELETE', `/vms/snapvm/snapshots/${tag}`);
+      const throughApi = async () => {
+        result.snapshotCreate.apiMs.push(await viaApi('POST', '/vms/snapvm/snapshots', { name: tag }));
+        result.snapshotRevert.apiMs.push(await viaApi('POST', `/vms/snapvm/snapshots/${tag}/revert`));
+        await viaApi('DELETE', `/vms/snapvm/snapshots/${tag}`);
+      };
+      const plainTag = `bench${index}`;
+      const overPlainQmp = async () => {
+        result.snapshotCreate.qmpMs.push(await qmp('snapshot-save', plainTag));
+        result.snapshotRevert.qmpMs.push(await qmp('snapshot-load', plainTag));
+        await qmp('snapshot-delete', plainTag);
+      };
+      for (const side of index % 2 === 0 ? [throughApi, overPlainQmp] : [overPlainQmp, throughApi]) await side();
       const cliTag = `cli${index}`;
       result.snapshotCreate.daemonCliMs.push(await vireo('snapshot', 'create', 'snapvm', cliTag));
       result.snapshotRevert.daemonCliMs.push(await vireo('snapshot', 'revert', 'snapvm', cliTag));

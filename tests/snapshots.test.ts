@@ -14,6 +14,11 @@ import { after, before, describe, test } from 'node:test';
 import { vmPaths } from '../src/core/paths.js';
 import { QmpClient } from '../src/core/qmp/client.js';
 import { listSnapshots } from '../src/core/storage/qemu-img.js';
+import { readMetadata, writeMetadata } from '../src/core/snapshot/metadata.js';
+import { internalSnapshotTransaction } from '../src/core/qmp/snapshot-jobs.js';
+import { diskNames } from '../src/core/qemu/ids.js';
+import { readFile } from 'node:fs/promises';
+import { join } from 'node:path';
 import { createTestHome, type TestHome } from './harness/vireo.js';
 
 const exec = promisify(execFile);
@@ -115,6 +120,29 @@ describe('snapshots of a running guest', () => {
     assert.deepEqual(await counts(), { memory: frozenCount, disk: frozenCount });
     await vireoOk('snapshot', 'revert', VM, 's3');
     assert.equal(await guest('cat /tmp/mark; sync; echo 3 > /proc/sys/vm/drop_caches; cat /mnt/disk/mark'), 'm3\nm3');
+    await assertCheckClean(true);
+  });
+
+  test('a create cut short on a running VM is undone by the next create, over the one connection the monitor takes', async () => {
+    // What a CLI killed mid-job leaves: the intent recorded, and the tag on the disks of a QEMU that runs on.
+    const metadata = await readMetadata(home.paths, VM);
+    await writeMetadata(home.paths, VM, { ...metadata, pending: { op: 'create', name: 'cut', startedAt: new Date().toISOString() } });
+    const definition = JSON.parse(await readFile(join(vmPaths(home.paths, VM).dir, 'vm.json'), 'utf8')) as { disks: { id: string }[] };
+    const control = await QmpClient.connect(vmPaths(home.paths, VM).qmpSocket, { timeoutMs: 10_000 });
+    try {
+      await internalSnapshotTransaction(control, 'cut', definition.disks.map((entry) => diskNames(entry.id).format));
+    } finally {
+      await control.close();
+    }
+    assert.deepEqual((await listSnapshots(disk)).map((tag) => tag.name), ['s1', 's3', 'cut']);
+
+    await vireoOk('snapshot', 'create', VM, 's4');
+    const settled = await listing();
+    assert.equal(settled.pending, undefined);
+    assert.deepEqual(settled.snapshots.map((snapshot) => snapshot.name), ['s1', 's3', 's4']);
+    assert.deepEqual((await listSnapshots(disk)).map((tag) => tag.name), ['s1', 's3', 's4'], 'the cut tag is gone, the new one taken');
+    assert.deepEqual((await listSnapshots(second)).map((tag) => tag.name), ['s1', 's3', 's4']);
+    await vireoOk('snapshot', 'delete', VM, 's4');
     await assertCheckClean(true);
   });
 

@@ -43,6 +43,19 @@ export async function jobDismiss(client: QmpClient, id: string): Promise<void> {
   await client.execute<Empty>('job-dismiss', { id });
 }
 
+export interface SnapshotJobOptions {
+  timeoutMs?: number;
+  /**
+   * Work to do once the job has succeeded (recording it), run alongside the
+   * dismissal rather than after it when the job's own events already said
+   * so: only a job that finished its work without error passes through the
+   * 'pending' status (qapi/job.json), a failing one through 'aborting'.
+   * Without that word, it runs after query-jobs has shown no error. Its
+   * failure is the job's failure.
+   */
+  afterSuccess?: () => Promise<void>;
+}
+
 /**
  * Runs one snapshot job to its end and dismisses it. Completion is taken
  * from JOB_STATUS_CHANGE (subscribed before the job starts) and confirmed
@@ -50,22 +63,38 @@ export async function jobDismiss(client: QmpClient, id: string): Promise<void> {
  * same breath as the dismissal). QEMU dying mid-job closes the monitor,
  * which rejects the wait: never a hang.
  */
-export async function runSnapshotJob(client: QmpClient, kind: SnapshotJobKind, args: SnapshotJobArgs, options: { timeoutMs?: number } = {}): Promise<void> {
+export async function runSnapshotJob(client: QmpClient, kind: SnapshotJobKind, args: SnapshotJobArgs, options: SnapshotJobOptions = {}): Promise<void> {
   const id = `vireo-${kind}-${randomBytes(4).toString('hex')}`;
-  const concluded = client.waitForEvent('JOB_STATUS_CHANGE', {
-    predicate: (event) => event.data?.['id'] === id && event.data?.['status'] === 'concluded',
-    ...(options.timeoutMs !== undefined ? { timeoutMs: options.timeoutMs } : {}),
+  const statuses = new Set<unknown>();
+  const stopWatching = client.onEvent((event) => {
+    if (event.event === 'JOB_STATUS_CHANGE' && event.data?.['id'] === id) statuses.add(event.data['status']);
   });
-  const body: Record<string, unknown> = { 'job-id': id, tag: args.tag, devices: args.devices };
-  if (kind !== 'snapshot-delete') body.vmstate = args.vmstate;
-  await client.execute<Empty>(kind, body);
-  await concluded;
+  try {
+    const concluded = client.waitForEvent('JOB_STATUS_CHANGE', {
+      predicate: (event) => event.data?.['id'] === id && event.data?.['status'] === 'concluded',
+      ...(options.timeoutMs !== undefined ? { timeoutMs: options.timeoutMs } : {}),
+    });
+    const body: Record<string, unknown> = { 'job-id': id, tag: args.tag, devices: args.devices };
+    if (kind !== 'snapshot-delete') body.vmstate = args.vmstate;
+    await client.execute<Empty>(kind, body);
+    await concluded;
+  } finally {
+    stopWatching();
+  }
+  if (options.afterSuccess && statuses.has('pending') && !statuses.has('aborting')) {
+    // Both settle before this returns (the caller closes the connection after). Once the success is recorded a
+    // failed dismissal is no failure of the job: a concluded job left behind only lingers in query-jobs.
+    const [, after] = await Promise.allSettled([jobDismiss(client, id), options.afterSuccess()]);
+    if (after.status === 'rejected') throw after.reason;
+    return;
+  }
   // Sent together: QEMU runs a monitor's commands in order, so the list still holds the job (and its error).
   const [jobs] = await Promise.all([queryJobs(client), jobDismiss(client, id)]);
   const job = jobs.find((candidate) => candidate.id === id);
   if (job?.error !== undefined) {
     throw new VireoError('qemu_failed', `QEMU's ${kind} of '${args.tag}' failed: ${job.error}`, { job: id, tag: args.tag });
   }
+  await options.afterSuccess?.();
 }
 
 /** Disk-only internal snapshot of every listed node at one instant (a transaction: all or none). */

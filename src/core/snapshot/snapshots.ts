@@ -152,96 +152,131 @@ export async function createSnapshot(paths: VireoPaths, vm: string, options: Cre
   const def = await loadDefinition(paths, vm);
   refuseTemplate(def);
   return withVmLock(paths, vm, async () => {
-    await reconcileLocked(paths, def);
-    const disks = await snapshotDisks(paths, def);
-    const metadata = await readMetadata(paths, vm);
-    if (metadata.snapshots.some((snapshot) => snapshot.name === name)) throw new VireoError('already_exists', `snapshot '${name}' of VM '${vm}' already exists`, { field: 'name' });
-    const pid = await livePid(paths, def);
-    // The intent is written (to a fsynced temporary) while the checks below run, and put in place once they pass.
-    const intent = settleLater(prepareMetadata(paths, vm, { ...metadata, pending: { op: 'create', name, startedAt: new Date().toISOString() } }));
-    // A running QEMU is asked for its disks' tags over the connection the snapshot then uses (a qemu-img
-    // process per disk cost more than the rest of the request); if it does not answer, qemu-img is.
-    const early = pid === undefined ? undefined : await connect(paths, vm).catch(() => undefined);
-    // Asked together with the tags (QEMU answers in order): the state the snapshot records.
-    const earlyStatus = early ? settleLater(queryStatus(early)) : undefined;
-    let closing: Promise<void> | undefined;
-    let committed = false;
+    // The monitor is dialled at once, while the VM's records are read (a stopped VM's socket refuses at once). The
+    // connection serves the reconcile, the disks' tags (a qemu-img process per disk cost more than the rest of the
+    // request) and the snapshot; if QEMU does not answer, the tags come from qemu-img.
+    const dialled = settleLater(connect(paths, vm));
     try {
-      for (const disk of disks) {
-        const tags = (early ? await queryNodeSnapshots(early, disk.node).catch(() => undefined) : undefined) ?? (await qemuImg.listSnapshots(disk.path));
-        if (tags.some((tag) => tag.name === name || tag.id === name)) {
-          throw new VireoError('already_exists', `name: disk '${disk.volume}' already has an internal snapshot '${name}' (made outside Vireo); choose another name`, { field: 'name' });
-        }
-      }
-      await options.beforeChange?.();
-      await (await intent).commit();
-      committed = true;
-      crashPoint('snapshot.create.pending');
+      return await createLocked(paths, def, name, options, dialled);
+    } finally {
+      await dialled.then((client) => client.close(), () => undefined);
+    }
+  });
+}
 
-      let record: SnapshotRecord;
-      let notice: string | undefined;
-      let freeze: FreezeReport | undefined;
-      /** The metadata naming the new snapshot, prepared while QEMU took it (full snapshots of a running VM). */
-      let taken: Promise<PreparedFile> | undefined;
-      try {
-        const base = {
-          name,
-          createdAt: new Date().toISOString(),
-          kind: options.diskOnly ? ('disk-only' as const) : ('full' as const),
-          disks: disks.map((disk) => disk.volume),
-          ...(metadata.current !== undefined ? { parent: metadata.current } : {}),
-          ...(options.description !== undefined ? { description: options.description } : {}),
-        };
-        if (pid === undefined) {
-          options.onProgress?.('snapshotting stopped disks');
-          for (const disk of disks) await qemuImg.snapshot(disk.path, 'create', name);
-          record = { ...base, memory: false, vmState: 'stopped' };
-          if (!options.diskOnly) notice = 'the VM is stopped, so the snapshot holds its disks only';
-        } else {
-          const client = early ?? (await connect(paths, vm));
-          try {
-            const status = await (earlyStatus ?? queryStatus(client));
-            const vmState = status.running ? ('running' as const) : ('paused' as const);
-            if (options.diskOnly) {
-              options.onProgress?.('freezing the guest\'s filesystems through its agent');
-              const outcome = await withQuiescedGuest(vmPaths(paths, vm).guestAgentSocket, () => {
-                options.onProgress?.('snapshotting disks (atomic across disks)');
-                return internalSnapshotTransaction(client, name, disks.map((disk) => disk.node));
-              }, { ...(options.freezeTimeoutMs !== undefined ? { freezeTimeoutMs: options.freezeTimeoutMs } : {}) });
-              freeze = outcome.freeze;
-              record = { ...base, memory: false, vmState, quiesced: outcome.quiesced };
-              notice = freezeNotice(outcome.freeze);
-            } else {
-              options.onProgress?.('saving memory, devices and disks (snapshot-save)');
-              const vmstate = disks[0]!;
-              record = { ...base, memory: true, vmState, vmstateDisk: vmstate.volume, hardware: hardwareFingerprint(def) };
-              // Everything the record says is known before the job: it is written while QEMU works, and only put in place after.
-              taken = settleLater(prepareMetadata(paths, vm, withRecord(metadata, record)));
-              await runSnapshotJob(client, 'snapshot-save', { tag: name, vmstate: vmstate.node, devices: disks.map((disk) => disk.node) });
-            }
-          } finally {
-            // Closed while the record is put in place.
-            closing = client.close();
-          }
-        }
-      } catch (error) {
-        if (taken) await discard(taken);
-        await closing;
-        throw explainFailure(error, await afterFailure(paths, def, pid), `snapshot '${name}' was not taken`);
+async function createLocked(paths: VireoPaths, def: VmDefinition, name: string, options: CreateSnapshotOptions, dialled: Promise<QmpClient>): Promise<SnapshotResult> {
+  const vm = def.name;
+  const { metadata, pid } = await reconcileLocked(paths, def, { monitor: dialled });
+  const disks = await snapshotDisks(paths, def);
+  if (metadata.snapshots.some((snapshot) => snapshot.name === name)) throw new VireoError('already_exists', `snapshot '${name}' of VM '${vm}' already exists`, { field: 'name' });
+  // The intent is written (to a fsynced temporary) while the checks below run, and put in place once they pass.
+  const intent = settleLater(prepareMetadata(paths, vm, { ...metadata, pending: { op: 'create', name, startedAt: new Date().toISOString() } }));
+  const early = pid === undefined ? undefined : await dialled.catch(() => undefined);
+  // Asked together with the tags (QEMU answers in order): the state the snapshot records.
+  const earlyStatus = early ? settleLater(queryStatus(early)) : undefined;
+  let closing: Promise<void> | undefined;
+  let committed = false;
+  /** A full snapshot's record, and the metadata naming it written ahead (see below). */
+  let planned: { record: SnapshotRecord; taken: Promise<PreparedFile> } | undefined;
+  try {
+    for (const disk of disks) {
+      const tags = (early ? await queryNodeSnapshots(early, disk.node).catch(() => undefined) : undefined) ?? (await qemuImg.listSnapshots(disk.path));
+      if (tags.some((tag) => tag.name === name || tag.id === name)) {
+        throw new VireoError('already_exists', `name: disk '${disk.volume}' already has an internal snapshot '${name}' (made outside Vireo); choose another name`, { field: 'name' });
       }
+    }
+    const base = {
+      name,
+      createdAt: new Date().toISOString(),
+      kind: options.diskOnly ? ('disk-only' as const) : ('full' as const),
+      disks: disks.map((disk) => disk.volume),
+      ...(metadata.current !== undefined ? { parent: metadata.current } : {}),
+      ...(options.description !== undefined ? { description: options.description } : {}),
+    };
+    if (earlyStatus && !options.diskOnly) {
+      // A full snapshot of a running VM: its record is known now (the state came with the tags). It is written to a
+      // fsynced temporary beside the intent, before the job (no sync of ours then competes with QEMU's writes), and
+      // put in place once the job has succeeded.
+      const record = fullRecord(base, (await earlyStatus).running, disks, def);
+      planned = { record, taken: settleLater(prepareMetadata(paths, vm, withRecord(metadata, record))) };
+    }
+    await options.beforeChange?.();
+    await (await intent).commit();
+    committed = true;
+    crashPoint('snapshot.create.pending');
+
+    let record: SnapshotRecord;
+    let notice: string | undefined;
+    let freeze: FreezeReport | undefined;
+    /** Whether the record is in place. */
+    let recorded = false;
+    try {
+      if (pid === undefined) {
+        options.onProgress?.('snapshotting stopped disks');
+        for (const disk of disks) await qemuImg.snapshot(disk.path, 'create', name);
+        record = { ...base, memory: false, vmState: 'stopped' };
+        if (!options.diskOnly) notice = 'the VM is stopped, so the snapshot holds its disks only';
+      } else {
+        const client = early ?? (await connect(paths, vm));
+        try {
+          const status = await (earlyStatus ?? queryStatus(client));
+          const vmState = status.running ? ('running' as const) : ('paused' as const);
+          if (options.diskOnly) {
+            options.onProgress?.('freezing the guest\'s filesystems through its agent');
+            const outcome = await withQuiescedGuest(vmPaths(paths, vm).guestAgentSocket, () => {
+              options.onProgress?.('snapshotting disks (atomic across disks)');
+              return internalSnapshotTransaction(client, name, disks.map((disk) => disk.node));
+            }, { ...(options.freezeTimeoutMs !== undefined ? { freezeTimeoutMs: options.freezeTimeoutMs } : {}) });
+            freeze = outcome.freeze;
+            record = { ...base, memory: false, vmState, quiesced: outcome.quiesced };
+            notice = freezeNotice(outcome.freeze);
+          } else {
+            options.onProgress?.('saving memory, devices and disks (snapshot-save)');
+            if (!planned) {
+              // The state did not come with the tags (a connection made late): written while the job runs.
+              const late = fullRecord(base, status.running, disks, def);
+              planned = { record: late, taken: settleLater(prepareMetadata(paths, vm, withRecord(metadata, late))) };
+            }
+            record = planned.record;
+            const prepared = planned.taken;
+            await runSnapshotJob(client, 'snapshot-save', { tag: name, vmstate: disks[0]!.node, devices: disks.map((disk) => disk.node) }, {
+              // Put in place as soon as QEMU says the job succeeded, alongside its dismissal.
+              afterSuccess: async () => {
+                crashPoint('snapshot.create.taken');
+                await (await prepared).commit();
+                recorded = true;
+              },
+            });
+          }
+        } finally {
+          // Not waited for here: the lock is let go only once it is closed (below).
+          closing = client.close();
+        }
+      }
+    } catch (error) {
+      await closing;
+      throw explainFailure(error, await afterFailure(paths, def, pid), `snapshot '${name}' was not taken`);
+    }
+    if (!recorded) {
       // A disk-only or stopped snapshot holds no device state: the TPM's goes beside it (full ones carry it in their vmstate).
       if (!record.memory && def.devices?.tpm) await saveTpmState(vmPaths(paths, vm).dir, name);
       crashPoint('snapshot.create.taken');
-      if (taken) await (await taken).commit();
-      else await writeMetadata(paths, vm, withRecord(metadata, record));
-      const checks = pid === undefined ? await checkDisks(disks) : [];
-      return { snapshot: record, checks, ...(notice ? { notice } : {}), ...(freeze ? { freeze } : {}) };
-    } finally {
-      if (!committed) await discard(intent);
-      // Closed already when the snapshot used it; not when a check refused first.
-      await (closing ?? early?.close());
+      await writeMetadata(paths, vm, withRecord(metadata, record));
     }
-  });
+    const checks = pid === undefined ? await checkDisks(disks) : [];
+    return { snapshot: record, checks, ...(notice ? { notice } : {}), ...(freeze ? { freeze } : {}) };
+  } finally {
+    if (!committed) await discard(intent);
+    // Not put in place (the job failed, or a check refused first): dropped. After a commit, this does nothing.
+    if (planned) await discard(planned.taken);
+    // Closed already when the snapshot used it; not when a check refused first.
+    await (closing ?? early?.close());
+  }
+}
+
+/** The record of a full snapshot of a running VM (memory in the first disk). */
+function fullRecord(base: Omit<SnapshotRecord, 'memory' | 'vmState'>, running: boolean, disks: SnapshotDisk[], def: VmDefinition): SnapshotRecord {
+  return { ...base, memory: true, vmState: running ? 'running' : 'paused', vmstateDisk: disks[0]!.volume, hardware: hardwareFingerprint(def) };
 }
 
 /** The metadata once a snapshot is taken: recorded, current, nothing pending. */
@@ -457,7 +492,8 @@ export interface ReconcileReport {
 /** Finishes or undoes an operation a crash cut short, and checks stopped disks. */
 export async function reconcileSnapshots(paths: VireoPaths, vm: string): Promise<ReconcileReport> {
   const def = await loadDefinition(paths, vm);
-  return withVmLock(paths, vm, () => reconcileLocked(paths, def));
+  const { actions, checks } = await withVmLock(paths, vm, () => reconcileLocked(paths, def));
+  return { actions, checks };
 }
 
 /**
@@ -468,22 +504,25 @@ export async function reconcileSnapshots(paths: VireoPaths, vm: string): Promise
  * On a stopped VM every disk is then checked; leaked clusters (what a killed
  * QEMU leaves) are repaired, nothing else is ever "repaired".
  */
-async function reconcileLocked(paths: VireoPaths, def: VmDefinition): Promise<ReconcileReport> {
-  const metadata = await readMetadata(paths, def.name);
+async function reconcileLocked(paths: VireoPaths, def: VmDefinition, options: { monitor?: Promise<QmpClient> } = {}): Promise<Reconciled> {
+  let metadata = await readMetadata(paths, def.name);
   const actions: string[] = [];
   const pending = metadata.pending;
   const pid = await livePid(paths, def);
+  // A running VM with nothing pending: nothing to settle, and its disks are QEMU's to check.
+  if (!pending && pid !== undefined) return { actions, checks: [], metadata, pid };
   const disks = await disksOf(paths, def, def.disks.filter((disk) => disk.media === 'disk' && !disk.readOnly).map((disk) => disk.volume), { qcow2Only: true });
   if (pending) {
     const holders = await disksHolding(disks, pending.name);
     if (pending.op === 'create' || pending.op === 'delete') {
       if (holders.length > 0) {
         if (pid !== undefined) {
-          const client = await connect(paths, def.name);
+          // The caller's connection when it has one (a monitor takes one client at a time), closed by the caller.
+          const client = options.monitor ? await options.monitor : await connect(paths, def.name);
           try {
             for (const disk of holders) await deleteInternalSnapshot(client, disk.node, pending.name);
           } finally {
-            await client.close();
+            if (!options.monitor) await client.close();
           }
         } else {
           for (const disk of holders) await qemuImg.snapshot(disk.path, 'delete', pending.name);
@@ -494,6 +533,7 @@ async function reconcileLocked(paths: VireoPaths, def: VmDefinition): Promise<Re
       next = { ...next };
       delete next.pending;
       await writeMetadata(paths, def.name, next);
+      metadata = next;
     } else {
       const record = metadata.snapshots.find((snapshot) => snapshot.name === pending.name);
       const next: SnapshotMetadata = { ...metadata };
@@ -506,11 +546,20 @@ async function reconcileLocked(paths: VireoPaths, def: VmDefinition): Promise<Re
         actions.push(`the revert to '${pending.name}' was interrupted; the VM runs on, revert again if it is not where you expect`);
       }
       await writeMetadata(paths, def.name, next);
+      metadata = next;
     }
   }
   const checks = pid === undefined ? await checkDisks(disks) : [];
   for (const check of checks) if (check.leaksRepaired > 0) actions.push(`repaired ${check.leaksRepaired} leaked cluster(s) in ${check.volume}`);
-  return { actions, checks };
+  return { actions, checks, metadata, pid };
+}
+
+/** A reconcile's report, and what it found, for the operation that follows under the same lock. */
+interface Reconciled extends ReconcileReport {
+  /** The metadata as it is now (nothing pending). */
+  metadata: SnapshotMetadata;
+  /** QEMU's pid when the VM runs. */
+  pid: number | undefined;
 }
 
 /* --------------------------------------------------------------- helpers */
