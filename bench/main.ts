@@ -108,7 +108,7 @@ await section('start', async () => {
   const plain = median(start.plainMs);
   process.stdout.write('start to guest readiness line (tiny image, 1 vCPU, 256 MiB)\n');
   process.stdout.write(`  vireo vm start         ${fmt(vireo)}   (runs: ${start.vireoMs.map((ms) => (ms / 1000).toFixed(2)).join(' ')})\n`);
-  process.stdout.write(`  plain qemu-system      ${fmt(plain)}   (runs: ${start.plainMs.map((ms) => (ms / 1000).toFixed(2)).join(' ')}; in a CPU group beside Vireo's VMs)\n`);
+  process.stdout.write(`  plain qemu-system      ${fmt(plain)}   (runs: ${start.plainMs.map((ms) => (ms / 1000).toFixed(2)).join(' ')}; Vireo's devices, in a CPU group beside Vireo's VMs)\n`);
   process.stdout.write(`  ratio vireo/plain      ${(vireo / plain).toFixed(3)}   (goal: at most 1.05)\n\n`);
 });
 

@@ -61,6 +61,43 @@ function refuseDynamicCommonJs(metafile: Metafile): void {
   if (wrong.length > 0) throw new Error(`dynamic imports of CommonJS modules lose their named exports in the bundle; import them statically from a module that is imported dynamically:\n  ${wrong.join('\n  ')}`);
 }
 
+/**
+ * `vireo vm start`'s overhead over plain QEMU is a goal of its own
+ * (docs/benchmarks.md), and parsing and running the schema and YAML
+ * libraries (some 600 KiB, a few hundred schemas built at load) was a good
+ * part of it. The start path validates nothing (definitions on disk were
+ * validated when written), so what the start module loads must not bring
+ * them in: a static import that would fails the build, naming the chain.
+ * Such code is imported where it is needed (cloud-init seeds, Vireo networks).
+ */
+const LEAN_MODULES = ['dist/src/core/vm/lifecycle.js'];
+const HEAVY_PACKAGES = /(^|\/)node_modules\/(zod|yaml)\//;
+
+export function refuseHeavyStart(metafile: Metafile): void {
+  const wrong: string[] = [];
+  for (const lean of LEAN_MODULES) {
+    const start = Object.keys(metafile.inputs).find((path) => path.endsWith(lean));
+    if (start === undefined) throw new Error(`${lean} is not in the bundle: update LEAN_MODULES in scripts/bundle-cli.ts`);
+    const via = new Map<string, string | undefined>([[start, undefined]]);
+    const queue = [start];
+    while (queue.length > 0) {
+      const current = queue.shift()!;
+      for (const imported of metafile.inputs[current]?.imports ?? []) {
+        if (imported.kind !== 'import-statement' || imported.external || via.has(imported.path)) continue;
+        via.set(imported.path, current);
+        if (HEAVY_PACKAGES.test(imported.path)) {
+          const chain = [imported.path];
+          for (let step = via.get(imported.path); step !== undefined; step = via.get(step)) chain.unshift(step);
+          wrong.push(chain.join(' -> '));
+          continue;
+        }
+        queue.push(imported.path);
+      }
+    }
+  }
+  if (wrong.length > 0) throw new Error(`the start path must not load the schema or YAML library (import it where it is needed):\n  ${wrong.join('\n  ')}`);
+}
+
 export async function bundleCli(options: { minify?: boolean; metafile?: boolean } = {}): Promise<{ bytes: number; files: number }> {
   // tsc wrote a fresh main.js (the build runs tsc first): keep it as the input; without tsc, the earlier copy is the input.
   const source = await readFile(entry, 'utf8');
@@ -92,6 +129,7 @@ export async function bundleCli(options: { minify?: boolean; metafile?: boolean 
     logLevel: 'warning',
   });
   refuseDynamicCommonJs(result.metafile);
+  refuseHeavyStart(result.metafile);
   if (options.metafile) await writeFile(join(root, 'dist', 'cli-meta.json'), JSON.stringify(result.metafile));
   let bytes = 0;
   let files = 0;

@@ -19,7 +19,7 @@ import { buildQemuArgv, type LaunchContext, type ResolvedVolume } from '../src/c
 import { connectWhenListening } from '../src/core/qmp/listening.js';
 import { queryStatus } from '../src/core/qmp/commands.js';
 import { isProcessAlive } from '../src/core/vm/process.js';
-import { HUGEPAGE_SIZES } from '../src/core/model/vm.js';
+import { HUGEPAGE_SIZES } from '../src/core/model/machine.js';
 import { reserveHugepages } from './harness/hugepages.js';
 import { execWithin } from './harness/within.js';
 

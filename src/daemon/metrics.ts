@@ -23,7 +23,7 @@ import type { VmDefinition } from '../core/model/vm.js';
 import type { VireoPaths } from '../core/paths.js';
 import { diskIdOfNode } from '../core/qemu/ids.js';
 import type { GuestStats } from '../core/qmp/stats.js';
-import { throttleLimits } from '../core/resources/spec.js';
+import { throttleLimits } from '../core/resources/throttle.js';
 import { listDefinitions } from '../core/vm/definitions.js';
 import { readHostStatistics, readVmStatistics, type StatsOptions, type VmStatistics } from '../core/vm/stats.js';
 import { counter, Exposition, gauge, type Labels, type MetricFamily } from './prometheus.js';

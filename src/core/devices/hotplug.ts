@@ -12,7 +12,8 @@
  */
 import { VireoError, invalidArgument, invalidState, isVireoError } from '../errors.js';
 import { bootDiskIndex } from '../model/boot-disk.js';
-import { defineVm, hotplugPorts, parseVmSpec, type DiskSpec, type VmDefinition, type VmSpec } from '../model/vm.js';
+import { hotplugPorts } from '../model/machine.js';
+import { defineVm, parseVmSpec, type DiskSpec, type VmDefinition, type VmSpec } from '../model/vm.js';
 import { vmPaths, type VireoPaths } from '../paths.js';
 import { blockNodes, diskDevice, nicDevice, nicNetdev, throttleGroupOf, virtioQueues } from '../qemu/argv.js';
 import { VIRTIO_MEM_DEVICE, diskNames, nicNames } from '../qemu/ids.js';
@@ -27,7 +28,7 @@ import { blockdevAdd, blockdevDel, deviceAdd, deviceDel, netdevAdd, netdevDel, o
 import { Reverter } from '../revert.js';
 import { crashPoint } from '../crash-point.js';
 import { baseNodes, settleLiveChange, withLiveChange } from './change-journal.js';
-import { throttleLimits } from '../resources/spec.js';
+import { throttleLimits } from '../resources/throttle.js';
 import { getVolume, resolveVolume } from '../storage/volumes.js';
 import { loadDefinition, saveDefinition, withVmLock } from '../vm/definitions.js';
 import { livePid } from '../vm/runtime.js';

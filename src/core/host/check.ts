@@ -7,7 +7,7 @@
  */
 import { isVireoError } from '../errors.js';
 import { chooseAccelerator, kvmProblem, type Accelerator } from './accel.js';
-import { probeHost, type HostFacts, type Version } from './probe.js';
+import { probeHost, probeLaunchFacts, type HostFacts, type LaunchFacts, type Version } from './probe.js';
 
 export type CheckStatus = 'ok' | 'warn' | 'fail';
 
@@ -43,6 +43,7 @@ let cached: Promise<HostFacts> | undefined;
  */
 export function getHostFacts(options: { refresh?: boolean } = {}): Promise<HostFacts> {
   if (!cached || options.refresh) {
+    launchCached = undefined;
     const probe = probeHost();
     cached = probe;
     // A failed probe must not poison the cache for the rest of the process.
@@ -55,6 +56,27 @@ export function getHostFacts(options: { refresh?: boolean } = {}): Promise<HostF
 
 export function resetHostFactsCache(): void {
   cached = undefined;
+  launchCached = undefined;
+}
+
+let launchCached: Promise<LaunchFacts> | undefined;
+
+/**
+ * What a VM start needs of the host facts (accelerator choice, QEMU's path,
+ * firmware), probed once per process: the full facts when this process has
+ * them (a daemon), else the start's own smaller probe (probeLaunchFacts),
+ * which keeps QEMU's accelerator list in cacheDir between processes.
+ */
+export function getLaunchFacts(cacheDir?: string): Promise<LaunchFacts> {
+  if (cached) return cached;
+  if (!launchCached) {
+    const probe = probeLaunchFacts(cacheDir !== undefined ? { cacheDir } : {});
+    launchCached = probe;
+    probe.catch(() => {
+      if (launchCached === probe) launchCached = undefined;
+    });
+  }
+  return launchCached;
 }
 
 export async function checkHost(options: { refresh?: boolean } = {}): Promise<HostReport> {

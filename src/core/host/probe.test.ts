@@ -4,7 +4,7 @@
  * asked for real) are tests/host-probe.test.ts: unit tests start no QEMU.
  */
 import assert from 'node:assert/strict';
-import { chmod, mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { chmod, mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
@@ -17,7 +17,10 @@ import {
   parseQemuVersion,
   probeFirmware,
   probeKvmDevice,
+  probeLaunchFacts,
   probeQemu,
+  qemuAccelerators,
+  ACCELERATORS_CACHE,
   type CommandRunner,
   type HostFacts,
 } from './probe.js';
@@ -115,6 +118,65 @@ test('probeQemu: finds both binaries on PATH and asks each for its version once'
     assert.deepEqual(facts.accelerators, ['tcg', 'kvm']);
     assert.deepEqual(facts.problems, []);
     assert.deepEqual(calls.sort(), [`${dir}/qemu-img --version`, `${dir}/qemu-system-x86_64 --version`, `${dir}/qemu-system-x86_64 -accel help`]);
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+});
+
+test('qemuAccelerators: asked once, then read from the cache until the binary is replaced; a failed query is not cached', async () => {
+  const dir = await mkdtemp(join(tmpdir(), 'vireo-probe-'));
+  try {
+    const binary = join(dir, 'qemu-system-x86_64');
+    const cacheDir = join(dir, 'cache');
+    await writeFile(binary, '#!/bin/sh\nexit 1\n');
+    await chmod(binary, 0o755);
+    const calls: string[] = [];
+    let answer = { code: 0, stdout: ACCEL_HELP, stderr: '' };
+    const run: CommandRunner = async (command, args) => {
+      calls.push([command, ...args].join(' '));
+      return answer;
+    };
+    assert.deepEqual(await qemuAccelerators(binary, { cacheDir, run }), ['tcg', 'kvm']);
+    assert.deepEqual(await qemuAccelerators(binary, { cacheDir, run }), ['tcg', 'kvm']);
+    assert.deepEqual(calls, [`${binary} -accel help`], 'the second answer came from the cache');
+    // A package upgrade writes a new file in its place (a new inode, size and change time).
+    await rm(binary);
+    await writeFile(binary, '#!/bin/sh\n# upgraded\nexit 1\n');
+    await chmod(binary, 0o755);
+    answer = { code: 0, stdout: 'Accelerators supported in QEMU binary:\ntcg\n', stderr: '' };
+    assert.deepEqual(await qemuAccelerators(binary, { cacheDir, run }), ['tcg']);
+    assert.equal(calls.length, 2, 'a replaced binary is asked again');
+    assert.deepEqual(JSON.parse(await readFile(join(cacheDir, ACCELERATORS_CACHE), 'utf8')).accelerators, ['tcg']);
+    // Without a cache directory, each call asks; a failing query gives no list and leaves the cache as it was.
+    await rm(cacheDir, { recursive: true });
+    answer = { code: 1, stdout: '', stderr: 'broken' };
+    assert.equal(await qemuAccelerators(binary, { cacheDir, run }), undefined);
+    assert.equal(await readFile(join(cacheDir, ACCELERATORS_CACHE), 'utf8').catch(() => 'absent'), 'absent');
+    assert.equal(calls.length, 3);
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+});
+
+test('probeLaunchFacts: QEMU on PATH, its accelerators and KVM usability, with no version queries', async () => {
+  const dir = await mkdtemp(join(tmpdir(), 'vireo-probe-'));
+  try {
+    await writeFile(join(dir, 'qemu-system-x86_64'), '#!/bin/sh\nexit 1\n');
+    await chmod(join(dir, 'qemu-system-x86_64'), 0o755);
+    await writeFile(join(dir, 'cpuinfo'), NESTED);
+    const calls: string[] = [];
+    const run: CommandRunner = async (command, args) => {
+      calls.push([command, ...args].join(' '));
+      return { code: 0, stdout: ACCEL_HELP, stderr: '' };
+    };
+    const facts = await probeLaunchFacts({ pathEnv: dir, run, cpuinfoPath: join(dir, 'cpuinfo'), kvmPath: join(dir, 'no-kvm'), arch: 'x64' });
+    assert.equal(facts.qemu.binary, join(dir, 'qemu-system-x86_64'));
+    assert.deepEqual(facts.qemu.accelerators, ['tcg', 'kvm']);
+    assert.equal(facts.kvm.usable, false);
+    assert.deepEqual(calls, [`${dir}/qemu-system-x86_64 -accel help`]);
+    const none = await probeLaunchFacts({ pathEnv: join(dir, 'empty'), run });
+    assert.equal(none.qemu.binary, undefined);
+    assert.equal(calls.length, 1, 'no QEMU, nothing run');
   } finally {
     await rm(dir, { recursive: true, force: true });
   }

@@ -7,9 +7,10 @@
  * fail, fall back to TCG) is made in accel.ts and check.ts.
  */
 import { constants } from 'node:fs';
-import { access, open, readFile, stat } from 'node:fs/promises';
+import { access, mkdir, open, readFile, stat } from 'node:fs/promises';
 import { delimiter, join } from 'node:path';
 import { isProcessError, run } from '../process/run.js';
+import { writeFileAtomic } from '../store/atomic.js';
 
 /* ----------------------------- running tools ----------------------------- */
 
@@ -430,4 +431,69 @@ export async function probeHost(options: HostProbeOptions = {}): Promise<HostFac
     stat('/proc/sys/net/bridge').then(() => true, () => false),
   ]);
   return { arch, cpu, kvmDevice, kvm: assessKvm(cpu, kvmDevice, arch), qemu, firmware, tools, networkTools, ...(forwardDrop ? { forwardDrop } : {}), bridgeNetfilter };
+}
+
+/* --------------------------- what a start needs --------------------------- */
+
+/** The facts starting a VM uses: the accelerator choice (accel.ts), QEMU's path and the firmware. */
+export interface LaunchFacts {
+  kvm: KvmFacts;
+  qemu: Pick<QemuFacts, 'binary' | 'accelerators'>;
+  firmware: FirmwareFacts;
+}
+
+export interface LaunchProbeOptions extends Pick<HostProbeOptions, 'cpuinfoPath' | 'kvmPath' | 'pathEnv' | 'run' | 'arch'> {
+  /** Where the accelerator list of the QEMU binary is kept between processes (see qemuAccelerators). */
+  cacheDir?: string;
+}
+
+/**
+ * probeHost's facts that a start needs, and only those: no version queries,
+ * no tools, no firewall. Each start of the CLI without a daemon probes anew,
+ * and the full probe ran four programs (three of them QEMU, which loads
+ * some hundred libraries each time), tens of milliseconds on every start.
+ */
+export async function probeLaunchFacts(options: LaunchProbeOptions = {}): Promise<LaunchFacts> {
+  const [cpu, kvmDevice, binary, firmware] = await Promise.all([
+    probeCpu(options.cpuinfoPath),
+    probeKvmDevice(options.kvmPath),
+    findInPath('qemu-system-x86_64', options.pathEnv),
+    probeFirmware(),
+  ]);
+  const accelerators = binary === undefined ? undefined : await qemuAccelerators(binary, options);
+  return {
+    kvm: assessKvm(cpu, kvmDevice, options.arch ?? process.arch),
+    qemu: { ...(binary !== undefined ? { binary } : {}), ...(accelerators !== undefined ? { accelerators } : {}) },
+    firmware,
+  };
+}
+
+/** The name of the file the accelerator list is cached in, in cacheDir. */
+export const ACCELERATORS_CACHE = 'qemu-accelerators.json';
+
+/**
+ * The accelerators a QEMU binary was built with (`-accel help`), cached in
+ * a file keyed by the binary's path, inode, size and change time, as libvirt
+ * keys its capability cache: a package upgrade replaces the file, so the
+ * key changes and the list is asked again. undefined when QEMU cannot say.
+ */
+export async function qemuAccelerators(binary: string, options: { cacheDir?: string; run?: CommandRunner } = {}): Promise<string[] | undefined> {
+  const info = await stat(binary).catch(() => undefined);
+  const key = info && `${binary}:${info.dev}:${info.ino}:${info.size}:${info.mtimeMs}:${info.ctimeMs}`;
+  const file = options.cacheDir !== undefined && key !== undefined ? join(options.cacheDir, ACCELERATORS_CACHE) : undefined;
+  if (file !== undefined) {
+    const cached = await readFile(file, 'utf8').then((text) => JSON.parse(text) as { key?: unknown; accelerators?: unknown }, () => undefined);
+    const list = cached !== undefined && cached.key === key ? cached.accelerators : undefined;
+    if (Array.isArray(list) && list.every((name) => typeof name === 'string')) return list as string[];
+  }
+  const result = await (options.run ?? runCommand)(binary, ['-accel', 'help']);
+  if (result.code !== 0) return undefined;
+  const accelerators = parseAccelHelp(result.stdout);
+  if (file !== undefined) {
+    // Best effort: without it the next start asks QEMU again.
+    await mkdir(options.cacheDir!, { recursive: true })
+      .then(() => writeFileAtomic(file, `${JSON.stringify({ key, accelerators })}\n`))
+      .catch(() => undefined);
+  }
+  return accelerators;
 }

@@ -14,6 +14,7 @@ import { MiB, NAME_PATTERN, NAME_RULE, parseSize } from './units.js';
 import { assignIds } from '../qemu/ids.js';
 import { DiskLimitsSchema, NicLimitsSchema, ResourcesSchema } from '../resources/spec.js';
 import { DevicesSchema } from '../devices/spec.js';
+import { HUGEPAGE_SIZES, hotplugPorts } from './machine.js';
 
 export const Name = z
   .string()
@@ -38,8 +39,6 @@ const MemoryMiB = z.union([z.string(), z.number()]).transform((value, ctx) => {
   return mib;
 });
 
-/** Hugepage sizes QEMU can back guest RAM with (x86: 2 MiB, and 1 GiB where the CPU has pdpe1gb). */
-export const HUGEPAGE_SIZES = { '2M': 2, '1G': 1024 } as const;
 const Hugepages = z.enum(['2M', '1G']);
 
 /** The block size virtio-mem plugs in (QEMU's default on x86, the THP size); hugepages raise it to their size. */
@@ -585,9 +584,4 @@ function uniqueMac(used: Set<string>): string {
     const mac = `52:54:00:${tail.join(':')}`;
     if (!used.has(mac)) return mac;
   }
-}
-
-/** PCI Express root ports for hotplug: q35 only, 2 unless the spec says otherwise. */
-export function hotplugPorts(spec: Pick<VmSpec, 'machine' | 'hotplug'>): number {
-  return spec.machine === 'q35' ? (spec.hotplug?.pciPorts ?? 2) : 0;
 }

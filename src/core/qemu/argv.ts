@@ -7,10 +7,11 @@
  * takes in keyval form (-machine, -accel, -smp, -chardev, -name) receive
  * enum values, numbers, validated names or escaped paths only.
  */
-import { HUGEPAGE_SIZES, hotplugPorts, type DiskSpec, type NicSpec, type VmDefinition } from '../model/vm.js';
+import { HUGEPAGE_SIZES, hotplugPorts } from '../model/machine.js';
+import type { DiskSpec, NicSpec, VmDefinition } from '../model/vm.js';
 import { MiB } from '../model/units.js';
 import { TCG_TRANSLATION_CACHE_MIB } from '../resources/host.js';
-import { throttleLimits } from '../resources/spec.js';
+import { throttleLimits } from '../resources/throttle.js';
 import { AGENT_CHARDEV, BALLOON_DEVICE, BOOT_MEMORY_BACKEND, HOTPLUG_MEMORY_BACKEND, VIRTIO_MEM_DEVICE, diskNames, nicNames } from './ids.js';
 
 export interface ResolvedVolume {

@@ -8,7 +8,7 @@ import type { VireoPaths } from '../paths.js';
 import { listDefinitions } from '../vm/definitions.js';
 import { livePid } from '../vm/runtime.js';
 import { hostCapacity } from './host.js';
-import { parseCpuList } from './spec.js';
+import { parseCpuList } from './cpu-list.js';
 
 export interface Allocation {
   vms: number;

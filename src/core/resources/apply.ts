@@ -16,7 +16,7 @@ import type { Reverter } from '../revert.js';
 import { VmCgroup, settingsOf, sweepStaleGroups } from './cgroups.js';
 import { hostCapacity } from './host.js';
 import { applyPinning } from './pinning.js';
-import { throttleLimits } from './spec.js';
+import { throttleLimits } from './throttle.js';
 
 const hasPinning = (def: VmDefinition) => Boolean(def.resources?.cpu?.pin?.length || def.resources?.cpu?.emulatorPin);
 
@@ -25,6 +25,17 @@ const hasPinning = (def: VmDefinition) => Boolean(def.resources?.cpu?.pin?.lengt
  * threads; sets the balloon target. Undo steps remove the groups.
  */
 export async function applyAtStart(def: VmDefinition, client: QmpClient, pid: number, reverter: Reverter, options: { balloon?: boolean } = {}): Promise<void> {
+  await placeInCgroups(def, pid, reverter);
+  await applyThroughMonitor(def, client, pid, options);
+}
+
+/**
+ * Puts the QEMU of pid in the VM's cgroups. Needs no monitor: a start does
+ * it while QEMU is still building its machine (it runs no guest code before
+ * it is told to, -S), so that the groups' writes overlap QEMU's own start-up
+ * instead of adding to it. The undo step removes the groups.
+ */
+export async function placeInCgroups(def: VmDefinition, pid: number, reverter: Reverter): Promise<void> {
   const group = await VmCgroup.of(def.name);
   const settings = settingsOf(def.resources);
   const wanted = Object.values(settings).some((value) => value !== undefined);
@@ -42,6 +53,10 @@ export async function applyAtStart(def: VmDefinition, client: QmpClient, pid: nu
     else if (isVireoError(error)) throw error;
     else throw new VireoError('host_unsupported', `cannot put VM '${def.name}' in its cgroups: ${(error as Error).message}`, { field: 'resources' }, { cause: error });
   }
+}
+
+/** What is set at start through the monitor, on the still paused QEMU: pinning of its vCPU threads and the balloon target. */
+export async function applyThroughMonitor(def: VmDefinition, client: QmpClient, pid: number, options: { balloon?: boolean } = {}): Promise<void> {
   if (hasPinning(def)) await pin(def, client, pid);
   const target = def.resources?.memory?.balloon;
   if (options.balloon !== false && target !== undefined && target < def.memory) await balloon(client, target * MiB);

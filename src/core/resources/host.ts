@@ -7,7 +7,7 @@
 import { readFile } from 'node:fs/promises';
 import { invalidArgument } from '../errors.js';
 import type { VmSpec } from '../model/vm.js';
-import { formatCpuList, parseCpuList } from './spec.js';
+import { formatCpuList, parseCpuList } from './cpu-list.js';
 
 export interface HostCapacity {
   /** Online host CPUs, by number. */

@@ -8,7 +8,8 @@
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { VireoError } from '../errors.js';
-import { HUGEPAGE_SIZES, type VmSpec } from '../model/vm.js';
+import { HUGEPAGE_SIZES } from '../model/machine.js';
+import type { VmSpec } from '../model/vm.js';
 
 export interface HugepagePool {
   size: keyof typeof HUGEPAGE_SIZES;

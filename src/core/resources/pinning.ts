@@ -10,7 +10,7 @@
 import { readdir, readFile } from 'node:fs/promises';
 import { VireoError } from '../errors.js';
 import { run, stderrTail } from '../process/run.js';
-import { formatCpuList } from './spec.js';
+import { formatCpuList } from './cpu-list.js';
 
 export interface PinPlan {
   /** Host CPU list per vCPU index (undefined: all host CPUs). */

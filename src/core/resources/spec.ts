@@ -7,31 +7,7 @@
  */
 import { z } from 'zod';
 import { MiB, parseSize } from '../model/units.js';
-
-/** "0-3,6" style host CPU list, as in taskset and cpuset.cpus. */
-export const CPU_LIST_PATTERN = /^\d+(-\d+)?(,\d+(-\d+)?)*$/;
-
-export function parseCpuList(text: string): number[] {
-  const cpus = new Set<number>();
-  for (const part of text.split(',')) {
-    const [low, high] = part.split('-').map(Number) as [number, number | undefined];
-    for (let cpu = low; cpu <= (high ?? low); cpu++) cpus.add(cpu);
-  }
-  return [...cpus].sort((a, b) => a - b);
-}
-
-/** The shortest list form of a set of CPUs: [0,1,2,5] -> "0-2,5". */
-export function formatCpuList(cpus: Iterable<number>): string {
-  const sorted = [...new Set(cpus)].sort((a, b) => a - b);
-  const parts: string[] = [];
-  for (let index = 0; index < sorted.length; ) {
-    let end = index;
-    while (end + 1 < sorted.length && sorted[end + 1] === sorted[end]! + 1) end++;
-    parts.push(end === index ? `${sorted[index]}` : `${sorted[index]}-${sorted[end]}`);
-    index = end + 1;
-  }
-  return parts.join(',');
-}
+import { CPU_LIST_PATTERN, formatCpuList, parseCpuList } from './cpu-list.js';
 
 const CpuList = z
   .string()
@@ -148,32 +124,6 @@ export const DiskLimitsSchema = z.strictObject({
 
 export type Resources = z.output<typeof ResourcesSchema>;
 export type DiskLimits = z.output<typeof DiskLimitsSchema>;
-
-/** QEMU ThrottleLimits member names (qapi/block-core.json) for each field. */
-const THROTTLE_KEYS: Record<Exclude<keyof DiskLimits, 'group'>, string> = {
-  bps: 'bps-total',
-  readBps: 'bps-read',
-  writeBps: 'bps-write',
-  iops: 'iops-total',
-  readIops: 'iops-read',
-  writeIops: 'iops-write',
-  bpsMax: 'bps-total-max',
-  readBpsMax: 'bps-read-max',
-  writeBpsMax: 'bps-write-max',
-  iopsMax: 'iops-total-max',
-  readIopsMax: 'iops-read-max',
-  writeIopsMax: 'iops-write-max',
-};
-
-/**
- * The full ThrottleLimits for a group: every member is given (0 = none), so
- * that lowering a limit to "none" live really clears it.
- */
-export function throttleLimits(limits: DiskLimits): Record<string, number> {
-  const out: Record<string, number> = {};
-  for (const [field, key] of Object.entries(THROTTLE_KEYS)) out[key] = limits[field as keyof typeof THROTTLE_KEYS] ?? 0;
-  return out;
-}
 
 /**
  * A network rate in bits/s, as tc and link speeds are given: "1Mbit", "500kbit",

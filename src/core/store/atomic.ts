@@ -12,6 +12,20 @@ export async function writeFileAtomic(path: string, data: string | Uint8Array, m
   await (await prepareFileAtomic(path, data, mode)).commit();
 }
 
+/**
+ * writeFileAtomic without the fsyncs, for the files of a running QEMU in
+ * its run directory (pidfile, its uid's and taps' records, the runtime
+ * record): what they describe does not survive the host going down, so
+ * neither need they; a crash of Vireo itself still leaves the old content
+ * or the new (the rename is atomic without them), and their readers check
+ * what they name (a pidfile's process must be this VM's QEMU, a uid claim
+ * is released only by its owner). Each fsync costs milliseconds on a busy
+ * disk, and a start wrote three such files.
+ */
+export async function writeRuntimeFile(path: string, data: string | Uint8Array, mode = 0o644): Promise<void> {
+  await (await prepare(path, data, mode, false)).commit();
+}
+
 /** A file written and fsynced under a temporary name, not yet in place: commit() puts it there, discard() drops it. */
 export interface PreparedFile {
   /** Renames the temporary over the target and fsyncs the directory: from then on the new content survives a crash. */
@@ -28,14 +42,18 @@ export interface PreparedFile {
  * the directory's fsync. The temporary is named as every other
  * (process/temp-name.ts), so one left by a dead process is swept.
  */
-export async function prepareFileAtomic(path: string, data: string | Uint8Array, mode = 0o644): Promise<PreparedFile> {
+export function prepareFileAtomic(path: string, data: string | Uint8Array, mode = 0o644): Promise<PreparedFile> {
+  return prepare(path, data, mode, true);
+}
+
+async function prepare(path: string, data: string | Uint8Array, mode: number, durable: boolean): Promise<PreparedFile> {
   const tmp = join(dirname(path), tempName(basename(path)));
   const discard = () => rm(tmp, { force: true });
   try {
     const handle = await open(tmp, 'wx', mode);
     try {
       await handle.writeFile(data);
-      await handle.sync();
+      if (durable) await handle.sync();
     } finally {
       await handle.close();
     }
@@ -54,7 +72,7 @@ export async function prepareFileAtomic(path: string, data: string | Uint8Array,
         await discard();
         throw named(error, path);
       }
-      await syncFile(dirname(path));
+      if (durable) await syncFile(dirname(path));
     },
     discard: async () => {
       if (!committed) await discard();

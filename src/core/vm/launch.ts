@@ -31,9 +31,9 @@ import { buildQemuArgv, serialSocketOf, type LaunchContext, type PassedFiles } f
 import { connectMonitorAt } from '../qmp/monitor.js';
 import { startSwtpm } from '../devices/tpm.js';
 import { queryStatus } from '../qmp/commands.js';
-import { start, succeeds } from '../process/run.js';
-import { writeFileAtomic } from '../store/atomic.js';
-import { makeTap } from '../network/links.js';
+import { start } from '../process/run.js';
+import { findInPath } from '../host/probe.js';
+import { writeRuntimeFile } from '../store/atomic.js';
 import { QEMU_OUTPUT_FILE, waitForExit } from './process.js';
 import { claimedUid, claimOwner, claimQemuIdentity, qemuAccount, UID_RECORD, type QemuIdentity } from './qemu-uid.js';
 import { TAP_RECORD } from './runtime.js';
@@ -49,7 +49,7 @@ async function identityFor(def: VmDefinition, runDir: string): Promise<QemuIdent
   if (process.getuid?.() !== 0) return undefined;
   const owner = claimOwner(def.uuid, runDir);
   const identity = await claimQemuIdentity(owner);
-  await writeFileAtomic(join(runDir, UID_RECORD), `${JSON.stringify({ uid: identity.uid, owner })}\n`);
+  await writeRuntimeFile(join(runDir, UID_RECORD), `${JSON.stringify({ uid: identity.uid, owner })}\n`);
   return identity;
 }
 
@@ -61,7 +61,9 @@ async function identityFor(def: VmDefinition, runDir: string): Promise<QemuIdent
 async function makeTaps(taps: Record<number, string>, identity: QemuIdentity, runDir: string): Promise<void> {
   const names = Object.values(taps);
   if (names.length === 0) return;
-  await writeFileAtomic(join(runDir, TAP_RECORD), `${JSON.stringify(names)}\n`);
+  await writeRuntimeFile(join(runDir, TAP_RECORD), `${JSON.stringify(names)}\n`);
+  // Loaded for VMs on Vireo networks only: the network model brings the schema library, which a plain start does without.
+  const { makeTap } = await import('../network/links.js');
   for (const name of names) await makeTap(name, identity.uid);
 }
 
@@ -77,7 +79,8 @@ export async function makeHotplugTap(uuid: string, runDir: string, tap: string):
   const uid = await claimedUid(claimOwner(uuid, runDir));
   if (uid === undefined) throw new VireoError('invalid_state', 'the VM\'s QEMU runs under no uid of its own (started before this version of Vireo): stop and start it to attach NICs live');
   const recorded = await readFile(join(runDir, TAP_RECORD), 'utf8').then((text) => JSON.parse(text) as string[], () => [] as string[]);
-  if (!recorded.includes(tap)) await writeFileAtomic(join(runDir, TAP_RECORD), `${JSON.stringify([...recorded, tap])}\n`);
+  if (!recorded.includes(tap)) await writeRuntimeFile(join(runDir, TAP_RECORD), `${JSON.stringify([...recorded, tap])}\n`);
+  const { makeTap } = await import('../network/links.js');
   await makeTap(tap, uid);
 }
 
@@ -239,10 +242,21 @@ async function prepareHandoff(def: VmDefinition, context: LaunchContext, runDir:
 }
 
 let setprivChecked: Promise<boolean> | undefined;
-/** Asked once per process: util-linux does not come and go while Vireo runs. */
+/** Looked up once per process (util-linux does not come and go while Vireo runs), on PATH as the spawn will: no program run for it. */
 function setprivAvailable(): Promise<boolean> {
-  setprivChecked ??= succeeds('setpriv', ['--version']);
+  setprivChecked ??= findInPath('setpriv').then((path) => path !== undefined);
   return setprivChecked;
+}
+
+export interface LaunchOptions {
+  timeoutMs?: number;
+  signal?: AbortSignal;
+  /**
+   * Work on the new QEMU that needs its pid only (its cgroups), run while
+   * QEMU builds its machine rather than after; no guest code runs before
+   * the caller resumes it (-S). Its failure fails the launch.
+   */
+  whileStarting?: (pid: number) => Promise<void>;
 }
 
 /**
@@ -250,7 +264,7 @@ function setprivAvailable(): Promise<boolean> {
  * answer; writes the pidfile. On failure nothing is left running, and the
  * error carries what QEMU printed.
  */
-export async function launchQemu(binary: string, def: VmDefinition, context: LaunchContext, options: { timeoutMs?: number; signal?: AbortSignal } = {}): Promise<number> {
+export async function launchQemu(binary: string, def: VmDefinition, context: LaunchContext, options: LaunchOptions = {}): Promise<number> {
   options.signal?.throwIfAborted();
   const runDir = join(context.runtime.pidFile, '..');
   const identity = await identityFor(def, runDir);
@@ -276,9 +290,10 @@ export async function launchQemu(binary: string, def: VmDefinition, context: Lau
     await exited;
     throw new VireoError('host_unsupported', `cannot run ${identity ? 'setpriv' : binary} (run: vireo host setup)`);
   }
-  await writeFileAtomic(context.runtime.pidFile, `${pid}\n`);
+  await writeRuntimeFile(context.runtime.pidFile, `${pid}\n`);
   const timeoutMs = options.timeoutMs ?? 60_000;
   const ready = waitUntilAnswering(context.runtime.statusSocket, timeoutMs);
+  const alongside = options.whileStarting?.(pid).then(() => undefined, (error: unknown) => ({ failed: error }));
   let onAbort: (() => void) | undefined;
   const aborted = new Promise<VireoError>((resolve) => {
     onAbort = () => resolve(new VireoError('cancelled', 'the start was cancelled while QEMU was starting'));
@@ -287,7 +302,9 @@ export async function launchQemu(binary: string, def: VmDefinition, context: Lau
   });
   const outcome = await Promise.race([ready.then(() => 'ready' as const, (error: unknown) => error), exited.then((code) => ({ exited: code })), aborted]);
   if (onAbort) options.signal?.removeEventListener('abort', onAbort);
-  if (outcome === 'ready') {
+  // Its outcome is awaited whatever QEMU did, so that no work on it is left running once the launch is over.
+  const side = await alongside;
+  if (outcome === 'ready' && side === undefined) {
     if (def.vnc && context.runtime.vncSocket) await lockVnc(context.runtime.vncSocket);
     return pid;
   }
@@ -304,6 +321,7 @@ export async function launchQemu(binary: string, def: VmDefinition, context: Lau
     .map((line) => line.replace(/^\S+Z qemu-system-\S+: /, '').replace(/^qemu-system-\S+: /, '').replace(/^qemu: /, '').trim())
     .filter(Boolean)
     .join('; ');
+  if (outcome === 'ready') throw side!.failed;
   if (outcome instanceof Object && 'exited' in outcome) {
     throw new VireoError('qemu_failed', `QEMU failed to start: ${message || `exit code ${outcome.exited}`}`, { exitCode: outcome.exited, stderr: log });
   }

@@ -10,10 +10,8 @@ import { access, copyFile, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { VireoError, invalidState } from '../errors.js';
 import { chooseAccelerator } from '../host/accel.js';
-import { getHostFacts } from '../host/check.js';
-import { buildSeed } from '../cloudinit/seed.js';
+import { getLaunchFacts } from '../host/check.js';
 import { secureBootFirmware } from '../guest/secure-boot.js';
-import { writeSeedIso } from '../cloudinit/iso.js';
 import type { KernelImageManifest } from '../image/manifest.js';
 import { getKernelImage, imageFile } from '../image/store.js';
 import type { VmDefinition } from '../model/vm.js';
@@ -23,11 +21,12 @@ import { checkPassthrough } from '../devices/passthrough.js';
 import { checkHugepages } from '../resources/hugepages.js';
 import { tpmPaths } from '../devices/tpm.js';
 import * as qemuImg from '../storage/qemu-img.js';
+import { qcow2HasBackingFile } from '../storage/qcow2.js';
 import type { QmpClient } from '../qmp/client.js';
 import { openMonitor, withRunningMonitor } from '../qmp/monitor.js';
 import { cont, queryStatus, quit, setAction, stop, systemPowerdown, systemReset } from '../qmp/commands.js';
 import { Reverter } from '../revert.js';
-import { applyAtStart } from '../resources/apply.js';
+import { applyThroughMonitor, placeInCgroups } from '../resources/apply.js';
 import { checkResourcesAgainstHost, hostCapacity } from '../resources/host.js';
 import { resolveVolume } from '../storage/volumes.js';
 import { listDefinitions, loadDefinition, withVmLock } from './definitions.js';
@@ -56,7 +55,7 @@ export interface StartResult {
  * already (a start resolves it once, for this and its readiness wait).
  */
 export async function launchContext(paths: VireoPaths, def: VmDefinition, resolved: { image?: KernelImageManifest } = {}): Promise<{ context: LaunchContext; qemuBinary: string; notice?: string }> {
-  const facts = await getHostFacts();
+  const facts = await getLaunchFacts(paths.cache);
   const choice = chooseAccelerator(def.accelerator, facts);
   if (!facts.qemu.binary) throw new VireoError('host_unsupported', 'QEMU (qemu-system-x86_64) is not installed (run: vireo host setup)');
 
@@ -111,7 +110,11 @@ export async function launchContext(paths: VireoPaths, def: VmDefinition, resolv
   const runtime = vmPaths(paths, def.name);
   // Rebuilt from the definition at every start, so the seed is always attached and always current.
   const cloudInitSeed = def.cloudInit ? join(runtime.dir, 'cidata.iso') : undefined;
-  if (def.cloudInit && cloudInitSeed) await writeSeedIso(buildSeed(def), cloudInitSeed, runtime.dir);
+  if (def.cloudInit && cloudInitSeed) {
+    // Loaded for cloud-init VMs only: the seed is YAML, and a start without one loads no YAML library.
+    const [{ buildSeed }, { writeSeedIso }] = await Promise.all([import('../cloudinit/seed.js'), import('../cloudinit/iso.js')]);
+    await writeSeedIso(buildSeed(def), cloudInitSeed, runtime.dir);
+  }
   await checkPassthrough(def.devices);
   // Boot RAM and what the guest plugs at boot come from the hugetlb pool; memory added later is checked as it is added.
   await checkHugepages(def, def.memory, `VM '${def.name}' (${def.memory} MiB)`);
@@ -132,6 +135,8 @@ export async function launchContext(paths: VireoPaths, def: VmDefinition, resolv
  */
 export async function backingChain(path: string, format: 'qcow2' | 'raw'): Promise<{ path: string; format: 'qcow2' | 'raw' }[]> {
   if (format !== 'qcow2') return [];
+  // Most volumes have no backing file, and their header says so: no qemu-img run (tens of milliseconds) for them.
+  if ((await qcow2HasBackingFile(path)) === false) return [];
   let chain;
   try {
     chain = await qemuImg.info(path, 'qcow2', { backingChain: true });
@@ -203,7 +208,12 @@ export async function startVm(paths: VireoPaths, name: string, options: StartOpt
       // it is found by pidfile and by this VM's UUID on its command line, and killed before the runtime files go.
       reverter.add(() => killQemus(def.uuid, pidFile));
       crashPoint('start.before-launch');
-      await launchQemu(qemuBinary, def, { ...context, ...(nics ? { taps: nics.taps } : {}) }, { timeoutMs: options.launchTimeoutMs ?? 60_000, ...(options.signal ? { signal: options.signal } : {}) });
+      // Cgroups while QEMU builds its machine (paused, -S): no guest instruction runs unconstrained.
+      await launchQemu(qemuBinary, def, { ...context, ...(nics ? { taps: nics.taps } : {}) }, {
+        timeoutMs: options.launchTimeoutMs ?? 60_000,
+        ...(options.signal ? { signal: options.signal } : {}),
+        whileStarting: (pid) => placeInCgroups(def, pid, reverter),
+      });
       crashPoint('start.launched');
       const pid = await livePid(paths, def);
       if (pid === undefined) throw new VireoError('qemu_failed', 'QEMU exited right after starting');
@@ -211,8 +221,8 @@ export async function startVm(paths: VireoPaths, name: string, options: StartOpt
       const client = await openMonitor(paths, name, { timeoutMs: 10_000 });
       try {
         await writeRuntimeRecord(paths, name, { pid, accel: context.accel, startedAt: new Date().toISOString(), ...(notice ? { notice } : {}) });
-        // Cgroups, pinning and balloon while QEMU is still paused: no guest instruction runs unconstrained.
-        await applyAtStart(def, client, pid, reverter);
+        // Pinning and balloon while QEMU is still paused.
+        await applyThroughMonitor(def, client, pid);
         await options.beforeResume?.(client);
         if (options.signal?.aborted) throw new VireoError('cancelled', 'the start was cancelled before the guest ran');
         await cont(client);

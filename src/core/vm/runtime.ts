@@ -12,7 +12,7 @@ import type { QmpClient } from '../qmp/client.js';
 import { openMonitor } from '../qmp/monitor.js';
 import { queryStatus } from '../qmp/commands.js';
 import { releaseVmGroups } from '../resources/cgroups.js';
-import { readJsonIfExists, writeJsonAtomic } from '../store/atomic.js';
+import { readJsonIfExists, writeRuntimeFile } from '../store/atomic.js';
 import { isQemuOf, readPidFile } from './process.js';
 import { releaseQemuUid, UID_RECORD } from './qemu-uid.js';
 
@@ -42,7 +42,7 @@ export async function readRuntimeRecord(paths: VireoPaths, name: string): Promis
 }
 
 export async function writeRuntimeRecord(paths: VireoPaths, name: string, record: RuntimeRecord): Promise<void> {
-  await writeJsonAtomic(vmPaths(paths, name).runtimeState, record);
+  await writeRuntimeFile(vmPaths(paths, name).runtimeState, `${JSON.stringify(record, null, 2)}\n`);
 }
 
 export async function prepareRunDirectory(paths: VireoPaths, name: string): Promise<void> {
