@@ -92,8 +92,9 @@ describe('disk import, export and live resize', () => {
       }
       child.kill('SIGKILL');
       await within(new Promise((resolve) => child.once('exit', resolve)), 30_000, `vireo ${args[0]} ${args[1]} exiting on SIGKILL`);
-      // The orphaned qemu-img may still finish its temporary file; nothing links it into place.
-      await exec('pkill', ['-KILL', '-f', `qemu-img convert .*${marker}`]).catch(() => undefined);
+      // The orphaned qemu-img may still finish its temporary file; nothing links it into place. Only this test's
+      // (its command line names this file's own scratch directory): other runs on the machine convert too.
+      await exec('pkill', ['-KILL', '-f', `qemu-img convert .*${work.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}/.*${marker}`]).catch(() => undefined);
       await new Promise((resolve) => setTimeout(resolve, 500));
     };
 
