@@ -157,8 +157,9 @@ test('debian-12 with cloud-init: user-data applied, SSH, exec, ip, cp, grown roo
   assert.equal(ssh.stdout, 'written by cloud-init\nweb-host\ndebian\n');
   process.stdout.write(`# debian-12 boot under TCG: agent after ${agentSeconds.toFixed(0)} s, ssh after ${sshSeconds.toFixed(0)} s\n`);
 
-  // exec: output and exit code.
-  const status = await exec('web', ['sh', '-c', 'systemctl is-active multi-user.target; echo oops >&2; exit 7']);
+  // exec: output and exit code. SSH can answer before systemd has reached multi-user.target
+  // (the boot's last jobs still run under TCG): is-system-running --wait waits for the boot's end.
+  const status = await exec('web', ['sh', '-c', 'systemctl is-system-running --wait >/dev/null; systemctl is-active multi-user.target; echo oops >&2; exit 7']);
   assert.equal(status.code, 7);
   assert.equal(status.stdout, 'active\n');
   assert.equal(status.stderr, 'oops\n');
