@@ -23,9 +23,10 @@ export const snapshotRoutes = implement(snapshots, {
   },
   'POST /vms/:name/snapshots/:snapshot/revert': async ({ params, daemon }) => {
     await loadDefinition(daemon.paths, params.name);
-    return accepted(await daemon.operations.start('snapshot.revert', { vm: params.name }, async ({ progress }) => {
+    // As for a create, the operation's record is written while the revert's checks run (beforeChange waits for it).
+    return accepted(await daemon.operations.start('snapshot.revert', { vm: params.name }, async ({ progress, recorded }) => {
       // The operation ends when the guest runs from the snapshot; its clock is set right after (see RevertOptions.clock).
-      const result = await revertSnapshot(daemon.paths, params.name, params.snapshot, { clock: 'after', onProgress: (message) => progress(message) });
+      const result = await revertSnapshot(daemon.paths, params.name, params.snapshot, { clock: 'after', onProgress: (message) => progress(message), beforeChange: () => recorded });
       if (result.clockAfter) {
         void setClockAfterRevert(daemon.paths, params.name).then(
           (synced) => daemon.events.publish('vm.clock', { synced, snapshot: params.snapshot }, params.name),
@@ -34,7 +35,7 @@ export const snapshotRoutes = implement(snapshots, {
       }
       await daemon.watcher.reconcile();
       return result;
-    }));
+    }, { workWhileRecording: true }));
   },
   'DELETE /vms/:name/snapshots/:snapshot': async ({ params, daemon }) => {
     await loadDefinition(daemon.paths, params.name);

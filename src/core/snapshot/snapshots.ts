@@ -343,6 +343,8 @@ export interface RevertOptions {
    * snapshot, and sets its clock right after.
    */
   clock?: 'now' | 'after';
+  /** As CreateSnapshotOptions.beforeChange: awaited before the intent is written. */
+  beforeChange?: () => Promise<void>;
 }
 
 export async function revertSnapshot(paths: VireoPaths, vm: string, name: string, options: RevertOptions = {}): Promise<RevertResult> {
@@ -350,51 +352,13 @@ export async function revertSnapshot(paths: VireoPaths, vm: string, name: string
   const def = await loadDefinition(paths, vm);
   refuseTemplate(def);
   const prepared = await withVmLock(paths, vm, async () => {
-    await reconcileLocked(paths, def);
-    const metadata = await readMetadata(paths, vm);
-    const record = findRecord(metadata, vm, name);
-    const disks = await snapshotDisks(paths, def);
-    const attached = disks.map((disk) => disk.volume);
-    if (attached.join('\0') !== record.disks.join('\0')) {
-      throw invalidState(`VM '${vm}' has other disks (${attached.join(', ')}) than when snapshot '${name}' was taken (${record.disks.join(', ')}); reattach them to revert`);
+    // As for a create: the monitor is dialled while the records are read, and serves the reconcile and the load.
+    const dialled = settleLater(connect(paths, vm));
+    try {
+      return await revertLocked(paths, def, name, options, dialled);
+    } finally {
+      await dialled.then((client) => client.close(), () => undefined);
     }
-    if (record.memory && record.hardware !== hardwareFingerprint(def)) {
-      throw invalidState(`VM '${vm}' has different hardware (CPUs, memory, devices) than when snapshot '${name}' was taken; its memory cannot be loaded`);
-    }
-    const pid = await livePid(paths, def);
-    if (pid !== undefined && !record.memory) {
-      throw invalidState(`snapshot '${name}' holds disks only; stop the VM first to revert its disks (vireo vm stop ${vm})`);
-    }
-    await writeMetadata(paths, vm, { ...metadata, pending: { op: 'revert', name, startedAt: new Date().toISOString() } });
-    crashPoint('snapshot.revert.pending');
-    if (pid !== undefined) {
-      options.onProgress?.('loading memory, devices and disks (snapshot-load)');
-      try {
-        const client = await connect(paths, vm);
-        try {
-          await runSnapshotJob(client, 'snapshot-load', { tag: name, vmstate: disks.find((disk) => disk.volume === record.vmstateDisk)!.node, devices: disks.map((disk) => disk.node) });
-          // The guest resumes in the state it was captured in.
-          const status = await queryStatus(client);
-          if (record.vmState === 'running' && !status.running) await cont(client);
-        } finally {
-          await client.close();
-        }
-      } catch (error) {
-        throw explainFailure(error, await afterFailure(paths, def, pid), `snapshot '${name}' was not loaded`);
-      }
-      await finishRevert(paths, vm, name);
-      return { done: true as const, record, checks: [] };
-    }
-    if (!record.memory) {
-      options.onProgress?.('reverting stopped disks');
-      for (const disk of disks) await qemuImg.snapshot(disk.path, 'apply', name);
-      // Root's until the next start hands the TPM directory to that start's QEMU uid.
-      if (def.devices?.tpm) await restoreTpmState(vmPaths(paths, vm).dir, name, undefined);
-      crashPoint('snapshot.revert.applied');
-      await finishRevert(paths, vm, name);
-      return { done: true as const, record, checks: await checkDisks(disks) };
-    }
-    return { done: false as const, record, disks };
   });
   if (prepared.done) {
     const state = (await livePid(paths, def)) === undefined ? 'stopped' : prepared.record.vmState;
@@ -420,6 +384,73 @@ export async function revertSnapshot(paths: VireoPaths, vm: string, name: string
   return { snapshot: record, state: record.vmState, checks: [], ...(await clockAfterRevert(paths, vm, record.vmState, options)) };
 }
 
+/** The revert under the VM's lock: done (a running VM, or a stopped one's disks), or what the start that loads memory needs. */
+async function revertLocked(paths: VireoPaths, def: VmDefinition, name: string, options: RevertOptions, dialled: Promise<QmpClient>): Promise<{ done: true; record: SnapshotRecord; checks: DiskCheck[] } | { done: false; record: SnapshotRecord; disks: SnapshotDisk[] }> {
+  const vm = def.name;
+  const { metadata, pid } = await reconcileLocked(paths, def, { monitor: dialled });
+  const record = findRecord(metadata, vm, name);
+  // The intent is written (to a fsynced temporary) while the checks below run, and put in place once they pass; a
+  // running VM's metadata after the load (at the snapshot, nothing pending) is known now too, and written beside it.
+  const intent = settleLater(prepareMetadata(paths, vm, { ...metadata, pending: { op: 'revert', name, startedAt: new Date().toISOString() } }));
+  const loaded = pid === undefined ? undefined : settleLater(prepareMetadata(paths, vm, atSnapshot(metadata, name)));
+  let committed = false;
+  try {
+    const disks = await snapshotDisks(paths, def);
+    const attached = disks.map((disk) => disk.volume);
+    if (attached.join('\0') !== record.disks.join('\0')) {
+      throw invalidState(`VM '${vm}' has other disks (${attached.join(', ')}) than when snapshot '${name}' was taken (${record.disks.join(', ')}); reattach them to revert`);
+    }
+    if (record.memory && record.hardware !== hardwareFingerprint(def)) {
+      throw invalidState(`VM '${vm}' has different hardware (CPUs, memory, devices) than when snapshot '${name}' was taken; its memory cannot be loaded`);
+    }
+    if (pid !== undefined && !record.memory) {
+      throw invalidState(`snapshot '${name}' holds disks only; stop the VM first to revert its disks (vireo vm stop ${vm})`);
+    }
+    await options.beforeChange?.();
+    await (await intent).commit();
+    committed = true;
+    crashPoint('snapshot.revert.pending');
+    if (pid !== undefined) {
+      options.onProgress?.('loading memory, devices and disks (snapshot-load)');
+      try {
+        const client = await dialled.catch(() => connect(paths, vm));
+        await runSnapshotJob(client, 'snapshot-load', { tag: name, vmstate: disks.find((disk) => disk.volume === record.vmstateDisk)!.node, devices: disks.map((disk) => disk.node) }, {
+          // Alongside the job's dismissal: the state asked (answered after it, in order) and the record put in place.
+          afterSuccess: async () => {
+            const [status] = await Promise.all([queryStatus(client), (await loaded!).commit()]);
+            // The guest resumes in the state it was captured in (the job resumes only a guest that ran before it).
+            if (record.vmState === 'running' && !status.running) await cont(client);
+          },
+        });
+      } catch (error) {
+        throw explainFailure(error, await afterFailure(paths, def, pid), `snapshot '${name}' was not loaded`);
+      }
+      return { done: true as const, record, checks: [] };
+    }
+    if (!record.memory) {
+      options.onProgress?.('reverting stopped disks');
+      for (const disk of disks) await qemuImg.snapshot(disk.path, 'apply', name);
+      // Root's until the next start hands the TPM directory to that start's QEMU uid.
+      if (def.devices?.tpm) await restoreTpmState(vmPaths(paths, vm).dir, name, undefined);
+      crashPoint('snapshot.revert.applied');
+      await finishRevert(paths, vm, name);
+      return { done: true as const, record, checks: await checkDisks(disks) };
+    }
+    return { done: false as const, record, disks };
+  } finally {
+    if (!committed) await discard(intent);
+    // Not put in place (the load failed, or a check refused first): dropped. After a commit, this does nothing.
+    if (loaded) await discard(loaded);
+  }
+}
+
+/** The metadata once the VM is at a snapshot: current, nothing pending. */
+function atSnapshot(metadata: SnapshotMetadata, name: string): SnapshotMetadata {
+  const next: SnapshotMetadata = { ...metadata, current: name };
+  delete next.pending;
+  return next;
+}
+
 async function clockAfterRevert(paths: VireoPaths, vm: string, state: string, options: RevertOptions): Promise<{ clockSynced?: boolean; clockAfter?: true }> {
   if (state !== 'running') return {};
   if (options.clock === 'after') return { clockAfter: true };
@@ -437,10 +468,7 @@ export async function setClockAfterRevert(paths: VireoPaths, vm: string): Promis
 class PausedAfterLoad extends Error {}
 
 async function finishRevert(paths: VireoPaths, vm: string, name: string): Promise<void> {
-  const metadata = await readMetadata(paths, vm);
-  delete metadata.pending;
-  metadata.current = name;
-  await writeMetadata(paths, vm, metadata);
+  await writeMetadata(paths, vm, atSnapshot(await readMetadata(paths, vm), name));
 }
 
 /* ---------------------------------------------------------------- delete */
