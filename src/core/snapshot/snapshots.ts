@@ -283,6 +283,7 @@ function fullRecord(base: Omit<SnapshotRecord, 'memory' | 'vmState'>, running: b
 function withRecord(metadata: SnapshotMetadata, record: SnapshotRecord): SnapshotMetadata {
   const next: SnapshotMetadata = { ...metadata, snapshots: [...metadata.snapshots, record], current: record.name };
   delete next.pending;
+  delete next.revertedAt;
   return next;
 }
 
@@ -366,7 +367,7 @@ export async function revertSnapshot(paths: VireoPaths, vm: string, name: string
   }
   // A stopped VM and a snapshot with memory: start QEMU paused, load, then let it run.
   options.onProgress?.('starting the VM paused and loading the snapshot');
-  const { record, disks } = prepared;
+  const { record, disks, startedAt } = prepared;
   try {
     await startVm(paths, vm, {
       beforeResume: async (client) => {
@@ -380,19 +381,20 @@ export async function revertSnapshot(paths: VireoPaths, vm: string, name: string
       throw error;
     }
   }
-  await withVmLock(paths, vm, () => finishRevert(paths, vm, name));
+  await withVmLock(paths, vm, () => finishRevert(paths, vm, name, startedAt));
   return { snapshot: record, state: record.vmState, checks: [], ...(await clockAfterRevert(paths, vm, record.vmState, options)) };
 }
 
 /** The revert under the VM's lock: done (a running VM, or a stopped one's disks), or what the start that loads memory needs. */
-async function revertLocked(paths: VireoPaths, def: VmDefinition, name: string, options: RevertOptions, dialled: Promise<QmpClient>): Promise<{ done: true; record: SnapshotRecord; checks: DiskCheck[] } | { done: false; record: SnapshotRecord; disks: SnapshotDisk[] }> {
+async function revertLocked(paths: VireoPaths, def: VmDefinition, name: string, options: RevertOptions, dialled: Promise<QmpClient>): Promise<{ done: true; record: SnapshotRecord; checks: DiskCheck[] } | { done: false; record: SnapshotRecord; disks: SnapshotDisk[]; startedAt: string }> {
   const vm = def.name;
   const { metadata, pid } = await reconcileLocked(paths, def, { monitor: dialled });
   const record = findRecord(metadata, vm, name);
   // The intent is written (to a fsynced temporary) while the checks below run, and put in place once they pass; a
   // running VM's metadata after the load (at the snapshot, nothing pending) is known now too, and written beside it.
-  const intent = settleLater(prepareMetadata(paths, vm, { ...metadata, pending: { op: 'revert', name, startedAt: new Date().toISOString() } }));
-  const loaded = pid === undefined ? undefined : settleLater(prepareMetadata(paths, vm, atSnapshot(metadata, name)));
+  const startedAt = new Date().toISOString();
+  const intent = settleLater(prepareMetadata(paths, vm, { ...metadata, pending: { op: 'revert', name, startedAt } }));
+  const loaded = pid === undefined ? undefined : settleLater(prepareMetadata(paths, vm, atSnapshot(metadata, name, startedAt)));
   let committed = false;
   try {
     const disks = await snapshotDisks(paths, def);
@@ -433,10 +435,10 @@ async function revertLocked(paths: VireoPaths, def: VmDefinition, name: string, 
       // Root's until the next start hands the TPM directory to that start's QEMU uid.
       if (def.devices?.tpm) await restoreTpmState(vmPaths(paths, vm).dir, name, undefined);
       crashPoint('snapshot.revert.applied');
-      await finishRevert(paths, vm, name);
+      await finishRevert(paths, vm, name, startedAt);
       return { done: true as const, record, checks: await checkDisks(disks) };
     }
-    return { done: false as const, record, disks };
+    return { done: false as const, record, disks, startedAt };
   } finally {
     if (!committed) await discard(intent);
     // Not put in place (the load failed, or a check refused first): dropped. After a commit, this does nothing.
@@ -444,9 +446,9 @@ async function revertLocked(paths: VireoPaths, def: VmDefinition, name: string, 
   }
 }
 
-/** The metadata once the VM is at a snapshot: current, nothing pending. */
-function atSnapshot(metadata: SnapshotMetadata, name: string): SnapshotMetadata {
-  const next: SnapshotMetadata = { ...metadata, current: name };
+/** The metadata once a revert begun at startedAt has put the VM at a snapshot: current, nothing pending. */
+function atSnapshot(metadata: SnapshotMetadata, name: string, startedAt: string): SnapshotMetadata {
+  const next: SnapshotMetadata = { ...metadata, current: name, revertedAt: startedAt };
   delete next.pending;
   return next;
 }
@@ -467,8 +469,8 @@ export async function setClockAfterRevert(paths: VireoPaths, vm: string): Promis
 /** Not an error: stops startVm from resuming a guest whose snapshot was taken paused. */
 class PausedAfterLoad extends Error {}
 
-async function finishRevert(paths: VireoPaths, vm: string, name: string): Promise<void> {
-  await writeMetadata(paths, vm, atSnapshot(await readMetadata(paths, vm), name));
+async function finishRevert(paths: VireoPaths, vm: string, name: string, startedAt: string): Promise<void> {
+  await writeMetadata(paths, vm, atSnapshot(await readMetadata(paths, vm), name, startedAt));
 }
 
 /* ---------------------------------------------------------------- delete */
@@ -569,6 +571,7 @@ async function reconcileLocked(paths: VireoPaths, def: VmDefinition, options: { 
       if (pid === undefined && record) {
         for (const disk of disks.filter((candidate) => record.disks.includes(candidate.volume))) await qemuImg.snapshot(disk.path, 'apply', pending.name);
         next.current = pending.name;
+        next.revertedAt = pending.startedAt;
         actions.push(`finished the interrupted revert to '${pending.name}' (disks)`);
       } else if (pid !== undefined) {
         actions.push(`the revert to '${pending.name}' was interrupted; the VM runs on, revert again if it is not where you expect`);
