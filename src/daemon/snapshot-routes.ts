@@ -26,14 +26,17 @@ export const snapshotRoutes = implement(snapshots, {
     // As for a create, the operation's record is written while the revert's checks run (beforeChange waits for it),
     // and its success is told before its finished record is written (recovery knows a finished revert by the intent).
     const intent: SnapshotRevertIntent = { snapshot: params.snapshot };
-    return accepted(await daemon.operations.start('snapshot.revert', { vm: params.name }, async ({ progress, recorded }) => {
-      // The operation ends when the guest runs from the snapshot; its clock is set right after (see RevertOptions.clock).
+    return accepted(await daemon.operations.start('snapshot.revert', { vm: params.name }, async ({ progress, recorded, afterEnd }) => {
+      // The operation ends when the guest runs from the snapshot; its clock is set right after (see RevertOptions.clock),
+      // once the end is told: begun before, the agent's connection and exchange held up the answer by 2 to 3 ms.
       const result = await revertSnapshot(daemon.paths, params.name, params.snapshot, { clock: 'after', onProgress: (message) => progress(message), beforeChange: () => recorded });
       if (result.clockAfter) {
-        void setClockAfterRevert(daemon.paths, params.name).then(
-          (synced) => daemon.events.publish('vm.clock', { synced, snapshot: params.snapshot }, params.name),
-          () => undefined,
-        );
+        afterEnd(() => {
+          void setClockAfterRevert(daemon.paths, params.name).then(
+            (synced) => daemon.events.publish('vm.clock', { synced, snapshot: params.snapshot }, params.name),
+            () => undefined,
+          );
+        });
       }
       await daemon.watcher.reconcile();
       return result;
