@@ -166,8 +166,10 @@ export async function createSnapshot(paths: VireoPaths, vm: string, options: Cre
 
 async function createLocked(paths: VireoPaths, def: VmDefinition, name: string, options: CreateSnapshotOptions, dialled: Promise<QmpClient>): Promise<SnapshotResult> {
   const vm = def.name;
+  // The disks are resolved (read only) while the reconcile runs; it settles first, whatever they turn out to be.
+  const resolving = settleLater(snapshotDisks(paths, def));
   const { metadata, pid } = await reconcileLocked(paths, def, { monitor: dialled });
-  const disks = await snapshotDisks(paths, def);
+  const disks = await resolving;
   if (metadata.snapshots.some((snapshot) => snapshot.name === name)) throw new VireoError('already_exists', `snapshot '${name}' of VM '${vm}' already exists`, { field: 'name' });
   // The intent is written (to a fsynced temporary) while the checks below run, and put in place once they pass.
   const intent = settleLater(prepareMetadata(paths, vm, { ...metadata, pending: { op: 'create', name, startedAt: new Date().toISOString() } }));
@@ -388,6 +390,8 @@ export async function revertSnapshot(paths: VireoPaths, vm: string, name: string
 /** The revert under the VM's lock: done (a running VM, or a stopped one's disks), or what the start that loads memory needs. */
 async function revertLocked(paths: VireoPaths, def: VmDefinition, name: string, options: RevertOptions, dialled: Promise<QmpClient>): Promise<{ done: true; record: SnapshotRecord; checks: DiskCheck[] } | { done: false; record: SnapshotRecord; disks: SnapshotDisk[]; startedAt: string }> {
   const vm = def.name;
+  // As for a create, the disks are resolved while the reconcile runs.
+  const resolving = settleLater(snapshotDisks(paths, def));
   const { metadata, pid } = await reconcileLocked(paths, def, { monitor: dialled });
   const record = findRecord(metadata, vm, name);
   // The intent is written (to a fsynced temporary) while the checks below run, and put in place once they pass; a
@@ -397,7 +401,7 @@ async function revertLocked(paths: VireoPaths, def: VmDefinition, name: string, 
   const loaded = pid === undefined ? undefined : settleLater(prepareMetadata(paths, vm, atSnapshot(metadata, name, startedAt)));
   let committed = false;
   try {
-    const disks = await snapshotDisks(paths, def);
+    const disks = await resolving;
     const attached = disks.map((disk) => disk.volume);
     if (attached.join('\0') !== record.disks.join('\0')) {
       throw invalidState(`VM '${vm}' has other disks (${attached.join(', ')}) than when snapshot '${name}' was taken (${record.disks.join(', ')}); reattach them to revert`);
