@@ -7,7 +7,8 @@
  * - live snapshot create and revert of a running 256 MiB tiny guest:
  *   `vireo snapshot create|revert` (spawned CLI) next to the same snapshot
  *   done over plain QMP on a hand-started QEMU (connect, snapshot-save or
- *   snapshot-load job, wait for it, dismiss), and next to
+ *   snapshot-load job, wait for it, dismiss), the same QMP job on the
+ *   Vireo VM's own monitor (what the daemon adds over that job), and next to
  *   `virsh snapshot-create-as` / `snapshot-revert` on a libvirt domain where
  *   libvirt is installed.
  *
@@ -22,6 +23,9 @@ import { getImage, getKernelImage, imageFile } from '../src/core/image/store.js'
 import { vireoPaths } from '../src/core/paths.js';
 import { QmpClient } from '../src/core/qmp/client.js';
 import { runSnapshotJob } from '../src/core/qmp/snapshot-jobs.js';
+import { monitorSocket } from '../src/core/qmp/monitor.js';
+import { diskNames } from '../src/core/qemu/ids.js';
+import { loadDefinition } from '../src/core/vm/definitions.js';
 import { ensureDaemon } from './libvirtd.js';
 import type { Operation } from '../src/client/api-client.js';
 import { TestApiClient as ApiClient } from '../src/test-support/api-client.js';
@@ -32,8 +36,9 @@ const exec = promisify(execFile);
 export interface SnapshotBenchResult {
   linkedClone: { vireoMs: number[]; qemuImgMs: number[] };
   /** vireoMs: the CLI on its own (no daemon); apiMs: POST to vireod and the operation awaited; daemonCliMs: the CLI through vireod. */
-  snapshotCreate: { vireoMs: number[]; apiMs: number[]; daemonCliMs: number[]; qmpMs: number[]; virshMs?: number[] };
-  snapshotRevert: { vireoMs: number[]; apiMs: number[]; daemonCliMs: number[]; qmpMs: number[]; virshMs?: number[] };
+  /** sameVmQmpMs: the plain QMP job on the Vireo VM itself (its own control monitor, vireod idle meanwhile): what the daemon adds over that very job. */
+  snapshotCreate: { vireoMs: number[]; apiMs: number[]; daemonCliMs: number[]; qmpMs: number[]; sameVmQmpMs: number[]; virshMs?: number[] };
+  snapshotRevert: { vireoMs: number[]; apiMs: number[]; daemonCliMs: number[]; qmpMs: number[]; sameVmQmpMs: number[]; virshMs?: number[] };
   notes: string[];
 }
 
@@ -59,7 +64,7 @@ export async function benchSnapshots(options: { runs: number; cli: string; image
   const notes: string[] = [];
   const env = { ...process.env, VIREO_HOME: home };
   const vireo = (...args: string[]) => timed(process.execPath, [options.cli, ...args], env);
-  const result: SnapshotBenchResult = { linkedClone: { vireoMs: [], qemuImgMs: [] }, snapshotCreate: { vireoMs: [], apiMs: [], daemonCliMs: [], qmpMs: [] }, snapshotRevert: { vireoMs: [], apiMs: [], daemonCliMs: [], qmpMs: [] }, notes };
+  const result: SnapshotBenchResult = { linkedClone: { vireoMs: [], qemuImgMs: [] }, snapshotCreate: { vireoMs: [], apiMs: [], daemonCliMs: [], qmpMs: [], sameVmQmpMs: [] }, snapshotRevert: { vireoMs: [], apiMs: [], daemonCliMs: [], qmpMs: [], sameVmQmpMs: [] }, notes };
   let plainQemu: ChildProcess | undefined;
   let daemon: ChildProcess | undefined;
   try {
@@ -84,6 +89,7 @@ export async function benchSnapshots(options: { runs: number; cli: string; image
     // Live snapshots of a running 256 MiB guest.
     await vireo('vm', 'create', 'snapvm', '--image', 'tiny', '--memory', '256M', '--disk', '256M');
     await vireo('vm', 'start', 'snapvm', '--wait', '180');
+    const snapvmDisk = (await loadDefinition(paths, 'snapvm')).disks[0]!.id;
     const plainDisk = join(home, 'plain.qcow2');
     await exec('qemu-img', ['create', '-q', '-f', 'qcow2', plainDisk, '256M']);
     const qmpSocket = join(home, 'plain-qmp.sock');
@@ -98,11 +104,11 @@ export async function benchSnapshots(options: { runs: number; cli: string; image
       '-serial', `file:${plainLog}`, '-qmp', `unix:${qmpSocket},server=on,wait=off`,
     ], { stdio: 'ignore' });
     await waitForLine(plainLog, image.readyLine ?? 'vireo-guest: ready', 180_000);
-    const qmp = async (kind: 'snapshot-save' | 'snapshot-load' | 'snapshot-delete', tag: string): Promise<number> => {
+    const qmp = async (kind: 'snapshot-save' | 'snapshot-load' | 'snapshot-delete', tag: string, on: { socket: string; node: string } = { socket: qmpSocket, node: 'd0' }): Promise<number> => {
       const started = performance.now();
-      const client = await QmpClient.connect(qmpSocket);
+      const client = await QmpClient.connect(on.socket);
       try {
-        await runSnapshotJob(client, kind, { tag, devices: ['d0'], ...(kind === 'snapshot-delete' ? {} : { vmstate: 'd0' }) });
+        await runSnapshotJob(client, kind, { tag, devices: [on.node], ...(kind === 'snapshot-delete' ? {} : { vmstate: on.node }) });
       } finally {
         await client.close();
       }
@@ -144,7 +150,18 @@ export async function benchSnapshots(options: { runs: number; cli: string; image
         result.snapshotRevert.qmpMs.push(await qmp('snapshot-load', plainTag));
         await qmp('snapshot-delete', plainTag);
       };
-      for (const side of index % 2 === 0 ? [throughApi, overPlainQmp] : [overPlainQmp, throughApi]) await side();
+      // The same job on the Vireo VM itself, through its own control monitor (the daemon is idle then): the VM's
+      // devices (PCIe ports, the agent's channel) and its single-threaded TCG make its jobs differ from the plain
+      // QEMU's, so this says what the daemon adds over the very same job. Its tags are QEMU's only, deleted at once.
+      const sameTag = `same${index}`;
+      const onVireoVm = { socket: monitorSocket(paths, 'snapvm'), node: diskNames(snapvmDisk).format };
+      const overVireoVmQmp = async () => {
+        result.snapshotCreate.sameVmQmpMs.push(await qmp('snapshot-save', sameTag, onVireoVm));
+        result.snapshotRevert.sameVmQmpMs.push(await qmp('snapshot-load', sameTag, onVireoVm));
+        await qmp('snapshot-delete', sameTag, onVireoVm);
+      };
+      const sides = [throughApi, overPlainQmp, overVireoVmQmp];
+      for (let turn = 0; turn < sides.length; turn += 1) await sides[(index + turn) % sides.length]!();
       const cliTag = `cli${index}`;
       result.snapshotCreate.daemonCliMs.push(await vireo('snapshot', 'create', 'snapvm', cliTag));
       result.snapshotRevert.daemonCliMs.push(await vireo('snapshot', 'revert', 'snapvm', cliTag));

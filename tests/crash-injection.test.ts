@@ -231,9 +231,14 @@ describe('crash injection: kill -9 of the daemon inside every kind of operation'
         assert.ok((await snapshotNames('web')).includes('s2'), 'its snapshot is kept');
       } else assert.equal(recovered.state, 'failed');
     }
-    for (const point of ['snapshot.revert.pending', 'snapshot.revert.applied']) {
+    // told: as for a create, the revert's success was published before its finished record was written.
+    for (const point of ['snapshot.revert.pending', 'snapshot.revert.applied', 'snapshot.revert.told']) {
       await crashAt('snapshot.revert', point, (d) => d.api.request('POST', '/vms/web/snapshots/s1/revert'));
       assert.deepEqual(await snapshotNames('web'), await snapshotsOnDisk('web-disk0'));
+      if (point === 'snapshot.revert.told') {
+        assert.equal((await lastOperation('snapshot.revert')).state, 'succeeded', 'a revert told as succeeded is recovered as succeeded');
+        assert.equal((await daemon.api.request<{ current?: string }>('GET', '/vms/web/snapshots')).current, 's1');
+      } else assert.equal((await lastOperation('snapshot.revert')).state, 'failed');
     }
     const more = await runOperation(daemon.api, 'POST', '/vms/web/snapshots', { name: 's3' });
     assert.equal(more.state, 'succeeded', JSON.stringify(more.error));

@@ -122,3 +122,29 @@ test('publishBeforeRecord: a success is told (and the VM freed) before the finis
     await rm(dir, { recursive: true, force: true });
   }
 });
+
+test('afterEnd: follow-up work runs once the end is told, not before, for a success and a failure alike', async () => {
+  const dir = await mkdtemp(join(tmpdir(), 'vireo-ops-'));
+  try {
+    const events = new EventBus('test');
+    const manager = new OperationManager(dir, events);
+    await manager.recover({});
+    for (const [kind, fails] of [['test.after-ok', false], ['test.after-fail', true]] as const) {
+      const order: string[] = [];
+      const unsubscribe = events.subscribe((event) => {
+        if (event.kind === 'operation' && event.data['kind'] === kind && event.data['state'] !== 'running') order.push(`told ${String(event.data['state'])}`);
+      });
+      const operation = await manager.start(kind, { vm: 'alpha' }, async (context) => {
+        context.afterEnd(() => order.push('follow-up'));
+        order.push('work done');
+        if (fails) throw new VireoError('invalid_state', 'no');
+        return { done: true };
+      }, { publishBeforeRecord: true });
+      await manager.wait(operation.id, 10_000);
+      unsubscribe();
+      assert.deepEqual(order, ['work done', `told ${fails ? 'failed' : 'succeeded'}`, 'follow-up']);
+    }
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+});

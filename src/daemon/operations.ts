@@ -35,6 +35,12 @@ export interface OperationContext {
   progress(message: string, fraction?: number): void;
   /** Replaces the operation's intent and writes the record to disk before returning. */
   record(intent: unknown): Promise<void>;
+  /**
+   * Runs work once the operation's end is told (published to its waiters),
+   * whatever the end: follow-up that must not delay the answer. Errors are
+   * the work's own to handle.
+   */
+  afterEnd(work: () => void): void;
 }
 
 /**
@@ -170,6 +176,7 @@ export class OperationManager {
 
     let lastPublished = 0;
     let highest = 0;
+    const followUps: (() => void)[] = [];
     const context: OperationContext = {
       signal: controller.signal,
       recorded,
@@ -191,6 +198,9 @@ export class OperationManager {
         operation.updatedAt = new Date().toISOString();
         await this.save(operation);
       },
+      afterEnd: (work) => {
+        followUps.push(work);
+      },
     };
     const done = (async () => {
       let outcome: { state: OperationState; result?: unknown; error?: OperationError };
@@ -209,7 +219,19 @@ export class OperationManager {
         // The first record is written before the last one: never two writes of one record at once.
         await announced;
         // The VM is free once the end is told: a waiter's next request must not find it busy.
-        await this.finish(operation, outcome.state, outcome, { publishFirst: options.publishBeforeRecord === true && outcome.state === 'succeeded', published: release });
+        await this.finish(operation, outcome.state, outcome, {
+          publishFirst: options.publishBeforeRecord === true && outcome.state === 'succeeded',
+          published: () => {
+            release();
+            for (const work of followUps.splice(0)) {
+              try {
+                work();
+              } catch {
+                // The follow-up's own to report; the operation has ended as told.
+              }
+            }
+          },
+        });
       } finally {
         this.controllers.delete(operation.id);
         release();

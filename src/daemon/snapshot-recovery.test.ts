@@ -28,3 +28,32 @@ test('a snapshot.create cut short after its snapshot was recorded ends as succee
     await rm(home, { recursive: true, force: true });
   }
 });
+
+test('a snapshot.revert cut short after the VM was put at its snapshot ends as succeeded; before (still pending, or at that snapshot from earlier), it does not', async () => {
+  const home = await mkdtemp(join(tmpdir(), 'vireo-snaprec-'));
+  try {
+    const paths = vireoPaths(home);
+    await mkdir(vmPaths(paths, 'web').dir, { recursive: true });
+    const recover = snapshotRecoveryHandlers(paths)['snapshot.revert']!;
+    const createdAt = '2026-11-30T08:00:00.000Z';
+    const operation: Operation = { id: 'a1b2c3d4e5f60718', kind: 'snapshot.revert', target: { vm: 'web' }, state: 'running', createdAt, updatedAt: createdAt, intent: { snapshot: 'live' } };
+    const live: SnapshotRecord = { name: 'live', createdAt: '2026-11-30T07:00:00.000Z', kind: 'full', memory: true, vmState: 'running', disks: ['web-disk0'], vmstateDisk: 'web-disk0' };
+    const disks: SnapshotRecord = { name: 'disks', createdAt: '2026-11-30T07:00:00.000Z', kind: 'disk-only', memory: false, vmState: 'running', disks: ['web-disk0'] };
+    const snapshots = [live, disks];
+
+    await writeMetadata(paths, 'web', { version: 1, current: 'live', revertedAt: '2026-11-30T08:00:00.200Z', snapshots });
+    assert.deepEqual(await recover(operation), { result: { snapshot: live, state: 'running', checks: [] } }, 'at the snapshot since after the operation began: succeeded');
+    await writeMetadata(paths, 'web', { version: 1, current: 'disks', revertedAt: '2026-11-30T08:00:00.200Z', snapshots });
+    assert.deepEqual(await recover({ ...operation, intent: { snapshot: 'disks' } }), { result: { snapshot: disks, state: 'stopped', checks: [] } }, 'disks only: the VM was stopped for it');
+
+    await writeMetadata(paths, 'web', { version: 1, current: 'live', revertedAt: '2026-11-30T07:30:00.000Z', snapshots });
+    assert.equal(await recover(operation), undefined, 'at that snapshot from an earlier revert: not this operation\'s work');
+    await writeMetadata(paths, 'web', { version: 1, current: 'live', snapshots });
+    assert.equal(await recover(operation), undefined, 'at that snapshot since it was taken: not this operation\'s work');
+    await writeMetadata(paths, 'web', { version: 1, current: 'disks', revertedAt: '2026-11-30T07:30:00.000Z', pending: { op: 'revert', name: 'live', startedAt: '2026-11-30T08:00:00.200Z' }, snapshots });
+    assert.equal(await recover(operation), undefined, 'still pending: the revert did not finish');
+    assert.equal(await recover({ ...operation, intent: undefined }), undefined, 'no intent (a record from before intents): nothing is claimed');
+  } finally {
+    await rm(home, { recursive: true, force: true });
+  }
+});

@@ -8,7 +8,7 @@ import { loadDefinition } from '../core/vm/definitions.js';
 import { cloneVm, makeTemplate } from '../core/vm/template.js';
 import { getVm } from '../core/vm/manage.js';
 import { accepted, implement } from './route.js';
-import type { SnapshotCreateIntent } from './snapshot-recovery.js';
+import type { SnapshotCreateIntent, SnapshotRevertIntent } from './snapshot-recovery.js';
 
 export const snapshotRoutes = implement(snapshots, {
   'GET /vms/:name/snapshots': async ({ params, daemon }) => listSnapshots(daemon.paths, params.name),
@@ -23,18 +23,24 @@ export const snapshotRoutes = implement(snapshots, {
   },
   'POST /vms/:name/snapshots/:snapshot/revert': async ({ params, daemon }) => {
     await loadDefinition(daemon.paths, params.name);
-    return accepted(await daemon.operations.start('snapshot.revert', { vm: params.name }, async ({ progress }) => {
-      // The operation ends when the guest runs from the snapshot; its clock is set right after (see RevertOptions.clock).
-      const result = await revertSnapshot(daemon.paths, params.name, params.snapshot, { clock: 'after', onProgress: (message) => progress(message) });
+    // As for a create, the operation's record is written while the revert's checks run (beforeChange waits for it),
+    // and its success is told before its finished record is written (recovery knows a finished revert by the intent).
+    const intent: SnapshotRevertIntent = { snapshot: params.snapshot };
+    return accepted(await daemon.operations.start('snapshot.revert', { vm: params.name }, async ({ progress, recorded, afterEnd }) => {
+      // The operation ends when the guest runs from the snapshot; its clock is set right after (see RevertOptions.clock),
+      // once the end is told: begun before, the agent's connection and exchange held up the answer by 2 to 3 ms.
+      const result = await revertSnapshot(daemon.paths, params.name, params.snapshot, { clock: 'after', onProgress: (message) => progress(message), beforeChange: () => recorded });
       if (result.clockAfter) {
-        void setClockAfterRevert(daemon.paths, params.name).then(
-          (synced) => daemon.events.publish('vm.clock', { synced, snapshot: params.snapshot }, params.name),
-          () => undefined,
-        );
+        afterEnd(() => {
+          void setClockAfterRevert(daemon.paths, params.name).then(
+            (synced) => daemon.events.publish('vm.clock', { synced, snapshot: params.snapshot }, params.name),
+            () => undefined,
+          );
+        });
       }
       await daemon.watcher.reconcile();
       return result;
-    }));
+    }, { intent, workWhileRecording: true, publishBeforeRecord: true }));
   },
   'DELETE /vms/:name/snapshots/:snapshot': async ({ params, daemon }) => {
     await loadDefinition(daemon.paths, params.name);

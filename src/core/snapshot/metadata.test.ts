@@ -32,6 +32,12 @@ test('deleting a middle snapshot moves its children and the current position to 
   assert.deepEqual(rootGone.snapshots.filter((snapshot) => snapshot.parent === undefined).map((snapshot) => snapshot.name), ['b', 'd']);
 });
 
+test('when a revert put the VM at its current snapshot stays known while that snapshot stays current', () => {
+  const reverted: SnapshotMetadata = { ...tree, revertedAt: '2026-01-01T01:00:00.000Z' };
+  assert.equal(withoutSnapshot(reverted, 'd').revertedAt, '2026-01-01T01:00:00.000Z', 'another snapshot deleted: still there');
+  assert.equal(withoutSnapshot(reverted, 'c').revertedAt, undefined, 'the current one deleted: the VM is not at its parent by a revert');
+});
+
 test('snapshot names: the volume name rules, and never all digits (QEMU matches ids too)', () => {
   assert.equal(checkSnapshotName('name', 'before-upgrade.1'), 'before-upgrade.1');
   assert.throws(() => checkSnapshotName('name', '42'), /must not be all digits/);

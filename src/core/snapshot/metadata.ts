@@ -45,6 +45,13 @@ export interface PendingOperation {
 export interface SnapshotMetadata {
   version: 1;
   current?: string;
+  /**
+   * When a revert made `current` current: the startedAt of its intent
+   * (absent once a create moves `current`). How the daemon's recovery knows
+   * that a revert it told as succeeded, and then died before recording so,
+   * did finish (daemon/snapshot-recovery.ts).
+   */
+  revertedAt?: string;
   snapshots: SnapshotRecord[];
   pending?: PendingOperation;
 }
@@ -91,6 +98,7 @@ export function withoutSnapshot(metadata: SnapshotMetadata, name: string): Snaps
   const next: SnapshotMetadata = { version: 1, snapshots };
   const current = metadata.current === name ? parent : metadata.current;
   if (current !== undefined) next.current = current;
+  if (current !== undefined && current === metadata.current && metadata.revertedAt !== undefined) next.revertedAt = metadata.revertedAt;
   if (metadata.pending) next.pending = metadata.pending;
   return next;
 }

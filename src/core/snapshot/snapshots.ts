@@ -166,8 +166,10 @@ export async function createSnapshot(paths: VireoPaths, vm: string, options: Cre
 
 async function createLocked(paths: VireoPaths, def: VmDefinition, name: string, options: CreateSnapshotOptions, dialled: Promise<QmpClient>): Promise<SnapshotResult> {
   const vm = def.name;
+  // The disks are resolved (read only) while the reconcile runs; it settles first, whatever they turn out to be.
+  const resolving = settleLater(snapshotDisks(paths, def));
   const { metadata, pid } = await reconcileLocked(paths, def, { monitor: dialled });
-  const disks = await snapshotDisks(paths, def);
+  const disks = await resolving;
   if (metadata.snapshots.some((snapshot) => snapshot.name === name)) throw new VireoError('already_exists', `snapshot '${name}' of VM '${vm}' already exists`, { field: 'name' });
   // The intent is written (to a fsynced temporary) while the checks below run, and put in place once they pass.
   const intent = settleLater(prepareMetadata(paths, vm, { ...metadata, pending: { op: 'create', name, startedAt: new Date().toISOString() } }));
@@ -283,6 +285,7 @@ function fullRecord(base: Omit<SnapshotRecord, 'memory' | 'vmState'>, running: b
 function withRecord(metadata: SnapshotMetadata, record: SnapshotRecord): SnapshotMetadata {
   const next: SnapshotMetadata = { ...metadata, snapshots: [...metadata.snapshots, record], current: record.name };
   delete next.pending;
+  delete next.revertedAt;
   return next;
 }
 
@@ -343,6 +346,8 @@ export interface RevertOptions {
    * snapshot, and sets its clock right after.
    */
   clock?: 'now' | 'after';
+  /** As CreateSnapshotOptions.beforeChange: awaited before the intent is written. */
+  beforeChange?: () => Promise<void>;
 }
 
 export async function revertSnapshot(paths: VireoPaths, vm: string, name: string, options: RevertOptions = {}): Promise<RevertResult> {
@@ -350,51 +355,13 @@ export async function revertSnapshot(paths: VireoPaths, vm: string, name: string
   const def = await loadDefinition(paths, vm);
   refuseTemplate(def);
   const prepared = await withVmLock(paths, vm, async () => {
-    await reconcileLocked(paths, def);
-    const metadata = await readMetadata(paths, vm);
-    const record = findRecord(metadata, vm, name);
-    const disks = await snapshotDisks(paths, def);
-    const attached = disks.map((disk) => disk.volume);
-    if (attached.join('\0') !== record.disks.join('\0')) {
-      throw invalidState(`VM '${vm}' has other disks (${attached.join(', ')}) than when snapshot '${name}' was taken (${record.disks.join(', ')}); reattach them to revert`);
+    // As for a create: the monitor is dialled while the records are read, and serves the reconcile and the load.
+    const dialled = settleLater(connect(paths, vm));
+    try {
+      return await revertLocked(paths, def, name, options, dialled);
+    } finally {
+      await dialled.then((client) => client.close(), () => undefined);
     }
-    if (record.memory && record.hardware !== hardwareFingerprint(def)) {
-      throw invalidState(`VM '${vm}' has different hardware (CPUs, memory, devices) than when snapshot '${name}' was taken; its memory cannot be loaded`);
-    }
-    const pid = await livePid(paths, def);
-    if (pid !== undefined && !record.memory) {
-      throw invalidState(`snapshot '${name}' holds disks only; stop the VM first to revert its disks (vireo vm stop ${vm})`);
-    }
-    await writeMetadata(paths, vm, { ...metadata, pending: { op: 'revert', name, startedAt: new Date().toISOString() } });
-    crashPoint('snapshot.revert.pending');
-    if (pid !== undefined) {
-      options.onProgress?.('loading memory, devices and disks (snapshot-load)');
-      try {
-        const client = await connect(paths, vm);
-        try {
-          await runSnapshotJob(client, 'snapshot-load', { tag: name, vmstate: disks.find((disk) => disk.volume === record.vmstateDisk)!.node, devices: disks.map((disk) => disk.node) });
-          // The guest resumes in the state it was captured in.
-          const status = await queryStatus(client);
-          if (record.vmState === 'running' && !status.running) await cont(client);
-        } finally {
-          await client.close();
-        }
-      } catch (error) {
-        throw explainFailure(error, await afterFailure(paths, def, pid), `snapshot '${name}' was not loaded`);
-      }
-      await finishRevert(paths, vm, name);
-      return { done: true as const, record, checks: [] };
-    }
-    if (!record.memory) {
-      options.onProgress?.('reverting stopped disks');
-      for (const disk of disks) await qemuImg.snapshot(disk.path, 'apply', name);
-      // Root's until the next start hands the TPM directory to that start's QEMU uid.
-      if (def.devices?.tpm) await restoreTpmState(vmPaths(paths, vm).dir, name, undefined);
-      crashPoint('snapshot.revert.applied');
-      await finishRevert(paths, vm, name);
-      return { done: true as const, record, checks: await checkDisks(disks) };
-    }
-    return { done: false as const, record, disks };
   });
   if (prepared.done) {
     const state = (await livePid(paths, def)) === undefined ? 'stopped' : prepared.record.vmState;
@@ -402,7 +369,7 @@ export async function revertSnapshot(paths: VireoPaths, vm: string, name: string
   }
   // A stopped VM and a snapshot with memory: start QEMU paused, load, then let it run.
   options.onProgress?.('starting the VM paused and loading the snapshot');
-  const { record, disks } = prepared;
+  const { record, disks, startedAt } = prepared;
   try {
     await startVm(paths, vm, {
       beforeResume: async (client) => {
@@ -416,8 +383,78 @@ export async function revertSnapshot(paths: VireoPaths, vm: string, name: string
       throw error;
     }
   }
-  await withVmLock(paths, vm, () => finishRevert(paths, vm, name));
+  await withVmLock(paths, vm, () => finishRevert(paths, vm, name, startedAt));
   return { snapshot: record, state: record.vmState, checks: [], ...(await clockAfterRevert(paths, vm, record.vmState, options)) };
+}
+
+/** The revert under the VM's lock: done (a running VM, or a stopped one's disks), or what the start that loads memory needs. */
+async function revertLocked(paths: VireoPaths, def: VmDefinition, name: string, options: RevertOptions, dialled: Promise<QmpClient>): Promise<{ done: true; record: SnapshotRecord; checks: DiskCheck[] } | { done: false; record: SnapshotRecord; disks: SnapshotDisk[]; startedAt: string }> {
+  const vm = def.name;
+  // As for a create, the disks are resolved while the reconcile runs.
+  const resolving = settleLater(snapshotDisks(paths, def));
+  const { metadata, pid } = await reconcileLocked(paths, def, { monitor: dialled });
+  const record = findRecord(metadata, vm, name);
+  // The intent is written (to a fsynced temporary) while the checks below run, and put in place once they pass; a
+  // running VM's metadata after the load (at the snapshot, nothing pending) is known now too, and written beside it.
+  const startedAt = new Date().toISOString();
+  const intent = settleLater(prepareMetadata(paths, vm, { ...metadata, pending: { op: 'revert', name, startedAt } }));
+  const loaded = pid === undefined ? undefined : settleLater(prepareMetadata(paths, vm, atSnapshot(metadata, name, startedAt)));
+  let committed = false;
+  try {
+    const disks = await resolving;
+    const attached = disks.map((disk) => disk.volume);
+    if (attached.join('\0') !== record.disks.join('\0')) {
+      throw invalidState(`VM '${vm}' has other disks (${attached.join(', ')}) than when snapshot '${name}' was taken (${record.disks.join(', ')}); reattach them to revert`);
+    }
+    if (record.memory && record.hardware !== hardwareFingerprint(def)) {
+      throw invalidState(`VM '${vm}' has different hardware (CPUs, memory, devices) than when snapshot '${name}' was taken; its memory cannot be loaded`);
+    }
+    if (pid !== undefined && !record.memory) {
+      throw invalidState(`snapshot '${name}' holds disks only; stop the VM first to revert its disks (vireo vm stop ${vm})`);
+    }
+    await options.beforeChange?.();
+    await (await intent).commit();
+    committed = true;
+    crashPoint('snapshot.revert.pending');
+    if (pid !== undefined) {
+      options.onProgress?.('loading memory, devices and disks (snapshot-load)');
+      try {
+        const client = await dialled.catch(() => connect(paths, vm));
+        await runSnapshotJob(client, 'snapshot-load', { tag: name, vmstate: disks.find((disk) => disk.volume === record.vmstateDisk)!.node, devices: disks.map((disk) => disk.node) }, {
+          // Alongside the job's dismissal: the state asked (answered after it, in order) and the record put in place.
+          afterSuccess: async () => {
+            const [status] = await Promise.all([queryStatus(client), (await loaded!).commit()]);
+            // The guest resumes in the state it was captured in (the job resumes only a guest that ran before it).
+            if (record.vmState === 'running' && !status.running) await cont(client);
+          },
+        });
+      } catch (error) {
+        throw explainFailure(error, await afterFailure(paths, def, pid), `snapshot '${name}' was not loaded`);
+      }
+      return { done: true as const, record, checks: [] };
+    }
+    if (!record.memory) {
+      options.onProgress?.('reverting stopped disks');
+      for (const disk of disks) await qemuImg.snapshot(disk.path, 'apply', name);
+      // Root's until the next start hands the TPM directory to that start's QEMU uid.
+      if (def.devices?.tpm) await restoreTpmState(vmPaths(paths, vm).dir, name, undefined);
+      crashPoint('snapshot.revert.applied');
+      await finishRevert(paths, vm, name, startedAt);
+      return { done: true as const, record, checks: await checkDisks(disks) };
+    }
+    return { done: false as const, record, disks, startedAt };
+  } finally {
+    if (!committed) await discard(intent);
+    // Not put in place (the load failed, or a check refused first): dropped. After a commit, this does nothing.
+    if (loaded) await discard(loaded);
+  }
+}
+
+/** The metadata once a revert begun at startedAt has put the VM at a snapshot: current, nothing pending. */
+function atSnapshot(metadata: SnapshotMetadata, name: string, startedAt: string): SnapshotMetadata {
+  const next: SnapshotMetadata = { ...metadata, current: name, revertedAt: startedAt };
+  delete next.pending;
+  return next;
 }
 
 async function clockAfterRevert(paths: VireoPaths, vm: string, state: string, options: RevertOptions): Promise<{ clockSynced?: boolean; clockAfter?: true }> {
@@ -436,11 +473,8 @@ export async function setClockAfterRevert(paths: VireoPaths, vm: string): Promis
 /** Not an error: stops startVm from resuming a guest whose snapshot was taken paused. */
 class PausedAfterLoad extends Error {}
 
-async function finishRevert(paths: VireoPaths, vm: string, name: string): Promise<void> {
-  const metadata = await readMetadata(paths, vm);
-  delete metadata.pending;
-  metadata.current = name;
-  await writeMetadata(paths, vm, metadata);
+async function finishRevert(paths: VireoPaths, vm: string, name: string, startedAt: string): Promise<void> {
+  await writeMetadata(paths, vm, atSnapshot(await readMetadata(paths, vm), name, startedAt));
 }
 
 /* ---------------------------------------------------------------- delete */
@@ -541,6 +575,7 @@ async function reconcileLocked(paths: VireoPaths, def: VmDefinition, options: { 
       if (pid === undefined && record) {
         for (const disk of disks.filter((candidate) => record.disks.includes(candidate.volume))) await qemuImg.snapshot(disk.path, 'apply', pending.name);
         next.current = pending.name;
+        next.revertedAt = pending.startedAt;
         actions.push(`finished the interrupted revert to '${pending.name}' (disks)`);
       } else if (pid !== undefined) {
         actions.push(`the revert to '${pending.name}' was interrupted; the VM runs on, revert again if it is not where you expect`);
